@@ -1,0 +1,32 @@
+# Quick start on a fresh machine:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.gsu-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+# torch==2.13.0 first: it is the CPU build on this machine's disk; an unpinned torch
+# pulled in by a dependency would fetch a multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[cpu,text,bench,dist,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/gsu demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/gsu bench all
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,14 @@
+"""gsu — the retrieval engine behind the general search unit of long-sequence CTR models.
+
+Subpackages (import them explicitly; nothing heavy happens at ``import gsu``):
+
+- :mod:`gsu.datasets`  — embedding files, sparse collections, behavior logs, generators
+- :mod:`gsu.index`     — item-level indexes (exact, filtered ANN, blocked sparse, LSH)
+- :mod:`gsu.retrieval` — per (user, target) behavior retrieval (SIM, ETA, SDIM, MUSE, TWIN)
+- :mod:`gsu.ctr`       — PyTorch target-attention models over the retrieved subset
+- :mod:`gsu.bench`     — recall/latency harness and benchmark suites
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

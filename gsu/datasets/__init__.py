@@ -1,0 +1,1 @@
+"""gsu.datasets"""

@@ -1,0 +1,18 @@
+"""Item-level indexes over embeddings. Every index follows one contract (see :mod:`gsu.index.base`)."""
+
+from gsu.index.base import INDEX_KINDS, Index, SearchResult, info, load, register_index
+from gsu.index.filters import CompiledFilter, Filter, IdMap
+from gsu.index.flat import FlatIndex
+
+__all__ = [
+    "INDEX_KINDS",
+    "CompiledFilter",
+    "Filter",
+    "FlatIndex",
+    "IdMap",
+    "Index",
+    "SearchResult",
+    "info",
+    "load",
+    "register_index",
+]

@@ -1,0 +1,95 @@
+"""numba kernels shared by the indexes: bounded top-k heaps and filtered gathers.
+
+Heap convention: a fixed-size *min*-heap of (score, row) pairs whose root is the
+worst kept entry. "Worse" means a lower score, or an equal score and a larger row,
+so results are deterministic under ties (smaller row wins).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+
+@nb.njit(cache=True, inline="always")
+def _worse(sa, ra, sb, rb):
+    return sa < sb or (sa == sb and ra > rb)
+
+
+@nb.njit(cache=True)
+def heap_push(hs, hr, size, k, s, r):
+    """Offer (s, r) to the heap ``hs``/``hr`` holding ``size`` entries (capacity k).
+
+    Returns the new size. When full, replaces the root if (s, r) is better.
+    """
+    if size < k:
+        i = size
+        hs[i] = s
+        hr[i] = r
+        while i > 0:
+            p = (i - 1) >> 1
+            if _worse(hs[i], hr[i], hs[p], hr[p]):
+                hs[i], hs[p] = hs[p], hs[i]
+                hr[i], hr[p] = hr[p], hr[i]
+                i = p
+            else:
+                break
+        return size + 1
+    if not _worse(hs[0], hr[0], s, r):
+        return size
+    hs[0] = s
+    hr[0] = r
+    i = 0
+    while True:
+        left = 2 * i + 1
+        if left >= k:
+            break
+        c = left
+        right = left + 1
+        if right < k and _worse(hs[right], hr[right], hs[left], hr[left]):
+            c = right
+        if _worse(hs[c], hr[c], hs[i], hr[i]):
+            hs[i], hs[c] = hs[c], hs[i]
+            hr[i], hr[c] = hr[c], hr[i]
+            i = c
+        else:
+            break
+    return size
+
+
+@nb.njit(cache=True)
+def heap_sorted(hs, hr, size, out_s, out_r):
+    """Write the heap's entries best-first into ``out_s``/``out_r`` (first ``size`` slots)."""
+    idx = np.arange(size)
+    # insertion sort on (score desc, row asc); k is small
+    for a in range(1, size):
+        j = a
+        while j > 0 and _worse(hs[idx[j - 1]], hr[idx[j - 1]], hs[idx[j]], hr[idx[j]]):
+            idx[j - 1], idx[j] = idx[j], idx[j - 1]
+            j -= 1
+    for a in range(size):
+        out_s[a] = hs[idx[a]]
+        out_r[a] = hr[idx[a]]
+
+
+@nb.njit(cache=True, parallel=True)
+def gather_topk_ip(Q, X, starts, ends, rows, k, out_r, out_s, counts):
+    """Exact inner-product top-k of each query over its allowed rows.
+
+    Q (nq, d) float32, X (n, d) float32, allowed rows of query q are
+    ``rows[starts[q]:ends[q]]``. Writes best-first rows/scores into ``out_r`` (nq, k)
+    int64 / ``out_s`` (nq, k) float32 (caller pre-fills -1 / -inf) and ``counts``.
+    """
+    nq, d = Q.shape
+    for q in nb.prange(nq):
+        hs = np.empty(k, np.float32)
+        hr = np.empty(k, np.int64)
+        size = 0
+        for j in range(starts[q], ends[q]):
+            r = rows[j]
+            acc = np.float32(0.0)
+            for t in range(d):
+                acc += Q[q, t] * X[r, t]
+            size = heap_push(hs, hr, size, k, acc, r)
+        heap_sorted(hs, hr, size, out_s[q], out_r[q])
+        counts[q] = size

@@ -1,0 +1,165 @@
+"""``FlatIndex``: exact dense search — the ground truth every approximate index is held to."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positive_int
+from gsu.index import _kernels
+from gsu.index.base import Index, SearchResult, register_index, topk_rows
+from gsu.index.filters import Filter, IdMap
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FlatIndex", "METRICS"]
+
+METRICS = ("ip", "cosine")
+
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """L2-normalise rows (float32); zero rows stay zero."""
+    n = np.linalg.norm(x, axis=1, keepdims=True)
+    n[n == 0] = 1.0
+    return (x / n).astype(np.float32, copy=False)
+
+
+@register_index("flat")
+class FlatIndex(Index):
+    """Exact inner-product / cosine search over dense float32 vectors.
+
+    Args:
+        dim: vector dimension d.
+        metric: ``"ip"`` (inner product) or ``"cosine"`` (vectors and queries are
+            L2-normalised; scores are cosines).
+
+    Unfiltered batches use one BLAS matrix product per block of queries; filtered
+    queries gather the allowed rows (a numba kernel for per-query filters), so a
+    filtered search equals a search over an index holding only the allowed items.
+    """
+
+    def __init__(self, dim: int, metric: str = "ip", *, block_size: int = 1024):
+        self.dim = check_positive_int(dim, name="dim")
+        self.metric = check_choice(metric, name="metric", choices=METRICS)
+        self.block_size = check_positive_int(block_size, name="block_size")
+        self._x = np.zeros((0, self.dim), dtype=np.float32)
+        self._idmap = IdMap(np.zeros(0, np.int64))
+
+    # -- data --------------------------------------------------------------
+    @property
+    def ntotal(self) -> int:
+        return int(self._x.shape[0])
+
+    @property
+    def ids(self) -> np.ndarray:
+        """(n,) int64 external ids in row order."""
+        return self._idmap.ids
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """(n, d) float32 stored vectors (normalised for cosine)."""
+        return self._x
+
+    @property
+    def idmap(self) -> IdMap:
+        return self._idmap
+
+    def add(self, vectors: Any, ids: Any = None) -> None:
+        """Append ``vectors`` (n, d) float32 with external ``ids`` (n,) int64.
+
+        Default ids continue ``0..n-1`` from the current size. Ids must be unique
+        across the whole index.
+        """
+        x = as_matrix(vectors, name="vectors", dim=self.dim)
+        if ids is None:
+            new_ids = np.arange(self.ntotal, self.ntotal + x.shape[0], dtype=np.int64)
+        else:
+            new_ids = as_ids(ids, name="ids", n=x.shape[0], unique=True)
+        if self.ntotal and np.any(self._idmap.contains(new_ids)):
+            raise ValueError("ids: some ids are already in the index")
+        if self.metric == "cosine":
+            x = normalize_rows(x)
+        self._x = np.ascontiguousarray(np.concatenate([self._x, x])) if self.ntotal else x
+        self._idmap = IdMap(np.concatenate([self._idmap.ids, new_ids]))
+
+    def reconstruct(self, ids: Any) -> np.ndarray:
+        """Stored vectors of ``ids``; unknown ids raise ``KeyError``."""
+        rows = self._idmap.rows(as_ids(ids, name="ids"))
+        if np.any(rows < 0):
+            raise KeyError(f"unknown ids: {np.asarray(ids)[rows < 0][:5].tolist()}")
+        return self._x[rows]
+
+    # -- search ------------------------------------------------------------
+    def _prep_queries(self, queries: Any) -> np.ndarray:
+        q = as_matrix(queries, name="queries", dim=self.dim)
+        return normalize_rows(q) if self.metric == "cosine" else q
+
+    def search(self, queries: Any, k: int, *, filter: Any = None) -> SearchResult:
+        """Exact top-``k`` for each row of ``queries`` (nq, d).
+
+        Args:
+            queries: (nq, d) float32 (a 1-D vector is a batch of one).
+            k: results per query; rows hold fewer (padded -1/-inf) only when fewer
+                items exist or pass the filter.
+            filter: a :class:`Filter` (or anything ``Filter.coerce`` accepts), shared
+                or per-query.
+        """
+        q = self._prep_queries(queries)
+        k = check_k(k)
+        nq = q.shape[0]
+        if self.ntotal == 0:
+            return SearchResult.empty(nq, k)
+        f = Filter.coerce(filter)
+        if f.is_all:
+            return self._search_rows(q, k, None)
+        cf = f.compile(self._idmap, nq)
+        if cf.shared:
+            rows = cf.rows
+            if rows.shape[0] == 0:
+                return SearchResult.empty(nq, k)
+            if rows.shape[0] == self.ntotal:
+                return self._search_rows(q, k, None)
+            return self._search_rows(q, k, rows)
+        starts, ends = cf.bounds(nq)
+        return self._search_gather(q, k, starts, ends, cf.rows)
+
+    def _search_rows(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> SearchResult:
+        x = self._x if rows is None else self._x[rows]
+        nq = q.shape[0]
+        ids = np.empty((nq, k), np.int64)
+        scores = np.empty((nq, k), np.float32)
+        for s in range(0, nq, self.block_size):
+            sc = q[s : s + self.block_size] @ x.T
+            cols, vals = topk_rows(sc, k, rows)
+            ids[s : s + self.block_size] = self._idmap.to_ids(cols)
+            scores[s : s + self.block_size] = vals
+        counts = (ids >= 0).sum(axis=1).astype(np.int64)
+        return SearchResult(ids, scores, counts)
+
+    def _search_gather(self, q: np.ndarray, k: int, starts: np.ndarray, ends: np.ndarray, rows: np.ndarray) -> SearchResult:
+        nq = q.shape[0]
+        out_r = np.full((nq, k), -1, np.int64)
+        out_s = np.full((nq, k), -np.inf, np.float32)
+        counts = np.zeros(nq, np.int64)
+        _kernels.gather_topk_ip(q, self._x, starts, ends, rows, k, out_r, out_s, counts)
+        return SearchResult(self._idmap.to_ids(out_r), out_s, counts)
+
+    # -- persistence -------------------------------------------------------
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"dim": self.dim, "metric": self.metric}, {"vectors": self._x, "ids": self._idmap.ids}
+
+    @classmethod
+    def _from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "FlatIndex":
+        idx = cls(int(config["dim"]), config["metric"])
+        x = arrays["vectors"]
+        if x.ndim != 2 or x.shape[1] != idx.dim or arrays["ids"].shape != (x.shape[0],):
+            raise ValueError(f"vectors {x.shape} / ids {arrays['ids'].shape} do not match dim {idx.dim}")
+        idx._x = x
+        idx._idmap = IdMap(arrays["ids"])
+        return idx
+
+    def __repr__(self) -> str:
+        return f"FlatIndex(dim={self.dim}, metric={self.metric!r}, ntotal={self.ntotal})"
