@@ -72,7 +72,7 @@ def heap_sorted(hs, hr, size, out_s, out_r):
         out_r[a] = hr[idx[a]]
 
 
-@nb.njit(cache=True, parallel=True)
+@nb.njit(cache=True, parallel=True, fastmath=True)
 def gather_topk_ip(Q, X, starts, ends, rows, k, out_r, out_s, counts):
     """Exact inner-product top-k of each query over its allowed rows.
 
@@ -91,5 +91,31 @@ def gather_topk_ip(Q, X, starts, ends, rows, k, out_r, out_s, counts):
             for t in range(d):
                 acc += Q[q, t] * X[r, t]
             size = heap_push(hs, hr, size, k, acc, r)
+        heap_sorted(hs, hr, size, out_s[q], out_r[q])
+        counts[q] = size
+
+
+@nb.njit(cache=True, parallel=True)
+def dense_topk(S, k, out_r, out_s, counts, mask):
+    """Top-k columns of each row of a dense score matrix S (nq, m) float32.
+
+    Entries equal to -inf (excluded) or NaN are skipped, and so are columns where
+    ``mask`` (m,) bool is False (pass a length-0 mask for "all allowed"). Writes best-first column
+    indices / scores into ``out_r`` / ``out_s`` (pre-filled -1 / -inf) and ``counts``.
+    """
+    nq, m = S.shape
+    for q in nb.prange(nq):
+        hs = np.empty(k, np.float32)
+        hr = np.empty(k, np.int64)
+        size = 0
+        row = S[q]
+        use_mask = mask.shape[0] > 0
+        for j in range(m):
+            if use_mask and not mask[j]:
+                continue
+            s = row[j]
+            if s > -np.inf:  # False for -inf and NaN
+                if size < k or s > hs[0]:
+                    size = heap_push(hs, hr, size, k, s, j)
         heap_sorted(hs, hr, size, out_s[q], out_r[q])
         counts[q] = size

@@ -139,9 +139,10 @@ class Filter:
     an id array, a boolean mask, a BitMap, a list of per-query filters or a Filter.
     """
 
-    __slots__ = ("_kind", "_data")
+    __slots__ = ("_kind", "_data", "_cache")
 
     def __init__(self, spec: Any = None, *, _kind: str | None = None, _data: Any = None):
+        self._cache: tuple[IdMap, CompiledFilter] | None = None
         if _kind is not None:
             self._kind, self._data = _kind, _data
             return
@@ -354,8 +355,13 @@ class Filter:
         n = len(idmap)
         m = self.n_queries()
         if m is None:
+            # a shared filter is often reused across calls (one query at a time): cache it
+            if self._cache is not None and self._cache[0] is idmap:
+                return self._cache[1]
             rows = self._rows(idmap)
-            return CompiledFilter(np.array([0, rows.shape[0]], dtype=np.int64), rows, n, True)
+            cf = CompiledFilter(np.array([0, rows.shape[0]], dtype=np.int64), rows, n, True)
+            self._cache = (idmap, cf)
+            return cf
         if m != nq:
             raise ValueError(f"per-query filter has {m} entries but there are {nq} queries")
         parts = [self.for_query(q)._rows(idmap) for q in range(nq)]

@@ -9,7 +9,7 @@ import numpy as np
 
 from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positive_int
 from gsu.index import _kernels
-from gsu.index.base import Index, SearchResult, register_index, topk_rows
+from gsu.index.base import Index, SearchResult, register_index
 from gsu.index.filters import Filter, IdMap
 
 log = logging.getLogger(__name__)
@@ -17,6 +17,13 @@ log = logging.getLogger(__name__)
 __all__ = ["FlatIndex", "METRICS"]
 
 METRICS = ("ip", "cosine")
+
+# From this allowed fraction on, a shared filter scores every row with BLAS and masks.
+_DENSE_FRACTION = 0.2
+_NO_MASK = np.zeros(0, dtype=bool)
+# Below this many queries a shared filter is served by the gather kernel (reads only the
+# allowed rows, no copy); from it on, copying the allowed rows once and using BLAS wins.
+_GATHER_BATCH = 8
 
 
 
@@ -118,26 +125,38 @@ class FlatIndex(Index):
         cf = f.compile(self._idmap, nq)
         if cf.shared:
             rows = cf.rows
-            if rows.shape[0] == 0:
+            m = rows.shape[0]
+            if m == 0:
                 return SearchResult.empty(nq, k)
-            if rows.shape[0] == self.ntotal:
+            if m == self.ntotal:
                 return self._search_rows(q, k, None)
+            if m >= _DENSE_FRACTION * self.ntotal:
+                # most rows allowed: score everything with BLAS and mask the rest
+                return self._search_rows(q, k, None, mask=cf.mask())
+            if nq < _GATHER_BATCH:
+                # a few queries: score allowed rows in place (no copy of the allowed vectors)
+                starts, ends = cf.bounds(nq)
+                return self._search_gather(q, k, starts, ends, rows)
             return self._search_rows(q, k, rows)
         starts, ends = cf.bounds(nq)
         return self._search_gather(q, k, starts, ends, cf.rows)
 
-    def _search_rows(self, q: np.ndarray, k: int, rows: np.ndarray | None) -> SearchResult:
+    def _search_rows(self, q: np.ndarray, k: int, rows: np.ndarray | None, mask: np.ndarray | None = None) -> SearchResult:
+        """BLAS scores against all rows (or the gathered ``rows``), optional row ``mask``, then top-k."""
         x = self._x if rows is None else self._x[rows]
         nq = q.shape[0]
-        ids = np.empty((nq, k), np.int64)
-        scores = np.empty((nq, k), np.float32)
+        out_r = np.full((nq, k), -1, np.int64)
+        out_s = np.full((nq, k), -np.inf, np.float32)
+        counts = np.zeros(nq, np.int64)
         for s in range(0, nq, self.block_size):
             sc = q[s : s + self.block_size] @ x.T
-            cols, vals = topk_rows(sc, k, rows)
-            ids[s : s + self.block_size] = self._idmap.to_ids(cols)
-            scores[s : s + self.block_size] = vals
-        counts = (ids >= 0).sum(axis=1).astype(np.int64)
-        return SearchResult(ids, scores, counts)
+            _kernels.dense_topk(
+                sc, k, out_r[s : s + self.block_size], out_s[s : s + self.block_size], counts[s : s + self.block_size],
+                _NO_MASK if mask is None else mask,
+            )
+        if rows is not None:
+            out_r = np.where(out_r >= 0, rows[np.maximum(out_r, 0)], -1)
+        return SearchResult(self._idmap.to_ids(out_r), out_s, counts)
 
     def _search_gather(self, q: np.ndarray, k: int, starts: np.ndarray, ends: np.ndarray, rows: np.ndarray) -> SearchResult:
         nq = q.shape[0]

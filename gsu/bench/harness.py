@@ -1,0 +1,420 @@
+"""The benchmark harness: thread pinning, timing, tie-tolerant recall, result checks, JSONL, plots.
+
+Every suite in :mod:`gsu.bench` uses these pieces so that numbers are comparable:
+
+- :func:`pin_threads` fixes BLAS/OpenMP (threadpoolctl), numba, torch and faiss threads
+  and returns what it set, which goes into every record;
+- :func:`time_queries` / :func:`time_call` warm up, repeat, and report the median
+  (and p50/p99 per-query latencies);
+- :func:`recall_at_k` counts a hit when the returned item's true score is within
+  ``eps`` of the true k-th score (ann-benchmarks' tie tolerance);
+- :func:`check_results` trusts nothing: unique ids per row, scores recomputed from the
+  data, the filter respected;
+- :func:`write_jsonl` / :func:`pareto_plot` store results as data and a PNG.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Timing",
+    "pin_threads",
+    "machine_info",
+    "recall_at_k",
+    "time_queries",
+    "time_call",
+    "check_results",
+    "write_jsonl",
+    "read_jsonl",
+    "pareto_front",
+    "pareto_plot",
+    "line_plot",
+    "format_table",
+]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Timing summary. ``median_s``: median wall time of one repeat (all queries);
+    ``p50_ms``/``p99_ms``: per-query (or per-call) latency percentiles over all repeats;
+    ``qps``: queries per second from the median repeat; ``repeats``: number of repeats."""
+
+    median_s: float
+    p50_ms: float
+    p99_ms: float
+    qps: float
+    repeats: int
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+_PINNED: dict[str, Any] = {}
+_LIMITERS: list[Any] = []
+
+
+def pin_threads(n: int = 1) -> dict[str, Any]:
+    """Pin BLAS/OpenMP, numba, torch and faiss to ``n`` threads; return what was set."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    if n < 1:
+        raise ValueError(f"threads: expected >= 1, got {n}")
+    _LIMITERS.clear()
+    _LIMITERS.append(threadpool_limits(limits=n))
+    out: dict[str, Any] = {"threads": n}
+    try:
+        import numba
+
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        out["numba"] = numba.get_num_threads()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+        out["torch"] = torch.get_num_threads()
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import faiss
+
+        faiss.omp_set_num_threads(n)
+        out["faiss"] = faiss.omp_get_max_threads()
+    except ImportError:  # pragma: no cover
+        pass
+    out["blas"] = sorted({f"{i.get('internal_api')}:{i.get('num_threads')}" for i in threadpool_info()})
+    _PINNED.clear()
+    _PINNED.update(out)
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    """Machine, interpreter and library versions, plus the pinned thread counts."""
+    info: dict[str, Any] = {
+        "host": platform.node(),
+        "machine": platform.machine(),
+        "processor": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "pinned": dict(_PINNED),
+    }
+    versions = {}
+    for mod in ("numpy", "scipy", "numba", "faiss", "torch", "hnswlib", "pyroaring", "seismic"):
+        try:
+            m = __import__(mod)
+            versions[mod] = getattr(m, "__version__", "installed")
+        except ImportError:
+            versions[mod] = None
+    from gsu import __version__
+
+    versions["gsu"] = __version__
+    info["versions"] = versions
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def recall_at_k(
+    found_ids: np.ndarray,
+    true_ids: np.ndarray,
+    *,
+    found_scores: np.ndarray | None = None,
+    true_scores: np.ndarray | None = None,
+    eps: float = 1e-3,
+) -> float:
+    """Mean recall@k over queries.
+
+    Without scores: |found ∩ true| / |true| per row (ids ``-1`` ignored). With
+    ``found_scores`` (the *recomputed* true scores of the returned ids) and
+    ``true_scores`` (the exact top-k scores), a returned id counts as a hit when its
+    score is ≥ the true k-th score − ``eps`` (ann-benchmarks' tie tolerance); hits
+    are capped at the number of true results. Rows with no true result are skipped.
+    """
+    found_ids = np.asarray(found_ids)
+    true_ids = np.asarray(true_ids)
+    if found_ids.ndim != 2 or true_ids.ndim != 2 or found_ids.shape[0] != true_ids.shape[0]:
+        raise ValueError(f"recall_at_k: shapes {found_ids.shape} and {true_ids.shape} do not match")
+    n_true = (true_ids >= 0).sum(axis=1)
+    if found_scores is not None and true_scores is not None:
+        ts = np.where(true_ids >= 0, true_scores, np.inf)
+        kth = ts.min(axis=1)
+        fs = np.where(found_ids >= 0, found_scores, -np.inf)
+        hits = (fs >= (kth[:, None] - eps)).sum(axis=1)
+        hits = np.minimum(hits, n_true)
+    else:
+        hits = np.array(
+            [np.intersect1d(f[f >= 0], t[t >= 0]).size for f, t in zip(found_ids, true_ids)], dtype=np.int64
+        )
+    ok = n_true > 0
+    if not ok.any():
+        return 1.0
+    return float(np.mean(hits[ok] / n_true[ok]))
+
+
+def time_queries(
+    fn: Callable[[np.ndarray], Any],
+    queries: Any,
+    *,
+    batch: int = 1,
+    repeats: int = 5,
+    warmup: int = 1,
+    max_seconds: float | None = None,
+) -> Timing:
+    """Time ``fn`` over ``queries`` in slices of ``batch`` rows (batch=1: one query at a time).
+
+    ``queries`` may be an array (sliced on axis 0) or a sequence of per-query objects.
+    ``warmup`` full passes are discarded; then ``repeats`` passes are timed (fewer if
+    ``max_seconds`` is exceeded, but at least one). Reports the median pass and
+    per-call latency percentiles.
+    """
+    n = len(queries)
+    if n == 0:
+        raise ValueError("time_queries: no queries")
+    slices = [queries[i : i + batch] for i in range(0, n, batch)]
+    for _ in range(warmup):
+        for s in slices:
+            fn(s)
+    passes: list[float] = []
+    lat: list[float] = []
+    t_start = time.perf_counter()
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for s in slices:
+            t1 = time.perf_counter()
+            fn(s)
+            lat.append(time.perf_counter() - t1)
+        passes.append(time.perf_counter() - t0)
+        if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
+            break
+    med = statistics.median(passes)
+    per_call = np.asarray(lat) * 1e3
+    return Timing(med, float(np.percentile(per_call, 50)), float(np.percentile(per_call, 99)), n / med if med > 0 else float("inf"), len(passes))
+
+
+def time_call(fn: Callable[[], Any], *, repeats: int = 5, warmup: int = 1, max_seconds: float | None = None) -> Timing:
+    """Time a no-argument call: warm-up, then the median of ``repeats`` (qps = calls/s)."""
+    for _ in range(warmup):
+        fn()
+    ts: list[float] = []
+    t_start = time.perf_counter()
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+        if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
+            break
+    med = statistics.median(ts)
+    ms = np.asarray(ts) * 1e3
+    return Timing(med, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), 1.0 / med if med > 0 else float("inf"), len(ts))
+
+
+def check_results(
+    ids: np.ndarray,
+    scores: np.ndarray,
+    *,
+    recompute: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    allowed: Callable[[int, np.ndarray], np.ndarray] | None = None,
+    rtol: float = 1e-3,
+    atol: float = 1e-3,
+    name: str = "results",
+) -> np.ndarray:
+    """Verify a search result and return the recomputed scores (or ``scores``).
+
+    - every row's valid ids (≥ 0) are unique and come first, padding is -1 / -inf;
+    - ``recompute(q_index_array, ids_row)`` gives true scores: they must match ``scores``;
+    - ``allowed(q, ids_row)`` gives a boolean array: every returned id must be allowed.
+
+    Raises ``RuntimeError`` naming the first bad row.
+    """
+    ids = np.asarray(ids)
+    scores = np.asarray(scores)
+    true = np.array(scores, dtype=np.float64, copy=True)
+    for q in range(ids.shape[0]):
+        row = ids[q]
+        valid = row >= 0
+        nv = int(valid.sum())
+        if not valid[:nv].all():
+            raise RuntimeError(f"{name}: row {q} has -1 padding before valid ids")
+        if np.unique(row[:nv]).size != nv:
+            raise RuntimeError(f"{name}: row {q} returns duplicate ids")
+        if np.any(np.isfinite(scores[q, nv:])):
+            raise RuntimeError(f"{name}: row {q} has finite scores in the padding")
+        if allowed is not None and nv and not np.all(allowed(q, row[:nv])):
+            raise RuntimeError(f"{name}: row {q} returns ids the filter excludes")
+        if recompute is not None and nv:
+            rs = np.asarray(recompute(np.full(nv, q), row[:nv]), dtype=np.float64)
+            true[q, :nv] = rs
+            if not np.allclose(rs, scores[q, :nv], rtol=rtol, atol=atol):
+                bad = int(np.argmax(~np.isclose(rs, scores[q, :nv], rtol=rtol, atol=atol)))
+                raise RuntimeError(
+                    f"{name}: row {q} reports score {scores[q, bad]:.5g} for id {row[bad]}, recomputed {rs[bad]:.5g}"
+                )
+    return true
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]], *, append: bool = False) -> Path:
+    """Write ``records`` as JSON lines (numpy scalars converted)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a" if append else "w") as f:
+        for r in records:
+            f.write(json.dumps(r, default=_json_default, sort_keys=True) + "\n")
+    return path
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated in (x higher, y higher), sorted by x."""
+    order = sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1]))
+    front: list[int] = []
+    best_y = -np.inf
+    for i in order:
+        if points[i][1] > best_y:
+            front.append(i)
+            best_y = points[i][1]
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def pareto_plot(
+    records: Sequence[dict[str, Any]],
+    path: str | os.PathLike,
+    *,
+    x: str = "recall",
+    y: str = "qps",
+    group: str = "method",
+    title: str = "",
+    logy: bool = True,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+) -> Path:
+    """Scatter every record (x, y) per ``group`` and draw each group's Pareto front; PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for r in records:
+        if r.get(x) is None or r.get(y) is None:
+            continue
+        groups.setdefault(str(r.get(group)), []).append((float(r[x]), float(r[y])))
+    for g, pts in sorted(groups.items()):
+        xs, ys = zip(*pts)
+        line = ax.scatter(xs, ys, s=14, alpha=0.45)
+        fr = pareto_front(pts)
+        ax.plot([pts[i][0] for i in fr], [pts[i][1] for i in fr], "-o", ms=4, label=g, color=line.get_facecolor()[0])
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel or y)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if groups:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def line_plot(
+    records: Sequence[dict[str, Any]],
+    path: str | os.PathLike,
+    *,
+    x: str,
+    y: str,
+    group: str = "method",
+    title: str = "",
+    logx: bool = True,
+    logy: bool = True,
+) -> Path:
+    """One line per ``group`` through its (x, y) points sorted by x; PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for r in records:
+        if r.get(x) is None or r.get(y) is None:
+            continue
+        groups.setdefault(str(r.get(group)), []).append((float(r[x]), float(r[y])))
+    for g, pts in sorted(groups.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", ms=4, label=g)
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if groups:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, floatfmt: str = ".4g") -> str:
+    """A plain-text (Markdown) table of ``rows`` restricted to ``columns``."""
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return format(v, floatfmt)
+        return "" if v is None else str(v)
+
+    cells = [[fmt(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    line = lambda vals: "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"  # noqa: E731
+    out = [line(list(columns)), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
