@@ -1,0 +1,145 @@
+"""Container format, Filter semantics, harness pieces and the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from pyroaring import BitMap
+
+from gsu._format import read_container, write_container
+from gsu.bench import harness
+from gsu.cli import main as cli_main
+from gsu.errors import IndexFileError
+from gsu.index import Filter, IdMap
+
+
+def test_container_roundtrip_all_dtypes(tmp_path):
+    arrays = {
+        "f32": np.arange(12, dtype=np.float32).reshape(3, 4),
+        "i64": np.array([-1, 5, 2**40], np.int64),
+        "u64": np.array([2**63 + 5], np.uint64),
+        "b": np.array([True, False]),
+        "empty": np.zeros((0, 7), np.float32),
+        "i8": np.array([1, -2, 3], np.int8),
+    }
+    p = tmp_path / "c.gsu"
+    write_container(p, "test", {"a": 1, "nested": {"x": [1, 2]}}, arrays)
+    for mm in (False, True):
+        kind, cfg, got = read_container(p, mmap=mm)
+        assert kind == "test" and cfg == {"a": 1, "nested": {"x": [1, 2]}}
+        for k, v in arrays.items():
+            assert got[k].dtype == v.dtype and got[k].shape == v.shape
+            np.testing.assert_array_equal(got[k], v)
+    with pytest.raises(IndexFileError, match="expected a 'other'"):
+        read_container(p, kind="other")
+
+
+def test_container_unknown_version(tmp_path):
+    p = tmp_path / "v.gsu"
+    write_container(p, "t", {}, {"a": np.ones(3)})
+    b = bytearray(p.read_bytes())
+    b[8] = 99  # version field
+    p.write_bytes(bytes(b))
+    with pytest.raises(IndexFileError, match="version 99"):
+        read_container(p)
+
+
+def test_idmap_lookups():
+    m = IdMap(np.array([40, 10, 30], np.int64))
+    assert not m.identity
+    np.testing.assert_array_equal(m.rows(np.array([10, 40, 99, 30])), [1, 0, -1, 2])
+    np.testing.assert_array_equal(m.to_ids(np.array([2, -1, 0])), [30, -1, 40])
+    ident = IdMap(np.arange(5))
+    assert ident.identity
+    np.testing.assert_array_equal(ident.rows(np.array([4, 5, -3])), [4, -1, -1])
+
+
+def test_filter_constructors_and_allows():
+    ids = np.arange(20)
+    assert Filter.from_ids([3, 1, 3]).allows(ids).nonzero()[0].tolist() == [1, 3]
+    assert Filter(BitMap([2, 7])).allows(ids).nonzero()[0].tolist() == [2, 7]
+    assert Filter.range(5, 8).allows(ids).nonzero()[0].tolist() == [5, 6, 7]
+    mask = np.zeros(10, bool)
+    mask[[0, 9]] = True
+    assert Filter(mask).allows(ids).nonzero()[0].tolist() == [0, 9]  # ids beyond the mask: not allowed
+    assert (~Filter.range(1, 19)).allows(ids).nonzero()[0].tolist() == [0, 19]
+    f = Filter.per_query([[1], [2, 3]])
+    assert f.is_per_query and f.n_queries() == 2 and len(f) == 2
+    cf = (f & Filter.range(0, 3)).compile(IdMap(ids), 2)
+    assert cf.query_rows(0).tolist() == [1] and cf.query_rows(1).tolist() == [2]
+    with pytest.raises(ValueError, match="3 queries"):
+        f.compile(IdMap(ids), 3)
+    with pytest.raises(ValueError):
+        Filter.from_mask(np.array([1, 0]))
+    with pytest.raises(ValueError):
+        Filter.range(5, 1)
+    with pytest.raises(ValueError):
+        Filter.from_ids(np.array([1.5]))
+
+
+def test_recall_tie_tolerance():
+    true_ids = np.array([[1, 2, 3]])
+    true_scores = np.array([[0.9, 0.8, 0.5]])
+    found = np.array([[1, 2, 7]])  # 7 ties with the 3rd score
+    assert harness.recall_at_k(found, true_ids) == pytest.approx(2 / 3)
+    assert harness.recall_at_k(found, true_ids, found_scores=np.array([[0.9, 0.8, 0.5]]), true_scores=true_scores) == 1.0
+    assert harness.recall_at_k(found, true_ids, found_scores=np.array([[0.9, 0.8, 0.4]]), true_scores=true_scores) == pytest.approx(2 / 3)
+
+
+def test_check_results_trusts_nothing():
+    x = np.eye(3, dtype=np.float32)
+    rec = lambda qi, ids: x[ids, 0]  # noqa: E731
+    ok_ids, ok_sc = np.array([[0, -1]]), np.array([[1.0, -np.inf]], np.float32)
+    harness.check_results(ok_ids, ok_sc, recompute=rec)
+    with pytest.raises(RuntimeError, match="duplicate"):
+        harness.check_results(np.array([[0, 0]]), np.array([[1.0, 1.0]]), recompute=rec)
+    with pytest.raises(RuntimeError, match="recomputed"):
+        harness.check_results(np.array([[1, -1]]), np.array([[1.0, -np.inf]]), recompute=rec)
+    with pytest.raises(RuntimeError, match="excludes"):
+        harness.check_results(ok_ids, ok_sc, allowed=lambda q, ids: ids != 0)
+    with pytest.raises(RuntimeError, match="padding"):
+        harness.check_results(np.array([[-1, 0]]), np.array([[-np.inf, 1.0]]))
+
+
+def test_pareto_front():
+    pts = [(0.5, 100.0), (0.9, 50.0), (0.8, 40.0), (0.95, 10.0), (0.4, 90.0)]
+    assert harness.pareto_front(pts) == [0, 1, 3]
+
+
+def test_pin_threads_and_machine_info():
+    got = harness.pin_threads(1)
+    assert got["threads"] == 1 and got["numba"] == 1 and got["torch"] == 1
+    info = harness.machine_info()
+    assert info["pinned"]["threads"] == 1 and info["versions"]["gsu"]
+
+
+def test_cli_build_search_info(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "q.npy", x[:3])
+    np.save(tmp_path / "allow.npy", np.arange(100, 200))
+    assert cli_main(["build", str(tmp_path / "x.npy"), str(tmp_path / "i.gsu"), "--metric", "cosine"]) == 0
+    assert cli_main(["info", str(tmp_path / "i.gsu")]) == 0
+    out = capsys.readouterr().out
+    assert "kind:     flat" in out and '"metric": "cosine"' in out
+    assert cli_main(["search", str(tmp_path / "i.gsu"), str(tmp_path / "q.npy"), "-k", "4", "--filter", str(tmp_path / "allow.npy"),
+                     "--out", str(tmp_path / "r.npz")]) == 0
+    r = np.load(tmp_path / "r.npz")
+    assert r["ids"].shape == (3, 4) and (r["ids"] >= 100).all()
+    assert cli_main(["search", str(tmp_path / "i.gsu"), str(tmp_path / "q.npy"), "-k", "2"]) == 0
+    assert capsys.readouterr().out.startswith("q0: 0:1.0000")
+    # bad input: a clear error and exit code 2
+    np.save(tmp_path / "bad.npy", x[:, :5])
+    assert cli_main(["search", str(tmp_path / "i.gsu"), str(tmp_path / "bad.npy")]) == 2
+    assert "dimension 8" in capsys.readouterr().err
+
+
+def test_cli_bench_flat_quick(tmp_path):
+    assert cli_main(["bench", "flat", "--quick", "--out", str(tmp_path)]) == 0
+    recs = [json.loads(line) for line in (tmp_path / "flat.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in recs} >= {"gsu-flat", "faiss-flat", "numpy-prefilter"}
+    assert all(r["recall"] == 1.0 for r in recs if r["recall"] is not None)
+    assert (tmp_path / "flat.png").stat().st_size > 1000
