@@ -219,3 +219,16 @@ def test_failed_save_keeps_previous_file(index, tmp_path, monkeypatch):
         idx.save(p)
     assert p.read_bytes() == before
     assert [f.name for f in tmp_path.iterdir()] == ["flat.gsu"]
+
+
+def test_torch_device_backend_matches_numpy(index, small_catalog):
+    """The torch path (used for GPUs) gives the same answers; checked here on the CPU device."""
+    idx, x, ids = index
+    q = small_catalog[1]
+    tidx = FlatIndex(x.shape[1], device="cpu")
+    tidx.add(x, ids)
+    for f in (None, ids[::3], ids[:5]):
+        want, got = idx.search(q, 10, filter=f), tidx.search(q, 10, filter=f)
+        np.testing.assert_array_equal(got.ids, want.ids)
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(got.counts, want.counts)
