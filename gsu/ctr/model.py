@@ -1,0 +1,284 @@
+"""The compact CTR model (ESU): exact target attention over the behaviors a GSU retrieved.
+
+:class:`TargetAttentionModel` takes ``(target features, behavior features, mask)`` — the
+behaviors being whatever subset :mod:`gsu.retrieval` picked (or the whole visible sequence,
+which makes it the full-sequence exact-attention reference) — and never calls an index.
+:class:`SDIMModel` takes SDIM's aggregated behavior vector instead of positions.
+
+Architecture (both models)::
+
+    target t, behaviors b_1..b_K  -> embeddings (DARE: attention / representation tables)
+                                   + TIN temporal encoding (both sides)
+    pooled = attention(t_att, b_att, mask, values=b_rep)        # DIN unit or multi-head SDPA
+    logit  = MLP([t_rep, pooled, t_rep * P pooled])
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, fields
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from gsu.ctr.layers import (
+    MLP,
+    DecoupledEmbedding,
+    DinAttention,
+    EmbeddedFeatures,
+    FeatureEmbedding,
+    MultiHeadTargetAttention,
+    TemporalEncoding,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ModelConfig", "TargetFeatures", "BehaviorFeatures", "TargetAttentionModel", "SDIMModel", "build_model"]
+
+
+class TargetFeatures(NamedTuple):
+    """Candidate (target) item features: ``item (B,)`` int64 ids, ``category (B,)`` int64."""
+
+    item: Tensor
+    category: Tensor
+
+
+class BehaviorFeatures(NamedTuple):
+    """Features of the ``K`` behaviors per sample, each ``(B, K)`` int64.
+
+    ``item``/``category``: ids; ``behavior_type``: action id (0 when the data has none);
+    ``time_bucket``: TIN bucket of the behavior's offset from the target (see
+    :meth:`gsu.ctr.layers.TemporalEncoding.bucketize`). Padded slots may hold 0s; the mask
+    passed next to these features decides what is real.
+    """
+
+    item: Tensor
+    category: Tensor
+    behavior_type: Tensor
+    time_bucket: Tensor
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Every setting of the CTR model; stored in checkpoints (JSON-serialisable).
+
+    Sizes: ``n_items``, ``n_categories``, ``n_behavior_types`` (table rows); ``content_dim``
+    is the width of frozen item content vectors (0 = none; the vectors themselves travel in
+    the state dict). Embeddings: ``item_dim``, ``category_dim``, ``type_dim``.
+    DARE: ``decoupled`` adds separate attention tables of widths ``attention_item_dim`` /
+    ``attention_category_dim`` (DARE finds a smaller attention width loses nothing).
+    TIN: ``temporal`` is ``"time"`` (log buckets of ``(t - ts) / time_unit``),
+    ``"position"`` (log buckets of recency rank) or ``"none"``; ``n_time_buckets`` rows.
+    Attention: ``attention`` is ``"mha"`` (multi-head scaled dot-product, ``num_heads`` x
+    ``head_dim``) or ``"din"`` (activation unit with ``din_hidden``; ``din_normalize`` "none"
+    = DIN's unnormalised sum, "softmax" = normalised). Head: ``mlp_hidden``, ``dropout``.
+    ``kind`` is ``"attention"`` or ``"sdim"`` (then ``sdim_dim`` is the aggregated vector width).
+    """
+
+    n_items: int
+    n_categories: int
+    n_behavior_types: int = 1
+    content_dim: int = 0
+    item_dim: int = 16
+    category_dim: int = 8
+    type_dim: int = 4
+    decoupled: bool = False
+    attention_item_dim: int = 8
+    attention_category_dim: int = 4
+    temporal: str = "time"
+    n_time_buckets: int = 24
+    time_unit: float = 1.0
+    attention: str = "mha"
+    num_heads: int = 2
+    head_dim: int = 32
+    din_hidden: tuple[int, ...] = (64, 32)
+    din_normalize: str = "softmax"
+    mlp_hidden: tuple[int, ...] = (64, 32)
+    dropout: float = 0.0
+    kind: str = "attention"
+    sdim_dim: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("n_items", "n_categories", "n_behavior_types"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"ModelConfig.{name}: expected an integer >= 1, got {v!r}")
+        for name in ("content_dim", "item_dim", "category_dim", "type_dim", "attention_item_dim",
+                     "attention_category_dim", "sdim_dim"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"ModelConfig.{name}: expected an integer >= 0, got {v!r}")
+        if self.temporal not in ("time", "position", "none"):
+            raise ValueError(f"ModelConfig.temporal: expected 'time', 'position' or 'none', got {self.temporal!r}")
+        if self.attention not in ("mha", "din"):
+            raise ValueError(f"ModelConfig.attention: expected 'mha' or 'din', got {self.attention!r}")
+        if self.din_normalize not in ("none", "softmax"):
+            raise ValueError(f"ModelConfig.din_normalize: expected 'none' or 'softmax', got {self.din_normalize!r}")
+        if self.kind not in ("attention", "sdim"):
+            raise ValueError(f"ModelConfig.kind: expected 'attention' or 'sdim', got {self.kind!r}")
+        if self.kind == "sdim" and self.sdim_dim < 1:
+            raise ValueError("ModelConfig.sdim_dim: SDIM models need the aggregated vector width (>= 1)")
+        if not self.time_unit > 0:
+            raise ValueError(f"ModelConfig.time_unit: expected a positive number, got {self.time_unit!r}")
+        object.__setattr__(self, "din_hidden", tuple(int(h) for h in self.din_hidden))
+        object.__setattr__(self, "mlp_hidden", tuple(int(h) for h in self.mlp_hidden))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["din_hidden"] = list(self.din_hidden)
+        d["mlp_hidden"] = list(self.mlp_hidden)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown settings {sorted(unknown)}")
+        return cls(**d)
+
+
+def _embedding(config: ModelConfig, item_vectors: Tensor | None) -> DecoupledEmbedding:
+    rep = FeatureEmbedding(
+        n_items=config.n_items, n_categories=config.n_categories, n_behavior_types=config.n_behavior_types,
+        item_dim=config.item_dim, category_dim=config.category_dim, type_dim=config.type_dim,
+        item_vectors=item_vectors,
+    )
+    att = None
+    if config.decoupled:
+        att = FeatureEmbedding(
+            n_items=config.n_items, n_categories=config.n_categories, n_behavior_types=config.n_behavior_types,
+            item_dim=config.attention_item_dim, category_dim=config.attention_category_dim,
+            type_dim=config.type_dim, item_vectors=item_vectors,
+        )
+    return DecoupledEmbedding(representation=rep, attention=att)
+
+
+def _check_item_vectors(config: ModelConfig, item_vectors: Any) -> Tensor | None:
+    if config.content_dim == 0:
+        if item_vectors is not None:
+            raise ValueError("item_vectors given but ModelConfig.content_dim is 0")
+        return None
+    if item_vectors is None:
+        # placeholder; load_state_dict fills the buffer (checkpoint loading)
+        return torch.zeros(config.n_items, config.content_dim)
+    v = torch.as_tensor(np.asarray(item_vectors, dtype=np.float32))
+    if tuple(v.shape) != (config.n_items, config.content_dim):
+        raise ValueError(f"item_vectors: expected shape ({config.n_items}, {config.content_dim}), got {tuple(v.shape)}")
+    return v
+
+
+class _Base(nn.Module):
+    def __init__(self, config: ModelConfig, item_vectors: Any) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = _embedding(config, _check_item_vectors(config, item_vectors))
+        self.att_dim = self.embedding.attention_dim
+        self.rep_dim = self.embedding.representation_dim
+        self.temporal = (
+            TemporalEncoding(n_buckets=config.n_time_buckets, attention_dim=self.att_dim,
+                             representation_dim=self.rep_dim)
+            if config.temporal != "none" else None
+        )
+
+    def embed_target(self, target: TargetFeatures) -> EmbeddedFeatures:
+        t = self.embedding(target.item, target.category, None)
+        if self.temporal is not None:
+            tb = self.temporal(torch.zeros_like(target.item))
+            t = EmbeddedFeatures(t.attention + tb.attention, t.representation + tb.representation)
+        return t
+
+    def head_input(self, t_rep: Tensor, pooled: Tensor) -> Tensor:
+        return torch.cat([t_rep, pooled, t_rep * self.interaction(pooled)], dim=-1)
+
+
+class TargetAttentionModel(_Base):
+    """Exact target attention over a given behavior subset, then an MLP head.
+
+    Forward: ``target`` (:class:`TargetFeatures`, each ``(B,)``), ``behaviors``
+    (:class:`BehaviorFeatures`, each ``(B, K)``), ``mask (B, K)`` bool (True = real) ->
+    logits ``(B,)`` float32. Samples with no behavior (all-masked row) pool to zero and are
+    scored from the target alone. ``item_vectors``: optional ``(n_items, content_dim)``
+    frozen content vectors.
+    """
+
+    def __init__(self, config: ModelConfig, *, item_vectors: Any = None) -> None:
+        if config.kind != "attention":
+            raise ValueError(f"TargetAttentionModel needs ModelConfig.kind='attention', got {config.kind!r}")
+        super().__init__(config, item_vectors)
+        if config.attention == "mha":
+            self.attention = MultiHeadTargetAttention(self.att_dim, self.att_dim, self.rep_dim,
+                                                      num_heads=config.num_heads, head_dim=config.head_dim)
+            pooled_dim = self.attention.out_dim
+        else:
+            self.attention = DinAttention(self.att_dim, hidden=config.din_hidden, normalize=config.din_normalize)
+            pooled_dim = self.rep_dim
+        self.interaction = nn.Linear(pooled_dim, self.rep_dim, bias=False)
+        self.head = MLP(2 * self.rep_dim + pooled_dim, hidden=config.mlp_hidden, dropout=config.dropout)
+
+    def forward(self, target: TargetFeatures, behaviors: BehaviorFeatures, mask: Tensor) -> Tensor:
+        if mask.ndim != 2 or mask.shape[0] != target.item.shape[0]:
+            raise ValueError(f"mask: expected (B, K) with B = {target.item.shape[0]}, got {tuple(mask.shape)}")
+        t = self.embed_target(target)
+        b = self.embedding(behaviors.item, behaviors.category, behaviors.behavior_type)
+        if self.temporal is not None:
+            tb = self.temporal(behaviors.time_bucket)
+            b = EmbeddedFeatures(b.attention + tb.attention, b.representation + tb.representation)
+        pooled, _ = self.attention(t.attention, b.attention, mask, b.representation)
+        return self.head(self.head_input(t.representation, pooled)).squeeze(-1)
+
+    def attention_flops(self, n_behaviors: float) -> float:
+        """Attention FLOPs for one sample over ``n_behaviors`` (mean) behaviors: per-behavior
+        scoring, softmax and pooling, TIN additions, and the per-sample projections."""
+        per_b = self.attention.flops_per_behavior()
+        if self.temporal is not None:
+            per_b += self.att_dim + (self.rep_dim if self.embedding.attention is not None else 0)
+        fixed = self.attention.flops_per_sample_fixed() if isinstance(self.attention, MultiHeadTargetAttention) else 0
+        return float(fixed + per_b * float(n_behaviors))
+
+
+class SDIMModel(_Base):
+    """SDIM's ESU side: the GSU already aggregated the behaviors that collide with the target
+    in SimHash buckets into one vector (SDIM, Cao et al. 2022, §3.3); the model maps it into
+    representation space and scores it like a pooled attention output.
+
+    Forward: ``target`` (:class:`TargetFeatures`, each ``(B,)``), ``vectors (B, sdim_dim)``
+    float32 (the aggregated vector, zero when nothing collided), ``mask (B,)`` bool
+    (False = nothing collided; the vector is then ignored) -> logits ``(B,)``.
+    """
+
+    def __init__(self, config: ModelConfig, *, item_vectors: Any = None) -> None:
+        if config.kind != "sdim":
+            raise ValueError(f"SDIMModel needs ModelConfig.kind='sdim', got {config.kind!r}")
+        super().__init__(config, item_vectors)
+        self.project = nn.Linear(config.sdim_dim, self.rep_dim)
+        self.interaction = nn.Linear(self.rep_dim, self.rep_dim, bias=False)
+        self.head = MLP(3 * self.rep_dim, hidden=config.mlp_hidden, dropout=config.dropout)
+
+    def forward(self, target: TargetFeatures, vectors: Tensor, mask: Tensor) -> Tensor:
+        if vectors.ndim != 2 or vectors.shape != (target.item.shape[0], self.config.sdim_dim):
+            raise ValueError(f"vectors: expected ({target.item.shape[0]}, {self.config.sdim_dim}), got {tuple(vectors.shape)}")
+        if mask.dtype != torch.bool or tuple(mask.shape) != (target.item.shape[0],):
+            raise ValueError(f"mask: expected a ({target.item.shape[0]},) bool tensor, got {tuple(mask.shape)} {mask.dtype}")
+        t = self.embed_target(target)
+        pooled = self.project(vectors) * mask.unsqueeze(-1).to(vectors.dtype)
+        return self.head(self.head_input(t.representation, pooled)).squeeze(-1)
+
+    def attention_flops(self, n_hashes: int, tau: int) -> float:
+        """Per sample: hash the target (``n_hashes * tau`` projections of width ``sdim_dim``),
+        average the ``n_hashes`` bucket vectors, project the result. The per-user bucket sums
+        are built offline (BSE) and not counted."""
+        d = self.config.sdim_dim
+        return float(2 * n_hashes * tau * d + n_hashes * d + 2 * d * self.rep_dim)
+
+
+def build_model(config: ModelConfig, *, item_vectors: Any = None, seed: int = 0) -> nn.Module:
+    """Build a :class:`TargetAttentionModel` or :class:`SDIMModel` (by ``config.kind``) with
+    parameters initialised from ``seed`` (the global torch RNG is left untouched)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        if config.kind == "sdim":
+            return SDIMModel(config, item_vectors=item_vectors)
+        return TargetAttentionModel(config, item_vectors=item_vectors)
