@@ -1,1 +1,27 @@
-"""gsu.retrieval"""
+"""gsu.retrieval — per (user, target): pick the top-k behaviors of a long sequence.
+
+See :mod:`gsu.retrieval.methods` for the call every method shares.
+"""
+
+from gsu.retrieval.store import BehaviorStore, History  # retrieval layer (issue 6)
+from gsu.retrieval.items import ItemTable  # retrieval layer (issue 6)
+from gsu.retrieval.result import RetrievalResult, SDIMResult  # retrieval layer (issue 6)
+from gsu.retrieval.methods import Exact, HardSearch, Hybrid, Retriever, SoftSearch, TWIN  # retrieval layer (issue 6)
+from gsu.retrieval.batch import retrieve_batch  # retrieval layer (issue 6)
+from gsu.retrieval.factory import make_method  # retrieval layer (issue 6)
+
+__all__ = [
+    "BehaviorStore",
+    "Exact",
+    "HardSearch",
+    "History",
+    "Hybrid",
+    "ItemTable",
+    "RetrievalResult",
+    "Retriever",
+    "SDIMResult",
+    "SoftSearch",
+    "TWIN",
+    "make_method",
+    "retrieve_batch",
+]

@@ -1,0 +1,142 @@
+"""Quality of a retrieval against exact target attention.
+
+- :func:`recall_at_k` — share of the exact top-k positions a method found, with
+  ann-benchmarks' tie tolerance (a found position whose *exact* score is within
+  ``eps`` of the exact k-th score counts as a hit: a history often holds the same item
+  several times, and those positions tie).
+- :func:`attention_mass` — share of the exact softmax-attention weight over the whole
+  (visible) history that the retrieved positions carry: 1.0 means the ESU attending
+  over the subset loses nothing of full attention.
+- :func:`attention_vectors` / :func:`cosine` — the exact softmax-attention output over
+  the full history, to compare SDIM's aggregated vectors against.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gsu.retrieval.methods import Exact
+from gsu.retrieval.store import History
+
+__all__ = ["recall_at_k", "exact_recall", "attention_mass", "attention_vectors", "cosine"]
+
+
+def recall_at_k(
+    found_positions: Any,
+    true_positions: Any,
+    *,
+    found_exact_scores: Any = None,
+    true_scores: Any = None,
+    eps: float = 1e-3,
+) -> np.ndarray:
+    """Per-row recall of ``found_positions`` (T, k) against ``true_positions`` (T, k).
+
+    Both are -1 padded. A found position is a hit when it is in the true row, or — when
+    ``found_exact_scores`` (T, k) (the *exact* scores of the found positions) and
+    ``true_scores`` (T, k) are given — when its exact score ≥ the true k-th score − eps.
+    Hits are capped at the number of true entries. Rows with no true entry score 1.0.
+
+    Returns (T,) float64 in [0, 1].
+    """
+    f = np.asarray(found_positions, dtype=np.int64)
+    t = np.asarray(true_positions, dtype=np.int64)
+    if f.ndim != 2 or t.ndim != 2 or f.shape[0] != t.shape[0]:
+        raise ValueError(f"found_positions {f.shape} and true_positions {t.shape}: expected (T, k) arrays with the same T")
+    n_true = (t >= 0).sum(axis=1)
+    hit = np.zeros(f.shape, dtype=bool)
+    for s in range(0, f.shape[0], 256):  # (rows, k_found, k_true) membership, in slabs
+        fb, tb = f[s : s + 256], t[s : s + 256]
+        hit[s : s + 256] = (fb >= 0) & (fb[:, :, None] == np.where(tb >= 0, tb, -2)[:, None, :]).any(axis=2)
+    if found_exact_scores is not None and true_scores is not None:
+        fs = np.asarray(found_exact_scores, dtype=np.float64)
+        tsc = np.asarray(true_scores, dtype=np.float64)
+        if fs.shape != f.shape or tsc.shape != t.shape:
+            raise ValueError("found_exact_scores / true_scores: must have the shapes of found_positions / true_positions")
+        kth = np.where(n_true > 0, tsc[np.arange(t.shape[0]), np.maximum(n_true - 1, 0)], np.inf)
+        hit |= (f >= 0) & (fs >= kth[:, None] - eps)
+    hits = np.minimum(hit.sum(axis=1), n_true)
+    return np.where(n_true > 0, hits / np.maximum(n_true, 1), 1.0)
+
+
+def exact_recall(exact: Exact, history: Any, targets: Any, positions: Any, *, target_time: Any = None, truth: Any = None, eps: float = 1e-3) -> np.ndarray:
+    """Recall@k (T,) of ``positions`` (T, k) against ``exact``'s top-k, tie-tolerant.
+
+    ``truth`` may pass a precomputed ``exact.retrieve(...)`` result of the same k.
+    """
+    pos = np.asarray(positions, dtype=np.int64)
+    if truth is None:
+        truth = exact.retrieve(history, targets, k=pos.shape[1], target_time=target_time)
+    fs = exact.score_positions(history, targets, pos)
+    return recall_at_k(pos, truth.positions, found_exact_scores=fs, true_scores=truth.scores, eps=eps)
+
+
+def attention_mass(
+    exact: Exact,
+    history: Any,
+    targets: Any,
+    positions: Any,
+    *,
+    target_time: Any = None,
+    temperature: float = 1.0,
+) -> np.ndarray:
+    """Share (T,) of exact softmax attention captured by the retrieved ``positions``.
+
+    Weights are softmax_i(score(target, behavior_i) / temperature) over the behaviors
+    visible to the target (``exact``'s score: inner product, optionally projected,
+    scaled, multi-head); the share is the sum of the weights of the (distinct, valid)
+    retrieved positions. A target with no visible behavior gets 1.0.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature: expected > 0, got {temperature}")
+    h = History.coerce(history)
+    pos = np.asarray(positions, dtype=np.int64)
+    out = np.ones(pos.shape[0], dtype=np.float64)
+    for rows, S in exact.score_blocks(h, targets, target_time=target_time):
+        S = S.astype(np.float64) / temperature
+        mx = S.max(axis=1, keepdims=True)
+        ok = np.isfinite(mx[:, 0])
+        mx[~ok] = 0.0
+        W = np.exp(S - mx)
+        Z = W.sum(axis=1)
+        p = pos[rows]
+        # distinct positions only
+        ps = np.sort(p, axis=1)
+        dup = np.zeros(ps.shape, bool)
+        dup[:, 1:] = ps[:, 1:] == ps[:, :-1]
+        valid = (ps >= 0) & ~dup
+        got = np.where(valid, np.take_along_axis(W, np.maximum(ps, 0), axis=1), 0.0).sum(axis=1)
+        out[rows] = np.where(ok & (Z > 0), got / np.where(Z > 0, Z, 1.0), 1.0)
+    return out
+
+
+def attention_vectors(exact: Exact, history: Any, targets: Any, *, target_time: Any = None, temperature: float = 1.0) -> np.ndarray:
+    """(T, d) float32 exact softmax-attention output over the whole visible history:
+    Σ_i softmax_i(score_i / temperature) · e_i with e_i the behaviors' ``embeddings``
+    (zero where nothing is visible)."""
+    h = History.coerce(history)
+    E = exact.items.embeddings[exact.items.rows(h.items, name="history items")].astype(np.float64)
+    T = np.atleast_1d(np.asarray(targets)).shape[0]
+    out = np.zeros((T, E.shape[1]), dtype=np.float64)
+    for rows, S in exact.score_blocks(h, targets, target_time=target_time):
+        S = S.astype(np.float64) / temperature
+        mx = S.max(axis=1, keepdims=True)
+        ok = np.isfinite(mx[:, 0])
+        mx[~ok] = 0.0
+        W = np.exp(S - mx)
+        Z = W.sum(axis=1, keepdims=True)
+        out[rows] = np.where(ok[:, None], (W @ E) / np.where(Z > 0, Z, 1.0), 0.0)
+    return out.astype(np.float32)
+
+
+def cosine(a: Any, b: Any) -> np.ndarray:
+    """Row-wise cosine (T,) of two (T, d) arrays; 0 where either row is zero."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"cosine: expected two (T, d) arrays of the same shape, got {a.shape} and {b.shape}")
+    na = np.linalg.norm(a, axis=1)
+    nb = np.linalg.norm(b, axis=1)
+    den = na * nb
+    return np.where(den > 0, (a * b).sum(axis=1) / np.where(den > 0, den, 1.0), 0.0)
