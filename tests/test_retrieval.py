@@ -366,3 +366,31 @@ def test_retrieve_file_roundtrip(tmp_path, data):
     (tmp_path / "bad.csv").write_text("user,item\n1,2\n")
     with pytest.raises(ValueError, match="target"):
         read_requests(tmp_path / "bad.csv")
+
+
+# ----------------------------------------------------------------------------- sparse
+def test_sparse_search_matches_brute_force_and_indexes(data):
+    from gsu.index.seismic import SeismicIndex
+    from gsu.index.sparse_flat import SparseFlatIndex
+    from gsu.retrieval.sparse import SparseSearch
+
+    items, hist, targets, ttime = data
+    X = items.sparse
+    full = np.asarray((X[targets] @ X[hist.items].T).todense(), dtype=np.float32)
+    full[full <= 0] = -np.inf
+    cuts = _cuts(hist, ttime)
+    ref = _brute_topk(full, cuts, K)
+    ref[np.isneginf(np.take_along_axis(full, np.maximum(ref, 0), 1))] = -1
+    res = SparseSearch(items, k=K).retrieve(hist, targets, target_time=ttime)
+    _check_result(res, T, K)
+    for t in range(T):  # equal-score items may swap; compare sets of the strictly-better part
+        got, want = res.positions[t][res.mask[t]], ref[t][ref[t] >= 0]
+        assert got.size == want.size
+        np.testing.assert_allclose(np.sort(full[t, got]), np.sort(full[t, want]), rtol=1e-5)
+    flat = SparseFlatIndex(X.shape[1])
+    flat.add(X, items.ids)
+    a = SparseSearch(items, k=K, index=flat, exact_below=0).retrieve(hist, targets, target_time=ttime)
+    np.testing.assert_allclose(a.scores, res.scores, rtol=1e-5)
+    seis = SeismicIndex.build(X, ids=items.ids, n_postings=10_000, centroid_fraction=0.2, summary_energy=1.0)
+    b = SparseSearch(items, k=K, index=seis, exact_below=0, search_params={"query_cut": 200, "heap_factor": 0.1}).retrieve(hist, targets, target_time=ttime)
+    np.testing.assert_allclose(b.scores, res.scores, rtol=1e-5)

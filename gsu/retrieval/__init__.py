@@ -9,6 +9,7 @@ from gsu.retrieval.result import RetrievalResult, SDIMResult  # retrieval layer 
 from gsu.retrieval.methods import Exact, HardSearch, Hybrid, Retriever, SoftSearch, TWIN  # retrieval layer (issue 6)
 from gsu.retrieval.batch import retrieve_batch  # retrieval layer (issue 6)
 from gsu.retrieval.factory import make_method  # retrieval layer (issue 6)
+from gsu.retrieval.sparse import SparseSearch  # retrieval layer (issue 6)
 
 __all__ = [
     "BehaviorStore",
@@ -21,6 +22,7 @@ __all__ = [
     "Retriever",
     "SDIMResult",
     "SoftSearch",
+    "SparseSearch",
     "TWIN",
     "make_method",
     "retrieve_batch",

@@ -32,7 +32,7 @@ from gsu.retrieval.store import History
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Retriever", "Exact", "TWIN", "HardSearch", "SoftSearch", "Hybrid", "group_positions", "dense_topk"]
+__all__ = ["Retriever", "Exact", "TWIN", "HardSearch", "SoftSearch", "Hybrid", "group_positions", "dense_topk", "index_topk", "target_cuts"]
 
 _BLOCK_ROWS = 128
 _BLOCK_COLS = 2048
@@ -164,6 +164,48 @@ def _expand(top_g: np.ndarray, top_s: np.ndarray, grp_ptr: np.ndarray, grp_pos: 
     counts = np.zeros(T, np.int64)
     K_.expand_groups(np.ascontiguousarray(top_g), np.ascontiguousarray(top_s, dtype=np.float32), grp_ptr, grp_pos, cuts, k, pos, sc, counts)
     return RetrievalResult.from_positions(pos, sc)
+
+
+def index_topk(
+    index: Any,
+    Q: Any,
+    group_ids: np.ndarray,
+    first_pos: np.ndarray,
+    cuts: np.ndarray,
+    k: int,
+    search_params: dict[str, Any],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k groups (distinct items) of each query through a catalog index, filtered to
+    the user's visible item set.
+
+    ``Q`` (T, ·) dense or sparse queries; ``group_ids`` (G,) the item id of each group;
+    a group is visible to query ``t`` when ``first_pos[g] < cuts[t]``. Queries sharing a
+    cut share one filter (one ``index.search`` call). Returns ``(groups (T, k) int64 -1
+    padded, scores (T, k) float32)``.
+    """
+    from gsu.index.filters import Filter
+
+    T = Q.shape[0]
+    id_order = np.argsort(group_ids, kind="stable")
+    sorted_ids = group_ids[id_order]
+    top_g = np.full((T, k), -1, np.int64)
+    top_s = np.full((T, k), -np.inf, np.float32)
+    for c in np.unique(cuts):
+        sel = np.flatnonzero(cuts == c)
+        allowed = group_ids[first_pos < c]
+        if allowed.size == 0:
+            continue
+        res = index.search(Q[sel], k, filter=Filter.from_ids(allowed), **search_params)
+        rid = res.ids
+        valid = rid >= 0
+        p = np.searchsorted(sorted_ids, np.where(valid, rid, sorted_ids[0]))
+        p = np.minimum(p, sorted_ids.shape[0] - 1)
+        ok = valid & (sorted_ids[p] == rid)
+        if np.any(valid & ~ok):
+            raise ValueError("index returned item ids outside the user's behavior set: does it honour filters?")
+        top_g[sel, : rid.shape[1]] = np.where(ok, id_order[p], -1)
+        top_s[sel, : rid.shape[1]] = np.where(ok, res.scores, -np.inf)
+    return top_g, top_s
 
 
 # ----------------------------------------------------------------------------- base
@@ -526,40 +568,13 @@ class SoftSearch(Retriever):
         if not use_index:
             top_g, top_s = dense_topk(Q, self._R[uniq], k, cuts, first_pos=first_pos)
         else:
-            top_g, top_s = self._index_topk(Q, uniq, first_pos, cuts, k)
+            top_g, top_s = index_topk(self.index, Q, self.items.ids[uniq], first_pos, cuts, k, self.search_params)
         return _expand(top_g, top_s, grp_ptr, grp_pos, cuts, k)
 
     def retrieve_exact(self, history: Any, targets: Any, *, k: int | None = None, target_time: Any = None) -> RetrievalResult:
         """Same as :meth:`retrieve` but always by the exact scan (the method's exact twin)."""
         h, trows, k, cuts = self._prepare(history, targets, k, target_time)
         return self._retrieve(h, trows, k, cuts, force="exact")
-
-    def _index_topk(self, Q: np.ndarray, uniq: np.ndarray, first_pos: np.ndarray, cuts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        from gsu.index.filters import Filter
-
-        T = Q.shape[0]
-        ids = self.items.ids[uniq]
-        id_order = np.argsort(ids, kind="stable")
-        sorted_ids = ids[id_order]
-        top_g = np.full((T, k), -1, np.int64)
-        top_s = np.full((T, k), -np.inf, np.float32)
-        for c in np.unique(cuts):
-            sel = np.flatnonzero(cuts == c)
-            allowed = ids[first_pos < c]
-            if allowed.size == 0:
-                continue
-            res = self.index.search(Q[sel], k, filter=Filter.from_ids(allowed), **self.search_params)
-            rid = res.ids
-            valid = rid >= 0
-            p = np.searchsorted(sorted_ids, np.where(valid, rid, sorted_ids[0]))
-            p = np.minimum(p, sorted_ids.shape[0] - 1)
-            ok = valid & (sorted_ids[p] == rid)
-            if np.any(valid & ~ok):
-                raise ValueError("index returned item ids outside the user's behavior set: is its filter support broken?")
-            g = np.where(ok, id_order[p], -1)
-            top_g[sel, : g.shape[1]] = g
-            top_s[sel, : g.shape[1]] = np.where(ok, res.scores, -np.inf)
-        return top_g, top_s
 
     def __repr__(self) -> str:
         return f"SoftSearch(k={self.k}, metric={self.metric!r}, index={type(self.index).__name__ if self.index is not None else None}, exact_below={self.exact_below})"
