@@ -598,10 +598,11 @@ def read_sparse(
 
 def _read_npz(p: Path) -> tuple[sp.csr_matrix, np.ndarray]:
     try:
-        with np.load(p, allow_pickle=False) as z:
-            members = set(z.files)
-            ids = z["ids"] if "ids" in members else None
-        m = sp.load_npz(p)
+        with open(p, "rb") as fh:  # our own handle: np.load leaks its file on a bad zip
+            with np.load(fh, allow_pickle=False) as z:
+                ids = z["ids"] if "ids" in z.files else None
+            fh.seek(0)
+            m = sp.load_npz(fh)
     except (ValueError, OSError, KeyError, zipfile.BadZipFile, EOFError) as e:
         raise DataFormatError(f"{p}: not a readable SciPy sparse .npz file ({type(e).__name__}: {e})") from None
     m = check_sparse(m, name=str(p), error=DataFormatError)
@@ -696,11 +697,12 @@ def read_sparse_jsonl(
         raise DataFormatError(f"{p}: no documents (only blank lines)")
     if n_dropped:
         logger.info("%s: dropped %d entries with tokens outside the vocabulary", p, n_dropped)
-    data = np.asarray(vals, dtype=np.float64)
-    if data.size and not np.isfinite(data.astype(np.float32)).all():
-        raise DataFormatError(f"{p}: {int((~np.isfinite(data.astype(np.float32))).sum())} weight(s) are NaN/inf or overflow float32")
+    with np.errstate(over="ignore"):
+        data = np.asarray(vals, dtype=np.float64).astype(np.float32)
+    if data.size and not np.isfinite(data).all():
+        raise DataFormatError(f"{p}: {int((~np.isfinite(data)).sum())} weight(s) are NaN/inf or overflow float32")
     m = sp.csr_matrix(
-        (data.astype(np.float32), np.asarray(cols, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
+        (data, np.asarray(cols, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
         shape=(len(ids), next_id),
     )
     m = check_sparse(m, name=str(p), error=DataFormatError)

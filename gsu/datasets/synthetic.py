@@ -193,7 +193,8 @@ class SparseCollection:
         query_source: (n_queries,) int64 — the document each query was made from
             (a relevant document, not necessarily the top inner product).
         doc_topic: (n_docs,) int64 topic of each document.
-        term_prob: (vocab_size,) float64 background (Zipfian) term probabilities.
+        term_prob: (vocab_size,) float64 expected term frequencies of the collection
+            (Zipfian background mixed with the topics' terms).
     """
 
     docs: sp.csr_matrix
@@ -243,7 +244,9 @@ def sparse_collection(
       ``topic_share`` and from the background otherwise.
     - Weights grow with rarity, as learned sparse models weight informative terms
       up: ``w = 0.25 + 2 · idf_t/max(idf) · (1 + 0.3 log(count)) · exp(0.25 z)``
-      with ``idf_t = log(1/p_t)``; so ~0.3-5, positive, never zero.
+      with ``idf_t = log(1/q_t)`` min-max scaled to [0, 1], where ``q_t`` is the
+      term's expected frequency in the collection (background and topics mixed,
+      returned as ``term_prob``); so ~0.25-5, positive, never zero.
     - A query is made from a random source document: ~75% of ``query_nnz`` of its
       terms sampled without replacement with probability ∝ weight (weights
       jittered by ``exp(0.3 z)``), plus popular background terms with low weights
@@ -278,15 +281,20 @@ def sparse_collection(
     term_prob = (rank_of_term + 1.0) ** -zipf_exponent
     term_prob /= term_prob.sum()
     bg_cdf = np.cumsum(term_prob)
-    idf = np.log(1.0 / term_prob)
-    idf_norm = idf / idf.max()
 
     # topics: terms from the non-head of the vocabulary, each with Zipf weights
     topic_size = min(3 * avg_nnz, V // 2)
     tail_terms = np.flatnonzero(rank_of_term >= V // 20)
     topic_terms = np.stack([rng.choice(tail_terms, size=topic_size, replace=False) for _ in range(n_topics)])
-    topic_cdf = np.cumsum(np.arange(1, topic_size + 1, dtype=np.float64) ** -0.8)
-    topic_cdf /= topic_cdf[-1]
+    topic_p = np.arange(1, topic_size + 1, dtype=np.float64) ** -0.8
+    topic_p /= topic_p.sum()
+    topic_cdf = np.cumsum(topic_p)
+
+    # expected term distribution of the collection (background + topics) and its idf
+    mix_prob = (1.0 - topic_share) * term_prob
+    np.add.at(mix_prob, topic_terms.ravel(), np.tile(topic_share * topic_p / n_topics, n_topics))
+    idf = np.log(1.0 / np.maximum(mix_prob, 1e-12))
+    idf_norm = (idf - idf.min()) / max(idf.max() - idf.min(), 1e-12)
 
     # documents
     target = np.clip(np.rint(avg_nnz * np.exp(0.25 * rng.standard_normal(n_docs))), max(1, avg_nnz // 3), 3 * avg_nnz)
@@ -332,7 +340,7 @@ def sparse_collection(
     ).tocsr()  # sums duplicate (row, term) pairs
     queries.sort_indices()
     queries.eliminate_zeros()
-    return SparseCollection(docs=docs, queries=queries, query_source=src, doc_topic=doc_topic, term_prob=term_prob)
+    return SparseCollection(docs=docs, queries=queries, query_source=src, doc_topic=doc_topic, term_prob=mix_prob)
 
 
 # ============================================================================ behavior sequences
