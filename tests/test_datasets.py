@@ -355,8 +355,11 @@ def test_jsonl_query_vocabulary_modes(tmp_path):
     np.testing.assert_array_equal(ids, [0, 1])
     with pytest.raises(DataFormatError, match=r"q\.jsonl: line 1: token 'zebra' is not in the vocabulary"):
         read_sparse(p, vocabulary=dict(vocab), unknown="error")
+    given = dict(vocab)
+    m, _ = read_sparse(p, vocabulary=given)  # default with a given vocabulary: drop, never alter it
+    assert given == vocab and m.shape == (2, 2)
     grown = dict(vocab)
-    m, _ = read_sparse(p, vocabulary=grown)  # unknown="add" extends the dict in place
+    m, _ = read_sparse(p, vocabulary=grown, unknown="add")  # extends the dict in place
     assert grown == {"cat": 0, "dog": 1, "zebra": 2}
     assert m.shape == (2, 3) and m[0, 2] == pytest.approx(0.5)
 

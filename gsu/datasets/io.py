@@ -562,7 +562,7 @@ def read_sparse(
     path: PathLike,
     *,
     vocabulary: dict[str, int] | None = None,
-    unknown: Literal["add", "drop", "error"] = "add",
+    unknown: Literal["add", "drop", "error"] | None = None,
 ) -> tuple[sp.csr_matrix, np.ndarray]:
     """Read a sparse collection: ``(csr, ids)``.
 
@@ -574,7 +574,10 @@ def read_sparse(
             vocabulary is built and discarded — use :func:`read_sparse_jsonl` to get it.
         unknown: ``.jsonl`` only — what to do with a token missing from
             ``vocabulary``: ``"add"`` gives it the next free id, ``"drop"`` skips it
-            (typical for queries against a fixed document vocabulary), ``"error"`` raises.
+            (queries against a fixed document vocabulary: such a token matches no
+            document anyway), ``"error"`` raises. ``None`` (default) means ``"drop"``
+            when a non-empty ``vocabulary`` is given and ``"add"`` otherwise, so a
+            documents' vocabulary handed in for queries is never altered.
 
     Returns:
         csr: ``(n, V)`` float32 CSR, canonical (sorted indices, no duplicates, no
@@ -632,11 +635,14 @@ class _DuplicateKey(Exception):
     pass
 
 
+_NUMBER_TYPES = {float, int}  # JSON numbers; bool (true/false) is refused as a weight
+
+
 def read_sparse_jsonl(
     path: PathLike,
     *,
     vocabulary: dict[str, int] | None = None,
-    unknown: Literal["add", "drop", "error"] = "add",
+    unknown: Literal["add", "drop", "error"] | None = None,
 ) -> tuple[sp.csr_matrix, np.ndarray, dict[str, int]]:
     """Read Seismic-format JSON lines: ``(csr, ids, vocabulary)``.
 
@@ -647,17 +653,20 @@ def read_sparse_jsonl(
     a new one, with ids assigned in order of first appearance.
     """
     p = _existing(path)
-    if unknown not in ("add", "drop", "error"):
-        raise ValueError(f"unknown: expected 'add', 'drop' or 'error', got {unknown!r}")
     vocab: dict[str, int] = {} if vocabulary is None else vocabulary
     if not isinstance(vocab, dict):
         raise TypeError(f"vocabulary: expected a dict mapping token -> column id, got {type(vocab).__name__}")
+    if unknown is None:
+        unknown = "drop" if vocab else "add"
+    if unknown not in ("add", "drop", "error"):
+        raise ValueError(f"unknown: expected 'add', 'drop', 'error' or None, got {unknown!r}")
     next_id = (max(vocab.values()) + 1) if vocab else 0
     ids: list[int] = []
     indptr = [0]
     cols: list[int] = []
     vals: list[float] = []
     n_dropped = 0
+    vget = vocab.get
     with open(p, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -676,21 +685,28 @@ def read_sparse_jsonl(
             vec = doc["vector"]
             if not isinstance(vec, dict):
                 raise DataFormatError(f'{p}: line {lineno}: "vector" is a {type(vec).__name__}; expected an object {{token: weight}}')
-            for tok, w in vec.items():
-                if isinstance(w, bool) or not isinstance(w, (int, float)):
-                    raise DataFormatError(f"{p}: line {lineno}: weight of token {tok!r} is {w!r}; expected a number")
-                c = vocab.get(tok)
-                if c is None:
-                    if unknown == "add":
-                        c = vocab[tok] = next_id
-                        next_id += 1
-                    elif unknown == "drop":
-                        n_dropped += 1
+            toks = list(vec)
+            ws = list(vec.values())
+            if not set(map(type, ws)) <= _NUMBER_TYPES:
+                bad = next(t for t, w in zip(toks, ws) if type(w) not in _NUMBER_TYPES)
+                raise DataFormatError(f"{p}: line {lineno}: weight of token {bad!r} is {vec[bad]!r}; expected a number")
+            c = list(map(vget, toks))
+            if None in c:  # tokens outside the vocabulary (rare once it is built)
+                for j, tok in enumerate(toks):
+                    if c[j] is not None:
                         continue
-                    else:
+                    if unknown == "add":
+                        c[j] = vocab[tok] = next_id
+                        next_id += 1
+                    elif unknown == "error":
                         raise DataFormatError(f"{p}: line {lineno}: token {tok!r} is not in the vocabulary")
-                cols.append(c)
-                vals.append(w)
+                if unknown == "drop":
+                    keep = [j for j, cj in enumerate(c) if cj is not None]
+                    n_dropped += len(c) - len(keep)
+                    c = [c[j] for j in keep]
+                    ws = [ws[j] for j in keep]
+            cols.extend(c)
+            vals.extend(ws)
             ids.append(did)
             indptr.append(len(cols))
     if not ids:
