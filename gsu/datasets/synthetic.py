@@ -18,12 +18,15 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from gsu._validate import check_positive_int
+
+if TYPE_CHECKING:
+    from gsu.datasets.logs import BehaviorLog
 
 __all__ = [
     "Catalog",
@@ -478,7 +481,7 @@ class BehaviorData:
             out[t] = planted_attention_prob(hist[p], self.item_emb[targets[t : t + 1]], **kw)[0]
         return out
 
-    def to_log(self):
+    def to_log(self) -> "BehaviorLog":
         """The sequences as a :class:`gsu.datasets.logs.BehaviorLog` (user = user index)."""
         from gsu.datasets.logs import BehaviorLog
 
