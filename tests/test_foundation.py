@@ -129,6 +129,7 @@ def test_cli_build_search_info(tmp_path, capsys):
                      "--out", str(tmp_path / "r.npz")]) == 0
     r = np.load(tmp_path / "r.npz")
     assert r["ids"].shape == (3, 4) and (r["ids"] >= 100).all()
+    assert "wrote 3 result rows" in capsys.readouterr().out
     assert cli_main(["search", str(tmp_path / "i.gsu"), str(tmp_path / "q.npy"), "-k", "2"]) == 0
     assert capsys.readouterr().out.startswith("q0: 0:1.0000")
     # bad input: a clear error and exit code 2
