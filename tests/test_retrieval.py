@@ -394,3 +394,53 @@ def test_sparse_search_matches_brute_force_and_indexes(data):
     seis = SeismicIndex.build(X, ids=items.ids, n_postings=10_000, centroid_fraction=0.2, summary_energy=1.0)
     b = SparseSearch(items, k=K, index=seis, exact_below=0, search_params={"query_cut": 200, "heap_factor": 0.1}).retrieve(hist, targets, target_time=ttime)
     np.testing.assert_allclose(b.scores, res.scores, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------- ETA / SDIM
+def test_simhash_topk_matches_brute_force(data):
+    from gsu.index.simhash import SimHashIndex
+    from gsu.retrieval import SimHashTopK
+
+    items, hist, targets, ttime = data
+    m = SimHashTopK(items, k=K, n_bits=64, seed=3)
+    res = m.retrieve(hist, targets, target_time=ttime)
+    _check_result(res, T, K)
+    codes = SimHashIndex(DIM, 64, seed=3).encode(items.embeddings)[:, 0]
+    x = codes[targets][:, None] ^ codes[hist.items][None, :]
+    dist = np.array([[bin(int(v)).count("1") for v in row] for row in x])
+    ref = _brute_topk(-dist.astype(np.float32), _cuts(hist, ttime), K)
+    np.testing.assert_array_equal(res.positions, ref)
+    np.testing.assert_array_equal(res.scores[res.mask], -np.take_along_axis(dist, np.maximum(ref, 0), 1)[res.mask])
+
+
+def test_sdim_lookup_equals_on_the_fly_and_respects_the_cut(data):
+    from gsu.retrieval import SDIM
+    from gsu.retrieval.bse import BehaviorSequenceEncoder
+
+    items, hist, targets, ttime = data
+    store = BehaviorStore.from_arrays(np.zeros(L, np.int64), hist.items, hist.timestamps)
+    sd = SDIM(items, n_hashes=24, tau=3, seed=1).fit(store)
+    h = store.history(0)
+    a = sd.retrieve(h, targets)  # served from the offline tables
+    b = sd.retrieve(History.from_arrays(h.items, h.timestamps), targets)  # ad-hoc: encoded on the fly
+    np.testing.assert_allclose(a.vectors, b.vectors, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(a.bucket_mask, b.bucket_mask)
+    enc = BehaviorSequenceEncoder(DIM, n_hashes=24, tau=3, seed=1)
+    cuts = _cuts(hist, ttime)
+    c = sd.retrieve(h, targets, target_time=ttime)
+    assert not c.mask[0] and np.all(c.vectors[0] == 0)
+    for t in range(1, T, 5):
+        if cuts[t] == 0:
+            continue
+        v, msk = enc.aggregate_sequence(items.embeddings[hist.items[: cuts[t]]], items.embeddings[targets[t : t + 1]])
+        np.testing.assert_allclose(c.vectors[t], v[0], rtol=1e-5, atol=1e-6)
+    # batch form returns aligned SDIM vectors; append keeps the tables in sync
+    bt = retrieve_batch(sd, store, np.zeros(T, np.int64), targets, target_time=ttime)
+    np.testing.assert_allclose(bt.vectors, c.vectors, rtol=1e-5, atol=1e-6)
+    store.append(0, [1, 2, 3], [10**6] * 3)
+    sd.append(0, [1, 2, 3])
+    full = sd.retrieve(store.history(0), targets)
+    fresh = sd.retrieve(History.from_arrays(store.history(0).items), targets)
+    np.testing.assert_allclose(full.vectors, fresh.vectors, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="not SDIM"):
+        Hybrid([sd, HardSearch(items)], k=K)

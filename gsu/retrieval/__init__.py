@@ -10,6 +10,7 @@ from gsu.retrieval.methods import Exact, HardSearch, Hybrid, Retriever, SoftSear
 from gsu.retrieval.batch import retrieve_batch  # retrieval layer (issue 6)
 from gsu.retrieval.factory import make_method  # retrieval layer (issue 6)
 from gsu.retrieval.sparse import SparseSearch  # retrieval layer (issue 6)
+from gsu.retrieval.lsh import SDIM, SimHashTopK  # retrieval layer (issue 6)
 
 __all__ = [
     "BehaviorStore",
@@ -19,6 +20,8 @@ __all__ = [
     "Hybrid",
     "ItemTable",
     "RetrievalResult",
+    "SDIM",
+    "SimHashTopK",
     "Retriever",
     "SDIMResult",
     "SoftSearch",

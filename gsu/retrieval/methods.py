@@ -616,8 +616,8 @@ class Hybrid(Retriever):
         if not ms:
             raise ValueError("methods: expected at least one retriever")
         for m in ms:
-            if not isinstance(m, Retriever):
-                raise TypeError(f"methods: expected gsu.retrieval retrievers, got {type(m).__name__}")
+            if not isinstance(m, Retriever) or m.name == "sdim":
+                raise TypeError(f"methods: expected position-returning gsu.retrieval retrievers (not SDIM), got {type(m).__name__}")
         super().__init__(ms[0].items, k=k)
         self.methods = ms
         self.mode = check_choice(mode, name="mode", choices=("union", "weighted"))

@@ -20,7 +20,7 @@ import numpy as np
 from gsu.retrieval.methods import Exact
 from gsu.retrieval.store import History
 
-__all__ = ["recall_at_k", "exact_recall", "attention_mass", "attention_vectors", "cosine"]
+__all__ = ["recall_at_k", "exact_recall", "attention_mass", "attention_mass_many", "attention_vectors", "cosine"]
 
 
 def recall_at_k(
@@ -86,13 +86,33 @@ def attention_mass(
     Weights are softmax_i(score(target, behavior_i) / temperature) over the behaviors
     visible to the target (``exact``'s score: inner product, optionally projected,
     scaled, multi-head); the share is the sum of the weights of the (distinct, valid)
-    retrieved positions. A target with no visible behavior gets 1.0.
+    retrieved positions (T, k). A target with no visible behavior gets 1.0.
+    """
+    return attention_mass_many(exact, history, targets, {"p": positions}, target_time=target_time, temperature=temperature)["p"]
+
+
+def attention_mass_many(
+    exact: Exact,
+    history: Any,
+    targets: Any,
+    positions: dict[str, Any],
+    *,
+    target_time: Any = None,
+    temperature: float = 1.0,
+) -> dict[str, np.ndarray]:
+    """:func:`attention_mass` for several methods' positions in one pass over the scores.
+
+    ``positions`` maps a name to (T, k_name) positions; returns name → (T,) shares.
     """
     if not temperature > 0:
         raise ValueError(f"temperature: expected > 0, got {temperature}")
     h = History.coerce(history)
-    pos = np.asarray(positions, dtype=np.int64)
-    out = np.ones(pos.shape[0], dtype=np.float64)
+    pos = {name: np.asarray(p, dtype=np.int64) for name, p in positions.items()}
+    T = np.atleast_1d(np.asarray(targets)).shape[0]
+    for name, p in pos.items():
+        if p.ndim != 2 or p.shape[0] != T:
+            raise ValueError(f"positions[{name!r}]: expected shape ({T}, k), got {p.shape}")
+    out = {name: np.ones(T, dtype=np.float64) for name in pos}
     for rows, S in exact.score_blocks(h, targets, target_time=target_time):
         S = S.astype(np.float64) / temperature
         mx = S.max(axis=1, keepdims=True)
@@ -100,14 +120,13 @@ def attention_mass(
         mx[~ok] = 0.0
         W = np.exp(S - mx)
         Z = W.sum(axis=1)
-        p = pos[rows]
-        # distinct positions only
-        ps = np.sort(p, axis=1)
-        dup = np.zeros(ps.shape, bool)
-        dup[:, 1:] = ps[:, 1:] == ps[:, :-1]
-        valid = (ps >= 0) & ~dup
-        got = np.where(valid, np.take_along_axis(W, np.maximum(ps, 0), axis=1), 0.0).sum(axis=1)
-        out[rows] = np.where(ok & (Z > 0), got / np.where(Z > 0, Z, 1.0), 1.0)
+        for name, p in pos.items():
+            ps = np.sort(p[rows], axis=1)
+            dup = np.zeros(ps.shape, bool)
+            dup[:, 1:] = ps[:, 1:] == ps[:, :-1]
+            valid = (ps >= 0) & ~dup
+            got = np.where(valid, np.take_along_axis(W, np.maximum(ps, 0), axis=1), 0.0).sum(axis=1)
+            out[name][rows] = np.where(ok & (Z > 0), got / np.where(Z > 0, Z, 1.0), 1.0)
     return out
 
 
