@@ -3,6 +3,7 @@
 from gsu.index.base import INDEX_KINDS, Index, SearchResult, info, load, register_index
 from gsu.index.filters import CompiledFilter, Filter, IdMap
 from gsu.index.flat import FlatIndex
+from gsu.index.simhash import SimHashIndex, hamming_topk  # LSH buckets (issue 4)
 
 __all__ = [
     "INDEX_KINDS",
@@ -12,6 +13,8 @@ __all__ = [
     "IdMap",
     "Index",
     "SearchResult",
+    "SimHashIndex",
+    "hamming_topk",
     "info",
     "load",
     "register_index",

@@ -11,8 +11,10 @@ from gsu.retrieval.batch import retrieve_batch  # retrieval layer (issue 6)
 from gsu.retrieval.factory import make_method  # retrieval layer (issue 6)
 from gsu.retrieval.sparse import SparseSearch  # retrieval layer (issue 6)
 from gsu.retrieval.lsh import SDIM, SimHashTopK  # retrieval layer (issue 6)
+from gsu.retrieval.bse import BehaviorSequenceEncoder  # SDIM behavior-sequence encoding (issue 4)
 
 __all__ = [
+    "BehaviorSequenceEncoder",
     "BehaviorStore",
     "Exact",
     "HardSearch",

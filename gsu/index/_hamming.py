@@ -1,0 +1,359 @@
+"""numba kernels for random-hyperplane hashing (SimHash): projection, bit packing,
+τ-bit bucket signatures, popcount Hamming distances and counting top-k selection.
+
+Conventions shared by every kernel:
+
+- Hyperplanes are ``H`` (m, d) float32, one hash function per row. Projections are
+  computed by :func:`project_block` only, with a reduction order that does not depend
+  on the batch a vector arrives in (unlike a BLAS product), so a vector hashes to the
+  same bits whether it is encoded alone, in a batch, offline or at request time.
+- Bit ``j`` (hash function j) is 1 when its projection is > 0 (strictly). It lives in
+  word ``j // 64``, bit ``j % 64`` of a row of uint64 words; bits past ``m`` are 0.
+- Hamming top-k returns *rows* best-first ordered by (distance, row): ties go to the
+  smaller row. Distances are small integers in [0, n_bits], so the selection is a
+  histogram of distances, a threshold, and one ordered collection pass — no sort.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from numba import types
+from numba.extending import intrinsic
+
+__all__ = [
+    "popcount64",
+    "project_pack",
+    "project_signatures",
+    "hamming_matrix",
+    "hamming_topk_ranges",
+]
+
+
+@intrinsic
+def _ctpop_u64(typingctx, x):
+    """LLVM ``ctpop`` on a uint64 (compiles to POPCNT / VPOPCNTQ on the host CPU)."""
+    if x != types.uint64:
+        return None
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.ctpop(args[0])
+
+    return sig, codegen
+
+
+@nb.njit(cache=True, inline="always")
+def popcount64(x):
+    """Number of set bits of a uint64 (LLVM ctpop intrinsic)."""
+    return _ctpop_u64(x)
+
+
+_PROJ_BLOCK = 256  # rows projected per block in the hashing kernels
+
+
+@nb.njit(cache=True, fastmath=True)
+def project_block(X, H, lo, hi, P):
+    """P[i - lo, j] = <X[i], H[j]> for rows lo..hi; X (n, d), H (m, d) float32, P (>= hi-lo, m) float32.
+
+    Every hashing kernel goes through this one function, and every row runs the same
+    instruction sequence (a dot product over d, vectorised with a reduction order fixed
+    at compile time), so a vector's projections — hence its bits — do not depend on
+    the batch it arrives in or on which kernel hashes it.
+    """
+    d = X.shape[1]
+    m = H.shape[0]
+    for i in range(lo, hi):
+        x = X[i]
+        for j in range(m):
+            h = H[j]
+            acc = np.float32(0.0)
+            for t in range(d):
+                acc += x[t] * h[t]
+            P[i - lo, j] = acc
+
+
+@nb.njit(cache=True, parallel=True)
+def project_pack(X, H, nchunk, out):
+    """Pack the SimHash bits of each row of ``X`` (n, d) float32 into ``out`` (n, w) uint64.
+
+    ``H`` is (m, d) float32 (one hyperplane per row); ``w = ceil(m / 64)``; the rows are
+    split into ``nchunk`` parallel blocks.
+    """
+    n = X.shape[0]
+    m = H.shape[0]
+    w = out.shape[1]
+    for c in nb.prange(nchunk):
+        P = np.empty((_PROJ_BLOCK, m), np.float32)
+        lo_c = c * n // nchunk
+        hi_c = (c + 1) * n // nchunk
+        for b0 in range(lo_c, hi_c, _PROJ_BLOCK):
+            b1 = min(b0 + _PROJ_BLOCK, hi_c)
+            project_block(X, H, b0, b1, P)
+            for i in range(b0, b1):
+                for a in range(w):
+                    out[i, a] = np.uint64(0)
+                for j in range(m):
+                    if P[i - b0, j] > 0:
+                        out[i, j >> 6] |= np.uint64(1) << np.uint64(j & 63)
+
+
+@nb.njit(cache=True, parallel=True)
+def project_signatures(X, H, tau, nchunk, out):
+    """τ-bit bucket signatures of each row of ``X`` (n, d) float32 into ``out`` (n, m // τ) (any int dtype).
+
+    Signature s of a row is the integer whose bit b is the SimHash bit of hash function
+    ``s * τ + b`` (SDIM's s-th hash signature); ``m = H.shape[0]`` must be a multiple of τ.
+    The rows are split into ``nchunk`` parallel blocks.
+    """
+    n = X.shape[0]
+    m = H.shape[0]
+    S = m // tau
+    for c in nb.prange(nchunk):
+        P = np.empty((_PROJ_BLOCK, m), np.float32)
+        lo_c = c * n // nchunk
+        hi_c = (c + 1) * n // nchunk
+        for b0 in range(lo_c, hi_c, _PROJ_BLOCK):
+            b1 = min(b0 + _PROJ_BLOCK, hi_c)
+            project_block(X, H, b0, b1, P)
+            for i in range(b0, b1):
+                for s in range(S):
+                    bk = np.int64(0)
+                    for t in range(tau):
+                        if P[i - b0, s * tau + t] > 0:
+                            bk |= np.int64(1) << np.int64(t)
+                    out[i, s] = bk
+
+
+@nb.njit(cache=True, parallel=True)
+def hamming_matrix(Q, CT, out):
+    """All Hamming distances: ``out[i, j] = popcount(Q[i] ^ CT[:, j])``.
+
+    Q (nq, w) uint64; CT (w, n) uint64 word-major codes; out (nq, n) int32.
+    """
+    nq, w = Q.shape
+    n = CT.shape[1]
+    for i in nb.prange(nq):
+        for j in range(n):
+            acc = np.uint64(0)
+            for a in range(w):
+                acc += popcount64(Q[i, a] ^ CT[a, j])
+            out[i, j] = np.int32(acc)
+
+
+_BLOCK = 64  # rows per block in the top-k scan; a block is scanned element-wise only when its minimum qualifies
+
+
+@nb.njit(cache=True, inline="always")
+def _one_dist(q, CT, r):
+    acc = np.uint64(0)
+    for a in range(CT.shape[0]):
+        acc += popcount64(q[a] ^ CT[a, r])
+    return np.int64(acc)
+
+
+@nb.njit(cache=True, fastmath=True)
+def _collect(q, CT, lo, n, rows, use_rows, thr, blk, cpos, cd):
+    """Every row of the range with distance <= thr, in row order, into cpos/cd; returns how many.
+
+    Rows go in blocks of 64: the block's distances are computed in one fused loop
+    (xor, popcount, min — vectorised by LLVM; one loop per word count, w = 1..4 covers
+    n_bits <= 256) and the block is read element-wise only when its minimum is <= thr.
+    """
+    # views that start at 0 let LLVM prove the indices non-negative (no wraparound
+    # checks), which is what makes the block loops vectorise
+    w = CT.shape[0]
+    hi = lo + n
+    c0 = CT[0, lo:hi]
+    c1 = CT[1, lo:hi] if w > 1 else c0
+    c2 = CT[2, lo:hi] if w > 2 else c0
+    c3 = CT[3, lo:hi] if w > 3 else c0
+    rv = rows[lo:hi] if use_rows else rows
+    q0 = q[0]
+    q1 = q[1] if w > 1 else q[0]
+    q2 = q[2] if w > 2 else q[0]
+    q3 = q[3] if w > 3 else q[0]
+    nc = 0
+    nfull = n - n % _BLOCK
+    for base in range(0, nfull, _BLOCK):
+        mn = np.int64(1 << 30)
+        if use_rows:
+            for j in range(_BLOCK):
+                v = _one_dist(q, CT, rv[base + j])
+                blk[j] = v
+                mn = min(mn, v)
+        elif w == 1:
+            for j in range(_BLOCK):
+                v = np.int64(popcount64(q0 ^ c0[base + j]))
+                blk[j] = v
+                mn = min(mn, v)
+        elif w == 2:
+            for j in range(_BLOCK):
+                r = base + j
+                v = np.int64(popcount64(q0 ^ c0[r]) + popcount64(q1 ^ c1[r]))
+                blk[j] = v
+                mn = min(mn, v)
+        elif w == 3:
+            for j in range(_BLOCK):
+                r = base + j
+                v = np.int64(popcount64(q0 ^ c0[r]) + popcount64(q1 ^ c1[r]) + popcount64(q2 ^ c2[r]))
+                blk[j] = v
+                mn = min(mn, v)
+        else:
+            for j in range(_BLOCK):
+                r = base + j
+                v = np.int64(popcount64(q0 ^ c0[r]) + popcount64(q1 ^ c1[r]) + popcount64(q2 ^ c2[r]) + popcount64(q3 ^ c3[r]))
+                blk[j] = v
+                mn = min(mn, v)
+        if mn <= thr:
+            for j in range(_BLOCK):
+                if blk[j] <= thr:
+                    cpos[nc] = rv[base + j] if use_rows else lo + base + j
+                    cd[nc] = blk[j]
+                    nc += 1
+    for i in range(nfull, n):
+        r = rv[i] if use_rows else lo + i
+        dv = _one_dist(q, CT, r)
+        if dv <= thr:
+            cpos[nc] = r
+            cd[nc] = dv
+            nc += 1
+    return nc
+
+
+@nb.njit(cache=True)
+def _topk_one(q, CT, lo, hi, rows, use_rows, k, n_bits, hist, blk, cpos, cd, out_pos, out_dist):
+    """Hamming top-k of one query code ``q`` (w,) over rows ``lo..hi`` of ``CT`` (or ``rows[lo:hi]``).
+
+    1. Short range (under 4,096 rows, or k large against the range): one scalar pass computes every
+       distance and the exact histogram; every row is a candidate. Otherwise guess a
+       distance a little above the k-th from the histogram of a strided sample, then
+    2. one blocked scan keeps every row whose distance is <= the guess (a block whose
+       minimum is above it is skipped after its vectorised distance computation).
+       If fewer than k rows were kept, the guess was low: raise it and scan again.
+    3. Exact selection among the kept rows: a histogram of their (small integer)
+       distances gives the k-th distance and the segment of each distance; one pass in
+       row order drops each row into its final slot, so results are ordered by
+       (distance, row) with no sort.
+    Returns the number of results written (min(k, hi - lo)).
+    """
+    n = hi - lo
+    kk = min(k, n)
+    if kk == 0:
+        return 0
+    stride = max(1, min(max(kk // 4, 16), n // 2048))
+    for b in range(n_bits + 1):
+        hist[b] = 0
+    if stride == 1:
+        # short range: every row is a candidate and the histogram is exact
+        for i in range(n):
+            r = rows[lo + i] if use_rows else lo + i
+            dv = _one_dist(q, CT, r)
+            cpos[i] = r
+            cd[i] = dv
+            hist[dv] += 1
+        nc = n
+        thr = n_bits
+    else:
+        for i in range(0, n, stride):
+            r = rows[lo + i] if use_rows else lo + i
+            hist[_one_dist(q, CT, r)] += 1
+        # aim at about 2k candidates (one scan nearly always suffices)
+        thr = n_bits
+        cum = 0
+        for b in range(n_bits + 1):
+            cum += hist[b] * stride
+            if cum >= 2 * kk:
+                thr = b
+                break
+        while True:
+            nc = _collect(q, CT, lo, n, rows, use_rows, thr, blk, cpos, cd)
+            if nc >= kk or thr >= n_bits:
+                break
+            thr = min(thr + 1, n_bits)
+        # exact selection among the candidates (they are in row order)
+        for b in range(thr + 1):
+            hist[b] = 0
+        for i in range(nc):
+            hist[cd[i]] += 1
+    kth = thr
+    cum = 0
+    for b in range(thr + 1):
+        if cum + hist[b] >= kk:
+            kth = b
+            break
+        cum += hist[b]
+    start = 0
+    for b in range(kth):  # hist[b] becomes the fill pointer of distance b's segment
+        h = hist[b]
+        hist[b] = start
+        start += h
+    hist[kth] = start
+    placed = 0
+    for i in range(nc):
+        dv = cd[i]
+        if dv < kth or (dv == kth and hist[kth] < kk):
+            f = hist[dv]
+            out_pos[f] = cpos[i]
+            out_dist[f] = dv
+            hist[dv] = f + 1
+            placed += 1
+            if placed == kk:
+                break
+    return kk
+
+
+@nb.njit(cache=True)
+def _topk_chunk(Q, CT, starts, ends, rows, use_rows, k, n_bits, lo_q, hi_q, maxlen, out_pos, out_dist, counts):
+    """Queries ``lo_q..hi_q`` of :func:`hamming_topk_ranges`, one after the other (scratch allocated once)."""
+    hist = np.empty(n_bits + 1, np.int64)
+    blk = np.empty(_BLOCK, np.int64)
+    cpos = np.empty(maxlen, np.int64)
+    cd = np.empty(maxlen, np.int64)
+    pos = np.empty(k, np.int64)
+    dist = np.empty(k, np.int64)
+    for q in range(lo_q, hi_q):
+        # the constant use_rows argument lets LLVM drop the other branch from the inlined scan
+        if use_rows:
+            cnt = _topk_one(Q[q], CT, starts[q], ends[q], rows, True, k, n_bits, hist, blk, cpos, cd, pos, dist)
+        else:
+            cnt = _topk_one(Q[q], CT, starts[q], ends[q], rows, False, k, n_bits, hist, blk, cpos, cd, pos, dist)
+        for j in range(cnt):
+            out_pos[q, j] = pos[j]
+            out_dist[q, j] = np.int32(dist[j])
+        counts[q] = cnt
+
+
+@nb.njit(cache=True, parallel=True)
+def hamming_topk_ranges(Q, CT, starts, ends, rows, use_rows, k, n_bits, nchunk, out_pos, out_dist, counts):
+    """Batched Hamming top-k.
+
+    Q (nq, w) uint64 query codes; CT (w, n) uint64 codes stored *word-major* (row r's
+    words are ``CT[:, r]``) so that each word is a contiguous vector. Query q ranks rows
+    ``starts[q]..ends[q]`` of CT, or, when ``use_rows``, the rows ``rows[starts[q]:ends[q]]``
+    (sorted ascending, so ties go to the smaller row). Writes best-first rows into
+    ``out_pos`` (nq, k) int64 and distances into ``out_dist`` (nq, k) int32 (caller
+    pre-fills -1 padding) and the number of results into ``counts`` (nq,) int64.
+    Parallel over ``nchunk`` blocks of queries.
+    """
+    nq = Q.shape[0]
+    maxlen = 0
+    for q in range(nq):
+        ln = ends[q] - starts[q]
+        if ln > maxlen:
+            maxlen = ln
+    for c in nb.prange(nchunk):
+        _topk_chunk(Q, CT, starts, ends, rows, use_rows, k, n_bits, c * nq // nchunk, (c + 1) * nq // nchunk, maxlen,
+                    out_pos, out_dist, counts)
+
+
+@nb.njit(cache=True)
+def hamming_topk_serial(Q, CT, starts, ends, rows, use_rows, k, n_bits, out_pos, out_dist, counts):
+    """:func:`hamming_topk_ranges` on the calling thread only (no parallel region to enter)."""
+    nq = Q.shape[0]
+    maxlen = 0
+    for q in range(nq):
+        ln = ends[q] - starts[q]
+        if ln > maxlen:
+            maxlen = ln
+    _topk_chunk(Q, CT, starts, ends, rows, use_rows, k, n_bits, 0, nq, maxlen, out_pos, out_dist, counts)
