@@ -4,12 +4,18 @@ from gsu.index.base import INDEX_KINDS, Index, SearchResult, info, load, registe
 from gsu.index.filters import CompiledFilter, Filter, IdMap
 from gsu.index.flat import FlatIndex
 from gsu.index.simhash import SimHashIndex, hamming_topk  # LSH buckets (issue 4)
+from gsu.index.hnsw import HNSWIndex  # filtered ANN (issue 3)
+from gsu.index.ivf import IVFIndex  # filtered ANN (issue 3)
+from gsu.index.filtered import FilteredIndex  # filtered ANN (issue 3)
 
 __all__ = [
     "INDEX_KINDS",
     "CompiledFilter",
     "Filter",
+    "FilteredIndex",
     "FlatIndex",
+    "HNSWIndex",
+    "IVFIndex",
     "IdMap",
     "Index",
     "SearchResult",

@@ -1,0 +1,235 @@
+"""numba kernels of the filtered indexes (IVF list skipping, selector bitmaps, exact fallback).
+
+Conventions shared with :mod:`gsu.index._kernels`: per-query allowed rows come in CSR
+form (``rows[starts[q]:ends[q]]``, sorted ascending); results are written best-first
+into caller-filled ``out_r`` (nq, k) int64 (-1) / ``out_s`` (nq, k) float32 (-inf);
+ties are broken by the smaller row.
+
+IVF layout ("list-ordered copy"): the vectors of list ``l`` are
+``Xl[list_off[l]:list_off[l+1]]``; ``pos_row[p]`` is the index row held at position
+``p``, ``row_pos[r]`` its inverse and ``row_list[r]`` the list of row ``r``. Inside a
+list, positions follow row order, so gathering a sorted subset of a list's rows reads
+memory forward.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from gsu.index._kernels import heap_push, heap_sorted
+
+# fast-math without the no-NaN/no-inf assumptions (-inf marks empty result slots)
+_FM = {"contract", "reassoc", "nsz", "arcp"}
+
+
+@nb.njit(cache=True)
+def rows_bitmap(rows, n):
+    """Packed little-endian bitmap of ``rows`` over ``0..n-1``: (ceil(n/8),) uint8.
+
+    Bit ``r & 7`` of byte ``r >> 3`` is set when row ``r`` is allowed — the layout of
+    ``faiss.IDSelectorBitmap``.
+    """
+    bm = np.zeros((n + 7) >> 3, np.uint8)
+    for j in range(rows.shape[0]):
+        r = rows[j]
+        bm[r >> 3] |= np.uint8(1 << (r & 7))
+    return bm
+
+
+@nb.njit(cache=True)
+def mark_rows(rows, n, row_list, nlist):
+    """A shared filter as ``(mark (n,) uint8 — 1 where the row is allowed, cnt (nlist,) int64 allowed rows per list)``."""
+    mark = np.zeros(n, np.uint8)
+    cnt = np.zeros(nlist, np.int64)
+    for j in range(rows.shape[0]):
+        r = rows[j]
+        mark[r] = 1
+        cnt[row_list[r]] += 1
+    return mark, cnt
+
+
+@nb.njit(cache=True)
+def _set_marks(rows, start, end, row_list, mark, cnt, on):
+    """Flag (``on=1``) the rows ``rows[start:end]`` in ``mark`` and count them per list
+    in ``cnt``, or (``on=0``) clear both again."""
+    if on:
+        for j in range(start, end):
+            r = rows[j]
+            mark[r] = 1
+            cnt[row_list[r]] += 1
+    else:
+        for j in range(start, end):
+            r = rows[j]
+            mark[r] = 0
+            cnt[row_list[r]] = 0
+
+
+@nb.njit(cache=True, inline="always")
+def _lheap_down(keys, vals, size, i):
+    """Sift-down in a max-heap of (key float32, list int64) pairs."""
+    while True:
+        left = 2 * i + 1
+        if left >= size:
+            return
+        c = left
+        if left + 1 < size and keys[left + 1] > keys[left]:
+            c = left + 1
+        if keys[c] > keys[i]:
+            keys[c], keys[i] = keys[i], keys[c]
+            vals[c], vals[i] = vals[i], vals[c]
+            i = c
+        else:
+            return
+
+
+@nb.njit(cache=True, fastmath=_FM)
+def _probe_lists(q, Q, CS, Xl, pos_row, list_off, mark, cnt, k, target, min_lists, out_r, out_s, counts, scored, keys, vals):
+    """Probe the lists holding allowed rows in decreasing centroid score.
+
+    ``mark`` (n,) uint8 flags allowed rows, ``cnt`` (nlist,) counts them per list.
+    Stops once ``target`` allowed rows were scored and at least ``min_lists``
+    non-empty lists were opened (or every allowed row was scored). Lists without an
+    allowed row are never opened. ``keys``/``vals`` are (nlist,) scratch.
+    """
+    nlist = cnt.shape[0]
+    d = Q.shape[1]
+    qv = Q[q]
+    size = 0
+    for l in range(nlist):
+        if cnt[l] > 0:
+            keys[size] = CS[q, l]
+            vals[size] = l
+            size += 1
+    for i in range(size // 2 - 1, -1, -1):
+        _lheap_down(keys, vals, size, i)
+    hs = np.empty(k, np.float32)
+    hr = np.empty(k, np.int64)
+    hsize = 0
+    covered = 0
+    opened = 0
+    while size > 0 and (covered < target or opened < min_lists):
+        l = vals[0]
+        size -= 1
+        keys[0] = keys[size]
+        vals[0] = vals[size]
+        _lheap_down(keys, vals, size, 0)
+        for p in range(list_off[l], list_off[l + 1]):
+            r = pos_row[p]
+            if mark[r] == 0:
+                continue
+            xv = Xl[p]
+            acc = np.float32(0.0)
+            for t in range(d):
+                acc += qv[t] * xv[t]
+            if hsize < k or acc >= hs[0]:
+                hsize = heap_push(hs, hr, hsize, k, acc, r)
+        covered += cnt[l]
+        opened += 1
+    heap_sorted(hs, hr, hsize, out_s[q], out_r[q])
+    counts[q] = hsize
+    scored[q] = covered
+
+
+@nb.njit(cache=True, parallel=True)
+def ivf_search_shared(Q, CS, Xl, pos_row, list_off, mark, cnt, k, target, min_lists, out_r, out_s, counts, scored):
+    """Filter-aware IVF search, one filter for every query (``mark``/``cnt`` from :func:`mark_rows`).
+
+    Q (nq, d) float32 queries, CS (nq, nlist) float32 centroid scores; ``target``
+    (nq,) int64 allowed rows to score per query; ``min_lists`` (nq,) int64 lists to
+    open at least. ``scored`` (nq,) int64 receives the number of allowed rows in the
+    opened lists.
+    """
+    nlist = cnt.shape[0]
+    for q in nb.prange(Q.shape[0]):
+        keys = np.empty(nlist, np.float32)
+        vals = np.empty(nlist, np.int64)
+        _probe_lists(q, Q, CS, Xl, pos_row, list_off, mark, cnt, k, target[q], min_lists[q], out_r, out_s, counts, scored, keys, vals)
+
+
+@nb.njit(cache=True, parallel=True)
+def ivf_search_per_query(
+    Q, CS, Xl, pos_row, list_off, row_list, starts, ends, rows, k, target, min_lists, out_r, out_s, counts, scored, n_threads
+):
+    """Filter-aware IVF search with one filter per query (CSR ``rows`` / ``starts`` / ``ends``).
+
+    Each thread keeps one (n,) mark array and one (nlist,) count array; a query sets
+    them from its allowed rows (O(m)), probes as in :func:`ivf_search_shared`, and
+    clears them again (O(m)) — no O(n) work per query. ``n_threads``: numba's
+    current thread count (one scratch set per thread).
+    """
+    nq = Q.shape[0]
+    nlist = CS.shape[1]
+    n = pos_row.shape[0]
+    nt = max(1, min(n_threads, nq))
+    for c in nb.prange(nt):
+        mark = np.zeros(n, np.uint8)
+        cnt = np.zeros(nlist, np.int64)
+        keys = np.empty(nlist, np.float32)
+        vals = np.empty(nlist, np.int64)
+        for q in range(c, nq, nt):
+            _set_marks(rows, starts[q], ends[q], row_list, mark, cnt, 1)
+            _probe_lists(q, Q, CS, Xl, pos_row, list_off, mark, cnt, k, target[q], min_lists[q], out_r, out_s, counts, scored, keys, vals)
+            _set_marks(rows, starts[q], ends[q], row_list, mark, cnt, 0)
+
+
+@nb.njit(cache=True, fastmath=_FM)
+def _gather_one(qv, X, rows, start, end, k, out_s, out_r):
+    """Exact top-k of one query over ``X[rows[start:end]]``; returns the count.
+
+    Four rows are scored per step (independent loads overlap their memory latency).
+    """
+    d = qv.shape[0]
+    hs = np.empty(k, np.float32)
+    hr = np.empty(k, np.int64)
+    size = 0
+    j = start
+    while j + 4 <= end:
+        r0, r1, r2, r3 = rows[j], rows[j + 1], rows[j + 2], rows[j + 3]
+        x0, x1, x2, x3 = X[r0], X[r1], X[r2], X[r3]
+        a0 = np.float32(0.0)
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        for t in range(d):
+            qt = qv[t]
+            a0 += qt * x0[t]
+            a1 += qt * x1[t]
+            a2 += qt * x2[t]
+            a3 += qt * x3[t]
+        if size < k or a0 >= hs[0]:
+            size = heap_push(hs, hr, size, k, a0, r0)
+        if size < k or a1 >= hs[0]:
+            size = heap_push(hs, hr, size, k, a1, r1)
+        if size < k or a2 >= hs[0]:
+            size = heap_push(hs, hr, size, k, a2, r2)
+        if size < k or a3 >= hs[0]:
+            size = heap_push(hs, hr, size, k, a3, r3)
+        j += 4
+    while j < end:
+        r = rows[j]
+        xv = X[r]
+        acc = np.float32(0.0)
+        for t in range(d):
+            acc += qv[t] * xv[t]
+        if size < k or acc >= hs[0]:
+            size = heap_push(hs, hr, size, k, acc, r)
+        j += 1
+    for a in range(k):
+        out_r[a] = -1
+        out_s[a] = -np.inf
+    heap_sorted(hs, hr, size, out_s, out_r)
+    return size
+
+
+@nb.njit(cache=True, parallel=True)
+def gather_topk_ip_sel(Q, X, which, starts, ends, rows, k, out_r, out_s, counts):
+    """Exact inner-product top-k over allowed rows for the query subset ``which``.
+
+    Q (nq, d) float32, X (n, d) float32 in row order; the allowed rows of query q
+    are ``rows[starts[q]:ends[q]]``. Only queries ``which`` (int64) are computed;
+    ``out_r``/``out_s``/``counts`` are indexed by the original query number.
+    """
+    for i in nb.prange(which.shape[0]):
+        q = which[i]
+        counts[q] = _gather_one(Q[q], X, rows, starts[q], ends[q], k, out_s[q], out_r[q])

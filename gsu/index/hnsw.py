@@ -1,0 +1,292 @@
+"""``HNSWIndex``: faiss HNSW graph search with gsu filters turned into faiss selectors.
+
+faiss does the graph construction and traversal (``IndexHNSWFlat``); a gsu
+:class:`~gsu.index.filters.Filter` becomes the cheapest ``faiss.IDSelector`` for its
+shape (:func:`faiss_selector`), handed over through ``SearchParametersHNSW`` — never
+a Python callback. faiss's internal ids are the index rows; external ids go through
+an :class:`~gsu.index.filters.IdMap`.
+
+Filtered HNSW can come back with fewer than k results at low selectivity (the
+beam holds mostly excluded nodes). Every such query is recomputed exactly over its
+allowed rows, so a row holds fewer than k results only when fewer than k items
+pass the filter.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from collections import OrderedDict
+from typing import Any, Callable
+
+import faiss
+import numpy as np
+
+from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positive_int
+from gsu.index import _filter_kernels as fk
+from gsu.index.base import Index, SearchResult, register_index
+from gsu.index.filters import CompiledFilter, Filter, IdMap
+from gsu.index.flat import METRICS, normalize_rows
+
+log = logging.getLogger(__name__)
+
+__all__ = ["HNSWIndex", "faiss_selector"]
+
+#: below ``n / BATCH_SELECTOR_RATIO`` allowed rows an ``IDSelectorBatch`` (hash set,
+#: O(m) to build) is cheaper to build than a bitmap (O(n/8) bytes); lookups in both
+#: are O(1) and far fewer than the build cost for a graph search.
+BATCH_SELECTOR_RATIO = 4096
+
+
+def faiss_selector(rows: np.ndarray, n: int) -> tuple[faiss.IDSelector, tuple[Any, ...]]:
+    """The fastest faiss selector for one sorted array of allowed ``rows`` of ``n``.
+
+    - a contiguous run ``[lo, hi)`` (id or time ranges over sorted ids) → ``IDSelectorRange``
+    - very few rows (``m * 4096 < n``) → ``IDSelectorBatch`` (hash set)
+    - otherwise → ``IDSelectorBitmap`` over a packed bitmap of the rows
+
+    Returns ``(selector, keep_alive)``: the caller must hold ``keep_alive`` (the
+    arrays faiss points into) for as long as the selector is used.
+    """
+    m = int(rows.shape[0])
+    if m and int(rows[-1]) - int(rows[0]) + 1 == m:
+        return faiss.IDSelectorRange(int(rows[0]), int(rows[-1]) + 1), ()
+    if m * BATCH_SELECTOR_RATIO < n:
+        r = np.ascontiguousarray(rows, dtype=np.int64)
+        return faiss.IDSelectorBatch(r), (r,)
+    bm = fk.rows_bitmap(np.ascontiguousarray(rows, dtype=np.int64), n)
+    return faiss.IDSelectorBitmap(bm), (bm,)
+
+
+_DERIVED: "OrderedDict[tuple[int, Any], tuple[weakref.ref, Any]]" = OrderedDict()
+_DERIVED_MAX = 32
+
+
+def derived(cf: CompiledFilter, key: Any, make: Callable[[], Any]) -> Any:
+    """``make()`` cached for the life of the compiled filter ``cf`` (a shared filter reused
+    across calls — one user's behavior set for many candidate queries — builds its
+    faiss bitmap or IVF marks once). Holds at most 32 entries, least recently used out."""
+    slot = (id(cf), key)
+    hit = _DERIVED.get(slot)
+    if hit is not None and hit[0]() is cf:
+        _DERIVED.move_to_end(slot)
+        return hit[1]
+    value = make()
+    _DERIVED[slot] = (weakref.ref(cf), value)
+    while len(_DERIVED) > _DERIVED_MAX:
+        _DERIVED.popitem(last=False)
+    return value
+
+
+def _faiss_metric(metric: str) -> int:
+    return faiss.METRIC_INNER_PRODUCT
+
+
+@register_index("hnsw")
+class HNSWIndex(Index):
+    """Filtered HNSW graph search (faiss ``IndexHNSWFlat``) over dense float32 vectors.
+
+    Args:
+        dim: vector dimension d.
+        metric: ``"ip"`` (inner product) or ``"cosine"`` (vectors and queries are
+            L2-normalised).
+        M: graph out-degree per node (HNSW paper's ``M``; level 0 keeps ``2*M``).
+            More is higher recall per visited node and more memory; 16–64.
+        ef_construction: beam width while inserting (``efConstruction``); higher
+            builds a better graph more slowly; 100–400.
+
+    Search setting (keyword of :meth:`search`): ``ef`` — the beam width
+    (``efSearch``), raised to at least k.
+    """
+
+    def __init__(self, dim: int, metric: str = "ip", *, M: int = 32, ef_construction: int = 200):
+        self.dim = check_positive_int(dim, name="dim")
+        self.metric = check_choice(metric, name="metric", choices=METRICS)
+        self.M = check_positive_int(M, name="M", minimum=2)
+        self.ef_construction = check_positive_int(ef_construction, name="ef_construction")
+        self._index = self._new_faiss()
+        self._idmap = IdMap(np.zeros(0, np.int64))
+
+    def _new_faiss(self) -> faiss.IndexHNSWFlat:
+        idx = faiss.IndexHNSWFlat(self.dim, self.M, _faiss_metric(self.metric))
+        idx.hnsw.efConstruction = self.ef_construction
+        return idx
+
+    # -- data --------------------------------------------------------------
+    @property
+    def ntotal(self) -> int:
+        return int(self._index.ntotal)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """(n,) int64 external ids in row order."""
+        return self._idmap.ids
+
+    @property
+    def idmap(self) -> IdMap:
+        return self._idmap
+
+    @property
+    def faiss_index(self) -> faiss.IndexHNSWFlat:
+        """The underlying faiss index (internal ids are row numbers)."""
+        return self._index
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """(n, d) float32 view of the vectors stored by faiss, in row order (read-only use).
+
+        The view is only valid until the next :meth:`add`.
+        """
+        n = self.ntotal
+        if n == 0:
+            return np.zeros((0, self.dim), np.float32)
+        flat = faiss.downcast_index(self._index.storage)
+        return faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
+
+    def add(self, vectors: Any, ids: Any = None) -> None:
+        """Insert ``vectors`` (n, d) float32 with external ``ids`` (n,) int64 (unique).
+
+        Default ids continue ``0..n-1`` from the current size. faiss builds the graph
+        with its own threads (``faiss.omp_set_num_threads``).
+        """
+        x = as_matrix(vectors, name="vectors", dim=self.dim)
+        new_ids = _new_ids(self._idmap, x.shape[0], ids)
+        if self.metric == "cosine":
+            x = normalize_rows(x)
+        self._index.add(x)
+        self._idmap = IdMap(np.concatenate([self._idmap.ids, new_ids]))
+
+    # -- search ------------------------------------------------------------
+    def prep_queries(self, queries: Any) -> np.ndarray:
+        """Queries as (nq, d) float32, normalised for cosine."""
+        q = as_matrix(queries, name="queries", dim=self.dim)
+        return normalize_rows(q) if self.metric == "cosine" else q
+
+    def search(self, queries: Any, k: int, *, filter: Any = None, ef: int = 64) -> SearchResult:
+        """Approximate top-``k`` for each row of ``queries`` (nq, d).
+
+        Args:
+            queries: (nq, d) float32 (a 1-D vector is a batch of one).
+            k: results per query.
+            filter: a :class:`Filter` (or anything ``Filter.coerce`` accepts), shared
+                or per-query. A shared filter is one faiss call for the whole batch;
+                a per-query filter is one faiss call per distinct query (use
+                :class:`~gsu.index.FilteredIndex` for large per-query batches).
+            ef: beam width ``efSearch`` (raised to at least k); 16–1024.
+        """
+        q = self.prep_queries(queries)
+        k = check_k(k)
+        ef = check_positive_int(ef, name="ef")
+        nq = q.shape[0]
+        if self.ntotal == 0:
+            return SearchResult.empty(nq, k)
+        f = Filter.coerce(filter)
+        if f.is_all:
+            rows, scores = self.search_rows(q, k, ef=ef, selector=None)
+            return _result(self._idmap, rows, scores)
+        cf = f.compile(self._idmap, nq)
+        out_r = np.full((nq, k), -1, np.int64)
+        out_s = np.full((nq, k), -np.inf, np.float32)
+        self.search_compiled(q, k, cf, np.arange(nq, dtype=np.int64), out_r, out_s, ef=np.full(nq, ef, np.int64))
+        return _result(self._idmap, out_r, out_s)
+
+    def search_rows(
+        self, q: np.ndarray, k: int, *, ef: int, selector: tuple[faiss.IDSelector, tuple[Any, ...]] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One faiss search of prepared queries, restricted by ``selector`` (from
+        :func:`faiss_selector`, or ``None`` for all rows).
+
+        Returns ``(rows (nq, k) int64 -1 padded, scores (nq, k) float32 -inf padded)``.
+        """
+        params = faiss.SearchParametersHNSW()
+        params.efSearch = max(int(ef), k)
+        if selector is not None:
+            params.sel = selector[0]
+        D, I = self._index.search(q, k, params=params)
+        D[I < 0] = -np.inf
+        return I, D
+
+    def search_compiled(
+        self,
+        q: np.ndarray,
+        k: int,
+        cf: CompiledFilter,
+        which: np.ndarray,
+        out_r: np.ndarray,
+        out_s: np.ndarray,
+        *,
+        ef: np.ndarray,
+    ) -> None:
+        """Search queries ``which`` under a compiled filter, writing rows/scores in place.
+
+        ``ef`` (nq,) int64 gives each query's beam width. Queries sharing a filter and
+        an ``ef`` go to faiss in one call. Queries that come back with fewer than
+        ``min(k, allowed)`` results are recomputed exactly.
+        """
+        if which.shape[0] == 0:
+            return
+        n = self.ntotal
+        if cf.shared:
+            sel = None if cf.rows.shape[0] == n else derived(cf, ("faiss-sel", n), lambda: faiss_selector(cf.rows, n))
+            for e in np.unique(ef[which]):
+                grp = which[ef[which] == e]
+                r, s = self.search_rows(q[grp], k, ef=int(e), selector=sel)
+                out_r[grp], out_s[grp] = r, s
+        else:
+            starts, ends = cf.bounds(q.shape[0])
+            for qi in which:
+                rows = cf.rows[starts[qi] : ends[qi]]
+                if rows.shape[0] == 0:
+                    continue
+                sel = None if rows.shape[0] == n else faiss_selector(rows, n)
+                r, s = self.search_rows(q[qi : qi + 1], k, ef=int(ef[qi]), selector=sel)
+                out_r[qi], out_s[qi] = r[0], s[0]
+        self._fill_short(q, k, cf, which, out_r, out_s)
+
+    def _fill_short(self, q: np.ndarray, k: int, cf: CompiledFilter, which: np.ndarray, out_r: np.ndarray, out_s: np.ndarray) -> None:
+        """Exact recomputation of queries that returned fewer than ``min(k, allowed)`` rows."""
+        nq = q.shape[0]
+        allowed = cf.counts(nq)[which]
+        got = (out_r[which] >= 0).sum(axis=1)
+        short = which[got < np.minimum(allowed, k)]
+        if short.shape[0]:
+            log.debug("hnsw: %d queries short of k results, recomputed exactly", short.shape[0])
+            starts, ends = cf.bounds(nq)
+            counts = np.zeros(nq, np.int64)
+            fk.gather_topk_ip_sel(q, self.vectors, short, starts, ends, cf.rows, k, out_r, out_s, counts)
+
+    # -- persistence -------------------------------------------------------
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        config = {"dim": self.dim, "metric": self.metric, "M": self.M, "ef_construction": self.ef_construction}
+        return config, {"faiss_index": faiss.serialize_index(self._index), "ids": self._idmap.ids}
+
+    @classmethod
+    def _from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "HNSWIndex":
+        idx = cls(int(config["dim"]), config["metric"], M=int(config["M"]), ef_construction=int(config["ef_construction"]))
+        fi = faiss.deserialize_index(np.ascontiguousarray(arrays["faiss_index"], dtype=np.uint8))
+        if fi.d != idx.dim or fi.ntotal != arrays["ids"].shape[0]:
+            raise ValueError(f"faiss index (d={fi.d}, n={fi.ntotal}) does not match dim {idx.dim} / {arrays['ids'].shape[0]} ids")
+        idx._index = fi
+        idx._idmap = IdMap(arrays["ids"])
+        return idx
+
+    def __repr__(self) -> str:
+        return f"HNSWIndex(dim={self.dim}, metric={self.metric!r}, M={self.M}, ef_construction={self.ef_construction}, ntotal={self.ntotal})"
+
+
+def _new_ids(idmap: IdMap, n_new: int, ids: Any) -> np.ndarray:
+    """Validated external ids for ``n_new`` added vectors (default: continue 0..n-1)."""
+    n = len(idmap)
+    if ids is None:
+        new_ids = np.arange(n, n + n_new, dtype=np.int64)
+    else:
+        new_ids = as_ids(ids, name="ids", n=n_new, unique=True)
+    if n and np.any(idmap.contains(new_ids)):
+        raise ValueError("ids: some ids are already in the index")
+    return new_ids
+
+
+def _result(idmap: IdMap, rows: np.ndarray, scores: np.ndarray) -> SearchResult:
+    rows = np.where(np.isfinite(scores), rows, -1)
+    scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32, copy=False)
+    return SearchResult(idmap.to_ids(rows), scores, (rows >= 0).sum(axis=1).astype(np.int64))
