@@ -27,6 +27,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "ctr": ("gsu.bench.ctr", "CTR models over each retrieval method vs full-sequence attention"),
 }
 
+SPARSE_KINDS = ("seismic", "sparse_flat")
 DENSE_SUFFIXES = (".npy", ".fvecs", ".ivecs", ".bvecs", ".hdf5", ".h5", ".parquet")
 SPARSE_SUFFIXES = (".npz", ".jsonl")
 
@@ -56,6 +57,11 @@ def _read_vectors(path: str, key: str | None) -> Any:
     return read_embeddings(path, **kw)
 
 
+def _vocab_path(index_path: str) -> Path:
+    """Where `gsu build` keeps the token vocabulary of an index built from JSON lines."""
+    return Path(str(index_path) + ".vocab.json")
+
+
 def cmd_build(a: argparse.Namespace) -> int:
     import numpy as np
 
@@ -67,15 +73,19 @@ def cmd_build(a: argparse.Namespace) -> int:
         raise SystemExit(f"gsu build: unknown --kind {a.kind!r}; known: {', '.join(sorted(INDEX_KINDS))}")
     suffix = Path(a.input).suffix.lower()
     ids = np.load(a.ids) if a.ids else None
-    if getattr(cls, "SPARSE", False):
-        from gsu.datasets import read_sparse
+    if a.kind in SPARSE_KINDS:
+        from gsu.datasets.io import read_sparse, read_sparse_jsonl, write_vocabulary
 
-        csr, file_ids = read_sparse(a.input)
-        idx = cls(**params)
+        if suffix == ".jsonl":
+            csr, file_ids, vocab = read_sparse_jsonl(a.input)
+            write_vocabulary(_vocab_path(a.output), vocab)
+        else:
+            csr, file_ids = read_sparse(a.input)
+        idx = cls(csr.shape[1], **params)
         idx.add(csr, ids if ids is not None else file_ids)
     else:
         if suffix in SPARSE_SUFFIXES and suffix != ".npz":
-            raise SystemExit(f"gsu build: {a.input} holds sparse vectors; use a sparse --kind (seismic, sparse-flat)")
+            raise SystemExit(f"gsu build: {a.input} holds sparse vectors; use a sparse --kind (seismic, sparse_flat)")
         x = _read_vectors(a.input, a.key)
         if "metric" not in params and a.metric:
             params["metric"] = a.metric
@@ -93,10 +103,20 @@ def cmd_search(a: argparse.Namespace) -> int:
 
     idx = load(a.index, mmap=a.mmap)
     suffix = Path(a.queries).suffix.lower()
-    if getattr(idx, "SPARSE", False) or suffix == ".jsonl":
-        from gsu.datasets import read_sparse
+    if idx.KIND in SPARSE_KINDS:
+        from gsu.datasets.io import read_sparse, read_vocabulary
 
-        q, _ = read_sparse(a.queries) if suffix != ".jsonl" else read_sparse(a.queries, vocabulary=getattr(idx, "vocabulary", None))
+        vocab = None
+        if suffix == ".jsonl":
+            vp = _vocab_path(a.index)
+            if not vp.exists():
+                raise SystemExit(f"gsu search: {a.queries} holds tokens but {vp} (written by `gsu build` from .jsonl) is missing")
+            vocab = read_vocabulary(vp)
+        q, _ = read_sparse(a.queries, vocabulary=vocab)
+        if q.shape[1] < idx.dim:  # the queries' vocabulary may stop short of the index's
+            import scipy.sparse as sp
+
+            q = sp.csr_matrix((q.data, q.indices, q.indptr), shape=(q.shape[0], idx.dim))
     else:
         q = _read_vectors(a.queries, a.key)
     flt = None
@@ -186,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build", help="build an index from an embedding file", description="Build an index from an embedding file and save it.")
     b.add_argument("input", help="embeddings: .npy .fvecs .ivecs .bvecs .hdf5 .parquet (dense) or .npz .jsonl (sparse)")
     b.add_argument("output", help="index file to write (atomically)")
-    b.add_argument("--kind", default="flat", help="index kind: flat, filtered, hnsw, ivf, simhash, seismic, sparse-flat (default flat)")
+    b.add_argument("--kind", default="flat", help="index kind: flat, filtered, hnsw, ivf, simhash (dense); seismic, sparse_flat (sparse) (default flat)")
     b.add_argument("--metric", default=None, help="ip or cosine (dense kinds)")
     b.add_argument("--ids", default=None, help=".npy of int64 external ids, one per row (default 0..n-1)")
     b.add_argument("--key", default=None, help="dataset inside .hdf5 (default 'train') or column of .parquet")

@@ -144,3 +144,30 @@ def test_cli_bench_flat_quick(tmp_path):
     assert {r["method"] for r in recs} >= {"gsu-flat", "faiss-flat", "numpy-prefilter"}
     assert all(r["recall"] == 1.0 for r in recs if r["recall"] is not None)
     assert (tmp_path / "flat.png").stat().st_size > 1000
+
+
+def test_cli_sparse_and_lsh_kinds(tmp_path, capsys):
+    import scipy.sparse as sp
+
+    from gsu.datasets.io import write_sparse
+
+    rng = np.random.default_rng(1)
+    docs = sp.random(300, 50, density=0.1, format="csr", random_state=2, dtype=np.float32)
+    docs = docs + sp.eye(300, 50, format="csr", dtype=np.float32)  # no empty rows
+    vocab = {f"t{j}": j for j in range(50)}
+    write_sparse(tmp_path / "docs.jsonl", docs.tocsr(), ids=np.arange(300) + 1000, vocabulary=vocab)
+    write_sparse(tmp_path / "q.jsonl", docs[:2].tocsr(), vocabulary=vocab)
+    for kind in ("sparse_flat", "seismic"):
+        out = tmp_path / f"{kind}.gsu"
+        assert cli_main(["build", str(tmp_path / "docs.jsonl"), str(out), "--kind", kind]) == 0
+        assert (tmp_path / f"{kind}.gsu.vocab.json").exists()
+        assert cli_main(["search", str(out), str(tmp_path / "q.jsonl"), "-k", "3", "--out", str(tmp_path / "r.npz")]) == 0
+        r = np.load(tmp_path / "r.npz")
+        assert r["ids"][:, 0].tolist() == [1000, 1001]  # each query is a document: it finds itself first
+    x = rng.standard_normal((100, 16)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert cli_main(["build", str(tmp_path / "x.npy"), str(tmp_path / "s.gsu"), "--kind", "simhash", "--param", "n_bits=64"]) == 0
+    assert cli_main(["search", str(tmp_path / "s.gsu"), str(tmp_path / "x.npy"), "-k", "1", "--out", str(tmp_path / "s.npz")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npz")["ids"][:, 0], np.arange(100))
+    with pytest.raises(SystemExit, match="unknown --kind"):
+        cli_main(["build", str(tmp_path / "x.npy"), str(tmp_path / "z.gsu"), "--kind", "nope"])
