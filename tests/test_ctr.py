@@ -94,7 +94,7 @@ def naive_mha(layer: MultiHeadTargetAttention, q, keys, mask, values):
                 continue
             kk = keys[b, idx].double() @ layer.w_k[h].double().T     # (n, dh)
             vv = values[b, idx].double() @ layer.w_v[h].double().T   # (n, dh)
-            s = kk @ Q[b, h].double() / math.sqrt(dh)
+            s = kk @ Q[b, h].double() / math.sqrt(dh) * math.exp(float(layer.log_scale[h]))
             w = torch.softmax(s, dim=0)
             weights[b, h, idx] = w
             out[b, h] = w @ vv
@@ -104,6 +104,8 @@ def naive_mha(layer: MultiHeadTargetAttention, q, keys, mask, values):
 def test_mha_matches_naive_reference_with_masks():
     g = torch.Generator().manual_seed(0)
     layer = MultiHeadTargetAttention(6, 5, 7, num_heads=3, head_dim=4)
+    with torch.no_grad():
+        layer.log_scale.copy_(torch.tensor([0.0, 0.5, -0.3]))
     B, K = 5, 9
     q, keys, values = torch.randn(B, 6, generator=g), torch.randn(B, K, 5, generator=g), torch.randn(B, K, 7, generator=g)
     mask = torch.rand(B, K, generator=g) > 0.4
@@ -309,3 +311,23 @@ def test_sdim_model_and_view(task):
         predict(tm, task, view)
     with pytest.raises(ValueError):
         ModelConfig(n_items=3, n_categories=1, kind="sdim")
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_factorized_attention_equals_generic(task, decoupled):
+    view = cdata.prefix_view(task, "test", cap=50)
+    cfg = _config(task, decoupled=decoupled)
+    m = build_model(cfg, item_vectors=task.item_vectors, seed=2)
+    batch = next(cdata.iter_batches(task, view, batch_size=32, temporal=cfg.temporal))
+    batch.mask[0] = False
+    fast = m(*batch.model_inputs())
+    fast.sum().backward()
+    g_fast = {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}
+    m.zero_grad()
+    m.factorized = False
+    slow = m(*batch.model_inputs())
+    slow.sum().backward()
+    assert torch.allclose(fast, slow, atol=1e-5)
+    for k, p in m.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(g_fast[k], p.grad, atol=1e-4), k

@@ -473,18 +473,20 @@ def make_batch(task: CTRTask, view: BehaviorView, sel: np.ndarray, *, temporal: 
         pos = view.positions[sel]
         mask = view.mask[sel]
     ip = task.store.indptr
-    glob = np.where(mask, ip[view.rows[sel]][:, None] + pos, 0)
-    items = np.where(mask, task.store.column("items")[glob], 0)
+    # padded slots point at behavior 0 of the store: valid ids that the mask removes
+    glob = ip[view.rows[sel]][:, None] + pos
+    glob[~mask] = 0
+    items = task.store.column("items")[glob]
     cat_col = task.store.column("category")
-    cats = np.where(mask, cat_col[glob] if cat_col is not None else task.item_category[items], 0)
+    cats = cat_col[glob] if cat_col is not None else task.item_category[items]
     bt_col = task.store.column("behavior_type")
-    btype = np.where(mask, bt_col[glob].astype(np.int64), 0) if bt_col is not None else np.zeros_like(items)
+    btype = bt_col[glob].astype(np.int64) if bt_col is not None else np.zeros_like(items)
     if temporal == "position":
-        offs = torch.from_numpy(np.where(mask, vis[:, None] - 1 - pos, 0))
+        offs = (vis[:, None] - 1 - pos).astype(np.float32)
     else:
         ts = task.store.column("timestamps")[glob]
-        offs = torch.from_numpy(np.where(mask, (s["time"][sidx][:, None] - ts) / task.time_unit, 0.0))
-    buckets = TemporalEncoding.bucketize(offs, n_time_buckets)
+        offs = ((s["time"][sidx][:, None] - ts) / task.time_unit).astype(np.float32)
+    buckets = TemporalEncoding.bucketize(torch.from_numpy(offs), n_time_buckets)
     behaviors = BehaviorFeatures(torch.from_numpy(items), torch.from_numpy(cats), torch.from_numpy(btype), buckets)
     return Batch(target, behaviors, torch.from_numpy(mask), None, None, label, user, index)
 

@@ -230,8 +230,8 @@ class TemporalEncoding(nn.Module):
     @staticmethod
     def bucketize(offsets: Tensor, n_buckets: int) -> Tensor:
         """Map non-negative offsets ``(*S,)`` (float or int) to bucket ids in ``1..n_buckets-1``."""
-        o = offsets.to(torch.float64).clamp_min(0.0)
-        b = torch.floor(torch.log2(1.0 + o)).to(torch.int64) + 1
+        o = offsets.to(torch.float32).clamp_min(0.0)
+        b = torch.log2(o + 1.0).to(torch.int64) + 1  # truncation == floor for values >= 0
         return b.clamp(1, n_buckets - 1)
 
     def forward(self, buckets: Tensor) -> EmbeddedFeatures:
@@ -302,7 +302,8 @@ class MultiHeadTargetAttention(nn.Module):
     """Multi-head scaled dot-product target attention (the ESU of SIM/ETA/TWIN).
 
     For head ``h``: ``q_h = W_q^h t + b_q^h``, ``k_i^h = W_k^h x_i``, ``v_i^h = W_v^h y_i``,
-    ``a_i^h = softmax_i(q_h . k_i^h / sqrt(d_h))`` over unmasked ``i``, output
+    ``a_i^h = softmax_i(exp(rho_h) q_h . k_i^h / sqrt(d_h))`` over unmasked ``i`` (``rho_h``
+    a learned log inverse temperature, 0 at init), output
     ``concat_h sum_i a_i^h v_i^h``.
 
     Computed in the equivalent *query-side* form (TWIN's trick, Chang et al. 2023 §3.2):
@@ -333,6 +334,9 @@ class MultiHeadTargetAttention(nn.Module):
         self.w_q = nn.Linear(query_dim, num_heads * head_dim)
         self.w_k = nn.Parameter(torch.empty(num_heads, head_dim, key_dim))
         self.w_v = nn.Parameter(torch.empty(num_heads, head_dim, value_dim))
+        # per-head learned log inverse temperature: sharp attention over thousands of behaviors
+        # needs logits far larger than a product of two freshly initialised projections gives
+        self.log_scale = nn.Parameter(torch.zeros(num_heads))
         nn.init.normal_(self.w_k, std=1.0 / math.sqrt(key_dim))
         nn.init.normal_(self.w_v, std=1.0 / math.sqrt(value_dim))
         self.out_dim = num_heads * head_dim
@@ -340,9 +344,14 @@ class MultiHeadTargetAttention(nn.Module):
     def query_keyspace(self, query: Tensor) -> Tensor:
         """``q~ (B, H, D)``: the query mapped into behavior-vector space, scale included."""
         q = self.w_q(query).view(query.shape[0], self.num_heads, self.head_dim)
-        return torch.einsum("bhd,hdk->bhk", q, self.w_k) / math.sqrt(self.head_dim)
+        scale = torch.exp(self.log_scale)[None, :, None] / math.sqrt(self.head_dim)
+        return torch.einsum("bhd,hdk->bhk", q, self.w_k) * scale
 
-    def forward(self, query: Tensor, keys: Tensor, mask: Tensor, values: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, query: Tensor, keys: Tensor, mask: Tensor, values: Tensor | None = None, *,
+                with_expected_score: bool = False) -> tuple[Tensor, ...]:
+        """Returns ``(out, weights)``, plus ``expected_score (B, H)`` = ``sum_i a_i^h s_i^h``
+        (the attention-weighted mean of each head's scaled logits; 0 for all-masked rows)
+        when ``with_expected_score``."""
         if query.ndim != 2 or query.shape[1] != self.query_dim:
             raise ValueError(f"MultiHeadTargetAttention: query must be (B, {self.query_dim}), got {tuple(query.shape)}")
         if keys.ndim != 3 or keys.shape[0] != query.shape[0] or keys.shape[2] != self.key_dim:
@@ -356,7 +365,10 @@ class MultiHeadTargetAttention(nn.Module):
         w = masked_softmax(scores, mask.unsqueeze(1))            # (B, H, K)
         pooled = torch.bmm(w, values)                            # (B, H, Dv)
         out = torch.einsum("bhv,hdv->bhd", pooled, self.w_v)     # (B, H, d_h)
-        return out.reshape(query.shape[0], self.out_dim), w
+        out = out.reshape(query.shape[0], self.out_dim)
+        if with_expected_score:
+            return out, w, (w * scores.masked_fill(~mask.unsqueeze(1), 0.0)).sum(-1)
+        return out, w
 
     def flops_per_behavior(self) -> int:
         """Per behavior: scores ``2 H D`` + softmax ``~3 H`` + pooling ``2 H Dv``."""

@@ -31,6 +31,7 @@ from gsu.ctr.layers import (
     FeatureEmbedding,
     MultiHeadTargetAttention,
     TemporalEncoding,
+    masked_softmax,
 )
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,10 @@ class ModelConfig:
     ``"position"`` (log buckets of recency rank) or ``"none"``; ``n_time_buckets`` rows.
     Attention: ``attention`` is ``"mha"`` (multi-head scaled dot-product, ``num_heads`` x
     ``head_dim``) or ``"din"`` (activation unit with ``din_hidden``; ``din_normalize`` "none"
-    = DIN's unnormalised sum, "softmax" = normalised). Head: ``mlp_hidden``, ``dropout``.
+    = DIN's unnormalised sum, "softmax" = normalised). Head: ``mlp_hidden``, ``dropout``;
+    ``expected_score`` (multi-head only) also feeds the head each head's attention-weighted
+    mean logit ``sum_i a_i s_i`` — how strongly the history matches the target, which the
+    normalised pooled vector alone cannot express.
     ``kind`` is ``"attention"`` or ``"sdim"`` (then ``sdim_dim`` is the aggregated vector width).
     """
 
@@ -97,6 +101,7 @@ class ModelConfig:
     din_normalize: str = "softmax"
     mlp_hidden: tuple[int, ...] = (64, 32)
     dropout: float = 0.0
+    expected_score: bool = True
     kind: str = "attention"
     sdim_dim: int = 0
 
@@ -212,22 +217,107 @@ class TargetAttentionModel(_Base):
             self.attention = MultiHeadTargetAttention(self.att_dim, self.att_dim, self.rep_dim,
                                                       num_heads=config.num_heads, head_dim=config.head_dim)
             pooled_dim = self.attention.out_dim
+            self.n_extra = config.num_heads if config.expected_score else 0
         else:
             self.attention = DinAttention(self.att_dim, hidden=config.din_hidden, normalize=config.din_normalize)
             pooled_dim = self.rep_dim
+            self.n_extra = 0
         self.interaction = nn.Linear(pooled_dim, self.rep_dim, bias=False)
-        self.head = MLP(2 * self.rep_dim + pooled_dim, hidden=config.mlp_hidden, dropout=config.dropout)
+        self.head = MLP(2 * self.rep_dim + pooled_dim + self.n_extra, hidden=config.mlp_hidden, dropout=config.dropout)
+        self.factorized = True  # multi-head attention: use the factorised path (same function, faster)
 
     def forward(self, target: TargetFeatures, behaviors: BehaviorFeatures, mask: Tensor) -> Tensor:
         if mask.ndim != 2 or mask.shape[0] != target.item.shape[0]:
             raise ValueError(f"mask: expected (B, K) with B = {target.item.shape[0]}, got {tuple(mask.shape)}")
+        if mask.dtype != torch.bool or tuple(behaviors.item.shape) != tuple(mask.shape):
+            raise ValueError(f"mask: expected a bool tensor shaped like the behavior features "
+                             f"{tuple(behaviors.item.shape)}, got {mask.dtype} {tuple(mask.shape)}")
         t = self.embed_target(target)
-        b = self.embedding(behaviors.item, behaviors.category, behaviors.behavior_type)
+        if self.factorized and isinstance(self.attention, MultiHeadTargetAttention):
+            pooled, expected = self._factorized_attention(t, behaviors, mask)
+        else:
+            b = self.embedding(behaviors.item, behaviors.category, behaviors.behavior_type)
+            if self.temporal is not None:
+                tb = self.temporal(behaviors.time_bucket)
+                b = EmbeddedFeatures(b.attention + tb.attention, b.representation + tb.representation)
+            if isinstance(self.attention, MultiHeadTargetAttention):
+                pooled, _, expected = self.attention(t.attention, b.attention, mask, b.representation,
+                                                     with_expected_score=True)
+            else:
+                pooled, _ = self.attention(t.attention, b.attention, mask, b.representation)
+                expected = None
+        x = self.head_input(t.representation, pooled)
+        if self.n_extra:
+            x = torch.cat([x, expected], dim=-1)
+        return self.head(x).squeeze(-1)
+
+    # -- factorised multi-head attention -----------------------------------------------
+    # The behavior vector is a concatenation of table blocks plus the TIN row, so the score
+    # q~ . x_i splits into per-block terms. Small tables (category, behavior type, time
+    # bucket) are scored once per sample and row ((B, H, rows) products) and gathered; their
+    # share of the pooled vector is a scatter-add of the attention weights into per-row bins
+    # times the table. Only the item blocks (content vectors, id embeddings) are gathered per
+    # behavior. Same function as the generic path (tested), far less memory traffic.
+
+    def _item_blocks(self, fe: FeatureEmbedding, item: Tensor, cache: dict) -> list[Tensor]:
+        blocks = []
+        if fe.item_vectors is not None:
+            key = ("vec", id(fe.item_vectors))
+            if key not in cache:
+                cache[key] = fe.item_vectors[item]
+            blocks.append(cache[key])
+        if fe.item is not None:
+            blocks.append(fe.item(item))
+        return blocks
+
+    @staticmethod
+    def _small_tables(fe: FeatureEmbedding, behaviors: BehaviorFeatures) -> list[tuple[Tensor, Tensor]]:
+        out = []
+        if fe.category is not None:
+            out.append((fe.category.weight, behaviors.category))
+        if fe.behavior_type is not None:
+            out.append((fe.behavior_type.weight, behaviors.behavior_type))
+        return out
+
+    def _factorized_attention(self, t: EmbeddedFeatures, behaviors: BehaviorFeatures,
+                              mask: Tensor) -> tuple[Tensor, Tensor]:
+        att = self.attention
+        fe_att = self.embedding.attention or self.embedding.representation
+        fe_rep = self.embedding.representation
+        qk = att.query_keyspace(t.attention)                      # (B, H, D_att)
+        B, H, _ = qk.shape
+        K = mask.shape[1]
+        cache: dict = {}
+        scores = qk.new_zeros((B, H, K))
+        o = 0
+        for blk in self._item_blocks(fe_att, behaviors.item, cache):
+            d = blk.shape[-1]
+            scores = scores + torch.bmm(qk[..., o:o + d], blk.transpose(1, 2))
+            o += d
+        small = self._small_tables(fe_att, behaviors)
         if self.temporal is not None:
-            tb = self.temporal(behaviors.time_bucket)
-            b = EmbeddedFeatures(b.attention + tb.attention, b.representation + tb.representation)
-        pooled, _ = self.attention(t.attention, b.attention, mask, b.representation)
-        return self.head(self.head_input(t.representation, pooled)).squeeze(-1)
+            small_t = (self.temporal.attention.weight, behaviors.time_bucket)
+        for table, idx in small:
+            d = table.shape[1]
+            per_row = qk[..., o:o + d] @ table.T                   # (B, H, rows)
+            scores = scores + per_row.gather(-1, idx.unsqueeze(1).expand(B, H, K))
+            o += d
+        if self.temporal is not None:
+            per_row = qk @ small_t[0].T
+            scores = scores + per_row.gather(-1, small_t[1].unsqueeze(1).expand(B, H, K))
+        w = masked_softmax(scores, mask.unsqueeze(1))             # (B, H, K)
+        parts = [torch.bmm(w, blk) for blk in self._item_blocks(fe_rep, behaviors.item, cache)]
+        for table, idx in self._small_tables(fe_rep, behaviors):
+            bins = w.new_zeros((B, H, table.shape[0])).scatter_add(-1, idx.unsqueeze(1).expand(B, H, K), w)
+            parts.append(bins @ table)
+        pooled = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)   # (B, H, D_rep)
+        if self.temporal is not None:
+            table = self.temporal.representation.weight
+            bins = w.new_zeros((B, H, table.shape[0])).scatter_add(-1, behaviors.time_bucket.unsqueeze(1).expand(B, H, K), w)
+            pooled = pooled + bins @ table
+        out = torch.einsum("bhv,hdv->bhd", pooled, att.w_v)
+        expected = (w * scores.masked_fill(~mask.unsqueeze(1), 0.0)).sum(-1)
+        return out.reshape(B, att.out_dim), expected
 
     def attention_flops(self, n_behaviors: float) -> float:
         """Attention FLOPs for one sample over ``n_behaviors`` (mean) behaviors: per-behavior
