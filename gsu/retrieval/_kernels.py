@@ -3,8 +3,10 @@ group expansion (item or category → that group's positions, most recent first)
 
 Tie rule everywhere: among equal scores the *more recent* behavior (larger
 position) wins, so an item seen several times yields its most recent positions first.
-The shared bounded heap of :mod:`gsu.index._kernels` breaks ties towards the smaller
-"row", so positions enter it negated.
+The bounded min-heaps here (same convention as :mod:`gsu.index._kernels`: the root is
+the worst kept entry, ties towards the smaller "row") are inlined into the scanning
+loops — a call per offer would cost more than the offer itself — and positions enter
+them negated so that ties go to the more recent behavior.
 """
 
 from __future__ import annotations
@@ -12,7 +14,51 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from gsu.index._kernels import heap_push, heap_sorted
+
+@nb.njit(cache=True, inline="always")
+def _worse(sa, ra, sb, rb):
+    return sa < sb or (sa == sb and ra > rb)
+
+
+@nb.njit(cache=True, inline="always")
+def _sift_down(hs, hr, size, i):
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            break
+        if c + 1 < size and _worse(hs[c + 1], hr[c + 1], hs[c], hr[c]):
+            c += 1
+        if _worse(hs[c], hr[c], hs[i], hr[i]):
+            hs[i], hs[c] = hs[c], hs[i]
+            hr[i], hr[c] = hr[c], hr[i]
+            i = c
+        else:
+            break
+
+
+@nb.njit(cache=True, inline="always")
+def heap_push(hs, hr, size, k, s, r):
+    """Offer (s, r) to the min-heap ``hs``/``hr`` holding ``size`` entries (capacity k);
+    returns the new size. When full, replaces the root if (s, r) is better."""
+    if size < k:
+        i = size
+        hs[i] = s
+        hr[i] = r
+        while i > 0:
+            p = (i - 1) >> 1
+            if _worse(hs[i], hr[i], hs[p], hr[p]):
+                hs[i], hs[p] = hs[p], hs[i]
+                hr[i], hr[p] = hr[p], hr[i]
+                i = p
+            else:
+                break
+        return size + 1
+    if not _worse(hs[0], hr[0], s, r):
+        return size
+    hs[0] = s
+    hr[0] = r
+    _sift_down(hs, hr, k, 0)
+    return size
 
 
 @nb.njit(cache=True, nogil=True)
@@ -80,13 +126,23 @@ def heap_scan_groups(S, off, first_pos, cuts, k, hs, hr, sizes):
 @nb.njit(cache=True, nogil=True)
 def heaps_finish(hs, hr, sizes, out_idx, out_s):
     """Write each row's heap best first into ``out_idx`` (B, k) int64 / ``out_s`` (B, k)
-    float32 (pre-filled -1 / -inf), undoing the negation of the stored indices."""
+    float32 (pre-filled -1 / -inf), undoing the negation of the stored indices.
+
+    Heap-sort: the root (worst kept entry) is popped into the last free slot, so a
+    row costs O(k log k). The heaps are consumed.
+    """
     B = hs.shape[0]
     for b in range(B):
-        size = sizes[b]
-        heap_sorted(hs[b], hr[b], size, out_s[b], out_idx[b])
-        for a in range(size):
-            out_idx[b, a] = -out_idx[b, a]
+        n = sizes[b]
+        h_s = hs[b]
+        h_r = hr[b]
+        while n > 0:
+            out_s[b, n - 1] = h_s[0]
+            out_idx[b, n - 1] = -h_r[0]
+            n -= 1
+            h_s[0] = h_s[n]
+            h_r[0] = h_r[n]
+            _sift_down(h_s, h_r, n, 0)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -158,3 +214,82 @@ def hard_lookup(tcat_group, grp_ptr, grp_pos, cuts, k, out_pos, counts):
                 n += 1
                 i -= 1
         counts[t] = n
+
+
+
+
+@nb.njit(cache=True, nogil=True)
+def mask_after_cut(S, cuts):
+    """Set ``S[b, cuts[b]:] = -inf`` for every row (invisible positions)."""
+    B, W = S.shape
+    ninf = np.float32(-np.inf)
+    for b in range(B):
+        for j in range(max(cuts[b], 0), W):
+            S[b, j] = ninf
+
+
+@nb.njit(cache=True, inline="always")
+def _desc_key(v, j):
+    """uint64 key whose ascending order is (score descending, position descending)."""
+    u = np.uint32(np.float32(v).view(np.uint32))
+    if u & np.uint32(0x80000000):
+        u = ~u
+    else:
+        u = u | np.uint32(0x80000000)
+    return (np.uint64(~u) << np.uint64(32)) | np.uint64(np.uint32(0xFFFFFFFF) - np.uint32(j))
+
+
+@nb.njit(cache=True, nogil=True)
+def collect_topk(S, cuts, thr, k, keys):
+    """Given each row's k-th largest visible score ``thr[b]`` (from a partition), write the
+    top-``k`` positions among the first ``cuts[b]`` columns of ``S`` (B, W) as sort keys
+    (:func:`_desc_key`) into ``keys`` (B, k) uint64, pre-filled with the max uint64
+    (padding): every score above ``thr`` and, among scores equal to it, the most recent.
+    A row-wise ``np.sort`` of ``keys`` then gives best first with ties to the more recent
+    behavior (:func:`decode_keys`). Branch-free compaction, O(W) per row. Scores must be
+    finite or -inf; -inf is never returned.
+    """
+    B, W = S.shape
+    ninf = np.float32(-np.inf)
+    for b in range(B):
+        c = min(cuts[b], W)
+        kk = min(k, c)
+        krow = keys[b]
+        if kk <= 0:
+            for a in range(k):
+                krow[a] = np.uint64(0xFFFFFFFFFFFFFFFF)
+            continue
+        row = S[b]
+        t = thr[b]
+        g = 0
+        for j in range(c):
+            v = row[j]
+            if g < k:
+                krow[g] = _desc_key(v, j)
+            g += 1 if v > t else 0
+        if g > kk:  # cannot happen with an exact threshold; stay safe
+            g = kk
+        need = kk - g
+        if t > ninf:
+            j = c - 1
+            while need > 0 and j >= 0:
+                if row[j] == t:
+                    krow[g] = _desc_key(t, j)
+                    g += 1
+                    need -= 1
+                j -= 1
+        for a in range(g, k):
+            krow[a] = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def decode_keys(keys):
+    """Sorted keys (B, k) uint64 → ``(positions (B, k) int64 -1 padded, scores (B, k) float32)``."""
+    pad = keys == np.uint64(0xFFFFFFFFFFFFFFFF)
+    pos = (np.uint64(0xFFFFFFFF) - (keys & np.uint64(0xFFFFFFFF))).astype(np.int64)
+    u = (~(keys >> np.uint64(32))).astype(np.uint32)
+    top = (u & np.uint32(0x80000000)) != 0
+    bits = np.where(top, u & np.uint32(0x7FFFFFFF), ~u).astype(np.uint32)
+    sc = bits.view(np.float32).copy()
+    pos[pad] = -1
+    sc[pad] = -np.inf
+    return pos, sc

@@ -36,6 +36,9 @@ __all__ = ["Retriever", "Exact", "TWIN", "HardSearch", "SoftSearch", "Hybrid", "
 
 _BLOCK_ROWS = 128
 _BLOCK_COLS = 2048
+#: rows of at most this many positions take the one-tile selection path (partition + collect)
+_SELECT_MAX_COLS = 16_384
+_SELECT_TILE = 1 << 19  # floats per score tile on the selection path
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -114,6 +117,9 @@ def dense_topk(
     order = np.argsort(cuts, kind="stable")
     sc = cuts[order]
     Qs = Q[order]
+    if first_pos is None and (head_reduce == "sum" or n_heads == 1) and int(sc[-1]) <= _SELECT_MAX_COLS:
+        _select_path(Qs, Kmat, k, sc, order, out_i, out_s)
+        return out_i, out_s
     hs = np.empty((block_rows, k), np.float32)
     hr = np.empty((block_rows, k), np.int64)
     sizes = np.zeros(block_rows, np.int64)
@@ -155,6 +161,34 @@ def dense_topk(
         out_i[order[s:e]] = oi[:B]
         out_s[order[s:e]] = os_[:B]
     return out_i, out_s
+
+
+def _select_path(Qs: np.ndarray, Kmat: np.ndarray, k: int, sc: np.ndarray, order: np.ndarray, out_i: np.ndarray, out_s: np.ndarray) -> None:
+    """Short histories: one (B, c) score tile per block of targets (sorted by cut), the
+    k-th largest per row by ``np.partition`` (introselect), then a numba pass collecting
+    the winners with the recency tie rule."""
+    T = Qs.shape[0]
+    limit = int(sc[-1])
+    B = int(min(T, max(8, _SELECT_TILE // max(limit, 1))))
+    buf = np.empty(B * max(limit, 1), np.float32)
+    for s in range(0, T, B):
+        e = min(T, s + B)
+        cb = sc[s:e]
+        w = int(cb[-1])
+        if w == 0:
+            continue
+        S = buf[: (e - s) * w].reshape(e - s, w)
+        np.matmul(Qs[s:e], Kmat[:w].T, out=S)
+        if cb[0] < w:
+            K_.mask_after_cut(S, cb)
+        kk = min(k, w)
+        thr = np.ascontiguousarray(np.partition(S, w - kk, axis=1)[:, w - kk])
+        keys = np.empty((e - s, k), np.uint64)
+        K_.collect_topk(S, cb, thr, k, keys)
+        keys.sort(axis=1)  # (score desc, position desc)
+        oi, os_ = K_.decode_keys(keys)
+        out_i[order[s:e]] = oi
+        out_s[order[s:e]] = os_
 
 
 def _expand(top_g: np.ndarray, top_s: np.ndarray, grp_ptr: np.ndarray, grp_pos: np.ndarray, cuts: np.ndarray, k: int) -> RetrievalResult:
