@@ -124,6 +124,8 @@ def retrieve_file(
     user, target, tt = read_requests(requests_path)
     if method == "hard" and store.has_category:
         store.build_category_index()
+    if method == "sdim" and tt is None:
+        m.fit(store)  # offline BSE tables: requests without a time cut are served by lookup
     t0 = time.perf_counter()
     res = retrieve_batch(m, store, user, target, target_time=tt, n_threads=n_threads)
     secs = time.perf_counter() - t0
