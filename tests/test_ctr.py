@@ -94,7 +94,7 @@ def naive_mha(layer: MultiHeadTargetAttention, q, keys, mask, values):
                 continue
             kk = keys[b, idx].double() @ layer.w_k[h].double().T     # (n, dh)
             vv = values[b, idx].double() @ layer.w_v[h].double().T   # (n, dh)
-            s = kk @ Q[b, h].double() / math.sqrt(dh) * math.exp(float(layer.log_scale[h]))
+            s = kk @ Q[b, h].double() / math.sqrt(dh) * math.exp(float(layer.log_scale[h].detach()))
             w = torch.softmax(s, dim=0)
             weights[b, h, idx] = w
             out[b, h] = w @ vv
@@ -331,3 +331,56 @@ def test_factorized_attention_equals_generic(task, decoupled):
     for k, p in m.named_parameters():
         if p.grad is not None:
             assert torch.allclose(g_fast[k], p.grad, atol=1e-4), k
+
+
+def test_twin_retriever_scores_are_the_models_attention(task):
+    """With no time encoding and no behavior types, TWIN's precomputed score is exactly the
+    model's summed per-head attention logit, so its top-k is the attention's own top-k."""
+    from gsu.ctr.methods import twin_retriever
+    from gsu.retrieval.batch import retrieve_batch
+
+    cfg = _config(task, temporal="none", n_behavior_types=1, type_dim=0)
+    m = build_model(cfg, item_vectors=task.item_vectors, seed=4)
+    with torch.no_grad():
+        m.attention.log_scale.copy_(torch.tensor([0.3, -0.2]))
+    idx = task.split("test")[:20]
+    s = task.samples
+    res = retrieve_batch(twin_retriever(task, m, k=8), task.store, s["user"][idx], s["target"][idx],
+                         target_time=s["time"][idx], k=8)
+    view = cdata.prefix_view(task, idx, cap=10_000)
+    batch = cdata.make_batch(task, view, np.arange(len(view)), temporal="none")
+    t = m.embed_target(batch.target)
+    qk = m.attention.query_keyspace(t.attention)                                   # (B, H, D)
+    x = m.embedding(batch.behaviors.item, batch.behaviors.category, batch.behaviors.behavior_type).attention
+    logits = torch.einsum("bhd,bkd->bk", qk, x).detach().numpy()                   # summed over heads
+    for j in range(len(idx)):
+        n = int(batch.mask[j].sum())
+        want = np.sort(logits[j, :n])[::-1][: min(8, n)]
+        got = res.scores[j][res.mask[j]]
+        assert np.allclose(np.sort(got)[::-1], want, atol=1e-4)
+
+
+def test_movielens_task_labels_negatives_and_split():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "movielens-latest-small"
+    if not (folder / "ratings.csv").is_file():
+        pytest.skip(f"MovieLens latest-small not found at {folder} (shared data folder absent)")
+    t = cdata.movielens_task(folder, max_targets_per_user=3, n_negatives=1, factor_dim=8, seed=0)
+    s = t.samples
+    n_events = s["label"].shape[0] // 2
+    assert s["label"].shape[0] == 2 * n_events and 0.2 < s["label"].mean() < 0.5
+    ip, items = t.store.indptr, t.store.column("items")
+    rows = t.store.rows(s["user"])
+    for j in range(0, s["user"].shape[0], 97):
+        rated = set(items[ip[rows[j]]:ip[rows[j] + 1]].tolist())
+        if s["label"][j] == 1:
+            assert s["target"][j] in rated
+    # sampled negatives are movies the user never rated
+    neg_rows = [j for j in range(s["user"].shape[0]) if s["target"][j] not in set(items[ip[rows[j]]:ip[rows[j] + 1]].tolist())]
+    assert len(neg_rows) >= n_events * 0.99
+    tr, va, te = (s["time"][t.split(x)] for x in ("train", "val", "test"))
+    assert tr.max() <= va.min() and va.max() <= te.min()
+    v = cdata.prefix_view(t, "test", cap=10_000)
+    ts = t.store.column("timestamps")
+    assert all(ts[ip[v.rows[j]] + v.visible[j] - 1] < s["time"][v.samples[j]] for j in range(len(v)) if v.visible[j])
