@@ -25,7 +25,6 @@ __all__ = [
     "popcount64",
     "project_pack",
     "project_signatures",
-    "hamming_matrix",
     "hamming_topk_ranges",
 ]
 
@@ -125,23 +124,7 @@ def project_signatures(X, H, tau, nchunk, out):
                     out[i, s] = bk
 
 
-@nb.njit(cache=True, parallel=True)
-def hamming_matrix(Q, CT, out):
-    """All Hamming distances: ``out[i, j] = popcount(Q[i] ^ CT[:, j])``.
-
-    Q (nq, w) uint64; CT (w, n) uint64 word-major codes; out (nq, n) int32.
-    """
-    nq, w = Q.shape
-    n = CT.shape[1]
-    for i in nb.prange(nq):
-        for j in range(n):
-            acc = np.uint64(0)
-            for a in range(w):
-                acc += popcount64(Q[i, a] ^ CT[a, j])
-            out[i, j] = np.int32(acc)
-
-
-_BLOCK = 64  # rows per block in the top-k scan; a block is scanned element-wise only when its minimum qualifies
+_BLOCK = 32  # rows per block in the top-k scan; a block is compacted element-wise only when its minimum qualifies
 
 
 @nb.njit(cache=True, inline="always")
@@ -206,11 +189,20 @@ def _collect(q, CT, lo, n, rows, use_rows, thr, blk, cpos, cd):
                 blk[j] = v
                 mn = min(mn, v)
         if mn <= thr:
-            for j in range(_BLOCK):
-                if blk[j] <= thr:
-                    cpos[nc] = rv[base + j] if use_rows else lo + base + j
-                    cd[nc] = blk[j]
-                    nc += 1
+            # branch-free compaction: always write, advance only on a hit
+            # (cpos/cd have _BLOCK slots of slack past the range length)
+            if use_rows:
+                for j in range(_BLOCK):
+                    v = blk[j]
+                    cpos[nc] = rv[base + j]
+                    cd[nc] = v
+                    nc += np.int64(v <= thr)
+            else:
+                for j in range(_BLOCK):
+                    v = blk[j]
+                    cpos[nc] = lo + base + j
+                    cd[nc] = v
+                    nc += np.int64(v <= thr)
     for i in range(nfull, n):
         r = rv[i] if use_rows else lo + i
         dv = _one_dist(q, CT, r)
@@ -225,9 +217,9 @@ def _collect(q, CT, lo, n, rows, use_rows, thr, blk, cpos, cd):
 def _topk_one(q, CT, lo, hi, rows, use_rows, k, n_bits, hist, blk, cpos, cd, out_pos, out_dist):
     """Hamming top-k of one query code ``q`` (w,) over rows ``lo..hi`` of ``CT`` (or ``rows[lo:hi]``).
 
-    1. Short range (under 4,096 rows, or k large against the range): one scalar pass computes every
-       distance and the exact histogram; every row is a candidate. Otherwise guess a
-       distance a little above the k-th from the histogram of a strided sample, then
+    1. Short range (under ~1,000 rows, or k large against the range): every row is a
+       candidate. Otherwise guess a distance a little above the k-th from the histogram
+       of a strided sample (about 4n/k rows), then
     2. one blocked scan keeps every row whose distance is <= the guess (a block whose
        minimum is above it is skipped after its vectorised distance computation).
        If fewer than k rows were kept, the guess was low: raise it and scan again.
@@ -241,20 +233,15 @@ def _topk_one(q, CT, lo, hi, rows, use_rows, k, n_bits, hist, blk, cpos, cd, out
     kk = min(k, n)
     if kk == 0:
         return 0
-    stride = max(1, min(max(kk // 4, 16), n // 2048))
-    for b in range(n_bits + 1):
-        hist[b] = 0
+    # sample about 4n/k rows (~8 expected below the 2k-th distance), at least 512
+    stride = max(1, min(max(kk // 4, 16), n // 512))
     if stride == 1:
-        # short range: every row is a candidate and the histogram is exact
-        for i in range(n):
-            r = rows[lo + i] if use_rows else lo + i
-            dv = _one_dist(q, CT, r)
-            cpos[i] = r
-            cd[i] = dv
-            hist[dv] += 1
-        nc = n
+        # short range: every row is a candidate (distances still computed block-wise)
         thr = n_bits
+        nc = _collect(q, CT, lo, n, rows, use_rows, thr, blk, cpos, cd)
     else:
+        for b in range(n_bits + 1):
+            hist[b] = 0
         for i in range(0, n, stride):
             r = rows[lo + i] if use_rows else lo + i
             hist[_one_dist(q, CT, r)] += 1
@@ -271,11 +258,11 @@ def _topk_one(q, CT, lo, hi, rows, use_rows, k, n_bits, hist, blk, cpos, cd, out
             if nc >= kk or thr >= n_bits:
                 break
             thr = min(thr + 1, n_bits)
-        # exact selection among the candidates (they are in row order)
-        for b in range(thr + 1):
-            hist[b] = 0
-        for i in range(nc):
-            hist[cd[i]] += 1
+    # exact selection among the candidates (they are in row order)
+    for b in range(thr + 1):
+        hist[b] = 0
+    for i in range(nc):
+        hist[cd[i]] += 1
     kth = thr
     cum = 0
     for b in range(thr + 1):
@@ -289,17 +276,16 @@ def _topk_one(q, CT, lo, hi, rows, use_rows, k, n_bits, hist, blk, cpos, cd, out
         hist[b] = start
         start += h
     hist[kth] = start
-    placed = 0
+    # branch-free placement: a row not taken is written to the dump slot kk
+    # (out_pos / out_dist have k + 1 slots) and leaves the fill pointers unchanged
     for i in range(nc):
         dv = cd[i]
-        if dv < kth or (dv == kth and hist[kth] < kk):
-            f = hist[dv]
-            out_pos[f] = cpos[i]
-            out_dist[f] = dv
-            hist[dv] = f + 1
-            placed += 1
-            if placed == kk:
-                break
+        f = hist[dv]
+        take = (dv < kth) | ((dv == kth) & (f < kk))
+        slot = f if take else kk
+        out_pos[slot] = cpos[i]
+        out_dist[slot] = dv
+        hist[dv] = f + np.int64(take)
     return kk
 
 
@@ -308,10 +294,10 @@ def _topk_chunk(Q, CT, starts, ends, rows, use_rows, k, n_bits, lo_q, hi_q, maxl
     """Queries ``lo_q..hi_q`` of :func:`hamming_topk_ranges`, one after the other (scratch allocated once)."""
     hist = np.empty(n_bits + 1, np.int64)
     blk = np.empty(_BLOCK, np.int64)
-    cpos = np.empty(maxlen, np.int64)
-    cd = np.empty(maxlen, np.int64)
-    pos = np.empty(k, np.int64)
-    dist = np.empty(k, np.int64)
+    cpos = np.empty(maxlen + _BLOCK, np.int64)
+    cd = np.empty(maxlen + _BLOCK, np.int64)
+    pos = np.empty(k + 1, np.int64)
+    dist = np.empty(k + 1, np.int64)
     for q in range(lo_q, hi_q):
         # the constant use_rows argument lets LLVM drop the other branch from the inlined scan
         if use_rows:

@@ -45,35 +45,57 @@ MAX_TAU = 16
 _FIT_BATCH = 1 << 20  # behaviors hashed per batch in fit (bounds the signature scratch)
 
 
+_GATHER = 256  # behaviors gathered per step before scattering (lets the random item loads overlap)
+
+
+@nb.njit(cache=True, inline="always")
+def _scatter_one(src, sg, sums_u, counts_u):
+    """Add one behavior ``src`` (d,) into the tables of one user, signature by signature."""
+    d = src.shape[0]
+    for s in range(sg.shape[0]):
+        b = np.int64(sg[s])
+        counts_u[s, b] += 1
+        dst = sums_u[s, b]  # 1-D views: the add over d vectorises
+        for t in range(d):
+            dst[t] += src[t]
+
+
 @nb.njit(cache=True, parallel=True)
 def _scatter_users(emb, items, use_items, sig, sig_base, indptr, user_rows, sums, counts, nchunk):
     """Add each user's behaviors into its bucket tables.
 
     emb (n, d) float32 embeddings; behavior i of the batch is ``emb[items[i]]`` when
-    ``use_items`` else ``emb[i]``; its signatures are ``sig[(items[i] if use_items else i) - sig_base]``
-    ((n', S) uint16). Users: ``indptr`` (U+1,) into the behaviors; user u's tables are
-    ``sums[user_rows[u]]`` (S, B, d) float32 and ``counts[user_rows[u]]`` (S, B) int64.
-    Behaviors are added one after another in sequence order (no reassociation), so
-    adding a suffix later gives bit-identical sums to adding the whole sequence at once.
+    ``use_items`` else ``emb[i]``; its signatures are ``sig[items[i]]`` when ``use_items``
+    else ``sig[i - sig_base]`` ((n', S) uint16). Users: ``indptr`` (U+1,) into the
+    behaviors; user u's tables are ``sums[user_rows[u]]`` (S, B, d) float32 and
+    ``counts[user_rows[u]]`` (S, B) int64. Behaviors are added one after another in
+    sequence order (no reassociation), so adding a suffix later gives bit-identical
+    sums to adding the whole sequence at once. With ``use_items`` the rows of a step
+    of ``_GATHER`` behaviors are first copied into a buffer, so that the random loads
+    from the item table overlap instead of stalling the scatter one by one.
     """
     U = indptr.shape[0] - 1
     S = sig.shape[1]
     d = emb.shape[1]
     for c in nb.prange(nchunk):
-        lo_u = c * U // nchunk
-        hi_u = (c + 1) * U // nchunk
-        for u in range(lo_u, hi_u):
+        buf = np.empty((_GATHER, d), np.float32)
+        sbuf = np.empty((_GATHER, S), sig.dtype)
+        for u in range(c * U // nchunk, (c + 1) * U // nchunk):
             ur = user_rows[u]
-            for i in range(indptr[u], indptr[u + 1]):
-                r = items[i] if use_items else i
-                sr = r if use_items else r - sig_base
-                src = emb[r]
-                for s in range(S):
-                    b = np.int64(sig[sr, s])
-                    counts[ur, s, b] += 1
-                    dst = sums[ur, s, b]  # 1-D views: the add over d vectorises
-                    for t in range(d):
-                        dst[t] += src[t]
+            sums_u = sums[ur]
+            counts_u = counts[ur]
+            if use_items:
+                for i0 in range(indptr[u], indptr[u + 1], _GATHER):
+                    m = min(_GATHER, indptr[u + 1] - i0)
+                    for j in range(m):
+                        r = items[i0 + j]
+                        buf[j] = emb[r]
+                        sbuf[j] = sig[r]
+                    for j in range(m):
+                        _scatter_one(buf[j], sbuf[j], sums_u, counts_u)
+            else:
+                for i in range(indptr[u], indptr[u + 1]):
+                    _scatter_one(emb[i], sig[i - sig_base], sums_u, counts_u)
 
 
 @nb.njit(cache=True, parallel=True)
