@@ -204,7 +204,6 @@ class FaissIVFSelectorPeer(_PreparedPeer):
             index = faiss.IndexIVFFlat(quant, d, centroids.shape[0], faiss.METRIC_INNER_PRODUCT)
             index.is_trained = True
             index.add(np.ascontiguousarray(vectors, dtype=np.float32))
-            index._gsu_quantizer = quant  # keep the quantizer alive with the index
         self.index = index
         self.n = int(index.ntotal)
         self.nprobe = int(nprobe)

@@ -5,6 +5,10 @@ form (``rows[starts[q]:ends[q]]``, sorted ascending); results are written best-f
 into caller-filled ``out_r`` (nq, k) int64 (-1) / ``out_s`` (nq, k) float32 (-inf);
 ties are broken by the smaller row.
 
+Selector bitmaps are packed (bit ``r & 7`` of byte ``r >> 3``), the
+``faiss.IDSelectorBitmap`` layout. The IVF kernels never test membership: a filter's
+allowed rows are grouped by list first (O(m)), so only allowed rows are read.
+
 IVF layout ("list-ordered copy"): the vectors of list ``l`` are
 ``Xl[list_off[l]:list_off[l+1]]``; ``pos_row[p]`` is the index row held at position
 ``p``, ``row_pos[r]`` its inverse and ``row_list[r]`` the list of row ``r``. Inside a
@@ -38,31 +42,37 @@ def rows_bitmap(rows, n):
 
 
 @nb.njit(cache=True)
-def mark_rows(rows, n, row_list, nlist):
-    """A shared filter as ``(mark (n,) uint8 — 1 where the row is allowed, cnt (nlist,) int64 allowed rows per list)``."""
-    mark = np.zeros(n, np.uint8)
-    cnt = np.zeros(nlist, np.int64)
-    for j in range(rows.shape[0]):
+def _bucket(rows, start, end, row_list, row_pos, boff, bpos):
+    """Group the allowed rows ``rows[start:end]`` by IVF list.
+
+    Fills ``boff`` (nlist+1,) and ``bpos`` (>= m,): the list positions (into ``Xl``)
+    of the allowed rows of list ``l`` are ``bpos[boff[l]:boff[l+1]]``, ascending
+    (rows are sorted and positions follow row order inside a list).
+    """
+    nlist = boff.shape[0] - 1
+    for l in range(nlist + 1):
+        boff[l] = 0
+    for j in range(start, end):
+        boff[row_list[rows[j]] + 1] += 1
+    for l in range(nlist):
+        boff[l + 1] += boff[l]
+    for j in range(start, end):
         r = rows[j]
-        mark[r] = 1
-        cnt[row_list[r]] += 1
-    return mark, cnt
+        l = row_list[r]
+        bpos[boff[l]] = row_pos[r]
+        boff[l] += 1
+    for l in range(nlist, 0, -1):  # the scatter advanced each start to the next list's start
+        boff[l] = boff[l - 1]
+    boff[0] = 0
 
 
 @nb.njit(cache=True)
-def _set_marks(rows, start, end, row_list, mark, cnt, on):
-    """Flag (``on=1``) the rows ``rows[start:end]`` in ``mark`` and count them per list
-    in ``cnt``, or (``on=0``) clear both again."""
-    if on:
-        for j in range(start, end):
-            r = rows[j]
-            mark[r] = 1
-            cnt[row_list[r]] += 1
-    else:
-        for j in range(start, end):
-            r = rows[j]
-            mark[r] = 0
-            cnt[row_list[r]] = 0
+def bucket_rows(rows, row_list, row_pos, nlist):
+    """One shared filter grouped by list: ``(boff (nlist+1,) int64, bpos (m,) int64)``."""
+    boff = np.empty(nlist + 1, np.int64)
+    bpos = np.empty(rows.shape[0], np.int64)
+    _bucket(rows, 0, rows.shape[0], row_list, row_pos, boff, bpos)
+    return boff, bpos
 
 
 @nb.njit(cache=True, inline="always")
@@ -84,20 +94,21 @@ def _lheap_down(keys, vals, size, i):
 
 
 @nb.njit(cache=True, fastmath=_FM)
-def _probe_lists(q, Q, CS, Xl, pos_row, list_off, mark, cnt, k, target, min_lists, out_r, out_s, counts, scored, keys, vals):
+def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored, keys, vals):
     """Probe the lists holding allowed rows in decreasing centroid score.
 
-    ``mark`` (n,) uint8 flags allowed rows, ``cnt`` (nlist,) counts them per list.
-    Stops once ``target`` allowed rows were scored and at least ``min_lists``
-    non-empty lists were opened (or every allowed row was scored). Lists without an
-    allowed row are never opened. ``keys``/``vals`` are (nlist,) scratch.
+    ``boff``/``bpos``: the allowed rows grouped by list (:func:`_bucket`); only
+    allowed rows are ever read or scored. Stops once ``target`` allowed rows were
+    scored and at least ``min_lists`` non-empty lists were opened (or every allowed
+    row was scored). Lists without an allowed row are never opened. ``keys``/``vals``
+    are (nlist,) scratch.
     """
-    nlist = cnt.shape[0]
+    nlist = boff.shape[0] - 1
     d = Q.shape[1]
     qv = Q[q]
     size = 0
     for l in range(nlist):
-        if cnt[l] > 0:
+        if boff[l + 1] > boff[l]:
             keys[size] = CS[q, l]
             vals[size] = l
             size += 1
@@ -114,17 +125,15 @@ def _probe_lists(q, Q, CS, Xl, pos_row, list_off, mark, cnt, k, target, min_list
         keys[0] = keys[size]
         vals[0] = vals[size]
         _lheap_down(keys, vals, size, 0)
-        for p in range(list_off[l], list_off[l + 1]):
-            r = pos_row[p]
-            if mark[r] == 0:
-                continue
+        for j in range(boff[l], boff[l + 1]):
+            p = bpos[j]
             xv = Xl[p]
             acc = np.float32(0.0)
             for t in range(d):
                 acc += qv[t] * xv[t]
             if hsize < k or acc >= hs[0]:
-                hsize = heap_push(hs, hr, hsize, k, acc, r)
-        covered += cnt[l]
+                hsize = heap_push(hs, hr, hsize, k, acc, pos_row[p])
+        covered += boff[l + 1] - boff[l]
         opened += 1
     heap_sorted(hs, hr, hsize, out_s[q], out_r[q])
     counts[q] = hsize
@@ -132,45 +141,38 @@ def _probe_lists(q, Q, CS, Xl, pos_row, list_off, mark, cnt, k, target, min_list
 
 
 @nb.njit(cache=True, parallel=True)
-def ivf_search_shared(Q, CS, Xl, pos_row, list_off, mark, cnt, k, target, min_lists, out_r, out_s, counts, scored):
-    """Filter-aware IVF search, one filter for every query (``mark``/``cnt`` from :func:`mark_rows`).
+def ivf_search_shared(Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored):
+    """Filter-aware IVF search, one filter for every query (grouped by :func:`bucket_rows`).
 
     Q (nq, d) float32 queries, CS (nq, nlist) float32 centroid scores; ``target``
-    (nq,) int64 allowed rows to score per query; ``min_lists`` (nq,) int64 lists to
-    open at least. ``scored`` (nq,) int64 receives the number of allowed rows in the
-    opened lists.
+    (int) allowed rows to score per query; ``min_lists`` (int) lists to open at least.
+    ``counts`` (nq,) int64 receives the number of results, ``scored`` (nq,) int64 the
+    number of allowed rows scored.
     """
-    nlist = cnt.shape[0]
+    nlist = boff.shape[0] - 1
     for q in nb.prange(Q.shape[0]):
         keys = np.empty(nlist, np.float32)
         vals = np.empty(nlist, np.int64)
-        _probe_lists(q, Q, CS, Xl, pos_row, list_off, mark, cnt, k, target[q], min_lists[q], out_r, out_s, counts, scored, keys, vals)
+        _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored, keys, vals)
 
 
 @nb.njit(cache=True, parallel=True)
 def ivf_search_per_query(
-    Q, CS, Xl, pos_row, list_off, row_list, starts, ends, rows, k, target, min_lists, out_r, out_s, counts, scored, n_threads
+    Q, CS, Xl, pos_row, row_list, row_pos, starts, ends, rows, k, target, min_lists, out_r, out_s, counts, scored
 ):
     """Filter-aware IVF search with one filter per query (CSR ``rows`` / ``starts`` / ``ends``).
 
-    Each thread keeps one (n,) mark array and one (nlist,) count array; a query sets
-    them from its allowed rows (O(m)), probes as in :func:`ivf_search_shared`, and
-    clears them again (O(m)) — no O(n) work per query. ``n_threads``: numba's
-    current thread count (one scratch set per thread).
+    Each query groups its own allowed rows by list (O(m), no O(n) work), then probes
+    as in :func:`ivf_search_shared`.
     """
-    nq = Q.shape[0]
     nlist = CS.shape[1]
-    n = pos_row.shape[0]
-    nt = max(1, min(n_threads, nq))
-    for c in nb.prange(nt):
-        mark = np.zeros(n, np.uint8)
-        cnt = np.zeros(nlist, np.int64)
+    for q in nb.prange(Q.shape[0]):
+        boff = np.empty(nlist + 1, np.int64)
+        bpos = np.empty(ends[q] - starts[q], np.int64)
         keys = np.empty(nlist, np.float32)
         vals = np.empty(nlist, np.int64)
-        for q in range(c, nq, nt):
-            _set_marks(rows, starts[q], ends[q], row_list, mark, cnt, 1)
-            _probe_lists(q, Q, CS, Xl, pos_row, list_off, mark, cnt, k, target[q], min_lists[q], out_r, out_s, counts, scored, keys, vals)
-            _set_marks(rows, starts[q], ends[q], row_list, mark, cnt, 0)
+        _bucket(rows, starts[q], ends[q], row_list, row_pos, boff, bpos)
+        _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored, keys, vals)
 
 
 @nb.njit(cache=True, fastmath=_FM)
@@ -233,3 +235,13 @@ def gather_topk_ip_sel(Q, X, which, starts, ends, rows, k, out_r, out_s, counts)
     for i in nb.prange(which.shape[0]):
         q = which[i]
         counts[q] = _gather_one(Q[q], X, rows, starts[q], ends[q], k, out_s[q], out_r[q])
+
+
+@nb.njit(cache=True, parallel=True)
+def gather_topk_ip_shared(Q, X, rows, k, out_r, out_s, counts):
+    """Exact inner-product top-k of every query over the same allowed ``rows``.
+
+    Writes ``out_r``/``out_s`` (nq, k) completely (padding -1 / -inf) and ``counts``.
+    """
+    for q in nb.prange(Q.shape[0]):
+        counts[q] = _gather_one(Q[q], X, rows, 0, rows.shape[0], k, out_s[q], out_r[q])

@@ -29,6 +29,7 @@ short of k only when fewer than k items pass its filter.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ from gsu.index import _filter_kernels as fk
 from gsu.index.base import Index, SearchResult, register_index
 from gsu.index.filters import CompiledFilter, Filter, IdMap
 from gsu.index.flat import METRICS
-from gsu.index.hnsw import HNSWIndex, _result
+from gsu.index.hnsw import HNSWIndex, _shared_selector, derived
 from gsu.index.ivf import IVFIndex
 
 log = logging.getLogger(__name__)
@@ -52,10 +53,10 @@ EXACT, IVF, HNSW = 0, 1, 2
 #: planner settings at ``effort=1`` (measured on this machine, see the parameter guide)
 PLANNER_DEFAULTS: dict[str, float] = {
     "exact_max_rows": 4000,
-    "hnsw_min_selectivity": 0.3,
-    "ivf_candidates": 30,
-    "ivf_min_lists": 24,
-    "hnsw_ef": 3,
+    "hnsw_min_selectivity": 0.4,
+    "ivf_candidates": 20,
+    "ivf_min_lists": 20,
+    "hnsw_ef": 2,
     "hnsw_ef_max": 2048,
 }
 
@@ -121,6 +122,8 @@ class FilteredIndex(Index):
     def _settings(self, effort: float, overrides: dict[str, float | None]) -> dict[str, float]:
         if isinstance(effort, bool) or not isinstance(effort, (int, float, np.floating, np.integer)) or not effort > 0:
             raise ValueError(f"effort: expected a positive number (1.0 = default recall ≥ 0.95), got {effort!r}")
+        if all(v is None for v in overrides.values()):
+            return PLANNER_DEFAULTS
         s = dict(PLANNER_DEFAULTS)
         for key, v in overrides.items():
             if v is not None:
@@ -189,60 +192,102 @@ class FilteredIndex(Index):
         """
         q = self.hnsw.prep_queries(queries)
         k = check_k(k)
-        check_choice(route, name="route", choices=("auto",) + ROUTES)
-        st = self._settings(
-            effort,
-            {"exact_max_rows": exact_max_rows, "hnsw_min_selectivity": hnsw_min_selectivity, "ivf_candidates": ivf_candidates,
-             "ivf_min_lists": ivf_min_lists, "hnsw_ef": hnsw_ef, "hnsw_ef_max": hnsw_ef_max},
-        )
+        if route != "auto":
+            check_choice(route, name="route", choices=("auto",) + ROUTES)
+        overrides = {"exact_max_rows": exact_max_rows, "hnsw_min_selectivity": hnsw_min_selectivity, "ivf_candidates": ivf_candidates,
+                     "ivf_min_lists": ivf_min_lists, "hnsw_ef": hnsw_ef, "hnsw_ef_max": hnsw_ef_max}
+        st = self._settings(effort, overrides)
         nq = q.shape[0]
         n = self.ntotal
         if n == 0:
             return SearchResult.empty(nq, k)
         f = Filter.coerce(filter)
         cf = None if f.is_all else f.compile(self.idmap, nq)
-        m = np.full(nq, n, np.int64) if cf is None else cf.counts(nq)
-        if route == "auto":
-            routes = self._routes(m, k, effort, st)
+        if cf is None or cf.shared:
+            # one filter for the batch: one route, decided on scalars
+            m = n if cf is None else int(cf.rows.shape[0])
+            if m == 0:
+                return SearchResult.empty(nq, k)
+            code = ROUTES.index(route) if route != "auto" else self._route_of(m, k, effort, st)
+            out_r, out_s, counts = self._search_shared(code, q, k, cf, m, effort, st)
         else:
-            routes = np.full(nq, ROUTES.index(route), np.int8)
-        if cf is None and np.any(routes == EXACT):
-            cf = Filter.all().compile(self.idmap, nq)
-        out_r = np.full((nq, k), -1, np.int64)
-        out_s = np.full((nq, k), -np.inf, np.float32)
-        for code in np.unique(routes):
-            which = np.flatnonzero(routes == code).astype(np.int64)
-            if code == EXACT:
-                starts, ends = cf.bounds(nq)
-                counts = np.zeros(nq, np.int64)
-                fk.gather_topk_ip_sel(q, self.hnsw.vectors, which, starts, ends, cf.rows, k, out_r, out_s, counts)
-            elif code == IVF:
-                tgt = np.full(nq, int(np.ceil(st["ivf_candidates"] * k * effort)), np.int64)
-                ml = np.full(nq, max(1, int(np.ceil(st["ivf_min_lists"] * effort))), np.int64)
-                self.ivf.search_compiled(q, k, cf, which, out_r, out_s, target=tgt, min_lists=ml)
-            else:
-                sel = np.maximum(m, 1) / n
-                ef = np.ceil(st["hnsw_ef"] * k * effort / sel)
-                ef = np.clip(ef, k, max(st["hnsw_ef_max"], k)).astype(np.int64)
-                if cf is None:
-                    for e in np.unique(ef[which]):
-                        grp = which[ef[which] == e]
-                        r, s = self.hnsw.search_rows(q[grp], k, ef=int(e), selector=None)
-                        out_r[grp], out_s[grp] = r, s
-                else:
-                    self.hnsw.search_compiled(q, k, cf, which, out_r, out_s, ef=ef)
-        if cf is not None and route != "exact":
-            self._fill_short(q, k, cf, m, out_r, out_s)
-        return _result(self.idmap, out_r, out_s)
+            m_all = cf.counts(nq)
+            routes = self._routes(m_all, k, effort, st) if route == "auto" else np.full(nq, ROUTES.index(route), np.int8)
+            out_r = np.full((nq, k), -1, np.int64)
+            out_s = np.full((nq, k), -np.inf, np.float32)
+            counts = np.zeros(nq, np.int64)
+            for code in np.unique(routes):
+                which = np.flatnonzero(routes == code).astype(np.int64)
+                self._run_route(int(code), q, k, cf, which, m_all, out_r, out_s, counts, effort, st)
+        ids = out_r if self.idmap.identity else self.idmap.to_ids(out_r)
+        return SearchResult(ids, out_s, counts)
 
-    def _fill_short(self, q: np.ndarray, k: int, cf: CompiledFilter, m: np.ndarray, out_r: np.ndarray, out_s: np.ndarray) -> None:
-        got = (out_r >= 0).sum(axis=1)
-        short = np.flatnonzero(got < np.minimum(m, k)).astype(np.int64)
-        if short.shape[0]:
-            log.debug("filtered: %d queries short of k results, recomputed exactly", short.shape[0])
-            starts, ends = cf.bounds(q.shape[0])
-            counts = np.zeros(q.shape[0], np.int64)
-            fk.gather_topk_ip_sel(q, self.hnsw.vectors, short, starts, ends, cf.rows, k, out_r, out_s, counts)
+    def _ivf_budget(self, k: int, effort: float, st: dict[str, float]) -> tuple[int, int]:
+        """(candidates, nprobe) of the IVF route."""
+        return int(math.ceil(st["ivf_candidates"] * k * effort)), max(1, int(math.ceil(st["ivf_min_lists"] * effort)))
+
+    def _ef(self, m: np.ndarray | int, k: int, effort: float, st: dict[str, float]) -> np.ndarray | int:
+        """HNSW beam for ``m`` allowed rows: ``hnsw_ef · k · effort · n / m`` clamped to [k, hnsw_ef_max]."""
+        hi = max(st["hnsw_ef_max"], k)
+        if isinstance(m, np.ndarray):
+            ef = np.ceil(st["hnsw_ef"] * k * effort * self.ntotal / np.maximum(m, 1))
+            return np.clip(ef, k, hi).astype(np.int64)
+        return int(min(max(math.ceil(st["hnsw_ef"] * k * effort * self.ntotal / max(m, 1)), k), hi))
+
+    def _route_of(self, m: int, k: int, effort: float, st: dict[str, float]) -> int:
+        """The route for ``m`` allowed rows (the scalar twin of :meth:`_routes`)."""
+        if m <= max(st["exact_max_rows"] * effort, k):
+            return EXACT
+        return HNSW if m >= st["hnsw_min_selectivity"] * self.ntotal else IVF
+
+    def _search_shared(
+        self, code: int, q: np.ndarray, k: int, cf: CompiledFilter | None, m: int, effort: float, st: dict[str, float]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every query under one filter (``None``: all rows) by route ``code``: (rows, scores, counts)."""
+        nq = q.shape[0]
+        n = self.ntotal
+        counts = np.empty(nq, np.int64)
+        if code == EXACT:
+            rows = cf.rows if cf is not None else np.arange(n, dtype=np.int64)
+            out_r = np.empty((nq, k), np.int64)
+            out_s = np.empty((nq, k), np.float32)
+            fk.gather_topk_ip_shared(q, self.hnsw.vectors, rows, k, out_r, out_s, counts)
+        elif code == IVF:
+            out_r = np.full((nq, k), -1, np.int64)
+            out_s = np.full((nq, k), -np.inf, np.float32)
+            cand, nprobe = self._ivf_budget(k, effort, st)
+            self.ivf.search_compiled(q, k, cf, np.arange(nq, dtype=np.int64), out_r, out_s, counts, target=cand, min_lists=nprobe)
+        else:
+            sel = None if cf is None or m == n else derived(cf, ("faiss-sel", n), lambda: _shared_selector(cf, n))
+            out_r, out_s = self.hnsw.search_rows(q, k, ef=self._ef(m, k, effort, st), selector=sel)
+            counts = (out_r >= 0).sum(axis=1).astype(np.int64)
+            if cf is not None and counts.min() < min(m, k):
+                short = np.flatnonzero(counts < min(m, k)).astype(np.int64)
+                log.debug("filtered: %d queries short of k results, recomputed exactly", short.shape[0])
+                starts, ends = cf.bounds(nq)
+                fk.gather_topk_ip_sel(q, self.hnsw.vectors, short, starts, ends, cf.rows, k, out_r, out_s, counts)
+        return out_r, out_s, counts
+
+    def _run_route(
+        self, code: int, q: np.ndarray, k: int, cf: CompiledFilter, which: np.ndarray, m: np.ndarray,
+        out_r: np.ndarray, out_s: np.ndarray, counts: np.ndarray, effort: float, st: dict[str, float],
+    ) -> None:
+        """Answer queries ``which`` (per-query filter ``cf``) by route ``code``, in place.
+
+        Exact and IVF never come back short of ``min(k, m)`` (IVF probes until ``k``
+        allowed rows were scored or the filter is exhausted); HNSW queries that do are
+        recomputed exactly.
+        """
+        nq = q.shape[0]
+        if code == EXACT:
+            starts, ends = cf.bounds(nq)
+            fk.gather_topk_ip_sel(q, self.hnsw.vectors, which, starts, ends, cf.rows, k, out_r, out_s, counts)
+        elif code == IVF:
+            cand, nprobe = self._ivf_budget(k, effort, st)
+            self.ivf.search_compiled(q, k, cf, which, out_r, out_s, counts, target=cand, min_lists=nprobe)
+        else:
+            self.hnsw.search_compiled(q, k, cf, which, out_r, out_s, ef=self._ef(m, k, effort, st))
+            counts[which] = (out_r[which] >= 0).sum(axis=1)
 
     # -- persistence -------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

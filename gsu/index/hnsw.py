@@ -15,8 +15,6 @@ pass the filter.
 from __future__ import annotations
 
 import logging
-import weakref
-from collections import OrderedDict
 from typing import Any, Callable
 
 import faiss
@@ -38,13 +36,14 @@ __all__ = ["HNSWIndex", "faiss_selector"]
 BATCH_SELECTOR_RATIO = 4096
 
 
-def faiss_selector(rows: np.ndarray, n: int) -> tuple[faiss.IDSelector, tuple[Any, ...]]:
+def faiss_selector(rows: np.ndarray, n: int, *, bitmap: np.ndarray | None = None) -> tuple[faiss.IDSelector, tuple[Any, ...]]:
     """The fastest faiss selector for one sorted array of allowed ``rows`` of ``n``.
 
     - a contiguous run ``[lo, hi)`` (id or time ranges over sorted ids) → ``IDSelectorRange``
     - very few rows (``m * 4096 < n``) → ``IDSelectorBatch`` (hash set)
     - otherwise → ``IDSelectorBitmap`` over a packed bitmap of the rows
 
+    ``bitmap``: the rows' packed bitmap when the caller already has it.
     Returns ``(selector, keep_alive)``: the caller must hold ``keep_alive`` (the
     arrays faiss points into) for as long as the selector is used.
     """
@@ -54,28 +53,46 @@ def faiss_selector(rows: np.ndarray, n: int) -> tuple[faiss.IDSelector, tuple[An
     if m * BATCH_SELECTOR_RATIO < n:
         r = np.ascontiguousarray(rows, dtype=np.int64)
         return faiss.IDSelectorBatch(r), (r,)
-    bm = fk.rows_bitmap(np.ascontiguousarray(rows, dtype=np.int64), n)
+    bm = fk.rows_bitmap(np.ascontiguousarray(rows, dtype=np.int64), n) if bitmap is None else bitmap
     return faiss.IDSelectorBitmap(bm), (bm,)
 
 
-_DERIVED: "OrderedDict[tuple[int, Any], tuple[weakref.ref, Any]]" = OrderedDict()
-_DERIVED_MAX = 32
+def filter_bitmap(cf: CompiledFilter, n: int) -> np.ndarray:
+    """The packed bitmap (ceil(n/8),) uint8 of a shared compiled filter, cached on ``cf``."""
+    return derived(cf, ("bitmap", n), lambda: fk.rows_bitmap(cf.rows, n))
+
+
+def prep_queries(queries: Any, dim: int, metric: str) -> np.ndarray:
+    """Queries as a C-contiguous (nq, d) float32 matrix, L2-normalised for cosine.
+
+    A float32 C-contiguous array of the right shape passes with only the finiteness
+    check (the one-query-per-call hot path); anything else goes through
+    :func:`gsu._validate.as_matrix`, which raises the error messages.
+    """
+    if type(queries) is np.ndarray and queries.dtype == np.float32 and queries.flags.c_contiguous and queries.size:
+        if queries.ndim == 1 and queries.shape[0] == dim:
+            q = queries.reshape(1, dim)
+        elif queries.ndim == 2 and queries.shape[1] == dim:
+            q = queries
+        else:
+            q = None
+        if q is not None and np.isfinite(q.sum()):  # a NaN/inf anywhere makes the sum non-finite
+            return normalize_rows(q) if metric == "cosine" else q
+    q = as_matrix(queries, name="queries", dim=dim)
+    return normalize_rows(q) if metric == "cosine" else q
 
 
 def derived(cf: CompiledFilter, key: Any, make: Callable[[], Any]) -> Any:
-    """``make()`` cached for the life of the compiled filter ``cf`` (a shared filter reused
-    across calls — one user's behavior set for many candidate queries — builds its
-    faiss bitmap or IVF marks once). Holds at most 32 entries, least recently used out."""
-    slot = (id(cf), key)
-    hit = _DERIVED.get(slot)
-    if hit is not None and hit[0]() is cf:
-        _DERIVED.move_to_end(slot)
-        return hit[1]
-    value = make()
-    _DERIVED[slot] = (weakref.ref(cf), value)
-    while len(_DERIVED) > _DERIVED_MAX:
-        _DERIVED.popitem(last=False)
-    return value
+    """``make()`` cached on the compiled filter ``cf`` itself (its cache dict), so that a
+    shared filter reused across calls — one user's behavior set for many candidate
+    queries — builds its faiss selector or IVF marks once, and the cache goes when
+    the filter goes."""
+    cache = cf._masks
+    slot = ("gsu.index.derived", key)
+    hit = cache.get(slot)
+    if hit is None:
+        hit = cache[slot] = make()
+    return hit
 
 
 def _faiss_metric(metric: str) -> int:
@@ -106,6 +123,8 @@ class HNSWIndex(Index):
         self.ef_construction = check_positive_int(ef_construction, name="ef_construction")
         self._index = self._new_faiss()
         self._idmap = IdMap(np.zeros(0, np.int64))
+        self._n = 0
+        self._xview: np.ndarray | None = None
 
     def _new_faiss(self) -> faiss.IndexHNSWFlat:
         idx = faiss.IndexHNSWFlat(self.dim, self.M, _faiss_metric(self.metric))
@@ -115,7 +134,7 @@ class HNSWIndex(Index):
     # -- data --------------------------------------------------------------
     @property
     def ntotal(self) -> int:
-        return int(self._index.ntotal)
+        return self._n
 
     @property
     def ids(self) -> np.ndarray:
@@ -137,11 +156,13 @@ class HNSWIndex(Index):
 
         The view is only valid until the next :meth:`add`.
         """
-        n = self.ntotal
-        if n == 0:
-            return np.zeros((0, self.dim), np.float32)
-        flat = faiss.downcast_index(self._index.storage)
-        return faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
+        if self._xview is None:
+            n = self.ntotal
+            if n == 0:
+                return np.zeros((0, self.dim), np.float32)
+            flat = faiss.downcast_index(self._index.storage)
+            self._xview = faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
+        return self._xview
 
     def add(self, vectors: Any, ids: Any = None) -> None:
         """Insert ``vectors`` (n, d) float32 with external ``ids`` (n,) int64 (unique).
@@ -153,14 +174,15 @@ class HNSWIndex(Index):
         new_ids = _new_ids(self._idmap, x.shape[0], ids)
         if self.metric == "cosine":
             x = normalize_rows(x)
+        self._xview = None
         self._index.add(x)
+        self._n = int(self._index.ntotal)
         self._idmap = IdMap(np.concatenate([self._idmap.ids, new_ids]))
 
     # -- search ------------------------------------------------------------
     def prep_queries(self, queries: Any) -> np.ndarray:
         """Queries as (nq, d) float32, normalised for cosine."""
-        q = as_matrix(queries, name="queries", dim=self.dim)
-        return normalize_rows(q) if self.metric == "cosine" else q
+        return prep_queries(queries, self.dim, self.metric)
 
     def search(self, queries: Any, k: int, *, filter: Any = None, ef: int = 64) -> SearchResult:
         """Approximate top-``k`` for each row of ``queries`` (nq, d).
@@ -227,7 +249,7 @@ class HNSWIndex(Index):
             return
         n = self.ntotal
         if cf.shared:
-            sel = None if cf.rows.shape[0] == n else derived(cf, ("faiss-sel", n), lambda: faiss_selector(cf.rows, n))
+            sel = None if cf.rows.shape[0] == n else derived(cf, ("faiss-sel", n), lambda: _shared_selector(cf, n))
             for e in np.unique(ef[which]):
                 grp = which[ef[which] == e]
                 r, s = self.search_rows(q[grp], k, ef=int(e), selector=sel)
@@ -267,11 +289,20 @@ class HNSWIndex(Index):
         if fi.d != idx.dim or fi.ntotal != arrays["ids"].shape[0]:
             raise ValueError(f"faiss index (d={fi.d}, n={fi.ntotal}) does not match dim {idx.dim} / {arrays['ids'].shape[0]} ids")
         idx._index = fi
+        idx._n = int(fi.ntotal)
         idx._idmap = IdMap(arrays["ids"])
         return idx
 
     def __repr__(self) -> str:
         return f"HNSWIndex(dim={self.dim}, metric={self.metric!r}, M={self.M}, ef_construction={self.ef_construction}, ntotal={self.ntotal})"
+
+
+def _shared_selector(cf: CompiledFilter, n: int) -> tuple[faiss.IDSelector, tuple[Any, ...]]:
+    """faiss selector of a shared compiled filter, reusing its cached bitmap."""
+    rows = cf.rows
+    m = rows.shape[0]
+    dense = not (m and int(rows[-1]) - int(rows[0]) + 1 == m) and m * BATCH_SELECTOR_RATIO >= n
+    return faiss_selector(rows, n, bitmap=filter_bitmap(cf, n) if dense else None)
 
 
 def _new_ids(idmap: IdMap, n_new: int, ids: Any) -> np.ndarray:

@@ -4,11 +4,10 @@ faiss trains the coarse quantizer (``faiss.Kmeans``) and assigns vectors to list
 gsu keeps a list-ordered copy of the vectors (what an ``IndexIVFFlat`` holds in its
 inverted lists, in one contiguous array) so that a numba kernel can:
 
-1. group each query's allowed rows by list (per-list counts — the cheap
-   selectivity estimate, and the list skipping: lists with no allowed row are never
-   opened);
-2. open the remaining lists in decreasing centroid score, scoring only the allowed
-   rows in them, until at least ``nprobe`` lists were opened *and* at least
+1. group each query's allowed rows by list (O(m); the per-list counts are the
+   cheap selectivity estimate, and lists with no allowed row are never opened);
+2. open the remaining lists in decreasing centroid score, reading and scoring only
+   the allowed rows in them (no membership tests over excluded rows), until at least ``nprobe`` lists were opened *and* at least
    ``candidates`` (≥ k) allowed rows were scored, or the filter is exhausted.
 
 So, unlike faiss's ``IndexIVF`` + selector, a query never returns fewer than k
@@ -24,7 +23,6 @@ import math
 from typing import Any
 
 import faiss
-import numba
 import numpy as np
 
 from gsu._validate import as_matrix, check_choice, check_k, check_positive_int
@@ -32,7 +30,7 @@ from gsu.index import _filter_kernels as fk
 from gsu.index.base import Index, SearchResult, register_index
 from gsu.index.filters import CompiledFilter, Filter, IdMap
 from gsu.index.flat import METRICS, normalize_rows
-from gsu.index.hnsw import _new_ids, _result, derived
+from gsu.index.hnsw import _new_ids, derived, prep_queries
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +99,7 @@ class IVFIndex(Index):
         nl = list_off.shape[0] - 1
         self._row_list = np.empty(n, np.int32)
         self._row_list[self._pos_row] = np.repeat(np.arange(nl, dtype=np.int32), np.diff(self._list_off))
-        self._all_mark = np.ones(n, np.uint8)
+        self._all_pos = np.arange(n, dtype=np.int64)
 
     @property
     def ntotal(self) -> int:
@@ -176,8 +174,8 @@ class IVFIndex(Index):
 
     # -- search ------------------------------------------------------------
     def prep_queries(self, queries: Any) -> np.ndarray:
-        q = as_matrix(queries, name="queries", dim=self.dim)
-        return normalize_rows(q) if self.metric == "cosine" else q
+        """Queries as (nq, d) float32, normalised for cosine."""
+        return prep_queries(queries, self.dim, self.metric)
 
     def search(
         self, queries: Any, k: int, *, filter: Any = None, nprobe: int = 16, candidates: int | None = None
@@ -206,12 +204,20 @@ class IVFIndex(Index):
         out_r = np.full((nq, k), -1, np.int64)
         out_s = np.full((nq, k), -np.inf, np.float32)
         which = np.arange(nq, dtype=np.int64)
-        self.search_compiled(q, k, cf, which, out_r, out_s, target=np.full(nq, cand, np.int64), min_lists=np.full(nq, nprobe, np.int64))
-        return _result(self._idmap, out_r, out_s)
+        counts = np.zeros(nq, np.int64)
+        self.search_compiled(q, k, cf, which, out_r, out_s, counts, target=cand, min_lists=nprobe)
+        return SearchResult(self._idmap.to_ids(out_r), out_s, counts)
 
     def centroid_scores(self, q: np.ndarray) -> np.ndarray:
         """(nq, nlist) float32 inner products of prepared queries with the centroids."""
-        return np.ascontiguousarray(q @ self._centroids.T, dtype=np.float32)
+        return q @ self._centroids_t
+
+    @property
+    def _centroids_t(self) -> np.ndarray:
+        ct = self.__dict__.get("_ct")
+        if ct is None or ct.shape[1] != self._centroids.shape[0]:
+            ct = self._ct = np.asfortranarray(self._centroids.T)  # (d, nlist) view-friendly for BLAS
+        return ct
 
     def search_compiled(
         self,
@@ -221,46 +227,55 @@ class IVFIndex(Index):
         which: np.ndarray,
         out_r: np.ndarray,
         out_s: np.ndarray,
+        counts: np.ndarray,
         *,
-        target: np.ndarray,
-        min_lists: np.ndarray,
+        target: int,
+        min_lists: int,
         scored: np.ndarray | None = None,
     ) -> None:
         """Search prepared queries ``which`` (int64) under a compiled filter (``None``: all rows).
 
-        ``target`` / ``min_lists`` (nq,) int64 are each query's ``candidates`` /
-        ``nprobe``. Writes rows (not external ids) and scores into ``out_r`` /
-        ``out_s`` (nq, k) in place; ``scored`` (nq,) int64, when given, receives the
-        number of rows scored per query.
+        ``target`` / ``min_lists`` are ``candidates`` / ``nprobe``. Writes rows (not
+        external ids), scores and result counts into ``out_r`` / ``out_s`` (nq, k) and
+        ``counts`` (nq,) in place; ``scored`` (nq,) int64, when given, receives the
+        number of allowed rows in the opened lists.
         """
         if which.shape[0] == 0:
             return
         nq = q.shape[0]
-        sc = np.zeros(nq, np.int64) if scored is None else scored
+        target, min_lists = int(target), int(min_lists)
         shared = cf is None or cf.shared
         if shared:
             if cf is None or cf.rows.shape[0] == self.ntotal:
-                mark, cnt = self._all_mark, self.list_sizes
+                boff, bpos = self._list_off, self._all_pos
             else:
-                mark, cnt = derived(cf, ("ivf-mark", id(self)), lambda: fk.mark_rows(cf.rows, self.ntotal, self._row_list, self.nlist))
+                boff, bpos = derived(cf, ("ivf-buckets", id(self)), lambda: fk.bucket_rows(cf.rows, self._row_list, self._row_pos, self.nlist))
         else:
             starts, ends = cf.bounds(nq)
+        full = which.shape[0] == nq and nq <= _QUERY_BLOCK
         for b in range(0, which.shape[0], _QUERY_BLOCK):
             w = which[b : b + _QUERY_BLOCK]
-            qs = q[w]
+            if full:  # every query, one block: write straight into the outputs
+                qs, r, s, c = q, out_r, out_s, counts
+                scw = np.zeros(nq, np.int64) if scored is None else scored
+            else:
+                qs = q[w]
+                r = np.full((w.shape[0], k), -1, np.int64)
+                s = np.full((w.shape[0], k), -np.inf, np.float32)
+                c = np.zeros(w.shape[0], np.int64)
+                scw = np.zeros(w.shape[0], np.int64)
             cs = self.centroid_scores(qs)
-            r = np.full((w.shape[0], k), -1, np.int64)
-            s = np.full((w.shape[0], k), -np.inf, np.float32)
-            c = np.zeros(w.shape[0], np.int64)
-            scw = np.zeros(w.shape[0], np.int64)
             if shared:
-                fk.ivf_search_shared(qs, cs, self._xl, self._pos_row, self._list_off, mark, cnt, k, target[w], min_lists[w], r, s, c, scw)
+                fk.ivf_search_shared(qs, cs, self._xl, self._pos_row, boff, bpos, k, target, min_lists, r, s, c, scw)
             else:
                 fk.ivf_search_per_query(
-                    qs, cs, self._xl, self._pos_row, self._list_off, self._row_list,
-                    starts[w], ends[w], cf.rows, k, target[w], min_lists[w], r, s, c, scw, numba.get_num_threads(),
+                    qs, cs, self._xl, self._pos_row, self._row_list, self._row_pos,
+                    starts[w], ends[w], cf.rows, k, target, min_lists, r, s, c, scw,
                 )
-            out_r[w], out_s[w], sc[w] = r, s, scw
+            if not full:
+                out_r[w], out_s[w], counts[w] = r, s, c
+                if scored is not None:
+                    scored[w] = scw
 
     # -- persistence -------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
