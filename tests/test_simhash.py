@@ -240,3 +240,21 @@ def test_signature_collision_frequency_matches_theory(tau):
         freq = hits / trials
         std = np.sqrt(p * (1 - p) / trials)
         assert abs(freq - p) < 4.5 * std, f"tau={tau} theta={theta:.3f}: measured {freq:.4f}, theory {p:.4f} ± {std:.4f}"
+
+
+def test_serial_and_parallel_kernels_agree():
+    import numba
+
+    rng = np.random.default_rng(6)
+    c = _random_codes(rng, 12_000, 128)
+    qc = _random_codes(rng, 9, 128)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        serial = hamming_topk(qc, c, 64)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(serial[0], hamming_topk(qc, c, 64)[0])
+    rp, rd = _topk_ref(_hamming_ref(qc, c, 128), 64)
+    np.testing.assert_array_equal(serial[0], rp)
+    np.testing.assert_array_equal(serial[1], rd)

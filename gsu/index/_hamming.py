@@ -1,12 +1,10 @@
-"""numba kernels for random-hyperplane hashing (SimHash): projection, bit packing,
+"""numba kernels for random-hyperplane hashing (SimHash): bit packing,
 τ-bit bucket signatures, popcount Hamming distances and counting top-k selection.
 
 Conventions shared by every kernel:
 
-- Hyperplanes are ``H`` (m, d) float32, one hash function per row. Projections are
-  computed by :func:`project_block` only, with a reduction order that does not depend
-  on the batch a vector arrives in (unlike a BLAS product), so a vector hashes to the
-  same bits whether it is encoded alone, in a batch, offline or at request time.
+- Projections on the hyperplanes are computed outside (``gsu.index.simhash.project``:
+  BLAS on fixed-size blocks); the kernels here turn them into bits and signatures.
 - Bit ``j`` (hash function j) is 1 when its projection is > 0 (strictly). It lives in
   word ``j // 64``, bit ``j % 64`` of a row of uint64 words; bits past ``m`` are 0.
 - Hamming top-k returns *rows* best-first ordered by (distance, row): ties go to the
@@ -23,8 +21,8 @@ from numba.extending import intrinsic
 
 __all__ = [
     "popcount64",
-    "project_pack",
-    "project_signatures",
+    "pack_bits",
+    "bucket_signatures",
     "hamming_topk_ranges",
 ]
 
@@ -48,80 +46,34 @@ def popcount64(x):
     return _ctpop_u64(x)
 
 
-_PROJ_BLOCK = 256  # rows projected per block in the hashing kernels
-
-
-@nb.njit(cache=True, fastmath=True)
-def project_block(X, H, lo, hi, P):
-    """P[i - lo, j] = <X[i], H[j]> for rows lo..hi; X (n, d), H (m, d) float32, P (>= hi-lo, m) float32.
-
-    Every hashing kernel goes through this one function, and every row runs the same
-    instruction sequence (a dot product over d, vectorised with a reduction order fixed
-    at compile time), so a vector's projections — hence its bits — do not depend on
-    the batch it arrives in or on which kernel hashes it.
-    """
-    d = X.shape[1]
-    m = H.shape[0]
-    for i in range(lo, hi):
-        x = X[i]
-        for j in range(m):
-            h = H[j]
-            acc = np.float32(0.0)
-            for t in range(d):
-                acc += x[t] * h[t]
-            P[i - lo, j] = acc
-
-
-@nb.njit(cache=True, parallel=True)
-def project_pack(X, H, nchunk, out):
-    """Pack the SimHash bits of each row of ``X`` (n, d) float32 into ``out`` (n, w) uint64.
-
-    ``H`` is (m, d) float32 (one hyperplane per row); ``w = ceil(m / 64)``; the rows are
-    split into ``nchunk`` parallel blocks.
-    """
-    n = X.shape[0]
-    m = H.shape[0]
+@nb.njit(cache=True)
+def pack_bits(P, out):
+    """Pack the signs of projections ``P`` (n, m) float32 into ``out`` (n, ceil(m/64)) uint64 (bit j = P[:, j] > 0)."""
+    n, m = P.shape
     w = out.shape[1]
-    for c in nb.prange(nchunk):
-        P = np.empty((_PROJ_BLOCK, m), np.float32)
-        lo_c = c * n // nchunk
-        hi_c = (c + 1) * n // nchunk
-        for b0 in range(lo_c, hi_c, _PROJ_BLOCK):
-            b1 = min(b0 + _PROJ_BLOCK, hi_c)
-            project_block(X, H, b0, b1, P)
-            for i in range(b0, b1):
-                for a in range(w):
-                    out[i, a] = np.uint64(0)
-                for j in range(m):
-                    if P[i - b0, j] > 0:
-                        out[i, j >> 6] |= np.uint64(1) << np.uint64(j & 63)
+    for i in range(n):
+        for a in range(w):
+            word = np.uint64(0)
+            for j in range(a * 64, min(m, a * 64 + 64)):
+                word |= np.uint64(P[i, j] > 0) << np.uint64(j - a * 64)  # branch-free: signs are coin flips
+            out[i, a] = word
 
 
-@nb.njit(cache=True, parallel=True)
-def project_signatures(X, H, tau, nchunk, out):
-    """τ-bit bucket signatures of each row of ``X`` (n, d) float32 into ``out`` (n, m // τ) (any int dtype).
+@nb.njit(cache=True)
+def bucket_signatures(P, tau, out):
+    """τ-bit bucket signatures from projections ``P`` (n, m) float32 into ``out`` (n, m // τ) (any int dtype).
 
-    Signature s of a row is the integer whose bit b is the SimHash bit of hash function
-    ``s * τ + b`` (SDIM's s-th hash signature); ``m = H.shape[0]`` must be a multiple of τ.
-    The rows are split into ``nchunk`` parallel blocks.
+    Signature s of a row is the integer whose bit b is the SimHash bit (``P > 0``) of
+    hash function ``s * τ + b`` (SDIM's s-th hash signature); m must be a multiple of τ.
     """
-    n = X.shape[0]
-    m = H.shape[0]
+    n, m = P.shape
     S = m // tau
-    for c in nb.prange(nchunk):
-        P = np.empty((_PROJ_BLOCK, m), np.float32)
-        lo_c = c * n // nchunk
-        hi_c = (c + 1) * n // nchunk
-        for b0 in range(lo_c, hi_c, _PROJ_BLOCK):
-            b1 = min(b0 + _PROJ_BLOCK, hi_c)
-            project_block(X, H, b0, b1, P)
-            for i in range(b0, b1):
-                for s in range(S):
-                    bk = np.int64(0)
-                    for t in range(tau):
-                        if P[i - b0, s * tau + t] > 0:
-                            bk |= np.int64(1) << np.int64(t)
-                    out[i, s] = bk
+    for i in range(n):
+        for s in range(S):
+            bk = np.int64(0)
+            for t in range(tau):
+                bk |= np.int64(P[i, s * tau + t] > 0) << np.int64(t)  # branch-free
+            out[i, s] = bk
 
 
 _BLOCK = 32  # rows per block in the top-k scan; a block is compacted element-wise only when its minimum qualifies

@@ -35,7 +35,7 @@ from gsu.index.filters import Filter, IdMap
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SimHashIndex", "hamming_topk", "gaussian_hyperplanes", "MAX_BITS"]
+__all__ = ["SimHashIndex", "hamming_topk", "gaussian_hyperplanes", "project", "MAX_BITS"]
 
 MAX_BITS = 256
 """Largest supported number of hash functions (bits) per code."""
@@ -72,8 +72,42 @@ def n_words_for(n_bits: int) -> int:
     return (int(n_bits) + 63) // 64
 
 
-def _nchunk(n: int, per_thread: int = 4) -> int:
-    return max(1, min(n, per_thread * numba.get_num_threads()))
+_PROJ_ROWS = 1024  # every projection is one sgemm of this many rows (zero-padded): same shape, same arithmetic
+_CHUNK_ROWS = 16 * _PROJ_ROWS  # rows hashed per chunk (bounds the projection scratch)
+
+
+def project(x: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """Projections ``x @ h.T`` (n, m) float32 of rows ``x`` (n, d) on hyperplanes ``h`` (m, d).
+
+    Computed by BLAS sgemm on blocks of exactly 1,024 rows (the last one zero-padded),
+    so every row goes through a product of the same shape: its projections — hence its
+    bits — do not depend on the batch it arrives in (alone, in a request, offline).
+    """
+    n, d = x.shape
+    ht = np.ascontiguousarray(h.T)
+    out = np.empty((n, h.shape[0]), np.float32)
+    full = n - n % _PROJ_ROWS
+    for s in range(0, full, _PROJ_ROWS):
+        np.matmul(x[s : s + _PROJ_ROWS], ht, out=out[s : s + _PROJ_ROWS])
+    if full < n:
+        buf = np.zeros((_PROJ_ROWS, d), np.float32)
+        buf[: n - full] = x[full:]
+        out[full:] = (buf @ ht)[: n - full]
+    return out
+
+
+def hash_bits(x: np.ndarray, h: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Packed SimHash codes of ``x`` (n, d) float32 into ``out`` (n, ceil(m/64)) uint64."""
+    for s in range(0, x.shape[0], _CHUNK_ROWS):
+        _hamming.pack_bits(project(x[s : s + _CHUNK_ROWS], h), out[s : s + _CHUNK_ROWS])
+    return out
+
+
+def hash_signatures(x: np.ndarray, h: np.ndarray, tau: int, out: np.ndarray) -> np.ndarray:
+    """τ-bit bucket signatures of ``x`` (n, d) float32 into ``out`` (n, m // τ) (any int dtype)."""
+    for s in range(0, x.shape[0], _CHUNK_ROWS):
+        _hamming.bucket_signatures(project(x[s : s + _CHUNK_ROWS], h), tau, out[s : s + _CHUNK_ROWS])
+    return out
 
 
 def _check_codes(codes: Any, *, name: str, n_bits: int | None = None, n_words: int | None = None) -> np.ndarray:
@@ -228,14 +262,11 @@ class SimHashIndex(Index):
     def encode(self, vectors: Any) -> np.ndarray:
         """SimHash codes of ``vectors`` (n, d) float32 → (n, n_words) uint64.
 
-        Bit j is 1 when ``<hyperplanes[j], x> > 0``. Each projection is summed in a fixed
-        order, so a vector gets the same code alone or in any batch.
+        Bit j is 1 when ``<hyperplanes[j], x> > 0``. Projections are computed on fixed-shape
+        blocks (:func:`project`), so a vector gets the same code alone or in any batch.
         """
         x = self._vectors(vectors, "vectors")
-        out = np.zeros((x.shape[0], self.n_words), dtype=np.uint64)
-        if x.shape[0]:
-            _hamming.project_pack(x, self._h, _nchunk(x.shape[0]), out)
-        return out
+        return hash_bits(x, self._h, np.zeros((x.shape[0], self.n_words), dtype=np.uint64))
 
     def signatures(self, vectors: Any, tau: int) -> np.ndarray:
         """SDIM's bucket signatures of ``vectors`` (n, d) float32 → (n, n_bits // τ) int64.
@@ -249,10 +280,7 @@ class SimHashIndex(Index):
         """
         tau = check_tau(tau, self.n_bits)
         x = self._vectors(vectors, "vectors")
-        out = np.zeros((x.shape[0], self.n_bits // tau), dtype=np.int64)
-        if x.shape[0]:
-            _hamming.project_signatures(x, self._h, tau, _nchunk(x.shape[0]), out)
-        return out
+        return hash_signatures(x, self._h, tau, np.zeros((x.shape[0], self.n_bits // tau), dtype=np.int64))
 
     # -- building ----------------------------------------------------------
     def _new_ids(self, n: int, ids: Any) -> np.ndarray:

@@ -30,9 +30,8 @@ import numpy as np
 from gsu._format import read_container, write_container
 from gsu._validate import as_ids, as_matrix, check_positive_int
 from gsu.errors import IndexFileError
-from gsu.index import _hamming
 from gsu.index.filters import IdMap
-from gsu.index.simhash import _check_n_bits, _check_seed, check_tau, gaussian_hyperplanes
+from gsu.index.simhash import _check_n_bits, _check_seed, check_tau, gaussian_hyperplanes, hash_signatures
 
 log = logging.getLogger(__name__)
 
@@ -224,16 +223,10 @@ class BehaviorSequenceEncoder:
     def signatures(self, vectors: Any) -> np.ndarray:
         """Bucket ids of ``vectors`` (n, d) float32 → (n, m/τ) int64 in [0, 2^τ)."""
         x = as_matrix(vectors, name="vectors", dim=self.dim, allow_empty=True)
-        out = np.zeros((x.shape[0], self.n_signatures), np.int64)
-        if x.shape[0]:
-            _hamming.project_signatures(x, self._h, self.tau, _nchunk(x.shape[0]), out)
-        return out
+        return hash_signatures(x, self._h, self.tau, np.zeros((x.shape[0], self.n_signatures), np.int64))
 
     def _sig16(self, x: np.ndarray) -> np.ndarray:
-        out = np.zeros((x.shape[0], self.n_signatures), np.uint16)
-        if x.shape[0]:
-            _hamming.project_signatures(x, self._h, self.tau, _nchunk(x.shape[0]), out)
-        return out
+        return hash_signatures(x, self._h, self.tau, np.zeros((x.shape[0], self.n_signatures), np.uint16))
 
     def encode(self, behaviors: Any) -> tuple[np.ndarray, np.ndarray]:
         """Bucket tables of one sequence, without storing them.
