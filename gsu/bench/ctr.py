@@ -57,7 +57,7 @@ def _titles(folder: Path, cache_dir: Path) -> np.ndarray | None:
         log.warning("MUSE-cosine on MovieLens skipped: %s", e)
         return None
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    v = embed_texts(titles, batch_size=128)
+    v = embed_texts(titles, batch_size=128, progress=False)
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(cache, v)
     return v
@@ -94,7 +94,6 @@ def run(*, out_dir: Path, quick: bool = False, threads: int = 1, seeds: tuple[in
     else:
         titles = _titles(folder, out_dir)
         ml = movielens_task(folder, title_vectors=titles, max_targets_per_user=8, n_negatives=1, seed=0)
-        ml.info["item_dim"] = 16
         best["movielens"] = None
         print(f"movielens: {ml.info['n_samples']} samples, {ml.info['n_behaviors']} behaviors", flush=True)
         methods = ("full", "last", "hard", "soft", "muse", "eta", "sdim", "twin")

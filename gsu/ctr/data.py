@@ -68,7 +68,9 @@ class CTRTask:
         splits: ``{"train", "val", "test"}`` -> sorted int64 indices into ``samples``.
         n_behavior_types: rows of the behavior-type table (>= 1).
         time_unit: seconds (or ticks) per unit of TIN's log time buckets.
-        info: a free-form description (sizes, negative sampling) for reports.
+        info: a free-form description (sizes, negative sampling) for reports; ``item_dim`` is
+            the width of learned item-id embeddings the model should use (0 when the content
+            vectors carry the item and ids would only memorise noise).
     """
 
     name: str
@@ -182,7 +184,7 @@ def synthetic_task(
         name="synthetic", store=store, item_category=cat, item_vectors=emb, item_tables=tables, samples=samples,
         splits=split_by_time(samples["time"]), n_behavior_types=n_types, time_unit=_median_gap(store),
         info={"n_users": n_users, "seq_len": seq_len, "n_items": n_items, "dim": dim, "n_categories": n_categories,
-              "n_targets_per_user": n_targets_per_user, "content_noise": content_noise, "seed": seed,
+              "n_targets_per_user": n_targets_per_user, "content_noise": content_noise, "seed": seed, "item_dim": 0,
               "n_behaviors": int(store.n_behaviors), "n_samples": int(samples["label"].shape[0]),
               "negatives": "generator's own (half in-interest, half random targets; Bernoulli labels)"},
     )
@@ -277,6 +279,7 @@ def movielens_task(
         info={"folder": str(folder), "n_users": int(store.n_users), "n_items": n_items,
               "n_behaviors": int(store.n_behaviors), "n_samples": int(samples["label"].shape[0]),
               "max_targets_per_user": max_targets_per_user, "n_negatives": n_negatives, "factor_dim": k, "seed": seed,
+              "item_dim": 16,
               "negatives": f"ratings < 4 plus {n_negatives} unseen movie(s) per event, popularity-sampled"},
     )
 

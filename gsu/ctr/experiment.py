@@ -71,7 +71,7 @@ def run_comparison(
                 try:
                     if method == "twin" or shared is None:
                         shared = method_views(task, method, k=k, reference=refs.get(seed), max_len=max_len, seed=0)
-                except (ImportError, AttributeError) as e:
+                except ImportError as e:
                     say(f"  {LABELS[method]}: skipped, retrieval method not available in this build ({e})")
                     break
                 views, vinfo = shared

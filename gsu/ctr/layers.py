@@ -317,6 +317,11 @@ class MultiHeadTargetAttention(nn.Module):
     key_dim: width ``D`` of behavior attention vectors ``x_i``.
     value_dim: width of behavior representation vectors ``y_i`` (defaults to ``key_dim``).
     num_heads: ``H``; head_dim: ``d_h``.
+    init: ``"similarity"`` (when ``query_dim == key_dim``) starts the attention as plain
+        dot-product similarity ``<t, x_i>`` (orthogonal ``W_q``, ``W_k^h = W_q^h``,
+        ``rho_h = log sqrt(d_h)``), the prior SIM-soft and DIN-style models use; over
+        thousands of behaviors a random start attends almost uniformly and learns slowly.
+        ``"random"``: independent Gaussian ``W_q``, ``W_k`` and ``rho_h = 0``.
 
     Forward: ``query (B, Dq)``, ``keys (B, K, D)``, ``mask (B, K)`` bool, ``values (B, K, Dv)``
     (defaults to ``keys``) -> ``out (B, H * d_h)`` and ``weights (B, H, K)`` (zero where masked,
@@ -324,7 +329,7 @@ class MultiHeadTargetAttention(nn.Module):
     """
 
     def __init__(self, query_dim: int, key_dim: int, value_dim: int | None = None, *, num_heads: int = 2,
-                 head_dim: int = 32) -> None:
+                 head_dim: int = 32, init: str = "similarity") -> None:
         super().__init__()
         for v, name in ((query_dim, "query_dim"), (key_dim, "key_dim"), (num_heads, "num_heads"), (head_dim, "head_dim")):
             _check_pos(v, name)
@@ -334,11 +339,23 @@ class MultiHeadTargetAttention(nn.Module):
         self.w_q = nn.Linear(query_dim, num_heads * head_dim)
         self.w_k = nn.Parameter(torch.empty(num_heads, head_dim, key_dim))
         self.w_v = nn.Parameter(torch.empty(num_heads, head_dim, value_dim))
+        self.init = init
         # per-head learned log inverse temperature: sharp attention over thousands of behaviors
         # needs logits far larger than a product of two freshly initialised projections gives
         self.log_scale = nn.Parameter(torch.zeros(num_heads))
-        nn.init.normal_(self.w_k, std=1.0 / math.sqrt(key_dim))
+        if init not in ("similarity", "random"):
+            raise ValueError(f"init: expected 'similarity' or 'random', got {init!r}")
         nn.init.normal_(self.w_v, std=1.0 / math.sqrt(value_dim))
+        if init == "similarity" and query_dim == key_dim:
+            # start as plain dot-product similarity: orthogonal W_q, W_k^h = W_q^h, so the
+            # bilinear form sum_h W_k^hT W_q^h is a projection and scores begin as <t, x>
+            nn.init.orthogonal_(self.w_q.weight)
+            nn.init.zeros_(self.w_q.bias)
+            with torch.no_grad():
+                self.w_k.copy_(self.w_q.weight.view(num_heads, head_dim, query_dim))
+                self.log_scale.fill_(0.5 * math.log(head_dim))
+        else:
+            nn.init.normal_(self.w_k, std=1.0 / math.sqrt(key_dim))
         self.out_dim = num_heads * head_dim
 
     def query_keyspace(self, query: Tensor) -> Tensor:

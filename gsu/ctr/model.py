@@ -73,7 +73,8 @@ class ModelConfig:
     TIN: ``temporal`` is ``"time"`` (log buckets of ``(t - ts) / time_unit``),
     ``"position"`` (log buckets of recency rank) or ``"none"``; ``n_time_buckets`` rows.
     Attention: ``attention`` is ``"mha"`` (multi-head scaled dot-product, ``num_heads`` x
-    ``head_dim``) or ``"din"`` (activation unit with ``din_hidden``; ``din_normalize`` "none"
+    ``head_dim``, initialised as ``attention_init``: "similarity" or "random", see
+    :class:`~gsu.ctr.layers.MultiHeadTargetAttention`) or ``"din"`` (activation unit with ``din_hidden``; ``din_normalize`` "none"
     = DIN's unnormalised sum, "softmax" = normalised). Head: ``mlp_hidden``, ``dropout``;
     ``expected_score`` (multi-head only) also feeds the head each head's attention-weighted
     mean logit ``sum_i a_i s_i`` — how strongly the history matches the target, which the
@@ -95,6 +96,7 @@ class ModelConfig:
     n_time_buckets: int = 24
     time_unit: float = 1.0
     attention: str = "mha"
+    attention_init: str = "similarity"
     num_heads: int = 2
     head_dim: int = 32
     din_hidden: tuple[int, ...] = (64, 32)
@@ -117,6 +119,8 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{name}: expected an integer >= 0, got {v!r}")
         if self.temporal not in ("time", "position", "none"):
             raise ValueError(f"ModelConfig.temporal: expected 'time', 'position' or 'none', got {self.temporal!r}")
+        if self.attention_init not in ("similarity", "random"):
+            raise ValueError(f"ModelConfig.attention_init: expected 'similarity' or 'random', got {self.attention_init!r}")
         if self.attention not in ("mha", "din"):
             raise ValueError(f"ModelConfig.attention: expected 'mha' or 'din', got {self.attention!r}")
         if self.din_normalize not in ("none", "softmax"):
@@ -215,7 +219,8 @@ class TargetAttentionModel(_Base):
         super().__init__(config, item_vectors)
         if config.attention == "mha":
             self.attention = MultiHeadTargetAttention(self.att_dim, self.att_dim, self.rep_dim,
-                                                      num_heads=config.num_heads, head_dim=config.head_dim)
+                                                      num_heads=config.num_heads, head_dim=config.head_dim,
+                                                      init=config.attention_init)
             pooled_dim = self.attention.out_dim
             self.n_extra = config.num_heads if config.expected_score else 0
         else:
