@@ -7,6 +7,8 @@ from gsu.index.simhash import SimHashIndex, hamming_topk  # LSH buckets (issue 4
 from gsu.index.hnsw import HNSWIndex  # filtered ANN (issue 3)
 from gsu.index.ivf import IVFIndex  # filtered ANN (issue 3)
 from gsu.index.filtered import FilteredIndex  # filtered ANN (issue 3)
+from gsu.index.seismic import SeismicIndex  # blocked sparse inverted index (issue 5)
+from gsu.index.sparse_flat import SparseFlatIndex  # exact sparse twin (issue 5)
 
 __all__ = [
     "INDEX_KINDS",
@@ -19,7 +21,9 @@ __all__ = [
     "IdMap",
     "Index",
     "SearchResult",
+    "SeismicIndex",
     "SimHashIndex",
+    "SparseFlatIndex",
     "hamming_topk",
     "info",
     "load",

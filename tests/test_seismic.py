@@ -1,0 +1,274 @@
+"""SeismicIndex (blocked inverted index over sparse vectors) against its exact twin SparseFlatIndex."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from gsu.datasets import sparse_collection
+from gsu.errors import IndexFileError
+from gsu.index import Filter, SeismicIndex, SparseFlatIndex, load
+from gsu.index._seismic_kernels import _energy_threshold
+
+N, V, K = 2000, 1500, 10
+NO_PRUNING = dict(n_postings=10**6, summary_energy=1.0)
+EXACT_SEARCH = dict(query_cut=10**4, heap_factor=1e-6)
+
+
+@pytest.fixture(scope="module")
+def coll():
+    c = sparse_collection(N, 40, vocab_size=V, avg_nnz=40, query_nnz=15, seed=3)
+    return c.docs, c.queries
+
+
+@pytest.fixture(scope="module")
+def flat(coll):
+    docs, _ = coll
+    f = SparseFlatIndex(V)
+    f.add(docs)
+    return f
+
+
+@pytest.fixture(scope="module")
+def exact_seismic(coll):
+    docs, _ = coll
+    return SeismicIndex.build(docs, **NO_PRUNING, centroid_fraction=0.2, seed=1)
+
+
+def _assert_same(res, ref, *, rtol=1e-5):
+    """Same top-k: equal counts, scores equal position by position (within rtol), and equal
+    ids wherever a row's scores are all distinct (tied scores may come in either order)."""
+    np.testing.assert_array_equal(res.counts, ref.counts)
+    ok = ref.ids >= 0
+    np.testing.assert_array_equal(res.ids >= 0, ok)
+    np.testing.assert_allclose(res.scores[ok], ref.scores[ok], rtol=rtol, atol=1e-6)
+    for i in range(ref.ids.shape[0]):
+        s = ref.scores[i][ok[i]]
+        if s.size < 2 or np.min(np.diff(np.sort(s))) > 4 * rtol * np.abs(s).max():
+            np.testing.assert_array_equal(res.ids[i][ok[i]], ref.ids[i][ok[i]])
+
+
+def test_sparse_flat_matches_dense_brute_force(coll, flat):
+    docs, queries = coll
+    dense = (queries @ docs.T).toarray()
+    res = flat.search(queries, K)
+    for i in range(queries.shape[0]):
+        nz = np.flatnonzero(dense[i])
+        want = nz[np.lexsort((nz, -dense[i][nz]))][:K]
+        np.testing.assert_array_equal(res.ids[i][: want.size], want)
+        np.testing.assert_allclose(res.scores[i][: want.size], dense[i][want], rtol=1e-5)
+        assert res.counts[i] == want.size and np.all(res.ids[i][want.size :] == -1)
+
+
+def test_sparse_flat_allows_negative_weights_and_returns_only_nonzero_scores():
+    x = sp.csr_matrix(np.array([[1.0, -2.0, 0.0], [0.0, 0.0, 3.0], [0.5, 0.0, 0.0]], np.float32))
+    f = SparseFlatIndex(3)
+    f.add(x, ids=[10, 20, 30])
+    res = f.search(np.array([[1.0, 1.0, 0.0]], np.float32), 5)
+    assert res.ids[0].tolist() == [30, 10, -1, -1, -1]  # doc 20 shares nothing: never returned
+    np.testing.assert_allclose(res.scores[0][:2], [0.5, -1.0])
+    assert res.counts.tolist() == [2]
+
+
+def test_no_pruning_equals_exact_twin(coll, flat, exact_seismic):
+    _, queries = coll
+    res = exact_seismic.search(queries, K, **EXACT_SEARCH)
+    _assert_same(res, flat.search(queries, K))
+
+
+def test_default_settings_reach_high_recall(coll, flat):
+    docs, queries = coll
+    idx = SeismicIndex.build(docs, n_postings=15, centroid_fraction=0.1, summary_energy=0.4)
+    st = idx.stats()
+    assert 0 < st["n_postings_kept"] <= 15 * V and st["n_blocks"] > 0
+    ref = flat.search(queries, K)
+    stats: dict = {}
+    res = idx.search(queries, K, query_cut=10, heap_factor=0.8, stats=stats)
+    recall = np.mean([len(set(res.ids[i]) & set(ref.ids[i][ref.ids[i] >= 0])) / max(ref.counts[i], 1) for i in range(len(ref))])
+    assert recall >= 0.8
+    assert stats["scored"].mean() < N / 2  # it is a pruned search, not a scan
+    # returned scores are true inner products
+    dense = (queries @ docs.T).toarray()
+    ok = res.ids >= 0
+    np.testing.assert_allclose(res.scores[ok], np.take_along_axis(dense, np.maximum(res.ids, 0), 1)[ok], rtol=1e-5)
+
+
+def test_pruning_keeps_the_global_budget_and_list_cap(coll):
+    docs, _ = coll
+    idx = SeismicIndex.build(docs, n_postings=5, max_fraction=2.0, summary_energy=0.5)
+    a = idx._a
+    assert a["post_docs"].shape[0] <= 5 * V < docs.nnz
+    list_len = a["blk_ptr"][a["list_blk"][1:]] - a["blk_ptr"][a["list_blk"][:-1]]
+    assert list_len.max() == 10  # max_fraction * n_postings
+    # list c holds documents with component c, none lighter than a dropped one
+    csc = docs.tocsc()
+    for c in np.flatnonzero(list_len)[:100]:
+        kept = a["post_docs"][a["blk_ptr"][a["list_blk"][c]] : a["blk_ptr"][a["list_blk"][c + 1]]]
+        col = csc[:, c].toarray().ravel()
+        assert np.unique(kept).size == kept.size and np.all(col[kept] > 0)
+        dropped = np.setdiff1d(np.flatnonzero(col), kept)
+        if dropped.size:
+            assert col[kept].min() >= col[dropped].max()
+
+
+@pytest.mark.parametrize("frac", [0.005, 0.05, 0.5])
+@pytest.mark.parametrize("exact_max", [0, None])
+def test_shared_filter_matches_exact_filtered_answer(coll, flat, exact_seismic, frac, exact_max):
+    _, queries = coll
+    rng = np.random.default_rng(7)
+    allowed = np.flatnonzero(rng.random(N) < frac)
+    res = exact_seismic.search(queries, K, filter=allowed, filter_exact_max=exact_max, **EXACT_SEARCH)
+    assert np.isin(res.ids[res.ids >= 0], allowed).all()
+    _assert_same(res, flat.search(queries, K, filter=allowed))
+
+
+def test_filters_on_a_pruned_index_never_return_excluded_ids(coll):
+    docs, queries = coll
+    idx = SeismicIndex.build(docs, n_postings=10, summary_energy=0.4)
+    rng = np.random.default_rng(8)
+    for frac in (0.02, 0.2, 0.9):
+        allowed = np.flatnonzero(rng.random(N) < frac)
+        for exact_max in (0, None):
+            res = idx.search(queries, K, filter=allowed, filter_exact_max=exact_max, query_cut=5, heap_factor=0.9)
+            assert np.isin(res.ids[res.ids >= 0], allowed).all()
+    per = [rng.choice(N, 300, replace=False) for _ in range(queries.shape[0])]
+    res = idx.search(queries, K, filter=Filter.per_query(per), filter_exact_max=0, query_cut=5)
+    for i in range(len(per)):
+        assert np.isin(res.ids[i][res.ids[i] >= 0], per[i]).all()
+
+
+def test_per_query_filter_matches_exact_filtered_answer(coll, flat, exact_seismic):
+    _, queries = coll
+    rng = np.random.default_rng(9)
+    per = [rng.choice(N, int(rng.integers(1, 600)), replace=False) for _ in range(queries.shape[0])]
+    f = Filter.per_query(per)
+    ref = flat.search(queries, K, filter=f)
+    for exact_max in (0, None):
+        _assert_same(exact_seismic.search(queries, K, filter=f, filter_exact_max=exact_max, **EXACT_SEARCH), ref)
+
+
+def test_filter_allowing_nothing_returns_empty_rows(coll, exact_seismic):
+    _, queries = coll
+    res = exact_seismic.search(queries, K, filter=np.zeros(0, np.int64))
+    assert res.counts.sum() == 0 and np.all(res.ids == -1) and np.all(np.isneginf(res.scores))
+
+
+def test_save_load_and_mmap_round_trip(tmp_path, coll, flat):
+    docs, queries = coll
+    ids = np.arange(N, dtype=np.int64) * 3 + 100
+    idx = SeismicIndex.build(docs, ids=ids, n_postings=20, summary_energy=0.5, value_dtype="float16", seed=5)
+    before = idx.search(queries, K, query_cut=8, heap_factor=0.8)
+    path = tmp_path / "s.gsu"
+    idx.save(path)
+    for mmap in (False, True):
+        back = load(path, mmap=mmap)
+        assert isinstance(back, SeismicIndex) and back.value_dtype == "float16" and back.n_postings == 20
+        after = back.search(queries, K, query_cut=8, heap_factor=0.8)
+        np.testing.assert_array_equal(after.ids, before.ids)
+        np.testing.assert_array_equal(after.scores, before.scores)
+    assert isinstance(back._a["fwd_vals"], np.memmap)
+    back.add(docs[:3], ids=[1, 2, 4])  # a memory-mapped index still accepts insertions (copies)
+    assert back.ntotal == N + 3
+    f = SparseFlatIndex(V)
+    f.add(docs, ids)
+    f.save(tmp_path / "f.gsu")
+    np.testing.assert_array_equal(load(tmp_path / "f.gsu", mmap=True).search(queries, K).ids, f.search(queries, K).ids)
+    raw = bytearray(path.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (tmp_path / "bad.gsu").write_bytes(bytes(raw))
+    with pytest.raises(IndexFileError, match="bad.gsu"):
+        load(tmp_path / "bad.gsu")
+
+
+def test_float16_storage_equals_exact_twin_on_rounded_weights(coll):
+    docs, queries = coll
+    rounded = docs.copy()
+    rounded.data = rounded.data.astype(np.float16).astype(np.float32)
+    f = SparseFlatIndex(V)
+    f.add(rounded)
+    idx = SeismicIndex.build(docs, **NO_PRUNING, value_dtype="float16")
+    _assert_same(idx.search(queries, K, **EXACT_SEARCH), f.search(queries, K), rtol=1e-4)
+    assert idx.stats()["bytes_forward"] < SeismicIndex.build(docs, **NO_PRUNING).stats()["bytes_forward"]
+    big = sp.csr_matrix(np.array([[0.0, 7e4]], np.float32))
+    with pytest.raises(ValueError, match="float16"):
+        SeismicIndex(2, value_dtype="float16").add(big)
+
+
+def test_insertions_are_searched_exactly_then_rebuilt(coll, flat):
+    docs, queries = coll
+    idx = SeismicIndex(V, **NO_PRUNING, rebuild_fraction=0.5)
+    idx.add(docs[:1500])
+    assert idx.n_indexed == 1500
+    idx.add(docs[1500:])  # 500 <= 0.5 * 1500: kept as exactly-scored rows
+    assert idx.n_indexed == 1500 and idx.ntotal == N
+    _assert_same(idx.search(queries, K, **EXACT_SEARCH), flat.search(queries, K))
+    more = sparse_collection(900, 1, vocab_size=V, avg_nnz=40, seed=11).docs
+    idx.add(more)  # 1400 > 0.5 * 1500: rebuild
+    assert idx.n_indexed == idx.ntotal == N + 900
+    f2 = SparseFlatIndex(V)
+    f2.add(sp.vstack([docs, more]).tocsr())
+    _assert_same(idx.search(queries, K, **EXACT_SEARCH), f2.search(queries, K))
+    with pytest.raises(ValueError, match="already"):
+        idx.add(docs[:1], ids=[5])
+
+
+def test_build_is_deterministic(coll):
+    docs, _ = coll
+    a = SeismicIndex.build(docs, n_postings=10, seed=4)
+    b = SeismicIndex.build(docs, n_postings=10, seed=4)
+    for name in SeismicIndex._ARRAYS:
+        np.testing.assert_array_equal(a._a[name], b._a[name])
+
+
+def test_bad_input_is_rejected_with_clear_errors(coll, caplog):
+    docs, queries = coll
+    idx = SeismicIndex(4)
+    dup = sp.csr_matrix((np.array([1.0, 2.0], np.float32), np.array([1, 1]), np.array([0, 2])), shape=(1, 4))
+    with pytest.raises(ValueError, match="duplicate"):
+        idx.add(dup)
+    with pytest.raises(ValueError, match="negative"):
+        idx.add(sp.csr_matrix(np.array([[1.0, -1.0, 0, 0]], np.float32)))
+    with pytest.raises(ValueError, match="NaN"):
+        idx.add(sp.csr_matrix(np.array([[1.0, np.nan, 0, 0]], np.float32)))
+    with pytest.raises(ValueError, match="vocabulary size"):
+        idx.add(sp.csr_matrix(np.ones((1, 5), np.float32)))
+    with pytest.raises(TypeError):
+        idx.add(np.array([["a", "b", "c", "d"]]))
+    with pytest.raises(ValueError, match="n_postings"):
+        SeismicIndex(4, n_postings=0)
+    with pytest.raises(ValueError, match="summary_energy"):
+        SeismicIndex(4, summary_energy=1.5)
+    with pytest.raises(ValueError, match="centroid_fraction"):
+        SeismicIndex(4, centroid_fraction=0.0)
+    # unsorted components are sorted (documented), explicit zeros dropped
+    unsorted = sp.csr_matrix((np.array([2.0, 1.0, 0.0], np.float32), np.array([3, 0, 2]), np.array([0, 3])), shape=(1, 4))
+    with caplog.at_level(logging.WARNING, logger="gsu.index.seismic"):
+        idx.add(sp.vstack([unsorted, sp.csr_matrix((1, 4), dtype=np.float32)]).tocsr(), ids=[7, 8])
+    assert idx.n_empty == 1 and "never be returned" in caplog.text
+    res = idx.search(sp.csr_matrix(np.array([[1.0, 0, 0, 1.0]], np.float32)), 3)
+    assert res.ids[0].tolist() == [7, -1, -1] and res.scores[0][0] == pytest.approx(3.0)
+    # empty query: no result, no error; negative query weights are rejected
+    assert idx.search(sp.csr_matrix((2, 4), dtype=np.float32), 3).counts.tolist() == [0, 0]
+    with pytest.raises(ValueError, match="negative"):
+        idx.search(sp.csr_matrix(np.array([[1.0, -1.0, 0, 0]], np.float32)), 3)
+    with pytest.raises(ValueError, match="vocabulary size"):
+        idx.search(queries, 3)
+    with pytest.raises(ValueError):
+        idx.search(np.ones(4, np.float32), 0)
+    with pytest.raises(ValueError, match="heap_factor"):
+        idx.search(np.ones(4, np.float32), 3, heap_factor=-1.0)
+
+
+def test_energy_threshold_matches_sorted_reference():
+    rng = np.random.default_rng(0)
+    hsum = np.zeros(512)
+    for m in (1, 2, 7, 100, 3000):
+        v = rng.gamma(0.7, 1.0, m).astype(np.float32) + np.float32(1e-3)
+        for energy in (0.01, 0.4, 0.9, 0.999):
+            target = energy * float(v.sum(dtype=np.float64))
+            s = np.sort(v)[::-1]
+            want = s[min(int(np.searchsorted(np.cumsum(s, dtype=np.float64), target)), m - 1)]
+            assert _energy_threshold(v.copy(), m, target, hsum, np.empty(m, np.float32)) == want
