@@ -23,6 +23,8 @@ __all__ = [
     "FaissIVFSelectorPeer",
     "HnswlibFilterPeer",
     "NumpyPrefilterPreparedPeer",
+    # sparse peers (suite "sparse")
+    "PyseismicPeer",
 ]
 
 
@@ -276,3 +278,127 @@ class HnswlibFilterPeer(_PreparedPeer):
                 rows[i, :got] = lab[0].astype(np.int64)
                 scores[i, :got] = 1.0 - dist[0]  # hnswlib "ip" distance is 1 - <q, x>
         return rows, scores
+
+
+# -- sparse peers (suite "sparse") ---------------------------------------------------
+class PyseismicPeer:
+    """pyseismic-lsr (``import seismic``): the Rust reference Seismic index.
+
+    Built from a CSR matrix with ``SeismicDataset.add_documents_by_id`` (component
+    ``c`` is the token ``"c"``) and ``SeismicIndex.build_from_dataset`` with the given
+    Seismic parameters; searched one query at a time with ``search`` (``batch_search``
+    returns results out of order). Queries are turned into token arrays by
+    :meth:`prepare` outside any timed call. Rows with no component are skipped by the
+    library (never returned, as in gsu). No filters: :meth:`search_one` with
+    ``allowed`` post-filters a deeper result list (``k / selectivity``), the usual
+    workaround.
+    """
+
+    name = "pyseismic"
+
+    def __init__(
+        self,
+        docs: Any,
+        *,
+        n_postings: int,
+        centroid_fraction: float,
+        summary_energy: float,
+        min_cluster_size: int = 2,
+        max_fraction: float = 1.5,
+        doc_cut: int = 15,
+        quiet: bool = True,
+    ):
+        import os
+        import tempfile
+
+        import seismic
+
+        self._seismic = seismic
+        csr = docs.tocsr()
+        self.n = int(csr.shape[0])
+        self.params = {
+            "n_postings": int(n_postings), "centroid_fraction": float(centroid_fraction),
+            "summary_energy": float(summary_energy), "min_cluster_size": int(min_cluster_size),
+            "max_fraction": float(max_fraction), "doc_cut": int(doc_cut),
+            "rayon_threads": os.environ.get("RAYON_NUM_THREADS"),
+        }
+        with _quiet_stdout(quiet):
+            ds = seismic.SeismicDataset(dim=int(csr.shape[1]))
+            ds.add_documents_by_id(
+                [str(i) for i in range(self.n)], np.asarray(csr.indices, np.int64),
+                np.asarray(csr.data, np.float32), np.asarray(csr.indptr, np.int64),
+            )
+            self.index = seismic.SeismicIndex.build_from_dataset(
+                ds, n_postings=int(n_postings), centroid_fraction=float(centroid_fraction),
+                min_cluster_size=int(min_cluster_size), summary_energy=float(summary_energy),
+                max_fraction=float(max_fraction), doc_cut=int(doc_cut),
+            )
+        self._dtype = seismic.get_seismic_string()
+        with tempfile.TemporaryDirectory() as tmp, _quiet_stdout(quiet):
+            base = os.path.join(tmp, "peer")
+            self.index.save(base)
+            self.file_bytes = os.path.getsize(base + ".index.seismic")
+
+    def prepare(self, queries: Any) -> list[tuple[str, np.ndarray, np.ndarray]]:
+        """Per-query ``(id, token array, float32 values)`` in the library's input format."""
+        q = queries.tocsr()
+        out = []
+        for i in range(q.shape[0]):
+            s, e = int(q.indptr[i]), int(q.indptr[i + 1])
+            toks = np.array([str(c) for c in q.indices[s:e]], dtype=self._dtype)
+            out.append((str(i), toks, np.ascontiguousarray(q.data[s:e], dtype=np.float32)))
+        return out
+
+    def search_one(
+        self, prepared: tuple[str, np.ndarray, np.ndarray], k: int, *, query_cut: int, heap_factor: float,
+        allowed: np.ndarray | None = None, selectivity: float = 1.0,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One query: ``(rows (k,) int64, scores (k,) float32)``, -1 / -inf padded.
+
+        With ``allowed`` (a boolean mask over rows) the library is asked for
+        ``ceil(k / selectivity)`` results which are then filtered.
+        """
+        qid, toks, vals = prepared
+        kk = k if allowed is None else min(self.n, int(np.ceil(k / max(selectivity, 1e-9))))
+        res = self.index.search(qid, toks, vals, kk, query_cut, heap_factor)
+        rows = np.full(k, -1, np.int64)
+        scores = np.full(k, -np.inf, np.float32)
+        j = 0
+        for _, score, doc in res:
+            r = int(doc)
+            if allowed is not None and not allowed[r]:
+                continue
+            rows[j] = r
+            scores[j] = score
+            j += 1
+            if j == k:
+                break
+        return rows, scores
+
+
+class _quiet_stdout:
+    """Silence the process-level stdout (the Rust library prints progress) while active."""
+
+    def __init__(self, on: bool):
+        self.on = on
+        self._saved: int | None = None
+
+    def __enter__(self) -> "_quiet_stdout":
+        if self.on:
+            import os
+            import sys
+
+            sys.stdout.flush()
+            self._saved = os.dup(1)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.close(devnull)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._saved is not None:
+            import os
+
+            os.dup2(self._saved, 1)
+            os.close(self._saved)
+            self._saved = None
