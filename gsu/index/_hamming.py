@@ -17,6 +17,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 from numba import types
+from llvmlite import ir
 from numba.extending import intrinsic
 
 __all__ = [
@@ -38,6 +39,25 @@ def _ctpop_u64(typingctx, x):
         return builder.ctpop(args[0])
 
     return sig, codegen
+
+
+@intrinsic
+def _cttz_u64(typingctx, x):
+    """LLVM ``cttz`` on a uint64 (index of the lowest set bit; TZCNT)."""
+    if x != types.uint64:
+        return None
+    sig = types.uint64(types.uint64)
+
+    def codegen(context, builder, signature, args):
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 0))
+
+    return sig, codegen
+
+
+@nb.njit(cache=True, inline="always")
+def lowest_bit64(x):
+    """Index of the lowest set bit of a non-zero uint64 (LLVM cttz intrinsic)."""
+    return _cttz_u64(x)
 
 
 @nb.njit(cache=True, inline="always")
@@ -141,20 +161,16 @@ def _collect(q, CT, lo, n, rows, use_rows, thr, blk, cpos, cd):
                 blk[j] = v
                 mn = min(mn, v)
         if mn <= thr:
-            # branch-free compaction: always write, advance only on a hit
-            # (cpos/cd have _BLOCK slots of slack past the range length)
-            if use_rows:
-                for j in range(_BLOCK):
-                    v = blk[j]
-                    cpos[nc] = rv[base + j]
-                    cd[nc] = v
-                    nc += np.int64(v <= thr)
-            else:
-                for j in range(_BLOCK):
-                    v = blk[j]
-                    cpos[nc] = lo + base + j
-                    cd[nc] = v
-                    nc += np.int64(v <= thr)
+            # bitmask of the hits (a vectorised compare), then visit only the set bits
+            mask = np.uint64(0)
+            for j in range(_BLOCK):
+                mask |= np.uint64(blk[j] <= thr) << np.uint64(j)
+            while mask:
+                j = np.int64(lowest_bit64(mask))
+                mask &= mask - np.uint64(1)
+                cpos[nc] = rv[base + j] if use_rows else lo + base + j
+                cd[nc] = blk[j]
+                nc += 1
     for i in range(nfull, n):
         r = rv[i] if use_rows else lo + i
         dv = _one_dist(q, CT, r)
