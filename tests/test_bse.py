@@ -173,3 +173,19 @@ def test_bad_input():
         enc.fit_items(x, [0, 9], [0, 2])
     with pytest.raises(ValueError, match="NaN"):
         enc.aggregate(0, np.full((1, 8), np.nan, np.float32))
+
+
+def test_fit_items_with_precomputed_item_signatures():
+    rng = np.random.default_rng(4)
+    emb = rng.standard_normal((300, 8)).astype(np.float32)
+    items = rng.integers(0, 300, 1000)
+    indptr = [0, 600, 1000]
+    enc = BehaviorSequenceEncoder(8, n_hashes=24, tau=3, seed=2)
+    a = BehaviorSequenceEncoder(8, n_hashes=24, tau=3, seed=2).fit_items(emb, items, indptr)
+    enc.fit_items(emb, items, indptr, item_signatures=enc.signatures(emb))
+    np.testing.assert_array_equal(a.sums, enc.sums)
+    np.testing.assert_array_equal(a.counts, enc.counts)
+    with pytest.raises(ValueError, match="item_signatures"):
+        enc.fit_items(emb, items, indptr, item_signatures=np.zeros((300, 7), np.int64))
+    with pytest.raises(ValueError, match="item_signatures"):
+        enc.fit_items(emb, items, indptr, item_signatures=np.full((300, 8), 8, np.int64))

@@ -287,7 +287,14 @@ class BehaviorSequenceEncoder:
         return self
 
     def fit_items(
-        self, item_embeddings: Any, items: Any, indptr: Any, *, user_ids: Any = None, allow_empty: bool = False
+        self,
+        item_embeddings: Any,
+        items: Any,
+        indptr: Any,
+        *,
+        user_ids: Any = None,
+        allow_empty: bool = False,
+        item_signatures: Any = None,
     ) -> "BehaviorSequenceEncoder":
         """Like :meth:`fit` for behaviors given as item ids into an item embedding table.
 
@@ -297,6 +304,9 @@ class BehaviorSequenceEncoder:
             item_embeddings: (n_items, d) float32.
             items: (N,) int64 item id of each behavior, in [0, n_items).
             indptr: (U+1,) int64 offsets into ``items``.
+            item_signatures: optional (n_items, m/τ) bucket ids of the items, i.e.
+                ``self.signatures(item_embeddings)`` computed once and reused across
+                calls (e.g. per batch of users); by default they are computed here.
         """
         emb = as_matrix(item_embeddings, name="item_embeddings", dim=self.dim)
         it = as_ids(items, name="items")
@@ -305,7 +315,16 @@ class BehaviorSequenceEncoder:
                              f"got range [{it.min()}, {it.max()}]")
         ip = self._check_indptr(indptr, it.shape[0], allow_empty)
         self._set_users(ip.shape[0] - 1, user_ids)
-        sig = self._sig16(emb)
+        if item_signatures is None:
+            sig = self._sig16(emb)
+        else:
+            sig = np.asarray(item_signatures)
+            if sig.shape != (emb.shape[0], self.n_signatures) or not np.issubdtype(sig.dtype, np.integer):
+                raise ValueError(f"item_signatures: expected ({emb.shape[0]}, {self.n_signatures}) integer bucket ids "
+                                 f"(from signatures(item_embeddings)), got {sig.dtype} {sig.shape}")
+            if sig.size and (sig.min() < 0 or sig.max() >= self.n_buckets):
+                raise ValueError(f"item_signatures: bucket ids must lie in [0, {self.n_buckets})")
+            sig = np.ascontiguousarray(sig, dtype=np.uint16)
         _scatter_users(emb, it, True, sig, 0, ip, np.arange(ip.shape[0] - 1, dtype=np.int64),
                        self._sums, self._counts, _nchunk(ip.shape[0] - 1))
         return self
