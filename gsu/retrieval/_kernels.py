@@ -228,6 +228,19 @@ def mask_after_cut(S, cuts):
             S[b, j] = ninf
 
 
+@nb.njit(cache=True, nogil=True)
+def mask_invisible_groups(S, first_pos, cuts):
+    """Set ``S[b, g] = -inf`` where group ``g`` is not visible to row ``b``
+    (``first_pos[g] >= cuts[b]``)."""
+    B, W = S.shape
+    ninf = np.float32(-np.inf)
+    for b in range(B):
+        c = cuts[b]
+        for g in range(W):
+            if first_pos[g] >= c:
+                S[b, g] = ninf
+
+
 @nb.njit(cache=True, inline="always")
 def _desc_key(v, j):
     """uint64 key whose ascending order is (score descending, position descending)."""
@@ -243,53 +256,82 @@ def _desc_key(v, j):
 def collect_topk(S, cuts, thr, k, keys):
     """Given each row's k-th largest visible score ``thr[b]`` (from a partition), write the
     top-``k`` positions among the first ``cuts[b]`` columns of ``S`` (B, W) as sort keys
-    (:func:`_desc_key`) into ``keys`` (B, k) uint64, pre-filled with the max uint64
-    (padding): every score above ``thr`` and, among scores equal to it, the most recent.
-    A row-wise ``np.sort`` of ``keys`` then gives best first with ties to the more recent
-    behavior (:func:`decode_keys`). Branch-free compaction, O(W) per row. Scores must be
+    (:func:`_desc_key`) into ``keys`` (B, k) uint64, padded with the max uint64: every
+    score above ``thr`` and, among scores equal to it, the most recent. A row-wise
+    ``np.sort`` of ``keys`` then gives best first with ties to the more recent behavior
+    (:func:`decode_keys`). Branch-free index compaction, O(W) per row. Scores must be
     finite or -inf; -inf is never returned.
     """
     B, W = S.shape
     ninf = np.float32(-np.inf)
+    tmp = np.empty(k + 1, np.int64)
+    pad = np.uint64(0xFFFFFFFFFFFFFFFF)
     for b in range(B):
         c = min(cuts[b], W)
         kk = min(k, c)
         krow = keys[b]
         if kk <= 0:
             for a in range(k):
-                krow[a] = np.uint64(0xFFFFFFFFFFFFFFFF)
+                krow[a] = pad
             continue
         row = S[b]
         t = thr[b]
         g = 0
         for j in range(c):
-            v = row[j]
-            if g < k:
-                krow[g] = _desc_key(v, j)
-            g += 1 if v > t else 0
-        if g > kk:  # cannot happen with an exact threshold; stay safe
-            g = kk
-        need = kk - g
+            tmp[g] = j
+            g += 1 if row[j] > t else 0
+            if g > kk:  # only with an inexact threshold; stay in bounds
+                g = kk
+        for a in range(g):
+            j = tmp[a]
+            krow[a] = _desc_key(row[j], j)
         if t > ninf:
             j = c - 1
-            while need > 0 and j >= 0:
+            while g < kk and j >= 0:
                 if row[j] == t:
                     krow[g] = _desc_key(t, j)
                     g += 1
-                    need -= 1
                 j -= 1
         for a in range(g, k):
-            krow[a] = np.uint64(0xFFFFFFFFFFFFFFFF)
+            krow[a] = pad
 
 
-def decode_keys(keys):
-    """Sorted keys (B, k) uint64 → ``(positions (B, k) int64 -1 padded, scores (B, k) float32)``."""
-    pad = keys == np.uint64(0xFFFFFFFFFFFFFFFF)
-    pos = (np.uint64(0xFFFFFFFF) - (keys & np.uint64(0xFFFFFFFF))).astype(np.int64)
-    u = (~(keys >> np.uint64(32))).astype(np.uint32)
-    top = (u & np.uint32(0x80000000)) != 0
-    bits = np.where(top, u & np.uint32(0x7FFFFFFF), ~u).astype(np.uint32)
-    sc = bits.view(np.float32).copy()
-    pos[pad] = -1
-    sc[pad] = -np.inf
-    return pos, sc
+@nb.njit(cache=True, nogil=True)
+def keys_from_selection(idx, vals, keys):
+    """Sort keys (B, k) uint64 of selected columns ``idx`` (B, kk) with scores ``vals``
+    (B, kk); -inf scores and the slots past kk become padding (max uint64)."""
+    B, kk = idx.shape
+    k = keys.shape[1]
+    pad = np.uint64(0xFFFFFFFFFFFFFFFF)
+    ninf = np.float32(-np.inf)
+    for b in range(B):
+        n = 0
+        for a in range(kk):
+            v = vals[b, a]
+            if v > ninf:
+                keys[b, n] = _desc_key(v, idx[b, a])
+                n += 1
+        for a in range(n, k):
+            keys[b, a] = pad
+
+
+@nb.njit(cache=True, nogil=True)
+def decode_keys(keys, out_pos, out_s):
+    """Sorted keys (B, k) uint64 → positions (B, k) int64 (-1 padded) and scores (B, k)
+    float32 (-inf padded), written into ``out_pos`` / ``out_s``."""
+    B, k = keys.shape
+    pad = np.uint64(0xFFFFFFFFFFFFFFFF)
+    for b in range(B):
+        for a in range(k):
+            key = keys[b, a]
+            if key == pad:
+                out_pos[b, a] = -1
+                out_s[b, a] = -np.inf
+                continue
+            out_pos[b, a] = np.int64(np.uint32(0xFFFFFFFF) - np.uint32(key & np.uint64(0xFFFFFFFF)))
+            u = ~np.uint32(key >> np.uint64(32))
+            if u & np.uint32(0x80000000):
+                u = u & np.uint32(0x7FFFFFFF)
+            else:
+                u = ~u
+            out_s[b, a] = np.uint32(u).view(np.float32)

@@ -117,8 +117,8 @@ def dense_topk(
     order = np.argsort(cuts, kind="stable")
     sc = cuts[order]
     Qs = Q[order]
-    if first_pos is None and (head_reduce == "sum" or n_heads == 1) and int(sc[-1]) <= _SELECT_MAX_COLS:
-        _select_path(Qs, Kmat, k, sc, order, out_i, out_s)
+    if (head_reduce == "sum" or n_heads == 1) and (int(sc[-1]) if first_pos is None else M) <= _SELECT_MAX_COLS:
+        _select_path(Qs, Kmat, k, sc, order, out_i, out_s, first_pos)
         return out_i, out_s
     hs = np.empty((block_rows, k), np.float32)
     hr = np.empty((block_rows, k), np.int64)
@@ -163,30 +163,54 @@ def dense_topk(
     return out_i, out_s
 
 
-def _select_path(Qs: np.ndarray, Kmat: np.ndarray, k: int, sc: np.ndarray, order: np.ndarray, out_i: np.ndarray, out_s: np.ndarray) -> None:
-    """Short histories: one (B, c) score tile per block of targets (sorted by cut), the
-    k-th largest per row by ``np.partition`` (introselect), then a numba pass collecting
-    the winners with the recency tie rule."""
+def _select_path(
+    Qs: np.ndarray,
+    Kmat: np.ndarray,
+    k: int,
+    sc: np.ndarray,
+    order: np.ndarray,
+    out_i: np.ndarray,
+    out_s: np.ndarray,
+    first_pos: np.ndarray | None = None,
+) -> None:
+    """Rows that fit one tile: a (B, w) score tile per block of targets (sorted by cut),
+    invisible columns set to -inf, the k-th largest per row by ``np.partition``
+    (introselect), then one numba pass collecting the winners (ties to the larger column)."""
     T = Qs.shape[0]
-    limit = int(sc[-1])
+    limit = int(sc[-1]) if first_pos is None else Kmat.shape[0]
     B = int(min(T, max(8, _SELECT_TILE // max(limit, 1))))
     buf = np.empty(B * max(limit, 1), np.float32)
     for s in range(0, T, B):
         e = min(T, s + B)
         cb = sc[s:e]
-        w = int(cb[-1])
-        if w == 0:
+        w = int(cb[-1]) if first_pos is None else limit
+        if w == 0 or int(cb[-1]) == 0:
             continue
         S = buf[: (e - s) * w].reshape(e - s, w)
         np.matmul(Qs[s:e], Kmat[:w].T, out=S)
-        if cb[0] < w:
+        if first_pos is not None:
+            K_.mask_invisible_groups(S, first_pos, cb)
+            cb = np.full(e - s, w, np.int64)
+        elif cb[0] < w:
             K_.mask_after_cut(S, cb)
         kk = min(k, w)
-        thr = np.ascontiguousarray(np.partition(S, w - kk, axis=1)[:, w - kk])
+        # the k best columns of each row, unordered (introselect) ...
+        idx = np.argpartition(S, w - kk, axis=1)[:, w - kk :]
+        vals = np.take_along_axis(S, idx, axis=1)
         keys = np.empty((e - s, k), np.uint64)
-        K_.collect_topk(S, cb, thr, k, keys)
+        K_.keys_from_selection(idx, vals, keys)
+        # ... exact unless the k-th score ties with a column left out: then the tie rule
+        # (more recent first) decides, by one collecting pass over those rows only
+        thr = vals.min(axis=1)
+        fix = np.flatnonzero(((S == thr[:, None]).sum(axis=1) != (vals == thr[:, None]).sum(axis=1)) & np.isfinite(thr))
+        if fix.size:
+            fk = np.empty((fix.size, k), np.uint64)
+            K_.collect_topk(np.ascontiguousarray(S[fix]), cb[fix], np.ascontiguousarray(thr[fix]), k, fk)
+            keys[fix] = fk
         keys.sort(axis=1)  # (score desc, position desc)
-        oi, os_ = K_.decode_keys(keys)
+        oi = np.empty((e - s, k), np.int64)
+        os_ = np.empty((e - s, k), np.float32)
+        K_.decode_keys(keys, oi, os_)
         out_i[order[s:e]] = oi
         out_s[order[s:e]] = os_
 
