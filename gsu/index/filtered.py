@@ -12,8 +12,14 @@ once the filter is compiled — the selectivity estimate is ``s = m / n``):
   ``ivf_min_lists · effort`` lists were opened);
 - otherwise                          → faiss HNSW with a selector
   (:class:`~gsu.index.HNSWIndex`) and ``ef = hnsw_ef · k · effort / s`` clamped to
-  ``[k, hnsw_ef_max]`` — a filtered beam keeps only a fraction ``s`` of the nodes it
+  ``[hnsw_ef_min · k · effort, hnsw_ef_max]`` — a filtered beam keeps only a fraction ``s`` of the nodes it
   visits, so it must be ``1/s`` wider to find as many allowed neighbours.
+
+For a filter shared by the batch, ``s`` is raised to the *local* selectivity: the
+allowed share of the rows in the query's 4 nearest IVF lists (per-list counts,
+cached on the filter). A query-correlated filter (a user's behavior set near the
+candidate) is dense where the query looks, so it gets HNSW with a small beam even
+when it is sparse overall.
 
 The default thresholds were measured on this machine (see :data:`PLANNER_DEFAULTS`
 and the parameter guide); all can be overridden per call. ``effort`` is the one
@@ -48,6 +54,8 @@ __all__ = ["FilteredIndex", "PLANNER_DEFAULTS", "ROUTES"]
 
 #: route codes returned by :meth:`FilteredIndex.plan`
 ROUTES = ("exact", "ivf", "hnsw")
+#: nearest IVF lists whose allowed share estimates a query's local selectivity
+LOCAL_LISTS = 4
 EXACT, IVF, HNSW = 0, 1, 2
 
 #: planner settings at ``effort=1``, measured on this 2-core machine (200k × 64 clustered
@@ -70,6 +78,7 @@ PLANNER_DEFAULTS: dict[str, float] = {
     "ivf_candidates": 20,
     "ivf_min_lists": 20,
     "hnsw_ef": 2,
+    "hnsw_ef_min": 4,
     "hnsw_ef_max": 2048,
 }
 
@@ -186,6 +195,7 @@ class FilteredIndex(Index):
         ivf_candidates: float | None = None,
         ivf_min_lists: float | None = None,
         hnsw_ef: float | None = None,
+        hnsw_ef_min: float | None = None,
         hnsw_ef_max: float | None = None,
     ) -> SearchResult:
         """Filtered top-``k`` for each row of ``queries`` (nq, d), planned per query.
@@ -200,7 +210,7 @@ class FilteredIndex(Index):
                 and the exact-scan threshold; 0.3–4.
             route: ``"auto"`` (the planner) or force ``"exact"``, ``"ivf"``, ``"hnsw"``.
             exact_max_rows, hnsw_min_selectivity, ivf_candidates, ivf_min_lists,
-                hnsw_ef, hnsw_ef_max: planner settings overriding
+                hnsw_ef, hnsw_ef_min, hnsw_ef_max: planner settings overriding
                 :data:`PLANNER_DEFAULTS` (see the module docstring).
         """
         q = self.hnsw.prep_queries(queries)
@@ -208,7 +218,8 @@ class FilteredIndex(Index):
         if route != "auto":
             check_choice(route, name="route", choices=("auto",) + ROUTES)
         overrides = {"exact_max_rows": exact_max_rows, "hnsw_min_selectivity": hnsw_min_selectivity, "ivf_candidates": ivf_candidates,
-                     "ivf_min_lists": ivf_min_lists, "hnsw_ef": hnsw_ef, "hnsw_ef_max": hnsw_ef_max}
+                     "ivf_min_lists": ivf_min_lists, "hnsw_ef": hnsw_ef, "hnsw_ef_min": hnsw_ef_min,
+                     "hnsw_ef_max": hnsw_ef_max}
         st = self._settings(effort, overrides)
         nq = q.shape[0]
         n = self.ntotal
@@ -222,7 +233,21 @@ class FilteredIndex(Index):
             if m == 0:
                 return SearchResult.empty(nq, k)
             code = ROUTES.index(route) if route != "auto" else self._route_of(m, k, effort, st)
-            out_r, out_s, counts = self._search_shared(code, q, k, cf, m, effort, st)
+            if route == "auto" and code == IVF:
+                # the filter may be dense near the query though sparse overall (query-correlated
+                # behavior sets): plan on the allowed share of the query's nearest lists
+                s_eff = np.maximum(self._local_selectivity(q, cf), m / n)
+                hnsw = s_eff >= st["hnsw_min_selectivity"]
+                out_r = np.empty((nq, k), np.int64)
+                out_s = np.empty((nq, k), np.float32)
+                counts = np.empty(nq, np.int64)
+                for c, w in ((HNSW, np.flatnonzero(hnsw)), (IVF, np.flatnonzero(~hnsw))):
+                    if w.shape[0]:
+                        m_eff = int(min(s_eff[w]) * n) if c == HNSW else m
+                        r, sc, cn = self._search_shared(c, q[w], k, cf, m, effort, st, m_ef=m_eff)
+                        out_r[w], out_s[w], counts[w] = r, sc, cn
+            else:
+                out_r, out_s, counts = self._search_shared(code, q, k, cf, m, effort, st)
         else:
             m_all = cf.counts(nq)
             routes = self._routes(m_all, k, effort, st) if route == "auto" else np.full(nq, ROUTES.index(route), np.int8)
@@ -240,12 +265,14 @@ class FilteredIndex(Index):
         return int(math.ceil(st["ivf_candidates"] * k * effort)), max(1, int(math.ceil(st["ivf_min_lists"] * effort)))
 
     def _ef(self, m: np.ndarray | int, k: int, effort: float, st: dict[str, float]) -> np.ndarray | int:
-        """HNSW beam for ``m`` allowed rows: ``hnsw_ef · k · effort · n / m`` clamped to [k, hnsw_ef_max]."""
+        """HNSW beam for ``m`` allowed rows: ``hnsw_ef · k · effort · n / m`` clamped to
+        ``[max(k, hnsw_ef_min · k · effort), hnsw_ef_max]``."""
         hi = max(st["hnsw_ef_max"], k)
+        lo = min(max(k, math.ceil(st["hnsw_ef_min"] * k * effort)), hi)
         if isinstance(m, np.ndarray):
             ef = np.ceil(st["hnsw_ef"] * k * effort * self.ntotal / np.maximum(m, 1))
-            return np.clip(ef, k, hi).astype(np.int64)
-        return int(min(max(math.ceil(st["hnsw_ef"] * k * effort * self.ntotal / max(m, 1)), k), hi))
+            return np.clip(ef, lo, hi).astype(np.int64)
+        return int(min(max(math.ceil(st["hnsw_ef"] * k * effort * self.ntotal / max(m, 1)), lo), hi))
 
     def _route_of(self, m: int, k: int, effort: float, st: dict[str, float]) -> int:
         """The route for ``m`` allowed rows (the scalar twin of :meth:`_routes`)."""
@@ -253,10 +280,26 @@ class FilteredIndex(Index):
             return EXACT
         return HNSW if m >= st["hnsw_min_selectivity"] * self.ntotal else IVF
 
+    def _local_selectivity(self, q: np.ndarray, cf: CompiledFilter) -> np.ndarray:
+        """(nq,) float64: the allowed share of the rows in each query's ``LOCAL_LISTS``
+        nearest IVF lists (per-list counts of the shared filter, cached on it)."""
+        ivf = self.ivf
+        boff, _ = derived(cf, ("ivf-buckets", id(ivf)), lambda: fk.bucket_rows(cf.rows, ivf.row_list, ivf._row_pos, ivf.nlist))
+        cnt = np.diff(boff)
+        sizes = ivf.list_sizes
+        cs = ivf.centroid_scores(q)
+        L = min(LOCAL_LISTS, cs.shape[1])
+        top = np.argpartition(-cs, L - 1, axis=1)[:, :L] if L < cs.shape[1] else np.broadcast_to(np.arange(L), cs.shape)
+        return cnt[top].sum(axis=1) / np.maximum(sizes[top].sum(axis=1), 1)
+
     def _search_shared(
-        self, code: int, q: np.ndarray, k: int, cf: CompiledFilter | None, m: int, effort: float, st: dict[str, float]
+        self, code: int, q: np.ndarray, k: int, cf: CompiledFilter | None, m: int, effort: float, st: dict[str, float],
+        *, m_ef: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every query under one filter (``None``: all rows) by route ``code``: (rows, scores, counts)."""
+        """Every query under one filter (``None``: all rows) by route ``code``: (rows, scores, counts).
+
+        ``m_ef``: the allowed-row count the HNSW beam is sized for (default ``m``).
+        """
         nq = q.shape[0]
         n = self.ntotal
         counts = np.empty(nq, np.int64)
@@ -272,7 +315,7 @@ class FilteredIndex(Index):
             self.ivf.search_compiled(q, k, cf, np.arange(nq, dtype=np.int64), out_r, out_s, counts, target=cand, min_lists=nprobe)
         else:
             sel = None if cf is None or m == n else derived(cf, ("faiss-sel", n), lambda: _shared_selector(cf, n))
-            out_r, out_s = self.hnsw.search_rows(q, k, ef=self._ef(m, k, effort, st), selector=sel)
+            out_r, out_s = self.hnsw.search_rows(q, k, ef=self._ef(m if m_ef is None else m_ef, k, effort, st), selector=sel)
             counts = (out_r >= 0).sum(axis=1).astype(np.int64)
             if cf is not None and counts.min() < min(m, k):
                 short = np.flatnonzero(counts < min(m, k)).astype(np.int64)
