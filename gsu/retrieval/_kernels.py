@@ -335,3 +335,38 @@ def decode_keys(keys, out_pos, out_s):
             else:
                 u = ~u
             out_s[b, a] = np.uint32(u).view(np.float32)
+
+
+@nb.njit(cache=True, nogil=True)
+def union_merge(P, S, quotas, k, L, out_pos, out_s):
+    """Hybrid union: per row, take each method's first ``quotas[m]`` distinct positions
+    (rank by rank, methods in order), then fill the remaining slots by rank, round-robin
+    over methods, skipping positions already taken.
+
+    P (T, m, k') int64 positions (-1 padded) and S (T, m, k') float32 scores of m
+    methods; L is the history length (positions < L). Writes ``out_pos`` / ``out_s``
+    (T, k) pre-filled -1 / -inf; a position keeps the score of the method that
+    contributed it first.
+    """
+    T, nm, kp = P.shape
+    seen = np.zeros(max(L, 1), np.bool_)
+    for t in range(T):
+        n = 0
+        for phase in range(2):
+            for r in range(kp):
+                if n >= k:
+                    break
+                for m in range(nm):
+                    if n >= k:
+                        break
+                    if (phase == 0) != (r < quotas[m]):
+                        continue
+                    p = P[t, m, r]
+                    if p < 0 or seen[p]:
+                        continue
+                    seen[p] = True
+                    out_pos[t, n] = p
+                    out_s[t, n] = S[t, m, r]
+                    n += 1
+        for a in range(n):
+            seen[out_pos[t, a]] = False

@@ -710,47 +710,35 @@ class Hybrid(Retriever):
         nm = len(parts)
         P = np.stack([p.positions for p in parts], axis=1)  # (T, nm, k)
         S = np.stack([p.scores for p in parts], axis=1)
-        rank = np.broadcast_to(np.arange(k)[None, None, :], P.shape)
-        meth = np.broadcast_to(np.arange(nm)[None, :, None], P.shape)
-        row = np.broadcast_to(np.arange(T)[:, None, None], P.shape)
-        valid = P >= 0
-        r, p, s, rk, mi = row[valid], P[valid], S[valid], rank[valid], meth[valid]
         out_p = np.full((T, k), -1, np.int64)
         out_s = np.full((T, k), -np.inf, np.float32)
+        if self.mode == "union":
+            K_.union_merge(P, S, np.asarray(self._quotas(k), np.int64), k, len(h), out_p, out_s)
+            return RetrievalResult.from_positions(out_p, out_s)
+        # weighted: sum the weighted scores of each (row, position), keep the k best
+        valid = P >= 0
+        r = np.broadcast_to(np.arange(T)[:, None, None], P.shape)[valid]
+        mi = np.broadcast_to(np.arange(nm)[None, :, None], P.shape)[valid]
+        p, s = P[valid], S[valid]
         if r.size == 0:
             return RetrievalResult.from_positions(out_p, out_s)
-        if self.mode == "union":
-            q = np.asarray(self._quotas(k))
-            phase = (rk >= q[mi]).astype(np.int64)
-            prio = phase * (k * nm) + rk * nm + mi
-            # keep, per (row, position), the highest-priority (smallest) occurrence
-            o = np.lexsort((prio, p, r))
-            r, p, s, prio = r[o], p[o], s[o], prio[o]
-            first = np.ones(r.size, bool)
-            first[1:] = (r[1:] != r[:-1]) | (p[1:] != p[:-1])
-            r, p, s, prio = r[first], p[first], s[first], prio[first]
-            o = np.lexsort((prio, r))
-            r, p, s = r[o], p[o], s[o]
-            score_key = None
-        else:
-            w = np.asarray(self.weights, dtype=np.float64)
-            o = np.lexsort((p, r))
-            r, p, ws = r[o], p[o], (s.astype(np.float64) * w[mi])[o]
-            first = np.ones(r.size, bool)
-            first[1:] = (r[1:] != r[:-1]) | (p[1:] != p[:-1])
-            starts = np.flatnonzero(first)
-            tot = np.add.reduceat(ws, starts)
-            r, p = r[starts], p[starts]
-            s = tot.astype(np.float32)
-            o = np.lexsort((-p, -tot, r))  # by row, score desc, recency
-            r, p, s = r[o], p[o], s[o]
-            score_key = s
+        w = np.asarray(self.weights, dtype=np.float64)
+        o = np.lexsort((p, r))
+        r, p, ws = r[o], p[o], (s.astype(np.float64) * w[mi])[o]
+        first = np.ones(r.size, bool)
+        first[1:] = (r[1:] != r[:-1]) | (p[1:] != p[:-1])
+        starts = np.flatnonzero(first)
+        tot = np.add.reduceat(ws, starts)
+        r, p = r[starts], p[starts]
+        s = tot.astype(np.float32)
+        o = np.lexsort((-p, -tot, r))  # by row, score desc, recency
+        r, p, s = r[o], p[o], s[o]
         # rank within row, keep the first k
         row_start = np.searchsorted(r, np.arange(T))
         within = np.arange(r.size) - row_start[r]
         keep = within < k
         out_p[r[keep], within[keep]] = p[keep]
-        out_s[r[keep], within[keep]] = s[keep] if score_key is None else score_key[keep]
+        out_s[r[keep], within[keep]] = s[keep]
         return RetrievalResult.from_positions(out_p, out_s)
 
     def __repr__(self) -> str:
