@@ -19,7 +19,7 @@ from gsu.ctr.layers import (
     masked_softmax,
 )
 from gsu.ctr.metrics import auc, gauc, logloss
-from gsu.ctr.model import BehaviorFeatures, ModelConfig, TargetFeatures, build_model
+from gsu.ctr.model import ModelConfig, build_model
 from gsu.ctr.train import TrainConfig, evaluate, fit, predict
 
 torch.set_num_threads(1)

@@ -24,8 +24,8 @@ __all__ = ["run_demo"]
 
 def run_demo(*, out_dir: Path, quick: bool = False, seed: int = 0) -> list[dict[str, Any]]:
     """Run the demo; returns the aggregated rows. ``quick``: a smaller task, k = 16 only and
-    one epoch (well under a minute); default: 60 users with sequences of 1,000-10,000
-    behaviors (2,400 samples), k = 64, at most 3 epochs, one seed (a few minutes on two cores)."""
+    one epoch (well under a minute); default: 50 users with sequences of 1,000-10,000
+    behaviors (2,000 samples), k = 64, at most 3 epochs, one seed (a few minutes on two cores)."""
     from gsu.bench import harness  # plotting/JSON helpers only
     from gsu.ctr.data import synthetic_task
     from gsu.ctr.experiment import aggregate, best_possible_auc, format_rows, plot_rows, run_comparison
@@ -34,7 +34,7 @@ def run_demo(*, out_dir: Path, quick: bool = False, seed: int = 0) -> list[dict[
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    task = synthetic_task(n_users=20 if quick else 60, seq_len=(300, 1_500) if quick else (1_000, 10_000),
+    task = synthetic_task(n_users=20 if quick else 50, seq_len=(300, 1_500) if quick else (1_000, 10_000),
                           n_items=20_000, n_targets_per_user=20 if quick else 40, seed=seed)
     task.store.save(out_dir / "store.gsu")
     best = best_possible_auc(task)
