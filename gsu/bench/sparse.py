@@ -7,12 +7,14 @@ Data sets:
   default (``sizes=`` adds e.g. 1,000,000; slow to build, meant for the record run);
 - ``movielens-bm25``: BM25 vectors of the MovieLens movies' titles, genres and tags
   (``../shared/datasets/movielens-latest-small``); queries are 200 movies' titles plus
-  one genre. Skipped with a message when the folder is absent.
+  one genre; ``n_postings`` is twice the average list length there (0.5 × on the
+  synthetic sets). Skipped with a message when the folder is absent.
 
 Methods, one query per call, single-threaded unless ``threads`` says otherwise:
 
 - ``gsu`` — :class:`gsu.index.SeismicIndex` with ``value_dtype="float16"`` (the
-  reference's storage precision) and ``gsu-f32`` (the default float32 storage);
+  reference's storage precision); with ``float32=True`` also ``gsu-f32`` (the
+  default float32 storage);
   ``gsu-batch`` times one ``search`` call over all queries (same index, same settings);
 - ``pyseismic`` — pyseismic-lsr built with the same ``n_postings``,
   ``centroid_fraction``, ``summary_energy``, ``max_fraction``, ``min_cluster_size``,
@@ -123,7 +125,7 @@ def _movielens(nq: int, seed: int) -> dict[str, Any] | None:
     queries = sp.csr_matrix((np.asarray(qv, np.float32), (qr, qc)), shape=(nq, v))
     queries.sum_duplicates()
     keep = np.diff(queries.indptr) > 0
-    return {"name": "movielens-bm25", "docs": docs.tocsr(), "queries": queries[keep].tocsr(), "synthetic": False}
+    return {"name": "movielens-bm25", "docs": docs.tocsr(), "queries": queries[keep].tocsr(), "synthetic": False, "prune": 2.0}
 
 
 # -- helpers ------------------------------------------------------------------------
@@ -177,6 +179,7 @@ def run(
     sizes: tuple[int, ...] | None = None,
     n_queries: int | None = None,
     seed: int = 0,
+    float32: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the suite; returns the records (also written to ``out_dir/sparse.jsonl``).
 
@@ -189,6 +192,8 @@ def run(
             for the record run — it takes several minutes per library to build).
         n_queries: queries per data set (default 300; quick 50).
         seed: data seed.
+        float32: also build and sweep ``gsu-f32`` (float32 forward index, the
+            SeismicIndex default); off by default to keep the run short.
     """
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # pyseismic's build pool
     out_dir = Path(out_dir)
@@ -212,7 +217,7 @@ def run(
         if data is None:
             continue
         recs, summ = _run_dataset(data, base={**base, "data_gen_s": time.perf_counter() - t0}, sweep=sweep, rounds=rounds,
-                                  threads=threads, quick=quick, seed=seed)
+                                  threads=threads, quick=quick, seed=seed, float32=float32)
         records += recs
         summary += summ
         harness.pareto_plot(
@@ -226,7 +231,7 @@ def run(
 
 
 def _run_dataset(data: dict[str, Any], *, base: dict[str, Any], sweep: list[tuple[int, float]], rounds: int,
-                 threads: int, quick: bool, seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+                 threads: int, quick: bool, seed: int, float32: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     from gsu.bench.peers import PyseismicPeer
     from gsu.index import SeismicIndex, SparseFlatIndex
 
@@ -235,7 +240,7 @@ def _run_dataset(data: dict[str, Any], *, base: dict[str, Any], sweep: list[tupl
     nq = queries.shape[0]
     avg_list = docs.nnz / max(1, np.count_nonzero(np.bincount(docs.indices, minlength=vocab)))
     build = {
-        "n_postings": max(16, int(round(0.5 * docs.nnz / vocab))),
+        "n_postings": max(16, int(round(data.get("prune", 0.5) * docs.nnz / vocab))),
         "centroid_fraction": 0.1,
         "summary_energy": 0.4,
         "max_fraction": 1.5,
@@ -258,15 +263,19 @@ def _run_dataset(data: dict[str, Any], *, base: dict[str, Any], sweep: list[tupl
     t = time.perf_counter()
     g16 = SeismicIndex.build(docs, **build, value_dtype="float16", seed=seed)
     g16_build = time.perf_counter() - t
-    t = time.perf_counter()
-    g32 = SeismicIndex.build(docs, **build, seed=seed)
-    g32_build = time.perf_counter() - t
+    g32 = None
+    if float32:
+        t = time.perf_counter()
+        g32 = SeismicIndex.build(docs, **build, seed=seed)
+        g32_build = time.perf_counter() - t
     t = time.perf_counter()
     peer = PyseismicPeer(docs, **build)
     peer_build = time.perf_counter() - t
     pq = peer.prepare(queries)
-    sizes = {"gsu": _file_bytes(g16), "gsu-f32": _file_bytes(g32), "pyseismic": peer.file_bytes, "exact": _file_bytes(flat)}
-    builds = {"gsu": g16_build, "gsu-f32": g32_build, "pyseismic": peer_build, "exact": flat_build}
+    sizes = {"gsu": _file_bytes(g16), "pyseismic": peer.file_bytes, "exact": _file_bytes(flat)}
+    builds = {"gsu": g16_build, "pyseismic": peer_build, "exact": flat_build}
+    if g32 is not None:
+        sizes["gsu-f32"], builds["gsu-f32"] = _file_bytes(g32), g32_build
     print(f"[sparse] {name}: build s {', '.join(f'{k}={v:.1f}' for k, v in builds.items())}; "
           f"file MB {', '.join(f'{k}={v / 1e6:.1f}' for k, v in sizes.items())}")
     for m in builds:
@@ -295,9 +304,12 @@ def _run_dataset(data: dict[str, Any], *, base: dict[str, Any], sweep: list[tupl
             out["gsu-batch"] = g16.search(queries, K, stats=st, **sp_)
             out["scored"] = st["scored"]
 
-        tm = _interleaved({"pyseismic": theirs, "gsu": ours(g16, "gsu"), "gsu-f32": ours(g32, "gsu-f32"), "gsu-batch": batch},
-                          rounds=rounds)
-        for m in ("gsu", "gsu-f32", "pyseismic", "gsu-batch"):
+        fns = {"pyseismic": theirs, "gsu": ours(g16, "gsu"), "gsu-batch": batch}
+        if g32 is not None:
+            fns["gsu-f32"] = ours(g32, "gsu-f32")
+        tm = _interleaved(fns, rounds=rounds)
+        methods = list(fns)
+        for m in methods:
             if m == "pyseismic":
                 ids = np.stack([r[0] for r in out[m]])
                 sc = np.stack([r[1] for r in out[m]])
@@ -310,9 +322,9 @@ def _run_dataset(data: dict[str, Any], *, base: dict[str, Any], sweep: list[tupl
             recs.append({**b, "kind": "sweep", "method": m, "query_cut": qc, "heap_factor": hf, "recall": rec,
                          "ms_per_query": tm[m] / nq * 1e3,
                          **({"scored_per_query": float(out["scored"].mean())} if m == "gsu-batch" else {})})
-        r = {x["method"]: x for x in recs[-4:]}
+        r = {x["method"]: x for x in recs[-len(methods):]}
         print(f"[sparse] {name} qc={qc:<3d} hf={hf:<4}: " + "  ".join(
-            f"{m} {r[m]['ms_per_query']:.3f}ms r={r[m]['recall']:.3f}" for m in ("gsu", "gsu-f32", "gsu-batch", "pyseismic")))
+            f"{m} {r[m]['ms_per_query']:.3f}ms r={r[m]['recall']:.3f}" for m in methods))
     summ = []
     if data.get("synthetic"):
         recs += _filtered(data, b, g16, flat, peer, pq, truth, quick=quick, seed=seed)
@@ -326,8 +338,9 @@ def _run_dataset(data: dict[str, Any], *, base: dict[str, Any], sweep: list[tupl
             row[f"{m}_latency_ratio"] = (row[f"{m}_ms"] / row["pyseismic_ms"]) if row[f"{m}_ms"] and row["pyseismic_ms"] else None
         row["build_ratio"] = builds["gsu"] / builds["pyseismic"]
         row["size_ratio"] = sizes["gsu"] / sizes["pyseismic"]
-        row["build_ratio_f32"] = builds["gsu-f32"] / builds["pyseismic"]
-        row["size_ratio_f32"] = sizes["gsu-f32"] / sizes["pyseismic"]
+        if "gsu-f32" in builds:
+            row["build_ratio_f32"] = builds["gsu-f32"] / builds["pyseismic"]
+            row["size_ratio_f32"] = sizes["gsu-f32"] / sizes["pyseismic"]
         summ.append(row)
     return recs, summ
 
@@ -428,8 +441,9 @@ def _print_tables(records: list[dict[str, Any]], summary: list[dict[str, Any]]) 
         for s in summary:
             rows.append({
                 "data": s["data"], "recall": s["target_recall"],
-                "gsu_ms": s["gsu_ms"], "gsu_f32_ms": s["gsu-f32_ms"], "gsu_batch_ms": s["gsu-batch_ms"], "pyseismic_ms": s["pyseismic_ms"],
-                "ratio": s["gsu_latency_ratio"], "ratio_f32": s["gsu-f32_latency_ratio"], "ratio_batch": s["gsu-batch_latency_ratio"],
+                "gsu_ms": s["gsu_ms"], "gsu_batch_ms": s["gsu-batch_ms"], "pyseismic_ms": s["pyseismic_ms"],
+                "ratio": s["gsu_latency_ratio"], "ratio_batch": s["gsu-batch_latency_ratio"],
+                **({"gsu_f32_ms": s["gsu-f32_ms"], "ratio_f32": s["gsu-f32_latency_ratio"]} if s.get("gsu-f32_ms") is not None else {}),
                 "build_ratio": s["build_ratio"], "size_ratio": s["size_ratio"],
             })
         print(harness.format_table(rows, list(rows[0].keys())))

@@ -67,14 +67,15 @@ _STAMP_LIMIT = 2**31 - 2
 def default_filter_exact_max(n: int) -> int:
     """Default ``filter_exact_max``: filters allowing at most this many of ``n`` documents are answered exactly.
 
-    ``max(4096, n // 10)`` — 10 % of the collection, at least 4,096 documents. Exact
+    ``max(4096, n // 50)`` — 2 % of the collection, at least 4,096 documents. Exact
     scoring costs one forward-index dot product per allowed document and has recall
     1.0; the blocked search loses recall when few documents are allowed, because the
-    best allowed documents then lie far down the posting lists (measured on the
-    100k SPLADE-like set with query_cut=10, heap_factor=0.7: recall@10 about 0.15 at
-    1 % random selectivity and 0.7 at 10 %, against 1.0 exact).
+    best allowed documents then lie far down the posting lists. Measured on the 100k
+    SPLADE-like set (query_cut=10, heap_factor=0.7, one thread): at 1 % random
+    selectivity exact 0.27 ms/query recall 1.0 vs blocked 0.25 ms recall 0.74; at 10 %
+    exact 6.1 ms recall 1.0 vs blocked 0.64 ms recall 0.97.
     """
-    return max(4096, n // 10)
+    return max(4096, n // 50)
 
 
 def _check_fraction(value: Any, *, name: str, lo: float, hi: float, lo_open: bool = True) -> float:
