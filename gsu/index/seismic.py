@@ -253,7 +253,12 @@ class SeismicIndex(Index):
     @classmethod
     def from_file(cls, path: str | os.PathLike, **settings: Any) -> "SeismicIndex":
         """Build from a sparse file read by :func:`gsu.datasets.read_sparse` (CSR ``.npz`` or
-        Seismic JSON lines ``{"id", "vector": {token: weight}}``); ids come from the file."""
+        Seismic JSON lines ``{"id", "vector": {token: weight}}``); ids come from the file.
+
+        For JSON lines the token-to-column vocabulary is built from the file in order of
+        first appearance; queries must use the same columns (read them with
+        :func:`gsu.datasets.io.read_sparse_jsonl` and keep its vocabulary, as ``gsu build``
+        does)."""
         from gsu.datasets import read_sparse
 
         matrix, ids = read_sparse(path)
