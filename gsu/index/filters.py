@@ -364,11 +364,29 @@ class Filter:
             return cf
         if m != nq:
             raise ValueError(f"per-query filter has {m} entries but there are {nq} queries")
+        if self._kind == "per_query" and all(f._kind == "ids" for f in self._data):
+            return self._compile_id_sets(idmap, nq)
         parts = [self.for_query(q)._rows(idmap) for q in range(nq)]
         indptr = np.zeros(nq + 1, dtype=np.int64)
         np.cumsum([p.shape[0] for p in parts], out=indptr[1:])
         rows = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         return CompiledFilter(indptr, rows.astype(np.int64, copy=False), n, False)
+
+    def _compile_id_sets(self, idmap: IdMap, nq: int) -> CompiledFilter:
+        """Vectorised compile of per-query id sets (the common case: one behavior set per query)."""
+        sets = [f._data for f in self._data]
+        lens = np.fromiter((a.shape[0] for a in sets), dtype=np.int64, count=nq)
+        all_ids = np.concatenate(sets) if nq else np.zeros(0, np.int64)
+        rows = idmap.rows(all_ids)
+        seg = np.repeat(np.arange(nq, dtype=np.int64), lens)
+        keep = rows >= 0
+        rows, seg = rows[keep], seg[keep]
+        if not idmap.identity:  # ids were sorted per query; rows need sorting within each query
+            order = np.lexsort((rows, seg))
+            rows, seg = rows[order], seg[order]
+        indptr = np.zeros(nq + 1, dtype=np.int64)
+        np.cumsum(np.bincount(seg, minlength=nq), out=indptr[1:])
+        return CompiledFilter(indptr, rows, len(idmap), False)
 
     @classmethod
     def from_csr(cls, indptr: Any, ids: Any) -> "Filter":
