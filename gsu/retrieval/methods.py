@@ -195,14 +195,15 @@ def _select_path(
             K_.mask_after_cut(S, cb)
         kk = min(k, w)
         # the k best columns of each row, unordered (introselect) ...
-        idx = np.argpartition(S, w - kk, axis=1)[:, w - kk :]
-        vals = np.take_along_axis(S, idx, axis=1)
+        idx = np.ascontiguousarray(np.argpartition(S, w - kk, axis=1)[:, w - kk :])
         keys = np.empty((e - s, k), np.uint64)
-        K_.keys_from_selection(idx, vals, keys)
+        thr = np.empty(e - s, np.float32)
+        K_.keys_from_selection(S, idx, keys, thr)
         # ... exact unless the k-th score ties with a column left out: then the tie rule
         # (more recent first) decides, by one collecting pass over those rows only
-        thr = vals.min(axis=1)
-        fix = np.flatnonzero(((S == thr[:, None]).sum(axis=1) != (vals == thr[:, None]).sum(axis=1)) & np.isfinite(thr))
+        tie = np.empty(e - s, np.bool_)
+        K_.tie_left_out(S, idx, thr, tie)
+        fix = np.flatnonzero(tie)
         if fix.size:
             fk = np.empty((fix.size, k), np.uint64)
             K_.collect_topk(np.ascontiguousarray(S[fix]), cb[fix], np.ascontiguousarray(thr[fix]), k, fk)
