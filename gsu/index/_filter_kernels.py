@@ -25,6 +25,9 @@ from gsu.index._kernels import heap_push, heap_sorted
 
 # fast-math without the no-NaN/no-inf assumptions (-inf marks empty result slots)
 _FM = {"contract", "reassoc", "nsz", "arcp"}
+#: below this many queries a kernel runs serially: a one-query call pays no
+#: thread-pool launch (and no wait for a busy core on a shared machine)
+_PAR_MIN = 2
 
 
 @nb.njit(cache=True)
@@ -140,8 +143,26 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r,
     scored[q] = covered
 
 
-@nb.njit(cache=True, parallel=True)
 def ivf_search_shared(Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored):
+    """Filter-aware IVF search, one filter for every query: the serial kernel for a
+    single query (no thread-pool launch), the parallel one for batches. Arguments as
+    :func:`_ivf_search_shared_par`."""
+    f = _ivf_search_shared_ser if Q.shape[0] < _PAR_MIN else _ivf_search_shared_par
+    f(Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored)
+
+
+@nb.njit(cache=True)
+def _ivf_search_shared_ser(Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored):
+    """Serial twin of :func:`_ivf_search_shared_par` (one query per call)."""
+    nlist = boff.shape[0] - 1
+    keys = np.empty(nlist, np.float32)
+    vals = np.empty(nlist, np.int64)
+    for q in range(Q.shape[0]):
+        _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored, keys, vals)
+
+
+@nb.njit(cache=True, parallel=True)
+def _ivf_search_shared_par(Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored):
     """Filter-aware IVF search, one filter for every query (grouped by :func:`bucket_rows`).
 
     Q (nq, d) float32 queries, CS (nq, nlist) float32 centroid scores; ``target``
@@ -224,8 +245,23 @@ def _gather_one(qv, X, rows, start, end, k, out_s, out_r):
     return size
 
 
-@nb.njit(cache=True, parallel=True)
 def gather_topk_ip_sel(Q, X, which, starts, ends, rows, k, out_r, out_s, counts):
+    """Exact top-k over allowed rows for queries ``which``: serial kernel for a single
+    query, parallel for more. Arguments as :func:`_gather_topk_ip_sel_par`."""
+    f = _gather_topk_ip_sel_ser if which.shape[0] < _PAR_MIN else _gather_topk_ip_sel_par
+    f(Q, X, which, starts, ends, rows, k, out_r, out_s, counts)
+
+
+@nb.njit(cache=True)
+def _gather_topk_ip_sel_ser(Q, X, which, starts, ends, rows, k, out_r, out_s, counts):
+    """Serial twin of :func:`_gather_topk_ip_sel_par`."""
+    for i in range(which.shape[0]):
+        q = which[i]
+        counts[q] = _gather_one(Q[q], X, rows, starts[q], ends[q], k, out_s[q], out_r[q])
+
+
+@nb.njit(cache=True, parallel=True)
+def _gather_topk_ip_sel_par(Q, X, which, starts, ends, rows, k, out_r, out_s, counts):
     """Exact inner-product top-k over allowed rows for the query subset ``which``.
 
     Q (nq, d) float32, X (n, d) float32 in row order; the allowed rows of query q
@@ -237,8 +273,22 @@ def gather_topk_ip_sel(Q, X, which, starts, ends, rows, k, out_r, out_s, counts)
         counts[q] = _gather_one(Q[q], X, rows, starts[q], ends[q], k, out_s[q], out_r[q])
 
 
-@nb.njit(cache=True, parallel=True)
 def gather_topk_ip_shared(Q, X, rows, k, out_r, out_s, counts):
+    """Exact top-k of every query over the same allowed ``rows``: serial kernel for a
+    single query, parallel for more. Arguments as :func:`_gather_topk_ip_shared_par`."""
+    f = _gather_topk_ip_shared_ser if Q.shape[0] < _PAR_MIN else _gather_topk_ip_shared_par
+    f(Q, X, rows, k, out_r, out_s, counts)
+
+
+@nb.njit(cache=True)
+def _gather_topk_ip_shared_ser(Q, X, rows, k, out_r, out_s, counts):
+    """Serial twin of :func:`_gather_topk_ip_shared_par`."""
+    for q in range(Q.shape[0]):
+        counts[q] = _gather_one(Q[q], X, rows, 0, rows.shape[0], k, out_s[q], out_r[q])
+
+
+@nb.njit(cache=True, parallel=True)
+def _gather_topk_ip_shared_par(Q, X, rows, k, out_r, out_s, counts):
     """Exact inner-product top-k of every query over the same allowed ``rows``.
 
     Writes ``out_r``/``out_s`` (nq, k) completely (padding -1 / -inf) and ``counts``.

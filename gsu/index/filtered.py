@@ -45,7 +45,7 @@ from gsu.index import _filter_kernels as fk
 from gsu.index.base import Index, SearchResult, register_index
 from gsu.index.filters import CompiledFilter, Filter, IdMap
 from gsu.index.flat import METRICS
-from gsu.index.hnsw import HNSWIndex, _shared_selector, derived
+from gsu.index.hnsw import HNSWIndex, derived, hnsw_params
 from gsu.index.ivf import IVFIndex
 
 log = logging.getLogger(__name__)
@@ -214,18 +214,24 @@ class FilteredIndex(Index):
                 :data:`PLANNER_DEFAULTS` (see the module docstring).
         """
         q = self.hnsw.prep_queries(queries)
-        k = check_k(k)
+        if type(k) is not int or k < 1:
+            k = check_k(k)
         if route != "auto":
             check_choice(route, name="route", choices=("auto",) + ROUTES)
-        overrides = {"exact_max_rows": exact_max_rows, "hnsw_min_selectivity": hnsw_min_selectivity, "ivf_candidates": ivf_candidates,
-                     "ivf_min_lists": ivf_min_lists, "hnsw_ef": hnsw_ef, "hnsw_ef_min": hnsw_ef_min,
-                     "hnsw_ef_max": hnsw_ef_max}
-        st = self._settings(effort, overrides)
+        if (exact_max_rows is None and hnsw_min_selectivity is None and ivf_candidates is None and ivf_min_lists is None
+                and hnsw_ef is None and hnsw_ef_min is None and hnsw_ef_max is None
+                and (type(effort) is float or type(effort) is int) and effort > 0):
+            st = PLANNER_DEFAULTS  # the one-query-per-call hot path: nothing to validate or merge
+        else:
+            overrides = {"exact_max_rows": exact_max_rows, "hnsw_min_selectivity": hnsw_min_selectivity,
+                         "ivf_candidates": ivf_candidates, "ivf_min_lists": ivf_min_lists, "hnsw_ef": hnsw_ef,
+                         "hnsw_ef_min": hnsw_ef_min, "hnsw_ef_max": hnsw_ef_max}
+            st = self._settings(effort, overrides)
         nq = q.shape[0]
-        n = self.ntotal
+        n = self.hnsw._n
         if n == 0:
             return SearchResult.empty(nq, k)
-        f = Filter.coerce(filter)
+        f = filter if type(filter) is Filter else Filter.coerce(filter)
         cf = None if f.is_all else f.compile(self.idmap, nq)
         if cf is None or cf.shared:
             # one filter for the batch: one route, decided on scalars
@@ -238,6 +244,13 @@ class FilteredIndex(Index):
                 # behavior sets): plan on the allowed share of the query's nearest lists
                 s_eff = np.maximum(self._local_selectivity(q, cf), m / n)
                 hnsw = s_eff >= st["hnsw_min_selectivity"]
+            if route == "auto" and code == IVF and nq == 1:
+                # one query: one route, no regrouping
+                if hnsw[0]:
+                    out_r, out_s, counts = self._search_shared(HNSW, q, k, cf, m, effort, st, m_ef=int(s_eff[0] * n))
+                else:
+                    out_r, out_s, counts = self._search_shared(IVF, q, k, cf, m, effort, st)
+            elif route == "auto" and code == IVF:
                 out_r = np.empty((nq, k), np.int64)
                 out_s = np.empty((nq, k), np.float32)
                 counts = np.empty(nq, np.int64)
@@ -284,9 +297,12 @@ class FilteredIndex(Index):
         """(nq,) float64: the allowed share of the rows in each query's ``LOCAL_LISTS``
         nearest IVF lists (per-list counts of the shared filter, cached on it)."""
         ivf = self.ivf
-        boff, _ = derived(cf, ("ivf-buckets", id(ivf)), lambda: fk.bucket_rows(cf.rows, ivf.row_list, ivf._row_pos, ivf.nlist))
-        cnt = np.diff(boff)
-        sizes = ivf.list_sizes
+
+        def counts() -> tuple[np.ndarray, np.ndarray]:
+            boff, _ = derived(cf, ("ivf-buckets", id(ivf)), lambda: fk.bucket_rows(cf.rows, ivf.row_list, ivf._row_pos, ivf.nlist))
+            return np.diff(boff), ivf.list_sizes
+
+        cnt, sizes = derived(cf, ("ivf-list-counts", id(ivf)), counts)
         cs = ivf.centroid_scores(q)
         L = min(LOCAL_LISTS, cs.shape[1])
         top = np.argpartition(-cs, L - 1, axis=1)[:, :L] if L < cs.shape[1] else np.broadcast_to(np.arange(L), cs.shape)
@@ -314,8 +330,11 @@ class FilteredIndex(Index):
             cand, nprobe = self._ivf_budget(k, effort, st)
             self.ivf.search_compiled(q, k, cf, np.arange(nq, dtype=np.int64), out_r, out_s, counts, target=cand, min_lists=nprobe)
         else:
-            sel = None if cf is None or m == n else derived(cf, ("faiss-sel", n), lambda: _shared_selector(cf, n))
-            out_r, out_s = self.hnsw.search_rows(q, k, ef=self._ef(m if m_ef is None else m_ef, k, effort, st), selector=sel)
+            ef = self._ef(m if m_ef is None else m_ef, k, effort, st)
+            out_r, out_s = self.hnsw.search_params(q, k, hnsw_params(cf, n, max(ef, k), self.hnsw._params))
+            if out_r[:, -1].min() >= 0:
+                counts.fill(k)
+                return out_r, out_s, counts
             counts = (out_r >= 0).sum(axis=1).astype(np.int64)
             if cf is not None and counts.min() < min(m, k):
                 short = np.flatnonzero(counts < min(m, k)).astype(np.int64)

@@ -95,6 +95,25 @@ def derived(cf: CompiledFilter, key: Any, make: Callable[[], Any]) -> Any:
     return hit
 
 
+def hnsw_params(cf: CompiledFilter | None, n: int, ef: int, cache: dict) -> faiss.SearchParametersHNSW:
+    """Prebuilt ``SearchParametersHNSW`` (``efSearch=ef``, selector of the shared filter
+    ``cf`` over ``n`` rows, none for ``cf=None`` or a filter allowing every row).
+
+    Built once per (filter, index, ef) and cached on ``cf`` (or in ``cache`` for
+    unfiltered searches): a reused filter pays neither the selector nor the SWIG
+    parameter construction again.
+    """
+    store = cache if cf is None else derived(cf, ("hnsw-params", n), dict)
+    p = store.get(ef)
+    if p is None:
+        p = faiss.SearchParametersHNSW()
+        p.efSearch = int(ef)
+        if cf is not None and cf.rows.shape[0] != n:
+            p.sel = derived(cf, ("faiss-sel", n), lambda: _shared_selector(cf, n))[0]
+        store[ef] = p
+    return p
+
+
 def _faiss_metric(metric: str) -> int:
     return faiss.METRIC_INNER_PRODUCT
 
@@ -125,6 +144,7 @@ class HNSWIndex(Index):
         self._idmap = IdMap(np.zeros(0, np.int64))
         self._n = 0
         self._xview: np.ndarray | None = None
+        self._params: dict[int, faiss.SearchParametersHNSW] = {}
 
     def _new_faiss(self) -> faiss.IndexHNSWFlat:
         idx = faiss.IndexHNSWFlat(self.dim, self.M, _faiss_metric(self.metric))
@@ -197,14 +217,31 @@ class HNSWIndex(Index):
             ef: beam width ``efSearch`` (raised to at least k); 16–1024.
         """
         q = self.prep_queries(queries)
-        k = check_k(k)
-        ef = check_positive_int(ef, name="ef")
+        if type(k) is not int or k < 1:
+            k = check_k(k)
+        if type(ef) is not int or ef < 1:
+            ef = check_positive_int(ef, name="ef")
         nq = q.shape[0]
-        if self.ntotal == 0:
+        n = self._n
+        if n == 0:
             return SearchResult.empty(nq, k)
-        f = Filter.coerce(filter)
-        if f.is_all:
-            rows, scores = self.search_rows(q, k, ef=ef, selector=None)
+        f = filter if type(filter) is Filter else Filter.coerce(filter)
+        if f.is_all or f.n_queries() is None:
+            # one faiss call with prebuilt parameters (cached on a reused filter)
+            cf = None if f.is_all else f.compile(self._idmap, nq)
+            m = n if cf is None else int(cf.rows.shape[0])
+            if m == 0:
+                return SearchResult.empty(nq, k)
+            rows, scores = self.search_params(q, k, hnsw_params(cf, n, max(ef, k), self._params))
+            if rows[:, -1].min() >= 0:
+                return SearchResult(rows if self._idmap.identity else self._idmap.to_ids(rows), scores, np.full(nq, k, np.int64))
+            counts = (rows >= 0).sum(axis=1)
+            if cf is not None and counts.min() < min(m, k):
+                short = np.flatnonzero(counts < min(m, k)).astype(np.int64)
+                log.debug("hnsw: %d queries short of k results, recomputed exactly", short.shape[0])
+                starts, ends = cf.bounds(nq)
+                counts = counts.astype(np.int64)
+                fk.gather_topk_ip_sel(q, self.vectors, short, starts, ends, cf.rows, k, rows, scores, counts)
             return _result(self._idmap, rows, scores)
         cf = f.compile(self._idmap, nq)
         out_r = np.full((nq, k), -1, np.int64)
@@ -228,6 +265,21 @@ class HNSWIndex(Index):
         D[I < 0] = -np.inf
         return I, D
 
+    def search_params(self, q: np.ndarray, k: int, params: faiss.SearchParametersHNSW) -> tuple[np.ndarray, np.ndarray]:
+        """One faiss search of prepared queries ``q`` (nq, d) float32 with prebuilt
+        ``params`` (from :func:`hnsw_params`), calling faiss's C++ search directly.
+
+        Returns ``(rows (nq, k) int64 -1 padded, scores (nq, k) float32 -inf padded)``.
+        """
+        q = np.ascontiguousarray(q, dtype=np.float32)
+        nq = q.shape[0]
+        D = np.empty((nq, k), np.float32)
+        I = np.empty((nq, k), np.int64)
+        self._index.search_c(nq, faiss.swig_ptr(q), k, faiss.swig_ptr(D), faiss.swig_ptr(I), params)
+        if I[:, -1].min() < 0:
+            D[I < 0] = -np.inf
+        return I, D
+
     def search_compiled(
         self,
         q: np.ndarray,
@@ -249,10 +301,9 @@ class HNSWIndex(Index):
             return
         n = self.ntotal
         if cf.shared:
-            sel = None if cf.rows.shape[0] == n else derived(cf, ("faiss-sel", n), lambda: _shared_selector(cf, n))
             for e in np.unique(ef[which]):
                 grp = which[ef[which] == e]
-                r, s = self.search_rows(q[grp], k, ef=int(e), selector=sel)
+                r, s = self.search_params(q[grp], k, hnsw_params(cf, n, max(int(e), k), self._params))
                 out_r[grp], out_s[grp] = r, s
         else:
             starts, ends = cf.bounds(q.shape[0])
