@@ -634,7 +634,7 @@ def list_entry_bounds(list_ptr, list_docs, fwd_indptr, lists):
 def _search_impl(
     q_indptr, q_comps, q_vals, k, query_cut, heap_factor, first_sorted,
     fwd_indptr, fwd_comps, fwd_vals,
-    list_blk, blk_ptr, post_docs, blk_scale, blk_min, sum_ptr, sum_comp, sum_code,
+    list_blk, blk_ptr, post_docs, blk_scale, blk_min, ls_ptr, inv_comp, inv_blk, inv_code,
     n_indexed, mode, allowed, blk_ok, f_indptr, f_rows, exact_max,
     n_threads, s_qdense, s_vstamp, s_astamp, stamp_base, max_blocks,
     out_rows, out_scores, counts, n_scored,
@@ -660,6 +660,8 @@ def _search_impl(
         hs = np.empty(k, np.float32)
         hr = np.empty(k, np.int64)
         dots = np.empty(max_blocks, np.float32)
+        acc = np.empty(max_blocks, np.float32)
+        aq = np.empty(max_blocks, np.float32)
         no_order = np.empty(0, np.int64)
         for q in range(t, nq, n_threads):
             stamp = np.int32(stamp_base + q + 1)
@@ -700,28 +702,8 @@ def _search_impl(
                     nb_ = list_blk[l + 1] - b0
                     if nb_ == 0:
                         continue
-                    # summary inner products of all the list's blocks (dense query scatter)
-                    for b in range(nb_):
-                        gb = b0 + b
-                        ac0 = np.float32(0.0)
-                        ac1 = np.float32(0.0)
-                        aq0 = np.float32(0.0)
-                        aq1 = np.float32(0.0)
-                        e = sum_ptr[gb]
-                        e1 = sum_ptr[gb + 1]
-                        while e + 2 <= e1:
-                            qv0 = qdense[sum_comp[e]]
-                            qv1 = qdense[sum_comp[e + 1]]
-                            ac0 += np.float32(sum_code[e]) * qv0
-                            ac1 += np.float32(sum_code[e + 1]) * qv1
-                            aq0 += qv0
-                            aq1 += qv1
-                            e += 2
-                        if e < e1:
-                            qv0 = qdense[sum_comp[e]]
-                            ac0 += np.float32(sum_code[e]) * qv0
-                            aq0 += qv0
-                        dots[b] = blk_scale[gb] * (ac0 + ac1) + blk_min[gb] * (aq0 + aq1)
+                    # summary inner products of all the list's blocks (inverted summaries)
+                    _list_summary_dots(l, b0, nb_, qs, qe, q_comps, qdense, ls_ptr, inv_comp, inv_blk, inv_code, blk_scale, blk_min, acc, aq, dots)
                     use_sorted = ti == 0 and first_sorted
                     if use_sorted:
                         border = np.argsort(-dots[:nb_])
@@ -783,8 +765,6 @@ def _search_impl(
             n_scored[q] = scored
 
 
-search_serial = nb.njit(cache=True)(_search_impl)
-search_parallel = nb.njit(cache=True, parallel=True)(_search_impl)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -860,3 +840,118 @@ def csr_topk(indptr, indices, data, k, col_rows, f_indptr, f_rows, per_query, q_
             size = heap_push(hs, hr, size, k, np.float32(s), r)
         heap_sorted(hs, hr, size, out_scores[q], out_rows[q])
         counts[q] = size
+
+
+# ---------------------------------------------------------------------------
+# inverted summary layout
+# ---------------------------------------------------------------------------
+
+
+@nb.njit(cache=True)
+def invert_summaries(list_blk, sum_ptr, sum_comp, sum_code, vocab, blk_dtype):
+    """Turn per-block summaries into one small component-major matrix per posting list.
+
+    Input: block ``b``'s summary is ``sum_comp/sum_code[sum_ptr[b]:sum_ptr[b+1]]``;
+    list ``l`` owns blocks ``list_blk[l]:list_blk[l+1]``. Output (the layout searched):
+    ``ls_ptr`` (vocab+1,) int64 — list ``l``'s summary entries are
+    ``ls_ptr[l]:ls_ptr[l+1]`` of ``inv_comp`` (component, ascending), ``inv_blk``
+    (block local to the list, ascending within a component; ``blk_dtype``: uint8 or
+    uint16) and ``inv_code`` (8-bit code, dequantised as ``code * scale + min`` of the
+    block). No per-component offsets: most components occur in a single block.
+    """
+    n_ent = sum_comp.shape[0]
+    cnt = np.zeros(vocab, np.int64)
+    stamp = np.full(vocab, -1, np.int64)
+    ls_ptr = np.zeros(vocab + 1, np.int64)
+    inv_comp = np.empty(n_ent, sum_comp.dtype)
+    inv_blk = np.empty(n_ent, blk_dtype)
+    inv_code = np.empty(n_ent, np.uint8)
+    slot = np.empty(vocab, np.int64)
+    comps = np.empty(vocab, np.int64)
+    ep = 0
+    for l in range(vocab):
+        b0 = list_blk[l]
+        b1 = list_blk[l + 1]
+        ls_ptr[l] = ep
+        nc = 0
+        for b in range(b0, b1):
+            for e in range(sum_ptr[b], sum_ptr[b + 1]):
+                c = sum_comp[e]
+                if stamp[c] != l:
+                    stamp[c] = l
+                    cnt[c] = 0
+                    comps[nc] = c
+                    nc += 1
+                cnt[c] += 1
+        cs = np.sort(comps[:nc])
+        for i in range(nc):
+            c = cs[i]
+            slot[c] = ep
+            ep += cnt[c]
+        for b in range(b0, b1):
+            for e in range(sum_ptr[b], sum_ptr[b + 1]):
+                c = sum_comp[e]
+                s = slot[c]
+                inv_comp[s] = c
+                inv_blk[s] = b - b0
+                inv_code[s] = sum_code[e]
+                slot[c] = s + 1
+    ls_ptr[vocab] = ep
+    return ls_ptr, inv_comp, inv_blk, inv_code
+
+
+@nb.njit(cache=True, inline="always")
+def _list_summary_dots(l, b0, nb_, qs, qe, q_comps, qdense, ls_ptr, inv_comp, inv_blk, inv_code,
+                       blk_scale, blk_min, acc, aq, dots):
+    """``dots[b]`` = dequantised summary of block ``b0 + b`` of list ``l`` times the query, ``b < nb_``.
+
+    Visits only components common to the query and the list's summaries: the
+    query's (sorted) components looked up by binary search in the list's
+    component-sorted entries, or the list's entries probed in the dense query,
+    whichever is cheaper.
+    """
+    for b in range(nb_):
+        acc[b] = 0.0
+        aq[b] = 0.0
+    cs = ls_ptr[l]
+    ce = ls_ptr[l + 1]
+    nlc = ce - cs
+    nqt = qe - qs
+    lg = 1
+    while (1 << lg) < nlc:
+        lg += 1
+    if nqt * (lg + 4) < nlc:
+        lo = cs
+        for j in range(qs, qe):
+            c = q_comps[j]
+            a = lo
+            h = ce
+            while a < h:
+                mid = (a + h) >> 1
+                if inv_comp[mid] < c:
+                    a = mid + 1
+                else:
+                    h = mid
+            if a >= ce:
+                break
+            qv = qdense[c]
+            while a < ce and inv_comp[a] == c:
+                b = inv_blk[a]
+                acc[b] += np.float32(inv_code[a]) * qv
+                aq[b] += qv
+                a += 1
+            lo = a
+    else:
+        for p in range(cs, ce):
+            qv = qdense[inv_comp[p]]
+            if qv != 0.0:
+                b = inv_blk[p]
+                acc[b] += np.float32(inv_code[p]) * qv
+                aq[b] += qv
+    for b in range(nb_):
+        gb = b0 + b
+        dots[b] = blk_scale[gb] * acc[b] + blk_min[gb] * aq[b]
+
+
+search_serial = nb.njit(cache=True)(_search_impl)
+search_parallel = nb.njit(cache=True, parallel=True)(_search_impl)

@@ -163,7 +163,7 @@ class SeismicIndex(Index):
     _ARRAYS = (
         "fwd_indptr", "fwd_comps", "fwd_vals",
         "list_blk", "blk_ptr", "post_docs", "blk_scale", "blk_min",
-        "sum_ptr", "sum_comp", "sum_code",
+        "ls_ptr", "inv_comp", "inv_blk", "inv_code",
     )
 
     def _set_empty(self) -> None:
@@ -185,9 +185,10 @@ class SeismicIndex(Index):
             post_docs=np.zeros(0, np.int32),
             blk_scale=np.zeros(0, np.float32),
             blk_min=np.zeros(0, np.float32),
-            sum_ptr=np.zeros(1, np.int64),
-            sum_comp=np.zeros(0, cd),
-            sum_code=np.zeros(0, np.uint8),
+            ls_ptr=np.zeros(self.dim + 1, np.int64),
+            inv_comp=np.zeros(0, cd),
+            inv_blk=np.zeros(0, np.uint8),
+            inv_code=np.zeros(0, np.uint8),
         )
         self._max_blocks = 0
 
@@ -229,11 +230,11 @@ class SeismicIndex(Index):
             "nnz": int(a["fwd_vals"].shape[0]),
             "n_postings_kept": int(a["post_docs"].shape[0]),
             "n_blocks": int(a["blk_scale"].shape[0]),
-            "n_summary_entries": int(a["sum_code"].shape[0]),
+            "n_summary_entries": int(a["inv_code"].shape[0]),
             "max_blocks_per_list": int(self._max_blocks),
             "bytes_forward": int(a["fwd_indptr"].nbytes + a["fwd_comps"].nbytes + a["fwd_vals"].nbytes),
             "bytes_postings": int(a["list_blk"].nbytes + a["blk_ptr"].nbytes + a["post_docs"].nbytes),
-            "bytes_summaries": int(sum(a[x].nbytes for x in ("blk_scale", "blk_min", "sum_ptr", "sum_comp", "sum_code"))),
+            "bytes_summaries": int(sum(a[x].nbytes for x in ("blk_scale", "blk_min", "ls_ptr", "inv_comp", "inv_blk", "inv_code"))),
             "bytes_total": self.nbytes,
         }
 
@@ -407,15 +408,21 @@ class SeismicIndex(Index):
         bcnt = cat(3, np.int64)
         sum_ptr = np.zeros(bcnt.shape[0] + 1, np.int64)
         np.cumsum(bcnt, out=sum_ptr[1:])
+        max_blocks = int(nblk.max()) if vocab else 0
+        ls_ptr, inv_comp, inv_blk, inv_code = _sk.invert_summaries(
+            list_blk, sum_ptr, cat(4, self._comp_dtype), cat(5, np.uint8), vocab,
+            np.uint8 if max_blocks <= 256 else np.uint16,
+        )
         a.update(
             list_blk=list_blk,
             blk_ptr=blk_ptr,
             post_docs=list_docs,
             blk_scale=cat(1, np.float32),
             blk_min=cat(2, np.float32),
-            sum_ptr=sum_ptr,
-            sum_comp=cat(4, self._comp_dtype),
-            sum_code=cat(5, np.uint8),
+            ls_ptr=ls_ptr,
+            inv_comp=inv_comp,
+            inv_blk=inv_blk,
+            inv_code=inv_code,
         )
         self._max_blocks = int(nblk.max()) if vocab else 0
         self._n_indexed = n
@@ -509,7 +516,7 @@ class SeismicIndex(Index):
                 q.indptr, q.indices, q.data, k, query_cut, np.float32(hf), bool(first_sorted),
                 a["fwd_indptr"], a["fwd_comps"], a["fwd_vals"],
                 a["list_blk"], a["blk_ptr"], a["post_docs"], a["blk_scale"], a["blk_min"],
-                a["sum_ptr"], a["sum_comp"], a["sum_code"],
+                a["ls_ptr"], a["inv_comp"], a["inv_blk"], a["inv_code"],
                 self._n_indexed, mode, allowed, blk_ok, f_indptr, f_rows, exact_max,
                 max(n_threads, 1), qd, vst, ast, base, max(self._max_blocks, 1),
                 out_r, out_s, counts, scored,
@@ -571,7 +578,7 @@ class SeismicIndex(Index):
         expect = {
             "fwd_indptr": np.int64, "fwd_comps": cd, "fwd_vals": idx._val_dtype,
             "list_blk": np.int64, "blk_ptr": np.int64, "post_docs": np.int32, "blk_scale": np.float32, "blk_min": np.float32,
-            "sum_ptr": np.int64, "sum_comp": cd, "sum_code": np.uint8,
+            "ls_ptr": np.int64, "inv_comp": cd, "inv_code": np.uint8,
         }
         for name, dt in expect.items():
             arr = arrays[name]
@@ -586,7 +593,9 @@ class SeismicIndex(Index):
             (arrays["list_blk"].shape == (v + 1,) and int(arrays["list_blk"][-1]) == n_blocks, "list_blk"),
             (arrays["blk_ptr"].shape == (n_blocks + 1,) and int(arrays["blk_ptr"][-1]) == arrays["post_docs"].shape[0], "blk_ptr"),
             (arrays["blk_min"].shape == (n_blocks,), "blk_min"),
-            (arrays["sum_ptr"].shape == (n_blocks + 1,) and int(arrays["sum_ptr"][-1]) == arrays["sum_comp"].shape[0] == arrays["sum_code"].shape[0], "sum_ptr"),
+            (arrays["ls_ptr"].shape == (v + 1,)
+             and int(arrays["ls_ptr"][-1]) == arrays["inv_comp"].shape[0] == arrays["inv_blk"].shape[0] == arrays["inv_code"].shape[0], "ls_ptr"),
+            (arrays["inv_blk"].dtype in (np.dtype(np.uint8), np.dtype(np.uint16)) and arrays["inv_blk"].ndim == 1, "inv_blk dtype"),
             (0 <= int(config["n_indexed"]) <= n, "n_indexed"),
         ]
         for ok, what in checks:
