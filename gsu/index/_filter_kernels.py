@@ -295,3 +295,40 @@ def _gather_topk_ip_shared_par(Q, X, rows, k, out_r, out_s, counts):
     """
     for q in nb.prange(Q.shape[0]):
         counts[q] = _gather_one(Q[q], X, rows, 0, rows.shape[0], k, out_s[q], out_r[q])
+
+
+@nb.njit(cache=True)
+def local_share(CS, cnt, sizes, L, out):
+    """Allowed share of the rows in each query's ``L`` nearest lists.
+
+    CS (nq, nlist) float32 centroid scores, ``cnt`` (nlist,) int64 allowed rows per
+    list, ``sizes`` (nlist,) int64 rows per list; ``out`` (nq,) float64 receives
+    ``sum(cnt[top]) / max(sum(sizes[top]), 1)`` over the ``L`` highest-scoring lists.
+    """
+    nlist = CS.shape[1]
+    L = min(L, nlist)
+    bs = np.empty(L, np.float32)
+    bl = np.empty(L, np.int64)
+    for q in range(CS.shape[0]):
+        size = 0
+        for l in range(nlist):
+            v = CS[q, l]
+            if size < L:
+                j = size
+                size += 1
+            elif v > bs[L - 1]:
+                j = L - 1
+            else:
+                continue
+            while j > 0 and bs[j - 1] < v:  # insertion into the descending top-L
+                bs[j] = bs[j - 1]
+                bl[j] = bl[j - 1]
+                j -= 1
+            bs[j] = v
+            bl[j] = l
+        a = 0
+        b = 0
+        for j in range(size):
+            a += cnt[bl[j]]
+            b += sizes[bl[j]]
+        out[q] = a / max(b, 1)

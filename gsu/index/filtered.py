@@ -242,14 +242,15 @@ class FilteredIndex(Index):
             if route == "auto" and code == IVF:
                 # the filter may be dense near the query though sparse overall (query-correlated
                 # behavior sets): plan on the allowed share of the query's nearest lists
-                s_eff = np.maximum(self._local_selectivity(q, cf), m / n)
+                cs = self.ivf.centroid_scores(q)
+                s_eff = np.maximum(self._local_selectivity(q, cf, cs), m / n)
                 hnsw = s_eff >= st["hnsw_min_selectivity"]
             if route == "auto" and code == IVF and nq == 1:
                 # one query: one route, no regrouping
                 if hnsw[0]:
                     out_r, out_s, counts = self._search_shared(HNSW, q, k, cf, m, effort, st, m_ef=int(s_eff[0] * n))
                 else:
-                    out_r, out_s, counts = self._search_shared(IVF, q, k, cf, m, effort, st)
+                    out_r, out_s, counts = self._search_shared(IVF, q, k, cf, m, effort, st, cs=cs)
             elif route == "auto" and code == IVF:
                 out_r = np.empty((nq, k), np.int64)
                 out_s = np.empty((nq, k), np.float32)
@@ -293,9 +294,10 @@ class FilteredIndex(Index):
             return EXACT
         return HNSW if m >= st["hnsw_min_selectivity"] * self.ntotal else IVF
 
-    def _local_selectivity(self, q: np.ndarray, cf: CompiledFilter) -> np.ndarray:
+    def _local_selectivity(self, q: np.ndarray, cf: CompiledFilter, cs: np.ndarray | None = None) -> np.ndarray:
         """(nq,) float64: the allowed share of the rows in each query's ``LOCAL_LISTS``
-        nearest IVF lists (per-list counts of the shared filter, cached on it)."""
+        nearest IVF lists (per-list counts of the shared filter, cached on it).
+        ``cs``: the queries' (nq, nlist) centroid scores when already computed."""
         ivf = self.ivf
 
         def counts() -> tuple[np.ndarray, np.ndarray]:
@@ -303,18 +305,20 @@ class FilteredIndex(Index):
             return np.diff(boff), ivf.list_sizes
 
         cnt, sizes = derived(cf, ("ivf-list-counts", id(ivf)), counts)
-        cs = ivf.centroid_scores(q)
-        L = min(LOCAL_LISTS, cs.shape[1])
-        top = np.argpartition(-cs, L - 1, axis=1)[:, :L] if L < cs.shape[1] else np.broadcast_to(np.arange(L), cs.shape)
-        return cnt[top].sum(axis=1) / np.maximum(sizes[top].sum(axis=1), 1)
+        if cs is None:
+            cs = ivf.centroid_scores(q)
+        out = np.empty(q.shape[0], np.float64)
+        fk.local_share(cs, cnt, sizes, LOCAL_LISTS, out)
+        return out
 
     def _search_shared(
         self, code: int, q: np.ndarray, k: int, cf: CompiledFilter | None, m: int, effort: float, st: dict[str, float],
-        *, m_ef: int | None = None,
+        *, m_ef: int | None = None, cs: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every query under one filter (``None``: all rows) by route ``code``: (rows, scores, counts).
 
-        ``m_ef``: the allowed-row count the HNSW beam is sized for (default ``m``).
+        ``m_ef``: the allowed-row count the HNSW beam is sized for (default ``m``);
+        ``cs``: the queries' IVF centroid scores when already computed.
         """
         nq = q.shape[0]
         n = self.ntotal
@@ -328,7 +332,8 @@ class FilteredIndex(Index):
             out_r = np.full((nq, k), -1, np.int64)
             out_s = np.full((nq, k), -np.inf, np.float32)
             cand, nprobe = self._ivf_budget(k, effort, st)
-            self.ivf.search_compiled(q, k, cf, np.arange(nq, dtype=np.int64), out_r, out_s, counts, target=cand, min_lists=nprobe)
+            self.ivf.search_compiled(q, k, cf, np.arange(nq, dtype=np.int64), out_r, out_s, counts, target=cand, min_lists=nprobe,
+                                   centroid_scores=cs)
         else:
             ef = self._ef(m if m_ef is None else m_ef, k, effort, st)
             out_r, out_s = self.hnsw.search_params(q, k, hnsw_params(cf, n, max(ef, k), self.hnsw._params))

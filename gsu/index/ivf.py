@@ -232,13 +232,15 @@ class IVFIndex(Index):
         target: int,
         min_lists: int,
         scored: np.ndarray | None = None,
+        centroid_scores: np.ndarray | None = None,
     ) -> None:
         """Search prepared queries ``which`` (int64) under a compiled filter (``None``: all rows).
 
         ``target`` / ``min_lists`` are ``candidates`` / ``nprobe``. Writes rows (not
         external ids), scores and result counts into ``out_r`` / ``out_s`` (nq, k) and
         ``counts`` (nq,) in place; ``scored`` (nq,) int64, when given, receives the
-        number of allowed rows in the opened lists.
+        number of allowed rows in the opened lists. ``centroid_scores`` (nq, nlist)
+        float32, when given, are the queries' centroid scores already computed.
         """
         if which.shape[0] == 0:
             return
@@ -264,7 +266,10 @@ class IVFIndex(Index):
                 s = np.full((w.shape[0], k), -np.inf, np.float32)
                 c = np.zeros(w.shape[0], np.int64)
                 scw = np.zeros(w.shape[0], np.int64)
-            cs = self.centroid_scores(qs)
+            if centroid_scores is None:
+                cs = self.centroid_scores(qs)
+            else:
+                cs = centroid_scores if full else np.ascontiguousarray(centroid_scores[w])
             if shared:
                 fk.ivf_search_shared(qs, cs, self._xl, self._pos_row, boff, bpos, k, target, min_lists, r, s, c, scw)
             else:
