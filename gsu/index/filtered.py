@@ -271,7 +271,8 @@ class FilteredIndex(Index):
             for code in np.unique(routes):
                 which = np.flatnonzero(routes == code).astype(np.int64)
                 self._run_route(int(code), q, k, cf, which, m_all, out_r, out_s, counts, effort, st)
-        ids = out_r if self.idmap.identity else self.idmap.to_ids(out_r)
+        idmap = self.hnsw._idmap
+        ids = out_r if idmap.identity else idmap.to_ids(out_r)
         return SearchResult(ids, out_s, counts)
 
     def _ivf_budget(self, k: int, effort: float, st: dict[str, float]) -> tuple[int, int]:
@@ -286,13 +287,13 @@ class FilteredIndex(Index):
         if isinstance(m, np.ndarray):
             ef = np.ceil(st["hnsw_ef"] * k * effort * self.ntotal / np.maximum(m, 1))
             return np.clip(ef, lo, hi).astype(np.int64)
-        return int(min(max(math.ceil(st["hnsw_ef"] * k * effort * self.ntotal / max(m, 1)), lo), hi))
+        return int(min(max(math.ceil(st["hnsw_ef"] * k * effort * self.hnsw._n / max(m, 1)), lo), hi))
 
     def _route_of(self, m: int, k: int, effort: float, st: dict[str, float]) -> int:
         """The route for ``m`` allowed rows (the scalar twin of :meth:`_routes`)."""
         if m <= max(st["exact_max_rows"] * effort, k):
             return EXACT
-        return HNSW if m >= st["hnsw_min_selectivity"] * self.ntotal else IVF
+        return HNSW if m >= st["hnsw_min_selectivity"] * self.hnsw._n else IVF
 
     def _local_selectivity(self, q: np.ndarray, cf: CompiledFilter, cs: np.ndarray | None = None) -> np.ndarray:
         """(nq,) float64: the allowed share of the rows in each query's ``LOCAL_LISTS``
@@ -321,14 +322,15 @@ class FilteredIndex(Index):
         ``cs``: the queries' IVF centroid scores when already computed.
         """
         nq = q.shape[0]
-        n = self.ntotal
-        counts = np.empty(nq, np.int64)
+        n = self.hnsw._n
         if code == EXACT:
+            counts = np.empty(nq, np.int64)
             rows = cf.rows if cf is not None else np.arange(n, dtype=np.int64)
             out_r = np.empty((nq, k), np.int64)
             out_s = np.empty((nq, k), np.float32)
             fk.gather_topk_ip_shared(q, self.hnsw.vectors, rows, k, out_r, out_s, counts)
         elif code == IVF:
+            counts = np.empty(nq, np.int64)
             out_r = np.full((nq, k), -1, np.int64)
             out_s = np.full((nq, k), -np.inf, np.float32)
             cand, nprobe = self._ivf_budget(k, effort, st)
@@ -337,9 +339,8 @@ class FilteredIndex(Index):
         else:
             ef = self._ef(m if m_ef is None else m_ef, k, effort, st)
             out_r, out_s = self.hnsw.search_params(q, k, hnsw_params(cf, n, max(ef, k), self.hnsw._params))
-            if out_r[:, -1].min() >= 0:
-                counts.fill(k)
-                return out_r, out_s, counts
+            if (out_r[0, k - 1] >= 0) if nq == 1 else (out_r[:, -1].min() >= 0):  # faiss pads the tail with -1
+                return out_r, out_s, np.full(nq, k, np.int64)
             counts = (out_r >= 0).sum(axis=1).astype(np.int64)
             if cf is not None and counts.min() < min(m, k):
                 short = np.flatnonzero(counts < min(m, k)).astype(np.int64)

@@ -233,7 +233,7 @@ class HNSWIndex(Index):
             if m == 0:
                 return SearchResult.empty(nq, k)
             rows, scores = self.search_params(q, k, hnsw_params(cf, n, max(ef, k), self._params))
-            if rows[:, -1].min() >= 0:
+            if (rows[0, k - 1] >= 0) if nq == 1 else (rows[:, -1].min() >= 0):
                 return SearchResult(rows if self._idmap.identity else self._idmap.to_ids(rows), scores, np.full(nq, k, np.int64))
             counts = (rows >= 0).sum(axis=1)
             if cf is not None and counts.min() < min(m, k):
@@ -271,12 +271,14 @@ class HNSWIndex(Index):
 
         Returns ``(rows (nq, k) int64 -1 padded, scores (nq, k) float32 -inf padded)``.
         """
-        q = np.ascontiguousarray(q, dtype=np.float32)
+        if not q.flags.c_contiguous:
+            q = np.ascontiguousarray(q)
         nq = q.shape[0]
         D = np.empty((nq, k), np.float32)
         I = np.empty((nq, k), np.int64)
-        self._index.search_c(nq, faiss.swig_ptr(q), k, faiss.swig_ptr(D), faiss.swig_ptr(I), params)
-        if I[:, -1].min() < 0:
+        sp = faiss.swig_ptr
+        self._index.search_c(nq, sp(q), k, sp(D), sp(I), params)
+        if (I[0, k - 1] < 0) if nq == 1 else (I[:, -1].min() < 0):  # faiss pads the tail with -1
             D[I < 0] = -np.inf
         return I, D
 
