@@ -661,6 +661,11 @@ def _search_impl(
         hr = np.empty(k, np.int64)
         dots = np.empty(max_blocks, np.float32)
         acc = np.empty(max_blocks, np.float32)
+        tcap = 1
+        for q in range(nq):
+            tcap = max(tcap, min(query_cut, q_indptr[q + 1] - q_indptr[q]))
+        top_v = np.empty(tcap, np.float32)
+        top_c = np.empty(tcap, np.int64)
         aq = np.empty(max_blocks, np.float32)
         no_order = np.empty(0, np.int64)
         for q in range(t, nq, n_threads):
@@ -695,9 +700,23 @@ def _search_impl(
                         astamp[f_rows[p]] = stamp
                 # the query_cut largest query terms, largest first
                 cut = min(query_cut, nqt)
-                order = np.argsort(-q_vals[qs:qe], kind="mergesort")
+                # partial insertion selection (stable: ties keep the earlier component)
+                nt = 0
+                for j in range(qs, qe):
+                    v = q_vals[j]
+                    if nt == cut and v <= top_v[cut - 1]:
+                        continue
+                    p = nt if nt < cut else cut - 1
+                    if nt < cut:
+                        nt += 1
+                    while p > 0 and top_v[p - 1] < v:
+                        top_v[p] = top_v[p - 1]
+                        top_c[p] = top_c[p - 1]
+                        p -= 1
+                    top_v[p] = v
+                    top_c[p] = q_comps[j]
                 for ti in range(cut):
-                    l = q_comps[qs + order[ti]]
+                    l = top_c[ti]
                     b0 = list_blk[l]
                     nb_ = list_blk[l + 1] - b0
                     if nb_ == 0:

@@ -508,7 +508,8 @@ class SeismicIndex(Index):
         out_s = np.empty((nq, k), np.float32)
         counts = np.empty(nq, np.int64)
         scored = np.empty(nq, np.int64)
-        n_threads = min(numba.get_num_threads(), nq)
+        # one query: serial kernel, no thread-pool query (lean single-query path)
+        n_threads = 1 if nq == 1 else min(numba.get_num_threads(), nq)
         kernel = _sk.search_serial if n_threads <= 1 else _sk.search_parallel
         with self._lock:
             qd, vst, ast, base = self._get_scratch(max(n_threads, 1), nq, need_allowed=mode == 2)
