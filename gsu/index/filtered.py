@@ -64,7 +64,10 @@ EXACT, IVF, HNSW = 0, 1, 2
 #:
 #: - exact vs IVF: exact costs ~0.1 µs per allowed row (2,000 rows ≈ 220 µs, 6,000 ≈
 #:   490–690 µs); the IVF route costs ~200–400 µs almost independently of m → crossover
-#:   near m ≈ 4,000 (2 % of 200k): ``exact_max_rows = 4000``.
+#:   near m ≈ 4,000 (2 % of 200k). Re-measured with the one-query kernels serial (no
+#:   numba thread-pool launch, which had inflated both): exact 110 µs at m = 2,000,
+#:   210 µs at 4,000, 500 µs at 8,000; IVF 130–195 µs flat → crossover m ≈ 3,000:
+#:   ``exact_max_rows = 3000``.
 #: - IVF vs HNSW: at 30 % IVF(20·k, 16 lists) 290–440 µs vs HNSW(ef=2·k/s) 350–725 µs;
 #:   at 50 % they tie (≈ 300–400 µs both) → ``hnsw_min_selectivity = 0.4``.
 #: - IVF budget: 16 lists → recall 0.947–0.979, 24 → 0.977–0.995; candidates 20·k
@@ -81,7 +84,7 @@ EXACT, IVF, HNSW = 0, 1, 2
 #:   vs 85–100 µs for the IVF route at recall 0.968 → random 10 % filters stay on IVF;
 #:   ``ivf_min_lists = 16`` drops that cell to recall 0.948 → keep 20.
 PLANNER_DEFAULTS: dict[str, float] = {
-    "exact_max_rows": 4000,
+    "exact_max_rows": 3000,
     "hnsw_min_selectivity": 0.4,
     "ivf_candidates": 20,
     "ivf_min_lists": 20,
