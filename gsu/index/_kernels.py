@@ -16,11 +16,29 @@ def _worse(sa, ra, sb, rb):
     return sa < sb or (sa == sb and ra > rb)
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, inline="always")
+def sift_down(hs, hr, size, i):
+    """Restore the heap property below slot ``i`` of a heap holding ``size`` entries."""
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            break
+        if c + 1 < size and _worse(hs[c + 1], hr[c + 1], hs[c], hr[c]):
+            c += 1
+        if _worse(hs[c], hr[c], hs[i], hr[i]):
+            hs[i], hs[c] = hs[c], hs[i]
+            hr[i], hr[c] = hr[c], hr[i]
+            i = c
+        else:
+            break
+
+
+@nb.njit(cache=True, inline="always")
 def heap_push(hs, hr, size, k, s, r):
     """Offer (s, r) to the heap ``hs``/``hr`` holding ``size`` entries (capacity k).
 
-    Returns the new size. When full, replaces the root if (s, r) is better.
+    Returns the new size. When full, replaces the root if (s, r) is better. Inlined
+    into the scanning loops: a call per offer would cost more than the offer itself.
     """
     if size < k:
         i = size
@@ -39,21 +57,7 @@ def heap_push(hs, hr, size, k, s, r):
         return size
     hs[0] = s
     hr[0] = r
-    i = 0
-    while True:
-        left = 2 * i + 1
-        if left >= k:
-            break
-        c = left
-        right = left + 1
-        if right < k and _worse(hs[right], hr[right], hs[left], hr[left]):
-            c = right
-        if _worse(hs[c], hr[c], hs[i], hr[i]):
-            hs[i], hs[c] = hs[c], hs[i]
-            hr[i], hr[c] = hr[c], hr[i]
-            i = c
-        else:
-            break
+    sift_down(hs, hr, k, 0)
     return size
 
 

@@ -3,10 +3,9 @@ group expansion (item or category → that group's positions, most recent first)
 
 Tie rule everywhere: among equal scores the *more recent* behavior (larger
 position) wins, so an item seen several times yields its most recent positions first.
-The bounded min-heaps here (same convention as :mod:`gsu.index._kernels`: the root is
-the worst kept entry, ties towards the smaller "row") are inlined into the scanning
-loops — a call per offer would cost more than the offer itself — and positions enter
-them negated so that ties go to the more recent behavior.
+The bounded min-heaps are :mod:`gsu.index._kernels`' (the root is the worst kept entry,
+ties towards the smaller "row", inlined into the scanning loops); positions enter them
+negated so that ties go to the more recent behavior.
 """
 
 from __future__ import annotations
@@ -14,51 +13,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-
-@nb.njit(cache=True, inline="always")
-def _worse(sa, ra, sb, rb):
-    return sa < sb or (sa == sb and ra > rb)
-
-
-@nb.njit(cache=True, inline="always")
-def _sift_down(hs, hr, size, i):
-    while True:
-        c = 2 * i + 1
-        if c >= size:
-            break
-        if c + 1 < size and _worse(hs[c + 1], hr[c + 1], hs[c], hr[c]):
-            c += 1
-        if _worse(hs[c], hr[c], hs[i], hr[i]):
-            hs[i], hs[c] = hs[c], hs[i]
-            hr[i], hr[c] = hr[c], hr[i]
-            i = c
-        else:
-            break
-
-
-@nb.njit(cache=True, inline="always")
-def heap_push(hs, hr, size, k, s, r):
-    """Offer (s, r) to the min-heap ``hs``/``hr`` holding ``size`` entries (capacity k);
-    returns the new size. When full, replaces the root if (s, r) is better."""
-    if size < k:
-        i = size
-        hs[i] = s
-        hr[i] = r
-        while i > 0:
-            p = (i - 1) >> 1
-            if _worse(hs[i], hr[i], hs[p], hr[p]):
-                hs[i], hs[p] = hs[p], hs[i]
-                hr[i], hr[p] = hr[p], hr[i]
-                i = p
-            else:
-                break
-        return size + 1
-    if not _worse(hs[0], hr[0], s, r):
-        return size
-    hs[0] = s
-    hr[0] = r
-    _sift_down(hs, hr, k, 0)
-    return size
+from gsu.index._kernels import heap_push, sift_down as _sift_down
 
 
 @nb.njit(cache=True, nogil=True)
