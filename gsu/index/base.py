@@ -14,6 +14,7 @@ class provides persistence through :mod:`gsu._format` and a registry so that
 
 from __future__ import annotations
 
+import abc
 import os
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -122,22 +123,25 @@ def _lexsort_rows(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
     return np.take_along_axis(o, o2, axis=1)
 
 
-class Index:
+class Index(abc.ABC):
     """Base class of every gsu index. See the module docstring for the contract."""
 
     KIND: ClassVar[str] = ""
 
-    # -- to implement ------------------------------------------------------
-    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    # -- what each index provides -------------------------------------------
+    @abc.abstractmethod
+    def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """``(config, arrays)``: the build settings (JSON) and the data to save."""
 
     @classmethod
-    def _from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "Index":  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "Index":
+        """Rebuild an index from what :meth:`_state` returned (arrays may be memory-mapped)."""
 
     @property
-    def ntotal(self) -> int:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def ntotal(self) -> int:
+        """Number of items in the index."""
 
     def __len__(self) -> int:
         return self.ntotal
