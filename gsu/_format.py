@@ -22,13 +22,14 @@ naming the file. ``mmap=True`` maps the payload read-only instead of reading it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import struct
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 
@@ -70,25 +71,34 @@ def write_container(path: str | os.PathLike, kind: str, config: dict[str, Any], 
     head = prefix + header
     head += b"\x00" * _pad(len(head))
 
+    with atomic_file(path) as f:
+        h = hashlib.sha256()
+        f.write(head)
+        h.update(head)
+        pos = 0
+        for meta, a in zip(metas, prepared):
+            gap = meta["offset"] - pos
+            if gap:
+                z = b"\x00" * gap
+                f.write(z)
+                h.update(z)
+            buf = memoryview(a.reshape(-1).view(np.uint8)) if a.size else b""
+            f.write(buf)
+            h.update(buf)
+            pos = meta["offset"] + meta["nbytes"]
+        f.write(h.digest())
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path`` for writing; on success flush, fsync and
+    rename it over ``path``; on any error remove it and leave ``path`` untouched."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        h = hashlib.sha256()
         with os.fdopen(fd, "wb") as f:
-            f.write(head)
-            h.update(head)
-            pos = 0
-            for meta, a in zip(metas, prepared):
-                gap = meta["offset"] - pos
-                if gap:
-                    z = b"\x00" * gap
-                    f.write(z)
-                    h.update(z)
-                buf = memoryview(a.reshape(-1).view(np.uint8)) if a.size else b""
-                f.write(buf)
-                h.update(buf)
-                pos = meta["offset"] + meta["nbytes"]
-            f.write(h.digest())
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -179,18 +189,5 @@ def read_container(
 
 def atomic_savez(path: str | os.PathLike, **arrays: np.ndarray) -> None:
     """``np.savez`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)
