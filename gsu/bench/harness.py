@@ -315,6 +315,42 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
+def _new_axes(path: str | os.PathLike) -> tuple[Path, Any, Any, Any]:
+    """``(path, plt, fig, ax)`` for one PNG plot (Agg backend; the folder is created)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    return path, plt, fig, ax
+
+
+def _group_points(records: Sequence[dict[str, Any]], x: str, y: str, group: str) -> dict[str, list[tuple[float, float]]]:
+    """(x, y) points of the records that have both, per value of ``group``."""
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for r in records:
+        if r.get(x) is None or r.get(y) is None:
+            continue
+        groups.setdefault(str(r.get(group)), []).append((float(r[x]), float(r[y])))
+    return groups
+
+
+def _finish(plt: Any, fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str, title: str, legend: bool) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    if legend:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def pareto_plot(
     records: Sequence[dict[str, Any]],
     path: str | os.PathLike,
@@ -328,19 +364,8 @@ def pareto_plot(
     ylabel: str | None = None,
 ) -> Path:
     """Scatter every record (x, y) per ``group`` and draw each group's Pareto front; PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    groups: dict[str, list[tuple[float, float]]] = {}
-    for r in records:
-        if r.get(x) is None or r.get(y) is None:
-            continue
-        groups.setdefault(str(r.get(group)), []).append((float(r[x]), float(r[y])))
+    path, plt, fig, ax = _new_axes(path)
+    groups = _group_points(records, x, y, group)
     for g, pts in sorted(groups.items()):
         xs, ys = zip(*pts)
         line = ax.scatter(xs, ys, s=14, alpha=0.45)
@@ -348,16 +373,7 @@ def pareto_plot(
         ax.plot([pts[i][0] for i in fr], [pts[i][1] for i in fr], "-o", ms=4, label=g, color=line.get_facecolor()[0])
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel(xlabel or x)
-    ax.set_ylabel(ylabel or y)
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3)
-    if groups:
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path, xlabel=xlabel or x, ylabel=ylabel or y, title=title, legend=bool(groups))
 
 
 def line_plot(
@@ -372,19 +388,8 @@ def line_plot(
     logy: bool = True,
 ) -> Path:
     """One line per ``group`` through its (x, y) points sorted by x; PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    groups: dict[str, list[tuple[float, float]]] = {}
-    for r in records:
-        if r.get(x) is None or r.get(y) is None:
-            continue
-        groups.setdefault(str(r.get(group)), []).append((float(r[x]), float(r[y])))
+    path, plt, fig, ax = _new_axes(path)
+    groups = _group_points(records, x, y, group)
     for g, pts in sorted(groups.items()):
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", ms=4, label=g)
@@ -392,16 +397,7 @@ def line_plot(
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel(y)
-    ax.set_title(title, fontsize=10)
-    ax.grid(True, alpha=0.3)
-    if groups:
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path, xlabel=x, ylabel=y, title=title, legend=bool(groups))
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, floatfmt: str = ".4g") -> str:
