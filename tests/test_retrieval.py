@@ -444,3 +444,20 @@ def test_sdim_lookup_equals_on_the_fly_and_respects_the_cut(data):
     np.testing.assert_allclose(full.vectors, fresh.vectors, rtol=1e-5, atol=1e-6)
     with pytest.raises(TypeError, match="not SDIM"):
         Hybrid([sd, HardSearch(items)], k=K)
+
+
+@pytest.mark.parametrize("M", [7, 120, 3000, 20_000])  # fewer than k, one tile, several tiles, the heap path
+def test_dense_topk_with_heavy_ties_matches_brute_force(M):
+    from gsu.retrieval.methods import dense_topk
+
+    rng = np.random.default_rng(M)
+    Q = rng.integers(-2, 3, (33, 4)).astype(np.float32)  # small integers: many equal scores
+    Km = rng.integers(-2, 3, (M, 4)).astype(np.float32)
+    cuts = rng.integers(0, M + 1, 33).astype(np.int64)
+    cuts[0], cuts[1] = 0, M
+    idx, sc = dense_topk(Q, Km, 10, cuts)
+    full = Q @ Km.T
+    ref = _brute_topk(full, cuts, 10)
+    np.testing.assert_array_equal(idx, ref)
+    np.testing.assert_array_equal(sc[idx >= 0], np.take_along_axis(full, np.maximum(ref, 0), 1)[idx >= 0])
+    assert np.all(np.isneginf(sc[idx < 0]))

@@ -252,53 +252,6 @@ def collect_topk(S, cuts, thr, k, keys):
 
 
 @nb.njit(cache=True, nogil=True)
-def keys_from_selection(S, idx, keys, thr):
-    """Sort keys (B, k) uint64 of the selected columns ``idx`` (B, kk) of ``S`` (B, W);
-    -inf scores and the slots past kk become padding (max uint64). ``thr`` (B,) receives
-    each row's smallest selected score (the k-th largest of the row)."""
-    B, kk = idx.shape
-    k = keys.shape[1]
-    pad = np.uint64(0xFFFFFFFFFFFFFFFF)
-    ninf = np.float32(-np.inf)
-    for b in range(B):
-        n = 0
-        m = np.float32(np.inf)
-        for a in range(kk):
-            j = idx[b, a]
-            v = S[b, j]
-            if v < m:
-                m = v
-            if v > ninf:
-                keys[b, n] = _desc_key(v, j)
-                n += 1
-        for a in range(n, k):
-            keys[b, a] = pad
-        thr[b] = m
-
-
-@nb.njit(cache=True, nogil=True)
-def tie_left_out(S, idx, thr, out):
-    """``out[b]`` = True when row ``b`` of ``S`` has a score equal to its k-th largest
-    ``thr[b]`` that the selection ``idx`` left out (so the tie rule must choose)."""
-    B, W = S.shape
-    kk = idx.shape[1]
-    ninf = np.float32(-np.inf)
-    for b in range(B):
-        t = thr[b]
-        if not t > ninf:
-            out[b] = False
-            continue
-        row = S[b]
-        cnt = 0
-        for j in range(W):
-            cnt += 1 if row[j] == t else 0
-        sel = 0
-        for a in range(kk):
-            sel += 1 if row[idx[b, a]] == t else 0
-        out[b] = cnt != sel
-
-
-@nb.njit(cache=True, nogil=True)
 def decode_keys(keys, out_pos, out_s):
     """Sorted keys (B, k) uint64 → positions (B, k) int64 (-1 padded) and scores (B, k)
     float32 (-inf padded), written into ``out_pos`` / ``out_s``."""

@@ -174,8 +174,9 @@ def _select_path(
     first_pos: np.ndarray | None = None,
 ) -> None:
     """Rows that fit one tile: a (B, w) score tile per block of targets (sorted by cut),
-    invisible columns set to -inf, the k-th largest per row by ``np.partition``
-    (introselect), then one numba pass collecting the winners (ties to the larger column)."""
+    invisible columns set to -inf, the k-th largest score per row by ``np.partition``
+    (introselect over values), then one numba pass collecting the winners (ties to the
+    larger column) and a row-wise sort of k keys."""
     T = Qs.shape[0]
     limit = int(sc[-1]) if first_pos is None else Kmat.shape[0]
     B = int(min(T, max(8, _SELECT_TILE // max(limit, 1))))
@@ -194,20 +195,12 @@ def _select_path(
         elif cb[0] < w:
             K_.mask_after_cut(S, cb)
         kk = min(k, w)
-        # the k best columns of each row, unordered (introselect) ...
-        idx = np.ascontiguousarray(np.argpartition(S, w - kk, axis=1)[:, w - kk :])
+        # each row's k-th largest visible score (introselect on the values alone, cheaper
+        # than an argpartition), then one branch-free numba pass collecting every score
+        # above it and, among scores equal to it, the most recent (the tie rule)
+        thr = np.ascontiguousarray(np.partition(S, w - kk, axis=1)[:, w - kk])
         keys = np.empty((e - s, k), np.uint64)
-        thr = np.empty(e - s, np.float32)
-        K_.keys_from_selection(S, idx, keys, thr)
-        # ... exact unless the k-th score ties with a column left out: then the tie rule
-        # (more recent first) decides, by one collecting pass over those rows only
-        tie = np.empty(e - s, np.bool_)
-        K_.tie_left_out(S, idx, thr, tie)
-        fix = np.flatnonzero(tie)
-        if fix.size:
-            fk = np.empty((fix.size, k), np.uint64)
-            K_.collect_topk(np.ascontiguousarray(S[fix]), cb[fix], np.ascontiguousarray(thr[fix]), k, fk)
-            keys[fix] = fk
+        K_.collect_topk(S, cb, thr, k, keys)
         keys.sort(axis=1)  # (score desc, position desc)
         oi = np.empty((e - s, k), np.int64)
         os_ = np.empty((e - s, k), np.float32)
