@@ -76,9 +76,9 @@ def test_aggregate_equals_naive_sdim(normalize):
         np.testing.assert_array_equal(vm[t], enc.aggregate(int(users[t]), targets[t : t + 1])[0][0])
 
 
-def test_append_equals_rebuild_bitwise():
+@pytest.mark.parametrize("dim", [24, 32])  # the scalar add and the 16-lane vector add
+def test_append_equals_rebuild_bitwise(dim):
     rng = np.random.default_rng(1)
-    dim = 24
     x, indptr = _sequences(rng, [50, 900, 10], dim)
     extra = rng.standard_normal((333, dim)).astype(np.float32)
     enc = BehaviorSequenceEncoder(dim, n_hashes=60, tau=4, seed=7).fit(x, indptr, user_ids=[10, 20, 30])
@@ -92,9 +92,9 @@ def test_append_equals_rebuild_bitwise():
     assert enc.counts[1].sum(axis=1).tolist() == [1233] * 15
 
 
-def test_fit_items_and_batched_fit_equal_fit(monkeypatch):
+@pytest.mark.parametrize("dim", [8, 64])
+def test_fit_items_and_batched_fit_equal_fit(monkeypatch, dim):
     rng = np.random.default_rng(2)
-    dim = 8
     emb = rng.standard_normal((500, dim)).astype(np.float32)
     lengths = [3, 400, 1, 250, 77]
     items = rng.integers(0, 500, sum(lengths))
@@ -189,3 +189,19 @@ def test_fit_items_with_precomputed_item_signatures():
         enc.fit_items(emb, items, indptr, item_signatures=np.zeros((300, 7), np.int64))
     with pytest.raises(ValueError, match="item_signatures"):
         enc.fit_items(emb, items, indptr, item_signatures=np.full((300, 8), 8, np.int64))
+
+
+@pytest.mark.parametrize("dim", [16, 20])
+def test_tables_are_the_sequential_float32_sums(dim):
+    """Each bucket sum is the float32 sum of its behaviors added in sequence order
+    (``np.add.at`` applies repeated indices one after another), bit for bit."""
+    rng = np.random.default_rng(5)
+    emb = (rng.standard_normal((200, dim)) * 10 ** rng.uniform(-3, 3, (200, 1))).astype(np.float32)
+    items = rng.integers(0, 200, 3000)
+    enc = BehaviorSequenceEncoder(dim, n_hashes=12, tau=3, seed=4).fit_items(emb, items, [0, 3000])
+    sig = enc.signatures(emb)[items]
+    for s in range(enc.n_signatures):
+        ref = np.zeros((enc.n_buckets, dim), np.float32)
+        np.add.at(ref, sig[:, s], emb[items])
+        np.testing.assert_array_equal(enc.sums[0, s], ref)
+        np.testing.assert_array_equal(enc.counts[0, s], np.bincount(sig[:, s], minlength=enc.n_buckets))
