@@ -21,6 +21,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from gsu._simd import prefetch
 from gsu.index._kernels import heap_push, heap_sorted
 
 # fast-math without the no-NaN/no-inf assumptions (-inf marks empty result slots)
@@ -200,14 +201,23 @@ def ivf_search_per_query(
 def _gather_one(qv, X, rows, start, end, k, out_s, out_r):
     """Exact top-k of one query over ``X[rows[start:end]]``; returns the count.
 
-    Four rows are scored per step (independent loads overlap their memory latency).
+    Four rows are scored per step (independent loads overlap their memory latency),
+    and the rows about 4 KiB ahead are prefetched (allowed rows are scattered over
+    the table: without it each step waits on DRAM).
     """
     d = qv.shape[0]
+    Xf = X.reshape(-1)
+    ahead = max(4, (1024 // max(d, 1)) // 4 * 4)  # rows ~4 KiB ahead, a multiple of 4
     hs = np.empty(k, np.float32)
     hr = np.empty(k, np.int64)
     size = 0
     j = start
     while j + 4 <= end:
+        if j + ahead + 4 <= end:
+            for u in range(j + ahead, j + ahead + 4):
+                base = rows[u] * d
+                for t in range(0, d, 16):  # one prefetch per 64-byte line
+                    prefetch(Xf, base + t)
         r0, r1, r2, r3 = rows[j], rows[j + 1], rows[j + 2], rows[j + 3]
         x0, x1, x2, x3 = X[r0], X[r1], X[r2], X[r3]
         a0 = np.float32(0.0)
