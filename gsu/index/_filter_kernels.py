@@ -110,6 +110,7 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r,
     nlist = boff.shape[0] - 1
     d = Q.shape[1]
     qv = Q[q]
+    Xf = Xl.reshape(-1)
     size = 0
     for l in range(nlist):
         if boff[l + 1] > boff[l]:
@@ -129,7 +130,37 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r,
         keys[0] = keys[size]
         vals[0] = vals[size]
         _lheap_down(keys, vals, size, 0)
-        for j in range(boff[l], boff[l + 1]):
+        if size > 0:  # the next list to open is at the heap's root: fetch its first rows now
+            nl = vals[0]
+            for j in range(boff[nl], min(boff[nl + 1], boff[nl] + 4)):
+                base = bpos[j] * d
+                for t in range(0, d, 16):
+                    prefetch(Xf, base + t)
+        j = boff[l]
+        e = boff[l + 1]
+        while j + 4 <= e:  # four rows per step: independent loads overlap
+            p0, p1, p2, p3 = bpos[j], bpos[j + 1], bpos[j + 2], bpos[j + 3]
+            x0, x1, x2, x3 = Xl[p0], Xl[p1], Xl[p2], Xl[p3]
+            a0 = np.float32(0.0)
+            a1 = np.float32(0.0)
+            a2 = np.float32(0.0)
+            a3 = np.float32(0.0)
+            for t in range(d):
+                qt = qv[t]
+                a0 += qt * x0[t]
+                a1 += qt * x1[t]
+                a2 += qt * x2[t]
+                a3 += qt * x3[t]
+            if hsize < k or a0 >= hs[0]:
+                hsize = heap_push(hs, hr, hsize, k, a0, pos_row[p0])
+            if hsize < k or a1 >= hs[0]:
+                hsize = heap_push(hs, hr, hsize, k, a1, pos_row[p1])
+            if hsize < k or a2 >= hs[0]:
+                hsize = heap_push(hs, hr, hsize, k, a2, pos_row[p2])
+            if hsize < k or a3 >= hs[0]:
+                hsize = heap_push(hs, hr, hsize, k, a3, pos_row[p3])
+            j += 4
+        while j < e:
             p = bpos[j]
             xv = Xl[p]
             acc = np.float32(0.0)
@@ -137,6 +168,7 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r,
                 acc += qv[t] * xv[t]
             if hsize < k or acc >= hs[0]:
                 hsize = heap_push(hs, hr, hsize, k, acc, pos_row[p])
+            j += 1
         covered += boff[l + 1] - boff[l]
         opened += 1
     heap_sorted(hs, hr, hsize, out_s[q], out_r[q])
