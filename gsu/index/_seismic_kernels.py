@@ -83,6 +83,30 @@ def load_f32(typingctx, arr, idx):
 
 
 @intrinsic
+def load_index(typingctx, arr, idx):
+    """``arr[idx]`` of an integer array, widened to an unsigned machine integer, loaded
+    without the negative-index wraparound that numba adds for signed ``idx`` (callers
+    guarantee ``0 <= idx < len(arr)`` and non-negative entries): an index used this way
+    needs no wraparound either."""
+    if not isinstance(arr, types.Array) or arr.ndim != 1 or not isinstance(arr.dtype, types.Integer):
+        return None
+    if not isinstance(idx, types.Integer):
+        return None
+    sig = types.uintp(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        aryty, idxty = signature.args
+        ptr = _item_pointer(context, builder, aryty, args[0], args[1], idxty)
+        raw = builder.load(ptr)
+        out = ir.IntType(64)
+        if raw.type.width >= 64:
+            return raw
+        return builder.zext(raw, out) if not aryty.dtype.signed else builder.sext(raw, out)
+
+    return sig, codegen
+
+
+@intrinsic
 def prefetch(typingctx, arr, idx):
     """Hint the CPU to fetch the cache line holding ``arr[idx]`` (``llvm.prefetch``, read, high locality)."""
     if not isinstance(arr, types.Array) or arr.ndim != 1 or not isinstance(idx, types.Integer):
@@ -106,7 +130,8 @@ def prefetch(typingctx, arr, idx):
 def _doc_dot(qdense, fwd_indptr, fwd_comps, fwd_vals, d):
     """Inner product of the dense query ``qdense`` with document ``d`` of the forward index.
 
-    Four independent accumulators (no vector gathers: scalar loads are faster here).
+    Four independent accumulators (no vector gathers: scalar loads are faster here);
+    loads without numba's negative-index wraparound (``0 <= j < nnz`` by construction).
     """
     s = fwd_indptr[d]
     e = fwd_indptr[d + 1]
@@ -116,17 +141,40 @@ def _doc_dot(qdense, fwd_indptr, fwd_comps, fwd_vals, d):
     a3 = np.float32(0.0)
     j = s
     while j + 4 <= e:
-        a0 += qdense[fwd_comps[j]] * load_f32(fwd_vals, j)
-        a1 += qdense[fwd_comps[j + 1]] * load_f32(fwd_vals, j + 1)
-        a2 += qdense[fwd_comps[j + 2]] * load_f32(fwd_vals, j + 2)
-        a3 += qdense[fwd_comps[j + 3]] * load_f32(fwd_vals, j + 3)
+        a0 += qdense[load_index(fwd_comps, j)] * load_f32(fwd_vals, j)
+        a1 += qdense[load_index(fwd_comps, j + 1)] * load_f32(fwd_vals, j + 1)
+        a2 += qdense[load_index(fwd_comps, j + 2)] * load_f32(fwd_vals, j + 2)
+        a3 += qdense[load_index(fwd_comps, j + 3)] * load_f32(fwd_vals, j + 3)
         j += 4
     while j < e:
-        a0 += qdense[fwd_comps[j]] * load_f32(fwd_vals, j)
+        a0 += qdense[load_index(fwd_comps, j)] * load_f32(fwd_vals, j)
         j += 1
     return (a0 + a1) + (a2 + a3)
 
 
+@nb.njit(cache=True, inline="always")
+def _prefetch_doc(fwd_indptr, fwd_comps, fwd_vals, d):
+    """Prefetch every cache line of document ``d``'s components and values.
+
+    Scoring a document touches all of them; a hint for the first line only leaves the
+    rest to the hardware prefetcher, which starts too late for vectors this short.
+    """
+    s = fwd_indptr[d]
+    e = fwd_indptr[d + 1]
+    if e <= s:
+        return
+    sc = 64 // fwd_comps.itemsize
+    sv = 64 // fwd_vals.itemsize
+    for j in range(s, e, sc):
+        prefetch(fwd_comps, j)
+    prefetch(fwd_comps, e - 1)
+    for j in range(s, e, sv):
+        prefetch(fwd_vals, j)
+    prefetch(fwd_vals, e - 1)
+
+
+_PF_DIST = 2  # documents prefetched ahead of the one scored
+_CAND = 64  # documents picked per chunk of a block before scoring them (search scratch)
 _ENERGY_BUCKETS = 512
 
 
@@ -667,6 +715,7 @@ def _search_impl(
         top_v = np.empty(tcap, np.float32)
         top_c = np.empty(tcap, np.int64)
         aq = np.empty(max_blocks, np.float32)
+        cand = np.empty(_CAND, np.int64)
         no_order = np.empty(0, np.int64)
         for q in range(t, nq, n_threads):
             stamp = np.int32(stamp_base + q + 1)
@@ -743,25 +792,38 @@ def _search_impl(
                             d = post_docs[p]
                             prefetch(vstamp, d)
                             prefetch(fwd_indptr, d)
-                        for p in range(p0, p1):
-                            d = post_docs[p]
-                            if p + 1 < p1:
-                                dn = post_docs[p + 1]
-                                prefetch(fwd_comps, fwd_indptr[dn])
-                                prefetch(fwd_vals, fwd_indptr[dn])
-                            if vstamp[d] == stamp:
+                        # in chunks of _CAND: pick the unvisited (allowed) documents, marking
+                        # them visited, then score them, prefetching each next document whole
+                        pc = p0
+                        while pc < p1:
+                            pe = min(p1, pc + _CAND)
+                            m = 0
+                            for p in range(pc, pe):
+                                d = post_docs[p]
+                                if vstamp[d] == stamp:
+                                    continue
+                                vstamp[d] = stamp
+                                if mode == 1:
+                                    if allowed[d] == 0:
+                                        continue
+                                elif mode == 2:
+                                    if astamp[d] != stamp:
+                                        continue
+                                cand[m] = d
+                                m += 1
+                            pc = pe
+                            if m == 0:
                                 continue
-                            vstamp[d] = stamp
-                            if mode == 1:
-                                if allowed[d] == 0:
-                                    continue
-                            elif mode == 2:
-                                if astamp[d] != stamp:
-                                    continue
-                            sc = _doc_dot(qdense, fwd_indptr, fwd_comps, fwd_vals, d)
-                            scored += 1
-                            if sc > 0:
-                                size = heap_push(hs, hr, size, k, sc, np.int64(d))
+                            for i in range(min(m, _PF_DIST)):
+                                _prefetch_doc(fwd_indptr, fwd_comps, fwd_vals, cand[i])
+                            for i in range(m):
+                                d = cand[i]
+                                if i + _PF_DIST < m:
+                                    _prefetch_doc(fwd_indptr, fwd_comps, fwd_vals, cand[i + _PF_DIST])
+                                sc = _doc_dot(qdense, fwd_indptr, fwd_comps, fwd_vals, d)
+                                if sc > 0:
+                                    size = heap_push(hs, hr, size, k, sc, d)
+                            scored += m
                 # rows added since the last build: exact
                 for d in range(n_indexed, n):
                     if mode == 1:
