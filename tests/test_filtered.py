@@ -323,20 +323,3 @@ def test_shared_filter_local_selectivity_planning(indexes, data, kind):
         assert loc.mean() > 0.3
     else:
         assert 0.1 < loc.mean() < 0.3
-
-
-def test_contiguous_runs_take_the_gemv_path_exactly(indexes, data):
-    """Allowed rows forming one contiguous run (a time window) are scored by BLAS gemv;
-    the results equal FlatIndex's, shared and per query, at run lengths around the cutover."""
-    from gsu.index import _filter_kernels as fk
-
-    x, q, ids, _, _ = data
-    starts = np.random.default_rng(9).integers(0, N - 600, NQ)
-    lengths = [fk._RUN_MIN - 1, fk._RUN_MIN, 600]
-    for L in lengths:
-        per_q = [ids[s : s + L] for s in starts]
-        for f, allowed in ((Filter.per_query(per_q), per_q), (Filter.from_ids(per_q[0]), [per_q[0]] * NQ)):
-            truth = indexes["flat"].search(q, K, filter=f)
-            res = indexes["filtered"].search(q, K, filter=f, route="exact")
-            assert _check(res, truth, allowed, x, ids, q, K) == 1.0
-            np.testing.assert_allclose(res.scores, truth.scores, rtol=1e-5, atol=1e-5)

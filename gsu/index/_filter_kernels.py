@@ -97,10 +97,6 @@ def _lheap_down(keys, vals, size, i):
             return
 
 
-_RUN_MIN = 256  # contiguous allowed runs at least this long are scored by BLAS gemv
-_AHEAD = 8  # lists taken off the heap ahead of scoring (their rows prefetched)
-
-
 @nb.njit(cache=True, fastmath=_FM)
 def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored, keys, vals):
     """Probe the lists holding allowed rows in decreasing centroid score.
@@ -128,30 +124,18 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r,
     hsize = 0
     covered = 0
     opened = 0
-    # lists leave the heap _AHEAD at a time ahead of scoring (a small ring), and their
-    # first allowed rows are prefetched as they leave: a sparse filter leaves one or two
-    # rows per list, so fetching only the next list's rows would hide no latency
-    ring = np.empty(_AHEAD, np.int64)
-    r_head = 0
-    r_len = 0
-    while True:
-        while r_len < _AHEAD and size > 0:
+    while size > 0 and (covered < target or opened < min_lists):
+        l = vals[0]
+        size -= 1
+        keys[0] = keys[size]
+        vals[0] = vals[size]
+        _lheap_down(keys, vals, size, 0)
+        if size > 0:  # the next list to open is at the heap's root: fetch its first rows now
             nl = vals[0]
-            size -= 1
-            keys[0] = keys[size]
-            vals[0] = vals[size]
-            _lheap_down(keys, vals, size, 0)
-            ring[(r_head + r_len) % _AHEAD] = nl
-            r_len += 1
             for j in range(boff[nl], min(boff[nl + 1], boff[nl] + 4)):
                 base = bpos[j] * d
                 for t in range(0, d, 16):
                     prefetch(Xf, base + t)
-        if r_len == 0 or not (covered < target or opened < min_lists):
-            break
-        l = ring[r_head]
-        r_head = (r_head + 1) % _AHEAD
-        r_len -= 1
         j = boff[l]
         e = boff[l + 1]
         while j + 4 <= e:  # four rows per step: independent loads overlap
@@ -254,25 +238,11 @@ def _gather_one(qv, X, rows, start, end, k, out_s, out_r):
     the table: without it each step waits on DRAM).
     """
     d = qv.shape[0]
+    Xf = X.reshape(-1)
+    ahead = max(4, (1024 // max(d, 1)) // 4 * 4)  # rows ~4 KiB ahead, a multiple of 4
     hs = np.empty(k, np.float32)
     hr = np.empty(k, np.int64)
     size = 0
-    if end - start >= _RUN_MIN and rows[end - 1] - rows[start] == end - start - 1:
-        # the rows are sorted and unique, so this is one contiguous run (a time or id
-        # range): a BLAS matrix-vector product streams it at memory speed
-        lo = rows[start]
-        sc = np.dot(X[lo : lo + end - start], qv)
-        for j in range(end - start):
-            a = sc[j]
-            if size < k or a >= hs[0]:
-                size = heap_push(hs, hr, size, k, a, lo + j)
-        for a in range(k):
-            out_r[a] = -1
-            out_s[a] = -np.inf
-        heap_sorted(hs, hr, size, out_s, out_r)
-        return size
-    Xf = X.reshape(-1)
-    ahead = max(4, (1024 // max(d, 1)) // 4 * 4)  # rows ~4 KiB ahead, a multiple of 4
     j = start
     while j + 4 <= end:
         if j + ahead + 4 <= end:
