@@ -79,22 +79,46 @@ def bucket_rows(rows, row_list, row_pos, nlist):
     return boff, bpos
 
 
-@nb.njit(cache=True, inline="always")
-def _lheap_down(keys, vals, size, i):
-    """Sift-down in a max-heap of (key float32, list int64) pairs."""
-    while True:
-        left = 2 * i + 1
-        if left >= size:
-            return
-        c = left
-        if left + 1 < size and keys[left + 1] > keys[left]:
-            c = left + 1
-        if keys[c] > keys[i]:
-            keys[c], keys[i] = keys[i], keys[c]
-            vals[c], vals[i] = vals[i], vals[c]
-            i = c
-        else:
-            return
+_BUCKETS = 256  # score buckets that order the lists without a heap
+_PF_LISTS = 4  # lists ahead whose first allowed rows are prefetched
+
+
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def _score_list(qv, Xl, pos_row, bpos, j, e, k, hs, hr, hsize):
+    """Score the allowed rows ``bpos[j:e]`` of one list into the heap; returns its size."""
+    d = qv.shape[0]
+    while j + 4 <= e:  # four rows per step: independent loads overlap
+        p0, p1, p2, p3 = bpos[j], bpos[j + 1], bpos[j + 2], bpos[j + 3]
+        x0, x1, x2, x3 = Xl[p0], Xl[p1], Xl[p2], Xl[p3]
+        a0 = np.float32(0.0)
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        for t in range(d):
+            qt = qv[t]
+            a0 += qt * x0[t]
+            a1 += qt * x1[t]
+            a2 += qt * x2[t]
+            a3 += qt * x3[t]
+        if hsize < k or a0 >= hs[0]:
+            hsize = heap_push(hs, hr, hsize, k, a0, pos_row[p0])
+        if hsize < k or a1 >= hs[0]:
+            hsize = heap_push(hs, hr, hsize, k, a1, pos_row[p1])
+        if hsize < k or a2 >= hs[0]:
+            hsize = heap_push(hs, hr, hsize, k, a2, pos_row[p2])
+        if hsize < k or a3 >= hs[0]:
+            hsize = heap_push(hs, hr, hsize, k, a3, pos_row[p3])
+        j += 4
+    while j < e:
+        p = bpos[j]
+        xv = Xl[p]
+        acc = np.float32(0.0)
+        for t in range(d):
+            acc += qv[t] * xv[t]
+        if hsize < k or acc >= hs[0]:
+            hsize = heap_push(hs, hr, hsize, k, acc, pos_row[p])
+        j += 1
+    return hsize
 
 
 @nb.njit(cache=True, fastmath=_FM)
@@ -106,71 +130,80 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r,
     scored and at least ``min_lists`` non-empty lists were opened (or every allowed
     row was scored). Lists without an allowed row are never opened. ``keys``/``vals``
     are (nlist,) scratch.
+
+    Order without a heap (whose sift-downs mispredict a branch per level on every
+    query): the lists' scores go into ``_BUCKETS`` equal-width buckets (branch-free),
+    the top buckets holding about as many lists as the stop rule is expected to open
+    are collected and sorted, and the next buckets only when those run out. The first
+    rows of the lists ``_PF_LISTS`` ahead are prefetched.
     """
     nlist = boff.shape[0] - 1
     d = Q.shape[1]
     qv = Q[q]
     Xf = Xl.reshape(-1)
     size = 0
+    mn = np.float32(np.inf)
+    mx = np.float32(-np.inf)
     for l in range(nlist):
-        if boff[l + 1] > boff[l]:
-            keys[size] = CS[q, l]
-            vals[size] = l
-            size += 1
-    for i in range(size // 2 - 1, -1, -1):
-        _lheap_down(keys, vals, size, i)
+        v = CS[q, l]
+        keys[size] = v
+        vals[size] = l
+        ne = boff[l + 1] > boff[l]
+        size += 1 if ne else 0
+    for i in range(size):
+        v = keys[i]
+        mn = min(mn, v)
+        mx = max(mx, v)
     hs = np.empty(k, np.float32)
     hr = np.empty(k, np.int64)
     hsize = 0
     covered = 0
     opened = 0
-    while size > 0 and (covered < target or opened < min_lists):
-        l = vals[0]
-        size -= 1
-        keys[0] = keys[size]
-        vals[0] = vals[size]
-        _lheap_down(keys, vals, size, 0)
-        if size > 0:  # the next list to open is at the heap's root: fetch its first rows now
-            nl = vals[0]
-            for j in range(boff[nl], min(boff[nl + 1], boff[nl] + 4)):
-                base = bpos[j] * d
-                for t in range(0, d, 16):
-                    prefetch(Xf, base + t)
-        j = boff[l]
-        e = boff[l + 1]
-        while j + 4 <= e:  # four rows per step: independent loads overlap
-            p0, p1, p2, p3 = bpos[j], bpos[j + 1], bpos[j + 2], bpos[j + 3]
-            x0, x1, x2, x3 = Xl[p0], Xl[p1], Xl[p2], Xl[p3]
-            a0 = np.float32(0.0)
-            a1 = np.float32(0.0)
-            a2 = np.float32(0.0)
-            a3 = np.float32(0.0)
-            for t in range(d):
-                qt = qv[t]
-                a0 += qt * x0[t]
-                a1 += qt * x1[t]
-                a2 += qt * x2[t]
-                a3 += qt * x3[t]
-            if hsize < k or a0 >= hs[0]:
-                hsize = heap_push(hs, hr, hsize, k, a0, pos_row[p0])
-            if hsize < k or a1 >= hs[0]:
-                hsize = heap_push(hs, hr, hsize, k, a1, pos_row[p1])
-            if hsize < k or a2 >= hs[0]:
-                hsize = heap_push(hs, hr, hsize, k, a2, pos_row[p2])
-            if hsize < k or a3 >= hs[0]:
-                hsize = heap_push(hs, hr, hsize, k, a3, pos_row[p3])
-            j += 4
-        while j < e:
-            p = bpos[j]
-            xv = Xl[p]
-            acc = np.float32(0.0)
-            for t in range(d):
-                acc += qv[t] * xv[t]
-            if hsize < k or acc >= hs[0]:
-                hsize = heap_push(hs, hr, hsize, k, acc, pos_row[p])
-            j += 1
-        covered += boff[l + 1] - boff[l]
-        opened += 1
+    if size > 0:
+        scale = np.float32((_BUCKETS - 1) / (mx - mn)) if mx > mn else np.float32(0.0)
+        hist = np.zeros(_BUCKETS, np.int64)
+        bk = np.empty(size, np.int32)
+        for i in range(size):
+            b = np.int32((keys[i] - mn) * scale)
+            b = min(max(b, 0), _BUCKETS - 1)
+            bk[i] = b
+            hist[b] += 1
+        m_all = boff[nlist]
+        # lists the stop rule should open: enough for `target` rows at the average density
+        want = max(min_lists, (target * size + m_all - 1) // max(m_all, 1)) + 8
+        bkeys = np.empty(size, np.float32)
+        blist = np.empty(size, np.int64)
+        hi_b = _BUCKETS
+        done = False
+        while not done and hi_b > 0:
+            lo_b = hi_b
+            cnt = 0
+            while lo_b > 0 and cnt < want:
+                lo_b -= 1
+                cnt += hist[lo_b]
+            nb_ = 0
+            for i in range(size):  # branch-free compaction of the lists in [lo_b, hi_b)
+                b = bk[i]
+                bkeys[nb_] = keys[i]
+                blist[nb_] = vals[i]
+                nb_ += 1 if (b >= lo_b and b < hi_b) else 0
+            order = np.argsort(-bkeys[:nb_])
+            for a in range(nb_):
+                if a + _PF_LISTS < nb_:
+                    nl = blist[order[a + _PF_LISTS]]
+                    for j in range(boff[nl], min(boff[nl + 1], boff[nl] + 4)):
+                        base = bpos[j] * d
+                        for t in range(0, d, 16):
+                            prefetch(Xf, base + t)
+                if not (covered < target or opened < min_lists):
+                    done = True
+                    break
+                l = blist[order[a]]
+                hsize = _score_list(qv, Xl, pos_row, bpos, boff[l], boff[l + 1], k, hs, hr, hsize)
+                covered += boff[l + 1] - boff[l]
+                opened += 1
+            hi_b = lo_b
+            want *= 2
     heap_sorted(hs, hr, hsize, out_s[q], out_r[q])
     counts[q] = hsize
     scored[q] = covered
@@ -234,18 +267,19 @@ def _gather_one(qv, X, rows, start, end, k, out_s, out_r):
     """Exact top-k of one query over ``X[rows[start:end]]``; returns the count.
 
     Four rows are scored per step (independent loads overlap their memory latency),
-    and the rows about 4 KiB ahead are prefetched (allowed rows are scattered over
-    the table: without it each step waits on DRAM).
+    and for short rows (d <= 128) the rows about 4 KiB ahead are prefetched (allowed
+    rows are scattered over the table; measured 5-25 % faster at d = 64).
     """
     d = qv.shape[0]
     Xf = X.reshape(-1)
     ahead = max(4, (1024 // max(d, 1)) // 4 * 4)  # rows ~4 KiB ahead, a multiple of 4
+    pf = d <= 128  # long rows are streamed by the hardware prefetcher; hints only cost there
     hs = np.empty(k, np.float32)
     hr = np.empty(k, np.int64)
     size = 0
     j = start
     while j + 4 <= end:
-        if j + ahead + 4 <= end:
+        if pf and j + ahead + 4 <= end:
             for u in range(j + ahead, j + ahead + 4):
                 base = rows[u] * d
                 for t in range(0, d, 16):  # one prefetch per 64-byte line
