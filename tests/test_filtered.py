@@ -189,6 +189,12 @@ def test_planner_routes(indexes, data):
     assert fi.plan(3, K, filter=pq, exact_max_rows=100).tolist() == [0, 1, 2]
     # effort scales the exact threshold
     assert fi.plan(1, K, filter=Filter.from_ids(ids[:600]), exact_max_rows=400, effort=2.0).tolist() == [0]
+    # one contiguous run of rows gets exact_run_factor (1.4) times the limit; scattered rows do not
+    scattered = ids[::5]  # 600 rows, every fifth
+    assert fi.plan(1, K, filter=Filter.from_ids(ids[:600]), exact_max_rows=500).tolist() == [0]
+    assert fi.plan(1, K, filter=Filter.from_ids(scattered), exact_max_rows=500).tolist() == [1]
+    assert fi.plan(2, K, filter=Filter.per_query([ids[:600], scattered]), exact_max_rows=500).tolist() == [0, 1]
+    assert fi.plan(1, K, filter=Filter.from_ids(ids[:800]), exact_max_rows=500).tolist() == [1]  # 800 > 700
 
 
 def test_ivf_skips_lists_without_allowed_rows(indexes, data):
