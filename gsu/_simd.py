@@ -1,4 +1,5 @@
-"""Small LLVM intrinsics for numba kernels: explicit vector adds and prefetches.
+"""Small LLVM intrinsics for numba kernels: explicit vector adds, half-precision and
+unchecked loads, prefetches.
 
 numba hands LLVM array loops whose operands *may* alias, so a short inner loop such as
 ``dst[t] += src[t]`` (t < 64) is vectorised behind a runtime overlap check and a
@@ -14,7 +15,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["LANES", "add_f32x16", "copy_f32x16", "prefetch"]
+__all__ = ["LANES", "add_f32x16", "copy_f32x16", "load_f32", "load_index", "prefetch"]
 
 LANES = 16
 """Lanes of :func:`add_f32x16` / :func:`copy_f32x16`."""
@@ -93,5 +94,50 @@ def prefetch(typingctx, arr, idx):
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
         builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
         return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def load_f32(typingctx, arr, idx):
+    """``arr[idx]`` as float32: float32 arrays load directly; uint16 arrays hold IEEE
+    half-precision bits (numba has no float16 type), widened with one F16C instruction."""
+    if not isinstance(arr, types.Array) or arr.ndim != 1 or arr.dtype not in (types.float32, types.uint16):
+        return None
+    if not isinstance(idx, types.Integer):
+        return None
+    sig = types.float32(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        aryty, idxty = signature.args
+        ptr = _item_pointer(context, builder, aryty, args[0], args[1], idxty)
+        raw = builder.load(ptr)
+        if aryty.dtype == types.uint16:
+            return builder.fpext(builder.bitcast(raw, ir.HalfType()), ir.FloatType())
+        return raw
+
+    return sig, codegen
+
+
+@intrinsic
+def load_index(typingctx, arr, idx):
+    """``arr[idx]`` of an integer array, widened to an unsigned machine integer, loaded
+    without the negative-index wraparound that numba adds for signed ``idx`` (callers
+    guarantee ``0 <= idx < len(arr)`` and non-negative entries): an index used this way
+    needs no wraparound either."""
+    if not isinstance(arr, types.Array) or arr.ndim != 1 or not isinstance(arr.dtype, types.Integer):
+        return None
+    if not isinstance(idx, types.Integer):
+        return None
+    sig = types.uintp(arr, idx)
+
+    def codegen(context, builder, signature, args):
+        aryty, idxty = signature.args
+        ptr = _item_pointer(context, builder, aryty, args[0], args[1], idxty)
+        raw = builder.load(ptr)
+        out = ir.IntType(64)
+        if raw.type.width >= 64:
+            return raw
+        return builder.zext(raw, out) if not aryty.dtype.signed else builder.sext(raw, out)
 
     return sig, codegen

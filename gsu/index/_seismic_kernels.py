@@ -28,11 +28,8 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
-from llvmlite import ir
-from numba import types
-from numba.core import cgutils
-from numba.extending import intrinsic
 
+from gsu._simd import load_f32, load_index, prefetch
 from gsu.index._kernels import heap_push, heap_sorted
 
 # ---------------------------------------------------------------------------
@@ -49,81 +46,6 @@ def _splitmix64(state):
     z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & np.uint64(0xFFFFFFFFFFFFFFFF)
     z = z ^ (z >> np.uint64(31))
     return state, z
-
-
-def _item_pointer(context, builder, aryty, ary_val, idx_val, idx_ty):
-    ary = context.make_array(aryty)(context, builder, ary_val)
-    i = context.cast(builder, idx_val, idx_ty, types.intp)
-    return cgutils.get_item_pointer2(
-        context, builder, data=ary.data, shape=cgutils.unpack_tuple(builder, ary.shape),
-        strides=cgutils.unpack_tuple(builder, ary.strides), layout=aryty.layout, inds=[i],
-        wraparound=False, boundscheck=False,
-    )
-
-
-@intrinsic
-def load_f32(typingctx, arr, idx):
-    """``arr[idx]`` as float32: float32 arrays load directly; uint16 arrays hold IEEE
-    half-precision bits (numba has no float16 type), widened with one F16C instruction."""
-    if not isinstance(arr, types.Array) or arr.ndim != 1 or arr.dtype not in (types.float32, types.uint16):
-        return None
-    if not isinstance(idx, types.Integer):
-        return None
-    sig = types.float32(arr, idx)
-
-    def codegen(context, builder, signature, args):
-        aryty, idxty = signature.args
-        ptr = _item_pointer(context, builder, aryty, args[0], args[1], idxty)
-        raw = builder.load(ptr)
-        if aryty.dtype == types.uint16:
-            return builder.fpext(builder.bitcast(raw, ir.HalfType()), ir.FloatType())
-        return raw
-
-    return sig, codegen
-
-
-@intrinsic
-def load_index(typingctx, arr, idx):
-    """``arr[idx]`` of an integer array, widened to an unsigned machine integer, loaded
-    without the negative-index wraparound that numba adds for signed ``idx`` (callers
-    guarantee ``0 <= idx < len(arr)`` and non-negative entries): an index used this way
-    needs no wraparound either."""
-    if not isinstance(arr, types.Array) or arr.ndim != 1 or not isinstance(arr.dtype, types.Integer):
-        return None
-    if not isinstance(idx, types.Integer):
-        return None
-    sig = types.uintp(arr, idx)
-
-    def codegen(context, builder, signature, args):
-        aryty, idxty = signature.args
-        ptr = _item_pointer(context, builder, aryty, args[0], args[1], idxty)
-        raw = builder.load(ptr)
-        out = ir.IntType(64)
-        if raw.type.width >= 64:
-            return raw
-        return builder.zext(raw, out) if not aryty.dtype.signed else builder.sext(raw, out)
-
-    return sig, codegen
-
-
-@intrinsic
-def prefetch(typingctx, arr, idx):
-    """Hint the CPU to fetch the cache line holding ``arr[idx]`` (``llvm.prefetch``, read, high locality)."""
-    if not isinstance(arr, types.Array) or arr.ndim != 1 or not isinstance(idx, types.Integer):
-        return None
-    sig = types.void(arr, idx)
-
-    def codegen(context, builder, signature, args):
-        aryty, idxty = signature.args
-        ptr = _item_pointer(context, builder, aryty, args[0], args[1], idxty)
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-
-    return sig, codegen
 
 
 @nb.njit(cache=True)
