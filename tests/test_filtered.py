@@ -329,3 +329,55 @@ def test_shared_filter_local_selectivity_planning(indexes, data, kind):
         assert loc.mean() > 0.3
     else:
         assert 0.1 < loc.mean() < 0.3
+
+
+@pytest.mark.parametrize("noise", [1e-2, 1e-6, 0.0])  # well separated, near ties below half precision, exact ties
+def test_half_precision_first_pass_gives_the_float32_answer(noise):
+    """The exact route at d >= HALF_MIN_DIM scores a half-precision copy first and rescores
+    the rows within the error bound: ids and scores equal the float32-only kernel's, bit
+    for bit, also when near-ties are far below half precision."""
+    from gsu.index import _filter_kernels as fk
+    from gsu.index.filtered import HALF_MIN_DIM, _half_copy
+
+    rng = np.random.default_rng(4)
+    d, n, nq = HALF_MIN_DIM, 4000, 30
+    base = rng.standard_normal((40, d)).astype(np.float32)
+    X = (base[rng.integers(0, 40, n)] + noise * rng.standard_normal((n, d))).astype(np.float32)
+    Q = rng.standard_normal((nq, d)).astype(np.float32)
+    half = _half_copy(X)
+    assert half is not False and half[1] > 0
+    sets = [np.sort(rng.choice(n, m, replace=False)).astype(np.int64) for m in rng.integers(1, 3000, nq)]
+    starts = np.cumsum([0] + [a.shape[0] for a in sets[:-1]]).astype(np.int64)
+    ends = starts + np.array([a.shape[0] for a in sets], np.int64)
+    rows = np.concatenate(sets)
+    which = np.arange(nq, dtype=np.int64)
+    out = []
+    for h in (None, half):
+        r = np.full((nq, K), -1, np.int64)
+        s = np.full((nq, K), -np.inf, np.float32)
+        c = np.zeros(nq, np.int64)
+        fk.gather_topk_ip_sel(Q, X, which, starts, ends, rows, K, r, s, c, h)
+        out.append((r, s, c))
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)
+    assert _half_copy(np.full((3, d), 1e6, np.float32)) is False  # beyond half precision: float32 only
+
+
+def test_filtered_index_uses_the_half_copy_from_dim_128():
+    from gsu.index.filtered import HALF_MIN_DIM
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((3000, HALF_MIN_DIM)).astype(np.float32)
+    q = rng.standard_normal((8, HALF_MIN_DIM)).astype(np.float32)
+    fi = FilteredIndex(HALF_MIN_DIM, "ip", M=8, ef_construction=40, nlist=16)
+    fi.add(x)
+    assert fi._half() is not None
+    flat = FlatIndex(HALF_MIN_DIM, "ip")
+    flat.add(x)
+    allowed = [np.sort(rng.choice(3000, 500, replace=False)) for _ in range(8)]
+    f = Filter.per_query(allowed)
+    a, b = fi.search(q, K, filter=f, route="exact"), flat.search(q, K, filter=f)
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-5)
+    fi.add(rng.standard_normal((10, HALF_MIN_DIM)).astype(np.float32))
+    assert fi._half()[0].shape[0] == 3010  # rebuilt after add

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from gsu._simd import prefetch
+from gsu._simd import load_f32, prefetch
 from gsu.index._kernels import heap_push, heap_sorted
 
 # fast-math without the no-NaN/no-inf assumptions (-inf marks empty result slots)
@@ -321,56 +321,154 @@ def _gather_one(qv, X, rows, start, end, k, out_s, out_r):
     return size
 
 
-def gather_topk_ip_sel(Q, X, which, starts, ends, rows, k, out_r, out_s, counts):
+@nb.njit(cache=True, fastmath=_FM)
+def _gather_one_half(qv, X, H, rmax, nmax, rows, start, end, k, out_s, out_r):
+    """:func:`_gather_one` reading a half-precision copy first; the same result exactly.
+
+    ``H`` (n, d) uint16 holds ``X`` rounded to IEEE half precision; every element
+    differs from ``X`` by at most ``rmax``, and every row of ``X`` has L2 norm at most
+    ``nmax``. Pass 1 scores every allowed row from ``H`` (half the bytes: long rows are
+    bandwidth-bound) and keeps the approximate k-th best ``A``; an approximate score
+    ``a`` is within ``eps = ||q||_1 rmax + 2.2 γ_d ||q||_2 nmax`` of the float32 score
+    this module computes (γ_d = d u / (1 - d u), u = 2^-24, covers the rounding of
+    either sum in any order), so only rows with ``a >= A - 2 eps`` can reach the exact
+    top-k (ties included). Pass 2 rescores those few from ``X`` into the usual heap.
+    """
+    d = qv.shape[0]
+    Hf = H.reshape(-1)
+    m = end - start
+    l1 = np.float32(0.0)
+    l2 = np.float32(0.0)
+    for t in range(d):
+        l1 += abs(qv[t])
+        l2 += qv[t] * qv[t]
+    u = d * 2.0 ** -24
+    eps = np.float32(np.float64(l1) * rmax + 2.2 * u / (1.0 - u) * np.sqrt(np.float64(l2)) * nmax)
+    buf = np.empty(m, np.float32)
+    hs = np.empty(k, np.float32)
+    hr = np.empty(k, np.int64)
+    size = 0
+    j = start
+    while j + 4 <= end:
+        b0, b1, b2, b3 = rows[j] * d, rows[j + 1] * d, rows[j + 2] * d, rows[j + 3] * d
+        a0 = np.float32(0.0)
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        for t in range(d):
+            qt = qv[t]
+            a0 += qt * load_f32(Hf, b0 + t)
+            a1 += qt * load_f32(Hf, b1 + t)
+            a2 += qt * load_f32(Hf, b2 + t)
+            a3 += qt * load_f32(Hf, b3 + t)
+        i = j - start
+        buf[i] = a0
+        buf[i + 1] = a1
+        buf[i + 2] = a2
+        buf[i + 3] = a3
+        if size < k or a0 > hs[0]:
+            size = heap_push(hs, hr, size, k, a0, 0)
+        if size < k or a1 > hs[0]:
+            size = heap_push(hs, hr, size, k, a1, 0)
+        if size < k or a2 > hs[0]:
+            size = heap_push(hs, hr, size, k, a2, 0)
+        if size < k or a3 > hs[0]:
+            size = heap_push(hs, hr, size, k, a3, 0)
+        j += 4
+    while j < end:
+        b0 = rows[j] * d
+        a0 = np.float32(0.0)
+        for t in range(d):
+            a0 += qv[t] * load_f32(Hf, b0 + t)
+        buf[j - start] = a0
+        if size < k or a0 > hs[0]:
+            size = heap_push(hs, hr, size, k, a0, 0)
+        j += 1
+    thr = np.float32(-np.inf) if size < k else hs[0] - 2 * eps
+    size = 0
+    for i in range(m):
+        if buf[i] >= thr:
+            r = rows[start + i]
+            xv = X[r]
+            acc = np.float32(0.0)
+            for t in range(d):
+                acc += qv[t] * xv[t]
+            if size < k or acc >= hs[0]:
+                size = heap_push(hs, hr, size, k, acc, r)
+    for a in range(k):
+        out_r[a] = -1
+        out_s[a] = -np.inf
+    heap_sorted(hs, hr, size, out_s, out_r)
+    return size
+
+
+@nb.njit(cache=True, inline="always")
+def _gather_any(qv, X, H, rmax, nmax, rows, start, end, k, out_s, out_r):
+    if H.shape[0] > 0:
+        return _gather_one_half(qv, X, H, rmax, nmax, rows, start, end, k, out_s, out_r)
+    return _gather_one(qv, X, rows, start, end, k, out_s, out_r)
+
+
+_NO_HALF = (np.zeros((0, 1), np.uint16), 0.0, 0.0)
+
+
+def gather_topk_ip_sel(Q, X, which, starts, ends, rows, k, out_r, out_s, counts, half=None):
     """Exact top-k over allowed rows for queries ``which``: serial kernel for a single
-    query, parallel for more. Arguments as :func:`_gather_topk_ip_sel_par`."""
+    query, parallel for more. Arguments as :func:`_gather_topk_ip_sel_par`; ``half``:
+    ``(H, rmax, nmax)`` to read a half-precision copy first (:func:`_gather_one_half`)."""
+    H, rmax, nmax = _NO_HALF if half is None else half
     f = _gather_topk_ip_sel_ser if which.shape[0] < _PAR_MIN else _gather_topk_ip_sel_par
-    f(Q, X, which, starts, ends, rows, k, out_r, out_s, counts)
+    f(Q, X, H, rmax, nmax, which, starts, ends, rows, k, out_r, out_s, counts)
 
 
 @nb.njit(cache=True)
-def _gather_topk_ip_sel_ser(Q, X, which, starts, ends, rows, k, out_r, out_s, counts):
+def _gather_topk_ip_sel_ser(Q, X, H, rmax, nmax, which, starts, ends, rows, k, out_r, out_s, counts):
     """Serial twin of :func:`_gather_topk_ip_sel_par`."""
     for i in range(which.shape[0]):
         q = which[i]
-        counts[q] = _gather_one(Q[q], X, rows, starts[q], ends[q], k, out_s[q], out_r[q])
+        counts[q] = _gather_any(Q[q], X, H, rmax, nmax, rows, starts[q], ends[q], k, out_s[q], out_r[q])
 
 
 @nb.njit(cache=True, parallel=True)
-def _gather_topk_ip_sel_par(Q, X, which, starts, ends, rows, k, out_r, out_s, counts):
+def _gather_topk_ip_sel_par(Q, X, H, rmax, nmax, which, starts, ends, rows, k, out_r, out_s, counts):
     """Exact inner-product top-k over allowed rows for the query subset ``which``.
 
     Q (nq, d) float32, X (n, d) float32 in row order; the allowed rows of query q
     are ``rows[starts[q]:ends[q]]``. Only queries ``which`` (int64) are computed;
-    ``out_r``/``out_s``/``counts`` are indexed by the original query number.
+    ``out_r``/``out_s``/``counts`` are indexed by the original query number. ``H``
+    (n, d) uint16 half-precision copy of X, or (0, 1) for none; ``rmax``/``nmax``
+    as :func:`_gather_one_half`.
     """
     for i in nb.prange(which.shape[0]):
         q = which[i]
-        counts[q] = _gather_one(Q[q], X, rows, starts[q], ends[q], k, out_s[q], out_r[q])
+        counts[q] = _gather_any(Q[q], X, H, rmax, nmax, rows, starts[q], ends[q], k, out_s[q], out_r[q])
 
 
-def gather_topk_ip_shared(Q, X, rows, k, out_r, out_s, counts):
+def gather_topk_ip_shared(Q, X, rows, k, out_r, out_s, counts, half=None):
     """Exact top-k of every query over the same allowed ``rows``: serial kernel for a
-    single query, parallel for more. Arguments as :func:`_gather_topk_ip_shared_par`."""
+    single query, parallel for more. Arguments as :func:`_gather_topk_ip_shared_par`;
+    ``half`` as :func:`gather_topk_ip_sel`."""
+    H, rmax, nmax = _NO_HALF if half is None else half
     f = _gather_topk_ip_shared_ser if Q.shape[0] < _PAR_MIN else _gather_topk_ip_shared_par
-    f(Q, X, rows, k, out_r, out_s, counts)
+    f(Q, X, H, rmax, nmax, rows, k, out_r, out_s, counts)
 
 
 @nb.njit(cache=True)
-def _gather_topk_ip_shared_ser(Q, X, rows, k, out_r, out_s, counts):
+def _gather_topk_ip_shared_ser(Q, X, H, rmax, nmax, rows, k, out_r, out_s, counts):
     """Serial twin of :func:`_gather_topk_ip_shared_par`."""
     for q in range(Q.shape[0]):
-        counts[q] = _gather_one(Q[q], X, rows, 0, rows.shape[0], k, out_s[q], out_r[q])
+        counts[q] = _gather_any(Q[q], X, H, rmax, nmax, rows, 0, rows.shape[0], k, out_s[q], out_r[q])
 
 
 @nb.njit(cache=True, parallel=True)
-def _gather_topk_ip_shared_par(Q, X, rows, k, out_r, out_s, counts):
+def _gather_topk_ip_shared_par(Q, X, H, rmax, nmax, rows, k, out_r, out_s, counts):
     """Exact inner-product top-k of every query over the same allowed ``rows``.
 
-    Writes ``out_r``/``out_s`` (nq, k) completely (padding -1 / -inf) and ``counts``.
+    Writes ``out_r``/``out_s`` (nq, k) completely (padding -1 / -inf) and ``counts``;
+    ``H``/``rmax``/``nmax`` as :func:`_gather_topk_ip_sel_par`.
     """
     for q in nb.prange(Q.shape[0]):
-        counts[q] = _gather_one(Q[q], X, rows, 0, rows.shape[0], k, out_s[q], out_r[q])
+        counts[q] = _gather_any(Q[q], X, H, rmax, nmax, rows, 0, rows.shape[0], k, out_s[q], out_r[q])
 
 
 @nb.njit(cache=True)
