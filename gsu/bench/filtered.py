@@ -19,8 +19,9 @@ selectivities 0.1 %, 1 %, 10 %, 50 %:
   random point (a contiguous row range on ``clustered``).
 
 Methods, all single-threaded, one query per call, timed interleaved (one pass of
-each method per round, so that load on a shared machine hits all alike; ``qps`` is
-from the median pass, ``qps_best`` from the fastest): gsu ``FilteredIndex`` (effort
+each method per round, so that load on a shared machine hits all alike, each timed
+pass right after an untimed pass of the same method, so all are timed warm; ``qps``
+is from the median pass, ``qps_best`` from the fastest): gsu ``FilteredIndex`` (effort
 sweep), numpy exact pre-filter, faiss ``IndexFlatIP`` + selector, faiss
 ``IndexHNSWFlat`` + selector (efSearch sweep, the same graph gsu uses), faiss
 ``IndexIVFFlat`` + selector (nprobe sweep, gsu's centroids), hnswlib with a Python
@@ -174,21 +175,24 @@ def _evaluate(name: str, rows: np.ndarray, scores: np.ndarray, x: np.ndarray, q:
 
 def _time_interleaved(runners: list[dict[str, Any]], repeats: int, max_seconds: float) -> None:
     """Time every runner's ``fn(i)`` over its ``n`` queries, one call each, *interleaved*:
-    after one untimed warm-up pass per runner, repeat {one timed pass of each runner}
-    so that load drifting on a shared machine hits every method alike. Stores
+    repeat {one timed pass of each runner} so that load drifting on a shared machine hits
+    every method alike. Each timed pass directly follows an untimed pass of the same
+    runner, so every method is timed in the same state — its own index and filters hot
+    in cache — and none profits from a method before it that touched the same data
+    (without this, two gsu efforts on the same route timed 14k vs 20k QPS). Stores
     ``runner["timing"]`` (median pass → qps, per-call p50/p99) and ``runner["qps_best"]``
     (fastest pass). A runner whose pass exceeds ``max_seconds`` / repeats stops early
     (at least one timed pass).
     """
     for r in runners:
-        for i in range(r["n"]):
-            r["fn"](i)
         r["passes"], r["lat"] = [], []
     for rep in range(repeats):
         for r in runners:
             if rep and sum(r["passes"]) > max_seconds:
                 continue
             fn, lat = r["fn"], r["lat"]
+            for i in range(r["n"]):  # the warm pass
+                fn(i)
             t0 = time.perf_counter()
             for i in range(r["n"]):
                 t1 = time.perf_counter()
