@@ -381,3 +381,36 @@ def test_filtered_index_uses_the_half_copy_from_dim_128():
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-5)
     fi.add(rng.standard_normal((10, HALF_MIN_DIM)).astype(np.float32))
     assert fi._half()[0].shape[0] == 3010  # rebuilt after add
+
+
+def test_graph_beam_bitmap_and_binary_search_membership_agree(indexes, data):
+    """The per-query HNSW kernel tests membership by bitmap (sparse filters) or by binary
+    search in the sorted rows (dense ones): the two give the same search, and only allowed rows."""
+    from gsu.index import _graph_kernels as gk
+
+    x, q, ids, _, _ = data
+    h = indexes["hnsw"]
+    nbr, off, cum, ep, maxl = h._graph()
+    X = h.vectors
+    n = X.shape[0]
+    rng = np.random.default_rng(8)
+    visited = np.zeros(n, np.uint32)
+    cs, cr = np.empty(8192, np.float32), np.empty(8192, np.int64)
+    ts, tr = np.empty(64, np.float32), np.empty(64, np.int64)
+    qp = h.prep_queries(q)
+    for i, m in enumerate((1, K - 1, 300, 1500, n)):
+        rows = np.sort(rng.choice(n, m, replace=False)).astype(np.int64)
+        bm = np.zeros((n + 63) >> 6, np.uint64)
+        for r in rows:
+            bm[r >> 6] |= np.uint64(1) << np.uint64(r & 63)
+        out = []
+        for b in (bm, np.zeros(0, np.uint64)):
+            s, r = np.empty(K, np.float32), np.empty(K, np.int64)
+            c = gk._beam_one(qp[i], X, nbr, off, cum, ep, maxl, b, rows, 0, m, 48, K, visited, np.uint32(2 * i + len(out) + 1),
+                             cs, cr, ts, tr, s, r)
+            out.append((c, r.copy(), s.copy()))
+        assert out[0][0] == out[1][0]
+        np.testing.assert_array_equal(out[0][1], out[1][1])
+        np.testing.assert_array_equal(out[0][2], out[1][2])
+        got = out[0][1][: out[0][0]]
+        assert np.isin(got, rows).all()

@@ -32,6 +32,24 @@ _PAR_MIN = 2
 
 
 @nb.njit(cache=True)
+def compact_id_sets(ids, lens, n, out_rows, indptr):
+    """Per-query id sets, concatenated (``lens`` (nq,) each), under the identity id map:
+    keep the ids in ``0..n-1`` as rows into ``out_rows``, CSR offsets into ``indptr``
+    (nq+1,); returns the number kept. Sorted sets stay sorted."""
+    j = 0
+    w = 0
+    indptr[0] = 0
+    for q in range(lens.shape[0]):
+        for _ in range(lens[q]):
+            v = ids[j]
+            j += 1
+            out_rows[w] = v
+            w += 1 if (v >= 0 and v < n) else 0
+        indptr[q + 1] = w
+    return w
+
+
+@nb.njit(cache=True)
 def rows_bitmap(rows, n):
     """Packed little-endian bitmap of ``rows`` over ``0..n-1``: (ceil(n/8),) uint8.
 

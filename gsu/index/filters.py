@@ -377,6 +377,12 @@ class Filter:
         sets = [f._data for f in self._data]
         lens = np.fromiter((a.shape[0] for a in sets), dtype=np.int64, count=nq)
         all_ids = np.concatenate(sets) if nq else np.zeros(0, np.int64)
+        if idmap.identity:  # ids are rows: one pass dropping ids outside 0..n-1
+            from gsu.index._filter_kernels import compact_id_sets
+
+            indptr = np.empty(nq + 1, np.int64)
+            w = compact_id_sets(all_ids, lens, len(idmap), all_ids, indptr)  # in place (a fresh concatenation): writes trail reads
+            return CompiledFilter(indptr, all_ids[:w], len(idmap), False)
         rows = idmap.rows(all_ids)
         seg = np.repeat(np.arange(nq, dtype=np.int64), lens)
         keep = rows >= 0

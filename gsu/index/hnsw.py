@@ -3,8 +3,10 @@
 faiss does the graph construction and traversal (``IndexHNSWFlat``); a gsu
 :class:`~gsu.index.filters.Filter` becomes the cheapest ``faiss.IDSelector`` for its
 shape (:func:`faiss_selector`), handed over through ``SearchParametersHNSW`` — never
-a Python callback. faiss's internal ids are the index rows; external ids go through
-an :class:`~gsu.index.filters.IdMap`.
+a Python callback. A batch whose queries each carry their own filter (faiss takes one
+selector per call) is searched in one call by gsu's numba beam search over the graph
+faiss built (:mod:`gsu.index._graph_kernels`). faiss's internal ids are the index rows;
+external ids go through an :class:`~gsu.index.filters.IdMap`.
 
 Filtered HNSW can come back with fewer than k results at low selectivity (the
 beam holds mostly excluded nodes). Every such query is recomputed exactly over its
@@ -18,10 +20,12 @@ import logging
 from typing import Any, Callable
 
 import faiss
+import numba
 import numpy as np
 
 from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positive_int
 from gsu.index import _filter_kernels as fk
+from gsu.index import _graph_kernels as gk
 from gsu.index.base import Index, SearchResult, register_index
 from gsu.index.filters import CompiledFilter, Filter, IdMap
 from gsu.index.flat import METRICS, normalize_rows
@@ -195,6 +199,7 @@ class HNSWIndex(Index):
         if self.metric == "cosine":
             x = normalize_rows(x)
         self._xview = None
+        self.__dict__.pop("_graph_arrays", None)
         self._index.add(x)
         self._n = int(self._index.ntotal)
         self._idmap = IdMap(np.concatenate([self._idmap.ids, new_ids]))
@@ -212,8 +217,8 @@ class HNSWIndex(Index):
             k: results per query.
             filter: a :class:`Filter` (or anything ``Filter.coerce`` accepts), shared
                 or per-query. A shared filter is one faiss call for the whole batch;
-                a per-query filter is one faiss call per distinct query (use
-                :class:`~gsu.index.FilteredIndex` for large per-query batches).
+                per-query filters are one numba beam search over faiss's graph for the
+                whole batch, parallel over queries (:mod:`gsu.index._graph_kernels`).
             ef: beam width ``efSearch`` (raised to at least k); 16–1024.
         """
         q = self.prep_queries(queries)
@@ -248,22 +253,6 @@ class HNSWIndex(Index):
         out_s = np.full((nq, k), -np.inf, np.float32)
         self.search_compiled(q, k, cf, np.arange(nq, dtype=np.int64), out_r, out_s, ef=np.full(nq, ef, np.int64))
         return _result(self._idmap, out_r, out_s)
-
-    def search_rows(
-        self, q: np.ndarray, k: int, *, ef: int, selector: tuple[faiss.IDSelector, tuple[Any, ...]] | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One faiss search of prepared queries, restricted by ``selector`` (from
-        :func:`faiss_selector`, or ``None`` for all rows).
-
-        Returns ``(rows (nq, k) int64 -1 padded, scores (nq, k) float32 -inf padded)``.
-        """
-        params = faiss.SearchParametersHNSW()
-        params.efSearch = max(int(ef), k)
-        if selector is not None:
-            params.sel = selector[0]
-        D, I = self._index.search(q, k, params=params)
-        D[I < 0] = -np.inf
-        return I, D
 
     def search_params(self, q: np.ndarray, k: int, params: faiss.SearchParametersHNSW) -> tuple[np.ndarray, np.ndarray]:
         """One faiss search of prepared queries ``q`` (nq, d) float32 with prebuilt
@@ -308,15 +297,33 @@ class HNSWIndex(Index):
                 r, s = self.search_params(q[grp], k, hnsw_params(cf, n, max(int(e), k), self._params))
                 out_r[grp], out_s[grp] = r, s
         else:
+            # every query its own filter: one numba call over faiss's graph for the batch
+            # (faiss takes one selector per call, which would mean a Python loop per query)
             starts, ends = cf.bounds(q.shape[0])
-            for qi in which:
-                rows = cf.rows[starts[qi] : ends[qi]]
-                if rows.shape[0] == 0:
-                    continue
-                sel = None if rows.shape[0] == n else faiss_selector(rows, n)
-                r, s = self.search_rows(q[qi : qi + 1], k, ef=int(ef[qi]), selector=sel)
-                out_r[qi], out_s[qi] = r[0], s[0]
+            nbr, off, cum, ep, maxl = self._graph()
+            ef_all = np.zeros(q.shape[0], np.int64)
+            ef_all[which] = ef[which]
+            r = np.full((q.shape[0], k), -1, np.int64)
+            s = np.full((q.shape[0], k), -np.inf, np.float32)
+            gk.search_per_query(q, self.vectors, nbr, off, cum, ep, maxl, np.ascontiguousarray(which, np.int64), starts, ends,
+                                cf.rows, ef_all, k, r, s, max(1, min(which.shape[0], 4 * numba.get_num_threads())))
+            out_r[which], out_s[which] = r[which], s[which]
         self._fill_short(q, k, cf, which, out_r, out_s)
+
+    def _graph(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+        """faiss's HNSW graph as arrays ``(neighbors int32, offsets int64, cum_nneighbor_per_level
+        int64, entry_point, max_level)``, copied once and cached until the next :meth:`add`."""
+        g = self.__dict__.get("_graph_arrays")
+        if g is None:
+            h = self._index.hnsw
+            g = self._graph_arrays = (
+                np.ascontiguousarray(faiss.vector_to_array(h.neighbors), dtype=np.int32),
+                np.ascontiguousarray(faiss.vector_to_array(h.offsets), dtype=np.int64),
+                np.ascontiguousarray(faiss.vector_to_array(h.cum_nneighbor_per_level), dtype=np.int64),
+                int(h.entry_point),
+                int(h.max_level),
+            )
+        return g
 
     def _fill_short(self, q: np.ndarray, k: int, cf: CompiledFilter, which: np.ndarray, out_r: np.ndarray, out_s: np.ndarray) -> None:
         """Exact recomputation of queries that returned fewer than ``min(k, allowed)`` rows."""
