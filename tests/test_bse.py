@@ -191,7 +191,7 @@ def test_fit_items_with_precomputed_item_signatures():
         enc.fit_items(emb, items, indptr, item_signatures=np.full((300, 8), 8, np.int64))
 
 
-@pytest.mark.parametrize("dim", [16, 20])
+@pytest.mark.parametrize("dim", [16, 20, 64])
 def test_tables_are_the_sequential_float32_sums(dim):
     """Each bucket sum is the float32 sum of its behaviors added in sequence order
     (``np.add.at`` applies repeated indices one after another), bit for bit."""

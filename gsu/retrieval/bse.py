@@ -74,6 +74,7 @@ def _scatter_users(emb, items, use_items, sig, sig_base, indptr, user_rows, sums
     ef = emb.reshape(-1)
     sf = sig.reshape(-1)
     tf = sums.reshape(-1)
+    cf = counts.reshape(-1)
     for c in nb.prange(nchunk):
         for u in range(c * U // nchunk, (c + 1) * U // nchunk):
             ur = user_rows[u]
@@ -93,9 +94,21 @@ def _scatter_users(emb, items, use_items, sig, sig_base, indptr, user_rows, sums
                     r = i
                     sr = i - sig_base
                 src = r * d
+                cbase = ur * S * B
+                sbase = sr * S
+                if d == 64:  # the common width, unrolled: four adds per (behavior, signature)
+                    for s_ in range(S):
+                        b = np.int64(sf[sbase + s_])
+                        cf[cbase + s_ * B + b] += 1
+                        dst = base_u + (s_ * B + b) * 64
+                        add_f32x16(tf, dst, ef, src)
+                        add_f32x16(tf, dst + 16, ef, src + 16)
+                        add_f32x16(tf, dst + 32, ef, src + 32)
+                        add_f32x16(tf, dst + 48, ef, src + 48)
+                    continue
                 for s_ in range(S):
-                    b = np.int64(sig[sr, s_])
-                    counts[ur, s_, b] += 1
+                    b = np.int64(sf[sbase + s_])
+                    cf[cbase + s_ * B + b] += 1
                     dst = base_u + (s_ * B + b) * d
                     if vec:
                         for t in range(0, d, LANES):
