@@ -315,8 +315,12 @@ class FilteredIndex(Index):
                 # the filter may be dense near the query though sparse overall (query-correlated
                 # behavior sets): plan on the allowed share of the query's nearest lists
                 cs = self.ivf.centroid_scores(q)
-                s_eff = np.maximum(self._local_selectivity(q, cf, cs), m / n)
-                hnsw = s_eff >= st["hnsw_min_selectivity"]
+                if self._max_list_share(cf) >= st["hnsw_min_selectivity"]:
+                    s_eff = np.maximum(self._local_selectivity(q, cf, cs), m / n)
+                    hnsw = s_eff >= st["hnsw_min_selectivity"]
+                else:  # no list is that dense, so no 4 nearest lists are: IVF for every query
+                    s_eff = None
+                    hnsw = np.zeros(nq, bool)
             if route == "auto" and code == IVF and nq == 1:
                 # one query: one route, no regrouping
                 if hnsw[0]:
@@ -371,17 +375,32 @@ class FilteredIndex(Index):
             return EXACT
         return HNSW if m >= st["hnsw_min_selectivity"] * self.hnsw._n else IVF
 
-    def _local_selectivity(self, q: np.ndarray, cf: CompiledFilter, cs: np.ndarray | None = None) -> np.ndarray:
-        """(nq,) float64: the allowed share of the rows in each query's ``LOCAL_LISTS``
-        nearest IVF lists (per-list counts of the shared filter, cached on it).
-        ``cs``: the queries' (nq, nlist) centroid scores when already computed."""
+    def _list_counts(self, cf: CompiledFilter) -> tuple[np.ndarray, np.ndarray]:
+        """(allowed rows per IVF list, rows per list) of a shared filter, cached on it."""
         ivf = self.ivf
 
         def counts() -> tuple[np.ndarray, np.ndarray]:
             boff, _ = derived(cf, ("ivf-buckets", id(ivf)), lambda: fk.bucket_rows(cf.rows, ivf.row_list, ivf._row_pos, ivf.nlist))
             return np.diff(boff), ivf.list_sizes
 
-        cnt, sizes = derived(cf, ("ivf-list-counts", id(ivf)), counts)
+        return derived(cf, ("ivf-list-counts", id(ivf)), counts)
+
+    def _max_list_share(self, cf: CompiledFilter) -> float:
+        """The largest allowed share of any one IVF list (cached on the filter). The share in
+        any group of lists is at most this, so below ``hnsw_min_selectivity`` no query's
+        local selectivity can reach it and computing it can be skipped."""
+        def share() -> float:
+            cnt, sizes = self._list_counts(cf)
+            return float((cnt / np.maximum(sizes, 1)).max()) if cnt.shape[0] else 0.0
+
+        return derived(cf, ("ivf-max-share", id(self.ivf)), share)
+
+    def _local_selectivity(self, q: np.ndarray, cf: CompiledFilter, cs: np.ndarray | None = None) -> np.ndarray:
+        """(nq,) float64: the allowed share of the rows in each query's ``LOCAL_LISTS``
+        nearest IVF lists (per-list counts of the shared filter, cached on it).
+        ``cs``: the queries' (nq, nlist) centroid scores when already computed."""
+        ivf = self.ivf
+        cnt, sizes = self._list_counts(cf)
         if cs is None:
             cs = ivf.centroid_scores(q)
         out = np.empty(q.shape[0], np.float64)
