@@ -222,6 +222,9 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r,
                 opened += 1
             hi_b = lo_b
             want *= 2
+    for a in range(hsize, k):  # padding: callers may hand over uninitialised rows
+        out_r[q, a] = -1
+        out_s[q, a] = -np.inf
     heap_sorted(hs, hr, hsize, out_s[q], out_r[q])
     counts[q] = hsize
     scored[q] = covered

@@ -426,8 +426,8 @@ class FilteredIndex(Index):
             fk.gather_topk_ip_shared(q, self.hnsw.vectors, rows, k, out_r, out_s, counts, self._half())
         elif code == IVF:
             counts = np.empty(nq, np.int64)
-            out_r = np.full((nq, k), -1, np.int64)
-            out_s = np.full((nq, k), -np.inf, np.float32)
+            out_r = np.empty((nq, k), np.int64)  # the kernel pads rows short of k
+            out_s = np.empty((nq, k), np.float32)
             cand, nprobe = self._ivf_budget(k, effort, st)
             self.ivf.search_compiled(q, k, cf, np.arange(nq, dtype=np.int64), out_r, out_s, counts, target=cand, min_lists=nprobe,
                                    centroid_scores=cs)
