@@ -15,10 +15,10 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["LANES", "add_f32x16", "copy_f32x16", "load_f32", "load_index", "prefetch"]
+__all__ = ["LANES", "add_f32x16", "load_f32", "load_index", "prefetch"]
 
 LANES = 16
-"""Lanes of :func:`add_f32x16` / :func:`copy_f32x16`."""
+"""Lanes of :func:`add_f32x16`."""
 
 
 def _item_pointer(context, builder, aryty, ary_val, idx_val, idx_ty):
@@ -56,23 +56,6 @@ def add_f32x16(typingctx, dst, di, src, si):
         a = builder.load(pd, align=4)
         b = builder.load(ps, align=4)
         builder.store(builder.fadd(a, b), pd, align=4)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
-def copy_f32x16(typingctx, dst, di, src, si):
-    """``dst[di:di+16] = src[si:si+16]`` as one 16-lane load and store (no bounds check)."""
-    if not _f32_vec_args(dst, di, src, si):
-        return None
-    sig = types.void(dst, di, src, si)
-
-    def codegen(context, builder, signature, args):
-        dty, dity, sty, sity = signature.args
-        pd = _vec_ptr(builder, _item_pointer(context, builder, dty, args[0], args[1], dity))
-        ps = _vec_ptr(builder, _item_pointer(context, builder, sty, args[2], args[3], sity))
-        builder.store(builder.load(ps, align=4), pd, align=4)
         return context.get_dummy_value()
 
     return sig, codegen

@@ -97,6 +97,31 @@ def bucket_rows(rows, row_list, row_pos, nlist):
     return boff, bpos
 
 
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def _dot1(qv, x):
+    """``qv · x`` in float32."""
+    acc = np.float32(0.0)
+    for t in range(qv.shape[0]):
+        acc += qv[t] * x[t]
+    return acc
+
+
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def _dot4(qv, x0, x1, x2, x3):
+    """``qv`` against four rows at once: independent loads overlap their latency."""
+    a0 = np.float32(0.0)
+    a1 = np.float32(0.0)
+    a2 = np.float32(0.0)
+    a3 = np.float32(0.0)
+    for t in range(qv.shape[0]):
+        qt = qv[t]
+        a0 += qt * x0[t]
+        a1 += qt * x1[t]
+        a2 += qt * x2[t]
+        a3 += qt * x3[t]
+    return a0, a1, a2, a3
+
+
 _BUCKETS = 256  # score buckets that order the lists without a heap
 _PF_LISTS = 4  # lists ahead whose first allowed rows are prefetched
 
@@ -104,20 +129,10 @@ _PF_LISTS = 4  # lists ahead whose first allowed rows are prefetched
 @nb.njit(cache=True, fastmath=_FM, inline="always")
 def _score_list(qv, Xl, pos_row, bpos, j, e, k, hs, hr, hsize):
     """Score the allowed rows ``bpos[j:e]`` of one list into the heap; returns its size."""
-    d = qv.shape[0]
     while j + 4 <= e:  # four rows per step: independent loads overlap
         p0, p1, p2, p3 = bpos[j], bpos[j + 1], bpos[j + 2], bpos[j + 3]
         x0, x1, x2, x3 = Xl[p0], Xl[p1], Xl[p2], Xl[p3]
-        a0 = np.float32(0.0)
-        a1 = np.float32(0.0)
-        a2 = np.float32(0.0)
-        a3 = np.float32(0.0)
-        for t in range(d):
-            qt = qv[t]
-            a0 += qt * x0[t]
-            a1 += qt * x1[t]
-            a2 += qt * x2[t]
-            a3 += qt * x3[t]
+        a0, a1, a2, a3 = _dot4(qv, x0, x1, x2, x3)
         if hsize < k or a0 >= hs[0]:
             hsize = heap_push(hs, hr, hsize, k, a0, pos_row[p0])
         if hsize < k or a1 >= hs[0]:
@@ -129,10 +144,7 @@ def _score_list(qv, Xl, pos_row, bpos, j, e, k, hs, hr, hsize):
         j += 4
     while j < e:
         p = bpos[j]
-        xv = Xl[p]
-        acc = np.float32(0.0)
-        for t in range(d):
-            acc += qv[t] * xv[t]
+        acc = _dot1(qv, Xl[p])
         if hsize < k or acc >= hs[0]:
             hsize = heap_push(hs, hr, hsize, k, acc, pos_row[p])
         j += 1
@@ -307,16 +319,7 @@ def _gather_one(qv, X, rows, start, end, k, out_s, out_r):
                     prefetch(Xf, base + t)
         r0, r1, r2, r3 = rows[j], rows[j + 1], rows[j + 2], rows[j + 3]
         x0, x1, x2, x3 = X[r0], X[r1], X[r2], X[r3]
-        a0 = np.float32(0.0)
-        a1 = np.float32(0.0)
-        a2 = np.float32(0.0)
-        a3 = np.float32(0.0)
-        for t in range(d):
-            qt = qv[t]
-            a0 += qt * x0[t]
-            a1 += qt * x1[t]
-            a2 += qt * x2[t]
-            a3 += qt * x3[t]
+        a0, a1, a2, a3 = _dot4(qv, x0, x1, x2, x3)
         if size < k or a0 >= hs[0]:
             size = heap_push(hs, hr, size, k, a0, r0)
         if size < k or a1 >= hs[0]:
@@ -328,10 +331,7 @@ def _gather_one(qv, X, rows, start, end, k, out_s, out_r):
         j += 4
     while j < end:
         r = rows[j]
-        xv = X[r]
-        acc = np.float32(0.0)
-        for t in range(d):
-            acc += qv[t] * xv[t]
+        acc = _dot1(qv, X[r])
         if size < k or acc >= hs[0]:
             size = heap_push(hs, hr, size, k, acc, r)
         j += 1
@@ -410,10 +410,7 @@ def _gather_one_half(qv, X, H, rmax, nmax, rows, start, end, k, out_s, out_r):
     for i in range(m):
         if buf[i] >= thr:
             r = rows[start + i]
-            xv = X[r]
-            acc = np.float32(0.0)
-            for t in range(d):
-                acc += qv[t] * xv[t]
+            acc = _dot1(qv, X[r])
             if size < k or acc >= hs[0]:
                 size = heap_push(hs, hr, size, k, acc, r)
     for a in range(k):

@@ -20,18 +20,11 @@ import numba as nb
 import numpy as np
 
 from gsu._simd import prefetch
+from gsu.index._filter_kernels import _dot1
 from gsu.index._kernels import heap_push, heap_sorted, sift_down
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}
 _DENSE = 8  # filters allowing more than n / _DENSE rows are tested by binary search, not a bitmap
-
-
-@nb.njit(cache=True, fastmath=_FM, inline="always")
-def _dot(qv, X, v):
-    acc = np.float32(0.0)
-    for t in range(qv.shape[0]):
-        acc += qv[t] * X[v, t]
-    return acc
 
 
 @nb.njit(cache=True, inline="always")
@@ -62,7 +55,7 @@ def _beam_one(qv, X, nbr, off, cum, ep, maxl, bm, rows, rlo, rhi, ef, k, visited
     d = qv.shape[0]
     Xf = X.reshape(-1)
     cur = ep
-    cur_s = _dot(qv, X, cur)
+    cur_s = _dot1(qv, X[cur])
     for lv in range(maxl, 0, -1):  # greedy descent through the upper levels
         changed = True
         while changed:
@@ -71,7 +64,7 @@ def _beam_one(qv, X, nbr, off, cum, ep, maxl, bm, rows, rlo, rhi, ef, k, visited
                 v = nbr[j]
                 if v < 0:
                     break
-                s = _dot(qv, X, v)
+                s = _dot1(qv, X[v])
                 if s > cur_s:
                     cur_s = s
                     cur = v
@@ -109,7 +102,7 @@ def _beam_one(qv, X, nbr, off, cum, ep, maxl, bm, rows, rlo, rhi, ef, k, visited
             if visited[v] == epoch:
                 continue
             visited[v] = epoch
-            s = _dot(qv, X, v)
+            s = _dot1(qv, X[v])
             if tsize < ef or s > lb:
                 if csize < cap:
                     csize = heap_push(cs, cr, csize, cap, -s, v)
