@@ -258,3 +258,17 @@ def test_serial_and_parallel_kernels_agree():
     rp, rd = _topk_ref(_hamming_ref(qc, c, 128), 64)
     np.testing.assert_array_equal(serial[0], rp)
     np.testing.assert_array_equal(serial[1], rd)
+
+
+@pytest.mark.parametrize("tau", [1, 3, 4])
+def test_bucket_signatures_compiled_equals_numpy_twin(tau):
+    from gsu.index import _hamming
+
+    P = np.random.default_rng(tau).standard_normal((40, 12 * tau)).astype(np.float32)
+    P[0, :] = 0.0  # zero projections give bit 0
+    a = np.zeros((40, 12), np.uint16)
+    b = np.zeros((40, 12), np.uint16)
+    _hamming.bucket_signatures(P, tau, a)
+    _hamming._bucket_rows(P, (0,) * tau, b)
+    np.testing.assert_array_equal(a, b)
+    assert a[0].max() == 0 and a.max() < 2**tau

@@ -21,7 +21,7 @@ import numpy as np
 
 from gsu._simd import prefetch
 from gsu.index._filter_kernels import _dot1
-from gsu.index._kernels import heap_push, heap_sorted, sift_down
+from gsu.index._kernels import heap_push, heap_sorted, lower_bound, sift_down
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}
 _DENSE = 8  # filters allowing more than n / _DENSE rows are tested by binary search, not a bitmap
@@ -33,14 +33,8 @@ def _allowed(v, bm, rows, lo, hi):
     search in the sorted ``rows[lo:hi]`` (dense filters: no O(m) bitmap to build)."""
     if bm.shape[0] > 0:
         return (bm[v >> 6] >> np.uint64(v & 63)) & np.uint64(1) != 0
-    end = hi
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if rows[mid] < v:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo < end and rows[lo] == v
+    i = lower_bound(rows, lo, hi, v)
+    return i < hi and rows[i] == v
 
 
 @nb.njit(cache=True, fastmath=_FM)

@@ -80,8 +80,14 @@ def pack_bits(P, out):
             out[i, a] = word
 
 
-def _bucket_rows(P, tau_t, out):  # typed by the overload below
-    raise NotImplementedError("only callable from numba-compiled code")
+def _bucket_rows(P, tau_t, out):
+    """Plain-numpy twin of the compiled kernel below (numba calls the overload instead)."""
+    tau = len(tau_t)
+    S = P.shape[1] // tau
+    acc = np.zeros((P.shape[0], S), np.int64)
+    for t in range(tau):
+        acc |= (P[:, t : S * tau : tau] > 0).astype(np.int64) << t
+    out[:] = acc
 
 
 @overload(_bucket_rows, jit_options={"cache": True})

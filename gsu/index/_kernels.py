@@ -12,6 +12,18 @@ import numpy as np
 
 
 @nb.njit(cache=True, inline="always")
+def lower_bound(arr, lo, hi, v):
+    """First index in ``[lo, hi)`` of the ascending ``arr`` whose value is ``>= v`` (``hi`` if none)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if arr[mid] < v:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@nb.njit(cache=True, inline="always")
 def _worse(sa, ra, sb, rb):
     return sa < sb or (sa == sb and ra > rb)
 

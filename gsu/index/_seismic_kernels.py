@@ -30,7 +30,7 @@ import numba as nb
 import numpy as np
 
 from gsu._simd import load_f32, load_index, prefetch
-from gsu.index._kernels import heap_push, heap_sorted
+from gsu.index._kernels import heap_push, heap_sorted, lower_bound
 
 # ---------------------------------------------------------------------------
 # small helpers
@@ -927,14 +927,7 @@ def _list_summary_dots(l, b0, nb_, qs, qe, q_comps, qdense, ls_ptr, inv_comp, in
         lo = cs
         for j in range(qs, qe):
             c = q_comps[j]
-            a = lo
-            h = ce
-            while a < h:
-                mid = (a + h) >> 1
-                if inv_comp[mid] < c:
-                    a = mid + 1
-                else:
-                    h = mid
+            a = lower_bound(inv_comp, lo, ce, c)
             if a >= ce:
                 break
             qv = qdense[c]

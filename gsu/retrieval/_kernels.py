@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from gsu.index._kernels import heap_push, sift_down as _sift_down
+from gsu.index._kernels import heap_push, lower_bound, sift_down as _sift_down
 
 
 @nb.njit(cache=True, nogil=True)
@@ -121,16 +121,7 @@ def expand_groups(top_g, top_s, grp_ptr, grp_pos, cuts, k, out_pos, out_s, count
                 break
             lo = grp_ptr[g]
             hi = grp_ptr[g + 1]
-            # first index in [lo, hi) whose position is >= c (binary search)
-            a = lo
-            z = hi
-            while a < z:
-                mid = (a + z) >> 1
-                if grp_pos[mid] < c:
-                    a = mid + 1
-                else:
-                    z = mid
-            i = a - 1
+            i = lower_bound(grp_pos, lo, hi, c) - 1  # the last position < c
             s = top_s[b, j]
             while i >= lo and n < k:
                 out_pos[b, n] = grp_pos[i]
@@ -154,16 +145,7 @@ def hard_lookup(tcat_group, grp_ptr, grp_pos, cuts, k, out_pos, counts):
         if g >= 0:
             lo = grp_ptr[g]
             hi = grp_ptr[g + 1]
-            c = cuts[t]
-            a = lo
-            z = hi
-            while a < z:
-                mid = (a + z) >> 1
-                if grp_pos[mid] < c:
-                    a = mid + 1
-                else:
-                    z = mid
-            i = a - 1
+            i = lower_bound(grp_pos, lo, hi, cuts[t]) - 1  # the last position before the cut
             while i >= lo and n < k:
                 out_pos[t, n] = grp_pos[i]
                 n += 1
