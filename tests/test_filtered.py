@@ -313,8 +313,9 @@ def test_empty_index_and_single_query(data):
 
 @pytest.mark.parametrize("kind", ["random", "correlated"])
 def test_shared_filter_local_selectivity_planning(indexes, data, kind):
-    """One query per call with its own shared filter: the planner sizes HNSW/IVF on the
-    filter's density near the query; invariants and recall hold either way."""
+    """One query per call with its own shared filter: the planner walks the graph where the
+    filter is dense near the query and falls back to IVF where it is not; invariants and
+    recall hold either way."""
     x, q, ids, _, _ = data
     fi = indexes["filtered"]
     allowed = _allowed_sets(data, kind, 0.2, np.random.default_rng(21))
@@ -323,16 +324,28 @@ def test_shared_filter_local_selectivity_planning(indexes, data, kind):
     res = SearchResult.concat(parts)
     rec = _check(res, truth, allowed, x, ids, q, K)
     assert rec >= 0.95, f"{kind}: recall {rec:.3f}"
-    # correlated sets are dense near the query: estimated above their global 20 %
-    loc = np.array([fi._local_selectivity(q[i : i + 1], Filter.from_ids(allowed[i]).compile(fi.idmap, 1))[0] for i in range(NQ)])
+    # the graph walk's density probe: a correlated set is dense where the query lands, so the
+    # walk goes ahead; a random 20 % set is not, so the walk gives up (count -1) for IVF
+    h = fi.hnsw
+    gave_up = 0
+    for i in range(NQ):
+        cf = Filter.from_ids(allowed[i]).compile(fi.idmap, 1)
+        r, s, c = np.full((1, K), -7, np.int64), np.zeros((1, K), np.float32), np.zeros(1, np.int64)
+        h.beam_search(q[i : i + 1], K, cf, np.zeros(1, np.int64), r, s, c, 32, probe=0.4)
+        if c[0] < 0:
+            gave_up += 1
+            assert np.all(r == -7)  # nothing written
+        else:
+            assert c[0] == K and np.isin(r, np.flatnonzero(np.isin(fi.ids, allowed[i]))).all()
     if kind == "correlated":
-        assert loc.mean() > 0.3
+        assert gave_up <= NQ // 4, gave_up
     else:
-        assert 0.1 < loc.mean() < 0.3
-    # the planner skips the local estimate when no single list is as dense as the HNSW
-    # threshold: the estimate is a mediant of per-list shares, so it never exceeds their max
-    cfs = [Filter.from_ids(a).compile(fi.idmap, 1) for a in allowed]
-    assert all(loc[i] <= fi._max_list_share(cfs[i]) + 1e-12 for i in range(NQ))
+        assert gave_up >= 3 * NQ // 4, gave_up
+    # with no probe the walk always answers
+    cf = Filter.from_ids(allowed[0]).compile(fi.idmap, 1)
+    c = np.zeros(1, np.int64)
+    h.beam_search(q[:1], K, cf, np.zeros(1, np.int64), np.empty((1, K), np.int64), np.empty((1, K), np.float32), c, 32)
+    assert c[0] == K
 
 
 @pytest.mark.parametrize("noise", [1e-2, 1e-6, 0.0])  # well separated, near ties below half precision, exact ties
@@ -388,33 +401,57 @@ def test_filtered_index_uses_the_half_copy_from_dim_128():
 
 
 def test_graph_beam_bitmap_and_binary_search_membership_agree(indexes, data):
-    """The per-query HNSW kernel tests membership by bitmap (sparse filters) or by binary
-    search in the sorted rows (dense ones): the two give the same search, and only allowed rows."""
+    """The HNSW beam kernel tests membership by bitmap (sparse filters) or by binary
+    search in the sorted rows (dense ones): the two give the same search, and only allowed
+    rows, with exact float32 scores (the 8-bit codes only steer the walk)."""
     from gsu.index import _graph_kernels as gk
 
     x, q, ids, _, _ = data
     h = indexes["hnsw"]
     nbr, off, cum, ep, maxl = h._graph()
     X = h.vectors
+    C, step = h._codes()
     n = X.shape[0]
     rng = np.random.default_rng(8)
-    visited = np.zeros(n, np.uint32)
+    vis, touched = np.zeros((n + 63) >> 6, np.uint64), np.empty(n, np.int32)
     cs, cr = np.empty(8192, np.float32), np.empty(8192, np.int64)
     ts, tr = np.empty(64, np.float32), np.empty(64, np.int64)
-    qp = h.prep_queries(q)
+    buf = np.empty(int(cum[1] - cum[0]), np.int64)
+    qv = h.prep_queries(q)
+    qp = qv * step
     for i, m in enumerate((1, K - 1, 300, 1500, n)):
         rows = np.sort(rng.choice(n, m, replace=False)).astype(np.int64)
         bm = np.zeros((n + 63) >> 6, np.uint64)
         for r in rows:
             bm[r >> 6] |= np.uint64(1) << np.uint64(r & 63)
         out = []
-        for b in (bm, np.zeros(0, np.uint64)):
+        for mode in (gk.BITMAP, gk.SORTED):
             s, r = np.empty(K, np.float32), np.empty(K, np.int64)
-            c = gk._beam_one(qp[i], X, nbr, off, cum, ep, maxl, b, rows, 0, m, 48, K, visited, np.uint32(2 * i + len(out) + 1),
-                             cs, cr, ts, tr, s, r)
+            c = gk._beam_one(qv[i], qp[i], C, X, nbr, off, cum, ep, maxl, mode, bm, rows, 0, m, 48, K, vis, touched,
+                             cs, cr, ts, tr, buf, s, r, 0.0)
+            assert not vis.any()  # the visited bitset is cleared on return
             out.append((c, r.copy(), s.copy()))
-        assert out[0][0] == out[1][0]
+        assert out[0][0] == out[1][0] == min(m, K)
         np.testing.assert_array_equal(out[0][1], out[1][1])
         np.testing.assert_array_equal(out[0][2], out[1][2])
         got = out[0][1][: out[0][0]]
         assert np.isin(got, rows).all()
+        np.testing.assert_allclose(out[0][2][: out[0][0]], X[got] @ qv[i], rtol=1e-5, atol=1e-6)
+        assert np.all(np.diff(out[0][2][: out[0][0]]) <= 0)
+
+
+def test_sq8_codes_reconstruct_within_half_a_step():
+    from gsu.index._graph_kernels import sq8_encode
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((500, 24)).astype(np.float32)
+    x[:, 5] = 0.25  # a constant column: step 1, code 0
+    codes, step = sq8_encode(x)
+    assert codes.dtype == np.uint8 and codes.shape == x.shape and step.shape == (24,)
+    vmin = x.min(axis=0)
+    rec = vmin + step * codes.astype(np.float32)
+    assert np.all(np.abs(rec - x) <= step / 2 * (1 + 1e-5) + 1e-7)
+    assert step[5] == 1.0 and np.all(codes[:, 5] == 0)
+    assert codes.min(axis=0)[0] == 0 and codes.max(axis=0)[0] == 255
+    c0, s0 = sq8_encode(np.zeros((0, 4), np.float32))
+    assert c0.shape == (0, 4) and np.all(s0 == 1)

@@ -1,17 +1,33 @@
-"""numba beam search over a faiss HNSW graph, for batches where every query has its own filter.
+"""numba beam search over a faiss HNSW graph, on 8-bit codes, reranked in float32.
 
-faiss filters an HNSW search through one ``IDSelector`` per call, so a batch whose
-queries each carry their own allowed set (one user's behavior set per request) costs one
-faiss call, one selector and one bitmap per query from Python. This kernel reads the
-graph faiss built (``neighbors``, ``offsets``, ``cum_nneighbor_per_level``, entry point,
-levels) and runs the whole batch in one call, parallel over queries, each with its own
-allowed-row bitmap set and cleared in place from the compiled filter's rows.
+faiss builds the graph (``IndexHNSWFlat``); this kernel reads it (``neighbors``,
+``offsets``, ``cum_nneighbor_per_level``, entry point, levels) and searches it for
+``FilteredIndex``'s HNSW route and for batches where every query has its own filter
+(faiss takes one ``IDSelector`` per call).
 
-The search is the standard HNSW one (Malkov & Yashunin): greedy descent through the upper
-levels, then a beam of width ``ef`` on level 0. Filtered-out nodes are expanded like any
-other (the graph stays connected) but only allowed nodes enter the result set, and the
-beam stops once the best unexpanded candidate is worse than the ef-th allowed result —
-hnswlib's filtered rule. Visited marks are epoch stamps, never cleared between queries.
+The search is the standard HNSW one (Malkov & Yashunin): greedy descent through the
+upper levels, then a beam on level 0. Filtered-out nodes are expanded like any other
+(the graph stays connected) but only allowed nodes enter the result set, and the beam
+stops once the best unexpanded candidate is worse than the ``ef``-th *allowed* result
+(hnswlib's filtered rule: ``ef`` counts allowed results, so a sparse filter walks further
+on its own, where faiss's filtered beam keeps the excluded nodes it met and needs a
+``1/s`` wider ``ef``).
+
+Traversal scores come from a per-dimension 8-bit scalar quantisation of the vectors
+(:func:`sq8_encode`: one 64-byte line per 64-d vector instead of four), with the query
+pre-multiplied by the step sizes; the score offset ``q · vmin`` is the same for every
+node and left out. The traversal is latency-bound on scattered rows, so reading a
+quarter of the bytes is what makes it fast; the unvisited neighbours of an expanded
+node are prefetched together before any is scored. The ``ef`` allowed results are then
+rescored exactly in float32 and the best ``k`` returned, so returned scores are exact
+inner products; the codes only steer the walk.
+
+Membership: ``mode`` ``ALL`` (no filter), ``BITMAP`` (bit ``v & 63`` of word ``v >> 6``)
+or ``SORTED`` (binary search in the sorted allowed rows; dense per-query filters, where
+building an O(n) bitmap would cost more than the few thousand lookups of a search).
+Visited marks are a bitset (n/8 bytes: stays in L1/L2 where the traversal checks ~64
+neighbours per expanded node); the nodes marked are listed and their words cleared after
+the query.
 """
 
 from __future__ import annotations
@@ -24,52 +40,135 @@ from gsu.index._filter_kernels import _dot1
 from gsu.index._kernels import heap_push, heap_sorted, lower_bound, sift_down
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}
-_DENSE = 8  # filters allowing more than n / _DENSE rows are tested by binary search, not a bitmap
+_DENSE = 8  # per-query filters allowing more than n / _DENSE rows are tested by binary search, not a bitmap
+ALL, BITMAP, SORTED = 0, 1, 2
+#: level-0 nodes visited before the density probe decides (about two expansions)
+_PROBE = 96
+#: candidate-heap slots beyond ``16 · ef`` (a full heap drops new candidates: quality only)
+_CAP_BASE = 4096
+
+
+def sq8_encode(X: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension 8-bit scalar quantisation of ``X`` (n, d) float32 for the traversal.
+
+    Returns ``(codes (n, d) uint8, step (d,) float32)`` with
+    ``X[:, t] ≈ vmin[t] + step[t] · codes[:, t]`` (``vmin`` = column minimum, not needed
+    by the search: it shifts every score by the same ``q · vmin``). A constant column gets
+    step 1 and code 0.
+    """
+    n, d = X.shape
+    if n == 0:
+        return np.zeros((0, d), np.uint8), np.ones(d, np.float32)
+    vmin = X.min(axis=0).astype(np.float64)
+    span = X.max(axis=0).astype(np.float64) - vmin
+    step = np.where(span > 0, span / 255.0, 1.0)
+    codes = np.empty((n, d), np.uint8)
+    for s in range(0, n, chunk):
+        c = np.rint((X[s : s + chunk].astype(np.float64) - vmin) / step)
+        codes[s : s + chunk] = np.clip(c, 0, 255)
+    return codes, step.astype(np.float32)
 
 
 @nb.njit(cache=True, inline="always")
-def _allowed(v, bm, rows, lo, hi):
-    """Row ``v`` allowed: bit ``v`` of the bitmap ``bm``, or when ``bm`` is empty a binary
-    search in the sorted ``rows[lo:hi]`` (dense filters: no O(m) bitmap to build)."""
-    if bm.shape[0] > 0:
+def _allowed(v, mode, bm, rows, lo, hi):
+    """Row ``v`` passes the filter (see the module docstring for ``mode``)."""
+    if mode == ALL:
+        return True
+    if mode == BITMAP:
         return (bm[v >> 6] >> np.uint64(v & 63)) & np.uint64(1) != 0
     i = lower_bound(rows, lo, hi, v)
     return i < hi and rows[i] == v
 
 
-@nb.njit(cache=True, fastmath=_FM)
-def _beam_one(qv, X, nbr, off, cum, ep, maxl, bm, rows, rlo, rhi, ef, k, visited, epoch, cs, cr, ts, tr, out_s, out_r):
-    """One query: returns the number of results written best-first into out_s/out_r.
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def _approx(qp, C, v):
+    """Traversal score of node ``v``: ``qp · codes[v]`` (``qp`` = query × step)."""
+    x = C[v]
+    a = np.float32(0.0)
+    for t in range(qp.shape[0]):
+        a += qp[t] * np.float32(x[t])
+    return a
 
-    Allowed rows: bit ``v & 63`` of word ``v >> 6`` of ``bm``, or (``bm`` empty) the
-    sorted ``rows[rlo:rhi]``; ``visited`` (n,) uint32 epoch stamps; ``cs``/``cr``
-    candidate heap scratch (its capacity bounds the frontier), ``ts``/``tr`` (>= ef,)
-    result heap scratch.
+
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def _approx4(qp, C, v0, v1, v2, v3):
+    """:func:`_approx` of four nodes at once (independent sums overlap their latency)."""
+    x0, x1, x2, x3 = C[v0], C[v1], C[v2], C[v3]
+    a0 = np.float32(0.0)
+    a1 = np.float32(0.0)
+    a2 = np.float32(0.0)
+    a3 = np.float32(0.0)
+    for t in range(qp.shape[0]):
+        qt = qp[t]
+        a0 += qt * np.float32(x0[t])
+        a1 += qt * np.float32(x1[t])
+        a2 += qt * np.float32(x2[t])
+        a3 += qt * np.float32(x3[t])
+    return a0, a1, a2, a3
+
+
+@nb.njit(cache=True, fastmath=_FM)
+def _beam_one(qv, qp, C, X, nbr, off, cum, ep, maxl, mode, bm, rows, rlo, rhi, ef, k, vis, touched,
+              cs, cr, ts, tr, buf, out_s, out_r, probe):
+    """One query: returns the number of results written best-first into out_s/out_r, or
+    -1 when the density probe failed (nothing written).
+
+    Density probe (``probe > 0``): once ``_PROBE`` level-0 nodes were visited — the
+    neighbourhood the descent landed in — the search gives up if fewer than ``probe`` of
+    them pass the filter: a filter that sparse near the query is cheaper on the IVF route.
+
+    ``qv`` the float32 query (rescoring), ``qp`` the query times the code steps
+    (traversal); allowed rows per ``mode``/``bm``/``rows[rlo:rhi]``; ``vis`` (ceil(n/64),)
+    uint64 visited bitset, all zero on entry and on return; ``touched`` (n,) int32 scratch
+    (the nodes marked); ``cs``/``cr`` candidate heap scratch (its capacity bounds the
+    frontier), ``ts``/``tr`` (>= ef,) result heap scratch, ``buf`` (>= level-0 degree,)
+    int64 scratch.
     """
-    d = qv.shape[0]
-    Xf = X.reshape(-1)
+    d = qp.shape[0]
+    Cf = C.reshape(-1)
+    nf = nbr.reshape(-1)
     cur = ep
-    cur_s = _dot1(qv, X[cur])
+    cur_s = _approx(qp, C, cur)
+    sc = np.empty(4, np.float32)
     for lv in range(maxl, 0, -1):  # greedy descent through the upper levels
         changed = True
         while changed:
             changed = False
-            for j in range(off[cur] + cum[lv], off[cur] + cum[lv + 1]):
+            b = off[cur]
+            nn = 0
+            for j in range(b + cum[lv], b + cum[lv + 1]):  # prefetch every neighbour first
                 v = nbr[j]
                 if v < 0:
                     break
-                s = _dot1(qv, X[v])
-                if s > cur_s:
-                    cur_s = s
-                    cur = v
-                    changed = True
+                buf[nn] = v
+                nn += 1
+                for t in range(0, d, 64):
+                    prefetch(Cf, v * d + t)
+            nxt = cur
+            for j in range(0, nn, 4):
+                v0 = buf[j]
+                v1 = buf[j + 1] if j + 1 < nn else v0
+                v2 = buf[j + 2] if j + 2 < nn else v0
+                v3 = buf[j + 3] if j + 3 < nn else v0
+                sc[0], sc[1], sc[2], sc[3] = _approx4(qp, C, v0, v1, v2, v3)
+                for u in range(min(4, nn - j)):
+                    if sc[u] > cur_s:
+                        cur_s = sc[u]
+                        nxt = buf[j + u]
+                        changed = True
+            cur = nxt
     cap = cs.shape[0]
     csize = 0  # candidates: a min-heap of -score, so its root is the best candidate
     tsize = 0  # results: a min-heap of score over allowed nodes, at most ef
-    visited[cur] = epoch
+    vis[cur >> 6] |= np.uint64(1) << np.uint64(cur & 63)
+    touched[0] = cur
+    nt = 1
     csize = heap_push(cs, cr, csize, cap, -cur_s, cur)
-    if _allowed(cur, bm, rows, rlo, rhi):
+    nok = 0  # allowed among the visited, counted until the probe
+    if _allowed(cur, mode, bm, rows, rlo, rhi):
         tsize = heap_push(ts, tr, tsize, ef, cur_s, cur)
+        nok = 1
+    probing = probe > 0
     lb = ts[0] if tsize == ef else np.float32(-np.inf)
     deg = cum[1] - cum[0]
     while csize > 0:
@@ -81,35 +180,62 @@ def _beam_one(qv, X, nbr, off, cum, ep, maxl, bm, rows, rlo, rhi, ef, k, visited
         cs[0] = cs[csize]
         cr[0] = cr[csize]
         sift_down(cs, cr, csize, 0)
+        if csize > 0:  # the next node to expand: its neighbour list
+            prefetch(nf, off[cr[0]])
         b = off[c]
-        for j in range(b, b + deg):  # fetch the unvisited neighbours' vectors first
+        nn = 0
+        for j in range(b, b + deg):  # collect and prefetch the unvisited neighbours first
             v = nbr[j]
             if v < 0:
                 break
-            if visited[v] != epoch:
-                for t in range(0, d, 16):
-                    prefetch(Xf, v * d + t)
-        for j in range(b, b + deg):
-            v = nbr[j]
-            if v < 0:
-                break
-            if visited[v] == epoch:
-                continue
-            visited[v] = epoch
-            s = _dot1(qv, X[v])
-            if tsize < ef or s > lb:
-                if csize < cap:
-                    csize = heap_push(cs, cr, csize, cap, -s, v)
-                if _allowed(v, bm, rows, rlo, rhi):
-                    tsize = heap_push(ts, tr, tsize, ef, s, v)
-                    if tsize == ef:
-                        lb = ts[0]
-    # the k best of the ef results, best first (ties to the smaller row)
+            w = vis[v >> 6]
+            bit = np.uint64(1) << np.uint64(v & 63)
+            if (w & bit) == 0:
+                vis[v >> 6] = w | bit
+                touched[nt] = v
+                nt += 1
+                buf[nn] = v
+                if probing and _allowed(v, mode, bm, rows, rlo, rhi):
+                    nok += 1
+                nn += 1
+                for t in range(0, d, 64):
+                    prefetch(Cf, v * d + t)
+        if probing and nt >= _PROBE:
+            probing = False
+            if nok < probe * nt:
+                for a in range(nt):
+                    vis[touched[a] >> 6] = 0
+                return -1
+        for j in range(0, nn, 4):  # score four at a time (sc); the tail pads with node c
+            v0 = buf[j]
+            v1 = buf[j + 1] if j + 1 < nn else c
+            v2 = buf[j + 2] if j + 2 < nn else c
+            v3 = buf[j + 3] if j + 3 < nn else c
+            sc[0], sc[1], sc[2], sc[3] = _approx4(qp, C, v0, v1, v2, v3)
+            for u in range(min(4, nn - j)):
+                v = buf[j + u]
+                s = sc[u]
+                if tsize < ef or s > lb:
+                    if csize < cap:
+                        csize = heap_push(cs, cr, csize, cap, -s, v)
+                    if _allowed(v, mode, bm, rows, rlo, rhi):
+                        tsize = heap_push(ts, tr, tsize, ef, s, v)
+                        if tsize == ef:
+                            lb = ts[0]
+    for a in range(nt):
+        vis[touched[a] >> 6] = 0
+    # rescore the ef allowed results exactly; the k best, best first (ties to the smaller row)
+    Xf = X.reshape(-1)
+    for a in range(tsize):
+        r = tr[a]
+        for t in range(0, X.shape[1], 16):
+            prefetch(Xf, r * X.shape[1] + t)
     hs = np.empty(k, np.float32)
     hr = np.empty(k, np.int64)
     size = 0
     for a in range(tsize):
-        size = heap_push(hs, hr, size, k, ts[a], tr[a])
+        r = tr[a]
+        size = heap_push(hs, hr, size, k, _dot1(qv, X[r]), r)
     for a in range(k):
         out_r[a] = -1
         out_s[a] = -np.inf
@@ -117,57 +243,97 @@ def _beam_one(qv, X, nbr, off, cum, ep, maxl, bm, rows, rlo, rhi, ef, k, visited
     return size
 
 
-@nb.njit(cache=True, parallel=True)
-def search_per_query(Q, X, nbr, off, cum, ep, maxl, which, starts, ends, rows, ef, k, out_r, out_s, nchunk):
-    """Filtered HNSW search of queries ``which``, query ``q`` restricted to the rows
-    ``rows[starts[q]:ends[q]]`` (sorted, unique) with beam ``ef[q]``.
+@nb.njit(cache=True)
+def _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, i0, i1, all_rows, sbm, starts, ends, rows, ef, ef0, k,
+                  out_r, out_s, counts, vis, touched, bm, probe):
+    """Queries ``which[i0:i1]`` with the given scratch (``vis`` and ``bm`` all-zero bitsets,
+    left all-zero; ``touched`` (n,) int32)."""
+    n = X.shape[0]
+    d = X.shape[1]
+    ef_max = max(k, ef0)
+    if ef.shape[0] > 0:
+        for i in range(i0, i1):
+            ef_max = max(ef_max, ef[which[i]])
+    cap = _CAP_BASE + 16 * ef_max
+    cs = np.empty(cap, np.float32)
+    cr = np.empty(cap, np.int64)
+    ts = np.empty(ef_max, np.float32)
+    tr = np.empty(ef_max, np.int64)
+    buf = np.empty(cum[1] - cum[0], np.int64)
+    qp = np.empty(d, np.float32)
+    for i in range(i0, i1):
+        q = which[i]
+        e = max(ef[q] if ef.shape[0] > 0 else ef0, k)
+        for t in range(d):
+            qp[t] = Q[q, t] * step[t]
+        if all_rows:
+            counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, ALL, sbm, rows, 0, 0, e, k, vis, touched,
+                                  cs, cr, ts, tr, buf, out_s[q], out_r[q], probe)
+            continue
+        if sbm.shape[0] > 0:  # one filter for the batch, its bitmap built once
+            counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, BITMAP, sbm, rows, 0, rows.shape[0], e, k,
+                                  vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], probe)
+            continue
+        if ends[q] == starts[q]:
+            for a in range(k):
+                out_r[q, a] = -1
+                out_s[q, a] = -np.inf
+            counts[q] = 0
+            continue
+        if (ends[q] - starts[q]) * _DENSE > n:
+            counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, SORTED, bm, rows, starts[q], ends[q], e, k,
+                                  vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], probe)
+            continue
+        # sparse filter: a bitmap, 64 rows per word; rows are sorted, so each word is
+        # assembled in a register and stored once
+        cur = rows[starts[q]] >> 6
+        acc = np.uint64(0)
+        for j in range(starts[q], ends[q]):
+            r = rows[j]
+            w = r >> 6
+            if w != cur:
+                bm[cur] = acc
+                cur = w
+                acc = np.uint64(0)
+            acc |= np.uint64(1) << np.uint64(r & 63)
+        bm[cur] = acc
+        counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, BITMAP, bm, rows, starts[q], ends[q], e, k,
+                              vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], probe)
+        for j in range(starts[q], ends[q]):
+            bm[rows[j] >> 6] = 0
 
-    ``nbr`` (int32), ``off`` (n+1,) int64, ``cum`` (levels+2,) int64: faiss's level
-    layout (node v's level-l neighbours are ``nbr[off[v]+cum[l] : off[v]+cum[l+1]]``,
-    -1 padded); ``ep``/``maxl``: entry point and its level. Writes rows and scores into
-    ``out_r``/``out_s`` (nq, k) (padding -1 / -inf). ``nchunk`` chunks share scratch.
+
+@nb.njit(cache=True)
+def search_serial(Q, step, C, X, nbr, off, cum, ep, maxl, which, all_rows, sbm, starts, ends, rows, ef, ef0, k,
+                  out_r, out_s, counts, vis, touched, bm, probe):
+    """:func:`search_batch` on the caller's scratch (two all-zero (ceil(n/64),) uint64
+    bitsets ``vis``/``bm``, left all-zero, and ``touched`` (n,) int32), serially: one
+    query per call pays no thread-pool launch and no O(n) scratch allocation."""
+    _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, 0, which.shape[0], all_rows, sbm, starts, ends, rows,
+                  ef, ef0, k, out_r, out_s, counts, vis, touched, bm, probe)
+
+
+@nb.njit(cache=True, parallel=True)
+def search_batch(Q, step, C, X, nbr, off, cum, ep, maxl, which, all_rows, sbm, starts, ends, rows, ef, ef0, k,
+                 out_r, out_s, counts, nchunk, probe):
+    """Filtered HNSW search of queries ``which``, parallel over ``nchunk`` chunks.
+
+    ``Q`` (nq, d) float32 queries, ``step`` (d,) float32 code steps, ``C`` (n, d) uint8
+    codes, ``X`` (n, d) float32 vectors (rescoring). Beam: ``ef[q]``, or ``ef0`` for every
+    query when ``ef`` is empty. Allowed rows: every row when ``all_rows``; else the rows
+    ``rows`` (sorted, unique) of one filter for the batch when its bitmap ``sbm`` is
+    non-empty, else ``rows[starts[q]:ends[q]]``. ``nbr`` (int32), ``off`` (n+1,) int64,
+    ``cum`` (levels+2,) int64: faiss's level layout (node v's level-l neighbours are
+    ``nbr[off[v]+cum[l] : off[v]+cum[l+1]]``, -1 padded); ``ep``/``maxl``: entry point and
+    its level. Writes rows, scores and counts into ``out_r``/``out_s`` (nq, k) (padding
+    -1 / -inf) and ``counts`` (nq,): -1 for a query whose density probe failed
+    (``probe > 0``: see :func:`_beam_one`; its output rows are not written).
     """
     n = X.shape[0]
     W = which.shape[0]
-    ef_max = k
-    for i in range(W):
-        ef_max = max(ef_max, ef[which[i]])
     for c in nb.prange(nchunk):
-        visited = np.zeros(n, np.uint32)
+        vis = np.zeros((n + 63) >> 6, np.uint64)
         bm = np.zeros((n + 63) >> 6, np.uint64)
-        no_bm = np.zeros(0, np.uint64)
-        cap = 4096 + 16 * ef_max
-        cs = np.empty(cap, np.float32)
-        cr = np.empty(cap, np.int64)
-        ts = np.empty(ef_max, np.float32)
-        tr = np.empty(ef_max, np.int64)
-        epoch = np.uint32(0)
-        for i in range(c * W // nchunk, (c + 1) * W // nchunk):
-            q = which[i]
-            if ends[q] == starts[q]:
-                continue
-            e = max(ef[q], k)
-            epoch += np.uint32(1)
-            if (ends[q] - starts[q]) * _DENSE > n:
-                # dense filter: membership by binary search in its sorted rows (a search
-                # visits a few thousand nodes; building an O(m) bitmap would cost more)
-                _beam_one(Q[q], X, nbr, off, cum, ep, maxl, no_bm, rows, starts[q], ends[q], e, k, visited, epoch,
-                          cs, cr, ts, tr, out_s[q], out_r[q])
-                continue
-            # sparse filter: a bitmap, 64 rows per word; rows are sorted, so each word is
-            # assembled in a register and stored once
-            cur = rows[starts[q]] >> 6
-            acc = np.uint64(0)
-            for j in range(starts[q], ends[q]):
-                r = rows[j]
-                w = r >> 6
-                if w != cur:
-                    bm[cur] = acc
-                    cur = w
-                    acc = np.uint64(0)
-                acc |= np.uint64(1) << np.uint64(r & 63)
-            bm[cur] = acc
-            _beam_one(Q[q], X, nbr, off, cum, ep, maxl, bm, rows, starts[q], ends[q], e, k, visited, epoch,
-                      cs, cr, ts, tr, out_s[q], out_r[q])
-            for j in range(starts[q], ends[q]):
-                bm[rows[j] >> 6] = 0
+        touched = np.empty(n, np.int32)
+        _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, c * W // nchunk, (c + 1) * W // nchunk, all_rows, sbm,
+                      starts, ends, rows, ef, ef0, k, out_r, out_s, counts, vis, touched, bm, probe)

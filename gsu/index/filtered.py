@@ -11,24 +11,25 @@ once the filter is compiled — the selectivity estimate is ``s = m / n``):
   lists with no allowed row are never opened; lists are opened in centroid order
   until ``ivf_candidates · k · effort`` allowed rows were scored and at least
   ``ivf_min_lists · effort`` lists were opened);
-- otherwise                          → faiss HNSW with a selector
-  (:class:`~gsu.index.HNSWIndex`) and ``ef = hnsw_ef · k · effort / s`` clamped to
-  ``[hnsw_ef_min · k · effort, hnsw_ef_max]`` — a filtered beam keeps only a fraction ``s`` of the nodes it
-  visits, so it must be ``1/s`` wider to find as many allowed neighbours.
+- otherwise                          → HNSW: gsu's beam search over the graph faiss
+  built (:meth:`HNSWIndex.beam_search <gsu.index.HNSWIndex.beam_search>`: 8-bit codes
+  steer the walk, the results are rescored in float32) with ``ef = hnsw_ef · k · effort``
+  *allowed* results — the beam walks past excluded nodes without counting them, so a
+  sparser filter needs no wider beam.
 
-For a filter shared by the batch, ``s`` is raised to the *local* selectivity: the
-allowed share of the rows in the query's 4 nearest IVF lists (per-list counts,
-cached on the filter). A query-correlated filter (a user's behavior set near the
-candidate) is dense where the query looks, so it gets HNSW with a small beam even
-when it is sparse overall.
+A filter shared by the batch that is IVF-bound by its count but has an IVF list at
+least ``hnsw_min_selectivity`` allowed (per-list counts, cached on the filter) may be
+dense exactly where the query looks — a query-correlated filter, a user's behavior set
+near the candidate. Those queries walk the graph first with a *density probe*: if fewer
+than ``hnsw_min_selectivity`` of the first ~100 level-0 nodes the walk visits are
+allowed, it gives up after those two expansions and the query goes to IVF.
 
 The default thresholds were measured on this machine (see :data:`PLANNER_DEFAULTS`
 and the parameter guide); all can be overridden per call. ``effort`` is the one
 knob trading recall for speed (1.0 gives recall@10 ≥ 0.95 on the benchmark data).
 
-Queries are grouped by route; each group is one kernel call (exact, IVF) or one
-faiss call per distinct (filter, ef) (HNSW): no Python loop per query for shared
-filters, nor for per-query filters on the exact and IVF routes. Any query that
+Queries are grouped by route; each group is one kernel call: no Python loop per query,
+for shared or per-query filters. Any query that
 comes back with fewer than ``min(k, m)`` results is recomputed exactly, so a row is
 short of k only when fewer than k items pass its filter.
 """
@@ -46,7 +47,7 @@ from gsu.index import _filter_kernels as fk
 from gsu.index.base import Index, SearchResult, register_index
 from gsu.index.filters import CompiledFilter, Filter, IdMap
 from gsu.index.flat import METRICS
-from gsu.index.hnsw import HNSWIndex, derived, hnsw_params
+from gsu.index.hnsw import HNSWIndex, derived
 from gsu.index.ivf import IVFIndex
 
 log = logging.getLogger(__name__)
@@ -59,9 +60,9 @@ ROUTES = ("exact", "ivf", "hnsw")
 #: same results) from this dimension up: measured 1.4x faster at d = 384 (bandwidth-bound),
 #: 6 % at d = 64 (compute-bound; not worth the memory there)
 HALF_MIN_DIM = 128
-#: nearest IVF lists whose allowed share estimates a query's local selectivity
-LOCAL_LISTS = 4
 EXACT, IVF, HNSW = 0, 1, 2
+_ONE = np.zeros(1, np.int64)
+_EF_DEFAULT: dict[tuple[int, float], int] = {}  # the default settings' beam per (k, effort)
 
 #: planner settings at ``effort=1``, measured on this 2-core machine (200k × 64 clustered
 #: catalog, k=10, one thread, random and query-correlated filters, side by side in one
@@ -78,28 +79,27 @@ EXACT, IVF, HNSW = 0, 1, 2
 #:   one contiguous run of rows (a time window): 0.44 / 0.58 / 0.73 / 1.00 at the
 #:   same m → runs get ``exact_run_factor = 1.4`` times the limit (3,080 rows).
 #: - IVF vs HNSW: at 30 % IVF(20·k, 16 lists) 290–440 µs vs HNSW(ef=2·k/s) 350–725 µs;
-#:   at 50 % they tie (≈ 300–400 µs both) → ``hnsw_min_selectivity = 0.4``.
+#:   at 50 % they tie (≈ 300–400 µs both) → ``hnsw_min_selectivity = 0.4``. Re-measured
+#:   with gsu's beam search (8-bit codes): forced routes, 100 random-filter queries
+#:   interleaved: s = 0.2 IVF 71 µs / HNSW 153 µs, 0.3 91 / 141, 0.4 108 / 126 (time
+#:   range 0.3: 74 / 142), at 0.5 the beam is ahead → keep 0.4, also as the density
+#:   probe's threshold.
 #: - IVF budget: 16 lists → recall 0.947–0.979, 24 → 0.977–0.995; candidates 20·k
 #:   fixes the 1–3 % random cells (5·k: 0.84–0.94) → ``ivf_candidates = 20``,
 #:   ``ivf_min_lists = 20``.
-#: - HNSW beam ``ef = hnsw_ef·k/s`` clamped below at ``hnsw_ef_min·k``: gsu's HNSW route
-#:   runs the very graph and bitmap selector of the faiss peer, so at a given ef both return
-#:   the same rows. Re-measured after the per-call overhead cut (one query per call, 100–150
-#:   queries, loaded machine): ef 30 → recall 0.951 (50 % random) / 0.962 (50 % correlated);
-#:   ef 32 → 0.955–0.973 / 0.965–0.980, and 0.971 on 10 % correlated filters planned onto
-#:   HNSW by local selectivity; ef 40 → 0.973–0.985 / 0.981–0.987 at ~15–25 % more time.
-#:   → ``hnsw_ef = 1.6``, ``hnsw_ef_min = 3.2`` (ef 32 at k=10 for s ≥ 0.5, 40 at s = 0.4).
-#: - HNSW at 10 % *random* selectivity (ef = hnsw_ef·k/s = 100–200) costs 230–630 µs
-#:   vs 85–100 µs for the IVF route at recall 0.968 → random 10 % filters stay on IVF;
-#:   ``ivf_min_lists = 16`` drops that cell to recall 0.948 → keep 20.
+#: - HNSW beam (gsu's beam search, ef counts allowed results): recall@10 on the benchmark's
+#:   filters, both data sets, s ≥ 0.4 and 10 % correlated: ef 20 → 0.925–0.986, ef 24 →
+#:   0.946–0.992, ef 28 → 0.961–0.996 → ``hnsw_ef = 2.8`` (ef 28 at k = 10), ``hnsw_ef_min
+#:   = 1`` (never below k). At 10 % random filters ef 12 already gives 0.98–0.99, but
+#:   those stay on IVF (71 µs vs 153 µs at 20 %).
 PLANNER_DEFAULTS: dict[str, float] = {
     "exact_max_rows": 2200,
     "exact_run_factor": 1.4,
     "hnsw_min_selectivity": 0.4,
     "ivf_candidates": 20,
     "ivf_min_lists": 20,
-    "hnsw_ef": 1.6,
-    "hnsw_ef_min": 3.2,
+    "hnsw_ef": 2.8,
+    "hnsw_ef_min": 1.0,
     "hnsw_ef_max": 2048,
 }
 
@@ -307,35 +307,22 @@ class FilteredIndex(Index):
             if m == 0:
                 return SearchResult.empty(nq, k)
             if route != "auto":
-                code = ROUTES.index(route)
+                code, probe = ROUTES.index(route), False
+            elif st is PLANNER_DEFAULTS and cf is not None:
+                # a shared filter's route is fixed by its rows: planned once, cached on it
+                code, probe = derived(cf, ("plan", id(self), self.hnsw._n, k, effort), lambda: self._shared_plan(cf, m, k, effort, st))
             else:
-                run = cf is None or int(cf.rows[m - 1]) - int(cf.rows[0]) + 1 == m
-                code = self._route_of(m, k, effort, st, run)
-            if route == "auto" and code == IVF:
+                code, probe = self._shared_plan(cf, m, k, effort, st)
+            if probe:
                 # the filter may be dense near the query though sparse overall (query-correlated
-                # behavior sets): plan on the allowed share of the query's nearest lists
-                cs = self.ivf.centroid_scores(q)
-                if self._max_list_share(cf) >= st["hnsw_min_selectivity"]:
-                    s_eff = np.maximum(self._local_selectivity(q, cf, cs), m / n)
-                    hnsw = s_eff >= st["hnsw_min_selectivity"]
-                else:  # no list is that dense, so no 4 nearest lists are: IVF for every query
-                    s_eff = None
-                    hnsw = np.zeros(nq, bool)
-            if route == "auto" and code == IVF and nq == 1:
-                # one query: one route, no regrouping
-                if hnsw[0]:
-                    out_r, out_s, counts = self._search_shared(HNSW, q, k, cf, m, effort, st, m_ef=int(s_eff[0] * n))
-                else:
-                    out_r, out_s, counts = self._search_shared(IVF, q, k, cf, m, effort, st, cs=cs)
-            elif route == "auto" and code == IVF:
-                out_r = np.empty((nq, k), np.int64)
-                out_s = np.empty((nq, k), np.float32)
-                counts = np.empty(nq, np.int64)
-                for c, w in ((HNSW, np.flatnonzero(hnsw)), (IVF, np.flatnonzero(~hnsw))):
-                    if w.shape[0]:
-                        m_eff = int(min(s_eff[w]) * n) if c == HNSW else m
-                        r, sc, cn = self._search_shared(c, q[w], k, cf, m, effort, st, m_ef=m_eff)
-                        out_r[w], out_s[w], counts[w] = r, sc, cn
+                # behavior sets): walk the graph, giving up (density probe) where the nodes the
+                # descent lands among are mostly excluded; those queries go to IVF
+                out_r, out_s, counts = self._search_shared(HNSW, q, k, cf, m, effort, st, probe=st["hnsw_min_selectivity"])
+                if (counts[0] < 0) if nq == 1 else (counts.min() < 0):
+                    w = np.flatnonzero(counts < 0)
+                    qw = q if nq == 1 else q[w]
+                    r, sc, cn = self._search_shared(IVF, qw, k, cf, m, effort, st)
+                    out_r[w], out_s[w], counts[w] = r, sc, cn
             else:
                 out_r, out_s, counts = self._search_shared(code, q, k, cf, m, effort, st)
         else:
@@ -354,19 +341,41 @@ class FilteredIndex(Index):
         ids = out_r if idmap.identity else idmap.to_ids(out_r)
         return SearchResult(ids, out_s, counts)
 
+    def _shared_plan(self, cf: CompiledFilter | None, m: int, k: int, effort: float, st: dict[str, float]) -> tuple[int, bool]:
+        """``(route, probe)`` of a filter shared by the batch (``None``: every row) allowing
+        ``m`` rows. ``probe``: an IVF-bound filter with an IVF list as dense as the HNSW
+        threshold may be dense near the query (query-correlated behavior sets), so the
+        graph walk is tried first with its density probe; with no list that dense, no
+        query's neighbourhood is, and the walk is not tried."""
+        run = cf is None or int(cf.rows[m - 1]) - int(cf.rows[0]) + 1 == m
+        code = self._route_of(m, k, effort, st, run)
+        probe = code == IVF and self._max_list_share(cf) >= st["hnsw_min_selectivity"]
+        return code, probe
+
     def _ivf_budget(self, k: int, effort: float, st: dict[str, float]) -> tuple[int, int]:
         """(candidates, nprobe) of the IVF route."""
         return int(math.ceil(st["ivf_candidates"] * k * effort)), max(1, int(math.ceil(st["ivf_min_lists"] * effort)))
 
     def _ef(self, m: np.ndarray | int, k: int, effort: float, st: dict[str, float]) -> np.ndarray | int:
-        """HNSW beam for ``m`` allowed rows: ``hnsw_ef · k · effort · n / m`` clamped to
-        ``[max(k, hnsw_ef_min · k · effort), hnsw_ef_max]``."""
-        hi = max(st["hnsw_ef_max"], k)
-        lo = min(max(k, math.ceil(st["hnsw_ef_min"] * k * effort)), hi)
-        if isinstance(m, np.ndarray):
-            ef = np.ceil(st["hnsw_ef"] * k * effort * self.ntotal / np.maximum(m, 1))
-            return np.clip(ef, lo, hi).astype(np.int64)
-        return int(min(max(math.ceil(st["hnsw_ef"] * k * effort * self.hnsw._n / max(m, 1)), lo), hi))
+        """HNSW beam: ``hnsw_ef · k · effort`` clamped to ``[max(k, hnsw_ef_min · k · effort),
+        hnsw_ef_max]``, the same for every allowed-row count ``m`` (an int, or an array for
+        per-query filters).
+
+        The beam counts allowed results only, so a sparser filter walks further on its own
+        and needs no wider beam (faiss's filtered beam, which keeps the excluded nodes it
+        meets, needs ``1/s`` wider). Measured on both benchmark data sets (k = 10, one query
+        per call, the benchmark's filters): at s ≥ 0.4, and at 10 % query-correlated filters
+        (local selectivity 0.4–1), ef = 20 gives recall@10 0.925–0.986, ef = 24 0.946–0.992,
+        ef = 28 0.961–0.996; at s = 0.1 ef = 12 already gives 0.98–0.99.
+        """
+        ef = _EF_DEFAULT.get((k, effort)) if st is PLANNER_DEFAULTS else None
+        if ef is None:
+            hi = max(st["hnsw_ef_max"], k)
+            lo = min(max(k, math.ceil(st["hnsw_ef_min"] * k * effort)), hi)
+            ef = int(min(max(math.ceil(st["hnsw_ef"] * k * effort), lo), hi))
+            if st is PLANNER_DEFAULTS and len(_EF_DEFAULT) < 1024:
+                _EF_DEFAULT[(k, effort)] = ef
+        return np.full(m.shape[0], ef, np.int64) if isinstance(m, np.ndarray) else ef
 
     def _route_of(self, m: int, k: int, effort: float, st: dict[str, float], run: bool = False) -> int:
         """The route for ``m`` allowed rows (the scalar twin of :meth:`_routes`)."""
@@ -395,26 +404,14 @@ class FilteredIndex(Index):
 
         return derived(cf, ("ivf-max-share", id(self.ivf)), share)
 
-    def _local_selectivity(self, q: np.ndarray, cf: CompiledFilter, cs: np.ndarray | None = None) -> np.ndarray:
-        """(nq,) float64: the allowed share of the rows in each query's ``LOCAL_LISTS``
-        nearest IVF lists (per-list counts of the shared filter, cached on it).
-        ``cs``: the queries' (nq, nlist) centroid scores when already computed."""
-        ivf = self.ivf
-        cnt, sizes = self._list_counts(cf)
-        if cs is None:
-            cs = ivf.centroid_scores(q)
-        out = np.empty(q.shape[0], np.float64)
-        fk.local_share(cs, cnt, sizes, LOCAL_LISTS, out)
-        return out
-
     def _search_shared(
         self, code: int, q: np.ndarray, k: int, cf: CompiledFilter | None, m: int, effort: float, st: dict[str, float],
-        *, m_ef: int | None = None, cs: np.ndarray | None = None,
+        *, probe: float = 0.0,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every query under one filter (``None``: all rows) by route ``code``: (rows, scores, counts).
 
-        ``m_ef``: the allowed-row count the HNSW beam is sized for (default ``m``);
-        ``cs``: the queries' IVF centroid scores when already computed.
+        ``probe`` > 0 (HNSW): the graph walk's density probe
+        (:meth:`HNSWIndex.beam_search`); a query that gives up comes back with count -1.
         """
         nq = q.shape[0]
         n = self.hnsw._n
@@ -429,19 +426,23 @@ class FilteredIndex(Index):
             out_r = np.empty((nq, k), np.int64)  # the kernel pads rows short of k
             out_s = np.empty((nq, k), np.float32)
             cand, nprobe = self._ivf_budget(k, effort, st)
-            self.ivf.search_compiled(q, k, cf, np.arange(nq, dtype=np.int64), out_r, out_s, counts, target=cand, min_lists=nprobe,
-                                   centroid_scores=cs)
+            self.ivf.search_compiled(q, k, cf, _ONE if nq == 1 else np.arange(nq, dtype=np.int64), out_r, out_s, counts,
+                                     target=cand, min_lists=nprobe)
         else:
-            ef = self._ef(m if m_ef is None else m_ef, k, effort, st)
-            out_r, out_s = self.hnsw.search_params(q, k, hnsw_params(cf, n, max(ef, k), self.hnsw._params))
-            if (out_r[0, k - 1] >= 0) if nq == 1 else (out_r[:, -1].min() >= 0):  # faiss pads the tail with -1
-                return out_r, out_s, np.full(nq, k, np.int64)
-            counts = (out_r >= 0).sum(axis=1).astype(np.int64)
-            if cf is not None and counts.min() < min(m, k):
-                short = np.flatnonzero(counts < min(m, k)).astype(np.int64)
-                log.debug("filtered: %d queries short of k results, recomputed exactly", short.shape[0])
-                starts, ends = cf.bounds(nq)
-                fk.gather_topk_ip_sel(q, self.hnsw.vectors, short, starts, ends, cf.rows, k, out_r, out_s, counts, self._half())
+            ef = self._ef(m, k, effort, st)
+            counts = np.empty(nq, np.int64)
+            out_r = np.empty((nq, k), np.int64)  # the kernel pads rows short of k
+            out_s = np.empty((nq, k), np.float32)
+            which = _ONE if nq == 1 else np.arange(nq, dtype=np.int64)
+            self.hnsw.beam_search(q, k, cf, which, out_r, out_s, counts, ef, probe)
+            mk = min(m, k)
+            if cf is not None and (counts[0] < mk if nq == 1 else counts.min() < mk):
+                short = np.flatnonzero((counts >= 0) & (counts < mk)).astype(np.int64)
+                if short.shape[0]:
+                    log.debug("filtered: %d queries short of k results, recomputed exactly", short.shape[0])
+                    starts, ends = cf.bounds(nq)
+                    fk.gather_topk_ip_sel(q, self.hnsw.vectors, short, starts, ends, cf.rows, k, out_r, out_s, counts,
+                                          self._half())
         return out_r, out_s, counts
 
     def _run_route(

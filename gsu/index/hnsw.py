@@ -5,8 +5,10 @@ faiss does the graph construction and traversal (``IndexHNSWFlat``); a gsu
 shape (:func:`faiss_selector`), handed over through ``SearchParametersHNSW`` — never
 a Python callback. A batch whose queries each carry their own filter (faiss takes one
 selector per call) is searched in one call by gsu's numba beam search over the graph
-faiss built (:mod:`gsu.index._graph_kernels`). faiss's internal ids are the index rows;
-external ids go through an :class:`~gsu.index.filters.IdMap`.
+faiss built (:mod:`gsu.index._graph_kernels`: 8-bit codes steer the walk, results are
+rescored in float32), which :meth:`HNSWIndex.beam_search` also offers for shared
+filters (``FilteredIndex``'s HNSW route uses it). faiss's internal ids are the index
+rows; external ids go through an :class:`~gsu.index.filters.IdMap`.
 
 Filtered HNSW can come back with fewer than k results at low selectivity (the
 beam holds mostly excluded nodes). Every such query is recomputed exactly over its
@@ -17,6 +19,7 @@ pass the filter.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any, Callable
 
 import faiss
@@ -61,6 +64,24 @@ def faiss_selector(rows: np.ndarray, n: int, *, bitmap: np.ndarray | None = None
     return faiss.IDSelectorBitmap(bm), (bm,)
 
 
+_NO_ROWS = np.zeros(0, np.int64)
+_NO_BITMAP = np.zeros(0, np.uint64)
+_ALL_ROWS = (True, _NO_BITMAP, _NO_ROWS, _NO_ROWS, _NO_ROWS)
+
+
+def filter_bitmap64(cf: CompiledFilter, n: int) -> np.ndarray:
+    """The bitmap of a shared compiled filter as (ceil(n/64),) uint64 words (bit ``r & 63``
+    of word ``r >> 6``: the same bits as :func:`filter_bitmap` on a little-endian machine),
+    cached on ``cf``."""
+    def make() -> np.ndarray:
+        w = np.zeros(((n + 63) >> 6) * 8, np.uint8)
+        b = filter_bitmap(cf, n)
+        w[: b.shape[0]] = b
+        return w.view("<u8").astype(np.uint64, copy=False)
+
+    return derived(cf, ("bitmap64", n), make)
+
+
 def filter_bitmap(cf: CompiledFilter, n: int) -> np.ndarray:
     """The packed bitmap (ceil(n/8),) uint8 of a shared compiled filter, cached on ``cf``."""
     return derived(cf, ("bitmap", n), lambda: fk.rows_bitmap(cf.rows, n))
@@ -80,7 +101,8 @@ def prep_queries(queries: Any, dim: int, metric: str) -> np.ndarray:
             q = queries
         else:
             q = None
-        if q is not None and np.isfinite(q.sum()):  # a NaN/inf anywhere makes the sum non-finite
+        if q is not None and math.isfinite(q.reshape(-1).dot(q.reshape(-1))):  # a NaN/inf makes it non-finite (an overflow
+            # only sends the query to the full check below)
             return normalize_rows(q) if metric == "cosine" else q
     q = as_matrix(queries, name="queries", dim=dim)
     return normalize_rows(q) if metric == "cosine" else q
@@ -149,6 +171,7 @@ class HNSWIndex(Index):
         self._n = 0
         self._xview: np.ndarray | None = None
         self._params: dict[int, faiss.SearchParametersHNSW] = {}
+        self._scratch_pool: list[tuple[np.ndarray, ...]] = []  # (visited bitset, touched, zero bitmap) of serial searches
 
     def _new_faiss(self) -> faiss.IndexHNSWFlat:
         idx = faiss.IndexHNSWFlat(self.dim, self.M, _faiss_metric(self.metric))
@@ -200,6 +223,8 @@ class HNSWIndex(Index):
             x = normalize_rows(x)
         self._xview = None
         self.__dict__.pop("_graph_arrays", None)
+        self.__dict__.pop("_sq8", None)
+        self.__dict__.pop("_beam", None)
         self._index.add(x)
         self._n = int(self._index.ntotal)
         self._idmap = IdMap(np.concatenate([self._idmap.ids, new_ids]))
@@ -299,16 +324,80 @@ class HNSWIndex(Index):
         else:
             # every query its own filter: one numba call over faiss's graph for the batch
             # (faiss takes one selector per call, which would mean a Python loop per query)
-            starts, ends = cf.bounds(q.shape[0])
-            nbr, off, cum, ep, maxl = self._graph()
-            ef_all = np.zeros(q.shape[0], np.int64)
-            ef_all[which] = ef[which]
-            r = np.full((q.shape[0], k), -1, np.int64)
-            s = np.full((q.shape[0], k), -np.inf, np.float32)
-            gk.search_per_query(q, self.vectors, nbr, off, cum, ep, maxl, np.ascontiguousarray(which, np.int64), starts, ends,
-                                cf.rows, ef_all, k, r, s, max(1, min(which.shape[0], 4 * numba.get_num_threads())))
-            out_r[which], out_s[which] = r[which], s[which]
+            counts = np.zeros(q.shape[0], np.int64)
+            self.beam_search(q, k, cf, which, out_r, out_s, counts, ef)
         self._fill_short(q, k, cf, which, out_r, out_s)
+
+    def beam_search(
+        self,
+        q: np.ndarray,
+        k: int,
+        cf: CompiledFilter | None,
+        which: np.ndarray,
+        out_r: np.ndarray,
+        out_s: np.ndarray,
+        counts: np.ndarray,
+        ef: int | np.ndarray,
+        probe: float = 0.0,
+    ) -> None:
+        """gsu's beam search over faiss's graph (:mod:`gsu.index._graph_kernels`: 8-bit codes
+        steer the walk, the ``ef`` allowed results are rescored in float32) for prepared
+        queries ``which`` (int64) under a compiled filter (``None``: every row).
+
+        ``ef``: an int for every query or (nq,) int64 per query; it counts *allowed*
+        results (hnswlib's filtered rule). Writes rows (not external ids), scores and
+        counts into ``out_r``/``out_s`` (nq, k) and ``counts`` (nq,) in place; rows short
+        of k are padded with -1 / -inf. A single query runs serially on cached scratch,
+        batches in parallel chunks. ``probe`` > 0: a query gives up (count -1, its row not
+        written) when fewer than that share of the first ~100 level-0 nodes it visits pass
+        the filter (the filter is too sparse near it for a graph walk to pay).
+        """
+        W = which.shape[0]
+        if W == 0:
+            return
+        n = self._n
+        ctx = self.__dict__.get("_beam")
+        if ctx is None:
+            ctx = self._beam = self._graph() + self._codes() + (self.vectors,)
+        nbr, off, cum, ep, maxl, codes, step, X = ctx
+        if cf is None or cf.rows.shape[0] == n:
+            fa = _ALL_ROWS
+        elif cf.shared:  # (all rows?, shared bitmap, starts, ends, rows), cached on the filter
+            fa = derived(cf, ("beam-filter", n), lambda: (False, filter_bitmap64(cf, n), _NO_ROWS, _NO_ROWS, cf.rows))
+        else:
+            starts, ends = cf.bounds(q.shape[0])
+            fa = (False, _NO_BITMAP, starts, ends, cf.rows)
+        if type(ef) is int:
+            efa, ef0 = _NO_ROWS, ef
+        elif isinstance(ef, np.ndarray):
+            efa, ef0 = np.ascontiguousarray(ef, dtype=np.int64), 0
+        else:
+            efa, ef0 = _NO_ROWS, int(ef)
+        if which.dtype != np.int64 or not which.flags.c_contiguous:
+            which = np.ascontiguousarray(which, dtype=np.int64)
+        if W == 1 or numba.get_num_threads() == 1:
+            pool = self._scratch_pool
+            sc = pool.pop() if pool else None
+            if sc is None or sc[1].shape[0] != n:
+                w = (n + 63) >> 6
+                sc = (np.zeros(w, np.uint64), np.empty(n, np.int32), np.zeros(w, np.uint64))
+            try:
+                gk.search_serial(q, step, codes, X, nbr, off, cum, ep, maxl, which, *fa, efa, ef0, k, out_r, out_s, counts,
+                                 sc[0], sc[1], sc[2], float(probe))
+            finally:
+                pool.append(sc)
+        else:
+            gk.search_batch(q, step, codes, X, nbr, off, cum, ep, maxl, which, *fa, efa, ef0, k, out_r, out_s, counts,
+                            max(1, min(W, 4 * numba.get_num_threads())), float(probe))
+
+    def _codes(self) -> tuple[np.ndarray, np.ndarray]:
+        """The traversal's 8-bit codes of the vectors and their per-dimension steps
+        (:func:`gsu.index._graph_kernels.sq8_encode`), built on first use and dropped by
+        :meth:`add`; never saved (a quarter of the vectors' size, rebuilt in O(n d))."""
+        c = self.__dict__.get("_sq8")
+        if c is None or c[0].shape[0] != self._n:
+            c = self._sq8 = gk.sq8_encode(self.vectors)
+        return c
 
     def _graph(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
         """faiss's HNSW graph as arrays ``(neighbors int32, offsets int64, cum_nneighbor_per_level
