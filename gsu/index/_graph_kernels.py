@@ -37,7 +37,7 @@ import numpy as np
 
 from gsu._simd import prefetch
 from gsu.index._filter_kernels import _dot1
-from gsu.index._kernels import heap_push, heap_sorted, lower_bound, sift_down
+from gsu.index._kernels import heap_push, heap_sorted, lower_bound
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}
 _DENSE = 8  # per-query filters allowing more than n / _DENSE rows are tested by binary search, not a bitmap
@@ -88,6 +88,46 @@ def _approx(qp, C, v):
     for t in range(qp.shape[0]):
         a += qp[t] * np.float32(x[t])
     return a
+
+
+@nb.njit(cache=True, inline="always")
+def _fsift(hs, hr, size, i, s, r):
+    """Place (s, r) at slot ``i`` of the score-only min-heap ``hs``/``hr`` (``size``
+    entries) and sift it down (moving a hole: one store per level)."""
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            break
+        if c + 1 < size and hs[c + 1] < hs[c]:
+            c += 1
+        if hs[c] >= s:
+            break
+        hs[i] = hs[c]
+        hr[i] = hr[c]
+        i = c
+    hs[i] = s
+    hr[i] = r
+
+
+@nb.njit(cache=True, inline="always")
+def _fpush(hs, hr, size, cap, s, r):
+    """Offer (s, r) to a score-only min-heap of capacity ``cap``; returns the new size.
+    The walk's heaps need no tie rule (the results are rescored and ordered with one)."""
+    if size < cap:
+        i = size
+        while i > 0:
+            p = (i - 1) >> 1
+            if hs[p] <= s:
+                break
+            hs[i] = hs[p]
+            hr[i] = hr[p]
+            i = p
+        hs[i] = s
+        hr[i] = r
+        return size + 1
+    if s > hs[0]:
+        _fsift(hs, hr, size, 0, s, r)
+    return size
 
 
 @nb.njit(cache=True, fastmath=_FM, inline="always")
@@ -163,10 +203,10 @@ def _beam_one(qv, qp, C, X, nbr, off, cum, ep, maxl, mode, bm, rows, rlo, rhi, e
     vis[cur >> 6] |= np.uint64(1) << np.uint64(cur & 63)
     touched[0] = cur
     nt = 1
-    csize = heap_push(cs, cr, csize, cap, -cur_s, cur)
+    csize = _fpush(cs, cr, csize, cap, -cur_s, cur)
     nok = 0  # allowed among the visited, counted until the probe
     if _allowed(cur, mode, bm, rows, rlo, rhi):
-        tsize = heap_push(ts, tr, tsize, ef, cur_s, cur)
+        tsize = _fpush(ts, tr, tsize, ef, cur_s, cur)
         nok = 1
     probing = probe > 0
     lb = ts[0] if tsize == ef else np.float32(-np.inf)
@@ -177,11 +217,12 @@ def _beam_one(qv, qp, C, X, nbr, off, cum, ep, maxl, mode, bm, rows, rlo, rhi, e
         if tsize == ef and c_s < lb:
             break
         csize -= 1
-        cs[0] = cs[csize]
-        cr[0] = cr[csize]
-        sift_down(cs, cr, csize, 0)
+        if csize > 0:
+            _fsift(cs, cr, csize, 0, cs[csize], cr[csize])
         if csize > 0:  # the next node to expand: its neighbour list
-            prefetch(nf, off[cr[0]])
+            o = off[cr[0]]
+            for t in range(0, deg, 16):
+                prefetch(nf, o + t)
         b = off[c]
         nn = 0
         for j in range(b, b + deg):  # collect and prefetch the unvisited neighbours first
@@ -216,10 +257,14 @@ def _beam_one(qv, qp, C, X, nbr, off, cum, ep, maxl, mode, bm, rows, rlo, rhi, e
                 v = buf[j + u]
                 s = sc[u]
                 if tsize < ef or s > lb:
+                    if csize > 0 and s > -cs[0]:  # the new best candidate: fetch its neighbour list
+                        o = off[v]
+                        for t in range(0, deg, 16):
+                            prefetch(nf, o + t)
                     if csize < cap:
-                        csize = heap_push(cs, cr, csize, cap, -s, v)
+                        csize = _fpush(cs, cr, csize, cap, -s, v)
                     if _allowed(v, mode, bm, rows, rlo, rhi):
-                        tsize = heap_push(ts, tr, tsize, ef, s, v)
+                        tsize = _fpush(ts, tr, tsize, ef, s, v)
                         if tsize == ef:
                             lb = ts[0]
     for a in range(nt):
