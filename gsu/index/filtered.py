@@ -47,7 +47,7 @@ from gsu.index import _filter_kernels as fk
 from gsu.index.base import Index, SearchResult, register_index
 from gsu.index.filters import CompiledFilter, Filter, IdMap
 from gsu.index.flat import METRICS
-from gsu.index.hnsw import HNSWIndex, derived
+from gsu.index.hnsw import HNSWIndex, derived, prep_queries
 from gsu.index.ivf import IVFIndex
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ ROUTES = ("exact", "ivf", "hnsw")
 HALF_MIN_DIM = 128
 EXACT, IVF, HNSW = 0, 1, 2
 _ONE = np.zeros(1, np.int64)
+_PLAN = "gsu.filtered.plan"  # cache key of a shared filter's route on its compiled form
 _EF_DEFAULT: dict[tuple[int, float], int] = {}  # the default settings' beam per (k, effort)
 
 #: planner settings at ``effort=1``, measured on this 2-core machine (200k × 64 clustered
@@ -281,7 +282,7 @@ class FilteredIndex(Index):
                 hnsw_ef, hnsw_ef_min, hnsw_ef_max: planner settings overriding
                 :data:`PLANNER_DEFAULTS` (see the module docstring).
         """
-        q = self.hnsw.prep_queries(queries)
+        q = prep_queries(queries, self.dim, self.metric)
         if type(k) is not int or k < 1:
             k = check_k(k)
         if route != "auto":
@@ -310,14 +311,24 @@ class FilteredIndex(Index):
                 code, probe = ROUTES.index(route), False
             elif st is PLANNER_DEFAULTS and cf is not None:
                 # a shared filter's route is fixed by its rows: planned once, cached on it
-                code, probe = derived(cf, ("plan", id(self), self.hnsw._n, k, effort), lambda: self._shared_plan(cf, m, k, effort, st))
+                key = (_PLAN, id(self), n, k, effort)
+                plan = cf._masks.get(key)
+                if plan is None:
+                    plan = cf._masks[key] = self._shared_plan(cf, m, k, effort, st)
+                code, probe = plan
             else:
                 code, probe = self._shared_plan(cf, m, k, effort, st)
             if probe:
                 # the filter may be dense near the query though sparse overall (query-correlated
                 # behavior sets): walk the graph, giving up (density probe) where the nodes the
                 # descent lands among are mostly excluded; those queries go to IVF
-                out_r, out_s, counts = self._search_shared(HNSW, q, k, cf, m, effort, st, probe=st["hnsw_min_selectivity"])
+                out_r = np.empty((nq, k), np.int64)
+                out_s = np.empty((nq, k), np.float32)
+                counts = np.empty(nq, np.int64)
+                self.hnsw.beam_search(q, k, cf, _ONE if nq == 1 else np.arange(nq, dtype=np.int64), out_r, out_s, counts,
+                                      self._ef(m, k, effort, st), st["hnsw_min_selectivity"])
+                if (0 <= counts[0] < min(m, k)) if nq == 1 else ((counts >= 0) & (counts < min(m, k))).any():
+                    self._recompute_short(q, k, cf, m, out_r, out_s, counts)
                 if (counts[0] < 0) if nq == 1 else (counts.min() < 0):
                     w = np.flatnonzero(counts < 0)
                     qw = q if nq == 1 else q[w]
@@ -435,15 +446,20 @@ class FilteredIndex(Index):
             out_s = np.empty((nq, k), np.float32)
             which = _ONE if nq == 1 else np.arange(nq, dtype=np.int64)
             self.hnsw.beam_search(q, k, cf, which, out_r, out_s, counts, ef, probe)
-            mk = min(m, k)
-            if cf is not None and (counts[0] < mk if nq == 1 else counts.min() < mk):
-                short = np.flatnonzero((counts >= 0) & (counts < mk)).astype(np.int64)
-                if short.shape[0]:
-                    log.debug("filtered: %d queries short of k results, recomputed exactly", short.shape[0])
-                    starts, ends = cf.bounds(nq)
-                    fk.gather_topk_ip_sel(q, self.hnsw.vectors, short, starts, ends, cf.rows, k, out_r, out_s, counts,
-                                          self._half())
+            if cf is not None and (counts[0] < min(m, k) if nq == 1 else counts.min() < min(m, k)):
+                self._recompute_short(q, k, cf, m, out_r, out_s, counts)
         return out_r, out_s, counts
+
+    def _recompute_short(self, q: np.ndarray, k: int, cf: CompiledFilter, m: int, out_r: np.ndarray, out_s: np.ndarray,
+                         counts: np.ndarray) -> None:
+        """Recompute exactly, in place, the queries of a shared filter allowing ``m`` rows
+        whose graph walk came back with fewer than ``min(k, m)`` results (count -1 marks
+        a walk that gave up: left alone)."""
+        short = np.flatnonzero((counts >= 0) & (counts < min(m, k))).astype(np.int64)
+        if short.shape[0]:
+            log.debug("filtered: %d queries short of k results, recomputed exactly", short.shape[0])
+            starts, ends = cf.bounds(q.shape[0])
+            fk.gather_topk_ip_sel(q, self.hnsw.vectors, short, starts, ends, cf.rows, k, out_r, out_s, counts, self._half())
 
     def _run_route(
         self, code: int, q: np.ndarray, k: int, cf: CompiledFilter, which: np.ndarray, m: np.ndarray,

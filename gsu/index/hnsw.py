@@ -67,6 +67,7 @@ def faiss_selector(rows: np.ndarray, n: int, *, bitmap: np.ndarray | None = None
 _NO_ROWS = np.zeros(0, np.int64)
 _NO_BITMAP = np.zeros(0, np.uint64)
 _ALL_ROWS = (True, _NO_BITMAP, _NO_ROWS, _NO_ROWS, _NO_ROWS)
+_BEAM_FILTER = "gsu.hnsw.beam-filter"  # cache key of a shared filter's beam arguments on its compiled form
 
 
 def filter_bitmap64(cf: CompiledFilter, n: int) -> np.ndarray:
@@ -363,7 +364,10 @@ class HNSWIndex(Index):
         if cf is None or cf.rows.shape[0] == n:
             fa = _ALL_ROWS
         elif cf.shared:  # (all rows?, shared bitmap, starts, ends, rows), cached on the filter
-            fa = derived(cf, ("beam-filter", n), lambda: (False, filter_bitmap64(cf, n), _NO_ROWS, _NO_ROWS, cf.rows))
+            key = (_BEAM_FILTER, n)
+            fa = cf._masks.get(key)
+            if fa is None:
+                fa = cf._masks[key] = (False, filter_bitmap64(cf, n), _NO_ROWS, _NO_ROWS, cf.rows)
         else:
             starts, ends = cf.bounds(q.shape[0])
             fa = (False, _NO_BITMAP, starts, ends, cf.rows)
