@@ -341,6 +341,15 @@ def test_shared_filter_local_selectivity_planning(indexes, data, kind):
         assert gave_up <= NQ // 4, gave_up
     else:
         assert gave_up >= 3 * NQ // 4, gave_up
+    # the probe's threshold is a planner setting: 1 makes every walk give up (IVF answers),
+    # 0 makes none give up (the graph walk answers), each exactly as the forced route
+    for i in range(4):
+        f = Filter.from_ids(allowed[i])
+        for share, route in ((1.0, "ivf"), (0.0, "hnsw")):
+            a = fi.search(q[i], K, filter=f, exact_max_rows=25, hnsw_min_selectivity=0.99, probe_min_share=share)
+            b = fi.search(q[i], K, filter=f, route=route)
+            np.testing.assert_array_equal(a.ids, b.ids)
+            np.testing.assert_array_equal(a.scores, b.scores)
     # with no probe the walk always answers
     cf = Filter.from_ids(allowed[0]).compile(fi.idmap, 1)
     c = np.zeros(1, np.int64)

@@ -348,11 +348,11 @@ def _context(data: dict[str, Any], cache: Path, *, k: int, quick: bool, threads:
     flat.add(x)
     ivf0 = FaissIVFSelectorPeer(x, idx.ivf.centroids, nprobe=1)
     peers: list[Any] = [NumpyPrefilterPreparedPeer(x), FaissFlatSelectorPeer(x)]
-    peers += [FaissHNSWSelectorPeer(idx.hnsw.faiss_index, ef=e) for e in ((32, 128, 512) if quick else (16, 24, 32, 128, 512, 2048))]
+    peers += [FaissHNSWSelectorPeer(idx.hnsw.faiss_index, ef=e) for e in ((32, 128, 512) if quick else (16, 20, 24, 32, 128, 512, 2048))]
     peers += [ivf0.with_nprobe(p) for p in ((8, 64) if quick else (8, 32, 128, 512))]
     hls = [HnswlibFilterPeer(hl, ef=e) for e in ((64,) if quick else (32, 64, 256))]
     return {"data": data, "k": k, "idx": idx, "flat": flat, "peers": peers, "hnswlib": hls, "threads": threads,
-            "efforts": (0.5, 1.0) if quick else (0.5, 0.75, 1.0, 2.0), "repeats": 2 if quick else 5,
+            "efforts": (0.5, 1.0) if quick else (0.5, 0.6, 0.75, 1.0, 2.0), "repeats": 2 if quick else 5,
             "max_seconds": 2.0 if quick else 6.0, "hnswlib_nq": 5 if quick else 20,
             "build_s": {"gsu": t_gsu, "hnswlib": t_hl}}
 

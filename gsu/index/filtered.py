@@ -97,6 +97,7 @@ PLANNER_DEFAULTS: dict[str, float] = {
     "exact_max_rows": 2200,
     "exact_run_factor": 1.4,
     "hnsw_min_selectivity": 0.4,
+    "probe_min_share": 0.4,
     "ivf_candidates": 20,
     "ivf_min_lists": 20,
     "hnsw_ef": 2.8,
@@ -261,6 +262,7 @@ class FilteredIndex(Index):
         route: str = "auto",
         exact_max_rows: float | None = None,
         hnsw_min_selectivity: float | None = None,
+        probe_min_share: float | None = None,
         ivf_candidates: float | None = None,
         ivf_min_lists: float | None = None,
         hnsw_ef: float | None = None,
@@ -278,7 +280,7 @@ class FilteredIndex(Index):
                 benchmark data). Scales the HNSW beam, the IVF candidates and lists,
                 and the exact-scan threshold; 0.3–4.
             route: ``"auto"`` (the planner) or force ``"exact"``, ``"ivf"``, ``"hnsw"``.
-            exact_max_rows, hnsw_min_selectivity, ivf_candidates, ivf_min_lists,
+            exact_max_rows, hnsw_min_selectivity, probe_min_share, ivf_candidates, ivf_min_lists,
                 hnsw_ef, hnsw_ef_min, hnsw_ef_max: planner settings overriding
                 :data:`PLANNER_DEFAULTS` (see the module docstring).
         """
@@ -287,13 +289,14 @@ class FilteredIndex(Index):
             k = check_k(k)
         if route != "auto":
             check_choice(route, name="route", choices=("auto",) + ROUTES)
-        if (exact_max_rows is None and hnsw_min_selectivity is None and ivf_candidates is None and ivf_min_lists is None
+        if (exact_max_rows is None and hnsw_min_selectivity is None and probe_min_share is None and ivf_candidates is None
+                and ivf_min_lists is None
                 and hnsw_ef is None and hnsw_ef_min is None and hnsw_ef_max is None
                 and (type(effort) is float or type(effort) is int) and effort > 0):
             st = PLANNER_DEFAULTS  # the one-query-per-call hot path: nothing to validate or merge
         else:
             overrides = {"exact_max_rows": exact_max_rows, "hnsw_min_selectivity": hnsw_min_selectivity,
-                         "ivf_candidates": ivf_candidates, "ivf_min_lists": ivf_min_lists, "hnsw_ef": hnsw_ef,
+                         "probe_min_share": probe_min_share, "ivf_candidates": ivf_candidates, "ivf_min_lists": ivf_min_lists, "hnsw_ef": hnsw_ef,
                          "hnsw_ef_min": hnsw_ef_min, "hnsw_ef_max": hnsw_ef_max}
             st = self._settings(effort, overrides)
         nq = q.shape[0]
@@ -326,7 +329,7 @@ class FilteredIndex(Index):
                 out_s = np.empty((nq, k), np.float32)
                 counts = np.empty(nq, np.int64)
                 self.hnsw.beam_search(q, k, cf, _ONE if nq == 1 else np.arange(nq, dtype=np.int64), out_r, out_s, counts,
-                                      self._ef(m, k, effort, st), st["hnsw_min_selectivity"])
+                                      self._ef(m, k, effort, st), st["probe_min_share"])
                 if (0 <= counts[0] < min(m, k)) if nq == 1 else ((counts >= 0) & (counts < min(m, k))).any():
                     self._recompute_short(q, k, cf, m, out_r, out_s, counts)
                 if (counts[0] < 0) if nq == 1 else (counts.min() < 0):
@@ -360,7 +363,7 @@ class FilteredIndex(Index):
         query's neighbourhood is, and the walk is not tried."""
         run = cf is None or int(cf.rows[m - 1]) - int(cf.rows[0]) + 1 == m
         code = self._route_of(m, k, effort, st, run)
-        probe = code == IVF and self._max_list_share(cf) >= st["hnsw_min_selectivity"]
+        probe = code == IVF and self._max_list_share(cf) >= st["probe_min_share"]
         return code, probe
 
     def _ivf_budget(self, k: int, effort: float, st: dict[str, float]) -> tuple[int, int]:
