@@ -36,7 +36,7 @@ import numba as nb
 import numpy as np
 
 from gsu._simd import prefetch
-from gsu.index._filter_kernels import _dot1
+from gsu.index._filter_kernels import _dot1, _dot4  # on uint8 code rows too (float32 sums)
 from gsu.index._kernels import heap_push, heap_sorted, lower_bound
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}
@@ -80,16 +80,6 @@ def _allowed(v, mode, bm, rows, lo, hi):
     return i < hi and rows[i] == v
 
 
-@nb.njit(cache=True, fastmath=_FM, inline="always")
-def _approx(qp, C, v):
-    """Traversal score of node ``v``: ``qp · codes[v]`` (``qp`` = query × step)."""
-    x = C[v]
-    a = np.float32(0.0)
-    for t in range(qp.shape[0]):
-        a += qp[t] * np.float32(x[t])
-    return a
-
-
 @nb.njit(cache=True, inline="always")
 def _fsift(hs, hr, size, i, s, r):
     """Place (s, r) at slot ``i`` of the score-only min-heap ``hs``/``hr`` (``size``
@@ -130,23 +120,6 @@ def _fpush(hs, hr, size, cap, s, r):
     return size
 
 
-@nb.njit(cache=True, fastmath=_FM, inline="always")
-def _approx4(qp, C, v0, v1, v2, v3):
-    """:func:`_approx` of four nodes at once (independent sums overlap their latency)."""
-    x0, x1, x2, x3 = C[v0], C[v1], C[v2], C[v3]
-    a0 = np.float32(0.0)
-    a1 = np.float32(0.0)
-    a2 = np.float32(0.0)
-    a3 = np.float32(0.0)
-    for t in range(qp.shape[0]):
-        qt = qp[t]
-        a0 += qt * np.float32(x0[t])
-        a1 += qt * np.float32(x1[t])
-        a2 += qt * np.float32(x2[t])
-        a3 += qt * np.float32(x3[t])
-    return a0, a1, a2, a3
-
-
 @nb.njit(cache=True, fastmath=_FM)
 def _beam_one(qv, qp, C, X, nbr, off, cum, ep, maxl, mode, bm, rows, rlo, rhi, ef, k, vis, touched,
               cs, cr, ts, tr, buf, out_s, out_r, probe):
@@ -168,7 +141,7 @@ def _beam_one(qv, qp, C, X, nbr, off, cum, ep, maxl, mode, bm, rows, rlo, rhi, e
     Cf = C.reshape(-1)
     nf = nbr.reshape(-1)
     cur = ep
-    cur_s = _approx(qp, C, cur)
+    cur_s = _dot1(qp, C[cur])
     sc = np.empty(4, np.float32)
     for lv in range(maxl, 0, -1):  # greedy descent through the upper levels
         changed = True
@@ -190,7 +163,7 @@ def _beam_one(qv, qp, C, X, nbr, off, cum, ep, maxl, mode, bm, rows, rlo, rhi, e
                 v1 = buf[j + 1] if j + 1 < nn else v0
                 v2 = buf[j + 2] if j + 2 < nn else v0
                 v3 = buf[j + 3] if j + 3 < nn else v0
-                sc[0], sc[1], sc[2], sc[3] = _approx4(qp, C, v0, v1, v2, v3)
+                sc[0], sc[1], sc[2], sc[3] = _dot4(qp, C[v0], C[v1], C[v2], C[v3])
                 for u in range(min(4, nn - j)):
                     if sc[u] > cur_s:
                         cur_s = sc[u]
@@ -252,7 +225,7 @@ def _beam_one(qv, qp, C, X, nbr, off, cum, ep, maxl, mode, bm, rows, rlo, rhi, e
             v1 = buf[j + 1] if j + 1 < nn else c
             v2 = buf[j + 2] if j + 2 < nn else c
             v3 = buf[j + 3] if j + 3 < nn else c
-            sc[0], sc[1], sc[2], sc[3] = _approx4(qp, C, v0, v1, v2, v3)
+            sc[0], sc[1], sc[2], sc[3] = _dot4(qp, C[v0], C[v1], C[v2], C[v3])
             for u in range(min(4, nn - j)):
                 v = buf[j + u]
                 s = sc[u]
