@@ -148,7 +148,9 @@ class FilteredIndex(Index):
         seed: IVF k-means seed.
 
     Memory: the vectors are held twice (faiss HNSW storage in row order, IVF
-    list-ordered copy) plus the graph (~``2·M`` int32 per vector at level 0).
+    list-ordered copy) plus the graph (~``2·M`` int32 per vector at level 0), and,
+    built on first use and never saved, the HNSW walk's 8-bit codes (``d`` bytes per
+    vector) and for ``dim >= 128`` the exact route's half-precision copy (``2·d`` bytes).
     """
 
     def __init__(
