@@ -350,6 +350,21 @@ def test_shared_filter_local_selectivity_planning(indexes, data, kind):
             b = fi.search(q[i], K, filter=f, route=route)
             np.testing.assert_array_equal(a.ids, b.ids)
             np.testing.assert_array_equal(a.scores, b.scores)
+    # explain() reports the route each query takes, and search answers exactly as that route
+    from gsu.index.filtered import ROUTES
+
+    taken: dict[str, int] = {}
+    for i in range(NQ):
+        f = Filter.from_ids(allowed[i])
+        route = ROUTES[int(fi.explain(q[i], K, filter=f, exact_max_rows=25)[0])]
+        taken[route] = taken.get(route, 0) + 1
+        a = fi.search(q[i], K, filter=f, exact_max_rows=25)
+        b = fi.search(q[i], K, filter=f, route=route)
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    assert taken.get("hnsw" if kind == "correlated" else "ivf", 0) >= 3 * NQ // 4, taken
+    with pytest.raises(TypeError, match="planner settings"):
+        fi.explain(q[0], K, filter=Filter.from_ids(allowed[0]), nprobe=3)
     # with no probe the walk always answers
     cf = Filter.from_ids(allowed[0]).compile(fi.idmap, 1)
     c = np.zeros(1, np.int64)

@@ -233,8 +233,8 @@ def _run_cell(ctx: dict[str, Any], kind: str, sel: float, rng: np.random.Generat
             r = idx.search(q[i], k, filter=fobj[i], effort=effort)
             out_r[i], out_s[i] = r.ids[0], r.scores[0]
 
-        plan = idx.plan(nq, k, filter=Filter.per_query(fobj), effort=effort)
-        routes = {ROUTES[c]: int((plan == c).sum()) for c in range(len(ROUTES))}
+        taken = np.array([idx.explain(q[i], k, filter=fobj[i], effort=effort)[0] for i in range(nq)])
+        routes = {ROUTES[c]: int((taken == c).sum()) for c in range(len(ROUTES))}
         runners.append({"method": "gsu-filtered", "params": {"effort": effort}, "fn": one, "n": nq, "out": (out_r, out_s),
                         "extra": {"routes": routes}})
     for peer in peers + hnswlib_peers:

@@ -243,7 +243,10 @@ class FilteredIndex(Index):
         exact_max_rows: float | None = None,
         hnsw_min_selectivity: float | None = None,
     ) -> np.ndarray:
-        """The route the planner picks for each query: (nq,) int8 codes into :data:`ROUTES`."""
+        """The route the planner picks for each query from the allowed-row counts alone:
+        (nq,) int8 codes into :data:`ROUTES`. For a shared filter, queries planned onto IVF
+        may still be answered by the graph walk (density probe); :meth:`explain` runs the
+        probe and reports the route each query actually takes."""
         k = check_k(k)
         st = self._settings(effort, {"exact_max_rows": exact_max_rows, "hnsw_min_selectivity": hnsw_min_selectivity})
         f = Filter.coerce(filter)
@@ -252,6 +255,35 @@ class FilteredIndex(Index):
         cf = f.compile(self.idmap, n_queries)
         m = cf.counts(n_queries)
         return self._routes(m, k, effort, st, _contiguous(cf, n_queries, m))
+
+    def explain(self, queries: Any, k: int, *, filter: Any = None, effort: float = 1.0, **settings: float | None) -> np.ndarray:
+        """The route :meth:`search` takes for each query with the same arguments (planner
+        ``settings`` as keywords): (nq,) int8 codes into :data:`ROUTES`. Unlike :meth:`plan`
+        it sees the queries, so for a shared filter it runs the density probe of the graph
+        walk (a query whose walk gives up is answered by IVF)."""
+        q = prep_queries(queries, self.dim, self.metric)
+        k = check_k(k)
+        unknown = set(settings) - set(PLANNER_DEFAULTS)
+        if unknown:
+            raise TypeError(f"explain: unknown planner settings {sorted(unknown)}; expected some of {sorted(PLANNER_DEFAULTS)}")
+        st = self._settings(effort, settings)
+        nq = q.shape[0]
+        f = Filter.coerce(filter)
+        cf = None if f.is_all else f.compile(self.idmap, nq)
+        n = self.ntotal
+        if cf is not None and not cf.shared:
+            m = cf.counts(nq)
+            return self._routes(m, k, effort, st, _contiguous(cf, nq, m))
+        m = n if cf is None else int(cf.rows.shape[0])
+        if m == 0 or n == 0:
+            return np.full(nq, EXACT, np.int8)
+        code, probe = self._shared_plan(cf, m, k, effort, st)
+        if not probe:
+            return np.full(nq, code, np.int8)
+        counts = np.empty(nq, np.int64)
+        self.hnsw.beam_search(q, k, cf, np.arange(nq, dtype=np.int64), np.empty((nq, k), np.int64),
+                              np.empty((nq, k), np.float32), counts, self._ef(m, k, effort, st), st["probe_min_share"])
+        return np.where(counts < 0, IVF, HNSW).astype(np.int8)
 
     # -- search ------------------------------------------------------------
     def search(
