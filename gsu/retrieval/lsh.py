@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from gsu._validate import check_positive_int
 from gsu.retrieval.items import ItemTable
 from gsu.retrieval.methods import Retriever
 from gsu.retrieval.result import RetrievalResult, SDIMResult
