@@ -75,6 +75,17 @@ def _doc_dot(qdense, fwd_indptr, fwd_comps, fwd_vals, d):
 
 
 @nb.njit(cache=True, inline="always")
+def _passes(d, mode, allowed, astamp, stamp):
+    """Document ``d`` passes the filter: ``mode`` 0 no filter, 1 the shared mask
+    ``allowed``, 2 this query's stamp in ``astamp``."""
+    if mode == 1:
+        return allowed[d] != 0
+    if mode == 2:
+        return astamp[d] == stamp
+    return True
+
+
+@nb.njit(cache=True, inline="always")
 def _prefetch_doc(fwd_indptr, fwd_comps, fwd_vals, d):
     """Prefetch every cache line of document ``d``'s components and values.
 
@@ -725,12 +736,8 @@ def _search_impl(
                                 if vstamp[d] == stamp:
                                     continue
                                 vstamp[d] = stamp
-                                if mode == 1:
-                                    if allowed[d] == 0:
-                                        continue
-                                elif mode == 2:
-                                    if astamp[d] != stamp:
-                                        continue
+                                if not _passes(d, mode, allowed, astamp, stamp):
+                                    continue
                                 cand[m] = d
                                 m += 1
                             pc = pe
@@ -748,12 +755,8 @@ def _search_impl(
                             scored += m
                 # rows added since the last build: exact
                 for d in range(n_indexed, n):
-                    if mode == 1:
-                        if allowed[d] == 0:
-                            continue
-                    elif mode == 2:
-                        if astamp[d] != stamp:
-                            continue
+                    if not _passes(d, mode, allowed, astamp, stamp):
+                        continue
                     sc = _doc_dot(qdense, fwd_indptr, fwd_comps, fwd_vals, d)
                     scored += 1
                     if sc > 0:
@@ -830,14 +833,7 @@ def csr_topk(indptr, indices, data, k, col_rows, f_indptr, f_rows, per_query, q_
             if col_rows.shape[0] > 0:
                 r = col_rows[r]
             if per_query:
-                a = f_indptr[q]
-                b = f_indptr[q + 1]
-                while a < b:
-                    mid = (a + b) >> 1
-                    if f_rows[mid] < r:
-                        a = mid + 1
-                    else:
-                        b = mid
+                a = lower_bound(f_rows, f_indptr[q], f_indptr[q + 1], r)
                 if a >= f_indptr[q + 1] or f_rows[a] != r:
                     continue
             size = heap_push(hs, hr, size, k, np.float32(s), r)

@@ -359,13 +359,7 @@ class FilteredIndex(Index):
                 # the filter may be dense near the query though sparse overall (query-correlated
                 # behavior sets): walk the graph, giving up (density probe) where the nodes the
                 # descent lands among are mostly excluded; those queries go to IVF
-                out_r = np.empty((nq, k), np.int64)
-                out_s = np.empty((nq, k), np.float32)
-                counts = np.empty(nq, np.int64)
-                self.hnsw.beam_search(q, k, cf, _ONE if nq == 1 else np.arange(nq, dtype=np.int64), out_r, out_s, counts,
-                                      self._ef(m, k, effort, st), st["probe_min_share"])
-                if (0 <= counts[0] < min(m, k)) if nq == 1 else ((counts >= 0) & (counts < min(m, k))).any():
-                    self._recompute_short(q, k, cf, m, out_r, out_s, counts)
+                out_r, out_s, counts = self._search_shared(HNSW, q, k, cf, m, effort, st, probe=st["probe_min_share"])
                 if (counts[0] < 0) if nq == 1 else (counts.min() < 0):
                     w = np.flatnonzero(counts < 0)
                     qw = q if nq == 1 else q[w]
@@ -483,7 +477,7 @@ class FilteredIndex(Index):
             out_s = np.empty((nq, k), np.float32)
             which = _ONE if nq == 1 else np.arange(nq, dtype=np.int64)
             self.hnsw.beam_search(q, k, cf, which, out_r, out_s, counts, ef, probe)
-            if cf is not None and (counts[0] < min(m, k) if nq == 1 else counts.min() < min(m, k)):
+            if cf is not None and (0 <= counts[0] < min(m, k) if nq == 1 else ((counts >= 0) & (counts < min(m, k))).any()):
                 self._recompute_short(q, k, cf, m, out_r, out_s, counts)
         return out_r, out_s, counts
 
