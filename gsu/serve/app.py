@@ -261,6 +261,8 @@ class _State:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.s.watch_interval_s)
+            if self.loader is None or getattr(self.loader, "_shutdown", False):
+                return  # stopping
             try:
                 await loop.run_in_executor(self.loader, self.registry.check_all)
             except Exception:  # noqa: BLE001 - the watcher must keep running
@@ -660,7 +662,7 @@ def _esu_scores(s: _StoreState, h: Any, targets: np.ndarray, times: Any, pos: np
             t = np.full(T, int(h.timestamps[-1]) + 1, np.int64) if times is None else np.broadcast_to(np.asarray(times, np.int64), (T,))
             offs = ((t[:, None] - h.timestamps[p]) / cfg.time_unit).astype(np.float32)
     buckets = TemporalEncoding.bucketize(torch.from_numpy(offs), cfg.n_time_buckets)
-    target = TargetFeatures(torch.from_numpy(np.ascontiguousarray(targets)), torch.from_numpy(np.ascontiguousarray(tcat)))
+    target = TargetFeatures(torch.from_numpy(np.array(targets, np.int64)), torch.from_numpy(np.array(tcat, np.int64)))
     beh = BehaviorFeatures(torch.from_numpy(items), torch.from_numpy(cats.astype(np.int64)), torch.from_numpy(btype), buckets)
     with torch.no_grad():
         logits = s.model(target, beh, torch.from_numpy(np.ascontiguousarray(mask)))
