@@ -502,8 +502,10 @@ def test_hot_swap_under_load(world, tmp_path):
         idx = FlatIndex(D, "ip")
         idx.add(x, np.arange(offset, offset + N, dtype=np.int64))
         time.sleep(0.02)  # distinct modification times
-        idx.save(path)
-        contents[os.stat(path).st_mtime_ns] = idx
+        staged = tmp_path / f"staged-{seed}.gsu"
+        idx.save(staged)
+        contents[os.stat(staged).st_mtime_ns] = idx  # known before the server can see it
+        os.replace(staged, path)  # what `gsu build` does: a rename over the served file
         return idx
 
     write(1, 0)
