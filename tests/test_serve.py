@@ -248,8 +248,9 @@ def test_concurrent_requests_are_batched_and_exact(server, world):
 
 
 def test_run_batch_equals_separate_calls(world):
-    """The batcher's grouping: per-query filters, a shared named filter, no filter,
-    different k and settings in one batch — each answer equals its own call."""
+    """The batcher's grouping: request filters, a stored filter, no filter, different k
+    and settings in one batch — each answer equals its own call (a request filter as a
+    one-entry-per-row per-query filter, a stored filter as a shared one)."""
     import asyncio
 
     reg = IndexRegistry({"ann": world["config"].indexes["ann"]}, warm=False)
@@ -265,10 +266,14 @@ def test_run_batch_equals_separate_calls(world):
         flt = None if kind == 0 else named if kind == 1 else Filter.from_ids(rng.choice(N, int(rng.integers(10, 3000)), replace=False))
         k = 5 if i % 3 else 9
         params = {"effort": 1.0} if i % 5 else {"effort": 2.0, "route": "exact"}
-        jobs.append(SearchJob(q, k, flt, params, loop.create_future()))
-        calls.append(lambda q=q, k=k, flt=flt, params=params: served.index.search(q, k, filter=flt, **params))
+        jobs.append(SearchJob(q, k, flt, params, loop.create_future(), shared=kind == 1))
+        as_sent = flt if kind < 2 else Filter.per_query([flt] * q.shape[0])
+        calls.append(lambda q=q, k=k, f=as_sent, params=params: served.index.search(q, k, filter=f, **params))
     out = run_batch(served, jobs)
+    alone = [run_batch(served, [j])[0] for j in jobs]  # the same answers unbatched
     loop.close()
+    for a, b in zip(out, alone):
+        np.testing.assert_array_equal(a.ids, b.ids)
     for r, call in zip(out, calls):
         t = call()
         if isinstance(r, BaseException):

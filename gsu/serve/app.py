@@ -503,7 +503,8 @@ class _Search:
         finally:
             st.receiving[name] -= 1
         try:
-            res, served = await st.batchers[name].submit(queries, k, flt, params)
+            shared = flt is not None and any(flt is f for f in st.named.get(name, {}).values())
+            res, served = await st.batchers[name].submit(queries, k, flt, params, shared=shared)
         except (ValueError, TypeError) as e:
             raise HTTPError(400, _one_line(e)) from None
         headers = {"X-Gsu-Index": name, "X-Gsu-Version": str(served.version), "X-Gsu-Generation": str(served.generation)}

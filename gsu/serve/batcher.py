@@ -5,11 +5,12 @@ Requests for one index go into a queue; one task per index takes what is queued 
 decoded (so more will arrive within moments), waits up to ``max_wait_s`` for them. With
 no other request in flight it does not wait: a lone client pays no batching delay.
 
-A batch is split into groups that one ``search`` call can answer exactly as separate
-calls would: the same ``k`` and search settings, and either no filter or a filter on
-every request. A group with filters becomes one call with ``Filter.per_query`` (each
-request's filter repeated for each of its query rows; a filter object shared by all its
-requests, e.g. a named stored filter, stays a shared filter). Each call runs in a worker
+A batch is split into groups that one ``search`` call answers: the same ``k`` and search
+settings, and the same kind of filter — none, a stored (named) filter object, or each
+request its own. Request filters always go to the index as ``Filter.per_query`` (each
+request's filter repeated for each of its query rows), even for a lone request, and a
+stored filter always as one shared filter, so a request's answer never depends on
+which other requests it was batched with. Each call runs in a worker
 thread on the index reference taken once for the whole batch (see
 :mod:`gsu.serve.registry`). When a grouped call raises, its requests are answered one
 by one, so a bad request fails alone.
@@ -36,35 +37,31 @@ __all__ = ["MicroBatcher", "SearchJob"]
 @dataclass
 class SearchJob:
     """One request: ``queries`` (nq, d) float32, ``k``, its filter (``None`` = all items),
-    search settings and the future its answer goes to."""
+    search settings, the future its answer goes to, and whether the filter is a stored
+    filter object shared by many requests (``shared``) or the request's own."""
 
     queries: np.ndarray
     k: int
     filter: Filter | None
     params: dict[str, Any]
     future: asyncio.Future = field(repr=False)
+    shared: bool = False
 
     @property
     def nq(self) -> int:
         return int(self.queries.shape[0])
 
     def group_key(self) -> tuple[Any, ...]:
-        return (self.k, tuple(sorted(self.params.items())), self.filter is None)
+        kind = None if self.filter is None else ("shared", id(self.filter)) if self.shared else "own"
+        return (self.k, tuple(sorted(self.params.items())), kind)
 
 
 def _run_group(served: Served, jobs: list[SearchJob]) -> list[SearchResult | BaseException]:
     """One search call for ``jobs`` (same group key); split the rows back per job."""
     idx = served.index
     first = jobs[0]
-    if len(jobs) == 1:
-        try:
-            return [idx.search(first.queries, first.k, filter=first.filter, **first.params)]
-        except Exception as e:  # noqa: BLE001 - handed to the request that caused it
-            return [e]
-    q = np.concatenate([j.queries for j in jobs])
-    if first.filter is None:
-        flt = None
-    elif all(j.filter is first.filter for j in jobs):
+    q = first.queries if len(jobs) == 1 else np.concatenate([j.queries for j in jobs])
+    if first.filter is None or first.shared:
         flt = first.filter
     else:
         per: list[Filter] = []
@@ -73,7 +70,9 @@ def _run_group(served: Served, jobs: list[SearchJob]) -> list[SearchResult | Bas
         flt = Filter.per_query(per)
     try:
         res = idx.search(q, first.k, filter=flt, **first.params)
-    except Exception:  # noqa: BLE001 - answer one by one so that a bad request fails alone
+    except Exception as e:  # noqa: BLE001 - answer one by one so that a bad request fails alone
+        if len(jobs) == 1:
+            return [e]
         log.debug("batched search on %s failed; answering its %d requests one by one", served.name, len(jobs), exc_info=True)
         return [r for j in jobs for r in _run_group(served, [j])]
     out: list[SearchResult | BaseException] = []
@@ -144,10 +143,12 @@ class MicroBatcher:
                 pass
             self._task = None
 
-    async def submit(self, queries: np.ndarray, k: int, flt: Filter | None, params: dict[str, Any]) -> tuple[SearchResult, Served]:
-        """Queue one request; returns its result and the index version that answered it."""
+    async def submit(self, queries: np.ndarray, k: int, flt: Filter | None, params: dict[str, Any], *,
+                     shared: bool = False) -> tuple[SearchResult, Served]:
+        """Queue one request (``shared``: ``flt`` is a stored filter object); returns its
+        result and the index version that answered it."""
         fut = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(SearchJob(queries, k, flt, params, fut))
+        self._queue.put_nowait(SearchJob(queries, k, flt, params, fut, shared))
         return await fut
 
     def _drain(self, batch: list[SearchJob], nq: int) -> int:
