@@ -622,6 +622,21 @@ def test_config_errors(tmp_path):
         load_config(p)
 
 
+def test_cli_serve_bad_files_fail_fast(world, tmp_path):
+    """A missing or broken file is a one-line error naming it (exit code 2), before any
+    server starts."""
+    from gsu.cli import main
+
+    bad = tmp_path / "bad.gsu"
+    bad.write_bytes(b"not a gsu file at all")
+    for spec, words in ((f"a={tmp_path / 'missing.gsu'}", "missing.gsu"), (f"a={bad}", "bad.gsu")):
+        r = subprocess.run([sys.executable, "-m", "gsu.cli", "serve", "--index", spec, "--port", str(free_port())],
+                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and words in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    with pytest.raises(SystemExit):
+        main(["serve"])
+
+
 def test_cli_serve_two_workers(world, tmp_path):
     """`gsu serve --index` with two worker processes: both answer exactly from the same
     memory-mapped file, /metrics adds up the workers, SIGINT stops it."""

@@ -17,7 +17,8 @@ in flight; each level stops after ``max_requests`` requests or ``max_seconds``):
   IVF or HNSW per query, effort 1);
 - ``milvus-lite``: Milvus Lite (the ``milvus-lite`` PyPI server, FLAT index = exact,
   inner product) through pymilvus, the filter as ``id in [...]``, threads sharing one
-  client; run by :mod:`gsu.bench._milvus_peer` under the interpreter given by
+  client, one repeat per level (it is 2-3 orders of magnitude slower, so a level of
+  ``max_seconds`` holds few requests); run by :mod:`gsu.bench._milvus_peer` under the interpreter given by
   ``GSU_SERVE_PEER_PYTHON`` (default ``/work/venvs/serve-peer/bin/python``) — skipped with
   a message when it is absent;
 - ``retrieve``: ``POST /retrieve`` for one user (history 1,000–10,000 behaviors) and
@@ -423,7 +424,7 @@ def _bench_peer(cache: Path, vpath: Path, q: np.ndarray, sets: list[np.ndarray],
     out_path = tmp / "peer.npz"
     cmd = [py, str(Path(__file__).with_name("_milvus_peer.py")), "--db", str(cache / f"milvus_clustered_{n}x{dim}_s{seed}.db"),
            "--vectors", str(vpath), "--requests", str(req_path), "--k", str(k), "--concurrency", ",".join(map(str, CONCURRENCY)),
-           "--repeats", str(repeats), "--max-requests", str(max_requests), "--max-seconds", str(max_seconds), "--out", str(out_path)]
+           "--repeats", "1", "--max-requests", str(max_requests), "--max-seconds", str(max_seconds), "--out", str(out_path)]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
@@ -433,7 +434,7 @@ def _bench_peer(cache: Path, vpath: Path, q: np.ndarray, sets: list[np.ndarray],
     meta = json.loads(str(o["meta"]))
     out = []
     for conc in CONCURRENCY:
-        for rep in range(repeats):
+        for rep in range(1):
             lat, req, ids = o[f"c{conc}_r{rep}_latency"], o[f"c{conc}_r{rep}_request"], o[f"c{conc}_r{rep}_ids"]
             rec = {**base, "record": "run", "system": "milvus-lite", "endpoint": "search", "method": None, "concurrency": conc,
                    "repeat": rep, "recall": _recall(ids, truth[req]), "peer": meta, **_stats(lat, float(o[f"c{conc}_r{rep}_wall"]))}

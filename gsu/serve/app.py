@@ -185,6 +185,7 @@ class _State:
         self.stores: dict[str, _StoreState] = {}
         self.executor: ThreadPoolExecutor | None = None
         self.loader: ThreadPoolExecutor | None = None
+        self.searcher: ThreadPoolExecutor | None = None
         self.watch_task: asyncio.Task | None = None
         self.started = time.time()
 
@@ -240,13 +241,18 @@ class _State:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        n_threads = max(2, len(self.config.indexes) + 1)
-        self.executor = ThreadPoolExecutor(n_threads, thread_name_prefix="gsu-search", initializer=pin_threads,
+        pin_threads(self.s.threads)  # the event loop's thread runs the searches
+        self.executor = ThreadPoolExecutor(2, thread_name_prefix="gsu-retrieve", initializer=pin_threads,
                                            initargs=(self.s.threads,))
         self.loader = ThreadPoolExecutor(1, thread_name_prefix="gsu-loader", initializer=pin_threads, initargs=(self.s.threads,))
         await loop.run_in_executor(self.loader, self.load)
+        searcher = None
+        if self.s.search_threads:
+            searcher = ThreadPoolExecutor(self.s.search_threads, thread_name_prefix="gsu-batch", initializer=pin_threads,
+                                          initargs=(self.s.threads,))
+            self.searcher = searcher
         for name in self.config.indexes:
-            b = MicroBatcher(name, self.registry, self.executor, max_batch=self.s.max_batch, max_wait_s=self.s.max_wait_ms / 1000,
+            b = MicroBatcher(name, self.registry, searcher, max_batch=self.s.max_batch, max_wait_s=self.s.max_wait_ms / 1000,
                              in_flight=lambda n=name: self.receiving[n], on_batch=self._on_batch)
             b.start()
             self.batchers[name] = b
@@ -275,7 +281,7 @@ class _State:
                 await self.watch_task
         for b in self.batchers.values():
             await b.stop()
-        for ex in (self.executor, self.loader):
+        for ex in (self.executor, self.loader, self.searcher):
             if ex is not None:
                 ex.shutdown(wait=False, cancel_futures=True)
 

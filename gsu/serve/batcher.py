@@ -11,8 +11,10 @@ request its own. Request filters always go to the index as ``Filter.per_query`` 
 request's filter repeated for each of its query rows), even for a lone request, and a
 stored filter always as one shared filter, so a request's answer never depends on
 which other requests it was batched with. Each call runs in a worker
-thread on the index reference taken once for the whole batch (see
-:mod:`gsu.serve.registry`). When a grouped call raises, its requests are answered one
+thread — or, by default, right on the event loop: gsu's numba kernels hold the GIL, so a
+thread adds hand-offs but no parallelism, while requests arriving during a batch simply
+wait in the socket buffers and form the next batch — on the index reference taken once
+for the whole batch (see :mod:`gsu.serve.registry`). When a grouped call raises, its requests are answered one
 by one, so a bad request fails alone.
 """
 
@@ -101,7 +103,7 @@ class MicroBatcher:
     Args:
         name: the index name in ``registry``.
         registry: where the current index is taken from, once per batch.
-        executor: runs the search calls (numba/BLAS work) off the event loop.
+        executor: runs the search calls off the event loop; ``None`` runs them on it.
         max_batch: most query rows per batch (a single larger request runs alone).
         max_wait_s: longest wait for more requests while others are in flight.
         in_flight: callable returning how many search requests of this index are being
@@ -113,7 +115,7 @@ class MicroBatcher:
         self,
         name: str,
         registry: IndexRegistry,
-        executor: Executor,
+        executor: Executor | None,
         *,
         max_batch: int,
         max_wait_s: float,
@@ -178,7 +180,10 @@ class MicroBatcher:
                 continue
             try:
                 served = self.registry.get(self.name)
-                results = await loop.run_in_executor(self.executor, run_batch, served, batch)
+                if self.executor is None:
+                    results = run_batch(served, batch)
+                else:
+                    results = await loop.run_in_executor(self.executor, run_batch, served, batch)
             except Exception as e:  # noqa: BLE001 - never let the loop die
                 for j in batch:
                     if not j.future.done():

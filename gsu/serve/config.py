@@ -8,6 +8,7 @@ paths is optional)::
     port = 8000
     workers = 1               # processes; each memory-maps the same files
     threads = 1               # numba / BLAS threads per worker
+    search_threads = 0        # 0: searches run on the event loop (gsu's kernels hold the GIL); N: a pool of N threads
     max_batch = 64            # queries per micro-batch
     max_wait_ms = 0.5         # how long a micro-batch waits for more requests
     max_k = 1000
@@ -58,6 +59,7 @@ class ServerSettings:
     port: int = 8000
     workers: int = 1
     threads: int = 1
+    search_threads: int = 0
     max_batch: int = 64
     max_wait_ms: float = 0.5
     max_k: int = 1000
@@ -75,7 +77,7 @@ class ServerSettings:
                     raise ValueError(f"server.host: expected a non-empty string, got {v!r}")
                 continue
             if f.type in ("int", int):
-                if type(v) is not int or v < (0 if f.name == "port" else 1):
+                if type(v) is not int or v < (0 if f.name in ("port", "search_threads") else 1):
                     raise ValueError(f"server.{f.name}: expected a positive integer, got {v!r}")
             else:
                 if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:

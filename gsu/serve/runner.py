@@ -17,7 +17,7 @@ from gsu.serve.config import ServeConfig
 
 log = logging.getLogger(__name__)
 
-__all__ = ["serve", "uvicorn_options"]
+__all__ = ["serve", "check_files", "uvicorn_options"]
 
 
 def uvicorn_options(config: ServeConfig, *, log_level: str = "info") -> dict:
@@ -40,10 +40,29 @@ def uvicorn_options(config: ServeConfig, *, log_level: str = "info") -> dict:
     return opts
 
 
+def check_files(config: ServeConfig) -> None:
+    """Fail fast, with one line naming the file, on a missing or unreadable file (the
+    headers of gsu files are read; the data is loaded later, by each worker)."""
+    from gsu._format import read_header
+
+    for name, ic in config.indexes.items():
+        read_header(ic.path)
+        for p in [ic.times, ic.time_ids, *ic.filters.values()]:
+            if p is not None and not os.path.isfile(p):
+                raise FileNotFoundError(f"indexes.{name}: {p}: no such file")
+    for name, sc in config.stores.items():
+        read_header(sc.behaviors)
+        read_header(sc.items)
+        if sc.model is not None and not os.path.isfile(sc.model):
+            raise FileNotFoundError(f"stores.{name}.model: {sc.model}: no such file")
+
+
 def serve(config: ServeConfig, *, log_level: str = "info") -> None:
-    """Run the server until interrupted (blocking)."""
+    """Run the server until interrupted (blocking). Missing or broken files raise
+    before anything is started."""
     import uvicorn
 
+    check_files(config)
     from gsu.serve.app import CONFIG_ENV, create_app
 
     opts = uvicorn_options(config, log_level=log_level)
