@@ -78,13 +78,17 @@ def _npy(*arrays: np.ndarray) -> bytes:
 
 
 def _read_npy(body: bytes) -> list[np.ndarray]:
-    import io
+    try:  # the server's decoder: numeric arrays only, numpy's usual header parsed without ``ast``
+        from gsu.serve.protocol import decode_npy
+    except ImportError:  # pragma: no cover - the client alone (no serve extra)
+        import io
 
-    f = io.BytesIO(body)
-    out = []
-    while f.tell() < len(body):
-        out.append(np.lib.format.read_array(f, allow_pickle=False))
-    return out
+        f = io.BytesIO(body)
+        out = []
+        while f.tell() < len(body):
+            out.append(np.lib.format.read_array(f, allow_pickle=False))
+        return out
+    return decode_npy(body)
 
 
 def _matrix(rows: list[list[Any]], dtype: Any, fill: float) -> np.ndarray:

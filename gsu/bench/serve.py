@@ -284,8 +284,11 @@ def run(
     workers: int = 2,
     repeats: int | None = None,
     max_seconds: float | None = None,
+    parts: tuple[str, ...] = ("search", "retrieve", "peer"),
 ) -> list[dict[str, Any]]:
-    """Run the suite; write ``serve.jsonl`` and ``serve.png`` into ``out_dir``; return the records."""
+    """Run the suite; write ``serve.jsonl`` and ``serve.png`` into ``out_dir``; return the records.
+
+    ``parts``: which of ``"search"``, ``"retrieve"``, ``"peer"`` to run (default all)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = _cache_dir(out_dir)
@@ -328,24 +331,28 @@ def run(
         server = _Server(config, Path(tmp))
         try:
             server.wait_ready()
-            records += _bench_search(server.url, q, sets, truth, k, repeats=repeats, max_requests=max_requests,
-                                     max_seconds=max_seconds, base=base)
-            records += _bench_retrieve(server.url, store_path, items_path, repeats=repeats, max_requests=max_requests // 3,
-                                       max_seconds=max_seconds, base=base, seed=seed)
+            if "search" in parts:
+                records += _bench_search(server.url, q, sets, truth, k, repeats=repeats, max_requests=max_requests,
+                                         max_seconds=max_seconds, base=base)
+            if "retrieve" in parts:
+                records += _bench_retrieve(server.url, store_path, items_path, repeats=repeats, max_requests=max_requests // 3,
+                                           max_seconds=max_seconds, base=base, seed=seed)
         finally:
             server.stop()
             log_text = (Path(tmp) / "serve.log").read_text()[-3000:]
         if "Traceback" in log_text:
             print(f"[serve] server log tail:\n{log_text}", flush=True)
-        records += _bench_peer(cache, vpath, q, sets, truth, k, n, dim, seed, repeats=repeats, max_requests=max_requests,
-                               max_seconds=max_seconds, base=base, tmp=Path(tmp))
+        if "peer" in parts:
+            records += _bench_peer(cache, vpath, q, sets, truth, k, n, dim, seed, repeats=repeats, max_requests=max_requests,
+                                   max_seconds=max_seconds, base=base, tmp=Path(tmp))
 
     summaries = _summaries([r for r in records if r.get("record") == "run"])
     for s in summaries:
         s.update({key: base[key] for key in ("suite", "n", "dim", "k", "filter_ids", "threads", "server_workers")})
     records += summaries
-    harness.write_jsonl(out_dir / "serve.jsonl", records)
-    _plot(summaries, out_dir / "serve.png")
+    suffix = "" if set(parts) == {"search", "retrieve", "peer"} else "_" + "_".join(parts)
+    harness.write_jsonl(out_dir / f"serve{suffix}.jsonl", records)
+    _plot(summaries, out_dir / f"serve{suffix}.png")
     _print_table(summaries)
     return records
 
