@@ -231,13 +231,16 @@ async def _load(url: str, concurrency: int, n_req: int, start: int, max_requests
             req.append(r)
             answers.append(ans)
 
+    pids = [(await c.healthz())["worker"] for c in clients]  # opens each connection: which worker took it
     t0 = time.perf_counter()
     try:
         await asyncio.gather(*(worker(c) for c in clients))
     finally:
         for c in clients:
             await c.aclose()
-    return {"latency": np.asarray(lat), "request": np.asarray(req, np.int64), "answers": answers, "wall": time.perf_counter() - t0}
+    split = sorted(np.unique(pids, return_counts=True)[1].tolist(), reverse=True)
+    return {"latency": np.asarray(lat), "request": np.asarray(req, np.int64), "answers": answers, "wall": time.perf_counter() - t0,
+            "connections_per_worker": split}
 
 
 def _run_async(coro: Any) -> Any:
@@ -285,6 +288,8 @@ def run(
     repeats: int | None = None,
     max_seconds: float | None = None,
     parts: tuple[str, ...] = ("search", "retrieve", "peer"),
+    indexes: tuple[str, ...] = ("flat", "filtered"),
+    max_wait_ms: float = 0.5,
 ) -> list[dict[str, Any]]:
     """Run the suite; write ``serve.jsonl`` and ``serve.png`` into ``out_dir``; return the records.
 
@@ -323,7 +328,7 @@ def run(
     with tempfile.TemporaryDirectory(prefix="gsu-bench-serve-") as tmp:
         config = {
             "server": {"port": _free_port(), "workers": workers, "threads": threads, "max_filter_ids": 20_000, "max_targets": 2000,
-                       "max_k": 100, "watch_interval_s": 5.0},
+                       "max_k": 100, "watch_interval_s": 5.0, "max_wait_ms": max_wait_ms},
             "indexes": {"flat": {"path": str(flat_path)}, "filtered": {"path": str(filt_path)}},
             "stores": {"main": {"behaviors": str(store_path), "items": str(items_path), "default_k": 50,
                                 "methods": {"simhash": {"n_bits": 128}, "soft": {}}}},
@@ -333,7 +338,7 @@ def run(
             server.wait_ready()
             if "search" in parts:
                 records += _bench_search(server.url, q, sets, truth, k, repeats=repeats, max_requests=max_requests,
-                                         max_seconds=max_seconds, base=base)
+                                         max_seconds=max_seconds, base=base, indexes=indexes)
             if "retrieve" in parts:
                 records += _bench_retrieve(server.url, store_path, items_path, repeats=repeats, max_requests=max_requests // 3,
                                            max_seconds=max_seconds, base=base, seed=seed)
@@ -350,7 +355,7 @@ def run(
     for s in summaries:
         s.update({key: base[key] for key in ("suite", "n", "dim", "k", "filter_ids", "threads", "server_workers")})
     records += summaries
-    suffix = "" if set(parts) == {"search", "retrieve", "peer"} else "_" + "_".join(parts)
+    suffix = "" if set(parts) == {"search", "retrieve", "peer"} else "_" + "_".join(parts) + f"_w{workers}"
     harness.write_jsonl(out_dir / f"serve{suffix}.jsonl", records)
     _plot(summaries, out_dir / f"serve{suffix}.png")
     _print_table(summaries)
@@ -358,10 +363,10 @@ def run(
 
 
 def _bench_search(url: str, q: np.ndarray, sets: list[np.ndarray], truth: np.ndarray, k: int, *, repeats: int, max_requests: int,
-                  max_seconds: float, base: dict[str, Any]) -> list[dict[str, Any]]:
+                  max_seconds: float, base: dict[str, Any], indexes: tuple[str, ...] = ("flat", "filtered")) -> list[dict[str, Any]]:
     R = q.shape[0]
     out = []
-    for name in ("flat", "filtered"):
+    for name in indexes:
         async def call(c: Any, r: int, name: str = name) -> Any:
             return await c.search(name, q[r], k, filter_ids=sets[r])
 
@@ -374,10 +379,12 @@ def _bench_search(url: str, q: np.ndarray, sets: list[np.ndarray], truth: np.nda
                 got = np.concatenate([a.ids for a in res["answers"]])
                 rec = {**base, "record": "run", "system": f"gsu-{name}", "endpoint": "search", "method": None, "concurrency": conc,
                        "repeat": rep, "recall": _recall(got, truth[res["request"]]),
-                       "versions": sorted({a.version for a in res["answers"]}), **_stats(res["latency"], res["wall"])}
+                       "versions": sorted({a.version for a in res["answers"]}), "connections_per_worker": res["connections_per_worker"],
+                       **_stats(res["latency"], res["wall"])}
                 out.append(rec)
                 print(f"[serve] gsu-{name:8s} search   c={conc:<3d} rep {rep}: {rec['throughput']:8.0f} req/s  p50 {rec['p50_ms']:.2f} "
-                      f"p99 {rec['p99_ms']:.2f} ms  recall {rec['recall']:.4f}  ({rec['n_requests']} requests)", flush=True)
+                      f"p99 {rec['p99_ms']:.2f} ms  recall {rec['recall']:.4f}  ({rec['n_requests']} requests, connections per worker "
+                      f"{rec['connections_per_worker']})", flush=True)
     return out
 
 
