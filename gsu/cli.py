@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--workers", type=int, default=None, help="worker processes sharing the memory-mapped files (default 1)")
     sv.add_argument("--threads", type=int, default=None, help="numba/BLAS threads per worker (default 1)")
     sv.add_argument("--max-batch", type=int, default=None, help="query rows per micro-batch (default 64)")
-    sv.add_argument("--max-wait-ms", type=float, default=None, help="longest micro-batch wait (default 0.5)")
+    sv.add_argument("--max-wait-ms", type=float, default=None, help="longest micro-batch wait for requests still arriving (default 0)")
     sv.add_argument("--max-k", type=int, default=None, help="largest k a request may ask for (default 1000)")
     sv.set_defaults(func=cmd_serve)
 

@@ -186,8 +186,12 @@ class _Server:
                 raise RuntimeError(f"gsu serve exited with {self.proc.returncode}; see {self.log.name}")
             try:
                 with Client(self.url, timeout=5) as c:
+                    c.healthz()
                     text = c.metrics()
-                pids = {ln.split('pid="')[1].split('"')[0] for ln in text.splitlines() if ln.startswith("gsu_index_version{")}
+                if self.workers == 1:
+                    return
+                # every worker has loaded its indexes: one version gauge per worker pid
+                pids = {ln.split('pid="')[1].split('"')[0] for ln in text.splitlines() if ln.startswith("gsu_index_version{") and 'pid="' in ln}
                 if len(pids) >= self.workers:
                     return
             except OSError:
@@ -289,7 +293,7 @@ def run(
     max_seconds: float | None = None,
     parts: tuple[str, ...] = ("search", "retrieve", "peer"),
     indexes: tuple[str, ...] = ("flat", "filtered"),
-    max_wait_ms: float = 0.5,
+    max_wait_ms: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Run the suite; write ``serve.jsonl`` and ``serve.png`` into ``out_dir``; return the records.
 

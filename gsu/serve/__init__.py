@@ -7,7 +7,8 @@
 - :mod:`gsu.serve.metrics`  — Prometheus series
 
 Start it with ``gsu serve CONFIG`` or :func:`serve`; talk to it with :mod:`gsu.client`.
-Importing this package needs the ``serve`` extra (starlette, uvicorn, prometheus-client).
+Running the server (:mod:`gsu.serve.app`, :func:`serve`) needs the ``serve`` extra (starlette, uvicorn,
+prometheus-client); the config and wire-format modules need only numpy.
 """
 
 from gsu.serve.config import IndexConfig, ServeConfig, ServerSettings, StoreConfig, config_from_specs, load_config

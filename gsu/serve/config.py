@@ -10,7 +10,7 @@ paths is optional)::
     threads = 1               # numba / BLAS threads per worker
     search_threads = 0        # 0: searches run on the event loop (gsu's kernels hold the GIL); N: a pool of N threads
     max_batch = 64            # queries per micro-batch
-    max_wait_ms = 0.5         # how long a micro-batch waits for more requests
+    max_wait_ms = 0.0         # how long a micro-batch waits for requests still arriving (0: none)
     max_k = 1000
     max_queries = 1024        # query rows per search request
     max_filter_ids = 1000000  # ids in one request's filter
@@ -61,7 +61,7 @@ class ServerSettings:
     threads: int = 1
     search_threads: int = 0
     max_batch: int = 64
-    max_wait_ms: float = 0.5
+    max_wait_ms: float = 0.0
     max_k: int = 1000
     max_queries: int = 1024
     max_filter_ids: int = 1_000_000
