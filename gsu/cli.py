@@ -25,6 +25,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "sparse": ("gsu.bench.sparse", "Seismic-style blocked inverted index vs pyseismic-lsr and exact"),
     "gsu": ("gsu.bench.gsu_bench", "every retrieval method: latency, recall@k, attention mass"),
     "ctr": ("gsu.bench.ctr", "CTR models over each retrieval method vs full-sequence attention"),
+    "serve": ("gsu.bench.serve", "gsu serve under load (search, retrieve) vs a vector database server (Milvus Lite)"),
 }
 
 SPARSE_KINDS = ("seismic", "sparse_flat")
@@ -181,6 +182,31 @@ def cmd_train(a: argparse.Namespace) -> int:
     return int(cli_support.main(a) or 0)
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    try:
+        from gsu.serve import config_from_specs, load_config, serve
+    except ModuleNotFoundError as e:
+        raise SystemExit(f"gsu serve: needs the serve extra (pip install 'gsu[serve]'): {e}")
+    overrides = {k: v for k, v in (("host", a.host), ("port", a.port), ("workers", a.workers), ("threads", a.threads),
+                                   ("max_batch", a.max_batch), ("max_wait_ms", a.max_wait_ms), ("max_k", a.max_k)) if v is not None}
+    if a.config:
+        if a.index or a.store:
+            raise SystemExit("gsu serve: give a CONFIG file or --index/--store, not both")
+        cfg = load_config(a.config)
+        if overrides:
+            from dataclasses import asdict, replace
+
+            from gsu.serve.config import ServerSettings
+
+            cfg = replace(cfg, server=ServerSettings(**{**asdict(cfg.server), **overrides}))
+    elif a.index or a.store:
+        cfg = config_from_specs(a.index, a.store, server=overrides)
+    else:
+        raise SystemExit("gsu serve: give a CONFIG file or at least one --index NAME=PATH.gsu")
+    serve(cfg, log_level="info" if a.verbose else "warning")
+    return 0
+
+
 def cmd_demo(a: argparse.Namespace) -> int:
     try:
         from gsu.ctr.demo import run_demo
@@ -254,6 +280,21 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     be.add_argument("--threads", type=int, default=1, help="threads pinned for BLAS/numba/torch/faiss (default 1)")
     be.set_defaults(func=cmd_bench)
+
+    sv = sub.add_parser("serve", help="serve indexes and behavior stores over HTTP",
+                        description="Serve saved indexes (search) and behavior stores (retrieve) over HTTP with micro-batching, "
+                                    "hot swap of replaced index files and Prometheus metrics. Binds 127.0.0.1 unless --host says otherwise.")
+    sv.add_argument("config", nargs="?", default=None, help="a .toml or .json config (see gsu.serve.config)")
+    sv.add_argument("--index", action="append", metavar="NAME=PATH.gsu", help="serve this index file under NAME (repeatable)")
+    sv.add_argument("--store", action="append", metavar="NAME=BEHAVIORS.gsu,ITEMS.gsu", help="serve this behavior store (repeatable)")
+    sv.add_argument("--host", default=None, help="address to bind (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=None, help="port (default 8000)")
+    sv.add_argument("--workers", type=int, default=None, help="worker processes sharing the memory-mapped files (default 1)")
+    sv.add_argument("--threads", type=int, default=None, help="numba/BLAS threads per worker (default 1)")
+    sv.add_argument("--max-batch", type=int, default=None, help="query rows per micro-batch (default 64)")
+    sv.add_argument("--max-wait-ms", type=float, default=None, help="longest micro-batch wait for requests still arriving (default 0)")
+    sv.add_argument("--max-k", type=int, default=None, help="largest k a request may ask for (default 1000)")
+    sv.set_defaults(func=cmd_serve)
 
     d = sub.add_parser("demo", help="run the main job on the built-in synthetic default", description="Generate data, build indexes, retrieve with every method, train and compare; prints a table and writes a plot.")
     d.add_argument("--out", default="results/demo", help="output folder (default results/demo)")
