@@ -225,3 +225,20 @@ def test_train_and_bench_build_the_same_movielens_task():
     for s in ("train", "val", "test"):
         assert np.array_equal(a.split(s), b.split(s))
     assert a.item_vectors is None and a.info["item_dim"] == 16   # learned ids: no factors fit on later ratings
+
+
+def test_gsu_train_method_all_on_a_log_without_embeddings(tmp_path, capsys):
+    """The comparison table on a log without item embeddings: SIM-soft, ETA and SDIM search the
+    full-attention reference's learned item vectors; every method gets a row, with the
+    base-rate baseline beside them."""
+    from gsu.cli import main
+
+    cols = impression_log(seed=4, n_users=12, n_items=60, n_rows=900)
+    p = write_parquet(cols, tmp_path / "small.parquet")
+    (tmp_path / "s.json").write_text(json.dumps({k: v for k, v in SCHEMA.items() if k not in ("categorical", "numeric")}))
+    rc = main(["train", "--data", str(p), "--schema", str(tmp_path / "s.json"), "--method", "all", "--ks", "4",
+               "--epochs", "1", "--batch-size", "64", "--negatives", "1"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    for label in ("full attention", "last-k", "SIM-hard", "SIM-soft", "ETA", "SDIM", "TWIN-style", "base rate"):
+        assert label in out, label

@@ -76,7 +76,7 @@ def tasks(quick: bool) -> list[tuple[Any, tuple[str, ...], tuple[int, ...]]]:
     if (MOVIELENS / "ratings.csv").is_file():
         ml = movielens_task(MOVIELENS, titles=True, cache_dir=_cache_dir())
         methods = METHODS if "content" in ml.item_tables else tuple(m for m in METHODS if m != "muse")
-        out.append((ml, methods, (64, 16)))
+        out.append((ml, methods, (64,)))
     else:
         print(f"movielens: skipped, {MOVIELENS} not found (expected MovieLens latest-small)")
     data = os.environ.get("GSU_CTR_DATA")
@@ -84,9 +84,7 @@ def tasks(quick: bool) -> list[tuple[Any, tuple[str, ...], tuple[int, ...]]]:
         from gsu.ctr.logtask import task_from_log
 
         t = task_from_log(data, schema=os.environ.get("GSU_CTR_SCHEMA"))
-        out.append((t, tuple(m for m in ("full", "last", "hard", "twin") + (("soft", "eta", "sdim")
-                                                                          if "ctr" in t.item_tables else ()))
-                    , (16, 64)))
+        out.append((t, ("full", "last", "hard", "soft", "eta", "sdim", "twin"), (64, 16)))
     return out
 
 

@@ -103,9 +103,7 @@ def main(a: argparse.Namespace) -> int:
                           sample_rate=a.sample_rate, min_history=a.min_history, users=a.users,
                           targets_per_user=a.targets_per_user, data_seed=a.data_seed, cache_dir=a.cache)
         say(f"task {task.name}: {task.info['n_samples']:,} samples, {task.info['n_behaviors']:,} behaviors")
-        methods = ["full", "last", "hard", "twin"]
-        if task.item_tables["ctr"].embeddings is not None:
-            methods += ["soft", "eta", "sdim"]
+        methods = ["full", "last", "hard", "soft", "eta", "sdim", "twin"]
         if "content" in task.item_tables:
             methods.append("muse")
         recs = run_comparison(task, methods=methods, ks=_ints(a.ks, "ks"), seeds=_ints(a.seeds, "seeds"),

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from gsu.ctr.data import BehaviorView, CTRTask, _atomic_savez, _fingerprint, positions_view, prefix_view, sdim_view
-from gsu.ctr.methods import LABELS, _retriever, attention_flops, model_config
+from gsu.ctr.methods import LABELS, _retriever, attention_flops, model_config, needs_reference
 from gsu.ctr.metrics import auc
 from gsu.ctr.model import build_model
 from gsu.ctr.train import TrainConfig, evaluate, fit
@@ -206,8 +206,9 @@ def run_comparison(
             if r.get("kind") == "run" and r.get("task") == tkey and r.get("train_key") == ckey}
     records: list[dict[str, Any]] = []
     methods = list(methods)
-    if "twin" in methods and "full" not in methods:
-        raise ValueError("run_comparison: 'twin' needs 'full' (its reference attention) in methods")
+    if any(needs_reference(task, m) for m in methods) and "full" not in methods:
+        raise ValueError("run_comparison: TWIN (and, without item embeddings, SIM-soft / ETA / SDIM) needs 'full' "
+                         "(its reference model) in methods")
     order = (["full"] if "full" in methods else []) + [m for m in methods if m != "full"]
     mdir = Path(cache_dir) / "models" if cache_dir is not None else None
     refs: dict[int, Any] = {}
@@ -237,10 +238,10 @@ def run_comparison(
                 continue
             t0 = time.perf_counter()
             try:
-                if method == "twin":
+                if needs_reference(task, method):
                     ref = ref_model(int(seed))
                     if ref is None:
-                        raise ValueError(f"twin: no full-attention model for seed {seed}")
+                        raise ValueError(f"{method}: no full-attention reference model for seed {seed}")
                     views, rsec = cached_views(task, method, k, reference=ref, reference_tag=f"-{ckey}-s{seed}",
                                                max_len=max_len, cache_dir=cache_dir)
                 else:
@@ -250,7 +251,7 @@ def run_comparison(
             except ImportError as e:
                 say(f"  {LABELS[method]}: skipped, retrieval method not available in this build ({e})")
                 break
-            if quality is None or method == "twin":
+            if quality is None or needs_reference(task, method):
                 quality = retrieval_quality(task, views["test"], k=(64 if kk is None else kk),
                                             n_samples=quality_samples)
             cfg = TrainConfig(**{**train_config.to_dict(), "seed": int(seed)})

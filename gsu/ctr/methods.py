@@ -76,7 +76,14 @@ def model_config(task: CTRTask, method: str, **overrides: Any) -> ModelConfig:
     if task.info.get("model"):
         cfg = replace(cfg, **task.info["model"])
     if method == "sdim":
-        cfg = replace(cfg, kind="sdim", sdim_dim=int(task.item_tables["ctr"].embeddings.shape[1]))
+        emb = task.item_tables["ctr"].embeddings
+        if emb is not None:
+            width = int(emb.shape[1])
+        else:  # SDIM aggregates the reference model's learned item vectors (learned_item_table)
+            width = (cfg.content_dim + (cfg.attention_item_dim if cfg.decoupled else cfg.item_dim)
+                     + cfg.extra_dim * (len(cfg.extra_categorical) + (1 if cfg.extra_numeric else 0))
+                     + (cfg.attention_category_dim if cfg.decoupled else cfg.category_dim))
+        cfg = replace(cfg, kind="sdim", sdim_dim=width)
     return replace(cfg, **overrides) if overrides else cfg
 
 
@@ -121,7 +128,42 @@ def twin_retriever(task: CTRTask, model: TargetAttentionModel, *, k: int) -> Any
                 n_heads=H, scale=True)
 
 
+LEARNED_SPACE = ("soft", "eta", "sdim", "exact")
+"""Methods that need item embeddings; on a task without any they search the item vectors a
+trained full-attention reference model learned (:func:`learned_item_table`)."""
+
+
+def needs_reference(task: CTRTask, method: str) -> bool:
+    """Whether ``method`` on ``task`` retrieves with a trained reference model: TWIN always;
+    SIM-soft, ETA, SDIM and exact top-k when the task has no item embeddings."""
+    return method == "twin" or (method in LEARNED_SPACE and task.item_tables["ctr"].embeddings is None)
+
+
+def learned_item_table(task: CTRTask, model: TargetAttentionModel) -> Any:
+    """An :class:`~gsu.retrieval.ItemTable` whose embeddings are ``model``'s attention-side
+    item-inherent vectors ``[content, id embedding, extra features, category embedding]``
+    (learned from the training split only) — the retrieval space for SIM-soft / ETA / SDIM on
+    a log without item embeddings, as SIM-soft retrieves with pre-trained CTR embeddings."""
+    import torch
+
+    from gsu.retrieval.items import ItemTable
+
+    fe = model.embedding.attention or model.embedding.representation
+    with torch.no_grad():
+        blocks = fe.item_blocks(torch.arange(task.n_items))
+        if fe.category is not None:
+            blocks.append(fe.category(torch.from_numpy(task.item_category)))
+        emb = torch.cat(blocks, dim=1).numpy().astype(np.float32)
+    return ItemTable(embeddings=np.ascontiguousarray(emb), category=task.item_category)
+
+
 def _retriever(task: CTRTask, method: str, k: int, *, reference: Any, seed: int) -> Any:
+    if method in LEARNED_SPACE and task.item_tables["ctr"].embeddings is None:
+        if reference is None:
+            raise ValueError(f"method {method!r}: task {task.name!r} has no item embeddings (give --item-embeddings) "
+                             "and no trained reference model to learn them from")
+        task = CTRTask(**{**task.__dict__, "item_tables": {**task.item_tables,
+                                                           "ctr": learned_item_table(task, reference)}})
     if method == "hard":
         from gsu.retrieval.methods import HardSearch
         return HardSearch(task.item_tables["ctr"], k=k)
@@ -247,7 +289,9 @@ def train_from_config(
     recipe), evaluate on the test split next to the base-rate baseline (and the oracle on
     synthetic data), optionally save a checkpoint (``out``) and a TorchScript export
     (``export``). Returns a summary dict. ``twin`` uses ``reference`` (a checkpoint) or, without
-    one, first trains a full-attention reference with the same settings."""
+    one, first trains a full-attention reference with the same settings; so do SIM-soft, ETA
+    and SDIM on a log without item embeddings (they search the reference's learned item
+    vectors)."""
     from gsu.bench.ctr import train_config as bench_config
     from gsu.ctr.baseline import base_rate_baseline
     from gsu.ctr.checkpoint import load_checkpoint, save_checkpoint
@@ -266,11 +310,11 @@ def train_from_config(
     tcfg = train_config if train_config is not None else bench_config(False)
     tcfg = TrainConfig(**{**tcfg.to_dict(), "seed": int(seed)})
     ref_model = None
-    if method == "twin":
+    if needs_reference(task, method):
         if reference is not None:
             ref_model, _ = load_checkpoint(reference)
         else:
-            say("twin: training the full-attention reference first")
+            say(f"{method}: training the full-attention reference first (its attention / learned item vectors)")
             rv, _ = cached_views(task, "full", k, max_len=max_len, splits=("train", "val"))
             ref_model = new_model(task, "full", seed=seed)
             fit(ref_model, task, rv["train"], rv["val"], config=tcfg)
