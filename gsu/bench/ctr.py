@@ -54,6 +54,15 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("GSU_CTR_CACHE", Path.home() / ".cache" / "gsu" / "ctr"))
 
 
+def _train_key(cfg: Any) -> str:
+    from gsu.ctr.data import _fingerprint
+
+    d = cfg.to_dict()
+    d.pop("progress", None)
+    d.pop("seed", None)
+    return _fingerprint(d)
+
+
 def train_config(quick: bool) -> Any:
     from gsu.ctr.train import TrainConfig
 
@@ -73,6 +82,10 @@ def tasks(quick: bool) -> list[tuple[Any, tuple[str, ...], tuple[int, ...]]]:
     out.append((syn, METHODS, (16,) if quick else (64, 16, 256)))
     if quick:
         return out
+    # full attention against the oracle on twice the data (same generator and recipe)
+    syn2 = synthetic_task(**{**spec, "n_users": 2 * spec["n_users"]}, cache_dir=_cache_dir())
+    syn2.name = "synthetic-2x"
+    out.append((syn2, ("full",), (64,)))
     if (MOVIELENS / "ratings.csv").is_file():
         ml = movielens_task(MOVIELENS, titles=True, cache_dir=_cache_dir())
         methods = METHODS if "content" in ml.item_tables else tuple(m for m in METHODS if m != "muse")
@@ -209,8 +222,8 @@ def run(*, out_dir: Path, quick: bool = False, threads: int = 1, seeds: tuple[in
     """Run the suite (see the module docstring); write ``ctr.jsonl`` and ``ctr.png`` into
     ``out_dir``; return the report records."""
     from gsu.ctr.baseline import base_rate_baseline
-    from gsu.ctr.experiment import (_load_records, aggregate, best_possible_auc, done_when, format_rows, plot_rows,
-                                    run_comparison)
+    from gsu.ctr.experiment import (_load_records, aggregate, best_possible_auc, done_when, format_markdown,
+                                    format_rows, plot_rows, run_comparison)
 
     if phase not in ("all", "train", "timing", "report"):
         raise ValueError(f"phase: expected 'all', 'train', 'timing' or 'report', got {phase!r}")
@@ -247,8 +260,10 @@ def run(*, out_dir: Path, quick: bool = False, threads: int = 1, seeds: tuple[in
                 f.write(json.dumps(r) + "\n")
     if phase == "train":
         return records
-    records = [r for r in _load_records(runs_path) if r.get("kind") == "run"]
-    keys = {(t.name, t.info.get("fingerprint")) for t, _, _ in all_tasks}
+    records = [r for p in sorted(out_dir.glob("ctr_quick_runs*.jsonl" if quick else "ctr_runs*.jsonl"))
+               for r in _load_records(p) if r.get("kind") == "run"]
+    known = {t.info.get("fingerprint") for t, _, _ in all_tasks}
+    records = [r for r in records if r.get("task") in known and r.get("train_key") == _train_key(tcfg)]
     lat_recs = _load_records(lat_path)
     latency = {(r["dataset"], r["method"], r["k"]): r["ms_per_request"] for r in lat_recs}
     rows = aggregate(records)
@@ -276,9 +291,9 @@ def run(*, out_dir: Path, quick: bool = False, threads: int = 1, seeds: tuple[in
     out += [{**common, "kind": "check", **c} for c in checks]
     out += [{**common, "kind": "reference", "dataset": ds, **e} for ds, e in extra.items()]
     out += [{**common, **r} for r in lat_recs]
-    del keys
     name = "ctr_quick" if quick else "ctr"
     harness.write_jsonl(out_dir / f"{name}.jsonl", out)
+    (out_dir / f"{name}_table.md").write_text(format_markdown(rows, extra=extra, latency=latency))
     plot_rows(rows, out_dir / f"{name}.png", extra=extra, title="ESU over each GSU vs full attention")
     print(f"wrote {out_dir / (name + '.jsonl')} and {out_dir / (name + '.png')}")
     return out

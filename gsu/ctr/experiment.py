@@ -30,7 +30,7 @@ from gsu.ctr.train import TrainConfig, evaluate, fit
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run_comparison", "aggregate", "format_rows", "plot_rows", "done_when", "best_possible_auc",
+__all__ = ["run_comparison", "aggregate", "format_rows", "format_markdown", "plot_rows", "done_when", "best_possible_auc",
            "new_model", "cached_views", "retrieval_quality", "RETRIEVAL_METHODS"]
 
 RETRIEVAL_METHODS = ("last", "hard", "soft", "muse", "eta", "sdim", "twin")
@@ -440,3 +440,30 @@ def plot_rows(rows: Sequence[dict[str, Any]], path: str | Path, *, extra: dict[s
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def format_markdown(rows: Sequence[dict[str, Any]], *, extra: dict[str, dict[str, Any]] | None = None,
+                    latency: dict[tuple, float] | None = None) -> str:
+    """The table of :func:`format_rows` as GitHub markdown (one table per data set)."""
+    out = []
+    for ds in dict.fromkeys(r["dataset"] for r in rows):
+        out.append(f"**{ds}**\n")
+        out.append("| method | k | AUC | AUC lost vs full (per seed) | GAUC | logloss | recall@k | attention mass | "
+                   "attention FLOPs / sample | × fewer | ms / request (T = 1,024) |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for r in (r for r in rows if r["dataset"] == ds):
+            lat = (latency or {}).get((ds, r["method"], r["k"]))
+            delta = "—" if r["method"] == "full" else f"{r['delta_auc']:+.4f} ± {r['delta_auc_std']:.4f}"
+            out.append(f"| {r['label']} | {'—' if r['k'] is None else r['k']} | {r['auc']:.4f} ± {r['auc_std']:.4f} | "
+                       f"{delta} | {_f(r['gauc'], '.4f')} | {_f(r['logloss'], '.4f')} | {_f(r['recall'], '.3f')} | "
+                       f"{_f(r['attention_mass'], '.3f')} | {r['attention_flops']:.3g} | {_f(r['flops_ratio'], '.1f')} | "
+                       f"{_f(lat, '.1f')} |")
+        e = (extra or {}).get(ds, {})
+        if e.get("oracle") is not None:
+            out.append(f"| oracle (true click probability) | — | {e['oracle']:.4f} | | | | | | | | |")
+        if e.get("base_rate"):
+            b = e["base_rate"]
+            out.append(f"| base rate (LR on past like rate) | — | {b['auc']:.4f} | | {_f(b['gauc'], '.4f')} | "
+                       f"{b['logloss']:.4f} | | | | | |")
+        out.append("")
+    return "\n".join(out)
