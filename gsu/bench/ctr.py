@@ -1,18 +1,20 @@
 """Suite ``ctr``: the compact ESU over every GSU method vs full-sequence exact attention.
 
 Data
-    - synthetic (the record task): :func:`gsu.datasets.behavior_dataset` with 1,500 users,
-      sequences of 1,000-10,000 behaviors (log-uniform), 120 samples per user (180,000
-      samples, split 70/15/15 by time), 20,000 items in 200 categories, 32-d embeddings; clicks
-      come from a planted softmax target-attention model (temperature 0.1) over the whole
-      visible sequence, so the **oracle** AUC (the true click probability) is known;
+    - synthetic (the record task): :func:`gsu.datasets.behavior_dataset` with 1,200 users,
+      sequences of 1,000-10,000 behaviors (log-uniform; 4.7 M behaviors), 125 samples per user
+      (150,000 samples, split 70/15/15 by time), 20,000 items in 200 categories, 32-d
+      embeddings; clicks come from a planted softmax target-attention model (temperature 0.1)
+      over the whole visible sequence, so the **oracle** AUC (the true click probability) is
+      known; "synthetic-2x" (2,400 users, 300,000 samples) trains full attention only, to see
+      how its gap to the oracle shrinks with data;
     - MovieLens latest-small and the Taobao sample, built from their logs by the same
       schema-driven task builder ``gsu train --data LOG --schema S`` uses
       (:func:`gsu.ctr.logtask.log_task`); skipped with a note when absent;
     - your own log: set ``GSU_CTR_DATA`` (and ``GSU_CTR_SCHEMA``) to run the comparison on it.
 
 Rows: full-sequence attention; last-k; SIM-hard; SIM-soft; MUSE-cosine; ETA; SDIM; TWIN-style;
-each at k = 16, 64, 256 (full and SDIM have no k), 3 seeds; a base-rate baseline (logistic
+each at k = 16, 64, 256 (full and SDIM have no k; MovieLens at k = 64), 3 seeds; a base-rate baseline (logistic
 regression on the user's past like rate) and, for synthetic, the oracle. Columns: test AUC
 (mean ± std), AUC lost against full attention (per seed, mean ± std), GAUC, logloss, recall
 of the exact top-k and share of the planted attention mass (synthetic), attention FLOPs per
