@@ -190,7 +190,7 @@ def _latency(task: Any, records_dir: Path, *, quick: bool, T: int = 1024, repeat
                     res = retr.retrieve(h, targets, k=k, target_time=now)
                     view = BehaviorView(idx, rows, vis, "positions", positions=res.positions, mask=res.mask)
                     b = make_batch(task, view, np.arange(T), temporal=cfg.temporal, n_time_buckets=cfg.n_time_buckets)
-                    path = records_dir / "ctr_esu_soft.ts"
+                    path = _cache_dir() / "ctr_esu_soft.ts"   # a 2.6 MB model: kept out of results/
                     scripted = export_torchscript(model, path, example=b)
                     inputs = serving_inputs(b)
                     with torch.no_grad():

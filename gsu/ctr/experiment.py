@@ -324,6 +324,10 @@ def aggregate(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         row["retrieval_seconds"] = float(np.median([r["retrieval_seconds"] for r in rs]))
         row["epochs_run"] = float(np.mean([r["epochs_run"] for r in rs]))
         rows.append(row)
+    ds_order = list(dict.fromkeys(r["dataset"] for r in records))
+    m_order = list(LABELS)
+    rows.sort(key=lambda r: (ds_order.index(r["dataset"]), m_order.index(r["method"]) if r["method"] in m_order
+                             else len(m_order), r["k"] or 0))
     return rows
 
 
