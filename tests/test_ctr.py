@@ -21,6 +21,7 @@ from gsu.ctr.layers import (
 from gsu.ctr.metrics import auc, gauc, logloss
 from gsu.ctr.model import ModelConfig, build_model
 from gsu.ctr.train import TrainConfig, evaluate, fit, predict
+from gsu.ctr.model import BehaviorFeatures, TargetFeatures  # noqa: F401  (re-exported via data)
 
 torch.set_num_threads(1)
 
@@ -360,27 +361,94 @@ def test_twin_retriever_scores_are_the_models_attention(task):
         assert np.allclose(np.sort(got)[::-1], want, atol=1e-4)
 
 
-def test_movielens_task_labels_negatives_and_split():
-    from pathlib import Path
+def test_shared_history_forward_equals_per_sample(task):
+    """The user-grouped full-attention form gives the per-sample model's logits and gradients."""
+    from gsu.ctr.train import TrainConfig as TC, _shared
 
-    folder = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "movielens-latest-small"
-    if not (folder / "ratings.csv").is_file():
-        pytest.skip(f"MovieLens latest-small not found at {folder} (shared data folder absent)")
-    t = cdata.movielens_task(folder, max_targets_per_user=3, n_negatives=1, factor_dim=8, seed=0)
-    s = t.samples
-    n_events = s["label"].shape[0] // 2
-    assert s["label"].shape[0] == 2 * n_events and 0.2 < s["label"].mean() < 0.5
-    ip, items = t.store.indptr, t.store.column("items")
-    rows = t.store.rows(s["user"])
-    for j in range(0, s["user"].shape[0], 97):
-        rated = set(items[ip[rows[j]]:ip[rows[j] + 1]].tolist())
-        if s["label"][j] == 1:
-            assert s["target"][j] in rated
-    # sampled negatives are movies the user never rated
-    neg_rows = [j for j in range(s["user"].shape[0]) if s["target"][j] not in set(items[ip[rows[j]]:ip[rows[j] + 1]].tolist())]
-    assert len(neg_rows) >= n_events * 0.99
-    tr, va, te = (s["time"][t.split(x)] for x in ("train", "val", "test"))
-    assert tr.max() <= va.min() and va.max() <= te.min()
-    v = cdata.prefix_view(t, "test", cap=10_000)
-    ts = t.store.column("timestamps")
-    assert all(ts[ip[v.rows[j]] + v.visible[j] - 1] < s["time"][v.samples[j]] for j in range(len(v)) if v.visible[j])
+    for temporal in ("time", "position", "none"):
+        cfg = _config(task, temporal=temporal, decoupled=temporal == "time")
+        m = build_model(cfg, item_vectors=task.item_vectors, seed=3)
+        for cap in (10_000, 25):
+            view = cdata.prefix_view(task, "test", cap=cap)
+            a = predict(m, task, view, shared_min_cap=10**9)
+            b = predict(m, task, view, shared_min_cap=1, max_behaviors_per_chunk=400)
+            assert np.abs(a - b).max() < 1e-5, (temporal, cap)
+    # gradients: one user's samples, grouped vs expanded
+    view = cdata.prefix_view(task, "train", cap=10_000)
+    sel = np.flatnonzero(view.rows == view.rows[0])
+    m = build_model(_config(task), item_vectors=task.item_vectors, seed=1)
+    sb = _shared(m, task, view, sel)
+    m(*cdata.make_batch(task, view, sel).model_inputs()).sum().backward()
+    g1 = {k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None}
+    m.zero_grad()
+    m.forward_shared(sb.target, sb.history, sb.mask).sum().backward()
+    for k, p in m.named_parameters():
+        if p.grad is not None:
+            assert torch.allclose(g1[k], p.grad, atol=1e-5), k
+    assert TC().select == "logloss"
+
+
+@pytest.mark.parametrize("attention", ["mha", "din"])
+def test_pooling_does_not_grow_with_k(task, attention):
+    """Repeating the same behavior k times leaves the output unchanged: the pooled vector is a
+    normalised (softmax) average, not a sum that grows with k."""
+    m = build_model(_config(task, attention=attention, temporal="none"), item_vectors=task.item_vectors, seed=0)
+    tgt = cdata.TargetFeatures(torch.tensor([3, 7]), torch.tensor([1, 2]))
+    outs = []
+    for k in (1, 16, 256):
+        beh = cdata.BehaviorFeatures(torch.full((2, k), 5), torch.full((2, k), 4), torch.zeros(2, k, dtype=torch.int64),
+                                     torch.ones(2, k, dtype=torch.int64))
+        outs.append(m(tgt, beh, torch.ones(2, k, dtype=torch.bool)))
+    assert torch.allclose(outs[0], outs[1], atol=1e-5) and torch.allclose(outs[0], outs[2], atol=1e-5)
+
+
+def test_training_schedule_and_selection(task):
+    """Plateau schedule: the LR drops after a non-improving epoch; the kept epoch is the one
+    with the best validation logloss."""
+    tr, va = cdata.prefix_view(task, "train", cap=32), cdata.prefix_view(task, "val", cap=32)
+    cfg = TrainConfig(epochs=6, batch_size=32, lr=3e-2, patience=5, warmup_steps=3, lr_decay=0.5, seed=0, progress=False)
+    m = build_model(_config(task), item_vectors=task.item_vectors, seed=0)
+    r = fit(m, task, tr, va, config=cfg)
+    losses = [h["val_logloss"] for h in r.history]
+    assert r.best_epoch == int(np.argmin(losses)) + 1
+    assert r.best_val["logloss"] == pytest.approx(min(losses))
+    best = math.inf
+    for i, h in enumerate(r.history):
+        improved = h["val_logloss"] < best - cfg.min_delta
+        best = min(best, h["val_logloss"])
+        if i + 1 < len(r.history):
+            want = h["lr"] if improved else h["lr"] * cfg.lr_decay
+            assert r.history[i + 1]["lr"] == pytest.approx(want)
+    got = evaluate(m, task, va)
+    assert got["logloss"] == pytest.approx(min(losses), abs=1e-6)
+    with pytest.raises(ValueError):
+        TrainConfig(select="accuracy")
+
+
+@pytest.mark.parametrize("kind", ["attention", "sdim"])
+def test_torchscript_export_matches_eager(task, tmp_path, kind):
+    from gsu.ctr.export import export_torchscript, load_exported, serving_inputs
+
+    if kind == "sdim":
+        idx = task.split("test")
+        rng = np.random.default_rng(1)
+        vec = rng.standard_normal((idx.size, 8)).astype(np.float32)
+        view = cdata.sdim_view(task, idx, vec, rng.random(idx.size) > 0.2)
+        m = build_model(_config(task, kind="sdim", sdim_dim=8), item_vectors=task.item_vectors, seed=0)
+    else:
+        view = cdata.prefix_view(task, "test", cap=40)
+        m = build_model(_config(task, decoupled=True), item_vectors=task.item_vectors, seed=0)
+        fit(m, task, cdata.prefix_view(task, "train", cap=40), cdata.prefix_view(task, "val", cap=40),
+            config=TrainConfig(epochs=1, batch_size=32, seed=0, progress=False))
+    batches = list(cdata.iter_batches(task, view, batch_size=17, temporal=m.config.temporal))
+    export_torchscript(m, tmp_path / "esu.ts", example=batches[0])
+    loaded = load_exported(tmp_path / "esu.ts")
+    for b in batches[1:]:        # other batch sizes and K than the traced example
+        with torch.no_grad():
+            eager = torch.sigmoid(m(*b.model_inputs()))
+            got = loaded(*serving_inputs(b))
+        assert got.shape == eager.shape
+        assert float((got - eager).abs().max()) <= 1e-5
+    with pytest.raises(ValueError, match="TorchScript"):
+        (tmp_path / "bad.ts").write_bytes(b"junk")
+        load_exported(tmp_path / "bad.ts")

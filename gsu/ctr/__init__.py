@@ -3,7 +3,8 @@
 Submodules: :mod:`~gsu.ctr.layers` (embeddings, DIN / multi-head target attention, DARE, TIN,
 MLP), :mod:`~gsu.ctr.model`, :mod:`~gsu.ctr.data` (tasks, views, batches),
 :mod:`~gsu.ctr.train`, :mod:`~gsu.ctr.metrics`, :mod:`~gsu.ctr.checkpoint`,
-:mod:`~gsu.ctr.methods`, :mod:`~gsu.ctr.demo`. Names below are imported lazily (torch loads
+:mod:`~gsu.ctr.methods`, :mod:`~gsu.ctr.logtask` (tasks from your own logs),
+:mod:`~gsu.ctr.baseline`, :mod:`~gsu.ctr.export` (TorchScript), :mod:`~gsu.ctr.demo`. Names below are imported lazily (torch loads
 on first use, not at ``import gsu.ctr``).
 """
 
@@ -18,7 +19,10 @@ _LAZY = {
     "TrainConfig": "gsu.ctr.train", "fit": "gsu.ctr.train", "evaluate": "gsu.ctr.train", "predict": "gsu.ctr.train",
     "auc": "gsu.ctr.metrics", "gauc": "gsu.ctr.metrics", "logloss": "gsu.ctr.metrics",
     "save_checkpoint": "gsu.ctr.checkpoint", "load_checkpoint": "gsu.ctr.checkpoint",
-    "CTRTask": "gsu.ctr.data", "synthetic_task": "gsu.ctr.data", "movielens_task": "gsu.ctr.data",
+    "CTRTask": "gsu.ctr.data", "synthetic_task": "gsu.ctr.data", "movielens_task": "gsu.ctr.logtask",
+    "log_task": "gsu.ctr.logtask", "task_from_log": "gsu.ctr.logtask", "taobao_task": "gsu.ctr.logtask",
+    "build_task": "gsu.ctr.methods", "base_rate_baseline": "gsu.ctr.baseline",
+    "export_torchscript": "gsu.ctr.export", "load_exported": "gsu.ctr.export",
     "prefix_view": "gsu.ctr.data", "retrieve_view": "gsu.ctr.data",
     "train_from_config": "gsu.ctr.methods", "method_views": "gsu.ctr.methods",
     "run_demo": "gsu.ctr.demo",

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 __all__ = ["save_checkpoint", "load_checkpoint", "FORMAT", "VERSION"]
 
 FORMAT = "gsu.ctr.checkpoint"
-VERSION = 1
+VERSION = 2
 
 
 def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, train_config: dict[str, Any] | None = None,

@@ -39,13 +39,15 @@ __all__ = [
     "Batch",
     "split_by_time",
     "synthetic_task",
-    "movielens_task",
     "visible_counts",
     "prefix_view",
     "positions_view",
     "sdim_view",
     "retrieve_view",
     "iter_batches",
+    "SharedBatch",
+    "make_shared_batch",
+    "user_pieces",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -70,7 +72,10 @@ class CTRTask:
         time_unit: seconds (or ticks) per unit of TIN's log time buckets.
         info: a free-form description (sizes, negative sampling) for reports; ``item_dim`` is
             the width of learned item-id embeddings the model should use (0 when the content
-            vectors carry the item and ids would only memorise noise).
+            vectors carry the item and ids would only memorise noise); ``model`` optional
+            ESU setting overrides; ``item_features`` the extra features' sizes.
+        item_features: ``{"categorical": (n_items, F) int64, "numeric": (n_items, G) float32}``
+            extra per-item features, or None.
     """
 
     name: str
@@ -83,6 +88,7 @@ class CTRTask:
     n_behavior_types: int
     time_unit: float
     info: dict[str, Any] = field(default_factory=dict)
+    item_features: dict[str, np.ndarray] | None = None
 
     @property
     def n_items(self) -> int:
@@ -133,6 +139,36 @@ def _median_gap(store: Any) -> float:
 # ---------------------------------------------------------------------------------------
 
 
+SYNTHETIC_MODEL = {"item_dim": 0, "category_dim": 0, "type_dim": 0, "temporal": "none"}
+"""ESU settings for the synthetic task: the frozen generator embeddings only. The planted click
+model reads nothing else (no ids, categories, behavior types or times), so extra tables would
+only add noise to learn away; with them off, full-sequence attention can represent the
+generator's model exactly and its AUC gap to the oracle measures training, not capacity."""
+
+
+def _fingerprint(d: dict[str, Any]) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=path.parent)
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def synthetic_task(
     *,
     n_users: int = 200,
@@ -143,144 +179,71 @@ def synthetic_task(
     n_targets_per_user: int = 60,
     content_noise: float = 0.5,
     seed: int = 0,
+    cache_dir: str | Path | None = None,
 ) -> CTRTask:
     """The synthetic task of :func:`gsu.datasets.behavior_dataset`: clicks drawn from a
-    known target-attention model over the whole visible sequence, so ``AUC(prob)`` is the
-    best achievable AUC.
+    known target-attention model over the whole visible sequence, so ``AUC(prob)`` (the
+    *oracle*) is the best achievable AUC.
 
     The model reads the generator's item embeddings as frozen content vectors (the CTR
-    embedding space; table "ctr", used by Exact / SIM-soft / ETA / SDIM / TWIN). MUSE's
-    "multimodal" space (table "content") is a stand-in that only partly agrees with it:
-    the embeddings plus Gaussian noise of ``content_noise`` times their per-dimension std.
-    Negatives are the generator's own (targets half from the user's interests, half random;
-    the label is drawn from the planted model). Split by time 70/15/15.
+    embedding space; table "ctr", used by Exact / SIM-soft / ETA / SDIM / TWIN) and, by
+    default, nothing else (:data:`SYNTHETIC_MODEL`). MUSE's "multimodal" space (table
+    "content") is a stand-in that only partly agrees with it: the embeddings plus Gaussian
+    noise of ``content_noise`` times their per-dimension std. Negatives are the generator's
+    own (targets half from the user's interests, half random popular items; the label is
+    drawn from the planted model). Split by time 70/15/15. With ``cache_dir`` the generated
+    arrays are kept in ``cache_dir/synthetic-<hash>.npz`` and reused.
     """
-    from gsu.datasets import behavior_dataset
     from gsu.retrieval.items import ItemTable
     from gsu.retrieval.store import BehaviorStore
 
-    data = behavior_dataset(n_users, n_items=n_items, dim=dim, n_categories=n_categories, seq_len=seq_len,
-                            n_targets_per_user=n_targets_per_user, seed=seed)
-    store = BehaviorStore.from_behavior_data(data)
-    emb = np.ascontiguousarray(data.item_emb, dtype=np.float32)
-    cat = np.asarray(data.item_category, dtype=np.int64)
+    spec = {"n_users": n_users, "seq_len": list(seq_len) if isinstance(seq_len, tuple) else seq_len,
+            "n_items": n_items, "dim": dim, "n_categories": n_categories, "n_targets_per_user": n_targets_per_user,
+            "seed": seed, "generator": "behavior_dataset/1"}
+    cache = Path(cache_dir) / f"synthetic-{_fingerprint(spec)}.npz" if cache_dir is not None else None
+    if cache is not None and cache.is_file():
+        z = np.load(cache)
+        arr = {k: z[k] for k in z.files}
+        temperature = float(arr.pop("temperature"))
+        logger.info("synthetic task from cache %s", cache)
+    else:
+        from gsu.datasets import behavior_dataset
+
+        data = behavior_dataset(n_users, n_items=n_items, dim=dim, n_categories=n_categories, seq_len=seq_len,
+                                n_targets_per_user=n_targets_per_user, seed=seed)
+        arr = {"item_emb": np.ascontiguousarray(data.item_emb, dtype=np.float32),
+               "item_category": np.asarray(data.item_category, dtype=np.int64),
+               "indptr": np.asarray(data.indptr, np.int64), "items": np.asarray(data.items, np.int64),
+               "timestamps": np.asarray(data.timestamps, np.int64),
+               "behavior_type": np.asarray(data.behavior_type, np.int8)}
+        for k in ("user", "target", "time", "label", "prob"):
+            arr["s_" + k] = np.asarray(data.samples[k])
+        temperature = float(data.attention_temperature)
+        if cache is not None:
+            _atomic_savez(cache, temperature=np.float64(temperature), **arr)
+    emb, cat = arr["item_emb"], arr["item_category"]
+    store = BehaviorStore(arr["indptr"], arr["items"], arr["timestamps"], behavior_type=arr["behavior_type"],
+                          category=cat[arr["items"]])
     rng = np.random.default_rng([seed, 7])
     noisy = emb + rng.standard_normal(emb.shape).astype(np.float32) * (content_noise * emb.std(axis=0, keepdims=True))
     tables = {
         "ctr": ItemTable(embeddings=emb, category=cat),
         "content": ItemTable(embeddings=emb, retrieval_embeddings=noisy.astype(np.float32), category=cat),
     }
-    s = data.samples
     samples = {
-        "user": np.asarray(s["user"], dtype=np.int64),
-        "target": np.asarray(s["target"], dtype=np.int64),
-        "time": np.asarray(s["time"], dtype=np.int64),
-        "label": np.asarray(s["label"], dtype=np.int8),
-        "prob": np.asarray(s["prob"], dtype=np.float32),
+        "user": arr["s_user"].astype(np.int64), "target": arr["s_target"].astype(np.int64),
+        "time": arr["s_time"].astype(np.int64), "label": arr["s_label"].astype(np.int8),
+        "prob": arr["s_prob"].astype(np.float32),
     }
     bt = store.column("behavior_type")
     n_types = int(bt.max()) + 1 if bt is not None and bt.size else 1
     return CTRTask(
         name="synthetic", store=store, item_category=cat, item_vectors=emb, item_tables=tables, samples=samples,
         splits=split_by_time(samples["time"]), n_behavior_types=n_types, time_unit=_median_gap(store),
-        info={"n_users": n_users, "seq_len": seq_len, "n_items": n_items, "dim": dim, "n_categories": n_categories,
-              "n_targets_per_user": n_targets_per_user, "content_noise": content_noise, "seed": seed, "item_dim": 0,
+        info={**spec, "content_noise": content_noise, "item_dim": 0, "model": dict(SYNTHETIC_MODEL),
+              "attention_temperature": temperature, "fingerprint": _fingerprint(spec),
               "n_behaviors": int(store.n_behaviors), "n_samples": int(samples["label"].shape[0]),
               "negatives": "generator's own (half in-interest, half random targets; Bernoulli labels)"},
-    )
-
-
-def movielens_task(
-    folder: str | Path,
-    *,
-    max_targets_per_user: int = 20,
-    n_negatives: int = 1,
-    factor_dim: int = 32,
-    title_vectors: np.ndarray | None = None,
-    seed: int = 0,
-) -> CTRTask:
-    """MovieLens (latest-small) as a CTR task.
-
-    Every rating is a behavior (type 1 when rating >= 4 else 0; category = primary genre).
-    Samples: per user, up to ``max_targets_per_user`` rating events chosen uniformly at
-    random (seeded) — label 1 when the rating is >= 4, else 0 — plus ``n_negatives`` movies
-    the user never rated per event, sampled in proportion to their rating counts (seeded),
-    at the same time with label 0. Each sample sees ratings strictly before its time.
-    Split by time 70/15/15.
-
-    Item features: ``factor_dim`` latent factors from a truncated SVD of the user x movie
-    matrix of *training-period* ratings (the model's frozen content vectors and SIM-soft's
-    embeddings, table "ctr"); ``title_vectors`` (M, 384) MiniLM title embeddings when given
-    (MUSE-cosine, table "content").
-    """
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.linalg import svds
-
-    from gsu.datasets import read_movielens
-    from gsu.retrieval.items import ItemTable
-    from gsu.retrieval.store import BehaviorStore
-
-    log, movies = read_movielens(folder)
-    n_items = int(movies["movie_id"].shape[0])
-    item = np.searchsorted(movies["movie_id"], log.item).astype(np.int64)
-    rating = np.asarray(log.value, dtype=np.float32)
-    btype = (rating >= 4.0).astype(np.int8)
-    store = BehaviorStore.from_arrays(log.user, item, log.timestamp, behavior_type=btype, category=log.category)
-    rng = np.random.default_rng([seed, 11])
-    users_s, targets_s, times_s, labels_s = [], [], [], []
-    pop = np.bincount(item, minlength=n_items).astype(np.float64)
-    cdf = np.cumsum(pop / pop.sum())
-    ip = store.indptr
-    st_items, st_ts, st_bt = store.column("items"), store.column("timestamps"), store.column("behavior_type")
-    for r, u in enumerate(store.user_ids):
-        a, b = int(ip[r]), int(ip[r + 1])
-        n = b - a
-        pick = np.sort(rng.choice(n, size=min(n, max_targets_per_user), replace=False)) + a
-        seen = np.zeros(n_items, bool)
-        seen[st_items[a:b]] = True
-        users_s.append(np.full(pick.size, u, np.int64))
-        targets_s.append(st_items[pick])
-        times_s.append(st_ts[pick])
-        labels_s.append(st_bt[pick].astype(np.int8))
-        for _ in range(n_negatives):
-            neg = np.searchsorted(cdf, rng.random(pick.size), side="right").clip(0, n_items - 1)
-            bad = seen[neg]
-            while bad.any():
-                neg[bad] = np.searchsorted(cdf, rng.random(int(bad.sum())), side="right").clip(0, n_items - 1)
-                bad = seen[neg]
-            users_s.append(np.full(pick.size, u, np.int64))
-            targets_s.append(neg.astype(np.int64))
-            times_s.append(st_ts[pick])
-            labels_s.append(np.zeros(pick.size, np.int8))
-    samples = {
-        "user": np.concatenate(users_s), "target": np.concatenate(targets_s),
-        "time": np.concatenate(times_s), "label": np.concatenate(labels_s),
-    }
-    splits = split_by_time(samples["time"])
-    # latent factors from training-period ratings only (no test leakage)
-    t_cut = samples["time"][splits["train"]].max()
-    rows_u = np.repeat(np.arange(store.n_users), np.diff(ip))
-    keep = st_ts <= t_cut
-    m = csr_matrix((np.ones(int(keep.sum()), np.float32), (rows_u[keep], st_items[keep])),
-                   shape=(store.n_users, n_items))
-    k = min(factor_dim, min(m.shape) - 1)
-    _, sv, vt = svds(m.astype(np.float64), k=k, random_state=np.random.RandomState(seed))
-    factors = np.ascontiguousarray((vt.T * np.sqrt(sv)).astype(np.float32))
-    cat = np.asarray(movies["category"], dtype=np.int64)
-    tables = {"ctr": ItemTable(embeddings=factors, category=cat)}
-    if title_vectors is not None:
-        tv = np.asarray(title_vectors, dtype=np.float32)
-        if tv.ndim != 2 or tv.shape[0] != n_items:
-            raise ValueError(f"title_vectors: expected ({n_items}, d) (one row per movie in movies.csv order), got {tv.shape}")
-        tables["content"] = ItemTable(embeddings=factors, retrieval_embeddings=tv, category=cat)
-    return CTRTask(
-        name="movielens", store=store, item_category=cat, item_vectors=factors, item_tables=tables, samples=samples,
-        splits=splits, n_behavior_types=2, time_unit=_median_gap(store),
-        info={"folder": str(folder), "n_users": int(store.n_users), "n_items": n_items,
-              "n_behaviors": int(store.n_behaviors), "n_samples": int(samples["label"].shape[0]),
-              "max_targets_per_user": max_targets_per_user, "n_negatives": n_negatives, "factor_dim": k, "seed": seed,
-              "item_dim": 16,
-              "negatives": f"ratings < 4 plus {n_negatives} unseen movie(s) per event, popularity-sampled"},
     )
 
 
@@ -524,3 +487,104 @@ def iter_batches(task: CTRTask, view: BehaviorView, *, batch_size: int, shuffle:
         starts = np.arange(0, n, batch_size)
     for a in starts:
         yield make_batch(task, view, order[a:a + batch_size], temporal=temporal, n_time_buckets=n_time_buckets)
+
+
+# ---------------------------------------------------------------------------------------
+# user-grouped batches: full-sequence attention with each history gathered once
+# ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SharedBatch:
+    """Targets of **one** user that attend over (prefixes of) the same history.
+
+    ``target``: :class:`TargetFeatures` (B,); ``history``: :class:`BehaviorFeatures` with
+    ``item``/``category``/``behavior_type`` (1, L) — a window of the user's history — and
+    ``time_bucket`` (B, L); ``mask`` (B, L) bool: target ``b`` sees window position ``i``
+    iff that behavior lies in its last ``cap`` visible ones; ``label`` (B,) float32;
+    ``user`` (B,) int64; ``index`` (B,) int64 rows of the view.
+    """
+
+    target: TargetFeatures
+    history: BehaviorFeatures
+    mask: Tensor
+    label: Tensor
+    user: Tensor
+    index: Tensor
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+
+def make_shared_batch(task: CTRTask, view: BehaviorView, sel: np.ndarray, *, temporal: str = "time",
+                      n_time_buckets: int = 24) -> SharedBatch:
+    """The :class:`SharedBatch` of view rows ``sel`` (all of the same user) of a prefix view."""
+    sel = np.asarray(sel, dtype=np.int64)
+    if view.kind != "prefix":
+        raise ValueError(f"make_shared_batch: needs a prefix view, got {view.kind!r}")
+    r = view.rows[sel]
+    if sel.size == 0 or (r != r[0]).any():
+        raise ValueError("make_shared_batch: every row must belong to the same user")
+    sidx = view.samples[sel]
+    s = task.samples
+    vis = view.visible[sel]
+    lo_each = np.maximum(vis - view.cap, 0)
+    lo, hi = int(lo_each.min()), max(int(vis.max()), int(lo_each.min()) + 1)
+    pos = np.arange(lo, hi, dtype=np.int64)
+    mask = (pos[None, :] >= lo_each[:, None]) & (pos[None, :] < vis[:, None])
+    g = task.store.indptr[r[0]] + pos
+    items = task.store.column("items")[g]
+    cat_col = task.store.column("category")
+    cats = cat_col[g] if cat_col is not None else task.item_category[items]
+    bt_col = task.store.column("behavior_type")
+    btype = bt_col[g].astype(np.int64) if bt_col is not None else np.zeros_like(items)
+    if temporal == "position":
+        offs = (vis[:, None] - 1 - pos[None, :]).astype(np.float32)
+    elif temporal == "time":
+        ts = task.store.column("timestamps")[g]
+        offs = ((s["time"][sidx][:, None] - ts[None, :]) / task.time_unit).astype(np.float32)
+    else:
+        offs = np.zeros((1, pos.size), np.float32)
+    buckets = TemporalEncoding.bucketize(torch.from_numpy(offs), n_time_buckets)
+    tgt = s["target"][sidx]
+    return SharedBatch(
+        TargetFeatures(torch.from_numpy(tgt), torch.from_numpy(task.item_category[tgt])),
+        BehaviorFeatures(torch.from_numpy(items)[None], torch.from_numpy(cats)[None], torch.from_numpy(btype)[None],
+                         buckets),
+        torch.from_numpy(mask), torch.from_numpy(s["label"][sidx].astype(np.float32)),
+        torch.from_numpy(s["user"][sidx]), torch.from_numpy(sel))
+
+
+def user_pieces(view: BehaviorView, *, max_targets: int, max_behaviors: int,
+                rng: np.random.Generator | None = None) -> list[np.ndarray]:
+    """Split a prefix view's rows into per-user pieces (int64 view-row arrays) of at most
+    ``max_targets`` rows whose ``rows x window`` stays under ``max_behaviors`` (at least one
+    row per piece). With ``rng`` the users and each user's rows are shuffled first; without,
+    rows keep view order within users sorted by CSR row."""
+    if view.kind != "prefix":
+        raise ValueError(f"user_pieces: needs a prefix view, got {view.kind!r}")
+    n = len(view)
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    order = order[np.argsort(view.rows[order], kind="stable")]
+    rs = view.rows[order]
+    cuts = np.flatnonzero(np.diff(rs)) + 1
+    groups = np.split(order, cuts) if n else []
+    if rng is not None:
+        groups = [groups[i] for i in rng.permutation(len(groups))]
+    out: list[np.ndarray] = []
+    for grp in groups:
+        grp = grp[np.argsort(view.visible[grp], kind="stable")]   # similar windows together
+        a = 0
+        while a < grp.size:
+            b = a + 1
+            while b < grp.size and b - a < max_targets:
+                window = view.visible[grp[b]] - max(0, view.visible[grp[a]] - view.cap)
+                if (b - a + 1) * max(int(window), 1) > max_behaviors:
+                    break
+                b += 1
+            piece = grp[a:b]
+            if rng is not None:
+                piece = piece[rng.permutation(piece.size)]
+            out.append(piece)
+            a = b
+    return out

@@ -27,6 +27,7 @@ def run_demo(*, out_dir: Path, quick: bool = False, seed: int = 0) -> list[dict[
     one epoch (well under a minute); default: 50 users with sequences of 1,000-10,000
     behaviors (2,000 samples), k = 64, at most 3 epochs, one seed (a few minutes on two cores)."""
     from gsu.bench import harness  # plotting/JSON helpers only
+    from gsu.ctr.baseline import base_rate_baseline
     from gsu.ctr.data import synthetic_task
     from gsu.ctr.experiment import aggregate, best_possible_auc, format_rows, plot_rows, run_comparison
     from gsu.ctr.train import TrainConfig
@@ -42,11 +43,13 @@ def run_demo(*, out_dir: Path, quick: bool = False, seed: int = 0) -> list[dict[
           f"{task.info['n_samples']} samples (train {len(task.splits['train'])}, val {len(task.splits['val'])}, "
           f"test {len(task.splits['test'])}); best possible test AUC {best:.4f}", flush=True)
     k = 16 if quick else 64
-    tcfg = TrainConfig(epochs=1 if quick else 3, batch_size=64, lr=1e-2, patience=1, seed=seed, progress=not quick)
+    tcfg = TrainConfig(epochs=1 if quick else 3, batch_size=64, lr=1e-2, patience=1, seed=seed,
+                       progress=False if quick else None)
     records = run_comparison(task, ks=(k,), seeds=(seed,), train_config=tcfg)
     rows = aggregate(records)
-    print(format_rows(rows, best_auc={"synthetic": best}))
-    harness.write_jsonl(out_dir / "demo.jsonl", [{"kind": "run", **r} for r in records] + [{"kind": "row", **r} for r in rows])
-    plot_rows(rows, out_dir / "demo.png", best_auc={"synthetic": best}, title=f"demo, k={k}, one seed")
+    extra = {"synthetic": {"oracle": best, "base_rate": base_rate_baseline(task)}}
+    print(format_rows(rows, extra=extra))
+    harness.write_jsonl(out_dir / "demo.jsonl", [{**r, "kind": "run"} for r in records] + [{"kind": "row", **r} for r in rows])
+    plot_rows(rows, out_dir / "demo.png", extra=extra, title=f"demo, k={k}, one seed")
     print(f"wrote {out_dir / 'demo.jsonl'} and {out_dir / 'demo.png'} in {time.perf_counter() - t0:.0f}s")
     return rows

@@ -104,10 +104,15 @@ class FeatureEmbedding(nn.Module):
     item_dim / category_dim / type_dim: widths of the learned tables (0 disables a table).
     item_vectors: optional ``(n_items, d_c)`` float32 frozen content vectors (pretrained or
         multimodal item embeddings, as in MUSE); stored as a buffer, never trained.
+    extra_categorical: cardinalities of extra categorical item features (code 0 = missing);
+        each gets a learned table of width ``extra_dim``. extra_numeric: number of extra
+        numeric item features, mapped by one learned ``Linear(extra_numeric, extra_dim)``.
+        Their per-item values are buffers ``item_extra_cat (n_items, F)`` int64 and
+        ``item_extra_num (n_items, G)`` float32 (filled by :meth:`set_item_features`).
 
     Forward: ``item`` and ``category`` int64 of any shape ``S``; ``behavior_type`` int64 of
     shape ``S`` or ``None`` (target side); returns ``(*S, out_dim)`` float32 with
-    ``out_dim = d_c + item_dim + category_dim + type_dim``.
+    ``out_dim = d_c + item_dim + extra_dim * (F + [G > 0]) + category_dim + type_dim``.
     """
 
     def __init__(
@@ -120,6 +125,9 @@ class FeatureEmbedding(nn.Module):
         category_dim: int = 8,
         type_dim: int = 4,
         item_vectors: Tensor | None = None,
+        extra_categorical: tuple[int, ...] = (),
+        extra_numeric: int = 0,
+        extra_dim: int = 4,
     ) -> None:
         super().__init__()
         _check_pos(n_items, "n_items")
@@ -138,24 +146,66 @@ class FeatureEmbedding(nn.Module):
             self.register_buffer("item_vectors", item_vectors.detach().to(torch.float32).clone())
         else:
             self.item_vectors = None
-        for emb in (self.item, self.category, self.behavior_type):
+        extra_categorical = tuple(int(c) for c in extra_categorical)
+        for c in extra_categorical:
+            _check_pos(c, "extra_categorical cardinality")
+        _check_pos(extra_numeric, "extra_numeric", 0)
+        if extra_categorical or extra_numeric:
+            _check_pos(extra_dim, "extra_dim")
+        self.extra_cat = nn.ModuleList([nn.Embedding(c, extra_dim) for c in extra_categorical])
+        self.extra_num = nn.Linear(extra_numeric, extra_dim) if extra_numeric else None
+        self.register_buffer("item_extra_cat", torch.zeros(n_items, len(extra_categorical), dtype=torch.int64))
+        self.register_buffer("item_extra_num", torch.zeros(n_items, extra_numeric, dtype=torch.float32))
+        for emb in (self.item, self.category, self.behavior_type, *self.extra_cat):
             if emb is not None:
                 nn.init.normal_(emb.weight, std=0.05)
         self.out_dim = (
             (0 if item_vectors is None else int(item_vectors.shape[1]))
             + item_dim
+            + extra_dim * (len(extra_categorical) + (1 if extra_numeric else 0))
             + category_dim
             + (type_dim if self.behavior_type is not None else 0)
         )
         if self.out_dim == 0:
             raise ValueError("FeatureEmbedding: every table is disabled (all dims 0 and no item_vectors)")
 
-    def forward(self, item: Tensor, category: Tensor, behavior_type: Tensor | None = None) -> Tensor:
-        parts = []
+    def set_item_features(self, categorical: Tensor | None, numeric: Tensor | None) -> None:
+        """Fill the per-item extra feature buffers: ``categorical (n_items, F)`` int64 codes
+        (0 = missing, below each cardinality) and ``numeric (n_items, G)`` float32."""
+        for buf, v, name in ((self.item_extra_cat, categorical, "categorical"), (self.item_extra_num, numeric, "numeric")):
+            if v is None:
+                continue
+            v = torch.as_tensor(v).to(buf.dtype)
+            if tuple(v.shape) != tuple(buf.shape):
+                raise ValueError(f"item features ({name}): expected shape {tuple(buf.shape)}, got {tuple(v.shape)}")
+            if name == "categorical":
+                for j, emb in enumerate(self.extra_cat):
+                    if v.numel() and (int(v[:, j].min()) < 0 or int(v[:, j].max()) >= emb.num_embeddings):
+                        raise ValueError(f"item features: categorical column {j} has codes outside [0, {emb.num_embeddings})")
+            buf.copy_(v)
+
+    def item_blocks(self, item: Tensor, cache: dict | None = None) -> list[Tensor]:
+        """The item-inherent blocks of the output, in order: content vectors, id embedding,
+        extra categorical features, extra numeric features; each ``(*S, width)``."""
+        blocks = []
         if self.item_vectors is not None:
-            parts.append(self.item_vectors[item])
+            if cache is None:
+                blocks.append(self.item_vectors[item])
+            else:
+                key = ("vec", id(self.item_vectors))
+                if key not in cache:
+                    cache[key] = self.item_vectors[item]
+                blocks.append(cache[key])
         if self.item is not None:
-            parts.append(self.item(item))
+            blocks.append(self.item(item))
+        for j, emb in enumerate(self.extra_cat):
+            blocks.append(emb(self.item_extra_cat[:, j][item]))
+        if self.extra_num is not None:
+            blocks.append(self.extra_num(self.item_extra_num[item]))
+        return blocks
+
+    def forward(self, item: Tensor, category: Tensor, behavior_type: Tensor | None = None) -> Tensor:
+        parts = self.item_blocks(item)
         if self.category is not None:
             parts.append(self.category(category))
         if self.behavior_type is not None:

@@ -4,7 +4,7 @@ Names (``METHODS``):
 
 ===========  ==========================================================================
 ``full``     full-sequence exact attention: every visible behavior (capped at ``max_len``)
-``last``     last-k DIN: the k most recent behaviors, DIN's activation unit
+``last``     last-k: the k most recent behaviors (DIN's recency window)
 ``hard``     SIM-hard: same category as the target, most recent first
 ``soft``     SIM-soft: inner-product top-k over the CTR embedding space (table "ctr")
 ``muse``     MUSE-cosine: cosine top-k over content / multimodal vectors (table "content")
@@ -16,8 +16,9 @@ Names (``METHODS``):
 
 All retrieval runs in batch through :func:`gsu.retrieval.batch.retrieve_batch` with the time
 cut (a sample at time t only sees behaviors before t). The ESU is the same for every method
-(multi-head scaled dot-product target attention with TIN) except ``last`` (DIN's unit) and
-``sdim`` (:class:`gsu.ctr.model.SDIMModel`).
+(multi-head scaled dot-product target attention, softmax-normalised, so its pooled vector does
+not grow with k) except ``sdim`` (:class:`gsu.ctr.model.SDIMModel`). DIN's activation unit is
+available as ``model_config(..., attention="din")`` (softmax-normalised by default).
 """
 
 from __future__ import annotations
@@ -35,11 +36,11 @@ from gsu.ctr.model import ModelConfig, TargetAttentionModel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["METHODS", "LABELS", "method_views", "model_config", "twin_retriever", "train_from_config",
+__all__ = ["METHODS", "LABELS", "method_views", "model_config", "twin_retriever", "train_from_config", "build_task",
            "SDIM_HASHES", "SDIM_TAU", "ETA_BITS"]
 
 METHODS = ("full", "last", "hard", "soft", "muse", "eta", "sdim", "twin", "exact")
-LABELS = {"full": "full attention", "last": "last-k DIN", "hard": "SIM-hard", "soft": "SIM-soft",
+LABELS = {"full": "full attention", "last": "last-k", "hard": "SIM-hard", "soft": "SIM-soft",
           "muse": "MUSE-cosine", "eta": "ETA", "sdim": "SDIM", "twin": "TWIN-style", "exact": "exact top-k (oracle)"}
 ETA_BITS = 64          # ETA: SimHash signature bits
 SDIM_HASHES = 48       # SDIM: m signatures ...
@@ -57,21 +58,32 @@ def model_config(task: CTRTask, method: str, **overrides: Any) -> ModelConfig:
 
     Defaults: frozen content vectors of the task, learned item ids only where the task asks
     for them (``task.info["item_dim"]``), category 8, behavior type 4, TIN time buckets,
-    2 heads x 32, head MLP (64, 32); ``last`` uses DIN's activation unit (unnormalised sum);
-    ``sdim`` an :class:`~gsu.ctr.model.SDIMModel` over the CTR-space aggregated vector.
+    2 heads x 32, head MLP (64, 32), the task's extra item features; then the task's own
+    settings (``task.info["model"]``, e.g. the synthetic task's content-only ESU); ``sdim``
+    gets an :class:`~gsu.ctr.model.SDIMModel` over the CTR-space aggregated vector.
     """
     _check_method(method)
+    feats = task.info.get("item_features", {})
     cfg = ModelConfig(
         n_items=task.n_items, n_categories=task.n_categories, n_behavior_types=task.n_behavior_types,
         content_dim=0 if task.item_vectors is None else int(task.item_vectors.shape[1]),
         item_dim=int(task.info.get("item_dim", 0)), category_dim=8, type_dim=4,
         temporal="time", n_time_buckets=24, time_unit=float(task.time_unit),
         attention="mha", num_heads=2, head_dim=32, mlp_hidden=(64, 32),
+        extra_categorical=tuple(int(c) for c in feats.get("categorical_sizes", ())),
+        extra_numeric=int(feats.get("n_numeric", 0)),
     )
-    if method == "last":
-        cfg = replace(cfg, attention="din", din_normalize="none", din_hidden=(64, 32))
+    if task.info.get("model"):
+        cfg = replace(cfg, **task.info["model"])
     if method == "sdim":
-        cfg = replace(cfg, kind="sdim", sdim_dim=int(task.item_tables["ctr"].embeddings.shape[1]))
+        emb = task.item_tables["ctr"].embeddings
+        if emb is not None:
+            width = int(emb.shape[1])
+        else:  # SDIM aggregates the reference model's learned item vectors (learned_item_table)
+            width = (cfg.content_dim + (cfg.attention_item_dim if cfg.decoupled else cfg.item_dim)
+                     + cfg.extra_dim * (len(cfg.extra_categorical) + (1 if cfg.extra_numeric else 0))
+                     + (cfg.attention_category_dim if cfg.decoupled else cfg.category_dim))
+        cfg = replace(cfg, kind="sdim", sdim_dim=width)
     return replace(cfg, **overrides) if overrides else cfg
 
 
@@ -95,11 +107,7 @@ def twin_retriever(task: CTRTask, model: TargetAttentionModel, *, k: int) -> Any
     with torch.no_grad():
         ids = torch.arange(task.n_items)
         cats = torch.from_numpy(task.item_category)
-        blocks = []
-        if fe.item_vectors is not None:
-            blocks.append(fe.item_vectors)
-        if fe.item is not None:
-            blocks.append(fe.item(ids))
+        blocks = fe.item_blocks(ids)
         if fe.category is not None:
             blocks.append(fe.category(cats))
         inherent = torch.cat(blocks, dim=1)                        # (n, D0), leading columns of the attention vector
@@ -120,7 +128,42 @@ def twin_retriever(task: CTRTask, model: TargetAttentionModel, *, k: int) -> Any
                 n_heads=H, scale=True)
 
 
+LEARNED_SPACE = ("soft", "eta", "sdim", "exact")
+"""Methods that need item embeddings; on a task without any they search the item vectors a
+trained full-attention reference model learned (:func:`learned_item_table`)."""
+
+
+def needs_reference(task: CTRTask, method: str) -> bool:
+    """Whether ``method`` on ``task`` retrieves with a trained reference model: TWIN always;
+    SIM-soft, ETA, SDIM and exact top-k when the task has no item embeddings."""
+    return method == "twin" or (method in LEARNED_SPACE and task.item_tables["ctr"].embeddings is None)
+
+
+def learned_item_table(task: CTRTask, model: TargetAttentionModel) -> Any:
+    """An :class:`~gsu.retrieval.ItemTable` whose embeddings are ``model``'s attention-side
+    item-inherent vectors ``[content, id embedding, extra features, category embedding]``
+    (learned from the training split only) — the retrieval space for SIM-soft / ETA / SDIM on
+    a log without item embeddings, as SIM-soft retrieves with pre-trained CTR embeddings."""
+    import torch
+
+    from gsu.retrieval.items import ItemTable
+
+    fe = model.embedding.attention or model.embedding.representation
+    with torch.no_grad():
+        blocks = fe.item_blocks(torch.arange(task.n_items))
+        if fe.category is not None:
+            blocks.append(fe.category(torch.from_numpy(task.item_category)))
+        emb = torch.cat(blocks, dim=1).numpy().astype(np.float32)
+    return ItemTable(embeddings=np.ascontiguousarray(emb), category=task.item_category)
+
+
 def _retriever(task: CTRTask, method: str, k: int, *, reference: Any, seed: int) -> Any:
+    if method in LEARNED_SPACE and task.item_tables["ctr"].embeddings is None:
+        if reference is None:
+            raise ValueError(f"method {method!r}: task {task.name!r} has no item embeddings (give --item-embeddings) "
+                             "and no trained reference model to learn them from")
+        task = CTRTask(**{**task.__dict__, "item_tables": {**task.item_tables,
+                                                           "ctr": learned_item_table(task, reference)}})
     if method == "hard":
         from gsu.retrieval.methods import HardSearch
         return HardSearch(task.item_tables["ctr"], k=k)
@@ -178,77 +221,138 @@ def attention_flops(model: Any, view: BehaviorView) -> float:
     return model.attention_flops(view.mean_behaviors())
 
 
+def build_task(*, data: str | Path = "synthetic", schema: Any = None, item_embeddings: str | Path | None = None,
+               negatives: int | None = None, sample_rate: float | None = None, min_history: int = 1,
+               users: int | None = None, targets_per_user: int | None = None, data_seed: int = 0,
+               titles: bool = False, cache_dir: str | Path | None = None) -> CTRTask:
+    """The task ``gsu train`` and ``gsu bench ctr`` train on, by name or file.
+
+    data: "synthetic" (the benchmark's generator settings; ``users`` / ``targets_per_user``
+    shrink it), "movielens" (``../shared/datasets/movielens-latest-small``) or a MovieLens
+    folder, or a Parquet / CSV log file read with ``schema`` (a JSON file, dict or
+    :class:`~gsu.datasets.logs.LogSchema`). ``data_seed`` seeds the data (generator, sampling),
+    independent of the model seed. Defaults equal the benchmark's, so the same settings build
+    the same task.
+    """
+    from gsu.ctr.data import synthetic_task
+    from gsu.ctr.logtask import movielens_task, task_from_log
+
+    if str(data) == "synthetic":
+        from gsu.bench.ctr import SYNTHETIC
+
+        spec = dict(SYNTHETIC)
+        if users is not None:
+            spec["n_users"] = int(users)
+        if targets_per_user is not None:
+            spec["n_targets_per_user"] = int(targets_per_user)
+        spec["seed"] = int(data_seed)
+        return synthetic_task(**spec, cache_dir=cache_dir)
+    path = Path("../shared/datasets/movielens-latest-small") if str(data) == "movielens" else Path(data)
+    if path.is_dir():
+        kw: dict[str, Any] = {"seed": int(data_seed), "titles": titles, "cache_dir": cache_dir}
+        if sample_rate is not None:
+            kw["sample_rate"] = float(sample_rate)
+        if negatives is not None:
+            kw["negatives"] = int(negatives)
+        return movielens_task(path, **kw)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such log file (or give 'synthetic' or 'movielens')")
+    return task_from_log(path, schema=schema, item_embeddings=item_embeddings, negatives=negatives,
+                         sample_rate=1.0 if sample_rate is None else float(sample_rate), min_history=min_history,
+                         seed=int(data_seed))
+
+
 def train_from_config(
     *,
-    data: str = "synthetic",
-    data_path: str | Path | None = None,
+    data: str | Path = "synthetic",
+    schema: Any = None,
+    item_embeddings: str | Path | None = None,
     method: str = "soft",
     k: int = 64,
-    epochs: int = 4,
     seed: int = 0,
-    out: str | Path | None = None,
-    batch_size: int = 64,
-    lr: float = 1e-2,
-    n_users: int = 100,
+    data_seed: int = 0,
+    train_config: Any = None,
+    negatives: int | None = None,
+    sample_rate: float | None = None,
+    min_history: int = 1,
+    users: int | None = None,
+    targets_per_user: int | None = None,
     max_len: int = 10_000,
     reference: str | Path | None = None,
-    progress: bool = True,
+    out: str | Path | None = None,
+    export: str | Path | None = None,
+    cache_dir: str | Path | None = None,
+    say: Any = None,
 ) -> dict[str, Any]:
-    """Build a task, retrieve with ``method``, train the ESU, evaluate on the test split and
-    (when ``out`` is given) save a checkpoint. Returns a summary dict (test AUC/GAUC/logloss,
-    attention FLOPs/sample, throughputs, best epoch, checkpoint path).
-
-    data: "synthetic" (the built-in generator with ``n_users`` users, sequences 1,000-10,000)
-    or "movielens" (``data_path`` = a MovieLens folder, default ``../shared/datasets/
-    movielens-latest-small``; "muse" then embeds titles with MiniLM, offline).
-    method: one of :data:`METHODS`. ``twin`` uses ``reference`` (a checkpoint) or, without
-    one, first trains a full-attention reference with the same settings.
-    """
+    """Build a task (:func:`build_task`), retrieve with ``method``, train the ESU
+    (``train_config``, a :class:`~gsu.ctr.train.TrainConfig`; default = the benchmark's
+    recipe), evaluate on the test split next to the base-rate baseline (and the oracle on
+    synthetic data), optionally save a checkpoint (``out``) and a TorchScript export
+    (``export``). Returns a summary dict. ``twin`` uses ``reference`` (a checkpoint) or, without
+    one, first trains a full-attention reference with the same settings; so do SIM-soft, ETA
+    and SDIM on a log without item embeddings (they search the reference's learned item
+    vectors)."""
+    from gsu.bench.ctr import train_config as bench_config
+    from gsu.ctr.baseline import base_rate_baseline
     from gsu.ctr.checkpoint import load_checkpoint, save_checkpoint
-    from gsu.ctr.data import movielens_task, synthetic_task
-    from gsu.ctr.model import build_model
+    from gsu.ctr.experiment import best_possible_auc, cached_views, new_model, retrieval_quality
     from gsu.ctr.train import TrainConfig, evaluate, fit
 
+    say = say or (lambda m: None)
     _check_method(method)
-    if data == "synthetic":
-        task = synthetic_task(n_users=n_users, seed=seed)
-    elif data == "movielens":
-        folder = Path(data_path) if data_path else Path("../shared/datasets/movielens-latest-small")
-        titles = None
-        if method == "muse":
-            from gsu.datasets import read_movielens_movies
-            from gsu.datasets.text import embed_texts
-            titles = embed_texts(list(read_movielens_movies(folder / "movies.csv")["title"]))
-        task = movielens_task(folder, title_vectors=titles, seed=seed)
-    else:
-        raise ValueError(f"data: expected 'synthetic' or 'movielens', got {data!r}")
-    tcfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, progress=progress)
+    t0 = time.perf_counter()
+    task = build_task(data=data, schema=schema, item_embeddings=item_embeddings, negatives=negatives,
+                      sample_rate=sample_rate, min_history=min_history, users=users, targets_per_user=targets_per_user,
+                      data_seed=data_seed, titles=method == "muse", cache_dir=cache_dir)
+    say(f"task {task.name}: {task.info['n_samples']:,} samples (train {len(task.splits['train']):,}, val "
+        f"{len(task.splits['val']):,}, test {len(task.splits['test']):,}), {task.info['n_behaviors']:,} behaviors, "
+        f"{task.n_items:,} items [{time.perf_counter() - t0:.1f}s]")
+    tcfg = train_config if train_config is not None else bench_config(False)
+    tcfg = TrainConfig(**{**tcfg.to_dict(), "seed": int(seed)})
     ref_model = None
-    if method == "twin":
+    if needs_reference(task, method):
         if reference is not None:
             ref_model, _ = load_checkpoint(reference)
         else:
-            rv, _ = method_views(task, "full", k=k, splits=("train", "val"), max_len=max_len, seed=seed)
-            ref_model = build_model(model_config(task, "full"), item_vectors=task.item_vectors, seed=seed)
+            say(f"{method}: training the full-attention reference first (its attention / learned item vectors)")
+            rv, _ = cached_views(task, "full", k, max_len=max_len, splits=("train", "val"))
+            ref_model = new_model(task, "full", seed=seed)
             fit(ref_model, task, rv["train"], rv["val"], config=tcfg)
-    views, vinfo = method_views(task, method, k=k, reference=ref_model, max_len=max_len, seed=seed)
-    model = build_model(model_config(task, method), item_vectors=task.item_vectors, seed=seed)
-    res = fit(model, task, views["train"], views["val"], config=tcfg)
-    test = evaluate(model, task, views["test"], batch_size=tcfg.eval_batch_size)
+    t1 = time.perf_counter()
+    views, rsec = cached_views(task, method, k, reference=ref_model, max_len=max_len, cache_dir=None)
+    say(f"retrieval {LABELS[method]}: {len(views['train']) + len(views['val']) + len(views['test']):,} samples, "
+        f"mean {views['test'].mean_behaviors():.1f} behaviors each [{time.perf_counter() - t1:.1f}s]")
+    model = new_model(task, method, seed=seed)
+    res = fit(model, task, views["train"], views["val"], config=tcfg,
+              on_epoch=lambda h: say(f"epoch {h['epoch']}: train loss {h['train_loss']:.4f}  val AUC {h['val_auc']:.4f}"
+                                     f"  logloss {h['val_logloss']:.4f}  lr {h['lr']:.2g} [{h['seconds']:.1f}s]"))
+    test = evaluate(model, task, views["test"], batch_size=tcfg.eval_batch_size,
+                    max_behaviors_per_chunk=tcfg.max_behaviors_per_chunk, shared_min_cap=tcfg.shared_min_cap)
+    base = base_rate_baseline(task)
+    q = retrieval_quality(task, views["test"], k=k, n_samples=1_000)
     summary = {
-        "data": data, "method": method, "k": None if method in ("full", "sdim") else k, "seed": seed,
+        "data": task.name, "task": task.info.get("fingerprint"), "method": method,
+        "k": None if method in ("full", "sdim") else k, "seed": seed, "data_seed": data_seed,
         "test_auc": test["auc"], "test_gauc": test["gauc"], "test_logloss": test["logloss"],
-        "attention_flops": attention_flops(model, views["test"]), "mean_behaviors": vinfo["mean_behaviors"],
+        "base_rate_auc": base["auc"], "base_rate_gauc": base["gauc"], "base_rate_logloss": base["logloss"],
+        "oracle_auc": best_possible_auc(task), "recall": q["recall"], "attention_mass": q["attention_mass"],
+        "attention_flops": attention_flops(model, views["test"]), "mean_behaviors": views["test"].mean_behaviors(),
         "train_samples_per_s": res.train_samples_per_s, "infer_samples_per_s": test["infer_samples_per_s"],
-        "best_epoch": res.best_epoch, "retrieval_seconds": vinfo["retrieval_seconds"], "checkpoint": None,
+        "best_epoch": res.best_epoch, "epochs_run": len(res.history), "retrieval_seconds": rsec,
+        "checkpoint": None, "export": None,
     }
-    if "prob" in task.samples:
-        from gsu.ctr.metrics import auc
-        idx = views["test"].samples
-        summary["best_possible_auc"] = auc(task.samples["label"][idx], task.samples["prob"][idx])
     if out is not None:
         save_checkpoint(out, model, train_config=tcfg.to_dict(),
-                        meta={k2: (v if not isinstance(v, np.generic) else v.item()) for k2, v in summary.items()
-                              if k2 != "checkpoint"})
+                        meta={k2: (v.item() if isinstance(v, np.generic) else v) for k2, v in summary.items()
+                              if k2 not in ("checkpoint", "export")})
         summary["checkpoint"] = str(out)
+    if export is not None:
+        from gsu.ctr.data import iter_batches
+        from gsu.ctr.export import export_torchscript
+
+        cfg = model.config
+        ex = next(iter_batches(task, views["test"], batch_size=64, temporal=cfg.temporal,
+                               n_time_buckets=cfg.n_time_buckets))
+        export_torchscript(model, export, example=ex)
+        summary["export"] = str(export)
     return summary

@@ -80,6 +80,9 @@ class ModelConfig:
     mean logit ``sum_i a_i s_i`` — how strongly the history matches the target, which the
     normalised pooled vector alone cannot express.
     ``kind`` is ``"attention"`` or ``"sdim"`` (then ``sdim_dim`` is the aggregated vector width).
+    Extra item features: ``extra_categorical`` (cardinalities, code 0 = missing) and
+    ``extra_numeric`` (count), each embedded to ``extra_dim``; their per-item values travel in
+    the state dict (see :meth:`gsu.ctr.layers.FeatureEmbedding.set_item_features`).
     """
 
     n_items: int
@@ -106,6 +109,9 @@ class ModelConfig:
     expected_score: bool = True
     kind: str = "attention"
     sdim_dim: int = 0
+    extra_categorical: tuple[int, ...] = ()
+    extra_numeric: int = 0
+    extra_dim: int = 4
 
     def __post_init__(self) -> None:
         for name in ("n_items", "n_categories", "n_behavior_types"):
@@ -131,6 +137,7 @@ class ModelConfig:
             raise ValueError("ModelConfig.sdim_dim: SDIM models need the aggregated vector width (>= 1)")
         if not self.time_unit > 0:
             raise ValueError(f"ModelConfig.time_unit: expected a positive number, got {self.time_unit!r}")
+        object.__setattr__(self, "extra_categorical", tuple(int(c) for c in self.extra_categorical))
         object.__setattr__(self, "din_hidden", tuple(int(h) for h in self.din_hidden))
         object.__setattr__(self, "mlp_hidden", tuple(int(h) for h in self.mlp_hidden))
 
@@ -138,6 +145,7 @@ class ModelConfig:
         d = asdict(self)
         d["din_hidden"] = list(self.din_hidden)
         d["mlp_hidden"] = list(self.mlp_hidden)
+        d["extra_categorical"] = list(self.extra_categorical)
         return d
 
     @classmethod
@@ -153,14 +161,16 @@ def _embedding(config: ModelConfig, item_vectors: Tensor | None) -> DecoupledEmb
     rep = FeatureEmbedding(
         n_items=config.n_items, n_categories=config.n_categories, n_behavior_types=config.n_behavior_types,
         item_dim=config.item_dim, category_dim=config.category_dim, type_dim=config.type_dim,
-        item_vectors=item_vectors,
+        item_vectors=item_vectors, extra_categorical=config.extra_categorical, extra_numeric=config.extra_numeric,
+        extra_dim=config.extra_dim,
     )
     att = None
     if config.decoupled:
         att = FeatureEmbedding(
             n_items=config.n_items, n_categories=config.n_categories, n_behavior_types=config.n_behavior_types,
             item_dim=config.attention_item_dim, category_dim=config.attention_category_dim,
-            type_dim=config.type_dim, item_vectors=item_vectors,
+            type_dim=config.type_dim, item_vectors=item_vectors, extra_categorical=config.extra_categorical,
+            extra_numeric=config.extra_numeric, extra_dim=config.extra_dim,
         )
     return DecoupledEmbedding(representation=rep, attention=att)
 
@@ -177,6 +187,23 @@ def _check_item_vectors(config: ModelConfig, item_vectors: Any) -> Tensor | None
     if tuple(v.shape) != (config.n_items, config.content_dim):
         raise ValueError(f"item_vectors: expected shape ({config.n_items}, {config.content_dim}), got {tuple(v.shape)}")
     return v
+
+
+def _scores_vs(q: Tensor, x: Tensor) -> Tensor:
+    """``q (B, H, d)`` against behavior vectors ``x (B, K, d)`` or shared ``(1, K, d)`` -> ``(B, H, K)``.
+    The shared form is one ``(B*H, d) x (d, K)`` product (no per-target copy of ``x``)."""
+    if x.shape[0] == 1 and q.shape[0] != 1:
+        B, H, d = q.shape
+        return (q.reshape(B * H, d) @ x[0].T).view(B, H, x.shape[1])
+    return torch.bmm(q, x.transpose(1, 2))
+
+
+def _pool_vs(w: Tensor, x: Tensor) -> Tensor:
+    """Weights ``w (B, H, K)`` times ``x (B, K, d)`` or shared ``(1, K, d)`` -> ``(B, H, d)``."""
+    if x.shape[0] == 1 and w.shape[0] != 1:
+        B, H, K = w.shape
+        return (w.reshape(B * H, K) @ x[0]).view(B, H, x.shape[2])
+    return torch.bmm(w, x)
 
 
 class _Base(nn.Module):
@@ -265,15 +292,7 @@ class TargetAttentionModel(_Base):
     # behavior. Same function as the generic path (tested), far less memory traffic.
 
     def _item_blocks(self, fe: FeatureEmbedding, item: Tensor, cache: dict) -> list[Tensor]:
-        blocks = []
-        if fe.item_vectors is not None:
-            key = ("vec", id(fe.item_vectors))
-            if key not in cache:
-                cache[key] = fe.item_vectors[item]
-            blocks.append(cache[key])
-        if fe.item is not None:
-            blocks.append(fe.item(item))
-        return blocks
+        return fe.item_blocks(item, cache)
 
     @staticmethod
     def _small_tables(fe: FeatureEmbedding, behaviors: BehaviorFeatures) -> list[tuple[Tensor, Tensor]]:
@@ -297,21 +316,19 @@ class TargetAttentionModel(_Base):
         o = 0
         for blk in self._item_blocks(fe_att, behaviors.item, cache):
             d = blk.shape[-1]
-            scores = scores + torch.bmm(qk[..., o:o + d], blk.transpose(1, 2))
+            scores = scores + _scores_vs(qk[..., o:o + d], blk)
             o += d
         small = self._small_tables(fe_att, behaviors)
-        if self.temporal is not None:
-            small_t = (self.temporal.attention.weight, behaviors.time_bucket)
         for table, idx in small:
             d = table.shape[1]
             per_row = qk[..., o:o + d] @ table.T                   # (B, H, rows)
             scores = scores + per_row.gather(-1, idx.unsqueeze(1).expand(B, H, K))
             o += d
         if self.temporal is not None:
-            per_row = qk @ small_t[0].T
-            scores = scores + per_row.gather(-1, small_t[1].unsqueeze(1).expand(B, H, K))
+            per_row = qk @ self.temporal.attention.weight.T
+            scores = scores + per_row.gather(-1, behaviors.time_bucket.unsqueeze(1).expand(B, H, K))
         w = masked_softmax(scores, mask.unsqueeze(1))             # (B, H, K)
-        parts = [torch.bmm(w, blk) for blk in self._item_blocks(fe_rep, behaviors.item, cache)]
+        parts = [_pool_vs(w, blk) for blk in self._item_blocks(fe_rep, behaviors.item, cache)]
         for table, idx in self._small_tables(fe_rep, behaviors):
             bins = w.new_zeros((B, H, table.shape[0])).scatter_add(-1, idx.unsqueeze(1).expand(B, H, K), w)
             parts.append(bins @ table)
@@ -323,6 +340,33 @@ class TargetAttentionModel(_Base):
         out = torch.einsum("bhv,hdv->bhd", pooled, att.w_v)
         expected = (w * scores.masked_fill(~mask.unsqueeze(1), 0.0)).sum(-1)
         return out.reshape(B, att.out_dim), expected
+
+    def forward_shared(self, target: TargetFeatures, history: BehaviorFeatures, mask: Tensor) -> Tensor:
+        """Full-sequence attention for many targets of **one** user (the user-grouped form).
+
+        ``history``: :class:`BehaviorFeatures` whose ``item``, ``category`` and
+        ``behavior_type`` are ``(1, L)`` (the user's history, stored once) and whose
+        ``time_bucket`` is ``(B, L)`` (TIN buckets depend on each target's time) or
+        ``(1, L)``; ``mask (B, L)`` bool says which behaviors each target sees (its visible
+        prefix). Returns logits ``(B,)`` equal to :meth:`forward` on the history expanded to
+        ``(B, L)`` (tested), but each behavior vector is gathered once and scored for all
+        targets in one matrix product, which makes full attention over 10,000 behaviors
+        affordable in training. Needs multi-head attention (``attention='mha'``).
+        """
+        if not isinstance(self.attention, MultiHeadTargetAttention):
+            raise ValueError("forward_shared: needs multi-head attention (ModelConfig.attention='mha')")
+        B = target.item.shape[0]
+        if history.item.ndim != 2 or history.item.shape[0] != 1:
+            raise ValueError(f"forward_shared: history features must be (1, L), got {tuple(history.item.shape)}")
+        L = history.item.shape[1]
+        if mask.dtype != torch.bool or tuple(mask.shape) != (B, L):
+            raise ValueError(f"forward_shared: mask must be a ({B}, {L}) bool tensor, got {mask.dtype} {tuple(mask.shape)}")
+        t = self.embed_target(target)
+        pooled, expected = self._factorized_attention(t, history, mask)
+        x = self.head_input(t.representation, pooled)
+        if self.n_extra:
+            x = torch.cat([x, expected], dim=-1)
+        return self.head(x).squeeze(-1)
 
     def attention_flops(self, n_behaviors: float) -> float:
         """Attention FLOPs for one sample over ``n_behaviors`` (mean) behaviors: per-behavior
@@ -369,11 +413,22 @@ class SDIMModel(_Base):
         return float(2 * n_hashes * tau * d + n_hashes * d + 2 * d * self.rep_dim)
 
 
-def build_model(config: ModelConfig, *, item_vectors: Any = None, seed: int = 0) -> nn.Module:
+def build_model(config: ModelConfig, *, item_vectors: Any = None, item_features: dict[str, Any] | None = None,
+                seed: int = 0) -> nn.Module:
     """Build a :class:`TargetAttentionModel` or :class:`SDIMModel` (by ``config.kind``) with
-    parameters initialised from ``seed`` (the global torch RNG is left untouched)."""
+    parameters initialised from ``seed`` (the global torch RNG is left untouched).
+
+    ``item_vectors``: ``(n_items, content_dim)`` float32 frozen content vectors;
+    ``item_features``: ``{"categorical": (n_items, F) int64, "numeric": (n_items, G) float32}``
+    per-item values of the extra features the config declares."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
         if config.kind == "sdim":
-            return SDIMModel(config, item_vectors=item_vectors)
-        return TargetAttentionModel(config, item_vectors=item_vectors)
+            m: nn.Module = SDIMModel(config, item_vectors=item_vectors)
+        else:
+            m = TargetAttentionModel(config, item_vectors=item_vectors)
+    if item_features:
+        for fe in (m.embedding.representation, m.embedding.attention):
+            if fe is not None:
+                fe.set_item_features(item_features.get("categorical"), item_features.get("numeric"))
+    return m

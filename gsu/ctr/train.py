@@ -1,4 +1,12 @@
-"""Training and evaluation: AdamW, early stopping on validation GAUC, seeded and deterministic.
+"""Training and evaluation: AdamW with warm-up and a plateau schedule, model selection on
+validation logloss, seeded and deterministic.
+
+Recipe (defaults of :class:`TrainConfig`): AdamW; the learning rate ramps up linearly over
+``warmup_steps`` steps, then stays until an epoch fails to improve the selection metric
+(validation **logloss** by default: every validation sample counts, unlike per-user GAUC,
+whose few eligible users make it noisy) by ``min_delta``, whereupon it is multiplied by
+``lr_decay``; training stops after ``patience`` such epochs or ``epochs`` epochs, and the
+model ends holding the best epoch's weights.
 
 Determinism (CPU): parameters are initialised from the seed (:func:`gsu.ctr.model.build_model`),
 batches are shuffled with ``np.random.default_rng([seed, epoch])``, dropout draws from a torch
@@ -6,9 +14,13 @@ RNG seeded inside a forked RNG state, and ``torch.use_deterministic_algorithms(T
 for the duration of :func:`fit` (the previous setting is restored). Two runs with the same
 seed, data and thread count give identical weights.
 
-Long prefix batches (full-sequence attention) are split into chunks of at most
-``max_behaviors_per_chunk`` padded behaviors; gradients accumulate over the chunks with
-weights ``chunk_size / batch_size``, so the update equals the unchunked one.
+Full-sequence attention (prefix views with a cap of at least ``shared_min_cap`` and a
+multi-head model) runs in the **user-grouped** form: the samples of one user are scored
+against that user's history in one matrix product
+(:meth:`~gsu.ctr.model.TargetAttentionModel.forward_shared`), in pieces of at most
+``max_behaviors_per_chunk`` (targets x behaviors). Other batches are split into chunks of at
+most ``max_behaviors_per_chunk`` padded behaviors. Gradients accumulate over pieces and chunks
+with weights ``size / batch_size``, so an update equals the unchunked one.
 """
 
 from __future__ import annotations
@@ -18,19 +30,22 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from gsu.ctr.data import Batch, BehaviorView, CTRTask, iter_batches
+from gsu.ctr.data import Batch, BehaviorView, CTRTask, SharedBatch, iter_batches, make_shared_batch, user_pieces
 from gsu.ctr.metrics import auc, gauc, logloss
-from gsu.ctr.model import SDIMModel
+from gsu.ctr.model import SDIMModel, TargetAttentionModel
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "FitResult", "fit", "predict", "evaluate"]
+__all__ = ["TrainConfig", "FitResult", "fit", "predict", "evaluate", "uses_shared"]
+
+SELECT = ("logloss", "auc", "gauc")
+SCHEDULES = ("plateau", "constant")
 
 
 @dataclass(frozen=True)
@@ -38,35 +53,57 @@ class TrainConfig:
     """Training settings.
 
     epochs: maximum passes over the training split. batch_size: samples per AdamW step.
-    lr / weight_decay: AdamW's. patience: epochs without a validation-GAUC gain before
-    stopping (the best epoch's weights are restored). seed: shuffling and dropout.
-    max_behaviors_per_chunk: padded behaviors per forward chunk (memory bound for full
-    attention). eval_batch_size: samples per inference batch. grad_clip: max gradient norm
-    (None = off). progress: show a tqdm bar.
+    lr / weight_decay: AdamW's peak learning rate and decoupled weight decay.
+    warmup_steps: steps of linear warm-up from ``lr / 10`` to ``lr``.
+    lr_schedule: "plateau" (multiply by ``lr_decay`` after every epoch that does not improve
+    the selection metric by ``min_delta``) or "constant". select: the validation metric that
+    picks the best epoch and drives the schedule: "logloss" (default), "auc" or "gauc".
+    patience: non-improving epochs tolerated before stopping (the best epoch's weights are
+    restored). seed: shuffling and dropout. max_behaviors_per_chunk: padded behaviors (or
+    targets x history length, user-grouped) per forward chunk: the memory bound.
+    shared_min_cap: prefix views with at least this cap use the user-grouped form.
+    eval_batch_size: samples per inference batch. grad_clip: max gradient norm (None = off).
+    progress: tqdm bars (None = only on a terminal, True = always, False = never).
     """
 
-    epochs: int = 4
+    epochs: int = 12
     batch_size: int = 256
     lr: float = 3e-3
     weight_decay: float = 1e-5
-    patience: int = 1
+    warmup_steps: int = 100
+    lr_schedule: str = "plateau"
+    lr_decay: float = 0.3
+    select: str = "logloss"
+    min_delta: float = 1e-4
+    patience: int = 2
     seed: int = 0
-    max_behaviors_per_chunk: int = 262_144
+    max_behaviors_per_chunk: int = 1_048_576
+    shared_min_cap: int = 512
     eval_batch_size: int = 1024
     grad_clip: float | None = 10.0
-    progress: bool = True
+    progress: bool | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "max_behaviors_per_chunk", "eval_batch_size"):
+        for name in ("epochs", "batch_size", "max_behaviors_per_chunk", "eval_batch_size", "shared_min_cap"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"TrainConfig.{name}: expected an integer >= 1, got {v!r}")
-        if isinstance(self.patience, bool) or not isinstance(self.patience, int) or self.patience < 0:
-            raise ValueError(f"TrainConfig.patience: expected an integer >= 0, got {self.patience!r}")
+        for name in ("patience", "warmup_steps"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+                raise ValueError(f"TrainConfig.{name}: expected an integer >= 0, got {v!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"TrainConfig.lr: expected a positive number, got {self.lr!r}")
+        if not (0 < self.lr_decay <= 1):
+            raise ValueError(f"TrainConfig.lr_decay: expected a number in (0, 1], got {self.lr_decay!r}")
         if self.weight_decay < 0:
             raise ValueError(f"TrainConfig.weight_decay: expected >= 0, got {self.weight_decay!r}")
+        if self.min_delta < 0:
+            raise ValueError(f"TrainConfig.min_delta: expected >= 0, got {self.min_delta!r}")
+        if self.select not in SELECT:
+            raise ValueError(f"TrainConfig.select: expected one of {SELECT}, got {self.select!r}")
+        if self.lr_schedule not in SCHEDULES:
+            raise ValueError(f"TrainConfig.lr_schedule: expected one of {SCHEDULES}, got {self.lr_schedule!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -94,6 +131,12 @@ def _check_pair(model: nn.Module, view: BehaviorView) -> None:
                          "(SDIMModel reads sdim views; TargetAttentionModel reads prefix/positions views)")
 
 
+def uses_shared(model: nn.Module, view: BehaviorView, shared_min_cap: int = 512) -> bool:
+    """Whether ``model`` runs ``view`` in the user-grouped form (full-sequence attention)."""
+    return (view.kind == "prefix" and view.cap >= shared_min_cap and isinstance(model, TargetAttentionModel)
+            and model.config.attention == "mha")
+
+
 def _chunks(batch: Batch, max_behaviors: int) -> list[Batch]:
     if batch.mask is None:
         return [batch]
@@ -109,25 +152,62 @@ def _batches(model: nn.Module, task: CTRTask, view: BehaviorView, **kw: Any):
     return iter_batches(task, view, temporal=cfg.temporal, n_time_buckets=cfg.n_time_buckets, **kw)
 
 
+def _shared(model: nn.Module, task: CTRTask, view: BehaviorView, sel: np.ndarray) -> SharedBatch:
+    cfg = model.config
+    return make_shared_batch(task, view, sel, temporal=cfg.temporal, n_time_buckets=cfg.n_time_buckets)
+
+
+def _steps(model: nn.Module, task: CTRTask, view: BehaviorView, config: TrainConfig,
+           rng: np.random.Generator) -> Iterator[list[Any]]:
+    """Training steps: lists of forward units (Batch chunks or SharedBatch pieces) whose
+    sizes add up to about ``batch_size``."""
+    if uses_shared(model, view, config.shared_min_cap):
+        pieces = user_pieces(view, max_targets=config.batch_size, max_behaviors=config.max_behaviors_per_chunk, rng=rng)
+        step: list[np.ndarray] = []
+        size = 0
+        for p in pieces:
+            if size and size + p.size > config.batch_size:
+                yield [_shared(model, task, view, q) for q in step]
+                step, size = [], 0
+            step.append(p)
+            size += p.size
+        if step:
+            yield [_shared(model, task, view, q) for q in step]
+        return
+    for batch in _batches(model, task, view, batch_size=config.batch_size, shuffle=True, rng=rng):
+        yield _chunks(batch, config.max_behaviors_per_chunk)
+
+
+def _logits(model: nn.Module, unit: Any) -> torch.Tensor:
+    if isinstance(unit, SharedBatch):
+        return model.forward_shared(unit.target, unit.history, unit.mask)
+    return model(*unit.model_inputs())
+
+
 @torch.no_grad()
 def predict(model: nn.Module, task: CTRTask, view: BehaviorView, *, batch_size: int = 1024,
-            max_behaviors_per_chunk: int = 262_144) -> np.ndarray:
+            max_behaviors_per_chunk: int = 1_048_576, shared_min_cap: int = 512) -> np.ndarray:
     """Click probabilities ``(S,)`` float32 for every row of ``view`` (view order)."""
     _check_pair(model, view)
     was_training = model.training
     model.eval()
     out = np.zeros(len(view), np.float32)
     try:
-        for batch in _batches(model, task, view, batch_size=batch_size, by_length=True):
-            for ch in _chunks(batch, max_behaviors_per_chunk):
-                out[ch.index.numpy()] = torch.sigmoid(model(*ch.model_inputs())).numpy()
+        if uses_shared(model, view, shared_min_cap):
+            for p in user_pieces(view, max_targets=batch_size, max_behaviors=max_behaviors_per_chunk):
+                sb = _shared(model, task, view, p)
+                out[p] = torch.sigmoid(_logits(model, sb)).numpy()
+        else:
+            for batch in _batches(model, task, view, batch_size=batch_size, by_length=True):
+                for ch in _chunks(batch, max_behaviors_per_chunk):
+                    out[ch.index.numpy()] = torch.sigmoid(model(*ch.model_inputs())).numpy()
     finally:
         model.train(was_training)
     return out
 
 
 def evaluate(model: nn.Module, task: CTRTask, view: BehaviorView, *, batch_size: int = 1024,
-             max_behaviors_per_chunk: int = 262_144) -> dict[str, float]:
+             max_behaviors_per_chunk: int = 1_048_576, shared_min_cap: int = 512) -> dict[str, float]:
     """``{"auc", "gauc", "logloss", "n", "infer_seconds", "infer_samples_per_s"}`` on a view.
 
     GAUC weights each user's AUC by the user's number of samples and skips single-class users
@@ -135,7 +215,8 @@ def evaluate(model: nn.Module, task: CTRTask, view: BehaviorView, *, batch_size:
     covers batch assembly and the forward pass, not retrieval (precomputed in the view).
     """
     t0 = time.perf_counter()
-    p = predict(model, task, view, batch_size=batch_size, max_behaviors_per_chunk=max_behaviors_per_chunk)
+    p = predict(model, task, view, batch_size=batch_size, max_behaviors_per_chunk=max_behaviors_per_chunk,
+                shared_min_cap=shared_min_cap)
     dt = time.perf_counter() - t0
     s = task.samples
     y = s["label"][view.samples]
@@ -150,12 +231,20 @@ def evaluate(model: nn.Module, task: CTRTask, view: BehaviorView, *, batch_size:
     }
 
 
+def _key(v: dict[str, float], select: str) -> float:
+    """Higher is better."""
+    if select == "logloss":
+        return -v["logloss"]
+    x = v[select]
+    return v["auc"] if (select == "gauc" and math.isnan(x)) else x
+
+
 def fit(model: nn.Module, task: CTRTask, train: BehaviorView, val: BehaviorView, *,
-        config: TrainConfig = TrainConfig()) -> FitResult:
-    """Train ``model`` on the ``train`` view with AdamW and binary cross-entropy; after each
-    epoch evaluate on ``val`` and keep the weights with the best validation GAUC (AUC when
-    GAUC is undefined); stop after ``patience`` epochs without a gain. The model ends holding
-    the best epoch's weights, in eval mode."""
+        config: TrainConfig = TrainConfig(), on_epoch: Callable[[dict[str, float]], None] | None = None) -> FitResult:
+    """Train ``model`` on the ``train`` view with AdamW and binary cross-entropy (see the
+    module docstring for the recipe); after each epoch evaluate on ``val`` (and call
+    ``on_epoch`` with that epoch's history entry). The model ends holding the best epoch's
+    weights (by ``config.select``), in eval mode."""
     from tqdm.auto import tqdm
 
     _check_pair(model, train)
@@ -165,6 +254,7 @@ def fit(model: nn.Module, task: CTRTask, train: BehaviorView, val: BehaviorView,
     prev_det = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     result = FitResult()
+    disable = None if config.progress is None else not config.progress
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
@@ -172,18 +262,26 @@ def fit(model: nn.Module, task: CTRTask, train: BehaviorView, val: BehaviorView,
                                     weight_decay=config.weight_decay)
             loss_fn = nn.BCEWithLogitsLoss(reduction="sum")
             best_key, best_state, bad = -math.inf, None, 0
-            n_seen, t_train = 0, 0.0
+            n_seen, t_train, step_no = 0, 0.0, 0
+            lr_now = config.lr
             for epoch in range(1, config.epochs + 1):
                 model.train()
                 rng = np.random.default_rng([config.seed, epoch])
                 bar = tqdm(total=len(train), unit="sample", desc=f"{train.label or 'train'} ep{epoch}",
-                           disable=not config.progress, leave=False, mininterval=0.5)
+                           disable=disable, leave=False, mininterval=0.5)
                 tot_loss, t0 = 0.0, time.perf_counter()
-                for batch in _batches(model, task, train, batch_size=config.batch_size, shuffle=True, rng=rng):
+                for units in _steps(model, task, train, config, rng):
+                    b = sum(len(u) for u in units)
+                    step_no += 1
+                    if config.warmup_steps and step_no <= config.warmup_steps:
+                        scale = 0.1 + 0.9 * step_no / config.warmup_steps
+                    else:
+                        scale = 1.0
+                    for g in opt.param_groups:
+                        g["lr"] = lr_now * scale
                     opt.zero_grad(set_to_none=True)
-                    b = len(batch)
-                    for ch in _chunks(batch, config.max_behaviors_per_chunk):
-                        loss = loss_fn(model(*ch.model_inputs()), ch.label) / b
+                    for u in units:
+                        loss = loss_fn(_logits(model, u), u.label) / b
                         loss.backward()
                         tot_loss += float(loss.detach()) * b
                     if config.grad_clip is not None:
@@ -195,21 +293,31 @@ def fit(model: nn.Module, task: CTRTask, train: BehaviorView, val: BehaviorView,
                 t_train += dt
                 n_seen += len(train)
                 v = evaluate(model, task, val, batch_size=config.eval_batch_size,
-                             max_behaviors_per_chunk=config.max_behaviors_per_chunk)
-                key = v["gauc"] if not math.isnan(v["gauc"]) else v["auc"]
+                             max_behaviors_per_chunk=config.max_behaviors_per_chunk,
+                             shared_min_cap=config.shared_min_cap)
+                key = _key(v, config.select)
                 result.history.append({"epoch": epoch, "train_loss": tot_loss / len(train), "val_auc": v["auc"],
-                                       "val_gauc": v["gauc"], "val_logloss": v["logloss"], "seconds": dt})
-                logger.info("%s epoch %d: loss %.4f val auc %.4f gauc %.4f", train.label, epoch,
-                            tot_loss / len(train), v["auc"], v["gauc"])
-                if key > best_key:
-                    best_key, bad = key, 0
+                                       "val_gauc": v["gauc"], "val_logloss": v["logloss"], "lr": lr_now,
+                                       "seconds": dt})
+                if on_epoch is not None:
+                    on_epoch(result.history[-1])
+                logger.info("%s epoch %d: loss %.4f val auc %.4f gauc %.4f logloss %.4f (lr %.2g, %.0fs)",
+                            train.label, epoch, tot_loss / len(train), v["auc"], v["gauc"], v["logloss"], lr_now, dt)
+                if key > best_key + config.min_delta or best_state is None:
+                    best_key, bad = max(key, best_key), 0
                     best_state = copy.deepcopy(model.state_dict())
                     result.best_epoch, result.best_val = epoch, {k: v[k] for k in ("auc", "gauc", "logloss")}
                 else:
+                    if key > best_key:  # a gain below min_delta: keep the better weights, count no progress
+                        best_key = key
+                        best_state = copy.deepcopy(model.state_dict())
+                        result.best_epoch, result.best_val = epoch, {k: v[k] for k in ("auc", "gauc", "logloss")}
                     bad += 1
                     if bad > config.patience:
                         result.stopped = "early_stop"
                         break
+                    if config.lr_schedule == "plateau":
+                        lr_now *= config.lr_decay
             if best_state is not None:
                 model.load_state_dict(best_state)
     finally:
