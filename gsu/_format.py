@@ -18,9 +18,10 @@ Layout (all integers little-endian)::
 Writes are atomic (:func:`atomic_file`): the file is written to a temporary name in
 the same folder, flushed and fsync'ed, renamed over the target, and the folder is
 fsync'ed. The temporary name ``.<name>.<host>.<pid>.<random>.gsutmp`` carries its
-writer; the writer holds an ``flock`` on it until the rename, so a later write to the
-same target removes the temporaries of writers that died (:func:`remove_stale_temps`)
-and never those of a live one. New files get the mode ``0o666`` less the umask; a file
+writer, who also holds a POSIX record lock on it until the rename; a later write to
+the same target removes the temporaries of writers that died (:func:`remove_stale_temps`:
+unlocked, and a writer process on this host that no longer runs, or another host's
+older than a day) and never those of a live one. New files get the mode ``0o666`` less the umask; a file
 that is replaced keeps its mode.
 
 Reads use one open file descriptor: the header, the checksum pass and the arrays (or
@@ -140,12 +141,12 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
         except ValueError:
             continue
         try:
-            fd = os.open(e.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+            fd = os.open(e.path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             continue
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 continue  # a live writer holds it
             st = os.fstat(fd)
@@ -214,7 +215,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[tuple[Path, int]]:
     tmp = folder / f"{_tmp_prefix(p)}{_HOST}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}"
     fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)  # the umask applies
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        # a POSIX record lock, not flock(): HDF5 flock()s the files it writes (it may
+        # write this one by path), and the two kinds of locks do not conflict
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         if mode is not None:
             os.fchmod(fd, mode)
         yield tmp, fd

@@ -399,3 +399,14 @@ class StateCheck:
                 raise self.fail(self._af(name), "holds NaN or inf")
             if nonnegative and (c < 0).any():
                 raise self.fail(self._af(name), "holds negative values")
+
+    def sorted_rows(self, name: str, indptr: np.ndarray, indices: np.ndarray) -> None:
+        """Within each CSR row ``indptr`` of ``indices``, the components strictly increase."""
+        if indices.shape[0] < 2:
+            return
+        d = np.diff(indices.astype(np.int64, copy=False))
+        bad = d <= 0
+        inner = indptr[1:-1]
+        bad[inner[(inner > 0) & (inner < indices.shape[0])] - 1] = False
+        if bad.any():
+            raise self.fail(self._af(name), "components repeat or are out of order within a row")

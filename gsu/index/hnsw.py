@@ -381,7 +381,10 @@ class HNSWIndex(Index):
             which = np.ascontiguousarray(which, dtype=np.int64)
         if W == 1 or numba.get_num_threads() == 1:
             pool = self._scratch_pool
-            sc = pool.pop() if pool else None
+            try:  # pop, not test-then-pop: concurrent searches share the pool
+                sc = pool.pop()
+            except IndexError:
+                sc = None
             if sc is None or sc[1].shape[0] != n:
                 w = (n + 63) >> 6
                 sc = (np.zeros(w, np.uint64), np.empty(n, np.int32), np.zeros(w, np.uint64))
