@@ -4,7 +4,7 @@ the index's own stored data: the helpers of the reliability, concurrency and fuz
 ``check_result`` asserts what must hold for any result of any kind: shapes and padding,
 returned ids are ids of the index (and of the filter), no id twice in a row, scores
 non-increasing and equal to the exact score of their id recomputed from the stored
-vectors; for the exact kinds (and IVF opening every list) also that the scores are the
+vectors (unless stored values are so large that float32 scores overflow); for the exact kinds (and IVF opening every list) also that the scores are the
 exact top-k.
 """
 
@@ -139,12 +139,14 @@ def check_result(idx: Any, kind: str, q: Any, res: Any, k: int, *, allowed: np.n
     for i in range(nq):
         c = int(res.counts[i])
         got = res.ids[i]
-        assert 0 <= c <= k and (got[:c] >= 0).all() and (got[c:] == -1).all(), f"row {i}: padding/counts {got} {c}"
+        assert 0 <= c <= k and (got[:c] != -1).all() and (got[c:] == -1).all(), f"row {i}: padding/counts {got.tolist()} {c}"
         assert np.isneginf(res.scores[i][c:]).all(), f"row {i}: padding scores"
         rows = [row_of.get(int(v), -1) for v in got[:c]]
         assert -1 not in rows, f"row {i}: ids {got[:c]} not all in the index"
         assert len(set(rows)) == c, f"row {i}: an id appears twice"
         assert ok_rows[rows].all(), f"row {i}: an id outside the filter"
+        if not (np.abs(sc[i]) < 1e30).all():
+            continue  # stored values so large that float32 scores overflow: only the ids can be checked
         s = res.scores[i][:c].astype(np.float64)
         assert np.isfinite(s).all() and (np.diff(s) <= 1e-6 * max(1.0, np.abs(s).max(initial=0))).all(), f"row {i}: scores not sorted"
         want = sc[i][rows]

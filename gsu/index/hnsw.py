@@ -361,7 +361,7 @@ class HNSWIndex(Index):
         if ctx is None:
             ctx = self._beam = self._graph() + self._codes() + (self.vectors,)
         nbr, off, cum, ep, maxl, codes, step, X = ctx
-        if cf is None or cf.rows.shape[0] == n:
+        if cf is None or (cf.shared and cf.rows.shape[0] == n):  # per-query rows may also add up to n
             fa = _ALL_ROWS
         elif cf.shared:  # (all rows?, shared bitmap, starts, ends, rows), cached on the filter
             key = (_BEAM_FILTER, n)

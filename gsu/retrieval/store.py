@@ -559,6 +559,7 @@ class BehaviorStore:
             uid = c.array("user_ids", np.int64, (nu,))
             if nu > 1 and (np.diff(uid) <= 0).any():
                 raise c.fail("array 'user_ids'", "not strictly increasing (sorted, unique user ids expected)")
+            c.ids("user_ids", uid)
             ts = c.array("timestamps", np.int64, (n,))
             if n and (items == -1).any():
                 raise c.fail("array 'items'", "holds item id -1, which is reserved for padding")
