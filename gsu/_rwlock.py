@@ -96,8 +96,12 @@ class RWLock:
             return
         del held[tid]
         if self._flag:
-            with self._cond:
-                self._cond.notify_all()
+            self._notify()
+
+    def _notify(self) -> None:
+        """Wake the waiters (a writer waiting for the registered readers to leave)."""
+        with self._cond:
+            self._cond.notify_all()
 
     # -- write side ----------------------------------------------------------
     def acquire_write(self) -> None:

@@ -35,6 +35,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "sparse": ("gsu.bench.sparse", "Seismic-style blocked inverted index vs pyseismic-lsr and exact"),
     "gsu": ("gsu.bench.gsu_bench", "every retrieval method: latency, recall@k, attention mass"),
     "ctr": ("gsu.bench.ctr", "CTR models over each retrieval method vs full-sequence attention"),
+    "lock": ("gsu.bench.lock", "cost of the readers-writer lock (concurrency contract) per one-query search"),
 }
 
 SPARSE_KINDS = ("seismic", "sparse_flat")

@@ -18,9 +18,10 @@ call the read methods (:data:`READ_METHODS`: ``search``, ``search_codes``, ``exp
 (:data:`WRITE_METHODS`: ``add``, ``add_codes``, ``remove``, ``upsert``, ``delete``,
 ``rebuild``, ``train``) may run beside them: each call sees the index entirely before
 or entirely after a change, never a mix. ``__init_subclass__`` wraps those methods
-with the read or write side of a per-index :class:`~gsu._rwlock.RWLock`; the numba
-and faiss kernels release the GIL, so the lock, not the GIL, is what keeps a search
-from reading arrays an ``add`` is replacing. ``save`` holds the read side. Lower-level
+with the read or write side of a per-index :class:`~gsu._rwlock.RWLock`. faiss, BLAS
+and numpy release the GIL in the middle of adds and searches (as numba kernels do when
+compiled ``nogil``), and an ``add`` replaces several attributes one after another, so
+the lock, not the GIL, is what keeps a search from seeing half an ``add``. ``save`` holds the read side. Lower-level
 helpers (``search_compiled``, ``beam_search``, ``search_params``) run under the lock
 of the index that calls them and are not locked themselves.
 
@@ -34,6 +35,7 @@ import abc
 import functools
 import os
 import threading
+from _thread import get_ident
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
@@ -41,7 +43,7 @@ import numpy as np
 
 from gsu import _validate
 from gsu._format import ContainerReader, load_container, write_container
-from gsu._rwlock import RWLock
+from gsu._rwlock import _GIL, RWLock
 from gsu.errors import FieldError, IndexFileError
 
 __all__ = ["SearchResult", "Index", "register_index", "load", "topk_rows", "INDEX_KINDS", "READ_METHODS", "WRITE_METHODS"]
@@ -69,15 +71,34 @@ def _n_queries(queries: Any) -> int:
 
 
 def _locked_search(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` (a ``search(queries, k, ...)``) under the read lock, after the per-call caps."""
+    """``fn`` (a ``search(queries, k, ...)``) under the read lock, after the per-call caps.
+
+    The uncontended read side of :class:`~gsu._rwlock.RWLock` is inlined here (register
+    the thread, look at the writer flag; see that module for why this is safe under the
+    GIL): a search pays a few dictionary operations, not two more Python calls.
+    """
 
     @functools.wraps(fn)
     def search(self: "Index", queries: Any, k: Any, *args: Any, **kwargs: Any) -> Any:
         if k.__class__ is not int or k > _LIMITS.max_k:
             _validate.check_k(k)
-        if k * _n_queries(queries) * _SLOT > _LIMITS.max_result_bytes and k > 0:
-            _validate.check_result_size(k, _n_queries(queries))
+        sh = getattr(queries, "shape", None)
+        nq = (sh[0] if len(sh) == 2 else 1) if sh is not None else _n_queries(queries)
+        if nq * k * _SLOT > _LIMITS.max_result_bytes:
+            _validate.check_result_size(k, nq)
         lock = self._gsu_lock
+        tid = get_ident()
+        held = lock._held
+        if _GIL and tid not in held and lock._writer_tid != tid:
+            held[tid] = 1
+            if lock._flag:  # a writer wants in: wait for it under the mutex
+                lock._read_slow(tid, registered=True)
+            try:
+                return fn(self, queries, k, *args, **kwargs)
+            finally:
+                del held[tid]
+                if lock._flag:
+                    lock._notify()
         lock.acquire_read()
         try:
             return fn(self, queries, k, *args, **kwargs)
