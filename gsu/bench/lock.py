@@ -79,8 +79,8 @@ def run(*, out_dir: Path, quick: bool = False, threads: int = 1, n: int | None =
     out_dir = Path(out_dir)
     pinned = harness.pin_threads(threads)
     machine = harness.machine_info()
-    n = n or (20_000 if quick else 100_000)
-    blocks = 20 if quick else 60
+    n = n or (20_000 if quick else 50_000)
+    blocks = 20 if quick else 40
     per_block = 50 if quick else 200
     records: list[dict[str, Any]] = []
 

@@ -57,6 +57,7 @@ _LOCK_ATTR = "_gsu_lock"
 _VOCAB = "_gsu.vocab."
 _LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
 _LIMITS = _validate.LIMITS
+_NO_K = object()
 _SLOT = _validate.RESULT_SLOT_BYTES
 
 
@@ -78,8 +79,15 @@ def _locked_search(fn: Callable[..., Any]) -> Callable[..., Any]:
     GIL): a search pays a few dictionary operations, not two more Python calls.
     """
 
+    import inspect
+
+    params = list(inspect.signature(fn).parameters.values())
+    k_default = params[2].default if len(params) > 2 and params[2].default is not inspect.Parameter.empty else _NO_K
+
     @functools.wraps(fn)
-    def search(self: "Index", queries: Any, k: Any, *args: Any, **kwargs: Any) -> Any:
+    def search(self: "Index", queries: Any, k: Any = k_default, *args: Any, **kwargs: Any) -> Any:
+        if k is _NO_K:
+            raise TypeError(f"{type(self).__name__}.{fn.__name__}() missing the argument 'k' (results per query)")
         if k.__class__ is not int or k > _LIMITS.max_k:
             _validate.check_k(k)
         sh = getattr(queries, "shape", None)
