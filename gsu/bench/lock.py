@@ -3,10 +3,12 @@
 Every index's ``search`` runs under the read side of its readers-writer lock after the
 per-call caps are checked (:mod:`gsu.index.base`). This suite times one query per call
 — the hot path of a GSU serving one user — through the locked ``search`` and through
-the same function unwrapped (``type(idx).search.__wrapped__``, no lock, no caps),
-interleaved in blocks so that drift on a shared machine hits both alike, and reports
-the median time of each and the median per-block difference. It also times an
-uncontended read acquire + release of the lock alone.
+the same function unwrapped (``type(idx).search.__wrapped__``, no lock, no caps), and
+through a plain forwarding wrapper (same ``*args, **kwargs`` call, no lock, no caps) as a
+control for the cost of one more Python frame; interleaved in blocks so that drift on a
+shared machine hits both alike; it reports the median time of each and the median
+per-block differences. It also times an uncontended read acquire + release of the lock
+alone.
 
 Writes ``lock.jsonl`` and ``lock.png``.
 """
@@ -79,7 +81,7 @@ def run(*, out_dir: Path, quick: bool = False, threads: int = 1, n: int | None =
     out_dir = Path(out_dir)
     pinned = harness.pin_threads(threads)
     machine = harness.machine_info()
-    n = n or (20_000 if quick else 50_000)
+    n = n or 20_000
     blocks = 20 if quick else 40
     per_block = 50 if quick else 200
     records: list[dict[str, Any]] = []
@@ -115,21 +117,32 @@ def run(*, out_dir: Path, quick: bool = False, threads: int = 1, n: int | None =
         def unlocked(i: int, idx=idx, rows=rows, params=params, raw=raw) -> Any:
             return raw(idx, rows[i], k, **params)
 
+        def forward(self: Any, queries: Any, kk: Any, *args: Any, raw=raw, **kwargs: Any) -> Any:
+            return raw(self, queries, kk, *args, **kwargs)
+
+        def forwarded(i: int, idx=idx, rows=rows, params=params, forward=forward) -> Any:
+            return forward(idx, rows[i], k, **params)
+
         for i in range(len(rows)):  # warm up (numba compilation, caches on reused filters)
             np.testing.assert_array_equal(locked(i).ids, unlocked(i).ids)
+            forwarded(i)
         ta, tb = _blocks(locked, unlocked, len(rows), blocks=blocks, per_block=per_block)
+        tf, tb2 = _blocks(forwarded, unlocked, len(rows), blocks=blocks, per_block=per_block)
+        d, df = (ta - tb) * 1e6, (tf - tb2) * 1e6
         rec = {
             "suite": "lock", "index": name, "n": n, "dim": dim, "k": k, "queries_per_call": 1,
             "locked_us": round(float(np.median(ta)) * 1e6, 2), "unlocked_us": round(float(np.median(tb)) * 1e6, 2),
-            "overhead_us": round(float(np.median(ta - tb)) * 1e6, 3),
-            "overhead_iqr_us": [round(float(np.percentile(ta - tb, 25)) * 1e6, 3), round(float(np.percentile(ta - tb, 75)) * 1e6, 3)],
+            "overhead_us": round(float(np.median(d)), 3),
+            "overhead_iqr_us": [round(float(np.percentile(d, 25)), 3), round(float(np.percentile(d, 75)), 3)],
+            "plain_frame_us": round(float(np.median(df)), 3),
+            "lock_and_caps_us": round(float(np.median(d) - np.median(df)), 3),
             "blocks": blocks, "per_block": per_block, "threads": pinned, "machine": machine,
         }
         log.info("lock %s: %s", name, rec)
         records.append(rec)
     harness.write_jsonl(out_dir / "lock.jsonl", records)
     _plot(records, out_dir / "lock.png")
-    print(harness.format_table(records, ["index", "locked_us", "unlocked_us", "overhead_us"]))
+    print(harness.format_table(records, ["index", "locked_us", "unlocked_us", "overhead_us", "plain_frame_us", "lock_and_caps_us"]))
     return records
 
 
