@@ -229,9 +229,10 @@ def cmd_search(a: argparse.Namespace) -> int:
 
 
 def cmd_info(a: argparse.Namespace) -> int:
-    from gsu.index import info
+    from gsu._format import ContainerReader  # the header only: no numba, faiss or torch
 
-    hdr = info(a.path)
+    with ContainerReader(a.path) as r:
+        hdr = r.header
     size = os.path.getsize(a.path)
     print(f"file:     {a.path} ({size:,} bytes)")
     print(f"kind:     {hdr['kind']}")
@@ -318,8 +319,24 @@ def _unavailable(what: str) -> Any:
     return fail
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first argument that is not an option)."""
+    for tok in argv:
+        if tok == "--":
+            return None
+        if not tok.startswith("-"):
+            return tok
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser; the options of ``retrieve``/``train`` are added only when
+    ``argv`` names that command (``argv=None``: all of them, importing their layers)."""
     from gsu import __version__
+
+    command = _command_of(argv) if argv is not None else None
+    if argv is None:
+        command = "*"
 
     p = argparse.ArgumentParser(prog="gsu", description="gsu: retrieval engine for the general search unit of long-sequence CTR models")
     p.add_argument("--version", action="version", version=f"gsu {__version__}")
@@ -352,23 +369,28 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("path")
     i.set_defaults(func=cmd_info)
 
+    # retrieve and train take their options from their layers (numpy/numba, torch): those
+    # imports happen only when that command is the one being parsed, so `gsu --help`,
+    # `gsu info` and the other commands start without them
     r = sub.add_parser("retrieve", help="retrieve top-k behaviors for (user, target) requests", description="Run a GSU method over a behavior store for a file of requests.")
-    try:
-        from gsu.retrieval import cli_support as rcs
+    r.set_defaults(func=cmd_retrieve)
+    if command in ("retrieve", "*"):
+        try:
+            from gsu.retrieval import cli_support as rcs
 
-        rcs.add_arguments(r)
-        r.set_defaults(func=cmd_retrieve)
-    except ImportError:
-        r.set_defaults(func=_unavailable("the retrieval layer"))
+            rcs.add_arguments(r)
+        except ImportError:
+            r.set_defaults(func=_unavailable("the retrieval layer"))
 
     t = sub.add_parser("train", help="train a CTR model over a retrieval method", description="Train the compact target-attention model on retrieved behaviors.")
-    try:
-        from gsu.ctr import cli_support as ccs
+    t.set_defaults(func=cmd_train)
+    if command in ("train", "*"):
+        try:
+            from gsu.ctr import cli_support as ccs
 
-        ccs.add_arguments(t)
-        t.set_defaults(func=cmd_train)
-    except ImportError:
-        t.set_defaults(func=_unavailable("the CTR layer"))
+            ccs.add_arguments(t)
+        except ImportError:
+            t.set_defaults(func=_unavailable("the CTR layer"))
 
     be = sub.add_parser("bench", help="run a benchmark suite", description="Run a benchmark suite; results as JSON lines + PNG in --out.\n\nSuites:\n"
                         + "\n".join(f"  {k:<9} {v[1]}" for k, v in SUITES.items()), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -404,8 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    parser = build_parser()
-    a = parser.parse_args(argv)  # usage errors: argparse prints them and exits with 2
+    args = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(args)
+    a = parser.parse_args(args)  # usage errors: argparse prints them and exits with 2
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(a.func(a) or 0)
