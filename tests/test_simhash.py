@@ -249,6 +249,8 @@ def test_serial_and_parallel_kernels_agree():
     c = _random_codes(rng, 12_000, 128)
     qc = _random_codes(rng, 9, 128)
     before = numba.get_num_threads()
+    if before < 2:
+        pytest.skip("one numba thread available: no parallel kernel to compare with the serial one")
     try:
         numba.set_num_threads(1)
         serial = hamming_topk(qc, c, 64)
