@@ -1,0 +1,263 @@
+"""Draft-then-exact cascades and the calibration of their candidate factor.
+
+:class:`Cascade` scores every visible behavior with a cheap *draft* score, keeps the
+c·k best, and ranks those by the exact target attention score (DARE's small attention
+dimension for retrieval; draft-based approximate inference). Drafts:
+
+- ``"proj"``: the inner product in a low-dimensional projection of the embeddings
+  (DARE's reduced attention dimension): the top ``draft_dim`` right singular vectors of
+  the item table, so that the draft is the best rank-``draft_dim`` approximation of the
+  exact score in the least-squares sense over the catalog.
+- ``"simhash"``: ETA's SimHash code, Hamming distance (``n_bits`` bits per item).
+
+:func:`calibrate` chooses the candidate factor c — of a ``Cascade`` or of a
+:class:`~gsu.retrieval.clustered.Clustered` method — as the smallest value of a grid
+whose mean recall@k against ``Exact`` reaches a target on calibration requests (use
+requests other than the ones you evaluate on).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+from gsu._validate import check_choice, check_positive_int
+from gsu.retrieval import _kernels as K_
+from gsu.retrieval import _lifelong_kernels as LK
+from gsu.retrieval.items import ItemTable
+from gsu.retrieval.methods import Exact, Retriever, dense_topk
+from gsu.retrieval.result import RetrievalResult
+from gsu.retrieval.store import History
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Cascade", "Calibration", "calibrate", "DEFAULT_GRID"]
+
+#: candidate factors tried by :func:`calibrate`, ascending
+DEFAULT_GRID = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0, 96.0, 128.0)
+
+
+def _check_candidates(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"candidates: expected a number >= 1, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v < 1.0:
+        raise ValueError(f"candidates: expected a finite number >= 1 (c·k candidates per target), got {value!r}")
+    return v
+
+
+class Cascade(Retriever):
+    """Draft score over every visible behavior → c·k candidates → exact attention score.
+
+    score(target, behavior) = ⟨e_target, e_behavior⟩ (· 1/√d with ``scale``), the
+    default ``Exact`` score, for every behavior returned; ties go to the more recent
+    behavior; the time cut applies to the draft and to the rescoring.
+
+    Args:
+        items: ItemTable with ``embeddings`` (n, d) float32.
+        k: behaviors per target.
+        draft: ``"proj"`` (low-dimensional projection) or ``"simhash"`` (ETA's Hamming
+            distance of SimHash codes).
+        candidates: c — the draft keeps ⌈c·k⌉ candidates per target (c >= 1); set it by
+            :func:`calibrate` for a target recall against ``Exact``.
+        draft_dim: r, the projection width of ``"proj"`` (1..d): DARE's small attention
+            dimension; cost of the draft ∝ r.
+        n_bits: m, SimHash bits of ``"simhash"`` (1..256).
+        seed: SimHash hyperplane seed.
+        scale: divide the exact scores by √d (``Exact(scale=True)``).
+
+    The per-item draft keys (projections or codes) are computed once at construction;
+    a request gathers them for the history (O(L·r)), runs the draft top-c·k (O(T·L·r)),
+    and rescores T·c·k candidates exactly (O(T·c·k·d)).
+    """
+
+    name = "cascade"
+
+    def __init__(
+        self,
+        items: ItemTable,
+        *,
+        k: int = 100,
+        draft: str = "proj",
+        candidates: float = 4.0,
+        draft_dim: int = 16,
+        n_bits: int = 64,
+        seed: int = 0,
+        scale: bool = False,
+    ):
+        super().__init__(items, k=k)
+        E = items.need("embeddings")
+        d = E.shape[1]
+        self.draft = check_choice(draft, name="draft", choices=("proj", "simhash"))
+        self.candidates = _check_candidates(candidates)
+        self.scale = bool(scale)
+        self._mult = np.float32(1.0 / math.sqrt(d)) if self.scale else np.float32(1.0)
+        self.draft_dim = check_positive_int(draft_dim, name="draft_dim")
+        if self.draft_dim > d:
+            raise ValueError(f"draft_dim: at most the embedding dimension {d}, got {draft_dim}")
+        self.n_bits = check_positive_int(n_bits, name="n_bits")
+        self.seed = check_positive_int(seed, name="seed", minimum=0)
+        if self.draft == "proj":
+            self.projection = _principal_directions(E, self.draft_dim)  # (d, r)
+            self._draft_keys = np.ascontiguousarray(E @ self.projection, dtype=np.float32)
+        else:
+            from gsu.index.simhash import SimHashIndex
+
+            self.hasher = SimHashIndex(d, self.n_bits, seed=self.seed)
+            self._codes = self.hasher.encode(E)
+
+    def n_candidates(self, k: int) -> int:
+        """⌈c·k⌉, the draft's candidates per target."""
+        return int(math.ceil(self.candidates * k - 1e-9))
+
+    def _draft(self, rows: np.ndarray, trows: np.ndarray, cuts: np.ndarray, m: int) -> np.ndarray:
+        """(T, m) int64 candidate positions (-1 padded) by the draft score."""
+        if self.draft == "proj":
+            Qd = np.ascontiguousarray(self._draft_keys[trows])
+            Kd = np.ascontiguousarray(self._draft_keys[rows])
+            cand, _ = dense_topk(Qd, Kd, m, cuts)
+            return cand
+        from gsu.index.simhash import hamming_topk
+
+        L = rows.shape[0]
+        rev = self._codes[rows[::-1]]  # reversed: ties in Hamming distance go to the more recent behavior
+        q = self._codes[trows]
+        cand = np.full((trows.shape[0], m), -1, np.int64)
+        for c in np.unique(cuts):
+            if c == 0:
+                continue
+            sel = np.flatnonzero(cuts == c)
+            p, _ = hamming_topk(q[sel], rev[L - c :], m, n_bits=self.hasher.n_bits)
+            cand[sel] = np.where(p >= 0, c - 1 - p, -1)
+        return cand
+
+    def _retrieve(self, h: History, trows: np.ndarray, k: int, cuts: np.ndarray) -> RetrievalResult:
+        rows = self.items.rows(h.items, name="history items")
+        m = max(self.n_candidates(k), k)
+        cand = self._draft(rows, trows, cuts, m)
+        return _rescore(self.items.embeddings, self.items.embeddings[trows] * self._mult, rows, cand, cuts, k)
+
+    def __repr__(self) -> str:
+        extra = f"draft_dim={self.draft_dim}" if self.draft == "proj" else f"n_bits={self.n_bits}"
+        return f"Cascade(k={self.k}, draft={self.draft!r}, candidates={self.candidates:g}, {extra}, scale={self.scale})"
+
+
+def _principal_directions(E: np.ndarray, r: int, *, max_rows: int = 200_000, seed: int = 0) -> np.ndarray:
+    """(d, r) float32: the top-r right singular vectors of the item table (uncentered:
+    inner products, not distances, are approximated). Computed from at most
+    ``max_rows`` seeded rows."""
+    X = E
+    if X.shape[0] > max_rows:
+        X = E[np.sort(np.random.default_rng(seed).choice(E.shape[0], max_rows, replace=False))]
+    G = X.astype(np.float64).T @ X.astype(np.float64)  # (d, d)
+    w, V = np.linalg.eigh(G)
+    V = V[:, np.argsort(-w, kind="stable")[:r]]
+    return np.ascontiguousarray(V, dtype=np.float32)
+
+
+def _rescore(E: np.ndarray, Q: np.ndarray, rows: np.ndarray, cand: np.ndarray, cuts: np.ndarray, k: int) -> RetrievalResult:
+    """Exact scores of the candidates, top-k per row, ties to the more recent behavior."""
+    T = Q.shape[0]
+    hs = np.empty((T, k), np.float32)
+    hr = np.empty((T, k), np.int64)
+    sizes = np.zeros(T, np.int64)
+    LK.rescore_candidates(np.ascontiguousarray(Q, dtype=np.float32), E, rows, np.ascontiguousarray(cand, dtype=np.int64),
+                          np.asarray(cuts, dtype=np.int64), k, hs, hr, sizes)
+    pos = np.full((T, k), -1, np.int64)
+    sc = np.full((T, k), -np.inf, np.float32)
+    K_.heaps_finish(hs, hr, sizes, pos, sc)
+    return RetrievalResult.from_positions(pos, sc)
+
+
+# ----------------------------------------------------------------------------- calibration
+@dataclass(frozen=True)
+class Calibration:
+    """Result of :func:`calibrate`.
+
+    Attributes:
+        candidates: the chosen c (the smallest grid value reaching ``target_recall``, or
+            the largest tried when none does; ``reached`` says which).
+        target_recall: the recall@k asked for.
+        reached: whether ``candidates`` reaches it on the calibration requests.
+        curve: ``[(c, mean recall@k), ...]`` for every grid value tried, ascending.
+    """
+
+    candidates: float
+    target_recall: float
+    reached: bool
+    curve: list[tuple[float, float]] = field(default_factory=list)
+
+
+def calibrate(
+    method: Any,
+    requests: Sequence[tuple[Any, Any] | tuple[Any, Any, Any]],
+    *,
+    target_recall: float = 0.9,
+    k: int | None = None,
+    grid: Sequence[float] = DEFAULT_GRID,
+    exact: Exact | None = None,
+    apply: bool = True,
+) -> Calibration:
+    """Choose the candidate factor c of ``method`` (a :class:`Cascade` or
+    :class:`~gsu.retrieval.clustered.Clustered`) for a target recall against ``Exact``.
+
+    Args:
+        method: has a ``candidates`` attribute and ``retrieve``.
+        requests: calibration requests ``(history, targets[, target_time])`` — use other
+            targets (and ideally other users) than the ones you evaluate on.
+        target_recall: mean recall@k (tie-tolerant, :func:`gsu.retrieval.metrics.exact_recall`)
+            to reach, in (0, 1].
+        k: behaviors per target (default: the method's k).
+        grid: candidate factors to try, ascending; the search stops at the first that
+            reaches ``target_recall``.
+        exact: the reference (default ``Exact(items, scale=method.scale)``).
+        apply: set ``method.candidates`` to the result.
+
+    Returns a :class:`Calibration` (the exact top-k of each request is computed once).
+    """
+    from gsu.retrieval import metrics as M
+
+    if not hasattr(method, "candidates") or not hasattr(method, "retrieve"):
+        raise TypeError(f"method: expected a Cascade or Clustered retriever, got {type(method).__name__}")
+    tr = float(target_recall)
+    if not 0.0 < tr <= 1.0:
+        raise ValueError(f"target_recall: expected a value in (0, 1], got {target_recall!r}")
+    g = sorted(float(x) for x in grid)
+    if not g or g[0] <= 0 or not all(math.isfinite(x) for x in g):
+        raise ValueError(f"grid: expected positive candidate factors, got {list(grid)}")
+    reqs = list(requests)
+    if not reqs:
+        raise ValueError("requests: expected at least one (history, targets[, target_time]) request")
+    k = method.k if k is None else int(k)
+    ex = exact if exact is not None else Exact(method.items, k=k, scale=bool(getattr(method, "scale", False)))
+    prepared = []
+    for r in reqs:
+        if len(r) not in (2, 3):
+            raise ValueError("requests: each request is (history, targets) or (history, targets, target_time)")
+        h, t = r[0], np.asarray(r[1])
+        tt = r[2] if len(r) == 3 else None
+        prepared.append((h, t, tt, ex.retrieve(h, t, k=k, target_time=tt)))
+    old = method.candidates
+    curve: list[tuple[float, float]] = []
+    chosen, reached = g[-1], False
+    try:
+        for c in g:
+            method.candidates = c
+            rec = [M.exact_recall(ex, h, t, method.retrieve(h, t, k=k, target_time=tt).positions, target_time=tt, truth=truth)
+                   for h, t, tt, truth in prepared]
+            mean = float(np.mean(np.concatenate(rec)))
+            curve.append((c, mean))
+            log.debug("calibrate %s: c=%g recall@%d=%.4f", type(method).__name__, c, k, mean)
+            if mean >= tr:
+                chosen, reached = c, True
+                break
+    finally:
+        method.candidates = chosen if apply else old
+    if not reached:
+        log.warning("calibrate: %s reaches recall %.3f at most (c=%g), below the target %.3f", type(method).__name__,
+                    max(r for _, r in curve), chosen, tr)
+    return Calibration(chosen, tr, reached, curve)
