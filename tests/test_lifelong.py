@@ -492,3 +492,82 @@ def test_extract_interests_finds_planted_centers():
     assert np.all(cos.max(axis=0) > 0.6)  # every planted interest has a center pointing at it
     with pytest.raises(ValueError):
         extract_interests(h, items, cut=0)
+
+
+def test_kernels_skip_out_of_range_indices():
+    """The numba kernels follow only in-range indices: garbage offsets, rows, targets and
+    positions are skipped instead of read or written out of bounds."""
+    from gsu.retrieval import _lifelong_kernels as LK
+
+    rng = np.random.default_rng(9)
+    E = rng.standard_normal((10, 4)).astype(np.float32)
+    Q = rng.standard_normal((3, 4)).astype(np.float32)
+    hs = np.empty((3, 5), np.float32)
+    hr = np.empty((3, 5), np.int64)
+    sizes = np.zeros(3, np.int64)
+    cl_ptr = np.array([0, 2, 99], np.int64)  # the second cluster runs past the groups
+    grp_rows = np.array([1, 50, 3], np.int64)  # row 50 does not exist
+    grp_ptr = np.array([0, 2, 3, 1000], np.int64)  # the last group runs past the positions
+    pos = np.array([0, 1, 2, 3], np.int64)
+    cl_tptr = np.array([0, 3, 5], np.int64)
+    cl_t = np.array([0, 7, -1, 2, 1], np.int32)  # targets 7 and -1 do not exist
+    LK.score_clusters(E, grp_rows, cl_ptr, grp_ptr, pos, cl_tptr, cl_t, Q, np.full(3, 4, np.int64), 5, hs, hr, sizes,
+                      np.empty((4, 4), np.float32))
+    assert sizes.max() <= 4 and np.all(-hr[sizes > 0, 0] < 4)
+    cand = np.array([[0, 3, 99, -5], [2, 2, 1, 0], [9, 1, 1, 1]], np.int64)
+    sizes[:] = 0
+    LK.rescore_candidates(Q, E, np.array([0, 1, 2, 30], np.int64), cand, np.array([4, 4, 100], np.int64), 5, hs, hr, sizes)
+    assert sizes[0] == 1  # position 3 maps to a missing row, 99 and -5 are out of range
+    out = np.full((1, 3), -1, np.int64)
+    LK.quota_merge(np.array([[[5, 70, -3, 1]]], np.int64), np.array([[3]], np.int64), 3, 6, out)
+    np.testing.assert_array_equal(out, [[5, 1, -1]])
+
+
+def test_route_opens_the_fewest_best_clusters_reaching_the_budget():
+    """Against a sort-based reference: per row the opened set is the best-first prefix
+    (score desc, cluster id asc) of the visible clusters with as few clusters as reach the
+    budget (a small first heap, so that the rescans are exercised)."""
+    from gsu.retrieval import _lifelong_kernels as LK
+
+    rng = np.random.default_rng(12)
+    T, C = 60, 300
+    Sc = np.round(rng.standard_normal((T, C)), 1).astype(np.float32)  # many ties
+    counts = rng.integers(1, 50, C).astype(np.int64)
+    first = rng.integers(0, 500, C).astype(np.int64)
+    last = first + rng.integers(0, 500, C)
+    cuts = rng.integers(0, 1200, T).astype(np.int64)
+    for budget, min_probe in ((0.0, 1), (300.0, 1), (300.0, 20), (1e9, 1)):
+        optr = np.empty(T + 1, np.int64)
+        ocl = np.empty(T * C, np.int32)
+        LK.route(Sc, counts, first, last, cuts, budget, min_probe, 4, optr, ocl)
+        for t in range(T):
+            got = ocl[optr[t] : optr[t + 1]]
+            vis = np.flatnonzero(first < cuts[t])
+            w = np.where(last[vis] < cuts[t], counts[vis], counts[vis] * (cuts[t] - first[vis]) / (last[vis] + 1 - first[vis]))
+            o = np.argsort(-Sc[t, vis], kind="stable")
+            acc = np.cumsum(w[o])
+            need = np.flatnonzero((acc >= budget) & (np.arange(1, vis.size + 1) >= min_probe))
+            n_ref = int(need[0]) + 1 if need.size else vis.size
+            assert got.size == n_ref and np.unique(got).size == got.size and np.all(first[got] < cuts[t])
+            if n_ref:
+                thr = Sc[t, vis[o[n_ref - 1]]]
+                assert Sc[t, got].min() == thr and np.all(Sc[t, np.setdiff1d(vis, got)] <= thr)
+
+
+def test_readme_lifelong_example_runs(tmp_path, monkeypatch, capsys):
+    import re
+    import runpy
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, flags=re.S) if b.startswith("# Lifelong sequences")]
+    assert len(blocks) == 1
+    script = tmp_path / "lifelong_example.py"
+    script.write_text(blocks[0])
+    monkeypatch.chdir(tmp_path)
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    cov = {m.group(1): float(m.group(2)) for m in re.finditer(r"^(single query|multi-interest)\s+covers ([0-9.]+)", out, flags=re.M)}
+    assert cov["multi-interest"] > cov["single query"]
+    assert re.search(r"^Clustered\s+c = \S+\s+recall@100 0\.(9|8)", out, flags=re.M)
+    assert (tmp_path / "lifelong.gsu").exists()

@@ -18,6 +18,7 @@ import numba as nb
 import numpy as np
 
 from gsu.index._kernels import _worse, heap_push, lower_bound, sift_down
+from gsu.retrieval._kernels import _desc_key
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}  # no nnan/ninf: -inf sentinels and NaN checks stay valid
 
@@ -47,20 +48,23 @@ def _push_group(hs, hr, size, k, s, pos, a, b, cut):
 
 @nb.njit(cache=True, nogil=True)
 def route(Sc, counts, first, last, cuts, budget, min_probe, p0, out_ptr, out_cl):
-    """Per target, the clusters to open: best centroid score first, until the opened
-    clusters hold about ``budget`` behaviors visible to the target (and at least
-    ``min_probe`` clusters are open).
+    """Per target, the clusters to open: best centroid score first (ties: smaller cluster
+    id first), until the opened clusters hold about ``budget`` behaviors visible to the
+    target and at least ``min_probe`` clusters are open.
 
     Sc (T, C) float32 centroid scores; counts / first / last (C,) int64 behaviors,
     earliest and latest position of each cluster; cuts (T,) int64 (a cluster with
     ``first >= cut`` is invisible and never opened). A cluster straddling the cut counts
-    ``count · (cut - first) / (last + 1 - first)`` behaviors (an estimate). ``p0`` is the
-    first guess of how many clusters a row needs (doubled until enough).
+    ``count · (cut - first) / (last + 1 - first)`` behaviors (an estimate).
 
-    Writes ``out_ptr`` (T+1,) int64 and ``out_cl`` (at least T·C,) int32: the clusters of
-    row t are ``out_cl[out_ptr[t]:out_ptr[t+1]]``, best first. NaN scores are skipped.
+    Per row, a bounded heap keeps the best ``P`` visible clusters (``P = p0`` first; the
+    scan is redone with 4·P when they do not reach the budget), heap-sorted and walked
+    best first. Writes ``out_ptr`` (T+1,) int64 and ``out_cl`` (at least T·C,) int32: the
+    clusters of row t are ``out_cl[out_ptr[t]:out_ptr[t+1]]``, best first. NaN scores are
+    skipped.
     """
     T, C = Sc.shape
+    C = min(C, counts.shape[0], first.shape[0], last.shape[0])
     hs = np.empty(max(C, 1), np.float32)
     hr = np.empty(max(C, 1), np.int64)
     ss = np.empty(max(C, 1), np.float32)
@@ -70,19 +74,21 @@ def route(Sc, counts, first, last, cuts, budget, min_probe, p0, out_ptr, out_cl)
     for t in range(T):
         cut = cuts[t]
         P = min(max(p0, 1), C)
+        opened = 0
         while True:
             size = 0
-            nvis = 0
+            root = np.float32(-np.inf)
             for c in range(C):
-                if first[c] >= cut:
-                    continue
                 v = Sc[t, c]
-                if v != v:
+                if size == P and v < root:  # the common case once the heap is full: one compare
                     continue
-                nvis += 1
+                if first[c] >= cut or v != v:
+                    continue
                 size = heap_push(hs, hr, size, P, v, c)
+                if size == P:
+                    root = hs[0]
             m = size
-            while size > 0:  # heap-sort: worst popped into the last free slot
+            while size > 0:  # heap-sort: the worst kept entry goes to the last free slot
                 ss[size - 1] = hs[0]
                 sc[size - 1] = hr[0]
                 size -= 1
@@ -103,9 +109,9 @@ def route(Sc, counts, first, last, cuts, budget, min_probe, p0, out_ptr, out_cl)
                 if acc >= budget and opened >= min_probe:
                     done = True
                     break
-            if done or m >= nvis or P >= C:
+            if done or m < P or P >= C:
                 break
-            P = min(2 * P, C)
+            P = min(4 * P, C)
         n += opened
         out_ptr[t + 1] = n
 
@@ -150,10 +156,13 @@ def score_clusters(E, grp_rows, cl_ptr, grp_ptr, pos, cl_tptr, cl_t, Q, cuts, k,
     (T, k), ``sizes`` (T,), carried across calls). ``scratch`` (n_max, d) float32 holds
     one cluster's member embeddings (gathered once, used by all its targets).
     """
-    C = cl_ptr.shape[0] - 1
-    G = grp_ptr.shape[0] - 1
+    C = min(cl_ptr.shape[0] - 1, cl_tptr.shape[0] - 1)
+    G = min(grp_ptr.shape[0] - 1, grp_rows.shape[0])
     nE, d = E.shape
     npos = pos.shape[0]
+    nT = min(Q.shape[0], cuts.shape[0], hs.shape[0], hr.shape[0], sizes.shape[0])
+    if Q.shape[1] != d or scratch.shape[1] != d:
+        return
     ninf = np.float32(-np.inf)
     for c in range(C):
         t0 = cl_tptr[c]
@@ -173,8 +182,10 @@ def score_clusters(E, grp_rows, cl_ptr, grp_ptr, pos, cl_tptr, cl_t, Q, cuts, k,
             else:
                 for u in range(d):
                     scratch[j, u] = np.nan  # an unknown row never scores
-        for ti in range(t0, t1):
+        for ti in range(max(t0, 0), min(t1, cl_t.shape[0])):
             t = cl_t[ti]
+            if t < 0 or t >= nT:
+                continue
             q = Q[t]
             cut = cuts[t]
             h_s = hs[t]
@@ -207,9 +218,12 @@ def rescore_candidates(Q, E, hrows, cand, cuts, k, hs, hr, sizes):
     row). Each candidate ``p < cuts[t]`` scores ``Q[t] · E[hrows[p]]`` into heap t
     (``hs``/``hr`` (T, k), ``sizes`` (T,)). Out-of-range positions and rows are skipped.
     """
-    T, m = cand.shape
+    T = min(cand.shape[0], Q.shape[0], cuts.shape[0], hs.shape[0], sizes.shape[0])
+    m = cand.shape[1]
     L = hrows.shape[0]
     nE = E.shape[0]
+    if Q.shape[1] != E.shape[1]:
+        return
     for t in range(T):
         q = Q[t]
         cut = min(cuts[t], L)
@@ -268,3 +282,68 @@ def quota_merge(P, quotas, k, L, out_pos):
             seen[out_pos[r, a]] = False
         counts[r] = n
     return counts
+
+
+@nb.njit(cache=True, nogil=True)
+def _compact(keys, n, m):
+    """Keep the ``m`` smallest of ``keys[:n]`` (uint64 sort keys: best first) in
+    ``keys[:m]``; returns the largest kept key (the new admission bound)."""
+    kth = np.partition(keys[:n], m - 1)[m - 1]
+    j = 0
+    for i in range(n):
+        if keys[i] <= kth:
+            keys[j] = keys[i]
+            j += 1
+    return kth
+
+
+@nb.njit(cache=True, nogil=True)
+def buffer_topm(S, off, cuts, m, keys, nkeys, bound):
+    """Offer a tile of draft scores to per-row candidate buffers (draft top-m selection).
+
+    S (B, W) float32 scores of positions ``off .. off+W-1``; row b sees positions
+    ``< cuts[b]``. ``keys`` (B, cap) uint64 (cap >= 2·m) hold each row's candidates as
+    :func:`gsu.retrieval._kernels._desc_key` keys (ascending = score desc, then more
+    recent first), ``nkeys`` (B,) their number, ``bound`` (B,) uint64 the admission
+    bound (max uint64 until the buffer first fills): a key above it cannot make the
+    top m. When a buffer fills it is compacted to its best m in O(cap) (a partition).
+    Carried across tiles; :func:`buffer_finish` extracts the top m. NaN is never kept.
+    """
+    B, W = S.shape
+    cap = keys.shape[1]
+    for b in range(B):
+        c = min(cuts[b] - off, W)
+        n = nkeys[b]
+        bd = bound[b]
+        kr = keys[b]
+        for j in range(max(c, 0)):
+            v = S[b, j]
+            if v != v:
+                continue
+            key = _desc_key(v, j + off)
+            if key > bd:
+                continue
+            kr[n] = key
+            n += 1
+            if n == cap:
+                bd = _compact(kr, n, m)
+                n = m
+        nkeys[b] = n
+        bound[b] = bd
+
+
+@nb.njit(cache=True, nogil=True)
+def buffer_finish(keys, nkeys, m, out_pos):
+    """Best ``m`` positions of each row's buffer into ``out_pos`` (B, m) int64 (-1 padded),
+    best first."""
+    B = keys.shape[0]
+    for b in range(B):
+        n = nkeys[b]
+        if n > m:
+            _compact(keys[b], n, m)
+            n = m
+        srt = np.sort(keys[b, :n])
+        for a in range(n):
+            out_pos[b, a] = np.int64(np.uint32(0xFFFFFFFF) - np.uint32(srt[a] & np.uint64(0xFFFFFFFF)))
+        for a in range(n, m):
+            out_pos[b, a] = -1

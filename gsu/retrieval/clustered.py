@@ -701,8 +701,7 @@ def search_clusters(
         C = uc.n_clusters
         grp_rows = items.rows(uc.grp_item, name="clustered items")
         ccuts = np.minimum(cuts, cover)
-        mean = max(float(uc.counts.sum()) / C, 1.0)
-        p0 = int(min(C, max(min_probe, math.ceil(2.0 * budget / mean)) + 8))
+        p0 = int(min(C, max(32, 2 * math.ceil(budget / max(float(uc.counts.sum()) / C, 1.0)))))
         gsz = np.diff(uc.cl_ptr)
         scratch = np.empty((int(gsz.max()), E.shape[1]), np.float32)
         cent = np.ascontiguousarray(uc.centroids, dtype=np.float32)
