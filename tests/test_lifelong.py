@@ -242,7 +242,6 @@ def test_append_matches_reclustering_within_tolerance(segment):
 def test_append_places_new_items_and_splits():
     """New items join the nearest centroid (which moves to the new mean), far ones form
     clusters of their own, an over-full cluster is split; nothing else moves."""
-    rng = np.random.default_rng(3)
     E = np.zeros((40, 4), np.float32)
     E[:20, 0] = 1.0
     E[:20, 1] = np.linspace(-0.1, 0.1, 20)
@@ -297,6 +296,31 @@ def test_calibrate_picks_the_smallest_candidate_factor(data):
         calibrate(m, [], target_recall=0.9)
     with pytest.raises(ValueError):
         calibrate(m, [(hist, targets)], target_recall=1.5)
+
+
+def test_calibrate_with_confidence_tests_the_lower_bound(data):
+    """With ``confidence``, a c counts only when mean - z·sd/√n of the per-target recalls
+    reaches the target: never a smaller c than the plain mean picks, and the reported
+    bounds are recomputed from the per-target recalls."""
+    from statistics import NormalDist
+
+    items, hist, targets, _ = data
+    grid = (1, 2, 4, 8, 16, 64, 150)
+    ex = Exact(items, k=K)
+    plain = calibrate(Cascade(items, k=K, draft="proj", draft_dim=3), [(hist, targets[:24])], target_recall=0.9, grid=grid)
+    m = Cascade(items, k=K, draft="proj", draft_dim=3)
+    cal = calibrate(m, [(hist, targets[:24])], target_recall=0.9, grid=grid, confidence=0.95)
+    assert cal.candidates >= plain.candidates and cal.confidence == 0.95 and len(cal.lower_bounds) == len(cal.curve)
+    z = NormalDist().inv_cdf(0.95)
+    for (c, mean), lb in zip(cal.curve, cal.lower_bounds):
+        m.candidates = c
+        r = M.exact_recall(ex, hist, targets[:24], m.retrieve(hist, targets[:24]).positions)
+        assert mean == pytest.approx(r.mean()) and lb == pytest.approx(r.mean() - z * r.std(ddof=1) / np.sqrt(r.size))
+        assert lb <= mean
+    assert cal.lower_bounds[-1] >= 0.9 if cal.reached else True
+    assert all(lb < 0.9 for lb in cal.lower_bounds[:-1])
+    with pytest.raises(ValueError, match="confidence"):
+        calibrate(m, [(hist, targets[:24])], target_recall=0.9, confidence=1.0)
 
 
 # ----------------------------------------------------------------------------- MultiInterest
@@ -571,3 +595,22 @@ def test_readme_lifelong_example_runs(tmp_path, monkeypatch, capsys):
     assert cov["multi-interest"] > cov["single query"]
     assert re.search(r"^Clustered\s+c = \S+\s+recall@100 0\.(9|8)", out, flags=re.M)
     assert (tmp_path / "lifelong.gsu").exists()
+
+
+def test_bench_planted_part_writes_records(tmp_path, monkeypatch):
+    """The ``planted`` part of ``gsu bench gsu`` (quick sizes) writes its records into the
+    named JSON-lines file; multi-interest covers more planted interests than one query."""
+    import json
+
+    from gsu.bench import gsu_bench
+
+    monkeypatch.setenv("GSU_BENCH_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ValueError, match="parts"):
+        gsu_bench.run(out_dir=tmp_path, quick=True, parts=("nope",))
+    assert gsu_bench.main(["--quick", "--parts", "planted", "--out", str(tmp_path), "--jsonl", "ll.jsonl"]) == 0
+    recs = [json.loads(line) for line in (tmp_path / "ll.jsonl").read_text().splitlines()]
+    assert recs and all(r["kind"] == "planted" for r in recs)
+    by = {(r["setting"], r["method"]): r for r in recs}
+    assert by[("facet targets", "multi-interest")]["interest_coverage"] > by[("facet targets", "exact (single query)")]["interest_coverage"]
+    assert by[("user level", "multi-interest")]["interest_coverage"] > by[("user level", "user mean (single query)")]["interest_coverage"]
+    assert not (tmp_path / "gsu.jsonl").exists()

@@ -500,6 +500,7 @@ class LifelongConfig:
     n_items: int
     target_recall: float
     calib_targets: int
+    calib_confidence: float
     repeats: int
     max_seconds: float
     planted_users: int
@@ -512,10 +513,10 @@ class LifelongConfig:
 
 def _lifelong_config(quick: bool) -> LifelongConfig:
     if quick:
-        return LifelongConfig((2_000, 10_000), ("unique",), 128, 50, 32, 20_000, 0.9, 64, 2, 2.0, 2, (5_000,), 50, 3, 5_000,
-                              64)
+        return LifelongConfig((2_000, 10_000), ("unique",), 128, 50, 32, 20_000, 0.9, 64, 0.95, 2, 2.0, 2, (5_000,), 50, 3,
+                              5_000, 64)
     return LifelongConfig((10_000, 100_000, 1_000_000), ("unique", "repeats", "isotropic"), 1024, 100, 64, 200_000, 0.9, 128,
-                          3, 30.0, 6, (10_000, 100_000), 100, 8, 100_000, 256)
+                          0.95, 3, 30.0, 6, (10_000, 100_000), 100, 8, 100_000, 256)
 
 
 #: variants of the lifelong user: (unique_items, n_subtopics)
@@ -654,9 +655,11 @@ def _lifelong(lc: LifelongConfig, base: dict[str, Any], cache: Path, seed: int, 
             calib: dict[str, dict[str, Any]] = {}
             for name in ("clustered", "cascade-proj", "cascade-simhash"):
                 t1 = time.perf_counter()
-                cal = calibrate(methods[name], [(h, calib_t)], target_recall=lc.target_recall, k=k, exact=exact)
+                cal = calibrate(methods[name], [(h, calib_t)], target_recall=lc.target_recall, k=k, exact=exact,
+                                confidence=lc.calib_confidence)
                 calib[name] = {"candidates": cal.candidates, "calibration_reached": cal.reached,
-                               "calibration_curve": cal.curve, "calibration_s": time.perf_counter() - t1}
+                               "calibration_curve": cal.curve, "calibration_lower_bounds": cal.lower_bounds,
+                               "calibration_confidence": cal.confidence, "calibration_s": time.perf_counter() - t1}
             # Exact and Clustered side by side (alternating), the others on their own
             paired = _interleaved_median({"exact": lambda: exact.retrieve(h, targets, k=k),
                                           "clustered": lambda: clustered.retrieve(h, targets, k=k)}, lc.repeats, lc.max_seconds)

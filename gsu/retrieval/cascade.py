@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -218,12 +219,17 @@ class Calibration:
         target_recall: the recall@k asked for.
         reached: whether ``candidates`` reaches it on the calibration requests.
         curve: ``[(c, mean recall@k), ...]`` for every grid value tried, ascending.
+        confidence: the one-sided confidence level of the test (``None``: the plain mean).
+        lower_bounds: the lower confidence bound of the mean recall per grid value tried
+            (equal to the means when ``confidence`` is ``None``).
     """
 
     candidates: float
     target_recall: float
     reached: bool
     curve: list[tuple[float, float]] = field(default_factory=list)
+    confidence: float | None = None
+    lower_bounds: list[float] = field(default_factory=list)
 
 
 def calibrate(
@@ -235,6 +241,7 @@ def calibrate(
     grid: Sequence[float] = DEFAULT_GRID,
     exact: Exact | None = None,
     apply: bool = True,
+    confidence: float | None = None,
 ) -> Calibration:
     """Choose the candidate factor c of ``method`` (a :class:`Cascade` or
     :class:`~gsu.retrieval.clustered.Clustered`) for a target recall against ``Exact``.
@@ -250,6 +257,11 @@ def calibrate(
             reaches ``target_recall``.
         exact: the reference (default ``Exact(items, scale=method.scale)``).
         apply: set ``method.candidates`` to the result.
+        confidence: when given (e.g. 0.95), a c counts as reaching ``target_recall`` only
+            when the one-sided lower confidence bound of the mean recall over the
+            calibration targets (normal approximation: mean - z·sd/√n) does, so that
+            the chosen c still reaches the target on other targets despite the sampling
+            noise of a finite calibration set. ``None``: the plain mean.
 
     Returns a :class:`Calibration` (the exact top-k of each request is computed once).
     """
@@ -266,6 +278,9 @@ def calibrate(
     reqs = list(requests)
     if not reqs:
         raise ValueError("requests: expected at least one (history, targets[, target_time]) request")
+    if confidence is not None and not 0.5 <= float(confidence) < 1.0:
+        raise ValueError(f"confidence: expected a level in [0.5, 1) or None, got {confidence!r}")
+    z = 0.0 if confidence is None else statistics.NormalDist().inv_cdf(float(confidence))
     k = method.k if k is None else int(k)
     ex = exact if exact is not None else Exact(method.items, k=k, scale=bool(getattr(method, "scale", False)))
     prepared = []
@@ -277,16 +292,20 @@ def calibrate(
         prepared.append((h, t, tt, ex.retrieve(h, t, k=k, target_time=tt)))
     old = method.candidates
     curve: list[tuple[float, float]] = []
+    lower: list[float] = []
     chosen, reached = g[-1], False
     try:
         for c in g:
             method.candidates = c
             rec = [M.exact_recall(ex, h, t, method.retrieve(h, t, k=k, target_time=tt).positions, target_time=tt, truth=truth)
                    for h, t, tt, truth in prepared]
-            mean = float(np.mean(np.concatenate(rec)))
+            allr = np.concatenate(rec)
+            mean = float(np.mean(allr))
+            lb = mean - z * float(np.std(allr, ddof=1)) / math.sqrt(allr.size) if z > 0 and allr.size > 1 else mean
             curve.append((c, mean))
-            log.debug("calibrate %s: c=%g recall@%d=%.4f", type(method).__name__, c, k, mean)
-            if mean >= tr:
+            lower.append(lb)
+            log.debug("calibrate %s: c=%g recall@%d=%.4f (lower bound %.4f)", type(method).__name__, c, k, mean, lb)
+            if lb >= tr:
                 chosen, reached = c, True
                 break
     finally:
@@ -294,4 +313,4 @@ def calibrate(
     if not reached:
         log.warning("calibrate: %s reaches recall %.3f at most (c=%g), below the target %.3f", type(method).__name__,
                     max(r for _, r in curve), chosen, tr)
-    return Calibration(chosen, tr, reached, curve)
+    return Calibration(chosen, tr, reached, curve, None if confidence is None else float(confidence), lower)
