@@ -23,9 +23,19 @@ load hits both alike.
 Batch form: :func:`gsu.retrieval.retrieve_batch` over many users whose rows each carry
 their own time cut (training-sample style), on 1 and 2 threads; requests per second.
 
+Lifelong users (parts ``lifelong``, ``planted``, ``lifelong-batch``, ``taobao``): one
+user of 10^4, 10^5 and 10^6 behaviors with planted interests (d = 64, T = 1,024, k = 100,
+one thread) in three data variants, ``Exact`` beside ``Clustered``, ``Cascade`` (both with
+c calibrated on other targets), SimHash, ``MultiInterest`` and SDIM; recall against
+``Exact``, attention mass, interest coverage, latency against L. ``planted`` compares
+multi-interest with single-query retrieval on users with planted interests (coverage and
+recall of the planted relevant behaviors at equal k). The generated users and their
+clustered stores are cached (``$GSU_BENCH_CACHE``).
+
 Results: ``gsu.jsonl``, ``gsu_latency.png`` (latency vs L), ``gsu_recall.png``
-(recall vs requests/s at the largest L), a printed table and the issue's "Done when"
-checks.
+(recall vs requests/s at the largest L), ``gsu_lifelong_latency.png``, a printed table
+and the "Done when" checks. ``python -m gsu.bench.gsu_bench --parts lifelong planted
+--jsonl gsu_lifelong.jsonl`` runs a subset into its own file.
 """
 
 from __future__ import annotations
@@ -210,7 +220,10 @@ def _per_request(
     base: dict[str, Any],
     *,
     extra: dict[str, dict[str, Any]] | None = None,
+    coverage: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[dict[str, Any]]:
+    """One request (T targets of one user) per method; ``coverage`` = (labels (L,) of the
+    history's behaviors, the user's interests (J,)) adds each method's interest coverage."""
     k = cfg.k
     exact: Exact = methods["exact"]
     rows = items.rows(h.items)
@@ -232,10 +245,12 @@ def _per_request(
     truth = exact.retrieve(h, targets, k=k)
     results: dict[str, Any] = {}
     timings: dict[str, harness.Timing] = {}
+    exact_scored = ("clustered", "cascade", "multi_interest")  # methods that report Exact's score
     for name, m in methods.items():
         res = m.retrieve(h, targets, k=k)
         if not isinstance(res, SDIMResult):
-            _check(f"{dataset} L={L} {name}", res, m if isinstance(m, Exact) else None, h, targets, cuts)
+            scorer = m if isinstance(m, Exact) else exact if getattr(m, "name", "") in exact_scored else None
+            _check(f"{dataset} L={L} {name}", res, scorer, h, targets, cuts)
         results[name] = res
         timings[name] = paired[name] if name in paired else _time(lambda m=m: m.retrieve(h, targets, k=k), cfg)
     pos = {n: r.positions for n, r in results.items() if not isinstance(r, SDIMResult)}
@@ -254,6 +269,10 @@ def _per_request(
             rec.update(_quality(name, res, exact, truth, h, targets, None))
             rec["attention_mass"] = float(mass[name].mean())
             rec["mean_retrieved"] = float(res.mask.sum(axis=1).mean())
+            if coverage is not None:
+                from gsu.retrieval.interests import interest_coverage
+
+                rec["interest_coverage"] = float(interest_coverage(res.positions, coverage[0], coverage[1]).mean())
         rec.update((extra or {}).get(name, {}))
         recs.append(rec)
     # an approximate route against its own exact twin
@@ -393,21 +412,39 @@ def _movielens(cfg: Config, base: dict[str, Any], out_dir: Path, seed: int) -> l
         "sparse-scan": SparseSearch(items, k=cfg.k),
         "hybrid": Hybrid([HardSearch(items, k=cfg.k), SoftSearch(items, k=cfg.k, metric="cosine")], k=cfg.k),
     }
-    users = store.user_ids[np.argsort(-store.lengths, kind="stable")[: cfg.movielens_users]]
+    from gsu.retrieval.cascade import Cascade, calibrate
+    from gsu.retrieval.clustered import Clustered
+    from gsu.retrieval.interests import MultiInterest
+
+    by_len = store.user_ids[np.argsort(-store.lengths, kind="stable")]
+    users = by_len[: cfg.movielens_users]
+    clustered = Clustered(items, k=cfg.k).fit(store)  # offline clustering of every user
+    methods["clustered"] = clustered
+    methods["cascade-proj"] = Cascade(items, k=cfg.k, draft="proj", draft_dim=32)
+    methods["multi-interest"] = MultiInterest(items, k=cfg.k, n_interests=8, weighting="nnls", seed=seed)
     rng = np.random.default_rng(seed)
+    # c calibrated on the next-longest user (not evaluated), other targets
+    hc = store.history(int(by_len[cfg.movielens_users]))
+    calib_t = np.random.default_rng(seed + 99).choice(items.ids, 128, replace=False)
+    calib = {n: calibrate(methods[n], [(hc, calib_t)], target_recall=0.9, k=cfg.k, exact=methods["exact"]).candidates
+             for n in ("clustered", "cascade-proj")}
     per_user: list[list[dict[str, Any]]] = []
     for u in users:
         h = store.history(int(u))
         targets = rng.choice(items.ids, cfg.n_targets, replace=False)
         b = {**base, "n_items": items.n_items, "dim": E.shape[1], "T": cfg.n_targets, "k": cfg.k}
-        per_user.append(_per_request("movielens", len(h), h, targets, items, methods, cfg, b))
+        lab = items.category[items.rows(h.items)]
+        cnt = np.bincount(lab)
+        top = np.argsort(-cnt, kind="stable")[: min(8, int((cnt > 0).sum()))]
+        ex = {n: {"candidates": c} for n, c in calib.items()}
+        per_user.append(_per_request("movielens", len(h), h, targets, items, methods, cfg, b, extra=ex, coverage=(lab, top)))
     # average over users: one record per method
     recs = []
     for j, r0 in enumerate(per_user[0]):
         rows = [pu[j] for pu in per_user]
         rec = dict(r0)
         for key in ("latency_ms", "p50_ms", "p99_ms", "requests_per_s", "recall", "attention_mass", "cosine_to_attention",
-                    "mean_retrieved", "floor_ms", "vs_floor", "L"):
+                    "mean_retrieved", "floor_ms", "vs_floor", "L", "interest_coverage"):
             vals = [r.get(key) for r in rows if r.get(key) is not None]
             rec[key] = float(np.mean(vals)) if vals else None
         rec["users"] = len(rows)
@@ -450,6 +487,397 @@ def _batch(cfg: Config, base: dict[str, Any], seed: int, threads: int) -> list[d
     return recs
 
 
+# ----------------------------------------------------------------------------- lifelong users
+@dataclass(frozen=True)
+class LifelongConfig:
+    """Settings of the lifelong part (users of 10^4..10^6 behaviors, planted interests)."""
+
+    sizes: tuple[int, ...]
+    variants: tuple[str, ...]
+    n_targets: int
+    k: int
+    dim: int
+    n_items: int
+    target_recall: float
+    calib_targets: int
+    calib_confidence: float
+    repeats: int
+    max_seconds: float
+    planted_users: int
+    planted_lengths: tuple[int, ...]
+    planted_k: int
+    batch_users: int
+    batch_len: int
+    batch_targets: int
+
+
+def _lifelong_config(quick: bool) -> LifelongConfig:
+    if quick:
+        return LifelongConfig((2_000, 10_000), ("unique",), 128, 50, 32, 20_000, 0.9, 64, 0.95, 2, 2.0, 2, (5_000,), 50, 3,
+                              5_000, 64)
+    return LifelongConfig((10_000, 100_000, 1_000_000), ("unique", "repeats", "isotropic"), 1024, 100, 64, 200_000, 0.9, 128,
+                          0.95, 3, 30.0, 6, (10_000, 100_000), 100, 8, 100_000, 256)
+
+
+#: variants of the lifelong user: (unique_items, n_subtopics)
+LIFELONG_VARIANTS = {
+    "unique": (True, 16),  # every behavior a distinct item; topics with subtopics (multi-scale embeddings)
+    "repeats": (False, 16),  # items repeat as popularity dictates (~18 behaviors per distinct item at 10^6)
+    "isotropic": (True, 1),  # distinct items straight around 256 topic centres: no structure below the topic
+}
+
+
+def _cache_dir(out_dir: Path) -> Path:
+    import os
+
+    return Path(os.environ.get("GSU_BENCH_CACHE") or (Path(out_dir) / "cache"))
+
+
+def _lifelong_user(lc: LifelongConfig, variant: str, cache: Path, seed: int):
+    from gsu.datasets.lifelong import lifelong_users_cached
+
+    uniq, sub = LIFELONG_VARIANTS[variant]
+    return lifelong_users_cached(cache, n_users=1, length=max(lc.sizes), n_items=lc.n_items, dim=lc.dim, n_subtopics=sub,
+                                 unique_items=uniq, n_facet_targets=8, seed=seed)
+
+
+def _request_targets(d: Any, user: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Half in-interest (regular items of the user's topics), half random regular items."""
+    pool = np.flatnonzero(np.isin(d.item_topic[: d.n_regular], d.user_topics[user]))
+    return np.concatenate([rng.choice(pool, n // 2), rng.integers(0, d.n_regular, n - n // 2)]).astype(np.int64)
+
+
+def _clustered_store(d: Any, L: int, items: ItemTable, path: Path) -> tuple[BehaviorStore, float]:
+    """The first L behaviors of user 0 as a store whose file carries its clustered layout
+    (built once, then memory-mapped); returns ``(store, build seconds)``."""
+    import json
+
+    from gsu.retrieval.clustered import SequenceClusters
+
+    meta = path.with_suffix(".json")
+    if path.exists() and meta.exists():
+        return BehaviorStore.load(path, mmap=True), float(json.loads(meta.read_text())["build_s"])
+    store = BehaviorStore(np.array([0, L], np.int64), d.items[:L], d.timestamps[:L])
+    t0 = time.perf_counter()
+    SequenceClusters.build(store, items).attach(store)
+    build_s = time.perf_counter() - t0
+    store.save(path)
+    meta.write_text(json.dumps({"build_s": build_s, "L": L}))
+    return BehaviorStore.load(path, mmap=True), build_s
+
+
+def _interleaved_median(fns: dict[str, Callable[[], Any]], repeats: int, max_seconds: float) -> dict[str, harness.Timing]:
+    """Medians of calls timed in alternation (one round runs each once, after one warm-up each)."""
+    import statistics
+
+    for f in fns.values():
+        f()
+    times: dict[str, list[float]] = {n: [] for n in fns}
+    t_start = time.perf_counter()
+    for _ in range(repeats):
+        for n, f in fns.items():
+            t0 = time.perf_counter()
+            f()
+            times[n].append(time.perf_counter() - t0)
+        if time.perf_counter() - t_start > max_seconds:
+            break
+    out = {}
+    for n, v in times.items():
+        med = statistics.median(v)
+        ms = np.asarray(v) * 1e3
+        out[n] = harness.Timing(med, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), 1.0 / med, len(v))
+    return out
+
+
+def prepare_lifelong(out_dir: Path, *, quick: bool = False, seed: int = 0, variants: tuple[str, ...] | None = None) -> None:
+    """Generate the lifelong users and build their clustered stores into the cache (the
+    untimed offline work of the ``lifelong`` part), so that a timed run only loads them."""
+    lc = _lifelong_config(quick)
+    cache = _cache_dir(Path(out_dir))
+    cache.mkdir(parents=True, exist_ok=True)
+    for variant in lc.variants if variants is None else variants:
+        d = _lifelong_user(lc, variant, cache, seed)
+        items = ItemTable(embeddings=d.item_emb)
+        for L in lc.sizes:
+            _, b = _clustered_store(d, L, items, cache / f"lifelong-{variant}-{seed}-{L}.gsu")
+            log.info("prepared lifelong %s L=%d (clustering %.1fs)", variant, L, b)
+    for L in lc.planted_lengths:
+        _planted_data(lc, L, cache, seed)
+    _batch_data(lc, cache, seed)
+    log.info("prepared the planted-interest and batch users")
+
+
+def _planted_data(lc: LifelongConfig, L: int, cache: Path, seed: int) -> Any:
+    from gsu.datasets.lifelong import lifelong_users_cached
+
+    return lifelong_users_cached(cache, n_users=lc.planted_users, length=L, n_items=lc.n_items // 2, dim=lc.dim,
+                                 unique_items=True, n_facet_targets=64, seed=seed + 17)
+
+
+def _batch_data(lc: LifelongConfig, cache: Path, seed: int) -> Any:
+    from gsu.datasets.lifelong import lifelong_users_cached
+
+    return lifelong_users_cached(cache, n_users=lc.batch_users, length=lc.batch_len, n_items=lc.n_items, dim=lc.dim,
+                                 unique_items=True, n_facet_targets=0, seed=seed + 29)
+
+
+def _lifelong(lc: LifelongConfig, base: dict[str, Any], cache: Path, seed: int, variants: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Per-request latency and quality of every method against L, per data variant."""
+    from gsu.retrieval.cascade import Cascade, calibrate
+    from gsu.retrieval.clustered import Clustered
+    from gsu.retrieval.interests import MultiInterest, interest_coverage
+
+    recs: list[dict[str, Any]] = []
+    for variant in variants:
+        t0 = time.perf_counter()
+        d = _lifelong_user(lc, variant, cache, seed)
+        items = ItemTable(embeddings=d.item_emb)
+        log.info("lifelong %s: data ready in %.1fs (%d items)", variant, time.perf_counter() - t0, items.n_items)
+        for L in lc.sizes:
+            store, build_s = _clustered_store(d, L, items, cache / f"lifelong-{variant}-{seed}-{L}.gsu")
+            h = store.history(0)
+            rng = np.random.default_rng(seed + L)
+            targets = _request_targets(d, 0, lc.n_targets, rng)
+            calib_t = _request_targets(d, 0, lc.calib_targets, np.random.default_rng(seed + L + 1))
+            labels = d.interest[:L]
+            k = lc.k
+            exact = Exact(items, k=k)
+            clustered = Clustered(items, k=k)  # the layout comes from the store file (memory-mapped)
+            methods: dict[str, Any] = {
+                "exact": exact,
+                "clustered": clustered,
+                "cascade-proj": Cascade(items, k=k, draft="proj", draft_dim=16),
+                "cascade-simhash": Cascade(items, k=k, draft="simhash", n_bits=64, seed=seed),
+                "simhash": SimHashTopK(items, k=k, n_bits=64, seed=seed),
+                "multi-interest": MultiInterest(items, k=k, n_interests=8, weighting="nnls", search=clustered, seed=seed),
+                "sdim": SDIM(items, n_hashes=48, tau=3, seed=seed).fit(store),
+            }
+            calib: dict[str, dict[str, Any]] = {}
+            for name in ("clustered", "cascade-proj", "cascade-simhash"):
+                t1 = time.perf_counter()
+                cal = calibrate(methods[name], [(h, calib_t)], target_recall=lc.target_recall, k=k, exact=exact,
+                                confidence=lc.calib_confidence)
+                calib[name] = {"candidates": cal.candidates, "calibration_reached": cal.reached,
+                               "calibration_curve": cal.curve, "calibration_lower_bounds": cal.lower_bounds,
+                               "calibration_confidence": cal.confidence, "calibration_s": time.perf_counter() - t1}
+            # Exact and Clustered side by side (alternating), the others on their own
+            paired = _interleaved_median({"exact": lambda: exact.retrieve(h, targets, k=k),
+                                          "clustered": lambda: clustered.retrieve(h, targets, k=k)}, lc.repeats, lc.max_seconds)
+            truth = exact.retrieve(h, targets, k=k)
+            results: dict[str, Any] = {}
+            timings: dict[str, harness.Timing] = dict(paired)
+            cuts = np.full(targets.shape[0], L, np.int64)
+            for name, m in methods.items():
+                res = m.retrieve(h, targets, k=k)
+                if not isinstance(res, SDIMResult):
+                    _check(f"lifelong {variant} L={L} {name}", res, exact if name not in ("simhash",) else None, h, targets, cuts)
+                results[name] = res
+                if name not in timings:
+                    timings[name] = harness.time_call(lambda m=m: m.retrieve(h, targets, k=k), repeats=lc.repeats, warmup=1,
+                                                      max_seconds=lc.max_seconds)
+            pos = {n: r.positions for n, r in results.items() if not isinstance(r, SDIMResult)}
+            mass = M.attention_mass_many(exact, h, targets, pos, temperature=TEMPERATURE)
+            att_vec = M.attention_vectors(exact, h, targets, temperature=TEMPERATURE)
+            all_int = np.arange(d.user_topics.shape[1])
+            ex_ms = timings["exact"].median_s * 1e3
+            for name, res in results.items():
+                t = timings[name]
+                rec = {**base, "dataset": f"lifelong-{variant}", "variant": variant, "L": L, "method": name, "kind": "lifelong",
+                       "T": int(targets.shape[0]), "k": k, "dim": lc.dim, "distinct_items": int(np.unique(h.items).size),
+                       "latency_ms": t.median_s * 1e3, "p50_ms": t.p50_ms, "p99_ms": t.p99_ms, "repeats": t.repeats,
+                       "requests_per_s": t.qps, "speedup_vs_exact": ex_ms / (t.median_s * 1e3)}
+                if isinstance(res, SDIMResult):
+                    rec.update(recall=None, attention_mass=None, interest_coverage=None,
+                               cosine_to_attention=float(M.cosine(res.vectors, att_vec).mean()))
+                else:
+                    r = M.exact_recall(exact, h, targets, res.positions, truth=truth)
+                    half = targets.shape[0] // 2
+                    rec.update(recall=float(r.mean()), recall_in_interest=float(r[:half].mean()), recall_random=float(r[half:].mean()),
+                               attention_mass=float(mass[name].mean()),
+                               interest_coverage=float(interest_coverage(res.positions, labels, all_int).mean()))
+                if name == "clustered":
+                    rec["build_s"] = build_s
+                    lay = store.layout("clusters")[1]
+                    rec["n_clusters"] = int(lay["centroids"].shape[0])
+                rec.update(calib.get(name, {}))
+                recs.append(rec)
+            log.info("lifelong %s L=%d: exact %.0f ms, clustered %.1f ms (c=%g, recall %.3f)", variant, L, ex_ms,
+                     timings["clustered"].median_s * 1e3, calib["clustered"]["candidates"],
+                     next(r["recall"] for r in recs if r["L"] == L and r["method"] == "clustered" and r["variant"] == variant))
+            del store
+    return recs
+
+
+def _planted(lc: LifelongConfig, base: dict[str, Any], cache: Path, seed: int) -> list[dict[str, Any]]:
+    """Multi-interest vs single-query retrieval on users with planted interests.
+
+    - facet targets (items mixing 2-3 of the user's interests): single query = ``Exact``
+      (the target itself) and ``Clustered``; multi = ``MultiInterest`` (interest centers
+      from clustering the history, slots by NNLS weights of the target);
+    - user-level requests: single query = the mean of the history (``MultiInterest`` with
+      one interest), multi = 8 interest centers with slots by their share of the history.
+
+    Interest coverage = share of the request's planted interests (the target's facets; all
+    the user's interests) with a retrieved behavior; planted recall = recall of
+    :func:`gsu.datasets.lifelong.planted_relevant`.
+    """
+    from gsu.datasets.lifelong import interest_shares, planted_relevant
+    from gsu.retrieval.cascade import calibrate
+    from gsu.retrieval.clustered import Clustered
+    from gsu.retrieval.interests import MultiInterest, interest_coverage
+
+    recs: list[dict[str, Any]] = []
+    k = lc.planted_k
+    for L in lc.planted_lengths:
+        d = _planted_data(lc, L, cache, seed)
+        items = ItemTable(embeddings=d.item_emb)
+        store = d.store()
+        m_int = d.user_topics.shape[1]
+        acc: dict[tuple[str, str], dict[str, list[float]]] = {}
+
+        def add(setting: str, name: str, cov: np.ndarray, rec: np.ndarray, ms: float) -> None:
+            a = acc.setdefault((setting, name), {"coverage": [], "recall": [], "ms": []})
+            a["coverage"].append(float(cov.mean()))
+            a["recall"].append(float(rec.mean()))
+            a["ms"].append(ms)
+
+        clu = Clustered(items, k=k).fit(store)  # offline clustering of every user
+        h0 = store.history(0)
+        calibrate(clu, [(h0, np.random.default_rng(seed + 3).integers(0, d.n_regular, 128))], target_recall=lc.target_recall, k=k)
+        for u in range(d.n_users):
+            h = store.history(u)
+            lab = d.labels(u)
+            facet_methods = {
+                "exact (single query)": Exact(items, k=k),
+                "clustered (single query)": clu,
+                "multi-interest": MultiInterest(items, k=k, n_interests=8, weighting="nnls", seed=seed),
+            }
+            tg = d.facet_items[u]
+            facets = d.facet_interests[u]
+            rel = np.stack([planted_relevant(d, u, facets[f], d.facet_weights[u, f], k) for f in range(tg.shape[0])])
+            for name, m in facet_methods.items():
+                t0 = time.perf_counter()
+                res = m.retrieve(h, tg, k=k)
+                ms = (time.perf_counter() - t0) * 1e3
+                add("facet targets", name, interest_coverage(res.positions, lab, facets), M.recall_at_k(res.positions, rel), ms)
+            w = interest_shares(lab, m_int)
+            rel_u = planted_relevant(d, u, np.arange(m_int), w, k)[None, :]
+            one = np.array([d.facet_items[u, 0]])
+            for name, m in {"user mean (single query)": MultiInterest(items, k=k, n_interests=1, weighting="mass", seed=seed),
+                            "multi-interest": MultiInterest(items, k=k, n_interests=8, weighting="mass", seed=seed)}.items():
+                t0 = time.perf_counter()
+                res = m.retrieve(h, one, k=k)
+                ms = (time.perf_counter() - t0) * 1e3
+                add("user level", name, interest_coverage(res.positions, lab, np.arange(m_int)), M.recall_at_k(res.positions, rel_u), ms)
+        for (setting, name), a in acc.items():
+            recs.append({**base, "dataset": "planted-interests", "kind": "planted", "L": L, "users": d.n_users, "k": k,
+                         "setting": setting, "method": name, "candidates": clu.candidates if name.startswith("clustered") else None,
+                         "interest_coverage": float(np.mean(a["coverage"])),
+                         "planted_recall": float(np.mean(a["recall"])), "latency_ms": float(np.median(a["ms"]))})
+    return recs
+
+
+def _lifelong_batch(lc: LifelongConfig, base: dict[str, Any], cache: Path, seed: int, threads: int) -> list[dict[str, Any]]:
+    """Batched form over several lifelong users (one request = one user with its targets)."""
+    from gsu.retrieval.cascade import Cascade
+    from gsu.retrieval.clustered import Clustered, SequenceClusters
+
+    d = _batch_data(lc, cache, seed)
+    items = ItemTable(embeddings=d.item_emb)
+    path = cache / f"lifelong-batch-{seed}-{lc.batch_users}x{lc.batch_len}.gsu"
+    if path.exists():
+        store = BehaviorStore.load(path, mmap=True)
+    else:
+        store = d.store()
+        SequenceClusters.build(store, items).attach(store)
+        store.save(path)
+        store = BehaviorStore.load(path, mmap=True)
+    rng = np.random.default_rng(seed + 31)
+    users = np.repeat(np.arange(lc.batch_users, dtype=np.int64), lc.batch_targets)
+    targets = np.concatenate([_request_targets(d, u, lc.batch_targets, rng) for u in range(lc.batch_users)])
+    k = lc.k
+    methods = {"exact": Exact(items, k=k), "clustered": Clustered(items, k=k, candidates=32.0),
+               "cascade-proj": Cascade(items, k=k, draft="proj", draft_dim=16, candidates=8.0)}
+    recs = []
+    for name, m in methods.items():
+        for nt in sorted({1, threads}):
+            t = harness.time_call(lambda m=m, nt=nt: retrieve_batch(m, store, users, targets, n_threads=nt), repeats=lc.repeats,
+                                  warmup=1, max_seconds=lc.max_seconds)
+            recs.append({**base, "dataset": "lifelong-batch", "method": name, "kind": "batch", "n_threads": nt,
+                         "users": lc.batch_users, "rows": int(users.shape[0]), "mean_L": float(lc.batch_len), "seconds": t.median_s,
+                         "requests_per_s": lc.batch_users / t.median_s, "rows_per_s": users.shape[0] / t.median_s,
+                         "candidates": getattr(m, "candidates", None)})
+    return recs
+
+
+def _taobao(cfg: Config, base: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    """The Taobao UserBehavior sample (real histories, 51 users). Item features: the sample
+    has no content, so item embeddings are built from it — a rank-16 SVD of the
+    user × category counts gives each category a vector, and an item is its category's
+    vector plus seeded noise (norm 0.3), L2-normalised. Interests = categories."""
+    folder = _movielens_folder().parent / "taobao-userbehavior-sample"
+    path = folder / "UserBehavior.csv"
+    if not path.exists():
+        print(f"gsu bench: Taobao skipped: {path} not found")
+        return []
+    from gsu.datasets import read_taobao
+    from gsu.retrieval.cascade import Cascade
+    from gsu.retrieval.clustered import Clustered
+    from gsu.retrieval.interests import MultiInterest, interest_coverage
+
+    lg = read_taobao(path)
+    item_ids, item_rows = np.unique(lg.item, return_inverse=True)
+    cats, cat_rows = np.unique(lg.category, return_inverse=True)
+    users, user_rows = np.unique(lg.user, return_inverse=True)
+    UC = sp.csr_matrix((np.ones(lg.user.shape[0], np.float32), (user_rows, cat_rows)), shape=(users.size, cats.size))
+    r = int(min(16, min(UC.shape) - 1))
+    from scipy.sparse.linalg import svds
+
+    _, sv, vt = svds(UC.astype(np.float64), k=r, random_state=seed)
+    cvec = (vt.T * np.sqrt(sv)).astype(np.float32)
+    cvec /= np.maximum(np.linalg.norm(cvec, axis=1, keepdims=True), 1e-12)
+    item_cat = np.zeros(item_ids.size, np.int64)
+    item_cat[item_rows] = cat_rows
+    rng = np.random.default_rng(seed)
+    E = cvec[item_cat] + 0.3 * rng.standard_normal((item_ids.size, r)).astype(np.float32) / np.sqrt(r)
+    E /= np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+    items = ItemTable(ids=item_ids, embeddings=E.astype(np.float32), category=item_cat)
+    store = BehaviorStore.from_log(lg)
+    k = min(cfg.k, 20)
+    methods = {"exact": Exact(items, k=k), "clustered": Clustered(items, k=k, candidates=4.0).fit(store),
+               "cascade-proj": Cascade(items, k=k, draft="proj", draft_dim=4, candidates=4.0),
+               "simhash": SimHashTopK(items, k=k, n_bits=64, seed=seed),
+               "multi-interest": MultiInterest(items, k=k, n_interests=4, weighting="nnls", seed=seed)}
+    acc: dict[str, dict[str, list[float]]] = {n: {"recall": [], "mass": [], "coverage": [], "ms": []} for n in methods}
+    for u in store.user_ids.tolist():
+        h = store.history(u)
+        if len(h) < 2 * k:
+            continue
+        targets = item_ids[rng.choice(item_ids.size, 128, replace=False)]
+        lab = item_cat[items.rows(h.items)]
+        cnt = np.bincount(lab, minlength=cats.size)
+        top = np.argsort(-cnt, kind="stable")[: min(8, int((cnt > 0).sum()))]
+        truth = methods["exact"].retrieve(h, targets)
+        pos = {}
+        for n, m in methods.items():
+            t0 = time.perf_counter()
+            res = m.retrieve(h, targets)
+            acc[n]["ms"].append((time.perf_counter() - t0) * 1e3)
+            pos[n] = res.positions
+            acc[n]["recall"].append(float(M.exact_recall(methods["exact"], h, targets, res.positions, truth=truth).mean()))
+            acc[n]["coverage"].append(float(interest_coverage(res.positions, lab, top).mean()))
+        mass = M.attention_mass_many(methods["exact"], h, targets, pos, temperature=TEMPERATURE)
+        for n in methods:
+            acc[n]["mass"].append(float(mass[n].mean()))
+    recs = []
+    n_users = len(acc["exact"]["recall"])
+    for n, a in acc.items():
+        recs.append({**base, "dataset": "taobao-sample", "kind": "real", "method": n, "users": n_users, "k": k,
+                     "recall": float(np.mean(a["recall"])), "attention_mass": float(np.mean(a["mass"])),
+                     "interest_coverage": float(np.mean(a["coverage"])), "latency_ms": float(np.median(a["ms"]))})
+    return recs
+
+
 # ----------------------------------------------------------------------------- report
 def _done_when(records: list[dict[str, Any]], viol: dict[str, int]) -> list[str]:
     lines = []
@@ -475,41 +903,159 @@ def _done_when(records: list[dict[str, Any]], viol: dict[str, int]) -> list[str]
     return lines
 
 
-def run(*, out_dir: Path, quick: bool = False, threads: int = 1, seed: int = 0) -> list[dict[str, Any]]:
-    """Run the suite; write ``gsu.jsonl``, ``gsu_latency.png``, ``gsu_recall.png`` into ``out_dir``.
+PARTS = ("synthetic", "movielens", "batch", "taobao", "lifelong", "planted", "lifelong-batch")
 
-    Per-request timings are single-threaded; the batch form runs on 1 and
-    ``max(2, threads)`` threads. Returns the records.
+
+def _lifelong_done_when(records: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    ll = [r for r in records if r.get("kind") == "lifelong"]
+    for variant in sorted({r["variant"] for r in ll}):
+        rs = [r for r in ll if r["variant"] == variant]
+        Lmax = max(r["L"] for r in rs)
+        top = [r for r in rs if r["L"] == Lmax and r["method"] in ("clustered", "cascade-proj", "cascade-simhash")]
+        ok = [r for r in top if (r.get("recall") or 0) >= 0.9 and r["speedup_vs_exact"] >= 10]
+        best = max(top, key=lambda r: (r["recall"] >= 0.9, r["speedup_vs_exact"]), default=None)
+        if best:
+            ex = next(r for r in rs if r["L"] == Lmax and r["method"] == "exact")
+            lines.append(f"[{'PASS' if ok else 'FAIL'}] lifelong {variant} L={Lmax}: {best['method']} recall@{best['k']} "
+                         f"{best['recall']:.3f} at {best['latency_ms']:.0f} ms vs Exact {ex['latency_ms']:.0f} ms "
+                         f"({best['speedup_vs_exact']:.1f}x; needs recall >= 0.9 at >= 10x)")
+    pl = [r for r in records if r.get("kind") == "planted"]
+    for L in sorted({r["L"] for r in pl}):
+        for setting, single in (("facet targets", "exact (single query)"), ("user level", "user mean (single query)")):
+            m = next((r for r in pl if r["L"] == L and r["setting"] == setting and r["method"] == "multi-interest"), None)
+            o = next((r for r in pl if r["L"] == L and r["setting"] == setting and r["method"] == single), None)
+            if m and o:
+                ok = m["interest_coverage"] > o["interest_coverage"] and m["planted_recall"] > o["planted_recall"]
+                lines.append(f"[{'PASS' if ok else 'FAIL'}] planted interests L={L}, {setting}: multi-interest coverage "
+                             f"{m['interest_coverage']:.3f} vs {o['interest_coverage']:.3f}, planted recall {m['planted_recall']:.3f} "
+                             f"vs {o['planted_recall']:.3f} ({single}), k={m['k']}")
+    return lines
+
+
+def run(
+    *,
+    out_dir: Path,
+    quick: bool = False,
+    threads: int = 1,
+    seed: int = 0,
+    parts: tuple[str, ...] | None = None,
+    variants: tuple[str, ...] | None = None,
+    jsonl: str = "gsu.jsonl",
+) -> list[dict[str, Any]]:
+    """Run the suite; write ``jsonl`` (default ``gsu.jsonl``), ``gsu_latency.png``,
+    ``gsu_recall.png`` and ``gsu_lifelong_latency.png`` into ``out_dir``.
+
+    Per-request timings are single-threaded; the batch forms run on 1 and
+    ``max(2, threads)`` threads. ``parts`` (default: all of :data:`PARTS`) and
+    ``variants`` (lifelong data variants, default all) select what runs. Generated
+    lifelong users and their clustered stores are cached under ``$GSU_BENCH_CACHE``
+    (default ``out_dir/cache``). Returns the records.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    parts = PARTS if parts is None else tuple(parts)
+    bad = [p for p in parts if p not in PARTS]
+    if bad:
+        raise ValueError(f"parts: unknown {bad}; expected some of {PARTS}")
     cfg = _config(quick)
+    lc = _lifelong_config(quick)
+    variants = lc.variants if variants is None else tuple(variants)
+    cache = _cache_dir(out_dir)
+    cache.mkdir(parents=True, exist_ok=True)
     pinned = harness.pin_threads(1)
     machine = harness.machine_info()
     base = {"suite": SUITE, "quick": quick, "threads": 1, "machine": machine, "pinned": pinned}
     t0 = time.perf_counter()
-    records, viol = _synthetic(cfg, base, seed)
-    records += _movielens(cfg, base, out_dir, seed)
-    records += _batch(cfg, {**base, "threads": max(2, threads)}, seed, max(2, threads))
+    records: list[dict[str, Any]] = []
+    viol: dict[str, int] = {}
+    if "synthetic" in parts:
+        r, viol = _synthetic(cfg, base, seed)
+        records += r
+    if "movielens" in parts:
+        records += _movielens(cfg, base, out_dir, seed)
+    if "taobao" in parts:
+        records += _taobao(cfg, base, seed)
+    if "lifelong" in parts:
+        records += _lifelong(lc, base, cache, seed, variants)
+    if "planted" in parts:
+        records += _planted(lc, base, cache, seed)
+    if "batch" in parts:
+        records += _batch(cfg, {**base, "threads": max(2, threads)}, seed, max(2, threads))
+    if "lifelong-batch" in parts:
+        harness.pin_threads(max(2, threads))
+        records += _lifelong_batch(lc, {**base, "threads": max(2, threads)}, cache, seed, max(2, threads))
     harness.pin_threads(threads)
     elapsed = time.perf_counter() - t0
 
-    harness.write_jsonl(out_dir / "gsu.jsonl", records)
+    harness.write_jsonl(out_dir / jsonl, records)
     per = [r for r in records if r.get("kind") in ("method", "floor")]
     syn = [r for r in per if r["dataset"] == "synthetic"]
-    harness.line_plot(syn, out_dir / "gsu_latency.png", x="L", y="latency_ms", group="method",
-                      title=f"gsu: per-request latency, T={cfg.n_targets}, k={cfg.k}, 1 thread (synthetic)")
-    Lmax = max(cfg.sizes)
-    harness.pareto_plot([r for r in syn if r["L"] == Lmax and r.get("recall") is not None], out_dir / "gsu_recall.png",
-                        x="recall", y="requests_per_s", group="method",
-                        title=f"gsu: recall@{cfg.k} vs exact attention / requests per second, L={Lmax}")
-    cols = ["dataset", "L", "method", "latency_ms", "vs_floor", "recall", "attention_mass", "cosine_to_attention", "recall_vs_own_scan"]
-    print(harness.format_table(per, cols))
-    print()
-    print(harness.format_table([r for r in records if r.get("kind") == "batch"],
-                               ["method", "n_threads", "users", "rows", "mean_L", "seconds", "requests_per_s", "rows_per_s"]))
-    print()
-    for line in _done_when(records, viol):
+    if syn:
+        harness.line_plot(syn, out_dir / "gsu_latency.png", x="L", y="latency_ms", group="method",
+                          title=f"gsu: per-request latency, T={cfg.n_targets}, k={cfg.k}, 1 thread (synthetic)")
+        Lmax = max(cfg.sizes)
+        harness.pareto_plot([r for r in syn if r["L"] == Lmax and r.get("recall") is not None], out_dir / "gsu_recall.png",
+                            x="recall", y="requests_per_s", group="method",
+                            title=f"gsu: recall@{cfg.k} vs exact attention / requests per second, L={Lmax}")
+    ll = [r for r in records if r.get("kind") == "lifelong"]
+    if ll:
+        main = "unique" if any(r["variant"] == "unique" for r in ll) else ll[0]["variant"]
+        harness.line_plot([r for r in ll if r["variant"] == main], out_dir / "gsu_lifelong_latency.png", x="L", y="latency_ms",
+                          group="method", title=f"gsu: latency per request vs L, T={lc.n_targets}, k={lc.k}, d={lc.dim}, 1 thread (lifelong-{main})")
+    cols = ["dataset", "L", "method", "latency_ms", "vs_floor", "recall", "attention_mass", "cosine_to_attention", "recall_vs_own_scan",
+            "interest_coverage"]
+    if per:
+        print(harness.format_table(per, cols))
+        print()
+    if ll:
+        print(harness.format_table(ll, ["variant", "L", "method", "latency_ms", "speedup_vs_exact", "recall", "recall_in_interest",
+                                        "recall_random", "attention_mass", "interest_coverage", "candidates", "build_s"]))
+        print()
+    pl = [r for r in records if r.get("kind") == "planted"]
+    if pl:
+        print(harness.format_table(pl, ["L", "setting", "method", "interest_coverage", "planted_recall", "latency_ms"]))
+        print()
+    real = [r for r in records if r.get("kind") == "real"]
+    if real:
+        print(harness.format_table(real, ["dataset", "method", "users", "recall", "attention_mass", "interest_coverage", "latency_ms"]))
+        print()
+    bt = [r for r in records if r.get("kind") == "batch"]
+    if bt:
+        print(harness.format_table(bt, ["dataset", "method", "n_threads", "users", "rows", "mean_L", "seconds", "requests_per_s",
+                                        "rows_per_s"]))
+        print()
+    if "synthetic" in parts:
+        for line in _done_when(records, viol):
+            print(line)
+    for line in _lifelong_done_when(records):
         print(line)
     print(f"(suite ran in {elapsed:.0f} s; results in {out_dir})")
     return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m gsu.bench.gsu_bench [--parts P ...] [--variants V ...] [--prepare]``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m gsu.bench.gsu_bench", description="Suite gsu, or some of its parts.")
+    ap.add_argument("--out", default="results", help="output folder (default results/)")
+    ap.add_argument("--parts", nargs="+", choices=PARTS, default=None, help="parts to run (default all)")
+    ap.add_argument("--variants", nargs="+", choices=tuple(LIFELONG_VARIANTS), default=None, help="lifelong data variants")
+    ap.add_argument("--jsonl", default="gsu.jsonl", help="name of the JSON-lines file in --out (default gsu.jsonl)")
+    ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    ap.add_argument("--threads", type=int, default=1, help="threads for the batch forms (per-request timings use 1)")
+    ap.add_argument("--prepare", action="store_true", help="only generate the lifelong users and clustered stores into the cache")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if a.prepare:
+        variants = None if a.variants is None else tuple(a.variants)
+        prepare_lifelong(Path(a.out), quick=a.quick, variants=variants)
+        return 0
+    run(out_dir=Path(a.out), quick=a.quick, threads=a.threads, parts=None if a.parts is None else tuple(a.parts),
+        variants=None if a.variants is None else tuple(a.variants), jsonl=a.jsonl)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -12,7 +12,7 @@ from gsu.retrieval.items import ItemTable
 __all__ = ["make_method", "METHOD_NAMES"]
 
 #: names accepted by :func:`make_method` (plus ``"hybrid:<a>+<b>[+...]"``)
-METHOD_NAMES = ("exact", "hard", "soft", "simhash", "sdim", "sparse", "twin")
+METHOD_NAMES = ("exact", "hard", "soft", "simhash", "sdim", "sparse", "twin", "clustered", "cascade", "multi_interest")
 
 
 def _load_arrays(params: dict[str, Any]) -> dict[str, Any]:
@@ -29,7 +29,8 @@ def _load_arrays(params: dict[str, Any]) -> dict[str, Any]:
 
 def make_method(name: str, items: ItemTable, *, k: int = 100, index: Any = None, **params: Any) -> Any:
     """A method by name: ``exact``, ``hard``, ``soft``, ``simhash``, ``sdim``, ``sparse``,
-    ``twin``, or ``hybrid:<a>+<b>...`` (components by name).
+    ``twin``, ``clustered``, ``cascade``, ``multi_interest``, or ``hybrid:<a>+<b>...``
+    (components by name).
 
     ``params`` go to the constructor (a string ending in ``.npy`` is loaded as an array,
     e.g. ``query_proj=wq.npy`` for ``twin``). For a hybrid, a key ``"<component>.<param>"``
@@ -72,4 +73,16 @@ def make_method(name: str, items: ItemTable, *, k: int = 100, index: Any = None,
         from gsu.retrieval.sparse import SparseSearch
 
         return SparseSearch(items, k=k, index=index, **params)
+    if name == "clustered":
+        from gsu.retrieval.clustered import Clustered
+
+        return Clustered(items, k=k, **params)
+    if name == "cascade":
+        from gsu.retrieval.cascade import Cascade
+
+        return Cascade(items, k=k, **params)
+    if name == "multi_interest":
+        from gsu.retrieval.interests import MultiInterest
+
+        return MultiInterest(items, k=k, **params)
     raise ValueError(f"method: unknown name {name!r}; expected one of {METHOD_NAMES} or 'hybrid:<a>+<b>'")

@@ -11,6 +11,12 @@ The store is persistent (:mod:`gsu._format` container of kind ``"behavior_store"
 memory-mappable (``load(path, mmap=True)``: histories are then read-only views into
 the mapped file) and appendable (:meth:`BehaviorStore.append`; appended behaviors are
 kept in a small per-user tail until :meth:`compact`, which ``save`` and ``gather`` call).
+
+A store may also carry named *layouts*: extra per-user structures over the same
+behaviors (e.g. the clusters of :class:`gsu.retrieval.clustered.SequenceClusters`),
+saved in the same file as arrays named ``layout.<name>.<array>`` with their config in
+the header, and memory-mapped with the rest. Files without layouts load as before, and
+readers that do not know a layout ignore its arrays.
 """
 
 from __future__ import annotations
@@ -61,6 +67,8 @@ class History:
             ``(cats (C,) sorted unique, offsets (C+1,), positions (L,))`` — positions
             grouped by category, ascending (time order) inside each group. Built lazily
             by :class:`~gsu.retrieval.HardSearch` when absent.
+        source: the :class:`BehaviorStore` this history was read from (``None`` for an
+            ad-hoc history); methods use it to find the store's layouts.
     """
 
     items: np.ndarray
@@ -69,6 +77,7 @@ class History:
     category: np.ndarray | None = None
     user: int = -1
     category_index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    source: Any = None
 
     @classmethod
     def from_arrays(
@@ -141,6 +150,7 @@ class History:
             None if self.category is None else self.category[:n],
             self.user,
             None,
+            self.source,
         )
 
 
@@ -202,6 +212,7 @@ class BehaviorStore:
         self._pending: dict[int, list[dict[str, np.ndarray]]] = {}
         self._new_users: list[int] = []
         self._cat_index: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._layouts: dict[str, tuple[dict[str, Any], dict[str, np.ndarray]]] = {}
 
     # -- constructors ----------------------------------------------------------
     @classmethod
@@ -376,7 +387,7 @@ class BehaviorStore:
             ci_ptr, ci_cats, ci_off, ci_pos = self._cat_index
             c0, c1 = int(ci_ptr[r]), int(ci_ptr[r + 1])
             cidx = (ci_cats[c0:c1], ci_off[c0 : c1 + 1] - ci_off[c0], ci_pos[int(self._indptr[r]) : int(self._indptr[r + 1])])
-        return History(parts["items"], parts["timestamps"], parts["behavior_type"], parts["category"], u, cidx)
+        return History(parts["items"], parts["timestamps"], parts["behavior_type"], parts["category"], u, cidx, self)
 
     # -- per-user category index (SIM-hard) --------------------------------------
     def build_category_index(self) -> None:
@@ -409,6 +420,44 @@ class BehaviorStore:
         off = np.append(starts, n).astype(np.int64)
         # per user we need offsets relative to the user's first group: history() subtracts off[c0]
         self._cat_index = (ci_ptr, cats, off, pos)
+
+    # -- layouts ------------------------------------------------------------------------
+    @property
+    def layouts(self) -> tuple[str, ...]:
+        """Names of the layouts this store carries (sorted)."""
+        return tuple(sorted(self._layouts))
+
+    def layout(self, name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]] | None:
+        """``(config, arrays)`` of layout ``name``, or ``None`` when the store has none."""
+        return self._layouts.get(name)
+
+    def set_layout(self, name: str, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        """Attach (or replace) layout ``name``: a JSON-serialisable ``config`` and named
+        arrays, saved with the store and memory-mapped by ``load(mmap=True)``.
+
+        ``name`` and the array names are identifiers (letters, digits, ``_``). The store
+        does not interpret a layout; its owner (e.g. ``SequenceClusters``) does.
+        """
+        for n, what in [(name, "layout name")] + [(a, "layout array name") for a in arrays]:
+            if not isinstance(n, str) or not n.isidentifier():
+                raise ValueError(f"{what}: expected an identifier (letters, digits, _), got {n!r}")
+        import json
+
+        try:
+            json.dumps(config)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"layout {name!r}: config must be JSON-serialisable ({e})") from None
+        arrs = {}
+        for a, v in arrays.items():
+            arr = np.asarray(v)
+            if arr.dtype == object:
+                raise ValueError(f"layout {name!r}: array {a!r} has dtype object")
+            arrs[a] = arr
+        self._layouts[name] = (dict(config), arrs)
+
+    def drop_layout(self, name: str) -> None:
+        """Remove layout ``name`` (no error when absent)."""
+        self._layouts.pop(name, None)
 
     # -- mutation -------------------------------------------------------------------
     def append(
@@ -533,7 +582,13 @@ class BehaviorStore:
             arrays["behavior_type"] = self._bt
         if self._cat is not None:
             arrays["category"] = self._cat
-        cfg = {"n_users": self.n_users, "n_behaviors": int(self._items.shape[0]), "columns": sorted(arrays)}
+        cfg: dict[str, Any] = {"n_users": self.n_users, "n_behaviors": int(self._items.shape[0]), "columns": sorted(arrays)}
+        if self._layouts:
+            cfg["layouts"] = {}
+            for name, (lcfg, larr) in sorted(self._layouts.items()):
+                cfg["layouts"][name] = {"config": lcfg, "arrays": sorted(larr)}
+                for a, v in larr.items():
+                    arrays[f"layout.{name}.{a}"] = v
         write_container(path, _KIND, cfg, arrays)
 
     @classmethod
@@ -574,7 +629,20 @@ class BehaviorStore:
             cat = c.array("category", np.int64, (n,)) if "category" in arrays else None
             if c.cfg_int("n_users", lo=0) != nu or c.cfg_int("n_behaviors", lo=0) != n:
                 raise c.fail("config 'n_users'/'n_behaviors'", f"{cfg.get('n_users')}/{cfg.get('n_behaviors')} do not match the arrays ({nu}/{n})")
-            return cls(indptr, items, ts, user_ids=uid, behavior_type=bt, category=cat, _trusted=True)
+            store = cls(indptr, items, ts, user_ids=uid, behavior_type=bt, category=cat, _trusted=True)
+            # optional layouts (e.g. the clustered lifelong layout); their contents are
+            # checked by their reader (SequenceClusters.from_store) before any kernel uses them
+            layouts = cfg.get("layouts") or {}
+            if not isinstance(layouts, dict):
+                raise c.fail("config 'layouts'", "malformed (expected a mapping)")
+            for name, meta in layouts.items():
+                try:
+                    names = [str(x) for x in meta["arrays"]]
+                    larr = {x: arrays[f"layout.{name}.{x}"] for x in names}
+                    store._layouts[str(name)] = (dict(meta["config"]), larr)
+                except (KeyError, TypeError, ValueError) as err:
+                    raise c.fail(f"layout {name!r}", f"incomplete or malformed (missing {err})") from None
+            return store
 
         return load_container(path, build, mmap=mmap, verify=verify, kind=_KIND, what="behavior store")
 

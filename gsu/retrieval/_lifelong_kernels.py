@@ -1,0 +1,349 @@
+"""numba kernels of the lifelong-sequence methods: cluster routing, scoring of opened
+clusters into per-target heaps, exact rescoring of draft candidates, and the
+quota merge of multi-interest probes.
+
+Heaps are :mod:`gsu.index._kernels`' bounded min-heaps over ``(score, -position)``:
+the root is the worst kept entry and, among equal scores, the *older* behavior is
+worse, so ties go to the more recent behavior (the tie rule of every GSU method).
+:func:`gsu.retrieval._kernels.heaps_finish` turns them into best-first rows.
+
+Every kernel checks the indices it follows (rows into the embedding table, positions
+into the history, offsets into member lists) and skips what is out of range, so a
+malformed layout cannot make it read or write outside its arrays.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from gsu.index._kernels import _worse, heap_push, lower_bound, sift_down
+from gsu.retrieval._kernels import _desc_key
+
+_FM = {"contract", "reassoc", "nsz", "arcp"}  # no nnan/ninf: -inf sentinels and NaN checks stay valid
+
+
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def _dot(q, E, r):
+    """``q · E[r]`` in float32."""
+    acc = np.float32(0.0)
+    for j in range(q.shape[0]):
+        acc += q[j] * E[r, j]
+    return acc
+
+
+@nb.njit(cache=True, inline="always")
+def _push_group(hs, hr, size, k, s, pos, a, b, cut):
+    """Offer the positions ``pos[a:b]`` (ascending) that lie before ``cut``, all scoring
+    ``s``, most recent first, until one is rejected (every older one would be too)."""
+    i = lower_bound(pos, a, b, cut) - 1
+    while i >= a:
+        p = pos[i]
+        if size == k and not _worse(hs[0], hr[0], s, -p):
+            break
+        size = heap_push(hs, hr, size, k, s, -p)
+        i -= 1
+    return size
+
+
+@nb.njit(cache=True, nogil=True)
+def route(Sc, counts, first, last, cuts, budget, min_probe, p0, out_ptr, out_cl):
+    """Per target, the clusters to open: best centroid score first (ties: smaller cluster
+    id first), until the opened clusters hold about ``budget`` behaviors visible to the
+    target and at least ``min_probe`` clusters are open.
+
+    Sc (T, C) float32 centroid scores; counts / first / last (C,) int64 behaviors,
+    earliest and latest position of each cluster; cuts (T,) int64 (a cluster with
+    ``first >= cut`` is invisible and never opened). A cluster straddling the cut counts
+    ``count · (cut - first) / (last + 1 - first)`` behaviors (an estimate).
+
+    Per row, a bounded heap keeps the best ``P`` visible clusters (``P = p0`` first; the
+    scan is redone with 4·P when they do not reach the budget), heap-sorted and walked
+    best first. Writes ``out_ptr`` (T+1,) int64 and ``out_cl`` (at least T·C,) int32: the
+    clusters of row t are ``out_cl[out_ptr[t]:out_ptr[t+1]]``, best first. NaN scores are
+    skipped.
+    """
+    T, C = Sc.shape
+    C = min(C, counts.shape[0], first.shape[0], last.shape[0])
+    hs = np.empty(max(C, 1), np.float32)
+    hr = np.empty(max(C, 1), np.int64)
+    ss = np.empty(max(C, 1), np.float32)
+    sc = np.empty(max(C, 1), np.int64)
+    n = 0
+    out_ptr[0] = 0
+    for t in range(T):
+        cut = cuts[t]
+        P = min(max(p0, 1), C)
+        opened = 0
+        while True:
+            size = 0
+            root = np.float32(-np.inf)
+            for c in range(C):
+                v = Sc[t, c]
+                if size == P and v < root:  # the common case once the heap is full: one compare
+                    continue
+                if first[c] >= cut or v != v:
+                    continue
+                size = heap_push(hs, hr, size, P, v, c)
+                if size == P:
+                    root = hs[0]
+            m = size
+            while size > 0:  # heap-sort: the worst kept entry goes to the last free slot
+                ss[size - 1] = hs[0]
+                sc[size - 1] = hr[0]
+                size -= 1
+                hs[0] = hs[size]
+                hr[0] = hr[size]
+                sift_down(hs, hr, size, 0)
+            acc = 0.0
+            opened = 0
+            done = False
+            for i in range(m):
+                c = sc[i]
+                out_cl[n + opened] = c
+                opened += 1
+                if last[c] < cut:
+                    acc += counts[c]
+                else:
+                    acc += counts[c] * (cut - first[c]) / max(last[c] + 1 - first[c], 1)
+                if acc >= budget and opened >= min_probe:
+                    done = True
+                    break
+            if done or m < P or P >= C:
+                break
+            P = min(4 * P, C)
+        n += opened
+        out_ptr[t + 1] = n
+
+
+@nb.njit(cache=True, nogil=True)
+def invert(out_ptr, out_cl, C, cl_tptr, cl_t):
+    """Per-cluster target lists from per-target cluster lists (counting sort).
+
+    ``cl_tptr`` (C+1,) int64 and ``cl_t`` (out_ptr[-1],) int32 are written: the targets
+    that open cluster c are ``cl_t[cl_tptr[c]:cl_tptr[c+1]]``, ascending. Cluster ids
+    outside ``[0, C)`` are dropped.
+    """
+    T = out_ptr.shape[0] - 1
+    for c in range(C + 1):
+        cl_tptr[c] = 0
+    for t in range(T):
+        for i in range(out_ptr[t], out_ptr[t + 1]):
+            c = out_cl[i]
+            if 0 <= c < C:
+                cl_tptr[c + 1] += 1
+    for c in range(C):
+        cl_tptr[c + 1] += cl_tptr[c]
+    fill = cl_tptr[:C].copy()
+    for t in range(T):
+        for i in range(out_ptr[t], out_ptr[t + 1]):
+            c = out_cl[i]
+            if 0 <= c < C:
+                cl_t[fill[c]] = t
+                fill[c] += 1
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def score_clusters(E, grp_rows, cl_ptr, grp_ptr, pos, cl_tptr, cl_t, Q, cuts, k, hs, hr, sizes, scratch):
+    """Score every member group of every opened cluster for the targets that opened it.
+
+    E (n, d) float32 item embeddings; grp_rows (G,) int64 item row of each group (a
+    distinct item of the cluster); cl_ptr (C+1,) groups of cluster c are
+    ``cl_ptr[c]:cl_ptr[c+1]``; grp_ptr (G+1,) positions of group g are
+    ``pos[grp_ptr[g]:grp_ptr[g+1]]``, ascending. cl_tptr / cl_t: the targets of each
+    cluster (:func:`invert`). Q (T, d) float32 queries, cuts (T,) int64. Every visible
+    position of a group scores ``Q[t] · E[row]`` and goes into heap t (``hs``/``hr``
+    (T, k), ``sizes`` (T,), carried across calls). ``scratch`` (n_max, d) float32 holds
+    one cluster's member embeddings (gathered once, used by all its targets).
+    """
+    C = min(cl_ptr.shape[0] - 1, cl_tptr.shape[0] - 1)
+    G = min(grp_ptr.shape[0] - 1, grp_rows.shape[0])
+    nE, d = E.shape
+    npos = pos.shape[0]
+    nT = min(Q.shape[0], cuts.shape[0], hs.shape[0], hr.shape[0], sizes.shape[0])
+    if Q.shape[1] != d or scratch.shape[1] != d:
+        return
+    ninf = np.float32(-np.inf)
+    for c in range(C):
+        t0 = cl_tptr[c]
+        t1 = cl_tptr[c + 1]
+        if t1 <= t0:
+            continue
+        g0 = max(cl_ptr[c], 0)
+        g1 = min(cl_ptr[c + 1], G, g0 + scratch.shape[0])
+        if g1 <= g0:
+            continue
+        nm = g1 - g0
+        for j in range(nm):
+            r = grp_rows[g0 + j]
+            if 0 <= r < nE:
+                for u in range(d):
+                    scratch[j, u] = E[r, u]
+            else:
+                for u in range(d):
+                    scratch[j, u] = np.nan  # an unknown row never scores
+        for ti in range(max(t0, 0), min(t1, cl_t.shape[0])):
+            t = cl_t[ti]
+            if t < 0 or t >= nT:
+                continue
+            q = Q[t]
+            cut = cuts[t]
+            h_s = hs[t]
+            h_r = hr[t]
+            size = sizes[t]
+            root = h_s[0] if size == k else ninf
+            for j in range(nm):
+                acc = np.float32(0.0)
+                for u in range(d):
+                    acc += q[u] * scratch[j, u]
+                if acc != acc or (size == k and acc < root):
+                    continue
+                g = g0 + j
+                a = max(grp_ptr[g], 0)
+                b = min(grp_ptr[g + 1], npos)
+                if b <= a:
+                    continue
+                size = _push_group(h_s, h_r, size, k, acc, pos, a, b, cut)
+                if size == k:
+                    root = h_s[0]
+            sizes[t] = size
+
+
+@nb.njit(cache=True, nogil=True, fastmath=_FM)
+def rescore_candidates(Q, E, hrows, cand, cuts, k, hs, hr, sizes):
+    """Exact rescoring of draft candidates.
+
+    Q (T, d) float32 queries; E (n, d) float32 embeddings; hrows (L,) int64 item row of
+    each history position; cand (T, m) int64 candidate positions (-1 = none, distinct per
+    row). Each candidate ``p < cuts[t]`` scores ``Q[t] · E[hrows[p]]`` into heap t
+    (``hs``/``hr`` (T, k), ``sizes`` (T,)). Out-of-range positions and rows are skipped.
+    """
+    T = min(cand.shape[0], Q.shape[0], cuts.shape[0], hs.shape[0], sizes.shape[0])
+    m = cand.shape[1]
+    L = hrows.shape[0]
+    nE = E.shape[0]
+    if Q.shape[1] != E.shape[1]:
+        return
+    for t in range(T):
+        q = Q[t]
+        cut = min(cuts[t], L)
+        h_s = hs[t]
+        h_r = hr[t]
+        size = sizes[t]
+        for j in range(m):
+            p = cand[t, j]
+            if p < 0 or p >= cut:
+                continue
+            r = hrows[p]
+            if r < 0 or r >= nE:
+                continue
+            s = _dot(q, E, r)
+            if s != s:
+                continue
+            size = heap_push(h_s, h_r, size, k, s, -p)
+        sizes[t] = size
+
+
+@nb.njit(cache=True, nogil=True)
+def quota_merge(P, quotas, k, L, out_pos):
+    """Merge per-probe ranked lists with per-row quotas and de-duplication.
+
+    P (R, m, kk) int64 positions (-1 padded) of m probes per row, best first; quotas
+    (R, m) int64 (the share of k each probe gets); positions lie in ``[0, L)``. First
+    each probe contributes its best ``quotas[r, j]`` positions not taken yet (rank by
+    rank, probes in order); then the free slots are filled by rank, round-robin over
+    probes, skipping positions already taken. Writes ``out_pos`` (R, k) (pre-filled -1)
+    and returns the (R,) int64 counts.
+    """
+    R, m, kk = P.shape
+    seen = np.zeros(max(L, 1), np.bool_)
+    counts = np.zeros(R, np.int64)
+    for r in range(R):
+        n = 0
+        used = np.zeros(m, np.int64)  # per probe: positions of its quota taken
+        for phase in range(2):
+            for rank in range(kk):
+                if n >= k:
+                    break
+                for j in range(m):
+                    if n >= k:
+                        break
+                    if phase == 0 and used[j] >= quotas[r, j]:
+                        continue
+                    p = P[r, j, rank]
+                    if p < 0 or p >= L or seen[p]:
+                        continue
+                    seen[p] = True
+                    out_pos[r, n] = p
+                    n += 1
+                    if phase == 0:
+                        used[j] += 1
+        for a in range(n):
+            seen[out_pos[r, a]] = False
+        counts[r] = n
+    return counts
+
+
+@nb.njit(cache=True, nogil=True)
+def _compact(keys, n, m):
+    """Keep the ``m`` smallest of ``keys[:n]`` (uint64 sort keys: best first) in
+    ``keys[:m]``; returns the largest kept key (the new admission bound)."""
+    kth = np.partition(keys[:n], m - 1)[m - 1]
+    j = 0
+    for i in range(n):
+        if keys[i] <= kth:
+            keys[j] = keys[i]
+            j += 1
+    return kth
+
+
+@nb.njit(cache=True, nogil=True)
+def buffer_topm(S, off, cuts, m, keys, nkeys, bound):
+    """Offer a tile of draft scores to per-row candidate buffers (draft top-m selection).
+
+    S (B, W) float32 scores of positions ``off .. off+W-1``; row b sees positions
+    ``< cuts[b]``. ``keys`` (B, cap) uint64 (cap >= 2·m) hold each row's candidates as
+    :func:`gsu.retrieval._kernels._desc_key` keys (ascending = score desc, then more
+    recent first), ``nkeys`` (B,) their number, ``bound`` (B,) uint64 the admission
+    bound (max uint64 until the buffer first fills): a key above it cannot make the
+    top m. When a buffer fills it is compacted to its best m in O(cap) (a partition).
+    Carried across tiles; :func:`buffer_finish` extracts the top m. NaN is never kept.
+    """
+    B, W = S.shape
+    cap = keys.shape[1]
+    for b in range(B):
+        c = min(cuts[b] - off, W)
+        n = nkeys[b]
+        bd = bound[b]
+        kr = keys[b]
+        for j in range(max(c, 0)):
+            v = S[b, j]
+            if v != v:
+                continue
+            key = _desc_key(v, j + off)
+            if key > bd:
+                continue
+            kr[n] = key
+            n += 1
+            if n == cap:
+                bd = _compact(kr, n, m)
+                n = m
+        nkeys[b] = n
+        bound[b] = bd
+
+
+@nb.njit(cache=True, nogil=True)
+def buffer_finish(keys, nkeys, m, out_pos):
+    """Best ``m`` positions of each row's buffer into ``out_pos`` (B, m) int64 (-1 padded),
+    best first."""
+    B = keys.shape[0]
+    for b in range(B):
+        n = nkeys[b]
+        if n > m:
+            _compact(keys[b], n, m)
+            n = m
+        srt = np.sort(keys[b, :n])
+        for a in range(n):
+            out_pos[b, a] = np.int64(np.uint32(0xFFFFFFFF) - np.uint32(srt[a] & np.uint64(0xFFFFFFFF)))
+        for a in range(n, m):
+            out_pos[b, a] = -1
