@@ -131,3 +131,27 @@ def test_demo_module_does_not_import_the_benchmarks():
     names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert names and not [m for m in names if m == "gsu.bench" or m.startswith("gsu.bench.")]
+
+
+def test_progress_plain_lines_without_a_terminal(capsys):
+    from gsu.ctr.demo import _Progress
+
+    pg = _Progress(["a", "b"], bar=None, say=None)  # pytest's stdout is not a terminal: plain lines
+    for s in ("a", "b"):
+        pg.start(s)
+        pg.done(s, f"stage {s} done")
+    pg.close()
+    out = capsys.readouterr().out
+    assert "\r" not in out
+    assert [ln.split(" (")[0] for ln in out.splitlines()] == ["[1/2] a          stage a done", "[2/2] b          stage b done"]
+
+
+def test_progress_bar_when_asked(capsys):
+    from gsu.ctr.demo import _Progress
+
+    pg = _Progress(["a"], bar=True, say=None)
+    assert pg.bar is not None
+    pg.start("a")
+    pg.done("a", "x")
+    pg.close()
+    assert "[1/1] a" in capsys.readouterr().out

@@ -76,12 +76,12 @@ class DemoSize:
     bootstrap: int
 
 
-FULL = DemoSize(n_users=100, seq_len=(300, 3_000), n_items=20_000, n_targets_per_user=400, search_users=50,
+FULL = DemoSize(n_users=100, seq_len=(300, 3_000), n_items=20_000, n_targets_per_user=300, search_users=50,
                 search_queries=16, retrieve_users=16, k=32, ctr_methods=("last", "hard", "soft", "eta", "sdim", "twin"),
-                epochs=5, batch_size=128, lr=2e-2, bootstrap=200)
+                epochs=5, batch_size=64, lr=1e-2, bootstrap=200)
 QUICK = DemoSize(n_users=40, seq_len=(300, 1_000), n_items=5_000, n_targets_per_user=150, search_users=10,
                  search_queries=8, retrieve_users=4, k=16, ctr_methods=("hard", "soft", "eta", "sdim"),
-                 epochs=3, batch_size=64, lr=2e-2, bootstrap=50)
+                 epochs=4, batch_size=32, lr=1e-2, bootstrap=50)
 
 
 # ----------------------------------------------------------------------------- progress
@@ -580,7 +580,8 @@ def run_demo(*, out_dir: Path, quick: bool = False, seed: int = 0, threads: int 
         f"({cinfo['n_train']:,} training samples, one seed); "
         + (f"best GSU {_label(best_gsu)} loses {best_gsu['auc_lost']:+.4f} ± {best_gsu['auc_lost_se']:.4f} "
            f"at {best_gsu['flops_ratio']:.0f}x fewer attention FLOPs" if best_gsu else "")
-        + ("" if cinfo["full_is_best_within_noise"] else " (full attention is NOT the best here beyond noise)") + ".",
+        + ("; full attention is the best within noise" if cinfo["full_is_best_within_noise"]
+           else "; full attention is NOT the best beyond noise: too little training for a meaningful ordering") + ".",
         f"Files: {out_dir}/ (items.npy, items.gsu, demo.jsonl, demo.png).",
     ]
     out["summary"] = summary
