@@ -400,6 +400,7 @@ def plot_demo(retrieval: Sequence[dict[str, Any]], ctr: Sequence[dict[str, Any]]
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(14, 5.6))
     cmap = plt.get_cmap("tab10")
@@ -413,18 +414,25 @@ def plot_demo(retrieval: Sequence[dict[str, Any]], ctr: Sequence[dict[str, Any]]
     ax1.grid(True, which="both", alpha=0.3)
     ax1.set_title("retrieval: recall against latency (SDIM returns no positions)", fontsize=10)
     ax1.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
+    # methods with equal attention FLOPs (same k) are spread sideways so that no point hides another
+    groups: dict[float, list[int]] = {}
+    for i, r in enumerate(ctr):
+        if r["method"] != "full":
+            groups.setdefault(round(math.log10(r["attention_flops"]), 2), []).append(i)
+    dodge = {i: 1.07 ** (j - (len(g) - 1) / 2) for g in groups.values() for j, i in enumerate(g)}
     for i, r in enumerate(ctr):
         if r["method"] == "full":
             continue
         lab = _label(r)
-        ax2.errorbar(r["attention_flops"], r["auc"], yerr=r["auc_se"], fmt="o", ms=7, capsize=3, color=cmap(i % 10),
-                     label=f"{lab}: {r['auc']:.4f} (lost {r['auc_lost']:+.4f})")
+        ax2.errorbar(r["attention_flops"] * dodge[i], r["auc"], yerr=r["auc_se"], fmt="o", ms=7, capsize=3,
+                     color=cmap(i % 10), label=f"{lab}: {r['auc']:.4f} (lost {r['auc_lost']:+.4f})")
     full = ctr[0]
     ax2.axhline(full["auc"], color="black", lw=1.2, label=f"full attention: {full['auc']:.4f} at {full['attention_flops']:.3g} FLOPs")
     ax2.plot(full["attention_flops"], full["auc"], "s", color="black", ms=7)
     ax2.axhline(ctr_info["oracle"], color="grey", ls="--", lw=1, label=f"oracle: {ctr_info['oracle']:.4f}")
     ax2.set_xscale("log")
-    ax2.set_xlabel("attention FLOPs per sample (log scale)")
+    ax2.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax2.set_xlabel("attention FLOPs per sample (log scale; equal-FLOPs points spread sideways)")
     ax2.set_ylabel("test AUC (± bootstrap SE over users)")
     ax2.grid(True, which="both", alpha=0.3)
     ax2.set_title("CTR: AUC against attention cost", fontsize=10)
