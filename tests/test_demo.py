@@ -72,7 +72,7 @@ def test_retrieval_table_against_exact(quick_demo):
     assert any(m.startswith("ETA") for m in rows)
     assert rows["Exact"]["recall"] == pytest.approx(1.0) and rows["Exact"]["attention_mass"] <= 1.0
     # SIM-soft searches the attention space by inner product: it is the exact top-k
-    assert rows["SIM-soft (scan)"]["recall"] == pytest.approx(1.0)
+    assert rows["SIM-soft (scan)"]["recall"] >= 0.999 and rows["SIM-soft (index)"]["recall"] >= 0.999
     for name, r in rows.items():
         assert r["ms_per_request"] > 0
         if name == "SDIM":
