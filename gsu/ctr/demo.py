@@ -306,7 +306,7 @@ def _ctr_stage(task: Any, size: DemoSize, seed: int, progress: _Progress) -> tup
     results: list[dict[str, Any]] = []
     preds: dict[str, np.ndarray] = {}
     full_model = None
-    y_test = users_test = None
+    y_test = users_test = ref_rows = None
     for method in ("full", *size.ctr_methods):
         t0 = time.perf_counter()
         views, rsec = cached_views(task, method, size.k, reference=full_model)
@@ -314,11 +314,10 @@ def _ctr_stage(task: Any, size: DemoSize, seed: int, progress: _Progress) -> tup
         fr = fit(model, task, views["train"], views["val"], config=cfg)
         p = predict(model, task, views["test"], batch_size=cfg.eval_batch_size)
         test_rows = views["test"].samples
-        if y_test is None:
-            y_test, users_test = smp["label"][test_rows], smp["user"][test_rows]
-        elif not np.array_equal(test_rows, preds["_rows"]):
-            raise AssertionError("demo: test views of the methods disagree on their rows")
-        preds.setdefault("_rows", test_rows)
+        if ref_rows is None:
+            ref_rows, y_test, users_test = test_rows, smp["label"][test_rows], smp["user"][test_rows]
+        elif not np.array_equal(test_rows, ref_rows):
+            raise RuntimeError("demo: the test views of the methods disagree on their rows")
         preds[method] = p
         if method == "full":
             full_model = model
@@ -348,7 +347,7 @@ def _ctr_stage(task: Any, size: DemoSize, seed: int, progress: _Progress) -> tup
             "test_users": int(len(np.unique(users_test))), "best_method": best["label"],
             # full attention is "within noise" of the best when its paired deficit is under two standard errors
             "full_is_best_within_noise": bool(best is full or (-best["auc_lost"]) <= 2 * best["auc_lost_se"]),
-            "train_config": cfg.to_dict()}
+            "bootstrap": size.bootstrap, "train_config": cfg.to_dict()}
     return results, info
 
 
@@ -387,8 +386,7 @@ def format_ctr(rows: Sequence[dict[str, Any]], info: dict[str, Any]) -> str:
                      f"{r['attention_flops']:>10.3g} {r['flops_ratio']:>7.1f}")
     lines.append(f"  {'oracle':<15} {'-':>4} {info['oracle']:.4f}            (the generator's true click probability)")
     lines.append(f"  {'base rate':<15} {'-':>4} {info['base_rate_auc']:.4f}            (logistic regression on the user's past like rate)")
-    lines.append("  ± : standard error over 200 resamples of test users (one seed; 'AUC lost' is paired)"
-                 .replace("200", str(info.get("bootstrap", 200))))
+    lines.append(f"  ± : standard error over {info['bootstrap']} resamples of test users (one seed; 'AUC lost' is paired)")
     return "\n".join(lines)
 
 
@@ -549,7 +547,6 @@ def run_demo(*, out_dir: Path, quick: bool = False, seed: int = 0, threads: int 
 
         pg.start("ctr")
         crows, cinfo = _ctr_stage(task, size, seed, pg)
-        cinfo["bootstrap"] = size.bootstrap
         out["ctr"], out["ctr_info"] = crows, cinfo
         pg.done("ctr", f"ESU trained over full attention and {len(crows) - 1} methods on {cinfo['n_train']:,} samples, "
                        f"tested on {cinfo['n_test']:,} ({cinfo['test_users']} users):\n" + format_ctr(crows, cinfo))
