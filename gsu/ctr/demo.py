@@ -156,7 +156,10 @@ def paired_bootstrap(y: np.ndarray, p_ref: np.ndarray, p: np.ndarray, users: np.
         a_s.append(a)
         d_s.append(auc(yy, p_ref[rows]) - a)
     d = auc(y, p_ref) - auc(y, p)
-    sd = (lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"))
+
+    def sd(v: list[float]) -> float:
+        return float(np.std(v, ddof=1)) if len(v) > 1 else float("nan")
+
     return float(d), sd(a_s), sd(d_s)
 
 
