@@ -176,25 +176,34 @@ def test_filtered_default_recall_and_effort(indexes, data):
 
 
 def test_planner_routes(indexes, data):
+    """The planner's rules with explicit settings (the calibrated ones depend on the machine)."""
     fi = indexes["filtered"]
     _, _, ids, _, _ = data
     assert ROUTES == ("exact", "ivf", "hnsw")
-    # 3,000 items: all below the default exact_max_rows → exact; with it lowered to 100:
+    st = {"exact_max_rows": 2200, "exact_run_factor": 1.4, "hnsw_min_selectivity": 0.4}
+    # 3,000 items: all below exact_max_rows → exact; with it lowered to 100:
     # 20 allowed → exact, 600 (20 %) → IVF, all → HNSW
-    assert fi.plan(2, K, filter=Filter.from_ids(ids[:20])).tolist() == [0, 0]
-    assert fi.plan(1, K, filter=None).tolist() == [0]
-    assert fi.plan(1, K, filter=Filter.from_ids(ids[:600]), exact_max_rows=100).tolist() == [1]
-    assert fi.plan(1, K, filter=None, exact_max_rows=100).tolist() == [2]
+    assert fi.plan(2, K, filter=Filter.from_ids(ids[:20]), **st).tolist() == [0, 0]
+    assert fi.plan(1, K, filter=None, **st).tolist() == [0]
+    st["exact_max_rows"] = 100
+    assert fi.plan(1, K, filter=Filter.from_ids(ids[:600]), **st).tolist() == [1]
+    assert fi.plan(1, K, filter=None, **st).tolist() == [2]
     pq = Filter.per_query([ids[:5], ids[:600], ids])
-    assert fi.plan(3, K, filter=pq, exact_max_rows=100).tolist() == [0, 1, 2]
+    assert fi.plan(3, K, filter=pq, **st).tolist() == [0, 1, 2]
     # effort scales the exact threshold
-    assert fi.plan(1, K, filter=Filter.from_ids(ids[:600]), exact_max_rows=400, effort=2.0).tolist() == [0]
+    assert fi.plan(1, K, filter=Filter.from_ids(ids[:600]), effort=2.0, **dict(st, exact_max_rows=400)).tolist() == [0]
     # one contiguous run of rows gets exact_run_factor (1.4) times the limit; scattered rows do not
+    st["exact_max_rows"] = 500
     scattered = ids[::5]  # 600 rows, every fifth
-    assert fi.plan(1, K, filter=Filter.from_ids(ids[:600]), exact_max_rows=500).tolist() == [0]
-    assert fi.plan(1, K, filter=Filter.from_ids(scattered), exact_max_rows=500).tolist() == [1]
-    assert fi.plan(2, K, filter=Filter.per_query([ids[:600], scattered]), exact_max_rows=500).tolist() == [0, 1]
-    assert fi.plan(1, K, filter=Filter.from_ids(ids[:800]), exact_max_rows=500).tolist() == [1]  # 800 > 700
+    assert fi.plan(1, K, filter=Filter.from_ids(ids[:600]), **st).tolist() == [0]
+    assert fi.plan(1, K, filter=Filter.from_ids(scattered), **st).tolist() == [1]
+    assert fi.plan(2, K, filter=Filter.per_query([ids[:600], scattered]), **st).tolist() == [0, 1]
+    assert fi.plan(1, K, filter=Filter.from_ids(ids[:800]), **st).tolist() == [1]  # 800 > 700
+    # a range of ids is a run of rows too (ids are 7 + 3·row here)
+    assert fi.plan(1, K, filter=Filter.range(int(ids[0]), int(ids[600])), **st).tolist() == [0]
+    assert fi.plan(1, K, filter=Filter.range(int(ids[0]), int(ids[800])), **st).tolist() == [1]
+    with pytest.raises(TypeError, match="planner settings"):
+        fi.plan(1, K, filter=None, nprobe=3)
 
 
 def test_ivf_skips_lists_without_allowed_rows(indexes, data):
@@ -341,12 +350,13 @@ def test_shared_filter_local_selectivity_planning(indexes, data, kind):
         assert gave_up <= NQ // 4, gave_up
     else:
         assert gave_up >= 3 * NQ // 4, gave_up
-    # the probe's threshold is a planner setting: 1 makes every walk give up (IVF answers),
+    # the probe's threshold is a planner setting: above 1 no walk is tried (IVF answers),
     # 0 makes none give up (the graph walk answers), each exactly as the forced route
     for i in range(4):
         f = Filter.from_ids(allowed[i])
-        for share, route in ((1.0, "ivf"), (0.0, "hnsw")):
-            a = fi.search(q[i], K, filter=f, exact_max_rows=25, hnsw_min_selectivity=0.99, probe_min_share=share)
+        for share, route in ((1.01, "ivf"), (0.0, "hnsw")):
+            a = fi.search(q[i], K, filter=f, exact_max_rows=25, hnsw_min_selectivity=0.99, probe_min_selectivity=0.0,
+                          probe_min_share=share)
             b = fi.search(q[i], K, filter=f, route=route)
             np.testing.assert_array_equal(a.ids, b.ids)
             np.testing.assert_array_equal(a.scores, b.scores)
@@ -354,11 +364,12 @@ def test_shared_filter_local_selectivity_planning(indexes, data, kind):
     from gsu.index.filtered import ROUTES
 
     taken: dict[str, int] = {}
+    planned = {"exact_max_rows": 25, "hnsw_min_selectivity": 0.4, "probe_min_selectivity": 0.0, "probe_min_share": 0.4}
     for i in range(NQ):
         f = Filter.from_ids(allowed[i])
-        route = ROUTES[int(fi.explain(q[i], K, filter=f, exact_max_rows=25)[0])]
+        route = fi.explain(q[i], K, filter=f, **planned).route_names()[0]
         taken[route] = taken.get(route, 0) + 1
-        a = fi.search(q[i], K, filter=f, exact_max_rows=25)
+        a = fi.search(q[i], K, filter=f, **planned)
         b = fi.search(q[i], K, filter=f, route=route)
         np.testing.assert_array_equal(a.ids, b.ids)
         np.testing.assert_array_equal(a.scores, b.scores)
