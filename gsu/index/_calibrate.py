@@ -20,11 +20,13 @@ import logging
 import math
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
 from gsu.index import _filter_kernels as fk
+from gsu.index import _graph_kernels as gk
 from gsu.index.filters import Filter
 from gsu.index.planner import HNSW_LADDER, IVF_LADDER, Calibration, fit_planner, recall_goal
 
@@ -195,17 +197,46 @@ class _Timer:
             _, sc, _ = one(q, k, cf, code, probe, ef, cand, lists)
             costs[i] = pc() - t0
             found[i] = sc[0]
-            if i + 1 == check and costs[:check].mean() * 1e6 > bound_us:
-                return math.nan, float(costs[:check].mean() * 1e6)
+            if i + 1 == check and np.median(costs[:check]) * 1e6 > bound_us:
+                return math.nan, float(np.median(costs[:check]) * 1e6)
         return float(_recalls(found, truth).mean()), float(np.median(costs) * 1e6)
+
+
+@contextmanager
+def held_out(idx: "FilteredIndex", qrows: np.ndarray | None) -> Iterator[None]:
+    """While active, the graph walk runs on a copy of the graph without the nodes
+    ``qrows`` (:func:`gsu.index._graph_kernels.without_nodes`): index rows used as
+    calibration queries are then held out from every route — excluded from the filters,
+    and not reachable by the walk (a query that is its own graph node finds its
+    neighbours by its own edges, which held-out queries do not have)."""
+    h = idx.hnsw
+    if qrows is None or qrows.shape[0] == 0 or h.ntotal == 0:
+        yield
+        return
+    ctx = h.__dict__.get("_beam")
+    if ctx is None:
+        ctx = h._beam = h._graph() + h._codes() + (h.vectors,)
+    nbr, off, cum = ctx[0], ctx[1], ctx[2]
+    drop = fk.rows_bitmap64(np.sort(qrows).astype(np.int64), h.ntotal)
+    h._beam = (gk.without_nodes(nbr, off, cum, drop, h.vectors),) + tuple(ctx[1:])
+    try:
+        yield
+    finally:
+        h._beam = ctx
 
 
 def run_calibration(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: int, target: float,
                     max_seconds: float, seed: int, progress: bool | None) -> Calibration:
     """Measure the grid (see the module docstring) and fit the planner for ``target``."""
     t_start = time.perf_counter()
-    n = idx.ntotal
     rng = np.random.default_rng(seed)
+    with held_out(idx, qrows):
+        return _run(idx, Q, qrows, k=k, target=target, max_seconds=max_seconds, rng=rng, progress=progress, t_start=t_start)
+
+
+def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: int, target: float, max_seconds: float,
+         rng: np.random.Generator, progress: bool | None, t_start: float) -> Calibration:
+    n = idx.ntotal
     goal = recall_goal(target)
     goal_hi = max(goal, recall_goal(_HI_TARGET))
     base = idx._base_settings
@@ -219,10 +250,11 @@ def run_calibration(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | Non
             continue
         seen.add(m)
         grid.append((s, m))
+    _warm_up(idx, Q, k, rng)
     S = Q @ idx.hnsw.vectors.T if Q.shape[0] * n <= _SCORES_MAX else None
     bar = _progress(len(grid), progress)
     points: list[dict[str, Any]] = []
-    exact_rate: list[float] = []  # µs per allowed row of the exact scan, to skip timing it where it cannot win
+    exact_rate: list[tuple[int, float]] = []  # (m, µs) of the exact scans timed, to skip timing it where it cannot win
     complete = True
     for gi, (s, m) in enumerate(grid):
         if gi and time.perf_counter() - t_start > max_seconds:
@@ -234,56 +266,74 @@ def run_calibration(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | Non
         idsets = {kd: sets[kd] if identity else [ids_of[r] for r in sets[kd]] for kd in KINDS}
         point: dict[str, Any] = {"s": s, "m": m, "exact": [], "ivf": [], "hnsw": [], "probe": []}
 
-        def measure(code: int, bound: float = math.inf, **kw: Any) -> tuple[list[float], list[float]]:
+        def measure(code: int, bound: float = math.inf, exact: bool = False, **kw: Any) -> tuple[list[float], list[float]]:
             """Recall and cost per kind; an option whose kind costs more than ``bound`` µs
-            on its first queries is abandoned (recall NaN for it and the kinds after)."""
+            on its first queries is abandoned (recall NaN for it and the kinds after; for
+            the exact scan, whose recall is 1, that median cost stands)."""
             recs, costs = [], []
             for kd in KINDS:
-                if recs and not math.isfinite(recs[-1]):
+                if recs and not math.isfinite(recs[-1]) and not exact:
                     recs.append(math.nan)
                     costs.append(costs[-1])
                     continue
                 r, c = timer.run(idsets[kd], truths[kd], code, bound_us=bound, **kw)
-                recs.append(r)
+                recs.append(1.0 if exact else r)
                 costs.append(c)
             return recs, costs
 
-        predicted = min(exact_rate) * m if exact_rate else None
-        measured_exact = False
-        if predicted is None:
-            _, ex = measure(_EXACT)
-            exact_rate.append(float(np.mean(ex)) / m)
-            measured_exact = True
-            best = float(np.mean(ex))
-        else:
-            best = predicted
+        predicted = _exact_model(exact_rate, m) if len(exact_rate) >= 2 else None
+        best = math.inf if predicted is None else predicted
         best_approx = math.inf
         ivf_step = None
         for fam in ("ivf", "hnsw", "probe"):
             if fam == "probe" and (s >= 0.6 or ivf_step is None):
                 continue
             ladder = IVF_LADDER if fam == "ivf" else HNSW_LADDER
-            for step in ladder:
-                kw = idx._budget_kw(fam, step, ivf_step, k, base)
+            measured: dict[float, tuple[list[float], list[float]]] = {}
+
+            def step_at(i: int) -> tuple[list[float], list[float]] | None:
+                """Measure ladder step ``i`` (None: abandoned as far too slow)."""
+                kw = idx._budget_kw(fam, ladder[i], ivf_step, k, base)
                 recs, costs = measure(_IVF if fam == "ivf" else _HNSW, _PRUNE * best * len(KINDS), **kw)
                 if not all(math.isfinite(r) for r in recs):
-                    break  # abandoned: this route is far too slow here, and more budget is slower still
-                point[fam].append([step, recs, costs])
-                mc = float(np.mean(costs))
+                    return None
+                measured[ladder[i]] = (recs, costs)
+                return recs, costs
+
+            # start one step below what reached the goal at the nearest selectivity measured
+            # so far; walk down while the goal is still reached, then up to the high goal
+            i0 = _start_step(points, fam, ladder, s, goal)
+            got = step_at(i0)
+            if got is not None and min(got[0]) >= goal:
+                best = min(best, float(np.mean(got[1])))
+                for i in range(i0 - 1, -1, -1):
+                    lower = step_at(i)
+                    if lower is None or min(lower[0]) < goal:
+                        break
+                    best = min(best, float(np.mean(lower[1])))
+            i = i0 + 1
+            while got is not None and i < len(ladder) and min(got[0]) < goal_hi and float(np.mean(got[1])) <= _PRUNE * best:
+                got = step_at(i)
+                if got is not None and min(got[0]) >= goal:
+                    best = min(best, float(np.mean(got[1])))
+                i += 1
+            for st in sorted(measured):
+                recs, costs = measured[st]
+                point[fam].append([st, recs, costs])
                 if min(recs) >= goal:
-                    if fam == "ivf" and ivf_step is None:
-                        ivf_step = step
+                    mc = float(np.mean(costs))
+                    if fam == "ivf" and (ivf_step is None or st < ivf_step):
+                        ivf_step = st
                     best = min(best, mc)
                     best_approx = min(best_approx, mc)
-                if min(recs) >= goal_hi or mc > _PRUNE * best:
-                    break
-        if not measured_exact:
-            if predicted <= _PRUNE * best_approx:
-                _, ex = measure(_EXACT)
-                exact_rate.append(float(np.mean(ex)) / m)
-            else:  # far beyond the crossover: the measured per-row rate, not timed again
-                ex = [predicted] * len(KINDS)
-                point["exact_predicted"] = True
+        if predicted is not None and predicted > 2 * _PRUNE * best_approx:
+            ex = [predicted] * len(KINDS)  # far beyond the crossover: the linear model of the timed scans
+            point["exact_predicted"] = True
+        else:
+            # an exact scan whose first queries cost far more than the best approximate route
+            # is not timed further: the median of those queries is its cost
+            _, ex = measure(_EXACT, _PRUNE * best_approx * len(KINDS), exact=True)
+            exact_rate.append((m, float(np.mean(ex))))
         point["exact"] = ex
         points.append(point)
         if bar is not None:
@@ -297,6 +347,48 @@ def run_calibration(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | Non
         log.warning("calibration: no measured budget reached recall %.3f at some selectivities; those use the largest measured", goal)
     return Calibration(k=k, target_recall=target, n=n, n_queries=int(Q.shape[0]), kinds=KINDS, points=tuple(points),
                        seconds=seconds, complete=complete, settings=fit.settings)
+
+
+def _start_step(points: list[dict[str, Any]], fam: str, ladder: tuple[float, ...], s: float, goal: float) -> int:
+    """Ladder index to start at: one below the first step that reached ``goal`` at the
+    measured selectivity nearest to ``s`` (in log scale); the bottom when none did."""
+    near = sorted(points, key=lambda p: abs(math.log(p["s"] / s)))
+    for p in near:
+        for st, recs, _ in p.get(fam, []):
+            if min(recs) >= goal and st in ladder:
+                return max(ladder.index(st) - 1, 0)
+    return 0
+
+
+def _exact_model(points: list[tuple[int, float]], m: int) -> float | None:
+    """The exact scan's cost at ``m`` rows predicted from the timed ``(m, µs)`` points: a
+    least-squares line ``a + b·m`` (a, b >= 0) through them; with one point, proportional."""
+    if not points:
+        return None
+    ms = np.array([p[0] for p in points], float)
+    cs = np.array([p[1] for p in points], float)
+    if len(points) == 1 or np.ptp(ms) == 0:
+        return float(cs.mean() / ms.mean() * m)
+    b, a = np.polyfit(ms, cs, 1)
+    b = max(b, 0.0)
+    a = max(float(np.mean(cs - b * ms)), 0.0)
+    return a + b * m
+
+
+def _warm_up(idx: "FilteredIndex", Q: np.ndarray, k: int, rng: np.random.Generator) -> None:
+    """Run every route once (exact; IVF grouped and scanned; the walk, with and without
+    the density probe) so that lazily built structures (the walk's codes and graph arrays,
+    the half-precision copy) and compiled kernels are ready before anything is timed."""
+    n = idx.ntotal
+    q = Q[:1]
+    for m in {max(1, n // 100), max(1, n // 3)}:
+        ids = idx.ids[_sample(n, m, rng)]
+        for code, kw in ((_EXACT, {}), (_IVF, {"cand": 4 * k, "lists": 2}), (_HNSW, {"ef": k}), (_HNSW, {"ef": k, "probe": 0.4})):
+            for scan in (False, True):
+                cf = Filter.from_ids(ids).compile(idx.idmap, 1)
+                if scan:
+                    cf.bitmap64()
+                idx._search_one(q, k, cf, code, kw.get("probe", 0.0), kw.get("ef", 0), kw.get("cand", k), kw.get("lists", 1))
 
 
 def _progress(total: int, progress: bool | None) -> Any:

@@ -305,7 +305,13 @@ class FilteredIndex(Index):
             raise ValueError("calibrate: the index is empty")
         rng = np.random.default_rng(self.seed if seed is None else seed)
         if queries is None:
-            qrows = np.sort(rng.choice(n, min(n_queries, n), replace=False)).astype(np.int64)
+            # rows of the index, held out from every route while calibrating (the graph's
+            # entry point is never one: the walk starts there)
+            ep = int(self.hnsw.faiss_index.hnsw.entry_point)
+            pick = rng.choice(n - 1, min(n_queries, n - 1), replace=False) if n > 1 else np.zeros(0, np.int64)
+            qrows = np.sort(pick + (pick >= ep)).astype(np.int64)
+            if qrows.shape[0] == 0:
+                qrows = np.zeros(1, np.int64)
             Q = np.ascontiguousarray(self.hnsw.vectors[qrows])
         else:
             Q = prep_queries(queries, self.dim, self.metric)
