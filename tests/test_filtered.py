@@ -772,9 +772,26 @@ def test_build_calibrates_and_a_time_limit_cuts_calibration_short():
     fi = FilteredIndex(16, M=8, ef_construction=40, nlist=32)
     fi.add(x)  # calibrates by default
     assert fi.calibration is not None and fi.calibration.n == 4000
-    cal = fi.calibrate(max_seconds=0.0)  # the first selectivity only, the rest filled from it
-    assert not cal.complete and len(cal.points) == 1
+    cal = fi.calibrate(max_seconds=0.0)  # the main decades only, the rest filled from them
+    assert not cal.complete and [p["s"] for p in cal.points] == [0.01, 0.1, 0.5]
     st = cal.settings
-    assert len(st.bands) == 1 and len(st.band_ivf) == 1
+    assert len(st.bands) == 3 and len(st.band_ivf) == 3
     r = fi.search(x[:5], K, filter=np.arange(0, 4000, 3))
     assert np.all(r.counts == K)
+
+
+def test_a_cut_short_calibration_extrapolates_the_exact_limit_and_keeps_the_default_threshold():
+    from gsu.index.planner import fit_planner
+
+    # one measured point (1 % of 100,000 rows) where the exact scan still won: the scan's
+    # cost (proportional from one point) meets the approximate one at 4 x 1,000 rows
+    pt = {"s": 0.01, "m": 1000, "exact": [10.0, 10.0, 10.0],
+          "ivf": [[1.0, [0.99, 0.99, 0.99], [40.0, 40.0, 40.0]]], "hnsw": [], "probe": []}
+    raw = {"k": 10, "target_recall": 0.95, "n": 100_000, "n_queries": 8, "kinds": ["random", "correlated", "range"],
+           "points": [pt], "complete": False}
+    st = fit_planner(raw, 0.95).settings
+    assert st.exact_max_rows == pytest.approx(4000.0)
+    assert st.hnsw_min_selectivity == PlannerSettings().hnsw_min_selectivity
+    # the same measurement from a complete grid: the scan wins wherever it was measured
+    st_full = fit_planner({**raw, "complete": True}, 0.95).settings
+    assert st_full.exact_max_rows == 100_000 and st_full.hnsw_min_selectivity == 2.0

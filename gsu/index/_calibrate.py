@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 GRID = (0.01, 0.1, 0.5, 0.001, 0.3, 0.03, 0.003, 0.2, 0.05, 0.7, 0.02, 0.005, 0.002)
 KINDS = ("random", "correlated", "range")
 _PRUNE = 3.0
+#: grid points measured whatever the time limit (the main decades 1 %, 10 %, 50 %: a fit
+#: needs both ends of the range to place the exact limit and the graph threshold)
+_MIN_POINTS = 3
 _HI_TARGET = 0.99
 _EXACT, _IVF, _HNSW = 0, 1, 2
 
@@ -257,7 +260,7 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
     exact_rate: list[tuple[int, float]] = []  # (m, µs) of the exact scans timed, to skip timing it where it cannot win
     complete = True
     for gi, (s, m) in enumerate(grid):
-        if gi and time.perf_counter() - t_start > max_seconds:
+        if gi >= _MIN_POINTS and time.perf_counter() - t_start > max_seconds:
             complete = False
             log.info("calibration: time limit of %.1fs reached after %d of %d selectivities", max_seconds, gi, len(grid))
             break
@@ -341,7 +344,8 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - t_start
-    raw = {"k": k, "target_recall": target, "n": n, "n_queries": int(Q.shape[0]), "kinds": list(KINDS), "points": points}
+    raw = {"k": k, "target_recall": target, "n": n, "n_queries": int(Q.shape[0]), "kinds": list(KINDS), "points": points,
+           "complete": complete}
     fit = fit_planner(raw, target, base)
     if not fit.reached:
         log.warning("calibration: no measured budget reached recall %.3f at some selectivities; those use the largest measured", goal)

@@ -288,8 +288,11 @@ class FilteredIndex(Index):
             target_recall: recall@k of the default operating point (in (0, 1)).
             k: results per query measured (budgets are in units of k).
             n_queries: queries per (selectivity, kind) cell.
-            max_seconds: wall-time limit; selectivities not reached in time are filled
-                from their neighbours (``Calibration.complete`` is then False).
+            max_seconds: wall-time limit, checked after each selectivity once the main
+                decades (1 %, 10 %, 50 %) are measured; the selectivities not reached in
+                time take the budgets of their measured neighbours, the exact limit is
+                extrapolated from the measured scans and, above the measured range, the
+                default graph threshold applies (``Calibration.complete`` is then False).
                 ``None``: no limit.
             seed: filter sampling seed (default: the index's).
             progress: progress bar (``None``: on a terminal only).

@@ -277,6 +277,27 @@ def _crossover(ms: Sequence[float], diff: Sequence[float], n: int) -> float:
     return float(n)
 
 
+def _extrapolate_exact(ms: Sequence[float], exact: Sequence[float], approx: Sequence[float], n: int) -> float:
+    """The exact-scan limit of a calibration cut short before the exact scan stopped
+    paying: where a line through the exact scan's measured costs (``a + b·m``, a, b >= 0;
+    through the origin from one point) reaches the cheapest approximate cost of the
+    largest count measured (approximate costs grow far slower than the scan's), at least
+    that count, at most ``n``."""
+    pts = [(m, e) for m, e in zip(ms, exact) if math.isfinite(e)]
+    if not pts or not math.isfinite(approx[-1]):
+        return float(n)
+    m_arr = np.array([p[0] for p in pts], float)
+    c_arr = np.array([p[1] for p in pts], float)
+    if len(pts) == 1 or np.ptp(m_arr) == 0:
+        a, b = 0.0, float(c_arr.mean() / m_arr.mean())
+    else:
+        b = max(float(np.polyfit(m_arr, c_arr, 1)[0]), 0.0)
+        a = max(float(np.mean(c_arr - b * m_arr)), 0.0)
+    if b <= 0:
+        return float(n)
+    return float(min(max((approx[-1] - a) / b, ms[-1]), n))
+
+
 def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerSettings = PLANNER_DEFAULTS) -> Fit:
     """Planner settings for recall target ``target`` from calibration measurements (see
     the module docstring); the ``base`` settings fill what the measurements do not decide."""
@@ -312,10 +333,15 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     best_run = [min(fcost(nm, j, run_k) for nm in fam) for j in range(len(pts))] if run_k else []
     ms = [float(p["m"]) for p in pts]
     ex = [p["exact"] for p in pts]
+    complete = bool(d.get("complete", True))
     lim = _crossover(ms, [mean(e, scat) - a for e, a in zip(ex, best_scat)], n)
+    if not complete and lim >= n:
+        lim = _extrapolate_exact(ms, [mean(e, scat) for e in ex], best_scat, n)
     run_factor = base.exact_run_factor
     if run_k:
         lim_run = _crossover(ms, [mean(e, run_k) - a for e, a in zip(ex, best_run)], n)
+        if not complete and lim_run >= n:
+            lim_run = _extrapolate_exact(ms, [mean(e, run_k) for e in ex], best_run, n)
         run_factor = min(max(lim_run / max(lim, 1.0), 1.0), 100.0)
     # thresholds: IVF below p, probe in [p, h), HNSW from h, over the points above the exact limit
     J = len(pts)
@@ -363,9 +389,16 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
 
     rec_ivf = tuple(rec("ivf", j) for j in range(J))
     rec_hnsw = tuple(rec("probe" if pr <= j < h else "hnsw", j) for j in range(J))
+    hnsw_min, probe_min = boundary(h), boundary(pr) if pr < h else NEVER
+    if not complete and h >= J and sel[-1] < base.hnsw_min_selectivity:
+        # the graph was not the cheapest anywhere measured, and the grid was cut short below
+        # the default threshold: above the measured range the default thresholds apply
+        hnsw_min = base.hnsw_min_selectivity
+        if pr >= h and sel[-1] < base.probe_min_selectivity:
+            probe_min = base.probe_min_selectivity
     st = dataclasses.replace(
-        base, exact_max_rows=float(lim), exact_run_factor=float(run_factor), hnsw_min_selectivity=boundary(h),
-        probe_min_selectivity=boundary(pr) if pr < h else NEVER, bands=tuple(float(s) for s in sel),
+        base, exact_max_rows=float(lim), exact_run_factor=float(run_factor), hnsw_min_selectivity=hnsw_min,
+        probe_min_selectivity=probe_min, bands=tuple(float(s) for s in sel),
         band_hnsw_ef=tuple(ef_b), band_ivf=tuple(ivf_b),
     )
     return Fit(st, rec_ivf, rec_hnsw, reached)
