@@ -128,17 +128,26 @@ def clustered_catalog(
     normalize: bool = True,
     spread: float = 0.6,
     size_skew: float = 0.8,
+    anisotropy: float = 0.6,
+    duplicate_share: float = 0.0,
+    duplicate_noise: float = 0.02,
 ) -> Catalog:
     """A clustered catalog of ``n`` item vectors in ``dim`` dimensions.
 
     Model (an anisotropic Gaussian mixture): cluster centres ``c_j`` are uniform
     on the unit sphere; component ``j`` has weight ``∝ rank^-size_skew`` (random
-    rank order) and diagonal noise with per-axis standard deviations
-    ``σ_j · a_j / √dim``, where ``σ_j = spread · exp(0.3 z)`` varies the cluster's
-    width and ``a_j = exp(0.6 z')`` (rescaled to unit mean square) makes it
-    anisotropic. Item ``i`` in cluster ``j`` is ``c_j + noise``, then normalised
-    when ``normalize``. With ``spread ≈ 0.6`` a point's cosine to its own centre
-    is ~0.85, so clusters overlap as real embedding catalogs do.
+    rank order: a power law of cluster sizes) and diagonal noise with per-axis
+    standard deviations ``σ_j · a_j / √dim``, where ``σ_j = spread · exp(0.3 z)``
+    varies the cluster's width and ``a_j = exp(anisotropy · z')`` (rescaled to unit
+    mean square) makes it anisotropic. Item ``i`` in cluster ``j`` is ``c_j + noise``,
+    then normalised when ``normalize``. With ``spread ≈ 0.6`` a point's cosine to its
+    own centre is ~0.85, so clusters overlap as real embedding catalogs do.
+
+    Near-duplicates (``duplicate_share > 0``): that share of the items, chosen at
+    random, is replaced by a copy of another random item plus isotropic noise of norm
+    ``≈ duplicate_noise`` (relative to the item's norm) — re-uploads, variants, the
+    same text embedded twice. Drawn after everything else, so the other items are
+    those of the same call without duplicates.
 
     Args:
         n: number of items (>= 1).
@@ -148,6 +157,9 @@ def clustered_catalog(
         normalize: project rows onto the unit sphere (for inner-product/cosine search).
         spread: noise norm relative to the centre norm (0 gives exact copies of centres).
         size_skew: Zipf exponent of the cluster sizes (0 = equal sizes).
+        anisotropy: standard deviation of the log per-axis scales (0 = isotropic clusters).
+        duplicate_share: share of items that are near-duplicates of another item, in [0, 1).
+        duplicate_noise: relative noise norm of a near-duplicate.
 
     Returns:
         :class:`Catalog`.
@@ -157,14 +169,29 @@ def clustered_catalog(
     n_clusters = check_positive_int(n_clusters, name="n_clusters")
     spread = _check_float(spread, name="spread", lo=0.0)
     size_skew = _check_float(size_skew, name="size_skew", lo=0.0)
+    anisotropy = _check_float(anisotropy, name="anisotropy", lo=0.0)
+    duplicate_share = _check_float(duplicate_share, name="duplicate_share", lo=0.0, hi=0.99)
+    duplicate_noise = _check_float(duplicate_noise, name="duplicate_noise", lo=0.0)
     rng = np.random.default_rng(seed)
     centers = _normalize_rows(rng.standard_normal((n_clusters, dim)).astype(np.float32))
     width = spread * np.exp(0.3 * rng.standard_normal(n_clusters))
-    aniso = np.exp(0.6 * rng.standard_normal((n_clusters, dim)))
+    aniso = np.exp(anisotropy * rng.standard_normal((n_clusters, dim)))
     aniso /= np.sqrt((aniso**2).mean(axis=1, keepdims=True))
     scales = (width[:, None] * aniso / math.sqrt(dim)).astype(np.float32)
     weights = _zipf_weights(n_clusters, size_skew, rng)
     vectors, labels = _draw_mixture(rng, n, centers, scales, weights, normalize)
+    n_dup = int(round(duplicate_share * n))
+    if n_dup and n > 1:
+        dup = rng.choice(n, n_dup, replace=False)
+        src = rng.integers(0, n - 1, n_dup)
+        src += src >= dup  # another item (read before any duplicate is written)
+        base = vectors[src].astype(np.float64)
+        noise = rng.standard_normal((n_dup, dim))
+        noise *= (duplicate_noise * np.linalg.norm(base, axis=1, keepdims=True) / math.sqrt(dim))
+        vectors[dup] = (base + noise).astype(np.float32)
+        labels[dup] = labels[src]
+        if normalize:
+            vectors[dup] = _normalize_rows(vectors[dup])
     return Catalog(vectors=vectors, labels=labels, centers=centers, scales=scales, weights=weights, normalized=bool(normalize))
 
 

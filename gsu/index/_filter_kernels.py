@@ -50,17 +50,124 @@ def compact_id_sets(ids, lens, n, out_rows, indptr):
 
 
 @nb.njit(cache=True)
-def rows_bitmap(rows, n):
-    """Packed little-endian bitmap of ``rows`` over ``0..n-1``: (ceil(n/8),) uint8.
+def strictly_increasing(a):
+    """``a[0] < a[1] < ...`` (sorted, no duplicates) for a 1-D int64 array, in one
+    branch-free pass (vectorised: an OR of ``a[j+1] - a[j] - 1`` keeps its sign bit
+    only when some step is below 1). A difference that overflows int64 reads as a
+    failure: the caller then sorts, which is slower, never wrong."""
+    acc = np.int64(0)
+    for j in range(a.shape[0] - 1):
+        acc |= a[j + 1] - a[j] - 1
+    return acc >= 0
 
-    Bit ``r & 7`` of byte ``r >> 3`` is set when row ``r`` is allowed — the layout of
-    ``faiss.IDSelectorBitmap``.
+
+@nb.njit(cache=True)
+def segments_increasing(indptr, ids):
+    """Every CSR segment ``ids[indptr[q]:indptr[q+1]]`` strictly increasing (one pass)."""
+    acc = np.int64(0)
+    for q in range(indptr.shape[0] - 1):
+        for j in range(indptr[q], indptr[q + 1] - 1):
+            acc |= ids[j + 1] - ids[j] - 1
+    return acc >= 0
+
+
+@nb.njit(cache=True)
+def dedup_sorted(a):
+    """The distinct values of the sorted 1-D int64 array ``a`` (a new array)."""
+    m = a.shape[0]
+    out = np.empty(m, np.int64)
+    w = 0
+    for j in range(m):
+        v = a[j]
+        if w == 0 or out[w - 1] != v:
+            out[w] = v
+            w += 1
+    return out[:w].copy()
+
+
+@nb.njit(cache=True)
+def rows_bitmap64(rows, n):
+    """Bitmap of the allowed ``rows`` (each in ``0..n-1``) as (ceil(n/64),) uint64 words:
+    bit ``r & 63`` of word ``r >> 6``. On a little-endian machine its bytes are the
+    packed layout of ``faiss.IDSelectorBitmap`` (bit ``r & 7`` of byte ``r >> 3``).
+
+    O(n/64 + m): the zeroing is a memset, then four independent streams over the
+    quarters of ``rows`` set the bits (consecutive sorted rows share words; one stream
+    would wait on each read-modify-write of the same word).
     """
-    bm = np.zeros((n + 7) >> 3, np.uint8)
-    for j in range(rows.shape[0]):
+    bm = np.zeros((n + 63) >> 6, np.uint64)
+    m = rows.shape[0]
+    h = m >> 2
+    one = np.uint64(1)
+    for j in range(h):
+        r0 = rows[j]
+        r1 = rows[j + h]
+        r2 = rows[j + 2 * h]
+        r3 = rows[j + 3 * h]
+        bm[r0 >> 6] |= one << np.uint64(r0 & 63)
+        bm[r1 >> 6] |= one << np.uint64(r1 & 63)
+        bm[r2 >> 6] |= one << np.uint64(r2 & 63)
+        bm[r3 >> 6] |= one << np.uint64(r3 & 63)
+    for j in range(4 * h, m):
         r = rows[j]
-        bm[r >> 3] |= np.uint8(1 << (r & 7))
+        bm[r >> 6] |= one << np.uint64(r & 63)
     return bm
+
+
+@nb.njit(cache=True)
+def range_bitmap64(lo, hi, n):
+    """Bitmap (as :func:`rows_bitmap64`) of the rows ``lo..hi-1`` (``0 <= lo <= hi <= n``),
+    in O(n/64): whole words are filled, never single bits."""
+    bm = np.zeros((n + 63) >> 6, np.uint64)
+    if hi <= lo:
+        return bm
+    full = ~np.uint64(0)
+    wl = lo >> 6
+    wh = (hi - 1) >> 6
+    for w in range(wl, wh + 1):
+        bm[w] = full
+    bm[wl] &= full << np.uint64(lo & 63)
+    top = hi & 63
+    if top:
+        bm[wh] &= full >> np.uint64(64 - top)
+    return bm
+
+
+def rows_bitmap(rows, n):
+    """Packed little-endian bitmap of ``rows`` over ``0..n-1``: (ceil(n/8),) uint8 (bit
+    ``r & 7`` of byte ``r >> 3``: the layout of ``faiss.IDSelectorBitmap``); a byte view
+    of :func:`rows_bitmap64`."""
+    return rows_bitmap64(rows, n).view(np.uint8)[: (n + 7) >> 3]
+
+
+@nb.njit(cache=True)
+def table_rows(ids, table, base, out):
+    """Rows of the ids through a dense lookup table (``table[id - base]``, -1 = absent),
+    ids outside the table dropped: writes the found rows to ``out`` in input order and
+    returns ``(count, sorted)`` where ``sorted`` says the rows came out ascending."""
+    w = 0
+    span = table.shape[0]
+    last = -1
+    inc = True
+    for j in range(ids.shape[0]):
+        i = ids[j] - base
+        if i >= 0 and i < span:
+            r = np.int64(table[i])
+            if r >= 0:
+                out[w] = r
+                inc = inc and r > last
+                last = r
+                w += 1
+    return w, inc
+
+
+@nb.njit(cache=True)
+def list_counts(rows, row_list, nlist):
+    """Allowed rows per IVF list of one sorted row array: (nlist,) int64."""
+    c = np.zeros(nlist, np.int64)
+    for j in range(rows.shape[0]):
+        c[row_list[rows[j]]] += 1
+    return c
 
 
 @nb.njit(cache=True)
@@ -151,15 +258,34 @@ def _score_list(qv, Xl, pos_row, bpos, j, e, k, hs, hr, hsize):
     return hsize
 
 
+@nb.njit(cache=True, inline="always")
+def _allowed_in_list(pos_row, bm, j, e, buf):
+    """Branch-free compaction of the positions ``j..e-1`` of one list whose rows are set
+    in the bitmap ``bm`` (bit ``r & 63`` of word ``r >> 6``) into ``buf``; returns how many."""
+    w = 0
+    one = np.uint64(1)
+    for p in range(j, e):
+        r = pos_row[p]
+        buf[w] = p
+        w += np.int64((bm[r >> 6] >> np.uint64(r & 63)) & one)
+    return w
+
+
 @nb.njit(cache=True, fastmath=_FM)
-def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored, keys, vals):
+def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored, keys,
+                 vals, buf):
     """Probe the lists holding allowed rows in decreasing centroid score.
 
-    ``boff``/``bpos``: the allowed rows grouped by list (:func:`_bucket`); only
-    allowed rows are ever read or scored. Stops once ``target`` allowed rows were
-    scored and at least ``min_lists`` non-empty lists were opened (or every allowed
-    row was scored). Lists without an allowed row are never opened. ``keys``/``vals``
-    are (nlist,) scratch.
+    Two ways to find a list's allowed rows: *grouped* (``bm`` empty): ``boff``/``bpos``
+    are the allowed rows grouped by list (:func:`_bucket`), so only allowed rows are ever
+    read, and lists without an allowed row are never opened; *scan* (``bm`` a bitmap of
+    the allowed rows): ``boff`` are the list offsets into ``Xl`` (``list_off``), and each
+    opened list's rows are tested against the bitmap (``buf`` scratch, at least the
+    longest list). Grouping costs O(m) per filter, scanning O(rows in the opened lists):
+    the caller picks the cheaper. ``m_all`` is the number of allowed rows.
+
+    Stops once ``target`` allowed rows were scored and at least ``min_lists`` lists with
+    an allowed row were opened (or every list was). ``keys``/``vals`` are (nlist,) scratch.
 
     Order without a heap (whose sift-downs mispredict a branch per level on every
     query): the lists' scores go into ``_BUCKETS`` equal-width buckets (branch-free),
@@ -171,6 +297,7 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r,
     d = Q.shape[1]
     qv = Q[q]
     Xf = Xl.reshape(-1)
+    scan = bm.shape[0] > 0
     size = 0
     mn = np.float32(np.inf)
     mx = np.float32(-np.inf)
@@ -189,7 +316,7 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r,
     hsize = 0
     covered = 0
     opened = 0
-    if size > 0:
+    if size > 0 and m_all > 0:
         scale = np.float32((_BUCKETS - 1) / (mx - mn)) if mx > mn else np.float32(0.0)
         hist = np.zeros(_BUCKETS, np.int64)
         bk = np.empty(size, np.int32)
@@ -198,7 +325,6 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r,
             b = min(max(b, 0), _BUCKETS - 1)
             bk[i] = b
             hist[b] += 1
-        m_all = boff[nlist]
         # lists the stop rule should open: enough for `target` rows at the average density
         want = max(min_lists, (target * size + m_all - 1) // max(m_all, 1)) + 8
         bkeys = np.empty(size, np.float32)
@@ -222,16 +348,23 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r,
                 if a + _PF_LISTS < nb_:
                     nl = blist[order[a + _PF_LISTS]]
                     for j in range(boff[nl], min(boff[nl + 1], boff[nl] + 4)):
-                        base = bpos[j] * d
+                        base = (j if scan else bpos[j]) * d
                         for t in range(0, d, 16):
                             prefetch(Xf, base + t)
                 if not (covered < target or opened < min_lists):
                     done = True
                     break
                 l = blist[order[a]]
-                hsize = _score_list(qv, Xl, pos_row, bpos, boff[l], boff[l + 1], k, hs, hr, hsize)
-                covered += boff[l + 1] - boff[l]
-                opened += 1
+                if scan:
+                    na = _allowed_in_list(pos_row, bm, boff[l], boff[l + 1], buf)
+                    if na > 0:
+                        hsize = _score_list(qv, Xl, pos_row, buf, 0, na, k, hs, hr, hsize)
+                        covered += na
+                        opened += 1
+                else:
+                    hsize = _score_list(qv, Xl, pos_row, bpos, boff[l], boff[l + 1], k, hs, hr, hsize)
+                    covered += boff[l + 1] - boff[l]
+                    opened += 1
             hi_b = lo_b
             want *= 2
     for a in range(hsize, k):  # padding: callers may hand over uninitialised rows
@@ -242,38 +375,55 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r,
     scored[q] = covered
 
 
-def ivf_search_shared(Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored):
+def ivf_search_shared(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored):
     """Filter-aware IVF search, one filter for every query: the serial kernel for a
     single query (no thread-pool launch), the parallel one for batches. Arguments as
     :func:`_ivf_search_shared_par`."""
     f = _ivf_search_shared_ser if Q.shape[0] < _PAR_MIN else _ivf_search_shared_par
-    f(Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored)
+    f(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored)
+
+
+@nb.njit(cache=True, inline="always")
+def _scan_buf(boff, bm):
+    """Scratch for the scan mode: the longest list (nothing for grouped mode)."""
+    if bm.shape[0] == 0:
+        return np.empty(0, np.int64)
+    mx = 0
+    for l in range(boff.shape[0] - 1):
+        mx = max(mx, boff[l + 1] - boff[l])
+    return np.empty(mx, np.int64)
 
 
 @nb.njit(cache=True)
-def _ivf_search_shared_ser(Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored):
+def _ivf_search_shared_ser(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored):
     """Serial twin of :func:`_ivf_search_shared_par` (one query per call)."""
     nlist = boff.shape[0] - 1
     keys = np.empty(nlist, np.float32)
     vals = np.empty(nlist, np.int64)
+    buf = _scan_buf(boff, bm)
     for q in range(Q.shape[0]):
-        _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored, keys, vals)
+        _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
+                     keys, vals, buf)
 
 
 @nb.njit(cache=True, parallel=True)
-def _ivf_search_shared_par(Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored):
-    """Filter-aware IVF search, one filter for every query (grouped by :func:`bucket_rows`).
+def _ivf_search_shared_par(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored):
+    """Filter-aware IVF search, one filter for every query.
 
-    Q (nq, d) float32 queries, CS (nq, nlist) float32 centroid scores; ``target``
-    (int) allowed rows to score per query; ``min_lists`` (int) lists to open at least.
-    ``counts`` (nq,) int64 receives the number of results, ``scored`` (nq,) int64 the
-    number of allowed rows scored.
+    Q (nq, d) float32 queries, CS (nq, nlist) float32 centroid scores; the allowed rows
+    either grouped by list (``boff``/``bpos`` from :func:`bucket_rows`, ``bm`` empty) or
+    as a bitmap ``bm`` with ``boff`` the list offsets (see :func:`_probe_lists`);
+    ``m_all`` the number of allowed rows; ``target`` (int) allowed rows to score per
+    query; ``min_lists`` (int) lists to open at least. ``counts`` (nq,) int64 receives
+    the number of results, ``scored`` (nq,) int64 the number of allowed rows scored.
     """
     nlist = boff.shape[0] - 1
     for q in nb.prange(Q.shape[0]):
         keys = np.empty(nlist, np.float32)
         vals = np.empty(nlist, np.int64)
-        _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored, keys, vals)
+        buf = _scan_buf(boff, bm)
+        _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
+                     keys, vals, buf)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -286,13 +436,15 @@ def ivf_search_per_query(
     as in :func:`ivf_search_shared`.
     """
     nlist = CS.shape[1]
+    no_bm = np.zeros(0, np.uint64)
     for q in nb.prange(Q.shape[0]):
         boff = np.empty(nlist + 1, np.int64)
         bpos = np.empty(ends[q] - starts[q], np.int64)
         keys = np.empty(nlist, np.float32)
         vals = np.empty(nlist, np.int64)
         _bucket(rows, starts[q], ends[q], row_list, row_pos, boff, bpos)
-        _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, k, target, min_lists, out_r, out_s, counts, scored, keys, vals)
+        _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, no_bm, ends[q] - starts[q], k, target, min_lists, out_r, out_s,
+                     counts, scored, keys, vals, bpos[:0])
 
 
 @nb.njit(cache=True, fastmath=_FM)

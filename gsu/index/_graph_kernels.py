@@ -69,6 +69,69 @@ def sq8_encode(X: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarra
     return codes, step.astype(np.float32)
 
 
+@nb.njit(cache=True)
+def without_nodes(nbr, off, cum, drop, X):
+    """A copy of the neighbour array ``nbr`` as if the nodes marked in the bitmap ``drop``
+    (bit ``v & 63`` of word ``v >> 6``) had not been inserted: their own lists are emptied,
+    and in every other list a dropped node is replaced by the neighbour of it (same level)
+    most similar to the list's owner (inner product on ``X``) that is not dropped and not
+    in the list yet — the repair a graph built without it would have had there — or
+    removed when there is none. Used to time searches for index rows as held-out queries
+    (calibration)."""
+    out = nbr.copy()
+    n = off.shape[0] - 1
+    nlev = cum.shape[0] - 1
+    one = np.uint64(1)
+    for v in range(n):
+        if (drop[v >> 6] >> np.uint64(v & 63)) & one:
+            for j in range(off[v], off[v + 1]):
+                out[j] = -1
+            continue
+        for lv in range(nlev):
+            a = off[v] + cum[lv]
+            b = off[v] + cum[lv + 1]
+            if b > off[v + 1]:
+                break
+            w = a
+            for j in range(a, b):
+                u = nbr[j]
+                if u < 0:
+                    break
+                if ((drop[u >> 6] >> np.uint64(u & 63)) & one) == 0:
+                    out[w] = u
+                    w += 1
+                    continue
+                best = -1
+                best_s = np.float32(-np.inf)
+                ua = off[u] + cum[lv]
+                ub = min(off[u] + cum[lv + 1], off[u + 1])
+                for jj in range(ua, ub):
+                    c = nbr[jj]
+                    if c < 0:
+                        break
+                    if c == v or ((drop[c >> 6] >> np.uint64(c & 63)) & one):
+                        continue
+                    dup = False
+                    for t in range(a, b):  # already linked (kept so far, or still to come)?
+                        if nbr[t] == c or (t < w and out[t] == c):
+                            dup = True
+                            break
+                    if dup:
+                        continue
+                    sc = np.float32(0.0)
+                    for t in range(X.shape[1]):
+                        sc += X[v, t] * X[c, t]
+                    if sc > best_s:
+                        best_s = sc
+                        best = c
+                if best >= 0:
+                    out[w] = best
+                    w += 1
+            for j in range(w, b):
+                out[j] = -1
+    return out
+
+
 @nb.njit(cache=True, inline="always")
 def _allowed(v, mode, bm, rows, lo, hi):
     """Row ``v`` passes the filter (see the module docstring for ``mode``)."""

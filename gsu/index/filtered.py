@@ -2,59 +2,64 @@
 
 It owns three search structures over the same rows and a planner that picks one
 *per query* from that query's allowed-row count ``m`` (known exactly and for free
-once the filter is compiled — the selectivity estimate is ``s = m / n``):
+once the filter is compiled — the selectivity is ``s = m / n``):
 
-- ``m <= exact_max_rows · effort``  → exact pre-filtered scan (numba gather over the
-  allowed rows; recall 1); ``exact_run_factor`` times more when the allowed rows
-  form one contiguous run (a time window: streamed, not gathered);
-- ``s <  hnsw_min_selectivity``     → filter-aware IVF (:class:`~gsu.index.IVFIndex`:
-  lists with no allowed row are never opened; lists are opened in centroid order
-  until ``ivf_candidates · k · effort`` allowed rows were scored and at least
-  ``ivf_min_lists · effort`` lists were opened);
-- otherwise                          → HNSW: gsu's beam search over the graph faiss
-  built (:meth:`HNSWIndex.beam_search <gsu.index.HNSWIndex.beam_search>`: 8-bit codes
-  steer the walk, the results are rescored in float32) with ``ef = hnsw_ef · k · effort``
-  *allowed* results — the beam walks past excluded nodes without counting them, so a
-  sparser filter needs no wider beam.
+- small ``m``                   → exact pre-filtered scan (numba gather over the allowed
+  rows; recall 1), streamed when the rows form one contiguous run (a time window);
+- low ``s``                     → filter-aware IVF (:class:`~gsu.index.IVFIndex`: lists
+  with no allowed row are never opened; lists are opened in centroid order until
+  enough allowed rows were scored in enough lists);
+- high ``s``                    → HNSW: gsu's beam search over the graph faiss built
+  (:meth:`HNSWIndex.beam_search <gsu.index.HNSWIndex.beam_search>`: 8-bit codes steer
+  the walk, the results are rescored in float32) keeping ``ef`` *allowed* results.
 
-A filter shared by the batch that is IVF-bound by its count but has an IVF list at
-least ``hnsw_min_selectivity`` allowed (per-list counts, cached on the filter) may be
-dense exactly where the query looks — a query-correlated filter, a user's behavior set
-near the candidate. Those queries walk the graph first with a *density probe*: if fewer
-than ``hnsw_min_selectivity`` of the first ~100 level-0 nodes the walk visits are
-allowed, it gives up after those two expansions and the query goes to IVF.
+In between, a filter that is sparse overall may be dense exactly where the query looks
+(a query-correlated filter: a user's behavior set near the candidate): those queries
+walk the graph first with a *density probe*, which gives up after its first ~100
+level-0 nodes if too few are allowed, and IVF answers.
 
-The default thresholds were measured on this machine (see :data:`PLANNER_DEFAULTS`
-and the parameter guide); all can be overridden per call. ``effort`` is the one
-knob trading recall for speed (1.0 gives recall@10 ≥ 0.95 on the benchmark data).
+**Calibration.** The thresholds between the routes and every route's budget are not
+constants: :meth:`FilteredIndex.calibrate` (run by default when the index is built)
+measures them on the index's own data — queries sampled from the indexed vectors (or
+the caller's), filters of the shapes GSU uses (random, query-correlated, time windows)
+at a grid of selectivities, exact answers, and the recall and cost of every route at a
+ladder of budgets, each query with a fresh filter as a request brings — and fits
+:class:`~gsu.index.planner.PlannerSettings` that reach the target recall at the lowest
+measured cost on this machine (:mod:`gsu.index.planner`). The result is saved in the
+index file and shown by :meth:`FilteredIndex.explain`; ``search(..., target_recall=…)``
+picks another operating point from the same measurements; ``effort`` scales the budgets
+by hand.
 
 Queries are grouped by route; each group is one kernel call: no Python loop per query,
-for shared or per-query filters. Any query that
-comes back with fewer than ``min(k, m)`` results is recomputed exactly, so a row is
-short of k only when fewer than k items pass its filter.
+for shared or per-query filters. Any query that comes back with fewer than
+``min(k, m)`` results is recomputed exactly, so a row is short of k only when fewer
+than k items pass its filter.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from gsu._validate import check_choice, check_k, check_positive_int
+from gsu._validate import as_matrix, check_choice, check_k, check_positive_int
 from gsu.index import _filter_kernels as fk
 from gsu.index.base import Index, SearchResult, register_index
 from gsu.index.filters import CompiledFilter, Filter, IdMap
-from gsu.index.flat import METRICS
-from gsu.index.hnsw import HNSWIndex, derived, prep_queries
+from gsu.index.flat import METRICS, normalize_rows
+from gsu.index.hnsw import HNSWIndex, prep_queries
 from gsu.index.ivf import IVFIndex
+from gsu.index.planner import PLANNER_DEFAULTS, Calibration, Fit, PlannerSettings, fit_planner
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FilteredIndex", "PLANNER_DEFAULTS", "ROUTES"]
+__all__ = ["FilteredIndex", "PLANNER_DEFAULTS", "PlannerSettings", "Calibration", "Explanation", "ROUTES"]
 
-#: route codes returned by :meth:`FilteredIndex.plan`
+#: route codes returned by :meth:`FilteredIndex.plan` and :meth:`FilteredIndex.explain`
 ROUTES = ("exact", "ivf", "hnsw")
 #: the exact route reads a half-precision copy first (then rescores a few rows in float32,
 #: same results) from this dimension up: measured 1.4x faster at d = 384 (bandwidth-bound),
@@ -62,48 +67,45 @@ ROUTES = ("exact", "ivf", "hnsw")
 HALF_MIN_DIM = 128
 EXACT, IVF, HNSW = 0, 1, 2
 _ONE = np.zeros(1, np.int64)
-_PLAN = "gsu.filtered.plan"  # cache key of a shared filter's route on its compiled form
-_EF_DEFAULT: dict[tuple[int, float], int] = {}  # the default settings' beam per (k, effort)
+_PLAN = "gsu.filtered.plan"  # cache key of a shared filter's plan on its compiled form
+#: share of the build time the calibration run at build time may take (at least
+#: ``_CAL_MIN_SECONDS``); the HNSW graph dominates a build, so this keeps a calibrated
+#: build within ~1.1x of the graph alone
+_CAL_SHARE = 0.08
+_CAL_MIN_SECONDS = 1.0
+#: IVF k-means for the filtered index: training points per list and iterations (faiss's
+#: defaults are 256 and 25); the planner is calibrated on whatever lists result
+_KMEANS_PER_LIST = 40
+_KMEANS_ITER = 10
 
-#: planner settings at ``effort=1``, measured on this 2-core machine (200k × 64 clustered
-#: catalog, k=10, one thread, random and query-correlated filters, side by side in one
-#: process; noisy, shared machine):
-#:
-#: - exact vs IVF: exact costs ~0.1 µs per allowed row (2,000 rows ≈ 220 µs, 6,000 ≈
-#:   490–690 µs); the IVF route costs ~200–400 µs almost independently of m → crossover
-#:   near m ≈ 4,000 (2 % of 200k). Re-measured with the one-query kernels serial (no
-#:   numba thread-pool launch, which had inflated both): exact 110 µs at m = 2,000,
-#:   210 µs at 4,000, 500 µs at 8,000; IVF 130–195 µs flat → crossover m ≈ 3,000.
-#:   Re-measured after the IVF kernel lost its heap (bucketed list order, prefetch):
-#:   forced routes, 100 queries interleaved, random rows: exact/IVF time 0.59 at
-#:   m = 1,000, 0.76 at 1,500, 0.91 at 2,000, 1.33 at 3,000 → ``exact_max_rows = 2200``;
-#:   one contiguous run of rows (a time window): 0.44 / 0.58 / 0.73 / 1.00 at the
-#:   same m → runs get ``exact_run_factor = 1.4`` times the limit (3,080 rows).
-#: - IVF vs HNSW: at 30 % IVF(20·k, 16 lists) 290–440 µs vs HNSW(ef=2·k/s) 350–725 µs;
-#:   at 50 % they tie (≈ 300–400 µs both) → ``hnsw_min_selectivity = 0.4``. Re-measured
-#:   with gsu's beam search (8-bit codes): forced routes, 100 random-filter queries
-#:   interleaved: s = 0.2 IVF 71 µs / HNSW 153 µs, 0.3 91 / 141, 0.4 108 / 126 (time
-#:   range 0.3: 74 / 142), at 0.5 the beam is ahead → keep 0.4, also as the density
-#:   probe's threshold.
-#: - IVF budget: 16 lists → recall 0.947–0.979, 24 → 0.977–0.995; candidates 20·k
-#:   fixes the 1–3 % random cells (5·k: 0.84–0.94) → ``ivf_candidates = 20``,
-#:   ``ivf_min_lists = 20``.
-#: - HNSW beam (gsu's beam search, ef counts allowed results): recall@10 on the benchmark's
-#:   filters, both data sets, s ≥ 0.4 and 10 % correlated: ef 20 → 0.925–0.986, ef 24 →
-#:   0.946–0.992, ef 28 → 0.961–0.996 → ``hnsw_ef = 2.8`` (ef 28 at k = 10), ``hnsw_ef_min
-#:   = 1`` (never below k). At 10 % random filters ef 12 already gives 0.98–0.99, but
-#:   those stay on IVF (71 µs vs 153 µs at 20 %).
-PLANNER_DEFAULTS: dict[str, float] = {
-    "exact_max_rows": 2200,
-    "exact_run_factor": 1.4,
-    "hnsw_min_selectivity": 0.4,
-    "probe_min_share": 0.4,
-    "ivf_candidates": 20,
-    "ivf_min_lists": 20,
-    "hnsw_ef": 2.8,
-    "hnsw_ef_min": 1.0,
-    "hnsw_ef_max": 2048,
-}
+
+@dataclass(frozen=True)
+class Explanation:
+    """What :meth:`FilteredIndex.explain` reports per query (all (nq,) arrays).
+
+    Attributes:
+        routes: int8 codes into :data:`ROUTES` of the route each query takes.
+        expected_recall: float64 recall@k the calibration measured for that route and
+            budget at that selectivity (minimum over the filter kinds measured; 1.0 for
+            the exact scan; NaN when unknown: no calibration, or settings/effort changed
+            by the caller).
+        selectivity: float64 allowed share ``m / n``.
+        allowed: int64 allowed rows ``m``.
+        ef: int64 beam width of the HNSW route (0 elsewhere).
+        candidates: int64 IVF candidates (0 elsewhere).
+        target_recall: the recall target of the settings used (NaN for uncalibrated ones).
+    """
+
+    routes: np.ndarray
+    expected_recall: np.ndarray
+    selectivity: np.ndarray
+    allowed: np.ndarray
+    ef: np.ndarray
+    candidates: np.ndarray
+    target_recall: float
+
+    def route_names(self) -> list[str]:
+        return [ROUTES[int(c)] for c in self.routes]
 
 
 def _half_copy(X: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, float, float] | bool:
@@ -128,11 +130,26 @@ def _half_copy(X: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, float, fl
 
 def _contiguous(cf: CompiledFilter, nq: int, m: np.ndarray) -> np.ndarray:
     """(nq,) bool: the query's allowed rows (sorted, unique) form one contiguous run."""
+    if cf.shared:
+        return np.full(nq, cf.run is not None)
     starts, ends = cf.bounds(nq)
     nz = m > 0
     run = np.zeros(nq, bool)
     run[nz] = cf.rows[ends[nz] - 1] - cf.rows[starts[nz]] + 1 == m[nz]
     return run
+
+
+def _check_effort(effort: Any) -> float:
+    if isinstance(effort, bool) or not isinstance(effort, (int, float, np.floating, np.integer)) or not effort > 0 \
+            or not math.isfinite(effort):
+        raise ValueError(f"effort: expected a positive number (1.0 = the calibrated operating point), got {effort!r}")
+    return float(effort)
+
+
+def _check_target(t: Any) -> float:
+    if isinstance(t, bool) or not isinstance(t, (int, float, np.floating, np.integer)) or not 0.0 < float(t) < 1.0:
+        raise ValueError(f"target_recall: expected a number in (0, 1), got {t!r}")
+    return float(t)
 
 
 @register_index("filtered")
@@ -145,7 +162,10 @@ class FilteredIndex(Index):
         M: HNSW out-degree (``M``); 16–64.
         ef_construction: HNSW insertion beam (``efConstruction``); 100–400.
         nlist: IVF lists (``nlist``); ``None`` = ``2·sqrt(n)`` of the first add.
-        seed: IVF k-means seed.
+        seed: IVF k-means and calibration seed.
+        calibrate: run :meth:`calibrate` after every :meth:`add` (bounded to ~8 % of
+            the build time, at least 1 s; a progress bar on a terminal). ``False``: plan
+            with :data:`PLANNER_DEFAULTS` until :meth:`calibrate` is called.
 
     Memory: the vectors are held twice (faiss HNSW storage in row order, IVF
     list-ordered copy) plus the graph (~``2·M`` int32 per vector at level 0), and,
@@ -162,11 +182,19 @@ class FilteredIndex(Index):
         ef_construction: int = 200,
         nlist: int | None = None,
         seed: int = 0,
+        calibrate: bool = True,
     ):
         self.dim = check_positive_int(dim, name="dim")
         self.metric = check_choice(metric, name="metric", choices=METRICS)
+        if not isinstance(calibrate, bool):
+            raise TypeError(f"calibrate: expected a bool, got {calibrate!r}")
         self.hnsw = HNSWIndex(dim, metric, M=M, ef_construction=ef_construction)
-        self.ivf = IVFIndex(dim, metric, nlist=nlist, seed=seed)
+        self.ivf = IVFIndex(dim, metric, nlist=nlist, seed=seed, niter=_KMEANS_ITER, max_train=_KMEANS_PER_LIST)
+        self.seed = int(seed)
+        self.auto_calibrate = calibrate
+        self._calibration: Calibration | None = None
+        self._fits: dict[float, Fit] = {}
+        self.build_seconds = 0.0
 
     # -- data --------------------------------------------------------------
     @property
@@ -181,19 +209,39 @@ class FilteredIndex(Index):
     def idmap(self) -> IdMap:
         return self.hnsw.idmap
 
+    @property
+    def calibration(self) -> Calibration | None:
+        """What the last :meth:`calibrate` measured and fitted (``None``: not calibrated)."""
+        return self._calibration
+
+    @property
+    def settings(self) -> PlannerSettings:
+        """The planner settings :meth:`search` uses by default (the calibrated ones, or
+        :data:`PLANNER_DEFAULTS`)."""
+        return self._fit(None).settings
+
     def add(self, vectors: Any, ids: Any = None) -> None:
         """Append ``vectors`` (n, d) float32 with unique external ``ids`` (n,) int64.
 
         The first call trains the IVF lists (it must hold at least ``nlist`` vectors).
+        Builds use every core (faiss's OpenMP threads, BLAS). With ``calibrate=True`` the
+        planner is then recalibrated on the whole index.
         """
+        t0 = time.perf_counter()
         n0 = self.ntotal
+        x = as_matrix(vectors, name="vectors", dim=self.dim)
+        if self.metric == "cosine":
+            x = normalize_rows(x)
         self.__dict__.pop("_half_copy", None)
-        self.ivf.add(vectors, ids)
+        self.ivf.add(x, ids)
         try:
-            self.hnsw.add(vectors, self.ivf.ids[n0:])
+            self.hnsw.add(x, self.ivf.ids[n0:])
         except BaseException:
             log.error("FilteredIndex.add: the HNSW insert failed after the IVF insert; the index is inconsistent")
             raise
+        self.build_seconds += time.perf_counter() - t0
+        if self.auto_calibrate:
+            self.calibrate(max_seconds=max(_CAL_MIN_SECONDS, _CAL_SHARE * self.build_seconds))
 
     def _half(self) -> tuple[np.ndarray, float, float] | None:
         """The exact route's half-precision copy ``(H (n, d) uint16, rmax, nmax)`` for
@@ -206,32 +254,166 @@ class FilteredIndex(Index):
             h = self._half_copy = _half_copy(self.hnsw.vectors)
         return h or None
 
-    # -- planning ----------------------------------------------------------
-    def _settings(self, effort: float, overrides: dict[str, float | None]) -> dict[str, float]:
-        if isinstance(effort, bool) or not isinstance(effort, (int, float, np.floating, np.integer)) or not effort > 0:
-            raise ValueError(f"effort: expected a positive number (1.0 = default recall ≥ 0.95), got {effort!r}")
-        if all(v is None for v in overrides.values()):
-            return PLANNER_DEFAULTS
-        s = dict(PLANNER_DEFAULTS)
-        for key, v in overrides.items():
-            if v is not None:
-                if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or v < 0:
-                    raise ValueError(f"{key}: expected a non-negative number, got {v!r}")
-                s[key] = float(v)
-        return s
+    # -- calibration -------------------------------------------------------
+    @property
+    def _base_settings(self) -> PlannerSettings:
+        return PLANNER_DEFAULTS
 
-    def _routes(self, m: np.ndarray, k: int, effort: float, st: dict[str, float], run: np.ndarray | None = None) -> np.ndarray:
-        """Per-query routes for allowed-row counts ``m``; ``run`` (nq,) bool marks filters
-        whose rows form one contiguous run (scanned ``exact_run_factor`` times cheaper)."""
-        n = max(self.ntotal, 1)
-        sel = m / n
-        routes = np.where(sel >= st["hnsw_min_selectivity"], HNSW, IVF).astype(np.int8)
-        lim = max(st["exact_max_rows"] * effort, k)
-        if run is None:
-            routes[m <= lim] = EXACT
+    def calibrate(
+        self,
+        queries: Any = None,
+        *,
+        target_recall: float = 0.95,
+        k: int = 10,
+        n_queries: int = 48,
+        max_seconds: float | None = None,
+        seed: int | None = None,
+        progress: bool | None = None,
+    ) -> Calibration:
+        """Measure the planner's thresholds and budgets on this index's own data.
+
+        Draws filters of three shapes — uniform random subsets, query-correlated subsets
+        (80 % from the IVF lists nearest the query), contiguous row ranges (time
+        windows) — at a grid of selectivities from 0.1 % to 70 %, computes the exact
+        top-``k``, times every route at a ladder of budgets (one query per call, a fresh
+        ``Filter`` from an id array each time) and fits :class:`PlannerSettings` reaching
+        ``target_recall`` for every kind at the lowest measured cost
+        (:func:`gsu.index.planner.fit_planner`). The settings are used by :meth:`search`
+        from then on and saved with the index.
+
+        Args:
+            queries: (nq, d) float32 queries typical of the workload; ``None`` samples
+                ``n_queries`` rows of the index (each query's own row is then excluded
+                from its filters, so the queries are held out).
+            target_recall: recall@k of the default operating point (in (0, 1)).
+            k: results per query measured (budgets are in units of k).
+            n_queries: queries per (selectivity, kind) cell.
+            max_seconds: wall-time limit, checked after each selectivity once the main
+                decades (1 %, 10 %, 50 %) are measured; the selectivities not reached in
+                time take the budgets of their measured neighbours, the exact limit is
+                extrapolated from the measured scans and, above the measured range, the
+                default graph threshold applies (``Calibration.complete`` is then False).
+                ``None``: no limit.
+            seed: filter sampling seed (default: the index's).
+            progress: progress bar (``None``: on a terminal only).
+
+        Returns:
+            the :class:`Calibration` (also :attr:`calibration`).
+        """
+        target = _check_target(target_recall)
+        k = check_k(k)
+        n_queries = check_positive_int(n_queries, name="n_queries")
+        n = self.ntotal
+        if n == 0:
+            raise ValueError("calibrate: the index is empty")
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+        if queries is None:
+            # rows of the index, held out from every route while calibrating (the graph's
+            # entry point is never one: the walk starts there)
+            ep = int(self.hnsw.faiss_index.hnsw.entry_point)
+            pick = rng.choice(n - 1, min(n_queries, n - 1), replace=False) if n > 1 else np.zeros(0, np.int64)
+            qrows = np.sort(pick + (pick >= ep)).astype(np.int64)
+            if qrows.shape[0] == 0:
+                qrows = np.zeros(1, np.int64)
+            Q = np.ascontiguousarray(self.hnsw.vectors[qrows])
         else:
-            routes[m <= np.where(run, max(lim * st["exact_run_factor"], k), lim)] = EXACT
-        return routes
+            Q = prep_queries(queries, self.dim, self.metric)
+            if Q.shape[0] > n_queries:
+                Q = np.ascontiguousarray(Q[np.sort(rng.choice(Q.shape[0], n_queries, replace=False))])
+            qrows = None
+        from gsu.index._calibrate import run_calibration
+
+        limit = math.inf if max_seconds is None else float(max_seconds)
+        cal = run_calibration(self, Q, qrows, k=k, target=target, max_seconds=limit,
+                              seed=int(rng.integers(2**31)), progress=progress)
+        self._calibration = cal
+        self._fits = {}
+        st = cal.settings
+        log.info("calibrated in %.1fs: exact <= %.0f rows (x%.2f for runs), probe from s=%.3g, HNSW from s=%.3g",
+                 cal.seconds, st.exact_max_rows, st.exact_run_factor, st.probe_min_selectivity, st.hnsw_min_selectivity)
+        return cal
+
+    def _fit(self, target_recall: float | None) -> Fit:
+        """The planner for ``target_recall`` (None: the calibrated target), cached."""
+        f = self._fits.get(target_recall)
+        if f is not None:
+            return f
+        cal = self._calibration
+        if cal is None:
+            f = Fit(self._base_settings, (), (), False)
+        else:
+            t = cal.target_recall if target_recall is None else _check_target(target_recall)
+            f = fit_planner(cal, t, self._base_settings)
+            if not f.reached:
+                log.info("filtered: recall %.3f was not reached at every calibrated selectivity; the largest budgets measured apply there", t)
+        if len(self._fits) < 64:
+            self._fits[target_recall] = f
+        return f
+
+    def _budget_kw(self, fam: str, step: float, ivf_step: float | None, k: int, st: PlannerSettings) -> dict[str, Any]:
+        """Arguments of :meth:`_search_one` for a calibration ladder step."""
+        if fam == "ivf":
+            return {"cand": max(k, int(math.ceil(st.ivf_candidates * step * k))), "lists": max(1, int(math.ceil(st.ivf_min_lists * step)))}
+        ef = max(k, int(math.ceil(step * k)))
+        if fam == "hnsw":
+            return {"ef": ef}
+        return {"ef": ef, "probe": st.probe_min_share, "cand": max(k, int(math.ceil(st.ivf_candidates * ivf_step * k))),
+                "lists": max(1, int(math.ceil(st.ivf_min_lists * ivf_step)))}
+
+    # -- planning ----------------------------------------------------------
+    def _settings_for(self, effort: float, target_recall: float | None, overrides: dict[str, Any]) -> tuple[Fit, PlannerSettings]:
+        fit = self._fit(None if target_recall is None else _check_target(target_recall))
+        st = fit.settings.with_overrides(overrides)
+        return fit, st
+
+    def _ef(self, mult: float, k: int, effort: float, st: PlannerSettings) -> int:
+        hi = max(st.hnsw_ef_max, k)
+        lo = min(max(k, math.ceil(st.hnsw_ef_min * k * effort)), hi)
+        return int(min(max(math.ceil(mult * k * effort), lo), hi))
+
+    def _ivf_budget(self, mult: float, k: int, effort: float, st: PlannerSettings) -> tuple[int, int]:
+        """(candidates, nprobe) of the IVF route."""
+        return (max(k, int(math.ceil(st.ivf_candidates * mult * k * effort))),
+                max(1, int(math.ceil(st.ivf_min_lists * mult * effort))))
+
+    def _plan_one(self, m: int, run: bool, k: int, effort: float, st: PlannerSettings) -> tuple[int, float, int, int, int]:
+        """``(route, probe share, ef, candidates, lists)`` for a filter allowing ``m`` rows
+        (``run``: one contiguous run). ``route == IVF`` with ``probe > 0``: walk the graph
+        first with the density probe."""
+        lim = st.exact_max_rows * effort
+        if run:
+            lim *= st.exact_run_factor
+        if m <= max(lim, k):
+            return EXACT, 0.0, 0, 0, 0
+        s = m / max(self.hnsw._n, 1)
+        if s >= st.hnsw_min_selectivity:
+            return HNSW, 0.0, self._ef(st.ef_mult(s), k, effort, st), 0, 0
+        cand, lists = self._ivf_budget(st.ivf_mult(s), k, effort, st)
+        if s >= st.probe_min_selectivity and st.probe_min_share <= 1.0:
+            if st.probe_min_share <= 0.0:  # a probe that never gives up is the plain walk
+                return HNSW, 0.0, self._ef(st.ef_mult(s), k, effort, st), 0, 0
+            return IVF, st.probe_min_share, self._ef(st.ef_mult(s), k, effort, st), cand, lists
+        return IVF, 0.0, 0, cand, lists
+
+    def _plan_many(self, m: np.ndarray, run: np.ndarray, k: int, effort: float, st: PlannerSettings
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_plan_one` for arrays: (routes int8, probe bool, ef, candidates, lists)."""
+        n = max(self.hnsw._n, 1)
+        s = m / n
+        lim = st.exact_max_rows * effort * np.where(run, st.exact_run_factor, 1.0)
+        routes = np.where(s >= st.hnsw_min_selectivity, HNSW, IVF).astype(np.int8)
+        routes[m <= np.maximum(lim, k)] = EXACT
+        probe = (routes == IVF) & (s >= st.probe_min_selectivity) & (st.probe_min_share <= 1.0)
+        if st.probe_min_share <= 0.0:  # a probe that never gives up is the plain walk
+            routes[probe] = HNSW
+            probe[:] = False
+        hi = max(st.hnsw_ef_max, k)
+        lo = min(max(k, math.ceil(st.hnsw_ef_min * k * effort)), hi)
+        ef = np.clip(np.ceil(st.ef_mults(s) * k * effort), lo, hi).astype(np.int64)
+        im = st.ivf_mults(s)
+        cand = np.maximum(k, np.ceil(st.ivf_candidates * im * k * effort)).astype(np.int64)
+        lists = np.maximum(1, np.ceil(st.ivf_min_lists * im * effort)).astype(np.int64)
+        return routes, probe, ef, cand, lists
 
     def plan(
         self,
@@ -240,50 +422,66 @@ class FilteredIndex(Index):
         *,
         filter: Any = None,
         effort: float = 1.0,
-        exact_max_rows: float | None = None,
-        hnsw_min_selectivity: float | None = None,
+        target_recall: float | None = None,
+        **settings: float | None,
     ) -> np.ndarray:
         """The route the planner picks for each query from the allowed-row counts alone:
-        (nq,) int8 codes into :data:`ROUTES`. For a shared filter, queries planned onto IVF
-        may still be answered by the graph walk (density probe); :meth:`explain` runs the
-        probe and reports the route each query actually takes."""
+        (nq,) int8 codes into :data:`ROUTES`. Queries planned onto IVF may still be
+        answered by the graph walk (density probe); :meth:`explain` runs the probe and
+        reports the route each query actually takes."""
         k = check_k(k)
-        st = self._settings(effort, {"exact_max_rows": exact_max_rows, "hnsw_min_selectivity": hnsw_min_selectivity})
+        effort = _check_effort(effort)
+        _, st = self._settings_for(effort, target_recall, settings)
         f = Filter.coerce(filter)
         if f.is_all:
-            return self._routes(np.full(n_queries, self.ntotal, np.int64), k, effort, st, np.ones(n_queries, bool))
+            m = np.full(n_queries, self.ntotal, np.int64)
+            return self._plan_many(m, np.ones(n_queries, bool), k, effort, st)[0]
         cf = f.compile(self.idmap, n_queries)
         m = cf.counts(n_queries)
-        return self._routes(m, k, effort, st, _contiguous(cf, n_queries, m))
+        return self._plan_many(m, _contiguous(cf, n_queries, m), k, effort, st)[0]
 
-    def explain(self, queries: Any, k: int, *, filter: Any = None, effort: float = 1.0, **settings: float | None) -> np.ndarray:
-        """The route :meth:`search` takes for each query with the same arguments (planner
-        ``settings`` as keywords): (nq,) int8 codes into :data:`ROUTES`. Unlike :meth:`plan`
-        it sees the queries, so for a shared filter it runs the density probe of the graph
-        walk (a query whose walk gives up is answered by IVF)."""
+    def explain(self, queries: Any, k: int, *, filter: Any = None, effort: float = 1.0, target_recall: float | None = None,
+                **settings: float | None) -> Explanation:
+        """What :meth:`search` does for each query with the same arguments (planner
+        ``settings`` as keywords): the route it takes, its budget and the recall the
+        calibration measured for it (see :class:`Explanation`). Unlike :meth:`plan` it
+        sees the queries, so it runs the graph walk's density probe (a query whose walk
+        gives up is answered by IVF)."""
         q = prep_queries(queries, self.dim, self.metric)
         k = check_k(k)
-        unknown = set(settings) - set(PLANNER_DEFAULTS)
-        if unknown:
-            raise TypeError(f"explain: unknown planner settings {sorted(unknown)}; expected some of {sorted(PLANNER_DEFAULTS)}")
-        st = self._settings(effort, settings)
+        effort = _check_effort(effort)
+        fit, st = self._settings_for(effort, target_recall, settings)
         nq = q.shape[0]
+        n = self.ntotal
         f = Filter.coerce(filter)
         cf = None if f.is_all else f.compile(self.idmap, nq)
-        n = self.ntotal
-        if cf is not None and not cf.shared:
+        if cf is None:
+            m = np.full(nq, n, np.int64)
+            run = np.ones(nq, bool)
+        else:
             m = cf.counts(nq)
-            return self._routes(m, k, effort, st, _contiguous(cf, nq, m))
-        m = n if cf is None else int(cf.rows.shape[0])
-        if m == 0 or n == 0:
-            return np.full(nq, EXACT, np.int8)
-        code, probe = self._shared_plan(cf, m, k, effort, st)
-        if not probe:
-            return np.full(nq, code, np.int8)
-        counts = np.empty(nq, np.int64)
-        self.hnsw.beam_search(q, k, cf, np.arange(nq, dtype=np.int64), np.empty((nq, k), np.int64),
-                              np.empty((nq, k), np.float32), counts, self._ef(m, k, effort, st), st["probe_min_share"])
-        return np.where(counts < 0, IVF, HNSW).astype(np.int8)
+            run = _contiguous(cf, nq, m)
+        routes, probe, ef, cand, lists = self._plan_many(m, run, k, effort, st)
+        ef[(routes != HNSW) & ~probe] = 0
+        cand[routes != IVF] = 0
+        routes[m == 0] = EXACT
+        w = np.flatnonzero(probe & (m > 0)).astype(np.int64)
+        if w.shape[0]:
+            counts = np.empty(nq, np.int64)
+            self.hnsw.beam_search(q, k, cf, w, np.empty((nq, k), np.int64), np.empty((nq, k), np.float32), counts,
+                                  ef, st.probe_min_share)
+            walked = w[counts[w] >= 0]
+            routes[walked] = HNSW
+            cand[walked] = 0
+            ef[w[counts[w] < 0]] = 0
+        s = m / max(n, 1)
+        exp = np.full(nq, np.nan)
+        if self._calibration is not None and effort == 1.0 and not any(v is not None for v in settings.values()):
+            exp = np.where(routes == IVF, fit.expected(IVF, s), fit.expected(HNSW, s))
+        exp[routes == EXACT] = 1.0
+        tr = self._calibration.target_recall if (self._calibration is not None and target_recall is None) else (
+            float(target_recall) if target_recall is not None and self._calibration is not None else float("nan"))
+        return Explanation(routes.astype(np.int8), exp, s, m, ef, cand, tr)
 
     # -- search ------------------------------------------------------------
     def search(
@@ -293,9 +491,12 @@ class FilteredIndex(Index):
         *,
         filter: Any = None,
         effort: float = 1.0,
+        target_recall: float | None = None,
         route: str = "auto",
         exact_max_rows: float | None = None,
+        exact_run_factor: float | None = None,
         hnsw_min_selectivity: float | None = None,
+        probe_min_selectivity: float | None = None,
         probe_min_share: float | None = None,
         ivf_candidates: float | None = None,
         ivf_min_lists: float | None = None,
@@ -308,31 +509,38 @@ class FilteredIndex(Index):
         Args:
             queries: (nq, d) float32 (a 1-D vector is a batch of one).
             k: results per query.
-            filter: a :class:`Filter` (or anything ``Filter.coerce`` accepts), shared or
-                one per query (``Filter.per_query``).
-            effort: the recall/speed knob (default 1.0 → recall@10 ≥ 0.95 on the
-                benchmark data). Scales the HNSW beam, the IVF candidates and lists,
-                and the exact-scan threshold; 0.3–4.
+            filter: a :class:`Filter` (or anything ``Filter.coerce`` accepts: an id
+                array, a mask, a BitMap), shared or one per query (``Filter.per_query``).
+            effort: the manual recall/speed knob: multiplies the budgets of the chosen
+                operating point and the exact-scan limit; 0.3–4.
+            target_recall: the operating point: recall@k the calibration's measurements
+                must reach (default: the calibrated target, 0.95); ignored when the index
+                is not calibrated.
             route: ``"auto"`` (the planner) or force ``"exact"``, ``"ivf"``, ``"hnsw"``.
-            exact_max_rows, hnsw_min_selectivity, probe_min_share, ivf_candidates, ivf_min_lists,
-                hnsw_ef, hnsw_ef_min, hnsw_ef_max: planner settings overriding
-                :data:`PLANNER_DEFAULTS` (see the module docstring).
+            exact_max_rows, exact_run_factor, hnsw_min_selectivity, probe_min_selectivity,
+                probe_min_share, ivf_candidates, ivf_min_lists, hnsw_ef, hnsw_ef_min,
+                hnsw_ef_max: planner settings overriding the operating point's
+                (:class:`~gsu.index.planner.PlannerSettings`).
         """
         q = prep_queries(queries, self.dim, self.metric)
         if type(k) is not int or k < 1:
             k = check_k(k)
         if route != "auto":
             check_choice(route, name="route", choices=("auto",) + ROUTES)
-        if (exact_max_rows is None and hnsw_min_selectivity is None and probe_min_share is None and ivf_candidates is None
-                and ivf_min_lists is None
-                and hnsw_ef is None and hnsw_ef_min is None and hnsw_ef_max is None
-                and (type(effort) is float or type(effort) is int) and effort > 0):
-            st = PLANNER_DEFAULTS  # the one-query-per-call hot path: nothing to validate or merge
+        if type(effort) is not float or not effort > 0 or effort == math.inf:
+            effort = _check_effort(effort)
+        if (exact_max_rows is None and exact_run_factor is None and hnsw_min_selectivity is None and probe_min_selectivity is None
+                and probe_min_share is None and ivf_candidates is None and ivf_min_lists is None and hnsw_ef is None
+                and hnsw_ef_min is None and hnsw_ef_max is None):
+            fit = self._fits.get(target_recall)
+            st = (fit if fit is not None else self._fit(None if target_recall is None else _check_target(target_recall))).settings
+            cacheable = True
         else:
-            overrides = {"exact_max_rows": exact_max_rows, "hnsw_min_selectivity": hnsw_min_selectivity,
-                         "probe_min_share": probe_min_share, "ivf_candidates": ivf_candidates, "ivf_min_lists": ivf_min_lists, "hnsw_ef": hnsw_ef,
-                         "hnsw_ef_min": hnsw_ef_min, "hnsw_ef_max": hnsw_ef_max}
-            st = self._settings(effort, overrides)
+            _, st = self._settings_for(effort, target_recall, {
+                "exact_max_rows": exact_max_rows, "exact_run_factor": exact_run_factor, "hnsw_min_selectivity": hnsw_min_selectivity,
+                "probe_min_selectivity": probe_min_selectivity, "probe_min_share": probe_min_share, "ivf_candidates": ivf_candidates,
+                "ivf_min_lists": ivf_min_lists, "hnsw_ef": hnsw_ef, "hnsw_ef_min": hnsw_ef_min, "hnsw_ef_max": hnsw_ef_max})
+            cacheable = False
         nq = q.shape[0]
         n = self.hnsw._n
         if n == 0:
@@ -340,184 +548,133 @@ class FilteredIndex(Index):
         f = filter if type(filter) is Filter else Filter.coerce(filter)
         cf = None if f.is_all else f.compile(self.idmap, nq)
         if cf is None or cf.shared:
-            # one filter for the batch: one route, decided on scalars
-            m = n if cf is None else int(cf.rows.shape[0])
+            # one filter for the batch: one plan, decided on scalars
+            m = n if cf is None else cf.count
             if m == 0:
                 return SearchResult.empty(nq, k)
-            if route != "auto":
-                code, probe = ROUTES.index(route), False
-            elif st is PLANNER_DEFAULTS and cf is not None:
-                # a shared filter's route is fixed by its rows: planned once, cached on it
-                key = (_PLAN, id(self), n, k, effort)
-                plan = cf._masks.get(key)
-                if plan is None:
-                    plan = cf._masks[key] = self._shared_plan(cf, m, k, effort, st)
-                code, probe = plan
-            else:
-                code, probe = self._shared_plan(cf, m, k, effort, st)
-            if probe:
-                # the filter may be dense near the query though sparse overall (query-correlated
-                # behavior sets): walk the graph, giving up (density probe) where the nodes the
-                # descent lands among are mostly excluded; those queries go to IVF
-                out_r, out_s, counts = self._search_shared(HNSW, q, k, cf, m, effort, st, probe=st["probe_min_share"])
-                if (counts[0] < 0) if nq == 1 else (counts.min() < 0):
-                    w = np.flatnonzero(counts < 0)
-                    qw = q if nq == 1 else q[w]
-                    r, sc, cn = self._search_shared(IVF, qw, k, cf, m, effort, st)
-                    out_r[w], out_s[w], counts[w] = r, sc, cn
-            else:
-                out_r, out_s, counts = self._search_shared(code, q, k, cf, m, effort, st)
-        else:
-            m_all = cf.counts(nq)
             if route == "auto":
-                routes = self._routes(m_all, k, effort, st, _contiguous(cf, nq, m_all))
+                if cacheable and cf is not None:
+                    # a shared filter's plan is fixed by its rows: planned once, cached on it
+                    key = (_PLAN, id(self), n, k, effort, st)
+                    plan = cf._masks.get(key)
+                    if plan is None:
+                        plan = cf._masks[key] = self._plan_one(m, cf.run is not None, k, effort, st)
+                else:
+                    plan = self._plan_one(m, cf is None or cf.run is not None, k, effort, st)
             else:
-                routes = np.full(nq, ROUTES.index(route), np.int8)
-            out_r = np.full((nq, k), -1, np.int64)
-            out_s = np.full((nq, k), -np.inf, np.float32)
-            counts = np.zeros(nq, np.int64)
-            for code in np.unique(routes):
-                which = np.flatnonzero(routes == code).astype(np.int64)
-                self._run_route(int(code), q, k, cf, which, m_all, out_r, out_s, counts, effort, st)
+                plan = self._forced(ROUTES.index(route), m, k, effort, st)
+            out_r, out_s, counts = self._search_one(q, k, cf, *plan)
+        else:
+            out_r, out_s, counts = self._search_per_query(q, k, cf, route, effort, st)
         idmap = self.hnsw._idmap
         ids = out_r if idmap.identity else idmap.to_ids(out_r)
         return SearchResult(ids, out_s, counts)
 
-    def _shared_plan(self, cf: CompiledFilter | None, m: int, k: int, effort: float, st: dict[str, float]) -> tuple[int, bool]:
-        """``(route, probe)`` of a filter shared by the batch (``None``: every row) allowing
-        ``m`` rows. ``probe``: an IVF-bound filter with an IVF list as dense as the HNSW
-        threshold may be dense near the query (query-correlated behavior sets), so the
-        graph walk is tried first with its density probe; with no list that dense, no
-        query's neighbourhood is, and the walk is not tried."""
-        run = cf is None or int(cf.rows[m - 1]) - int(cf.rows[0]) + 1 == m
-        code = self._route_of(m, k, effort, st, run)
-        probe = code == IVF and self._max_list_share(cf) >= st["probe_min_share"]
-        return code, probe
+    def _forced(self, code: int, m: int, k: int, effort: float, st: PlannerSettings) -> tuple[int, float, int, int, int]:
+        """The plan of a forced route with the budgets of its selectivity."""
+        s = m / max(self.hnsw._n, 1)
+        if code == HNSW:
+            return HNSW, 0.0, self._ef(st.ef_mult(s), k, effort, st), 0, 0
+        if code == IVF:
+            cand, lists = self._ivf_budget(st.ivf_mult(s), k, effort, st)
+            return IVF, 0.0, 0, cand, lists
+        return EXACT, 0.0, 0, 0, 0
 
-    def _ivf_budget(self, k: int, effort: float, st: dict[str, float]) -> tuple[int, int]:
-        """(candidates, nprobe) of the IVF route."""
-        return int(math.ceil(st["ivf_candidates"] * k * effort)), max(1, int(math.ceil(st["ivf_min_lists"] * effort)))
+    def _search_one(self, q: np.ndarray, k: int, cf: CompiledFilter | None, code: int, probe: float, ef: int, cand: int,
+                    lists: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every query under one filter (``None``: all rows) by one plan: (rows, scores, counts).
 
-    def _ef(self, m: np.ndarray | int, k: int, effort: float, st: dict[str, float]) -> np.ndarray | int:
-        """HNSW beam: ``hnsw_ef · k · effort`` clamped to ``[max(k, hnsw_ef_min · k · effort),
-        hnsw_ef_max]``, the same for every allowed-row count ``m`` (an int, or an array for
-        per-query filters).
-
-        The beam counts allowed results only, so a sparser filter walks further on its own
-        and needs no wider beam (faiss's filtered beam, which keeps the excluded nodes it
-        meets, needs ``1/s`` wider). Measured on both benchmark data sets (k = 10, one query
-        per call, the benchmark's filters): at s ≥ 0.4, and at 10 % query-correlated filters
-        (local selectivity 0.4–1), ef = 20 gives recall@10 0.925–0.986, ef = 24 0.946–0.992,
-        ef = 28 0.961–0.996; at s = 0.1 ef = 12 already gives 0.98–0.99.
-        """
-        ef = _EF_DEFAULT.get((k, effort)) if st is PLANNER_DEFAULTS else None
-        if ef is None:
-            hi = max(st["hnsw_ef_max"], k)
-            lo = min(max(k, math.ceil(st["hnsw_ef_min"] * k * effort)), hi)
-            ef = int(min(max(math.ceil(st["hnsw_ef"] * k * effort), lo), hi))
-            if st is PLANNER_DEFAULTS and len(_EF_DEFAULT) < 1024:
-                _EF_DEFAULT[(k, effort)] = ef
-        return np.full(m.shape[0], ef, np.int64) if isinstance(m, np.ndarray) else ef
-
-    def _route_of(self, m: int, k: int, effort: float, st: dict[str, float], run: bool = False) -> int:
-        """The route for ``m`` allowed rows (the scalar twin of :meth:`_routes`)."""
-        lim = st["exact_max_rows"] * effort
-        if m <= max(lim * st["exact_run_factor"] if run else lim, k):
-            return EXACT
-        return HNSW if m >= st["hnsw_min_selectivity"] * self.hnsw._n else IVF
-
-    def _list_counts(self, cf: CompiledFilter) -> tuple[np.ndarray, np.ndarray]:
-        """(allowed rows per IVF list, rows per list) of a shared filter, cached on it."""
-        ivf = self.ivf
-
-        def counts() -> tuple[np.ndarray, np.ndarray]:
-            boff, _ = derived(cf, ("ivf-buckets", id(ivf)), lambda: fk.bucket_rows(cf.rows, ivf.row_list, ivf._row_pos, ivf.nlist))
-            return np.diff(boff), ivf.list_sizes
-
-        return derived(cf, ("ivf-list-counts", id(ivf)), counts)
-
-    def _max_list_share(self, cf: CompiledFilter) -> float:
-        """The largest allowed share of any one IVF list (cached on the filter). The share in
-        any group of lists is at most this, so below ``hnsw_min_selectivity`` no query's
-        local selectivity can reach it and computing it can be skipped."""
-        def share() -> float:
-            cnt, sizes = self._list_counts(cf)
-            return float((cnt / np.maximum(sizes, 1)).max()) if cnt.shape[0] else 0.0
-
-        return derived(cf, ("ivf-max-share", id(self.ivf)), share)
-
-    def _search_shared(
-        self, code: int, q: np.ndarray, k: int, cf: CompiledFilter | None, m: int, effort: float, st: dict[str, float],
-        *, probe: float = 0.0,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every query under one filter (``None``: all rows) by route ``code``: (rows, scores, counts).
-
-        ``probe`` > 0 (HNSW): the graph walk's density probe
-        (:meth:`HNSWIndex.beam_search`); a query that gives up comes back with count -1.
+        ``code == IVF`` with ``probe > 0``: the graph walk with its density probe first
+        (:meth:`HNSWIndex.beam_search`), IVF for the queries whose walk gives up.
         """
         nq = q.shape[0]
         n = self.hnsw._n
+        m = n if cf is None else cf.count
+        counts = np.empty(nq, np.int64)
+        out_r = np.empty((nq, k), np.int64)  # the kernels pad rows short of k
+        out_s = np.empty((nq, k), np.float32)
+        if m == 0:
+            out_r.fill(-1)
+            out_s.fill(-np.inf)
+            counts.fill(0)
+            return out_r, out_s, counts
+        which = _ONE if nq == 1 else np.arange(nq, dtype=np.int64)
         if code == EXACT:
-            counts = np.empty(nq, np.int64)
             rows = cf.rows if cf is not None else np.arange(n, dtype=np.int64)
-            out_r = np.empty((nq, k), np.int64)
-            out_s = np.empty((nq, k), np.float32)
             fk.gather_topk_ip_shared(q, self.hnsw.vectors, rows, k, out_r, out_s, counts, self._half())
-        elif code == IVF:
-            counts = np.empty(nq, np.int64)
-            out_r = np.empty((nq, k), np.int64)  # the kernel pads rows short of k
-            out_s = np.empty((nq, k), np.float32)
-            cand, nprobe = self._ivf_budget(k, effort, st)
-            self.ivf.search_compiled(q, k, cf, _ONE if nq == 1 else np.arange(nq, dtype=np.int64), out_r, out_s, counts,
-                                     target=cand, min_lists=nprobe)
-        else:
-            ef = self._ef(m, k, effort, st)
-            counts = np.empty(nq, np.int64)
-            out_r = np.empty((nq, k), np.int64)  # the kernel pads rows short of k
-            out_s = np.empty((nq, k), np.float32)
-            which = _ONE if nq == 1 else np.arange(nq, dtype=np.int64)
+            return out_r, out_s, counts
+        if code == HNSW or probe > 0:
             self.hnsw.beam_search(q, k, cf, which, out_r, out_s, counts, ef, probe)
-            if cf is not None and (0 <= counts[0] < min(m, k) if nq == 1 else ((counts >= 0) & (counts < min(m, k))).any()):
+            if code == HNSW or ((counts[0] >= 0) if nq == 1 else (counts.min() >= 0)):
                 self._recompute_short(q, k, cf, m, out_r, out_s, counts)
+                return out_r, out_s, counts
+            w = np.flatnonzero(counts < 0).astype(np.int64)
+            self.ivf.search_compiled(q, k, cf, w, out_r, out_s, counts, target=cand, min_lists=lists)
+            self._recompute_short(q, k, cf, m, out_r, out_s, counts)
+            return out_r, out_s, counts
+        self.ivf.search_compiled(q, k, cf, which, out_r, out_s, counts, target=cand, min_lists=lists)
         return out_r, out_s, counts
 
-    def _recompute_short(self, q: np.ndarray, k: int, cf: CompiledFilter, m: int, out_r: np.ndarray, out_s: np.ndarray,
-                         counts: np.ndarray) -> None:
+    def _recompute_short(self, q: np.ndarray, k: int, cf: CompiledFilter | None, m: int, out_r: np.ndarray,
+                         out_s: np.ndarray, counts: np.ndarray) -> None:
         """Recompute exactly, in place, the queries of a shared filter allowing ``m`` rows
-        whose graph walk came back with fewer than ``min(k, m)`` results (count -1 marks
-        a walk that gave up: left alone)."""
-        short = np.flatnonzero((counts >= 0) & (counts < min(m, k))).astype(np.int64)
-        if short.shape[0]:
-            log.debug("filtered: %d queries short of k results, recomputed exactly", short.shape[0])
-            starts, ends = cf.bounds(q.shape[0])
-            fk.gather_topk_ip_sel(q, self.hnsw.vectors, short, starts, ends, cf.rows, k, out_r, out_s, counts, self._half())
+        whose graph walk came back with fewer than ``min(k, m)`` results."""
+        need = min(m, k)
+        if cf is None or ((counts[0] >= need) if q.shape[0] == 1 else (counts.min() >= need)):
+            return
+        short = np.flatnonzero(counts < need).astype(np.int64)
+        log.debug("filtered: %d queries short of k results, recomputed exactly", short.shape[0])
+        starts, ends = cf.bounds(q.shape[0])
+        fk.gather_topk_ip_sel(q, self.hnsw.vectors, short, starts, ends, cf.rows, k, out_r, out_s, counts, self._half())
 
-    def _run_route(
-        self, code: int, q: np.ndarray, k: int, cf: CompiledFilter, which: np.ndarray, m: np.ndarray,
-        out_r: np.ndarray, out_s: np.ndarray, counts: np.ndarray, effort: float, st: dict[str, float],
-    ) -> None:
-        """Answer queries ``which`` (per-query filter ``cf``) by route ``code``, in place.
-
-        Exact and IVF never come back short of ``min(k, m)`` (IVF probes until ``k``
-        allowed rows were scored or the filter is exhausted); HNSW queries that do are
-        recomputed exactly.
-        """
+    def _search_per_query(self, q: np.ndarray, k: int, cf: CompiledFilter, route: str, effort: float, st: PlannerSettings
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Queries with one filter each, grouped by route (one kernel call per group)."""
         nq = q.shape[0]
-        if code == EXACT:
-            starts, ends = cf.bounds(nq)
-            fk.gather_topk_ip_sel(q, self.hnsw.vectors, which, starts, ends, cf.rows, k, out_r, out_s, counts, self._half())
-        elif code == IVF:
-            cand, nprobe = self._ivf_budget(k, effort, st)
-            self.ivf.search_compiled(q, k, cf, which, out_r, out_s, counts, target=cand, min_lists=nprobe)
+        m_all = cf.counts(nq)
+        run = _contiguous(cf, nq, m_all)
+        routes, probe, ef, cand, lists = self._plan_many(m_all, run, k, effort, st)
+        if route != "auto":
+            routes = np.full(nq, ROUTES.index(route), np.int8)
+            probe = np.zeros(nq, bool)
+        out_r = np.full((nq, k), -1, np.int64)
+        out_s = np.full((nq, k), -np.inf, np.float32)
+        counts = np.zeros(nq, np.int64)
+        starts, ends = cf.bounds(nq)
+        X = self.hnsw.vectors
+        ex = np.flatnonzero(routes == EXACT).astype(np.int64)
+        if ex.shape[0]:
+            fk.gather_topk_ip_sel(q, X, ex, starts, ends, cf.rows, k, out_r, out_s, counts, self._half())
+        walk = np.flatnonzero((routes == HNSW) & (m_all > 0)).astype(np.int64)
+        if walk.shape[0]:
+            self.hnsw.beam_search(q, k, cf, walk, out_r, out_s, counts, ef)
+        pw = np.flatnonzero(probe & (m_all > 0)).astype(np.int64)
+        if pw.shape[0]:
+            self.hnsw.beam_search(q, k, cf, pw, out_r, out_s, counts, ef, st.probe_min_share)
+            gave_up = pw[counts[pw] < 0]
+            walk = np.concatenate([walk, pw[counts[pw] >= 0]])
         else:
-            self.hnsw.search_compiled(q, k, cf, which, out_r, out_s, ef=self._ef(m, k, effort, st))
-            counts[which] = (out_r[which] >= 0).sum(axis=1)
+            gave_up = pw
+        iv = np.concatenate([np.flatnonzero((routes == IVF) & ~probe & (m_all > 0)), gave_up]).astype(np.int64)
+        if iv.shape[0]:
+            pairs = np.stack([cand[iv], lists[iv]], axis=1)
+            for c, l in np.unique(pairs, axis=0):
+                grp = iv[(pairs[:, 0] == c) & (pairs[:, 1] == l)]
+                self.ivf.search_compiled(q, k, cf, grp, out_r, out_s, counts, target=int(c), min_lists=int(l))
+        if walk.shape[0]:
+            short = walk[counts[walk] < np.minimum(m_all[walk], k)]
+            if short.shape[0]:
+                log.debug("filtered: %d queries short of k results, recomputed exactly", short.shape[0])
+                fk.gather_topk_ip_sel(q, X, short.astype(np.int64), starts, ends, cf.rows, k, out_r, out_s, counts, self._half())
+        return out_r, out_s, counts
 
     # -- persistence -------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         hc, ha = self.hnsw._state()
         ic, ia = self.ivf._state()
-        config = {"dim": self.dim, "metric": self.metric, "hnsw": hc, "ivf": ic}
+        config = {"dim": self.dim, "metric": self.metric, "hnsw": hc, "ivf": ic, "seed": self.seed,
+                  "calibrate": self.auto_calibrate, "build_seconds": self.build_seconds,
+                  "calibration": None if self._calibration is None else self._calibration.to_dict()}
         arrays = {f"hnsw.{a}": v for a, v in ha.items()}
         arrays.update({f"ivf.{a}": v for a, v in ia.items()})
         return config, arrays
@@ -531,8 +688,15 @@ class FilteredIndex(Index):
         idx.ivf = IVFIndex._from_state(config["ivf"], {a[4:]: v for a, v in arrays.items() if a.startswith("ivf.")})
         if not np.array_equal(idx.hnsw.ids, idx.ivf.ids):
             raise ValueError("the HNSW and IVF parts hold different ids")
+        idx.seed = int(config.get("seed", idx.ivf.seed))
+        idx.auto_calibrate = bool(config.get("calibrate", True))
+        idx.build_seconds = float(config.get("build_seconds", 0.0))
+        cal = config.get("calibration")
+        idx._calibration = None if cal is None else Calibration.from_dict(cal)
+        idx._fits = {}
         return idx
 
     def __repr__(self) -> str:
+        cal = "uncalibrated" if self._calibration is None else f"calibrated for recall {self._calibration.target_recall:g}"
         return (f"FilteredIndex(dim={self.dim}, metric={self.metric!r}, M={self.hnsw.M}, "
-                f"ef_construction={self.hnsw.ef_construction}, nlist={self.ivf.nlist}, ntotal={self.ntotal})")
+                f"ef_construction={self.hnsw.ef_construction}, nlist={self.ivf.nlist}, ntotal={self.ntotal}, {cal})")

@@ -7,56 +7,204 @@ kernels or faiss selectors.
 
 Semantics: ids that are not in the index are simply never returned; a filter that
 allows nothing yields rows with ``counts == 0`` (all ids -1), not an error.
+
+Cost: a GSU request brings a new filter (this user's behavior set, this time window),
+so building and compiling one is on the request path and costs time in the allowed
+ids with a small constant. ``Filter.from_ids`` checks in one vectorised pass that the
+ids are already sorted and distinct (the usual case) and only sorts when they are not;
+compiling a shared filter against an index is lazy: the allowed rows of an id array
+under the default ids ``0..n-1`` are a view of the array itself, and what a search
+route needs beyond them (a bitmap for the graph walk, the count per IVF list) is built
+on first use by the route that needs it and cached on the compiled filter
+(:func:`derived`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+import math
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from gsu._validate import as_ids
+from gsu.index import _filter_kernels as fk
 
 try:  # pyroaring is a hard dependency, but keep the import local to what needs it
     from pyroaring import BitMap
 except ImportError:  # pragma: no cover - dependency declared in pyproject
     BitMap = None  # type: ignore[assignment,misc]
 
-__all__ = ["Filter", "CompiledFilter", "IdMap"]
+__all__ = ["Filter", "CompiledFilter", "IdMap", "derived"]
+
+_I64_LIMIT = 2**63  # ids must lie in [-2**63, 2**63)
+_EMPTY = np.zeros(0, np.int64)
+#: a non-identity id map uses a dense lookup table (``table[id - min]``) when the ids span
+#: at most this many times their number (4 bytes per spanned id); else binary search
+_TABLE_SPAN = 8
+
+
+def _id_array(ids: Any, name: str) -> np.ndarray:
+    """``ids`` as a 1-D int64 array (the input itself when it already is one).
+
+    Rejects what does not denote int64 ids exactly: booleans (a mask: use
+    ``Filter.from_mask``), non-integral or non-finite floats, and values outside
+    ``[-2**63, 2**63)`` (uint64 above ``2**63 - 1``, floats such as ``1e20``, Python
+    ints beyond int64) — never wrapped or rounded.
+    """
+    a = ids if type(ids) is np.ndarray else np.asarray(ids)
+    if a.ndim == 0:
+        a = a.reshape(1)
+    elif a.ndim != 1:
+        raise ValueError(f"{name}: expected a 1-D array of integer ids, got shape {a.shape}")
+    dt = a.dtype
+    if dt == np.int64:
+        return a
+    kind = dt.kind
+    if kind == "b":
+        raise ValueError(f"{name}: got a boolean array; a boolean mask is Filter.from_mask(mask)")
+    if kind == "i":
+        return a.astype(np.int64)
+    if kind == "u":
+        if dt.itemsize == 8 and a.size and int(a.max()) >= _I64_LIMIT:
+            raise ValueError(f"{name}: id {int(a.max())} does not fit in int64 (ids must lie in [-2**63, 2**63))")
+        return a.astype(np.int64)
+    if kind == "f":
+        if a.size:
+            if not np.isfinite(a).all():
+                raise ValueError(f"{name}: NaN or inf among the ids")
+            if not (a == np.trunc(a)).all():
+                raise ValueError(f"{name}: expected integer ids, got non-integral values of dtype {dt}")
+            lo, hi = float(a.min()), float(a.max())
+            if lo < -float(_I64_LIMIT) or hi >= float(_I64_LIMIT):
+                bad = hi if hi >= float(_I64_LIMIT) else lo
+                raise ValueError(f"{name}: id {bad:g} does not fit in int64 (ids must lie in [-2**63, 2**63))")
+        return a.astype(np.int64)
+    if kind == "O" and a.size and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in a.tolist()):
+        bad = next(int(v) for v in a.tolist() if not -_I64_LIMIT <= int(v) < _I64_LIMIT)
+        raise ValueError(f"{name}: id {bad} does not fit in int64 (ids must lie in [-2**63, 2**63))")
+    if a.size == 0:
+        return _EMPTY
+    raise ValueError(f"{name}: expected integer ids, got dtype {dt}")
+
+
+def _int_bound(v: Any, name: str) -> int:
+    """A range bound as a Python int (integral numbers only), clamped to the int64 range
+    (no id lies beyond it, so clamping does not change which ids a range allows)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected an integer, got {v!r}")
+    if isinstance(v, (float, np.floating)):
+        if not math.isfinite(v) or v != math.floor(v):
+            raise ValueError(f"{name}: expected an integer, got {v!r}")
+    return min(max(int(v), -_I64_LIMIT), _I64_LIMIT)
+
+
+def sorted_ids(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct copy of a 1-D int64 array: one vectorised pass when it is already
+    strictly increasing (a copy), a sort plus one pass otherwise."""
+    a = np.ascontiguousarray(a)
+    if a.shape[0] < 2 or fk.strictly_increasing(a):
+        return a.copy()
+    return fk.dedup_sorted(np.sort(a, kind="stable"))
 
 
 class IdMap:
     """Maps external int64 ids to row numbers ``0..n-1`` of an index.
 
     When the ids are exactly ``0..n-1`` (the default) the map is the identity and
-    costs nothing. Otherwise lookups go through a sorted copy (binary search).
+    costs nothing; ids ``b..b+n-1`` are an offset. Otherwise lookups use a dense table
+    (``table[id - min]``, built on first use) when the ids span at most
+    ``8·n`` values, or binary search in a sorted copy.
     """
 
     def __init__(self, ids: np.ndarray):
         self.ids = np.ascontiguousarray(ids, dtype=np.int64)
         n = self.ids.shape[0]
-        self.identity = bool(n == 0 or (self.ids[0] == 0 and self.ids[-1] == n - 1 and np.array_equal(self.ids, np.arange(n))))
-        if self.identity:
-            self._order = None
-            self._sorted = None
-        else:
-            self._order = np.argsort(self.ids, kind="stable")
-            self._sorted = self.ids[self._order]
+        inc = n < 2 or bool(fk.strictly_increasing(self.ids))
+        self.increasing = inc
+        self.offset: int | None = None
+        if n == 0:
+            self.offset = 0
+        elif inc and int(self.ids[-1]) - int(self.ids[0]) == n - 1:
+            self.offset = int(self.ids[0])
+        self.identity = self.offset == 0
+        self._order: np.ndarray | None = None
+        self._sorted: np.ndarray | None = None
+        self._table: tuple[np.ndarray, int] | None = None
 
     def __len__(self) -> int:
         return int(self.ids.shape[0])
+
+    @property
+    def id_span(self) -> int:
+        """``max(id) + 1`` (0 for an empty map): the length a boolean mask over the ids
+        must have to cover them."""
+        n = len(self)
+        if n == 0:
+            return 0
+        return int(self.ids[-1] if self.increasing else self.ids.max()) + 1
+
+    def _sorted_view(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(sorted ids, order)`` with ``ids[order] == sorted`` (order None: already sorted)."""
+        if self.increasing:
+            return self.ids, None
+        if self._sorted is None:
+            self._order = np.argsort(self.ids, kind="stable")
+            self._sorted = self.ids[self._order]
+        return self._sorted, self._order
+
+    def _lookup_table(self) -> tuple[np.ndarray, int] | None:
+        """The dense table ``(table, base)`` with ``table[id - base] = row`` (-1 = absent),
+        or None when the ids are too spread out for one."""
+        if self._table is None:
+            n = len(self)
+            lo = int(self.ids.min())
+            span = int(self.ids.max()) - lo + 1
+            if span > _TABLE_SPAN * max(n, 1):
+                self._table = (np.zeros(0, np.int32), 0)
+            else:
+                t = np.full(span, -1, np.int64 if n >= 2**31 else np.int32)
+                t[self.ids - lo] = np.arange(n, dtype=t.dtype)
+                self._table = (t, lo)
+        return self._table if self._table[0].shape[0] else None
 
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Rows of ``ids`` (int64), ``-1`` for ids not present."""
         ids = np.asarray(ids, dtype=np.int64)
         n = len(self)
-        if self.identity:
-            return np.where((ids >= 0) & (ids < n), ids, -1)
-        pos = np.searchsorted(self._sorted, ids)
+        if self.offset is not None:
+            r = ids - self.offset if self.offset else ids
+            return np.where((r >= 0) & (r < n), r, -1)
+        srt, order = self._sorted_view()
+        pos = np.searchsorted(srt, ids)
         pos_c = np.minimum(pos, max(n - 1, 0))
-        hit = (pos < n) & (self._sorted[pos_c] == ids) if n else np.zeros(ids.shape, bool)
-        return np.where(hit, self._order[pos_c], -1)
+        hit = (pos < n) & (srt[pos_c] == ids) if n else np.zeros(ids.shape, bool)
+        return np.where(hit, pos_c if order is None else order[pos_c], -1)
+
+    def rows_of_sorted(self, ids: np.ndarray) -> np.ndarray:
+        """Sorted rows of the sorted distinct ``ids`` that are in the map (absent ids
+        dropped). Under the identity map this is a view of ``ids`` (O(log m))."""
+        m = ids.shape[0]
+        n = len(self)
+        if m == 0 or n == 0:
+            return _EMPTY
+        off = self.offset
+        if off is not None:
+            lo = 0 if ids[0] >= off else int(np.searchsorted(ids, off))
+            hi = m if ids[m - 1] < off + n else int(np.searchsorted(ids, off + n))
+            r = ids[lo:hi]
+            return r - off if off else r
+        tab = self._lookup_table()
+        if tab is not None:
+            out = np.empty(m, np.int64)
+            w, inc = fk.table_rows(ids, tab[0], tab[1], out)
+            out = out[:w]
+            if not inc:
+                out.sort()
+            return out
+        r = self.rows(ids)
+        r = r[r >= 0]
+        if not self.increasing:
+            r.sort()
+        return r
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         return self.rows(ids) >= 0
@@ -72,7 +220,6 @@ class IdMap:
         return out
 
 
-@dataclass(frozen=True)
 class CompiledFilter:
     """A filter resolved against one index: allowed *row numbers*, sorted, per query.
 
@@ -80,35 +227,120 @@ class CompiledFilter:
     ``q`` are ``rows[indptr[q]:indptr[q+1]]``, sorted ascending. A shared filter
     (one for all queries) has ``shared=True``, ``indptr == [0, m]`` and is valid for
     any number of queries. ``n`` is the number of rows in the index.
+
+    A shared filter is compiled lazily: :attr:`count` and :attr:`run` are known at
+    once (O(1) for an id array or a range), :attr:`rows` is materialised on first use
+    (a view for an id array under the default ids; O(m) for a range, O(n) for a mask),
+    and :meth:`bitmap64` (what the graph walk tests) is built from whichever of rows,
+    run or mask is at hand. Indexes cache what they derive from it on it
+    (:func:`derived`), so a filter reused across calls pays each only once.
     """
 
-    indptr: np.ndarray
-    rows: np.ndarray
-    n: int
-    shared: bool
-    _masks: dict = field(default_factory=dict, repr=False, compare=False)
+    __slots__ = ("n", "shared", "_rows", "_indptr", "_count", "_run", "_mask", "_masks")
 
+    def __init__(self, indptr: np.ndarray | None, rows: np.ndarray | None, n: int, shared: bool, *,
+                 count: int | None = None, run: tuple[int, int] | None = None, mask: np.ndarray | None = None):
+        self.n = int(n)
+        self.shared = bool(shared)
+        self._rows = rows
+        self._indptr = indptr
+        self._run = run
+        self._mask = mask
+        if count is None:
+            count = int(rows.shape[0]) if rows is not None else (run[1] - run[0] if run is not None else None)
+        self._count = count
+        self._masks: dict = {}
+
+    @classmethod
+    def from_rows(cls, rows: np.ndarray, n: int) -> "CompiledFilter":
+        """A shared filter allowing the sorted distinct ``rows`` of ``n``."""
+        return cls(None, rows, n, True)
+
+    # -- what every route reads ---------------------------------------------
+    @property
+    def rows(self) -> np.ndarray:
+        r = self._rows
+        if r is None:
+            if self._run is not None:
+                r = np.arange(self._run[0], self._run[1], dtype=np.int64)
+            else:
+                r = np.flatnonzero(self._mask).astype(np.int64, copy=False)
+            self._rows = r
+        return r
+
+    @property
+    def indptr(self) -> np.ndarray:
+        p = self._indptr
+        if p is None:
+            p = self._indptr = np.array([0, self.count], dtype=np.int64)
+        return p
+
+    @property
+    def count(self) -> int:
+        """Allowed rows of a shared filter (``m``)."""
+        c = self._count
+        if c is None:
+            c = self._count = int(np.count_nonzero(self._mask)) if self._rows is None else int(self._rows.shape[0])
+        return c
+
+    @property
+    def run(self) -> tuple[int, int] | None:
+        """``(lo, hi)`` when the allowed rows of a shared filter are exactly
+        ``lo..hi-1`` (one contiguous run: a time window over rows in time order), else None."""
+        if self._run is None and self.shared and self._rows is not None:
+            r = self._rows
+            m = r.shape[0]
+            if m and int(r[m - 1]) - int(r[0]) + 1 == m:
+                self._run = (int(r[0]), int(r[m - 1]) + 1)
+        return self._run
+
+    def bitmap64(self) -> np.ndarray:
+        """The shared filter's rows as a bitmap, (ceil(n/64),) uint64 (bit ``r & 63`` of word
+        ``r >> 6``; its bytes are faiss's ``IDSelectorBitmap`` layout), cached: O(n/64)
+        for a run, O(n/64 + m) for rows, O(n/8) for a mask."""
+        bm = self._masks.get("bitmap64")
+        if bm is None:
+            n = self.n
+            if self.run is not None:
+                bm = fk.range_bitmap64(self._run[0], self._run[1], n)
+            elif self._rows is None and self._mask is not None:
+                packed = np.packbits(self._mask, bitorder="little")
+                bm = np.zeros((n + 63) >> 6, np.uint64)
+                bm.view(np.uint8)[: packed.shape[0]] = packed
+            else:
+                bm = fk.rows_bitmap64(self.rows, n)
+            self._masks["bitmap64"] = bm
+        return bm
+
+    # -- per query ------------------------------------------------------------
     @property
     def n_queries(self) -> int:
         return int(self.indptr.shape[0] - 1)
 
     def query_rows(self, q: int) -> np.ndarray:
         if self.shared:
-            q = 0
-        return self.rows[self.indptr[q] : self.indptr[q + 1]]
+            return self.rows
+        return self.rows[self._indptr[q] : self._indptr[q + 1]]
 
     def counts(self, nq: int) -> np.ndarray:
         """Allowed-row count for each of ``nq`` queries, (nq,) int64."""
-        c = np.diff(self.indptr)
-        return np.full(nq, int(c[0]), dtype=np.int64) if self.shared else c.astype(np.int64)
+        if self.shared:
+            return np.full(nq, self.count, dtype=np.int64)
+        return np.diff(self._indptr).astype(np.int64, copy=False)
 
     def mask(self, q: int = 0) -> np.ndarray:
         """Boolean mask over the index rows for query ``q`` (cached for shared filters)."""
-        key = 0 if self.shared else q
+        key = ("mask", 0 if self.shared else q)
         m = self._masks.get(key)
         if m is None:
-            m = np.zeros(self.n, dtype=bool)
-            m[self.query_rows(q)] = True
+            if self.shared and self._mask is not None and self._rows is None:
+                m = self._mask
+            else:
+                m = np.zeros(self.n, dtype=bool)
+                if self.shared and self.run is not None:
+                    m[self._run[0] : self._run[1]] = True
+                else:
+                    m[self.query_rows(q)] = True
             if self.shared:
                 self._masks[key] = m
         return m
@@ -119,7 +351,25 @@ class CompiledFilter:
             return np.zeros(nq, np.int64), np.full(nq, self.rows.shape[0], np.int64)
         if nq != self.n_queries:
             raise ValueError(f"filter has {self.n_queries} per-query entries but there are {nq} queries")
-        return self.indptr[:-1].astype(np.int64), self.indptr[1:].astype(np.int64)
+        return self._indptr[:-1].astype(np.int64), self._indptr[1:].astype(np.int64)
+
+    def __repr__(self) -> str:
+        if self.shared:
+            return f"CompiledFilter(shared, {self.count} of {self.n} rows)"
+        return f"CompiledFilter({self.n_queries} queries, {self.rows.shape[0]} rows in all, n={self.n})"
+
+
+def derived(cf: CompiledFilter, key: Any, make: Callable[[], Any]) -> Any:
+    """``make()`` cached on the compiled filter ``cf`` itself (its cache dict), so that a
+    shared filter reused across calls — one user's behavior set for many candidate
+    queries — builds its faiss selector, bitmap or IVF grouping once, and the cache goes
+    when the filter goes."""
+    cache = cf._masks
+    slot = ("gsu.index.derived", key)
+    hit = cache.get(slot)
+    if hit is None:
+        hit = cache[slot] = make()
+    return hit
 
 
 class Filter:
@@ -133,10 +383,16 @@ class Filter:
     - ``Filter.time_range(times, lo, hi, ids=None)`` — items whose attribute (e.g. a
       timestamp, one value per item) lies in ``[lo, hi)``
     - ``Filter.per_query([f0, f1, ...])`` — one filter (or id array) per query row
+    - ``Filter.from_csr(indptr, ids)`` — one id set per query row, in CSR form
     - ``Filter.all()`` — everything
 
     Combine with ``&`` (and), ``|`` (or), ``~`` (not). ``Filter(x)`` accepts any of
     an id array, a boolean mask, a BitMap, a list of per-query filters or a Filter.
+
+    Ids must fit in int64: uint64 values from ``2**63`` on and floats beyond the int64
+    range (``1e20``) raise ``ValueError`` instead of wrapping. A mask compiled against an
+    index must cover exactly that index's ids (length ``max(id) + 1``, i.e. ``n`` for the
+    default ids ``0..n-1``); another length raises ``ValueError``.
     """
 
     __slots__ = ("_kind", "_data", "_cache")
@@ -152,25 +408,30 @@ class Filter:
     # -- constructors ------------------------------------------------------
     @classmethod
     def from_ids(cls, ids: Any) -> "Filter":
+        """The ids of ``ids``: a 1-D integer array or list (any order, duplicates allowed)
+        or a ``pyroaring.BitMap``/``BitMap64``. O(m) when the ids come sorted and distinct
+        (one vectorised check plus a copy), O(m log m) otherwise."""
         if BitMap is not None and isinstance(ids, BitMap):
-            arr = np.fromiter(ids, dtype=np.int64, count=len(ids)) if len(ids) else np.zeros(0, np.int64)
-        elif type(ids).__name__ == "BitMap64":
-            arr = np.fromiter(iter(ids), dtype=np.int64, count=len(ids))
-        else:
-            arr = as_ids(np.asarray(ids).reshape(-1) if np.ndim(ids) else np.asarray([ids]), name="filter ids")
-        arr = np.unique(arr)  # sorted, unique
-        return cls(_kind="ids", _data=arr)
+            arr = np.frombuffer(ids.to_array(), dtype=np.uint32).astype(np.int64) if len(ids) else _EMPTY
+            return cls(_kind="ids", _data=arr)
+        if type(ids).__name__ in ("BitMap64", "FrozenBitMap64"):
+            raw = np.frombuffer(ids.to_array(), dtype=np.uint64) if len(ids) else np.zeros(0, np.uint64)
+            return cls(_kind="ids", _data=sorted_ids(_id_array(raw, "filter ids")))
+        arr = _id_array(ids, "filter ids")
+        return cls(_kind="ids", _data=sorted_ids(arr))
 
     @classmethod
     def from_mask(cls, mask: Any) -> "Filter":
+        """Ids ``i`` with ``mask[i]`` (a 1-D boolean array, copied)."""
         m = np.asarray(mask)
         if m.dtype != np.bool_ or m.ndim != 1:
             raise ValueError(f"filter mask: expected a 1-D boolean array, got dtype {m.dtype} shape {m.shape}")
-        return cls(_kind="mask", _data=np.ascontiguousarray(m))
+        return cls(_kind="mask", _data=np.array(m, dtype=bool, order="C", copy=True))
 
     @classmethod
     def range(cls, lo: int, hi: int) -> "Filter":
-        lo, hi = int(lo), int(hi)
+        """Ids in ``[lo, hi)`` (integers; bounds beyond int64 clamp to its range)."""
+        lo, hi = _int_bound(lo, "filter range lo"), _int_bound(hi, "filter range hi")
         if hi < lo:
             raise ValueError(f"filter range: hi ({hi}) < lo ({lo})")
         return cls(_kind="range", _data=(lo, hi))
@@ -184,8 +445,13 @@ class Filter:
         v = np.asarray(values)
         if v.ndim != 1:
             raise ValueError(f"time_range: expected 1-D values, got shape {v.shape}")
-        ids_arr = np.arange(v.shape[0], dtype=np.int64) if ids is None else as_ids(ids, name="time_range ids", n=v.shape[0])
-        return cls.from_ids(ids_arr[(v >= lo) & (v < hi)])
+        sel = (v >= lo) & (v < hi)
+        if ids is None:
+            return cls(_kind="ids", _data=np.flatnonzero(sel).astype(np.int64, copy=False))
+        ids_arr = _id_array(ids, "time_range ids")
+        if ids_arr.shape[0] != v.shape[0]:
+            raise ValueError(f"time_range ids: expected {v.shape[0]} ids (one per value), got {ids_arr.shape[0]}")
+        return cls(_kind="ids", _data=sorted_ids(ids_arr[sel]))
 
     @classmethod
     def all(cls) -> "Filter":
@@ -201,15 +467,37 @@ class Filter:
         return cls(_kind="per_query", _data=fs)
 
     @classmethod
+    def from_csr(cls, indptr: Any, ids: Any) -> "Filter":
+        """Per-query id sets in CSR form: query ``q`` allows ``ids[indptr[q]:indptr[q+1]]``.
+
+        Checked and stored in one pass (no per-query objects): sets that come sorted and
+        distinct are kept as they are; others are sorted per query.
+        """
+        p = _id_array(indptr, "filter indptr")
+        a = np.ascontiguousarray(_id_array(ids, "filter ids"))
+        if p.shape[0] < 2 or p[0] != 0 or p[-1] != a.shape[0] or (np.diff(p) < 0).any():
+            raise ValueError(f"filter indptr: expected non-decreasing offsets from 0 to {a.shape[0]} (at least 2 entries)")
+        p = np.ascontiguousarray(p)
+        if fk.segments_increasing(p, a):
+            return cls(_kind="csr", _data=(p.copy(), a.copy()))
+        parts = [sorted_ids(a[p[q] : p[q + 1]]) for q in range(p.shape[0] - 1)]
+        lens = np.fromiter((x.shape[0] for x in parts), dtype=np.int64, count=len(parts))
+        p2 = np.zeros(len(parts) + 1, np.int64)
+        np.cumsum(lens, out=p2[1:])
+        return cls(_kind="csr", _data=(p2, np.concatenate(parts) if parts else _EMPTY))
+
+    @classmethod
     def coerce(cls, spec: Any) -> "Filter":
         """Turn any accepted filter spec into a ``Filter``."""
         if isinstance(spec, Filter):
             return spec
         if spec is None:
             return cls.all()
+        if type(spec) is np.ndarray:
+            return cls.from_mask(spec) if spec.dtype == np.bool_ else cls.from_ids(spec)
         if BitMap is not None and isinstance(spec, BitMap):
             return cls.from_ids(spec)
-        if type(spec).__name__ == "BitMap64":
+        if type(spec).__name__ in ("BitMap64", "FrozenBitMap64"):
             return cls.from_ids(spec)
         if isinstance(spec, (list, tuple)) and spec and all(
             isinstance(f, (Filter, np.ndarray, list, tuple)) or (BitMap is not None and isinstance(f, BitMap)) for f in spec
@@ -237,11 +525,12 @@ class Filter:
 
     @property
     def is_per_query(self) -> bool:
-        if self._kind == "per_query":
+        k = self._kind
+        if k in ("per_query", "csr"):
             return True
-        if self._kind in ("and", "or"):
+        if k in ("and", "or"):
             return self._data[0].is_per_query or self._data[1].is_per_query
-        if self._kind == "not":
+        if k == "not":
             return self._data.is_per_query
         return False
 
@@ -250,6 +539,8 @@ class Filter:
         return self._kind == "all"
 
     def __len__(self) -> int:
+        if self._kind == "csr":
+            return int(self._data[0].shape[0] - 1)
         if self._kind != "per_query":
             raise TypeError("len() is defined for per-query filters only")
         return len(self._data)
@@ -263,6 +554,8 @@ class Filter:
             return f"Filter.range({self._data[0]}, {self._data[1]})"
         if self._kind == "per_query":
             return f"Filter.per_query(<{len(self._data)} filters>)"
+        if self._kind == "csr":
+            return f"Filter.from_csr(<{len(self)} queries, {self._data[1].size} ids>)"
         if self._kind == "not":
             return f"~{self._data!r}"
         if self._kind in ("and", "or"):
@@ -276,6 +569,9 @@ class Filter:
         k = self._kind
         if k == "per_query":
             return self._data[q]
+        if k == "csr":
+            p, a = self._data
+            return Filter(_kind="ids", _data=a[p[q] : p[q + 1]])
         if k in ("and", "or"):
             return Filter(_kind=k, _data=(self._data[0].for_query(q), self._data[1].for_query(q)))
         if k == "not":
@@ -287,6 +583,8 @@ class Filter:
         k = self._kind
         if k == "per_query":
             return len(self._data)
+        if k == "csr":
+            return len(self)
         if k in ("and", "or"):
             a, b = self._data[0].n_queries(), self._data[1].n_queries()
             if a is not None and b is not None and a != b:
@@ -325,6 +623,23 @@ class Filter:
             return ~self._data.allows(ids)
         raise TypeError("allows() needs a single filter; call for_query(q) on a per-query filter first")
 
+    def _check_masks(self, idmap: IdMap) -> None:
+        """Every mask in this filter covers exactly ``idmap``'s ids (length ``max(id)+1``)."""
+        k = self._kind
+        if k == "mask":
+            span = idmap.id_span
+            if self._data.shape[0] != span:
+                what = f"n = {span} rows (ids 0..{span - 1})" if idmap.identity else f"ids up to {span - 1} (length {span})"
+                raise ValueError(f"filter mask has length {self._data.shape[0]} but the index's id space needs {what}")
+        elif k in ("and", "or"):
+            self._data[0]._check_masks(idmap)
+            self._data[1]._check_masks(idmap)
+        elif k == "not":
+            self._data._check_masks(idmap)
+        elif k == "per_query":
+            for f in self._data:
+                f._check_masks(idmap)
+
     def _rows(self, idmap: IdMap) -> np.ndarray:
         """Sorted allowed rows of a single filter against ``idmap``."""
         k = self._kind
@@ -332,17 +647,13 @@ class Filter:
         if k == "all":
             return np.arange(n, dtype=np.int64)
         if k == "ids":
-            r = idmap.rows(self._data)
-            r = r[r >= 0]
-            if not idmap.identity:
-                r.sort()
-            return r
-        if k == "range" and idmap.identity:
+            return idmap.rows_of_sorted(self._data)
+        if k == "range" and idmap.offset is not None:
             lo, hi = self._data
-            return np.arange(max(lo, 0), max(min(hi, n), max(lo, 0)), dtype=np.int64)
+            a, b = max(lo - idmap.offset, 0), min(hi - idmap.offset, n)
+            return np.arange(a, max(a, b), dtype=np.int64)
         if k == "mask" and idmap.identity:
-            m = self._data
-            return np.flatnonzero(m[:n]).astype(np.int64)
+            return np.flatnonzero(self._data[:n]).astype(np.int64)
         if k == "and":
             a, b = self._data
             # intersect the cheaper side's rows with the other's membership
@@ -350,56 +661,81 @@ class Filter:
             return ra[b.allows(idmap.ids[ra])] if ra.size else ra
         return np.flatnonzero(self.allows(idmap.ids)).astype(np.int64)
 
-    def compile(self, idmap: IdMap, nq: int) -> CompiledFilter:
-        """Resolve against an index's ids for ``nq`` queries (see :class:`CompiledFilter`)."""
+    def _compile_shared(self, idmap: IdMap) -> CompiledFilter:
+        """Lazy compiled form of a single filter (see :class:`CompiledFilter`)."""
         n = len(idmap)
+        k = self._kind
+        if k == "ids":
+            return CompiledFilter(None, idmap.rows_of_sorted(self._data), n, True)
+        if k == "range" and idmap.offset is not None:
+            lo, hi = self._data
+            a, b = max(lo - idmap.offset, 0), min(hi - idmap.offset, n)
+            return CompiledFilter(None, None, n, True, run=(a, max(a, b)))
+        if k == "mask" and idmap.identity:
+            return CompiledFilter(None, None, n, True, mask=self._data)
+        if k == "all":
+            return CompiledFilter(None, None, n, True, run=(0, n))
+        return CompiledFilter(None, self._rows(idmap), n, True)
+
+    def compile(self, idmap: IdMap, nq: int) -> CompiledFilter:
+        """Resolve against an index's ids for ``nq`` queries (see :class:`CompiledFilter`).
+
+        Raises ``ValueError`` when a mask's length differs from the index's id space or a
+        per-query filter's number of entries from ``nq``.
+        """
         m = self.n_queries()
         if m is None:
             # a shared filter is often reused across calls (one query at a time): cache it
-            if self._cache is not None and self._cache[0] is idmap:
-                return self._cache[1]
-            rows = self._rows(idmap)
-            cf = CompiledFilter(np.array([0, rows.shape[0]], dtype=np.int64), rows, n, True)
+            c = self._cache
+            if c is not None and c[0] is idmap:
+                return c[1]
+            if self._kind != "ids":
+                self._check_masks(idmap)
+            cf = self._compile_shared(idmap)
             self._cache = (idmap, cf)
             return cf
         if m != nq:
             raise ValueError(f"per-query filter has {m} entries but there are {nq} queries")
+        self._check_masks(idmap)
+        n = len(idmap)
+        if self._kind == "csr":
+            p, a = self._data
+            return self._compile_csr(idmap, nq, p, a)
         if self._kind == "per_query" and all(f._kind == "ids" for f in self._data):
-            return self._compile_id_sets(idmap, nq)
+            sets = [f._data for f in self._data]
+            lens = np.fromiter((s.shape[0] for s in sets), dtype=np.int64, count=nq)
+            p = np.zeros(nq + 1, np.int64)
+            np.cumsum(lens, out=p[1:])
+            return self._compile_csr(idmap, nq, p, np.concatenate(sets) if nq else _EMPTY, fresh=True)
         parts = [self.for_query(q)._rows(idmap) for q in range(nq)]
         indptr = np.zeros(nq + 1, dtype=np.int64)
         np.cumsum([p.shape[0] for p in parts], out=indptr[1:])
-        rows = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        rows = np.concatenate(parts) if parts else _EMPTY
         return CompiledFilter(indptr, rows.astype(np.int64, copy=False), n, False)
 
-    def _compile_id_sets(self, idmap: IdMap, nq: int) -> CompiledFilter:
-        """Vectorised compile of per-query id sets (the common case: one behavior set per query)."""
-        sets = [f._data for f in self._data]
-        lens = np.fromiter((a.shape[0] for a in sets), dtype=np.int64, count=nq)
-        all_ids = np.concatenate(sets) if nq else np.zeros(0, np.int64)
-        if idmap.identity:  # ids are rows: one pass dropping ids outside 0..n-1
-            from gsu.index._filter_kernels import compact_id_sets
-
+    @staticmethod
+    def _compile_csr(idmap: IdMap, nq: int, p: np.ndarray, ids: np.ndarray, *, fresh: bool = False) -> CompiledFilter:
+        """Per-query sorted id sets in CSR form (``p``, ``ids``) → compiled rows, in one pass
+        under an offset (or identity) map; ``fresh``: ``ids`` is a new array that may be
+        overwritten in place."""
+        n = len(idmap)
+        if idmap.offset is not None:
+            src = ids - idmap.offset if idmap.offset else ids
+            out = src if (fresh or idmap.offset) else np.empty_like(ids)
             indptr = np.empty(nq + 1, np.int64)
-            w = compact_id_sets(all_ids, lens, len(idmap), all_ids, indptr)  # in place (a fresh concatenation): writes trail reads
-            return CompiledFilter(indptr, all_ids[:w], len(idmap), False)
-        rows = idmap.rows(all_ids)
-        seg = np.repeat(np.arange(nq, dtype=np.int64), lens)
+            lens = np.diff(p)
+            w = fk.compact_id_sets(src, lens, n, out, indptr)  # in place allowed: writes trail reads
+            return CompiledFilter(indptr, out[:w], n, False)
+        rows = idmap.rows(ids)
+        seg = np.repeat(np.arange(nq, dtype=np.int64), np.diff(p))
         keep = rows >= 0
         rows, seg = rows[keep], seg[keep]
-        if not idmap.identity:  # ids were sorted per query; rows need sorting within each query
+        if not idmap.increasing:  # ids were sorted per query; rows need sorting within each query
             order = np.lexsort((rows, seg))
             rows, seg = rows[order], seg[order]
         indptr = np.zeros(nq + 1, dtype=np.int64)
         np.cumsum(np.bincount(seg, minlength=nq), out=indptr[1:])
-        return CompiledFilter(indptr, rows, len(idmap), False)
-
-    @classmethod
-    def from_csr(cls, indptr: Any, ids: Any) -> "Filter":
-        """Per-query id sets given in CSR form: query ``q`` allows ``ids[indptr[q]:indptr[q+1]]``."""
-        indptr = as_ids(indptr, name="filter indptr")
-        ids = as_ids(ids, name="filter ids")
-        return cls.per_query([ids[indptr[q] : indptr[q + 1]] for q in range(indptr.shape[0] - 1)])
+        return CompiledFilter(indptr, rows, n, False)
 
 
 def iter_filters(f: Filter | None, nq: int) -> Iterable[Filter]:

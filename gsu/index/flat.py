@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positive_int
+from gsu.index import _filter_kernels as _fk
 from gsu.index import _kernels
 from gsu.index.base import Index, SearchResult, _lexsort_rows, register_index
 from gsu.index.filters import Filter, IdMap
@@ -204,12 +205,15 @@ class FlatIndex(Index):
         return SearchResult(self._idmap.to_ids(out_r), out_s, counts)
 
     def _search_gather(self, q: np.ndarray, k: int, starts: np.ndarray, ends: np.ndarray, rows: np.ndarray) -> SearchResult:
+        """Exact top-k over each query's allowed rows, reading only those rows (a serial
+        kernel for one query: no thread-pool launch on the one-query-per-call path)."""
         nq = q.shape[0]
-        out_r = np.full((nq, k), -1, np.int64)
-        out_s = np.full((nq, k), -np.inf, np.float32)
+        out_r = np.empty((nq, k), np.int64)  # the kernel writes every slot (-1 / -inf padding)
+        out_s = np.empty((nq, k), np.float32)
         counts = np.zeros(nq, np.int64)
-        _kernels.gather_topk_ip(q, self._x, starts, ends, rows, k, out_r, out_s, counts)
-        return SearchResult(self._idmap.to_ids(out_r), out_s, counts)
+        _fk.gather_topk_ip_sel(q, self._x, np.arange(nq, dtype=np.int64), starts, ends, rows, k, out_r, out_s, counts)
+        ids = out_r if self._idmap.identity else self._idmap.to_ids(out_r)
+        return SearchResult(ids, out_s, counts)
 
     # -- persistence -------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

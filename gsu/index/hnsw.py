@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable
+from typing import Any
 
 import faiss
 import numba
@@ -30,7 +30,7 @@ from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positi
 from gsu.index import _filter_kernels as fk
 from gsu.index import _graph_kernels as gk
 from gsu.index.base import Index, SearchResult, register_index
-from gsu.index.filters import CompiledFilter, Filter, IdMap
+from gsu.index.filters import CompiledFilter, Filter, IdMap, derived
 from gsu.index.flat import METRICS, normalize_rows
 
 log = logging.getLogger(__name__)
@@ -72,20 +72,14 @@ _BEAM_FILTER = "gsu.hnsw.beam-filter"  # cache key of a shared filter's beam arg
 
 def filter_bitmap64(cf: CompiledFilter, n: int) -> np.ndarray:
     """The bitmap of a shared compiled filter as (ceil(n/64),) uint64 words (bit ``r & 63``
-    of word ``r >> 6``: the same bits as :func:`filter_bitmap` on a little-endian machine),
-    cached on ``cf``."""
-    def make() -> np.ndarray:
-        w = np.zeros(((n + 63) >> 6) * 8, np.uint8)
-        b = filter_bitmap(cf, n)
-        w[: b.shape[0]] = b
-        return w.view("<u8").astype(np.uint64, copy=False)
-
-    return derived(cf, ("bitmap64", n), make)
+    of word ``r >> 6``), cached on ``cf`` (:meth:`CompiledFilter.bitmap64`)."""
+    return cf.bitmap64()
 
 
 def filter_bitmap(cf: CompiledFilter, n: int) -> np.ndarray:
-    """The packed bitmap (ceil(n/8),) uint8 of a shared compiled filter, cached on ``cf``."""
-    return derived(cf, ("bitmap", n), lambda: fk.rows_bitmap(cf.rows, n))
+    """The packed bitmap (ceil(n/8),) uint8 of a shared compiled filter (a byte view of
+    :func:`filter_bitmap64`: the ``faiss.IDSelectorBitmap`` layout on a little-endian machine)."""
+    return cf.bitmap64().view(np.uint8)[: (n + 7) >> 3]
 
 
 def prep_queries(queries: Any, dim: int, metric: str) -> np.ndarray:
@@ -109,19 +103,6 @@ def prep_queries(queries: Any, dim: int, metric: str) -> np.ndarray:
     return normalize_rows(q) if metric == "cosine" else q
 
 
-def derived(cf: CompiledFilter, key: Any, make: Callable[[], Any]) -> Any:
-    """``make()`` cached on the compiled filter ``cf`` itself (its cache dict), so that a
-    shared filter reused across calls — one user's behavior set for many candidate
-    queries — builds its faiss selector or IVF marks once, and the cache goes when
-    the filter goes."""
-    cache = cf._masks
-    slot = ("gsu.index.derived", key)
-    hit = cache.get(slot)
-    if hit is None:
-        hit = cache[slot] = make()
-    return hit
-
-
 def hnsw_params(cf: CompiledFilter | None, n: int, ef: int, cache: dict) -> faiss.SearchParametersHNSW:
     """Prebuilt ``SearchParametersHNSW`` (``efSearch=ef``, selector of the shared filter
     ``cf`` over ``n`` rows, none for ``cf=None`` or a filter allowing every row).
@@ -135,7 +116,7 @@ def hnsw_params(cf: CompiledFilter | None, n: int, ef: int, cache: dict) -> fais
     if p is None:
         p = faiss.SearchParametersHNSW()
         p.efSearch = int(ef)
-        if cf is not None and cf.rows.shape[0] != n:
+        if cf is not None and cf.count != n:
             p.sel = derived(cf, ("faiss-sel", n), lambda: _shared_selector(cf, n))[0]
         store[ef] = p
     return p
@@ -260,7 +241,7 @@ class HNSWIndex(Index):
         if f.is_all or f.n_queries() is None:
             # one faiss call with prebuilt parameters (cached on a reused filter)
             cf = None if f.is_all else f.compile(self._idmap, nq)
-            m = n if cf is None else int(cf.rows.shape[0])
+            m = n if cf is None else cf.count
             if m == 0:
                 return SearchResult.empty(nq, k)
             rows, scores = self.search_params(q, k, hnsw_params(cf, n, max(ef, k), self._params))
@@ -361,13 +342,13 @@ class HNSWIndex(Index):
         if ctx is None:
             ctx = self._beam = self._graph() + self._codes() + (self.vectors,)
         nbr, off, cum, ep, maxl, codes, step, X = ctx
-        if cf is None or (cf.shared and cf.rows.shape[0] == n):  # per-query rows may also add up to n
+        if cf is None or (cf.shared and cf.count == n):
             fa = _ALL_ROWS
         elif cf.shared:  # (all rows?, shared bitmap, starts, ends, rows), cached on the filter
             key = (_BEAM_FILTER, n)
             fa = cf._masks.get(key)
             if fa is None:
-                fa = cf._masks[key] = (False, filter_bitmap64(cf, n), _NO_ROWS, _NO_ROWS, cf.rows)
+                fa = cf._masks[key] = (False, cf.bitmap64(), _NO_ROWS, _NO_ROWS, _NO_ROWS)
         else:
             starts, ends = cf.bounds(q.shape[0])
             fa = (False, _NO_BITMAP, starts, ends, cf.rows)
@@ -454,11 +435,15 @@ class HNSWIndex(Index):
 
 
 def _shared_selector(cf: CompiledFilter, n: int) -> tuple[faiss.IDSelector, tuple[Any, ...]]:
-    """faiss selector of a shared compiled filter, reusing its cached bitmap."""
-    rows = cf.rows
-    m = rows.shape[0]
-    dense = not (m and int(rows[-1]) - int(rows[0]) + 1 == m) and m * BATCH_SELECTOR_RATIO >= n
-    return faiss_selector(rows, n, bitmap=filter_bitmap(cf, n) if dense else None)
+    """faiss selector of a shared compiled filter: a range for a contiguous run, a hash
+    set for very few rows, else a bitmap (the compiled filter's own, cached)."""
+    run = cf.run
+    if run is not None and run[1] > run[0]:
+        return faiss.IDSelectorRange(run[0], run[1]), ()
+    if cf.count * BATCH_SELECTOR_RATIO < n:
+        return faiss_selector(cf.rows, n)
+    bm = cf.bitmap64().view(np.uint8)
+    return faiss.IDSelectorBitmap(bm), (bm,)
 
 
 def _new_ids(idmap: IdMap, n_new: int, ids: Any) -> np.ndarray:

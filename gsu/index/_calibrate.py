@@ -1,0 +1,407 @@
+"""Measurements behind :meth:`FilteredIndex.calibrate <gsu.index.FilteredIndex.calibrate>`.
+
+For each selectivity of a grid, draw one filter per calibration query of each kind GSU
+uses — a uniform random subset, a query-correlated subset (80 % from the IVF lists
+nearest the query, the rest at random: a user's behavior set near the candidate), a
+contiguous range of rows (a time window) — compute the exact top-k, then time every route
+at a ladder of budgets, one query per call with a *fresh* filter built from its id array
+each time (what a request pays), and record recall@k and the median cost per kind.
+:func:`gsu.index.planner.fit_planner` turns the table into planner settings.
+
+Ladders stop at the first budget whose recall reaches the goal of the highest target the
+planner supports (0.99) for every kind, or when a step costs more than ``_PRUNE`` times
+the cheapest option already known to reach the calibration's goal at that selectivity
+(the exact scan included): a route that slow is never chosen there.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+import time
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator
+
+import numpy as np
+
+from gsu.index import _filter_kernels as fk
+from gsu.index import _graph_kernels as gk
+from gsu.index.filters import Filter
+from gsu.index.planner import HNSW_LADDER, IVF_LADDER, Calibration, fit_planner, recall_goal
+
+if TYPE_CHECKING:
+    from gsu.index.filtered import FilteredIndex
+
+log = logging.getLogger(__name__)
+
+#: selectivities measured, in the order they are measured (main decades first, so that a
+#: calibration cut short by its time limit still spans the range)
+GRID = (0.01, 0.1, 0.5, 0.001, 0.3, 0.03, 0.003, 0.2, 0.05, 0.7, 0.02, 0.005, 0.002)
+KINDS = ("random", "correlated", "range")
+_PRUNE = 3.0
+#: grid points measured whatever the time limit (the main decades 1 %, 10 %, 50 %: a fit
+#: needs both ends of the range to place the exact limit and the graph threshold)
+_MIN_POINTS = 3
+_HI_TARGET = 0.99
+_EXACT, _IVF, _HNSW = 0, 1, 2
+
+
+def draw_filters(idx: "FilteredIndex", kind: str, m: int, Q: np.ndarray, qrows: np.ndarray | None,
+                 rng: np.random.Generator) -> list[np.ndarray]:
+    """One sorted int64 *row* array of ``m`` rows per query (the query's own row, when it
+    is a row of the index, is never allowed: the calibration queries are then held out)."""
+    n = idx.ntotal
+    nq = Q.shape[0]
+    out = []
+    if kind == "correlated":
+        ivf = idx.ivf
+        cs = ivf.centroid_scores(Q)
+        off = ivf._list_off
+    for i in range(nq):
+        own = -1 if qrows is None else int(qrows[i])
+        avail = n - (own >= 0)
+        mm = min(m, avail)
+        if kind == "random":
+            r = _sample(n, mm, rng, own)
+        elif kind == "range":
+            # starts whose window [a, a+mm) misses the own row: [0, own-mm] and [own+1, n-mm]
+            left = max(own - mm + 1, 0) if own >= 0 else n - mm + 1
+            right = max(n - mm - own, 0) if own >= 0 else 0
+            if left + right > 0:
+                u = int(rng.integers(0, left + right))
+                a = u if u < left else own + 1 + (u - left)
+                r = np.arange(a, a + mm)
+            else:  # every window of this length holds the own row: drop it
+                a = int(rng.integers(0, n - mm))
+                r = np.arange(a, a + mm + 1)
+                r = r[r != own][:mm]
+        elif kind == "correlated":
+            near = int(round(0.8 * mm))
+            pool, tot = [], 0
+            for l in np.argsort(-cs[i]):
+                pr = ivf._pos_row[off[l] : off[l + 1]]
+                pool.append(pr)
+                tot += pr.shape[0]
+                if tot >= near + 1:
+                    break
+            pool_a = np.concatenate(pool)
+            if own >= 0:
+                pool_a = pool_a[pool_a != own]
+            first = rng.choice(pool_a, min(near, pool_a.shape[0]), replace=False)
+            taken = np.zeros(n, bool)
+            taken[first] = True
+            r = np.sort(np.concatenate([first, _sample(n, mm - first.shape[0], rng, own, taken)]))  # the rest at random
+        else:
+            raise ValueError(f"unknown filter kind {kind!r}")
+        out.append(np.asarray(r, np.int64))
+    return out
+
+
+#: score matrices up to this many floats are computed once with BLAS for the exact answers
+_SCORES_MAX = 1 << 24
+
+
+def _truth(idx: "FilteredIndex", Q: np.ndarray, sets: list[np.ndarray], k: int, S: np.ndarray | None) -> np.ndarray:
+    """(nq, k) float32 exact top-k scores under each query's rows (-inf padded): from the
+    precomputed score matrix ``S`` (nq, n) when given, else one parallel gather kernel call."""
+    nq = Q.shape[0]
+    out_s = np.full((nq, k), -np.inf, np.float32)
+    if S is not None:
+        for i, rows in enumerate(sets):
+            sc = S[i, rows]
+            m = sc.shape[0]
+            kk = min(k, m)
+            if kk:
+                top = np.partition(sc, m - kk)[m - kk :] if m > kk else sc
+                out_s[i, :kk] = np.sort(top)[::-1]
+        return out_s
+    lens = np.array([s.shape[0] for s in sets], np.int64)
+    starts = np.zeros(nq, np.int64)
+    np.cumsum(lens[:-1], out=starts[1:])
+    rows = np.concatenate(sets)
+    out_r = np.empty((nq, k), np.int64)
+    counts = np.empty(nq, np.int64)
+    fk.gather_topk_ip_sel(Q, idx.hnsw.vectors, np.arange(nq, dtype=np.int64), starts, starts + lens, rows, k, out_r, out_s,
+                          counts, idx._half())
+    return out_s
+
+
+def _recalls(found: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Tie-tolerant recall@k per query from returned (exact) scores ``found`` (nq, k)
+    against the exact top-k scores ``truth`` (nq, k), both -inf padded."""
+    n_true = np.isfinite(truth).sum(axis=1)
+    kth = truth[np.arange(truth.shape[0]), np.maximum(n_true - 1, 0)].astype(np.float64)
+    hits = (found >= (kth - 1e-5 * np.maximum(1.0, np.abs(kth)))[:, None]).sum(axis=1)
+    return np.where(n_true > 0, np.minimum(hits, n_true) / np.maximum(n_true, 1), 1.0)
+
+
+def _distinct(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of an int array (sort + adjacent compare: numpy's hashing
+    ``unique`` is slower on these sizes)."""
+    a = np.sort(a)
+    if a.shape[0] < 2:
+        return a
+    keep = np.empty(a.shape[0], bool)
+    keep[0] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
+
+
+def _sample(n: int, m: int, rng: np.random.Generator, exclude: int = -1, taken: np.ndarray | None = None) -> np.ndarray:
+    """``m`` distinct rows of ``0..n-1`` other than ``exclude`` and those marked in the
+    boolean ``taken`` (n,), sorted, in ~O(m log m) (no permutation of all ``n`` unless
+    ``m`` is a large share of them)."""
+    if taken is None:
+        taken = np.zeros(n, bool)
+    free = n - int(taken.sum()) - (1 if exclude >= 0 and not taken[exclude] else 0)
+    m = min(m, free)
+    if m * 3 > free:
+        ok = ~taken
+        if exclude >= 0:
+            ok[exclude] = False
+        pool = np.flatnonzero(ok)
+        return np.sort(rng.choice(pool, m, replace=False)).astype(np.int64)
+    r = np.zeros(0, np.int64)
+    while r.shape[0] < m:
+        c = rng.integers(0, n, int((m - r.shape[0]) * 1.25) + 16)
+        c = c[~taken[c] & (c != exclude)]
+        r = _distinct(np.concatenate([r, c]))
+    if r.shape[0] > m:
+        r = np.sort(rng.choice(r, m, replace=False))
+    return r.astype(np.int64)
+
+
+class _Timer:
+    """Times one option over the calibration queries of one kind: a fresh ``Filter`` from
+    the id array and its compile are inside the timed call, as in a request."""
+
+    def __init__(self, idx: "FilteredIndex", Q: np.ndarray, k: int):
+        self.idx, self.Q, self.k = idx, Q, k
+        self.found = np.empty((Q.shape[0], k), np.float32)
+
+    def run(self, id_sets: list[np.ndarray], truth: np.ndarray, code: int, *, bound_us: float = math.inf, probe: float = 0.0,
+            ef: int = 0, cand: int = 0, lists: int = 0) -> tuple[float, float]:
+        """``(mean recall, median cost µs)``; ``(nan, mean cost)`` when the first queries
+        already cost more than ``bound_us`` on average (the option is abandoned)."""
+        idx, Q, k = self.idx, self.Q, self.k
+        idmap = idx.idmap
+        nq = Q.shape[0]
+        costs = np.empty(nq)
+        found = self.found
+        pc = time.perf_counter
+        one = idx._search_one
+        check = min(8, nq)
+        for i in range(nq):
+            ids = id_sets[i]
+            q = Q[i : i + 1]
+            t0 = pc()
+            cf = Filter.from_ids(ids).compile(idmap, 1)
+            _, sc, _ = one(q, k, cf, code, probe, ef, cand, lists)
+            costs[i] = pc() - t0
+            found[i] = sc[0]
+            if i + 1 == check and np.median(costs[:check]) * 1e6 > bound_us:
+                return math.nan, float(np.median(costs[:check]) * 1e6)
+        return float(_recalls(found, truth).mean()), float(np.median(costs) * 1e6)
+
+
+@contextmanager
+def held_out(idx: "FilteredIndex", qrows: np.ndarray | None) -> Iterator[None]:
+    """While active, the graph walk runs on a copy of the graph without the nodes
+    ``qrows`` (:func:`gsu.index._graph_kernels.without_nodes`): index rows used as
+    calibration queries are then held out from every route — excluded from the filters,
+    and not reachable by the walk (a query that is its own graph node finds its
+    neighbours by its own edges, which held-out queries do not have)."""
+    h = idx.hnsw
+    if qrows is None or qrows.shape[0] == 0 or h.ntotal == 0:
+        yield
+        return
+    ctx = h.__dict__.get("_beam")
+    if ctx is None:
+        ctx = h._beam = h._graph() + h._codes() + (h.vectors,)
+    nbr, off, cum = ctx[0], ctx[1], ctx[2]
+    drop = fk.rows_bitmap64(np.sort(qrows).astype(np.int64), h.ntotal)
+    h._beam = (gk.without_nodes(nbr, off, cum, drop, h.vectors),) + tuple(ctx[1:])
+    try:
+        yield
+    finally:
+        h._beam = ctx
+
+
+def run_calibration(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: int, target: float,
+                    max_seconds: float, seed: int, progress: bool | None) -> Calibration:
+    """Measure the grid (see the module docstring) and fit the planner for ``target``."""
+    t_start = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    with held_out(idx, qrows):
+        return _run(idx, Q, qrows, k=k, target=target, max_seconds=max_seconds, rng=rng, progress=progress, t_start=t_start)
+
+
+def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: int, target: float, max_seconds: float,
+         rng: np.random.Generator, progress: bool | None, t_start: float) -> Calibration:
+    n = idx.ntotal
+    goal = recall_goal(target)
+    goal_hi = max(goal, recall_goal(_HI_TARGET))
+    base = idx._base_settings
+    timer = _Timer(idx, Q, k)
+    ids_of = idx.ids
+    identity = idx.idmap.identity
+    grid, seen = [], set()
+    for s in GRID:
+        m = int(round(s * n))
+        if m < max(2 * k, 8) or m > n - 1 or m in seen:
+            continue
+        seen.add(m)
+        grid.append((s, m))
+    _warm_up(idx, Q, k, rng)
+    S = Q @ idx.hnsw.vectors.T if Q.shape[0] * n <= _SCORES_MAX else None
+    bar = _progress(len(grid), progress)
+    points: list[dict[str, Any]] = []
+    exact_rate: list[tuple[int, float]] = []  # (m, µs) of the exact scans timed, to skip timing it where it cannot win
+    complete = True
+    for gi, (s, m) in enumerate(grid):
+        if gi >= _MIN_POINTS and time.perf_counter() - t_start > max_seconds:
+            complete = False
+            log.info("calibration: time limit of %.1fs reached after %d of %d selectivities", max_seconds, gi, len(grid))
+            break
+        sets = {kd: draw_filters(idx, kd, m, Q, qrows, rng) for kd in KINDS}
+        truths = {kd: _truth(idx, Q, sets[kd], k, S) for kd in KINDS}
+        idsets = {kd: sets[kd] if identity else [ids_of[r] for r in sets[kd]] for kd in KINDS}
+        point: dict[str, Any] = {"s": s, "m": m, "exact": [], "ivf": [], "hnsw": [], "probe": []}
+
+        def measure(code: int, bound: float = math.inf, exact: bool = False, **kw: Any) -> tuple[list[float], list[float]]:
+            """Recall and cost per kind; an option whose kind costs more than ``bound`` µs
+            on its first queries is abandoned (recall NaN for it and the kinds after; for
+            the exact scan, whose recall is 1, that median cost stands)."""
+            recs, costs = [], []
+            for kd in KINDS:
+                if recs and not math.isfinite(recs[-1]) and not exact:
+                    recs.append(math.nan)
+                    costs.append(costs[-1])
+                    continue
+                r, c = timer.run(idsets[kd], truths[kd], code, bound_us=bound, **kw)
+                recs.append(1.0 if exact else r)
+                costs.append(c)
+            return recs, costs
+
+        predicted = _exact_model(exact_rate, m) if len(exact_rate) >= 2 else None
+        best = math.inf if predicted is None else predicted
+        best_approx = math.inf
+        ivf_step = None
+        for fam in ("ivf", "hnsw", "probe"):
+            if fam == "probe" and (s >= 0.6 or ivf_step is None):
+                continue
+            ladder = IVF_LADDER if fam == "ivf" else HNSW_LADDER
+            measured: dict[float, tuple[list[float], list[float]]] = {}
+
+            def step_at(i: int) -> tuple[list[float], list[float]] | None:
+                """Measure ladder step ``i`` (None: abandoned as far too slow)."""
+                kw = idx._budget_kw(fam, ladder[i], ivf_step, k, base)
+                recs, costs = measure(_IVF if fam == "ivf" else _HNSW, _PRUNE * best * len(KINDS), **kw)
+                if not all(math.isfinite(r) for r in recs):
+                    return None
+                measured[ladder[i]] = (recs, costs)
+                return recs, costs
+
+            # start one step below what reached the goal at the nearest selectivity measured
+            # so far; walk down while the goal is still reached, then up to the high goal
+            i0 = _start_step(points, fam, ladder, s, goal)
+            got = step_at(i0)
+            if got is not None and min(got[0]) >= goal:
+                best = min(best, float(np.mean(got[1])))
+                for i in range(i0 - 1, -1, -1):
+                    lower = step_at(i)
+                    if lower is None or min(lower[0]) < goal:
+                        break
+                    best = min(best, float(np.mean(lower[1])))
+            i = i0 + 1
+            while got is not None and i < len(ladder) and min(got[0]) < goal_hi and float(np.mean(got[1])) <= _PRUNE * best:
+                got = step_at(i)
+                if got is not None and min(got[0]) >= goal:
+                    best = min(best, float(np.mean(got[1])))
+                i += 1
+            for st in sorted(measured):
+                recs, costs = measured[st]
+                point[fam].append([st, recs, costs])
+                if min(recs) >= goal:
+                    mc = float(np.mean(costs))
+                    if fam == "ivf" and (ivf_step is None or st < ivf_step):
+                        ivf_step = st
+                    best = min(best, mc)
+                    best_approx = min(best_approx, mc)
+        if predicted is not None and predicted > 2 * _PRUNE * best_approx:
+            ex = [predicted] * len(KINDS)  # far beyond the crossover: the linear model of the timed scans
+            point["exact_predicted"] = True
+        else:
+            # an exact scan whose first queries cost far more than the best approximate route
+            # is not timed further: the median of those queries is its cost
+            _, ex = measure(_EXACT, _PRUNE * best_approx * len(KINDS), exact=True)
+            exact_rate.append((m, float(np.mean(ex))))
+        point["exact"] = ex
+        points.append(point)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    seconds = time.perf_counter() - t_start
+    raw = {"k": k, "target_recall": target, "n": n, "n_queries": int(Q.shape[0]), "kinds": list(KINDS), "points": points,
+           "complete": complete}
+    fit = fit_planner(raw, target, base)
+    if not fit.reached:
+        log.warning("calibration: no measured budget reached recall %.3f at some selectivities; those use the largest measured", goal)
+    return Calibration(k=k, target_recall=target, n=n, n_queries=int(Q.shape[0]), kinds=KINDS, points=tuple(points),
+                       seconds=seconds, complete=complete, settings=fit.settings)
+
+
+def _start_step(points: list[dict[str, Any]], fam: str, ladder: tuple[float, ...], s: float, goal: float) -> int:
+    """Ladder index to start at: one below the first step that reached ``goal`` at the
+    measured selectivity nearest to ``s`` (in log scale); the bottom when none did."""
+    near = sorted(points, key=lambda p: abs(math.log(p["s"] / s)))
+    for p in near:
+        for st, recs, _ in p.get(fam, []):
+            if min(recs) >= goal and st in ladder:
+                return max(ladder.index(st) - 1, 0)
+    return 0
+
+
+def _exact_model(points: list[tuple[int, float]], m: int) -> float | None:
+    """The exact scan's cost at ``m`` rows predicted from the timed ``(m, µs)`` points: a
+    least-squares line ``a + b·m`` (a, b >= 0) through them; with one point, proportional."""
+    if not points:
+        return None
+    ms = np.array([p[0] for p in points], float)
+    cs = np.array([p[1] for p in points], float)
+    if len(points) == 1 or np.ptp(ms) == 0:
+        return float(cs.mean() / ms.mean() * m)
+    b, a = np.polyfit(ms, cs, 1)
+    b = max(b, 0.0)
+    a = max(float(np.mean(cs - b * ms)), 0.0)
+    return a + b * m
+
+
+def _warm_up(idx: "FilteredIndex", Q: np.ndarray, k: int, rng: np.random.Generator) -> None:
+    """Run every route once (exact; IVF grouped and scanned; the walk, with and without
+    the density probe) so that lazily built structures (the walk's codes and graph arrays,
+    the half-precision copy) and compiled kernels are ready before anything is timed."""
+    n = idx.ntotal
+    q = Q[:1]
+    for m in {max(1, n // 100), max(1, n // 3)}:
+        ids = idx.ids[_sample(n, m, rng)]
+        for code, kw in ((_EXACT, {}), (_IVF, {"cand": 4 * k, "lists": 2}), (_HNSW, {"ef": k}), (_HNSW, {"ef": k, "probe": 0.4})):
+            for scan in (False, True):
+                cf = Filter.from_ids(ids).compile(idx.idmap, 1)
+                if scan:
+                    cf.bitmap64()
+                idx._search_one(q, k, cf, code, kw.get("probe", 0.0), kw.get("ef", 0), kw.get("cand", k), kw.get("lists", 1))
+
+
+def _progress(total: int, progress: bool | None) -> Any:
+    """A tqdm bar on a terminal (``progress=None``), always (``True``) or never (``False``)."""
+    show = (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()) if progress is None else bool(progress)
+    if not show:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with the text extra
+        return None
+    return tqdm(total=total, desc="calibrating FilteredIndex", unit="selectivity", leave=False)

@@ -1,0 +1,404 @@
+"""The filtered-search planner's settings and the fit that calibration feeds them from.
+
+:class:`PlannerSettings` is what :class:`~gsu.index.FilteredIndex` plans with: a frozen,
+validated set of route thresholds and per-route budgets, optionally with *bands*:
+budgets measured at a grid of selectivities. :class:`Calibration` holds what
+:meth:`FilteredIndex.calibrate <gsu.index.FilteredIndex.calibrate>` measured on the
+index's own data (recall and cost of every route and budget at every grid point) and
+:func:`fit_planner` turns those measurements into settings for any recall target:
+
+- per grid point and route family (IVF; HNSW; the density probe, which walks the graph
+  and falls back to IVF), the smallest budget whose recall@k reaches the goal for every
+  filter kind measured, and its mean cost;
+- the HNSW and probe thresholds: the pair of selectivity boundaries (IVF below, probe,
+  then HNSW above) with the lowest total measured cost;
+- the exact-scan limit: where the exact scan's measured cost crosses the cheapest
+  approximate policy's (interpolated in the allowed-row count), separately for scattered
+  rows and for contiguous runs (time windows), whose ratio is ``exact_run_factor``.
+
+The goal is the target plus a safety margin, ``target + 0.4 · (1 - target)`` (0.95 →
+0.97): calibration measures a few dozen queries per cell, and the recall users see is on
+other queries.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["PlannerSettings", "PLANNER_DEFAULTS", "Calibration", "fit_planner", "recall_goal", "IVF_LADDER", "HNSW_LADDER"]
+
+#: a selectivity threshold that no filter reaches (routes it guards are never taken)
+NEVER = 2.0
+#: IVF budget steps: multipliers of (ivf_candidates · k, ivf_min_lists)
+IVF_LADDER = (0.1, 0.15, 0.25, 0.4, 0.6, 1.0, 1.6, 2.5, 4.0, 6.0)
+#: HNSW beam steps: ``ef = step · k`` allowed results
+HNSW_LADDER = (1.0, 1.3, 1.7, 2.2, 2.8, 3.6, 4.6, 6.0, 8.0, 11.0, 16.0, 24.0)
+_SCALARS = ("exact_max_rows", "exact_run_factor", "hnsw_min_selectivity", "probe_min_selectivity", "probe_min_share",
+            "ivf_candidates", "ivf_min_lists", "hnsw_ef", "hnsw_ef_min", "hnsw_ef_max")
+
+
+def recall_goal(target: float) -> float:
+    """The recall calibration asks of its own queries for a user-facing ``target``."""
+    return target + 0.4 * (1.0 - target)
+
+
+def _num(v: Any, name: str, *, lo: float = 0.0, positive: bool = False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name}: expected a non-negative number, got {v!r}")
+    f = float(v)
+    if not math.isfinite(f) or f < lo or (positive and f <= 0):
+        raise ValueError(f"{name}: expected a finite number {'>' if positive else '>='} {lo}, got {v!r}")
+    return f
+
+
+@dataclass(frozen=True)
+class PlannerSettings:
+    """Route thresholds and budgets of :class:`~gsu.index.FilteredIndex`'s planner (k-relative).
+
+    A query whose filter allows ``m`` of the ``n`` rows (selectivity ``s = m / n``) goes to:
+
+    - the exact scan when ``m <= exact_max_rows · effort`` (``· exact_run_factor`` when
+      the allowed rows are one contiguous run);
+    - else the HNSW beam search when ``s >= hnsw_min_selectivity``;
+    - else the filter-aware IVF, after trying the graph walk with its density probe when
+      ``s >= probe_min_selectivity``: the walk gives up, and IVF answers, when fewer than
+      ``probe_min_share`` of the first ~100 level-0 nodes it visits are allowed
+      (``probe_min_share`` above 1: the walk is never tried).
+
+    Budgets: the beam keeps ``ef = hnsw_ef · k · effort`` *allowed* results (clamped to
+    ``[max(k, hnsw_ef_min · k · effort), hnsw_ef_max]``); IVF scores at least
+    ``ivf_candidates · k · effort`` allowed rows in at least ``ivf_min_lists · effort``
+    lists. With ``bands`` (ascending selectivities), ``band_hnsw_ef`` replaces ``hnsw_ef``
+    and ``band_ivf`` multiplies both IVF budgets, per band: between two grid points the
+    larger of their two budgets applies (each reached the recall goal at its point), below
+    the first / above the last that point's.
+
+    Every value is checked once, at construction.
+    """
+
+    exact_max_rows: float = 2200.0
+    exact_run_factor: float = 1.4
+    hnsw_min_selectivity: float = 0.4
+    probe_min_selectivity: float = 0.02
+    probe_min_share: float = 0.4
+    ivf_candidates: float = 20.0
+    ivf_min_lists: float = 20.0
+    hnsw_ef: float = 2.8
+    hnsw_ef_min: float = 1.0
+    hnsw_ef_max: float = 2048.0
+    bands: tuple[float, ...] = ()
+    band_hnsw_ef: tuple[float, ...] = ()
+    band_ivf: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in _SCALARS:
+            object.__setattr__(self, name, _num(getattr(self, name), name))
+        for name in ("ivf_candidates", "ivf_min_lists", "hnsw_ef", "hnsw_ef_max"):
+            _num(getattr(self, name), name, positive=True)
+        bands = tuple(_num(b, "bands", positive=True) for b in self.bands)
+        if any(b >= c for b, c in zip(bands, bands[1:])) or any(b > 1 for b in bands):
+            raise ValueError(f"bands: expected strictly increasing selectivities in (0, 1], got {bands}")
+        object.__setattr__(self, "bands", bands)
+        for name in ("band_hnsw_ef", "band_ivf"):
+            vals = tuple(_num(v, name, positive=True) for v in getattr(self, name))
+            if vals and len(vals) != len(bands):
+                raise ValueError(f"{name}: expected {len(bands)} values (one per band) or none, got {len(vals)}")
+            object.__setattr__(self, name, vals)
+
+    @staticmethod
+    def scalar_names() -> tuple[str, ...]:
+        """The settings a ``search`` call may override by keyword."""
+        return _SCALARS
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "PlannerSettings":
+        """These settings with ``overrides`` (keyword → value, ``None`` = keep) applied and
+        validated. A fixed ``hnsw_ef`` drops the per-band beams; a fixed ``ivf_candidates``
+        or ``ivf_min_lists`` drops the per-band IVF budgets."""
+        ch = {key: v for key, v in overrides.items() if v is not None}
+        unknown = set(ch) - set(_SCALARS)
+        if unknown:
+            raise TypeError(f"unknown planner settings {sorted(unknown)}; expected some of {sorted(_SCALARS)}")
+        if not ch:
+            return self
+        if "hnsw_ef" in ch:
+            ch["band_hnsw_ef"] = ()
+        if "ivf_candidates" in ch or "ivf_min_lists" in ch:
+            ch["band_ivf"] = ()
+        return dataclasses.replace(self, **ch)
+
+    # -- budgets at a selectivity -----------------------------------------------
+    def _band(self, vals: tuple[float, ...], s: float, default: float) -> float:
+        if not vals:
+            return default
+        b = self.bands
+        j = bisect.bisect_left(b, s)
+        if j >= len(b):
+            return vals[-1]
+        if j == 0 or b[j] == s:
+            return vals[j]
+        return max(vals[j - 1], vals[j])
+
+    def ef_mult(self, s: float) -> float:
+        """The beam multiplier (× k) at selectivity ``s``."""
+        return self._band(self.band_hnsw_ef, s, self.hnsw_ef)
+
+    def ivf_mult(self, s: float) -> float:
+        """The factor on both IVF budgets at selectivity ``s``."""
+        return self._band(self.band_ivf, s, 1.0)
+
+    def _bands_arr(self, vals: tuple[float, ...], s: np.ndarray, default: float) -> np.ndarray:
+        if not vals:
+            return np.full(s.shape, default)
+        b = np.asarray(self.bands)
+        v = np.asarray(vals)
+        j = np.searchsorted(b, s, side="left")
+        hi = v[np.minimum(j, len(v) - 1)]
+        lo = v[np.maximum(j - 1, 0)]
+        exact_hit = (j < len(b)) & (b[np.minimum(j, len(b) - 1)] == s)
+        inner = (j > 0) & (j < len(b)) & ~exact_hit
+        return np.where(inner, np.maximum(lo, hi), hi)
+
+    def ef_mults(self, s: np.ndarray) -> np.ndarray:
+        """:meth:`ef_mult` for an array of selectivities."""
+        return self._bands_arr(self.band_hnsw_ef, s, self.hnsw_ef)
+
+    def ivf_mults(self, s: np.ndarray) -> np.ndarray:
+        """:meth:`ivf_mult` for an array of selectivities."""
+        return self._bands_arr(self.band_ivf, s, 1.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: (list(getattr(self, f.name)) if isinstance(getattr(self, f.name), tuple) else getattr(self, f.name))
+                for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PlannerSettings":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"planner settings: unknown keys {sorted(unknown)}")
+        return cls(**{key: (tuple(v) if isinstance(v, list) else v) for key, v in d.items()})
+
+
+#: the settings of an index that was not calibrated (measured on this project's 2-core
+#: machine on the benchmark's 200k × 64 catalog; see the parameter guide)
+PLANNER_DEFAULTS = PlannerSettings()
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What :meth:`FilteredIndex.calibrate` measured, and the settings fitted from it.
+
+    Attributes:
+        k: results per query the measurements used (budgets are in units of k).
+        target_recall: the recall@k target of :attr:`settings`.
+        n: rows in the index when measured.
+        n_queries: queries per (selectivity, filter kind) cell.
+        kinds: filter kinds measured (``"random"``, ``"correlated"``, ``"range"``).
+        points: one dict per grid selectivity: ``s``, ``m`` (allowed rows), ``exact``
+            (cost µs per kind), and per route family ``"ivf"``/``"hnsw"``/``"probe"`` a
+            list of ``[step, recalls per kind, costs per kind]`` (costs: median µs per
+            query, building a fresh filter from an id array included).
+        seconds: wall time of the calibration.
+        complete: every grid point was measured within the time allowed.
+        settings: the planner settings fitted for ``target_recall``.
+    """
+
+    k: int
+    target_recall: float
+    n: int
+    n_queries: int
+    kinds: tuple[str, ...]
+    points: tuple[dict, ...] = field(compare=False, repr=False)
+    seconds: float
+    complete: bool
+    settings: PlannerSettings
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"k": self.k, "target_recall": self.target_recall, "n": self.n, "n_queries": self.n_queries,
+                "kinds": list(self.kinds), "points": list(self.points), "seconds": self.seconds, "complete": self.complete,
+                "settings": self.settings.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Calibration":
+        return cls(k=int(d["k"]), target_recall=float(d["target_recall"]), n=int(d["n"]), n_queries=int(d["n_queries"]),
+                   kinds=tuple(d["kinds"]), points=tuple(d["points"]), seconds=float(d["seconds"]),
+                   complete=bool(d["complete"]), settings=PlannerSettings.from_dict(d["settings"]))
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Settings fitted for one target, with the measured recall of each band's budgets
+    (the minimum over filter kinds) for :meth:`FilteredIndex.explain`."""
+
+    settings: PlannerSettings
+    recall_ivf: tuple[float, ...]
+    recall_hnsw: tuple[float, ...]
+    reached: bool
+
+    def expected(self, route: int, s: np.ndarray) -> np.ndarray:
+        """Expected recall@k of ``route`` (1 = IVF, 2 = HNSW) at selectivities ``s``."""
+        vals = self.recall_ivf if route == 1 else self.recall_hnsw
+        if not vals:
+            return np.full(np.shape(s), np.nan)
+        b = np.asarray(self.settings.bands)
+        v = np.asarray(vals)
+        j = np.searchsorted(b, s, side="left")
+        hi = v[np.minimum(j, len(v) - 1)]
+        lo = v[np.maximum(j - 1, 0)]
+        inner = (j > 0) & (j < len(b))
+        return np.where(inner, np.minimum(lo, hi), hi)
+
+
+def _first_reaching(ladder: Sequence[Sequence[Any]], goal: float) -> tuple[float, list[float], list[float]] | None:
+    """The first ``[step, recalls, costs]`` of a measured ladder whose every recall >= goal."""
+    for step, recs, costs in ladder:
+        if min(recs) >= goal:
+            return float(step), list(recs), list(costs)
+    return None
+
+
+def _crossover(ms: Sequence[float], diff: Sequence[float], n: int) -> float:
+    """The allowed-row count where ``diff`` (exact cost − approximate cost, at counts
+    ``ms`` ascending) turns positive, linearly interpolated; ``n`` when it never does."""
+    pts = [(m, d) for m, d in zip(ms, diff) if math.isfinite(d)]
+    if not pts:
+        return float(n)
+    if pts[0][1] > 0:
+        return max(1.0, pts[0][0] / 2)
+    for (m0, d0), (m1, d1) in zip(pts, pts[1:]):
+        if d1 > 0:
+            return m0 + (m1 - m0) * (-d0) / (d1 - d0)
+    return float(n)
+
+
+def _extrapolate_exact(ms: Sequence[float], exact: Sequence[float], approx: Sequence[float], n: int) -> float:
+    """The exact-scan limit of a calibration cut short before the exact scan stopped
+    paying: where a line through the exact scan's measured costs (``a + b·m``, a, b >= 0;
+    through the origin from one point) reaches the cheapest approximate cost of the
+    largest count measured (approximate costs grow far slower than the scan's), at least
+    that count, at most ``n``."""
+    pts = [(m, e) for m, e in zip(ms, exact) if math.isfinite(e)]
+    if not pts or not math.isfinite(approx[-1]):
+        return float(n)
+    m_arr = np.array([p[0] for p in pts], float)
+    c_arr = np.array([p[1] for p in pts], float)
+    if len(pts) == 1 or np.ptp(m_arr) == 0:
+        a, b = 0.0, float(c_arr.mean() / m_arr.mean())
+    else:
+        b = max(float(np.polyfit(m_arr, c_arr, 1)[0]), 0.0)
+        a = max(float(np.mean(c_arr - b * m_arr)), 0.0)
+    if b <= 0:
+        return float(n)
+    return float(min(max((approx[-1] - a) / b, ms[-1]), n))
+
+
+def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerSettings = PLANNER_DEFAULTS) -> Fit:
+    """Planner settings for recall target ``target`` from calibration measurements (see
+    the module docstring); the ``base`` settings fill what the measurements do not decide."""
+    d = cal.to_dict() if isinstance(cal, Calibration) else cal
+    goal = recall_goal(target)
+    kinds = list(d["kinds"])
+    pts = sorted(d["points"], key=lambda p: p["s"])
+    n = int(d["n"])
+    if not pts:
+        return Fit(base, (), (), False)
+    ki = {kd: i for i, kd in enumerate(kinds)}
+    scat = [ki[kd] for kd in kinds if kd != "range"] or list(range(len(kinds)))
+    run_k = [ki["range"]] if "range" in ki else []
+    inf = math.inf
+    fam: dict[str, list] = {"ivf": [], "hnsw": [], "probe": []}
+    reached = True
+    for p in pts:
+        for name in fam:
+            fam[name].append(_first_reaching(p.get(name, []), goal))
+        if all(fam[name][-1] is None for name in fam) and p["m"] > base.exact_max_rows:
+            reached = False
+
+    def mean(xs: list[float], idx: list[int]) -> float:
+        return float(np.mean([xs[i] for i in idx])) if idx else inf
+
+    def fcost(name: str, j: int, idx: list[int]) -> float:
+        r = fam[name][j]
+        return inf if r is None else mean(r[2], idx)
+
+    # the cheapest approximate family per point (for the exact limit), scattered and runs
+    allk = list(range(len(kinds)))
+    best_scat = [min(fcost(nm, j, scat) for nm in fam) for j in range(len(pts))]
+    best_run = [min(fcost(nm, j, run_k) for nm in fam) for j in range(len(pts))] if run_k else []
+    ms = [float(p["m"]) for p in pts]
+    ex = [p["exact"] for p in pts]
+    complete = bool(d.get("complete", True))
+    lim = _crossover(ms, [mean(e, scat) - a for e, a in zip(ex, best_scat)], n)
+    if not complete and lim >= n:
+        lim = _extrapolate_exact(ms, [mean(e, scat) for e in ex], best_scat, n)
+    run_factor = base.exact_run_factor
+    if run_k:
+        lim_run = _crossover(ms, [mean(e, run_k) - a for e, a in zip(ex, best_run)], n)
+        if not complete and lim_run >= n:
+            lim_run = _extrapolate_exact(ms, [mean(e, run_k) for e in ex], best_run, n)
+        run_factor = min(max(lim_run / max(lim, 1.0), 1.0), 100.0)
+    # thresholds: IVF below p, probe in [p, h), HNSW from h, over the points above the exact limit
+    J = len(pts)
+    above = [j for j in range(J) if ms[j] > lim]
+    best = (inf, J, J)
+    for h in range(J + 1):
+        for pr in range(h + 1):
+            tot = 0.0
+            for j in above:
+                nm = "hnsw" if j >= h else ("probe" if j >= pr else "ivf")
+                c = fcost(nm, j, allk)
+                tot += c if c < inf else 1e9  # unreached: heavily penalised, still comparable
+            if tot < best[0] - 1e-9 or (tot <= best[0] + 1e-9 and (h, pr) > (best[1], best[2])):
+                best = (tot, h, pr)
+    _, h, pr = best
+    sel = [p["s"] for p in pts]
+
+    def boundary(j: int) -> float:
+        if j >= J:
+            return NEVER
+        if j == 0:
+            return 0.0
+        return math.sqrt(sel[j - 1] * sel[j])
+
+    # per-band budgets: the reached step, else the nearest reached neighbour's, else the ladder's top
+    def fill(name: str, ladder: tuple[float, ...]) -> list[float]:
+        raw = [None if r is None else r[0] for r in fam[name]]
+        out = []
+        for j in range(J):
+            if raw[j] is not None:
+                out.append(raw[j])
+                continue
+            near = [(abs(j2 - j), raw[j2]) for j2 in range(J) if raw[j2] is not None]
+            out.append(max(v for dist, v in near if dist == min(x for x, _ in near)) if near else ladder[-1])
+        return out
+
+    ivf_b = fill("ivf", IVF_LADDER)
+    hnsw_b = fill("hnsw", HNSW_LADDER)
+    probe_b = fill("probe", HNSW_LADDER)
+    ef_b = [probe_b[j] if pr <= j < h else hnsw_b[j] for j in range(J)]
+
+    def rec(name: str, j: int) -> float:
+        r = fam[name][j]
+        return float(min(r[1])) if r is not None else float("nan")
+
+    rec_ivf = tuple(rec("ivf", j) for j in range(J))
+    rec_hnsw = tuple(rec("probe" if pr <= j < h else "hnsw", j) for j in range(J))
+    hnsw_min, probe_min = boundary(h), boundary(pr) if pr < h else NEVER
+    if not complete and h >= J and sel[-1] < base.hnsw_min_selectivity:
+        # the graph was not the cheapest anywhere measured, and the grid was cut short below
+        # the default threshold: above the measured range the default thresholds apply
+        hnsw_min = base.hnsw_min_selectivity
+        if pr >= h and sel[-1] < base.probe_min_selectivity:
+            probe_min = base.probe_min_selectivity
+    st = dataclasses.replace(
+        base, exact_max_rows=float(lim), exact_run_factor=float(run_factor), hnsw_min_selectivity=hnsw_min,
+        probe_min_selectivity=probe_min, bands=tuple(float(s) for s in sel),
+        band_hnsw_ef=tuple(ef_b), band_ivf=tuple(ivf_b),
+    )
+    return Fit(st, rec_ivf, rec_hnsw, reached)
