@@ -46,7 +46,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from gsu.bench import harness
+from gsu.bench import harness, runner
 from gsu.bench.peers import (
     FaissFlatSelectorPeer,
     FaissHNSWSelectorPeer,
@@ -120,6 +120,8 @@ def _movielens(cache: Path, nq: int, seed: int) -> dict[str, Any] | None:
 
 def _filters(data: dict[str, Any], kind: str, sel: float, rng: np.random.Generator, k: int) -> list[np.ndarray]:
     """One sorted int64 row array per query."""
+    if "filter_sets" in data:  # --filters: read or drawn once by gsu.datasets.registry.load_filters
+        return data["filter_sets"][(kind, sel)]
     x, q, lab, cen, t = data["x"], data["q"], data["labels"], data["centers"], data["time"]
     n, nq = x.shape[0], q.shape[0]
     m = max(1, int(round(sel * n)))
@@ -174,36 +176,14 @@ def _evaluate(name: str, rows: np.ndarray, scores: np.ndarray, x: np.ndarray, q:
 
 
 def _time_interleaved(runners: list[dict[str, Any]], repeats: int, max_seconds: float) -> None:
-    """Time every runner's ``fn(i)`` over its ``n`` queries, one call each, *interleaved*:
-    repeat {one timed pass of each runner} so that load drifting on a shared machine hits
-    every method alike. Each timed pass directly follows an untimed pass of the same
-    runner, so every method is timed in the same state — its own index and filters hot
-    in cache — and none profits from a method before it that touched the same data
-    (without this, two gsu efforts on the same route timed 14k vs 20k QPS). Stores
-    ``runner["timing"]`` (median pass → qps, per-call p50/p99) and ``runner["qps_best"]``
-    (fastest pass). A runner whose pass exceeds ``max_seconds`` / repeats stops early
-    (at least one timed pass).
-    """
-    for r in runners:
-        r["passes"], r["lat"] = [], []
-    for rep in range(repeats):
-        for r in runners:
-            if rep and sum(r["passes"]) > max_seconds:
-                continue
-            fn, lat = r["fn"], r["lat"]
-            for i in range(r["n"]):  # the warm pass
-                fn(i)
-            t0 = time.perf_counter()
-            for i in range(r["n"]):
-                t1 = time.perf_counter()
-                fn(i)
-                lat.append(time.perf_counter() - t1)
-            r["passes"].append(time.perf_counter() - t0)
-    for r in runners:
-        med = float(np.median(r["passes"]))
-        ms = np.asarray(r["lat"]) * 1e3
-        r["timing"] = harness.Timing(med, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), r["n"] / med, len(r["passes"]))
-        r["qps_best"] = r["n"] / min(r["passes"])
+    """Time every runner's ``fn(i)`` over its ``n`` queries, one call each, interleaved, each
+    timed pass right after an untimed pass of the same runner (:func:`gsu.bench.runner.time_interleaved`
+    with ``warm="each"``: without it two gsu efforts on the same route timed 14k vs 20k QPS).
+    Stores ``runner["timing"]`` and ``runner["qps_best"]``."""
+    res = runner.time_interleaved({str(i): runner.Calls(r["fn"], r["n"]) for i, r in enumerate(runners)}, rounds=repeats,
+                                  warm="each", max_seconds_each=max_seconds)
+    for i, r in enumerate(runners):
+        r["timing"], r["qps_best"] = res[str(i)].timing, res[str(i)].qps_best
 
 
 def _run_cell(ctx: dict[str, Any], kind: str, sel: float, rng: np.random.Generator) -> list[dict[str, Any]]:
@@ -368,6 +348,8 @@ def run(
     k: int = 10,
     seed: int = 0,
     movielens: bool | None = None,
+    data: str | None = None,
+    filters: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run the suite; write ``filtered.jsonl`` and the Pareto PNGs into ``out_dir``; return the records.
 
@@ -381,6 +363,11 @@ def run(
         nq: queries per cell (default 100; 30 when quick).
         k: results per query.
         movielens: include the MovieLens MiniLM data set (default: not when quick).
+        data: a data-set SPEC (:mod:`gsu.datasets.registry`) run instead of the built-in
+            sets; its queries (the first ``nq``) and metric (cosine and l2 mapped exactly to
+            inner products, :func:`gsu.bench.runner.dense_suite_data`).
+        filters: a filter SPEC for ``data`` (a file with one id list per query, or
+            ``attr:...?sel=...``); default: the built-in random / correlated / time-range grid.
     """
     out_dir = Path(out_dir)
     cache = out_dir / "cache"
@@ -389,7 +376,17 @@ def run(
     nq = nq or (30 if quick else 100)
     movielens = (not quick) if movielens is None else movielens
     t_start = time.perf_counter()
-    datasets = [_clustered(n, dim, nq, seed)]
+    if filters and not data:
+        raise ValueError("--filters needs --data (the filters name the items of that data set)")
+    if data:
+        from gsu.datasets.registry import load_dataset
+
+        outside = runner.dense_suite_data(load_dataset(data), filters, seed=seed)
+        if filters is None:
+            outside["q"] = outside["q"][:nq]
+        datasets, movielens = [outside], False
+    else:
+        datasets = [_clustered(n, dim, nq, seed)]
     if movielens:
         ml = _movielens(cache, 500, seed)
         if ml is not None:
@@ -404,22 +401,26 @@ def run(
         builds[data["name"]] = ctx["build_s"]
         pinned = harness.pin_threads(threads)
         rng = np.random.default_rng(seed + 11)
-        for kind in kinds:
-            for sel in sels:
-                t0 = time.perf_counter()
-                cell = _run_cell(ctx, kind, sel, rng)
-                print(f"[filtered] {data['name']} {kind} {sel:g}: {len(cell)} records in {time.perf_counter() - t0:.1f}s", flush=True)
-                records += cell
+        for kind, sel in data.get("cells") or [(kd, sl) for kd in kinds for sl in sels]:
+            t0 = time.perf_counter()
+            cell = _run_cell(ctx, kind, sel, rng)
+            print(f"[filtered] {data['name']} {kind} {sel:g}: {len(cell)} records in {time.perf_counter() - t0:.1f}s", flush=True)
+            records += cell
         del pinned
     machine = harness.machine_info()
+    described = {d["name"]: d.get("describe", {}) for d in datasets}
+    prov = runner.provenance()
     for r in records:
         r["machine"] = machine
         r["build_s"] = builds[r["dataset"]]
+        r.update(prov)
+        if described.get(r["dataset"]):
+            r["data"] = described[r["dataset"]]
     harness.write_jsonl(out_dir / "filtered.jsonl", records)
     cells = sorted({(r["dataset"], r["filter"], r["selectivity"]) for r in records})
     for ds, kind, sel in cells:
         rs = [dict(r, label=f"{r['method']}") for r in records if (r["dataset"], r["filter"], r["selectivity"]) == (ds, kind, sel)]
-        harness.pareto_plot(rs, out_dir / f"filtered_{ds}_{kind}_{sel:g}.png", group="label",
+        harness.pareto_plot(rs, out_dir / f"filtered_{ds}_{kind.replace(':', '-').replace('/', '-')}_{sel:g}.png", group="label",
                             title=f"{ds}, {kind} filter, selectivity {sel:g}, k={k}, {threads} thread(s), one query per call")
     summary = _summary(records)
     harness.write_jsonl(out_dir / "filtered_summary.jsonl", summary)
