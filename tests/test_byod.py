@@ -474,3 +474,21 @@ def test_cli_bench_with_outside_data(tmp_path, capsys):
     assert "unknown generator 'nope'" in capsys.readouterr().err
     assert main(["bench", "lsh", "--data", "gen:clustered"]) == 2
     assert "does not take --data" in capsys.readouterr().err
+
+
+def test_cli_bench_sparse_with_outside_data(tmp_path):
+    from gsu.bench import harness
+    from gsu.cli import main
+    from gsu.datasets import sparse_collection
+
+    c = sparse_collection(2000, 12, vocab_size=3000, avg_nnz=30, query_nnz=10, seed=3)
+    write_sparse(tmp_path / "docs.npz", c.docs)
+    write_sparse(tmp_path / "q.npz", c.queries)
+    out = tmp_path / "out"
+    assert main(["bench", "sparse", "--quick", "--data", f"{tmp_path / 'docs.npz'}?queries={tmp_path / 'q.npz'}", "--out", str(out)]) == 0
+    recs = harness.read_jsonl(out / "sparse.jsonl")
+    sweep = [r for r in recs if r.get("kind") == "sweep"]
+    assert {r["data"] for r in sweep} == {"docs"} and {r["n_queries"] for r in sweep} == {12}
+    assert all(r["data_set"]["truth_from"] == "exact twin" and r["command"] for r in sweep)
+    assert [r["recall"] for r in sweep if r["method"] == "exact"] == [1.0]
+    assert (out / "sparse_docs.png").exists()
