@@ -255,10 +255,31 @@ def cmd_bench(a: argparse.Namespace) -> int:
             if e.name == mod_name:
                 raise CliError(f"suite {name!r} is not available in this build ({mod_name} missing)")
             raise
+        outside = {k: v for k, v in (("data", a.data), ("filters", a.filters)) if v is not None}
+        if outside:
+            import inspect
+
+            takes = inspect.signature(mod.run).parameters
+            missing = [f"--{k}" for k in outside if k not in takes]
+            if missing:
+                raise CliError(f"suite {name!r} does not take {' '.join(missing)} (suites taking --data: "
+                               f"{', '.join(s for s, (m, _) in SUITES.items() if _takes_data(m))})")
+            from gsu.datasets.registry import parse_spec
+
+            parse_spec(a.data)  # a malformed spec fails here, before any suite starts
         print(f"== suite {name} ==", flush=True)
-        mod.run(out_dir=out, quick=a.quick, threads=a.threads)
+        mod.run(out_dir=out, quick=a.quick, threads=a.threads, **outside)
     print(f"results in {out}/")
     return 0
+
+
+def _takes_data(mod_name: str) -> bool:
+    import inspect
+
+    try:
+        return "data" in inspect.signature(importlib.import_module(mod_name).run).parameters
+    except ImportError:
+        return False
 
 
 def cmd_retrieve(a: argparse.Namespace) -> int:
@@ -341,7 +362,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     b.add_argument("input", help="embeddings: .npy .fvecs .ivecs .bvecs .hdf5 .parquet (dense) or .npz .jsonl (sparse)")
     b.add_argument("output", help="index file to write (atomically)")
     b.add_argument("--kind", default="flat", help="index kind: flat, filtered, hnsw, ivf, simhash (dense); seismic, sparse_flat (sparse) (default flat)")
-    b.add_argument("--metric", default=None, help="ip or cosine (dense kinds)")
+    b.add_argument("--metric", default=None, help="ip, cosine or l2 (dense kinds; filtered: ip or cosine)")
     b.add_argument("--ids", default=None, help=".npy of int64 external ids, one per row (default 0..n-1)")
     b.add_argument("--key", default=None, help="dataset inside .hdf5 (default 'train') or column of .parquet")
     b.add_argument("--param", action="append", metavar="KEY=VALUE", help="build setting, repeatable (e.g. M=32, nlist=1024)")
@@ -392,6 +413,12 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     be.add_argument("--out", default="results", help="output folder (default results/)")
     be.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     be.add_argument("--threads", type=int, default=1, help="threads pinned for BLAS/numba/torch/faiss (default 1)")
+    be.add_argument("--data", default=None, metavar="SPEC",
+                    help="run on this data set instead of the built-in ones: gen:NAME?key=value&..., file:PATH or PATH[?key=value&...] "
+                         "(.npy .fvecs .hdf5 .parquet .fbin .u8bin dense; .npz .jsonl .csr sparse); see gsu.datasets.registry")
+    be.add_argument("--filters", default=None, metavar="SPEC",
+                    help="filters for --data: a .jsonl/.npz/.parquet file with one id list per query, "
+                         "or attr:SOURCE?sel=0.001,0.01[&column=NAME]")
     be.set_defaults(func=cmd_bench)
 
     sv = sub.add_parser("serve", help="serve indexes and behavior stores over HTTP",

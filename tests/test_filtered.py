@@ -304,7 +304,7 @@ def test_bad_input(indexes, data):
     with pytest.raises(ValueError, match="nlist=64"):
         IVFIndex(D, nlist=64).add(x[:10])
     with pytest.raises(ValueError, match="metric"):
-        HNSWIndex(D, "l2")
+        HNSWIndex(D, "hamming")  # ip, cosine and l2 exist
     with pytest.raises(TypeError, match="M"):
         HNSWIndex(D, M=2.5)
     with pytest.raises(ValueError, match="nprobe"):

@@ -51,7 +51,7 @@ from typing import Any, Callable
 import numpy as np
 
 from gsu.bench import harness
-from gsu.bench.filtered_data import DATASETS, QUICK_DATASETS, DenseSet, load_dataset
+from gsu.bench.filtered_data import DATASETS, QUICK_DATASETS, DenseSet, from_registry, load_dataset
 from gsu.bench.peers import (
     FaissFlatSelectorPeer,
     FaissHNSWSelectorPeer,
@@ -80,6 +80,8 @@ _FLUSH: list[np.ndarray] = []  # 64 MiB streamed before a cold pass (evicts the 
 def make_filters(ds: DenseSet, kind: str, sel: float, rng: np.random.Generator) -> list[np.ndarray] | None:
     """One sorted int64 id array per query (ids = rows of ``ds.x``), or None when the data
     set has no such attribute (``category`` without categories)."""
+    if ds.filter_sets is not None:  # the user's own filters (--filters)
+        return ds.filter_sets.get((kind, sel))
     x, q, lab, cen, t = ds.x, ds.q, ds.labels, ds.centers, ds.time
     n, nq = x.shape[0], q.shape[0]
     m = max(1, int(round(sel * n)))
@@ -407,8 +409,11 @@ def _plot(records: list[dict[str, Any]], path: Path, ds: str, k: int) -> None:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    kinds = [kd for kd in FILTER_KINDS if any(r["filter"] == kd for r in records)]
+    seen = list(dict.fromkeys(r["filter"] for r in records))
+    kinds = [kd for kd in FILTER_KINDS if kd in seen] + [kd for kd in seen if kd not in FILTER_KINDS]
     sels = sorted({r["selectivity"] for r in records})
+    if not kinds or not sels:
+        return
     fig, axes = plt.subplots(len(kinds), len(sels), figsize=(3.2 * len(sels), 2.6 * len(kinds)), dpi=90, squeeze=False)
     for a, kd in enumerate(kinds):
         for b, sel in enumerate(sels):
@@ -534,6 +539,8 @@ def run(
     cache_dir: Path | None = None,
     with_build_time: bool = False,
     with_filter_cost: bool = False,
+    data: str | None = None,
+    filters: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run the suite; write the JSON lines and PNGs into ``out_dir``; return this run's records.
 
@@ -550,20 +557,30 @@ def run(
         with_build_time: also time a fresh build against faiss ``IndexHNSWFlat``; the suite
             then measures that build (cached, replacing an older one).
         with_filter_cost: also measure the fresh-filter overhead of every dense index.
+        data: a data-set SPEC (:mod:`gsu.datasets.registry`: a file or ``gen:NAME?...``)
+            run instead of the built-in sets; cosine data is normalised and l2 data mapped
+            exactly onto inner products, so every method searches the same problem.
+        filters: a filter SPEC for ``data`` (one id list per query from a file, or
+            ``attr:...`` over an attribute); default: the suite's own filter kinds.
     """
     out_dir = Path(out_dir)
     cache = Path(cache_dir) if cache_dir is not None else out_dir / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     nq = nq or (30 if quick else 100)
+    if filters and not data:
+        raise ValueError("--filters needs --data (the filters name the items of that data set)")
     names = tuple(datasets) if datasets else (QUICK_DATASETS if quick else tuple(DATASETS))
+    if data:
+        names = (data,)
     sels = (0.01, 0.1, 0.5) if quick else SELECTIVITIES
     kinds = ("random", "correlated", "time-range") if quick else FILTER_KINDS
     t_start = time.perf_counter()
     records: list[dict[str, Any]] = []
     for name in names:
-        ds = load_dataset(name, cache, quick=quick, nq=nq, seed=seed)
+        ds = from_registry(data, filters, nq=nq, seed=seed) if data else load_dataset(name, cache, quick=quick, nq=nq, seed=seed)
         if ds is None:
             continue
+        name = ds.name
         extra: list[dict[str, Any]] = []
         if with_build_time:
             rec, fresh = build_time(ds, quick=quick, seed=seed)
@@ -576,21 +593,26 @@ def run(
         pinned = harness.pin_threads(threads)
         ds_recs: list[dict[str, Any]] = []
         rng = np.random.default_rng(seed + 11)
-        for kind in kinds:
-            for sel in sels:
-                t0 = time.perf_counter()
-                cell = _run_cell(ctx, kind, sel, rng)
-                if cell:
-                    print(f"[filtered] {name} {kind} {sel:g}: {len(cell)} records in {time.perf_counter() - t0:.1f}s", flush=True)
-                ds_recs += cell
+        for kind, sel in ds.cells or [(kd, sl) for kd in kinds for sl in sels]:
+            t0 = time.perf_counter()
+            cell = _run_cell(ctx, kind, sel, rng)
+            if cell:
+                print(f"[filtered] {name} {kind} {sel:g}: {len(cell)} records in {time.perf_counter() - t0:.1f}s", flush=True)
+            ds_recs += cell
         if with_filter_cost:
             extra += filter_cost(ctx, seed=seed)
         del pinned
         machine = harness.machine_info()
+        from gsu.bench import runner
+
+        prov = runner.provenance()
         for r in ds_recs + extra:
             r["machine"] = machine
             r["index"] = ctx["index"]
             r["description"] = ds.description
+            r.update(prov)
+            if ds.info is not None:
+                r["data"] = ds.info
         harness.write_jsonl(out_dir / f"filtered_{name}.jsonl", ds_recs + extra)
         _plot(ds_recs, out_dir / f"filtered_{name}.png", name, k)
         records += ds_recs + extra
@@ -622,10 +644,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", default=None, help="folder of built indexes and embeddings (default <out>/cache)")
     p.add_argument("--build-time", action="store_true")
     p.add_argument("--filter-cost", action="store_true")
+    p.add_argument("--data", default=None, metavar="SPEC", help="a data-set SPEC (file or gen:NAME?...) instead of the built-in sets")
+    p.add_argument("--filters", default=None, metavar="SPEC", help="filters for --data (one id list per query, or attr:...)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     run(out_dir=Path(a.out), quick=a.quick, threads=a.threads, datasets=tuple(a.datasets.split(",")) if a.datasets else None,
-        nq=a.nq, cache_dir=Path(a.cache) if a.cache else None, with_build_time=a.build_time, with_filter_cost=a.filter_cost)
+        nq=a.nq, cache_dir=Path(a.cache) if a.cache else None, with_build_time=a.build_time, with_filter_cost=a.filter_cost,
+        data=a.data, filters=a.filters)
     return 0
 
 

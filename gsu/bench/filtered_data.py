@@ -59,6 +59,12 @@ class DenseSet:
     description: str
     categories: np.ndarray | None = None
     category_names: list[str] | None = None
+    #: a user's own filters (``gsu bench filtered --data ... --filters ...``): the cells
+    #: (filter kind, selectivity) and one sorted row array per query for each
+    cells: list[tuple[str, float]] | None = None
+    filter_sets: dict[tuple[str, float], list[np.ndarray]] | None = None
+    #: what the data set is (spec, file, metric, sizes) for the records, when it came from a SPEC
+    info: dict | None = None
 
 
 def _synthetic(name: str, n: int, dim: int, nq: int, seed: int, description: str, **kw: Any) -> DenseSet:
@@ -220,6 +226,25 @@ DATASETS: dict[str, Callable[[Path, bool, int, int], DenseSet | None]] = {
     "pydocs-minilm": lambda c, quick, nq, s: _pydocs(c, max(nq, 500), s),
 }
 QUICK_DATASETS = ("clustered", "powerlaw-d32")
+
+
+def from_registry(spec: str, filters: str | None = None, *, nq: int, seed: int) -> DenseSet:
+    """A data set named by a SPEC (:mod:`gsu.datasets.registry`: a file or a generator) as a
+    :class:`DenseSet`: the metric mapped exactly onto inner products
+    (:func:`gsu.bench.runner.dense_suite_data`), queries cut to ``nq`` unless ``filters``
+    gives one filter per query."""
+    import json
+
+    from gsu.bench import runner
+    from gsu.datasets.registry import load_dataset as load_spec
+
+    d = runner.dense_suite_data(load_spec(spec), filters, seed=seed)
+    q = d["q"] if filters else np.ascontiguousarray(d["q"][:nq])
+    name = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(d["name"]))[:80]
+    return DenseSet(name, d["x"], q, d["time"], d["labels"], d["centers"],
+                    json.dumps(d.get("describe", {}), default=str, sort_keys=True),
+                    cells=d.get("cells"), filter_sets=d.get("filter_sets"),
+                    info={**d.get("describe", {}), "nq": int(q.shape[0])})
 
 
 def load_dataset(name: str, cache: Path, *, quick: bool, nq: int, seed: int) -> DenseSet | None:

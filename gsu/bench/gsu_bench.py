@@ -49,7 +49,7 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
-from gsu.bench import harness
+from gsu.bench import harness, runner
 from gsu.retrieval import (
     SDIM,
     BehaviorStore,
@@ -167,29 +167,10 @@ def _time(fn: Callable[[], Any], cfg: Config) -> harness.Timing:
 def _time_interleaved(fns: dict[str, Callable[[], Any]], cfg: Config) -> dict[str, harness.Timing]:
     """Time several calls *in alternation* (one round runs each once), so that a noisy,
     shared machine slows all of them alike; medians per call. Short calls get 3x the
-    repeats."""
-    import statistics
-
-    for f in fns.values():
-        f()
-    times: dict[str, list[float]] = {n: [] for n in fns}
-    t_start = time.perf_counter()
-    rounds = 0
-    while True:
-        for n, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[n].append(time.perf_counter() - t0)
-        rounds += 1
-        fast = max(statistics.median(v) for v in times.values()) < 0.05
-        if rounds >= (3 * cfg.repeats if fast else cfg.repeats) or time.perf_counter() - t_start > 2 * cfg.max_seconds:
-            break
-    out = {}
-    for n, v in times.items():
-        med = statistics.median(v)
-        ms = np.asarray(v) * 1e3
-        out[n] = harness.Timing(med, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), 1.0 / med if med > 0 else float("inf"), len(v))
-    return out
+    repeats (:func:`gsu.bench.runner.time_interleaved`)."""
+    res = runner.time_interleaved(fns, rounds=cfg.repeats, max_seconds_total=2 * cfg.max_seconds, fast_s=0.05,
+                                  fast_rounds=3 * cfg.repeats)
+    return {n: m.timing for n, m in res.items()}
 
 
 def _check(name: str, res: Any, scorer: Exact | None, h: History, targets: np.ndarray, cuts: np.ndarray) -> None:

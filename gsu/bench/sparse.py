@@ -43,7 +43,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -52,7 +51,7 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
-from gsu.bench import harness
+from gsu.bench import harness, runner
 
 log = logging.getLogger(__name__)
 
@@ -130,16 +129,9 @@ def _movielens(nq: int, seed: int) -> dict[str, Any] | None:
 
 # -- helpers ------------------------------------------------------------------------
 def _interleaved(fns: dict[str, Callable[[], Any]], *, rounds: int) -> dict[str, float]:
-    """Median wall time of each no-argument pass, rounds alternating the methods."""
-    for fn in fns.values():
-        fn()  # warm-up (and numba compilation)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    """Median wall time of each no-argument pass, rounds alternating the methods (one warm-up
+    pass each first): :func:`gsu.bench.runner.time_interleaved`."""
+    return {name: m.timing.median_s for name, m in runner.time_interleaved(fns, rounds=rounds).items()}
 
 
 def _file_bytes(idx: Any) -> int:
@@ -180,6 +172,7 @@ def run(
     n_queries: int | None = None,
     seed: int = 0,
     float32: bool = False,
+    data: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run the suite; returns the records (also written to ``out_dir/sparse.jsonl``).
 
@@ -194,6 +187,8 @@ def run(
         seed: data seed.
         float32: also build and sweep ``gsu-f32`` (float32 forward index, the
             SeismicIndex default); off by default to keep the run short.
+        data: a sparse data-set SPEC (:mod:`gsu.datasets.registry`: CSR ``.npz``, Seismic JSON
+            lines, big-ann ``.csr``, ``gen:splade?...``) run instead of the built-in sets.
     """
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # pyseismic's build pool
     out_dir = Path(out_dir)
@@ -208,7 +203,11 @@ def run(
     datasets: list[Callable[[], dict[str, Any] | None]] = [lambda n=n: _splade(n, nq, seed, vocab_size) for n in sizes]
     if not quick:
         datasets.append(lambda: _movielens(min(nq, 200), seed))
-    base = {"suite": "sparse", "k": K, "threads": threads, "pinned": pinned, "machine": machine["processor"]}
+    if data:
+        from gsu.datasets.registry import load_dataset
+
+        datasets = [lambda spec=data: runner.sparse_suite_data(load_dataset(spec))]
+    base = {"suite": "sparse", "k": K, "threads": threads, "pinned": pinned, "machine": machine["processor"], **runner.provenance()}
     records: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
     for make in datasets:
@@ -216,7 +215,7 @@ def run(
         data = make()
         if data is None:
             continue
-        recs, summ = _run_dataset(data, base={**base, "data_gen_s": time.perf_counter() - t0}, sweep=sweep, rounds=rounds,
+        recs, summ = _run_dataset(data, base={**base, "data_gen_s": time.perf_counter() - t0, **({"data_set": data["describe"]} if "describe" in data else {})}, sweep=sweep, rounds=rounds,
                                   threads=threads, quick=quick, seed=seed, float32=float32)
         records += recs
         summary += summ
@@ -225,6 +224,9 @@ def run(
             x="recall", y="qps", group="method", logy=True, ylabel="queries / s (1 thread)",
             title=f"sparse {data['name']}: recall@{K} vs throughput (upper right is better)",
         )
+    peak = round(runner.peak_rss_mb(), 1)
+    for r in records + summary:
+        r["peak_rss_mb"] = peak
     harness.write_jsonl(out_dir / "sparse.jsonl", records + summary)
     _print_tables(records, summary)
     return records + summary

@@ -12,6 +12,8 @@ suffix                    layout
 ``.hdf5`` / ``.h5``       ann-benchmarks layout: datasets ``train``, ``test``, ``neighbors``,
                           ``distances``; pick one with ``key`` (default ``train``)
 ``.parquet``              one list / fixed-size-list column of numbers per row (``column``)
+``.fbin`` ``.u8bin``      big-ann-benchmarks: uint32 ``n``, uint32 ``d``, then ``n × d``
+``.i8bin`` ``.ibin``      float32 / uint8 / int8 / int32 (:mod:`gsu.datasets.bigann`)
 ========================  ==========================================================
 
 Sparse formats (:func:`read_sparse` / :func:`write_sparse`):
@@ -20,6 +22,9 @@ Sparse formats (:func:`read_sparse` / :func:`write_sparse`):
     a SciPy CSR matrix written by :func:`scipy.sparse.save_npz` (so
     :func:`scipy.sparse.load_npz` reads it too) plus an ``ids.npy`` member holding
     the int64 row ids.
+``.csr`` / ``.spmat``
+    big-ann-benchmarks' sparse layout (int64 nrow, ncol, nnz; indptr, indices, data);
+    rows get the ids ``0..n-1``.
 ``.jsonl``
     JSON lines in Seismic's format, one document per line:
     ``{"id": 17, "vector": {"token": 0.53, ...}}``; tokens are mapped to column ids
@@ -72,8 +77,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DENSE_SUFFIXES = (".npy", ".fvecs", ".ivecs", ".bvecs", ".hdf5", ".h5", ".parquet")
-SPARSE_SUFFIXES = (".npz", ".jsonl")
+DENSE_SUFFIXES = (".npy", ".fvecs", ".ivecs", ".bvecs", ".hdf5", ".h5", ".parquet", ".fbin", ".u8bin", ".i8bin", ".ibin")
+SPARSE_SUFFIXES = (".npz", ".jsonl", ".csr", ".spmat")
+_BIN_SUFFIXES = (".fbin", ".u8bin", ".i8bin", ".ibin")
 _VECS_DTYPES = {".fvecs": np.dtype("<f4"), ".ivecs": np.dtype("<i4"), ".bvecs": np.dtype("u1")}
 _ANN_KEYS = ("train", "test", "neighbors", "distances")
 
@@ -194,6 +200,10 @@ def read_embeddings(
         arr = _read_vecs(p, _VECS_DTYPES[suf], mmap=mmap)
     elif suf in (".hdf5", ".h5"):
         arr = _read_hdf5(p, key or "train")
+    elif suf in _BIN_SUFFIXES:
+        from gsu.datasets.bigann import read_bin
+
+        arr = read_bin(p, mmap=mmap)
     else:
         arr = _read_parquet(p, column)
     arr = _check_dense(arr, path=p, dim=dim, finite=finite)
@@ -408,6 +418,11 @@ def write_embeddings(path: PathLike, array: Any, *, key: str = "train", column: 
 
             with h5py.File(tmp, "w") as f:
                 f.create_dataset(key, data=arr)
+        elif suf in _BIN_SUFFIXES:
+            from gsu.datasets.bigann import BIN_DTYPES, write_bin
+
+            dt = BIN_DTYPES[suf]
+            write_bin(tmp, arr.astype(dt) if suf == ".fbin" else _cast_exact(arr, dt, p), dt)
         else:
             _write_parquet(tmp, arr, column)
 
@@ -587,6 +602,13 @@ def read_sparse(
         if vocabulary is not None:
             raise ValueError(f"{p}: vocabulary= applies to .jsonl files only")
         return _read_npz(p)
+    if suf in (".csr", ".spmat"):
+        if vocabulary is not None:
+            raise ValueError(f"{p}: vocabulary= applies to .jsonl files only")
+        from gsu.datasets.bigann import read_csr_bin
+
+        m = check_sparse(read_csr_bin(p), name=str(p), error=DataFormatError)
+        return m, np.arange(m.shape[0], dtype=np.int64)
     csr, ids, _ = read_sparse_jsonl(p, vocabulary=vocabulary, unknown=unknown)
     return csr, ids
 
@@ -733,7 +755,8 @@ def write_sparse(
     """Write a sparse collection (atomically).
 
     Args:
-        path: ``.npz`` or ``.jsonl``.
+        path: ``.npz``, ``.csr`` / ``.spmat`` (big-ann layout; ids must be ``0..n-1``)
+            or ``.jsonl``.
         matrix: (n, V) SciPy sparse matrix; canonicalised with :func:`check_sparse`
             (negative weights allowed, duplicates rejected).
         ids: optional (n,) int64 row ids (default ``0..n-1``).
@@ -763,6 +786,16 @@ def write_sparse(
             with zipfile.ZipFile(tmp, "a", compression=zipfile.ZIP_DEFLATED if compressed else zipfile.ZIP_STORED) as z:
                 with z.open("ids.npy", "w") as member:
                     np.lib.format.write_array(member, id_arr, allow_pickle=False)
+        return
+    if suf in (".csr", ".spmat"):
+        if vocabulary is not None:
+            raise ValueError(f"{p}: vocabulary= applies to .jsonl files only")
+        if not np.array_equal(id_arr, np.arange(n)):
+            raise ValueError(f"{p}: the {suf} layout has no ids; rows are 0..n-1 (write an .npz to keep other ids)")
+        from gsu.datasets.bigann import write_csr_bin
+
+        with atomic_path(p) as tmp:
+            write_csr_bin(tmp, m)
         return
     tokens = np.array([str(c) for c in range(m.shape[1])], dtype=object)
     if vocabulary is not None:

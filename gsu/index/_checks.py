@@ -34,6 +34,7 @@ __all__ = ["VALIDATORS", "validator", "check_state", "check_hnsw_blob", "MAX_DIM
 MAX_DIM = 1 << 20
 _I64_MAX = 2**63 - 1
 _METRICS = ("ip", "cosine")
+_DENSE_METRICS = ("ip", "cosine", "l2")  # flat, hnsw, ivf (not filtered)
 
 VALIDATORS: dict[str, Callable[[StateCheck], None]] = {}
 
@@ -66,7 +67,7 @@ def _ids(c: StateCheck) -> np.ndarray:
 @validator("flat")
 def _flat(c: StateCheck) -> None:
     dim = c.cfg_int("dim", lo=1, hi=MAX_DIM)
-    c.cfg_choice("metric", _METRICS)
+    c.cfg_choice("metric", _DENSE_METRICS)
     ids = _ids(c)
     x = c.array("vectors", np.float32, (ids.shape[0], dim))
     c.finite("vectors", x)
@@ -105,7 +106,7 @@ def _sparse_flat(c: StateCheck) -> None:
 
 def _ivf_part(c: StateCheck) -> np.ndarray:
     dim = c.cfg_int("dim", lo=1, hi=MAX_DIM)
-    c.cfg_choice("metric", _METRICS)
+    c.cfg_choice("metric", _DENSE_METRICS)
     trained = c.cfg_bool("trained")
     nlist = c.cfg_int("nlist", lo=1, hi=2**31 - 1, none=True)
     c.cfg_int("niter", lo=1, hi=2**31 - 1)
@@ -138,13 +139,13 @@ def _ivf(c: StateCheck) -> None:
 
 def _hnsw_part(c: StateCheck) -> np.ndarray:
     dim = c.cfg_int("dim", lo=1, hi=MAX_DIM)
-    c.cfg_choice("metric", _METRICS)
+    metric = c.cfg_choice("metric", _DENSE_METRICS)
     c.cfg_int("M", lo=2, hi=1 << 16)
     c.cfg_int("ef_construction", lo=1, hi=1 << 24)
     ids = _ids(c)
     blob = c.array("faiss_index", np.uint8, (None,))
     try:
-        check_hnsw_blob(np.ascontiguousarray(blob), dim=dim, n=ids.shape[0], values=c.values)
+        check_hnsw_blob(np.ascontiguousarray(blob), dim=dim, n=ids.shape[0], values=c.values, l2=metric == "l2")
     except _BlobError as e:
         raise c.fail(c._af("faiss_index"), str(e)) from None
     return ids
@@ -267,7 +268,7 @@ class _Cursor:
         self.p += count * dt.itemsize
         return a
 
-    def header(self, what: str, *, d: int, n: int) -> None:
+    def header(self, what: str, *, d: int, n: int, metric_type: int = 0) -> None:
         d_, n_, _, _, trained, metric = self.take("<iqqqBi", f"{what} header")
         if d_ != d:
             raise _BlobError(f"faiss {what}: dimension {d_}, expected {d}")
@@ -275,13 +276,13 @@ class _Cursor:
             raise _BlobError(f"faiss {what}: {n_} vectors, expected {n} (one per id)")
         if trained not in (0, 1):
             raise _BlobError(f"faiss {what}: is_trained byte {trained}")
-        if metric != 0:
-            raise _BlobError(f"faiss {what}: metric {metric}, expected 0 (inner product)")
+        if metric != metric_type:
+            raise _BlobError(f"faiss {what}: metric {metric}, expected {metric_type} ({'L2' if metric_type else 'inner product'})")
 
 
-def check_hnsw_blob(blob: np.ndarray, *, dim: int, n: int, values: bool = True) -> None:
-    """Validate faiss's serialisation of an inner-product ``IndexHNSWFlat`` over ``n``
-    vectors of dimension ``dim`` (raises ``ValueError`` naming what is wrong).
+def check_hnsw_blob(blob: np.ndarray, *, dim: int, n: int, values: bool = True, l2: bool = False) -> None:
+    """Validate faiss's serialisation of an inner-product (``l2``: an L2) ``IndexHNSWFlat``
+    over ``n`` vectors of dimension ``dim`` (raises ``ValueError`` naming what is wrong).
 
     Checked: the fourcc codes, both index headers, every vector length against the
     bytes left and the exact end; ``assign_probas`` in [0, 1]; ``cum_nneighbor_per_level``
@@ -294,16 +295,17 @@ def check_hnsw_blob(blob: np.ndarray, *, dim: int, n: int, values: bool = True) 
     cur = _Cursor(blob)
     if cur.take("4s", "fourcc")[0] != b"IHNf":
         raise _BlobError("faiss index is not an IndexHNSWFlat (fourcc 'IHNf')")
-    cur.header("HNSW index", d=dim, n=n)
+    cur.header("HNSW index", d=dim, n=n, metric_type=int(l2))
     probas = cur.vector("<f8", "assign_probas")
     cum = cur.vector("<i4", "cum_nneighbor_per_level").astype(np.int64)
     levels = cur.vector("<i4", "levels").astype(np.int64)
     offsets = cur.vector("<u8", "offsets")
     nbr = cur.vector("<i4", "neighbors")
     ep, max_level, ef_c, ef_s, _ = cur.take("<5i", "graph settings")
-    if cur.take("4s", "storage fourcc")[0] != b"IxFI":
-        raise _BlobError("faiss storage is not an IndexFlatIP (fourcc 'IxFI')")
-    cur.header("storage", d=dim, n=n)
+    want = b"IxF2" if l2 else b"IxFI"
+    if cur.take("4s", "storage fourcc")[0] != want:
+        raise _BlobError(f"faiss storage is not an IndexFlat{'L2' if l2 else 'IP'} (fourcc {want.decode()!r})")
+    cur.header("storage", d=dim, n=n, metric_type=int(l2))
     codes = cur.vector("<f4", "stored vectors", scale=1)  # READXBVECTOR: size counts float32 values
     if cur.left():
         raise _BlobError(f"faiss index has {cur.left()} unexpected bytes after its end")

@@ -9,15 +9,18 @@ import numpy as np
 
 from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positive_int
 from gsu.index import _filter_kernels as _fk
-from gsu.index import _kernels
+from gsu.index import _kernels, _l2
 from gsu.index.base import Index, SearchResult, _lexsort_rows, register_index
 from gsu.index.filters import Filter, IdMap
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FlatIndex", "METRICS"]
+__all__ = ["FlatIndex", "METRICS", "DENSE_METRICS"]
 
 METRICS = ("ip", "cosine")
+# metrics of the exact, HNSW and IVF indexes: "l2" ranks by squared euclidean distance
+# and scores -|q - x|² (gsu.index._l2)
+DENSE_METRICS = ("ip", "cosine", "l2")
 
 # From this allowed fraction on, a shared filter scores every row with BLAS and masks.
 _DENSE_FRACTION = 0.2
@@ -37,12 +40,13 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 @register_index("flat")
 class FlatIndex(Index):
-    """Exact inner-product / cosine search over dense float32 vectors.
+    """Exact inner-product / cosine / euclidean search over dense float32 vectors.
 
     Args:
         dim: vector dimension d.
-        metric: ``"ip"`` (inner product) or ``"cosine"`` (vectors and queries are
-            L2-normalised; scores are cosines).
+        metric: ``"ip"`` (inner product), ``"cosine"`` (vectors and queries are
+            L2-normalised; scores are cosines) or ``"l2"`` (nearest by euclidean
+            distance; scores are ``-|q - x|²``, computed exactly).
         block_size: queries scored per matrix product (bounds memory: block × n floats).
         device: ``None`` (numpy/BLAS + numba kernels) or a torch device string such as
             ``"cuda"``/``"cuda:0"``/``"cpu"``: unfiltered and shared-filter batches then run
@@ -58,7 +62,7 @@ class FlatIndex(Index):
 
     def __init__(self, dim: int, metric: str = "ip", *, block_size: int = 1024, device: str | None = None):
         self.dim = check_positive_int(dim, name="dim")
-        self.metric = check_choice(metric, name="metric", choices=METRICS)
+        self.metric = check_choice(metric, name="metric", choices=DENSE_METRICS)
         self.block_size = check_positive_int(block_size, name="block_size")
         self.device = device
         self._dev_x: Any = None  # torch copy of _x on `device`, built on first use
@@ -101,6 +105,7 @@ class FlatIndex(Index):
             x = normalize_rows(x)
         self._x = np.ascontiguousarray(np.concatenate([self._x, x])) if self.ntotal else x
         self._dev_x = None
+        self.__dict__.pop("_xa", None)
         self._idmap = IdMap(np.concatenate([self._idmap.ids, new_ids]))
 
     def reconstruct(self, ids: Any) -> np.ndarray:
@@ -115,6 +120,21 @@ class FlatIndex(Index):
         q = as_matrix(queries, name="queries", dim=self.dim)
         return normalize_rows(q) if self.metric == "cosine" else q
 
+    @property
+    def _sx(self) -> np.ndarray:
+        """The matrix the kernels score: the vectors, or for l2 their augmented form."""
+        if self.metric != "l2":
+            return self._x
+        xa = self.__dict__.get("_xa")
+        if xa is None or xa.shape[0] != self._x.shape[0]:
+            xa = self._xa = _l2.augment_base(self._x)
+        return xa
+
+    def _finish(self, q: np.ndarray, out_r: np.ndarray, out_s: np.ndarray) -> None:
+        """l2: exact ``-|q - x|²`` for the returned rows, re-sorted (``q`` augmented)."""
+        if self.metric == "l2":
+            _l2.finish(q[:, : self.dim], self._x, out_r, out_s)
+
     def search(self, queries: Any, k: int, *, filter: Any = None) -> SearchResult:
         """Exact top-``k`` for each row of ``queries`` (nq, d).
 
@@ -126,6 +146,8 @@ class FlatIndex(Index):
                 or per-query.
         """
         q = self._prep_queries(queries)
+        if self.metric == "l2":
+            q = _l2.augment_queries(q)
         k = check_k(k)
         nq = q.shape[0]
         if self.ntotal == 0:
@@ -156,7 +178,7 @@ class FlatIndex(Index):
         """BLAS scores against all rows (or the gathered ``rows``), optional row ``mask``, then top-k."""
         if self.device is not None:
             return self._search_torch(q, k, rows, mask)
-        x = self._x if rows is None else self._x[rows]
+        x = self._sx if rows is None else self._sx[rows]
         nq = q.shape[0]
         out_r = np.full((nq, k), -1, np.int64)
         out_s = np.full((nq, k), -np.inf, np.float32)
@@ -169,13 +191,14 @@ class FlatIndex(Index):
             )
         if rows is not None:
             out_r = np.where(out_r >= 0, rows[np.maximum(out_r, 0)], -1)
+        self._finish(q, out_r, out_s)
         return SearchResult(self._idmap.to_ids(out_r), out_s, counts)
 
     def _search_torch(self, q: np.ndarray, k: int, rows: np.ndarray | None, mask: np.ndarray | None) -> SearchResult:
         import torch
 
         if self._dev_x is None:
-            self._dev_x = torch.from_numpy(np.ascontiguousarray(self._x)).to(self.device)
+            self._dev_x = torch.from_numpy(np.ascontiguousarray(self._sx)).to(self.device)
         allowed = None
         if rows is not None:
             mask = np.zeros(self.ntotal, dtype=bool)
@@ -202,6 +225,7 @@ class FlatIndex(Index):
                 out_r[s : s + self.block_size, :kk] = idx
                 out_s[s : s + self.block_size, :kk] = vals
         counts = (out_r >= 0).sum(axis=1).astype(np.int64)
+        self._finish(q, out_r, out_s)
         return SearchResult(self._idmap.to_ids(out_r), out_s, counts)
 
     def _search_gather(self, q: np.ndarray, k: int, starts: np.ndarray, ends: np.ndarray, rows: np.ndarray) -> SearchResult:
@@ -211,7 +235,8 @@ class FlatIndex(Index):
         out_r = np.empty((nq, k), np.int64)  # the kernel writes every slot (-1 / -inf padding)
         out_s = np.empty((nq, k), np.float32)
         counts = np.zeros(nq, np.int64)
-        _fk.gather_topk_ip_sel(q, self._x, np.arange(nq, dtype=np.int64), starts, ends, rows, k, out_r, out_s, counts)
+        _fk.gather_topk_ip_sel(q, self._sx, np.arange(nq, dtype=np.int64), starts, ends, rows, k, out_r, out_s, counts)
+        self._finish(q, out_r, out_s)
         ids = out_r if self._idmap.identity else self._idmap.to_ids(out_r)
         return SearchResult(ids, out_s, counts)
 

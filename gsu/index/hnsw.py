@@ -29,9 +29,10 @@ import numpy as np
 from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positive_int
 from gsu.index import _filter_kernels as fk
 from gsu.index import _graph_kernels as gk
+from gsu.index import _l2
 from gsu.index.base import Index, SearchResult, register_index
 from gsu.index.filters import CompiledFilter, Filter, IdMap, derived
-from gsu.index.flat import METRICS, normalize_rows
+from gsu.index.flat import DENSE_METRICS, normalize_rows
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +124,7 @@ def hnsw_params(cf: CompiledFilter | None, n: int, ef: int, cache: dict) -> fais
 
 
 def _faiss_metric(metric: str) -> int:
-    return faiss.METRIC_INNER_PRODUCT
+    return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
 
 
 @register_index("hnsw")
@@ -132,8 +133,10 @@ class HNSWIndex(Index):
 
     Args:
         dim: vector dimension d.
-        metric: ``"ip"`` (inner product) or ``"cosine"`` (vectors and queries are
-            L2-normalised).
+        metric: ``"ip"`` (inner product), ``"cosine"`` (vectors and queries are
+            L2-normalised) or ``"l2"`` (euclidean: the graph is built on L2 distances,
+            the walk scores the exact inner-product reduction of :mod:`gsu.index._l2`,
+            and results carry ``-|q - x|²`` recomputed exactly).
         M: graph out-degree per node (HNSW paper's ``M``; level 0 keeps ``2*M``).
             More is higher recall per visited node and more memory; 16–64.
         ef_construction: beam width while inserting (``efConstruction``); higher
@@ -145,7 +148,7 @@ class HNSWIndex(Index):
 
     def __init__(self, dim: int, metric: str = "ip", *, M: int = 32, ef_construction: int = 200):
         self.dim = check_positive_int(dim, name="dim")
-        self.metric = check_choice(metric, name="metric", choices=METRICS)
+        self.metric = check_choice(metric, name="metric", choices=DENSE_METRICS)
         self.M = check_positive_int(M, name="M", minimum=2)
         self.ef_construction = check_positive_int(ef_construction, name="ef_construction")
         self._index = self._new_faiss()
@@ -207,6 +210,7 @@ class HNSWIndex(Index):
         self.__dict__.pop("_graph_arrays", None)
         self.__dict__.pop("_sq8", None)
         self.__dict__.pop("_beam", None)
+        self.__dict__.pop("_xa", None)
         self._index.add(x)
         self._n = int(self._index.ntotal)
         self._idmap = IdMap(np.concatenate([self._idmap.ids, new_ids]))
@@ -245,6 +249,11 @@ class HNSWIndex(Index):
             if m == 0:
                 return SearchResult.empty(nq, k)
             rows, scores = self.search_params(q, k, hnsw_params(cf, n, max(ef, k), self._params))
+            if self.metric == "l2":
+                if cf is not None and ((rows >= 0).sum(axis=1) < min(m, k)).any():
+                    self._fill_short(q, k, cf, np.arange(nq, dtype=np.int64), rows, scores)
+                _l2.finish(q, self.vectors, rows, scores)
+                return _result(self._idmap, rows, scores)
             if (rows[0, k - 1] >= 0) if nq == 1 else (rows[:, -1].min() >= 0):
                 return SearchResult(rows if self._idmap.identity else self._idmap.to_ids(rows), scores, np.full(nq, k, np.int64))
             counts = (rows >= 0).sum(axis=1)
@@ -259,6 +268,8 @@ class HNSWIndex(Index):
         out_r = np.full((nq, k), -1, np.int64)
         out_s = np.full((nq, k), -np.inf, np.float32)
         self.search_compiled(q, k, cf, np.arange(nq, dtype=np.int64), out_r, out_s, ef=np.full(nq, ef, np.int64))
+        if self.metric == "l2":
+            _l2.finish(q, self.vectors, out_r, out_s)
         return _result(self._idmap, out_r, out_s)
 
     def search_params(self, q: np.ndarray, k: int, params: faiss.SearchParametersHNSW) -> tuple[np.ndarray, np.ndarray]:
@@ -274,6 +285,10 @@ class HNSWIndex(Index):
         I = np.empty((nq, k), np.int64)
         sp = faiss.swig_ptr
         self._index.search_c(nq, sp(q), k, sp(D), sp(I), params)
+        if self.metric == "l2":  # faiss's squared distances -> scores; padding -inf
+            np.negative(D, out=D)
+            D[I < 0] = -np.inf
+            return I, D
         if (I[0, k - 1] < 0) if nq == 1 else (I[:, -1].min() < 0):  # faiss pads the tail with -1
             D[I < 0] = -np.inf
         return I, D
@@ -340,7 +355,9 @@ class HNSWIndex(Index):
         n = self._n
         ctx = self.__dict__.get("_beam")
         if ctx is None:
-            ctx = self._beam = self._graph() + self._codes() + (self.vectors,)
+            ctx = self._beam = self._graph() + self._codes() + (self._scoring_vectors(),)
+        if self.metric == "l2" and q.shape[1] == self.dim:
+            q = _l2.augment_queries(q)
         nbr, off, cum, ep, maxl, codes, step, X = ctx
         if cf is None or (cf.shared and cf.count == n):
             fa = _ALL_ROWS
@@ -384,8 +401,18 @@ class HNSWIndex(Index):
         :meth:`add`; never saved (a quarter of the vectors' size, rebuilt in O(n d))."""
         c = self.__dict__.get("_sq8")
         if c is None or c[0].shape[0] != self._n:
-            c = self._sq8 = gk.sq8_encode(self.vectors)
+            c = self._sq8 = gk.sq8_encode(self._scoring_vectors())
         return c
+
+    def _scoring_vectors(self) -> np.ndarray:
+        """What the walk and the exact fill-in score: the vectors, or for l2 the augmented
+        ``[x, -|x|²/2]`` (:mod:`gsu.index._l2`; built on first use, dropped by :meth:`add`)."""
+        if self.metric != "l2":
+            return self.vectors
+        xa = self.__dict__.get("_xa")
+        if xa is None or xa.shape[0] != self._n:
+            xa = self._xa = _l2.augment_base(self.vectors)
+        return xa
 
     def _graph(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
         """faiss's HNSW graph as arrays ``(neighbors int32, offsets int64, cum_nneighbor_per_level
@@ -412,7 +439,11 @@ class HNSWIndex(Index):
             log.debug("hnsw: %d queries short of k results, recomputed exactly", short.shape[0])
             starts, ends = cf.bounds(nq)
             counts = np.zeros(nq, np.int64)
-            fk.gather_topk_ip_sel(q, self.vectors, short, starts, ends, cf.rows, k, out_r, out_s, counts)
+            if self.metric == "l2":
+                fk.gather_topk_ip_sel(_l2.augment_queries(q[:, : self.dim]), self._scoring_vectors(), short, starts, ends, cf.rows, k,
+                                      out_r, out_s, counts)
+            else:
+                fk.gather_topk_ip_sel(q, self.vectors, short, starts, ends, cf.rows, k, out_r, out_s, counts)
 
     # -- persistence -------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

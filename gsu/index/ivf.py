@@ -28,8 +28,9 @@ import numpy as np
 from gsu._validate import as_matrix, check_choice, check_k, check_positive_int
 from gsu.index import _filter_kernels as fk
 from gsu.index.base import Index, SearchResult, register_index
+from gsu.index import _l2
 from gsu.index.filters import CompiledFilter, Filter, IdMap, derived
-from gsu.index.flat import METRICS, normalize_rows
+from gsu.index.flat import DENSE_METRICS, normalize_rows
 from gsu.index.hnsw import _new_ids, prep_queries
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,10 @@ class IVFIndex(Index):
 
     Args:
         dim: vector dimension d.
-        metric: ``"ip"`` or ``"cosine"`` (vectors and queries L2-normalised).
+        metric: ``"ip"``, ``"cosine"`` (vectors and queries L2-normalised) or ``"l2"``
+            (euclidean: k-means and list assignment by L2 distance, lists probed nearest
+            centroid first, rows scored on the exact inner-product reduction of
+            :mod:`gsu.index._l2`; results carry ``-|q - x|²`` recomputed exactly).
         nlist: number of inverted lists (k-means centroids, IVF's ``nlist``).
             ``None``: :func:`default_nlist` of the first batch added. More lists mean
             shorter lists (fewer rows scored per probe) and more centroid scoring
@@ -83,7 +87,7 @@ class IVFIndex(Index):
         seed: int = 0,
     ):
         self.dim = check_positive_int(dim, name="dim")
-        self.metric = check_choice(metric, name="metric", choices=METRICS)
+        self.metric = check_choice(metric, name="metric", choices=DENSE_METRICS)
         self.nlist = None if nlist is None else check_positive_int(nlist, name="nlist")
         self.niter = check_positive_int(niter, name="niter")
         self.max_train = check_positive_int(max_train, name="max_train")
@@ -96,6 +100,8 @@ class IVFIndex(Index):
 
     # -- layout ------------------------------------------------------------
     def _set_lists(self, xl: np.ndarray, pos_row: np.ndarray, list_off: np.ndarray) -> None:
+        self.__dict__.pop("_xla", None)
+        self.__dict__.pop("_ct", None)
         self._xl = xl
         self._pos_row = np.ascontiguousarray(pos_row, dtype=np.int64)
         self._list_off = np.ascontiguousarray(list_off, dtype=np.int64)
@@ -151,7 +157,7 @@ class IVFIndex(Index):
 
     def assign(self, x: np.ndarray) -> np.ndarray:
         """List of each prepared vector: argmax of the inner product with the centroids, (n,) int64."""
-        quant = faiss.IndexFlatIP(self.dim)
+        quant = faiss.IndexFlatL2(self.dim) if self.metric == "l2" else faiss.IndexFlatIP(self.dim)
         quant.add(self._centroids)
         _, lab = quant.search(x, 1)
         return lab[:, 0].astype(np.int64)
@@ -211,18 +217,33 @@ class IVFIndex(Index):
         out_s = np.full((nq, k), -np.inf, np.float32)
         which = np.arange(nq, dtype=np.int64)
         counts = np.zeros(nq, np.int64)
-        self.search_compiled(q, k, cf, which, out_r, out_s, counts, target=cand, min_lists=nprobe)
+        if self.metric == "l2":
+            self.search_compiled(_l2.augment_queries(q), k, cf, which, out_r, out_s, counts, target=cand, min_lists=nprobe)
+            _l2.finish(q, self._xl, out_r, out_s, pos=self._row_pos)
+        else:
+            self.search_compiled(q, k, cf, which, out_r, out_s, counts, target=cand, min_lists=nprobe)
         return SearchResult(self._idmap.to_ids(out_r), out_s, counts)
 
+    def _scoring_lists(self) -> np.ndarray:
+        """The list-ordered matrix the kernels score: the vectors, or for l2 ``[x, -|x|²/2]``."""
+        if self.metric != "l2":
+            return self._xl
+        xa = self.__dict__.get("_xla")
+        if xa is None or xa.shape[0] != self._xl.shape[0]:
+            xa = self._xla = _l2.augment_base(self._xl)
+        return xa
+
     def centroid_scores(self, q: np.ndarray) -> np.ndarray:
-        """(nq, nlist) float32 inner products of prepared queries with the centroids."""
+        """(nq, nlist) float32 inner products of prepared queries with the centroids (l2:
+        augmented queries against ``[c, -|c|²/2]``, which orders the lists nearest first)."""
         return q @ self._centroids_t
 
     @property
     def _centroids_t(self) -> np.ndarray:
         ct = self.__dict__.get("_ct")
         if ct is None or ct.shape[1] != self._centroids.shape[0]:
-            ct = self._ct = np.asfortranarray(self._centroids.T)  # (d, nlist) view-friendly for BLAS
+            c = _l2.augment_base(self._centroids) if self.metric == "l2" else self._centroids
+            ct = self._ct = np.asfortranarray(c.T)  # (d, nlist) view-friendly for BLAS
         return ct
 
     def scan_pays(self, m: int, target: int, min_lists: int, *, has_bitmap: bool = False) -> bool:
@@ -280,6 +301,7 @@ class IVFIndex(Index):
         else:
             starts, ends = cf.bounds(nq)
         full = which.shape[0] == nq and nq <= _QUERY_BLOCK
+        xl = self._xl if self.metric != "l2" else self._scoring_lists()
         for b in range(0, which.shape[0], _QUERY_BLOCK):
             w = which[b : b + _QUERY_BLOCK]
             if full:  # every query, one block: write straight into the outputs
@@ -296,10 +318,10 @@ class IVFIndex(Index):
             else:
                 cs = centroid_scores if full else np.ascontiguousarray(centroid_scores[w])
             if shared:
-                fk.ivf_search_shared(qs, cs, self._xl, self._pos_row, boff, bpos, bm, m_all, k, target, min_lists, r, s, c, scw)
+                fk.ivf_search_shared(qs, cs, xl, self._pos_row, boff, bpos, bm, m_all, k, target, min_lists, r, s, c, scw)
             else:
                 fk.ivf_search_per_query(
-                    qs, cs, self._xl, self._pos_row, self._row_list, self._row_pos,
+                    qs, cs, xl, self._pos_row, self._row_list, self._row_pos,
                     starts[w], ends[w], cf.rows, k, target, min_lists, r, s, c, scw,
                 )
             if not full:
