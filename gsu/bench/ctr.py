@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 MOVIELENS = Path("../shared/datasets/movielens-latest-small")
 TAOBAO = Path("../shared/datasets/taobao-userbehavior-sample/UserBehavior.csv")
 
-SYNTHETIC = {"n_users": 1_200, "seq_len": (1_000, 10_000), "n_items": 20_000, "n_targets_per_user": 125, "seed": 0}
+SYNTHETIC = {"n_users": 2_400, "seq_len": (1_000, 10_000), "n_items": 20_000, "n_targets_per_user": 125, "seed": 0}
 SYNTHETIC_QUICK = {"n_users": 40, "seq_len": (300, 1_500), "n_items": 5_000, "n_targets_per_user": 30, "seed": 0}
 METHODS = ("full", "last", "hard", "soft", "muse", "eta", "sdim", "twin")
 
@@ -84,10 +84,6 @@ def tasks(quick: bool) -> list[tuple[Any, tuple[str, ...], tuple[int, ...]]]:
     out.append((syn, METHODS, (16,) if quick else (64, 16, 256)))
     if quick:
         return out
-    # full attention against the oracle on twice the data (same generator and recipe)
-    syn2 = synthetic_task(**{**spec, "n_users": 2 * spec["n_users"]}, cache_dir=_cache_dir())
-    syn2.name = "synthetic-2x"
-    out.append((syn2, ("full",), (64,)))
     if (MOVIELENS / "ratings.csv").is_file():
         ml = movielens_task(MOVIELENS, titles=True, cache_dir=_cache_dir())
         methods = METHODS if "content" in ml.item_tables else tuple(m for m in METHODS if m != "muse")

@@ -93,7 +93,8 @@ def cached_views(task: CTRTask, method: str, k: int, *, reference: Any = None, r
             arrays[s + "_v"], arrays[s + "_m"] = res.vectors, res.mask
         else:
             views[s] = positions_view(task, s, res.positions, res.mask, label=label)
-            arrays[s + "_p"], arrays[s + "_m"] = res.positions, res.mask
+            # positions index one user's history: int32 halves the cache (read back as int64)
+            arrays[s + "_p"], arrays[s + "_m"] = res.positions.astype(np.int32), res.mask
     dt = time.perf_counter() - t0
     if path is not None:
         _atomic_savez(path, seconds=np.float64(dt), **arrays)
