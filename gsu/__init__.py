@@ -11,4 +11,13 @@ Subpackages (import them explicitly; nothing heavy happens at ``import gsu``):
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "get_limits", "set_limits"]
+
+
+def __getattr__(name: str):
+    # per-call caps on k and result sizes (gsu._validate), without importing numpy at `import gsu`
+    if name in ("get_limits", "set_limits"):
+        from gsu import _validate
+
+        return getattr(_validate, name)
+    raise AttributeError(f"module 'gsu' has no attribute {name!r}")

@@ -1,7 +1,8 @@
 """The gsu container format: one file holding a kind, a JSON config and named arrays.
 
-Every persistent gsu object (indexes, behavior stores, BSE tables) is written with
-:func:`write_container` and read with :func:`read_container`.
+Every persistent gsu object (indexes, behavior stores, item tables, BSE tables) is
+written with :func:`write_container` and read through a :class:`ContainerReader`
+(:func:`read_container` for the whole file at once).
 
 Layout (all integers little-endian)::
 
@@ -9,55 +10,259 @@ Layout (all integers little-endian)::
     version      uint32   FORMAT_VERSION
     reserved     uint32   0
     header_len   uint64   length of the JSON header in bytes
-    header       JSON     {"kind", "config", "gsu_version", "arrays": [{name, dtype, shape, offset, nbytes}]}
+    header       JSON     {"kind", "config", "gsu_version", "arrays": [{name, dtype, shape, offset, nbytes}], "payload_len"}
     padding      to a 64-byte boundary
-    payload      each array C-contiguous, 64-byte aligned (offsets relative to the payload start)
+    payload      each array C-contiguous, little-endian, 64-byte aligned (offsets relative to the payload start)
     checksum     32 bytes SHA-256 over every byte before it
 
-Writes are atomic: the file is written to a temporary name in the same folder,
-flushed and fsync'ed, then renamed over the target. A truncated file, a changed byte,
-a wrong magic or an unknown version raises :class:`gsu.errors.IndexFileError`
-naming the file. ``mmap=True`` maps the payload read-only instead of reading it.
+Writes are atomic (:func:`atomic_file`): the file is written to a temporary name in
+the same folder, flushed and fsync'ed, renamed over the target, and the folder is
+fsync'ed. The temporary name ``.<name>.<host>.<pid>.<random>.gsutmp`` carries its
+writer, who also holds a POSIX record lock on it until the rename; a later write to
+the same target removes the temporaries of writers that died (:func:`remove_stale_temps`:
+unlocked, and a writer process on this host that no longer runs, or another host's
+older than a day) and never those of a live one. New files get the mode ``0o666`` less the umask; a file
+that is replaced keeps its mode.
+
+Reads use one open file descriptor: the header, the checksum pass and the arrays (or
+the memory map) all come from the same inode, so a concurrent save (a rename over the
+path) can never mix two versions. The header is validated before anything is
+allocated from it (field types, dtypes and byte order, shapes, offsets inside the
+payload, no overlaps); a file that fails raises :class:`gsu.errors.IndexFileError`
+naming the file and the field. ``mmap=True`` maps the payload read-only instead of
+reading it (the file must then not be truncated in place while mapped: gsu never
+does that, it always renames).
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
+import logging
 import os
+import secrets
+import socket
+import stat
 import struct
-import tempfile
+import time
+import zlib
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
 
-from gsu.errors import IndexFileError
+from gsu.errors import FieldError, IndexFileError
+
+log = logging.getLogger(__name__)
 
 MAGIC = b"GSUFILE\x00"
 FORMAT_VERSION = 1
 _PREFIX = struct.Struct("<8sIIQ")
 _ALIGN = 64
 _CHECKSUM_LEN = 32
+_CHUNK = 1 << 24
+#: the largest JSON header accepted (a header is a few kB; this bounds what a crafted
+#: length field can make the reader allocate)
+MAX_HEADER_BYTES = 64 << 20
+#: dtype kinds a container may hold: bool, signed/unsigned integers, floats
+_DTYPE_KINDS = "biuf"
+_MAX_NDIM = 8
+
+TMP_SUFFIX = ".gsutmp"
+#: temporaries of another host (no pid to test) are stale after this many seconds
+STALE_FOREIGN_SECONDS = 24 * 3600
+_HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
 
 
 def _pad(n: int) -> int:
     return (-n) % _ALIGN
 
 
+# ---------------------------------------------------------------------------
+# atomic writes
+# ---------------------------------------------------------------------------
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """``path`` as a :class:`Path`, refusing a folder (``IsADirectoryError``) or a parent
+    that is a file (``NotADirectoryError``), both naming the path."""
+    p = Path(path)
+    if str(path) == "" or p.name in ("", ".", ".."):
+        raise IsADirectoryError(f"{path!s}: is a folder, expected a file path")
+    if p.is_dir():
+        raise IsADirectoryError(f"{p}: is a folder, expected a file path")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{p}: {parent} is a file, not a folder")
+            break
+    return p
+
+
+def _tmp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that dead writers of ``path`` left beside it.
+
+    A temporary is stale when no process holds its lock and either its writer (same
+    host) is no longer running or it was written on another host more than
+    :data:`STALE_FOREIGN_SECONDS` ago. Temporaries of live writers are never touched.
+    Returns the paths removed.
+    """
+    p = Path(path)
+    folder = p.parent if str(p.parent) else Path(".")
+    prefix = _tmp_prefix(p)
+    removed: list[Path] = []
+    try:
+        entries = [e for e in os.scandir(folder) if e.name.startswith(prefix) and e.name.endswith(TMP_SUFFIX)]
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return removed
+    for e in entries:
+        parts = e.name[len(prefix) : -len(TMP_SUFFIX)].split(".")
+        if len(parts) != 3:
+            continue
+        host, pid_s, _ = parts
+        try:
+            pid = int(pid_s)
+        except ValueError:
+            continue
+        try:
+            fd = os.open(e.path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live writer holds it
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            if host == _HOST:
+                stale = pid != os.getpid() and not _pid_alive(pid)
+            else:
+                stale = time.time() - st.st_mtime > STALE_FOREIGN_SECONDS
+            if stale:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(e.path)
+                removed.append(Path(e.path))
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("removed %d stale temporary file(s) of %s left by interrupted writers", len(removed), p)
+    return removed
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path`` for binary writing; when the block ends
+    without an error, flush, fsync and rename it over ``path`` (then fsync the folder);
+    on any error remove it and leave ``path`` untouched.
+
+    Stale temporaries of ``path`` (writers that died) are removed first. The new file
+    gets ``0o666`` less the umask, or the mode of the file it replaces. A folder given
+    as ``path`` raises ``IsADirectoryError`` before anything is written.
+    """
+    with atomic_path(path) as (tmp, fd):
+        with os.fdopen(fd, "wb", closefd=False) as f:
+            yield f
+            f.flush()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[tuple[Path, int]]:
+    """The mechanism behind :func:`atomic_file` for writers that need a path (h5py,
+    SciPy, Parquet): yields ``(temporary path, its open descriptor)``; the caller
+    writes the temporary by path (or through the descriptor) and the file is renamed
+    over ``path`` when the block ends without an error."""
+    p = check_output_path(path)
+    folder = p.parent if str(p.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(p)
+    try:
+        mode = stat.S_IMODE(os.stat(p).st_mode)
+    except FileNotFoundError:
+        mode = None
+    except OSError:
+        mode = None
+    tmp = folder / f"{_tmp_prefix(p)}{_HOST}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}"
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)  # the umask applies
+    try:
+        # a POSIX record lock, not flock(): HDF5 flock()s the files it writes (it may
+        # write this one by path), and the two kinds of locks do not conflict
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if mode is not None:
+            os.fchmod(fd, mode)
+        yield tmp, fd
+        os.fsync(fd)
+        os.replace(tmp, p)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    finally:
+        os.close(fd)
+    _fsync_dir(folder)
+
+
+def atomic_savez(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """``np.savez`` to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path) as f:
+        np.savez(f, **arrays)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path) as f:
+        f.write(data)
+
+
+# ---------------------------------------------------------------------------
+# writing containers
+# ---------------------------------------------------------------------------
+
+
 def write_container(path: str | os.PathLike, kind: str, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` and ``config`` (JSON-serialisable) under ``kind`` to ``path`` atomically."""
     from gsu import __version__
 
-    path = Path(path)
+    path = check_output_path(path)
     metas = []
     offset = 0
     prepared: list[np.ndarray] = []
     for name, arr in arrays.items():
         a = np.ascontiguousarray(arr)
-        if a.dtype == object:
-            raise TypeError(f"array {name!r}: object arrays cannot be saved")
+        if a.dtype.kind not in _DTYPE_KINDS:
+            raise TypeError(f"array {name!r}: dtype {a.dtype} cannot be saved (expected bool, integer or float)")
+        if a.dtype.byteorder == ">":
+            a = a.astype(a.dtype.newbyteorder("<"))
         offset += _pad(offset)
         metas.append({"name": name, "dtype": a.dtype.str, "shape": list(a.shape), "offset": offset, "nbytes": int(a.nbytes)})
         prepared.append(a)
@@ -66,6 +271,7 @@ def write_container(path: str | os.PathLike, kind: str, config: dict[str, Any], 
     header = json.dumps(
         {"kind": kind, "config": config, "gsu_version": __version__, "arrays": metas, "payload_len": payload_len},
         sort_keys=True,
+        allow_nan=False,
     ).encode()
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header))
     head = prefix + header
@@ -89,56 +295,226 @@ def write_container(path: str | os.PathLike, kind: str, config: dict[str, Any], 
         f.write(h.digest())
 
 
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
-    """Open a temporary file beside ``path`` for writing; on success flush, fsync and
-    rename it over ``path``; on any error remove it and leave ``path`` untouched."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+# ---------------------------------------------------------------------------
+# reading containers
+# ---------------------------------------------------------------------------
+
+
+def open_regular(path: str | os.PathLike) -> tuple[int, os.stat_result]:
+    """Open ``path`` read-only and return ``(fd, fstat)``; a missing path raises
+    ``FileNotFoundError``, a folder ``IsADirectoryError``, anything else that is not a
+    regular file (a FIFO, a device) :class:`IndexFileError` — all naming the path."""
+    p = str(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"{p}: is a folder, expected a file") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(f"{p}: is a folder, expected a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise IndexFileError(f"{p}: not a regular file")
+        os.set_blocking(fd, True)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        os.close(fd)
         raise
+    return fd, st
+
+
+def _pread_exact(fd: int, n: int, offset: int) -> bytes:
+    out = bytearray()
+    while len(out) < n:
+        b = os.pread(fd, min(n - len(out), _CHUNK), offset + len(out))
+        if not b:
+            break
+        out += b
+    return bytes(out)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+class ContainerReader:
+    """One open gsu container. Everything (header, checksum, arrays, memory map) is read
+    from the single file descriptor opened here, so a concurrent rename over the path
+    cannot mix two files.
+
+    Attributes (after construction): ``path``, ``kind``, ``config``, ``header`` (the
+    validated JSON header), ``metas`` (one dict per array), ``start`` (payload offset),
+    ``payload_len``, ``size``. Use as a context manager, or call :meth:`close`; arrays
+    returned with ``mmap=True`` stay valid after closing (the mapping keeps the inode).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._fd, st = open_regular(path)
+        self.size = int(st.st_size)
+        try:
+            self._read_header()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- header --------------------------------------------------------------
+    def _fail(self, msg: str) -> IndexFileError:
+        return IndexFileError(f"{self.path}: {msg}")
+
+    def _read_header(self) -> None:
+        raw = _pread_exact(self._fd, _PREFIX.size, 0)
+        if len(raw) < _PREFIX.size:
+            raise self._fail(f"file is truncated ({self.size} bytes): not a gsu file")
+        magic, version, _, header_len = _PREFIX.unpack(raw)
+        if magic != MAGIC:
+            raise self._fail(f"not a gsu file (bad magic bytes {magic!r})")
+        if version != FORMAT_VERSION:
+            raise self._fail(f"format version {version} is not supported (this gsu reads {FORMAT_VERSION})")
+        if header_len > MAX_HEADER_BYTES:
+            raise self._fail(f"header length {header_len} is over the {MAX_HEADER_BYTES} byte limit: altered or not a gsu file")
+        if _PREFIX.size + header_len > self.size:
+            raise self._fail("file is truncated (header runs past the end)")
+        hb = _pread_exact(self._fd, header_len, _PREFIX.size)
+        if len(hb) != header_len:
+            raise self._fail("file is truncated (header runs past the end)")
+        try:
+            header = json.loads(hb)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise self._fail(f"header is corrupted ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        start = _PREFIX.size + header_len
+        start += _pad(start)
+        self.start = start
+        self._check_header(header)
+        self.header = header
+        self.kind = header["kind"]
+        self.config = header["config"]
+        self.metas = header["arrays"]
+        self.payload_len = int(header["payload_len"])
+
+    def _check_header(self, header: Any) -> None:
+        if not isinstance(header, dict):
+            raise self._fail(f"header is a JSON {type(header).__name__}, expected an object")
+        kind = header.get("kind")
+        if not isinstance(kind, str):
+            raise self._fail(f"header field 'kind': expected a string, got {kind!r:.80}")
+        if not isinstance(header.get("config"), dict):
+            raise self._fail("header field 'config': expected a JSON object")
+        plen = header.get("payload_len")
+        if not _is_int(plen) or plen < 0:
+            raise self._fail(f"header field 'payload_len': expected a non-negative integer, got {plen!r:.80}")
+        expected = self.start + plen + _CHECKSUM_LEN
+        if self.size != expected:
+            raise self._fail(f"file size {self.size} bytes does not match its header ({expected} bytes): truncated or altered")
+        metas = header.get("arrays")
+        if not isinstance(metas, list):
+            raise self._fail("header field 'arrays': expected a list")
+        names: set[str] = set()
+        end_prev = 0
+        for i, m in enumerate(metas):
+            where = f"header field arrays[{i}]"
+            if not isinstance(m, dict):
+                raise self._fail(f"{where}: expected an object")
+            name = m.get("name")
+            if not isinstance(name, str) or not name:
+                raise self._fail(f"{where}.name: expected a non-empty string, got {name!r:.80}")
+            if name in names:
+                raise self._fail(f"{where}.name: array {name!r} appears twice")
+            names.add(name)
+            where = f"array {name!r}"
+            ds = m.get("dtype")
+            if not isinstance(ds, str):
+                raise self._fail(f"{where}: dtype {ds!r:.80} is not a dtype string")
+            try:
+                dt = np.dtype(ds)
+            except (TypeError, ValueError, SyntaxError) as e:
+                raise self._fail(f"{where}: dtype {ds!r:.80} is not a valid dtype ({type(e).__name__})") from None
+            if dt.kind not in _DTYPE_KINDS or dt.fields is not None or dt.subdtype is not None or dt.str != ds:
+                raise self._fail(f"{where}: dtype {ds!r:.80} is not allowed (bool, integers and floats only)")
+            if dt.byteorder == ">" or (dt.byteorder == "=" and not np.little_endian):
+                raise self._fail(f"{where}: dtype {ds!r} is big-endian; gsu files are little-endian")
+            shape = m.get("shape")
+            if not isinstance(shape, list) or len(shape) > _MAX_NDIM or not all(_is_int(s) and s >= 0 for s in shape):
+                raise self._fail(f"{where}: shape {shape!r:.80} is not a list of at most {_MAX_NDIM} non-negative integers")
+            count = 1
+            for s in shape:
+                count *= s
+            nbytes, off = m.get("nbytes"), m.get("offset")
+            if not _is_int(nbytes) or nbytes != count * dt.itemsize:
+                raise self._fail(f"{where}: nbytes {nbytes!r:.80} does not match shape {shape} of {dt}")
+            if not _is_int(off) or off < 0 or off % dt.itemsize or (nbytes and off % _ALIGN):
+                raise self._fail(f"{where}: offset {off!r:.80} is not a {_ALIGN}-byte aligned position")
+            if off < end_prev and nbytes:
+                raise self._fail(f"{where}: offset {off} overlaps the array before it")
+            if off + nbytes > plen:
+                raise self._fail(f"{where}: runs past the end of the payload ({off} + {nbytes} > {plen} bytes)")
+            if nbytes:
+                end_prev = off + nbytes
+
+    # -- checksum --------------------------------------------------------------
+    def verify(self) -> None:
+        """Check the SHA-256 checksum (reads the whole file once, from this descriptor)."""
+        h = hashlib.sha256()
+        end = self.start + self.payload_len
+        pos = 0
+        while pos < end:
+            chunk = os.pread(self._fd, min(end - pos, _CHUNK), pos)
+            if not chunk:
+                raise self._fail("file is truncated")
+            h.update(chunk)
+            pos += len(chunk)
+        stored = _pread_exact(self._fd, _CHECKSUM_LEN, end)
+        if stored != h.digest():
+            raise self._fail("checksum mismatch: the file was altered or corrupted")
+
+    # -- arrays --------------------------------------------------------------
+    def arrays(self, *, mmap: bool = False) -> dict[str, np.ndarray]:
+        """Every array, by name: read into memory, or (``mmap=True``) read-only views of
+        one memory map of the payload."""
+        plen = self.payload_len
+        if mmap and plen:
+            with os.fdopen(os.dup(self._fd), "rb") as f:
+                base = np.memmap(f, dtype=np.uint8, mode="r", offset=self.start, shape=(plen,))
+        else:
+            base = np.empty(plen, dtype=np.uint8)
+            mv = memoryview(base)
+            pos = 0
+            while pos < plen:
+                n = os.preadv(self._fd, [mv[pos : pos + _CHUNK]], self.start + pos)
+                if n <= 0:
+                    raise self._fail("file is truncated")
+                pos += n
+        out: dict[str, np.ndarray] = {}
+        for m in self.metas:
+            dt = np.dtype(m["dtype"])
+            shape = tuple(m["shape"])
+            if m["nbytes"]:
+                out[m["name"]] = base[m["offset"] : m["offset"] + m["nbytes"]].view(dt).reshape(shape)
+            else:
+                out[m["name"]] = np.zeros(shape, dtype=dt)
+        return out
+
+    def close(self) -> None:
+        fd, self._fd = getattr(self, "_fd", -1), -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __enter__(self) -> "ContainerReader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # pragma: no cover - a reader dropped without close()
+        with contextlib.suppress(Exception):
+            self.close()
 
 
 def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
-    """Return the parsed JSON header of a container and the payload's byte offset."""
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such file") from None
-    with open(path, "rb") as f:
-        raw = f.read(_PREFIX.size)
-        if len(raw) < _PREFIX.size:
-            raise IndexFileError(f"{path}: file is truncated ({size} bytes): not a gsu file")
-        magic, version, _, header_len = _PREFIX.unpack(raw)
-        if magic != MAGIC:
-            raise IndexFileError(f"{path}: not a gsu file (bad magic bytes {magic!r})")
-        if version != FORMAT_VERSION:
-            raise IndexFileError(f"{path}: format version {version} is not supported (this gsu reads {FORMAT_VERSION})")
-        if _PREFIX.size + header_len > size:
-            raise IndexFileError(f"{path}: file is truncated (header runs past the end)")
-        hb = f.read(header_len)
-    try:
-        header = json.loads(hb)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise IndexFileError(f"{path}: header is corrupted ({e})") from None
-    start = _PREFIX.size + header_len
-    start += _pad(start)
-    expected = start + int(header.get("payload_len", -1)) + _CHECKSUM_LEN
-    if size != expected:
-        raise IndexFileError(f"{path}: file size {size} bytes does not match its header ({expected} bytes): truncated or altered")
-    return header, start
+    """Return the validated JSON header of a container and the payload's byte offset."""
+    with ContainerReader(path) as r:
+        return r.header, r.start
 
 
 def read_container(
@@ -149,45 +525,52 @@ def read_container(
     ``mmap=True`` returns read-only memory-mapped arrays. ``verify`` checks the SHA-256
     checksum (reads the whole file once). ``kind`` (optional) is the expected kind.
     """
-    path = Path(path)
-    header, start = read_header(path)
-    if kind is not None and header.get("kind") != kind:
-        raise IndexFileError(f"{path}: holds a {header.get('kind')!r}, expected a {kind!r}")
-    payload_len = int(header["payload_len"])
-    if verify:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            remaining = start + payload_len
-            while remaining:
-                chunk = f.read(min(remaining, 1 << 24))
-                if not chunk:
-                    raise IndexFileError(f"{path}: file is truncated")
-                h.update(chunk)
-                remaining -= len(chunk)
-            stored = f.read(_CHECKSUM_LEN)
-        if stored != h.digest():
-            raise IndexFileError(f"{path}: checksum mismatch: the file was altered or corrupted")
-    arrays: dict[str, np.ndarray] = {}
-    if mmap and payload_len:
-        base = np.memmap(path, dtype=np.uint8, mode="r", offset=start, shape=(payload_len,))
-    else:
-        with open(path, "rb") as f:
-            f.seek(start)
-            base = np.empty(payload_len, dtype=np.uint8)
-            if f.readinto(memoryview(base)) != payload_len:
-                raise IndexFileError(f"{path}: file is truncated")
-    for meta in header["arrays"]:
-        dt = np.dtype(meta["dtype"])
-        shape = tuple(meta["shape"])
-        seg = base[meta["offset"] : meta["offset"] + meta["nbytes"]]
-        if seg.size != meta["nbytes"]:
-            raise IndexFileError(f"{path}: array {meta['name']!r} runs past the end of the file")
-        arr = seg.view(dt).reshape(shape) if meta["nbytes"] else np.zeros(shape, dtype=dt)
-        arrays[meta["name"]] = arr
-    return header["kind"], header["config"], arrays
+    with ContainerReader(path) as r:
+        if kind is not None and r.kind != kind:
+            raise IndexFileError(f"{path}: holds a {r.kind!r}, expected a {kind!r}")
+        if verify:
+            r.verify()
+        return r.kind, r.config, r.arrays(mmap=mmap)
 
 
-def atomic_savez(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """``np.savez`` to ``path`` atomically (temporary file in the same folder, then rename)."""
-    with atomic_file(path) as f:
-        np.savez(f, **arrays)
+def load_container(
+    path: str | os.PathLike,
+    build: Callable[[str, dict[str, Any], dict[str, np.ndarray]], Any],
+    *,
+    mmap: bool = False,
+    verify: bool = True,
+    kind: str | None = None,
+    what: str = "file",
+) -> Any:
+    """Read a container and turn it into an object with ``build(kind, config, arrays)``.
+
+    ``build`` validates before it hands arrays to any kernel and raises
+    :class:`gsu.errors.FieldError` (or ``KeyError``/``TypeError``/``ValueError``) for a
+    file that is inconsistent; every such error, and any error while building, becomes
+    one :class:`IndexFileError` line naming the file (and the field). ``what`` names
+    the object in those messages.
+    """
+    with ContainerReader(path) as r:
+        if kind is not None and r.kind != kind:
+            raise IndexFileError(f"{path}: holds a {r.kind!r}, expected a {kind!r}")
+        if verify:
+            r.verify()
+        arrays = r.arrays(mmap=mmap)
+        k = r.kind
+        config = r.config
+    try:
+        return build(k, config, arrays)
+    except IndexFileError:
+        raise
+    except FieldError as e:
+        raise IndexFileError(f"{path}: {e.field}: {one_line(e.reason)}") from None
+    except KeyError as e:
+        raise IndexFileError(f"{path}: inconsistent {what}: missing {one_line(str(e))}") from None
+    except (TypeError, ValueError, IndexError, OverflowError, RuntimeError, AttributeError, MemoryError) as e:
+        raise IndexFileError(f"{path}: inconsistent {what} ({type(e).__name__}: {one_line(str(e))})") from None
+
+
+def one_line(msg: str, limit: int = 300) -> str:
+    """``msg`` on one line (newlines folded), at most ``limit`` characters."""
+    s = " ".join(str(msg).split())
+    return s if len(s) <= limit else s[: limit - 3] + "..."

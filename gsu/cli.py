@@ -2,6 +2,12 @@
 
 Every sub-command has ``--help``. Heavy imports happen inside the commands, so
 ``gsu --help`` is instant.
+
+Errors: every failure (bad input, bad file, missing path, a folder where a file was
+expected, a request over the limits) prints one line ``gsu COMMAND: error: ...``
+naming the input, file and, for text inputs, the line, and exits with status 2
+(``-v`` shows the traceback instead). Every file a command writes goes through the
+atomic write of :mod:`gsu._format` after all validation.
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ from typing import Any, Sequence
 
 log = logging.getLogger("gsu")
 
+
+class CliError(Exception):
+    """A command-line error: printed as one line, exit status 2."""
+
 # suite name -> module with run(*, out_dir, quick, threads)
 SUITES: dict[str, tuple[str, str]] = {
     "flat": ("gsu.bench.flat", "exact filtered search: FlatIndex vs faiss IndexFlatIP+selector vs numpy"),
@@ -26,6 +36,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "gsu": ("gsu.bench.gsu_bench", "every retrieval method: latency, recall@k, attention mass"),
     "ctr": ("gsu.bench.ctr", "CTR models over each retrieval method vs full-sequence attention"),
     "serve": ("gsu.bench.serve", "gsu serve under load (search, retrieve) vs a vector database server (Milvus Lite)"),
+    "lock": ("gsu.bench.lock", "cost of the readers-writer lock (concurrency contract) per one-query search"),
 }
 
 SPARSE_KINDS = ("seismic", "sparse_flat")
@@ -45,7 +56,7 @@ def _params(pairs: Sequence[str] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for p in pairs or ():
         if "=" not in p:
-            raise SystemExit(f"gsu: --param expects KEY=VALUE, got {p!r}")
+            raise CliError(f"--param expects KEY=VALUE, got {p!r}")
         k, v = p.split("=", 1)
         out[k.strip()] = _parse_value(v.strip())
     return out
@@ -59,49 +70,125 @@ def _read_vectors(path: str, key: str | None) -> Any:
 
 
 def _vocab_path(index_path: str) -> Path:
-    """Where `gsu build` keeps the token vocabulary of an index built from JSON lines."""
+    """Where older versions of `gsu build` kept the token vocabulary of an index built
+    from JSON lines (it now lives inside the index file; this sidecar is only read)."""
     return Path(str(index_path) + ".vocab.json")
 
 
-def cmd_build(a: argparse.Namespace) -> int:
+def _load_ids_file(path: str, what: str, n: int | None = None) -> Any:
+    """An ``.npy`` of int64 ids, checked (int64 range, -1 reserved, length ``n``), errors naming the file."""
     import numpy as np
 
+    from gsu._format import open_regular
+    from gsu._validate import as_ids
+
+    fd, _ = open_regular(path)  # a missing path or a folder: one clear line
+    try:
+        with os.fdopen(fd, "rb") as f:
+            arr = np.load(f, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise CliError(f"{path}: {what}: not a readable .npy array ({type(e).__name__}: {e})") from None
+    try:
+        return as_ids(arr, name=f"{path}: {what}", n=n)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+
+
+def _jsonl_line_numbers(path: str) -> list[int]:
+    """The line number of each document (non-blank line) of a JSON-lines file."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return [i for i, line in enumerate(f, start=1) if line.strip()]
+
+
+def _check_unique_ids(path: str, ids: Any, *, lines: list[int] | None) -> None:
+    """Refuse repeated document ids, naming the file and the two lines (or rows)."""
+    import numpy as np
+
+    order = np.argsort(ids, kind="stable")
+    s = ids[order]
+    rep = np.flatnonzero(s[1:] == s[:-1])
+    if rep.size:
+        first, second = int(order[rep[0]]), int(order[rep[0] + 1])
+        where = (lambda r: f"line {lines[r]}") if lines is not None else (lambda r: f"row {r}")
+        raise CliError(f"{path}: {where(second)}: id {int(s[rep[0]])} repeats {where(first)} (document ids must be unique)")
+
+
+def _check_nonnegative(path: str, csr: Any, vocab: dict[str, int] | None, kind: str, *, lines: list[int] | None) -> None:
+    """Refuse negative weights for an index kind that needs non-negative ones, naming file, line and token."""
+    import numpy as np
+
+    neg = np.flatnonzero(csr.data < 0)
+    if not neg.size:
+        return
+    j = int(neg[0])
+    row = int(np.searchsorted(csr.indptr, j, side="right") - 1)
+    col = int(csr.indices[j])
+    tok = next((t for t, c in vocab.items() if c == col), None) if vocab else None
+    where = f"line {lines[row]}" if lines is not None else f"row {row}"
+    what = f"token {tok!r}" if tok is not None else f"component {col}"
+    raise CliError(f"{path}: {where}: {what} has negative weight {float(csr.data[j])!r} "
+                   f"(a {kind} index needs non-negative weights; {neg.size} negative in all)")
+
+
+def cmd_build(a: argparse.Namespace) -> int:
+    from gsu._format import check_output_path
     from gsu.index import INDEX_KINDS
 
     params = _params(a.param)
     cls = INDEX_KINDS.get(a.kind)
     if cls is None:
-        raise SystemExit(f"gsu build: unknown --kind {a.kind!r}; known: {', '.join(sorted(INDEX_KINDS))}")
+        raise CliError(f"unknown --kind {a.kind!r}; known: {', '.join(sorted(INDEX_KINDS))}")
+    out = check_output_path(a.output)  # a folder as output fails before any work
     suffix = Path(a.input).suffix.lower()
-    ids = np.load(a.ids) if a.ids else None
+    vocab = None
     if a.kind in SPARSE_KINDS:
-        from gsu.datasets.io import read_sparse, read_sparse_jsonl, write_vocabulary
+        from gsu.datasets.io import read_sparse, read_sparse_jsonl
 
         if suffix == ".jsonl":
             csr, file_ids, vocab = read_sparse_jsonl(a.input)
-            write_vocabulary(_vocab_path(a.output), vocab)
         else:
             csr, file_ids = read_sparse(a.input)
+        lines = _jsonl_line_numbers(a.input) if suffix == ".jsonl" else None
+        if a.ids:
+            ids = _load_ids_file(a.ids, "--ids", n=csr.shape[0])
+            _check_unique_ids(a.ids, ids, lines=None)
+        else:
+            ids = file_ids
+            _check_unique_ids(a.input, ids, lines=lines)
+        if a.kind == "seismic":
+            _check_nonnegative(a.input, csr, vocab, a.kind, lines=lines)
         idx = cls(csr.shape[1], **params)
-        idx.add(csr, ids if ids is not None else file_ids)
+        idx.add(csr, ids)
+        if vocab is not None:
+            idx.vocabulary = vocab
     else:
         if suffix in SPARSE_SUFFIXES and suffix != ".npz":
-            raise SystemExit(f"gsu build: {a.input} holds sparse vectors; use a sparse --kind (seismic, sparse_flat)")
+            raise CliError(f"{a.input} holds sparse vectors; use a sparse --kind (seismic, sparse_flat)")
         x = _read_vectors(a.input, a.key)
+        ids = None
+        if a.ids:
+            ids = _load_ids_file(a.ids, "--ids", n=x.shape[0])
+            _check_unique_ids(a.ids, ids, lines=None)
         if "metric" not in params and a.metric:
             params["metric"] = a.metric
         idx = cls(x.shape[1], **params)
         idx.add(x, ids)
-    idx.save(a.output)
-    print(f"built {type(idx).__name__} with {idx.ntotal} items -> {a.output}")
+    idx.save(out)
+    old_sidecar = _vocab_path(str(out))
+    if old_sidecar.is_file():  # written by an older gsu for an earlier build of this path: now stale
+        old_sidecar.unlink()
+        log.info("removed %s: the vocabulary now lives inside %s", old_sidecar, out)
+    print(f"built {type(idx).__name__} with {idx.ntotal} items -> {out}")
     return 0
 
 
 def cmd_search(a: argparse.Namespace) -> int:
-    import numpy as np
-
     from gsu.index import Filter, load
 
+    if a.out:
+        from gsu._format import check_output_path
+
+        check_output_path(a.out)
     idx = load(a.index, mmap=a.mmap)
     suffix = Path(a.queries).suffix.lower()
     if idx.KIND in SPARSE_KINDS:
@@ -109,10 +196,13 @@ def cmd_search(a: argparse.Namespace) -> int:
 
         vocab = None
         if suffix == ".jsonl":
-            vp = _vocab_path(a.index)
-            if not vp.exists():
-                raise SystemExit(f"gsu search: {a.queries} holds tokens but {vp} (written by `gsu build` from .jsonl) is missing")
-            vocab = read_vocabulary(vp)
+            vocab = idx.vocabulary
+            if vocab is None:
+                vp = _vocab_path(a.index)
+                if not vp.is_file():
+                    raise CliError(f"{a.queries} holds tokens but the index {a.index} has no vocabulary "
+                                   "(build it with `gsu build` from a .jsonl file)")
+                vocab = read_vocabulary(vp)
         q, _ = read_sparse(a.queries, vocabulary=vocab)
         if q.shape[1] < idx.dim:  # the queries' vocabulary may stop short of the index's
             import scipy.sparse as sp
@@ -122,7 +212,7 @@ def cmd_search(a: argparse.Namespace) -> int:
         q = _read_vectors(a.queries, a.key)
     flt = None
     if a.filter:
-        flt = Filter.from_ids(np.load(a.filter))
+        flt = Filter.from_ids(_load_ids_file(a.filter, "--filter"))
     res = idx.search(q, a.k, filter=flt, **_params(a.param))
     if a.out:
         from gsu._format import atomic_savez
@@ -162,7 +252,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
             mod = importlib.import_module(mod_name)
         except ModuleNotFoundError as e:
             if e.name == mod_name:
-                raise SystemExit(f"gsu bench: suite {name!r} is not available in this build ({mod_name} missing)")
+                raise CliError(f"suite {name!r} is not available in this build ({mod_name} missing)")
             raise
         print(f"== suite {name} ==", flush=True)
         mod.run(out_dir=out, quick=a.quick, threads=a.threads)
@@ -221,6 +311,13 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def _unavailable(what: str) -> Any:
+    def fail(a: argparse.Namespace) -> int:
+        raise CliError(f"{what} is not available in this build")
+
+    return fail
+
+
 def build_parser() -> argparse.ArgumentParser:
     from gsu import __version__
 
@@ -262,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
         rcs.add_arguments(r)
         r.set_defaults(func=cmd_retrieve)
     except ImportError:
-        r.set_defaults(func=lambda a: sys.exit("gsu retrieve: the retrieval layer is not available in this build"))
+        r.set_defaults(func=_unavailable("the retrieval layer"))
 
     t = sub.add_parser("train", help="train a CTR model over a retrieval method", description="Train the compact target-attention model on retrieved behaviors.")
     try:
@@ -271,7 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
         ccs.add_arguments(t)
         t.set_defaults(func=cmd_train)
     except ImportError:
-        t.set_defaults(func=lambda a: sys.exit("gsu train: the CTR layer is not available in this build"))
+        t.set_defaults(func=_unavailable("the CTR layer"))
 
     be = sub.add_parser("bench", help="run a benchmark suite", description="Run a benchmark suite; results as JSON lines + PNG in --out.\n\nSuites:\n"
                         + "\n".join(f"  {k:<9} {v[1]}" for k, v in SUITES.items()), formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -308,14 +405,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     parser = build_parser()
-    a = parser.parse_args(argv)
+    a = parser.parse_args(argv)  # usage errors: argparse prints them and exits with 2
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(a.func(a) or 0)
-    except (ValueError, TypeError, FileNotFoundError, KeyError) as e:
+    except KeyboardInterrupt:
+        print(f"gsu {a.cmd}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # every error is one line and exit status 2; -v shows the traceback
         if a.verbose:
             raise
-        print(f"gsu {a.cmd}: error: {e}", file=sys.stderr)
+        from gsu._format import one_line
+
+        known = isinstance(e, (CliError, ValueError, TypeError, OSError, KeyError, LookupError, OverflowError, MemoryError))
+        msg = one_line(str(e) if not isinstance(e, KeyError) else f"missing {e}", limit=1000)
+        if isinstance(e, MemoryError):
+            msg = "out of memory" + (f" ({msg})" if msg else "") + ": lower k or the batch size (see gsu.set_limits)"
+        elif not known:
+            msg = f"{type(e).__name__}: {msg} (run with -v for the traceback)"
+        print(f"gsu {a.cmd}: error: {msg}", file=sys.stderr)
         return 2
 
 

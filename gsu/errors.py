@@ -19,3 +19,22 @@ class IndexFileError(GsuError):
 
     The message always names the file.
     """
+
+
+class LimitError(GsuError):
+    """A request over a per-call cap (``k``, result size): see :func:`gsu.set_limits`."""
+
+
+class FieldError(GsuError):
+    """One field of a saved file is inconsistent (raised by load validators; the loader
+    turns it into an :class:`IndexFileError` that also names the file).
+
+    Attributes:
+        field: what was checked, e.g. ``"array 'list_offsets'"`` or ``"config 'dim'"``.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -53,18 +52,10 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, *, train_config: 
         "meta": meta or {},
     }
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from gsu._format import atomic_file
+
+    with atomic_file(path) as f:
+        torch.save(payload, f)
     logger.info("saved checkpoint %s", path)
     return path
 

@@ -41,7 +41,6 @@ import contextlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -106,22 +105,15 @@ def _existing(path: PathLike) -> Path:
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it over ``path``.
 
-    On any exception the temporary file is removed and ``path`` is left untouched.
+    On any exception the temporary file is removed and ``path`` is left untouched. The
+    one atomic-write mechanism of gsu (:func:`gsu._format.atomic_path`: stale
+    temporaries of dead writers removed, umask / replaced file's mode kept, folder
+    fsync'ed, a folder as ``path`` refused).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        raise
+    from gsu._format import atomic_path as _atomic
+
+    with _atomic(path) as (tmp, _fd):
+        yield tmp
 
 
 def _check_dense(arr: np.ndarray, *, path: Path, dim: int | None, finite: bool, what: str = "array") -> np.ndarray:
@@ -681,7 +673,9 @@ def read_sparse_jsonl(
                 raise DataFormatError(f'{p}: line {lineno}: expected an object with "id" and "vector" keys')
             did = doc["id"]
             if isinstance(did, bool) or not isinstance(did, int):
-                raise DataFormatError(f'{p}: line {lineno}: "id" is {did!r}; expected an integer')
+                raise DataFormatError(f'{p}: line {lineno}: "id" is {did!r:.60}; expected an integer')
+            if not -(2**63) <= did < 2**63 or did == -1:
+                raise DataFormatError(f'{p}: line {lineno}: "id" {did} is outside int64 or the reserved -1; expected an int64 id')
             vec = doc["vector"]
             if not isinstance(vec, dict):
                 raise DataFormatError(f'{p}: line {lineno}: "vector" is a {type(vec).__name__}; expected an object {{token: weight}}')

@@ -9,22 +9,140 @@ idx.save(path);  gsu.index.load(path, mmap=False)
 
 Subclasses implement ``_state()`` (config + arrays) and ``_from_state()``; the base
 class provides persistence through :mod:`gsu._format` and a registry so that
-:func:`load` reloads any index with no extra arguments.
+:func:`load` reloads any index with no extra arguments. :func:`load` validates the
+file (:mod:`gsu.index._checks`) before ``_from_state`` sees the arrays.
+
+Concurrency contract (enforced here, for every subclass): any number of threads may
+call the read methods (:data:`READ_METHODS`: ``search``, ``search_codes``, ``explain``,
+``plan``, ``reconstruct``, ``stats``) of one index at once, and the write methods
+(:data:`WRITE_METHODS`: ``add``, ``add_codes``, ``remove``, ``upsert``, ``delete``,
+``rebuild``, ``train``) may run beside them: each call sees the index entirely before
+or entirely after a change, never a mix. ``__init_subclass__`` wraps those methods
+with the read or write side of a per-index :class:`~gsu._rwlock.RWLock`. faiss, BLAS
+and numpy release the GIL in the middle of adds and searches (as numba kernels do when
+compiled ``nogil``), and an ``add`` replaces several attributes one after another, so
+the lock, not the GIL, is what keeps a search from seeing half an ``add``. ``save`` holds the read side. Lower-level
+helpers (``search_compiled``, ``beam_search``, ``search_params``) run under the lock
+of the index that calls them and are not locked themselves.
+
+Limits: every ``search`` refuses a ``k`` or an ``(nq, k)`` result over the per-call
+caps of :func:`gsu.set_limits` (:class:`gsu.errors.LimitError`) before allocating.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
 import os
+import threading
+from _thread import get_ident
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from gsu._format import read_container, read_header, write_container
-from gsu.errors import IndexFileError
+from gsu import _validate
+from gsu._format import ContainerReader, load_container, write_container
+from gsu._rwlock import _GIL, RWLock
+from gsu.errors import FieldError, IndexFileError
 
-__all__ = ["SearchResult", "Index", "register_index", "load", "topk_rows", "INDEX_KINDS"]
+__all__ = ["SearchResult", "Index", "register_index", "load", "topk_rows", "INDEX_KINDS", "READ_METHODS", "WRITE_METHODS"]
+
+#: methods that run under the read side of an index's lock (many at once)
+READ_METHODS = ("search", "search_codes", "explain", "plan", "reconstruct", "stats")
+#: methods that run under the write side (alone)
+WRITE_METHODS = ("add", "add_codes", "remove", "upsert", "delete", "rebuild", "train")
+_SEARCH_METHODS = ("search", "search_codes")
+_LOCK_ATTR = "_gsu_lock"
+_VOCAB = "_gsu.vocab."
+_LOCK_TYPES = (type(threading.Lock()), type(threading.RLock()))
+_LIMITS = _validate.LIMITS
+_NO_K = object()
+_SLOT = _validate.RESULT_SLOT_BYTES
+
+
+def _n_queries(queries: Any) -> int:
+    """Rows of a query batch, cheaply (an over-estimate for odd inputs is harmless)."""
+    sh = getattr(queries, "shape", None)
+    if sh is not None:
+        return int(sh[0]) if len(sh) == 2 else 1
+    if isinstance(queries, (list, tuple)):
+        return len(queries)
+    return 1
+
+
+def _locked_search(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a ``search(queries, k, ...)``) under the read lock, after the per-call caps.
+
+    The uncontended read side of :class:`~gsu._rwlock.RWLock` is inlined here (register
+    the thread, look at the writer flag; see that module for why this is safe under the
+    GIL): a search pays a few dictionary operations, not two more Python calls.
+    """
+
+    import inspect
+
+    params = list(inspect.signature(fn).parameters.values())
+    k_default = params[2].default if len(params) > 2 and params[2].default is not inspect.Parameter.empty else _NO_K
+
+    @functools.wraps(fn)
+    def search(self: "Index", queries: Any, k: Any = k_default, *args: Any, **kwargs: Any) -> Any:
+        if k is _NO_K:
+            raise TypeError(f"{type(self).__name__}.{fn.__name__}() missing the argument 'k' (results per query)")
+        if k.__class__ is not int or k > _LIMITS.max_k:
+            _validate.check_k(k)
+        sh = getattr(queries, "shape", None)
+        nq = (sh[0] if len(sh) == 2 else 1) if sh is not None else _n_queries(queries)
+        if nq * k * _SLOT > _LIMITS.max_result_bytes:
+            _validate.check_result_size(k, nq)
+        lock = self._gsu_lock
+        tid = get_ident()
+        held = lock._held
+        if _GIL and tid not in held and lock._writer_tid != tid:
+            held[tid] = 1
+            if lock._flag:  # a writer wants in: wait for it under the mutex
+                lock._read_slow(tid, registered=True)
+            try:
+                return fn(self, queries, k, *args, **kwargs)
+            finally:
+                del held[tid]
+                if lock._flag:
+                    lock._notify()
+        lock.acquire_read()
+        try:
+            return fn(self, queries, k, *args, **kwargs)
+        finally:
+            lock.release_read()
+
+    search.__gsu_locked__ = "read"  # type: ignore[attr-defined]
+    return search
+
+
+def _locked(fn: Callable[..., Any], side: str) -> Callable[..., Any]:
+    """``fn`` under the ``side`` (``"read"``/``"write"``) of the instance's lock."""
+    if side == "read":
+
+        @functools.wraps(fn)
+        def call(self: "Index", *args: Any, **kwargs: Any) -> Any:
+            lock = self._gsu_lock
+            lock.acquire_read()
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                lock.release_read()
+
+    else:
+
+        @functools.wraps(fn)
+        def call(self: "Index", *args: Any, **kwargs: Any) -> Any:
+            lock = self._gsu_lock
+            lock.acquire_write()
+            try:
+                return fn(self, *args, **kwargs)
+            finally:
+                lock.release_write()
+
+    call.__gsu_locked__ = side  # type: ignore[attr-defined]
+    return call
 
 INDEX_KINDS: dict[str, type["Index"]] = {}
 
@@ -124,9 +242,47 @@ def _lexsort_rows(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
 
 
 class Index(abc.ABC):
-    """Base class of every gsu index. See the module docstring for the contract."""
+    """Base class of every gsu index. See the module docstring for the contract.
+
+    ``vocabulary``: optional ``{token: column}`` map of a sparse index built from token
+    weights (``gsu build`` from JSON lines sets it); saved inside the index file.
+    """
 
     KIND: ClassVar[str] = ""
+    vocabulary: dict[str, int] | None = None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> "Index":
+        obj = super().__new__(cls)
+        obj._gsu_lock = RWLock()  # before __init__, and for `cls.__new__(cls)` in _from_state too
+        return obj
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in READ_METHODS + WRITE_METHODS:
+            fn = cls.__dict__.get(name)
+            if fn is None or not callable(fn) or getattr(fn, "__gsu_locked__", None):
+                continue
+            if name in _SEARCH_METHODS:
+                setattr(cls, name, _locked_search(fn))
+            else:
+                setattr(cls, name, _locked(fn, "read" if name in READ_METHODS else "write"))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # locks are per process: drop them (pickling for Dask workers, copy.copy)
+        return {k: (None if isinstance(v, _LOCK_TYPES) else v) for k, v in self.__dict__.items() if k != _LOCK_ATTR}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            if v is None and k.endswith("lock"):
+                state[k] = threading.Lock()
+        self.__dict__.update(state)
+        self._gsu_lock = RWLock()
+
+    @property
+    def lock(self) -> RWLock:
+        """The index's readers-writer lock (``with idx.lock.read(): ...`` groups several
+        calls into one consistent view; the locked methods take it themselves)."""
+        return self._gsu_lock
 
     # -- what each index provides -------------------------------------------
     @abc.abstractmethod
@@ -148,11 +304,19 @@ class Index(abc.ABC):
 
     # -- persistence -------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:
-        """Write the index (build config + data) to ``path`` atomically."""
+        """Write the index (build config + data, and its ``vocabulary`` if set) to ``path``
+        atomically (see :mod:`gsu._format`); searches may run meanwhile, adds wait."""
         if not self.KIND:
             raise TypeError(f"{type(self).__name__} is not registered and cannot be saved")
-        config, arrays = self._state()
-        write_container(path, self.KIND, config, arrays)
+        lock = self._gsu_lock
+        lock.acquire_read()
+        try:
+            config, arrays = self._state()
+            if self.vocabulary is not None:
+                arrays = {**arrays, **vocabulary_arrays(self.vocabulary, dim=getattr(self, "dim", None))}
+            write_container(path, self.KIND, config, arrays)
+        finally:
+            lock.release_read()
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, mmap: bool = False, verify: bool = True) -> "Index":
@@ -163,24 +327,75 @@ class Index(abc.ABC):
 
 
 def load(path: str | os.PathLike, *, mmap: bool = False, verify: bool = True) -> Index:
-    """Load any gsu index saved with ``save``; ``mmap=True`` maps the arrays read-only."""
-    import gsu.index  # noqa: F401  (registers every index kind)
+    """Load any gsu index saved with ``save``; ``mmap=True`` maps the arrays read-only.
 
-    header, _ = read_header(path)
-    kind = header.get("kind")
-    cls = INDEX_KINDS.get(kind)
-    if cls is None:
-        raise IndexFileError(f"{path}: unknown index kind {kind!r} (known: {sorted(INDEX_KINDS)})")
-    _, config, arrays = read_container(path, mmap=mmap, verify=verify)
-    try:
-        return cls._from_state(config, arrays)
-    except (KeyError, TypeError, ValueError) as e:
-        if isinstance(e, IndexFileError):
-            raise
-        raise IndexFileError(f"{path}: inconsistent {kind} index ({e})") from e
+    The file is read through one descriptor (a concurrent save cannot tear it), its
+    header and, with ``verify`` (default), its checksum are checked, then its arrays are
+    validated for its kind (:mod:`gsu.index._checks`; with ``verify`` also that stored
+    floats are finite) before the index is built. Any inconsistency raises one
+    :class:`~gsu.errors.IndexFileError` line naming the file and the field.
+    """
+    import gsu.index  # noqa: F401  (registers every index kind)
+    from gsu.index._checks import check_state
+
+    def build(kind: str, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> Index:
+        cls = INDEX_KINDS.get(kind)
+        if cls is None:
+            raise IndexFileError(f"{path}: unknown index kind {kind!r} (known: {sorted(INDEX_KINDS)})")
+        extra = {name: arrays.pop(name) for name in [a for a in arrays if a.startswith(_VOCAB)]}
+        check_state(kind, config, arrays, values=verify)
+        vocab = read_vocabulary_arrays(extra, dim=config.get("dim")) if extra else None
+        idx = cls._from_state(config, arrays)
+        if vocab is not None:
+            idx.vocabulary = vocab
+        return idx
+
+    return load_container(path, build, mmap=mmap, verify=verify, what="index")
 
 
 def info(path: str | os.PathLike) -> dict[str, Any]:
     """The header of a saved file: kind, config, version, array shapes (no data read)."""
-    header, _ = read_header(path)
-    return header
+    with ContainerReader(path) as r:
+        return r.header
+
+
+def vocabulary_arrays(vocab: Any, *, dim: int | None) -> dict[str, np.ndarray]:
+    """A ``{token: column}`` vocabulary as container arrays: UTF-8 token bytes, token
+    offsets (V+1,) int64 and columns (V,) int64 (tokens unique, columns distinct, in
+    ``[0, dim)``)."""
+    if not isinstance(vocab, dict):
+        raise TypeError(f"vocabulary: expected a dict mapping token -> column, got {type(vocab).__name__}")
+    toks = list(vocab)
+    if not all(isinstance(t, str) for t in toks):
+        raise TypeError("vocabulary: tokens must be strings")
+    cols = _validate.as_ints(list(vocab.values()), name="vocabulary columns") if toks else np.zeros(0, np.int64)
+    if cols.size and (cols.min() < 0 or (dim is not None and cols.max() >= dim)):
+        raise ValueError(f"vocabulary: columns must lie in [0, {dim}), got [{int(cols.min())}, {int(cols.max())}]")
+    if np.unique(cols).size != cols.size:
+        raise ValueError("vocabulary: two tokens map to the same column")
+    enc = [t.encode("utf-8") for t in toks]
+    offsets = np.zeros(len(enc) + 1, np.int64)
+    np.cumsum([len(e) for e in enc], out=offsets[1:])
+    blob = np.frombuffer(b"".join(enc), np.uint8) if enc else np.zeros(0, np.uint8)
+    return {_VOCAB + "tokens": blob, _VOCAB + "offsets": offsets, _VOCAB + "columns": cols}
+
+
+def read_vocabulary_arrays(arrays: dict[str, np.ndarray], *, dim: Any) -> dict[str, int]:
+    """The vocabulary stored by :func:`vocabulary_arrays` (validated; ``FieldError`` naming the array)."""
+    c = _validate.StateCheck({}, arrays, prefix=_VOCAB)
+    blob = c.array("tokens", np.uint8, (None,))
+    offsets = c.array("offsets", np.int64, (None,))
+    cols = c.array("columns", np.int64, (max(offsets.shape[0] - 1, 0),))
+    c.offsets("offsets", offsets, end=blob.shape[0])
+    c.in_range("columns", cols, 0, dim if isinstance(dim, int) and not isinstance(dim, bool) else 2**62)
+    if np.unique(cols).size != cols.size:
+        raise FieldError(f"array '{_VOCAB}columns'", "two tokens map to the same column")
+    raw = bytes(blob)
+    try:
+        toks = [raw[int(a) : int(b)].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:])]
+    except UnicodeDecodeError as e:
+        raise FieldError(f"array '{_VOCAB}tokens'", f"not UTF-8 ({e.reason} at byte {e.start})") from None
+    vocab = dict(zip(toks, cols.tolist()))
+    if len(vocab) != len(toks):
+        raise FieldError(f"array '{_VOCAB}tokens'", "a token appears twice")
+    return vocab

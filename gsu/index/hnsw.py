@@ -361,7 +361,7 @@ class HNSWIndex(Index):
         if ctx is None:
             ctx = self._beam = self._graph() + self._codes() + (self.vectors,)
         nbr, off, cum, ep, maxl, codes, step, X = ctx
-        if cf is None or cf.rows.shape[0] == n:
+        if cf is None or (cf.shared and cf.rows.shape[0] == n):  # per-query rows may also add up to n
             fa = _ALL_ROWS
         elif cf.shared:  # (all rows?, shared bitmap, starts, ends, rows), cached on the filter
             key = (_BEAM_FILTER, n)
@@ -381,7 +381,10 @@ class HNSWIndex(Index):
             which = np.ascontiguousarray(which, dtype=np.int64)
         if W == 1 or numba.get_num_threads() == 1:
             pool = self._scratch_pool
-            sc = pool.pop() if pool else None
+            try:  # pop, not test-then-pop: concurrent searches share the pool
+                sc = pool.pop()
+            except IndexError:
+                sc = None
             if sc is None or sc[1].shape[0] != n:
                 w = (n + 63) >> 6
                 sc = (np.zeros(w, np.uint64), np.empty(n, np.int32), np.zeros(w, np.uint64))

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from gsu._validate import as_ids, check_positive_int
+from gsu._validate import as_ids, as_ints, check_positive_int
 from gsu.retrieval.result import RetrievalResult, SDIMResult
 from gsu.retrieval.store import BehaviorStore
 
@@ -70,7 +70,7 @@ def retrieve_batch(
     u = as_ids(np.asarray(users).reshape(-1) if np.ndim(users) == 1 else users, name="users")
     S = u.shape[0]
     t = as_ids(targets, name="targets", n=S)
-    tt = None if target_time is None else as_ids(target_time, name="target_time", n=S)
+    tt = None if target_time is None else as_ints(target_time, name="target_time", n=S)
     n_threads = check_positive_int(n_threads, name="n_threads")
     if S == 0:
         raise ValueError("users: empty batch (expected at least one row)")

@@ -27,10 +27,9 @@ import numba
 import numba as nb
 import numpy as np
 
-from gsu._format import read_container, write_container
+from gsu._format import load_container, write_container
 from gsu._simd import LANES, add_f32x16, prefetch
-from gsu._validate import as_ids, as_matrix, check_positive_int
-from gsu.errors import IndexFileError
+from gsu._validate import StateCheck, as_ids, as_ints, as_matrix, check_positive_int
 from gsu.index.filters import IdMap
 from gsu.index.simhash import _check_n_bits, _check_seed, check_tau, gaussian_hyperplanes, hash_signatures
 
@@ -267,7 +266,7 @@ class BehaviorSequenceEncoder:
 
     # -- building ----------------------------------------------------------
     def _check_indptr(self, indptr: Any, n: int, allow_empty: bool) -> np.ndarray:
-        ip = as_ids(indptr, name="indptr")
+        ip = as_ints(indptr, name="indptr")
         if ip.shape[0] < 2:
             raise ValueError(f"indptr: expected (U+1,) offsets for at least one user, got shape {ip.shape}")
         if ip[0] != 0 or ip[-1] != n or np.any(np.diff(ip) < 0):
@@ -442,21 +441,37 @@ class BehaviorSequenceEncoder:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, mmap: bool = False, verify: bool = True) -> "BehaviorSequenceEncoder":
-        """Reload a saved encoder; ``mmap=True`` maps the tables read-only (``append`` then refuses)."""
-        _, config, arrays = read_container(path, mmap=mmap, verify=verify, kind=BSE_KIND)
-        try:
-            enc = cls(int(config["dim"]), n_hashes=int(config["n_hashes"]), tau=int(config["tau"]),
-                      seed=int(config["seed"]), normalize=bool(config["normalize"]))
-            h, sums, counts, uids = arrays["hyperplanes"], arrays["sums"], arrays["counts"], arrays["user_ids"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise IndexFileError(f"{path}: inconsistent bse file ({e})") from e
-        if h.shape != enc._h.shape or not np.array_equal(h, enc._h):
-            raise IndexFileError(f"{path}: stored hyperplanes do not match (dim, n_hashes, seed)")
-        U = uids.shape[0]
-        if sums.shape != (U, enc.n_signatures, enc.n_buckets, enc.dim) or counts.shape != (U, enc.n_signatures, enc.n_buckets):
-            raise IndexFileError(f"{path}: tables {sums.shape}/{counts.shape} do not match {U} users and the config")
-        enc._sums, enc._counts, enc._users = sums, counts, IdMap(uids)
-        return enc
+        """Reload a saved encoder; ``mmap=True`` maps the tables read-only (``append`` then refuses).
+
+        Validated first (one :class:`~gsu.errors.IndexFileError` line naming the file and
+        the field otherwise): settings in range, hyperplanes of the saved shape and equal
+        to those the seed gives, tables of shape (U, m/τ, 2^τ, d) / (U, m/τ, 2^τ), counts
+        non-negative, user ids distinct and never -1, sums finite when ``verify``.
+        """
+
+        def build(kind: str, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "BehaviorSequenceEncoder":
+            c = StateCheck(config, arrays, values=verify)
+            dim = c.cfg_int("dim", lo=1, hi=1 << 20)
+            n_hashes = c.cfg_int("n_hashes", lo=1, hi=256)
+            tau = c.cfg_int("tau", lo=1, hi=MAX_TAU)
+            c.cfg_int("seed", lo=0, hi=2**63 - 1)
+            c.cfg_bool("normalize")
+            h = c.array("hyperplanes", np.float32, (n_hashes, dim))  # bounds what the constructor allocates
+            uids = c.array("user_ids", np.int64, (None,))
+            c.ids("user_ids", uids)
+            U, S, B = uids.shape[0], n_hashes // max(tau, 1), 1 << tau
+            sums = c.array("sums", np.float32, (U, S, B, dim))
+            counts = c.array("counts", np.int64, (U, S, B))
+            if counts.size and counts.min() < 0:
+                raise c.fail("array 'counts'", "holds negative counts")
+            c.finite("sums", sums)
+            enc = cls(dim, n_hashes=n_hashes, tau=tau, seed=int(config["seed"]), normalize=bool(config["normalize"]))
+            if not np.array_equal(h, enc._h):
+                raise c.fail("array 'hyperplanes'", "differ from those (dim, n_hashes, seed) give")
+            enc._sums, enc._counts, enc._users = sums, counts, IdMap(uids)
+            return enc
+
+        return load_container(path, build, mmap=mmap, verify=verify, kind=BSE_KIND, what="bse file")
 
     def __repr__(self) -> str:
         return (f"BehaviorSequenceEncoder(dim={self.dim}, n_hashes={self.n_hashes}, tau={self.tau}, "

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from gsu._validate import as_ids
+from gsu._validate import as_ids, as_ints
 from gsu.errors import DataFormatError
 
 log = logging.getLogger(__name__)
@@ -36,45 +36,83 @@ log = logging.getLogger(__name__)
 __all__ = ["read_requests", "retrieve_file", "add_arguments", "main"]
 
 
+_I64 = (-(2**63), 2**63 - 1)
+
+
 def read_requests(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """``(user (S,), target (S,), time (S,) | None)`` int64 from a CSV or ``.npz`` file."""
+    """``(user (S,), target (S,), time (S,) | None)`` int64 from a CSV or ``.npz`` file.
+
+    Errors name the file and, for a CSV, the line: a value that is not an integer or
+    falls outside int64, a user or target id of -1 (reserved), a negative time, a row
+    missing a column.
+    """
+    from gsu._format import open_regular
+
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such file")
+    fd, _ = open_regular(p)  # a missing path or a folder: one clear line
+    os.close(fd)
     suf = p.suffix.lower()
     if suf == ".npz":
-        with np.load(p) as z:
-            cols = {key: z[key] for key in z.files}
+        try:
+            with np.load(p, allow_pickle=False) as z:
+                cols = {key: z[key] for key in z.files}
+        except (ValueError, OSError, EOFError) as e:
+            raise DataFormatError(f"{p}: not a readable .npz file ({type(e).__name__}: {e})") from None
+        for name, v in cols.items():
+            if name in ("user", "target", "time"):
+                try:
+                    cols[name] = as_ints(np.asarray(v).reshape(-1) if np.ndim(v) <= 1 else v, name=f"{p}: {name}")
+                except ValueError as e:
+                    raise DataFormatError(str(e)) from None
     elif suf in (".csv", ".txt"):
-        with open(p, newline="") as f:
+        with open(p, newline="", encoding="utf-8", errors="replace") as f:
             reader = csv.reader(f)
             try:
                 header = [h.strip().lower() for h in next(reader)]
             except StopIteration:
                 raise DataFormatError(f"{p}: empty requests file (expected a header 'user,target[,time]')") from None
-            rows = [r for r in reader if r and any(x.strip() for x in r)]
-        for need in ("user", "target"):
-            if need not in header:
-                raise DataFormatError(f"{p}: header {header} lacks a {need!r} column (expected 'user,target[,time]')")
-        cols = {}
-        for name in ("user", "target", "time"):
-            if name in header:
-                j = header.index(name)
-                try:
-                    cols[name] = np.array([int(r[j]) for r in rows], dtype=np.int64)
-                except (ValueError, IndexError) as e:
-                    raise DataFormatError(f"{p}: column {name!r}: expected integers on every row ({e})") from None
+            for need in ("user", "target"):
+                if need not in header:
+                    raise DataFormatError(f"{p}: line 1: header {header} lacks a {need!r} column (expected 'user,target[,time]')")
+            names = [nm for nm in ("user", "target", "time") if nm in header]
+            where = [header.index(nm) for nm in names]
+            vals: dict[str, list[int]] = {nm: [] for nm in names}
+            lines: list[int] = []
+            for r in reader:
+                if not r or not any(x.strip() for x in r):
+                    continue
+                ln = reader.line_num
+                for nm, j in zip(names, where):
+                    if j >= len(r):
+                        raise DataFormatError(f"{p}: line {ln}: no {nm!r} column ({len(r)} values, header has {len(header)})")
+                    txt = r[j].strip()
+                    try:
+                        v = int(txt)
+                    except ValueError:
+                        raise DataFormatError(f"{p}: line {ln}: column {nm!r}: {txt!r:.40} is not an integer") from None
+                    if not _I64[0] <= v <= _I64[1]:
+                        raise DataFormatError(f"{p}: line {ln}: column {nm!r}: {v} is outside int64")
+                    if nm != "time" and v == -1:
+                        raise DataFormatError(f"{p}: line {ln}: column {nm!r}: id -1 is reserved (it pads results)")
+                    if nm == "time" and v < 0:
+                        raise DataFormatError(f"{p}: line {ln}: column 'time': {v} is negative (request times are >= 0)")
+                    vals[nm].append(v)
+                lines.append(ln)
+        cols = {nm: np.asarray(v, dtype=np.int64) for nm, v in vals.items()}
     else:
         raise DataFormatError(f"{p}: unknown requests suffix {suf!r} (expected .csv or .npz)")
     for need in ("user", "target"):
         if need not in cols:
             raise DataFormatError(f"{p}: missing {need!r} (expected arrays/columns user, target[, time])")
     try:
-        user = as_ids(cols["user"], name="user")
-        target = as_ids(cols["target"], name="target", n=user.shape[0])
-        tt = None if "time" not in cols else as_ids(cols["time"], name="time", n=user.shape[0])
+        user = as_ids(cols["user"], name=f"{p}: user")
+        target = as_ids(cols["target"], name=f"{p}: target", n=user.shape[0])
+        tt = None if "time" not in cols else as_ints(cols["time"], name=f"{p}: time", n=user.shape[0])
     except ValueError as e:
-        raise DataFormatError(f"{p}: {e}") from None
+        raise DataFormatError(str(e)) from None
+    if tt is not None and tt.size and tt.min() < 0:
+        i = int(np.argmax(tt < 0))
+        raise DataFormatError(f"{p}: time: {int((tt < 0).sum())} negative value(s), e.g. row {i}: {int(tt[i])} (request times are >= 0)")
     if user.shape[0] == 0:
         raise DataFormatError(f"{p}: no requests")
     return user, target, tt
@@ -113,6 +151,11 @@ def retrieve_file(
     from gsu.retrieval.result import SDIMResult
     from gsu.retrieval.store import BehaviorStore
 
+    from gsu._format import check_output_path
+
+    out = check_output_path(out_path)  # a folder or a wrong suffix fails before any work
+    if out.suffix != ".npz":
+        raise ValueError(f"{out}: the output must be an .npz file")
     store = BehaviorStore.load(store_path, mmap=mmap)
     items = ItemTable.load(items_path, mmap=mmap)
     index = None
@@ -122,6 +165,14 @@ def retrieve_file(
         index = gsu.index.load(index_path, mmap=mmap)
     m = make_method(method, items, k=k, index=index, **(params or {}))
     user, target, tt = read_requests(requests_path)
+    late = 0
+    if tt is not None:
+        ts = store.column("timestamps")
+        newest = int(ts.max()) if ts.shape[0] else None
+        late = int((tt > newest).sum()) if newest is not None else int(tt.shape[0])
+        if late:
+            log.warning("%s: %d of %d request times are after the store's newest behavior (%s): their time cut removes nothing",
+                        requests_path, late, tt.shape[0], newest)
     if method == "hard" and store.has_category:
         store.build_category_index()
     if method == "sdim" and tt is None:
@@ -129,9 +180,6 @@ def retrieve_file(
     t0 = time.perf_counter()
     res = retrieve_batch(m, store, user, target, target_time=tt, n_threads=n_threads)
     secs = time.perf_counter() - t0
-    out = Path(out_path)
-    if out.suffix != ".npz":
-        raise ValueError(f"{out}: the output must be an .npz file")
     if isinstance(res, SDIMResult):
         arrays = {"user": user, "target": target, "vectors": res.vectors, "mask": res.mask}
     else:
@@ -144,10 +192,9 @@ def retrieve_file(
             "items": store.gather(user, res.positions, "items"),
             "timestamps": store.gather(user, res.positions, "timestamps"),
         }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, out)
+    from gsu._format import atomic_savez
+
+    atomic_savez(out, **arrays)
     summary = {
         "requests": int(user.shape[0]),
         "users": int(np.unique(user).shape[0]),
@@ -157,6 +204,8 @@ def retrieve_file(
         "requests_per_s": round(user.shape[0] / secs, 1) if secs > 0 else None,
         "out": str(out),
     }
+    if tt is not None:
+        summary["times_after_newest_behavior"] = late
     log.info("retrieve: %s", summary)
     return summary
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from gsu._validate import as_ids, check_positive_int
+from gsu._validate import as_ids, as_ints, check_positive_int
 from gsu.retrieval.batch import group_rows_by_user, retrieve_batch
 from gsu.retrieval.result import RetrievalResult, SDIMResult
 from gsu.retrieval.store import BehaviorStore
@@ -91,7 +91,7 @@ def retrieve_distributed(
     if S == 0:
         raise ValueError("users: empty batch (expected at least one row)")
     t = as_ids(targets, name="targets", n=S)
-    tt = None if target_time is None else as_ids(target_time, name="target_time", n=S)
+    tt = None if target_time is None else as_ints(target_time, name="target_time", n=S)
     store_path = os.fspath(store_path)
     if not os.path.exists(store_path):
         raise FileNotFoundError(f"{store_path}: no such behavior store file")

@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from gsu._format import read_container, write_container
-from gsu._validate import as_ids, as_matrix
-from gsu.errors import IndexFileError
+from gsu._format import load_container, write_container
+from gsu._validate import StateCheck, as_ids, as_matrix
 from gsu.index.filters import IdMap
 
 __all__ = ["ItemTable"]
@@ -138,23 +137,40 @@ class ItemTable:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, mmap: bool = False, verify: bool = True) -> "ItemTable":
-        _, cfg, a = read_container(path, mmap=mmap, verify=verify, kind=_KIND)
-        try:
-            sparse = None
-            if "sparse_data" in a:
-                sparse = sp.csr_matrix(
-                    (a["sparse_data"], a["sparse_indices"], a["sparse_indptr"]), shape=(int(cfg["n_items"]), int(cfg["sparse_dim"]))
-                )
+        """Load a saved table (validated first: distinct ids other than -1, one row per
+        item in every feature, a well-formed sparse CSR with components in range, finite
+        embeddings when ``verify``)."""
+
+        def build(kind: str, cfg: dict[str, Any], a: dict[str, np.ndarray]) -> "ItemTable":
+            c = StateCheck(cfg, a, values=verify)
+            ids = c.array("ids", np.int64, (None,))
+            c.ids("ids", ids)
+            n = ids.shape[0]
+            if c.cfg_int("n_items", lo=0) != n:
+                raise c.fail("config 'n_items'", f"{cfg['n_items']} does not match the {n} ids")
             t = cls.__new__(cls)
-            t.ids = a["ids"]
-            t.idmap = IdMap(t.ids)
-            t.embeddings = a.get("embeddings")
-            t.retrieval_embeddings = a.get("retrieval_embeddings")
-            t.category = a.get("category")
-            t.sparse = sparse
+            t.ids = ids
+            t.embeddings = t.retrieval_embeddings = t.category = t.sparse = None
+            for name in ("embeddings", "retrieval_embeddings"):
+                if name in a:
+                    setattr(t, name, c.array(name, np.float32, (n, None)))
+                    c.finite(name, getattr(t, name))
+            if "category" in a:
+                t.category = c.array("category", np.int64, (n,))
+            if "sparse_data" in a:
+                dim = c.cfg_int("sparse_dim", lo=1, hi=2**31 - 1)
+                indptr = c.array("sparse_indptr", np.int64, (n + 1,))
+                indices = c.array("sparse_indices", np.int32, (None,))
+                data = c.array("sparse_data", np.float32, (indices.shape[0],))
+                c.offsets("sparse_indptr", indptr, end=indices.shape[0])
+                c.in_range("sparse_indices", indices, 0, dim)
+                c.sorted_rows("sparse_indices", indptr, indices)
+                c.finite("sparse_data", data)
+                t.sparse = sp.csr_matrix((data, indices, indptr), shape=(n, dim))
+            t.idmap = IdMap(ids)
             return t
-        except (KeyError, ValueError) as e:
-            raise IndexFileError(f"{path}: inconsistent item table ({e})") from None
+
+        return load_container(path, build, mmap=mmap, verify=verify, kind=_KIND, what="item table")
 
     def __repr__(self) -> str:
         feats = [f for f in ("embeddings", "retrieval_embeddings", "category", "sparse") if getattr(self, f) is not None]

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from gsu._format import read_container, write_container
-from gsu._validate import as_ids
+from gsu._format import load_container, write_container
+from gsu._validate import StateCheck, as_ids, as_ints
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +83,7 @@ class History:
         """Validate and wrap arrays (they must already be in time order)."""
         it = as_ids(items, name="history items")
         n = it.shape[0]
-        ts = None if timestamps is None else as_ids(timestamps, name="history timestamps", n=n)
+        ts = None if timestamps is None else as_ints(timestamps, name="history timestamps", n=n)
         if ts is not None and n > 1 and np.any(np.diff(ts) < 0):
             raise ValueError("history timestamps: must be non-decreasing (a history is ordered oldest first)")
         return cls(
@@ -174,14 +174,14 @@ class BehaviorStore:
             self._indptr, self._items, self._ts = indptr, items, timestamps
             self._user_ids, self._bt, self._cat = user_ids, behavior_type, category
         else:
-            ip = as_ids(indptr, name="indptr")
+            ip = as_ints(indptr, name="indptr")
             if ip.shape[0] < 1 or ip[0] != 0 or np.any(np.diff(ip) < 0):
                 raise ValueError("indptr: expected a non-decreasing (U+1,) array starting at 0")
             it = as_ids(items, name="items")
             n = it.shape[0]
             if ip[-1] != n:
                 raise ValueError(f"indptr: last entry ({ip[-1]}) must equal the number of behaviors ({n})")
-            ts = as_ids(timestamps, name="timestamps", n=n)
+            ts = as_ints(timestamps, name="timestamps", n=n)
             nu = ip.shape[0] - 1
             if user_ids is None:
                 uid = np.arange(nu, dtype=np.int64)
@@ -226,7 +226,7 @@ class BehaviorStore:
         u = as_ids(users, name="users")
         n = u.shape[0]
         it = as_ids(items, name="items", n=n)
-        ts = as_ids(timestamps, name="timestamps", n=n)
+        ts = as_ints(timestamps, name="timestamps", n=n)
         bt = _opt(behavior_type, name="behavior_type", n=n, dtype=np.int8)
         cat = _opt(category, name="category", n=n, dtype=np.int64)
         order = np.lexsort((np.arange(n), ts, u))
@@ -431,7 +431,7 @@ class BehaviorStore:
         u = int(user)
         it = as_ids(np.atleast_1d(items), name="items")
         n = it.shape[0]
-        ts = as_ids(np.atleast_1d(timestamps), name="timestamps", n=n)
+        ts = as_ints(np.atleast_1d(timestamps), name="timestamps", n=n)
         if n > 1 and np.any(np.diff(ts) < 0):
             raise ValueError("append: timestamps must be non-decreasing")
         for name, have, val in (("behavior_type", self._bt is not None, behavior_type), ("category", self._cat is not None, category)):
@@ -538,22 +538,45 @@ class BehaviorStore:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, mmap: bool = False, verify: bool = True) -> "BehaviorStore":
-        """Load a saved store; ``mmap=True`` maps the arrays read-only (appends still work)."""
-        from gsu.errors import IndexFileError
+        """Load a saved store; ``mmap=True`` maps the arrays read-only (appends still work).
 
-        _, cfg, arrays = read_container(path, mmap=mmap, verify=verify, kind=_KIND)
-        try:
-            return cls(
-                arrays["indptr"],
-                arrays["items"],
-                arrays["timestamps"],
-                user_ids=arrays["user_ids"],
-                behavior_type=arrays.get("behavior_type"),
-                category=arrays.get("category"),
-                _trusted=True,
-            )
-        except KeyError as e:
-            raise IndexFileError(f"{path}: behavior store is missing array {e}") from None
+        The file is validated before use (one :class:`~gsu.errors.IndexFileError` line
+        naming the file and the field otherwise): ``indptr`` starts at 0, never decreases
+        and ends at the number of behaviors; ``user_ids`` strictly increase; every column
+        has one entry per behavior with its dtype; item ids are never -1; timestamps
+        never decrease within a user.
+        """
+
+        def build(kind: str, cfg: dict[str, Any], arrays: dict[str, np.ndarray]) -> "BehaviorStore":
+            c = StateCheck(cfg, arrays)
+            indptr = c.array("indptr", np.int64, (None,))
+            if indptr.shape[0] == 0:
+                raise c.fail("array 'indptr'", "empty; expected n_users + 1 offsets")
+            nu = indptr.shape[0] - 1
+            items = c.array("items", np.int64, (None,))
+            n = items.shape[0]
+            c.offsets("indptr", indptr, end=n)
+            uid = c.array("user_ids", np.int64, (nu,))
+            if nu > 1 and (np.diff(uid) <= 0).any():
+                raise c.fail("array 'user_ids'", "not strictly increasing (sorted, unique user ids expected)")
+            c.ids("user_ids", uid)
+            ts = c.array("timestamps", np.int64, (n,))
+            if n and (items == -1).any():
+                raise c.fail("array 'items'", "holds item id -1, which is reserved for padding")
+            if n > 1:
+                d = np.diff(ts)
+                first = np.zeros(n - 1, dtype=bool)
+                inner = indptr[1:-1]
+                first[inner[(inner > 0) & (inner < n)] - 1] = True
+                if ((d < 0) & ~first).any():
+                    raise c.fail("array 'timestamps'", "decrease within a user's history")
+            bt = c.array("behavior_type", np.int8, (n,)) if "behavior_type" in arrays else None
+            cat = c.array("category", np.int64, (n,)) if "category" in arrays else None
+            if c.cfg_int("n_users", lo=0) != nu or c.cfg_int("n_behaviors", lo=0) != n:
+                raise c.fail("config 'n_users'/'n_behaviors'", f"{cfg.get('n_users')}/{cfg.get('n_behaviors')} do not match the arrays ({nu}/{n})")
+            return cls(indptr, items, ts, user_ids=uid, behavior_type=bt, category=cat, _trusted=True)
+
+        return load_container(path, build, mmap=mmap, verify=verify, kind=_KIND, what="behavior store")
 
     def __repr__(self) -> str:
         cols = [f for f in ("behavior_type", "category") if getattr(self, f"has_{f}")]

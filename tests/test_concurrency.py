@@ -1,0 +1,256 @@
+"""The concurrency contract, for every index kind: threads search while another thread
+adds, and every result equals the answer of the index before or after some add (never a
+mix), never goes back in time within a thread, and holds only ids of the index that the
+filter allows, with their exact scores. Plus processes loading a file while another
+process saves over it: every load is one whole version.
+
+The in-suite runs are bounded (a few adds, a few hundred searches); the same tests ran
+100 times in a row with ``pytest --count 100`` (README "Guarantees").
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+import pytest
+
+import _kinds as K
+from gsu._rwlock import RWLock
+from gsu.index import Filter
+
+N0, BATCH, N_ADDS, KQ, NQ = 1500, 20, 24, 8, 6
+READERS = 4
+TIMEOUT = 120.0
+
+
+def _ids(n: int, start: int = 0) -> np.ndarray:
+    return (np.arange(start, start + n, dtype=np.int64) * 7 + 3)  # not 0..n-1: the id map is exercised
+
+
+@pytest.fixture(autouse=True)
+def _one_faiss_thread_fast_switching():
+    """faiss builds its graph with OpenMP; one thread makes the graph (and so the
+    reference answers) the same in the reference index and the concurrent one. A short
+    GIL switch interval makes threads interleave between any two bytecodes of an add."""
+    prev = faiss.omp_get_max_threads()
+    prev_switch = sys.getswitchinterval()
+    faiss.omp_set_num_threads(1)
+    sys.setswitchinterval(1e-5)
+    yield
+    sys.setswitchinterval(prev_switch)
+    faiss.omp_set_num_threads(prev)
+
+
+def _same(a, b) -> bool:
+    return np.array_equal(a.ids, b.ids) and np.array_equal(a.counts, b.counts) and np.allclose(a.scores, b.scores, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", K.KINDS)
+def test_search_while_adding_sees_whole_states(kind):
+    """4 threads search (a batch and a single query, under a filter that also allows ids
+    still to come) while a 5th adds 24 batches; each answer must equal the reference
+    answer of one of the 25 states, in non-decreasing state order per thread."""
+    x0 = K.data(kind, N0, seed=1)
+    batches = [K.data(kind, BATCH, seed=10 + b) for b in range(N_ADDS)]
+    ids0 = _ids(N0)
+    bids = [_ids(BATCH, N0 + b * BATCH) for b in range(N_ADDS)]
+    all_ids = np.concatenate([ids0, *bids])
+    allowed = all_ids[(all_ids // 7) % 5 != 0]  # 80 % of the ids, including ones added later
+    q = K.queries(kind, NQ, seed=99)
+    q1 = q[:1]
+    params = K.PARAMS[kind]
+
+    # reference answers of every state, from an index built the same way without threads
+    ref = K.make(kind)
+    ref.add(x0, ids0)
+    refs_batch, refs_one = [], []
+    for b in range(N_ADDS + 1):
+        if b:
+            ref.add(batches[b - 1], bids[b - 1])
+        rb = ref.search(q, KQ, filter=Filter.from_ids(allowed), **params)
+        K.check_result(ref, kind, q, rb, KQ, allowed=allowed)
+        refs_batch.append(rb)
+        refs_one.append(ref.search(q1, KQ, filter=Filter.from_ids(allowed), **params))
+    distinct = sum(not _same(refs_batch[i], refs_batch[i + 1]) for i in range(N_ADDS))
+    assert distinct >= 2, "the adds must change the answers for the test to mean anything"
+
+    idx = K.make(kind)
+    idx.add(x0, ids0)
+    shared_filter = Filter.from_ids(allowed)  # one Filter object shared by the threads (its caches too)
+    errors: list[BaseException] = []
+    done = threading.Event()
+    seen: list[list[int]] = [[] for _ in range(READERS)]
+
+    def reader(t: int) -> None:
+        last = 0
+        after_done = 0
+        try:
+            while after_done < 3:
+                if done.is_set():
+                    after_done += 1
+                single = (len(seen[t]) + t) % 2 == 1
+                flt = shared_filter if t % 2 == 0 else Filter.from_ids(allowed)
+                res = idx.search(q1 if single else q, KQ, filter=flt, **params)
+                refs = refs_one if single else refs_batch
+                states = [s for s in range(last, N_ADDS + 1) if _same(res, refs[s])]
+                if not states:
+                    older = [s for s in range(last) if _same(res, refs[s])]
+                    raise AssertionError(f"thread {t}: answer matches no state from {last} on (older matches: {older})")
+                last = states[0]
+                seen[t].append(last)
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
+
+    def writer() -> None:
+        try:
+            for b in range(N_ADDS):
+                time.sleep(0.0005 * (b % 2))  # adds back to back and with gaps
+                idx.add(batches[b], bids[b])
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            done.set()
+
+    threads = [threading.Thread(target=reader, args=(t,), daemon=True) for t in range(READERS)]
+    threads.append(threading.Thread(target=writer, daemon=True))
+    for th in threads:
+        th.start()
+    deadline = time.monotonic() + TIMEOUT
+    for th in threads:
+        th.join(max(0.0, deadline - time.monotonic()))
+    assert not any(th.is_alive() for th in threads), "deadlock: a thread did not finish"
+    if errors:
+        raise errors[0]
+    assert all(len(s) >= 3 for s in seen), "every reader searched"
+    assert sum(len(set(s)) for s in seen) > READERS, "the readers saw the index change under them"
+    assert _same(idx.search(q, KQ, filter=shared_filter, **params), refs_batch[-1])
+
+
+def test_rwlock_excludes_writers_and_is_reentrant():
+    lock = RWLock()
+    state = {"readers": 0, "writing": False, "bad": 0}
+    stop = threading.Event()
+
+    def reader():
+        while not stop.is_set():
+            with lock.read():
+                with lock.read():  # reentrant while a writer waits
+                    state["readers"] += 1
+                    if state["writing"]:
+                        state["bad"] += 1
+                    time.sleep(0.0002)
+                    state["readers"] -= 1
+
+    def writer():
+        for _ in range(50):
+            with lock.write():
+                with lock.write():
+                    with lock.read():  # a read inside a write
+                        pass
+                    state["writing"] = True
+                    time.sleep(0.0002)
+                    state["writing"] = False
+
+    rs = [threading.Thread(target=reader, daemon=True) for _ in range(4)]
+    for r in rs:
+        r.start()
+    w = threading.Thread(target=writer, daemon=True)
+    w.start()
+    w.join(30)
+    assert not w.is_alive(), "writer starved by continuous readers"
+    stop.set()
+    for r in rs:
+        r.join(10)
+    assert state["bad"] == 0
+    with lock.read():
+        with pytest.raises(RuntimeError, match="cannot modify"):
+            lock.acquire_write()
+    with pytest.raises(RuntimeError):
+        lock.release_read()
+
+
+def test_searching_thread_cannot_add_to_the_same_index():
+    idx = K.make("flat")
+    idx.add(K.data("flat", 20, seed=0))
+    with idx.lock.read():
+        assert idx.search(K.queries("flat", 1, seed=1), 3).counts[0] == 3  # reads nest
+        with pytest.raises(RuntimeError, match="cannot modify"):
+            idx.add(K.data("flat", 2, seed=2))
+
+
+_SAVER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from gsu.index import FlatIndex
+    path, n_saves = sys.argv[1], int(sys.argv[2])
+    versions = []
+    for v in range(2):
+        rng = np.random.default_rng(v)
+        idx = FlatIndex(8)
+        idx.add(rng.standard_normal((3000 + 1000 * v, 8)).astype(np.float32), np.arange(3000 + 1000 * v) * (v + 2) + v)
+        versions.append(idx)
+    versions[0].save(path)
+    print("ready", flush=True)
+    for i in range(n_saves):
+        versions[i % 2].save(path)
+    """
+)
+
+_LOADER = textwrap.dedent(
+    """
+    import sys, numpy as np
+    from gsu.index import FlatIndex, load
+    path, n_loads, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    want = []
+    q = np.random.default_rng(7).standard_normal((4, 8)).astype(np.float32)
+    for v in range(2):
+        rng = np.random.default_rng(v)
+        idx = FlatIndex(8)
+        idx.add(rng.standard_normal((3000 + 1000 * v, 8)).astype(np.float32), np.arange(3000 + 1000 * v) * (v + 2) + v)
+        want.append(idx.search(q, 5))
+    counts = [0, 0]
+    for i in range(n_loads):
+        idx = load(path, mmap=bool((i + seed) % 2))
+        res = idx.search(q, 5)
+        hit = [v for v in range(2) if np.array_equal(res.ids, want[v].ids) and np.array_equal(res.scores, want[v].scores)]
+        assert len(hit) == 1, f"load {i}: the result matches neither saved version"
+        assert idx.ntotal == 3000 + 1000 * hit[0]
+        counts[hit[0]] += 1
+    print(counts[0], counts[1])
+    """
+)
+
+
+def _env() -> dict[str, str]:
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_processes_load_while_another_saves(tmp_path):
+    """One process saves two versions alternately over one path; two others load it (read
+    and memory-mapped) meanwhile: every load is exactly one of the two versions."""
+    path = tmp_path / "idx.gsu"
+    env = _env()
+    saver = subprocess.Popen([sys.executable, "-c", _SAVER, str(path), "300"], env=env, stdout=subprocess.PIPE, text=True)
+    assert saver.stdout.readline().strip() == "ready"
+    loaders = [subprocess.Popen([sys.executable, "-c", _LOADER, str(path), "80", str(s)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for s in range(2)]
+    outs = [ld.communicate(timeout=300) for ld in loaders]
+    saver.wait(timeout=300)
+    for ld, (out, err) in zip(loaders, outs):
+        assert ld.returncode == 0, err[-2000:]
+        a, b = map(int, out.split())
+        assert a + b == 80
+    assert saver.returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["idx.gsu"], "no temporary file is left behind"
