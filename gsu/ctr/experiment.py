@@ -181,6 +181,7 @@ def run_comparison(
     records_path: str | Path | None = None,
     quality_samples: int = 2_000,
     say: Callable[[str], None] = print,
+    device: str = "cpu",
 ) -> list[dict[str, Any]]:
     """Train and test one ESU per (method, k, seed) on ``task``; return one record per run.
 
@@ -191,7 +192,8 @@ def run_comparison(
     retrieves with the same seed's full-attention model, so ``full`` runs first. With
     ``records_path`` every record is appended as it finishes and runs already recorded (same
     task, training settings, method, k, seed) are skipped; with ``cache_dir`` retrieved
-    positions and the trained models (``models/``) are kept there.
+    positions and the trained models (``models/``) are kept there. ``device``: where training
+    and evaluation run (a torch device string, default "cpu"; models end on the CPU).
     """
     import torch
 
@@ -260,9 +262,11 @@ def run_comparison(
             res = fit(model, task, views["train"], views["val"], config=cfg,
                       on_epoch=lambda h: logger.info("    epoch %d: loss %.4f val auc %.4f logloss %.4f (%.0fs)",
                                                      h["epoch"], h["train_loss"], h["val_auc"], h["val_logloss"],
-                                                     h["seconds"]))
+                                                     h["seconds"]), device=device)
             test = evaluate(model, task, views["test"], batch_size=cfg.eval_batch_size,
-                            max_behaviors_per_chunk=cfg.max_behaviors_per_chunk, shared_min_cap=cfg.shared_min_cap)
+                            max_behaviors_per_chunk=cfg.max_behaviors_per_chunk, shared_min_cap=cfg.shared_min_cap,
+                            device=device)
+            model.to("cpu")
             if method == "full":
                 refs[int(seed)] = model
             if mdir is not None and (method == "full" or int(seed) == int(seeds[0])):
