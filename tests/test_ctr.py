@@ -536,3 +536,33 @@ def test_cuda_training_and_scores_match_the_cpu(task):
     assert next(m2.parameters()).device.type == "cuda"
     y = task.samples["label"][te.samples]
     assert abs(logloss(y, predict(m2, task, te, device="cuda")) - logloss(y, cpu)) < 0.05
+
+
+def test_retrieval_oracle_auc_is_the_planted_model_on_the_retrieved_behaviors():
+    """On a view with every visible behavior it equals the oracle (AUC of the recorded true
+    probabilities); on the exact top-k it falls as k shrinks towards 1 and reaches the
+    oracle when k covers every history; last-k (little attention mass) stays below the exact
+    top-k; wrong label-model constants are refused."""
+    from gsu.ctr.experiment import best_possible_auc, retrieval_oracle_auc
+    from gsu.retrieval.batch import retrieve_batch
+    from gsu.retrieval.methods import Exact
+
+    t = cdata.synthetic_task(n_users=30, seq_len=(60, 400), n_items=3_000, n_targets_per_user=40, seed=1)
+    oracle = best_possible_auc(t)
+    full = cdata.prefix_view(t, "test", cap=10_000)
+    assert abs(retrieval_oracle_auc(t, full) - oracle) < 1e-6
+    idx = t.split("test")
+    s = t.samples
+
+    def exact_view(k):
+        res = retrieve_batch(Exact(t.item_tables["ctr"], k=k), t.store, s["user"][idx], s["target"][idx],
+                             target_time=s["time"][idx], k=k)
+        return cdata.positions_view(t, "test", res.positions, res.mask)
+
+    a1, a8, a_all = (retrieval_oracle_auc(t, exact_view(k)) for k in (1, 8, 400))
+    assert abs(a_all - oracle) < 1e-6
+    assert a1 < a8 < oracle + 1e-9
+    assert retrieval_oracle_auc(t, cdata.prefix_view(t, "test", cap=8)) < a8
+    with pytest.raises(ValueError, match="do not reproduce"):
+        retrieval_oracle_auc(t, full, scale=5.0)
+    assert retrieval_oracle_auc(tiny_task(), cdata.prefix_view(tiny_task(), "test", cap=8)) is None
