@@ -540,9 +540,9 @@ def test_cuda_training_and_scores_match_the_cpu(task):
 
 def test_retrieval_oracle_auc_is_the_planted_model_on_the_retrieved_behaviors():
     """On a view with every visible behavior it equals the oracle (AUC of the recorded true
-    probabilities); on the exact top-k it falls as k shrinks towards 1 and reaches the
-    oracle when k covers every history; last-k (little attention mass) stays below the exact
-    top-k; wrong label-model constants are refused."""
+    probabilities); on the exact top-k it reaches the oracle when k covers every history and
+    differs from it below; top-1 stays below top-8 and last-8 below the exact top-8; wrong
+    label-model constants are refused."""
     from gsu.ctr.experiment import best_possible_auc, retrieval_oracle_auc
     from gsu.retrieval.batch import retrieve_batch
     from gsu.retrieval.methods import Exact
@@ -561,7 +561,9 @@ def test_retrieval_oracle_auc_is_the_planted_model_on_the_retrieved_behaviors():
 
     a1, a8, a_all = (retrieval_oracle_auc(t, exact_view(k)) for k in (1, 8, 400))
     assert abs(a_all - oracle) < 1e-6
-    assert a1 < a8 < oracle + 1e-9
+    # fewer behaviors, a coarser model: below 8 (not necessarily below the oracle: on a
+    # finite split a score other than the true probability may rank the drawn labels better)
+    assert a1 < a8 and abs(a8 - oracle) > 1e-4
     assert retrieval_oracle_auc(t, cdata.prefix_view(t, "test", cap=8)) < a8
     with pytest.raises(ValueError, match="do not reproduce"):
         retrieval_oracle_auc(t, full, scale=5.0)

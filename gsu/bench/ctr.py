@@ -1,13 +1,12 @@
 """Suite ``ctr``: the compact ESU over every GSU method vs full-sequence exact attention.
 
 Data
-    - synthetic (the record task): :func:`gsu.datasets.behavior_dataset` with 1,200 users,
-      sequences of 1,000-10,000 behaviors (log-uniform; 4.7 M behaviors), 125 samples per user
-      (150,000 samples, split 70/15/15 by time), 20,000 items in 200 categories, 32-d
+    - synthetic (the record task): :func:`gsu.datasets.behavior_dataset` with 2,400 users,
+      sequences of 1,000-10,000 behaviors (log-uniform; 9.4 M behaviors), 125 samples per user
+      (300,000 samples, split 70/15/15 by time), 20,000 items in 200 categories, 32-d
       embeddings; clicks come from a planted softmax target-attention model (temperature 0.1)
       over the whole visible sequence, so the **oracle** AUC (the true click probability) is
-      known; "synthetic-2x" (2,400 users, 300,000 samples) trains full attention only, to see
-      how its gap to the oracle shrinks with data;
+      known (on 1,200 users, the earlier record, full attention stayed 0.0128 below it);
     - MovieLens latest-small and the Taobao sample, built from their logs by the same
       schema-driven task builder ``gsu train --data LOG --schema S`` uses
       (:func:`gsu.ctr.logtask.log_task`); skipped with a note when absent;

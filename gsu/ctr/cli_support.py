@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-rate", type=float, default=None, help="share of log rows kept as samples (default 1; movielens 0.25)")
     p.add_argument("--min-history", type=int, default=1, help="visible behaviors a log sample needs (default 1)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the data: generator and sampling (default 0)")
-    p.add_argument("--users", type=int, default=None, help="synthetic: users (default: the benchmark's 1,200)")
+    p.add_argument("--users", type=int, default=None, help="synthetic: users (default: the benchmark's 2,400)")
     p.add_argument("--targets-per-user", type=int, default=None, help="synthetic: samples per user (default 125)")
     p.add_argument("--method", choices=(*METHODS, "all"), default="soft",
                    help="GSU method feeding the model, or 'all' for the full comparison table (default soft)")
