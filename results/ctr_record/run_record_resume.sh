@@ -3,7 +3,7 @@
 # acquisition; a run starts only if its estimated duration ends before END.
 SRC=/work/cache/ctr2/src-54602c2; OUT=/work/cache/ctr2/results
 END=$(date -u -d "09:20" +%s)
-while kill -0 27071 2>/dev/null; do sleep 10; done   # the run already under way (last 64 seed 0)
+while kill -0 6484 2>/dev/null; do sleep 10; done   # the run already queued (muse 64 seed 0)
 cd /work/wt/ctr2
 export GSU_CTR_CACHE=/work/cache/ctr PYTHONPATH=$SRC
 PY=/work/main/.venv/bin/python
@@ -13,14 +13,10 @@ run() {  # EST_SECONDS TASK METHOD K SEED
   echo "== $(date -u +%T) $*"
   /work/tools/cpu-shared $PY $SRC/results/ctr_record/run_one.py $OUT "$@" || echo "FAILED: $*"
 }
-for m in soft twin eta muse hard sdim; do run 400 synthetic $m 64 0; done
-for s in 1 2; do for m in soft twin; do run 400 synthetic $m 64 $s; done; done
-for m in soft twin; do run 600 synthetic $m 256 0; done
-for s in 1 2; do for m in eta muse; do run 400 synthetic $m 64 $s; done; done
-for m in soft twin eta; do run 300 synthetic $m 16 0; done
+for s in 1 2; do for m in soft twin; do run 300 synthetic $m 64 $s; done; done
+for m in hard sdim; do run 300 synthetic $m 64 0; done
+for m in soft twin; do run 500 synthetic $m 256 0; done
+for s in 1 2; do for m in eta muse; do run 300 synthetic $m 64 $s; done; done
 for m in full soft twin last; do run 200 movielens $m 64 0; done
-for s in 1 2; do for m in last hard sdim; do run 400 synthetic $m 64 $s; done; done
-for m in eta muse; do run 600 synthetic $m 256 0; done
-for m in muse last hard; do run 300 synthetic $m 16 0; done
-for m in hard muse eta sdim; do run 200 movielens $m 64 0; done
+for m in soft twin eta; do run 250 synthetic $m 16 0; done
 echo ALL DONE $(date -u +%T)
