@@ -452,3 +452,119 @@ def test_torchscript_export_matches_eager(task, tmp_path, kind):
     with pytest.raises(ValueError, match="TorchScript"):
         (tmp_path / "bad.ts").write_bytes(b"junk")
         load_exported(tmp_path / "bad.ts")
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def test_device_argument_on_cpu_and_bad_devices(task):
+    """fit / evaluate / predict with an explicit device="cpu" equal the defaults bit for bit;
+    a malformed device string, or CUDA where there is none, is a ValueError naming it."""
+    tr, va = cdata.prefix_view(task, "train", cap=64), cdata.prefix_view(task, "val", cap=64)
+    te = cdata.prefix_view(task, "test", cap=64)
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-2, patience=2, seed=1, progress=False)
+    m1 = build_model(_config(task), item_vectors=task.item_vectors, seed=1)
+    m2 = build_model(_config(task), item_vectors=task.item_vectors, seed=1)
+    r1 = fit(m1, task, tr, va, config=cfg)
+    r2 = fit(m2, task, tr, va, config=cfg, device="cpu")
+    assert [h["val_logloss"] for h in r1.history] == [h["val_logloss"] for h in r2.history]
+    assert np.array_equal(predict(m1, task, te), predict(m2, task, te, device="cpu"))
+    e1, e2 = evaluate(m1, task, te), evaluate(m2, task, te, device=torch.device("cpu"))
+    assert (e1["auc"], e1["logloss"]) == (e2["auc"], e2["logloss"])
+    with pytest.raises(ValueError, match="'gpu0'"):
+        predict(m1, task, te, device="gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            fit(m1, task, tr, va, config=cfg, device="cuda")
+        assert next(m1.parameters()).device.type == "cpu"   # refused before the model moved
+
+
+@pytest.mark.parametrize("kind", ["positions", "sdim", "shared"])
+def test_batches_move_every_tensor_to_the_device(task, kind):
+    """The batch mover reaches every tensor, nested feature tuples included (checked on the
+    'meta' device, which every torch build has); the CPU is a no-op returning the same batch."""
+    from gsu.ctr.train import _to
+
+    if kind == "shared":
+        view = cdata.prefix_view(task, "test", cap=10_000)
+        rows = np.flatnonzero(view.rows == view.rows[0])
+        b = cdata.make_shared_batch(task, view, rows)
+    elif kind == "sdim":
+        idx = task.split("test")
+        vec = np.random.default_rng(0).standard_normal((idx.size, 8)).astype(np.float32)
+        view = cdata.sdim_view(task, idx, vec, np.ones(idx.size, bool))
+        b = cdata.make_batch(task, view, np.arange(8))
+    else:
+        view = cdata.prefix_view(task, "test", cap=16)
+        b = cdata.make_batch(task, view, np.arange(8))
+    assert _to(b, torch.device("cpu")) is b
+    moved = _to(b, torch.device("meta"))
+    assert type(moved) is type(b)
+
+    def tensors(x):
+        if isinstance(x, torch.Tensor):
+            yield x
+        elif isinstance(x, tuple):
+            for t in x:
+                yield from tensors(t)
+        elif hasattr(x, "__dataclass_fields__"):
+            for f in x.__dataclass_fields__:
+                yield from tensors(getattr(x, f))
+
+    before, after = list(tensors(b)), list(tensors(moved))
+    assert len(after) == len(before) >= 5
+    assert all(t.device.type == "meta" for t in after)
+    assert [t.shape for t in after] == [t.shape for t in before]
+    assert [t.dtype for t in after] == [t.dtype for t in before]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine: the CUDA trainer test needs one")
+def test_cuda_training_and_scores_match_the_cpu(task):
+    """On a CUDA device: scores of one model equal the CPU's to 1e-5; training there reaches
+    a loss like the CPU's, and the model ends on that device."""
+    tr, va = cdata.prefix_view(task, "train", cap=64), cdata.prefix_view(task, "val", cap=64)
+    te = cdata.prefix_view(task, "test", cap=64)
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=1e-2, patience=3, seed=2, progress=False)
+    m = build_model(_config(task), item_vectors=task.item_vectors, seed=2)
+    fit(m, task, tr, va, config=cfg)
+    cpu = predict(m, task, te)
+    gpu = predict(m, task, te, device="cuda")
+    assert next(m.parameters()).device.type == "cuda"
+    assert np.allclose(cpu, gpu, atol=1e-5)
+    m2 = build_model(_config(task), item_vectors=task.item_vectors, seed=2)
+    fit(m2, task, tr, va, config=cfg, device="cuda")
+    assert next(m2.parameters()).device.type == "cuda"
+    y = task.samples["label"][te.samples]
+    assert abs(logloss(y, predict(m2, task, te, device="cuda")) - logloss(y, cpu)) < 0.05
+
+
+def test_retrieval_oracle_auc_is_the_planted_model_on_the_retrieved_behaviors():
+    """On a view with every visible behavior it equals the oracle (AUC of the recorded true
+    probabilities); on the exact top-k it reaches the oracle when k covers every history and
+    differs from it below; top-1 stays below top-8 and last-8 below the exact top-8; wrong
+    label-model constants are refused."""
+    from gsu.ctr.experiment import best_possible_auc, retrieval_oracle_auc
+    from gsu.retrieval.batch import retrieve_batch
+    from gsu.retrieval.methods import Exact
+
+    t = cdata.synthetic_task(n_users=30, seq_len=(60, 400), n_items=3_000, n_targets_per_user=40, seed=1)
+    oracle = best_possible_auc(t)
+    full = cdata.prefix_view(t, "test", cap=10_000)
+    assert abs(retrieval_oracle_auc(t, full) - oracle) < 1e-6
+    idx = t.split("test")
+    s = t.samples
+
+    def exact_view(k):
+        res = retrieve_batch(Exact(t.item_tables["ctr"], k=k), t.store, s["user"][idx], s["target"][idx],
+                             target_time=s["time"][idx], k=k)
+        return cdata.positions_view(t, "test", res.positions, res.mask)
+
+    a1, a8, a_all = (retrieval_oracle_auc(t, exact_view(k)) for k in (1, 8, 400))
+    assert abs(a_all - oracle) < 1e-6
+    # fewer behaviors, a coarser model: below 8 (not necessarily below the oracle: on a
+    # finite split a score other than the true probability may rank the drawn labels better)
+    assert a1 < a8 and abs(a8 - oracle) > 1e-4
+    assert retrieval_oracle_auc(t, cdata.prefix_view(t, "test", cap=8)) < a8
+    with pytest.raises(ValueError, match="do not reproduce"):
+        retrieval_oracle_auc(t, full, scale=5.0)
+    assert retrieval_oracle_auc(tiny_task(), cdata.prefix_view(tiny_task(), "test", cap=8)) is None

@@ -242,3 +242,39 @@ def test_gsu_train_method_all_on_a_log_without_embeddings(tmp_path, capsys):
     assert rc == 0
     for label in ("full attention", "last-k", "SIM-hard", "SIM-soft", "ETA", "SDIM", "TWIN-style", "base rate"):
         assert label in out, label
+
+
+def test_gsu_bench_ctr_on_a_log(tmp_path, capsys):
+    """`gsu bench ctr --data LOG --schema S` runs the suite (every method, training, timing,
+    report) on the task `gsu train` builds from the same log and options, and writes its own
+    ctr_log_quick* files; log options without --data, or --data with another suite, are refused."""
+    from gsu.cli import main
+    from gsu.ctr.methods import build_task
+
+    cols = impression_log(seed=5, n_users=12, n_items=60, n_rows=900)
+    p = write_parquet(cols, tmp_path / "shop.parquet")
+    schema = tmp_path / "s.json"
+    schema.write_text(json.dumps({k: v for k, v in SCHEMA.items() if k != "numeric"}))
+    out = tmp_path / "res"
+    rc = main(["bench", "ctr", "--quick", "--data", str(p), "--schema", str(schema), "--negatives", "1",
+               "--out", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0
+    recs = [json.loads(line) for line in (out / "ctr_log_quick.jsonl").read_text().splitlines()]
+    task = build_task(data=str(p), schema=str(schema), negatives=1)      # what `gsu train` builds
+    runs = [r for r in recs if r["kind"] == "run"]
+    assert {r["task"] for r in runs} == {task.info["fingerprint"]}
+    assert {r["method"] for r in runs} == {"full", "last", "hard", "soft", "eta", "sdim", "twin"}
+    assert {r["k"] for r in runs} == {None, 16}
+    assert all(r["n_test"] == len(task.splits["test"]) for r in runs)
+    lat = [r for r in recs if r["kind"] == "latency"]
+    assert {r["method"] for r in lat} == {"full", "last", "hard", "soft", "eta", "sdim", "twin"}
+    assert [r["export_max_abs_diff"] for r in lat if "export" in r][0] <= 1e-5
+    ref = [r for r in recs if r["kind"] == "reference"]
+    assert len(ref) == 1 and ref[0]["oracle"] is None and 0.0 <= ref[0]["base_rate"]["auc"] <= 1.0
+    assert (out / "ctr_log_quick_table.md").is_file() and (out / "ctr_log_quick.png").is_file()
+    assert "base rate" in text and not (out / "ctr_quick.jsonl").exists()
+    rc = main(["bench", "ctr", "--schema", str(schema), "--out", str(out)])
+    assert rc == 2 and "--schema: needs --data" in capsys.readouterr().err
+    rc = main(["bench", "flat", "--data", str(p), "--out", str(out)])
+    assert rc == 2 and "only suite 'ctr'" in capsys.readouterr().err

@@ -35,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample-rate", type=float, default=None, help="share of log rows kept as samples (default 1; movielens 0.25)")
     p.add_argument("--min-history", type=int, default=1, help="visible behaviors a log sample needs (default 1)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the data: generator and sampling (default 0)")
-    p.add_argument("--users", type=int, default=None, help="synthetic: users (default: the benchmark's 1,200)")
+    p.add_argument("--users", type=int, default=None, help="synthetic: users (default: the benchmark's 2,400)")
     p.add_argument("--targets-per-user", type=int, default=None, help="synthetic: samples per user (default 125)")
     p.add_argument("--method", choices=(*METHODS, "all"), default="soft",
                    help="GSU method feeding the model, or 'all' for the full comparison table (default soft)")
@@ -55,6 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--export", default=None, help="TorchScript file of the trained ESU (checked against the eager model)")
     p.add_argument("--cache", default=None, help="folder for cached data and retrievals (default none)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--device", default="cpu", help="torch device for training and scoring, e.g. cuda:0 (default cpu)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON instead of a table")
     p.add_argument("--no-progress", action="store_true", help="never show progress bars")
 
@@ -107,7 +108,7 @@ def main(a: argparse.Namespace) -> int:
         if "content" in task.item_tables:
             methods.append("muse")
         recs = run_comparison(task, methods=methods, ks=_ints(a.ks, "ks"), seeds=_ints(a.seeds, "seeds"),
-                              train_config=tcfg, max_len=a.max_len, cache_dir=a.cache, say=say)
+                              train_config=tcfg, max_len=a.max_len, cache_dir=a.cache, say=say, device=a.device)
         rows = aggregate(recs)
         extra = {task.name: {"oracle": best_possible_auc(task), "base_rate": base_rate_baseline(task)}}
         if a.json:
@@ -120,6 +121,7 @@ def main(a: argparse.Namespace) -> int:
         data_seed=a.data_seed, train_config=tcfg, negatives=a.negatives, sample_rate=a.sample_rate,
         min_history=a.min_history, users=a.users, targets_per_user=a.targets_per_user, max_len=a.max_len,
         reference=a.reference, out=a.out, export=a.export, cache_dir=a.cache, say=None if tty and not a.no_progress else say,
+        device=a.device,
     )
     if a.json:
         print(json.dumps(summary, indent=2, default=float))

@@ -30,7 +30,7 @@ from gsu.ctr.train import TrainConfig, evaluate, fit
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run_comparison", "aggregate", "format_rows", "format_markdown", "plot_rows", "done_when", "best_possible_auc",
+__all__ = ["retrieval_oracle_auc", "run_comparison", "aggregate", "format_rows", "format_markdown", "plot_rows", "done_when", "best_possible_auc",
            "new_model", "cached_views", "retrieval_quality", "RETRIEVAL_METHODS"]
 
 RETRIEVAL_METHODS = ("last", "hard", "soft", "muse", "eta", "sdim", "twin")
@@ -93,7 +93,8 @@ def cached_views(task: CTRTask, method: str, k: int, *, reference: Any = None, r
             arrays[s + "_v"], arrays[s + "_m"] = res.vectors, res.mask
         else:
             views[s] = positions_view(task, s, res.positions, res.mask, label=label)
-            arrays[s + "_p"], arrays[s + "_m"] = res.positions, res.mask
+            # positions index one user's history: int32 halves the cache (read back as int64)
+            arrays[s + "_p"], arrays[s + "_m"] = res.positions.astype(np.int32), res.mask
     dt = time.perf_counter() - t0
     if path is not None:
         _atomic_savez(path, seconds=np.float64(dt), **arrays)
@@ -146,6 +147,60 @@ def retrieval_quality(task: CTRTask, view: BehaviorView, *, k: int, n_samples: i
     return {"recall": float(np.mean(np.concatenate(rec))), "attention_mass": float(np.mean(np.concatenate(mass)))}
 
 
+def retrieval_oracle_auc(task: CTRTask, view: BehaviorView, *, scale: float = 10.0, bias: float = -7.0,
+                         check: int = 32) -> float | None:
+    """AUC of the **planted click model restricted to the behaviors ``view`` holds**: for each
+    sample, ``sigmoid(a · Σ_i softmax_i(s_i/τ) s_i + b)`` over only the retrieved behaviors
+    ``i`` (``s_i = <e_target, e_i>`` with the generator's embeddings ``task.item_vectors``,
+    τ = ``task.info["attention_temperature"]``, ``a`` = ``scale``, ``b`` = ``bias``: the
+    generator's label_scale and label_bias). This is the AUC the true model itself would reach
+    if it could see only what the GSU retrieved: what retrieval costs before any training.
+    On a view holding every visible behavior it equals :func:`best_possible_auc`.
+
+    None for tasks without a planted model and for SDIM views (no positions). ``check``: that
+    many samples are first recomputed over their whole visible history and compared with the
+    task's recorded true probabilities (a ValueError if ``scale``/``bias`` are not the
+    generator's).
+    """
+    from gsu.datasets import planted_attention_prob
+
+    temp = task.info.get("attention_temperature")
+    if temp is None or "prob" not in task.samples or view.kind == "sdim":
+        return None
+    emb = np.asarray(task.item_vectors, dtype=np.float32)
+    smp = task.samples
+    if check:
+        rows = np.linspace(0, len(view) - 1, min(check, len(view))).astype(np.int64)
+        for r in rows:
+            si = int(view.samples[r])
+            h = task.store.history(int(smp["user"][si]))
+            vis = int(view.visible[r])
+            p = planted_attention_prob(emb[h.items[:vis]], emb[smp["target"][si:si + 1]], temperature=float(temp),
+                                       scale=scale, bias=bias)[0]
+            if abs(float(p) - float(smp["prob"][si])) > 1e-3:
+                raise ValueError(f"retrieval_oracle_auc: scale={scale}, bias={bias} do not reproduce the task's true "
+                                 f"probabilities (sample {si}: {float(p):.5f} vs {float(smp['prob'][si]):.5f})")
+    out = np.zeros(len(view), np.float32)
+    users = smp["user"][view.samples]
+    order = np.argsort(users, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, users[order][1:] != users[order][:-1], True])
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        sel = order[a:b]
+        h = task.store.history(int(users[sel[0]]))
+        pos = _view_positions(view, sel)                            # (n, K), -1 = pad
+        mask = pos >= 0
+        he = emb[h.items[np.where(mask, pos, 0)]]                   # (n, K, d)
+        s = np.einsum("nkd,nd->nk", he, emb[smp["target"][view.samples[sel]]])
+        z = np.where(mask, s / np.float32(temp), -np.inf)
+        zmax = z.max(axis=1, keepdims=True)
+        empty = ~np.isfinite(zmax[:, 0])
+        zmax[empty] = 0.0
+        e = np.exp(z - zmax)
+        att = np.where(empty, 0.0, (e * np.where(mask, s, 0)).sum(axis=1) / np.where(empty, 1.0, e.sum(axis=1)))
+        out[sel] = 1.0 / (1.0 + np.exp(-(scale * att + bias)))
+    return auc(smp["label"][view.samples], out)
+
+
 def _load_records(path: Path | None) -> list[dict[str, Any]]:
     if path is None or not path.is_file():
         return []
@@ -180,6 +235,7 @@ def run_comparison(
     records_path: str | Path | None = None,
     quality_samples: int = 2_000,
     say: Callable[[str], None] = print,
+    device: str = "cpu",
 ) -> list[dict[str, Any]]:
     """Train and test one ESU per (method, k, seed) on ``task``; return one record per run.
 
@@ -190,7 +246,8 @@ def run_comparison(
     retrieves with the same seed's full-attention model, so ``full`` runs first. With
     ``records_path`` every record is appended as it finishes and runs already recorded (same
     task, training settings, method, k, seed) are skipped; with ``cache_dir`` retrieved
-    positions and the trained models (``models/``) are kept there.
+    positions and the trained models (``models/``) are kept there. ``device``: where training
+    and evaluation run (a torch device string, default "cpu"; models end on the CPU).
     """
     import torch
 
@@ -259,9 +316,11 @@ def run_comparison(
             res = fit(model, task, views["train"], views["val"], config=cfg,
                       on_epoch=lambda h: logger.info("    epoch %d: loss %.4f val auc %.4f logloss %.4f (%.0fs)",
                                                      h["epoch"], h["train_loss"], h["val_auc"], h["val_logloss"],
-                                                     h["seconds"]))
+                                                     h["seconds"]), device=device)
             test = evaluate(model, task, views["test"], batch_size=cfg.eval_batch_size,
-                            max_behaviors_per_chunk=cfg.max_behaviors_per_chunk, shared_min_cap=cfg.shared_min_cap)
+                            max_behaviors_per_chunk=cfg.max_behaviors_per_chunk, shared_min_cap=cfg.shared_min_cap,
+                            device=device)
+            model.to("cpu")
             if method == "full":
                 refs[int(seed)] = model
             if mdir is not None and (method == "full" or int(seed) == int(seeds[0])):

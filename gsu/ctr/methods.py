@@ -283,6 +283,7 @@ def train_from_config(
     export: str | Path | None = None,
     cache_dir: str | Path | None = None,
     say: Any = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Build a task (:func:`build_task`), retrieve with ``method``, train the ESU
     (``train_config``, a :class:`~gsu.ctr.train.TrainConfig`; default = the benchmark's
@@ -291,7 +292,8 @@ def train_from_config(
     (``export``). Returns a summary dict. ``twin`` uses ``reference`` (a checkpoint) or, without
     one, first trains a full-attention reference with the same settings; so do SIM-soft, ETA
     and SDIM on a log without item embeddings (they search the reference's learned item
-    vectors)."""
+    vectors). ``device``: where training and evaluation run (a torch device string, default
+    "cpu"); retrieval, saving and export run on the CPU."""
     from gsu.bench.ctr import train_config as bench_config
     from gsu.ctr.baseline import base_rate_baseline
     from gsu.ctr.checkpoint import load_checkpoint, save_checkpoint
@@ -317,7 +319,8 @@ def train_from_config(
             say(f"{method}: training the full-attention reference first (its attention / learned item vectors)")
             rv, _ = cached_views(task, "full", k, max_len=max_len, splits=("train", "val"))
             ref_model = new_model(task, "full", seed=seed)
-            fit(ref_model, task, rv["train"], rv["val"], config=tcfg)
+            fit(ref_model, task, rv["train"], rv["val"], config=tcfg, device=device)
+            ref_model.to("cpu")
     t1 = time.perf_counter()
     views, rsec = cached_views(task, method, k, reference=ref_model, max_len=max_len, cache_dir=None)
     say(f"retrieval {LABELS[method]}: {len(views['train']) + len(views['val']) + len(views['test']):,} samples, "
@@ -325,9 +328,12 @@ def train_from_config(
     model = new_model(task, method, seed=seed)
     res = fit(model, task, views["train"], views["val"], config=tcfg,
               on_epoch=lambda h: say(f"epoch {h['epoch']}: train loss {h['train_loss']:.4f}  val AUC {h['val_auc']:.4f}"
-                                     f"  logloss {h['val_logloss']:.4f}  lr {h['lr']:.2g} [{h['seconds']:.1f}s]"))
+                                     f"  logloss {h['val_logloss']:.4f}  lr {h['lr']:.2g} [{h['seconds']:.1f}s]"),
+              device=device)
     test = evaluate(model, task, views["test"], batch_size=tcfg.eval_batch_size,
-                    max_behaviors_per_chunk=tcfg.max_behaviors_per_chunk, shared_min_cap=tcfg.shared_min_cap)
+                    max_behaviors_per_chunk=tcfg.max_behaviors_per_chunk, shared_min_cap=tcfg.shared_min_cap,
+                    device=device)
+    model.to("cpu")
     base = base_rate_baseline(task)
     q = retrieval_quality(task, views["test"], k=k, n_samples=1_000)
     summary = {

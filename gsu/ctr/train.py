@@ -8,6 +8,10 @@ whose few eligible users make it noisy) by ``min_delta``, whereupon it is multip
 ``lr_decay``; training stops after ``patience`` such epochs or ``epochs`` epochs, and the
 model ends holding the best epoch's weights.
 
+Device: ``fit``, ``evaluate`` and ``predict`` take ``device`` (a torch device string, default
+"cpu"): the model is moved there and every batch is copied there before its forward pass
+(batches are still assembled on the CPU from the NumPy task); scores come back as NumPy.
+
 Determinism (CPU): parameters are initialised from the seed (:func:`gsu.ctr.model.build_model`),
 batches are shuffled with ``np.random.default_rng([seed, epoch])``, dropout draws from a torch
 RNG seeded inside a forked RNG state, and ``torch.use_deterministic_algorithms(True)`` is on
@@ -29,7 +33,7 @@ import copy
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -178,6 +182,32 @@ def _steps(model: nn.Module, task: CTRTask, view: BehaviorView, config: TrainCon
         yield _chunks(batch, config.max_behaviors_per_chunk)
 
 
+def _device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device`, with a clear error for a bad or absent one."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device: expected a torch device string such as 'cpu' or 'cuda:0', got {device!r} ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: CUDA is not available on this machine (torch {torch.__version__})")
+    return dev
+
+
+def _to(unit: Any, dev: torch.device) -> Any:
+    """A copy of a :class:`Batch` or :class:`SharedBatch` with every tensor on ``dev`` (itself on the CPU)."""
+    if dev.type == "cpu":
+        return unit
+
+    def mv(x: Any) -> Any:
+        if x is None:
+            return None
+        if isinstance(x, tuple):
+            return type(x)(*(mv(t) for t in x))
+        return x.to(dev, non_blocking=True)
+
+    return type(unit)(*(mv(getattr(unit, f.name)) for f in fields(unit)))
+
+
 def _logits(model: nn.Module, unit: Any) -> torch.Tensor:
     if isinstance(unit, SharedBatch):
         return model.forward_shared(unit.target, unit.history, unit.mask)
@@ -186,37 +216,43 @@ def _logits(model: nn.Module, unit: Any) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model: nn.Module, task: CTRTask, view: BehaviorView, *, batch_size: int = 1024,
-            max_behaviors_per_chunk: int = 1_048_576, shared_min_cap: int = 512) -> np.ndarray:
-    """Click probabilities ``(S,)`` float32 for every row of ``view`` (view order)."""
+            max_behaviors_per_chunk: int = 1_048_576, shared_min_cap: int = 512,
+            device: str | torch.device = "cpu") -> np.ndarray:
+    """Click probabilities ``(S,)`` float32 for every row of ``view`` (view order), computed
+    on ``device`` (the model is moved there)."""
     _check_pair(model, view)
+    dev = _device(device)
+    model.to(dev)
     was_training = model.training
     model.eval()
     out = np.zeros(len(view), np.float32)
     try:
         if uses_shared(model, view, shared_min_cap):
             for p in user_pieces(view, max_targets=batch_size, max_behaviors=max_behaviors_per_chunk):
-                sb = _shared(model, task, view, p)
-                out[p] = torch.sigmoid(_logits(model, sb)).numpy()
+                sb = _to(_shared(model, task, view, p), dev)
+                out[p] = torch.sigmoid(_logits(model, sb)).cpu().numpy()
         else:
             for batch in _batches(model, task, view, batch_size=batch_size, by_length=True):
                 for ch in _chunks(batch, max_behaviors_per_chunk):
-                    out[ch.index.numpy()] = torch.sigmoid(model(*ch.model_inputs())).numpy()
+                    out[ch.index.numpy()] = torch.sigmoid(model(*_to(ch, dev).model_inputs())).cpu().numpy()
     finally:
         model.train(was_training)
     return out
 
 
 def evaluate(model: nn.Module, task: CTRTask, view: BehaviorView, *, batch_size: int = 1024,
-             max_behaviors_per_chunk: int = 1_048_576, shared_min_cap: int = 512) -> dict[str, float]:
+             max_behaviors_per_chunk: int = 1_048_576, shared_min_cap: int = 512,
+             device: str | torch.device = "cpu") -> dict[str, float]:
     """``{"auc", "gauc", "logloss", "n", "infer_seconds", "infer_samples_per_s"}`` on a view.
 
     GAUC weights each user's AUC by the user's number of samples and skips single-class users
     (see :mod:`gsu.ctr.metrics`); it is NaN when no user has both classes. Inference time
     covers batch assembly and the forward pass, not retrieval (precomputed in the view).
+    ``device``: where the forward passes run (see :func:`predict`).
     """
     t0 = time.perf_counter()
     p = predict(model, task, view, batch_size=batch_size, max_behaviors_per_chunk=max_behaviors_per_chunk,
-                shared_min_cap=shared_min_cap)
+                shared_min_cap=shared_min_cap, device=device)
     dt = time.perf_counter() - t0
     s = task.samples
     y = s["label"][view.samples]
@@ -240,23 +276,29 @@ def _key(v: dict[str, float], select: str) -> float:
 
 
 def fit(model: nn.Module, task: CTRTask, train: BehaviorView, val: BehaviorView, *,
-        config: TrainConfig = TrainConfig(), on_epoch: Callable[[dict[str, float]], None] | None = None) -> FitResult:
+        config: TrainConfig = TrainConfig(), on_epoch: Callable[[dict[str, float]], None] | None = None,
+        device: str | torch.device = "cpu") -> FitResult:
     """Train ``model`` on the ``train`` view with AdamW and binary cross-entropy (see the
     module docstring for the recipe); after each epoch evaluate on ``val`` (and call
     ``on_epoch`` with that epoch's history entry). The model ends holding the best epoch's
-    weights (by ``config.select``), in eval mode."""
+    weights (by ``config.select``), in eval mode, on ``device`` (a torch device string:
+    "cpu", the default, or e.g. "cuda:0"; batches are assembled on the CPU and copied there;
+    bit-for-bit determinism is promised on the CPU only)."""
     from tqdm.auto import tqdm
 
     _check_pair(model, train)
     _check_pair(model, val)
     if len(train) == 0 or len(val) == 0:
         raise ValueError("fit: the train and validation views must be non-empty")
+    dev = _device(device)
+    model.to(dev)
     prev_det = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     result = FitResult()
     disable = None if config.progress is None else not config.progress
     try:
-        with torch.random.fork_rng(devices=[]):
+        cuda_ids = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda_ids):
             torch.manual_seed(config.seed)
             opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                     weight_decay=config.weight_decay)
@@ -281,6 +323,7 @@ def fit(model: nn.Module, task: CTRTask, train: BehaviorView, val: BehaviorView,
                         g["lr"] = lr_now * scale
                     opt.zero_grad(set_to_none=True)
                     for u in units:
+                        u = _to(u, dev)
                         loss = loss_fn(_logits(model, u), u.label) / b
                         loss.backward()
                         tot_loss += float(loss.detach()) * b
@@ -294,7 +337,7 @@ def fit(model: nn.Module, task: CTRTask, train: BehaviorView, val: BehaviorView,
                 n_seen += len(train)
                 v = evaluate(model, task, val, batch_size=config.eval_batch_size,
                              max_behaviors_per_chunk=config.max_behaviors_per_chunk,
-                             shared_min_cap=config.shared_min_cap)
+                             shared_min_cap=config.shared_min_cap, device=dev)
                 key = _key(v, config.select)
                 result.history.append({"epoch": epoch, "train_loss": tot_loss / len(train), "val_auc": v["auc"],
                                        "val_gauc": v["gauc"], "val_logloss": v["logloss"], "lr": lr_now,
