@@ -274,43 +274,102 @@ def test_energy_threshold_matches_sorted_reference():
             assert _energy_threshold(v.copy(), m, target, hsum, np.empty(m, np.float32)) == want
 
 
-def test_inverted_summaries_match_blockwise_dot(coll, exact_seismic):
-    """Component-major summaries: both lookup paths (binary search over the query's
-    components, dense probe over the list's) give the dequantised summary dot of every
-    block, and with ``summary_energy=1`` that dot bounds every document of the block."""
-    from gsu.index._seismic_kernels import _list_summary_dots
+def _summary_arrays(idx):
+    a = idx._a
+    return (a["sum_ent"], a["sum_bit"], a["sum_pack"], a["sum_start"], a["sum_dir"], a["sum_comp"], a["sum_bmp"], a["sum_bm"])
 
-    docs, queries = coll
+
+def _reference_summaries(docs, idx, l, energy):
+    """Block summaries of list ``l`` recomputed from the documents: coordinate-wise max,
+    energy cut (the crossing entry kept), 8-bit codes ``round((v - min) / scale)`` with
+    the block's stored scale/min. Returns sorted (comp, blk, code) int64 arrays."""
+    a = idx._a
+    b0, b1 = int(a["list_blk"][l]), int(a["list_blk"][l + 1])
+    out = []
+    for b in range(b0, b1):
+        rows = a["post_docs"][a["blk_ptr"][b]:a["blk_ptr"][b + 1]]
+        mx = np.asarray(docs[rows].max(axis=0).todense()).ravel().astype(np.float32)
+        comps = np.flatnonzero(mx)
+        v = mx[comps]
+        if energy < 1.0:
+            s_ = np.sort(v)[::-1]
+            cut = s_[min(int(np.searchsorted(np.cumsum(s_, dtype=np.float64), energy * float(v.sum(dtype=np.float64)))), s_.size - 1)]
+            keep = v >= cut
+            comps, v = comps[keep], v[keep]
+        scale, mn = np.float32(a["blk_scale"][b]), np.float32(a["blk_min"][b])
+        code = np.zeros(v.size, np.int64) if scale == 0 else np.minimum(np.floor((v - mn) / scale + np.float32(0.5)), 255).astype(np.int64)
+        out.append(np.stack([comps, np.full(v.size, b - b0), code], axis=1))
+    ref = np.concatenate(out)
+    return ref[np.lexsort((ref[:, 1], ref[:, 0]))]
+
+
+@pytest.mark.parametrize("energy", [1.0, 0.4])
+def test_compact_summaries_decode_to_the_block_summaries(coll, energy):
+    """The bit-packed, component-major summaries are lossless: decoding every list gives back
+    exactly the (component, block, 8-bit code) triples of the per-block summaries, for both
+    directory kinds (sorted component ids and vocabulary bitmaps)."""
+    from gsu.index._seismic_kernels import summary_list_entries
+
+    docs, _ = coll
     docs = docs.tocsr()
-    a = exact_seismic._a
-    rng = np.random.default_rng(7)
-    lens = np.diff(a["ls_ptr"])
-    lists = np.argsort(-lens)[:5]
+    idx = SeismicIndex.build(docs, n_postings=40, summary_energy=energy, centroid_fraction=0.2, seed=2)
+    a = idx._a
+    bitmap = np.diff(a["sum_bmp"]) > 0
+    nonempty = np.diff(a["list_blk"]) > 0
+    assert bitmap[nonempty].any() and (~bitmap[nonempty]).any()  # both directory kinds occur
+    rng = np.random.default_rng(0)
+    kinds = [np.flatnonzero(nonempty & bitmap), np.flatnonzero(nonempty & ~bitmap)]
+    lists = np.concatenate([rng.choice(x, min(6, x.size), replace=False) for x in kinds])
+    total = 0
     for l in lists:
+        comp, blk, code = summary_list_entries(int(l), a["list_blk"], *_summary_arrays(idx))
+        got = np.stack([comp, blk, code], axis=1)
+        np.testing.assert_array_equal(got, _reference_summaries(docs, idx, int(l), energy))
+        total += got.shape[0]
+    assert total > 0
+    assert idx.stats()["n_summary_entries"] == sum(
+        summary_list_entries(l, a["list_blk"], *_summary_arrays(idx))[0].shape[0] for l in range(V))
+
+
+@pytest.mark.parametrize("vocab", [V, 30_000])
+def test_summary_dots_match_decoded_summaries(coll, vocab):
+    """All three summary lookup paths (bitmap rank — the small vocabulary —, binary search in
+    sorted ids, sorted ids walked against the dense query — the large one) give the
+    dequantised dot of every block; with ``summary_energy=1`` that dot bounds every
+    document of the block up to the 8-bit rounding."""
+    from gsu.index._seismic_kernels import _list_summary_dots, summary_list_entries
+
+    docs = coll[0] if vocab == V else sparse_collection(1000, 1, vocab_size=vocab, avg_nnz=40, seed=5).docs
+    docs = docs.tocsr()
+    idx = SeismicIndex.build(docs, n_postings=60, summary_energy=1.0, centroid_fraction=0.2, seed=1)
+    a = idx._a
+    rng = np.random.default_rng(7)
+    nonempty = np.flatnonzero(np.diff(a["list_blk"]) > 0)
+    bitmap = (np.diff(a["sum_bmp"]) > 0)[nonempty]
+    kind = nonempty[bitmap] if vocab == V else nonempty[~bitmap]
+    assert kind.size >= 8
+    lists = rng.choice(kind, 8, replace=False)
+    for l in lists:
+        l = int(l)
         b0, b1 = int(a["list_blk"][l]), int(a["list_blk"][l + 1])
         nb_ = b1 - b0
-        s, e = int(a["ls_ptr"][l]), int(a["ls_ptr"][l + 1])
-        comps = a["inv_comp"][s:e].astype(np.int64)
-        assert np.all(np.diff(comps) >= 0)
-        vals = a["inv_code"][s:e] * a["blk_scale"][b0 + a["inv_blk"][s:e].astype(np.int64)] \
-            + a["blk_min"][b0 + a["inv_blk"][s:e].astype(np.int64)]
-        for n_terms in (2, V):  # few terms: binary search path; all terms: dense probe path
-            qc = np.sort(rng.choice(V, size=n_terms, replace=False)).astype(np.int32)
+        comp, blk, code = summary_list_entries(l, a["list_blk"], *_summary_arrays(idx))
+        vals = code * a["blk_scale"][b0 + blk] + a["blk_min"][b0 + blk]
+        for n_terms in (2, vocab):  # few terms: lookups; all terms: a sorted directory is walked
+            qc = np.sort(rng.choice(vocab, size=n_terms, replace=False)).astype(np.int32)
             if n_terms == 2:
-                qc[0] = comps[len(comps) // 2]
+                qc[0] = comp[len(comp) // 2]
                 qc = np.unique(qc).astype(np.int32)
             qv = rng.random(qc.shape[0]).astype(np.float32) + 0.1
-            qdense = np.zeros(V, np.float32)
+            qdense = np.zeros(vocab, np.float32)
             qdense[qc] = qv
-            acc = np.empty(nb_, np.float32)
-            aq = np.empty(nb_, np.float32)
-            dots = np.empty(nb_, np.float32)
-            _list_summary_dots(l, b0, nb_, 0, qc.shape[0], qc, qdense, a["ls_ptr"], a["inv_comp"], a["inv_blk"],
-                               a["inv_code"], a["blk_scale"], a["blk_min"], acc, aq, dots)
+            acc, aq, dots = (np.empty(2 * nb_ + 2, np.float32) for _ in range(3))
+            _list_summary_dots(l, b0, nb_, 0, qc.shape[0], qc, qdense, a["sum_ent"], a["sum_bit"], a["sum_pack"],
+                               a["sum_start"], a["sum_dir"], a["sum_comp"], a["sum_bmp"], a["sum_bm"], a["sum_sptr"],
+                               a["sum_samp"], a["blk_scale"], a["blk_min"], acc, aq, dots)
             ref = np.zeros(nb_, np.float64)
-            np.add.at(ref, a["inv_blk"][s:e].astype(np.int64), vals * qdense[comps])
-            np.testing.assert_allclose(dots, ref, rtol=1e-4, atol=1e-4)
-            # upper bound of each block's documents, up to the 8-bit rounding
+            np.add.at(ref, blk, vals * qdense[comp])
+            np.testing.assert_allclose(dots[:nb_], ref, rtol=1e-4, atol=1e-4)
             for b in range(nb_):
                 rows = a["post_docs"][a["blk_ptr"][b0 + b]:a["blk_ptr"][b0 + b + 1]]
                 best = float((docs[rows] @ qdense).max())
