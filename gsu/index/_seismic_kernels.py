@@ -29,9 +29,46 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from numba.core import types as _nbt
+from numba.experimental import structref
+
 from gsu._simd import load_f32, load_index, prefetch
 from gsu.index._bits import ctz64, load_u32, load_u64, popcount64
 from gsu.index._kernels import heap_push, heap_sorted, lower_bound
+
+# ---------------------------------------------------------------------------
+# the index as one kernel argument
+# ---------------------------------------------------------------------------
+VIEW_FIELDS = (
+    "fwd_indptr", "fwd_comps", "fwd_vals", "list_blk", "blk_ptr", "post_docs", "list_max", "blk_scale", "blk_min",
+    "sum_ent", "sum_bit", "sum_pack", "sum_start", "sum_dir", "sum_comp", "sum_bmp", "sum_bm", "sum_sptr", "sum_samp",
+    "qdense", "vstamp", "astamp", "stamp",
+)
+
+
+@structref.register
+class IndexViewType(_nbt.StructRef):
+    """numba type of :class:`IndexView`."""
+
+    def preprocess_fields(self, fields):
+        return tuple((name, _nbt.unliteral(t)) for name, t in fields)
+
+
+class IndexView(structref.StructRefProxy):
+    """The arrays one search reads, bundled so that a call passes one object instead of ~25
+    arrays (numba unboxes each array argument on every call; this costs microseconds per
+    query, as much as a cheap query itself). Fields, in order, :data:`VIEW_FIELDS`: the
+    forward index, posting lists, block and summary arrays of ``SeismicIndex`` and the
+    per-thread search scratch — ``qdense`` (threads, dim) float32 all-zero between
+    searches, ``vstamp``/``astamp`` (threads, n) int32 visited/allowed stamps, ``stamp``
+    (1,) int64 the last stamp used."""
+
+    def __new__(cls, *arrays):
+        return structref.StructRefProxy.__new__(cls, *arrays)
+
+
+structref.define_proxy(IndexView, IndexViewType, list(VIEW_FIELDS))
+
 
 # ---------------------------------------------------------------------------
 # small helpers
@@ -108,6 +145,7 @@ def _prefetch_doc(fwd_indptr, fwd_comps, fwd_vals, d):
 
 
 _PF_DIST = 2  # documents prefetched ahead of the one scored
+_STAMP_LIMIT = 2**31 - 2
 _CAND = 64  # documents picked per chunk of a block before scoring them (search scratch)
 _ENERGY_BUCKETS = 512
 
@@ -652,24 +690,23 @@ def _check_queries(q_indptr, q_comps, q_vals, dim):
 
 
 def _search_impl(
-    q_indptr, q_comps, q_vals, dim, k, query_cut, heap_factor, first_sorted,
-    fwd_indptr, fwd_comps, fwd_vals,
-    list_blk, blk_ptr, post_docs, blk_scale, blk_min,
-    sum_ent, sum_bit, sum_pack, sum_start, sum_dir, sum_comp, sum_bmp, sum_bm, sum_sptr, sum_samp,
-    list_max, term_order, n_indexed, mode, allowed, blk_ok, f_indptr, f_rows, exact_max,
-    n_threads, s_qdense, s_vstamp, s_astamp, stamp_base, max_blocks,
+    v, q_indptr, q_comps, q_vals, dim, k, query_cut, heap_factor, first_sorted, term_order, n_indexed,
+    mode, allowed, blk_ok, f_indptr, f_rows, exact_max, n_threads, max_blocks,
     out_rows, out_scores, counts, n_scored,
 ):
-    """Top-``k`` of each query (see module docstring for the index layout).
+    """Top-``k`` of each query over the index ``v`` (an :class:`IndexView`).
 
-    ``mode``: 0 no filter; 1 shared filter — ``allowed`` (n,) uint8 row mask, ``blk_ok``
+    ``heap_factor``: float (a block is skipped when its summary dot is below it times
+    the k-th score); ``term_order``: 0 the ``query_cut`` heaviest query terms open
+    their lists, 1 the terms of largest ``weight × list_max``. ``mode``: 0 no filter; 1 shared filter — ``allowed`` (n,) uint8 row mask, ``blk_ok``
     (n_blocks,) uint8 (0: the block holds no allowed row), the allowed rows listed in
     ``f_rows[f_indptr[0]:f_indptr[1]]``; 2 per-query filter — query ``q`` allows the
     sorted rows ``f_rows[f_indptr[q]:f_indptr[q+1]]``. A query whose filter allows at
     most ``exact_max`` rows is answered exactly from the forward index. Rows
     ``>= n_indexed`` (added after the last build) are always scored exactly.
-    Stamps ``stamp_base + q + 1`` mark visited (``s_vstamp``) and allowed (``s_astamp``)
-    rows per thread; ``s_qdense`` rows must be all-zero on entry and are left so.
+    Stamps ``v.stamp[0] + q + 1`` mark visited (``v.vstamp``) and allowed (``v.astamp``)
+    rows per thread (``v.stamp[0]`` advances by the batch size; the stamps are zeroed
+    only when they would overflow); ``v.qdense`` rows are all-zero on entry and left so.
     Only documents with a positive score are returned.
 
     The queries are checked first (:func:`_check_queries`); on a nonzero code nothing
@@ -678,12 +715,42 @@ def _search_impl(
     code, bad_row = _check_queries(q_indptr, q_comps, q_vals, dim)
     if code != 0:
         return code, bad_row
+    fwd_indptr = v.fwd_indptr
+    fwd_comps = v.fwd_comps
+    fwd_vals = v.fwd_vals
+    list_blk = v.list_blk
+    blk_ptr = v.blk_ptr
+    post_docs = v.post_docs
+    list_max = v.list_max
+    blk_scale = v.blk_scale
+    blk_min = v.blk_min
+    sum_ent = v.sum_ent
+    sum_bit = v.sum_bit
+    sum_pack = v.sum_pack
+    sum_start = v.sum_start
+    sum_dir = v.sum_dir
+    sum_comp = v.sum_comp
+    sum_bmp = v.sum_bmp
+    sum_bm = v.sum_bm
+    sum_sptr = v.sum_sptr
+    sum_samp = v.sum_samp
+    s_qdense = v.qdense
+    s_vstamp = v.vstamp
+    s_astamp = v.astamp
+    heap_factor = np.float32(heap_factor)
     nq = q_indptr.shape[0] - 1
     n = fwd_indptr.shape[0] - 1
+    # stamps: query q of this call marks rows with stamp_base + q + 1 (never re-zeroed but on wrap)
+    stamp_base = v.stamp[0]
+    if stamp_base + nq + 1 >= _STAMP_LIMIT:
+        s_vstamp[:] = 0
+        s_astamp[:] = 0
+        stamp_base = 0
+    v.stamp[0] = stamp_base + nq
     for t in nb.prange(n_threads):
         qdense = s_qdense[t]
         vstamp = s_vstamp[t]
-        astamp = s_astamp[t] if mode == 2 else s_vstamp[t]
+        astamp = s_astamp[t]
         hs = np.empty(k, np.float32)
         hr = np.empty(k, np.int64)
         # room for any block id a list's bit width can encode (a damaged file cannot write past it)

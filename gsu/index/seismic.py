@@ -94,9 +94,10 @@ def _check_calibration(cal: Any) -> dict[str, Any] | None:
     """A calibration read from a file: ``None`` or the dict :meth:`SeismicIndex.calibrate` stores."""
     if cal is None:
         return None
-    ok = isinstance(cal, dict) and isinstance(cal.get("points"), list) and isinstance(cal.get("target_recall"), (int, float))
+    ok = isinstance(cal, dict) and isinstance(cal.get("points"), list) and isinstance(cal.get("target_recall"), (int, float)) \
+        and isinstance(cal.get("grid", []), list)
     if ok:
-        for p in cal["points"]:
+        for p in cal["points"] + cal.get("grid", []):
             ok = ok and isinstance(p, list) and len(p) == 5 and isinstance(p[0], int) and p[0] >= 1 \
                 and all(isinstance(x, (int, float)) and math.isfinite(x) for x in p) and p[1] >= 0
     if not ok or not 0 < float(cal["target_recall"]) <= 1:
@@ -196,7 +197,8 @@ class SeismicIndex(Index):
         self._comp_dtype = np.uint16 if self.dim <= 65536 else np.int32
         self._set_empty()
         self._lock = threading.Lock()
-        self._scratch: dict[str, Any] = {}
+        self._view: Any = None
+        self._view_threads = 0
         self._term_order = 0
         self._calibration: dict[str, Any] | None = None
         self._op_cache: dict[Any, tuple[int, float]] = {}
@@ -346,7 +348,7 @@ class SeismicIndex(Index):
         a["fwd_comps"] = np.concatenate([a["fwd_comps"], rows.indices.astype(self._comp_dtype)])
         a["fwd_vals"] = np.concatenate([a["fwd_vals"], stored])
         self._idmap = IdMap(np.concatenate([self._idmap.ids, new_ids]))
-        self._scratch = {}
+        self._drop_view()
         delta = self.ntotal - self._n_indexed
         if self._n_indexed == 0 or delta > self.rebuild_fraction * self._n_indexed:
             self.rebuild()
@@ -384,6 +386,7 @@ class SeismicIndex(Index):
         if n == 0:
             self._set_empty_lists()
             self._n_indexed = 0
+            self._drop_view()
             return
         indptr, comps, vals = a["fwd_indptr"], a["fwd_comps"], self._values_f32()
         nnz = int(vals.shape[0])
@@ -490,8 +493,7 @@ class SeismicIndex(Index):
         self._max_blocks = int(nblk.max()) if vocab else 0
         self._n_summary_entries = int(sizes[:, 0].sum())
         self._n_indexed = n
-        self._scratch = {}
-        self._op_cache = {}
+        self._drop_view()
         log.debug("seismic build: %s", self.stats())
         if self.auto_calibrate:
             prev = self._calibration
@@ -620,15 +622,10 @@ class SeismicIndex(Index):
         kernel = _sk.search_serial if n_threads <= 1 else _sk.search_parallel
         for attempt in range(2):
             with self._lock:
-                qd, vst, ast, base = self._get_scratch(n_threads, nq, need_allowed=mode == 2)
+                view = self._view if self._view_threads >= n_threads else self._make_view(n_threads)
                 code, bad = kernel(
-                    q_indptr, q_comps, q_vals, self.dim, k, qc, hf, first_sorted,
-                    a["fwd_indptr"], a["fwd_comps"], a["fwd_vals"],
-                    a["list_blk"], a["blk_ptr"], a["post_docs"], a["blk_scale"], a["blk_min"],
-                    a["sum_ent"], a["sum_bit"], a["sum_pack"], a["sum_start"], a["sum_dir"], a["sum_comp"],
-                    a["sum_bmp"], a["sum_bm"], a["sum_sptr"], a["sum_samp"],
-                    a["list_max"], self._term_order, self._n_indexed, mode, allowed, blk_ok, f_indptr, f_rows, exact_max,
-                    n_threads, qd, vst, ast, base, self._max_blocks or 1,
+                    view, q_indptr, q_comps, q_vals, self.dim, k, qc, hf, first_sorted, self._term_order, self._n_indexed,
+                    mode, allowed, blk_ok, f_indptr, f_rows, exact_max, n_threads, self._max_blocks,
                     out_r, out_s, counts, scored,
                 )
             if code == 0:
@@ -653,15 +650,10 @@ class SeismicIndex(Index):
         scored = np.empty(nq, np.int64)
         kernel = _sk.search_serial if n_threads <= 1 else _sk.search_parallel
         with self._lock:
-            qd, vst, ast, base = self._get_scratch(n_threads, nq, need_allowed=False)
+            view = self._view if self._view_threads >= n_threads else self._make_view(n_threads)
             code, _ = kernel(
-                q.indptr, q.indices, q.data, self.dim, k, qc, np.float32(hf), True,
-                a["fwd_indptr"], a["fwd_comps"], a["fwd_vals"],
-                a["list_blk"], a["blk_ptr"], a["post_docs"], a["blk_scale"], a["blk_min"],
-                a["sum_ent"], a["sum_bit"], a["sum_pack"], a["sum_start"], a["sum_dir"], a["sum_comp"],
-                a["sum_bmp"], a["sum_bm"], a["sum_sptr"], a["sum_samp"],
-                a["list_max"], self._term_order, self._n_indexed, 0, _EMPTY_U8, _EMPTY_U8, _ZERO2_I64, _EMPTY_I64, 0,
-                n_threads, qd, vst, ast, base, self._max_blocks or 1,
+                view, q.indptr, q.indices, q.data, self.dim, k, qc, float(hf), True, self._term_order, self._n_indexed,
+                0, _EMPTY_U8, _EMPTY_U8, _ZERO2_I64, _EMPTY_I64, 0, n_threads, self._max_blocks,
                 out_r, out_s, counts, scored,
             )
         if code != 0:
@@ -708,7 +700,7 @@ class SeismicIndex(Index):
         Returns:
             The stored calibration: ``{"target_recall", "k", "n_queries", "source",
             "points": [[query_cut, heap_factor, recall, recall_lcb, ms_per_query], ...]
-            (Pareto front, fastest first), "seconds"}``.
+            (the Pareto front, fastest first), "grid": every measured point, "seconds"}``.
         """
         import time
 
@@ -774,6 +766,7 @@ class SeismicIndex(Index):
         self._calibration = {
             "target_recall": target_recall, "k": k, "n_queries": int(q.n), "source": source,
             "points": [[int(p[0]), float(p[1]), round(p[2], 6), round(p[3], 6), round(p[4], 6)] for p in front],
+            "grid": [[int(p[0]), float(p[1]), round(p[2], 6), round(p[3], 6), round(p[4], 6)] for p in measured],
             "seconds": round(time.perf_counter() - t_start, 3),
         }
         self._op_cache = {}
@@ -861,19 +854,22 @@ class SeismicIndex(Index):
         m.sum_duplicates()
         return as_csr(m, name="queries", dim=self.dim, allow_negative=False), src.astype(np.int64)
 
-    def _operating_point(self, query_cut: Any, heap_factor: Any, target_recall: Any) -> tuple[int, np.float32]:
+    def _operating_point(self, query_cut: Any, heap_factor: Any, target_recall: Any) -> tuple[int, float]:
         """``(query_cut, heap_factor)`` of one search: the explicit values, else the calibrated point for ``target_recall``."""
-        if query_cut is not None and type(query_cut) is not int or (type(query_cut) is int and query_cut < 1):
-            query_cut = check_positive_int(query_cut, name="query_cut")
-        if heap_factor is not None:
-            heap_factor = _check_fraction(heap_factor, name="heap_factor", lo=0.0, hi=1e9, lo_open=False)
+        if query_cut is None and heap_factor is None:
+            hit = self._op_cache.get(target_recall)
+            return hit if hit is not None else self._calibrated_point(target_recall)
+        if target_recall is not None:
+            raise ValueError("target_recall: pass it alone, or query_cut and heap_factor, not both")
+        if type(query_cut) is not int or query_cut < 1:
+            query_cut = None if query_cut is None else check_positive_int(query_cut, name="query_cut")
+        if type(heap_factor) is not float or not 0.0 <= heap_factor < 1e9:
+            heap_factor = None if heap_factor is None else _check_fraction(heap_factor, name="heap_factor", lo=0.0, hi=1e9, lo_open=False)
         if query_cut is None or heap_factor is None:
-            qc0, hf0 = self._calibrated_point(target_recall)
+            qc0, hf0 = self._calibrated_point(None)
             query_cut = qc0 if query_cut is None else query_cut
             heap_factor = hf0 if heap_factor is None else heap_factor
-        elif target_recall is not None:
-            raise ValueError("target_recall: pass it alone, or query_cut and heap_factor, not both")
-        return query_cut, np.float32(heap_factor)
+        return query_cut, heap_factor
 
     def _calibrated_point(self, target_recall: Any) -> tuple[int, float]:
         cache = self._op_cache
@@ -896,26 +892,23 @@ class SeismicIndex(Index):
             cache[target_recall] = point
         return point
 
-    def _get_scratch(self, n_threads: int, nq: int, *, need_allowed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """Per-thread scratch kept between calls: dense query rows and visited/allowed stamps."""
-        s = self._scratch
+    def _make_view(self, n_threads: int) -> Any:
+        """(Re)create the kernel's view of the arrays with search scratch for ``n_threads`` threads."""
+        a = self._a
+        t = max(n_threads, self._view_threads, 1)
         n = self.ntotal
-        if s.get("threads", 0) < n_threads:
-            s.clear()
-            s["threads"] = n_threads
-            s["qdense"] = np.zeros((n_threads, self.dim), np.float32)
-            s["vstamp"] = np.zeros((n_threads, n), np.int32)
-            s["astamp"] = np.zeros((n_threads, 0), np.int32)
-            s["stamp"] = 0
-        if need_allowed and s["astamp"].shape[1] != n:
-            s["astamp"] = np.zeros((s["threads"], n), np.int32)
-        base = s["stamp"]
-        if base + nq + 1 >= _STAMP_LIMIT:
-            s["vstamp"][:] = 0
-            s["astamp"][:] = 0
-            base = 0
-        s["stamp"] = base + nq
-        return s["qdense"], s["vstamp"], s["astamp"], base
+        self._view = _sk.IndexView(
+            *(a[name] for name in _sk.VIEW_FIELDS[:19]),
+            np.zeros((t, self.dim), np.float32), np.zeros((t, n), np.int32), np.zeros((t, n), np.int32), np.zeros(1, np.int64),
+        )
+        self._view_threads = t
+        return self._view
+
+    def _drop_view(self) -> None:
+        """Forget the kernel view (after the arrays changed)."""
+        self._view = None
+        self._view_threads = 0
+        self._op_cache = {}
 
     # -- persistence -------------------------------------------------------
     def _config(self) -> dict[str, Any]:
