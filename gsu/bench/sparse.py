@@ -59,6 +59,7 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
+from gsu._validate import check_positive_int
 from gsu.bench import harness
 
 log = logging.getLogger(__name__)
@@ -430,6 +431,8 @@ def run(
     seed: int = 0,
     cache_dir: Path | None = None,
     only: tuple[str, ...] | None = None,
+    build_only: bool = False,
+    rounds: int | None = None,
 ) -> list[dict[str, Any]]:
     """Run the suite; returns the records (also written to ``out_dir/sparse.jsonl``).
 
@@ -443,17 +446,23 @@ def run(
         cache_dir: keep generated data, built indexes and their build times there and
             reuse them (a record run can then time searches alone).
         only: run only these data sets (names as in the module docstring).
+        build_only: generate the data and build both indexes into ``cache_dir`` (with
+            their build times and sizes), time nothing; a later run reuses them, so that
+            the long builds can run beside other work and the timed run stays short.
+        rounds: timed rounds per measurement after the warm-up pass (default 5; quick 2).
     """
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # pyseismic's build pool
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cache = Path(cache_dir) if cache_dir is not None else None
+    if build_only and cache is None:
+        raise ValueError("build_only: needs cache_dir (the built indexes are kept there)")
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
     pinned = harness.pin_threads(threads)
     machine = harness.machine_info()
     nq = n_queries or (40 if quick else 300)
-    rounds = 2 if quick else 5
+    rounds = (2 if quick else 5) if rounds is None else check_positive_int(rounds, name="rounds")
     grid = list(QUICK_GRID) if quick else [(qc, hf) for qc in GRID_QC for hf in GRID_HF]
     base = {"suite": "sparse", "k": K, "threads": threads, "pinned": pinned, "machine": machine["processor"],
             "versions": machine["versions"]}
@@ -466,10 +475,16 @@ def run(
         if data is None:
             continue
         docs, queries = data
+        if build_only:
+            _, _, info = _build_both(docs, name, cache, seed)
+            print(f"[sparse] {name}: built {json.dumps(info)}", flush=True)
+            continue
         recs = _run_dataset(name, docs, queries, synthetic=synthetic, base={**base, "data_s": time.perf_counter() - t0},
                             grid=grid, rounds=rounds, threads=threads, quick=quick, seed=seed, cache=cache)
         records += recs
         _plot(recs, out_dir / f"sparse_{name}.png", f"sparse {name}: recall@{K} vs queries/s (upper right is better)")
+    if build_only:
+        return records
     harness.write_jsonl(out_dir / "sparse.jsonl", records)
     _print_tables(records)
     return records
@@ -638,15 +653,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=None, help="cache folder for data, indexes and phase records")
     p.add_argument("--only", nargs="*", default=None, help="data sets to run")
+    p.add_argument("--build-only", action="store_true", help="build and cache the indexes (needs --cache), time nothing")
     p.add_argument("--scale", type=int, default=None, help="run the N-document step (each library in its own process)")
     p.add_argument("--phases", nargs="*", default=None)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds per measurement (suite default 5, scale step 3)")
     p.add_argument("--phase", default=None, help=argparse.SUPPRESS)
     p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if a.phase:
-        rec = _scale_phase(a.phase, a.n, a.n_queries or 300, a.seed, Path(a.cache), a.rounds)
+        rec = _scale_phase(a.phase, a.n, a.n_queries or 300, a.seed, Path(a.cache), a.rounds or 3)
         rp = Path(a.cache) / f"phase_{a.n}_{a.phase}.json"
         tmp = rp.with_suffix(".tmp")
         tmp.write_text(json.dumps(rec, default=harness._json_default))
@@ -657,10 +673,11 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("--scale needs --cache")
         kw = {"phases": tuple(a.phases)} if a.phases else {}
         run_scale(out_dir=Path(a.out), n=a.scale, cache_dir=Path(a.cache), n_queries=a.n_queries or 300, seed=a.seed,
-                  rounds=a.rounds, threads=a.threads, **kw)
+                  rounds=a.rounds or 3, threads=a.threads, **kw)
         return 0
     run(out_dir=Path(a.out), quick=a.quick, threads=a.threads, n_queries=a.n_queries, seed=a.seed,
-        cache_dir=Path(a.cache) if a.cache else None, only=tuple(a.only) if a.only else None)
+        cache_dir=Path(a.cache) if a.cache else None, only=tuple(a.only) if a.only else None, build_only=a.build_only,
+        rounds=a.rounds)
     return 0
 
 
