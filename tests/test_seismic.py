@@ -11,6 +11,7 @@ import scipy.sparse as sp
 from gsu.datasets import sparse_collection
 from gsu.errors import IndexFileError
 from gsu.index import Filter, SeismicIndex, SparseFlatIndex, load
+from gsu.index.base import SearchResult
 from gsu.index._seismic_kernels import _energy_threshold
 
 N, V, K = 2000, 1500, 10
@@ -274,45 +275,280 @@ def test_energy_threshold_matches_sorted_reference():
             assert _energy_threshold(v.copy(), m, target, hsum, np.empty(m, np.float32)) == want
 
 
-def test_inverted_summaries_match_blockwise_dot(coll, exact_seismic):
-    """Component-major summaries: both lookup paths (binary search over the query's
-    components, dense probe over the list's) give the dequantised summary dot of every
-    block, and with ``summary_energy=1`` that dot bounds every document of the block."""
-    from gsu.index._seismic_kernels import _list_summary_dots
+def _summary_arrays(idx):
+    a = idx._a
+    return (a["sum_ent"], a["sum_bit"], a["sum_pack"], a["sum_start"], a["sum_dir"], a["sum_comp"], a["sum_bmp"], a["sum_bm"])
 
-    docs, queries = coll
+
+def _reference_summaries(docs, idx, l, energy):
+    """Block summaries of list ``l`` recomputed from the documents: coordinate-wise max,
+    energy cut (the crossing entry kept), 8-bit codes ``round((v - min) / scale)`` with
+    the block's stored scale/min. Returns sorted (comp, blk, code) int64 arrays."""
+    a = idx._a
+    b0, b1 = int(a["list_blk"][l]), int(a["list_blk"][l + 1])
+    out = []
+    for b in range(b0, b1):
+        rows = a["post_docs"][a["blk_ptr"][b]:a["blk_ptr"][b + 1]]
+        mx = np.asarray(docs[rows].max(axis=0).todense()).ravel().astype(np.float32)
+        comps = np.flatnonzero(mx)
+        v = mx[comps]
+        if energy < 1.0:
+            s_ = np.sort(v)[::-1]
+            cut = s_[min(int(np.searchsorted(np.cumsum(s_, dtype=np.float64), energy * float(v.sum(dtype=np.float64)))), s_.size - 1)]
+            keep = v >= cut
+            comps, v = comps[keep], v[keep]
+        scale, mn = np.float32(a["blk_scale"][b]), np.float32(a["blk_min"][b])
+        code = np.zeros(v.size, np.int64) if scale == 0 else np.minimum(np.floor((v - mn) / scale + np.float32(0.5)), 255).astype(np.int64)
+        out.append(np.stack([comps, np.full(v.size, b - b0), code], axis=1))
+    ref = np.concatenate(out)
+    return ref[np.lexsort((ref[:, 1], ref[:, 0]))]
+
+
+@pytest.mark.parametrize("energy", [1.0, 0.4])
+def test_compact_summaries_decode_to_the_block_summaries(coll, energy):
+    """The bit-packed, component-major summaries are lossless: decoding every list gives back
+    exactly the (component, block, 8-bit code) triples of the per-block summaries, for both
+    directory kinds (sorted component ids and vocabulary bitmaps)."""
+    from gsu.index._seismic_kernels import summary_list_entries
+
+    docs, _ = coll
     docs = docs.tocsr()
-    a = exact_seismic._a
-    rng = np.random.default_rng(7)
-    lens = np.diff(a["ls_ptr"])
-    lists = np.argsort(-lens)[:5]
+    idx = SeismicIndex.build(docs, n_postings=40, summary_energy=energy, centroid_fraction=0.2, seed=2)
+    a = idx._a
+    bitmap = np.diff(a["sum_bmp"]) > 0
+    nonempty = np.diff(a["list_blk"]) > 0
+    assert bitmap[nonempty].any() and (~bitmap[nonempty]).any()  # both directory kinds occur
+    rng = np.random.default_rng(0)
+    kinds = [np.flatnonzero(nonempty & bitmap), np.flatnonzero(nonempty & ~bitmap)]
+    lists = np.concatenate([rng.choice(x, min(6, x.size), replace=False) for x in kinds])
+    total = 0
     for l in lists:
+        comp, blk, code = summary_list_entries(int(l), a["list_blk"], *_summary_arrays(idx))
+        got = np.stack([comp, blk, code], axis=1)
+        np.testing.assert_array_equal(got, _reference_summaries(docs, idx, int(l), energy))
+        total += got.shape[0]
+    assert total > 0
+    assert idx.stats()["n_summary_entries"] == sum(
+        summary_list_entries(l, a["list_blk"], *_summary_arrays(idx))[0].shape[0] for l in range(V))
+
+
+@pytest.mark.parametrize("vocab", [V, 30_000])
+def test_summary_dots_match_decoded_summaries(coll, vocab):
+    """All three summary lookup paths (bitmap rank — the small vocabulary —, binary search in
+    sorted ids, sorted ids walked against the dense query — the large one) give the
+    dequantised dot of every block; with ``summary_energy=1`` that dot bounds every
+    document of the block up to the 8-bit rounding."""
+    from gsu.index._seismic_kernels import _list_summary_dots, summary_list_entries
+
+    docs = coll[0] if vocab == V else sparse_collection(1000, 1, vocab_size=vocab, avg_nnz=40, seed=5).docs
+    docs = docs.tocsr()
+    idx = SeismicIndex.build(docs, n_postings=60, summary_energy=1.0, centroid_fraction=0.2, seed=1)
+    a = idx._a
+    rng = np.random.default_rng(7)
+    nonempty = np.flatnonzero(np.diff(a["list_blk"]) > 0)
+    bitmap = (np.diff(a["sum_bmp"]) > 0)[nonempty]
+    kind = nonempty[bitmap] if vocab == V else nonempty[~bitmap]
+    assert kind.size >= 8
+    lists = rng.choice(kind, 8, replace=False)
+    for l in lists:
+        l = int(l)
         b0, b1 = int(a["list_blk"][l]), int(a["list_blk"][l + 1])
         nb_ = b1 - b0
-        s, e = int(a["ls_ptr"][l]), int(a["ls_ptr"][l + 1])
-        comps = a["inv_comp"][s:e].astype(np.int64)
-        assert np.all(np.diff(comps) >= 0)
-        vals = a["inv_code"][s:e] * a["blk_scale"][b0 + a["inv_blk"][s:e].astype(np.int64)] \
-            + a["blk_min"][b0 + a["inv_blk"][s:e].astype(np.int64)]
-        for n_terms in (2, V):  # few terms: binary search path; all terms: dense probe path
-            qc = np.sort(rng.choice(V, size=n_terms, replace=False)).astype(np.int32)
+        comp, blk, code = summary_list_entries(l, a["list_blk"], *_summary_arrays(idx))
+        vals = code * a["blk_scale"][b0 + blk] + a["blk_min"][b0 + blk]
+        for n_terms in (2, vocab):  # few terms: lookups; all terms: a sorted directory is walked
+            qc = np.sort(rng.choice(vocab, size=n_terms, replace=False)).astype(np.int32)
             if n_terms == 2:
-                qc[0] = comps[len(comps) // 2]
+                qc[0] = comp[len(comp) // 2]
                 qc = np.unique(qc).astype(np.int32)
             qv = rng.random(qc.shape[0]).astype(np.float32) + 0.1
-            qdense = np.zeros(V, np.float32)
+            qdense = np.zeros(vocab, np.float32)
             qdense[qc] = qv
-            acc = np.empty(nb_, np.float32)
-            aq = np.empty(nb_, np.float32)
-            dots = np.empty(nb_, np.float32)
-            _list_summary_dots(l, b0, nb_, 0, qc.shape[0], qc, qdense, a["ls_ptr"], a["inv_comp"], a["inv_blk"],
-                               a["inv_code"], a["blk_scale"], a["blk_min"], acc, aq, dots)
+            acc, aq, dots = (np.empty(2 * nb_ + 2, np.float32) for _ in range(3))
+            _list_summary_dots(l, b0, nb_, 0, qc.shape[0], qc, qdense, a["sum_ent"], a["sum_bit"], a["sum_pack"],
+                               a["sum_start"], a["sum_dir"], a["sum_comp"], a["sum_bmp"], a["sum_bm"], a["sum_sptr"],
+                               a["sum_samp"], a["blk_scale"], a["blk_min"], acc, aq, dots)
             ref = np.zeros(nb_, np.float64)
-            np.add.at(ref, a["inv_blk"][s:e].astype(np.int64), vals * qdense[comps])
-            np.testing.assert_allclose(dots, ref, rtol=1e-4, atol=1e-4)
-            # upper bound of each block's documents, up to the 8-bit rounding
+            np.add.at(ref, blk, vals * qdense[comp])
+            np.testing.assert_allclose(dots[:nb_], ref, rtol=1e-4, atol=1e-4)
             for b in range(nb_):
                 rows = a["post_docs"][a["blk_ptr"][b0 + b]:a["blk_ptr"][b0 + b + 1]]
                 best = float((docs[rows] @ qdense).max())
                 slack = float(a["blk_scale"][b0 + b]) * 0.5 * float(qdense.sum()) + 1e-4
                 assert dots[b] >= best - slack
+
+
+def _reference_search(idx, q_row, k, query_cut, heap_factor):
+    """Seismic search written plainly over the decoded summaries (the algorithm of the
+    module docstring): the query's ``query_cut`` heaviest terms in order (ties: lower
+    component first); the first list's blocks by decreasing summary dot, later lists in
+    block order; a block is skipped once the heap is full and its dot is below
+    ``heap_factor`` × the k-th score; every document is scored once, exactly."""
+    from gsu.index._seismic_kernels import summary_list_entries
+
+    a = idx._a
+    comps, vals = q_row.indices, q_row.data.astype(np.float32)
+    qd = np.zeros(idx.dim, np.float32)
+    qd[comps] = vals
+    order = sorted(range(comps.size), key=lambda j: (-vals[j], comps[j]))[:query_cut]
+    heap: list[tuple[float, int]] = []  # (score, -row) min-heap by score then larger row first out
+    seen = set()
+    fv = idx._values_f32()
+    for ti, j in enumerate(order):
+        l = int(comps[j])
+        b0, b1 = int(a["list_blk"][l]), int(a["list_blk"][l + 1])
+        if b1 == b0:
+            continue
+        c, blk, code = summary_list_entries(l, a["list_blk"], *_summary_arrays(idx))
+        dots = np.zeros(b1 - b0, np.float64)
+        np.add.at(dots, blk, (code * a["blk_scale"][b0 + blk] + a["blk_min"][b0 + blk]) * qd[c])
+        blocks = np.argsort(-dots, kind="stable") if ti == 0 else np.arange(b1 - b0)
+        for b in blocks:
+            if len(heap) == k and dots[b] < heap_factor * min(heap)[0] * (1 - 1e-5):
+                continue
+            for d in a["post_docs"][a["blk_ptr"][b0 + b]:a["blk_ptr"][b0 + b + 1]]:
+                d = int(d)
+                if d in seen:
+                    continue
+                seen.add(d)
+                s, e = a["fwd_indptr"][d], a["fwd_indptr"][d + 1]
+                sc = float(np.dot(qd[a["fwd_comps"][s:e].astype(np.int64)].astype(np.float64), fv[s:e].astype(np.float64)))
+                if sc > 0:
+                    heap.append((sc, -d))
+                    heap.sort(reverse=True)
+                    heap = heap[:k]
+                    heap.sort()
+    heap.sort(reverse=True)
+    return [(-r, s) for s, r in heap]
+
+
+def test_kernel_search_equals_the_plain_reference(coll):
+    """The compiled search (compact summaries, per-query scratch, prefetching) returns what the
+    plain-Python Seismic search over the decoded summaries returns, at several operating points."""
+    docs, queries = coll
+    idx = SeismicIndex.build(docs, n_postings=30, summary_energy=0.4, centroid_fraction=0.15, seed=3, auto_calibrate=False)
+    checked = 0
+    for qc, hf in ((2, 1.0), (5, 0.8), (10, 0.6)):
+        res = idx.search(queries, K, query_cut=qc, heap_factor=hf)
+        for i in range(queries.shape[0]):
+            ref = _reference_search(idx, queries[i], K, qc, hf)
+            got = [(int(r), float(s)) for r, s in zip(res.ids[i], res.scores[i]) if r >= 0]
+            assert len(got) == len(ref)
+            np.testing.assert_allclose([s for _, s in got], [s for _, s in ref], rtol=1e-5)
+            sc = np.array([s for _, s in ref])
+            if sc.size < 2 or np.min(np.abs(np.diff(sc))) > 1e-4 * sc.max():
+                assert [r for r, _ in got] == [r for r, _ in ref]
+                checked += 1
+    assert checked > 60
+
+
+@pytest.mark.parametrize("exact_max", [0, None])
+def test_one_query_calls_with_fresh_filters_equal_the_batch(coll, flat, exact_seismic, exact_max):
+    """One query per call with a new Filter built from a plain id array each time (the stamp
+    path) gives what the batch with a shared filter (the mask path) gives, and on the
+    unpruned index what the exact filtered product gives."""
+    _, queries = coll
+    rng = np.random.default_rng(11)
+    for frac in (0.01, 0.2):
+        allowed = np.sort(rng.choice(N, int(frac * N), replace=False))
+        batch = exact_seismic.search(queries, K, filter=Filter.from_ids(allowed), filter_exact_max=exact_max, **EXACT_SEARCH)
+        rows = [exact_seismic.search(queries[i], K, filter=Filter.from_ids(allowed.copy()), filter_exact_max=exact_max, **EXACT_SEARCH)
+                for i in range(queries.shape[0])]
+        one = SearchResult.concat(rows)
+        np.testing.assert_array_equal(one.ids, batch.ids)
+        np.testing.assert_array_equal(one.scores, batch.scores)
+        _assert_same(one, flat.search(queries, K, filter=allowed))
+
+
+def test_query_rows_in_any_accepted_form_give_the_same_answer(coll, exact_seismic):
+    """The lean path takes canonical float32 CSR rows as they are; unsorted components,
+    explicit zeros, 64-bit index arrays, other dtypes and dense rows are normalised first."""
+    _, queries = coll
+    ref = exact_seismic.search(queries, K, query_cut=6, heap_factor=0.8)
+    q = queries.tocsr()
+    variants = []
+    v = q.copy()
+    v.indptr = v.indptr.astype(np.int64)
+    v.indices = v.indices.astype(np.int64)
+    variants.append(v)
+    variants.append(q.astype(np.float64))
+    variants.append(q.toarray())
+    rev = q.copy()  # reverse each row's components
+    for i in range(rev.shape[0]):
+        s, e = rev.indptr[i], rev.indptr[i + 1]
+        rev.indices[s:e] = rev.indices[s:e][::-1].copy()
+        rev.data[s:e] = rev.data[s:e][::-1].copy()
+    rev.has_sorted_indices = False
+    variants.append(rev)
+    z = sp.csr_matrix((np.concatenate([q.data, np.zeros(1, np.float32)]), np.concatenate([q.indices, [V - 1]]),
+                       np.concatenate([q.indptr[:-1], [q.indptr[-1] + 1]])), shape=q.shape)  # an explicit zero in the last row
+    z.has_sorted_indices = False
+    variants.append(z)
+    for x in variants:
+        res = exact_seismic.search(x, K, query_cut=6, heap_factor=0.8)
+        np.testing.assert_array_equal(res.ids, ref.ids)
+    for i in range(5):
+        np.testing.assert_array_equal(exact_seismic.search(rev[i], K, query_cut=6, heap_factor=0.8).ids[0], ref.ids[i])
+
+
+def _recall(res, ref):
+    return float(np.mean([len(set(res.ids[i][res.ids[i] >= 0]) & set(ref.ids[i][ref.ids[i] >= 0])) / max(int(ref.counts[i]), 1)
+                          for i in range(len(ref))]))
+
+
+@pytest.fixture(scope="module")
+def rarity():
+    from gsu.datasets.sparse import rarity_collection
+
+    c = rarity_collection(4000, 240, vocab_size=6000, avg_nnz=50, query_nnz=12, n_topics=60, seed=21)
+    f = SparseFlatIndex(6000)
+    f.add(c.docs)
+    return c.docs, c.queries, f.search(c.queries, K)
+
+
+def test_calibration_reaches_its_target_on_held_out_queries(rarity):
+    """Calibrated on queries sampled from the documents (never on the generator's queries):
+    every measured operating point whose recall lower bound reaches the target reaches it on
+    the held-out queries too, so the default search does, whatever the timings chose."""
+    docs, queries, ref = rarity
+    idx = SeismicIndex.build(docs, n_postings=400, auto_calibrate=False, seed=1)
+    assert idx.calibration is None and idx.operating_point()["calibrated"] is False
+    cal = idx.calibrate(target_recall=0.95, max_seconds=None, seed=3)
+    assert cal["source"] == "sampled" and cal["n_queries"] == 300 and cal["points"]
+    eligible = [p for p in cal["grid"] if p[3] >= 0.95]
+    assert eligible and len(eligible) < len(cal["grid"])  # the target is neither free nor out of reach
+    for qc, hf, *_ in eligible:
+        assert _recall(idx.search(queries, K, query_cut=qc, heap_factor=hf), ref) >= 0.95, (qc, hf)
+    op = idx.operating_point()
+    assert [op["query_cut"], op["heap_factor"]] in [p[:2] for p in eligible]
+    assert _recall(idx.search(queries, K), ref) >= 0.95
+    # a lower target picks a point at least as fast, never slower
+    assert idx.operating_point(0.8)["ms_per_query"] <= op["ms_per_query"]
+    # calibrated on the user's own queries (first half), checked on the other half
+    idx.calibrate(queries[:120], target_recall=0.9, max_seconds=None)
+    assert idx.calibration["source"] == "given"
+    held = queries[120:]
+    sub = SparseFlatIndex(6000)
+    sub.add(docs)
+    assert _recall(idx.search(held, K), sub.search(held, K)) >= 0.9
+
+
+def test_build_calibrates_and_the_calibration_is_saved(tmp_path, rarity):
+    docs, queries, ref = rarity
+    idx = SeismicIndex.build(docs, n_postings=400, seed=1)
+    cal = idx.calibration
+    assert cal is not None and cal["target_recall"] == 0.95
+    before = idx.search(queries, K)
+    idx.save(tmp_path / "c.gsu")
+    for mmap in (False, True):
+        back = load(tmp_path / "c.gsu", mmap=mmap)
+        assert back.calibration == cal and back.operating_point() == idx.operating_point()
+        after = back.search(queries, K)
+        np.testing.assert_array_equal(after.ids, before.ids)
+        np.testing.assert_array_equal(after.scores, before.scores)
+        for name in SeismicIndex._ARRAYS:
+            np.testing.assert_array_equal(back._a[name], idx._a[name])
+    with pytest.raises(ValueError, match="target_recall"):
+        idx.search(queries, K, target_recall=1.5)
+    with pytest.raises(ValueError, match="not both"):
+        idx.search(queries, K, target_recall=0.9, query_cut=3, heap_factor=0.5)

@@ -325,6 +325,7 @@ class PyseismicPeer:
         max_fraction: float = 1.5,
         doc_cut: int = 15,
         quiet: bool = True,
+        save_to: str | None = None,
     ):
         import os
         import tempfile
@@ -351,11 +352,48 @@ class PyseismicPeer:
                 min_cluster_size=int(min_cluster_size), summary_energy=float(summary_energy),
                 max_fraction=float(max_fraction), doc_cut=int(doc_cut),
             )
+            del ds
         self._dtype = seismic.get_seismic_string()
-        with tempfile.TemporaryDirectory() as tmp, _quiet_stdout(quiet):
-            base = os.path.join(tmp, "peer")
-            self.index.save(base)
-            self.file_bytes = os.path.getsize(base + ".index.seismic")
+        if save_to is not None:
+            with _quiet_stdout(quiet):
+                self.index.save(str(save_to))
+            self.file_bytes = os.path.getsize(str(save_to) + ".index.seismic")
+        else:
+            with tempfile.TemporaryDirectory() as tmp, _quiet_stdout(quiet):
+                base = os.path.join(tmp, "peer")
+                self.index.save(base)
+                self.file_bytes = os.path.getsize(base + ".index.seismic")
+
+    @classmethod
+    def open(cls, path: str, *, n: int, quiet: bool = True) -> "PyseismicPeer":
+        """Load an index saved with ``save_to=path`` (the file is ``path + ".index.seismic"``) over ``n`` documents."""
+        import os
+
+        import seismic
+
+        self = cls.__new__(cls)
+        self._seismic = seismic
+        self.n = int(n)
+        with _quiet_stdout(quiet):
+            self.index = seismic.SeismicIndex.load(str(path) + ".index.seismic")
+        self._dtype = seismic.get_seismic_string()
+        self.params = {"loaded_from": str(path)}
+        self.file_bytes = os.path.getsize(str(path) + ".index.seismic")
+        return self
+
+    def search_raw(self, prepared: tuple[str, np.ndarray, np.ndarray], k: int, *, query_cut: int, heap_factor: float) -> list:
+        """The library's own call and answer (a list of ``(query id, score, doc id)``): what a user of it pays per query."""
+        qid, toks, vals = prepared
+        return self.index.search(qid, toks, vals, k, query_cut, heap_factor)
+
+    def to_arrays(self, res: list, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``search_raw``'s answer as ``(rows (k,) int64, scores (k,) float32)``, -1 / -inf padded."""
+        rows = np.full(k, -1, np.int64)
+        scores = np.full(k, -np.inf, np.float32)
+        for j, (_, score, doc) in enumerate(res[:k]):
+            rows[j] = int(doc)
+            scores[j] = score
+        return rows, scores
 
     def prepare(self, queries: Any) -> list[tuple[str, np.ndarray, np.ndarray]]:
         """Per-query ``(id, token array, float32 values)`` in the library's input format."""

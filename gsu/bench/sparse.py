@@ -1,48 +1,56 @@
 """Suite ``sparse``: gsu's ``SeismicIndex`` against pyseismic-lsr and the exact sparse product.
 
-Data sets:
+Data sets (queries are never used to build or tune anything):
 
-- ``splade-<n>``: :func:`gsu.datasets.sparse_collection` (SPLADE-like: Zipfian terms,
-  weights growing with rarity, queries made from documents) at 100,000 documents by
-  default (``sizes=`` adds e.g. 1,000,000; slow to build, meant for the record run);
-- ``movielens-bm25``: BM25 vectors of the MovieLens movies' titles, genres and tags
-  (``../shared/datasets/movielens-latest-small``); queries are 200 movies' titles plus
-  one genre; ``n_postings`` is twice the average list length there (0.5 × on the
-  synthetic sets). Skipped with a message when the folder is absent.
+- ``splade-100k``: :func:`gsu.datasets.sparse_collection` (the original SPLADE-like set);
+- ``rarity-100k``: :func:`gsu.datasets.sparse.rarity_collection` — weights follow term
+  rarity, queries mix a document's terms with topical and popular expansions;
+- ``rarity-keyword-100k``: the same generator with a 10,000-term vocabulary, 60 terms
+  per document, 8-term queries and a flatter Zipf exponent (0.8);
+- ``movielens-bm25``: BM25 of the MovieLens movies' titles, genres and tags; queries are
+  200 movies' titles (term counts as weights, the textbook BM25 query);
+- ``docstrings-bm25``: BM25 of ~44,000 docstrings of the Python libraries installed
+  beside gsu (numpy, scipy, sympy, torch, pandas, ... and the standard library);
+  queries are the summary lines of 300 held-out docstrings.
 
-Methods, one query per call, single-threaded unless ``threads`` says otherwise:
+Build: both libraries with the same settings, the defaults of both
+(``n_postings=3500, centroid_fraction=0.1, summary_energy=0.4, max_fraction=1.5,
+min_cluster_size=2, doc_cut=15``); gsu stores weights as float16 like pyseismic and
+calibrates itself after the build (timed as part of its build).
 
-- ``gsu`` — :class:`gsu.index.SeismicIndex` with ``value_dtype="float16"`` (the
-  reference's storage precision); with ``float32=True`` also ``gsu-f32`` (the
-  default float32 storage);
-  ``gsu-batch`` times one ``search`` call over all queries (same index, same settings);
-- ``pyseismic`` — pyseismic-lsr built with the same ``n_postings``,
-  ``centroid_fraction``, ``summary_energy``, ``max_fraction``, ``min_cluster_size``,
-  ``doc_cut``; ``search`` one query at a time (queries converted to its token format
-  outside the timed call);
-- ``exact`` — :class:`gsu.index.SparseFlatIndex` (scipy sparse product), the floor.
+Methods, one query per call unless stated:
 
-Sweep: ``query_cut`` × ``heap_factor``. Per configuration: ms/query (median pass),
-recall@10 (tie-tolerant, from recomputed scores), documents scored per query (gsu).
-Build time and index size (saved file bytes, both libraries) per data set.
+- ``gsu`` — ``SeismicIndex.search(row, k, query_cut=, heap_factor=)`` swept over a grid;
+- ``gsu-default`` — ``search(row, k, target_recall=t)`` for t = 0.90 and 0.95: the
+  settings the index picked for itself (no sweep);
+- ``gsu-batch`` — one ``search`` call over all queries (``threads`` threads);
+- ``pyseismic`` — pyseismic-lsr's own ``search`` call (its result list is converted
+  outside the timed loop), the same grid;
+- ``exact`` — :class:`gsu.index.SparseFlatIndex`, one query per call and batched.
 
-Filtered (synthetic data): selectivity 1 % and 10 %, ``random`` (one random allowed
-set shared by all queries) and ``correlated`` (per query: the allowed set is drawn
-from the query's own top ``5 × m`` exact results, ``m`` the allowed count); gsu with
-its default exact fallback and with ``filter_exact_max=0`` (pure blocked search);
-pyseismic post-filtering a deeper result list; exact filtered product as ground truth.
+Filtered (synthetic sets): 1 %, 10 % and 50 % selectivity, ``random`` and
+``correlated`` (the allowed set drawn from the query's own top ``5 × m`` documents)
+filters; **every method builds each query's filter from a plain id array inside the
+timed loop** (``Filter.from_ids(ids)`` per call for gsu and the exact index; a boolean
+mask per call for pyseismic, which post-filters a ``k / selectivity`` deep answer).
 
-Interleaved timing: every method's pass over the queries is timed once per round and
-rounds alternate methods, so that machine noise hits all of them alike; the median
-pass counts. Writes ``sparse.jsonl``, ``sparse_<data>.png`` (recall vs ms/query
-Pareto fronts of queries/s) and prints the "Done when" table.
+Timing: each round runs every method once over all queries; rounds alternate the
+methods (machine noise hits them alike) and the median round counts. Recall@10 is
+tie-tolerant from recomputed scores. Writes ``sparse.jsonl``, ``sparse_<data>.png``
+(recall vs queries/s per method with the 0.90/0.95 targets marked) and prints the
+tables. ``python -m gsu.bench.sparse --scale 1000000`` runs the 1M-document step, each
+library in its own process (see :func:`run_scale`).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import os
-import re
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -51,87 +59,115 @@ from typing import Any, Callable
 import numpy as np
 import scipy.sparse as sp
 
-from gsu.bench import harness, runner
+from gsu._validate import check_positive_int
+from gsu.bench import harness
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run"]
+__all__ = ["run", "run_scale", "BUILD"]
 
 MOVIELENS = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "movielens-latest-small"
-TARGETS = (0.90, 0.95, 0.97)
+TARGETS = (0.90, 0.95)
 K = 10
+BUILD = {"n_postings": 3500, "centroid_fraction": 0.1, "summary_energy": 0.4, "max_fraction": 1.5,
+         "min_cluster_size": 2, "doc_cut": 15}
+GRID_QC = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 32)
+GRID_HF = (0.6, 0.7, 0.8, 0.9, 1.0)
+QUICK_GRID = ((2, 0.9), (4, 0.8), (8, 0.7), (16, 0.6))
 
 
 # -- data ---------------------------------------------------------------------------
-def _splade(n: int, nq: int, seed: int, vocab_size: int = 30_000) -> dict[str, Any]:
+def _datasets(quick: bool, nq: int, seed: int) -> list[tuple[str, Callable[[], tuple[sp.csr_matrix, sp.csr_matrix] | None], bool]]:
+    """``(name, loader, synthetic)``; a loader returns (docs, queries) CSR or None (skipped)."""
     from gsu.datasets import sparse_collection
+    from gsu.datasets.sparse import docstrings_bm25, movielens_bm25, rarity_collection
 
-    c = sparse_collection(n, nq, vocab_size=vocab_size, seed=seed)
-    return {"name": f"splade-{n // 1000}k", "docs": c.docs.tocsr(), "queries": c.queries.tocsr(), "synthetic": True}
+    def coll(c: Any) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+        return c.docs.tocsr(), c.queries.tocsr()
 
+    if quick:
+        return [
+            ("splade-3k", lambda: coll(sparse_collection(3000, nq, vocab_size=5000, seed=seed)), True),
+            ("rarity-3k", lambda: coll(rarity_collection(3000, nq, vocab_size=5000, avg_nnz=60, query_nnz=12, n_topics=40, seed=seed + 1)), True),
+        ]
 
-_TOKEN = re.compile(r"[a-z0-9]+")
+    def movielens() -> tuple[sp.csr_matrix, sp.csr_matrix] | None:
+        if not (MOVIELENS / "movies.csv").exists():
+            print(f"[sparse] skipping movielens-bm25: {MOVIELENS} not found")
+            return None
+        return coll(movielens_bm25(MOVIELENS, min(nq, 200), seed=seed))
 
-
-def _movielens(nq: int, seed: int) -> dict[str, Any] | None:
-    import csv
-
-    if not (MOVIELENS / "movies.csv").exists():
-        print(f"[sparse] skipping movielens-bm25: {MOVIELENS} not found")
-        return None
-    texts: dict[int, list[str]] = {}
-    titles: dict[int, list[str]] = {}
-    genres: dict[int, list[str]] = {}
-    with open(MOVIELENS / "movies.csv", newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            mid = int(row["movieId"])
-            t = _TOKEN.findall(re.sub(r"\(\d{4}\)\s*$", "", row["title"]).lower())
-            g = ["genre_" + x.lower().replace(" ", "_") for x in row["genres"].split("|") if x != "(no genres listed)"]
-            titles[mid], genres[mid] = t, g
-            texts[mid] = t + g
-    if (MOVIELENS / "tags.csv").exists():
-        with open(MOVIELENS / "tags.csv", newline="", encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                mid = int(row["movieId"])
-                if mid in texts:
-                    texts[mid] += _TOKEN.findall(row["tag"].lower())
-    mids = sorted(texts)
-    vocab: dict[str, int] = {}
-    rows, cols = [], []
-    for i, m in enumerate(mids):
-        for tok in texts[m]:
-            rows.append(i)
-            cols.append(vocab.setdefault(tok, len(vocab)))
-    n, v = len(mids), len(vocab)
-    tf = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, v))
-    tf.sum_duplicates()
-    df = np.bincount(tf.indices, minlength=v).astype(np.float64)
-    idf = np.log(1.0 + (n - df + 0.5) / (df + 0.5))
-    dl = np.diff(tf.indptr).astype(np.float64)
-    k1, b = 1.2, 0.75
-    norm = np.repeat(k1 * (1 - b + b * dl / dl.mean()), np.diff(tf.indptr))
-    docs = tf.copy()
-    docs.data = (tf.data * (k1 + 1) / (tf.data + norm) * idf[tf.indices]).astype(np.float32)
-    rng = np.random.default_rng(seed)
-    qr, qc, qv = [], [], []
-    for qi, i in enumerate(rng.choice(n, nq, replace=False)):
-        m = mids[i]
-        toks = set(titles[m]) | ({str(rng.choice(genres[m]))} if genres[m] else set())
-        for tok in toks:
-            qr.append(qi)
-            qc.append(vocab[tok])
-            qv.append(idf[vocab[tok]])
-    queries = sp.csr_matrix((np.asarray(qv, np.float32), (qr, qc)), shape=(nq, v))
-    queries.sum_duplicates()
-    keep = np.diff(queries.indptr) > 0
-    return {"name": "movielens-bm25", "docs": docs.tocsr(), "queries": queries[keep].tocsr(), "synthetic": False, "prune": 2.0}
+    return [
+        ("splade-100k", lambda: coll(sparse_collection(100_000, nq, vocab_size=30_000, seed=seed)), True),
+        ("rarity-100k", lambda: coll(rarity_collection(100_000, nq, seed=seed + 1)), True),
+        ("rarity-keyword-100k", lambda: coll(rarity_collection(100_000, nq, vocab_size=10_000, avg_nnz=60, query_nnz=8,
+                                                               zipf_exponent=0.8, seed=seed + 2)), True),
+        ("movielens-bm25", movielens, False),
+        ("docstrings-bm25", lambda: coll(docstrings_bm25(nq, seed=seed)), False),
+    ]
 
 
-# -- helpers ------------------------------------------------------------------------
+def _cached(cache: Path | None, name: str, make: Callable[[], Any]) -> Any:
+    """``make()`` (docs, queries) or the copy cached under ``cache/name.npz``."""
+    if cache is None:
+        return make()
+    p = cache / f"data_{name}.npz"
+    if p.exists():
+        z = np.load(p)
+        return (sp.csr_matrix((z["dd"], z["di"], z["dp"]), shape=tuple(z["ds"])),
+                sp.csr_matrix((z["qd"], z["qi"], z["qp"]), shape=tuple(z["qs"])))
+    out = make()
+    if out is not None:
+        d, q = out
+        tmp = p.with_suffix(".tmp.npz")
+        np.savez(tmp, dd=d.data, di=d.indices, dp=d.indptr, ds=np.array(d.shape), qd=q.data, qi=q.indices, qp=q.indptr, qs=np.array(q.shape))
+        os.replace(tmp, p)
+    return out
+
+
+def _recompute(docs: sp.csr_matrix, queries: sp.csr_matrix, ids: np.ndarray) -> np.ndarray:
+    """Exact float64 scores of the (nq, k) row ids (``-1`` → -inf)."""
+    nq, k = ids.shape
+    flat = ids.ravel()
+    ok = flat >= 0
+    qrow = np.repeat(np.arange(nq), k)[ok]
+    out = np.full(flat.shape, -np.inf)
+    if ok.any():
+        out[ok] = np.asarray(docs[flat[ok]].multiply(queries[qrow]).sum(axis=1), dtype=np.float64).ravel()
+    return out.reshape(nq, k)
+
+
+class _Truth:
+    def __init__(self, docs: sp.csr_matrix, queries: sp.csr_matrix, ids: np.ndarray, scores: np.ndarray):
+        self.docs, self.queries, self.ids, self.scores = docs, queries, ids, scores.astype(np.float64)
+
+    def recall(self, ids: np.ndarray, *, allowed: list[np.ndarray] | None = None, true: tuple[np.ndarray, np.ndarray] | None = None,
+               queries: sp.csr_matrix | None = None) -> float:
+        q = self.queries if queries is None else queries
+        ti, ts = (self.ids, self.scores) if true is None else true
+        found = _recompute(self.docs, q, ids)
+        if allowed is not None:  # a result outside the filter is an error, not a miss
+            for i, a in enumerate(allowed):
+                row = ids[i][ids[i] >= 0]
+                if row.size and not np.isin(row, a).all():
+                    raise AssertionError("a filtered search returned an excluded id")
+        if ids.shape[1] and np.any([len(set(r[r >= 0])) != int((r >= 0).sum()) for r in ids]):
+            raise AssertionError("duplicate ids in a result row")
+        eps = 1e-4 * np.maximum(1.0, np.abs(np.where(ti >= 0, ts, 0)).max(axis=1, initial=0.0))[:, None]
+        return harness.recall_at_k(ids, ti, found_scores=found + eps, true_scores=ts, eps=0.0)
+
+
 def _interleaved(fns: dict[str, Callable[[], Any]], *, rounds: int) -> dict[str, float]:
-    """Median wall time of each no-argument pass, rounds alternating the methods (one warm-up
-    pass each first): :func:`gsu.bench.runner.time_interleaved`."""
-    return {name: m.timing.median_s for name, m in runner.time_interleaved(fns, rounds=rounds).items()}
+    """Median wall time of each no-argument pass, rounds alternating the methods (after a warm-up pass)."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def _file_bytes(idx: Any) -> int:
@@ -141,25 +177,248 @@ def _file_bytes(idx: Any) -> int:
         return p.stat().st_size
 
 
-class _Truth:
-    """Exact answers and score recomputation for one data set."""
-
-    def __init__(self, docs: sp.csr_matrix, queries: sp.csr_matrix):
-        self.docs = docs
-        self.queries = queries
-
-    def recompute(self, qrows: np.ndarray, ids: np.ndarray) -> np.ndarray:
-        q = int(qrows[0])
-        return np.asarray(self.docs[ids] @ self.queries[q].T.toarray()).ravel()
-
-    def recall(self, ids: np.ndarray, scores: np.ndarray, true_ids: np.ndarray, true_scores: np.ndarray, *, allowed=None, name="") -> float:
-        rs = harness.check_results(ids, scores, recompute=self.recompute, allowed=allowed, name=name, rtol=2e-3, atol=2e-3)
-        return harness.recall_at_k(ids, true_ids, found_scores=rs, true_scores=true_scores, eps=1e-3)
-
-
 def _best_at(records: list[dict[str, Any]], method: str, target: float) -> dict[str, Any] | None:
     ok = [r for r in records if r.get("kind") == "sweep" and r["method"] == method and r["recall"] >= target - 1e-9]
     return min(ok, key=lambda r: r["ms_per_query"]) if ok else None
+
+
+# -- one data set ---------------------------------------------------------------------
+def _build_both(docs: sp.csr_matrix, name: str, cache: Path | None, seed: int) -> tuple[Any, Any, dict[str, Any]]:
+    """gsu and pyseismic indexes with :data:`BUILD` (cached under ``cache`` with their build times)."""
+    from gsu.bench.peers import PyseismicPeer
+    from gsu.index import SeismicIndex, load
+
+    info: dict[str, Any] = {}
+    meta = cache / f"build_{name}.json" if cache else None
+    if meta is not None and meta.exists():
+        info = json.loads(meta.read_text())
+        g = load(cache / f"gsu_{name}.gsu", mmap=True)
+        peer = PyseismicPeer.open(str(cache / f"py_{name}"), n=docs.shape[0])
+        info["loaded_from_cache"] = True
+        return g, peer, info
+    t = time.perf_counter()
+    g = SeismicIndex.build(docs, **BUILD, value_dtype="float16", seed=seed)
+    info["gsu_build_s"] = time.perf_counter() - t
+    info["gsu_calibration_s"] = g.calibration["seconds"] if g.calibration else None
+    t = time.perf_counter()
+    peer = PyseismicPeer(docs, **BUILD, save_to=str(cache / f"py_{name}") if cache else None)
+    info["pyseismic_build_s"] = time.perf_counter() - t
+    if cache is not None:
+        g.save(cache / f"gsu_{name}.gsu")
+        info["gsu_bytes"] = (cache / f"gsu_{name}.gsu").stat().st_size
+    else:
+        info["gsu_bytes"] = _file_bytes(g)
+    info["pyseismic_bytes"] = peer.file_bytes
+    if meta is not None:
+        meta.write_text(json.dumps(info))
+    return g, peer, info
+
+
+def _run_dataset(name: str, docs: sp.csr_matrix, queries: sp.csr_matrix, *, synthetic: bool, base: dict[str, Any],
+                 grid: list[tuple[int, float]], rounds: int, threads: int, quick: bool, seed: int,
+                 cache: Path | None) -> list[dict[str, Any]]:
+    from gsu.index import SparseFlatIndex
+
+    n, vocab = docs.shape
+    nq = queries.shape[0]
+    b = {**base, "data": name, "n_docs": n, "vocab": vocab, "nnz_per_doc": docs.nnz / n,
+         "query_nnz": queries.nnz / nq, "n_queries": nq, "build": BUILD}
+    print(f"[sparse] {name}: {n} docs, vocab {vocab}, {docs.nnz / n:.1f} nnz/doc, {nq} queries "
+          f"({queries.nnz / nq:.1f} terms), build {BUILD}", flush=True)
+    recs: list[dict[str, Any]] = []
+    flat = SparseFlatIndex(vocab)
+    flat.add(docs)
+    ex = flat.search(queries, K)
+    truth = _Truth(docs, queries, ex.ids, ex.scores)
+    rows = [queries[i] for i in range(nq)]
+    g, peer, info = _build_both(docs, name, cache, seed)
+    pq = peer.prepare(queries)
+    print(f"[sparse] {name}: build {json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in info.items()})}", flush=True)
+    recs.append({**b, "kind": "build", **info, "structure": g.stats(), "calibration": g.calibration,
+                 "size_ratio": info["gsu_bytes"] / info["pyseismic_bytes"],
+                 "build_ratio": (info["gsu_build_s"] / info["pyseismic_build_s"]) if info.get("pyseismic_build_s") else None})
+    # exact floor
+    tex = _interleaved({"one": lambda: [flat.search(r, K) for r in rows], "batch": lambda: flat.search(queries, K)}, rounds=1)
+    recs.append({**b, "kind": "sweep", "method": "exact", "recall": 1.0, "ms_per_query": tex["one"] / nq * 1e3,
+                 "batch_ms_per_query": tex["batch"] / nq * 1e3})
+    # the index's own operating points
+    for t in TARGETS:
+        op = g.operating_point(t)
+        out: dict[str, Any] = {}
+        tm = _interleaved({"d": lambda: out.__setitem__("r", [g.search(r, K, target_recall=t) for r in rows])}, rounds=rounds)
+        ids = np.concatenate([r.ids for r in out["r"]])
+        rec = truth.recall(ids)
+        recs.append({**b, "kind": "default", "method": "gsu-default", "target_recall": t, "query_cut": op["query_cut"],
+                     "heap_factor": op["heap_factor"], "expected_recall": op["expected_recall"], "recall": rec,
+                     "ms_per_query": tm["d"] / nq * 1e3})
+        print(f"[sparse] {name} default target {t}: qc={op['query_cut']} hf={op['heap_factor']} recall {rec:.3f} "
+              f"{tm['d'] / nq * 1e3:.3f} ms", flush=True)
+    # sweep
+    for qc, hf in grid:
+        out = {}
+
+        def ours() -> None:
+            out["gsu"] = [g.search(r, K, query_cut=qc, heap_factor=hf) for r in rows]
+
+        def theirs() -> None:
+            out["pyseismic"] = [peer.search_raw(p, K, query_cut=qc, heap_factor=hf) for p in pq]
+
+        def batch() -> None:
+            st: dict = {}
+            out["gsu-batch"] = g.search(queries, K, query_cut=qc, heap_factor=hf, stats=st)
+            out["scored"] = st["scored"]
+
+        fns = {"pyseismic": theirs, "gsu": ours, "gsu-batch": batch}
+        tm = _interleaved(fns, rounds=rounds)
+        line = []
+        for m in fns:
+            if m == "pyseismic":
+                ids = np.stack([peer.to_arrays(r, K)[0] for r in out[m]])
+            elif m == "gsu-batch":
+                ids = out[m].ids
+            else:
+                ids = np.concatenate([r.ids for r in out[m]])
+            rec = truth.recall(ids)
+            recs.append({**b, "kind": "sweep", "method": m, "query_cut": qc, "heap_factor": hf, "recall": rec,
+                         "ms_per_query": tm[m] / nq * 1e3,
+                         **({"scored_per_query": float(out["scored"].mean())} if m == "gsu-batch" else {})})
+            line.append(f"{m} {tm[m] / nq * 1e3:.3f}ms r={rec:.3f}")
+        print(f"[sparse] {name} qc={qc:<3d} hf={hf:<4}: " + "  ".join(line), flush=True)
+    if synthetic:
+        recs += _filtered(docs, queries, b, g, flat, peer, pq, truth, quick=quick, seed=seed, rounds=max(1, rounds - 1))
+    for t in TARGETS:
+        row = {**b, "kind": "done_when", "target_recall": t}
+        for m in ("gsu", "gsu-batch", "pyseismic"):
+            best = _best_at(recs, m, t)
+            row[f"{m}_ms"] = best["ms_per_query"] if best else None
+            row[f"{m}_params"] = (best["query_cut"], best["heap_factor"]) if best else None
+        for m in ("gsu", "gsu-batch"):
+            row[f"{m}_latency_ratio"] = (row[f"{m}_ms"] / row["pyseismic_ms"]) if row[f"{m}_ms"] and row["pyseismic_ms"] else None
+        d = next(r for r in recs if r.get("kind") == "default" and r["target_recall"] == t)
+        row["default_recall"], row["default_ms"] = d["recall"], d["ms_per_query"]
+        row["size_ratio"] = info["gsu_bytes"] / info["pyseismic_bytes"]
+        recs.append(row)
+    return recs
+
+
+def _filtered(docs: sp.csr_matrix, queries: sp.csr_matrix, b: dict[str, Any], idx: Any, flat: Any, peer: Any, pq: list,
+              truth: _Truth, *, quick: bool, seed: int, rounds: int) -> list[dict[str, Any]]:
+    from gsu.index import Filter
+
+    n = docs.shape[0]
+    rng = np.random.default_rng(seed + 17)
+    nf = min(queries.shape[0], 30 if quick else 100)
+    qsub = queries[:nf]
+    rows = [qsub[i] for i in range(nf)]
+    recs = []
+    dense_scores = None
+    for sel in (0.01, 0.1, 0.5):
+        m = max(1, int(round(sel * n)))
+        for kind in ("random", "correlated"):
+            if kind == "random":
+                per = [np.sort(rng.choice(n, m, replace=False)).astype(np.int64) for _ in range(nf)]
+            else:
+                if dense_scores is None:
+                    dense_scores = (qsub @ docs.T).tocsr()
+                per = []
+                for i in range(nf):  # the allowed set is drawn from the query's own top 5m documents
+                    srow = dense_scores[i]
+                    pos, val = srow.indices, srow.data
+                    cand = pos[np.argsort(-val, kind="stable")[: 5 * m]]
+                    pick = rng.choice(cand, min(m, cand.size), replace=False) if cand.size else np.zeros(0, np.int64)
+                    if pick.size < m:  # top up at random
+                        rest = np.setdiff1d(np.arange(n), pick)
+                        pick = np.concatenate([pick, rng.choice(rest, m - pick.size, replace=False)])
+                    per.append(np.sort(pick.astype(np.int64)))
+            ex = flat.search(qsub, K, filter=Filter.per_query(per))
+            out: dict[str, Any] = {}
+            fns: dict[str, Callable[[], None]] = {}
+            # every call builds its filter from the plain id array (what a GSU request brings)
+            fns["gsu"] = lambda: out.__setitem__("gsu", [idx.search(rows[i], K, filter=Filter.from_ids(per[i])) for i in range(nf)])
+            fns["gsu-noexact"] = lambda: out.__setitem__("gsu-noexact", [
+                idx.search(rows[i], K, filter=Filter.from_ids(per[i]), filter_exact_max=0) for i in range(nf)])
+            fns["exact"] = lambda: out.__setitem__("exact", [flat.search(rows[i], K, filter=Filter.from_ids(per[i])) for i in range(nf)])
+            op = idx.operating_point()
+
+            def theirs() -> None:
+                res = []
+                for i in range(nf):
+                    mask = np.zeros(n, bool)
+                    mask[per[i]] = True
+                    res.append(peer.search_one(pq[i], K, query_cut=op["query_cut"], heap_factor=op["heap_factor"], allowed=mask, selectivity=sel))
+                out["pyseismic-postfilter"] = res
+
+            if sel >= 0.1:  # at 1 % the post-filter depth (1,000 × k) makes the peer's call meaningless
+                fns["pyseismic-postfilter"] = theirs
+            tm = _interleaved(fns, rounds=rounds)
+            line = []
+            for key in fns:
+                res = out[key]
+                ids = np.stack([r[0] for r in res]) if key.startswith("pyseismic") else np.concatenate([r.ids for r in res])
+                rec = truth.recall(ids, allowed=per, true=(ex.ids, ex.scores.astype(np.float64)), queries=qsub)
+                recs.append({**b, "kind": "filtered", "filter": kind, "selectivity": sel, "method": key,
+                             "query_cut": op["query_cut"], "heap_factor": op["heap_factor"], "recall": rec,
+                             "ms_per_query": tm[key] / nf * 1e3, "n_filter_queries": nf, "fresh_filter_per_call": True})
+                line.append(f"{key} {tm[key] / nf * 1e3:.3f}ms r={rec:.3f}")
+            print(f"[sparse] {b['data']} filter={kind} sel={sel}: " + "  ".join(line), flush=True)
+    return recs
+
+
+# -- plots and tables -------------------------------------------------------------------
+def _plot(recs: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    groups: dict[str, list[tuple[float, float]]] = {}
+    for r in recs:
+        if r.get("kind") in ("sweep", "default") and r.get("ms_per_query"):
+            groups.setdefault(r["method"], []).append((r["recall"], 1e3 / r["ms_per_query"]))
+    for m, pts in sorted(groups.items()):
+        if m == "gsu-default":
+            ax.scatter(*zip(*pts), marker="*", s=120, zorder=5, label="gsu default (target 0.90 / 0.95)", color="black")
+            continue
+        xs, ys = zip(*pts)
+        sc = ax.scatter(xs, ys, s=12, alpha=0.35)
+        fr = harness.pareto_front(pts)
+        ax.plot([pts[i][0] for i in fr], [pts[i][1] for i in fr], "-o", ms=3, label=m, color=sc.get_facecolor()[0])
+    for t in TARGETS:
+        ax.axvline(t, color="grey", ls="--", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel(f"recall@{K}")
+    ax.set_ylabel("queries / s (one query per call, 1 thread)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _print_tables(records: list[dict[str, Any]]) -> None:
+    builds = [r for r in records if r.get("kind") == "build"]
+    if builds:
+        print("\nBuild time (gsu includes its calibration) and saved index size:")
+        print(harness.format_table([{"data": r["data"], "gsu_s": r.get("gsu_build_s"), "pyseismic_s": r.get("pyseismic_build_s"),
+                                     "gsu_MB": r["gsu_bytes"] / 1e6, "pyseismic_MB": r["pyseismic_bytes"] / 1e6,
+                                     "size_ratio": r["size_ratio"]} for r in builds],
+                                   ["data", "gsu_s", "pyseismic_s", "gsu_MB", "pyseismic_MB", "size_ratio"]))
+    done = [r for r in records if r.get("kind") == "done_when"]
+    if done:
+        print("\nLatency at equal recall@10 (ms/query, one query per call, 1 thread; ratio = gsu / pyseismic, <= 1 wanted) "
+              "and the index's own default:")
+        print(harness.format_table([{
+            "data": r["data"], "recall": r["target_recall"], "gsu_ms": r["gsu_ms"], "gsu_params": r["gsu_params"],
+            "pyseismic_ms": r["pyseismic_ms"], "py_params": r["pyseismic_params"], "ratio": r["gsu_latency_ratio"],
+            "batch_ms": r["gsu-batch_ms"], "default_recall": r["default_recall"], "default_ms": r["default_ms"],
+        } for r in done], ["data", "recall", "gsu_ms", "gsu_params", "pyseismic_ms", "py_params", "ratio", "batch_ms",
+                           "default_recall", "default_ms"]))
+    filt = [r for r in records if r.get("kind") == "filtered"]
+    if filt:
+        print("\nFiltered search, a fresh filter from a plain id array in every call (recall@10 vs the exact filtered answer):")
+        print(harness.format_table(filt, ["data", "filter", "selectivity", "method", "recall", "ms_per_query"]))
 
 
 # -- suite --------------------------------------------------------------------------
@@ -168,287 +427,273 @@ def run(
     out_dir: Path,
     quick: bool = False,
     threads: int = 1,
-    sizes: tuple[int, ...] | None = None,
     n_queries: int | None = None,
     seed: int = 0,
-    float32: bool = False,
+    cache_dir: Path | None = None,
+    only: tuple[str, ...] | None = None,
+    build_only: bool = False,
+    rounds: int | None = None,
     data: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run the suite; returns the records (also written to ``out_dir/sparse.jsonl``).
 
     Args:
         out_dir: output folder.
-        quick: small data and sweep (< ~30 s): a smoke test.
-        threads: threads for builds and for ``gsu-batch`` (searches one query per
-            call are single-threaded by nature).
-        sizes: synthetic collection sizes (default ``(100_000,)``; add ``1_000_000``
-            for the record run — it takes several minutes per library to build).
-        n_queries: queries per data set (default 300; quick 50).
+        quick: two small synthetic sets and a 4-point grid (a smoke test, < ~1 min).
+        threads: threads of ``gsu-batch`` and of the builds (one-query-per-call methods
+            run on one thread by nature).
+        n_queries: queries per data set (default 300; quick 40).
         seed: data seed.
-        float32: also build and sweep ``gsu-f32`` (float32 forward index, the
-            SeismicIndex default); off by default to keep the run short.
-        data: a sparse data-set SPEC (:mod:`gsu.datasets.registry`: CSR ``.npz``, Seismic JSON
-            lines, big-ann ``.csr``, ``gen:splade?...``) run instead of the built-in sets.
+        cache_dir: keep generated data, built indexes and their build times there and
+            reuse them (a record run can then time searches alone).
+        only: run only these data sets (names as in the module docstring).
+        build_only: generate the data and build both indexes into ``cache_dir`` (with
+            their build times and sizes), time nothing; a later run reuses them, so that
+            the long builds can run beside other work and the timed run stays short.
+        rounds: timed rounds per measurement after the warm-up pass (default 5; quick 2).
+        data: a sparse data-set SPEC (:mod:`gsu.datasets.registry`: CSR ``.npz``, Seismic
+            JSON lines, big-ann ``.csr``, ``gen:splade?...``) run instead of the built-in sets.
     """
     os.environ.setdefault("RAYON_NUM_THREADS", str(threads))  # pyseismic's build pool
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    if build_only and cache is None:
+        raise ValueError("build_only: needs cache_dir (the built indexes are kept there)")
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
     pinned = harness.pin_threads(threads)
     machine = harness.machine_info()
-    sizes = ((3_000,) if quick else (100_000,)) if sizes is None else tuple(int(s) for s in sizes)
-    nq = n_queries or (50 if quick else 300)
-    rounds = 2 if quick else 3
-    sweep = [(5, 0.9), (10, 0.7)] if quick else [(3, 0.9), (5, 0.9), (5, 0.7), (8, 0.8), (10, 0.7), (15, 0.6), (20, 0.5), (30, 0.4)]
-    vocab_size = 5_000 if quick else 30_000
-    datasets: list[Callable[[], dict[str, Any] | None]] = [lambda n=n: _splade(n, nq, seed, vocab_size) for n in sizes]
-    if not quick:
-        datasets.append(lambda: _movielens(min(nq, 200), seed))
+    nq = n_queries or (40 if quick else 300)
+    rounds = (2 if quick else 5) if rounds is None else check_positive_int(rounds, name="rounds")
+    grid = list(QUICK_GRID) if quick else [(qc, hf) for qc in GRID_QC for hf in GRID_HF]
+    from gsu.bench import runner
+
+    base = {"suite": "sparse", "k": K, "threads": threads, "pinned": pinned, "machine": machine["processor"],
+            "versions": machine["versions"], **runner.provenance()}
+    records: list[dict[str, Any]] = []
+    sets = _datasets(quick, nq, seed)
     if data:
         from gsu.datasets.registry import load_dataset
 
-        datasets = [lambda spec=data: runner.sparse_suite_data(load_dataset(spec))]
-    base = {"suite": "sparse", "k": K, "threads": threads, "pinned": pinned, "machine": machine["processor"], **runner.provenance()}
-    records: list[dict[str, Any]] = []
-    summary: list[dict[str, Any]] = []
-    for make in datasets:
+        outside = runner.sparse_suite_data(load_dataset(data))
+        base["data_set"] = outside["describe"]
+        sets = [(str(outside["name"]), lambda: (outside["docs"], outside["queries"]), False)]
+        cache = None  # never mix the user's data with the cached built-in sets
+    for name, make, synthetic in sets:
+        if only and name not in only:
+            continue
         t0 = time.perf_counter()
-        data = make()
+        data = _cached(cache, name, make)
         if data is None:
             continue
-        recs, summ = _run_dataset(data, base={**base, "data_gen_s": time.perf_counter() - t0, **({"data_set": data["describe"]} if "describe" in data else {})}, sweep=sweep, rounds=rounds,
-                                  threads=threads, quick=quick, seed=seed, float32=float32)
+        docs, queries = data
+        if build_only:
+            _, _, info = _build_both(docs, name, cache, seed)
+            print(f"[sparse] {name}: built {json.dumps(info)}", flush=True)
+            continue
+        recs = _run_dataset(name, docs, queries, synthetic=synthetic, base={**base, "data_s": time.perf_counter() - t0},
+                            grid=grid, rounds=rounds, threads=threads, quick=quick, seed=seed, cache=cache)
         records += recs
-        summary += summ
-        harness.pareto_plot(
-            [{**r, "qps": 1e3 / r["ms_per_query"]} for r in recs if r.get("kind") == "sweep"], out_dir / f"sparse_{data['name']}.png",
-            x="recall", y="qps", group="method", logy=True, ylabel="queries / s (1 thread)",
-            title=f"sparse {data['name']}: recall@{K} vs throughput (upper right is better)",
-        )
-    peak = round(runner.peak_rss_mb(), 1)
-    for r in records + summary:
-        r["peak_rss_mb"] = peak
-    harness.write_jsonl(out_dir / "sparse.jsonl", records + summary)
-    _print_tables(records, summary)
-    return records + summary
+        _plot(recs, out_dir / f"sparse_{name}.png", f"sparse {name}: recall@{K} vs queries/s (upper right is better)")
+    if build_only:
+        return records
+    harness.write_jsonl(out_dir / "sparse.jsonl", records)
+    _print_tables(records)
+    return records
 
 
-def _run_dataset(data: dict[str, Any], *, base: dict[str, Any], sweep: list[tuple[int, float]], rounds: int,
-                 threads: int, quick: bool, seed: int, float32: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    from gsu.bench.peers import PyseismicPeer
-    from gsu.index import SeismicIndex, SparseFlatIndex
+# -- the 1M-document step: each library in its own process -------------------------------------
+def _rss_peak_mb() -> float:
+    import resource
 
-    docs, queries, name = data["docs"], data["queries"], data["name"]
-    n, vocab = docs.shape
-    nq = queries.shape[0]
-    avg_list = docs.nnz / max(1, np.count_nonzero(np.bincount(docs.indices, minlength=vocab)))
-    build = {
-        "n_postings": max(16, int(round(data.get("prune", 0.5) * docs.nnz / vocab))),
-        "centroid_fraction": 0.1,
-        "summary_energy": 0.4,
-        "max_fraction": 1.5,
-        "min_cluster_size": 2,
-        "doc_cut": 15,
-    }
-    b = {**base, "data": name, "n_docs": n, "vocab": vocab, "nnz_per_doc": docs.nnz / n, "n_queries": nq,
-         "avg_list_len": avg_list, "build": build}
-    print(f"[sparse] {name}: {n} docs, vocab {vocab}, {docs.nnz / n:.1f} nnz/doc, {nq} queries, build {build}")
-    recs: list[dict[str, Any]] = []
-    # exact
-    t = time.perf_counter()
-    flat = SparseFlatIndex(vocab)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _scale_data(n: int, nq: int, seed: int, cache: Path) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray, np.ndarray]:
+    """The ``n``-document rarity-weighted collection and its exact top-k (cached)."""
+    from gsu.datasets.sparse import rarity_collection
+    from gsu.index import SparseFlatIndex
+
+    name = f"rarity-{n}"
+    docs, queries = _cached(cache, name, lambda: (lambda c: (c.docs.tocsr(), c.queries.tocsr()))(rarity_collection(n, nq, seed=seed + 1)))
+    tp = cache / f"truth_{name}.npz"
+    if tp.exists():
+        z = np.load(tp)
+        return docs, queries, z["ids"], z["scores"]
+    flat = SparseFlatIndex(docs.shape[1])
     flat.add(docs)
-    flat_build = time.perf_counter() - t
     ex = flat.search(queries, K)
-    truth = _Truth(docs, queries)
-    rows = [queries[i] for i in range(nq)]
-    # builds
-    t = time.perf_counter()
-    g16 = SeismicIndex.build(docs, **build, value_dtype="float16", seed=seed)
-    g16_build = time.perf_counter() - t
-    g32 = None
-    if float32:
+    np.savez(tp, ids=ex.ids, scores=ex.scores)
+    return docs, queries, ex.ids, ex.scores
+
+
+def _scale_phase(phase: str, n: int, nq: int, seed: int, cache: Path, rounds: int) -> dict[str, Any]:
+    """One phase of :func:`run_scale` in this process; returns its record."""
+    harness.pin_threads(int(os.environ.get("GSU_BENCH_THREADS", "1")))
+    name = f"rarity-{n}"
+    if phase == "data":
+        docs, queries, _, _ = _scale_data(n, nq, seed, cache)
+        return {"phase": phase, "n_docs": docs.shape[0], "nnz": int(docs.nnz), "n_queries": queries.shape[0], "peak_rss_mb": _rss_peak_mb()}
+    docs, queries, ti, ts = _scale_data(n, nq, seed, cache)
+    if phase == "build-gsu":
+        from gsu.index import SeismicIndex
+
         t = time.perf_counter()
-        g32 = SeismicIndex.build(docs, **build, seed=seed)
-        g32_build = time.perf_counter() - t
-    t = time.perf_counter()
-    peer = PyseismicPeer(docs, **build)
-    peer_build = time.perf_counter() - t
-    pq = peer.prepare(queries)
-    sizes = {"gsu": _file_bytes(g16), "pyseismic": peer.file_bytes, "exact": _file_bytes(flat)}
-    builds = {"gsu": g16_build, "pyseismic": peer_build, "exact": flat_build}
-    if g32 is not None:
-        sizes["gsu-f32"], builds["gsu-f32"] = _file_bytes(g32), g32_build
-    print(f"[sparse] {name}: build s {', '.join(f'{k}={v:.1f}' for k, v in builds.items())}; "
-          f"file MB {', '.join(f'{k}={v / 1e6:.1f}' for k, v in sizes.items())}")
-    for m in builds:
-        recs.append({**b, "kind": "build", "method": m, "build_s": builds[m], "index_bytes": sizes[m],
-                     **({"structure": g16.stats()} if m == "gsu" else {})})
-    # exact floor timing (one query per call and batched)
-    tex = _interleaved({"one": lambda: [flat.search(r, K) for r in rows], "batch": lambda: flat.search(queries, K)}, rounds=1)
-    recs.append({**b, "kind": "sweep", "method": "exact", "recall": 1.0, "ms_per_query": tex["one"] / nq * 1e3,
-                 "batch_ms_per_query": tex["batch"] / nq * 1e3})
-    # sweep
-    for qc, hf in sweep:
-        sp_ = {"query_cut": qc, "heap_factor": hf}
-        out: dict[str, Any] = {}
+        g = SeismicIndex.build(docs, **BUILD, value_dtype="float16", seed=seed)
+        build_s = time.perf_counter() - t
+        del docs
+        p = cache / f"gsu_{name}.gsu"
+        g.save(p)
+        return {"phase": phase, "build_s": build_s, "calibration_s": g.calibration["seconds"], "bytes": p.stat().st_size,
+                "structure": g.stats(), "calibration": g.calibration, "peak_rss_mb": _rss_peak_mb()}
+    if phase == "build-py":
+        from gsu.bench.peers import PyseismicPeer
 
-        def ours(idx: Any, key: str) -> Callable[[], None]:
-            def f() -> None:
-                res = [idx.search(r, K, **sp_) for r in rows]
-                out[key] = res
-            return f
+        t = time.perf_counter()
+        peer = PyseismicPeer(docs, **BUILD, save_to=str(cache / f"py_{name}"))
+        return {"phase": phase, "build_s": time.perf_counter() - t, "bytes": peer.file_bytes, "peak_rss_mb": _rss_peak_mb()}
+    truth = _Truth(docs, queries, ti, ts)
+    rows = [queries[i] for i in range(queries.shape[0])]
+    recs = []
+    if phase == "search-gsu":
+        from gsu.index import load
 
-        def theirs() -> None:
-            out["pyseismic"] = [peer.search_one(p, K, query_cut=qc, heap_factor=hf) for p in pq]
+        t = time.perf_counter()
+        g = load(cache / f"gsu_{name}.gsu", mmap=True)
+        open_s = time.perf_counter() - t
+        calls: dict[str, Callable[[], Any]] = {}
+        for qc, hf in [(qc, hf) for qc in GRID_QC for hf in GRID_HF]:
+            calls[f"{qc}|{hf}"] = (lambda qc, hf: lambda: [g.search(r, K, query_cut=qc, heap_factor=hf) for r in rows])(qc, hf)
+        for t_ in TARGETS:
+            calls[f"default|{t_}"] = (lambda t_: lambda: [g.search(r, K, target_recall=t_) for r in rows])(t_)
+        for key, fn in calls.items():
+            res = fn()
+            tm = _interleaved({key: fn}, rounds=rounds)[key]
+            rec = truth.recall(np.concatenate([r.ids for r in res]))
+            a, c = key.split("|")
+            recs.append({"method": "gsu-default" if a == "default" else "gsu", "query_cut": None if a == "default" else int(a),
+                         "heap_factor": None if a == "default" else float(c), "target_recall": float(c) if a == "default" else None,
+                         "recall": rec, "ms_per_query": tm / len(rows) * 1e3})
+        return {"phase": phase, "open_s": open_s, "sweep": recs, "peak_rss_mb": _rss_peak_mb()}
+    if phase == "search-py":
+        from gsu.bench.peers import PyseismicPeer
 
-        def batch() -> None:
-            st: dict = {}
-            out["gsu-batch"] = g16.search(queries, K, stats=st, **sp_)
-            out["scored"] = st["scored"]
+        t = time.perf_counter()
+        peer = PyseismicPeer.open(str(cache / f"py_{name}"), n=docs.shape[0])
+        open_s = time.perf_counter() - t
+        pq = peer.prepare(queries)
+        for qc in GRID_QC:
+            for hf in GRID_HF:
+                fn = (lambda qc, hf: lambda: [peer.search_raw(p, K, query_cut=qc, heap_factor=hf) for p in pq])(qc, hf)
+                res = fn()
+                tm = _interleaved({"p": fn}, rounds=rounds)["p"]
+                ids = np.stack([peer.to_arrays(r, K)[0] for r in res])
+                recs.append({"method": "pyseismic", "query_cut": qc, "heap_factor": hf, "recall": truth.recall(ids),
+                             "ms_per_query": tm / len(rows) * 1e3})
+        return {"phase": phase, "open_s": open_s, "sweep": recs, "peak_rss_mb": _rss_peak_mb()}
+    raise ValueError(f"unknown phase {phase!r}")
 
-        fns = {"pyseismic": theirs, "gsu": ours(g16, "gsu"), "gsu-batch": batch}
-        if g32 is not None:
-            fns["gsu-f32"] = ours(g32, "gsu-f32")
-        tm = _interleaved(fns, rounds=rounds)
-        methods = list(fns)
-        for m in methods:
-            if m == "pyseismic":
-                ids = np.stack([r[0] for r in out[m]])
-                sc = np.stack([r[1] for r in out[m]])
-            elif m == "gsu-batch":
-                ids, sc = out[m].ids, out[m].scores
-            else:
-                ids = np.concatenate([r.ids for r in out[m]])
-                sc = np.concatenate([r.scores for r in out[m]])
-            rec = truth.recall(ids, sc, ex.ids, ex.scores, name=f"{name}/{m}")
-            recs.append({**b, "kind": "sweep", "method": m, "query_cut": qc, "heap_factor": hf, "recall": rec,
-                         "ms_per_query": tm[m] / nq * 1e3,
-                         **({"scored_per_query": float(out["scored"].mean())} if m == "gsu-batch" else {})})
-        r = {x["method"]: x for x in recs[-len(methods):]}
-        print(f"[sparse] {name} qc={qc:<3d} hf={hf:<4}: " + "  ".join(
-            f"{m} {r[m]['ms_per_query']:.3f}ms r={r[m]['recall']:.3f}" for m in methods))
-    summ = []
-    if data.get("synthetic"):
-        recs += _filtered(data, b, g16, flat, peer, pq, truth, quick=quick, seed=seed)
-    for target in TARGETS:
-        row = {**b, "kind": "done_when", "target_recall": target}
-        for m in ("gsu", "gsu-f32", "gsu-batch", "pyseismic"):
-            best = _best_at(recs, m, target)
+
+def run_scale(*, out_dir: Path, n: int, cache_dir: Path, n_queries: int = 300, seed: int = 0, rounds: int = 3,
+              phases: tuple[str, ...] = ("data", "build-gsu", "build-py", "search-gsu", "search-py"),
+              threads: int = 1) -> list[dict[str, Any]]:
+    """The ``n``-document step of the sparse suite (rarity-weighted collection, :data:`BUILD`).
+
+    Every phase runs in a fresh Python process (``python -m gsu.bench.sparse --phase``),
+    so the two libraries are never in memory together and peak memory is per library:
+    ``data`` (generate + exact answers, cached), ``build-gsu`` / ``build-py`` (build and
+    save, timed, with peak resident memory), ``search-gsu`` / ``search-py`` (open the
+    saved index, sweep the grid one query per call). Phases whose record exists in
+    ``cache_dir`` are not run again. Writes ``sparse_scale.jsonl`` and a plot.
+    """
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results: dict[str, Any] = {}
+    for ph in phases:
+        rp = cache / f"phase_{n}_{ph}.json"
+        if not rp.exists():
+            env = {**os.environ, "GSU_BENCH_THREADS": str(threads), "RAYON_NUM_THREADS": str(threads),
+                   "NUMBA_NUM_THREADS": os.environ.get("NUMBA_NUM_THREADS", str(os.cpu_count() or 1))}
+            cmd = [sys.executable, "-m", "gsu.bench.sparse", "--phase", ph, "--n", str(n), "--cache", str(cache),
+                   "--n-queries", str(n_queries), "--seed", str(seed), "--rounds", str(rounds)]
+            print(f"[sparse-scale] {' '.join(cmd)}", flush=True)
+            subprocess.run(cmd, check=True, env=env)
+        results[ph] = json.loads(rp.read_text())
+        print(f"[sparse-scale] {ph}: " + json.dumps({k: v for k, v in results[ph].items() if k not in ("sweep", "structure", "calibration")}), flush=True)
+    base = {"suite": "sparse-scale", "data": f"rarity-{n}", "n_docs": n, "k": K, "build": BUILD}
+    records: list[dict[str, Any]] = []
+    for ph in ("build-gsu", "build-py"):
+        if ph in results:
+            records.append({**base, "kind": "build", "method": "gsu" if ph == "build-gsu" else "pyseismic", **results[ph]})
+    sweep = []
+    for ph in ("search-gsu", "search-py"):
+        if ph in results:
+            sweep += [{**base, "kind": "default" if r["method"] == "gsu-default" else "sweep", **r} for r in results[ph]["sweep"]]
+            records.append({**base, "kind": "open", "method": ph.split("-")[1], "open_s": results[ph]["open_s"],
+                            "peak_rss_mb": results[ph]["peak_rss_mb"]})
+    records += sweep
+    for t in TARGETS:
+        row = {**base, "kind": "done_when", "target_recall": t}
+        for m in ("gsu", "pyseismic"):
+            best = _best_at(sweep, m, t)
             row[f"{m}_ms"] = best["ms_per_query"] if best else None
             row[f"{m}_params"] = (best["query_cut"], best["heap_factor"]) if best else None
-        for m in ("gsu", "gsu-f32", "gsu-batch"):
-            row[f"{m}_latency_ratio"] = (row[f"{m}_ms"] / row["pyseismic_ms"]) if row[f"{m}_ms"] and row["pyseismic_ms"] else None
-        row["build_ratio"] = builds["gsu"] / builds["pyseismic"]
-        row["size_ratio"] = sizes["gsu"] / sizes["pyseismic"]
-        if "gsu-f32" in builds:
-            row["build_ratio_f32"] = builds["gsu-f32"] / builds["pyseismic"]
-            row["size_ratio_f32"] = sizes["gsu-f32"] / sizes["pyseismic"]
-        summ.append(row)
-    return recs, summ
+        row["gsu_latency_ratio"] = row["gsu_ms"] / row["pyseismic_ms"] if row["gsu_ms"] and row["pyseismic_ms"] else None
+        if "build-gsu" in results and "build-py" in results:
+            row["size_ratio"] = results["build-gsu"]["bytes"] / results["build-py"]["bytes"]
+        d = [r for r in sweep if r["method"] == "gsu-default" and r["target_recall"] == t]
+        if d:
+            row["default_recall"], row["default_ms"] = d[0]["recall"], d[0]["ms_per_query"]
+        records.append(row)
+    harness.write_jsonl(out_dir / "sparse_scale.jsonl", records)
+    if sweep:
+        _plot(sweep, out_dir / f"sparse_rarity-{n}.png", f"sparse rarity-{n}: recall@{K} vs queries/s (each library in its own process)")
+    done = [r for r in records if r["kind"] == "done_when"]
+    print(harness.format_table(done, ["data", "target_recall", "gsu_ms", "gsu_params", "pyseismic_ms", "pyseismic_params",
+                                      "gsu_latency_ratio", "size_ratio", "default_recall", "default_ms"]))
+    return records
 
 
-def _filtered(data: dict[str, Any], b: dict[str, Any], idx: Any, flat: Any, peer: Any, pq: list, truth: _Truth,
-              *, quick: bool, seed: int) -> list[dict[str, Any]]:
-    from gsu.index import Filter
-
-    docs, queries, name = data["docs"], data["queries"], data["name"]
-    n = docs.shape[0]
-    nq = queries.shape[0]
-    rng = np.random.default_rng(seed + 17)
-    nf = min(nq, 50 if quick else 100)
-    qsub = queries[:nf]
-    rows = [qsub[i] for i in range(nf)]
-    recs = []
-    for sel in (0.01, 0.1):
-        m = max(1, int(round(sel * n)))
-        for kind in ("random", "correlated"):
-            if kind == "random":
-                allowed = np.sort(rng.choice(n, m, replace=False))
-                per = [allowed] * nf
-                flt = Filter.from_ids(allowed)
-            else:
-                per = []
-                for i in range(nf):  # the allowed set is drawn from the query's own top 5m documents
-                    srow = np.asarray((qsub[i] @ docs.T).todense()).ravel()
-                    pos = np.flatnonzero(srow > 0)
-                    cand = pos[np.argsort(-srow[pos], kind="stable")[: 5 * m]]
-                    pick = rng.choice(cand, min(m, cand.size), replace=False) if cand.size else np.zeros(0, np.int64)
-                    if pick.size < m:  # top up at random
-                        rest = np.setdiff1d(np.arange(n), pick)
-                        pick = np.concatenate([pick, rng.choice(rest, m - pick.size, replace=False)])
-                    per.append(np.sort(pick.astype(np.int64)))
-                flt = Filter.per_query(per)
-            masks = None
-            ex = flat.search(qsub, K, filter=flt)
-
-            def allowed_fn(q: int, ids: np.ndarray, per=per) -> np.ndarray:
-                return np.isin(ids, per[q])
-
-            flts = [Filter.from_ids(p) for p in per]
-            out: dict[str, Any] = {}
-            fns: dict[str, Callable[[], None]] = {}
-            for qc, hf in ((10, 0.7), (20, 0.5)):
-                for fem, label in ((None, "gsu"), (0, "gsu-noexact")):
-                    key = f"{label}|{qc}|{hf}"
-
-                    def f(key=key, qc=qc, hf=hf, fem=fem) -> None:
-                        out[key] = [idx.search(rows[i], K, filter=flts[i], query_cut=qc, heap_factor=hf, filter_exact_max=fem) for i in range(nf)]
-
-                    fns[key] = f
-            if masks is None:
-                masks = []
-                for p in per:
-                    mk = np.zeros(n, bool)
-                    mk[p] = True
-                    masks.append(mk)
-
-            def theirs() -> None:
-                out["pyseismic-postfilter|10|0.7"] = [peer.search_one(pq[i], K, query_cut=10, heap_factor=0.7, allowed=masks[i], selectivity=sel) for i in range(nf)]
-
-            fns["pyseismic-postfilter|10|0.7"] = theirs
-            fns["exact|-|-"] = lambda: out.__setitem__("exact|-|-", [flat.search(rows[i], K, filter=flts[i]) for i in range(nf)])
-            tm = _interleaved(fns, rounds=1 if quick else 2)
-            line = []
-            for key, res in out.items():
-                method, qc, hf = key.split("|")
-                if method.startswith("pyseismic"):
-                    ids = np.stack([r[0] for r in res])
-                    sc = np.stack([r[1] for r in res])
-                else:
-                    ids = np.concatenate([r.ids for r in res])
-                    sc = np.concatenate([r.scores for r in res])
-                rec = truth.recall(ids, sc, ex.ids, ex.scores, allowed=allowed_fn, name=f"{name}/{key}/{kind}/{sel}")
-                recs.append({**b, "kind": "filtered", "filter": kind, "selectivity": sel, "method": method,
-                             "query_cut": None if qc == "-" else int(qc), "heap_factor": None if hf == "-" else float(hf),
-                             "recall": rec, "ms_per_query": tm[key] / nf * 1e3, "n_filter_queries": nf})
-                line.append(f"{key} {tm[key] / nf * 1e3:.3f}ms r={rec:.3f}")
-            print(f"[sparse] {name} filter={kind} sel={sel}: " + "  ".join(line))
-    return recs
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m gsu.bench.sparse", description="The sparse suite; --scale N for the N-document step.")
+    p.add_argument("--out", default="results")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--n-queries", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache", default=None, help="cache folder for data, indexes and phase records")
+    p.add_argument("--only", nargs="*", default=None, help="data sets to run")
+    p.add_argument("--build-only", action="store_true", help="build and cache the indexes (needs --cache), time nothing")
+    p.add_argument("--scale", type=int, default=None, help="run the N-document step (each library in its own process)")
+    p.add_argument("--phases", nargs="*", default=None)
+    p.add_argument("--rounds", type=int, default=None, help="timed rounds per measurement (suite default 5, scale step 3)")
+    p.add_argument("--data", default=None, metavar="SPEC", help="a sparse data-set SPEC instead of the built-in sets")
+    p.add_argument("--phase", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--n", type=int, default=None, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if a.phase:
+        rec = _scale_phase(a.phase, a.n, a.n_queries or 300, a.seed, Path(a.cache), a.rounds or 3)
+        rp = Path(a.cache) / f"phase_{a.n}_{a.phase}.json"
+        tmp = rp.with_suffix(".tmp")
+        tmp.write_text(json.dumps(rec, default=harness._json_default))
+        os.replace(tmp, rp)
+        return 0
+    if a.scale:
+        if not a.cache:
+            raise SystemExit("--scale needs --cache")
+        kw = {"phases": tuple(a.phases)} if a.phases else {}
+        run_scale(out_dir=Path(a.out), n=a.scale, cache_dir=Path(a.cache), n_queries=a.n_queries or 300, seed=a.seed,
+                  rounds=a.rounds or 3, threads=a.threads, **kw)
+        return 0
+    run(out_dir=Path(a.out), quick=a.quick, threads=a.threads, n_queries=a.n_queries, seed=a.seed,
+        cache_dir=Path(a.cache) if a.cache else None, only=tuple(a.only) if a.only else None, build_only=a.build_only,
+        rounds=a.rounds, data=a.data)
+    return 0
 
 
-def _print_tables(records: list[dict[str, Any]], summary: list[dict[str, Any]]) -> None:
-    builds = [r for r in records if r.get("kind") == "build"]
-    if builds:
-        print("\nBuild time and index size (saved file bytes):")
-        print(harness.format_table([{"data": r["data"], "method": r["method"], "build_s": r["build_s"], "MB": r["index_bytes"] / 1e6} for r in builds],
-                                   ["data", "method", "build_s", "MB"]))
-    filt = [r for r in records if r.get("kind") == "filtered"]
-    if filt:
-        print("\nFiltered search (recall@10 vs the exact filtered answer):")
-        print(harness.format_table(filt, ["data", "filter", "selectivity", "method", "query_cut", "heap_factor", "recall", "ms_per_query"]))
-    if summary:
-        print("\nDone when — latency at equal recall@10 (ms/query, 1 thread; ratio = gsu / pyseismic, <= 1.0 wanted),"
-              " build ratio (<= 2) and size ratio (<= 1.5):")
-        rows = []
-        for s in summary:
-            rows.append({
-                "data": s["data"], "recall": s["target_recall"],
-                "gsu_ms": s["gsu_ms"], "gsu_batch_ms": s["gsu-batch_ms"], "pyseismic_ms": s["pyseismic_ms"],
-                "ratio": s["gsu_latency_ratio"], "ratio_batch": s["gsu-batch_latency_ratio"],
-                **({"gsu_f32_ms": s["gsu-f32_ms"], "ratio_f32": s["gsu-f32_latency_ratio"]} if s.get("gsu-f32_ms") is not None else {}),
-                "build_ratio": s["build_ratio"], "size_ratio": s["size_ratio"],
-            })
-        print(harness.format_table(rows, list(rows[0].keys())))
-        f1 = [r for r in filt if r["selectivity"] == 0.01 and r["method"] == "gsu"]
-        if f1:
-            print(f"filtered recall@10 at 1% selectivity (gsu, default exact fallback): min {min(r['recall'] for r in f1):.3f} (>= 0.95 wanted)")
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -29,8 +29,46 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from numba.core import types as _nbt
+from numba.experimental import structref
+
 from gsu._simd import load_f32, load_index, prefetch
+from gsu.index._bits import ctz64, load_u32, load_u64, popcount64
 from gsu.index._kernels import heap_push, heap_sorted, lower_bound
+
+# ---------------------------------------------------------------------------
+# the index as one kernel argument
+# ---------------------------------------------------------------------------
+VIEW_FIELDS = (
+    "fwd_indptr", "fwd_comps", "fwd_vals", "list_blk", "blk_ptr", "post_docs", "list_max", "blk_scale", "blk_min",
+    "sum_ent", "sum_bit", "sum_pack", "sum_start", "sum_dir", "sum_comp", "sum_bmp", "sum_bm", "sum_sptr", "sum_samp",
+    "qdense", "vstamp", "astamp", "stamp",
+)
+
+
+@structref.register
+class IndexViewType(_nbt.StructRef):
+    """numba type of :class:`IndexView`."""
+
+    def preprocess_fields(self, fields):
+        return tuple((name, _nbt.unliteral(t)) for name, t in fields)
+
+
+class IndexView(structref.StructRefProxy):
+    """The arrays one search reads, bundled so that a call passes one object instead of ~25
+    arrays (numba unboxes each array argument on every call; this costs microseconds per
+    query, as much as a cheap query itself). Fields, in order, :data:`VIEW_FIELDS`: the
+    forward index, posting lists, block and summary arrays of ``SeismicIndex`` and the
+    per-thread search scratch — ``qdense`` (threads, dim) float32 all-zero between
+    searches, ``vstamp``/``astamp`` (threads, n) int32 visited/allowed stamps, ``stamp``
+    (1,) int64 the last stamp used."""
+
+    def __new__(cls, *arrays):
+        return structref.StructRefProxy.__new__(cls, *arrays)
+
+
+structref.define_proxy(IndexView, IndexViewType, list(VIEW_FIELDS))
+
 
 # ---------------------------------------------------------------------------
 # small helpers
@@ -107,6 +145,7 @@ def _prefetch_doc(fwd_indptr, fwd_comps, fwd_vals, d):
 
 
 _PF_DIST = 2  # documents prefetched ahead of the one scored
+_STAMP_LIMIT = 2**31 - 2
 _CAND = 64  # documents picked per chunk of a block before scoring them (search scratch)
 _ENERGY_BUCKETS = 512
 
@@ -214,7 +253,8 @@ def prune_lists(indptr, indices, data, vocab, thr, n_eq_keep, cap, row_offset):
     Keeps every entry with value ``> thr`` and the first ``n_eq_keep`` entries equal to
     ``thr`` (row-major order); then each posting list keeps its ``cap`` largest entries.
     Rows are numbered from ``row_offset``. Returns ``(list_ptr (vocab+1,) int64,
-    list_docs int32)``; the order inside a list is arbitrary (clustering reorders it).
+    list_docs int32, list_max (vocab,) float32)``; the order inside a list is arbitrary
+    (clustering reorders it); ``list_max[c]`` is the largest weight kept in list ``c``.
     """
     n = indptr.shape[0] - 1
     cnt = np.zeros(vocab + 1, np.int64)
@@ -248,6 +288,11 @@ def prune_lists(indptr, indices, data, vocab, thr, n_eq_keep, cap, row_offset):
                 docs[pos[c]] = r + row_offset
                 vals[pos[c]] = v
                 pos[c] += 1
+    lmax = np.zeros(vocab, np.float32)
+    for c in range(vocab):
+        for p in range(ptr[c], ptr[c + 1]):
+            if vals[p] > lmax[c]:
+                lmax[c] = vals[p]
     # cap each list to its `cap` largest values
     out_ptr = np.zeros(vocab + 1, np.int64)
     for c in range(vocab):
@@ -264,7 +309,7 @@ def prune_lists(indptr, indices, data, vocab, thr, n_eq_keep, cap, row_offset):
             order = np.argsort(-vals[s:e], kind="mergesort")
             for i in range(cap):
                 out[o + i] = docs[s + order[i]]
-    return out_ptr, out
+    return out_ptr, out, lmax
 
 
 @nb.njit(cache=True, parallel=True)
@@ -612,42 +657,114 @@ def list_entry_bounds(list_ptr, list_docs, fwd_indptr, lists):
 # ---------------------------------------------------------------------------
 
 
+@nb.njit(cache=True, inline="always")
+def _check_queries(q_indptr, q_comps, q_vals, dim):
+    """Queries ready for the search kernel: ``(0, -1)``, else ``(code, first bad row)``.
+
+    Codes: 7 malformed CSR structure; 1 component out of ``[0, dim)``; 2 components not
+    strictly increasing in a row (unsorted or duplicate); 8 a weight that is not a
+    positive finite number (zero, negative, NaN, inf). The caller then normalises the
+    queries with :func:`gsu.index.sparse_flat.as_csr` (which raises the precise error
+    or drops zeros and sorts) and searches again.
+    """
+    nq = q_indptr.shape[0] - 1
+    if nq < 0 or q_indptr[0] != 0 or q_indptr[nq] != q_comps.shape[0] or q_comps.shape[0] != q_vals.shape[0]:
+        return 7, 0
+    for r in range(nq):
+        s = q_indptr[r]
+        e = q_indptr[r + 1]
+        if e < s:
+            return 7, r
+        prev = -1
+        for j in range(s, e):
+            c = q_comps[j]
+            v = q_vals[j]
+            if c < 0 or c >= dim:
+                return 1, r
+            if not (v > 0 and v < np.inf):
+                return 8, r
+            if c <= prev:
+                return 2, r
+            prev = c
+    return 0, -1
+
+
 def _search_impl(
-    q_indptr, q_comps, q_vals, k, query_cut, heap_factor, first_sorted,
-    fwd_indptr, fwd_comps, fwd_vals,
-    list_blk, blk_ptr, post_docs, blk_scale, blk_min, ls_ptr, inv_comp, inv_blk, inv_code,
-    n_indexed, mode, allowed, blk_ok, f_indptr, f_rows, exact_max,
-    n_threads, s_qdense, s_vstamp, s_astamp, stamp_base, max_blocks,
+    v, q_indptr, q_comps, q_vals, dim, k, query_cut, heap_factor, first_sorted, term_order, n_indexed,
+    mode, allowed, blk_ok, f_indptr, f_rows, exact_max, n_threads, max_blocks,
     out_rows, out_scores, counts, n_scored,
 ):
-    """Top-``k`` of each query (see module docstring for the index layout).
+    """Top-``k`` of each query over the index ``v`` (an :class:`IndexView`).
 
-    ``mode``: 0 no filter; 1 shared filter — ``allowed`` (n,) uint8 row mask, ``blk_ok``
+    ``heap_factor``: float (a block is skipped when its summary dot is below it times
+    the k-th score); ``term_order``: 0 the ``query_cut`` heaviest query terms open
+    their lists, 1 the terms of largest ``weight × list_max``. ``mode``: 0 no filter; 1 shared filter — ``allowed`` (n,) uint8 row mask, ``blk_ok``
     (n_blocks,) uint8 (0: the block holds no allowed row), the allowed rows listed in
     ``f_rows[f_indptr[0]:f_indptr[1]]``; 2 per-query filter — query ``q`` allows the
     sorted rows ``f_rows[f_indptr[q]:f_indptr[q+1]]``. A query whose filter allows at
     most ``exact_max`` rows is answered exactly from the forward index. Rows
     ``>= n_indexed`` (added after the last build) are always scored exactly.
-    Stamps ``stamp_base + q + 1`` mark visited (``s_vstamp``) and allowed (``s_astamp``)
-    rows per thread; ``s_qdense`` rows must be all-zero on entry and are left so.
+    Stamps ``v.stamp[0] + q + 1`` mark visited (``v.vstamp``) and allowed (``v.astamp``)
+    rows per thread (``v.stamp[0]`` advances by the batch size; the stamps are zeroed
+    only when they would overflow); ``v.qdense`` rows are all-zero on entry and left so.
     Only documents with a positive score are returned.
+
+    The queries are checked first (:func:`_check_queries`); on a nonzero code nothing
+    is searched and ``(code, row)`` is returned, else ``(0, -1)``.
     """
+    code, bad_row = _check_queries(q_indptr, q_comps, q_vals, dim)
+    if code != 0:
+        return code, bad_row
+    fwd_indptr = v.fwd_indptr
+    fwd_comps = v.fwd_comps
+    fwd_vals = v.fwd_vals
+    list_blk = v.list_blk
+    blk_ptr = v.blk_ptr
+    post_docs = v.post_docs
+    list_max = v.list_max
+    blk_scale = v.blk_scale
+    blk_min = v.blk_min
+    sum_ent = v.sum_ent
+    sum_bit = v.sum_bit
+    sum_pack = v.sum_pack
+    sum_start = v.sum_start
+    sum_dir = v.sum_dir
+    sum_comp = v.sum_comp
+    sum_bmp = v.sum_bmp
+    sum_bm = v.sum_bm
+    sum_sptr = v.sum_sptr
+    sum_samp = v.sum_samp
+    s_qdense = v.qdense
+    s_vstamp = v.vstamp
+    s_astamp = v.astamp
+    heap_factor = np.float32(heap_factor)
     nq = q_indptr.shape[0] - 1
     n = fwd_indptr.shape[0] - 1
+    # stamps: query q of this call marks rows with stamp_base + q + 1 (never re-zeroed but on wrap)
+    stamp_base = v.stamp[0]
+    if stamp_base + nq + 1 >= _STAMP_LIMIT:
+        s_vstamp[:] = 0
+        s_astamp[:] = 0
+        stamp_base = 0
+    v.stamp[0] = stamp_base + nq
     for t in nb.prange(n_threads):
         qdense = s_qdense[t]
         vstamp = s_vstamp[t]
-        astamp = s_astamp[t] if mode == 2 else s_vstamp[t]
+        astamp = s_astamp[t]
         hs = np.empty(k, np.float32)
         hr = np.empty(k, np.int64)
-        dots = np.empty(max_blocks, np.float32)
-        acc = np.empty(max_blocks, np.float32)
+        # room for any block id a list's bit width can encode (a damaged file cannot write past it)
+        cap = 2
+        while cap < max_blocks:
+            cap *= 2
+        dots = np.empty(cap, np.float32)
+        acc = np.empty(cap, np.float32)
         tcap = 1
         for q in range(nq):
             tcap = max(tcap, min(query_cut, q_indptr[q + 1] - q_indptr[q]))
         top_v = np.empty(tcap, np.float32)
         top_c = np.empty(tcap, np.int64)
-        aq = np.empty(max_blocks, np.float32)
+        aq = np.empty(cap, np.float32)
         cand = np.empty(_CAND, np.int64)
         no_order = np.empty(0, np.int64)
         for q in range(t, nq, n_threads):
@@ -686,6 +803,8 @@ def _search_impl(
                 nt = 0
                 for j in range(qs, qe):
                     v = q_vals[j]
+                    if term_order == 1:
+                        v = v * list_max[q_comps[j]]
                     if nt == cut and v <= top_v[cut - 1]:
                         continue
                     p = nt if nt < cut else cut - 1
@@ -704,7 +823,9 @@ def _search_impl(
                     if nb_ == 0:
                         continue
                     # summary inner products of all the list's blocks (inverted summaries)
-                    _list_summary_dots(l, b0, nb_, qs, qe, q_comps, qdense, ls_ptr, inv_comp, inv_blk, inv_code, blk_scale, blk_min, acc, aq, dots)
+                    _list_summary_dots(l, b0, nb_, qs, qe, q_comps, qdense,
+                                       sum_ent, sum_bit, sum_pack, sum_start, sum_dir, sum_comp, sum_bmp, sum_bm, sum_sptr, sum_samp,
+                                       blk_scale, blk_min, acc, aq, dots)
                     use_sorted = ti == 0 and first_sorted
                     if use_sorted:
                         border = np.argsort(-dots[:nb_])
@@ -769,8 +890,7 @@ def _search_impl(
                 out_rows[q, i] = -1
             counts[q] = size
             n_scored[q] = scored
-
-
+    return 0, -1
 
 
 @nb.njit(cache=True, parallel=True)
@@ -788,8 +908,9 @@ def block_any_allowed(lists, list_blk, blk_ptr, post_docs, allowed, blk_ok):
 
 
 @nb.njit(cache=True)
-def lists_of_queries(q_indptr, q_comps, q_vals, query_cut, vocab):
-    """Distinct posting lists that the top-``query_cut`` terms of the queries open."""
+def lists_of_queries(q_indptr, q_comps, q_vals, query_cut, vocab, list_max, term_order):
+    """Distinct posting lists that the top-``query_cut`` terms of the queries open (terms
+    ranked as the search ranks them: by weight, or by weight times ``list_max``)."""
     mark = np.zeros(vocab, np.uint8)
     nq = q_indptr.shape[0] - 1
     for q in range(nq):
@@ -800,10 +921,113 @@ def lists_of_queries(q_indptr, q_comps, q_vals, query_cut, vocab):
             for j in range(qs, qe):
                 mark[q_comps[j]] = 1
         else:
-            order = np.argsort(-q_vals[qs:qe], kind="mergesort")
+            key = np.empty(qe - qs, np.float32)
+            for j in range(qs, qe):
+                key[j - qs] = q_vals[j] * list_max[q_comps[j]] if term_order == 1 else q_vals[j]
+            order = np.argsort(-key, kind="mergesort")
             for ti in range(cut):
                 mark[q_comps[qs + order[ti]]] = 1
     return np.flatnonzero(mark).astype(np.int64)
+
+
+# ---------------------------------------------------------------------------
+# calibration helpers
+# ---------------------------------------------------------------------------
+
+
+@nb.njit(cache=True, parallel=True)
+def exact_topk_forward(fwd_indptr, fwd_comps, fwd_vals, q_indptr, q_comps, q_vals, vocab, k, n_threads,
+                       exclude, out_rows, out_scores, counts):
+    """Exact top-``k`` of every query over all documents of the forward index.
+
+    Document-at-a-time over the forward index against the queries transposed by
+    component, so a document costs its length plus its matches with the queries;
+    parallel over document ranges with per-thread heaps merged at the end. Row
+    ``exclude[q]`` (or -1) is left out of query ``q``'s answer. Only positive scores
+    count. Writes ``out_rows``/``out_scores`` (nq, k) best first (-1 / -inf padded),
+    ``counts`` (nq,).
+    """
+    nq = q_indptr.shape[0] - 1
+    n = fwd_indptr.shape[0] - 1
+    tptr = np.zeros(vocab + 1, np.int64)
+    for j in range(q_indptr[nq]):
+        tptr[q_comps[j] + 1] += 1
+    for c in range(vocab):
+        tptr[c + 1] += tptr[c]
+    tq = np.empty(q_indptr[nq], np.int64)
+    tv = np.empty(q_indptr[nq], np.float32)
+    fill = tptr[:-1].copy()
+    for q in range(nq):
+        for j in range(q_indptr[q], q_indptr[q + 1]):
+            c = q_comps[j]
+            tq[fill[c]] = q
+            tv[fill[c]] = q_vals[j]
+            fill[c] += 1
+    hs = np.empty((n_threads, nq, k), np.float32)
+    hr = np.empty((n_threads, nq, k), np.int64)
+    sz = np.zeros((n_threads, nq), np.int64)
+    for t in nb.prange(n_threads):
+        acc = np.zeros(nq, np.float32)
+        touched = np.empty(nq, np.int64)
+        d0 = t * n // n_threads
+        d1 = (t + 1) * n // n_threads
+        for d in range(d0, d1):
+            nt = 0
+            for j in range(fwd_indptr[d], fwd_indptr[d + 1]):
+                c = load_index(fwd_comps, j)
+                w = load_f32(fwd_vals, j)
+                for p in range(tptr[c], tptr[c + 1]):
+                    q = tq[p]
+                    if acc[q] == 0.0:
+                        touched[nt] = q
+                        nt += 1
+                    acc[q] += w * tv[p]
+            for i in range(nt):
+                q = touched[i]
+                sc = acc[q]
+                acc[q] = 0.0
+                if sc > 0 and exclude[q] != d:
+                    sz[t, q] = heap_push(hs[t, q], hr[t, q], sz[t, q], k, sc, d)
+    for q in nb.prange(nq):
+        fs = np.empty(k, np.float32)
+        fr = np.empty(k, np.int64)
+        size = 0
+        for t in range(n_threads):
+            for i in range(sz[t, q]):
+                size = heap_push(fs, fr, size, k, hs[t, q, i], hr[t, q, i])
+        heap_sorted(fs, fr, size, out_scores[q], out_rows[q])
+        for i in range(size, k):
+            out_scores[q, i] = -np.inf
+            out_rows[q, i] = -1
+        counts[q] = size
+
+
+@nb.njit(cache=True)
+def recall_per_query(found_rows, found_scores, true_scores, true_counts, k, exclude):
+    """Recall@``k`` of each query, tie-tolerant: a found row counts when its (exact) score
+    reaches the true ``k``-th score within a relative 1e-5; ``exclude[q]`` never counts."""
+    nq = found_rows.shape[0]
+    out = np.empty(nq, np.float64)
+    for q in range(nq):
+        m = min(k, true_counts[q])
+        if m == 0:
+            out[q] = 1.0
+            continue
+        kth = true_scores[q, m - 1]
+        tol = kth - 1e-5 * abs(kth) - 1e-7
+        hits = 0
+        got = 0
+        for i in range(found_rows.shape[1]):
+            r = found_rows[q, i]
+            if r < 0 or r == exclude[q]:
+                continue
+            if got == k:
+                break
+            got += 1
+            if found_scores[q, i] >= tol:
+                hits += 1
+        out[q] = min(hits, m) / m
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -842,104 +1066,369 @@ def csr_topk(indptr, indices, data, k, col_rows, f_indptr, f_rows, per_query, q_
 
 
 # ---------------------------------------------------------------------------
-# inverted summary layout
+# compact summary layout
 # ---------------------------------------------------------------------------
+#
+# The summaries of list ``l`` (blocks ``list_blk[l]:list_blk[l+1]``, ``nb`` of them) are
+# stored component-major: every distinct component once (the *directory*), then for
+# each component the blocks whose summary holds it, with their 8-bit codes.
+#
+# - entries: list ``l`` owns entries ``0 .. E-1``; entry ``j`` is a ``W = bw + 8``-bit
+#   field at bit ``sum_bit[l] + j*W`` of the byte stream ``sum_pack`` (little-endian,
+#   ``bw = max(1, bit_length(nb - 1))``): block (local to the list) in the low ``bw``
+#   bits, code above. ``E = (sum_bit[l+1] - sum_bit[l]) // W`` (each list starts on a
+#   byte; the padding is shorter than ``W``).
+# - ``sum_start``: bit ``sum_ent[l] + j`` is set when entry ``j`` is the first entry of
+#   a component (``sum_ent[l]`` is a multiple of 8).
+# - directory, one of two kinds per list (whichever is smaller):
+#   * sorted component ids ``sum_comp[sum_dir[l]:sum_dir[l+1]]`` (uint16/int32), or
+#   * a bitmap over the vocabulary at ``sum_bm[sum_bmp[l]:sum_bmp[l+1]]``: per 64
+#     components three uint32 — the word's low half, high half, and the number of
+#     set bits before the word (rank) — when ``sum_bmp[l+1] > sum_bmp[l]``.
+# - samples: the first entry of distinct components 0, 16, 32, ... of list ``l``:
+#   ``sum_samp[sum_sptr[l] + i // 16]`` (uint32, relative to the list).
+#
+# Lossless with respect to the block summaries' (component, code) pairs.
 
-
-@nb.njit(cache=True)
-def invert_summaries(list_blk, sum_ptr, sum_comp, sum_code, vocab, blk_dtype):
-    """Turn per-block summaries into one small component-major matrix per posting list.
-
-    Input: block ``b``'s summary is ``sum_comp/sum_code[sum_ptr[b]:sum_ptr[b+1]]``;
-    list ``l`` owns blocks ``list_blk[l]:list_blk[l+1]``. Output (the layout searched):
-    ``ls_ptr`` (vocab+1,) int64 — list ``l``'s summary entries are
-    ``ls_ptr[l]:ls_ptr[l+1]`` of ``inv_comp`` (component, ascending), ``inv_blk``
-    (block local to the list, ascending within a component; ``blk_dtype``: uint8 or
-    uint16) and ``inv_code`` (8-bit code, dequantised as ``code * scale + min`` of the
-    block). No per-component offsets: most components occur in a single block.
-    """
-    n_ent = sum_comp.shape[0]
-    cnt = np.zeros(vocab, np.int64)
-    stamp = np.full(vocab, -1, np.int64)
-    ls_ptr = np.zeros(vocab + 1, np.int64)
-    inv_comp = np.empty(n_ent, sum_comp.dtype)
-    inv_blk = np.empty(n_ent, blk_dtype)
-    inv_code = np.empty(n_ent, np.uint8)
-    slot = np.empty(vocab, np.int64)
-    comps = np.empty(vocab, np.int64)
-    ep = 0
-    for l in range(vocab):
-        b0 = list_blk[l]
-        b1 = list_blk[l + 1]
-        ls_ptr[l] = ep
-        nc = 0
-        for b in range(b0, b1):
-            for e in range(sum_ptr[b], sum_ptr[b + 1]):
-                c = sum_comp[e]
-                if stamp[c] != l:
-                    stamp[c] = l
-                    cnt[c] = 0
-                    comps[nc] = c
-                    nc += 1
-                cnt[c] += 1
-        cs = np.sort(comps[:nc])
-        for i in range(nc):
-            c = cs[i]
-            slot[c] = ep
-            ep += cnt[c]
-        for b in range(b0, b1):
-            for e in range(sum_ptr[b], sum_ptr[b + 1]):
-                c = sum_comp[e]
-                s = slot[c]
-                inv_comp[s] = c
-                inv_blk[s] = b - b0
-                inv_code[s] = sum_code[e]
-                slot[c] = s + 1
-    ls_ptr[vocab] = ep
-    return ls_ptr, inv_comp, inv_blk, inv_code
+_SAMPLE_SHIFT = 4  # one sample per 16 distinct components
+_PAD_BYTES = 8  # readers load 8 bytes at a time
 
 
 @nb.njit(cache=True, inline="always")
-def _list_summary_dots(l, b0, nb_, qs, qe, q_comps, qdense, ls_ptr, inv_comp, inv_blk, inv_code,
+def _bit_width(x):
+    """Bits needed for values ``0..x`` (at least 1)."""
+    b = 1
+    while (np.int64(1) << b) <= x:
+        b += 1
+    return b
+
+
+@nb.njit(cache=True, parallel=True)
+def summary_sizes(lb, sum_ptr, sum_comp, vocab, n_threads, comp_bits):
+    """First pass of :func:`summary_encode` over a run of lists (list ``i`` owns blocks
+    ``lb[i]:lb[i+1]``, block ``b``'s summary is ``sum_comp[sum_ptr[b]:sum_ptr[b+1]]``).
+
+    Returns (n_lists, 6) int64 per list: entries, distinct components, stream bits
+    (byte-padded), sorted-directory slots (0 for a bitmap), bitmap uint32s (0 for
+    sorted ids), samples; the smaller directory kind is chosen (``comp_bits`` bits per
+    sorted id against 96 bits per 64 components of vocabulary for a bitmap).
+    """
+    nl = lb.shape[0] - 1
+    out = np.zeros((nl, 6), np.int64)
+    n_words = (vocab + 63) // 64
+    bitmap_bits = 96 * n_words
+    stamp = np.full((n_threads, vocab), -1, np.int64)
+    for t in nb.prange(n_threads):
+        st = stamp[t]
+        for l in range(t, nl, n_threads):
+            b0 = lb[l]
+            b1 = lb[l + 1]
+            if b1 == b0:
+                continue
+            e0 = sum_ptr[b0]
+            e1 = sum_ptr[b1]
+            d = 0
+            for e in range(e0, e1):
+                c = sum_comp[e]
+                if st[c] != l:
+                    st[c] = l
+                    d += 1
+            w = _bit_width(b1 - b0 - 1) + 8
+            out[l, 0] = e1 - e0
+            out[l, 1] = d
+            out[l, 2] = ((e1 - e0) * w + 7) // 8 * 8
+            if d * comp_bits <= bitmap_bits:
+                out[l, 3] = d
+            else:
+                out[l, 4] = 3 * n_words
+            out[l, 5] = (d + (1 << _SAMPLE_SHIFT) - 1) >> _SAMPLE_SHIFT
+    return out
+
+
+@nb.njit(cache=True, inline="always")
+def _put_bits(buf, pos, val):
+    """OR the value ``val`` (non-negative) into ``buf`` starting at bit ``pos``."""
+    v = np.uint64(val) << np.uint64(pos & 7)
+    i = pos >> 3
+    while v != 0:
+        buf[i] |= np.uint8(v & np.uint64(0xFF))
+        v >>= np.uint64(8)
+        i += 1
+
+
+@nb.njit(cache=True, parallel=True)
+def summary_encode(lb, sum_ptr, sum_comp, sum_code, vocab, n_threads, sizes,
+                   ent_off, bit_off, dir_off, bm_off, samp_off,
+                   o_pack, o_start, o_comp, o_bm, o_samp):
+    """Second pass: write the compact summaries (layout above) of a run of lists.
+
+    ``lb``, ``sum_ptr``, ``sum_comp``, ``sum_code``: as in :func:`summary_sizes`;
+    ``sizes``: its result; ``*_off`` (n_lists+1,) int64: each list's first entry
+    (multiple of 8), stream bit, sorted-directory slot, bitmap uint32 and sample, as
+    prefix sums of ``sizes`` (entries rounded up to 8). Outputs must be zero-filled.
+    Parallel over lists: lists never share a byte of the outputs.
+    """
+    nl = lb.shape[0] - 1
+    n_words = (vocab + 63) // 64
+    s_stamp = np.full((n_threads, vocab), -1, np.int64)
+    s_slot = np.zeros((n_threads, vocab), np.int64)
+    max_d = 1
+    for l in range(nl):
+        max_d = max(max_d, sizes[l, 1])
+    for t in nb.prange(n_threads):
+        st = s_stamp[t]
+        slot = s_slot[t]
+        comps = np.empty(max_d, np.int64)
+        for l in range(t, nl, n_threads):
+            b0 = lb[l]
+            b1 = lb[l + 1]
+            if b1 == b0:
+                continue
+            bw = _bit_width(b1 - b0 - 1)
+            w = bw + 8
+            nd = 0
+            for e in range(sum_ptr[b0], sum_ptr[b1]):
+                c = sum_comp[e]
+                if st[c] != l:
+                    st[c] = l
+                    slot[c] = 0
+                    comps[nd] = c
+                    nd += 1
+                slot[c] += 1
+            cs = np.sort(comps[:nd])
+            # entry offsets per component, start bits, samples, directory
+            off = 0
+            for i in range(nd):
+                c = cs[i]
+                cnt = slot[c]
+                slot[c] = off
+                g = ent_off[l] + off
+                o_start[g >> 3] |= np.uint8(1 << (g & 7))
+                if (i & ((1 << _SAMPLE_SHIFT) - 1)) == 0:
+                    o_samp[samp_off[l] + (i >> _SAMPLE_SHIFT)] = np.uint32(off)
+                off += cnt
+            if bm_off[l + 1] > bm_off[l]:
+                base = bm_off[l]
+                for i in range(nd):
+                    c = cs[i]
+                    wd = c >> 6
+                    bit = c & 63
+                    if bit < 32:
+                        o_bm[base + 3 * wd] |= np.uint32(1) << np.uint32(bit)
+                    else:
+                        o_bm[base + 3 * wd + 1] |= np.uint32(1) << np.uint32(bit - 32)
+                r = 0
+                for wd in range(n_words):
+                    o_bm[base + 3 * wd + 2] = np.uint32(r)
+                    word = np.uint64(o_bm[base + 3 * wd]) | (np.uint64(o_bm[base + 3 * wd + 1]) << np.uint64(32))
+                    r += np.int64(popcount64(word))
+            else:
+                for i in range(nd):
+                    o_comp[dir_off[l] + i] = cs[i]
+            # entries: blocks visited in ascending order, so ascending within a component
+            pos0 = bit_off[l]
+            for b in range(b0, b1):
+                for e in range(sum_ptr[b], sum_ptr[b + 1]):
+                    c = sum_comp[e]
+                    j = slot[c]
+                    slot[c] = j + 1
+                    _put_bits(o_pack, pos0 + j * w, np.int64(b - b0) | (np.int64(sum_code[e]) << bw))
+
+
+@nb.njit(cache=True)
+def check_summary_layout(list_blk, sum_ent, sum_bit, sum_dir, sum_bmp, sum_sptr, vocab):
+    """O(vocab) consistency of the per-list offsets of the compact summaries (see the layout
+    above; the offset arrays themselves are already known to be monotone and to end at
+    their arrays' lengths). Returns -1 when consistent, else the first bad list."""
+    n_words = (vocab + 63) // 64
+    for l in range(vocab):
+        nb_ = list_blk[l + 1] - list_blk[l]
+        ent = sum_ent[l + 1] - sum_ent[l]
+        bits = sum_bit[l + 1] - sum_bit[l]
+        nd = sum_dir[l + 1] - sum_dir[l]
+        nbm = sum_bmp[l + 1] - sum_bmp[l]
+        ns = sum_sptr[l + 1] - sum_sptr[l]
+        if nb_ == 0:
+            if ent or bits or nd or nbm or ns:
+                return l
+            continue
+        w = _bit_width(nb_ - 1) + 8
+        e = bits // w
+        if e == 0 or bits - e * w >= 8 or ent != (e + 7) // 8 * 8:
+            return l
+        if nbm == 0:
+            d = nd
+        elif nd == 0 and nbm == 3 * n_words:
+            d = -1  # counted by the search's bounds checks (ranks are data)
+        else:
+            return l
+        if d == 0 or d > e:
+            return l
+        if d > 0 and ns != (d + (1 << _SAMPLE_SHIFT) - 1) >> _SAMPLE_SHIFT:
+            return l
+        if ns == 0:
+            return l
+    return -1
+
+
+@nb.njit(cache=True)
+def summary_entry_count(list_blk, sum_bit):
+    """Total summary entries of all lists (from the stream lengths)."""
+    t = 0
+    for l in range(list_blk.shape[0] - 1):
+        nb_ = list_blk[l + 1] - list_blk[l]
+        if nb_:
+            t += (sum_bit[l + 1] - sum_bit[l]) // (_bit_width(nb_ - 1) + 8)
+    return t
+
+
+@nb.njit(cache=True, inline="always")
+def _next_start(sum_start, g):
+    """Smallest set bit index ``>= g`` of the start bitvector (a sentinel bit ends it)."""
+    while True:
+        word = load_u64(sum_start, g >> 3) >> np.uint64(g & 7)
+        if word != 0:
+            return g + np.int64(ctz64(word))
+        g = (g & ~np.int64(7)) + 64  # bits g .. (g & ~7) + 63 are all zero
+
+
+@nb.njit(cache=True, inline="always")
+def _entry_bits(sum_pack, pos, mask):
+    return np.int64(load_u32(sum_pack, pos >> 3) >> np.uint32(pos & 7)) & mask
+
+
+@nb.njit(cache=True)
+def summary_list_entries(l, list_blk, sum_ent, sum_bit, sum_pack, sum_start, sum_dir, sum_comp, sum_bmp, sum_bm):
+    """Decode list ``l``'s summaries: ``(comp, blk, code)`` int64 arrays in storage order
+    (component ascending, block ascending within a component; blocks local to the list)."""
+    nb_ = list_blk[l + 1] - list_blk[l]
+    if nb_ == 0:
+        z = np.zeros(0, np.int64)
+        return z, z.copy(), z.copy()
+    bw = _bit_width(nb_ - 1)
+    w = bw + 8
+    ne = (sum_bit[l + 1] - sum_bit[l]) // w
+    comp = np.empty(ne, np.int64)
+    blk = np.empty(ne, np.int64)
+    code = np.empty(ne, np.int64)
+    # the directory in order
+    dirc = np.empty(ne, np.int64)
+    nd = 0
+    if sum_bmp[l + 1] > sum_bmp[l]:
+        base = sum_bmp[l]
+        for wd in range((sum_bmp[l + 1] - base) // 3):
+            word = np.uint64(sum_bm[base + 3 * wd]) | (np.uint64(sum_bm[base + 3 * wd + 1]) << np.uint64(32))
+            while word != 0:
+                dirc[nd] = wd * 64 + np.int64(ctz64(word))
+                nd += 1
+                word &= word - np.uint64(1)
+    else:
+        for i in range(sum_dir[l], sum_dir[l + 1]):
+            dirc[nd] = sum_comp[i]
+            nd += 1
+    ci = -1
+    mask = (np.int64(1) << w) - 1
+    for j in range(ne):
+        g = sum_ent[l] + j
+        if (sum_start[g >> 3] >> (g & 7)) & 1:
+            ci += 1
+        v = _entry_bits(sum_pack, sum_bit[l] + j * w, mask)
+        comp[j] = dirc[ci]
+        blk[j] = v & ((np.int64(1) << bw) - 1)
+        code[j] = v >> bw
+    return comp, blk, code
+
+
+@nb.njit(cache=True, inline="always")
+def _list_summary_dots(l, b0, nb_, qs, qe, q_comps, qdense,
+                       sum_ent, sum_bit, sum_pack, sum_start, sum_dir, sum_comp, sum_bmp, sum_bm, sum_sptr, sum_samp,
                        blk_scale, blk_min, acc, aq, dots):
     """``dots[b]`` = dequantised summary of block ``b0 + b`` of list ``l`` times the query, ``b < nb_``.
 
-    Visits only components common to the query and the list's summaries: the
-    query's (sorted) components looked up by binary search in the list's
-    component-sorted entries, or the list's entries probed in the dense query,
-    whichever is cheaper.
+    Visits only components common to the query and the list's directory: each query
+    component (ascending) looked up in the directory (binary search in sorted ids, or
+    a rank in the bitmap) when the query is short against the directory, else the
+    directory walked in order against the dense query ``qdense``.
     """
     for b in range(nb_):
         acc[b] = 0.0
         aq[b] = 0.0
-    cs = ls_ptr[l]
-    ce = ls_ptr[l + 1]
-    nlc = ce - cs
+    bw = _bit_width(nb_ - 1)
+    w = bw + 8
+    mask = (np.int64(1) << w) - 1
+    bmask = (np.int64(1) << bw) - 1
+    g0 = sum_ent[l]
+    p0 = sum_bit[l]
+    ne = (sum_bit[l + 1] - p0) // w
     nqt = qe - qs
-    lg = 1
-    while (1 << lg) < nlc:
-        lg += 1
-    if nqt * (lg + 4) < nlc:
-        lo = cs
-        for j in range(qs, qe):
-            c = q_comps[j]
-            a = lower_bound(inv_comp, lo, ce, c)
-            if a >= ce:
-                break
+    if sum_bmp[l + 1] > sum_bmp[l]:
+        base = sum_bmp[l]
+        # bitmap directory: O(1) lookup of each query component
+        for jq in range(qs, qe):
+            c = q_comps[jq]
+            wd = c >> 6
+            bit = c & 63
+            word = np.uint64(sum_bm[base + 3 * wd]) | (np.uint64(sum_bm[base + 3 * wd + 1]) << np.uint64(32))
+            if (word >> np.uint64(bit)) & np.uint64(1) == 0:
+                continue
+            i = np.int64(sum_bm[base + 3 * wd + 2]) + np.int64(popcount64(word & ((np.uint64(1) << np.uint64(bit)) - np.uint64(1))))
+            if (i >> _SAMPLE_SHIFT) >= sum_sptr[l + 1] - sum_sptr[l]:
+                continue  # inconsistent ranks (a damaged file): never read past the samples
+            j = np.int64(sum_samp[sum_sptr[l] + (i >> _SAMPLE_SHIFT)])
+            if j >= ne:
+                continue
+            for _ in range(i & ((1 << _SAMPLE_SHIFT) - 1)):
+                j = min(_next_start(sum_start, g0 + j + 1) - g0, ne)
+            je = min(_next_start(sum_start, g0 + j + 1) - g0, ne)
             qv = qdense[c]
-            while a < ce and inv_comp[a] == c:
-                b = inv_blk[a]
-                acc[b] += np.float32(inv_code[a]) * qv
+            for jj in range(j, je):
+                v = _entry_bits(sum_pack, p0 + jj * w, mask)
+                b = v & bmask
+                acc[b] += np.float32(v >> bw) * qv
                 aq[b] += qv
-                a += 1
-            lo = a
     else:
-        for p in range(cs, ce):
-            qv = qdense[inv_comp[p]]
-            if qv != 0.0:
-                b = inv_blk[p]
-                acc[b] += np.float32(inv_code[p]) * qv
-                aq[b] += qv
+        ds = sum_dir[l]
+        de = sum_dir[l + 1]
+        nd = de - ds
+        lg = 1
+        while (1 << lg) < nd:
+            lg += 1
+        if nqt * (lg + 4) < nd:
+            lo = ds
+            for jq in range(qs, qe):
+                c = q_comps[jq]
+                a = lower_bound(sum_comp, lo, de, c)
+                if a >= de:
+                    break
+                lo = a
+                if sum_comp[a] != c:
+                    continue
+                i = a - ds
+                j = np.int64(sum_samp[sum_sptr[l] + (i >> _SAMPLE_SHIFT)])
+                if j >= ne:
+                    continue
+                for _ in range(i & ((1 << _SAMPLE_SHIFT) - 1)):
+                    j = min(_next_start(sum_start, g0 + j + 1) - g0, ne)
+                je = min(_next_start(sum_start, g0 + j + 1) - g0, ne)
+                qv = qdense[c]
+                for jj in range(j, je):
+                    v = _entry_bits(sum_pack, p0 + jj * w, mask)
+                    b = v & bmask
+                    acc[b] += np.float32(v >> bw) * qv
+                    aq[b] += qv
+        else:
+            j = 0
+            for i in range(nd):
+                je = min(_next_start(sum_start, g0 + j + 1) - g0, ne)
+                c = sum_comp[ds + i]
+                qv = qdense[c] if c < qdense.shape[0] else np.float32(0.0)
+                if qv != 0.0:
+                    for jj in range(j, je):
+                        v = _entry_bits(sum_pack, p0 + jj * w, mask)
+                        b = v & bmask
+                        acc[b] += np.float32(v >> bw) * qv
+                        aq[b] += qv
+                j = je
     for b in range(nb_):
         gb = b0 + b
         dots[b] = blk_scale[gb] * acc[b] + blk_min[gb] * aq[b]

@@ -41,11 +41,13 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import threading
 from typing import Any
 
 import numba
 import numpy as np
+import scipy.sparse as sp
 
 from gsu._validate import as_ids, check_k, check_positive_int
 from gsu.index import _seismic_kernels as _sk
@@ -62,6 +64,7 @@ _EMPTY_I64 = np.zeros(0, np.int64)
 _ZERO2_I64 = np.zeros(2, np.int64)
 _CHUNK_ENTRIES = 8_000_000  # bound on the temporary summary buffer of one build chunk
 _STAMP_LIMIT = 2**31 - 2
+_AUTO_CALIBRATION_SECONDS = 60.0  # budget of the calibration that follows every build
 
 
 def default_filter_exact_max(n: int) -> int:
@@ -76,6 +79,30 @@ def default_filter_exact_max(n: int) -> int:
     exact 6.1 ms recall 1.0 vs blocked 0.64 ms recall 0.97.
     """
     return max(4096, n // 50)
+
+
+def _progress_bar(*, total: int, desc: str, show: bool | None) -> Any:
+    """A tqdm bar on stderr (``show=None``: only when stderr is a terminal)."""
+    from tqdm.auto import tqdm
+
+    if show is None:
+        show = bool(getattr(sys.stderr, "isatty", lambda: False)())
+    return tqdm(total=total, desc=desc, disable=not show, unit="", unit_scale=True, leave=False)
+
+
+def _check_calibration(cal: Any) -> dict[str, Any] | None:
+    """A calibration read from a file: ``None`` or the dict :meth:`SeismicIndex.calibrate` stores."""
+    if cal is None:
+        return None
+    ok = isinstance(cal, dict) and isinstance(cal.get("points"), list) and isinstance(cal.get("target_recall"), (int, float)) \
+        and isinstance(cal.get("grid", []), list)
+    if ok:
+        for p in cal["points"] + cal.get("grid", []):
+            ok = ok and isinstance(p, list) and len(p) == 5 and isinstance(p[0], int) and p[0] >= 1 \
+                and all(isinstance(x, (int, float)) and math.isfinite(x) for x in p) and p[1] >= 0
+    if not ok or not 0 < float(cal["target_recall"]) <= 1:
+        raise ValueError("inconsistent calibration record")
+    return cal
 
 
 def _check_fraction(value: Any, *, name: str, lo: float, hi: float, lo_open: bool = True) -> float:
@@ -118,6 +145,11 @@ class SeismicIndex(Index):
             stores them: half the forward-index memory and faster scoring; weights
             must be <= 65504, weights below 6e-8 round to zero and are dropped with a
             warning; scores then carry float16 rounding, about 1e-3 relative).
+        auto_calibrate: after every (re)build, fit the default search settings to the
+            data with :meth:`calibrate` (sampled queries, recall@10 target 0.95 or the
+            previous calibration's target; time-bounded).
+        progress: show a progress bar while building (``None``: only when stderr is a
+            terminal). Not saved with the index.
 
     Weights must be non-negative (the block bounds assume it). Documents with no
     component are stored but can never be returned (a warning is logged; see
@@ -138,6 +170,8 @@ class SeismicIndex(Index):
         seed: int = 0,
         rebuild_fraction: float = 0.1,
         value_dtype: str = "float32",
+        auto_calibrate: bool = True,
+        progress: bool | None = None,
     ):
         self.dim = check_positive_int(dim, name="dim")
         self.n_postings = check_positive_int(n_postings, name="n_postings")
@@ -153,18 +187,29 @@ class SeismicIndex(Index):
         if value_dtype not in ("float16", "float32"):
             raise ValueError(f"value_dtype: expected 'float16' or 'float32', got {value_dtype!r}")
         self.value_dtype = value_dtype
+        if not isinstance(auto_calibrate, bool):
+            raise TypeError(f"auto_calibrate: expected True or False, got {auto_calibrate!r}")
+        self.auto_calibrate = auto_calibrate
+        if progress is not None and not isinstance(progress, bool):
+            raise TypeError(f"progress: expected True, False or None, got {progress!r}")
+        self.progress = progress
         self._val_dtype = np.uint16 if value_dtype == "float16" else np.float32
         self._comp_dtype = np.uint16 if self.dim <= 65536 else np.int32
         self._set_empty()
         self._lock = threading.Lock()
-        self._scratch: dict[str, Any] = {}
+        self._view: Any = None
+        self._view_threads = 0
+        self._term_order = 0
+        self._calibration: dict[str, Any] | None = None
+        self._op_cache: dict[Any, tuple[int, float]] = {}
 
     # -- layout ------------------------------------------------------------
     _ARRAYS = (
         "fwd_indptr", "fwd_comps", "fwd_vals",
-        "list_blk", "blk_ptr", "post_docs", "blk_scale", "blk_min",
-        "ls_ptr", "inv_comp", "inv_blk", "inv_code",
+        "list_blk", "blk_ptr", "post_docs", "list_max", "blk_scale", "blk_min",
+        "sum_ent", "sum_bit", "sum_pack", "sum_start", "sum_dir", "sum_comp", "sum_bmp", "sum_bm", "sum_sptr", "sum_samp",
     )
+    _SUMMARY_ARRAYS = _ARRAYS[9:]
 
     def _set_empty(self) -> None:
         cd = self._comp_dtype
@@ -183,14 +228,22 @@ class SeismicIndex(Index):
             list_blk=np.zeros(self.dim + 1, np.int64),
             blk_ptr=np.zeros(1, np.int64),
             post_docs=np.zeros(0, np.int32),
+            list_max=np.zeros(self.dim, np.float32),
             blk_scale=np.zeros(0, np.float32),
             blk_min=np.zeros(0, np.float32),
-            ls_ptr=np.zeros(self.dim + 1, np.int64),
-            inv_comp=np.zeros(0, cd),
-            inv_blk=np.zeros(0, np.uint8),
-            inv_code=np.zeros(0, np.uint8),
+            sum_ent=np.zeros(self.dim + 1, np.int64),
+            sum_bit=np.zeros(self.dim + 1, np.int64),
+            sum_pack=np.zeros(_sk._PAD_BYTES, np.uint8),
+            sum_start=np.array([1] + [0] * (_sk._PAD_BYTES - 1), np.uint8),
+            sum_dir=np.zeros(self.dim + 1, np.int64),
+            sum_comp=np.zeros(0, cd),
+            sum_bmp=np.zeros(self.dim + 1, np.int64),
+            sum_bm=np.zeros(0, np.uint32),
+            sum_sptr=np.zeros(self.dim + 1, np.int64),
+            sum_samp=np.zeros(0, np.uint32),
         )
         self._max_blocks = 0
+        self._n_summary_entries = 0
 
     # -- properties --------------------------------------------------------
     @property
@@ -230,11 +283,12 @@ class SeismicIndex(Index):
             "nnz": int(a["fwd_vals"].shape[0]),
             "n_postings_kept": int(a["post_docs"].shape[0]),
             "n_blocks": int(a["blk_scale"].shape[0]),
-            "n_summary_entries": int(a["inv_code"].shape[0]),
+            "n_summary_entries": int(self._n_summary_entries),
+            "n_bitmap_lists": int(np.count_nonzero(np.diff(a["sum_bmp"]))),
             "max_blocks_per_list": int(self._max_blocks),
             "bytes_forward": int(a["fwd_indptr"].nbytes + a["fwd_comps"].nbytes + a["fwd_vals"].nbytes),
             "bytes_postings": int(a["list_blk"].nbytes + a["blk_ptr"].nbytes + a["post_docs"].nbytes),
-            "bytes_summaries": int(sum(a[x].nbytes for x in ("blk_scale", "blk_min", "ls_ptr", "inv_comp", "inv_blk", "inv_code"))),
+            "bytes_summaries": int(sum(a[x].nbytes for x in ("blk_scale", "blk_min", *self._SUMMARY_ARRAYS))),
             "bytes_total": self.nbytes,
         }
 
@@ -294,7 +348,7 @@ class SeismicIndex(Index):
         a["fwd_comps"] = np.concatenate([a["fwd_comps"], rows.indices.astype(self._comp_dtype)])
         a["fwd_vals"] = np.concatenate([a["fwd_vals"], stored])
         self._idmap = IdMap(np.concatenate([self._idmap.ids, new_ids]))
-        self._scratch = {}
+        self._drop_view()
         delta = self.ntotal - self._n_indexed
         if self._n_indexed == 0 or delta > self.rebuild_fraction * self._n_indexed:
             self.rebuild()
@@ -332,6 +386,7 @@ class SeismicIndex(Index):
         if n == 0:
             self._set_empty_lists()
             self._n_indexed = 0
+            self._drop_view()
             return
         indptr, comps, vals = a["fwd_indptr"], a["fwd_comps"], self._values_f32()
         nnz = int(vals.shape[0])
@@ -343,7 +398,7 @@ class SeismicIndex(Index):
             thr = np.float32(np.partition(vals, kth)[kth])
             n_eq = budget - int(np.count_nonzero(vals > thr))
         cap = int(np.float32(self.n_postings) * np.float32(self.max_fraction))
-        list_ptr, list_docs = _sk.prune_lists(indptr, comps, vals, self.dim, thr, n_eq, cap, 0)
+        list_ptr, list_docs, list_max = _sk.prune_lists(indptr, comps, vals, self.dim, thr, n_eq, cap, 0)
         lens = np.diff(list_ptr)
         n_cent = np.maximum(1, (np.float32(self.centroid_fraction) * lens.astype(np.float32)).astype(np.int64))
         n_cent[lens == 0] = 0
@@ -366,6 +421,7 @@ class SeismicIndex(Index):
         counts_all = np.zeros((lists.shape[0], 2), np.int64)
         start = 0
         cum = np.cumsum(bounds)
+        bar = _progress_bar(total=int(cum[-1]) if cum.size else 0, desc="seismic: blocks + summaries", show=self.progress)
         while start < lists.shape[0]:
             base_cum = cum[start - 1] if start else 0
             stop = int(np.searchsorted(cum, base_cum + _CHUNK_ENTRIES, side="right"))
@@ -393,9 +449,14 @@ class SeismicIndex(Index):
                 slot_off, ent_off, int(lens[ch].max()),
                 o_blk_start, o_scale, o_min, o_bcnt, o_comp, o_code, o_counts,
             )
-            parts.append(_sk.compact_chunk(ch, list_ptr, o_counts, slot_off, ent_off, o_blk_start, o_scale, o_min, o_bcnt, o_comp, o_code))
+            blk_start, scale, bmin, bcnt, s_comp, s_code = _sk.compact_chunk(
+                ch, list_ptr, o_counts, slot_off, ent_off, o_blk_start, o_scale, o_min, o_bcnt, o_comp, o_code)
+            del o_blk_start, o_scale, o_min, o_bcnt, o_comp, o_code
+            parts.append((blk_start, scale, bmin, *self._encode_chunk(o_counts[:, 0], bcnt, s_comp, s_code, n_threads)))
             counts_all[start:stop] = o_counts
             start = stop
+            bar.update(int(cum[stop - 1]) - bar.n)
+        bar.close()
         nblk = np.zeros(vocab, np.int64)
         nblk[lists] = counts_all[:, 0]
         list_blk = np.zeros(vocab + 1, np.int64)
@@ -404,30 +465,63 @@ class SeismicIndex(Index):
         def cat(i: int, dtype: Any) -> np.ndarray:
             return np.concatenate([p[i] for p in parts]).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
 
-        blk_ptr = np.concatenate([cat(0, np.int64), np.array([list_ptr[-1]], np.int64)])
-        bcnt = cat(3, np.int64)
-        sum_ptr = np.zeros(bcnt.shape[0] + 1, np.int64)
-        np.cumsum(bcnt, out=sum_ptr[1:])
-        max_blocks = int(nblk.max()) if vocab else 0
-        ls_ptr, inv_comp, inv_blk, inv_code = _sk.invert_summaries(
-            list_blk, sum_ptr, cat(4, self._comp_dtype), cat(5, np.uint8), vocab,
-            np.uint8 if max_blocks <= 256 else np.uint16,
-        )
+        sizes = np.zeros((vocab, 6), np.int64)
+        if parts:
+            sizes[lists] = np.concatenate([p[3] for p in parts])
+        offs = {}
+        for name, col in (("sum_ent", None), ("sum_bit", 2), ("sum_dir", 3), ("sum_bmp", 4), ("sum_sptr", 5)):
+            o = np.zeros(vocab + 1, np.int64)
+            np.cumsum((sizes[:, 0] + 7) // 8 * 8 if col is None else sizes[:, col], out=o[1:])
+            offs[name] = o
+        pad = np.zeros(_sk._PAD_BYTES, np.uint8)
+        start_bits = np.concatenate([cat(5, np.uint8), pad])
+        start_bits[int(offs["sum_ent"][-1]) >> 3] |= 1  # sentinel: a component start after the last entry
         a.update(
             list_blk=list_blk,
-            blk_ptr=blk_ptr,
+            blk_ptr=np.concatenate([cat(0, np.int64), np.array([list_ptr[-1]], np.int64)]),
             post_docs=list_docs,
+            list_max=list_max,
             blk_scale=cat(1, np.float32),
             blk_min=cat(2, np.float32),
-            ls_ptr=ls_ptr,
-            inv_comp=inv_comp,
-            inv_blk=inv_blk,
-            inv_code=inv_code,
+            sum_pack=np.concatenate([cat(4, np.uint8), pad]),
+            sum_start=start_bits,
+            sum_comp=cat(6, self._comp_dtype),
+            sum_bm=cat(7, np.uint32),
+            sum_samp=cat(8, np.uint32),
+            **offs,
         )
         self._max_blocks = int(nblk.max()) if vocab else 0
+        self._n_summary_entries = int(sizes[:, 0].sum())
         self._n_indexed = n
-        self._scratch = {}
+        self._drop_view()
         log.debug("seismic build: %s", self.stats())
+        if self.auto_calibrate:
+            prev = self._calibration
+            self.calibrate(target_recall=prev["target_recall"] if prev else 0.95,
+                           k=prev["k"] if prev else 10, max_seconds=_AUTO_CALIBRATION_SECONDS)
+
+    def _encode_chunk(self, nblk: np.ndarray, bcnt: np.ndarray, s_comp: np.ndarray, s_code: np.ndarray,
+                      n_threads: int) -> tuple[np.ndarray, ...]:
+        """Compact summaries of a run of lists (blocks per list ``nblk``, block-major entries):
+        ``(sizes, pack, start, comp, bitmap, samples)``, offsets local to the run."""
+        lb = np.zeros(nblk.shape[0] + 1, np.int64)
+        np.cumsum(nblk, out=lb[1:])
+        sp_ = np.zeros(bcnt.shape[0] + 1, np.int64)
+        np.cumsum(bcnt, out=sp_[1:])
+        comp_bits = 8 * np.dtype(self._comp_dtype).itemsize
+        sizes = _sk.summary_sizes(lb, sp_, s_comp, self.dim, n_threads, comp_bits)
+        offs = []
+        for col in (None, 2, 3, 4, 5):
+            o = np.zeros(nblk.shape[0] + 1, np.int64)
+            np.cumsum((sizes[:, 0] + 7) // 8 * 8 if col is None else sizes[:, col], out=o[1:])
+            offs.append(o)
+        o_pack = np.zeros(int(offs[1][-1]) // 8, np.uint8)
+        o_start = np.zeros(int(offs[0][-1]) // 8, np.uint8)
+        o_comp = np.zeros(int(offs[2][-1]), self._comp_dtype)
+        o_bm = np.zeros(int(offs[3][-1]), np.uint32)
+        o_samp = np.zeros(int(offs[4][-1]), np.uint32)
+        _sk.summary_encode(lb, sp_, s_comp, s_code, self.dim, n_threads, sizes, *offs, o_pack, o_start, o_comp, o_bm, o_samp)
+        return sizes, o_pack, o_start, o_comp, o_bm, o_samp
 
     # -- search ------------------------------------------------------------
     def search(
@@ -436,8 +530,9 @@ class SeismicIndex(Index):
         k: int,
         *,
         filter: Any = None,
-        query_cut: int = 10,
-        heap_factor: float = 0.7,
+        query_cut: int | None = None,
+        heap_factor: float | None = None,
+        target_recall: float | None = None,
         first_sorted: bool = True,
         filter_exact_max: int | None = None,
         stats: dict | None = None,
@@ -467,17 +562,21 @@ class SeismicIndex(Index):
             :class:`SearchResult`: ids (nq, k) int64 (-1 padded), scores (nq, k) float32
             (-inf padded), counts (nq,) int64.
         """
-        q = as_csr(queries, name="queries", dim=self.dim, allow_negative=False)
-        k = check_k(k)
-        query_cut = check_positive_int(query_cut, name="query_cut")
-        hf = _check_fraction(heap_factor, name="heap_factor", lo=0.0, hi=1e9, lo_open=False)
+        if type(k) is not int or k < 1:
+            k = check_k(k)
+        qc, hf = self._operating_point(query_cut, heap_factor, target_recall)
         n = self.ntotal
-        if filter_exact_max is None:
-            exact_max = default_filter_exact_max(n)
+        tq = type(queries)
+        if (tq is sp.csr_matrix or tq is sp.csr_array) and queries.data.dtype == np.float32 and queries.shape[1] == self.dim:
+            # lean path (one query per call is the common case): the kernel checks the rows
+            q_indptr, q_comps, q_vals = queries.indptr, queries.indices, queries.data
         else:
-            exact_max = check_positive_int(filter_exact_max, name="filter_exact_max", minimum=0)
-        nq = q.n
+            r = as_csr(queries, name="queries", dim=self.dim, allow_negative=False)
+            q_indptr, q_comps, q_vals = r.indptr, r.indices, r.data
+        nq = q_indptr.shape[0] - 1
         if n == 0 or nq == 0:
+            if nq == 0:
+                as_csr(queries, name="queries", dim=self.dim, allow_negative=False)  # raises on an empty batch
             if stats is not None:
                 stats["scored"] = np.zeros(nq, np.int64)
             return SearchResult.empty(nq, k)
@@ -486,12 +585,17 @@ class SeismicIndex(Index):
         allowed = blk_ok = _EMPTY_U8
         f_indptr = _ZERO2_I64
         f_rows = _EMPTY_I64
+        exact_max = 0
         if filter is not None:
-            f = Filter.coerce(filter)
+            f = filter if type(filter) is Filter else Filter.coerce(filter)
             if not f.is_all:
+                if filter_exact_max is None:
+                    exact_max = default_filter_exact_max(n)
+                else:
+                    exact_max = check_positive_int(filter_exact_max, name="filter_exact_max", minimum=0)
                 cf = f.compile(self._idmap, nq)
-                f_rows = np.ascontiguousarray(cf.rows, dtype=np.int64)
-                if cf.shared:
+                f_rows = cf.rows if cf.rows.dtype == np.int64 else cf.rows.astype(np.int64)
+                if cf.shared and nq > 1:
                     if f_rows.shape[0] < n:
                         mode = 1
                         f_indptr = np.array([0, f_rows.shape[0]], np.int64)
@@ -499,54 +603,312 @@ class SeismicIndex(Index):
                             allowed = np.zeros(n, np.uint8)
                             allowed[f_rows] = 1
                             blk_ok = np.empty(a["blk_scale"].shape[0], np.uint8)
-                            lists = _sk.lists_of_queries(q.indptr, q.indices, q.data, query_cut, self.dim)
+                            lists = _sk.lists_of_queries(q_indptr, q_comps, q_vals, qc, self.dim, a["list_max"], self._term_order)
                             _sk.block_any_allowed(lists, a["list_blk"], a["blk_ptr"], a["post_docs"], allowed, blk_ok)
+                elif cf.shared:
+                    # one query: mark its allowed rows in the per-thread stamps (O(allowed), no O(n) mask)
+                    if f_rows.shape[0] < n:
+                        mode = 2
+                        f_indptr = np.array([0, f_rows.shape[0]], np.int64)
                 else:
                     mode = 2
-                    f_indptr = np.ascontiguousarray(cf.indptr, dtype=np.int64)
+                    f_indptr = cf.indptr if cf.indptr.dtype == np.int64 else cf.indptr.astype(np.int64)
         out_r = np.empty((nq, k), np.int64)
         out_s = np.empty((nq, k), np.float32)
         counts = np.empty(nq, np.int64)
         scored = np.empty(nq, np.int64)
-        # one query: serial kernel, no thread-pool query (lean single-query path)
+        # one query: serial kernel, no thread-pool start (lean single-query path)
         n_threads = 1 if nq == 1 else min(numba.get_num_threads(), nq)
         kernel = _sk.search_serial if n_threads <= 1 else _sk.search_parallel
-        with self._lock:
-            qd, vst, ast, base = self._get_scratch(max(n_threads, 1), nq, need_allowed=mode == 2)
-            kernel(
-                q.indptr, q.indices, q.data, k, query_cut, np.float32(hf), bool(first_sorted),
-                a["fwd_indptr"], a["fwd_comps"], a["fwd_vals"],
-                a["list_blk"], a["blk_ptr"], a["post_docs"], a["blk_scale"], a["blk_min"],
-                a["ls_ptr"], a["inv_comp"], a["inv_blk"], a["inv_code"],
-                self._n_indexed, mode, allowed, blk_ok, f_indptr, f_rows, exact_max,
-                max(n_threads, 1), qd, vst, ast, base, max(self._max_blocks, 1),
-                out_r, out_s, counts, scored,
-            )
+        for attempt in range(2):
+            with self._lock:
+                view = self._view if self._view_threads >= n_threads else self._make_view(n_threads)
+                code, bad = kernel(
+                    view, q_indptr, q_comps, q_vals, self.dim, k, qc, hf, first_sorted, self._term_order, self._n_indexed,
+                    mode, allowed, blk_ok, f_indptr, f_rows, exact_max, n_threads, self._max_blocks,
+                    out_r, out_s, counts, scored,
+                )
+            if code == 0:
+                break
+            if attempt:
+                raise ValueError(f"queries: row {bad} cannot be searched (check code {code})")
+            # not in the kernel's form (unsorted, zeros, ...): normalise (or raise the precise error), retry
+            r = as_csr(queries, name="queries", dim=self.dim, allow_negative=False)
+            q_indptr, q_comps, q_vals = r.indptr, r.indices, r.data
         if stats is not None:
             stats["scored"] = scored
         ids = out_r if self._idmap.identity else self._idmap.to_ids(out_r)
         return SearchResult(ids, out_s, counts)
 
-    def _get_scratch(self, n_threads: int, nq: int, *, need_allowed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """Per-thread scratch kept between calls: dense query rows and visited/allowed stamps."""
-        s = self._scratch
+    def _plain_search(self, q: SparseRows, k: int, qc: int, hf: float, n_threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Unfiltered search of validated rows with ``n_threads`` threads: ``(rows, scores, scored)`` (row numbers)."""
+        a = self._a
+        nq = q.n
+        out_r = np.empty((nq, k), np.int64)
+        out_s = np.empty((nq, k), np.float32)
+        counts = np.empty(nq, np.int64)
+        scored = np.empty(nq, np.int64)
+        kernel = _sk.search_serial if n_threads <= 1 else _sk.search_parallel
+        with self._lock:
+            view = self._view if self._view_threads >= n_threads else self._make_view(n_threads)
+            code, _ = kernel(
+                view, q.indptr, q.indices, q.data, self.dim, k, qc, float(hf), True, self._term_order, self._n_indexed,
+                0, _EMPTY_U8, _EMPTY_U8, _ZERO2_I64, _EMPTY_I64, 0, n_threads, self._max_blocks,
+                out_r, out_s, counts, scored,
+            )
+        if code != 0:
+            raise ValueError(f"queries: check code {code}")
+        return out_r, out_s, scored
+
+    # -- calibration ---------------------------------------------------------
+    def calibrate(
+        self,
+        queries: Any = None,
+        *,
+        target_recall: float = 0.95,
+        k: int = 10,
+        n_queries: int = 300,
+        query_cuts: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 26, 32, 48, 64),
+        heap_factors: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
+        max_seconds: float | None = 60.0,
+        seed: int = 0,
+    ) -> dict[str, Any]:
+        """Fit the search settings (``query_cut``, ``heap_factor``) to this index's own data.
+
+        Measures recall@``k`` (against the exact answer from the forward index) and the
+        time per query (one thread, median of two passes) of every ``query_cut`` ×
+        ``heap_factor`` pair on calibration queries, keeps the Pareto front (recall vs
+        time), and stores it with the index (saved in its file). A later
+        :meth:`search` without explicit settings takes the fastest point whose recall's
+        lower 95 % confidence bound reaches its ``target_recall`` (default: this
+        ``target_recall``); :meth:`operating_point` shows the choice.
+
+        Args:
+            queries: (nq, dim) sparse queries of the workload, or ``None`` to sample
+                them from the documents (:meth:`sample_queries`: sub-vectors of random
+                documents with their weights or uniform weights, some mixed with a
+                neighbouring document's terms; the source document is left out of
+                both the exact and the found answers).
+            target_recall: the default recall@k target of later searches (0 < t <= 1).
+            k: the ``k`` of the recall measured.
+            n_queries: sampled queries (when ``queries`` is ``None``).
+            query_cuts, heap_factors: the grid (Seismic ``query_cut``, ``heap_factor``).
+            max_seconds: time budget of the grid walk (``None``: no limit); points are
+                visited cheapest first and the walk stops when the budget is spent.
+            seed: seed of the query sample.
+
+        Returns:
+            The stored calibration: ``{"target_recall", "k", "n_queries", "source",
+            "points": [[query_cut, heap_factor, recall, recall_lcb, ms_per_query], ...]
+            (the Pareto front, fastest first), "grid": every measured point, "seconds"}``.
+        """
+        import time
+
+        target_recall = _check_fraction(target_recall, name="target_recall", lo=0.0, hi=1.0)
+        k = check_k(k)
+        n_queries = check_positive_int(n_queries, name="n_queries")
+        qcs = sorted({check_positive_int(x, name="query_cuts") for x in query_cuts})
+        hfs = sorted({_check_fraction(x, name="heap_factors", lo=0.0, hi=1e9) for x in heap_factors}, reverse=True)
+        if not qcs or not hfs:
+            raise ValueError("calibrate: empty query_cuts or heap_factors")
+        if self.n_indexed == 0:
+            raise ValueError("calibrate: the index is empty")
+        t_start = time.perf_counter()
+        if queries is None:
+            q, exclude = self.sample_queries(n_queries, seed=seed)
+            source = "sampled"
+        else:
+            q = as_csr(queries, name="queries", dim=self.dim, allow_negative=False)
+            exclude = np.full(q.n, -1, np.int64)
+            source = "given"
+        keep = np.diff(q.indptr) > 0
+        if not keep.all():
+            q = as_csr(q.to_scipy()[keep], name="queries", dim=self.dim, allow_negative=False)
+            exclude = exclude[keep]
+        if q.n == 0:
+            raise ValueError("calibrate: no non-empty query")
+        kk = k + 1 if np.any(exclude >= 0) else k
+        a = self._a
+        n_threads = max(1, numba.get_num_threads())
+        t_rows = np.empty((q.n, k), np.int64)
+        t_scores = np.empty((q.n, k), np.float32)
+        t_counts = np.empty(q.n, np.int64)
+        _sk.exact_topk_forward(a["fwd_indptr"], a["fwd_comps"], a["fwd_vals"], q.indptr, q.indices, q.data, self.dim, k,
+                               min(n_threads, max(1, self.ntotal // 1000)), exclude, t_rows, t_scores, t_counts)
+        z = 1.6448536269514722  # one-sided 95 %
+        measured: list[list[float]] = []
+        bar = _progress_bar(total=len(qcs) * len(hfs), desc="seismic: calibration", show=self.progress)
+        saturated = set()  # heap factors whose recall already reached ~1 at a smaller query_cut
+        for qc in qcs:
+            for hf in hfs:
+                bar.update(1)
+                if hf in saturated:
+                    continue
+                if max_seconds is not None and time.perf_counter() - t_start > max_seconds and measured:
+                    break
+                times = []
+                for _ in range(2):
+                    t0 = time.perf_counter()
+                    rows, scores, _ = self._plain_search(q, kk, qc, hf, 1)
+                    times.append(time.perf_counter() - t0)
+                r = _sk.recall_per_query(rows, scores, t_scores, t_counts, k, exclude)
+                mean = float(r.mean())
+                lcb = mean - z * float(r.std(ddof=1)) / math.sqrt(r.shape[0]) if r.shape[0] > 1 else mean
+                measured.append([qc, hf, mean, lcb, float(np.median(times)) / q.n * 1e3])
+                if mean >= 0.999:
+                    saturated.add(hf)
+        bar.close()
+        # Pareto front: fastest first, each next point strictly better in recall (lower bound)
+        front: list[list[float]] = []
+        for pt in sorted(measured, key=lambda x: (x[4], -x[3])):
+            if not front or pt[3] > front[-1][3]:
+                front.append(pt)
+        self._calibration = {
+            "target_recall": target_recall, "k": k, "n_queries": int(q.n), "source": source,
+            "points": [[int(p[0]), float(p[1]), round(p[2], 6), round(p[3], 6), round(p[4], 6)] for p in front],
+            "grid": [[int(p[0]), float(p[1]), round(p[2], 6), round(p[3], 6), round(p[4], 6)] for p in measured],
+            "seconds": round(time.perf_counter() - t_start, 3),
+        }
+        self._op_cache = {}
+        log.info("seismic calibration: %d points measured in %.1fs; default %s",
+                 len(measured), self._calibration["seconds"], self.operating_point())
+        return self._calibration
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The stored calibration (see :meth:`calibrate`), or ``None``."""
+        return self._calibration
+
+    def operating_point(self, target_recall: float | None = None) -> dict[str, Any]:
+        """The settings a search without explicit ``query_cut``/``heap_factor`` uses for ``target_recall``.
+
+        Returns ``{"query_cut", "heap_factor", "expected_recall", "ms_per_query",
+        "calibrated"}`` — the fastest calibrated point whose recall lower bound reaches
+        the target (the most accurate point when none does); uncalibrated indexes use
+        ``query_cut=10, heap_factor=0.7``.
+        """
+        qc, hf = self._calibrated_point(target_recall)
+        cal = self._calibration
+        pt = next((p for p in cal["points"] if p[0] == qc and p[1] == hf), None) if cal else None
+        return {"query_cut": qc, "heap_factor": hf, "expected_recall": pt[2] if pt else None,
+                "ms_per_query": pt[4] if pt else None, "calibrated": cal is not None}
+
+    def sample_queries(self, n: int, *, seed: int = 0) -> tuple[SparseRows, np.ndarray]:
+        """Calibration queries drawn from the documents: ``(queries, source rows (n,) int64)``.
+
+        Each query starts from a random non-empty document and takes ``m`` of its
+        components (``m`` log-uniform in 3..48, at most the document's length), drawn
+        without replacement with probability proportional to the weight. A third keep
+        the document's weights (jittered by ``exp(0.3 z)``), a third get weight 1 on
+        every term (keyword queries), and a third replace half of their terms by terms
+        of a document that shares their heaviest term (queries that no single
+        document contains). Searches evaluated on them leave the source out.
+        """
+        n = check_positive_int(n, name="n")
+        rng = np.random.default_rng(seed)
+        a = self._a
+        indptr = a["fwd_indptr"][: self._n_indexed + 1]
+        lens = np.diff(indptr)
+        docs = np.flatnonzero(lens > 0)
+        if docs.size == 0:
+            raise ValueError("sample_queries: no document has a component")
+        vals = a["fwd_vals"]
+        src = rng.choice(docs, size=n, replace=docs.size < n)
+        rows, cols, data = [], [], []
+        for i, d in enumerate(src):
+            s, e = int(indptr[d]), int(indptr[d + 1])
+            c = a["fwd_comps"][s:e].astype(np.int64)
+            w = vals[s:e].view(np.float16).astype(np.float64) if vals.dtype == np.uint16 else vals[s:e].astype(np.float64)
+            m = int(min(c.size, max(1, round(math.exp(rng.uniform(math.log(3), math.log(48)))))))
+            key = np.log(np.maximum(w, 1e-30)) + rng.gumbel(size=c.size)
+            pick = np.argsort(-key)[:m]
+            qc_, qw = c[pick], w[pick]
+            kind = i % 3
+            if kind == 2 and m >= 2:
+                heavy = int(qc_[np.argmax(qw)])
+                # another document holding the heaviest term (from its posting list)
+                lst = a["post_docs"][a["blk_ptr"][a["list_blk"][heavy]]:a["blk_ptr"][a["list_blk"][heavy + 1]]]
+                if lst.size > 1:
+                    o = int(lst[rng.integers(lst.size)])
+                    if o != d:
+                        s2, e2 = int(indptr[o]), int(indptr[o + 1])
+                        c2 = a["fwd_comps"][s2:e2].astype(np.int64)
+                        w2 = vals[s2:e2].view(np.float16).astype(np.float64) if vals.dtype == np.uint16 else vals[s2:e2].astype(np.float64)
+                        new = ~np.isin(c2, qc_)
+                        c2, w2 = c2[new], w2[new]
+                        h = min(m // 2, c2.size)
+                        if h:
+                            k2 = np.argsort(-(np.log(np.maximum(w2, 1e-30)) + rng.gumbel(size=c2.size)))[:h]
+                            keep_n = m - h
+                            qc_ = np.concatenate([qc_[:keep_n], c2[k2]])
+                            qw = np.concatenate([qw[:keep_n], w2[k2]])
+            if kind == 1:
+                qw = np.ones_like(qw)
+            else:
+                qw = qw * np.exp(0.3 * rng.standard_normal(qw.size))
+            rows.append(np.full(qc_.size, i, np.int64))
+            cols.append(qc_)
+            data.append(qw)
+        m = sp.csr_matrix((np.concatenate(data).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(n, self.dim))
+        m.sum_duplicates()
+        return as_csr(m, name="queries", dim=self.dim, allow_negative=False), src.astype(np.int64)
+
+    def _operating_point(self, query_cut: Any, heap_factor: Any, target_recall: Any) -> tuple[int, float]:
+        """``(query_cut, heap_factor)`` of one search: the explicit values, else the calibrated point for ``target_recall``."""
+        if query_cut is None and heap_factor is None:
+            hit = self._op_cache.get(target_recall)
+            return hit if hit is not None else self._calibrated_point(target_recall)
+        if target_recall is not None:
+            raise ValueError("target_recall: pass it alone, or query_cut and heap_factor, not both")
+        if type(query_cut) is not int or query_cut < 1:
+            query_cut = None if query_cut is None else check_positive_int(query_cut, name="query_cut")
+        if type(heap_factor) is not float or not 0.0 <= heap_factor < 1e9:
+            heap_factor = None if heap_factor is None else _check_fraction(heap_factor, name="heap_factor", lo=0.0, hi=1e9, lo_open=False)
+        if query_cut is None or heap_factor is None:
+            qc0, hf0 = self._calibrated_point(None)
+            query_cut = qc0 if query_cut is None else query_cut
+            heap_factor = hf0 if heap_factor is None else heap_factor
+        return query_cut, heap_factor
+
+    def _calibrated_point(self, target_recall: Any) -> tuple[int, float]:
+        cache = self._op_cache
+        hit = cache.get(target_recall)
+        if hit is not None:
+            return hit
+        cal = self._calibration
+        if target_recall is not None:
+            t = _check_fraction(target_recall, name="target_recall", lo=0.0, hi=1.0)
+        else:
+            t = cal["target_recall"] if cal else None
+        if not cal or not cal["points"]:
+            point = (10, 0.7)
+        else:
+            pts = cal["points"]
+            ok = [p for p in pts if p[3] >= t]
+            best = ok[0] if ok else max(pts, key=lambda p: (p[3], -p[4]))
+            point = (int(best[0]), float(best[1]))
+        if len(cache) < 64:
+            cache[target_recall] = point
+        return point
+
+    def _make_view(self, n_threads: int) -> Any:
+        """(Re)create the kernel's view of the arrays with search scratch for ``n_threads`` threads."""
+        a = self._a
+        t = max(n_threads, self._view_threads, 1)
         n = self.ntotal
-        if s.get("threads", 0) < n_threads:
-            s.clear()
-            s["threads"] = n_threads
-            s["qdense"] = np.zeros((n_threads, self.dim), np.float32)
-            s["vstamp"] = np.zeros((n_threads, n), np.int32)
-            s["astamp"] = np.zeros((n_threads, 0), np.int32)
-            s["stamp"] = 0
-        if need_allowed and s["astamp"].shape[1] != n:
-            s["astamp"] = np.zeros((s["threads"], n), np.int32)
-        base = s["stamp"]
-        if base + nq + 1 >= _STAMP_LIMIT:
-            s["vstamp"][:] = 0
-            s["astamp"][:] = 0
-            base = 0
-        s["stamp"] = base + nq
-        return s["qdense"], s["vstamp"], s["astamp"], base
+        self._view = _sk.IndexView(
+            *(a[name] for name in _sk.VIEW_FIELDS[:19]),
+            np.zeros((t, self.dim), np.float32), np.zeros((t, n), np.int32), np.zeros((t, n), np.int32), np.zeros(1, np.int64),
+        )
+        self._view_threads = t
+        return self._view
+
+    def _drop_view(self) -> None:
+        """Forget the kernel view (after the arrays changed)."""
+        self._view = None
+        self._view_threads = 0
+        self._op_cache = {}
 
     # -- persistence -------------------------------------------------------
     def _config(self) -> dict[str, Any]:
@@ -561,25 +923,31 @@ class SeismicIndex(Index):
             "seed": self.seed,
             "rebuild_fraction": self.rebuild_fraction,
             "value_dtype": self.value_dtype,
+            "auto_calibrate": self.auto_calibrate,
         }
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         config = self._config()
         config["n_indexed"] = int(self._n_indexed)
         config["max_blocks"] = int(self._max_blocks)
+        config["calibration"] = self._calibration
         arrays = {name: self._a[name] for name in self._ARRAYS}
         arrays["ids"] = self._idmap.ids
         return config, arrays
 
     @classmethod
     def _from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "SeismicIndex":
+        if "sum_pack" not in arrays:
+            raise ValueError("this SeismicIndex file predates the compact summary layout; rebuild the index from its vectors")
         settings = {k: config[k] for k in ("n_postings", "max_fraction", "centroid_fraction", "min_cluster_size", "summary_energy", "doc_cut", "seed", "rebuild_fraction", "value_dtype")}
+        settings["auto_calibrate"] = bool(config.get("auto_calibrate", True))
         idx = cls(int(config["dim"]), **settings)
         cd = idx._comp_dtype
         expect = {
             "fwd_indptr": np.int64, "fwd_comps": cd, "fwd_vals": idx._val_dtype,
-            "list_blk": np.int64, "blk_ptr": np.int64, "post_docs": np.int32, "blk_scale": np.float32, "blk_min": np.float32,
-            "ls_ptr": np.int64, "inv_comp": cd, "inv_code": np.uint8,
+            "list_blk": np.int64, "blk_ptr": np.int64, "post_docs": np.int32, "list_max": np.float32,
+            "blk_scale": np.float32, "blk_min": np.float32, "sum_ent": np.int64, "sum_bit": np.int64, "sum_pack": np.uint8, "sum_start": np.uint8, "sum_dir": np.int64,
+            "sum_comp": cd, "sum_bmp": np.int64, "sum_bm": np.uint32, "sum_sptr": np.int64, "sum_samp": np.uint32,
         }
         for name, dt in expect.items():
             arr = arrays[name]
@@ -588,24 +956,41 @@ class SeismicIndex(Index):
         n = arrays["fwd_indptr"].shape[0] - 1
         v = idx.dim
         n_blocks = arrays["blk_scale"].shape[0]
+        pad = _sk._PAD_BYTES
+
+        def offsets_ok(name: str, end: int, multiple: int = 1) -> bool:
+            o = arrays[name]
+            return bool(o.shape == (v + 1,) and o[0] == 0 and o[-1] == end and np.all(np.diff(o) >= 0) and np.all(o % multiple == 0))
+
+        nblk = np.diff(arrays["list_blk"]) if arrays["list_blk"].shape == (v + 1,) else np.zeros(v, np.int64)
         checks = [
             (n >= 0 and int(arrays["fwd_indptr"][-1]) == arrays["fwd_comps"].shape[0] == arrays["fwd_vals"].shape[0], "forward index"),
             (arrays["ids"].shape == (n,), "ids"),
-            (arrays["list_blk"].shape == (v + 1,) and int(arrays["list_blk"][-1]) == n_blocks, "list_blk"),
+            (offsets_ok("list_blk", n_blocks) and int(config["max_blocks"]) == int(nblk.max(initial=0)) <= 65535, "list_blk"),
             (arrays["blk_ptr"].shape == (n_blocks + 1,) and int(arrays["blk_ptr"][-1]) == arrays["post_docs"].shape[0], "blk_ptr"),
             (arrays["blk_min"].shape == (n_blocks,), "blk_min"),
-            (arrays["ls_ptr"].shape == (v + 1,)
-             and int(arrays["ls_ptr"][-1]) == arrays["inv_comp"].shape[0] == arrays["inv_blk"].shape[0] == arrays["inv_code"].shape[0], "ls_ptr"),
-            (arrays["inv_blk"].dtype in (np.dtype(np.uint8), np.dtype(np.uint16)) and arrays["inv_blk"].ndim == 1, "inv_blk dtype"),
+            (arrays["list_max"].shape == (v,), "list_max"),
+            (offsets_ok("sum_ent", 8 * (arrays["sum_start"].shape[0] - pad), 8) and arrays["sum_start"].shape[0] >= pad
+             and arrays["sum_start"][-pad] & 1 == 1, "sum_ent / sum_start"),
+            (offsets_ok("sum_bit", 8 * (arrays["sum_pack"].shape[0] - pad), 8), "sum_bit / sum_pack"),
+            (offsets_ok("sum_dir", arrays["sum_comp"].shape[0]), "sum_dir"),
+            (offsets_ok("sum_bmp", arrays["sum_bm"].shape[0]), "sum_bmp"),
+            (offsets_ok("sum_sptr", arrays["sum_samp"].shape[0]), "sum_sptr"),
             (0 <= int(config["n_indexed"]) <= n, "n_indexed"),
         ]
         for ok, what in checks:
             if not ok:
                 raise ValueError(f"inconsistent arrays ({what})")
+        code = _sk.check_summary_layout(
+            arrays["list_blk"], arrays["sum_ent"], arrays["sum_bit"], arrays["sum_dir"], arrays["sum_bmp"], arrays["sum_sptr"], v)
+        if code >= 0:
+            raise ValueError(f"inconsistent arrays (summaries of list {code})")
         idx._a = {name: arrays[name] for name in cls._ARRAYS}
         idx._idmap = IdMap(arrays["ids"])
         idx._n_indexed = int(config["n_indexed"])
         idx._max_blocks = int(config["max_blocks"])
+        idx._calibration = _check_calibration(config.get("calibration"))
+        idx._n_summary_entries = int(_sk.summary_entry_count(arrays["list_blk"], arrays["sum_bit"]))
         return idx
 
     def __repr__(self) -> str:
