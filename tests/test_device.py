@@ -393,3 +393,20 @@ def test_faiss_gpu_backend_is_chosen_and_equal(catalog):
 
     got = flat_search(dev, q, 10, Filter.all(), backend="auto", stats=st)
     _same(got, cpu.search(q, 10))
+
+
+def test_bench_gpu_runs_on_the_device_there_is_and_says_so(tmp_path, capsys):
+    """`gsu bench gpu` on a machine without a GPU: CPU-torch records marked as such, the
+    fused results equal to the CPU path, the peer in the same run, JSON lines + PNG."""
+    from gsu.bench import gpu
+
+    recs = gpu.run(out_dir=tmp_path, device="cpu", lengths=(600,), n_targets=16, users=2, repeats=1, k=10)
+    out = capsys.readouterr().out
+    assert "these are CPU numbers, not GPU numbers" in out
+    assert {(r["method"], r["users"]) for r in recs} == {
+        ("torch-matmul-topk", 1), ("gsu-fused", 1), ("gsu-fused-cuts", 1), ("gsu-exact-retrieve", 1),
+        ("torch-matmul-topk", 2), ("gsu-fused", 2), ("gsu-fused-cuts", 2)}
+    assert all(r["device"] == "cpu" and r["gpu"] is False and "no GPU measured" in r["device_name"] for r in recs)
+    assert all(r["ids_equal"] == 1.0 for r in recs if "ids_equal" in r)
+    assert all(r["targets_per_s"] > 0 for r in recs)
+    assert (tmp_path / "gpu.jsonl").exists() and (tmp_path / "gpu.png").exists()

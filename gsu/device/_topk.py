@@ -351,6 +351,12 @@ def fused_topk(
     # column tiles: the score tile (+ mask) takes the other half, a multiple of `chunk`
     tile = max(chunk, ((ws // 2) // max(gb * bb * (esz + 6), 1)) // chunk * chunk)
     tile = min(tile, n_chunks * chunk)
+    if prec == "fp32" or exact_scores:
+        # pass 1 already yields the float32 scores: one streaming top-k, no rescoring
+        if stats is not None:
+            stats.candidates = 0
+        with exact_matmul(dev), torch.no_grad():
+            return _stream(Ql, Kl, kk, k, tie, hi, col_key, mask, n_heads, ws, esz, squeeze, out_c, out_s)
     with exact_matmul(dev), torch.no_grad():
         for g0 in range(0, G, gb):
             gs = slice(g0, min(G, g0 + gb))
@@ -363,6 +369,67 @@ def fused_topk(
                 c, s = _rescore_select(Q[gs, bs], K[gs], cm, kc, kk, eps[gs, bs], hi_b, ck_b, m_b, n_heads, chunk, tie, ws, stats)
                 out_c[gs, bs, :kk] = c
                 out_s[gs, bs, :kk] = s
+    return (out_c[0], out_s[0]) if squeeze else (out_c, out_s)
+
+
+def _stream(
+    Ql: torch.Tensor,
+    Kl: torch.Tensor,
+    kk: int,
+    k: int,
+    tie: str,
+    hi: torch.Tensor | None,
+    col_key: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    n_heads: int,
+    ws: int,
+    esz: int,
+    squeeze: bool,
+    out_c: torch.Tensor,
+    out_s: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact top-k when the scoring format's scores are the answer's (float32, or exact
+    small integers): score tiles merged into a running (g, b, kk) top-k by the int64 tie
+    key. Tiles of rows × columns within the workspace; no (B, N) matrix is stored."""
+    G, B, _ = Ql.shape
+    N = Kl.shape[1]
+    dev = Ql.device
+    per_col = esz + 4 + 8 + 8  # tile scores, float32 copy, keys, columns
+    cap = max(1, (ws // 2) // ((kk + 64) * per_col))  # query rows (g·b) per block
+    if G * B <= cap:
+        gb, bb = G, B
+    elif B <= cap:
+        gb, bb = cap // B, B
+    else:
+        gb, bb = 1, cap
+    for g0 in range(0, G, gb):
+        gs = slice(g0, min(G, g0 + gb))
+        ck_b = None if col_key is None else col_key[gs]
+        for b0 in range(0, B, bb):
+            bs = slice(b0, min(B, b0 + bb))
+            g, b = gs.stop - gs.start, bs.stop - bs.start
+            tile = max(64, (ws // 2) // max(g * b * per_col, 1) - kk)
+            hi_b = None if hi is None else hi[gs, bs]
+            m_b = None if mask is None else mask[gs if mask.shape[0] > 1 else slice(None), bs if mask.shape[1] > 1 else slice(None)]
+            rk = torch.full((g, b, kk), _INVALID, dtype=torch.int64, device=dev)
+            rc = torch.full((g, b, kk), -1, dtype=torch.int64, device=dev)
+            rs = torch.full((g, b, kk), float("-inf"), dtype=torch.float32, device=dev)
+            for a in range(0, N, tile):
+                w = min(tile, N - a)
+                S = _scores(Ql[gs, bs], Kl[gs, a : a + w], n_heads).float()
+                bad = torch.isnan(S)
+                vis = _visible(a, w, hi_b, ck_b, m_b, dev)
+                if vis is not None:
+                    bad |= ~vis
+                S.masked_fill_(bad, float("-inf"))
+                cols = torch.arange(a, a + w, device=dev).expand(g, b, w)
+                key = torch.cat([rk, _keys(S, cols, tie)], dim=-1)
+                rk, at = torch.topk(key, kk, dim=-1, sorted=True)
+                rc = torch.gather(torch.cat([rc, cols], dim=-1), -1, at)
+                rs = torch.gather(torch.cat([rs, S], dim=-1), -1, at)
+            ok = rk != _INVALID
+            out_c[gs, bs, :kk] = torch.where(ok, rc, torch.full_like(rc, -1))
+            out_s[gs, bs, :kk] = torch.where(ok, rs, torch.full_like(rs, float("-inf")))
     return (out_c[0], out_s[0]) if squeeze else (out_c, out_s)
 
 
