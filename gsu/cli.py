@@ -35,6 +35,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "sparse": ("gsu.bench.sparse", "Seismic-style blocked inverted index vs pyseismic-lsr and exact"),
     "gsu": ("gsu.bench.gsu_bench", "every retrieval method: latency, recall@k, attention mass"),
     "ctr": ("gsu.bench.ctr", "CTR models over each retrieval method vs full-sequence attention"),
+    "gpu": ("gsu.bench.gpu", "exact GSU on the GPU (CPU torch when none): fused top-k vs torch matmul + topk"),
     "serve": ("gsu.bench.serve", "gsu serve under load (search, retrieve) vs a vector database server (Milvus Lite)"),
     "lock": ("gsu.bench.lock", "cost of the readers-writer lock (concurrency contract) per one-query search"),
 }

@@ -10,7 +10,7 @@ import numpy as np
 from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positive_int
 from gsu.index import _filter_kernels as _fk
 from gsu.index import _kernels, _l2
-from gsu.index.base import Index, SearchResult, _lexsort_rows, register_index
+from gsu.index.base import Index, SearchResult, register_index
 from gsu.index.filters import Filter, IdMap
 
 log = logging.getLogger(__name__)
@@ -49,10 +49,17 @@ class FlatIndex(Index):
             distance; scores are ``-|q - x|²``, computed exactly).
         block_size: queries scored per matrix product (bounds memory: block × n floats).
         device: ``None`` (numpy/BLAS + numba kernels) or a torch device string such as
-            ``"cuda"``/``"cuda:0"``/``"cpu"``: unfiltered and shared-filter batches then run
-            as one torch matmul + ``topk`` on that device (the vectors are copied there
-            once, lazily). Per-query filters always use the CPU gather kernel. A runtime
+            ``"cuda"``/``"cuda:0"``/``"cpu"``: every search (unfiltered, shared and
+            per-query filters) then runs on that device through :mod:`gsu.device.index`
+            (fused scores + top-k, the vectors copied there once, lazily) with the same
+            results as the CPU path (metric ``"l2"`` keeps the CPU path). A runtime
             setting: not saved; set ``idx.device`` after ``load``.
+        device_backend: ``"auto"``, ``"torch"`` or ``"faiss"`` — unfiltered device searches
+            by gsu's fused kernel or by faiss's brute force (faiss-gpu on CUDA) as a
+            candidate generator; ``"auto"`` takes faiss when it sees a GPU.
+        device_precision: scoring format of the device path's first pass (``"auto"``,
+            ``"fp32"``, ``"bf16"``, ``"fp16"``; see :func:`gsu.device.choose_precision`);
+            results are rescored in float32 either way.
 
     Unfiltered batches use one BLAS matrix product per block of queries; filtered
     queries gather the allowed rows (a numba kernel for per-query filters), so a
@@ -60,12 +67,23 @@ class FlatIndex(Index):
     Ties are broken by the smaller row (insertion order).
     """
 
-    def __init__(self, dim: int, metric: str = "ip", *, block_size: int = 1024, device: str | None = None):
+    def __init__(
+        self,
+        dim: int,
+        metric: str = "ip",
+        *,
+        block_size: int = 1024,
+        device: Any = None,
+        device_backend: str = "auto",
+        device_precision: str = "auto",
+    ):
         self.dim = check_positive_int(dim, name="dim")
         self.metric = check_choice(metric, name="metric", choices=DENSE_METRICS)
         self.block_size = check_positive_int(block_size, name="block_size")
         self.device = device
-        self._dev_x: Any = None  # torch copy of _x on `device`, built on first use
+        self.device_backend = check_choice(device_backend, name="device_backend", choices=("auto", "torch", "faiss"))
+        self.device_precision = check_choice(device_precision, name="device_precision", choices=("auto", "fp32", "bf16", "fp16"))
+        self._dev: Any = None  # gsu.device.index.DeviceVectors on `device`, built on first use
         self._x = np.zeros((0, self.dim), dtype=np.float32)
         self._idmap = IdMap(np.zeros(0, np.int64))
 
@@ -104,7 +122,7 @@ class FlatIndex(Index):
         if self.metric == "cosine":
             x = normalize_rows(x)
         self._x = np.ascontiguousarray(np.concatenate([self._x, x])) if self.ntotal else x
-        self._dev_x = None
+        self._dev = None
         self.__dict__.pop("_xa", None)
         self._idmap = IdMap(np.concatenate([self._idmap.ids, new_ids]))
 
@@ -153,6 +171,10 @@ class FlatIndex(Index):
         if self.ntotal == 0:
             return SearchResult.empty(nq, k)
         f = Filter.coerce(filter)
+        if self.device is not None and self.metric != "l2":  # l2 searches stay on the CPU path
+            from gsu.device.index import flat_search
+
+            return flat_search(self, q, k, f, backend=self.device_backend, precision=self.device_precision)
         if f.is_all:
             return self._search_rows(q, k, None)
         cf = f.compile(self._idmap, nq)
@@ -176,8 +198,6 @@ class FlatIndex(Index):
 
     def _search_rows(self, q: np.ndarray, k: int, rows: np.ndarray | None, mask: np.ndarray | None = None) -> SearchResult:
         """BLAS scores against all rows (or the gathered ``rows``), optional row ``mask``, then top-k."""
-        if self.device is not None:
-            return self._search_torch(q, k, rows, mask)
         x = self._sx if rows is None else self._sx[rows]
         nq = q.shape[0]
         out_r = np.full((nq, k), -1, np.int64)
@@ -191,40 +211,6 @@ class FlatIndex(Index):
             )
         if rows is not None:
             out_r = np.where(out_r >= 0, rows[np.maximum(out_r, 0)], -1)
-        self._finish(q, out_r, out_s)
-        return SearchResult(self._idmap.to_ids(out_r), out_s, counts)
-
-    def _search_torch(self, q: np.ndarray, k: int, rows: np.ndarray | None, mask: np.ndarray | None) -> SearchResult:
-        import torch
-
-        if self._dev_x is None:
-            self._dev_x = torch.from_numpy(np.ascontiguousarray(self._sx)).to(self.device)
-        allowed = None
-        if rows is not None:
-            mask = np.zeros(self.ntotal, dtype=bool)
-            mask[rows] = True
-        if mask is not None:
-            allowed = torch.from_numpy(mask).to(self.device)
-        kk = min(k, self.ntotal)
-        nq = q.shape[0]
-        out_r = np.full((nq, k), -1, np.int64)
-        out_s = np.full((nq, k), -np.inf, np.float32)
-        with torch.no_grad():
-            for s in range(0, nq, self.block_size):
-                qt = torch.from_numpy(q[s : s + self.block_size]).to(self.device)
-                sc = qt @ self._dev_x.T
-                if allowed is not None:
-                    sc = sc.masked_fill(~allowed, float("-inf"))
-                # torch.topk's tie order is unspecified: order ties by row on the host
-                vals, idx = torch.topk(sc, kk, dim=1, sorted=True)
-                vals, idx = vals.cpu().numpy(), idx.cpu().numpy().astype(np.int64)
-                order = _lexsort_rows(-vals, idx)
-                idx = np.take_along_axis(idx, order, axis=1)
-                vals = np.take_along_axis(vals, order, axis=1)
-                idx[vals == -np.inf] = -1
-                out_r[s : s + self.block_size, :kk] = idx
-                out_s[s : s + self.block_size, :kk] = vals
-        counts = (out_r >= 0).sum(axis=1).astype(np.int64)
         self._finish(q, out_r, out_s)
         return SearchResult(self._idmap.to_ids(out_r), out_s, counts)
 

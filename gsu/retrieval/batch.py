@@ -58,7 +58,8 @@ def retrieve_batch(
         target_time: ``None`` or (S,) int64 — each row sees only its user's behaviors
             with ``timestamp < target_time`` (the time cut for training samples).
         k: overrides the method's k.
-        n_threads: threads over user groups.
+        n_threads: threads over user groups (a method with ``device=`` batches the users
+            into device calls instead).
 
     Returns:
         :class:`RetrievalResult` with (S, k) arrays aligned with the input rows —
@@ -77,6 +78,11 @@ def retrieve_batch(
     store.compact()
     store.rows(u)  # raises on unknown users, naming them
     uniq, order, bounds = group_rows_by_user(u)
+    if getattr(method, "device", None) is not None:
+        from gsu.device import retrieval as device_retrieval
+
+        if device_retrieval.supports(method):  # many users per device call
+            return device_retrieval.retrieve_groups(method, store, uniq, order, bounds, t, tt, k)
 
     def one(g: int) -> tuple[np.ndarray, Any]:
         rows = order[bounds[g] : bounds[g + 1]]

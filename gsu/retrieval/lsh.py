@@ -37,12 +37,15 @@ class SimHashTopK(Retriever):
         n_bits: m, hash functions (bits per code), 1..256 (ETA uses m = 64..128);
             more bits estimate the angle more finely (recall ↑, cost ∝ words).
         seed: seed of the random hyperplanes.
+        device: ``None`` (numba) or a torch device: the Hamming top-k runs there as a
+            product of ±1 bit vectors (:mod:`gsu.device.retrieval`, same results).
     """
 
     name = "simhash"
 
-    def __init__(self, items: ItemTable, *, k: int = 100, n_bits: int = 64, seed: int = 0):
+    def __init__(self, items: ItemTable, *, k: int = 100, n_bits: int = 64, seed: int = 0, device: Any = None):
         super().__init__(items, k=k)
+        self.device = device
         from gsu.index.simhash import SimHashIndex
 
         E = items.need("embeddings")
@@ -51,6 +54,10 @@ class SimHashTopK(Retriever):
         self.codes = self.hasher.encode(E)  # (n, n_words) uint64, one per item
 
     def _retrieve(self, h: History, trows: np.ndarray, k: int, cuts: np.ndarray) -> RetrievalResult:
+        if self.device is not None:
+            from gsu.device.retrieval import retrieve_one
+
+            return retrieve_one(self, h, trows, k, cuts)
         from gsu.index.simhash import hamming_topk
 
         rows = self.items.rows(h.items, name="history items")

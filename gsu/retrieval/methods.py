@@ -327,6 +327,8 @@ class Exact(Retriever):
             the history (TWIN precomputes them per item instead).
         head_reduce: ``"sum"`` (one bilinear score) or ``"max"`` (a behavior counts if
             any head attends to it).
+        device: ``None`` (numpy + numba) or a torch device (``"cuda"``, ``"cpu"``): the
+            scan runs there (:mod:`gsu.device.retrieval`, same results); a runtime setting.
 
     Cost per request: one (T, D)×(D, L) product, tiled so scores never leave cache,
     with a fused bounded-heap top-k and the time cut applied during the scan.
@@ -344,8 +346,10 @@ class Exact(Retriever):
         query_proj: Any = None,
         key_proj: Any = None,
         head_reduce: str = "sum",
+        device: Any = None,
     ):
         super().__init__(items, k=k)
+        self.device = device
         E = items.need("embeddings")
         d = E.shape[1]
         self.n_heads = check_positive_int(n_heads, name="n_heads")
@@ -386,6 +390,10 @@ class Exact(Retriever):
         return np.ascontiguousarray(kx, dtype=np.float32)
 
     def _retrieve(self, h: History, trows: np.ndarray, k: int, cuts: np.ndarray) -> RetrievalResult:
+        if self.device is not None:
+            from gsu.device.retrieval import retrieve_one
+
+            return retrieve_one(self, h, trows, k, cuts)
         Q = self._query_vectors(trows)
         Kx = self._key_vectors(h)
         idx, sc = dense_topk(Q, Kx, k, cuts, n_heads=self.n_heads, head_reduce=self.head_reduce)
@@ -455,6 +463,7 @@ class TWIN(Exact):
         query_proj: W_q (d, H·d_h) float32; key_proj: W_k (d, H·d_h) float32 — take them
             from the trained CTR model (e.g. its attention layer's projections).
         n_heads: H; head_reduce: ``"sum"`` or ``"max"``; scale: divide by √d_h.
+        device: as for :class:`Exact`.
     """
 
     name = "twin"
@@ -469,8 +478,9 @@ class TWIN(Exact):
         n_heads: int = 1,
         head_reduce: str = "sum",
         scale: bool = True,
+        device: Any = None,
     ):
-        super().__init__(items, k=k, scale=scale, n_heads=n_heads, query_proj=query_proj, key_proj=key_proj, head_reduce=head_reduce)
+        super().__init__(items, k=k, scale=scale, n_heads=n_heads, query_proj=query_proj, key_proj=key_proj, head_reduce=head_reduce, device=device)
         E = items.embeddings
         self._Kt = np.ascontiguousarray(E @ self.Wk, dtype=np.float32)
         self._Qt = np.ascontiguousarray((E @ self.Wq) * self._mult, dtype=np.float32)
@@ -577,6 +587,8 @@ class SoftSearch(Retriever):
         index: a gsu index over the catalog (ids = item ids), or None.
         exact_below: history length below which the exact scan is used even with an index.
         search_params: keyword arguments for ``index.search`` (e.g. ``{"ef": 128}``).
+        device: ``None`` or a torch device: the exact scan runs there
+            (:mod:`gsu.device.retrieval`, same results); the index path is unchanged.
     """
 
     name = "soft"
@@ -590,8 +602,10 @@ class SoftSearch(Retriever):
         index: Any = None,
         exact_below: int = 20_000,
         search_params: dict[str, Any] | None = None,
+        device: Any = None,
     ):
         super().__init__(items, k=k)
+        self.device = device
         self.metric = check_choice(metric, name="metric", choices=("ip", "cosine"))
         R = items.need("retrieval_embeddings")
         self._R = _normalize(R) if self.metric == "cosine" else R
@@ -613,10 +627,14 @@ class SoftSearch(Retriever):
         return self.index is not None and length >= self.exact_below
 
     def _retrieve(self, h: History, trows: np.ndarray, k: int, cuts: np.ndarray, *, force: str | None = None) -> RetrievalResult:
+        use_index = self.uses_index(len(h)) if force is None else force == "index"
+        if not use_index and self.device is not None:
+            from gsu.device.retrieval import retrieve_one
+
+            return retrieve_one(self, h, trows, k, cuts)
         rows = self.items.rows(h.items, name="history items")
         uniq, grp_ptr, grp_pos, first_pos = group_positions(rows)
         Q = self._R[trows]
-        use_index = self.uses_index(len(h)) if force is None else force == "index"
         if not use_index:
             top_g, top_s = dense_topk(Q, self._R[uniq], k, cuts, first_pos=first_pos)
         else:
