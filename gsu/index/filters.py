@@ -31,17 +31,29 @@ class IdMap:
 
     When the ids are exactly ``0..n-1`` (the default) the map is the identity and
     costs nothing. Otherwise lookups go through a sorted copy (binary search).
+
+    ``dead``: optional (n,) bool tombstones of an index with removed rows: those rows
+    keep their id in :attr:`ids` (so :meth:`to_ids` still names them) but :meth:`rows`
+    never returns them, and a live row may reuse a dead row's id.
     """
 
-    def __init__(self, ids: np.ndarray):
+    def __init__(self, ids: np.ndarray, dead: np.ndarray | None = None):
         self.ids = np.ascontiguousarray(ids, dtype=np.int64)
         n = self.ids.shape[0]
-        self.identity = bool(n == 0 or (self.ids[0] == 0 and self.ids[-1] == n - 1 and np.array_equal(self.ids, np.arange(n))))
+        self.dead = None if dead is None or not dead.any() else np.ascontiguousarray(dead, dtype=bool)
+        if self.dead is None:
+            self.identity = bool(n == 0 or (self.ids[0] == 0 and self.ids[-1] == n - 1 and np.array_equal(self.ids, np.arange(n))))
+        else:
+            self.identity = False
         if self.identity:
             self._order = None
             self._sorted = None
-        else:
+        elif self.dead is None:
             self._order = np.argsort(self.ids, kind="stable")
+            self._sorted = self.ids[self._order]
+        else:
+            live = np.flatnonzero(~self.dead)
+            self._order = live[np.argsort(self.ids[live], kind="stable")]
             self._sorted = self.ids[self._order]
 
     def __len__(self) -> int:
@@ -53,9 +65,12 @@ class IdMap:
         n = len(self)
         if self.identity:
             return np.where((ids >= 0) & (ids < n), ids, -1)
+        n = self._sorted.shape[0]
         pos = np.searchsorted(self._sorted, ids)
         pos_c = np.minimum(pos, max(n - 1, 0))
-        hit = (pos < n) & (self._sorted[pos_c] == ids) if n else np.zeros(ids.shape, bool)
+        if n == 0:
+            return np.full(ids.shape, -1, np.int64)
+        hit = (pos < n) & (self._sorted[pos_c] == ids)
         return np.where(hit, self._order[pos_c], -1)
 
     def contains(self, ids: np.ndarray) -> np.ndarray:

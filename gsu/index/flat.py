@@ -9,7 +9,8 @@ import numpy as np
 
 from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positive_int
 from gsu.index import _kernels
-from gsu.index.base import Index, SearchResult, _lexsort_rows, register_index
+from gsu.index._mutable import MutableIndex
+from gsu.index.base import SearchResult, _lexsort_rows, register_index
 from gsu.index.filters import Filter, IdMap
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 
 @register_index("flat")
-class FlatIndex(Index):
+class FlatIndex(MutableIndex):
     """Exact inner-product / cosine search over dense float32 vectors.
 
     Args:
@@ -100,7 +101,7 @@ class FlatIndex(Index):
             x = normalize_rows(x)
         self._x = np.ascontiguousarray(np.concatenate([self._x, x])) if self.ntotal else x
         self._dev_x = None
-        self._idmap = IdMap(np.concatenate([self._idmap.ids, new_ids]))
+        self._appended(new_ids)
 
     def reconstruct(self, ids: Any) -> np.ndarray:
         """Stored vectors of ``ids``; unknown ids raise ``KeyError``."""
@@ -129,10 +130,9 @@ class FlatIndex(Index):
         nq = q.shape[0]
         if self.ntotal == 0:
             return SearchResult.empty(nq, k)
-        f = Filter.coerce(filter)
-        if f.is_all:
+        cf = self.compile_filter(filter, nq)  # the filter less removed rows; None: every row
+        if cf is None:
             return self._search_rows(q, k, None)
-        cf = f.compile(self._idmap, nq)
         if cf.shared:
             rows = cf.rows
             m = rows.shape[0]
@@ -211,9 +211,17 @@ class FlatIndex(Index):
         _kernels.gather_topk_ip(q, self._x, starts, ends, rows, k, out_r, out_s, counts)
         return SearchResult(self._idmap.to_ids(out_r), out_s, counts)
 
+    def _compact_rows(self, live: np.ndarray) -> None:
+        self._x = np.ascontiguousarray(self._x[live])
+        self._dev_x = None
+        self._idmap = IdMap(self._idmap.ids[live])
+
     # -- persistence -------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {"dim": self.dim, "metric": self.metric}, {"vectors": self._x, "ids": self._idmap.ids}
+        config: dict[str, Any] = {"dim": self.dim, "metric": self.metric}
+        arrays = {"vectors": self._x, "ids": self._idmap.ids}
+        self._tomb_state(config, arrays)
+        return config, arrays
 
     @classmethod
     def _from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "FlatIndex":
@@ -223,6 +231,7 @@ class FlatIndex(Index):
             raise ValueError(f"vectors {x.shape} / ids {arrays['ids'].shape} do not match dim {idx.dim}")
         idx._x = x
         idx._idmap = IdMap(arrays["ids"])
+        idx._tomb_load(config, arrays)
         return idx
 
     def __repr__(self) -> str:
