@@ -37,6 +37,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "ctr": ("gsu.bench.ctr", "CTR models over each retrieval method vs full-sequence attention"),
     "serve": ("gsu.bench.serve", "gsu serve under load (search, retrieve) vs a vector database server (Milvus Lite)"),
     "lock": ("gsu.bench.lock", "cost of the readers-writer lock (concurrency contract) per one-query search"),
+    "scale": ("gsu.bench.scale", "open time of a memory-mapped index, remove/upsert/compact costs, ShardedIndex on Dask vs one index"),
 }
 
 SPARSE_KINDS = ("seismic", "sparse_flat")
