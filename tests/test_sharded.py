@@ -49,7 +49,7 @@ def test_threaded_sharded_search_equals_single_index(tmp_path, data):
         got = sharded.search(q, 10, filter=f)
         want = single.search(q, 10, filter=f)
         assert np.array_equal(got.ids, want.ids)
-        np.testing.assert_array_equal(got.scores, want.scores)
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6, atol=1e-6)  # BLAS or gather kernel per route
         assert np.array_equal(got.counts, want.counts)
     # shards given by path (no hash split of the filters): the same answer
     plain = ShardedIndex(sharded.paths)
@@ -69,7 +69,7 @@ def test_local_cluster_sharded_search_equals_single_index(tmp_path, data):
                 got = sharded.search(q, 10, filter=f)
                 want = single.search(q, 10, filter=f)
                 assert np.array_equal(got.ids, want.ids)
-                np.testing.assert_array_equal(got.scores, want.scores)
+                np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6, atol=1e-6)
             # approximate shards: search settings reach every shard
             ivf = build_shards(functools.partial(IVFIndex, D, nlist=8), x, ids, n_shards=2, folder=tmp_path / "ivf", client=client)
             got = ivf.search(q, 10, nprobe=8)  # every list of every shard: exact
