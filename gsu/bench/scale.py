@@ -55,7 +55,9 @@ def _median_ms(fn: Any, reps: int) -> float:
 
 def bench_open(path: str, pythonpath: str, label: str, reps: int = 7) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": pythonpath}
-    out = subprocess.run([sys.executable, "-c", _OPEN_SCRIPT, path, str(reps)], env=env, capture_output=True, text=True, check=True)
+    # cwd "/": ``python -c`` puts the working folder ahead of PYTHONPATH on sys.path
+    out = subprocess.run([sys.executable, "-c", _OPEN_SCRIPT, path, str(reps)], env=env, capture_output=True, text=True,
+                         check=True, cwd="/")
     rec = json.loads(out.stdout.strip().splitlines()[-1])
     return {"bench": "open", "code": label, **rec}
 
