@@ -8,12 +8,22 @@ Layout (all integers little-endian)::
 
     magic        8 bytes  b"GSUFILE\\x00"
     version      uint32   FORMAT_VERSION
-    reserved     uint32   0
+    header_crc   uint32   CRC-32 of the JSON header bytes (0 in files written before per-array checksums)
     header_len   uint64   length of the JSON header in bytes
-    header       JSON     {"kind", "config", "gsu_version", "arrays": [{name, dtype, shape, offset, nbytes}], "payload_len"}
+    header       JSON     {"kind", "config", "gsu_version", "arrays": [{name, dtype, shape, offset, nbytes, sha256}], "payload_len"}
     padding      to a 64-byte boundary
     payload      each array C-contiguous, little-endian, 64-byte aligned (offsets relative to the payload start)
     checksum     32 bytes SHA-256 over every byte before it
+
+Checksums: the trailing SHA-256 covers the whole file; each array's own SHA-256 (hex,
+``sha256`` in its header entry) covers its bytes, and the header carries its CRC-32 in
+the prefix. Files written before per-array checksums (no ``sha256`` entries, a zero
+CRC field) still load, with the whole-file check. With per-array checksums a reader
+checks only what it reads: ``mmap=False`` hashes the arrays it has just read (one pass
+over the file instead of two), and ``mmap=True`` with ``lazy`` (what
+:func:`gsu.index.load` asks for) defers every array's check to a
+:class:`PendingCheck` that the object runs on its first use, so opening costs O(header)
+(plus the structural checks that need no more than offsets and ids).
 
 Writes are atomic (:func:`atomic_file`): the file is written to a temporary name in
 the same folder, flushed and fsync'ed, renamed over the target, and the folder is
@@ -46,6 +56,7 @@ import secrets
 import socket
 import stat
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
@@ -73,6 +84,7 @@ _MAX_NDIM = 8
 TMP_SUFFIX = ".gsutmp"
 #: temporaries of another host (no pid to test) are stale after this many seconds
 STALE_FOREIGN_SECONDS = 24 * 3600
+_HEX = frozenset("0123456789abcdef")
 _HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"
 
 
@@ -249,6 +261,21 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 # ---------------------------------------------------------------------------
 
 
+def _array_digest(a: np.ndarray) -> str:
+    """Hex SHA-256 of a C-contiguous array's bytes (hashlib releases the GIL while hashing)."""
+    h = hashlib.sha256()
+    if a.size:
+        flat = a.reshape(-1).view(np.uint8)
+        for s in range(0, flat.shape[0], _CHUNK):
+            h.update(memoryview(flat[s : s + _CHUNK]))
+    return h.hexdigest()
+
+
+def _header_crc(header: bytes) -> int:
+    """CRC-32 of the header bytes, never 0 (0 marks a file written without it)."""
+    return zlib.crc32(header) or 1
+
+
 def write_container(path: str | os.PathLike, kind: str, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` and ``config`` (JSON-serialisable) under ``kind`` to ``path`` atomically."""
     from gsu import __version__
@@ -264,7 +291,8 @@ def write_container(path: str | os.PathLike, kind: str, config: dict[str, Any], 
         if a.dtype.byteorder == ">":
             a = a.astype(a.dtype.newbyteorder("<"))
         offset += _pad(offset)
-        metas.append({"name": name, "dtype": a.dtype.str, "shape": list(a.shape), "offset": offset, "nbytes": int(a.nbytes)})
+        metas.append({"name": name, "dtype": a.dtype.str, "shape": list(a.shape), "offset": offset, "nbytes": int(a.nbytes),
+                      "sha256": _array_digest(a)})
         prepared.append(a)
         offset += a.nbytes
     payload_len = offset
@@ -273,7 +301,7 @@ def write_container(path: str | os.PathLike, kind: str, config: dict[str, Any], 
         sort_keys=True,
         allow_nan=False,
     ).encode()
-    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, 0, len(header))
+    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, _header_crc(header), len(header))
     head = prefix + header
     head += b"\x00" * _pad(len(head))
 
@@ -367,7 +395,7 @@ class ContainerReader:
         raw = _pread_exact(self._fd, _PREFIX.size, 0)
         if len(raw) < _PREFIX.size:
             raise self._fail(f"file is truncated ({self.size} bytes): not a gsu file")
-        magic, version, _, header_len = _PREFIX.unpack(raw)
+        magic, version, header_crc, header_len = _PREFIX.unpack(raw)
         if magic != MAGIC:
             raise self._fail(f"not a gsu file (bad magic bytes {magic!r})")
         if version != FORMAT_VERSION:
@@ -379,6 +407,8 @@ class ContainerReader:
         hb = _pread_exact(self._fd, header_len, _PREFIX.size)
         if len(hb) != header_len:
             raise self._fail("file is truncated (header runs past the end)")
+        if header_crc and _header_crc(hb) != header_crc:
+            raise self._fail("header checksum mismatch: the file was altered or corrupted")
         try:
             header = json.loads(hb)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
@@ -392,6 +422,8 @@ class ContainerReader:
         self.config = header["config"]
         self.metas = header["arrays"]
         self.payload_len = int(header["payload_len"])
+        #: every array carries its own SHA-256 (files written since per-array checksums)
+        self.per_array = bool(header_crc) and all("sha256" in m for m in self.metas)
 
     def _check_header(self, header: Any) -> None:
         if not isinstance(header, dict):
@@ -451,6 +483,9 @@ class ContainerReader:
                 raise self._fail(f"{where}: runs past the end of the payload ({off} + {nbytes} > {plen} bytes)")
             if nbytes:
                 end_prev = off + nbytes
+            digest = m.get("sha256")
+            if digest is not None and not (isinstance(digest, str) and len(digest) == 64 and all(ch in _HEX for ch in digest)):
+                raise self._fail(f"{where}: sha256 {digest!r:.80} is not 64 lowercase hex digits")
 
     # -- checksum --------------------------------------------------------------
     def verify(self) -> None:
@@ -467,6 +502,10 @@ class ContainerReader:
         stored = _pread_exact(self._fd, _CHECKSUM_LEN, end)
         if stored != h.digest():
             raise self._fail("checksum mismatch: the file was altered or corrupted")
+
+    def verify_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Check each array's own SHA-256 (files with :attr:`per_array` checksums)."""
+        verify_array_digests(self.path, self.metas, arrays)
 
     # -- arrays --------------------------------------------------------------
     def arrays(self, *, mmap: bool = False) -> dict[str, np.ndarray]:
@@ -511,6 +550,62 @@ class ContainerReader:
             self.close()
 
 
+def verify_array_digests(path: str | os.PathLike, metas: list[dict[str, Any]], arrays: dict[str, np.ndarray]) -> None:
+    """Hash each array of ``arrays`` (read or memory-mapped from ``path``) and compare it
+    with the ``sha256`` of its header entry in ``metas``; a mismatch raises
+    :class:`IndexFileError` naming the file and the array."""
+    for m in metas:
+        want = m.get("sha256")
+        a = arrays.get(m["name"])
+        if want is None or a is None or not m["nbytes"]:
+            continue
+        if _array_digest(np.ascontiguousarray(a)) != want:
+            raise IndexFileError(f"{path}: array {m['name']!r}: checksum mismatch: the file was altered or corrupted")
+
+
+class PendingCheck:
+    """The checks an object opened with ``mmap=True`` still owes: each array's SHA-256
+    (and ``then``, a further check of the arrays' values), run once on first use.
+
+    :meth:`run` is thread-safe and idempotent: the first caller hashes, others wait for
+    it; a failure is remembered and raised again by every later call (the object stays
+    unusable). ``force=True`` hashes again even after a success (an explicit verify).
+    """
+
+    def __init__(self, path: str | os.PathLike, metas: list[dict[str, Any]], arrays: dict[str, np.ndarray]):
+        self.path = Path(path)
+        self.metas = metas
+        self.arrays = dict(arrays)
+        self.then: Callable[[], None] | None = None
+        self.done = False
+        self._error: BaseException | None = None
+        self._lock = threading.Lock()
+
+    def run(self, *, force: bool = False) -> None:
+        if self.done and not force:
+            return
+        with self._lock:
+            if self._error is not None:
+                raise self._error
+            if self.done and not force:
+                return
+            try:
+                verify_array_digests(self.path, self.metas, self.arrays)
+                if self.then is not None:
+                    self.then()
+            except IndexFileError as e:
+                self._error = e
+                raise
+            except FieldError as e:
+                self._error = IndexFileError(f"{self.path}: {e.field}: {one_line(e.reason)}")
+                raise self._error from None
+            self.done = True
+
+    def __repr__(self) -> str:
+        state = "failed" if self._error is not None else ("verified" if self.done else "pending")
+        return f"PendingCheck({str(self.path)!r}, {state})"
+
+
 def read_header(path: str | os.PathLike) -> tuple[dict[str, Any], int]:
     """Return the validated JSON header of a container and the payload's byte offset."""
     with ContainerReader(path) as r:
@@ -535,12 +630,13 @@ def read_container(
 
 def load_container(
     path: str | os.PathLike,
-    build: Callable[[str, dict[str, Any], dict[str, np.ndarray]], Any],
+    build: Callable[..., Any],
     *,
     mmap: bool = False,
     verify: bool = True,
     kind: str | None = None,
     what: str = "file",
+    lazy: bool = False,
 ) -> Any:
     """Read a container and turn it into an object with ``build(kind, config, arrays)``.
 
@@ -549,17 +645,30 @@ def load_container(
     file that is inconsistent; every such error, and any error while building, becomes
     one :class:`IndexFileError` line naming the file (and the field). ``what`` names
     the object in those messages.
+
+    Checksums (``verify``): a file with per-array checksums is checked array by array
+    from what was read (``mmap=False``: one pass over the file). With ``lazy`` the
+    builder is called as ``build(kind, config, arrays, pending)``: ``pending`` is a
+    :class:`PendingCheck` when the checksums were deferred (``mmap=True``, a file with
+    per-array checksums; the builder attaches it to the object, which runs it on first
+    use) and ``None`` when they were already checked (or ``verify`` is false).
     """
+    pending: PendingCheck | None = None
     with ContainerReader(path) as r:
         if kind is not None and r.kind != kind:
             raise IndexFileError(f"{path}: holds a {r.kind!r}, expected a {kind!r}")
-        if verify:
-            r.verify()
+        if verify and not r.per_array:
+            r.verify()  # a file written before per-array checksums: the whole-file check
         arrays = r.arrays(mmap=mmap)
+        if verify and r.per_array:
+            if mmap and lazy:
+                pending = PendingCheck(r.path, r.metas, arrays)
+            else:
+                r.verify_arrays(arrays)
         k = r.kind
         config = r.config
     try:
-        return build(k, config, arrays)
+        return build(k, config, arrays, pending) if lazy else build(k, config, arrays)
     except IndexFileError:
         raise
     except FieldError as e:

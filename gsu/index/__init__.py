@@ -9,6 +9,7 @@ from gsu.index.ivf import IVFIndex  # filtered ANN (issue 3)
 from gsu.index.filtered import FilteredIndex  # filtered ANN (issue 3)
 from gsu.index.seismic import SeismicIndex  # blocked sparse inverted index (issue 5)
 from gsu.index.sparse_flat import SparseFlatIndex  # exact sparse twin (issue 5)
+from gsu.index.sharded import ShardedIndex, build_shards, shard_of
 
 __all__ = [
     "INDEX_KINDS",
@@ -22,10 +23,13 @@ __all__ = [
     "Index",
     "SearchResult",
     "SeismicIndex",
+    "ShardedIndex",
     "SimHashIndex",
     "SparseFlatIndex",
+    "build_shards",
     "hamming_topk",
     "info",
     "load",
     "register_index",
+    "shard_of",
 ]

@@ -60,7 +60,13 @@ def check_state(kind: str, config: Any, arrays: dict[str, np.ndarray], *, values
 
 def _ids(c: StateCheck) -> np.ndarray:
     ids = c.array("ids", np.int64, (None,))
-    c.ids("ids", ids)
+    if c.prefix + "tombstones" in c.arrays:  # removed rows: distinct ids among the live rows only
+        dead = c.array("tombstones", np.bool_, (ids.shape[0],)).view(np.uint8) != 0
+        c.ids("ids", ids[~dead])
+        if (ids == -1).any():
+            raise c.fail(c._af("ids"), "holds id -1, which is reserved for padding")
+    else:
+        c.ids("ids", ids)
     return ids
 
 

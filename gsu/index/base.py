@@ -42,7 +42,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from gsu import _validate
-from gsu._format import ContainerReader, load_container, write_container
+from gsu._format import ContainerReader, PendingCheck, load_container, write_container
 from gsu._rwlock import _GIL, RWLock
 from gsu.errors import FieldError, IndexFileError
 
@@ -51,7 +51,7 @@ __all__ = ["SearchResult", "Index", "register_index", "load", "topk_rows", "INDE
 #: methods that run under the read side of an index's lock (many at once)
 READ_METHODS = ("search", "search_codes", "explain", "plan", "reconstruct", "stats")
 #: methods that run under the write side (alone)
-WRITE_METHODS = ("add", "add_codes", "remove", "upsert", "delete", "rebuild", "train")
+WRITE_METHODS = ("add", "add_codes", "remove", "upsert", "delete", "compact", "rebuild", "train")
 _SEARCH_METHODS = ("search", "search_codes")
 _LOCK_ATTR = "_gsu_lock"
 _VOCAB = "_gsu.vocab."
@@ -94,6 +94,9 @@ def _locked_search(fn: Callable[..., Any]) -> Callable[..., Any]:
         nq = (sh[0] if len(sh) == 2 else 1) if sh is not None else _n_queries(queries)
         if nq * k * _SLOT > _LIMITS.max_result_bytes:
             _validate.check_result_size(k, nq)
+        pend = self._gsu_pending
+        if pend is not None and not pend.done:
+            pend.run()
         lock = self._gsu_lock
         tid = get_ident()
         held = lock._held
@@ -123,6 +126,9 @@ def _locked(fn: Callable[..., Any], side: str) -> Callable[..., Any]:
 
         @functools.wraps(fn)
         def call(self: "Index", *args: Any, **kwargs: Any) -> Any:
+            pend = self._gsu_pending
+            if pend is not None and not pend.done:
+                pend.run()
             lock = self._gsu_lock
             lock.acquire_read()
             try:
@@ -134,6 +140,9 @@ def _locked(fn: Callable[..., Any], side: str) -> Callable[..., Any]:
 
         @functools.wraps(fn)
         def call(self: "Index", *args: Any, **kwargs: Any) -> Any:
+            pend = self._gsu_pending
+            if pend is not None and not pend.done:
+                pend.run()
             lock = self._gsu_lock
             lock.acquire_write()
             try:
@@ -250,6 +259,8 @@ class Index(abc.ABC):
 
     KIND: ClassVar[str] = ""
     vocabulary: dict[str, int] | None = None
+    #: checks still owed by an index opened with ``mmap=True`` (run on first use, see :meth:`verify`)
+    _gsu_pending: PendingCheck | None = None
 
     def __new__(cls, *args: Any, **kwargs: Any) -> "Index":
         obj = super().__new__(cls)
@@ -268,8 +279,12 @@ class Index(abc.ABC):
                 setattr(cls, name, _locked(fn, "read" if name in READ_METHODS else "write"))
 
     def __getstate__(self) -> dict[str, Any]:
-        # locks are per process: drop them (pickling for Dask workers, copy.copy)
-        return {k: (None if isinstance(v, _LOCK_TYPES) else v) for k, v in self.__dict__.items() if k != _LOCK_ATTR}
+        # locks are per process: drop them (pickling for Dask workers, copy.copy);
+        # unverified arrays are verified before they travel
+        pend = self._gsu_pending
+        if pend is not None and not pend.done:
+            pend.run()
+        return {k: (None if isinstance(v, _LOCK_TYPES) else v) for k, v in self.__dict__.items() if k not in (_LOCK_ATTR, "_gsu_pending")}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for k, v in state.items():
@@ -308,6 +323,9 @@ class Index(abc.ABC):
         atomically (see :mod:`gsu._format`); searches may run meanwhile, adds wait."""
         if not self.KIND:
             raise TypeError(f"{type(self).__name__} is not registered and cannot be saved")
+        pend = self._gsu_pending
+        if pend is not None and not pend.done:
+            pend.run()  # never re-save unverified arrays under fresh checksums
         lock = self._gsu_lock
         lock.acquire_read()
         try:
@@ -315,6 +333,27 @@ class Index(abc.ABC):
             if self.vocabulary is not None:
                 arrays = {**arrays, **vocabulary_arrays(self.vocabulary, dim=getattr(self, "dim", None))}
             write_container(path, self.KIND, config, arrays)
+        finally:
+            lock.release_read()
+
+    def verify(self) -> None:
+        """Check the arrays of an index opened from a file against the file's per-array
+        SHA-256 checksums, and their values (finite floats), now.
+
+        An index opened with ``mmap=True`` defers these checks to its first search (or
+        other method call); ``verify()`` runs them at a time of the caller's choosing and
+        runs them again on every call. A mismatch raises
+        :class:`~gsu.errors.IndexFileError` naming the file and the array, and the index
+        refuses every later call. An index built in memory, read with ``mmap=False``, or
+        loaded with ``verify=False`` has nothing deferred: this is a no-op.
+        """
+        pend = self._gsu_pending
+        if pend is None:
+            return
+        lock = self._gsu_lock
+        lock.acquire_read()
+        try:
+            pend.run(force=True)
         finally:
             lock.release_read()
 
@@ -330,27 +369,36 @@ def load(path: str | os.PathLike, *, mmap: bool = False, verify: bool = True) ->
     """Load any gsu index saved with ``save``; ``mmap=True`` maps the arrays read-only.
 
     The file is read through one descriptor (a concurrent save cannot tear it), its
-    header and, with ``verify`` (default), its checksum are checked, then its arrays are
-    validated for its kind (:mod:`gsu.index._checks`; with ``verify`` also that stored
-    floats are finite) before the index is built. Any inconsistency raises one
+    header is checked, then its arrays are validated for its kind
+    (:mod:`gsu.index._checks`: offsets, ids, row numbers, graph links) before the index
+    is built. With ``verify`` (default) the checksums and the values (stored floats are
+    finite) are checked too: at once for ``mmap=False`` or for a file written before
+    per-array checksums; on first use (any search or other method call, or an explicit
+    :meth:`Index.verify`) for ``mmap=True``, so that opening a memory-mapped index costs
+    O(header), not O(file). Any inconsistency raises one
     :class:`~gsu.errors.IndexFileError` line naming the file and the field.
     """
     import gsu.index  # noqa: F401  (registers every index kind)
     from gsu.index._checks import check_state
 
-    def build(kind: str, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> Index:
+    def build(kind: str, config: dict[str, Any], arrays: dict[str, np.ndarray], pending: PendingCheck | None) -> Index:
         cls = INDEX_KINDS.get(kind)
         if cls is None:
             raise IndexFileError(f"{path}: unknown index kind {kind!r} (known: {sorted(INDEX_KINDS)})")
         extra = {name: arrays.pop(name) for name in [a for a in arrays if a.startswith(_VOCAB)]}
-        check_state(kind, config, arrays, values=verify)
+        check_state(kind, config, arrays, values=verify and pending is None)
         vocab = read_vocabulary_arrays(extra, dim=config.get("dim")) if extra else None
+        if pending is not None:
+            state = dict(arrays)
+            pending.then = lambda: check_state(kind, config, state, values=True)
         idx = cls._from_state(config, arrays)
         if vocab is not None:
             idx.vocabulary = vocab
+        if pending is not None:
+            idx._gsu_pending = pending
         return idx
 
-    return load_container(path, build, mmap=mmap, verify=verify, what="index")
+    return load_container(path, build, mmap=mmap, verify=verify, what="index", lazy=True)
 
 
 def info(path: str | os.PathLike) -> dict[str, Any]:

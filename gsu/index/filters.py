@@ -113,11 +113,26 @@ class IdMap:
     costs nothing; ids ``b..b+n-1`` are an offset. Otherwise lookups use a dense table
     (``table[id - min]``, built on first use) when the ids span at most
     ``8·n`` values, or binary search in a sorted copy.
+
+    ``dead``: optional (n,) bool tombstones of an index with removed rows: those rows
+    keep their id in :attr:`ids` (so :meth:`to_ids` still names them) but :meth:`rows`
+    never returns them, and a live row may reuse a dead row's id (lookups then go through
+    a sorted copy of the live ids).
     """
 
-    def __init__(self, ids: np.ndarray):
+    def __init__(self, ids: np.ndarray, dead: np.ndarray | None = None):
         self.ids = np.ascontiguousarray(ids, dtype=np.int64)
         n = self.ids.shape[0]
+        self.dead = None if dead is None or not dead.any() else np.ascontiguousarray(dead, dtype=bool)
+        if self.dead is not None:  # tombstones: binary search over the live rows only
+            live = np.flatnonzero(~self.dead)
+            self.increasing = False
+            self.offset = None
+            self.identity = False
+            self._order = live[np.argsort(self.ids[live], kind="stable")]
+            self._sorted = self.ids[self._order]
+            self._table = (np.zeros(0, np.int32), 0)  # no dense table
+            return
         inc = n < 2 or bool(fk.strictly_increasing(self.ids))
         self.increasing = inc
         self.offset: int | None = None
@@ -174,9 +189,10 @@ class IdMap:
             r = ids - self.offset if self.offset else ids
             return np.where((r >= 0) & (r < n), r, -1)
         srt, order = self._sorted_view()
+        ns = srt.shape[0]  # fewer than n when rows are dead
         pos = np.searchsorted(srt, ids)
-        pos_c = np.minimum(pos, max(n - 1, 0))
-        hit = (pos < n) & (srt[pos_c] == ids) if n else np.zeros(ids.shape, bool)
+        pos_c = np.minimum(pos, max(ns - 1, 0))
+        hit = (pos < ns) & (srt[pos_c] == ids) if ns else np.zeros(ids.shape, bool)
         return np.where(hit, pos_c if order is None else order[pos_c], -1)
 
     def rows_of_sorted(self, ids: np.ndarray) -> np.ndarray:

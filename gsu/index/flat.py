@@ -10,7 +10,8 @@ import numpy as np
 from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positive_int
 from gsu.index import _filter_kernels as _fk
 from gsu.index import _kernels, _l2
-from gsu.index.base import Index, SearchResult, register_index
+from gsu.index._mutable import MutableIndex
+from gsu.index.base import SearchResult, register_index
 from gsu.index.filters import Filter, IdMap
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,7 @@ def normalize_rows(x: np.ndarray) -> np.ndarray:
 
 
 @register_index("flat")
-class FlatIndex(Index):
+class FlatIndex(MutableIndex):
     """Exact inner-product / cosine / euclidean search over dense float32 vectors.
 
     Args:
@@ -124,7 +125,7 @@ class FlatIndex(Index):
         self._x = np.ascontiguousarray(np.concatenate([self._x, x])) if self.ntotal else x
         self._dev = None
         self.__dict__.pop("_xa", None)
-        self._idmap = IdMap(np.concatenate([self._idmap.ids, new_ids]))
+        self._appended(new_ids)
 
     def reconstruct(self, ids: Any) -> np.ndarray:
         """Stored vectors of ``ids``; unknown ids raise ``KeyError``."""
@@ -171,13 +172,13 @@ class FlatIndex(Index):
         if self.ntotal == 0:
             return SearchResult.empty(nq, k)
         f = Filter.coerce(filter)
-        if self.device is not None and self.metric != "l2":  # l2 searches stay on the CPU path
+        if self.device is not None and self.metric != "l2" and self._dead is None:  # l2 / tombstones: the CPU path
             from gsu.device.index import flat_search
 
             return flat_search(self, q, k, f, backend=self.device_backend, precision=self.device_precision)
-        if f.is_all:
+        cf = self.compile_filter(f, nq)  # the filter less removed rows; None: every row
+        if cf is None:
             return self._search_rows(q, k, None)
-        cf = f.compile(self._idmap, nq)
         if cf.shared:
             rows = cf.rows
             m = rows.shape[0]
@@ -226,9 +227,18 @@ class FlatIndex(Index):
         ids = out_r if self._idmap.identity else self._idmap.to_ids(out_r)
         return SearchResult(ids, out_s, counts)
 
+    def _compact_rows(self, live: np.ndarray) -> None:
+        self._x = np.ascontiguousarray(self._x[live])
+        self._dev = None
+        self.__dict__.pop("_xa", None)
+        self._idmap = IdMap(self._idmap.ids[live])
+
     # -- persistence -------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {"dim": self.dim, "metric": self.metric}, {"vectors": self._x, "ids": self._idmap.ids}
+        config: dict[str, Any] = {"dim": self.dim, "metric": self.metric}
+        arrays = {"vectors": self._x, "ids": self._idmap.ids}
+        self._tomb_state(config, arrays)
+        return config, arrays
 
     @classmethod
     def _from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "FlatIndex":
@@ -238,6 +248,7 @@ class FlatIndex(Index):
             raise ValueError(f"vectors {x.shape} / ids {arrays['ids'].shape} do not match dim {idx.dim}")
         idx._x = x
         idx._idmap = IdMap(arrays["ids"])
+        idx._tomb_load(config, arrays)
         return idx
 
     def __repr__(self) -> str:

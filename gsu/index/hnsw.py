@@ -30,7 +30,8 @@ from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positi
 from gsu.index import _filter_kernels as fk
 from gsu.index import _graph_kernels as gk
 from gsu.index import _l2
-from gsu.index.base import Index, SearchResult, register_index
+from gsu.index._mutable import MutableIndex
+from gsu.index.base import SearchResult, register_index
 from gsu.index.filters import CompiledFilter, Filter, IdMap, derived
 from gsu.index.flat import DENSE_METRICS, normalize_rows
 
@@ -128,7 +129,7 @@ def _faiss_metric(metric: str) -> int:
 
 
 @register_index("hnsw")
-class HNSWIndex(Index):
+class HNSWIndex(MutableIndex):
     """Filtered HNSW graph search (faiss ``IndexHNSWFlat``) over dense float32 vectors.
 
     Args:
@@ -213,7 +214,7 @@ class HNSWIndex(Index):
         self.__dict__.pop("_xa", None)
         self._index.add(x)
         self._n = int(self._index.ntotal)
-        self._idmap = IdMap(np.concatenate([self._idmap.ids, new_ids]))
+        self._appended(new_ids)
 
     # -- search ------------------------------------------------------------
     def prep_queries(self, queries: Any) -> np.ndarray:
@@ -244,7 +245,7 @@ class HNSWIndex(Index):
         f = filter if type(filter) is Filter else Filter.coerce(filter)
         if f.is_all or f.n_queries() is None:
             # one faiss call with prebuilt parameters (cached on a reused filter)
-            cf = None if f.is_all else f.compile(self._idmap, nq)
+            cf = None if f.is_all and self._dead is None else self.compile_filter(f, nq)  # less removed rows
             m = n if cf is None else cf.count
             if m == 0:
                 return SearchResult.empty(nq, k)
@@ -264,7 +265,7 @@ class HNSWIndex(Index):
                 counts = counts.astype(np.int64)
                 fk.gather_topk_ip_sel(q, self.vectors, short, starts, ends, cf.rows, k, rows, scores, counts)
             return _result(self._idmap, rows, scores)
-        cf = f.compile(self._idmap, nq)
+        cf = self.compile_filter(f, nq)
         out_r = np.full((nq, k), -1, np.int64)
         out_s = np.full((nq, k), -np.inf, np.float32)
         self.search_compiled(q, k, cf, np.arange(nq, dtype=np.int64), out_r, out_s, ef=np.full(nq, ef, np.int64))
@@ -445,10 +446,26 @@ class HNSWIndex(Index):
             else:
                 fk.gather_topk_ip_sel(q, self.vectors, short, starts, ends, cf.rows, k, out_r, out_s, counts)
 
+    def _compact_rows(self, live: np.ndarray) -> None:
+        """Rebuild the graph over the live rows (faiss's HNSW cannot unlink a node)."""
+        x = np.ascontiguousarray(self.vectors[live])
+        ids = self._idmap.ids[live]
+        for key in ("_xview", "_graph_arrays", "_sq8", "_beam", "_xa"):
+            self.__dict__.pop(key, None)
+        self._xview = None
+        self._scratch_pool = []
+        self._index = self._new_faiss()
+        if x.shape[0]:
+            self._index.add(x)
+        self._n = int(self._index.ntotal)
+        self._idmap = IdMap(ids)
+
     # -- persistence -------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         config = {"dim": self.dim, "metric": self.metric, "M": self.M, "ef_construction": self.ef_construction}
-        return config, {"faiss_index": faiss.serialize_index(self._index), "ids": self._idmap.ids}
+        arrays = {"faiss_index": faiss.serialize_index(self._index), "ids": self._idmap.ids}
+        self._tomb_state(config, arrays)
+        return config, arrays
 
     @classmethod
     def _from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "HNSWIndex":
@@ -459,6 +476,7 @@ class HNSWIndex(Index):
         idx._index = fi
         idx._n = int(fi.ntotal)
         idx._idmap = IdMap(arrays["ids"])
+        idx._tomb_load(config, arrays)
         return idx
 
     def __repr__(self) -> str:

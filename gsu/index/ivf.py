@@ -27,8 +27,9 @@ import numpy as np
 
 from gsu._validate import as_matrix, check_choice, check_k, check_positive_int
 from gsu.index import _filter_kernels as fk
-from gsu.index.base import Index, SearchResult, register_index
 from gsu.index import _l2
+from gsu.index._mutable import MutableIndex
+from gsu.index.base import SearchResult, register_index
 from gsu.index.filters import CompiledFilter, Filter, IdMap, derived
 from gsu.index.flat import DENSE_METRICS, normalize_rows
 from gsu.index.hnsw import _new_ids, prep_queries
@@ -53,7 +54,7 @@ def default_nlist(n: int) -> int:
 
 
 @register_index("ivf")
-class IVFIndex(Index):
+class IVFIndex(MutableIndex):
     """Filter-aware IVF-Flat search over dense float32 vectors.
 
     Args:
@@ -182,7 +183,7 @@ class IVFIndex(Index):
         off = np.zeros(self.nlist + 1, np.int64)
         np.cumsum(counts, out=off[1:])
         self._set_lists(np.ascontiguousarray(xall[order]), order, off)
-        self._idmap = IdMap(np.concatenate([self._idmap.ids, new_ids]))
+        self._appended(new_ids)
 
     # -- search ------------------------------------------------------------
     def prep_queries(self, queries: Any) -> np.ndarray:
@@ -212,7 +213,7 @@ class IVFIndex(Index):
         nq = q.shape[0]
         if self.ntotal == 0:
             return SearchResult.empty(nq, k)
-        cf = Filter.coerce(filter).compile(self._idmap, nq)
+        cf = self.compile_filter(filter, nq)  # the filter less removed rows; None: every row
         out_r = np.full((nq, k), -1, np.int64)
         out_s = np.full((nq, k), -np.inf, np.float32)
         which = np.arange(nq, dtype=np.int64)
@@ -329,6 +330,18 @@ class IVFIndex(Index):
                 if scored is not None:
                     scored[w] = scw
 
+    def _compact_rows(self, live: np.ndarray) -> None:
+        """Drop dead rows from the lists (no retraining: the centroids stay)."""
+        n = self.ntotal
+        newrow = np.full(n, -1, np.int64)
+        newrow[live] = np.arange(live.shape[0], dtype=np.int64)
+        keep = newrow[self._pos_row] >= 0  # positions (list order) whose row survives
+        counts = np.bincount(self._row_list[live], minlength=self.nlist)
+        off = np.zeros(self.nlist + 1, np.int64)
+        np.cumsum(counts, out=off[1:])
+        self._set_lists(np.ascontiguousarray(self._xl[keep]), newrow[self._pos_row[keep]], off)
+        self._idmap = IdMap(self._idmap.ids[live])
+
     # -- persistence -------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         config = {"dim": self.dim, "metric": self.metric, "nlist": self.nlist, "niter": self.niter,
@@ -336,6 +349,7 @@ class IVFIndex(Index):
         arrays = {"ids": self._idmap.ids, "list_vectors": self._xl, "list_rows": self._pos_row, "list_offsets": self._list_off}
         if self._centroids is not None:
             arrays["centroids"] = self._centroids
+        self._tomb_state(config, arrays)
         return config, arrays
 
     @classmethod
@@ -353,6 +367,7 @@ class IVFIndex(Index):
             idx._centroids = c
         idx._set_lists(xl, pos_row, off)
         idx._idmap = IdMap(ids)
+        idx._tomb_load(config, arrays)
         return idx
 
     def __repr__(self) -> str:

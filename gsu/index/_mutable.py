@@ -1,0 +1,197 @@
+"""``MutableIndex``: ``remove`` / ``upsert`` / ``compact`` through tombstones.
+
+A removed item keeps its row (and its place in faiss's graph or an inverted list) and
+gets a *tombstone*: a (n,) bool mark saved with the index (array ``tombstones``).
+Every search route honours tombstones exactly as it honours a filter: the compiled
+filter of each call (or the live rows, when there is no filter) loses its dead rows
+before any kernel or faiss selector sees it (:meth:`MutableIndex.compile_filter`), so
+a dead item is never returned and a filtered search over the live items stays exact
+where it was. ``upsert`` removes the ids it names (when present) and adds the new
+vectors as new rows. :meth:`MutableIndex.compact` drops the dead rows for good
+(each index kind knows how: a slice of the vectors, a re-layout of the inverted lists,
+a rebuild of the graph); it runs by itself when the dead rows pass
+``compact_threshold`` of all rows.
+
+Subclasses keep ``self._idmap`` (an :class:`~gsu.index.filters.IdMap` built with the
+tombstones) and implement ``_compact_rows(live)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from gsu._validate import as_ids
+from gsu.errors import FieldError
+from gsu.index.base import Index
+from gsu.index.filters import CompiledFilter, Filter, IdMap
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MutableIndex", "DEFAULT_COMPACT_THRESHOLD"]
+
+#: share of dead rows past which ``remove``/``upsert`` compact the index by themselves
+DEFAULT_COMPACT_THRESHOLD = 0.25
+_LIVE = "gsu.index.live"  # cache key of a filter's tombstone-free form, on its compiled form
+
+
+class MutableIndex(Index):
+    """An index with ``remove(ids)``, ``upsert(vectors, ids)`` and ``compact()``
+    (see the module docstring). ``compact_threshold`` (a float in [0, 1], saved with
+    the index): compact automatically once ``dead rows > compact_threshold × rows``;
+    ``1.0`` never compacts by itself."""
+
+    _dead: np.ndarray | None = None  # (n,) bool tombstones, None when no row is dead
+    _n_dead: int = 0
+    _tomb_gen: int = 0  # bumped by every change of the tombstones
+    compact_threshold: float = DEFAULT_COMPACT_THRESHOLD
+
+    # -- what subclasses provide ------------------------------------------------
+    def _compact_rows(self, live: np.ndarray) -> None:  # pragma: no cover - abstract
+        """Keep only rows ``live`` (sorted int64): rewrite the stored data and ``_idmap``."""
+        raise NotImplementedError
+
+    # -- state ------------------------------------------------------------------
+    @property
+    def n_live(self) -> int:
+        """Items that searches can return (rows less tombstones)."""
+        return self.ntotal - self._n_dead
+
+    @property
+    def n_dead(self) -> int:
+        """Rows marked removed and not yet reclaimed by :meth:`compact`."""
+        return self._n_dead
+
+    @property
+    def live_ids(self) -> np.ndarray:
+        """(n_live,) int64 ids of the live rows, in row order."""
+        ids = self._idmap.ids
+        return ids if self._dead is None else ids[~self._dead]
+
+    def __len__(self) -> int:
+        return self.n_live
+
+    def _set_dead(self, dead: np.ndarray | None) -> None:
+        """Install tombstones (None or all False: none) and rebuild the id map."""
+        if dead is not None and not dead.any():
+            dead = None
+        self._dead = dead
+        self._n_dead = 0 if dead is None else int(np.count_nonzero(dead))
+        self._tomb_gen += 1
+        self.__dict__.pop("_live_cf", None)
+        self._idmap = IdMap(self._idmap.ids, dead)
+
+    def _appended(self, new_ids: np.ndarray) -> None:
+        """``new_ids`` (live rows) were appended to the stored data: extend the id map
+        and the tombstones."""
+        ids = np.concatenate([self._idmap.ids, new_ids])
+        if self._dead is not None:
+            self._dead = np.concatenate([self._dead, np.zeros(new_ids.shape[0], bool)])
+            self.__dict__.pop("_live_cf", None)
+            self._tomb_gen += 1
+        self._idmap = IdMap(ids, self._dead)
+
+    # -- filters ----------------------------------------------------------------
+    def compile_filter(self, filter: Any, nq: int) -> CompiledFilter | None:
+        """The compiled form of ``filter`` (anything ``Filter.coerce`` accepts) for ``nq``
+        queries with the dead rows dropped; ``None`` when every row may be returned (no
+        filter, no tombstone). A shared filter's tombstone-free form is cached on its
+        compiled form (and the live rows on the index), so a reused filter pays once."""
+        f = filter if type(filter) is Filter else Filter.coerce(filter)
+        dead = self._dead
+        if f.is_all:
+            if dead is None:
+                return None
+            cf = self.__dict__.get("_live_cf")
+            if cf is None:
+                rows = np.flatnonzero(~dead).astype(np.int64)
+                cf = self._live_cf = CompiledFilter(np.array([0, rows.shape[0]], np.int64), rows, self.ntotal, True)
+            return cf
+        cf = f.compile(self._idmap, nq)
+        if dead is None:
+            return cf
+        key = (_LIVE, id(self), self._tomb_gen)
+        hit = cf._masks.get(key) if cf.shared else None
+        if hit is not None:
+            return hit
+        keep = ~dead[cf.rows]
+        if keep.all():
+            out = cf
+        elif cf.shared:
+            rows = cf.rows[keep]
+            out = CompiledFilter(np.array([0, rows.shape[0]], np.int64), rows, cf.n, True)
+        else:
+            c = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
+            out = CompiledFilter(c[cf.indptr], cf.rows[keep], cf.n, False)
+        if cf.shared:
+            cf._masks[key] = out
+        return out
+
+    # -- mutation ---------------------------------------------------------------
+    def remove(self, ids: Any, *, missing_ok: bool = False) -> int:
+        """Mark the items ``ids`` (int64) removed: no search returns them from now on.
+
+        Unknown (or already removed) ids raise ``KeyError`` unless ``missing_ok``.
+        Returns the number of items removed. Compacts the index when the dead rows pass
+        ``compact_threshold``.
+        """
+        want = as_ids(ids, name="ids")
+        if want.size == 0:
+            return 0
+        rows = self._idmap.rows(want)
+        if not missing_ok and (rows < 0).any():
+            raise KeyError(f"ids not in the index: {want[rows < 0][:5].tolist()}")
+        rows = np.unique(rows[rows >= 0])
+        if rows.size == 0:
+            return 0
+        dead = np.zeros(self.ntotal, bool) if self._dead is None else self._dead.copy()
+        dead[rows] = True
+        self._set_dead(dead)
+        self._maybe_compact()
+        return int(rows.size)
+
+    def upsert(self, vectors: Any, ids: Any) -> None:
+        """Insert ``vectors`` (n, d) float32 under ``ids`` (n,) int64 (unique), replacing
+        the items that already hold any of these ids."""
+        new_ids = as_ids(ids, name="ids", unique=True)
+        rows = self._idmap.rows(new_ids)
+        rows = rows[rows >= 0]
+        if rows.size:
+            dead = np.zeros(self.ntotal, bool) if self._dead is None else self._dead.copy()
+            dead[rows] = True
+            self._set_dead(dead)
+        self.add(vectors, new_ids)
+        self._maybe_compact()
+
+    def compact(self) -> int:
+        """Drop the dead rows for good (rewrites the stored data; a graph index rebuilds
+        its graph over the live rows). Returns the number of rows reclaimed."""
+        if self._dead is None:
+            return 0
+        n = self._n_dead
+        live = np.flatnonzero(~self._dead).astype(np.int64)
+        self._compact_rows(live)
+        self._set_dead(None)
+        log.info("%s: compacted %d dead rows", type(self).__name__, n)
+        return n
+
+    def _maybe_compact(self) -> None:
+        if self._dead is not None and self._n_dead > self.compact_threshold * self.ntotal:
+            self.compact()
+
+    # -- persistence helpers ----------------------------------------------------
+    def _tomb_state(self, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        config["compact_threshold"] = float(self.compact_threshold)
+        if self._dead is not None:
+            arrays["tombstones"] = self._dead
+
+    def _tomb_load(self, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        ct = config.get("compact_threshold", DEFAULT_COMPACT_THRESHOLD)
+        if isinstance(ct, bool) or not isinstance(ct, (int, float)) or not 0.0 <= ct <= 1.0:
+            raise FieldError("config 'compact_threshold'", f"expected a number in [0, 1], got {ct!r:.60}")
+        self.compact_threshold = float(ct)
+        t = arrays.get("tombstones")
+        if t is not None:
+            self._set_dead(np.asarray(t).view(np.uint8) != 0)

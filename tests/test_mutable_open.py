@@ -1,0 +1,346 @@
+"""Instant open (per-array checksums checked on first use) and mutable indexes
+(remove / upsert / compact through tombstones), against exact answers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import threading
+
+import numpy as np
+import pytest
+
+import _fuzz as F
+from gsu import _format
+from gsu.cli import main as cli_main
+from gsu.errors import IndexFileError
+from gsu.index import Filter, FlatIndex, HNSWIndex, IVFIndex, load
+
+D = 16
+
+
+def _data(n: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, D)).astype(np.float32)
+    ids = np.arange(n, dtype=np.int64) * 7 + 5
+    q = rng.standard_normal((12, D)).astype(np.float32)
+    return x, ids, q
+
+
+def _flip(path, name: str, byte: int = 3) -> None:
+    """Flip one bit inside array ``name`` of a saved file (its checksums no longer match)."""
+    raw = bytearray(path.read_bytes())
+    _, _, _, hlen = struct.unpack_from("<8sIIQ", raw, 0)
+    header = json.loads(raw[24 : 24 + hlen])
+    start = 24 + hlen
+    start += (-start) % 64
+    m = next(m for m in header["arrays"] if m["name"] == name)
+    raw[start + m["offset"] + byte] ^= 0x10
+    path.write_bytes(bytes(raw))
+
+
+# ---------------------------------------------------------------------------
+# instant open
+# ---------------------------------------------------------------------------
+
+
+def test_saved_file_has_per_array_checksums_and_header_crc(tmp_path):
+    x, ids, _ = _data(300)
+    idx = FlatIndex(D)
+    idx.add(x, ids)
+    p = tmp_path / "a.gsu"
+    idx.save(p)
+    with _format.ContainerReader(p) as r:
+        assert r.per_array
+        r.verify()  # the whole-file checksum is still written (older readers check it)
+        got = {m["name"]: m["sha256"] for m in r.metas}
+    assert got["vectors"] == hashlib.sha256(x.tobytes()).hexdigest()
+    assert got["ids"] == hashlib.sha256(ids.tobytes()).hexdigest()
+
+
+def test_mmap_open_defers_checksums_to_first_use(tmp_path):
+    x, ids, q = _data()
+    idx = FlatIndex(D)
+    idx.add(x, ids)
+    p = tmp_path / "a.gsu"
+    idx.save(p)
+    good = load(p, mmap=True)
+    assert good._gsu_pending is not None and not good._gsu_pending.done
+    res = good.search(q, 5)
+    assert good._gsu_pending.done
+    assert np.array_equal(res.ids, idx.search(q, 5).ids)
+    good.verify()  # an explicit verify re-hashes and passes
+
+    _flip(p, "vectors", byte=4 * D * 1000 + 2)
+    bad = load(p, mmap=True)  # O(header): the damage is not seen yet
+    with pytest.raises(IndexFileError, match=r"a\.gsu: array 'vectors': checksum mismatch"):
+        bad.search(q, 5)
+    with pytest.raises(IndexFileError, match="array 'vectors'"):  # and every later call
+        bad.search(q, 5)
+    bad2 = load(p, mmap=True)
+    with pytest.raises(IndexFileError, match="array 'vectors': checksum mismatch"):
+        bad2.verify()
+    with pytest.raises(IndexFileError, match="array 'vectors': checksum mismatch"):
+        load(p, mmap=False)  # read into memory: checked at once, one pass
+    with pytest.raises(IndexFileError, match="checksum mismatch"):
+        bad2.save(tmp_path / "resaved.gsu")  # never re-saved under fresh checksums
+    assert not (tmp_path / "resaved.gsu").exists()
+
+
+def test_first_use_check_runs_once_under_concurrent_searches(tmp_path):
+    x, ids, q = _data()
+    idx = IVFIndex(D, nlist=16)
+    idx.add(x, ids)
+    p = tmp_path / "a.gsu"
+    idx.save(p)
+    j = load(p, mmap=True)
+    want = idx.search(q, 5, nprobe=4).ids
+    out, errs = [], []
+
+    def go():
+        try:
+            out.append(j.search(q, 5, nprobe=4).ids)
+        except Exception as e:  # pragma: no cover - reported below
+            errs.append(e)
+
+    ts = [threading.Thread(target=go) for _ in range(6)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errs and len(out) == 6 and all(np.array_equal(o, want) for o in out)
+
+
+def test_structural_checks_still_run_at_open(tmp_path):
+    x, ids, _ = _data(200)
+    idx = FlatIndex(D)
+    idx.add(x, ids)
+    p = tmp_path / "a.gsu"
+    idx.save(p)
+    header, payload = F.split(p.read_bytes())
+    m = next(m for m in header["arrays"] if m["name"] == "ids")
+    buf = bytearray(payload)
+    struct.pack_into("<q", buf, m["offset"] + 8, int(ids[0]))  # a repeated id, checksums recomputed
+    p.write_bytes(F.join(header, bytes(buf)))
+    with pytest.raises(IndexFileError, match="array 'ids': ids repeat"):
+        load(p, mmap=True)
+
+
+def test_nan_values_with_valid_checksums_are_refused_on_first_use(tmp_path):
+    x, ids, q = _data(200)
+    idx = FlatIndex(D)
+    idx.add(x, ids)
+    p = tmp_path / "a.gsu"
+    idx.save(p)
+    header, payload = F.split(p.read_bytes())
+    m = next(m for m in header["arrays"] if m["name"] == "vectors")
+    buf = bytearray(payload)
+    struct.pack_into("<f", buf, m["offset"] + 40, float("nan"))
+    p.write_bytes(F.join(header, bytes(buf)))
+    j = load(p, mmap=True)
+    with pytest.raises(IndexFileError, match="array 'vectors': holds NaN"):
+        j.search(q, 3)
+    with pytest.raises(IndexFileError, match="holds NaN"):
+        load(p, mmap=False)
+
+
+def test_files_without_per_array_checksums_load_with_the_full_check(tmp_path):
+    x, ids, q = _data(300)
+    idx = HNSWIndex(D, M=8)
+    idx.add(x, ids)
+    p = tmp_path / "a.gsu"
+    idx.save(p)
+    header, payload = F.split(p.read_bytes())
+    old = F.join(header, payload, per_array=False)  # the layout written before per-array checksums
+    p.write_bytes(old)
+    with _format.ContainerReader(p) as r:
+        assert not r.per_array
+    j = load(p, mmap=True)
+    assert j._gsu_pending is None  # checked at open
+    assert np.array_equal(j.search(q, 5, ef=64).ids, idx.search(q, 5, ef=64).ids)
+    raw = bytearray(old)
+    raw[-200] ^= 1
+    p.write_bytes(bytes(raw))
+    with pytest.raises(IndexFileError, match="checksum mismatch"):
+        load(p, mmap=True)
+
+
+def test_header_damage_is_caught_by_its_crc(tmp_path):
+    x, ids, _ = _data(100)
+    idx = FlatIndex(D)
+    idx.add(x, ids)
+    p = tmp_path / "a.gsu"
+    idx.save(p)
+    raw = p.read_bytes()
+    raw = raw.replace(b'"metric": "ip"', b'"metric": "iq"')  # JSON stays valid
+    p.write_bytes(raw)
+    with pytest.raises(IndexFileError, match="header checksum mismatch"):
+        load(p, mmap=True)
+
+
+def test_bad_sha256_entry_is_refused(tmp_path):
+    x, ids, _ = _data(100)
+    idx = FlatIndex(D)
+    idx.add(x, ids)
+    p = tmp_path / "a.gsu"
+    idx.save(p)
+    header, payload = F.split(p.read_bytes())
+    hb = json.dumps(header).replace(header["arrays"][0]["sha256"], "xyz").encode()
+    head = F._PREFIX.pack(F.MAGIC, 1, 0, len(hb)) + hb
+    head += b"\x00" * ((-len(head)) % 64)
+    body = head + payload
+    p.write_bytes(body + hashlib.sha256(body).digest())
+    with pytest.raises(IndexFileError, match="sha256 'xyz' is not 64 lowercase hex digits"):
+        load(p, mmap=True)
+
+
+def test_cli_verify(tmp_path, capsys):
+    x, ids, _ = _data(300)
+    idx = IVFIndex(D, nlist=8)
+    idx.add(x, ids)
+    p = tmp_path / "a.gsu"
+    idx.save(p)
+    assert cli_main(["verify", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "ok (ivf" in out and "array sha256" in out and "values" in out
+    _flip(p, "list_vectors", byte=100)
+    assert cli_main(["verify", str(p)]) == 2
+    assert "checksum mismatch" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------
+# mutable indexes
+# ---------------------------------------------------------------------------
+
+KINDS = [
+    ("flat", lambda: FlatIndex(D), {}),
+    ("ivf", lambda: IVFIndex(D, nlist=16), {"nprobe": 16}),  # every list: exact
+    ("hnsw", lambda: HNSWIndex(D, M=16, ef_construction=200), {"ef": 1024}),
+]
+
+
+def _recall(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean([len(set(r1[r1 >= 0]) & set(r2[r2 >= 0])) / max(1, int((r2 >= 0).sum())) for r1, r2 in zip(a, b)]))
+
+
+def _mutate(idx, x, ids, seed=1):
+    """Remove 400 items, upsert 150 existing and 50 new ones; return the exact twin
+    rebuilt from the surviving items and the removed ids."""
+    rng = np.random.default_rng(seed)
+    removed = rng.choice(ids, 400, replace=False)
+    assert idx.remove(removed) == 400
+    survivors = np.setdiff1d(ids, removed)
+    up_old = rng.choice(survivors, 150, replace=False)
+    up_new = np.arange(50, dtype=np.int64) * 7 + 6  # ids not in the index
+    up = np.concatenate([up_old, up_new])
+    upv = rng.standard_normal((200, D)).astype(np.float32)
+    idx.upsert(upv, up)
+    keep = ~np.isin(ids, removed) & ~np.isin(ids, up_old)
+    exact = FlatIndex(D)
+    exact.add(np.concatenate([x[keep], upv]), np.concatenate([ids[keep], up]))
+    return exact, removed
+
+
+def _filters(ids, nq, seed=2):
+    rng = np.random.default_rng(seed)
+    allowed = rng.choice(np.concatenate([ids, np.arange(50) * 7 + 6]), 700, replace=False)
+    per = Filter.per_query([rng.choice(ids, 300, replace=False) for _ in range(nq)])
+    return [None, Filter.from_ids(allowed), ~Filter.from_ids(allowed[:300]), per]
+
+
+def _check_against(idx, exact, q, removed, params, *, exact_route: bool):
+    for f in _filters(exact.ids, q.shape[0]):
+        got = idx.search(q, 10, filter=f, **params)
+        want = exact.search(q, 10, filter=f)
+        assert not np.isin(got.ids, removed).any(), "a removed id was returned"
+        if exact_route:
+            assert np.array_equal(got.ids, want.ids)
+            np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5, atol=1e-5)
+        else:
+            assert _recall(got.ids, want.ids) >= 0.98
+        assert np.array_equal(got.counts, want.counts)
+
+
+@pytest.mark.parametrize("name, make, params", KINDS, ids=[k[0] for k in KINDS])
+def test_remove_upsert_save_load_compact_match_exact_rebuild(tmp_path, name, make, params):
+    x, ids, q = _data()
+    idx = make()
+    idx.compact_threshold = 1.0  # keep the tombstones for this test
+    idx.add(x, ids)
+    exact, removed = _mutate(idx, x, ids)
+    assert idx.n_dead == 550 and idx.n_live == len(idx) == exact.ntotal
+    assert set(idx.live_ids.tolist()) == set(exact.ids.tolist())
+    exact_route = name != "hnsw"
+    _check_against(idx, exact, q, removed, params, exact_route=exact_route)
+    with pytest.raises(KeyError):
+        idx.remove(removed[:3])
+    assert idx.remove(removed[:3], missing_ok=True) == 0
+
+    p = tmp_path / f"{name}.gsu"
+    idx.save(p)
+    for mmap in (False, True):
+        j = load(p, mmap=mmap)
+        assert j.n_dead == 550 and j.compact_threshold == 1.0
+        for f in _filters(exact.ids, q.shape[0]):
+            assert np.array_equal(j.search(q, 10, filter=f, **params).ids, idx.search(q, 10, filter=f, **params).ids)
+    j = load(p, mmap=True)
+    assert j.compact() == 550
+    assert j.n_dead == 0 and j.ntotal == exact.ntotal
+    _check_against(j, exact, q, removed, params, exact_route=exact_route)
+    j.save(p)
+    k = load(p)
+    assert k.n_dead == 0 and k.ntotal == exact.ntotal
+    _check_against(k, exact, q, removed, params, exact_route=exact_route)
+
+
+@pytest.mark.parametrize("name, make, params", KINDS, ids=[k[0] for k in KINDS])
+def test_compaction_runs_past_the_threshold(name, make, params):
+    x, ids, q = _data(1000)
+    idx = make()
+    idx.compact_threshold = 0.3
+    idx.add(x, ids)
+    idx.remove(ids[:250])  # 25 %: kept as tombstones
+    assert idx.n_dead == 250 and idx.ntotal == 1000
+    idx.remove(ids[250:320])  # 32 %: compacted
+    assert idx.n_dead == 0 and idx.ntotal == 680
+    exact = FlatIndex(D)
+    exact.add(x[320:], ids[320:])
+    got = idx.search(q, 10, **params)
+    assert not np.isin(got.ids, ids[:320]).any()
+    if name != "hnsw":
+        assert np.array_equal(got.ids, exact.search(q, 10).ids)
+    else:
+        assert _recall(got.ids, exact.search(q, 10).ids) >= 0.98
+
+
+def test_remove_everything_and_readd():
+    x, ids, q = _data(300)
+    idx = FlatIndex(D)
+    idx.compact_threshold = 1.0
+    idx.add(x, ids)
+    idx.remove(ids)
+    res = idx.search(q, 5)
+    assert (res.counts == 0).all() and (res.ids == -1).all()
+    idx.add(x[:10], ids[:10])  # removed ids may be added again
+    assert np.array_equal(np.sort(idx.search(q, 10).ids[0]), np.sort(ids[:10]))
+    with pytest.raises(KeyError):
+        idx.reconstruct(ids[20:21])
+
+
+def test_tombstones_in_a_crafted_file_are_validated(tmp_path):
+    x, ids, _ = _data(200)
+    idx = FlatIndex(D)
+    idx.compact_threshold = 1.0
+    idx.add(x, ids)
+    idx.upsert(x[:5] + 1, ids[:5])  # ids 0..4 now appear twice (dead and live rows)
+    p = tmp_path / "a.gsu"
+    idx.save(p)
+    assert load(p).n_dead == 5
+    header, payload = F.split(p.read_bytes())
+    m = next(m for m in header["arrays"] if m["name"] == "tombstones")
+    buf = bytearray(payload)
+    buf[m["offset"] + 0] = 0  # revive a dead row: its id repeats a live one
+    p.write_bytes(F.join(header, bytes(buf)))
+    with pytest.raises(IndexFileError, match="array 'ids': ids repeat"):
+        load(p, mmap=True)
