@@ -192,7 +192,9 @@ class IdMap:
         ns = srt.shape[0]  # fewer than n when rows are dead
         pos = np.searchsorted(srt, ids)
         pos_c = np.minimum(pos, max(ns - 1, 0))
-        hit = (pos < ns) & (srt[pos_c] == ids) if ns else np.zeros(ids.shape, bool)
+        if ns == 0:
+            return np.full(ids.shape, -1, np.int64)
+        hit = (pos < ns) & (srt[pos_c] == ids)
         return np.where(hit, pos_c if order is None else order[pos_c], -1)
 
     def rows_of_sorted(self, ids: np.ndarray) -> np.ndarray:
