@@ -288,7 +288,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
         log = {k: getattr(a, k) for k in _BENCH_LOG_OPTIONS}
     else:
         defaults = {"min_history": 1, "data_seed": 0}
-        given = [k for k in _BENCH_LOG_OPTIONS if getattr(a, k) != defaults.get(k)]
+        given = [k for k in _BENCH_LOG_OPTIONS if k != "data" and getattr(a, k) != defaults.get(k)]
         if given:
             raise CliError(f"--{given[0].replace('_', '-')}: only for suite ctr with --data LOG (its behavior log)")
     for name in names:
