@@ -290,7 +290,7 @@ def cmd_bench(a: argparse.Namespace) -> int:
         defaults = {"min_history": 1, "data_seed": 0}
         given = [k for k in _BENCH_LOG_OPTIONS if k != "data" and getattr(a, k) != defaults.get(k)]
         if given:
-            raise CliError(f"--{given[0].replace('_', '-')}: only for suite ctr with --data LOG (its behavior log)")
+            raise CliError(f"--{given[0].replace('_', '-')}: needs --data LOG with suite ctr (the CTR suite on your own log)")
     for name in names:
         mod_name, _ = SUITES[name]
         try:

@@ -277,4 +277,4 @@ def test_gsu_bench_ctr_on_a_log(tmp_path, capsys):
     rc = main(["bench", "ctr", "--schema", str(schema), "--out", str(out)])
     assert rc == 2 and "--schema: needs --data" in capsys.readouterr().err
     rc = main(["bench", "flat", "--data", str(p), "--out", str(out)])
-    assert rc == 2 and "only suite 'ctr'" in capsys.readouterr().err
+    assert rc == 2 and "does not take --data" in capsys.readouterr().err

@@ -50,7 +50,7 @@ def _set_array(header, payload, name, values):
     [
         ("seismic", "fwd_indptr", 5, 10**9, "array 'fwd_indptr'"),  # an offset past the end: was a segfault
         ("seismic", "post_docs", 0, 10**6, "array 'post_docs'"),
-        ("seismic", "inv_comp", 0, 65535, "array 'inv_comp'"),
+        ("seismic", "sum_comp", 0, 65535, "array 'sum_comp'"),
         ("ivf", "list_rows", 0, 10**6, "array 'list_rows'"),
         ("ivf", "list_offsets", 1, -5, "array 'list_offsets'"),
         ("sparse_flat", "indices", 3, 10**6, "array 'indices'"),

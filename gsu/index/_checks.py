@@ -217,25 +217,16 @@ def _seismic(c: StateCheck) -> None:
     c.in_range("post_docs", post_docs, 0, n_indexed)
     c.finite("blk_scale", blk_scale)
     c.finite("blk_min", blk_min)
-    ls_ptr = c.array("ls_ptr", np.int64, (dim + 1,))
-    inv_comp = c.array("inv_comp", cd, (None,))
-    n_inv = inv_comp.shape[0]
-    inv_blk = c.array("inv_blk", (np.uint8, np.uint16), (n_inv,))
-    c.array("inv_code", np.uint8, (n_inv,))
-    c.offsets("ls_ptr", ls_ptr, end=n_inv)
-    c.in_range("inv_comp", inv_comp, 0, dim)
-    if n_inv:
-        lens = np.diff(ls_ptr)
-        owner = np.repeat(np.arange(dim, dtype=np.int64), lens)
-        if (inv_blk >= blocks_per_list[owner]).any():
-            raise c.fail("array 'inv_blk'", "names a block beyond its posting list's blocks")
-        d = np.diff(inv_comp.astype(np.int64))
-        inner = ls_ptr[1:-1]
-        bad = d < 0
-        cut = inner[(inner > 0) & (inner < n_inv)] - 1
-        bad[cut] = False
-        if bad.any():
-            raise c.fail("array 'inv_comp'", "components are not sorted within a posting list's summaries")
+    c.finite("list_max", c.array("list_max", np.float32, (dim,)))
+    # the compact summaries: dtypes and ranges here; their offsets and the bit-packed layout
+    # are checked by SeismicIndex._from_state (check_summary_layout) before any kernel runs
+    sum_comp = c.array("sum_comp", cd, (None,))
+    c.in_range("sum_comp", sum_comp, 0, dim)
+    for name, dt in (("sum_ent", np.int64), ("sum_bit", np.int64), ("sum_dir", np.int64), ("sum_bmp", np.int64),
+                     ("sum_sptr", np.int64)):
+        c.offsets(name, c.array(name, dt, (dim + 1,)), end=None)
+    for name, dt in (("sum_pack", np.uint8), ("sum_start", np.uint8), ("sum_bm", np.uint32), ("sum_samp", np.uint32)):
+        c.array(name, dt, (None,))
 
 
 # ---------------------------------------------------------------------------
