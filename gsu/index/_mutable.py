@@ -50,8 +50,10 @@ class MutableIndex(Index):
 
     # -- what subclasses provide ------------------------------------------------
     def _compact_rows(self, live: np.ndarray) -> None:  # pragma: no cover - abstract
-        """Keep only rows ``live`` (sorted int64): rewrite the stored data and ``_idmap``."""
-        raise NotImplementedError
+        """Keep only rows ``live`` (sorted int64): rewrite the stored data and ``_idmap``.
+
+        Every mutable index kind (Flat, IVF, HNSW) overrides this hook."""
+        raise TypeError(f"{type(self).__name__} does not implement compaction (_compact_rows)")
 
     # -- state ------------------------------------------------------------------
     @property
