@@ -509,12 +509,19 @@ class ContainerReader:
 
     # -- arrays --------------------------------------------------------------
     def arrays(self, *, mmap: bool = False) -> dict[str, np.ndarray]:
-        """Every array, by name: read into memory, or (``mmap=True``) read-only views of
-        one memory map of the payload."""
+        """Every array, by name: read into memory, or (``mmap=True``) views of one
+        copy-on-write memory map of the payload.
+
+        Copy-on-write (``MAP_PRIVATE``) rather than read-only: nothing ever reaches the
+        file (an in-place update stays in this process), and the arrays have the same
+        numba type (writable) as those of an index built or read into memory, so a
+        loaded index runs the kernels already compiled for a built one instead of
+        compiling a read-only specialisation of each on its first search.
+        """
         plen = self.payload_len
         if mmap and plen:
             with os.fdopen(os.dup(self._fd), "rb") as f:
-                base = np.memmap(f, dtype=np.uint8, mode="r", offset=self.start, shape=(plen,))
+                base = np.memmap(f, dtype=np.uint8, mode="c", offset=self.start, shape=(plen,))
         else:
             base = np.empty(plen, dtype=np.uint8)
             mv = memoryview(base)

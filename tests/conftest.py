@@ -35,32 +35,37 @@ def small_catalog() -> tuple[np.ndarray, np.ndarray]:
     return x, q
 
 
-@pytest.fixture(autouse=True)
-def _restore_thread_pins():
-    """Every test leaves numba, torch, faiss and BLAS with the thread counts it found.
+@pytest.fixture(scope="session", autouse=True)
+def _thread_baseline() -> dict[str, int]:
+    """The thread counts numba, torch and faiss have when the session starts (before any
+    fixture of a narrower scope, which may pin threads itself, runs)."""
+    import faiss
+    import numba
+    import torch
 
-    A test that pins threads (the benchmark harness does) would otherwise run every later
-    test single-threaded, and a serial-vs-parallel comparison would compare a kernel with
-    itself.
+    return {"numba": numba.get_num_threads(), "torch": torch.get_num_threads(), "faiss": faiss.omp_get_max_threads()}
+
+
+@pytest.fixture(autouse=True)
+def _restore_thread_pins(_thread_baseline):
+    """After every test, numba, torch, faiss and BLAS are back at the session's thread counts.
+
+    A test or fixture that pins threads (the benchmark harness, the demo) would otherwise
+    run every later test single-threaded, and a serial-vs-parallel comparison would
+    compare a kernel with itself.
     """
     import sys
 
-    before: dict[str, int] = {}
-    if "numba" in sys.modules:
-        before["numba"] = sys.modules["numba"].get_num_threads()
-    if "torch" in sys.modules:
-        before["torch"] = sys.modules["torch"].get_num_threads()
-    if "faiss" in sys.modules:
-        before["faiss"] = sys.modules["faiss"].omp_get_max_threads()
+    import faiss
+    import numba
+    import torch
+
     yield
     harness = sys.modules.get("gsu.bench.harness")
     if harness is not None:
         while harness._LIMITERS:
             harness._LIMITERS.pop().restore_original_limits()
         harness._PINNED.clear()
-    if "numba" in before:
-        sys.modules["numba"].set_num_threads(before["numba"])
-    if "torch" in before:
-        sys.modules["torch"].set_num_threads(before["torch"])
-    if "faiss" in before:
-        sys.modules["faiss"].omp_set_num_threads(before["faiss"])
+    numba.set_num_threads(_thread_baseline["numba"])
+    torch.set_num_threads(_thread_baseline["torch"])
+    faiss.omp_set_num_threads(_thread_baseline["faiss"])

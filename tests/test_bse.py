@@ -126,12 +126,15 @@ def test_save_load_round_trip(tmp_path):
         np.testing.assert_array_equal(got.counts, enc.counts)
         for u in (5, 9):
             np.testing.assert_array_equal(got.aggregate(u, targets)[0], enc.aggregate(u, targets)[0])
-    with pytest.raises(ValueError, match="read-only"):
-        got.append(5, x[:2])  # mmap'ed tables
-    got = BehaviorSequenceEncoder.load(path)
-    got.append(5, x[:2])
+    on_disk = path.read_bytes()
+    got.append(5, x[:2])  # mmap'ed tables: copy-on-write, the file stays as saved
+    assert path.read_bytes() == on_disk
+    mem = BehaviorSequenceEncoder.load(path)
+    mem.append(5, x[:2])
     enc.append(5, x[:2])
     np.testing.assert_array_equal(got.sums, enc.sums)
+    np.testing.assert_array_equal(mem.sums, enc.sums)
+    np.testing.assert_array_equal(mem.counts, enc.counts)
     raw = bytearray(path.read_bytes())
     raw[-40] ^= 1
     path.write_bytes(bytes(raw))

@@ -481,13 +481,11 @@ def run_demo(*, out_dir: Path, quick: bool = False, seed: int = 0, threads: int 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     threads = int(threads)
-    torch.set_num_threads(threads)
-    try:
-        import numba
+    import numba
 
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    except ImportError:  # pragma: no cover - numba is a core dependency
-        pass
+    torch_before, numba_before = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(threads)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
         from threadpoolctl import threadpool_limits
 
@@ -569,6 +567,8 @@ def run_demo(*, out_dir: Path, quick: bool = False, seed: int = 0, threads: int 
         pg.close()
         if limiter is not None:
             limiter.restore_original_limits()
+        torch.set_num_threads(torch_before)  # a call from Python leaves the caller's thread settings as they were
+        numba.set_num_threads(numba_before)
     out["stages"] = dict(pg.seconds)
     out["seconds"] = time.perf_counter() - pg.t0
     best_r = max((r for r in rrows if r["method"] != "Exact" and not math.isnan(r["recall"])),

@@ -402,7 +402,7 @@ def _ivf_search_shared_ser(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target,
     vals = np.empty(nlist, np.int64)
     buf = _scan_buf(boff, bm)
     for q in range(Q.shape[0]):
-        _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
+        _probe_lists(np.int64(q), Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
                      keys, vals, buf)
 
 
@@ -422,7 +422,7 @@ def _ivf_search_shared_par(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target,
         keys = np.empty(nlist, np.float32)
         vals = np.empty(nlist, np.int64)
         buf = _scan_buf(boff, bm)
-        _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
+        _probe_lists(np.int64(q), Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
                      keys, vals, buf)
 
 
@@ -443,7 +443,7 @@ def ivf_search_per_query(
         keys = np.empty(nlist, np.float32)
         vals = np.empty(nlist, np.int64)
         _bucket(rows, starts[q], ends[q], row_list, row_pos, boff, bpos)
-        _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, no_bm, ends[q] - starts[q], k, target, min_lists, out_r, out_s,
+        _probe_lists(np.int64(q), Q, CS, Xl, pos_row, boff, bpos, no_bm, ends[q] - starts[q], k, target, min_lists, out_r, out_s,
                      counts, scored, keys, vals, bpos[:0])
 
 
@@ -639,40 +639,3 @@ def _gather_topk_ip_shared_par(Q, X, H, rmax, nmax, rows, k, out_r, out_s, count
     """
     for q in nb.prange(Q.shape[0]):
         counts[q] = _gather_any(Q[q], X, H, rmax, nmax, rows, 0, rows.shape[0], k, out_s[q], out_r[q])
-
-
-@nb.njit(cache=True)
-def local_share(CS, cnt, sizes, L, out):
-    """Allowed share of the rows in each query's ``L`` nearest lists.
-
-    CS (nq, nlist) float32 centroid scores, ``cnt`` (nlist,) int64 allowed rows per
-    list, ``sizes`` (nlist,) int64 rows per list; ``out`` (nq,) float64 receives
-    ``sum(cnt[top]) / max(sum(sizes[top]), 1)`` over the ``L`` highest-scoring lists.
-    """
-    nlist = CS.shape[1]
-    L = min(L, nlist)
-    bs = np.empty(L, np.float32)
-    bl = np.empty(L, np.int64)
-    for q in range(CS.shape[0]):
-        size = 0
-        for l in range(nlist):
-            v = CS[q, l]
-            if size < L:
-                j = size
-                size += 1
-            elif v > bs[L - 1]:
-                j = L - 1
-            else:
-                continue
-            while j > 0 and bs[j - 1] < v:  # insertion into the descending top-L
-                bs[j] = bs[j - 1]
-                bl[j] = bl[j - 1]
-                j -= 1
-            bs[j] = v
-            bl[j] = l
-        a = 0
-        b = 0
-        for j in range(size):
-            a += cnt[bl[j]]
-            b += sizes[bl[j]]
-        out[q] = a / max(b, 1)

@@ -87,11 +87,15 @@ def filter_bitmap(cf: CompiledFilter, n: int) -> np.ndarray:
 def prep_queries(queries: Any, dim: int, metric: str) -> np.ndarray:
     """Queries as a C-contiguous (nq, d) float32 matrix, L2-normalised for cosine.
 
-    A float32 C-contiguous array of the right shape passes with only the finiteness
-    check (the one-query-per-call hot path); anything else goes through
-    :func:`gsu._validate.as_matrix`, which raises the error messages.
+    A float32 C-contiguous writable array of the right shape passes with only the
+    finiteness check (the one-query-per-call hot path); anything else goes through
+    :func:`gsu._validate.as_matrix`, which raises the error messages. A read-only array
+    (``np.frombuffer`` of a request body) is copied: the kernels are compiled for
+    writable arrays, and a read-only one would compile a second specialisation of
+    each on its first search.
     """
-    if type(queries) is np.ndarray and queries.dtype == np.float32 and queries.flags.c_contiguous and queries.size:
+    if (type(queries) is np.ndarray and queries.dtype == np.float32 and queries.flags.c_contiguous
+            and queries.flags.writeable and queries.size):
         if queries.ndim == 1 and queries.shape[0] == dim:
             q = queries.reshape(1, dim)
         elif queries.ndim == 2 and queries.shape[1] == dim:
@@ -102,6 +106,8 @@ def prep_queries(queries: Any, dim: int, metric: str) -> np.ndarray:
             # only sends the query to the full check below)
             return normalize_rows(q) if metric == "cosine" else q
     q = as_matrix(queries, name="queries", dim=dim)
+    if not q.flags.writeable:
+        q = q.copy()
     return normalize_rows(q) if metric == "cosine" else q
 
 

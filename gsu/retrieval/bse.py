@@ -380,7 +380,7 @@ class BehaviorSequenceEncoder:
         r = self._row(user)
         x = as_matrix(behaviors, name="behaviors", dim=self.dim)
         if not (self._sums.flags.writeable and self._counts.flags.writeable):
-            raise ValueError("append: the tables are read-only (loaded with mmap=True); load with mmap=False to append")
+            raise ValueError("append: the tables are read-only arrays; pass writable ones (or load the encoder from a file)")
         sig = self._sig16(x)
         _scatter_users(x, np.zeros(0, np.int64), False, sig, 0, np.array([0, x.shape[0]], np.int64),
                        np.array([r], np.int64), self._sums, self._counts, 1)
@@ -441,7 +441,8 @@ class BehaviorSequenceEncoder:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, mmap: bool = False, verify: bool = True) -> "BehaviorSequenceEncoder":
-        """Reload a saved encoder; ``mmap=True`` maps the tables read-only (``append`` then refuses).
+        """Reload a saved encoder; ``mmap=True`` maps the tables copy-on-write: ``append``
+        then changes this process's pages only, never the file (``save`` writes them).
 
         Validated first (one :class:`~gsu.errors.IndexFileError` line naming the file and
         the field otherwise): settings in range, hyperplanes of the saved shape and equal
