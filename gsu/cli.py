@@ -42,7 +42,6 @@ SUITES: dict[str, tuple[str, str]] = {
 }
 
 SPARSE_KINDS = ("seismic", "sparse_flat")
-DENSE_SUFFIXES = (".npy", ".fvecs", ".ivecs", ".bvecs", ".hdf5", ".h5", ".parquet")
 SPARSE_SUFFIXES = (".npz", ".jsonl")
 
 

@@ -285,7 +285,7 @@ def test_run_batch_equals_separate_calls(world):
 # --------------------------------------------------------------------------- retrieve
 @pytest.mark.parametrize("binary", [True, False])
 def test_retrieve_every_method_is_exact(server, world, binary):
-    from gsu.retrieval.factory import make_method
+    from gsu.retrieval.registry import make_method
 
     store, items = world["store"], world["items"]
     rng = np.random.default_rng(6)
@@ -317,7 +317,7 @@ def test_retrieve_esu_scores(client, world):
 
     from gsu.ctr.layers import TemporalEncoding
     from gsu.ctr.model import BehaviorFeatures, TargetFeatures
-    from gsu.retrieval.factory import make_method
+    from gsu.retrieval.registry import make_method
 
     store, items, model = world["store"], world["items"], world["model"]
     h = store.history(2)

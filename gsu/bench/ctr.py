@@ -118,7 +118,7 @@ def _latency(task: Any, records_dir: Path, *, quick: bool, methods: tuple[str, .
     from gsu.ctr.data import BehaviorView, _fingerprint, make_batch, make_shared_batch
     from gsu.ctr.experiment import _task_key, new_model
     from gsu.ctr.export import export_torchscript, serving_inputs
-    from gsu.ctr.methods import _retriever, model_config, needs_reference
+    from gsu.ctr.methods import _retriever, needs_reference
     from gsu.retrieval.result import SDIMResult
 
     store = task.store

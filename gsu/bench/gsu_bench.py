@@ -176,7 +176,7 @@ def _time_interleaved(fns: dict[str, Callable[[], Any]], cfg: Config) -> dict[st
 def _check(name: str, res: Any, scorer: Exact | None, h: History, targets: np.ndarray, cuts: np.ndarray) -> None:
     """Trust nothing: valid/unique positions, padding, the time cut, and (for attention-score
     methods, ``scorer``) the reported scores recomputed."""
-    rec = None
+    rec: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None
     if scorer is not None:
         def rec(qi: np.ndarray, pos: np.ndarray) -> np.ndarray:
             return scorer.score_positions(h, targets[qi[:1]], pos[None, :])[0]

@@ -21,7 +21,7 @@ import os
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -57,9 +57,6 @@ class Timing:
     p99_ms: float
     qps: float
     repeats: int
-
-    def as_dict(self) -> dict[str, float]:
-        return asdict(self)
 
 
 _PINNED: dict[str, Any] = {}

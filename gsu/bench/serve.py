@@ -395,7 +395,7 @@ def _bench_search(url: str, q: np.ndarray, sets: list[np.ndarray], truth: np.nda
 def _bench_retrieve(url: str, store_path: Path, items_path: Path, *, repeats: int, max_requests: int, max_seconds: float,
                     base: dict[str, Any], seed: int, T: int = 1000, k_ret: int = 50) -> list[dict[str, Any]]:
     from gsu.retrieval import BehaviorStore, ItemTable
-    from gsu.retrieval.factory import make_method
+    from gsu.retrieval.registry import make_method
 
     store = BehaviorStore.load(store_path, mmap=True)
     items = ItemTable.load(items_path, mmap=True)

@@ -48,9 +48,19 @@ SDIM_TAU = 3           # ... of tau bits each (SDIM paper's defaults)
 
 
 def _check_method(method: str) -> str:
-    if method not in METHODS:
-        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    """``method``: a CTR preset (:data:`METHODS`) or any name in the retrieval registry
+    (:func:`gsu.retrieval.method_names`, built with its defaults at the run's k)."""
+    from gsu.retrieval.registry import method_names
+
+    if method not in METHODS and method not in method_names():
+        raise ValueError(f"method: expected one of {METHODS} or a registered retrieval method "
+                         f"{method_names()}, got {method!r}")
     return method
+
+
+def method_label(method: str) -> str:
+    """The table label of ``method`` (a registered method without a preset: its name)."""
+    return LABELS.get(method, method)
 
 
 def model_config(task: CTRTask, method: str, **overrides: Any) -> ModelConfig:
@@ -158,36 +168,34 @@ def learned_item_table(task: CTRTask, model: TargetAttentionModel) -> Any:
 
 
 def _retriever(task: CTRTask, method: str, k: int, *, reference: Any, seed: int) -> Any:
-    if method in LEARNED_SPACE and task.item_tables["ctr"].embeddings is None:
+    registered_only = method not in METHODS
+    if (method in LEARNED_SPACE or (registered_only and reference is not None)) and task.item_tables["ctr"].embeddings is None:
         if reference is None:
             raise ValueError(f"method {method!r}: task {task.name!r} has no item embeddings (give --item-embeddings) "
                              "and no trained reference model to learn them from")
         task = CTRTask(**{**task.__dict__, "item_tables": {**task.item_tables,
                                                            "ctr": learned_item_table(task, reference)}})
-    if method == "hard":
-        from gsu.retrieval.methods import HardSearch
-        return HardSearch(task.item_tables["ctr"], k=k)
+    from gsu.retrieval.registry import make_method
+
+    ctr_items = task.item_tables["ctr"]
+    if method in ("hard", "exact"):
+        return make_method(method, ctr_items, k=k)
     if method == "soft":
-        from gsu.retrieval.methods import SoftSearch
-        return SoftSearch(task.item_tables["ctr"], k=k, metric="ip")
-    if method == "muse":
-        from gsu.retrieval.methods import SoftSearch
+        return make_method("soft", ctr_items, k=k, metric="ip")
+    if method == "muse":  # SoftSearch by cosine over the content embeddings
         if "content" not in task.item_tables:
             raise ValueError(f"method 'muse': task {task.name!r} has no content item table (e.g. title embeddings)")
-        return SoftSearch(task.item_tables["content"], k=k, metric="cosine")
-    if method == "eta":
-        from gsu.retrieval.lsh import SimHashTopK
-        return SimHashTopK(task.item_tables["ctr"], k=k, n_bits=ETA_BITS, seed=seed)
+        return make_method("soft", task.item_tables["content"], k=k, metric="cosine")
+    if method == "eta":  # SimHash top-k (ETA)
+        return make_method("simhash", ctr_items, k=k, n_bits=ETA_BITS, seed=seed)
     if method == "sdim":
-        from gsu.retrieval.lsh import SDIM
-        return SDIM(task.item_tables["ctr"], n_hashes=SDIM_HASHES, tau=SDIM_TAU, seed=seed)
+        return make_method("sdim", ctr_items, n_hashes=SDIM_HASHES, tau=SDIM_TAU, seed=seed)
     if method == "twin":
         if reference is None:
             raise ValueError("method 'twin': needs a trained reference model (its attention scores the behaviors)")
         return twin_retriever(task, reference, k=k)
-    if method == "exact":
-        from gsu.retrieval.methods import Exact
-        return Exact(task.item_tables["ctr"], k=k)
+    if registered_only:  # any other registered method, with its own defaults
+        return make_method(method, ctr_items, k=k)
     raise ValueError(f"method {method!r} is not a retrieval method")
 
 
@@ -198,7 +206,7 @@ def method_views(task: CTRTask, method: str, *, k: int, splits: tuple[str, ...] 
     "mean_behaviors" (test split), "label"}``. ``full`` ignores ``k`` and caps at ``max_len``;
     ``twin`` needs ``reference`` (a trained :class:`TargetAttentionModel`)."""
     _check_method(method)
-    label = LABELS[method] + ("" if method in ("full", "sdim") else f" k={k}")
+    label = method_label(method) + ("" if method in ("full", "sdim") else f" k={k}")
     t0 = time.perf_counter()
     if method in ("full", "last"):
         cap = max_len if method == "full" else k

@@ -3,12 +3,12 @@
 from gsu.index.base import INDEX_KINDS, Index, SearchResult, info, load, register_index
 from gsu.index.filters import CompiledFilter, Filter, IdMap
 from gsu.index.flat import FlatIndex
-from gsu.index.simhash import SimHashIndex, hamming_topk  # LSH buckets (issue 4)
-from gsu.index.hnsw import HNSWIndex  # filtered ANN (issue 3)
-from gsu.index.ivf import IVFIndex  # filtered ANN (issue 3)
-from gsu.index.filtered import FilteredIndex  # filtered ANN (issue 3)
-from gsu.index.seismic import SeismicIndex  # blocked sparse inverted index (issue 5)
-from gsu.index.sparse_flat import SparseFlatIndex  # exact sparse twin (issue 5)
+from gsu.index.simhash import SimHashIndex, hamming_topk  # LSH buckets
+from gsu.index.hnsw import HNSWIndex  # filtered ANN
+from gsu.index.ivf import IVFIndex  # filtered ANN
+from gsu.index.filtered import FilteredIndex  # filtered ANN
+from gsu.index.seismic import SeismicIndex  # blocked sparse inverted index
+from gsu.index.sparse_flat import SparseFlatIndex  # exact sparse twin
 from gsu.index.sharded import ShardedIndex, build_shards, shard_of
 
 __all__ = [

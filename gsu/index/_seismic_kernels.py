@@ -1340,6 +1340,32 @@ def summary_list_entries(l, list_blk, sum_ent, sum_bit, sum_pack, sum_start, sum
 
 
 @nb.njit(cache=True, inline="always")
+def _sampled_run(i, l, g0, ne, sum_start, sum_sptr, sum_samp):
+    """Entries ``[j, je)`` of list ``l`` that hold its ``i``-th directory component,
+    found from the sampled run starts; ``(0, 0)`` for a rank the samples do not cover
+    (a damaged file: never read past them) or a run past the list's ``ne`` entries."""
+    if (i >> _SAMPLE_SHIFT) >= sum_sptr[l + 1] - sum_sptr[l]:
+        return np.int64(0), np.int64(0)
+    j = np.int64(sum_samp[sum_sptr[l] + (i >> _SAMPLE_SHIFT)])
+    if j >= ne:
+        return np.int64(0), np.int64(0)
+    for _ in range(i & ((1 << _SAMPLE_SHIFT) - 1)):
+        j = min(_next_start(sum_start, g0 + j + 1) - g0, ne)
+    return j, min(_next_start(sum_start, g0 + j + 1) - g0, ne)
+
+
+@nb.njit(cache=True, inline="always")
+def _add_run(j, je, qv, p0, w, mask, bw, bmask, sum_pack, acc, aq):
+    """Add ``qv`` times the quantised summary values of entries ``[j, je)`` to their
+    blocks' accumulators (``acc``: weighted codes, ``aq``: the query weight)."""
+    for jj in range(j, je):
+        v = _entry_bits(sum_pack, p0 + jj * w, mask)
+        b = v & bmask
+        acc[b] += np.float32(v >> bw) * qv
+        aq[b] += qv
+
+
+@nb.njit(cache=True, inline="always")
 def _list_summary_dots(l, b0, nb_, qs, qe, q_comps, qdense,
                        sum_ent, sum_bit, sum_pack, sum_start, sum_dir, sum_comp, sum_bmp, sum_bm, sum_sptr, sum_samp,
                        blk_scale, blk_min, acc, aq, dots):
@@ -1372,20 +1398,8 @@ def _list_summary_dots(l, b0, nb_, qs, qe, q_comps, qdense,
             if (word >> np.uint64(bit)) & np.uint64(1) == 0:
                 continue
             i = np.int64(sum_bm[base + 3 * wd + 2]) + np.int64(popcount64(word & ((np.uint64(1) << np.uint64(bit)) - np.uint64(1))))
-            if (i >> _SAMPLE_SHIFT) >= sum_sptr[l + 1] - sum_sptr[l]:
-                continue  # inconsistent ranks (a damaged file): never read past the samples
-            j = np.int64(sum_samp[sum_sptr[l] + (i >> _SAMPLE_SHIFT)])
-            if j >= ne:
-                continue
-            for _ in range(i & ((1 << _SAMPLE_SHIFT) - 1)):
-                j = min(_next_start(sum_start, g0 + j + 1) - g0, ne)
-            je = min(_next_start(sum_start, g0 + j + 1) - g0, ne)
-            qv = qdense[c]
-            for jj in range(j, je):
-                v = _entry_bits(sum_pack, p0 + jj * w, mask)
-                b = v & bmask
-                acc[b] += np.float32(v >> bw) * qv
-                aq[b] += qv
+            j, je = _sampled_run(i, l, g0, ne, sum_start, sum_sptr, sum_samp)
+            _add_run(j, je, qdense[c], p0, w, mask, bw, bmask, sum_pack, acc, aq)
     else:
         ds = sum_dir[l]
         de = sum_dir[l + 1]
@@ -1403,19 +1417,8 @@ def _list_summary_dots(l, b0, nb_, qs, qe, q_comps, qdense,
                 lo = a
                 if sum_comp[a] != c:
                     continue
-                i = a - ds
-                j = np.int64(sum_samp[sum_sptr[l] + (i >> _SAMPLE_SHIFT)])
-                if j >= ne:
-                    continue
-                for _ in range(i & ((1 << _SAMPLE_SHIFT) - 1)):
-                    j = min(_next_start(sum_start, g0 + j + 1) - g0, ne)
-                je = min(_next_start(sum_start, g0 + j + 1) - g0, ne)
-                qv = qdense[c]
-                for jj in range(j, je):
-                    v = _entry_bits(sum_pack, p0 + jj * w, mask)
-                    b = v & bmask
-                    acc[b] += np.float32(v >> bw) * qv
-                    aq[b] += qv
+                j, je = _sampled_run(np.int64(a - ds), l, g0, ne, sum_start, sum_sptr, sum_samp)
+                _add_run(j, je, qdense[c], p0, w, mask, bw, bmask, sum_pack, acc, aq)
         else:
             j = 0
             for i in range(nd):
@@ -1423,11 +1426,7 @@ def _list_summary_dots(l, b0, nb_, qs, qe, q_comps, qdense,
                 c = sum_comp[ds + i]
                 qv = qdense[c] if c < qdense.shape[0] else np.float32(0.0)
                 if qv != 0.0:
-                    for jj in range(j, je):
-                        v = _entry_bits(sum_pack, p0 + jj * w, mask)
-                        b = v & bmask
-                        acc[b] += np.float32(v >> bw) * qv
-                        aq[b] += qv
+                    _add_run(j, je, qv, p0, w, mask, bw, bmask, sum_pack, acc, aq)
                 j = je
     for b in range(nb_):
         gb = b0 + b

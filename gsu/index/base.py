@@ -122,36 +122,25 @@ def _locked_search(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _locked(fn: Callable[..., Any], side: str) -> Callable[..., Any]:
     """``fn`` under the ``side`` (``"read"``/``"write"``) of the instance's lock."""
-    if side == "read":
+    if side not in ("read", "write"):
+        raise ValueError(f"side: expected 'read' or 'write', got {side!r}")
+    acquire, release = f"acquire_{side}", f"release_{side}"
 
-        @functools.wraps(fn)
-        def call(self: "Index", *args: Any, **kwargs: Any) -> Any:
-            pend = self._gsu_pending
-            if pend is not None and not pend.done:
-                pend.run()
-            lock = self._gsu_lock
-            lock.acquire_read()
-            try:
-                return fn(self, *args, **kwargs)
-            finally:
-                lock.release_read()
-
-    else:
-
-        @functools.wraps(fn)
-        def call(self: "Index", *args: Any, **kwargs: Any) -> Any:
-            pend = self._gsu_pending
-            if pend is not None and not pend.done:
-                pend.run()
-            lock = self._gsu_lock
-            lock.acquire_write()
-            try:
-                return fn(self, *args, **kwargs)
-            finally:
-                lock.release_write()
+    @functools.wraps(fn)
+    def call(self: "Index", *args: Any, **kwargs: Any) -> Any:
+        pend = self._gsu_pending
+        if pend is not None and not pend.done:
+            pend.run()
+        lock = self._gsu_lock
+        getattr(lock, acquire)()
+        try:
+            return fn(self, *args, **kwargs)
+        finally:
+            getattr(lock, release)()
 
     call.__gsu_locked__ = side  # type: ignore[attr-defined]
     return call
+
 
 INDEX_KINDS: dict[str, type["Index"]] = {}
 

@@ -22,7 +22,7 @@ on first use by the route that needs it and cached on the compiled filter
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -755,9 +755,3 @@ class Filter:
         np.cumsum(np.bincount(seg, minlength=nq), out=indptr[1:])
         return CompiledFilter(indptr, rows, n, False)
 
-
-def iter_filters(f: Filter | None, nq: int) -> Iterable[Filter]:
-    """Yield the single filter of each of ``nq`` queries."""
-    f = Filter.coerce(f)
-    for q in range(nq):
-        yield f.for_query(q)

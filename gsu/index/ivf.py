@@ -30,7 +30,7 @@ from gsu.index import _filter_kernels as fk
 from gsu.index import _l2
 from gsu.index._mutable import MutableIndex
 from gsu.index.base import SearchResult, register_index
-from gsu.index.filters import CompiledFilter, Filter, IdMap, derived
+from gsu.index.filters import CompiledFilter, IdMap, derived
 from gsu.index.flat import DENSE_METRICS, normalize_rows
 from gsu.index.hnsw import _new_ids, prep_queries
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 import threading
 from typing import Any
@@ -304,24 +303,6 @@ class SeismicIndex(Index):
         idx = cls(dim, **settings)
         idx.add(vectors, ids)
         return idx
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike, **settings: Any) -> "SeismicIndex":
-        """Build from a sparse file read by :func:`gsu.datasets.read_sparse` (CSR ``.npz`` or
-        Seismic JSON lines ``{"id", "vector": {token: weight}}``); ids come from the file.
-
-        For JSON lines the token-to-column vocabulary is built from the file in order of
-        first appearance; queries must use the same columns (read them with
-        :func:`gsu.datasets.io.read_sparse_jsonl` and keep its vocabulary, as ``gsu build``
-        does)."""
-        from gsu.datasets import read_sparse
-
-        matrix, ids = read_sparse(path)
-        ids_arr = np.asarray(ids)
-        if ids_arr.dtype.kind not in "iu":
-            log.info("%s: non-integer document ids; using row numbers 0..n-1 as ids", path)
-            ids_arr = None
-        return cls.build(matrix, ids=ids_arr, **settings)
 
     def add(self, vectors: Any, ids: Any = None) -> None:
         """Append sparse ``vectors`` (n, dim), non-negative, with external ``ids`` (n,) int64.
@@ -642,7 +623,6 @@ class SeismicIndex(Index):
 
     def _plain_search(self, q: SparseRows, k: int, qc: int, hf: float, n_threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unfiltered search of validated rows with ``n_threads`` threads: ``(rows, scores, scored)`` (row numbers)."""
-        a = self._a
         nq = q.n
         out_r = np.empty((nq, k), np.int64)
         out_s = np.empty((nq, k), np.float32)

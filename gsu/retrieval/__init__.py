@@ -8,10 +8,10 @@ from gsu.retrieval.items import ItemTable
 from gsu.retrieval.result import RetrievalResult, SDIMResult
 from gsu.retrieval.methods import Exact, HardSearch, Hybrid, Retriever, SoftSearch, TWIN
 from gsu.retrieval.batch import retrieve_batch
-from gsu.retrieval.factory import make_method
+from gsu.retrieval.registry import make_method, method_names, register_method
 from gsu.retrieval.sparse import SparseSearch
 from gsu.retrieval.lsh import SDIM, SimHashTopK
-from gsu.retrieval.bse import BehaviorSequenceEncoder  # SDIM behavior-sequence encoding (issue 4)
+from gsu.retrieval.bse import BehaviorSequenceEncoder  # SDIM behavior-sequence encoding
 
 __all__ = [
     "BehaviorSequenceEncoder",
@@ -30,5 +30,7 @@ __all__ = [
     "SparseSearch",
     "TWIN",
     "make_method",
+    "method_names",
+    "register_method",
     "retrieve_batch",
 ]

@@ -146,7 +146,7 @@ def retrieve_file(
     Returns a summary dict: requests, users, method, k, seconds, out.
     """
     from gsu.retrieval.batch import retrieve_batch
-    from gsu.retrieval.factory import make_method
+    from gsu.retrieval.registry import make_method
     from gsu.retrieval.items import ItemTable
     from gsu.retrieval.result import SDIMResult
     from gsu.retrieval.store import BehaviorStore
@@ -173,10 +173,8 @@ def retrieve_file(
         if late:
             log.warning("%s: %d of %d request times are after the store's newest behavior (%s): their time cut removes nothing",
                         requests_path, late, tt.shape[0], newest)
-    if method == "hard" and store.has_category:
-        store.build_category_index()
-    if method == "sdim" and tt is None:
-        m.fit(store)  # offline BSE tables: requests without a time cut are served by lookup
+    if tt is None or m.fit_serves_time_cuts:
+        m.fit(store)  # the method's offline step (category index, SDIM's tables, ...)
     t0 = time.perf_counter()
     res = retrieve_batch(m, store, user, target, target_time=tt, n_threads=n_threads)
     secs = time.perf_counter() - t0
@@ -216,7 +214,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("items", help="item table file (ItemTable.save)")
     p.add_argument("requests", help="requests: CSV with header user,target[,time] or .npz with arrays user,target[,time]")
     p.add_argument("out", help="output .npz: positions, scores, mask, items, timestamps (sdim: vectors, mask)")
-    p.add_argument("--method", default="exact", help="exact, hard, soft, simhash, sdim, sparse, twin, or hybrid:hard+soft (default exact)")
+    p.add_argument("--method", default="exact", help="a registered method: exact, hard, soft, simhash, sdim, sparse, twin, "
+                   "clustered, cascade, multi_interest (gsu.retrieval.register_method adds more), or hybrid:hard+soft "
+                   "(default exact)")
     p.add_argument("-k", type=int, default=100, help="behaviors per request (default 100)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="method setting, repeatable (e.g. metric=cosine, n_bits=64, soft.metric=cosine)")
     p.add_argument("--index", default=None, help="saved catalog index (ids = item ids) for soft/sparse long histories")

@@ -340,7 +340,6 @@ def append_sequence(
     f_seg = uniq[fresh] // n
     f_item = h.items[L0 + nfirst[fresh]].astype(np.int64)
     f_cluster = np.empty(fresh.shape[0], np.int64)
-    cent = [uc.centroids.astype(np.float64)]
     c_seg = [uc.segment]
     n_groups_c = [np.diff(uc.cl_ptr).astype(np.float64)]
     sums = uc.centroids.astype(np.float64) * n_groups_c[0][:, None]

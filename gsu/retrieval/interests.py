@@ -259,7 +259,7 @@ class MultiInterest(Retriever):
                 W = np.stack([nnls_weights(E[trows[t : t + 1]], pr[t])[0] for t in range(T)])
             return np.ascontiguousarray(Q, dtype=np.float32), rc.astype(np.int64), idx.astype(np.int64), W
         uc, inv = np.unique(cuts, return_inverse=True)
-        blocks, rcs, starts, Ws = [], [], [], []
+        blocks, rcs = [], []
         n = 0
         W = np.zeros((T, self.n_interests))
         idx = np.full((T, self.n_interests), -1, np.int64)
@@ -298,7 +298,6 @@ class MultiInterest(Retriever):
         E = self.items.embeddings
         T = trows.shape[0]
         Q, rc, idx, W = self._probe_arrays(h, trows, cuts, probes, weights)
-        m = idx.shape[1]
         kk = k
         if Q.shape[0] == 0:
             return RetrievalResult.empty(T, k)

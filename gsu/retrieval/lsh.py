@@ -107,6 +107,8 @@ class SDIM(Retriever):
     """
 
     name = "sdim"
+    output = "vectors"
+    fit_serves_time_cuts = False
 
     def __init__(self, items: ItemTable, *, n_hashes: int = 48, tau: int = 3, seed: int = 0, normalize: bool = True):
         super().__init__(items, k=1)

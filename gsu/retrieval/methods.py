@@ -270,6 +270,13 @@ class Retriever:
     """
 
     name: ClassVar[str] = ""
+    #: what ``retrieve`` returns: ``"positions"`` (a :class:`RetrievalResult`, top-k
+    #: behavior positions) or ``"vectors"`` (an :class:`SDIMResult`, one aggregated
+    #: vector per target: SDIM). Layers that need behaviors check this, not the name.
+    output: ClassVar[str] = "positions"
+    #: whether :meth:`fit` helps requests that carry a time cut (SDIM's offline tables
+    #: hold whole sequences, so a request with a cut is aggregated on the fly instead).
+    fit_serves_time_cuts: ClassVar[bool] = True
 
     def __init__(self, items: ItemTable, *, k: int = 100):
         if not isinstance(items, ItemTable):
@@ -284,6 +291,12 @@ class Retriever:
         """
         h, trows, k, cuts = self._prepare(history, targets, k, target_time)
         return self._retrieve(h, trows, k, cuts)
+
+    def fit(self, store: Any) -> "Retriever":
+        """The optional offline step over a :class:`BehaviorStore` before serving its
+        users (HardSearch: the store's category index; SDIM: its bucket tables).
+        The default does nothing. Returns ``self``."""
+        return self
 
     def _prepare(self, history: Any, targets: Any, k: int | None, target_time: Any) -> tuple[History, np.ndarray, int, np.ndarray]:
         h = History.coerce(history)
@@ -536,6 +549,13 @@ class HardSearch(Retriever):
         cats, ptr, pos, _ = group_positions(np.asarray(cat, dtype=np.int64))
         return cats, ptr, pos
 
+    def fit(self, store: Any) -> "HardSearch":
+        """Build the store's per-user category index once (a store without a category
+        column keeps looking categories up in the item table). Returns ``self``."""
+        if store.has_category:
+            store.build_category_index()
+        return self
+
     def _retrieve(self, h: History, trows: np.ndarray, k: int, cuts: np.ndarray) -> RetrievalResult:
         cats, ptr, pos = self.category_index(h)
         tc = self.items.category[trows]
@@ -686,7 +706,7 @@ class Hybrid(Retriever):
         if not ms:
             raise ValueError("methods: expected at least one retriever")
         for m in ms:
-            if not isinstance(m, Retriever) or m.name == "sdim":
+            if not isinstance(m, Retriever) or m.output != "positions":
                 raise TypeError(f"methods: expected position-returning gsu.retrieval retrievers (not SDIM), got {type(m).__name__}")
         super().__init__(ms[0].items, k=k)
         self.methods = ms
@@ -715,6 +735,12 @@ class Hybrid(Retriever):
             return self.quotas
         base, rem = divmod(k, nm)
         return [base + (1 if i < rem else 0) for i in range(nm)]
+
+    def fit(self, store: Any) -> "Hybrid":
+        """Each component's offline step. Returns ``self``."""
+        for m in self.methods:
+            m.fit(store)
+        return self
 
     def _retrieve(self, h: History, trows: np.ndarray, k: int, cuts: np.ndarray) -> RetrievalResult:
         parts = [m._retrieve(h, trows, k, cuts) for m in self.methods]

@@ -214,16 +214,17 @@ class _State:
 
     def _load_store(self, name: str, sc: StoreConfig) -> _StoreState:
         from gsu.retrieval import BehaviorStore, ItemTable
-        from gsu.retrieval.factory import make_method
+        from gsu.retrieval.registry import make_method
 
         store = BehaviorStore.load(sc.behaviors, mmap=True)
         items = ItemTable.load(sc.items, mmap=True)
         methods = {}
         for mname, params in sc.methods.items():
-            base = mname.split(":", 1)[0]
-            if base == "sdim":
-                raise ValueError(f"stores.{name}.methods.{mname}: SDIM returns aggregated vectors, not behaviors; not served by /retrieve")
-            methods[mname] = make_method(mname, items, k=sc.default_k, **params)
+            m = make_method(mname, items, k=sc.default_k, **params)
+            if m.output != "positions":
+                raise ValueError(f"stores.{name}.methods.{mname}: {type(m).__name__} returns aggregated vectors, not behaviors; "
+                                 "not served by /retrieve")
+            methods[mname] = m
         model = model_config = None
         if sc.model is not None:
             import torch

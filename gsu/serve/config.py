@@ -101,7 +101,7 @@ class IndexConfig:
 @dataclass(frozen=True)
 class StoreConfig:
     """One behavior store with its item table, the retrieval methods served over it
-    (name -> :func:`gsu.retrieval.factory.make_method` settings) and an optional ESU
+    (name -> :func:`gsu.retrieval.registry.make_method` settings) and an optional ESU
     checkpoint."""
 
     behaviors: str
