@@ -795,3 +795,18 @@ def test_a_cut_short_calibration_extrapolates_the_exact_limit_and_keeps_the_defa
     # the same measurement from a complete grid: the scan wins wherever it was measured
     st_full = fit_planner({**raw, "complete": True}, 0.95).settings
     assert st_full.exact_max_rows == 100_000 and st_full.hnsw_min_selectivity == 2.0
+
+
+def test_serial_and_parallel_twins_keep_separate_cache_files():
+    """numba keys its on-disk cache by function name and bytecode, not by compile flags:
+    twins compiled from one body must not share cache files, or the parallel one loads
+    the serial machine code on the next run."""
+    from gsu.index import _filter_kernels as fk
+    from gsu.index import _seismic_kernels as sk
+
+    pairs = [(fk._ivf_search_shared_ser, fk._ivf_search_shared_par), (fk._gather_topk_ip_sel_ser, fk._gather_topk_ip_sel_par),
+             (fk._gather_topk_ip_shared_ser, fk._gather_topk_ip_shared_par), (sk.search_serial, sk.search_parallel)]
+    for ser, par in pairs:
+        assert ser.targetoptions.get("parallel") is not True and par.targetoptions["parallel"] is True
+        assert ser._cache._cache_file._index_name != par._cache._cache_file._index_name, ser.py_func.__qualname__
+        assert par.py_func.__code__ is ser.py_func.__code__  # one body

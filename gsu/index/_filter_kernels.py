@@ -22,7 +22,7 @@ import numba as nb
 import numpy as np
 
 from gsu._simd import load_f32, prefetch
-from gsu.index._kernels import heap_push, heap_sorted
+from gsu.index._kernels import heap_push, heap_sorted, serial_and_parallel
 
 # fast-math without the no-NaN/no-inf assumptions (-inf marks empty result slots)
 _FM = {"contract", "reassoc", "nsz", "arcp"}
@@ -378,7 +378,7 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
 def ivf_search_shared(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored):
     """Filter-aware IVF search, one filter for every query: the serial kernel for a
     single query (no thread-pool launch), the parallel one for batches. Arguments as
-    :func:`_ivf_search_shared_par`."""
+    :func:`_ivf_search_shared_impl`."""
     f = _ivf_search_shared_ser if Q.shape[0] < _PAR_MIN else _ivf_search_shared_par
     f(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored)
 
@@ -394,21 +394,9 @@ def _scan_buf(boff, bm):
     return np.empty(mx, np.int64)
 
 
-@nb.njit(cache=True)
-def _ivf_search_shared_ser(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored):
-    """Serial twin of :func:`_ivf_search_shared_par` (one query per call)."""
-    nlist = boff.shape[0] - 1
-    keys = np.empty(nlist, np.float32)
-    vals = np.empty(nlist, np.int64)
-    buf = _scan_buf(boff, bm)
-    for q in range(Q.shape[0]):
-        _probe_lists(np.int64(q), Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
-                     keys, vals, buf)
-
-
-@nb.njit(cache=True, parallel=True)
-def _ivf_search_shared_par(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored):
-    """Filter-aware IVF search, one filter for every query.
+def _ivf_search_shared_impl(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored):
+    """Filter-aware IVF search, one filter for every query (compiled serial and parallel
+    over queries: :data:`_ivf_search_shared_ser` / :data:`_ivf_search_shared_par`).
 
     Q (nq, d) float32 queries, CS (nq, nlist) float32 centroid scores; the allowed rows
     either grouped by list (``boff``/``bpos`` from :func:`bucket_rows`, ``bm`` empty) or
@@ -424,6 +412,9 @@ def _ivf_search_shared_par(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target,
         buf = _scan_buf(boff, bm)
         _probe_lists(np.int64(q), Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
                      keys, vals, buf)
+
+
+_ivf_search_shared_ser, _ivf_search_shared_par = serial_and_parallel(_ivf_search_shared_impl)
 
 
 @nb.njit(cache=True, parallel=True)
@@ -584,24 +575,16 @@ _NO_HALF = (np.zeros((0, 1), np.uint16), 0.0, 0.0)
 
 def gather_topk_ip_sel(Q, X, which, starts, ends, rows, k, out_r, out_s, counts, half=None):
     """Exact top-k over allowed rows for queries ``which``: serial kernel for a single
-    query, parallel for more. Arguments as :func:`_gather_topk_ip_sel_par`; ``half``:
+    query, parallel for more. Arguments as :func:`_gather_topk_ip_sel_impl`; ``half``:
     ``(H, rmax, nmax)`` to read a half-precision copy first (:func:`_gather_one_half`)."""
     H, rmax, nmax = _NO_HALF if half is None else half
     f = _gather_topk_ip_sel_ser if which.shape[0] < _PAR_MIN else _gather_topk_ip_sel_par
     f(Q, X, H, rmax, nmax, which, starts, ends, rows, k, out_r, out_s, counts)
 
 
-@nb.njit(cache=True)
-def _gather_topk_ip_sel_ser(Q, X, H, rmax, nmax, which, starts, ends, rows, k, out_r, out_s, counts):
-    """Serial twin of :func:`_gather_topk_ip_sel_par`."""
-    for i in range(which.shape[0]):
-        q = which[i]
-        counts[q] = _gather_any(Q[q], X, H, rmax, nmax, rows, starts[q], ends[q], k, out_s[q], out_r[q])
-
-
-@nb.njit(cache=True, parallel=True)
-def _gather_topk_ip_sel_par(Q, X, H, rmax, nmax, which, starts, ends, rows, k, out_r, out_s, counts):
-    """Exact inner-product top-k over allowed rows for the query subset ``which``.
+def _gather_topk_ip_sel_impl(Q, X, H, rmax, nmax, which, starts, ends, rows, k, out_r, out_s, counts):
+    """Exact inner-product top-k over allowed rows for the query subset ``which``
+    (compiled serial and parallel over queries).
 
     Q (nq, d) float32, X (n, d) float32 in row order; the allowed rows of query q
     are ``rows[starts[q]:ends[q]]``. Only queries ``which`` (int64) are computed;
@@ -614,28 +597,27 @@ def _gather_topk_ip_sel_par(Q, X, H, rmax, nmax, which, starts, ends, rows, k, o
         counts[q] = _gather_any(Q[q], X, H, rmax, nmax, rows, starts[q], ends[q], k, out_s[q], out_r[q])
 
 
+_gather_topk_ip_sel_ser, _gather_topk_ip_sel_par = serial_and_parallel(_gather_topk_ip_sel_impl)
+
+
 def gather_topk_ip_shared(Q, X, rows, k, out_r, out_s, counts, half=None):
     """Exact top-k of every query over the same allowed ``rows``: serial kernel for a
-    single query, parallel for more. Arguments as :func:`_gather_topk_ip_shared_par`;
+    single query, parallel for more. Arguments as :func:`_gather_topk_ip_shared_impl`;
     ``half`` as :func:`gather_topk_ip_sel`."""
     H, rmax, nmax = _NO_HALF if half is None else half
     f = _gather_topk_ip_shared_ser if Q.shape[0] < _PAR_MIN else _gather_topk_ip_shared_par
     f(Q, X, H, rmax, nmax, rows, k, out_r, out_s, counts)
 
 
-@nb.njit(cache=True)
-def _gather_topk_ip_shared_ser(Q, X, H, rmax, nmax, rows, k, out_r, out_s, counts):
-    """Serial twin of :func:`_gather_topk_ip_shared_par`."""
-    for q in range(Q.shape[0]):
-        counts[q] = _gather_any(Q[q], X, H, rmax, nmax, rows, 0, rows.shape[0], k, out_s[q], out_r[q])
-
-
-@nb.njit(cache=True, parallel=True)
-def _gather_topk_ip_shared_par(Q, X, H, rmax, nmax, rows, k, out_r, out_s, counts):
-    """Exact inner-product top-k of every query over the same allowed ``rows``.
+def _gather_topk_ip_shared_impl(Q, X, H, rmax, nmax, rows, k, out_r, out_s, counts):
+    """Exact inner-product top-k of every query over the same allowed ``rows`` (compiled
+    serial and parallel over queries).
 
     Writes ``out_r``/``out_s`` (nq, k) completely (padding -1 / -inf) and ``counts``;
-    ``H``/``rmax``/``nmax`` as :func:`_gather_topk_ip_sel_par`.
+    ``H``/``rmax``/``nmax`` as :func:`_gather_topk_ip_sel_impl`.
     """
     for q in nb.prange(Q.shape[0]):
         counts[q] = _gather_any(Q[q], X, H, rmax, nmax, rows, 0, rows.shape[0], k, out_s[q], out_r[q])
+
+
+_gather_topk_ip_shared_ser, _gather_topk_ip_shared_par = serial_and_parallel(_gather_topk_ip_shared_impl)

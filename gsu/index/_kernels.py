@@ -7,8 +7,29 @@ so results are deterministic under ties (smaller row wins).
 
 from __future__ import annotations
 
+import types
+from typing import Any, Callable
+
 import numba as nb
 import numpy as np
+
+
+def serial_and_parallel(impl: Callable[..., Any], **options: Any) -> tuple[Any, Any]:
+    """``impl`` (a loop over ``nb.prange``) compiled twice: serially and with
+    ``parallel=True``; ``options`` go to both (``fastmath``, ...).
+
+    numba's on-disk cache names its files after the function's qualified name and keys
+    entries by signature and bytecode, not by compile flags: the two dispatchers of one
+    function would share one entry, and the parallel one would load the serial machine
+    code (or the reverse) on the next run. The parallel twin is therefore compiled from
+    a copy of the function under its own qualified name, with its own cache files.
+    """
+    par_fn = types.FunctionType(impl.__code__, impl.__globals__, impl.__name__ + "_parallel", impl.__defaults__,
+                                impl.__closure__)
+    par_fn.__qualname__ = impl.__qualname__ + "_parallel"
+    par_fn.__doc__ = impl.__doc__
+    par_fn.__module__ = impl.__module__
+    return nb.njit(cache=True, **options)(impl), nb.njit(cache=True, parallel=True, **options)(par_fn)
 
 
 @nb.njit(cache=True, inline="always")

@@ -34,7 +34,7 @@ from numba.experimental import structref
 
 from gsu._simd import load_f32, load_index, prefetch
 from gsu.index._bits import ctz64, load_u32, load_u64, popcount64
-from gsu.index._kernels import heap_push, heap_sorted, lower_bound
+from gsu.index._kernels import heap_push, heap_sorted, lower_bound, serial_and_parallel
 
 # ---------------------------------------------------------------------------
 # the index as one kernel argument
@@ -1433,5 +1433,4 @@ def _list_summary_dots(l, b0, nb_, qs, qe, q_comps, qdense,
         dots[b] = blk_scale[gb] * acc[b] + blk_min[gb] * aq[b]
 
 
-search_serial = nb.njit(cache=True)(_search_impl)
-search_parallel = nb.njit(cache=True, parallel=True)(_search_impl)
+search_serial, search_parallel = serial_and_parallel(_search_impl)
