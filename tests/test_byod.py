@@ -476,6 +476,7 @@ def test_cli_bench_with_outside_data(tmp_path, capsys):
     assert "does not take --data" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_bench_sparse_with_outside_data(tmp_path):
     from gsu.bench import harness
     from gsu.cli import main

@@ -53,6 +53,7 @@ def _same(a, b) -> bool:
     return np.array_equal(a.ids, b.ids) and np.array_equal(a.counts, b.counts) and np.allclose(a.scores, b.scores, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", K.KINDS)
 def test_search_while_adding_sees_whole_states(kind):
     """4 threads search (a batch and a single query, under a filter that also allows ids

@@ -19,6 +19,7 @@ from gsu.index import load
 N_FILES = int(os.environ.get("GSU_FUZZ_FILES", "400"))
 
 
+@pytest.mark.slow
 def test_mutated_files_are_refused_cleanly_or_answer_correctly(tmp_path):
     counts = F.run(N_FILES, seed=20240, folder=tmp_path)
     refused = sum(v for (k, o), v in counts.items() if o == "refused")

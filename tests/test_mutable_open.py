@@ -88,6 +88,7 @@ def test_mmap_open_defers_checksums_to_first_use(tmp_path):
     assert not (tmp_path / "resaved.gsu").exists()
 
 
+@pytest.mark.slow
 def test_first_use_check_runs_once_under_concurrent_searches(tmp_path):
     x, ids, q = _data()
     idx = IVFIndex(D, nlist=16)

@@ -91,3 +91,11 @@ def test_registry_refuses_bad_entries(last_k):
         register_method("has space", LastK)
     with pytest.raises(ValueError, match="unknown name"):
         make_method("never_registered", ItemTable(embeddings=np.eye(3, dtype=np.float32)))
+
+
+def test_gsu_train_refuses_an_unknown_method_before_building_data(capsys):
+    from gsu.cli import main
+
+    rc = main(["train", "--method", "no_such_method"])
+    assert rc != 0
+    assert "no_such_method" in capsys.readouterr().err

@@ -37,8 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-seed", type=int, default=0, help="seed of the data: generator and sampling (default 0)")
     p.add_argument("--users", type=int, default=None, help="synthetic: users (default: the benchmark's 2,400)")
     p.add_argument("--targets-per-user", type=int, default=None, help="synthetic: samples per user (default 125)")
-    p.add_argument("--method", choices=(*METHODS, "all"), default="soft",
-                   help="GSU method feeding the model, or 'all' for the full comparison table (default soft)")
+    p.add_argument("--method", default="soft",
+                   help=f"GSU method feeding the model: {', '.join(METHODS)}, any name registered with "
+                        "gsu.retrieval.register_method, or 'all' for the full comparison table (default soft)")
     p.add_argument("-k", type=int, default=64, help="behaviors retrieved per sample (default 64)")
     p.add_argument("--ks", default="16,64", help="--method all: comma-separated k values (default 16,64)")
     p.add_argument("--seeds", default="0", help="--method all: comma-separated model seeds (default 0)")
@@ -88,7 +89,7 @@ def main(a: argparse.Namespace) -> int:
     import torch
 
     from gsu.ctr.experiment import aggregate, best_possible_auc, format_rows, run_comparison
-    from gsu.ctr.methods import LABELS, build_task, train_from_config
+    from gsu.ctr.methods import build_task, method_label, train_from_config
 
     torch.set_num_threads(max(1, int(a.threads)))
     tty = sys.stderr.isatty()
@@ -97,6 +98,10 @@ def main(a: argparse.Namespace) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     tcfg = _train_config(a)
+    if a.method != "all":
+        from gsu.ctr.methods import _check_method
+
+        _check_method(a.method)  # an unknown name fails before any data is built
     if a.method == "all":
         from gsu.ctr.baseline import base_rate_baseline
 
@@ -130,7 +135,7 @@ def main(a: argparse.Namespace) -> int:
     lines = [f"{'model':<28} {'k':>4} {'AUC':>7} {'GAUC':>7} {'logloss':>7} {'recall':>6} {'mass':>5} {'attn FLOPs':>10}",
              "-" * 82]
     fmt = lambda x, f: "-" if x is None or x != x else format(x, f)  # noqa: E731
-    lines.append(f"{LABELS[summary['method']]:<28} {k:>4} {summary['test_auc']:.4f} {fmt(summary['test_gauc'], '.4f'):>7} "
+    lines.append(f"{method_label(summary['method']):<28} {k:>4} {summary['test_auc']:.4f} {fmt(summary['test_gauc'], '.4f'):>7} "
                  f"{summary['test_logloss']:.4f} {fmt(summary['recall'], '.3f'):>6} {fmt(summary['attention_mass'], '.3f'):>5} "
                  f"{summary['attention_flops']:>10.3g}")
     lines.append(f"{'base rate (past like rate LR)':<28} {'-':>4} {summary['base_rate_auc']:.4f} "

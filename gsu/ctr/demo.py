@@ -300,7 +300,7 @@ def _ctr_stage(task: Any, size: DemoSize, seed: int, progress: _Progress) -> tup
     """Full attention and each method over the same ESU; paired bootstrap SEs over test users."""
     from gsu.ctr.baseline import base_rate_baseline
     from gsu.ctr.experiment import best_possible_auc, cached_views, new_model, retrieval_quality
-    from gsu.ctr.methods import LABELS, attention_flops
+    from gsu.ctr.methods import attention_flops, method_label
     from gsu.ctr.metrics import auc, logloss
     from gsu.ctr.train import TrainConfig, fit, predict
 
@@ -326,13 +326,13 @@ def _ctr_stage(task: Any, size: DemoSize, seed: int, progress: _Progress) -> tup
             full_model = model
         q = retrieval_quality(task, views["test"], k=size.k, n_samples=1_000, seed=seed) if method != "full" \
             else {"recall": 1.0, "attention_mass": 1.0}
-        results.append({"method": method, "label": LABELS[method], "k": None if method in ("full", "sdim") else size.k,
+        results.append({"method": method, "label": method_label(method), "k": None if method in ("full", "sdim") else size.k,
                         "auc": auc(y_test, p), "logloss": logloss(y_test, p),
                         "recall": q["recall"], "attention_mass": q["attention_mass"],
                         "attention_flops": attention_flops(model, views["test"]),
                         "epochs_run": len(fr.history), "best_epoch": fr.best_epoch, "retrieval_seconds": rsec,
                         "seconds": time.perf_counter() - t0})
-        progress.write(f"    {LABELS[method]:<15} AUC {results[-1]['auc']:.4f}  epochs {len(fr.history)} "
+        progress.write(f"    {method_label(method):<15} AUC {results[-1]['auc']:.4f}  epochs {len(fr.history)} "
                        f"(best {fr.best_epoch})  {results[-1]['seconds']:.1f}s")
     full_flops = results[0]["attention_flops"]
     for r in results:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from gsu.ctr.data import BehaviorView, CTRTask, _atomic_savez, _fingerprint, positions_view, prefix_view, sdim_view
-from gsu.ctr.methods import LABELS, _retriever, attention_flops, model_config, needs_reference
+from gsu.ctr.methods import LABELS, _retriever, method_label, attention_flops, model_config, needs_reference
 from gsu.ctr.metrics import auc
 from gsu.ctr.model import build_model
 from gsu.ctr.train import TrainConfig, evaluate, fit
@@ -63,7 +63,7 @@ def cached_views(task: CTRTask, method: str, k: int, *, reference: Any = None, r
     ``reference_tag``) and reused: retrieval runs once per split, not once per seed."""
     from gsu.retrieval.batch import retrieve_batch
 
-    label = LABELS[method] + ("" if method in ("full", "sdim") else f" k={k}")
+    label = method_label(method) + ("" if method in ("full", "sdim") else f" k={k}")
     if method in ("full", "last"):
         cap = max_len if method == "full" else k
         return {s: prefix_view(task, s, cap=cap, label=label) for s in splits}, 0.0
@@ -306,7 +306,7 @@ def run_comparison(
                         shared = cached_views(task, method, k, max_len=max_len, cache_dir=cache_dir)
                     views, rsec = shared
             except ImportError as e:
-                say(f"  {LABELS[method]}: skipped, retrieval method not available in this build ({e})")
+                say(f"  {method_label(method)}: skipped, retrieval method not available in this build ({e})")
                 break
             if quality is None or needs_reference(task, method):
                 quality = retrieval_quality(task, views["test"], k=(64 if kk is None else kk),
@@ -329,7 +329,7 @@ def run_comparison(
                                 meta={"method": method, "k": kk, "seed": int(seed), "task": tkey})
             rec = {
                 "kind": "run", "dataset": task.name, "task": tkey, "train_key": ckey, "method": method,
-                "label": LABELS[method], "k": kk, "seed": int(seed),
+                "label": method_label(method), "k": kk, "seed": int(seed),
                 "auc": test["auc"], "gauc": test["gauc"], "logloss": test["logloss"],
                 "recall": quality["recall"], "attention_mass": quality["attention_mass"],
                 "attention_flops": attention_flops(model, views["test"]),

@@ -331,7 +331,7 @@ def train_from_config(
             ref_model.to("cpu")
     t1 = time.perf_counter()
     views, rsec = cached_views(task, method, k, reference=ref_model, max_len=max_len, cache_dir=None)
-    say(f"retrieval {LABELS[method]}: {len(views['train']) + len(views['val']) + len(views['test']):,} samples, "
+    say(f"retrieval {method_label(method)}: {len(views['train']) + len(views['val']) + len(views['test']):,} samples, "
         f"mean {views['test'].mean_behaviors():.1f} behaviors each [{time.perf_counter() - t1:.1f}s]")
     model = new_model(task, method, seed=seed)
     res = fit(model, task, views["train"], views["val"], config=tcfg,
