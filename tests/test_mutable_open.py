@@ -15,7 +15,7 @@ import _fuzz as F
 from gsu import _format
 from gsu.cli import main as cli_main
 from gsu.errors import IndexFileError
-from gsu.index import Filter, FlatIndex, HNSWIndex, IVFIndex, load
+from gsu.index import Filter, FilteredIndex, FlatIndex, HNSWIndex, IVFIndex, load
 
 D = 16
 
@@ -218,7 +218,12 @@ KINDS = [
     ("flat", lambda: FlatIndex(D), {}),
     ("ivf", lambda: IVFIndex(D, nlist=16), {"nprobe": 16}),  # every list: exact
     ("hnsw", lambda: HNSWIndex(D, M=16, ef_construction=200), {"ef": 1024}),
+    ("filtered", lambda: FilteredIndex(D, M=16, ef_construction=100, nlist=16, calibrate=False), {"route": "exact"}),
+    ("filtered-ivf", lambda: FilteredIndex(D, M=16, ef_construction=100, nlist=16, calibrate=False),
+     {"route": "ivf", "effort": 4.0}),
+    ("filtered-auto", lambda: FilteredIndex(D, M=16, ef_construction=100, nlist=16, calibrate=False), {"effort": 4.0}),
 ]
+APPROX = ("hnsw", "filtered-ivf", "filtered-auto")  # compared by recall against the exact twin
 
 
 def _recall(a: np.ndarray, b: np.ndarray) -> float:
@@ -272,7 +277,7 @@ def test_remove_upsert_save_load_compact_match_exact_rebuild(tmp_path, name, mak
     exact, removed = _mutate(idx, x, ids)
     assert idx.n_dead == 550 and idx.n_live == len(idx) == exact.ntotal
     assert set(idx.live_ids.tolist()) == set(exact.ids.tolist())
-    exact_route = name != "hnsw"
+    exact_route = name not in APPROX
     _check_against(idx, exact, q, removed, params, exact_route=exact_route)
     with pytest.raises(KeyError):
         idx.remove(removed[:3])
@@ -309,7 +314,7 @@ def test_compaction_runs_past_the_threshold(name, make, params):
     exact.add(x[320:], ids[320:])
     got = idx.search(q, 10, **params)
     assert not np.isin(got.ids, ids[:320]).any()
-    if name != "hnsw":
+    if name not in APPROX:
         assert np.array_equal(got.ids, exact.search(q, 10).ids)
     else:
         assert _recall(got.ids, exact.search(q, 10).ids) >= 0.98

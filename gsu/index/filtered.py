@@ -46,12 +46,14 @@ from typing import Any
 
 import numpy as np
 
-from gsu._validate import as_matrix, check_choice, check_k, check_positive_int
+from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positive_int
+from gsu.errors import FieldError
 from gsu.index import _filter_kernels as fk
 from gsu.index.base import Index, SearchResult, register_index
-from gsu.index.filters import CompiledFilter, Filter, IdMap
+from gsu.index.filters import CompiledFilter, IdMap
 from gsu.index.flat import METRICS, normalize_rows
 from gsu.index.hnsw import HNSWIndex, prep_queries
+from gsu.index._mutable import DEFAULT_COMPACT_THRESHOLD
 from gsu.index.ivf import IVFIndex
 from gsu.index.planner import PLANNER_DEFAULTS, Calibration, Fit, PlannerSettings, fit_planner
 
@@ -190,6 +192,7 @@ class FilteredIndex(Index):
             raise TypeError(f"calibrate: expected a bool, got {calibrate!r}")
         self.hnsw = HNSWIndex(dim, metric, M=M, ef_construction=ef_construction)
         self.ivf = IVFIndex(dim, metric, nlist=nlist, seed=seed, niter=_KMEANS_ITER, max_train=_KMEANS_PER_LIST)
+        self.compact_threshold = DEFAULT_COMPACT_THRESHOLD  # the parts themselves never compact alone
         self.seed = int(seed)
         self.auto_calibrate = calibrate
         self._calibration: Calibration | None = None
@@ -227,9 +230,11 @@ class FilteredIndex(Index):
         Builds use every core (faiss's OpenMP threads, BLAS). With ``calibrate=True`` the
         planner is then recalibrated on the whole index.
         """
+        self._add(as_matrix(vectors, name="vectors", dim=self.dim), ids, calibrate=self.auto_calibrate)
+
+    def _add(self, x: np.ndarray, ids: Any, *, calibrate: bool) -> None:
         t0 = time.perf_counter()
         n0 = self.ntotal
-        x = as_matrix(vectors, name="vectors", dim=self.dim)
         if self.metric == "cosine":
             x = normalize_rows(x)
         self.__dict__.pop("_half_copy", None)
@@ -240,7 +245,7 @@ class FilteredIndex(Index):
             log.error("FilteredIndex.add: the HNSW insert failed after the IVF insert; the index is inconsistent")
             raise
         self.build_seconds += time.perf_counter() - t0
-        if self.auto_calibrate:
+        if calibrate:
             self.calibrate(max_seconds=max(_CAL_MIN_SECONDS, _CAL_SHARE * self.build_seconds))
 
     def _half(self) -> tuple[np.ndarray, float, float] | None:
@@ -253,6 +258,89 @@ class FilteredIndex(Index):
         if h is None or (h is not False and h[0].shape[0] != self.ntotal):
             h = self._half_copy = _half_copy(self.hnsw.vectors)
         return h or None
+
+    # -- mutation ----------------------------------------------------------
+    # The HNSW and IVF parts hold the same rows in the same order; a removed item gets a
+    # tombstone in both (the parts never compact by themselves: compact_threshold 1.0),
+    # and every route searches through ``hnsw.compile_filter``, which drops dead rows
+    # from the call's filter before any kernel sees it.
+    @property
+    def compact_threshold(self) -> float:
+        """Share of dead rows past which ``remove``/``upsert`` compact by themselves
+        (saved with the index; ``1.0``: never)."""
+        return self.__dict__.get("_compact_threshold", DEFAULT_COMPACT_THRESHOLD)
+
+    @compact_threshold.setter
+    def compact_threshold(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"compact_threshold: expected a number in [0, 1], got {value!r}")
+        self._compact_threshold = float(value)
+        self.hnsw.compact_threshold = self.ivf.compact_threshold = 1.0
+
+    @property
+    def n_live(self) -> int:
+        """Items that searches can return (rows less tombstones)."""
+        return self.hnsw.n_live
+
+    @property
+    def n_dead(self) -> int:
+        """Rows marked removed and not yet reclaimed by :meth:`compact`."""
+        return self.hnsw.n_dead
+
+    @property
+    def live_ids(self) -> np.ndarray:
+        """(n_live,) int64 ids of the live rows, in row order."""
+        return self.hnsw.live_ids
+
+    def __len__(self) -> int:
+        return self.n_live
+
+    def remove(self, ids: Any, *, missing_ok: bool = False) -> int:
+        """Mark the items ``ids`` removed: no route returns them from now on. Unknown
+        (or already removed) ids raise ``KeyError`` unless ``missing_ok``. Returns the
+        number removed; compacts past :attr:`compact_threshold`."""
+        n = self.hnsw.remove(ids, missing_ok=missing_ok)  # checks every id before any change
+        if n:
+            self.ivf.remove(ids, missing_ok=True)
+        self._maybe_compact()
+        return n
+
+    def upsert(self, vectors: Any, ids: Any) -> None:
+        """Insert ``vectors`` (n, d) float32 under ``ids`` (n,) int64 (unique), replacing
+        the items that already hold any of these ids. The planner keeps its calibration
+        (an upsert does not recalibrate; :meth:`calibrate` or :meth:`compact` do)."""
+        x = as_matrix(vectors, name="vectors", dim=self.dim)
+        new_ids = as_ids(ids, name="ids", unique=True)
+        if new_ids.shape[0] != x.shape[0]:
+            raise ValueError(f"ids: expected {x.shape[0]} ids (one per vector), got {new_ids.shape[0]}")
+        present = new_ids[self.hnsw.idmap.rows(new_ids) >= 0]
+        if present.shape[0]:
+            self.hnsw.remove(present)
+            self.ivf.remove(present)
+        self._add(x, new_ids, calibrate=False)
+        self._maybe_compact()
+
+    def compact(self) -> int:
+        """Drop the dead rows for good: the IVF lists are re-laid out and the graph is
+        rebuilt over the live rows (a build's cost); recalibrates when the index
+        calibrates itself. Returns the number of rows reclaimed."""
+        n = self.hnsw.n_dead
+        if n == 0:
+            return 0
+        t0 = time.perf_counter()
+        self.__dict__.pop("_half_copy", None)
+        self.ivf.compact()
+        self.hnsw.compact()
+        if not np.array_equal(self.hnsw.ids, self.ivf.ids):  # pragma: no cover - both keep row order
+            raise RuntimeError("FilteredIndex.compact: the HNSW and IVF parts disagree on the live rows")
+        if self.auto_calibrate and self.ntotal:
+            self.calibrate(max_seconds=max(_CAL_MIN_SECONDS, _CAL_SHARE * (time.perf_counter() - t0)))
+        log.info("FilteredIndex: compacted %d dead rows", n)
+        return n
+
+    def _maybe_compact(self) -> None:
+        if self.hnsw.n_dead and self.hnsw.n_dead > self.compact_threshold * self.ntotal:
+            self.compact()
 
     # -- calibration -------------------------------------------------------
     @property
@@ -432,11 +520,10 @@ class FilteredIndex(Index):
         k = check_k(k)
         effort = _check_effort(effort)
         _, st = self._settings_for(effort, target_recall, settings)
-        f = Filter.coerce(filter)
-        if f.is_all:
+        cf = self.hnsw.compile_filter(filter, n_queries)
+        if cf is None:
             m = np.full(n_queries, self.ntotal, np.int64)
             return self._plan_many(m, np.ones(n_queries, bool), k, effort, st)[0]
-        cf = f.compile(self.idmap, n_queries)
         m = cf.counts(n_queries)
         return self._plan_many(m, _contiguous(cf, n_queries, m), k, effort, st)[0]
 
@@ -453,8 +540,7 @@ class FilteredIndex(Index):
         fit, st = self._settings_for(effort, target_recall, settings)
         nq = q.shape[0]
         n = self.ntotal
-        f = Filter.coerce(filter)
-        cf = None if f.is_all else f.compile(self.idmap, nq)
+        cf = self.hnsw.compile_filter(filter, nq)  # the filter less the removed rows
         if cf is None:
             m = np.full(nq, n, np.int64)
             run = np.ones(nq, bool)
@@ -545,8 +631,7 @@ class FilteredIndex(Index):
         n = self.hnsw._n
         if n == 0:
             return SearchResult.empty(nq, k)
-        f = filter if type(filter) is Filter else Filter.coerce(filter)
-        cf = None if f.is_all else f.compile(self.idmap, nq)
+        cf = self.hnsw.compile_filter(filter, nq)  # the filter less the removed rows (None: every row)
         if cf is None or cf.shared:
             # one filter for the batch: one plan, decided on scalars
             m = n if cf is None else cf.count
@@ -674,6 +759,7 @@ class FilteredIndex(Index):
         ic, ia = self.ivf._state()
         config = {"dim": self.dim, "metric": self.metric, "hnsw": hc, "ivf": ic, "seed": self.seed,
                   "calibrate": self.auto_calibrate, "build_seconds": self.build_seconds,
+                  "compact_threshold": self.compact_threshold,
                   "calibration": None if self._calibration is None else self._calibration.to_dict()}
         arrays = {f"hnsw.{a}": v for a, v in ha.items()}
         arrays.update({f"ivf.{a}": v for a, v in ia.items()})
@@ -691,6 +777,13 @@ class FilteredIndex(Index):
         idx.seed = int(config.get("seed", idx.ivf.seed))
         idx.auto_calibrate = bool(config.get("calibrate", True))
         idx.build_seconds = float(config.get("build_seconds", 0.0))
+        ct = config.get("compact_threshold", DEFAULT_COMPACT_THRESHOLD)
+        if isinstance(ct, bool) or not isinstance(ct, (int, float)) or not 0.0 <= ct <= 1.0:
+            raise FieldError("config 'compact_threshold'", f"expected a number in [0, 1], got {ct!r:.60}")
+        idx.compact_threshold = float(ct)
+        if not np.array_equal(idx.hnsw._dead if idx.hnsw._dead is not None else np.zeros(0, bool),
+                              idx.ivf._dead if idx.ivf._dead is not None else np.zeros(0, bool)):
+            raise FieldError("array 'ivf.tombstones'", "the HNSW and IVF parts mark different rows removed")
         cal = config.get("calibration")
         idx._calibration = None if cal is None else Calibration.from_dict(cal)
         idx._fits = {}
