@@ -58,12 +58,12 @@ def _cache_dir() -> Path:
 
 
 def _train_key(cfg: Any) -> str:
-    from gsu.ctr.data import _fingerprint
+    from gsu.ctr.data import fingerprint
 
     d = cfg.to_dict()
     d.pop("progress", None)
     d.pop("seed", None)
-    return _fingerprint(d)
+    return fingerprint(d)
 
 
 def train_config(quick: bool) -> Any:
@@ -115,10 +115,10 @@ def _latency(task: Any, records_dir: Path, *, quick: bool, methods: tuple[str, .
     import torch
 
     from gsu.ctr.checkpoint import load_checkpoint
-    from gsu.ctr.data import BehaviorView, _fingerprint, make_batch, make_shared_batch
-    from gsu.ctr.experiment import _task_key, new_model
+    from gsu.ctr.data import BehaviorView, fingerprint, make_batch, make_shared_batch
+    from gsu.ctr.experiment import task_key, new_model
     from gsu.ctr.export import export_torchscript, serving_inputs
-    from gsu.ctr.methods import _retriever, needs_reference
+    from gsu.ctr.methods import build_retriever, needs_reference
     from gsu.retrieval.result import SDIMResult
 
     store = task.store
@@ -144,8 +144,8 @@ def _latency(task: Any, records_dir: Path, *, quick: bool, methods: tuple[str, .
     tc = train_config(quick).to_dict()
     tc.pop("progress", None)
     tc.pop("seed", None)
-    ckey = _fingerprint(tc)
-    tkey = _task_key(task)
+    ckey = fingerprint(tc)
+    tkey = task_key(task)
     mdir = _cache_dir() / "models"
     out = []
     torch.set_num_threads(1)
@@ -162,7 +162,7 @@ def _latency(task: Any, records_dir: Path, *, quick: bool, methods: tuple[str, .
                 model = model_for(method, k)
                 cfg = model.config
                 ref = model_for("full", None) if needs_reference(task, method) else None
-                retr = None if method in ("full", "last") else _retriever(task, method, k or 64, reference=ref, seed=0)
+                retr = None if method in ("full", "last") else build_retriever(task, method, k or 64, reference=ref, seed=0)
 
                 def once() -> np.ndarray:
                     with torch.no_grad():
@@ -234,7 +234,7 @@ def run(*, out_dir: Path, quick: bool = False, threads: int = 1, seeds: tuple[in
     optionally ``item_embeddings``, ``negatives``, ``sample_rate``, ``min_history``,
     ``data_seed``); files ``ctr_log*`` (``ctr_log_quick*``)."""
     from gsu.ctr.baseline import base_rate_baseline
-    from gsu.ctr.experiment import (_load_records, aggregate, best_possible_auc, done_when, format_markdown,
+    from gsu.ctr.experiment import (load_records, aggregate, best_possible_auc, done_when, format_markdown,
                                     format_rows, plot_rows, run_comparison)
 
     if phase not in ("all", "train", "timing", "report"):
@@ -274,10 +274,10 @@ def run(*, out_dir: Path, quick: bool = False, threads: int = 1, seeds: tuple[in
     if phase == "train":
         return records
     records = [r for p in sorted(out_dir.glob(f"{name}_runs*.jsonl"))
-               for r in _load_records(p) if r.get("kind") == "run"]
+               for r in load_records(p) if r.get("kind") == "run"]
     known = {t.info.get("fingerprint") for t, _, _ in all_tasks}
     records = [r for r in records if r.get("task") in known and r.get("train_key") == _train_key(tcfg)]
-    lat_recs = _load_records(lat_path)
+    lat_recs = load_records(lat_path)
     latency = {(r["dataset"], r["method"], r["k"]): r["ms_per_request"] for r in lat_recs}
     rows = aggregate(records)
     print(format_rows(rows, extra=extra, latency=latency))

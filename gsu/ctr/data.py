@@ -146,7 +146,7 @@ only add noise to learn away; with them off, full-sequence attention can represe
 generator's model exactly and its AUC gap to the oracle measures training, not capacity."""
 
 
-def _fingerprint(d: dict[str, Any]) -> str:
+def fingerprint(d: dict[str, Any]) -> str:
     import hashlib
     import json
 
@@ -200,7 +200,7 @@ def synthetic_task(
     spec = {"n_users": n_users, "seq_len": list(seq_len) if isinstance(seq_len, tuple) else seq_len,
             "n_items": n_items, "dim": dim, "n_categories": n_categories, "n_targets_per_user": n_targets_per_user,
             "seed": seed, "generator": "behavior_dataset/1"}
-    cache = Path(cache_dir) / f"synthetic-{_fingerprint(spec)}.npz" if cache_dir is not None else None
+    cache = Path(cache_dir) / f"synthetic-{fingerprint(spec)}.npz" if cache_dir is not None else None
     if cache is not None and cache.is_file():
         z = np.load(cache)
         arr = {k: z[k] for k in z.files}
@@ -241,7 +241,7 @@ def synthetic_task(
         name="synthetic", store=store, item_category=cat, item_vectors=emb, item_tables=tables, samples=samples,
         splits=split_by_time(samples["time"]), n_behavior_types=n_types, time_unit=_median_gap(store),
         info={**spec, "content_noise": content_noise, "item_dim": 0, "model": dict(SYNTHETIC_MODEL),
-              "attention_temperature": temperature, "fingerprint": _fingerprint(spec),
+              "attention_temperature": temperature, "fingerprint": fingerprint(spec),
               "n_behaviors": int(store.n_behaviors), "n_samples": int(samples["label"].shape[0]),
               "negatives": "generator's own (half in-interest, half random targets; Bernoulli labels)"},
     )

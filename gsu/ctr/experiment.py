@@ -22,8 +22,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from gsu.ctr.data import BehaviorView, CTRTask, _atomic_savez, _fingerprint, positions_view, prefix_view, sdim_view
-from gsu.ctr.methods import LABELS, _retriever, method_label, attention_flops, model_config, needs_reference
+from gsu.ctr.data import BehaviorView, CTRTask, _atomic_savez, fingerprint, positions_view, prefix_view, sdim_view
+from gsu.ctr.methods import LABELS, build_retriever, method_label, attention_flops, model_config, needs_reference
 from gsu.ctr.metrics import auc
 from gsu.ctr.model import build_model
 from gsu.ctr.train import TrainConfig, evaluate, fit
@@ -50,8 +50,8 @@ def new_model(task: CTRTask, method: str, *, seed: int, **overrides: Any) -> Any
                        item_features=task.item_features, seed=int(seed))
 
 
-def _task_key(task: CTRTask) -> str:
-    return task.info.get("fingerprint") or _fingerprint({"name": task.name, **{k: v for k, v in task.info.items()
+def task_key(task: CTRTask) -> str:
+    return task.info.get("fingerprint") or fingerprint({"name": task.name, **{k: v for k, v in task.info.items()
                                                                                if isinstance(v, (int, float, str))}})
 
 
@@ -69,7 +69,7 @@ def cached_views(task: CTRTask, method: str, k: int, *, reference: Any = None, r
         return {s: prefix_view(task, s, cap=cap, label=label) for s in splits}, 0.0
     path = None
     if cache_dir is not None:
-        path = Path(cache_dir) / "views" / f"{_task_key(task)}-{method}-{k}{reference_tag}.npz"
+        path = Path(cache_dir) / "views" / f"{task_key(task)}-{method}-{k}{reference_tag}.npz"
     if path is not None and path.is_file():
         z = np.load(path)
         views = {}
@@ -79,7 +79,7 @@ def cached_views(task: CTRTask, method: str, k: int, *, reference: Any = None, r
             else:
                 views[s] = positions_view(task, s, z[s + "_p"], z[s + "_m"], label=label)
         return views, float(z["seconds"])
-    r = _retriever(task, method, k, reference=reference, seed=0)
+    r = build_retriever(task, method, k, reference=reference, seed=0)
     t0 = time.perf_counter()
     arrays: dict[str, np.ndarray] = {}
     views = {}
@@ -201,7 +201,7 @@ def retrieval_oracle_auc(task: CTRTask, view: BehaviorView, *, scale: float = 10
     return auc(smp["label"][view.samples], out)
 
 
-def _load_records(path: Path | None) -> list[dict[str, Any]]:
+def load_records(path: Path | None) -> list[dict[str, Any]]:
     if path is None or not path.is_file():
         return []
     out = []
@@ -254,12 +254,12 @@ def run_comparison(
     from gsu.ctr.checkpoint import load_checkpoint, save_checkpoint
 
     rpath = Path(records_path) if records_path is not None else None
-    tkey = _task_key(task)
+    tkey = task_key(task)
     tc = train_config.to_dict()
     tc.pop("progress", None)
     tc.pop("seed", None)
-    ckey = _fingerprint(tc)
-    done = {(r["method"], r["k"], r["seed"]): r for r in _load_records(rpath)
+    ckey = fingerprint(tc)
+    done = {(r["method"], r["k"], r["seed"]): r for r in load_records(rpath)
             if r.get("kind") == "run" and r.get("task") == tkey and r.get("train_key") == ckey}
     records: list[dict[str, Any]] = []
     methods = list(methods)

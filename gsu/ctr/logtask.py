@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from gsu.ctr.data import CTRTask, _fingerprint, split_by_time
+from gsu.ctr.data import CTRTask, fingerprint, split_by_time
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +268,7 @@ def log_task(
                 "sample_rate": float(sample_rate), "min_history": int(min_history), "seed": int(seed),
                 "n_rows": len(log), "embeddings": vec is not None}
     info = {"name": name, **settings, "content": content_vectors is not None,
-            "fingerprint": _fingerprint({"name": name, **settings}),
+            "fingerprint": fingerprint({"name": name, **settings}),
             "n_users": int(store.n_users), "n_items": n_items, "n_behaviors": int(store.n_behaviors),
             "n_samples": int(samples["label"].shape[0]), "item_dim": 0 if vec is not None else int(item_dim),
             "item_features": sizes, "time_unit": TIME_UNIT,

@@ -167,7 +167,7 @@ def learned_item_table(task: CTRTask, model: TargetAttentionModel) -> Any:
     return ItemTable(embeddings=np.ascontiguousarray(emb), category=task.item_category)
 
 
-def _retriever(task: CTRTask, method: str, k: int, *, reference: Any, seed: int) -> Any:
+def build_retriever(task: CTRTask, method: str, k: int, *, reference: Any, seed: int) -> Any:
     registered_only = method not in METHODS
     if (method in LEARNED_SPACE or (registered_only and reference is not None)) and task.item_tables["ctr"].embeddings is None:
         if reference is None:
@@ -212,7 +212,7 @@ def method_views(task: CTRTask, method: str, *, k: int, splits: tuple[str, ...] 
         cap = max_len if method == "full" else k
         views = {s: prefix_view(task, s, cap=cap, label=label) for s in splits}
     else:
-        r = _retriever(task, method, k, reference=reference, seed=seed)
+        r = build_retriever(task, method, k, reference=reference, seed=seed)
         views = {s: retrieve_view(task, s, r, k=None if method == "sdim" else k, label=label, n_threads=n_threads)
                  for s in splits}
     dt = time.perf_counter() - t0

@@ -206,9 +206,9 @@ class Dataset:
             valid = rows >= 0
             sc = np.where(valid, self.scores(np.broadcast_to(np.arange(self.nq)[:, None], rows.shape), np.maximum(rows, 0)), -np.inf)
             # re-rank by our recomputed scores (files round distances); ties by row
-            from gsu.index.base import _lexsort_rows
+            from gsu.index.base import lexsort_rows
 
-            order = _lexsort_rows(-sc, np.where(valid, rows, np.iinfo(np.int64).max))
+            order = lexsort_rows(-sc, np.where(valid, rows, np.iinfo(np.int64).max))
             out = (np.take_along_axis(rows, order, 1), np.take_along_axis(sc, order, 1).astype(np.float32))
         else:
             out = self._exact(k, filters)

@@ -189,9 +189,9 @@ def _run(method: Any, reqs: list[_Req], k: int, stats: TopkStats | None) -> list
 
 def _finish(method: Any, req: _Req, cols: np.ndarray, scores: np.ndarray, k: int) -> RetrievalResult:
     if req.groups is not None:
-        from gsu.retrieval.methods import _expand
+        from gsu.retrieval.methods import expand_groups_result
 
-        return _expand(cols, scores, req.groups[0], req.groups[1], req.cuts, k)
+        return expand_groups_result(cols, scores, req.groups[0], req.groups[1], req.cuts, k)
     return RetrievalResult.from_positions(cols, scores)
 
 

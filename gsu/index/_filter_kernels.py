@@ -1,6 +1,6 @@
 """numba kernels of the filtered indexes (IVF list skipping, selector bitmaps, exact fallback).
 
-Conventions shared with :mod:`gsu.index._kernels`: per-query allowed rows come in CSR
+Conventions shared with :mod:`gsu.index.topk`: per-query allowed rows come in CSR
 form (``rows[starts[q]:ends[q]]``, sorted ascending); results are written best-first
 into caller-filled ``out_r`` (nq, k) int64 (-1) / ``out_s`` (nq, k) float32 (-inf);
 ties are broken by the smaller row.
@@ -22,7 +22,7 @@ import numba as nb
 import numpy as np
 
 from gsu._simd import load_f32, prefetch
-from gsu.index._kernels import heap_push, heap_sorted, serial_and_parallel
+from gsu.index.topk import heap_push, heap_sorted, serial_and_parallel
 
 # fast-math without the no-NaN/no-inf assumptions (-inf marks empty result slots)
 _FM = {"contract", "reassoc", "nsz", "arcp"}

@@ -37,7 +37,7 @@ import numpy as np
 
 from gsu._simd import prefetch
 from gsu.index._filter_kernels import _dot1, _dot4  # on uint8 code rows too (float32 sums)
-from gsu.index._kernels import heap_push, heap_sorted, lower_bound
+from gsu.index.topk import heap_push, heap_sorted, lower_bound
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}
 _DENSE = 8  # per-query filters allowing more than n / _DENSE rows are tested by binary search, not a bitmap

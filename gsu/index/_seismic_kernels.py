@@ -34,7 +34,7 @@ from numba.experimental import structref
 
 from gsu._simd import load_f32, load_index, prefetch
 from gsu.index._bits import ctz64, load_u32, load_u64, popcount64
-from gsu.index._kernels import heap_push, heap_sorted, lower_bound, serial_and_parallel
+from gsu.index.topk import heap_push, heap_sorted, lower_bound, serial_and_parallel
 
 # ---------------------------------------------------------------------------
 # the index as one kernel argument

@@ -222,7 +222,7 @@ def topk_rows(scores: np.ndarray, k: int, rows: np.ndarray | None = None) -> tup
         part = np.broadcast_to(np.arange(m), (nq, m))
     pv = np.take_along_axis(scores, part, axis=1)
     # sort by (-score, col) for deterministic ties
-    order = _lexsort_rows(-pv, part)
+    order = lexsort_rows(-pv, part)
     sel = np.take_along_axis(part, order, axis=1)
     sv = np.take_along_axis(pv, order, axis=1)
     cols[:, :kk] = sel if rows is None else rows[sel]
@@ -231,7 +231,7 @@ def topk_rows(scores: np.ndarray, k: int, rows: np.ndarray | None = None) -> tup
     return cols, vals
 
 
-def _lexsort_rows(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
+def lexsort_rows(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
     """Per-row argsort by ``primary`` then ``secondary`` (both (nq, m))."""
     o = np.argsort(secondary, axis=1, kind="stable")
     p = np.take_along_axis(primary, o, axis=1)

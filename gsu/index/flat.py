@@ -9,7 +9,7 @@ import numpy as np
 
 from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positive_int
 from gsu.index import _filter_kernels as _fk
-from gsu.index import _kernels, _l2
+from gsu.index import _l2, topk
 from gsu.index._mutable import MutableIndex
 from gsu.index.base import SearchResult, register_index
 from gsu.index.filters import Filter, IdMap
@@ -206,7 +206,7 @@ class FlatIndex(MutableIndex):
         counts = np.zeros(nq, np.int64)
         for s in range(0, nq, self.block_size):
             sc = q[s : s + self.block_size] @ x.T
-            _kernels.dense_topk(
+            topk.dense_topk(
                 sc, k, out_r[s : s + self.block_size], out_s[s : s + self.block_size], counts[s : s + self.block_size],
                 _NO_MASK if mask is None else mask,
             )

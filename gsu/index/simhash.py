@@ -41,7 +41,7 @@ MAX_BITS = 256
 """Largest supported number of hash functions (bits) per code."""
 
 
-def _check_n_bits(n_bits: Any, *, name: str = "n_bits") -> int:
+def check_n_bits(n_bits: Any, *, name: str = "n_bits") -> int:
     if isinstance(n_bits, bool) or not isinstance(n_bits, (int, np.integer)):
         raise TypeError(f"{name}: expected an integer in [1, {MAX_BITS}], got {n_bits!r}")
     if not 1 <= n_bits <= MAX_BITS:
@@ -49,7 +49,7 @@ def _check_n_bits(n_bits: Any, *, name: str = "n_bits") -> int:
     return int(n_bits)
 
 
-def _check_seed(seed: Any) -> int:
+def check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise TypeError(f"seed: expected a non-negative integer, got {seed!r}")
     return int(seed)
@@ -62,8 +62,8 @@ def gaussian_hyperplanes(dim: int, n_bits: int, *, seed: int) -> np.ndarray:
     so that the same ``(dim, n_bits, seed)`` gives the same hash functions in both.
     """
     dim = check_positive_int(dim, name="dim")
-    n_bits = _check_n_bits(n_bits)
-    rng = np.random.default_rng(_check_seed(seed))
+    n_bits = check_n_bits(n_bits)
+    rng = np.random.default_rng(check_seed(seed))
     return rng.standard_normal((n_bits, dim), dtype=np.float32)
 
 
@@ -181,7 +181,7 @@ def hamming_topk(
     w = cq.shape[1]
     if n_bits is None:
         n_bits = 64 * w
-    n_bits = _check_n_bits(n_bits)
+    n_bits = check_n_bits(n_bits)
     if n_words_for(n_bits) != w:
         raise ValueError(f"n_bits={n_bits} needs {n_words_for(n_bits)} word(s) per code, but query_codes have {w}")
     cq = _check_codes(cq, name="query_codes", n_bits=n_bits, n_words=w)
@@ -220,8 +220,8 @@ class SimHashIndex(Index):
 
     def __init__(self, dim: int, n_bits: int, *, seed: int = 0):
         self.dim = check_positive_int(dim, name="dim")
-        self.n_bits = _check_n_bits(n_bits)
-        self.seed = _check_seed(seed)
+        self.n_bits = check_n_bits(n_bits)
+        self.seed = check_seed(seed)
         self._h = gaussian_hyperplanes(self.dim, self.n_bits, seed=self.seed)
         self._ct = np.zeros((self.n_words, 0), dtype=np.uint64)
         self._idmap = IdMap(np.zeros(0, np.int64))

@@ -3,7 +3,7 @@ group expansion (item or category → that group's positions, most recent first)
 
 Tie rule everywhere: among equal scores the *more recent* behavior (larger
 position) wins, so an item seen several times yields its most recent positions first.
-The bounded min-heaps are :mod:`gsu.index._kernels`' (the root is the worst kept entry,
+The bounded min-heaps are :mod:`gsu.index.topk`' (the root is the worst kept entry,
 ties towards the smaller "row", inlined into the scanning loops); positions enter them
 negated so that ties go to the more recent behavior.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from gsu.index._kernels import heap_push, lower_bound, sift_down as _sift_down
+from gsu.index.topk import heap_push, lower_bound, sift_down as _sift_down
 
 
 @nb.njit(cache=True, nogil=True)

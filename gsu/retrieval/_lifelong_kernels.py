@@ -2,7 +2,7 @@
 clusters into per-target heaps, exact rescoring of draft candidates, and the
 quota merge of multi-interest probes.
 
-Heaps are :mod:`gsu.index._kernels`' bounded min-heaps over ``(score, -position)``:
+Heaps are :mod:`gsu.index.topk`' bounded min-heaps over ``(score, -position)``:
 the root is the worst kept entry and, among equal scores, the *older* behavior is
 worse, so ties go to the more recent behavior (the tie rule of every GSU method).
 :func:`gsu.retrieval._kernels.heaps_finish` turns them into best-first rows.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from gsu.index._kernels import _worse, heap_push, lower_bound, sift_down
+from gsu.index.topk import heap_push, lower_bound, sift_down, worse
 from gsu.retrieval._kernels import _desc_key
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}  # no nnan/ninf: -inf sentinels and NaN checks stay valid
@@ -39,7 +39,7 @@ def _push_group(hs, hr, size, k, s, pos, a, b, cut):
     i = lower_bound(pos, a, b, cut) - 1
     while i >= a:
         p = pos[i]
-        if size == k and not _worse(hs[0], hr[0], s, -p):
+        if size == k and not worse(hs[0], hr[0], s, -p):
             break
         size = heap_push(hs, hr, size, k, s, -p)
         i -= 1

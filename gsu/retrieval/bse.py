@@ -31,7 +31,7 @@ from gsu._format import load_container, write_container
 from gsu._simd import LANES, add_f32x16, prefetch
 from gsu._validate import StateCheck, as_ids, as_ints, as_matrix, check_positive_int
 from gsu.index.filters import IdMap
-from gsu.index.simhash import _check_n_bits, _check_seed, check_tau, gaussian_hyperplanes, hash_signatures
+from gsu.index.simhash import check_n_bits, check_seed, check_tau, gaussian_hyperplanes, hash_signatures
 
 log = logging.getLogger(__name__)
 
@@ -191,11 +191,11 @@ class BehaviorSequenceEncoder:
 
     def __init__(self, dim: int, *, n_hashes: int = 48, tau: int = 3, seed: int = 0, normalize: bool = True):
         self.dim = check_positive_int(dim, name="dim")
-        self.n_hashes = _check_n_bits(n_hashes, name="n_hashes")
+        self.n_hashes = check_n_bits(n_hashes, name="n_hashes")
         self.tau = check_tau(tau, self.n_hashes)
         if self.tau > MAX_TAU:
             raise ValueError(f"tau: at most {MAX_TAU} bits per signature (2^tau buckets per user table), got {self.tau}")
-        self.seed = _check_seed(seed)
+        self.seed = check_seed(seed)
         if not isinstance(normalize, (bool, np.bool_)):
             raise TypeError(f"normalize: expected a bool, got {normalize!r}")
         self.normalize = bool(normalize)

@@ -209,7 +209,7 @@ def _select_path(
         out_s[order[s:e]] = os_
 
 
-def _expand(top_g: np.ndarray, top_s: np.ndarray, grp_ptr: np.ndarray, grp_pos: np.ndarray, cuts: np.ndarray, k: int) -> RetrievalResult:
+def expand_groups_result(top_g: np.ndarray, top_s: np.ndarray, grp_ptr: np.ndarray, grp_pos: np.ndarray, cuts: np.ndarray, k: int) -> RetrievalResult:
     T = top_g.shape[0]
     pos = np.full((T, k), -1, np.int64)
     sc = np.full((T, k), -np.inf, np.float32)
@@ -659,7 +659,7 @@ class SoftSearch(Retriever):
             top_g, top_s = dense_topk(Q, self._R[uniq], k, cuts, first_pos=first_pos)
         else:
             top_g, top_s = index_topk(self.index, Q, self.items.ids[uniq], first_pos, cuts, k, self.search_params)
-        return _expand(top_g, top_s, grp_ptr, grp_pos, cuts, k)
+        return expand_groups_result(top_g, top_s, grp_ptr, grp_pos, cuts, k)
 
     def retrieve_exact(self, history: Any, targets: Any, *, k: int | None = None, target_time: Any = None) -> RetrievalResult:
         """Same as :meth:`retrieve` but always by the exact scan (the method's exact twin)."""

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from gsu._validate import check_positive_int
 from gsu.retrieval import _kernels as K_
 from gsu.retrieval.items import ItemTable
-from gsu.retrieval.methods import Retriever, _expand, group_positions, index_topk
+from gsu.retrieval.methods import Retriever, expand_groups_result, group_positions, index_topk
 from gsu.retrieval.result import RetrievalResult
 from gsu.retrieval.store import History
 
@@ -89,7 +89,7 @@ class SparseSearch(Retriever):
             top_g, top_s = index_topk(self.index, Q, self.items.ids[uniq], first_pos, cuts, k, self.search_params)
         else:
             top_g, top_s = self._exact_topk(Q, X[uniq], first_pos, cuts, k)
-        return _expand(top_g, top_s, grp_ptr, grp_pos, cuts, k)
+        return expand_groups_result(top_g, top_s, grp_ptr, grp_pos, cuts, k)
 
     def _exact_topk(self, Q: sp.csr_matrix, D: sp.csr_matrix, first_pos: np.ndarray, cuts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         T = Q.shape[0]

@@ -83,9 +83,11 @@ def _warm_up(idx: Index, params: frozenset[str]) -> None:
         return
     rng = np.random.default_rng(0)
     q = rng.standard_normal((2, idx.dim)).astype(np.float32)
-    few = np.arange(min(n, 64), dtype=np.int64)
-    ids = np.asarray(getattr(idx, "ids", few))[: few.shape[0]]
-    filters = [None, Filter.from_ids(ids), Filter.per_query([ids, ids[: max(1, ids.shape[0] // 2)]])]
+    all_ids = np.asarray(getattr(idx, "ids", np.arange(n, dtype=np.int64)))
+    ids = all_ids[: min(n, 64)]
+    wide = all_ids[:: 3]  # a third of the rows: the planner's dense-filter routes (bitmaps, graph walk)
+    filters = [None, Filter.from_ids(ids), Filter.from_ids(wide), Filter.per_query([ids, ids[: max(1, ids.shape[0] // 2)]]),
+               Filter.per_query([wide, ids])]
     routes: tuple[Any, ...] = (None,)
     if "route" in params:
         routes = (None, "exact", "ivf", "hnsw")

@@ -1,4 +1,5 @@
-"""numba kernels shared by the indexes: bounded top-k heaps and filtered gathers.
+"""The shared top-k toolkit of the index and retrieval kernels: bounded top-k heaps,
+``lower_bound``, a dense top-k, and :func:`serial_and_parallel` (one body compiled twice).
 
 Heap convention: a fixed-size *min*-heap of (score, row) pairs whose root is the
 worst kept entry. "Worse" means a lower score, or an equal score and a larger row,
@@ -45,7 +46,7 @@ def lower_bound(arr, lo, hi, v):
 
 
 @nb.njit(cache=True, inline="always")
-def _worse(sa, ra, sb, rb):
+def worse(sa, ra, sb, rb):
     return sa < sb or (sa == sb and ra > rb)
 
 
@@ -56,9 +57,9 @@ def sift_down(hs, hr, size, i):
         c = 2 * i + 1
         if c >= size:
             break
-        if c + 1 < size and _worse(hs[c + 1], hr[c + 1], hs[c], hr[c]):
+        if c + 1 < size and worse(hs[c + 1], hr[c + 1], hs[c], hr[c]):
             c += 1
-        if _worse(hs[c], hr[c], hs[i], hr[i]):
+        if worse(hs[c], hr[c], hs[i], hr[i]):
             hs[i], hs[c] = hs[c], hs[i]
             hr[i], hr[c] = hr[c], hr[i]
             i = c
@@ -79,14 +80,14 @@ def heap_push(hs, hr, size, k, s, r):
         hr[i] = r
         while i > 0:
             p = (i - 1) >> 1
-            if _worse(hs[i], hr[i], hs[p], hr[p]):
+            if worse(hs[i], hr[i], hs[p], hr[p]):
                 hs[i], hs[p] = hs[p], hs[i]
                 hr[i], hr[p] = hr[p], hr[i]
                 i = p
             else:
                 break
         return size + 1
-    if not _worse(hs[0], hr[0], s, r):
+    if not worse(hs[0], hr[0], s, r):
         return size
     hs[0] = s
     hr[0] = r
@@ -101,7 +102,7 @@ def heap_sorted(hs, hr, size, out_s, out_r):
     # insertion sort on (score desc, row asc); k is small
     for a in range(1, size):
         j = a
-        while j > 0 and _worse(hs[idx[j - 1]], hr[idx[j - 1]], hs[idx[j]], hr[idx[j]]):
+        while j > 0 and worse(hs[idx[j - 1]], hr[idx[j - 1]], hs[idx[j]], hr[idx[j]]):
             idx[j - 1], idx[j] = idx[j], idx[j - 1]
             j -= 1
     for a in range(size):
