@@ -42,11 +42,12 @@ from typing import Any
 import numpy as np
 
 from gsu.bench import harness
+from gsu.datasets.samples import movielens_dir, taobao_csv
 
 log = logging.getLogger(__name__)
 
-MOVIELENS = Path("../shared/datasets/movielens-latest-small")
-TAOBAO = Path("../shared/datasets/taobao-userbehavior-sample/UserBehavior.csv")
+MOVIELENS = movielens_dir()
+TAOBAO = taobao_csv()
 
 SYNTHETIC = {"n_users": 2_400, "seq_len": (1_000, 10_000), "n_items": 20_000, "n_targets_per_user": 125, "seed": 0}
 SYNTHETIC_QUICK = {"n_users": 40, "seq_len": (300, 1_500), "n_items": 5_000, "n_targets_per_user": 30, "seed": 0}

@@ -33,11 +33,13 @@ from typing import Any, Callable
 
 import numpy as np
 
+from gsu.datasets.samples import movielens_dir
+
 log = logging.getLogger(__name__)
 
 __all__ = ["DenseSet", "DATASETS", "QUICK_DATASETS", "load_dataset", "pydocs_corpus"]
 
-MOVIELENS = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "movielens-latest-small"
+MOVIELENS = movielens_dir()
 #: libraries whose docstrings make the ``pydocs`` text set (those installed are used)
 PYDOCS_PACKAGES = ("numpy", "scipy", "torch", "sympy", "sklearn", "pandas", "matplotlib", "networkx", "dask", "distributed",
                    "numba", "transformers", "sentence_transformers", "huggingface_hub", "PIL", "fsspec", "jinja2", "faiss")

@@ -66,6 +66,7 @@ from gsu.retrieval import (
 )
 from gsu.retrieval import metrics as M
 from gsu.retrieval.result import SDIMResult
+from gsu.datasets.samples import movielens_dir
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +350,7 @@ def _synthetic(cfg: Config, base: dict[str, Any], seed: int) -> tuple[list[dict[
 
 
 def _movielens_folder() -> Path:
-    return Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "movielens-latest-small"
+    return movielens_dir()
 
 
 def _movielens(cfg: Config, base: dict[str, Any], out_dir: Path, seed: int) -> list[dict[str, Any]]:

@@ -61,12 +61,13 @@ import scipy.sparse as sp
 
 from gsu._validate import check_positive_int
 from gsu.bench import harness
+from gsu.datasets.samples import movielens_dir
 
 log = logging.getLogger(__name__)
 
 __all__ = ["run", "run_scale", "BUILD"]
 
-MOVIELENS = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "movielens-latest-small"
+MOVIELENS = movielens_dir()
 TARGETS = (0.90, 0.95)
 K = 10
 BUILD = {"n_postings": 3500, "centroid_fraction": 0.1, "summary_energy": 0.4, "max_fraction": 1.5,

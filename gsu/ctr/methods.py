@@ -236,7 +236,7 @@ def build_task(*, data: str | Path = "synthetic", schema: Any = None, item_embed
     """The task ``gsu train`` and ``gsu bench ctr`` train on, by name or file.
 
     data: "synthetic" (the benchmark's generator settings; ``users`` / ``targets_per_user``
-    shrink it), "movielens" (``../shared/datasets/movielens-latest-small``) or a MovieLens
+    shrink it), "movielens" (:func:`gsu.datasets.samples.movielens_dir`) or a MovieLens
     folder, or a Parquet / CSV log file read with ``schema`` (a JSON file, dict or
     :class:`~gsu.datasets.logs.LogSchema`). ``data_seed`` seeds the data (generator, sampling),
     independent of the model seed. Defaults equal the benchmark's, so the same settings build
@@ -255,7 +255,9 @@ def build_task(*, data: str | Path = "synthetic", schema: Any = None, item_embed
             spec["n_targets_per_user"] = int(targets_per_user)
         spec["seed"] = int(data_seed)
         return synthetic_task(**spec, cache_dir=cache_dir)
-    path = Path("../shared/datasets/movielens-latest-small") if str(data) == "movielens" else Path(data)
+    from gsu.datasets.samples import movielens_dir
+
+    path = movielens_dir() if str(data) == "movielens" else Path(data)
     if path.is_dir():
         kw: dict[str, Any] = {"seed": int(data_seed), "titles": titles, "cache_dir": cache_dir}
         if sample_rate is not None:
