@@ -66,8 +66,10 @@ def _params(pairs: Sequence[str] | None) -> dict[str, Any]:
 def _read_vectors(path: str, key: str | None) -> Any:
     from gsu.datasets import read_embeddings
 
-    kw = {"key": key} if key else {}
-    return read_embeddings(path, **kw)
+    if not key:
+        return read_embeddings(path)
+    # --key names the HDF5 data set or the Parquet list column
+    return read_embeddings(path, **({"column": key} if Path(path).suffix.lower() == ".parquet" else {"key": key}))
 
 
 def _vocab_path(index_path: str) -> Path:
@@ -214,7 +216,15 @@ def cmd_search(a: argparse.Namespace) -> int:
     flt = None
     if a.filter:
         flt = Filter.from_ids(_load_ids_file(a.filter, "--filter"))
-    res = idx.search(q, a.k, filter=flt, **_params(a.param))
+    params = _params(a.param)
+    import inspect
+
+    accepted = [n for n, prm in inspect.signature(idx.search).parameters.items() if prm.kind == prm.KEYWORD_ONLY and n != "filter"]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise CliError(f"--param {unknown[0]}: {type(idx).__name__} has no search setting {unknown[0]!r}; "
+                       f"it takes {', '.join(accepted)}")
+    res = idx.search(q, a.k, filter=flt, **params)
     if a.out:
         from gsu._format import atomic_savez
 
@@ -421,7 +431,8 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     s.add_argument("--filter", default=None, help=".npy of allowed item ids (shared by all queries)")
     s.add_argument("--key", default=None, help="dataset inside .hdf5 (e.g. 'test') or column of .parquet")
-    s.add_argument("--param", action="append", metavar="KEY=VALUE", help="search setting, repeatable (e.g. ef=64, query_cut=10)")
+    s.add_argument("--param", action="append", metavar="KEY=VALUE", help="search setting, repeatable: filtered effort=2 or route=ivf, hnsw ef=64, ivf nprobe=16, "
+                   "seismic query_cut=10 heap_factor=0.9 (an unknown one lists what the index takes)")
     s.add_argument("--out", default=None, help="write results to this .npz")
     s.add_argument("--show", type=int, default=10, help="rows to print when --out is not given")
     s.add_argument("--mmap", action="store_true", help="memory-map the index instead of reading it")

@@ -173,3 +173,25 @@ def test_cli_sparse_and_lsh_kinds(tmp_path, capsys):
     capsys.readouterr()
     assert cli_main(["build", str(tmp_path / "x.npy"), str(tmp_path / "z.gsu"), "--kind", "nope"]) == 2
     assert "unknown --kind" in capsys.readouterr().err
+
+
+def test_cli_parquet_key_and_unknown_search_settings(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from gsu.cli import main
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 8)).astype(np.float32)
+    pq.write_table(pa.table({"id": np.arange(300), "emb": pa.array(list(x), type=pa.list_(pa.float32(), 8))}),
+                   tmp_path / "x.parquet")
+    np.save(tmp_path / "q.npy", x[:2])
+    assert main(["build", str(tmp_path / "x.parquet"), str(tmp_path / "a.gsu"), "--kind", "flat", "--key", "emb"]) == 0
+    capsys.readouterr()
+    assert main(["search", str(tmp_path / "a.gsu"), str(tmp_path / "q.npy"), "-k", "1"]) == 0
+    s = x[:2] @ x.T
+    top = s.argmax(1)
+    assert capsys.readouterr().out.splitlines()[:2] == [f"q{i}: {top[i]}:{s[i, top[i]]:.4f}" for i in range(2)]
+    assert main(["search", str(tmp_path / "a.gsu"), str(tmp_path / "q.npy"), "-k", "1", "--param", "ef=64"]) != 0
+    err = capsys.readouterr().err
+    assert "FlatIndex has no search setting 'ef'" in err and err.count("\n") == 1

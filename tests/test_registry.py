@@ -99,3 +99,11 @@ def test_gsu_train_refuses_an_unknown_method_before_building_data(capsys):
     rc = main(["train", "--method", "no_such_method"])
     assert rc != 0
     assert "no_such_method" in capsys.readouterr().err
+
+
+def test_built_in_methods_default_what_they_can_and_name_what_they_cannot(world):
+    _, items = world  # 8-d embeddings
+    c = make_method("cascade", items, k=5)
+    assert c.draft_dim == 8  # min(16, d)
+    with pytest.raises(TypeError, match=r"method 'twin'.*query_proj.*--param"):
+        make_method("twin", items, k=5)

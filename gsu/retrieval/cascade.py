@@ -66,7 +66,7 @@ class Cascade(Retriever):
         candidates: c — the draft keeps ⌈c·k⌉ candidates per target (c >= 1); set it by
             :func:`calibrate` for a target recall against ``Exact``.
         draft_dim: r, the projection width of ``"proj"`` (1..d): DARE's small attention
-            dimension; cost of the draft ∝ r.
+            dimension; cost of the draft ∝ r (default: min(16, d)).
         n_bits: m, SimHash bits of ``"simhash"`` (1..256).
         seed: SimHash hyperplane seed.
         scale: divide the exact scores by √d (``Exact(scale=True)``).
@@ -85,7 +85,7 @@ class Cascade(Retriever):
         k: int = 100,
         draft: str = "proj",
         candidates: float = 4.0,
-        draft_dim: int = 16,
+        draft_dim: int | None = None,
         n_bits: int = 64,
         seed: int = 0,
         scale: bool = False,
@@ -97,7 +97,7 @@ class Cascade(Retriever):
         self.candidates = _check_candidates(candidates)
         self.scale = bool(scale)
         self._mult = np.float32(1.0 / math.sqrt(d)) if self.scale else np.float32(1.0)
-        self.draft_dim = check_positive_int(draft_dim, name="draft_dim")
+        self.draft_dim = min(16, d) if draft_dim is None else check_positive_int(draft_dim, name="draft_dim")
         if self.draft_dim > d:
             raise ValueError(f"draft_dim: at most the embedding dimension {d}, got {draft_dim}")
         self.n_bits = check_positive_int(n_bits, name="n_bits")

@@ -125,7 +125,13 @@ def make_method(name: str, items: ItemTable, *, k: int = 100, index: Any = None,
         params["k"] = k
     if spec.takes_index:
         params["index"] = index
-    return cls(items, **params)
+    try:
+        return cls(items, **params)
+    except TypeError as e:
+        if "required" in str(e) and "argument" in str(e):  # a setting the method cannot default
+            raise TypeError(f"method {name!r}: {e} (give each as a setting, e.g. `--param name=value` on the "
+                            "command line; an array as a .npy file)") from e
+        raise
 
 
 # Built-in methods. One line each: a new method is a Retriever subclass and a line here
