@@ -1,16 +1,17 @@
-"""Seismic batch search with 1 vs 2 numba threads (search_serial vs search_parallel), in the
-tree given by sys.path[0] (old: the parallel twin shares the serial twin's cache entry).
-Run twice per tree: the first run fills numba's cache, the second loads from it (what a user
-gets from the second process on)."""
-import json, sys, time
+"""Seismic batch search with 1 vs 2 numba threads (search_serial vs search_parallel) in the
+gsu checkout given as the first argument (before the fix the parallel twin shared the serial
+twin's numba cache entry). Run twice per checkout: the first run fills numba's cache, the
+second loads from it (what a user gets from the second process on).
+
+    python results/seismic_parallel_cache.py /path/to/checkout label"""
+import json, os, sys, time
 import numpy as np
 import numba
 sys.path.insert(0, sys.argv[1])
 from gsu.datasets.synthetic import sparse_collection
 from gsu.index import SeismicIndex, load
-import os
 tag = sys.argv[2]
-p = "/work/cache/seismic_par/idx.gsu"
+p = os.path.join(os.environ.get("GSU_CACHE", os.path.expanduser("~/.cache/gsu")), "seismic_par", "idx.gsu")
 os.makedirs(os.path.dirname(p), exist_ok=True)
 col = sparse_collection(60_000, 512, seed=0)
 if os.path.exists(p):
