@@ -59,6 +59,21 @@ log = logging.getLogger(__name__)
 __all__ = ["SeismicIndex", "default_filter_exact_max"]
 
 _EMPTY_U8 = np.zeros(0, np.uint8)
+
+
+def _kernel_rows(indptr: np.ndarray, comps: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Query CSR arrays in the one form the search kernels are compiled for (int64
+    ``indptr``, int32 component ids, float32 values, writable): any other combination
+    (SciPy picks int32 or int64 indices by size; a request body is read-only) would
+    compile another specialisation of each kernel, ~10 s serial and ~30 s parallel,
+    on its first search. Arrays already in that form pass without a copy."""
+    if indptr.dtype != np.int64 or not indptr.flags.writeable:
+        indptr = indptr.astype(np.int64)
+    if comps.dtype != np.int32 or not comps.flags.writeable:
+        comps = comps.astype(np.int32)
+    if vals.dtype != np.float32 or not vals.flags.writeable:
+        vals = vals.astype(np.float32)
+    return indptr, comps, vals
 _EMPTY_I64 = np.zeros(0, np.int64)
 _ZERO2_I64 = np.zeros(2, np.int64)
 _CHUNK_ENTRIES = 8_000_000  # bound on the temporary summary buffer of one build chunk
@@ -550,10 +565,10 @@ class SeismicIndex(Index):
         tq = type(queries)
         if (tq is sp.csr_matrix or tq is sp.csr_array) and queries.data.dtype == np.float32 and queries.shape[1] == self.dim:
             # lean path (one query per call is the common case): the kernel checks the rows
-            q_indptr, q_comps, q_vals = queries.indptr, queries.indices, queries.data
+            q_indptr, q_comps, q_vals = _kernel_rows(queries.indptr, queries.indices, queries.data)
         else:
             r = as_csr(queries, name="queries", dim=self.dim, allow_negative=False)
-            q_indptr, q_comps, q_vals = r.indptr, r.indices, r.data
+            q_indptr, q_comps, q_vals = _kernel_rows(r.indptr, r.indices, r.data)
         nq = q_indptr.shape[0] - 1
         if n == 0 or nq == 0:
             if nq == 0:
@@ -615,7 +630,7 @@ class SeismicIndex(Index):
                 raise ValueError(f"queries: row {bad} cannot be searched (check code {code})")
             # not in the kernel's form (unsorted, zeros, ...): normalise (or raise the precise error), retry
             r = as_csr(queries, name="queries", dim=self.dim, allow_negative=False)
-            q_indptr, q_comps, q_vals = r.indptr, r.indices, r.data
+            q_indptr, q_comps, q_vals = _kernel_rows(r.indptr, r.indices, r.data)
         if stats is not None:
             stats["scored"] = scored
         ids = out_r if self._idmap.identity else self._idmap.to_ids(out_r)
@@ -632,7 +647,7 @@ class SeismicIndex(Index):
         with self._lock:
             view = self._view if self._view_threads >= n_threads else self._make_view(n_threads)
             code, _ = kernel(
-                view, q.indptr, q.indices, q.data, self.dim, k, qc, float(hf), True, self._term_order, self._n_indexed,
+                view, *_kernel_rows(q.indptr, q.indices, q.data), self.dim, k, qc, float(hf), True, self._term_order, self._n_indexed,
                 0, _EMPTY_U8, _EMPTY_U8, _ZERO2_I64, _EMPTY_I64, 0, n_threads, self._max_blocks,
                 out_r, out_s, counts, scored,
             )
@@ -713,7 +728,7 @@ class SeismicIndex(Index):
         t_rows = np.empty((q.n, k), np.int64)
         t_scores = np.empty((q.n, k), np.float32)
         t_counts = np.empty(q.n, np.int64)
-        _sk.exact_topk_forward(a["fwd_indptr"], a["fwd_comps"], a["fwd_vals"], q.indptr, q.indices, q.data, self.dim, k,
+        _sk.exact_topk_forward(a["fwd_indptr"], a["fwd_comps"], a["fwd_vals"], *_kernel_rows(q.indptr, q.indices, q.data), self.dim, k,
                                min(n_threads, max(1, self.ntotal // 1000)), exclude, t_rows, t_scores, t_counts)
         z = 1.6448536269514722  # one-sided 95 %
         measured: list[list[float]] = []
