@@ -31,6 +31,13 @@ _FM = {"contract", "reassoc", "nsz", "arcp"}
 _PAR_MIN = 2
 
 
+def _parallel(nq: int) -> bool:
+    """Whether ``nq`` queries take a kernel's parallel twin: at least :data:`_PAR_MIN`
+    queries and more than one numba thread (on one thread the parallel twin is the serial
+    kernel plus the thread pool's start-up, and compiling it costs ~3x the serial one)."""
+    return nq >= _PAR_MIN and nb.get_num_threads() > 1
+
+
 @nb.njit(cache=True)
 def compact_id_sets(ids, lens, n, out_rows, indptr):
     """Per-query id sets, concatenated (``lens`` (nq,) each), under the identity id map:
@@ -379,7 +386,7 @@ def ivf_search_shared(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_
     """Filter-aware IVF search, one filter for every query: the serial kernel for a
     single query (no thread-pool launch), the parallel one for batches. Arguments as
     :func:`_ivf_search_shared_impl`."""
-    f = _ivf_search_shared_ser if Q.shape[0] < _PAR_MIN else _ivf_search_shared_par
+    f = _ivf_search_shared_par if _parallel(Q.shape[0]) else _ivf_search_shared_ser
     f(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored)
 
 
@@ -578,7 +585,7 @@ def gather_topk_ip_sel(Q, X, which, starts, ends, rows, k, out_r, out_s, counts,
     query, parallel for more. Arguments as :func:`_gather_topk_ip_sel_impl`; ``half``:
     ``(H, rmax, nmax)`` to read a half-precision copy first (:func:`_gather_one_half`)."""
     H, rmax, nmax = _NO_HALF if half is None else half
-    f = _gather_topk_ip_sel_ser if which.shape[0] < _PAR_MIN else _gather_topk_ip_sel_par
+    f = _gather_topk_ip_sel_par if _parallel(which.shape[0]) else _gather_topk_ip_sel_ser
     f(Q, X, H, rmax, nmax, which, starts, ends, rows, k, out_r, out_s, counts)
 
 
@@ -605,7 +612,7 @@ def gather_topk_ip_shared(Q, X, rows, k, out_r, out_s, counts, half=None):
     single query, parallel for more. Arguments as :func:`_gather_topk_ip_shared_impl`;
     ``half`` as :func:`gather_topk_ip_sel`."""
     H, rmax, nmax = _NO_HALF if half is None else half
-    f = _gather_topk_ip_shared_ser if Q.shape[0] < _PAR_MIN else _gather_topk_ip_shared_par
+    f = _gather_topk_ip_shared_par if _parallel(Q.shape[0]) else _gather_topk_ip_shared_ser
     f(Q, X, H, rmax, nmax, rows, k, out_r, out_s, counts)
 
 
