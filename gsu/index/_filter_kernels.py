@@ -624,7 +624,7 @@ def _gather_topk_ip_shared_impl(Q, X, H, rmax, nmax, rows, k, out_r, out_s, coun
     ``H``/``rmax``/``nmax`` as :func:`_gather_topk_ip_sel_impl`.
     """
     for q in nb.prange(Q.shape[0]):
-        counts[q] = _gather_any(Q[q], X, H, rmax, nmax, rows, 0, rows.shape[0], k, out_s[q], out_r[q])
+        counts[q] = _gather_any(Q[q], X, H, rmax, nmax, rows, np.int64(0), rows.shape[0], k, out_s[q], out_r[q])
 
 
 _gather_topk_ip_shared_ser, _gather_topk_ip_shared_par = serial_and_parallel(_gather_topk_ip_shared_impl)

@@ -348,11 +348,11 @@ def _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, i0, i1, all_row
         for t in range(d):
             qp[t] = Q[q, t] * step[t]
         if all_rows:
-            counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, ALL, sbm, rows, 0, 0, e, k, vis, touched,
-                                  cs, cr, ts, tr, buf, out_s[q], out_r[q], probe)
+            counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, np.int64(ALL), sbm, rows, np.int64(0),
+                                  np.int64(0), e, k, vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], probe)
             continue
         if sbm.shape[0] > 0:  # one filter for the batch, its bitmap built once
-            counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, BITMAP, sbm, rows, 0, rows.shape[0], e, k,
+            counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, np.int64(BITMAP), sbm, rows, np.int64(0), rows.shape[0], e, k,
                                   vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], probe)
             continue
         if ends[q] == starts[q]:
@@ -362,7 +362,7 @@ def _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, i0, i1, all_row
             counts[q] = 0
             continue
         if (ends[q] - starts[q]) * _DENSE > n:
-            counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, SORTED, bm, rows, starts[q], ends[q], e, k,
+            counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, np.int64(SORTED), bm, rows, starts[q], ends[q], e, k,
                                   vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], probe)
             continue
         # sparse filter: a bitmap, 64 rows per word; rows are sorted, so each word is
@@ -378,7 +378,7 @@ def _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, i0, i1, all_row
                 acc = np.uint64(0)
             acc |= np.uint64(1) << np.uint64(r & 63)
         bm[cur] = acc
-        counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, BITMAP, bm, rows, starts[q], ends[q], e, k,
+        counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, np.int64(BITMAP), bm, rows, starts[q], ends[q], e, k,
                               vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], probe)
         for j in range(starts[q], ends[q]):
             bm[rows[j] >> 6] = 0
@@ -390,7 +390,7 @@ def search_serial(Q, step, C, X, nbr, off, cum, ep, maxl, which, all_rows, sbm, 
     """:func:`search_batch` on the caller's scratch (two all-zero (ceil(n/64),) uint64
     bitsets ``vis``/``bm``, left all-zero, and ``touched`` (n,) int32), serially: one
     query per call pays no thread-pool launch and no O(n) scratch allocation."""
-    _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, 0, which.shape[0], all_rows, sbm, starts, ends, rows,
+    _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, np.int64(0), which.shape[0], all_rows, sbm, starts, ends, rows,
                   ef, ef0, k, out_r, out_s, counts, vis, touched, bm, probe)
 
 

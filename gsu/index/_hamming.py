@@ -341,4 +341,4 @@ def hamming_topk_serial(Q, CT, starts, ends, rows, use_rows, k, n_bits, out_pos,
         ln = ends[q] - starts[q]
         if ln > maxlen:
             maxlen = ln
-    _topk_chunk(Q, CT, starts, ends, rows, use_rows, k, n_bits, 0, nq, maxlen, out_pos, out_dist, counts)
+    _topk_chunk(Q, CT, starts, ends, rows, use_rows, k, n_bits, np.int64(0), nq, maxlen, out_pos, out_dist, counts)

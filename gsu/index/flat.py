@@ -137,6 +137,8 @@ class FlatIndex(MutableIndex):
     # -- search ------------------------------------------------------------
     def _prep_queries(self, queries: Any) -> np.ndarray:
         q = as_matrix(queries, name="queries", dim=self.dim)
+        if not q.flags.writeable:  # one kernel specialisation: writable arrays (gsu.index.hnsw.prep_queries)
+            q = q.copy()
         return normalize_rows(q) if self.metric == "cosine" else q
 
     @property
