@@ -39,8 +39,8 @@ the memory map) all come from the same inode, so a concurrent save (a rename ove
 path) can never mix two versions. The header is validated before anything is
 allocated from it (field types, dtypes and byte order, shapes, offsets inside the
 payload, no overlaps); a file that fails raises :class:`gsu.errors.IndexFileError`
-naming the file and the field. ``mmap=True`` maps the payload read-only instead of
-reading it (the file must then not be truncated in place while mapped: gsu never
+naming the file and the field. ``mmap=True`` maps the payload copy-on-write instead of
+reading it (nothing is ever written back) (the file must then not be truncated in place while mapped: gsu never
 does that, it always renames).
 """
 
@@ -624,7 +624,7 @@ def read_container(
 ) -> tuple[str, dict[str, Any], dict[str, np.ndarray]]:
     """Read a container: returns ``(kind, config, arrays)``.
 
-    ``mmap=True`` returns read-only memory-mapped arrays. ``verify`` checks the SHA-256
+    ``mmap=True`` returns copy-on-write memory-mapped arrays. ``verify`` checks the SHA-256
     checksum (reads the whole file once). ``kind`` (optional) is the expected kind.
     """
     with ContainerReader(path) as r:

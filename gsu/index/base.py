@@ -355,7 +355,8 @@ class Index(abc.ABC):
 
 
 def load(path: str | os.PathLike, *, mmap: bool = False, verify: bool = True) -> Index:
-    """Load any gsu index saved with ``save``; ``mmap=True`` maps the arrays read-only.
+    """Load any gsu index saved with ``save``; ``mmap=True`` maps the arrays copy-on-write
+    (never written back to the file).
 
     The file is read through one descriptor (a concurrent save cannot tear it), its
     header is checked, then its arrays are validated for its kind

@@ -8,8 +8,8 @@ categories) are *not* stored here: they live once per item in
 :class:`gsu.retrieval.ItemTable` and are looked up by item id.
 
 The store is persistent (:mod:`gsu._format` container of kind ``"behavior_store"``),
-memory-mappable (``load(path, mmap=True)``: histories are then read-only views into
-the mapped file) and appendable (:meth:`BehaviorStore.append`; appended behaviors are
+memory-mappable (``load(path, mmap=True)``: histories are then views into the
+copy-on-write map of the file) and appendable (:meth:`BehaviorStore.append`; appended behaviors are
 kept in a small per-user tail until :meth:`compact`, which ``save`` and ``gather`` call).
 
 A store may also carry named *layouts*: extra per-user structures over the same
@@ -593,7 +593,7 @@ class BehaviorStore:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, mmap: bool = False, verify: bool = True) -> "BehaviorStore":
-        """Load a saved store; ``mmap=True`` maps the arrays read-only (appends still work).
+        """Load a saved store; ``mmap=True`` maps the arrays copy-on-write (appends still work; the file is never written).
 
         The file is validated before use (one :class:`~gsu.errors.IndexFileError` line
         naming the file and the field otherwise): ``indptr`` starts at 0, never decreases
