@@ -169,6 +169,9 @@ class FilteredIndex(Index):
             the build time, at least 1 s; a progress bar on a terminal). ``False``: plan
             with :data:`PLANNER_DEFAULTS` until :meth:`calibrate` is called.
 
+    Mutable: ``remove(ids)``, ``upsert(vectors, ids)`` and ``compact()`` (tombstones in
+    both parts, honoured by every route like a filter; see :mod:`gsu.index._mutable`).
+
     Memory: the vectors are held twice (faiss HNSW storage in row order, IVF
     list-ordered copy) plus the graph (~``2·M`` int32 per vector at level 0), and,
     built on first use and never saved, the HNSW walk's 8-bit codes (``d`` bytes per
