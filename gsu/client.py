@@ -184,6 +184,14 @@ def _reason(body: bytes) -> str:
         return body[:200].decode(errors="replace")
 
 
+def _host_port(url: str) -> tuple[str, int]:
+    """``(host, port)`` of an ``http://HOST[:PORT]`` server address (port 80 by default)."""
+    u = urlsplit(url)
+    if u.scheme != "http" or not u.hostname:
+        raise ValueError(f"url: expected http://HOST:PORT, got {url!r}")
+    return u.hostname, u.port or 80
+
+
 class Client:
     """Synchronous client over one keep-alive HTTP/1.1 connection (thread-safe through a
     lock; for parallel requests use one client per thread).
@@ -195,10 +203,7 @@ class Client:
     """
 
     def __init__(self, url: str = "http://127.0.0.1:8000", *, timeout: float = 30.0, binary: bool = True):
-        u = urlsplit(url)
-        if u.scheme != "http" or not u.hostname:
-            raise ValueError(f"url: expected http://HOST:PORT, got {url!r}")
-        self.host, self.port = u.hostname, u.port or 80
+        self.host, self.port = _host_port(url)
         self.timeout = float(timeout)
         self.binary = bool(binary)
         self._conn: http.client.HTTPConnection | None = None
@@ -278,10 +283,7 @@ class AsyncClient:
     only, which is what ``gsu serve`` sends."""
 
     def __init__(self, url: str = "http://127.0.0.1:8000", *, timeout: float = 30.0, binary: bool = True):
-        u = urlsplit(url)
-        if u.scheme != "http" or not u.hostname:
-            raise ValueError(f"url: expected http://HOST:PORT, got {url!r}")
-        self.host, self.port = u.hostname, u.port or 80
+        self.host, self.port = _host_port(url)
         self.timeout = float(timeout)
         self.binary = bool(binary)
         self._rw: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
