@@ -41,10 +41,6 @@ SUITES: dict[str, tuple[str, str]] = {
     "scale": ("gsu.bench.scale", "open time of a memory-mapped index, remove/upsert/compact costs, ShardedIndex on Dask vs one index"),
 }
 
-SPARSE_KINDS = ("seismic", "sparse_flat")
-SPARSE_SUFFIXES = (".npz", ".jsonl")
-
-
 def _parse_value(v: str) -> Any:
     try:
         return json.loads(v)
@@ -63,121 +59,18 @@ def _params(pairs: Sequence[str] | None) -> dict[str, Any]:
     return out
 
 
-def _read_vectors(path: str, key: str | None) -> Any:
-    from gsu.datasets import read_embeddings
-
-    if not key:
-        return read_embeddings(path)
-    # --key names the HDF5 data set or the Parquet list column
-    return read_embeddings(path, **({"column": key} if Path(path).suffix.lower() == ".parquet" else {"key": key}))
-
-
-def _vocab_path(index_path: str) -> Path:
-    """Where older versions of `gsu build` kept the token vocabulary of an index built
-    from JSON lines (it now lives inside the index file; this sidecar is only read)."""
-    return Path(str(index_path) + ".vocab.json")
-
-
-def _load_ids_file(path: str, what: str, n: int | None = None) -> Any:
-    """An ``.npy`` of int64 ids, checked (int64 range, -1 reserved, length ``n``), errors naming the file."""
-    import numpy as np
-
-    from gsu._format import open_regular
-    from gsu._validate import as_ids
-
-    fd, _ = open_regular(path)  # a missing path or a folder: one clear line
-    try:
-        with os.fdopen(fd, "rb") as f:
-            arr = np.load(f, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise CliError(f"{path}: {what}: not a readable .npy array ({type(e).__name__}: {e})") from None
-    try:
-        return as_ids(arr, name=f"{path}: {what}", n=n)
-    except ValueError as e:
-        raise CliError(str(e)) from None
-
-
-def _jsonl_line_numbers(path: str) -> list[int]:
-    """The line number of each document (non-blank line) of a JSON-lines file."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return [i for i, line in enumerate(f, start=1) if line.strip()]
-
-
-def _check_unique_ids(path: str, ids: Any, *, lines: list[int] | None) -> None:
-    """Refuse repeated document ids, naming the file and the two lines (or rows)."""
-    import numpy as np
-
-    order = np.argsort(ids, kind="stable")
-    s = ids[order]
-    rep = np.flatnonzero(s[1:] == s[:-1])
-    if rep.size:
-        first, second = int(order[rep[0]]), int(order[rep[0] + 1])
-        where = (lambda r: f"line {lines[r]}") if lines is not None else (lambda r: f"row {r}")
-        raise CliError(f"{path}: {where(second)}: id {int(s[rep[0]])} repeats {where(first)} (document ids must be unique)")
-
-
-def _check_nonnegative(path: str, csr: Any, vocab: dict[str, int] | None, kind: str, *, lines: list[int] | None) -> None:
-    """Refuse negative weights for an index kind that needs non-negative ones, naming file, line and token."""
-    import numpy as np
-
-    neg = np.flatnonzero(csr.data < 0)
-    if not neg.size:
-        return
-    j = int(neg[0])
-    row = int(np.searchsorted(csr.indptr, j, side="right") - 1)
-    col = int(csr.indices[j])
-    tok = next((t for t, c in vocab.items() if c == col), None) if vocab else None
-    where = f"line {lines[row]}" if lines is not None else f"row {row}"
-    what = f"token {tok!r}" if tok is not None else f"component {col}"
-    raise CliError(f"{path}: {where}: {what} has negative weight {float(csr.data[j])!r} "
-                   f"(a {kind} index needs non-negative weights; {neg.size} negative in all)")
-
-
 def cmd_build(a: argparse.Namespace) -> int:
     from gsu._format import check_output_path
+    from gsu.datasets.build import build_index, legacy_vocab_path
     from gsu.index import INDEX_KINDS
 
     params = _params(a.param)
-    cls = INDEX_KINDS.get(a.kind)
-    if cls is None:
+    if a.kind not in INDEX_KINDS:
         raise CliError(f"unknown --kind {a.kind!r}; known: {', '.join(sorted(INDEX_KINDS))}")
     out = check_output_path(a.output)  # a folder as output fails before any work
-    suffix = Path(a.input).suffix.lower()
-    vocab = None
-    if a.kind in SPARSE_KINDS:
-        from gsu.datasets.io import read_sparse, read_sparse_jsonl
-
-        if suffix == ".jsonl":
-            csr, file_ids, vocab = read_sparse_jsonl(a.input)
-        else:
-            csr, file_ids = read_sparse(a.input)
-        lines = _jsonl_line_numbers(a.input) if suffix == ".jsonl" else None
-        if a.ids:
-            ids = _load_ids_file(a.ids, "--ids", n=csr.shape[0])
-            _check_unique_ids(a.ids, ids, lines=None)
-        else:
-            ids = file_ids
-            _check_unique_ids(a.input, ids, lines=lines)
-        if a.kind == "seismic":
-            _check_nonnegative(a.input, csr, vocab, a.kind, lines=lines)
-        idx = cls(csr.shape[1], **params)
-        idx.add(csr, ids)
-        if vocab is not None:
-            idx.vocabulary = vocab
-    else:
-        if suffix in SPARSE_SUFFIXES and suffix != ".npz":
-            raise CliError(f"{a.input} holds sparse vectors; use a sparse --kind (seismic, sparse_flat)")
-        x = _read_vectors(a.input, a.key)
-        ids = None
-        if a.ids:
-            ids = _load_ids_file(a.ids, "--ids", n=x.shape[0])
-            _check_unique_ids(a.ids, ids, lines=None)
-        if "metric" not in params and a.metric:
-            params["metric"] = a.metric
-        idx = cls(x.shape[1], **params)
-        idx.add(x, ids)
+    idx = build_index(a.input, a.kind, params=params, ids=a.ids or None, key=a.key, metric=a.metric)
     idx.save(out)
-    old_sidecar = _vocab_path(str(out))
+    old_sidecar = legacy_vocab_path(out)
     if old_sidecar.is_file():  # written by an older gsu for an earlier build of this path: now stale
         old_sidecar.unlink()
         log.info("removed %s: the vocabulary now lives inside %s", old_sidecar, out)
@@ -186,6 +79,7 @@ def cmd_build(a: argparse.Namespace) -> int:
 
 
 def cmd_search(a: argparse.Namespace) -> int:
+    from gsu.datasets.build import read_ids_file, read_queries
     from gsu.index import Filter, load
 
     if a.out:
@@ -193,29 +87,10 @@ def cmd_search(a: argparse.Namespace) -> int:
 
         check_output_path(a.out)
     idx = load(a.index, mmap=a.mmap)
-    suffix = Path(a.queries).suffix.lower()
-    if idx.KIND in SPARSE_KINDS:
-        from gsu.datasets.io import read_sparse, read_vocabulary
-
-        vocab = None
-        if suffix == ".jsonl":
-            vocab = idx.vocabulary
-            if vocab is None:
-                vp = _vocab_path(a.index)
-                if not vp.is_file():
-                    raise CliError(f"{a.queries} holds tokens but the index {a.index} has no vocabulary "
-                                   "(build it with `gsu build` from a .jsonl file)")
-                vocab = read_vocabulary(vp)
-        q, _ = read_sparse(a.queries, vocabulary=vocab)
-        if q.shape[1] < idx.dim:  # the queries' vocabulary may stop short of the index's
-            import scipy.sparse as sp
-
-            q = sp.csr_matrix((q.data, q.indices, q.indptr), shape=(q.shape[0], idx.dim))
-    else:
-        q = _read_vectors(a.queries, a.key)
+    q = read_queries(a.queries, idx, key=a.key, index_path=a.index)
     flt = None
     if a.filter:
-        flt = Filter.from_ids(_load_ids_file(a.filter, "--filter"))
+        flt = Filter.from_ids(read_ids_file(a.filter, "--filter"))
     params = _params(a.param)
     import inspect
 
@@ -377,7 +252,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from gsu.ctr.demo import run_demo
+    from gsu.demo import run_demo
 
     run_demo(out_dir=Path(a.out), quick=a.quick, seed=a.seed, threads=a.threads,
              progress=None if a.progress == "auto" else a.progress == "bar")

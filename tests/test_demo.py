@@ -14,7 +14,7 @@ pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def quick_demo(tmp_path_factory):
-    from gsu.ctr.demo import run_demo
+    from gsu.demo import run_demo
 
     out = tmp_path_factory.mktemp("demo")
     lines: list[str] = []
@@ -23,7 +23,7 @@ def quick_demo(tmp_path_factory):
 
 
 def test_stages_print_one_line_each_in_order(quick_demo):
-    from gsu.ctr.demo import STAGES
+    from gsu.demo import STAGES
 
     _, res, lines = quick_demo
     heads = [ln for ln in lines if ln.startswith("[")]
@@ -98,7 +98,7 @@ def test_ctr_table(quick_demo):
 
 
 def test_paired_bootstrap_matches_definition():
-    from gsu.ctr.demo import paired_bootstrap
+    from gsu.demo import paired_bootstrap
     from gsu.ctr.metrics import auc
 
     rng = np.random.default_rng(0)
@@ -125,7 +125,7 @@ def test_demo_module_does_not_import_the_benchmarks():
     import ast
     from pathlib import Path
 
-    import gsu.ctr.demo as demo
+    import gsu.demo as demo
 
     tree = ast.parse(Path(demo.__file__).read_text())
     names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
@@ -134,7 +134,7 @@ def test_demo_module_does_not_import_the_benchmarks():
 
 
 def test_progress_plain_lines_without_a_terminal(capsys):
-    from gsu.ctr.demo import _Progress
+    from gsu.demo import _Progress
 
     pg = _Progress(["a", "b"], bar=None, say=None)  # pytest's stdout is not a terminal: plain lines
     for s in ("a", "b"):
@@ -147,7 +147,7 @@ def test_progress_plain_lines_without_a_terminal(capsys):
 
 
 def test_progress_bar_when_asked(capsys):
-    from gsu.ctr.demo import _Progress
+    from gsu.demo import _Progress
 
     pg = _Progress(["a"], bar=True, say=None)
     assert pg.bar is not None

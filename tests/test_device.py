@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gsu.device import TopkStats, choose_precision, error_coef, fused_topk, resolve_device, select_topk
-from gsu.device.index import FaissCandidates, faiss_gpu_available
+from gsu.index.device import FaissCandidates, faiss_gpu_available
 from gsu.index import Filter, FlatIndex
 from gsu.retrieval import TWIN, BehaviorStore, Exact, History, ItemTable, SimHashTopK, SoftSearch, retrieve_batch
 
@@ -389,7 +389,7 @@ def test_faiss_gpu_backend_is_chosen_and_equal(catalog):
     x, q, ids = catalog
     cpu, dev = _pair(x, ids, device="cuda")
     st = TopkStats()
-    from gsu.device.index import flat_search
+    from gsu.index.device import flat_search
 
     got = flat_search(dev, q, 10, Filter.all(), backend="auto", stats=st)
     _same(got, cpu.search(q, 10))

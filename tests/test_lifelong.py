@@ -421,8 +421,8 @@ def test_multi_interest_covers_planted_interests_better_than_one_query():
         rel = np.stack([planted_relevant(d, u, facets[f], d.facet_weights[u, f], k) for f in range(tg.shape[0])])
         cov_m.append(interest_coverage(multi.positions, lab, facets))
         cov_s.append(interest_coverage(single.positions, lab, facets))
-        rec_m.append(M.recall_at_k(multi.positions, rel))
-        rec_s.append(M.recall_at_k(single.positions, rel))
+        rec_m.append(M.recall_rows(multi.positions, rel))
+        rec_s.append(M.recall_rows(single.positions, rel))
     cm, cs, rm, rs = (float(np.mean(np.concatenate(x))) for x in (cov_m, cov_s, rec_m, rec_s))
     assert cm > cs and rm > rs, (cm, cs, rm, rs)
     # user level: every planted interest, weighted by its share of the history
@@ -439,8 +439,8 @@ def test_multi_interest_covers_planted_interests_better_than_one_query():
         one = MultiInterest(items, k=k, n_interests=1, weighting="mass").retrieve(h, tg)
         cm.append(interest_coverage(mi.positions, lab, np.arange(5))[0])
         cs.append(interest_coverage(one.positions, lab, np.arange(5))[0])
-        rm.append(M.recall_at_k(mi.positions, rel)[0])
-        rs.append(M.recall_at_k(one.positions, rel)[0])
+        rm.append(M.recall_rows(mi.positions, rel)[0])
+        rs.append(M.recall_rows(one.positions, rel)[0])
     assert np.mean(cm) > np.mean(cs) and np.mean(rm) > np.mean(rs), (cm, cs, rm, rs)
 
 

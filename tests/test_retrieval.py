@@ -171,7 +171,7 @@ def test_soft_search_index_route_matches_exact_scan(data, index_kind):
         if index_kind == "flat":
             np.testing.assert_array_equal(a.positions, b.positions)
         else:
-            rec = metrics.recall_at_k(a.positions, b.positions)
+            rec = metrics.recall_rows(a.positions, b.positions)
             assert rec.mean() >= 0.95
         cuts = _cuts(hist, ttime) if tt is not None else np.full(T, L)
         assert np.all(a.positions < cuts[:, None])
@@ -287,9 +287,9 @@ def test_metrics(data):
     m_hard = metrics.attention_mass(ex, hist, targets, hard.positions, target_time=ttime)
     assert np.all(m_exact >= m_hard - 1e-9) and np.all(m_hard >= 0) and np.all(m_exact <= 1 + 1e-9)
     # hand-made recall with a tie: found position 9 ties the true k-th score
-    r = metrics.recall_at_k(np.array([[1, 9, -1]]), np.array([[1, 2, 3]]), found_exact_scores=np.array([[5.0, 3.0, -np.inf]]), true_scores=np.array([[5.0, 4.0, 3.0]]))
+    r = metrics.recall_rows(np.array([[1, 9, -1]]), np.array([[1, 2, 3]]), found_scores=np.array([[5.0, 3.0, -np.inf]]), true_scores=np.array([[5.0, 4.0, 3.0]]))
     assert r[0] == pytest.approx(2 / 3)
-    assert metrics.recall_at_k(np.array([[1, 9, -1]]), np.array([[1, 2, 3]]))[0] == pytest.approx(1 / 3)
+    assert metrics.recall_rows(np.array([[1, 9, -1]]), np.array([[1, 2, 3]]))[0] == pytest.approx(1 / 3)
     # attention vectors equal a direct softmax over the visible history
     v = metrics.attention_vectors(ex, hist, targets[1:3], target_time=ttime[1:3], temperature=0.5)
     c = _cuts(hist, ttime[1:3])

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from gsu.bench import harness
+from gsu.ctr.defaults import SYNTHETIC, SYNTHETIC_QUICK, train_config
 from gsu.datasets.samples import movielens_dir, taobao_csv
 
 log = logging.getLogger(__name__)
@@ -49,8 +50,6 @@ log = logging.getLogger(__name__)
 MOVIELENS = movielens_dir()
 TAOBAO = taobao_csv()
 
-SYNTHETIC = {"n_users": 2_400, "seq_len": (1_000, 10_000), "n_items": 20_000, "n_targets_per_user": 125, "seed": 0}
-SYNTHETIC_QUICK = {"n_users": 40, "seq_len": (300, 1_500), "n_items": 5_000, "n_targets_per_user": 30, "seed": 0}
 METHODS = ("full", "last", "hard", "soft", "muse", "eta", "sdim", "twin")
 
 
@@ -65,14 +64,6 @@ def _train_key(cfg: Any) -> str:
     d.pop("progress", None)
     d.pop("seed", None)
     return fingerprint(d)
-
-
-def train_config(quick: bool) -> Any:
-    from gsu.ctr.train import TrainConfig
-
-    if quick:
-        return TrainConfig(epochs=2, batch_size=128, lr=1e-2, warmup_steps=10, patience=1, progress=False)
-    return TrainConfig(epochs=10, batch_size=256, lr=1e-2, warmup_steps=100, patience=2, progress=False)
 
 
 def tasks(quick: bool) -> list[tuple[Any, tuple[str, ...], tuple[int, ...]]]:

@@ -261,7 +261,7 @@ def _per_request(
     pairs = [(n, "soft-scan") for n in results if n.startswith("soft-index")] + [("sparse-index", "sparse-scan")]
     for approx, scan in pairs:
         if approx in results and scan in results:
-            r = M.recall_at_k(results[approx].positions, results[scan].positions)
+            r = M.recall_rows(results[approx].positions, results[scan].positions)
             for rec in recs:
                 if rec["method"] == approx and rec["L"] == L and rec["dataset"] == dataset:
                     rec["recall_vs_own_scan"] = float(r.mean())
@@ -741,7 +741,7 @@ def _planted(lc: LifelongConfig, base: dict[str, Any], cache: Path, seed: int) -
                 t0 = time.perf_counter()
                 res = m.retrieve(h, tg, k=k)
                 ms = (time.perf_counter() - t0) * 1e3
-                add("facet targets", name, interest_coverage(res.positions, lab, facets), M.recall_at_k(res.positions, rel), ms)
+                add("facet targets", name, interest_coverage(res.positions, lab, facets), M.recall_rows(res.positions, rel), ms)
             w = interest_shares(lab, m_int)
             rel_u = planted_relevant(d, u, np.arange(m_int), w, k)[None, :]
             one = np.array([d.facet_items[u, 0]])
@@ -750,7 +750,7 @@ def _planted(lc: LifelongConfig, base: dict[str, Any], cache: Path, seed: int) -
                 t0 = time.perf_counter()
                 res = m.retrieve(h, one, k=k)
                 ms = (time.perf_counter() - t0) * 1e3
-                add("user level", name, interest_coverage(res.positions, lab, np.arange(m_int)), M.recall_at_k(res.positions, rel_u), ms)
+                add("user level", name, interest_coverage(res.positions, lab, np.arange(m_int)), M.recall_rows(res.positions, rel_u), ms)
         for (setting, name), a in acc.items():
             recs.append({**base, "dataset": "planted-interests", "kind": "planted", "L": L, "users": d.n_users, "k": k,
                          "setting": setting, "method": name, "candidates": clu.candidates if name.startswith("clustered") else None,

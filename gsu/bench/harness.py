@@ -27,6 +27,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from gsu.index.topk import recall_at_k
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -133,43 +135,6 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def recall_at_k(
-    found_ids: np.ndarray,
-    true_ids: np.ndarray,
-    *,
-    found_scores: np.ndarray | None = None,
-    true_scores: np.ndarray | None = None,
-    eps: float = 1e-3,
-) -> float:
-    """Mean recall@k over queries.
-
-    Without scores: |found ∩ true| / |true| per row (ids ``-1`` ignored). With
-    ``found_scores`` (the *recomputed* true scores of the returned ids) and
-    ``true_scores`` (the exact top-k scores), a returned id counts as a hit when its
-    score is ≥ the true k-th score − ``eps`` (ann-benchmarks' tie tolerance); hits
-    are capped at the number of true results. Rows with no true result are skipped.
-    """
-    found_ids = np.asarray(found_ids)
-    true_ids = np.asarray(true_ids)
-    if found_ids.ndim != 2 or true_ids.ndim != 2 or found_ids.shape[0] != true_ids.shape[0]:
-        raise ValueError(f"recall_at_k: shapes {found_ids.shape} and {true_ids.shape} do not match")
-    n_true = (true_ids >= 0).sum(axis=1)
-    if found_scores is not None and true_scores is not None:
-        ts = np.where(true_ids >= 0, true_scores, np.inf)
-        kth = ts.min(axis=1)
-        fs = np.where(found_ids >= 0, found_scores, -np.inf)
-        hits = (fs >= (kth[:, None] - eps)).sum(axis=1)
-        hits = np.minimum(hits, n_true)
-    else:
-        hits = np.array(
-            [np.intersect1d(f[f >= 0], t[t >= 0]).size for f, t in zip(found_ids, true_ids)], dtype=np.int64
-        )
-    ok = n_true > 0
-    if not ok.any():
-        return 1.0
-    return float(np.mean(hits[ok] / n_true[ok]))
 
 
 def time_queries(

@@ -4,8 +4,9 @@ Submodules: :mod:`~gsu.ctr.layers` (embeddings, DIN / multi-head target attentio
 MLP), :mod:`~gsu.ctr.model`, :mod:`~gsu.ctr.data` (tasks, views, batches),
 :mod:`~gsu.ctr.train`, :mod:`~gsu.ctr.metrics`, :mod:`~gsu.ctr.checkpoint`,
 :mod:`~gsu.ctr.methods`, :mod:`~gsu.ctr.logtask` (tasks from your own logs),
-:mod:`~gsu.ctr.baseline`, :mod:`~gsu.ctr.export` (TorchScript), :mod:`~gsu.ctr.demo`. Names below are imported lazily (torch loads
-on first use, not at ``import gsu.ctr``).
+:mod:`~gsu.ctr.baseline`, :mod:`~gsu.ctr.export` (TorchScript), :mod:`~gsu.ctr.defaults`
+(the default task and recipe). Names below are imported lazily (torch loads on first use, not
+at ``import gsu.ctr``). The end-to-end demo that drives this layer is :mod:`gsu.demo`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ _LAZY = {
     "export_torchscript": "gsu.ctr.export", "load_exported": "gsu.ctr.export",
     "prefix_view": "gsu.ctr.data", "retrieve_view": "gsu.ctr.data",
     "train_from_config": "gsu.ctr.methods", "method_views": "gsu.ctr.methods",
-    "run_demo": "gsu.ctr.demo",
 }
 
 __all__ = sorted(_LAZY)

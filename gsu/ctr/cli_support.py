@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _train_config(a: argparse.Namespace):
-    from gsu.bench.ctr import train_config
+    from gsu.ctr.defaults import train_config
     from gsu.ctr.train import TrainConfig
 
     d = train_config(False).to_dict()

@@ -120,7 +120,7 @@ def retrieval_quality(task: CTRTask, view: BehaviorView, *, k: int, n_samples: i
     ``n_samples`` samples of the view (seeded). NaN when the task has no planted model or the
     view holds no positions (SDIM)."""
     from gsu.retrieval.methods import Exact
-    from gsu.retrieval.metrics import attention_mass, recall_at_k
+    from gsu.retrieval.metrics import attention_mass, recall_rows
 
     temp = task.info.get("attention_temperature")
     if temp is None or view.kind == "sdim":
@@ -140,7 +140,7 @@ def retrieval_quality(task: CTRTask, view: BehaviorView, *, k: int, n_samples: i
         pos = _view_positions(view, sel)
         truth = exact.retrieve(h, tg, k=k, target_time=tt)
         fs = exact.score_positions(h, tg, pos)
-        r = recall_at_k(pos, truth.positions, found_exact_scores=fs, true_scores=truth.scores)
+        r = recall_rows(pos, truth.positions, found_scores=fs, true_scores=truth.scores)
         # recall of a set of K >= k positions against the top-k: hits capped at k
         rec.append(r)
         mass.append(attention_mass(exact, h, tg, pos, target_time=tt, temperature=float(temp)))

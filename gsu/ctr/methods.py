@@ -246,7 +246,7 @@ def build_task(*, data: str | Path = "synthetic", schema: Any = None, item_embed
     from gsu.ctr.logtask import movielens_task, task_from_log
 
     if str(data) == "synthetic":
-        from gsu.bench.ctr import SYNTHETIC
+        from gsu.ctr.defaults import SYNTHETIC
 
         spec = dict(SYNTHETIC)
         if users is not None:
@@ -304,7 +304,7 @@ def train_from_config(
     and SDIM on a log without item embeddings (they search the reference's learned item
     vectors). ``device``: where training and evaluation run (a torch device string, default
     "cpu"); retrieval, saving and export run on the CPU."""
-    from gsu.bench.ctr import train_config as bench_config
+    from gsu.ctr.defaults import train_config as bench_config
     from gsu.ctr.baseline import base_rate_baseline
     from gsu.ctr.checkpoint import load_checkpoint, save_checkpoint
     from gsu.ctr.experiment import best_possible_auc, cached_views, new_model, retrieval_quality

@@ -515,7 +515,7 @@ def _read_truth(p: Path) -> np.ndarray:
 
 def _check_truth(ds: Dataset, n_check: int = 20) -> float:
     """Tie-tolerant recall of the file's neighbours against the exact twin on the first queries."""
-    from gsu.bench.harness import recall_at_k
+    from gsu.index.topk import recall_at_k
 
     k = min(10, ds.neighbors.shape[1])
     m = min(n_check, ds.nq)

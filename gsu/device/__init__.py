@@ -3,13 +3,15 @@ GPU (or on the CPU through torch, which is how they are tested everywhere).
 
 - :func:`fused_topk` — fused scores + top-k without the (T, L) score matrix, low-precision
   scoring with certified float32 rescoring (results equal the CPU path's);
-- :mod:`gsu.device.index` — ``FlatIndex(device=...)`` for every filter form, faiss-gpu as a
-  candidate generator when faiss has GPUs;
-- :mod:`gsu.device.retrieval` — ``Exact`` / ``TWIN`` / ``SoftSearch`` (exact scan) /
-  ``SimHashTopK`` with ``device=``, many users per call.
+
+Its users live in their own layers: :mod:`gsu.index.device` (``FlatIndex(device=...)`` for
+every filter form, faiss-gpu as a candidate generator when faiss has GPUs) and
+:mod:`gsu.retrieval.device` (``Exact`` / ``TWIN`` / ``SoftSearch`` (exact scan) /
+``SimHashTopK`` with ``device=``, many users per call). This package imports neither.
 """
 
 from gsu.device._topk import (
+    DEFAULT_WORKSPACE,
     PRECISIONS,
     Keys,
     TopkStats,
@@ -21,9 +23,11 @@ from gsu.device._topk import (
     resolve_device,
     select_topk,
     sync,
+    to_device,
 )
 
 __all__ = [
+    "DEFAULT_WORKSPACE",
     "PRECISIONS",
     "Keys",
     "TopkStats",
@@ -35,4 +39,5 @@ __all__ = [
     "resolve_device",
     "select_topk",
     "sync",
+    "to_device",
 ]

@@ -36,7 +36,6 @@ import functools
 import os
 import threading
 from _thread import get_ident
-from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -45,6 +44,7 @@ from gsu import _validate
 from gsu._format import ContainerReader, PendingCheck, load_container, write_container
 from gsu._rwlock import _GIL, RWLock
 from gsu.errors import FieldError, IndexFileError
+from gsu.index.result import SearchResult
 
 __all__ = ["SearchResult", "Index", "register_index", "load", "topk_rows", "INDEX_KINDS", "READ_METHODS", "WRITE_METHODS"]
 
@@ -156,51 +156,6 @@ def register_index(kind: str):
         return cls
 
     return deco
-
-
-@dataclass(frozen=True)
-class SearchResult:
-    """Top-k results of a batch of queries.
-
-    Attributes:
-        ids: (nq, k) int64 external ids, best first; -1 where fewer than k results exist.
-        scores: (nq, k) float32, higher is better (inner product, cosine, or
-            ``-hamming`` distance); -inf where ``ids == -1``.
-        counts: (nq,) int64, number of valid entries in each row.
-    """
-
-    ids: np.ndarray
-    scores: np.ndarray
-    counts: np.ndarray
-
-    def __post_init__(self) -> None:
-        if self.ids.shape != self.scores.shape or self.ids.ndim != 2 or self.counts.shape != (self.ids.shape[0],):
-            raise ValueError(
-                f"inconsistent SearchResult shapes: ids {self.ids.shape}, scores {self.scores.shape}, counts {self.counts.shape}"
-            )
-
-    @property
-    def k(self) -> int:
-        return int(self.ids.shape[1])
-
-    def __len__(self) -> int:
-        return int(self.ids.shape[0])
-
-    @classmethod
-    def empty(cls, nq: int, k: int) -> "SearchResult":
-        return cls(
-            np.full((nq, k), -1, dtype=np.int64),
-            np.full((nq, k), -np.inf, dtype=np.float32),
-            np.zeros(nq, dtype=np.int64),
-        )
-
-    @classmethod
-    def concat(cls, parts: list["SearchResult"]) -> "SearchResult":
-        return cls(
-            np.concatenate([p.ids for p in parts]),
-            np.concatenate([p.scores for p in parts]),
-            np.concatenate([p.counts for p in parts]),
-        )
 
 
 def topk_rows(scores: np.ndarray, k: int, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -49,7 +49,8 @@ import numpy as np
 from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positive_int
 from gsu.errors import FieldError
 from gsu.index import _filter_kernels as fk
-from gsu.index.base import Index, SearchResult, register_index
+from gsu.index.base import Index, register_index
+from gsu.index.result import SearchResult
 from gsu.index.filters import CompiledFilter, IdMap
 from gsu.index.flat import METRICS, normalize_rows
 from gsu.index.hnsw import HNSWIndex, prep_queries

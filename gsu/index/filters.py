@@ -16,24 +16,21 @@ compiling a shared filter against an index is lazy: the allowed rows of an id ar
 under the default ids ``0..n-1`` are a view of the array itself, and what a search
 route needs beyond them (a bitmap for the graph walk, the count per IVF list) is built
 on first use by the route that needs it and cached on the compiled filter
-(:func:`derived`).
+(:meth:`CompiledFilter.derived` / :meth:`CompiledFilter.keep`).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from gsu.index import _filter_kernels as fk
 
-try:  # pyroaring is a hard dependency, but keep the import local to what needs it
-    from pyroaring import BitMap
-except ImportError:  # pragma: no cover - dependency declared in pyproject
-    BitMap = None  # type: ignore[assignment,misc]
+from pyroaring import BitMap
 
-__all__ = ["Filter", "CompiledFilter", "IdMap", "derived"]
+__all__ = ["Filter", "CompiledFilter", "IdMap"]
 
 _I64_LIMIT = 2**63  # ids must lie in [-2**63, 2**63)
 _EMPTY = np.zeros(0, np.int64)
@@ -251,7 +248,7 @@ class CompiledFilter:
     (a view for an id array under the default ids; O(m) for a range, O(n) for a mask),
     and :meth:`bitmap64` (what the graph walk tests) is built from whichever of rows,
     run or mask is at hand. Indexes cache what they derive from it on it
-    (:func:`derived`), so a filter reused across calls pays each only once.
+    (:meth:`CompiledFilter.derived` / :meth:`CompiledFilter.keep`), so a filter reused across calls pays each only once.
     """
 
     __slots__ = ("n", "shared", "_rows", "_indptr", "_count", "_run", "_mask", "_masks")
@@ -311,6 +308,18 @@ class CompiledFilter:
             if m and int(r[m - 1]) - int(r[0]) + 1 == m:
                 self._run = (int(r[0]), int(r[m - 1]) + 1)
         return self._run
+
+    def derived(self, key: Any) -> Any:
+        """What an index derived from this filter under ``key`` (its faiss selector, IVF
+        grouping, ...) and cached with :meth:`keep`; ``None`` when not derived yet. The
+        cache goes when the filter goes, so a shared filter reused across calls (one
+        user's behavior set for many candidate queries) pays each derivation once."""
+        return self._masks.get(("gsu.index.derived", key))
+
+    def keep(self, key: Any, value: Any) -> Any:
+        """Cache ``value`` as what was derived from this filter under ``key``; returns it."""
+        self._masks[("gsu.index.derived", key)] = value
+        return value
 
     def bitmap64(self) -> np.ndarray:
         """The shared filter's rows as a bitmap, (ceil(n/64),) uint64 (bit ``r & 63`` of word
@@ -377,19 +386,6 @@ class CompiledFilter:
         return f"CompiledFilter({self.n_queries} queries, {self.rows.shape[0]} rows in all, n={self.n})"
 
 
-def derived(cf: CompiledFilter, key: Any, make: Callable[[], Any]) -> Any:
-    """``make()`` cached on the compiled filter ``cf`` itself (its cache dict), so that a
-    shared filter reused across calls — one user's behavior set for many candidate
-    queries — builds its faiss selector, bitmap or IVF grouping once, and the cache goes
-    when the filter goes."""
-    cache = cf._masks
-    slot = ("gsu.index.derived", key)
-    hit = cache.get(slot)
-    if hit is None:
-        hit = cache[slot] = make()
-    return hit
-
-
 class Filter:
     """Which ids a search may return.
 
@@ -429,7 +425,7 @@ class Filter:
         """The ids of ``ids``: a 1-D integer array or list (any order, duplicates allowed)
         or a ``pyroaring.BitMap``/``BitMap64``. O(m) when the ids come sorted and distinct
         (one vectorised check plus a copy), O(m log m) otherwise."""
-        if BitMap is not None and isinstance(ids, BitMap):
+        if isinstance(ids, BitMap):
             arr = np.frombuffer(ids.to_array(), dtype=np.uint32).astype(np.int64) if len(ids) else _EMPTY
             return cls(_kind="ids", _data=arr)
         if type(ids).__name__ in ("BitMap64", "FrozenBitMap64"):
@@ -513,12 +509,12 @@ class Filter:
             return cls.all()
         if type(spec) is np.ndarray:
             return cls.from_mask(spec) if spec.dtype == np.bool_ else cls.from_ids(spec)
-        if BitMap is not None and isinstance(spec, BitMap):
+        if isinstance(spec, BitMap):
             return cls.from_ids(spec)
         if type(spec).__name__ in ("BitMap64", "FrozenBitMap64"):
             return cls.from_ids(spec)
         if isinstance(spec, (list, tuple)) and spec and all(
-            isinstance(f, (Filter, np.ndarray, list, tuple)) or (BitMap is not None and isinstance(f, BitMap)) for f in spec
+            isinstance(f, (Filter, np.ndarray, list, tuple)) or (isinstance(f, BitMap)) for f in spec
         ):
             return cls.per_query(spec)
         arr = np.asarray(spec)

@@ -11,7 +11,8 @@ from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positi
 from gsu.index import _filter_kernels as _fk
 from gsu.index import _l2, topk
 from gsu.index._mutable import MutableIndex
-from gsu.index.base import SearchResult, register_index
+from gsu.index.base import register_index
+from gsu.index.result import SearchResult
 from gsu.index.filters import Filter, IdMap
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class FlatIndex(MutableIndex):
         block_size: queries scored per matrix product (bounds memory: block × n floats).
         device: ``None`` (numpy/BLAS + numba kernels) or a torch device string such as
             ``"cuda"``/``"cuda:0"``/``"cpu"``: every search (unfiltered, shared and
-            per-query filters) then runs on that device through :mod:`gsu.device.index`
+            per-query filters) then runs on that device through :mod:`gsu.index.device`
             (fused scores + top-k, the vectors copied there once, lazily) with the same
             results as the CPU path (metric ``"l2"`` keeps the CPU path). A runtime
             setting: not saved; set ``idx.device`` after ``load``.
@@ -84,7 +85,7 @@ class FlatIndex(MutableIndex):
         self.device = device
         self.device_backend = check_choice(device_backend, name="device_backend", choices=("auto", "torch", "faiss"))
         self.device_precision = check_choice(device_precision, name="device_precision", choices=("auto", "fp32", "bf16", "fp16"))
-        self._dev: Any = None  # gsu.device.index.DeviceVectors on `device`, built on first use
+        self._dev: Any = None  # gsu.index.device.DeviceVectors on `device`, built on first use
         self._x = np.zeros((0, self.dim), dtype=np.float32)
         self._idmap = IdMap(np.zeros(0, np.int64))
 
@@ -175,7 +176,7 @@ class FlatIndex(MutableIndex):
             return SearchResult.empty(nq, k)
         f = Filter.coerce(filter)
         if self.device is not None and self.metric != "l2" and self._dead is None:  # l2 / tombstones: the CPU path
-            from gsu.device.index import flat_search
+            from gsu.index.device import flat_search
 
             return flat_search(self, q, k, f, backend=self.device_backend, precision=self.device_precision)
         cf = self.compile_filter(f, nq)  # the filter less removed rows; None: every row

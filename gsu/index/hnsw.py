@@ -31,8 +31,9 @@ from gsu.index import _filter_kernels as fk
 from gsu.index import _graph_kernels as gk
 from gsu.index import _l2
 from gsu.index._mutable import MutableIndex
-from gsu.index.base import SearchResult, register_index
-from gsu.index.filters import CompiledFilter, Filter, IdMap, derived
+from gsu.index.base import register_index
+from gsu.index.result import SearchResult
+from gsu.index.filters import CompiledFilter, Filter, IdMap
 from gsu.index.flat import DENSE_METRICS, normalize_rows
 
 log = logging.getLogger(__name__)
@@ -119,13 +120,21 @@ def hnsw_params(cf: CompiledFilter | None, n: int, ef: int, cache: dict) -> fais
     unfiltered searches): a reused filter pays neither the selector nor the SWIG
     parameter construction again.
     """
-    store = cache if cf is None else derived(cf, ("hnsw-params", n), dict)
+    if cf is None:
+        store = cache
+    else:
+        store = cf.derived(("hnsw-params", n))
+        if store is None:
+            store = cf.keep(("hnsw-params", n), {})
     p = store.get(ef)
     if p is None:
         p = faiss.SearchParametersHNSW()
         p.efSearch = int(ef)
         if cf is not None and cf.count != n:
-            p.sel = derived(cf, ("faiss-sel", n), lambda: _shared_selector(cf, n))[0]
+            sel = cf.derived(("faiss-sel", n))
+            if sel is None:
+                sel = cf.keep(("faiss-sel", n), _shared_selector(cf, n))
+            p.sel = sel[0]
         store[ef] = p
     return p
 

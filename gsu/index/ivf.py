@@ -29,8 +29,9 @@ from gsu._validate import as_matrix, check_choice, check_k, check_positive_int
 from gsu.index import _filter_kernels as fk
 from gsu.index import _l2
 from gsu.index._mutable import MutableIndex
-from gsu.index.base import SearchResult, register_index
-from gsu.index.filters import CompiledFilter, IdMap, derived
+from gsu.index.base import register_index
+from gsu.index.result import SearchResult
+from gsu.index.filters import CompiledFilter, IdMap
 from gsu.index.flat import DENSE_METRICS, normalize_rows
 from gsu.index.hnsw import _new_ids, prep_queries
 
@@ -298,7 +299,11 @@ class IVFIndex(MutableIndex):
             elif self.scan_pays(m_all, target, min_lists, has_bitmap="bitmap64" in cf._masks):
                 boff, bpos, bm = self._list_off, self._all_pos, cf.bitmap64()
             else:
-                boff, bpos = derived(cf, ("ivf-buckets", id(self)), lambda: fk.bucket_rows(cf.rows, self._row_list, self._row_pos, self.nlist))
+                key = ("ivf-buckets", id(self))
+                hit = cf.derived(key)
+                if hit is None:
+                    hit = cf.keep(key, fk.bucket_rows(cf.rows, self._row_list, self._row_pos, self.nlist))
+                boff, bpos = hit
         else:
             starts, ends = cf.bounds(nq)
         full = which.shape[0] == nq and nq <= _QUERY_BLOCK

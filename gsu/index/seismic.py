@@ -50,7 +50,8 @@ import scipy.sparse as sp
 
 from gsu._validate import as_ids, check_k, check_positive_int
 from gsu.index import _seismic_kernels as _sk
-from gsu.index.base import Index, SearchResult, register_index
+from gsu.index.base import Index, register_index
+from gsu.index.result import SearchResult
 from gsu.index.filters import Filter, IdMap
 from gsu.index.sparse_flat import SparseRows, as_csr
 

@@ -32,7 +32,8 @@ import numpy as np
 
 from gsu._format import read_header
 from gsu._validate import as_ids, as_matrix, check_k, check_positive_int
-from gsu.index.base import Index, SearchResult, load, topk_rows
+from gsu.index.base import Index, load, topk_rows
+from gsu.index.result import SearchResult
 from gsu.index.filters import Filter
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,8 @@ import numpy as np
 
 from gsu._validate import as_ids, as_matrix, check_k, check_positive_int
 from gsu.index import _hamming
-from gsu.index.base import Index, SearchResult, register_index
+from gsu.index.base import Index, register_index
+from gsu.index.result import SearchResult
 from gsu.index.filters import Filter, IdMap
 
 log = logging.getLogger(__name__)

@@ -157,3 +157,43 @@ def dense_topk(S, k, out_r, out_s, counts, mask):
                     size = heap_push(hs, hr, size, k, s, j)
         heap_sorted(hs, hr, size, out_s[q], out_r[q])
         counts[q] = size
+
+
+def recall_rows(found: Any, true: Any, *, found_scores: Any = None, true_scores: Any = None, eps: float = 1e-3,
+                empty: float = 1.0) -> np.ndarray:
+    """Per-row recall (nq,) float64 of ``found`` (nq, k) against the exact top-k ``true``
+    (nq, k'), both -1 padded: |found ∩ true| / |true|.
+
+    With ``found_scores`` (the *exact* scores of the found entries) and ``true_scores``
+    (the exact top-k scores, best first), a found entry also counts as a hit when its
+    score is ≥ the true k-th score − ``eps`` (ann-benchmarks' tie tolerance: items that
+    tie with the k-th, such as one item seen several times in a history, are all right
+    answers). Hits are capped at the number of true entries; a row with no true entry
+    gets ``empty``.
+    """
+    f = np.asarray(found, dtype=np.int64)
+    t = np.asarray(true, dtype=np.int64)
+    if f.ndim != 2 or t.ndim != 2 or f.shape[0] != t.shape[0]:
+        raise ValueError(f"recall: found {f.shape} and true {t.shape} must be (nq, k) arrays with the same nq")
+    n_true = (t >= 0).sum(axis=1)
+    hit = np.zeros(f.shape, dtype=bool)
+    for s in range(0, f.shape[0], 256):  # (rows, k_found, k_true) membership, in slabs
+        fb, tb = f[s : s + 256], t[s : s + 256]
+        hit[s : s + 256] = (fb >= 0) & (fb[:, :, None] == np.where(tb >= 0, tb, -2)[:, None, :]).any(axis=2)
+    if found_scores is not None and true_scores is not None:
+        fs = np.asarray(found_scores, dtype=np.float64)
+        ts = np.asarray(true_scores, dtype=np.float64)
+        if fs.shape != f.shape or ts.shape != t.shape:
+            raise ValueError("recall: found_scores / true_scores must have the shapes of found / true")
+        kth = np.where(t >= 0, ts, np.inf).min(axis=1)
+        hit |= (f >= 0) & (fs >= kth[:, None] - eps)
+    hits = np.minimum(hit.sum(axis=1), n_true)
+    return np.where(n_true > 0, hits / np.maximum(n_true, 1), float(empty))
+
+
+def recall_at_k(found: Any, true: Any, *, found_scores: Any = None, true_scores: Any = None, eps: float = 1e-3) -> float:
+    """Mean recall@k over the rows that have a true entry (1.0 when none has): the mean
+    of :func:`recall_rows` (same arguments, same tie tolerance)."""
+    r = recall_rows(found, true, found_scores=found_scores, true_scores=true_scores, eps=eps, empty=np.nan)
+    ok = ~np.isnan(r)
+    return float(r[ok].mean()) if ok.any() else 1.0

@@ -79,7 +79,7 @@ def retrieve_batch(
     store.rows(u)  # raises on unknown users, naming them
     uniq, order, bounds = group_rows_by_user(u)
     if getattr(method, "device", None) is not None:
-        from gsu.device import retrieval as device_retrieval
+        from gsu.retrieval import device as device_retrieval
 
         if device_retrieval.supports(method):  # many users per device call
             return device_retrieval.retrieve_groups(method, store, uniq, order, bounds, t, tt, k)

@@ -38,7 +38,7 @@ class SimHashTopK(Retriever):
             more bits estimate the angle more finely (recall ↑, cost ∝ words).
         seed: seed of the random hyperplanes.
         device: ``None`` (numba) or a torch device: the Hamming top-k runs there as a
-            product of ±1 bit vectors (:mod:`gsu.device.retrieval`, same results).
+            product of ±1 bit vectors (:mod:`gsu.retrieval.device`, same results).
     """
 
     name = "simhash"
@@ -55,7 +55,7 @@ class SimHashTopK(Retriever):
 
     def _retrieve(self, h: History, trows: np.ndarray, k: int, cuts: np.ndarray) -> RetrievalResult:
         if self.device is not None:
-            from gsu.device.retrieval import retrieve_one
+            from gsu.retrieval.device import retrieve_one
 
             return retrieve_one(self, h, trows, k, cuts)
         from gsu.index.simhash import hamming_topk

@@ -341,7 +341,7 @@ class Exact(Retriever):
         head_reduce: ``"sum"`` (one bilinear score) or ``"max"`` (a behavior counts if
             any head attends to it).
         device: ``None`` (numpy + numba) or a torch device (``"cuda"``, ``"cpu"``): the
-            scan runs there (:mod:`gsu.device.retrieval`, same results); a runtime setting.
+            scan runs there (:mod:`gsu.retrieval.device`, same results); a runtime setting.
 
     Cost per request: one (T, D)×(D, L) product, tiled so scores never leave cache,
     with a fused bounded-heap top-k and the time cut applied during the scan.
@@ -404,7 +404,7 @@ class Exact(Retriever):
 
     def _retrieve(self, h: History, trows: np.ndarray, k: int, cuts: np.ndarray) -> RetrievalResult:
         if self.device is not None:
-            from gsu.device.retrieval import retrieve_one
+            from gsu.retrieval.device import retrieve_one
 
             return retrieve_one(self, h, trows, k, cuts)
         Q = self._query_vectors(trows)
@@ -608,7 +608,7 @@ class SoftSearch(Retriever):
         exact_below: history length below which the exact scan is used even with an index.
         search_params: keyword arguments for ``index.search`` (e.g. ``{"ef": 128}``).
         device: ``None`` or a torch device: the exact scan runs there
-            (:mod:`gsu.device.retrieval`, same results); the index path is unchanged.
+            (:mod:`gsu.retrieval.device`, same results); the index path is unchanged.
     """
 
     name = "soft"
@@ -649,7 +649,7 @@ class SoftSearch(Retriever):
     def _retrieve(self, h: History, trows: np.ndarray, k: int, cuts: np.ndarray, *, force: str | None = None) -> RetrievalResult:
         use_index = self.uses_index(len(h)) if force is None else force == "index"
         if not use_index and self.device is not None:
-            from gsu.device.retrieval import retrieve_one
+            from gsu.retrieval.device import retrieve_one
 
             return retrieve_one(self, h, trows, k, cuts)
         rows = self.items.rows(h.items, name="history items")

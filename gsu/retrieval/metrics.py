@@ -1,9 +1,10 @@
 """Quality of a retrieval against exact target attention.
 
-- :func:`recall_at_k` — share of the exact top-k positions a method found, with
-  ann-benchmarks' tie tolerance (a found position whose *exact* score is within
-  ``eps`` of the exact k-th score counts as a hit: a history often holds the same item
-  several times, and those positions tie).
+- :func:`recall_rows` (from :mod:`gsu.index.topk`, the one recall of the project) — share
+  of the exact top-k positions a method found, per target, with ann-benchmarks' tie
+  tolerance (a found position whose *exact* score is within ``eps`` of the exact k-th
+  score counts as a hit: a history often holds the same item several times, and those
+  positions tie); :func:`exact_recall` computes the truth and the scores for it.
 - :func:`attention_mass` — share of the exact softmax-attention weight over the whole
   (visible) history that the retrieved positions carry: 1.0 means the ESU attending
   over the subset loses nothing of full attention.
@@ -17,47 +18,11 @@ from typing import Any
 
 import numpy as np
 
+from gsu.index.topk import recall_rows
 from gsu.retrieval.methods import Exact
 from gsu.retrieval.store import History
 
-__all__ = ["recall_at_k", "exact_recall", "attention_mass", "attention_mass_many", "attention_vectors", "cosine"]
-
-
-def recall_at_k(
-    found_positions: Any,
-    true_positions: Any,
-    *,
-    found_exact_scores: Any = None,
-    true_scores: Any = None,
-    eps: float = 1e-3,
-) -> np.ndarray:
-    """Per-row recall of ``found_positions`` (T, k) against ``true_positions`` (T, k).
-
-    Both are -1 padded. A found position is a hit when it is in the true row, or — when
-    ``found_exact_scores`` (T, k) (the *exact* scores of the found positions) and
-    ``true_scores`` (T, k) are given — when its exact score ≥ the true k-th score − eps.
-    Hits are capped at the number of true entries. Rows with no true entry score 1.0.
-
-    Returns (T,) float64 in [0, 1].
-    """
-    f = np.asarray(found_positions, dtype=np.int64)
-    t = np.asarray(true_positions, dtype=np.int64)
-    if f.ndim != 2 or t.ndim != 2 or f.shape[0] != t.shape[0]:
-        raise ValueError(f"found_positions {f.shape} and true_positions {t.shape}: expected (T, k) arrays with the same T")
-    n_true = (t >= 0).sum(axis=1)
-    hit = np.zeros(f.shape, dtype=bool)
-    for s in range(0, f.shape[0], 256):  # (rows, k_found, k_true) membership, in slabs
-        fb, tb = f[s : s + 256], t[s : s + 256]
-        hit[s : s + 256] = (fb >= 0) & (fb[:, :, None] == np.where(tb >= 0, tb, -2)[:, None, :]).any(axis=2)
-    if found_exact_scores is not None and true_scores is not None:
-        fs = np.asarray(found_exact_scores, dtype=np.float64)
-        tsc = np.asarray(true_scores, dtype=np.float64)
-        if fs.shape != f.shape or tsc.shape != t.shape:
-            raise ValueError("found_exact_scores / true_scores: must have the shapes of found_positions / true_positions")
-        kth = np.where(n_true > 0, tsc[np.arange(t.shape[0]), np.maximum(n_true - 1, 0)], np.inf)
-        hit |= (f >= 0) & (fs >= kth[:, None] - eps)
-    hits = np.minimum(hit.sum(axis=1), n_true)
-    return np.where(n_true > 0, hits / np.maximum(n_true, 1), 1.0)
+__all__ = ["recall_rows", "exact_recall", "attention_mass", "attention_mass_many", "attention_vectors", "cosine"]
 
 
 def exact_recall(exact: Exact, history: Any, targets: Any, positions: Any, *, target_time: Any = None, truth: Any = None, eps: float = 1e-3) -> np.ndarray:
@@ -69,7 +34,7 @@ def exact_recall(exact: Exact, history: Any, targets: Any, positions: Any, *, ta
     if truth is None:
         truth = exact.retrieve(history, targets, k=pos.shape[1], target_time=target_time)
     fs = exact.score_positions(history, targets, pos)
-    return recall_at_k(pos, truth.positions, found_exact_scores=fs, true_scores=truth.scores, eps=eps)
+    return recall_rows(pos, truth.positions, found_scores=fs, true_scores=truth.scores, eps=eps)
 
 
 def attention_mass(

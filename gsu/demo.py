@@ -6,7 +6,7 @@
 2. **embeddings** — the catalog's item embeddings written to ``items.npy``
    (:func:`gsu.datasets.write_embeddings`).
 3. **build** — ``gsu build items.npy items.gsu --kind filtered --metric ip``, run through
-   the command line's own code path (:func:`gsu.cli.main`).
+   the command line's own code path (:func:`gsu.datasets.build.build_index`, what ``gsu build`` runs).
 4. **search** — per user, top-10 items for candidate queries with a fresh per-request
    :class:`~gsu.index.Filter` built from the user's behavior items; every answer is checked
    against the exact filtered answer (:class:`~gsu.index.FlatIndex`, itself checked against
@@ -230,7 +230,7 @@ def _retrieve_stage(task: Any, index_path: Path, size: DemoSize) -> tuple[list[d
     """Every GSU method on the test requests of the longest users: recall@k and attention mass
     against ``Exact``, median ms per request; checks Exact against numpy and the time cut."""
     from gsu.index import load
-    from gsu.retrieval.metrics import attention_mass_many, attention_vectors, cosine, recall_at_k
+    from gsu.retrieval.metrics import attention_mass_many, attention_vectors, cosine, recall_rows
 
     k = size.k
     index = load(index_path)
@@ -279,7 +279,7 @@ def _retrieve_stage(task: Any, index_path: Path, size: DemoSize) -> tuple[list[d
             after_cut += int(((p >= cut[:, None]) & (p >= 0)).sum())
             positions[name] = p
             fs = exact.score_positions(h, tg, p)
-            rec[name].append(recall_at_k(p, truth.positions, found_exact_scores=fs, true_scores=truth.scores))
+            rec[name].append(recall_rows(p, truth.positions, found_scores=fs, true_scores=truth.scores))
         for name, ms in attention_mass_many(exact, h, tg, positions, target_time=tt, temperature=temp).items():
             mass[name].append(ms)
     rows = []
@@ -510,20 +510,16 @@ def run_demo(*, out_dir: Path, quick: bool = False, seed: int = 0, threads: int 
         pg.done("embeddings", f"{emb.shape[0]:,} x {emb.shape[1]} float32 item embeddings -> {items_path}")
 
         pg.start("build")
-        from gsu.cli import main as gsu_main
+        from gsu.datasets.build import build_index
 
         index_path = out_dir / "items.gsu"
         argv = ["build", str(items_path), str(index_path), "--kind", "filtered", "--metric", "ip"]
-        import contextlib
-        import io
-
-        buf = io.StringIO()
-        with contextlib.redirect_stdout(buf):
-            rc = gsu_main(argv)
-        if rc != 0:
-            raise RuntimeError(f"demo: `gsu {' '.join(argv)}` failed with status {rc}")
+        # what `gsu build` runs (the command line's own function), then an atomic save
+        idx = build_index(items_path, "filtered", metric="ip")
+        idx.save(index_path)
         pg.done("build", f"gsu {' '.join(argv[:1] + [Path(a).name if '/' in a else a for a in argv[1:]])}: "
-                         f"{buf.getvalue().strip().split(' -> ')[0]}")
+                         f"built {type(idx).__name__} with {idx.ntotal} items")
+        del idx
 
         pg.start("search")
         s = _search_stage(task, index_path, size, rng)

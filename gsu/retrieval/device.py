@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gsu.device._topk import TopkStats, fused_topk, prepare_keys, resolve_device, to_device
+from gsu.device import TopkStats, fused_topk, prepare_keys, resolve_device, to_device
 from gsu.retrieval.result import RetrievalResult
 from gsu.retrieval.store import BehaviorStore, History
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gsu.device._topk import (
+from gsu.device import (
     DEFAULT_WORKSPACE,
     Keys,
     TopkStats,
@@ -35,7 +35,7 @@ from gsu.device._topk import (
     select_topk,
     to_device,
 )
-from gsu.index.base import SearchResult
+from gsu.index.result import SearchResult
 from gsu.index.filters import Filter
 
 log = logging.getLogger(__name__)
