@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -10,7 +11,7 @@ import scipy.sparse as sp
 
 from gsu.datasets import sparse_collection
 from gsu.errors import IndexFileError
-from gsu.index import Filter, SeismicIndex, SparseFlatIndex, load
+from gsu.index import Filter, SeismicIndex, SeismicSettings, SparseFlatIndex, load
 from gsu.index.base import SearchResult
 from gsu.index._seismic_kernels import _energy_threshold
 
@@ -552,3 +553,39 @@ def test_build_calibrates_and_the_calibration_is_saved(tmp_path, rarity):
         idx.search(queries, K, target_recall=1.5)
     with pytest.raises(ValueError, match="not both"):
         idx.search(queries, K, target_recall=0.9, query_cut=3, heap_factor=0.5)
+
+
+def test_search_settings_are_one_checked_dataclass_saved_with_the_index(tmp_path, coll):
+    docs, queries = coll
+    idx = SeismicIndex.build(docs, n_postings=30, summary_energy=0.5, seed=2, auto_calibrate=False)
+    # the defaults an uncalibrated index uses
+    assert idx.search_settings == SeismicSettings() and idx.operating_point()["settings"] == SeismicSettings()
+    st = SeismicSettings(query_cut=6, heap_factor=0.9, first_sorted=False, filter_exact_max=0)
+    by_kw = idx.search(queries, K, query_cut=6, heap_factor=0.9, first_sorted=False, filter_exact_max=0)
+    by_obj = idx.search(queries, K, settings=st)
+    np.testing.assert_array_equal(by_obj.ids, by_kw.ids)
+    np.testing.assert_array_equal(by_obj.scores, by_kw.scores)
+    # one field over a settings object; the index default changes what a plain search does
+    np.testing.assert_array_equal(idx.search(queries, K, settings=SeismicSettings(query_cut=6, heap_factor=0.5), heap_factor=0.9,
+                                             first_sorted=False, filter_exact_max=0).ids, by_kw.ids)
+    idx.search_settings = st
+    np.testing.assert_array_equal(idx.search(queries, K).ids, by_kw.ids)
+    idx.save(tmp_path / "s.gsu")
+    back = load(tmp_path / "s.gsu")
+    assert back.search_settings == st
+    np.testing.assert_array_equal(back.search(queries, K).ids, by_kw.ids)
+    # checked once, at construction, with the field named
+    for bad, match in (({"query_cut": 0}, "query_cut"), ({"heap_factor": -1.0}, "heap_factor"), ({"heap_factor": float("nan")}, "heap_factor"),
+                       ({"filter_exact_max": -2}, "filter_exact_max")):
+        with pytest.raises(ValueError, match=match):
+            SeismicSettings(**bad)
+    with pytest.raises(TypeError, match="first_sorted"):
+        SeismicSettings(first_sorted="yes")
+    with pytest.raises(TypeError, match="SeismicSettings"):
+        idx.search(queries, K, settings={"query_cut": 3})
+    with pytest.raises(ValueError, match="target_recall"):
+        idx.search(queries, K, settings=st, target_recall=0.9)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        st.query_cut = 3  # type: ignore[misc]
+    with pytest.raises(ValueError, match="search_settings"):
+        SeismicSettings.from_dict({"query_cut": 5, "typo": 1})

@@ -7,7 +7,7 @@ from gsu.index.simhash import SimHashIndex, hamming_topk  # LSH buckets
 from gsu.index.hnsw import HNSWIndex  # filtered ANN
 from gsu.index.ivf import IVFIndex  # filtered ANN
 from gsu.index.filtered import FilteredIndex  # filtered ANN
-from gsu.index.seismic import SeismicIndex  # blocked sparse inverted index
+from gsu.index.seismic import SeismicIndex, SeismicSettings  # blocked sparse inverted index
 from gsu.index.sparse_flat import SparseFlatIndex  # exact sparse twin
 from gsu.index.sharded import ShardedIndex, build_shards, shard_of
 
@@ -23,6 +23,7 @@ __all__ = [
     "Index",
     "SearchResult",
     "SeismicIndex",
+    "SeismicSettings",
     "ShardedIndex",
     "SimHashIndex",
     "SparseFlatIndex",

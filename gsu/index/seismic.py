@@ -41,7 +41,9 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import dataclasses
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 import numba
@@ -49,6 +51,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from gsu._validate import as_ids, check_k, check_positive_int
+from gsu.errors import FieldError
 from gsu.index import _seismic_kernels as _sk
 from gsu.index.base import Index, register_index
 from gsu.index.result import SearchResult
@@ -57,7 +60,7 @@ from gsu.index.sparse_flat import SparseRows, as_csr
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SeismicIndex", "default_filter_exact_max"]
+__all__ = ["SeismicIndex", "SeismicSettings", "default_filter_exact_max"]
 
 _EMPTY_U8 = np.zeros(0, np.uint8)
 
@@ -96,6 +99,58 @@ def default_filter_exact_max(n: int) -> int:
     return max(4096, n // 50)
 
 
+@dataclass(frozen=True)
+class SeismicSettings:
+    """The search settings of :class:`SeismicIndex`, checked once at construction.
+
+    - ``query_cut``: number of largest query terms whose posting lists are opened
+      (Seismic ``query_cut``; 3 to 20 typical). Larger: higher recall, slower.
+    - ``heap_factor``: a block is skipped when its summary score is below ``heap_factor``
+      times the current k-th best score (Seismic ``heap_factor``, 0.5 to 1.0 typical).
+      Larger: more skipping, faster, lower recall.
+    - ``first_sorted``: visit the first list's blocks in decreasing summary score.
+    - ``filter_exact_max``: a query whose filter allows at most this many documents is
+      answered exactly from the forward index (``None``: :func:`default_filter_exact_max`
+      of the index size; 0 disables it).
+
+    An index holds its defaults (``SeismicIndex.search_settings``, saved with it); a
+    calibrated index replaces ``query_cut``/``heap_factor`` by the operating point that
+    reaches the target recall; one search may pass ``settings=`` or override single fields.
+    """
+
+    query_cut: int = 10
+    heap_factor: float = 0.7
+    first_sorted: bool = True
+    filter_exact_max: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "query_cut", check_positive_int(self.query_cut, name="query_cut"))
+        object.__setattr__(self, "heap_factor", float(_check_fraction(self.heap_factor, name="heap_factor", lo=0.0, hi=1e9,
+                                                                      lo_open=False)))
+        if not isinstance(self.first_sorted, (bool, np.bool_)):
+            raise TypeError(f"first_sorted: expected True or False, got {self.first_sorted!r}")
+        object.__setattr__(self, "first_sorted", bool(self.first_sorted))
+        if self.filter_exact_max is not None:
+            object.__setattr__(self, "filter_exact_max",
+                               check_positive_int(self.filter_exact_max, name="filter_exact_max", minimum=0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "SeismicSettings":
+        """Settings from :meth:`to_dict` output (a saved index's config); unknown keys are refused."""
+        if not isinstance(d, dict):
+            raise FieldError("config 'search_settings'", f"expected an object, got {type(d).__name__}")
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise FieldError("config 'search_settings'", f"unknown setting {unknown[0]!r}")
+        try:
+            return cls(**d)
+        except (TypeError, ValueError) as e:
+            raise FieldError("config 'search_settings'", str(e)) from None
+
+
 def _progress_bar(*, total: int, desc: str, show: bool | None) -> Any:
     """A tqdm bar on stderr (``show=None``: only when stderr is a terminal)."""
     from tqdm.auto import tqdm
@@ -127,6 +182,9 @@ def _check_fraction(value: Any, *, name: str, lo: float, hi: float, lo_open: boo
     if not math.isfinite(v) or v > hi or v < lo or (lo_open and v == lo):
         raise ValueError(f"{name}: expected a number in {'(' if lo_open else '['}{lo}, {hi}], got {value!r}")
     return v
+
+
+_DEFAULT_SETTINGS = SeismicSettings()
 
 
 @register_index("seismic")
@@ -187,6 +245,7 @@ class SeismicIndex(Index):
         value_dtype: str = "float32",
         auto_calibrate: bool = True,
         progress: bool | None = None,
+        search_settings: SeismicSettings | None = None,
     ):
         self.dim = check_positive_int(dim, name="dim")
         self.n_postings = check_positive_int(n_postings, name="n_postings")
@@ -208,6 +267,9 @@ class SeismicIndex(Index):
         if progress is not None and not isinstance(progress, bool):
             raise TypeError(f"progress: expected True, False or None, got {progress!r}")
         self.progress = progress
+        if search_settings is not None and not isinstance(search_settings, SeismicSettings):
+            raise TypeError(f"search_settings: expected a SeismicSettings, got {type(search_settings).__name__}")
+        self._search_settings = search_settings or _DEFAULT_SETTINGS
         self._val_dtype = np.uint16 if value_dtype == "float16" else np.float32
         self._comp_dtype = np.uint16 if self.dim <= 65536 else np.int32
         self._set_empty()
@@ -216,7 +278,7 @@ class SeismicIndex(Index):
         self._view_threads = 0
         self._term_order = 0
         self._calibration: dict[str, Any] | None = None
-        self._op_cache: dict[Any, tuple[int, float]] = {}
+        self._op_cache: dict[Any, SeismicSettings] = {}
 
     # -- layout ------------------------------------------------------------
     _ARRAYS = (
@@ -527,10 +589,11 @@ class SeismicIndex(Index):
         k: int,
         *,
         filter: Any = None,
+        settings: SeismicSettings | None = None,
         query_cut: int | None = None,
         heap_factor: float | None = None,
         target_recall: float | None = None,
-        first_sorted: bool = True,
+        first_sorted: bool | None = None,
         filter_exact_max: int | None = None,
         stats: dict | None = None,
     ) -> SearchResult:
@@ -542,16 +605,13 @@ class SeismicIndex(Index):
             k: results per query.
             filter: a :class:`Filter` (or anything ``Filter.coerce`` accepts), shared
                 or one per query. Excluded documents are never scored or returned.
-            query_cut: number of largest query terms whose posting lists are opened
-                (Seismic ``query_cut``; 3 to 20). Larger: higher recall, slower.
-            heap_factor: a block is skipped when its summary score is below
-                ``heap_factor`` times the current k-th best score (Seismic
-                ``heap_factor``, 0.5 to 1.0). Larger: more skipping, faster, lower recall.
-            first_sorted: visit the first list's blocks in decreasing summary score
-                (Seismic ``sorted``/``first_sorted``).
-            filter_exact_max: a query whose filter allows at most this many documents
-                is answered exactly by scoring those documents from the forward index
-                (default :func:`default_filter_exact_max`); 0 disables it.
+            settings: a :class:`SeismicSettings` for this search (default: the
+                calibrated operating point for ``target_recall``, else the index's
+                ``search_settings``).
+            query_cut, heap_factor, first_sorted, filter_exact_max: override one field
+                of those settings (see :class:`SeismicSettings`).
+            target_recall: pick the calibrated operating point reaching this recall
+                (not with explicit ``query_cut``/``heap_factor``).
             stats: optional dict, filled with ``"scored"``: (nq,) int64 documents
                 scored exactly per query.
 
@@ -561,7 +621,12 @@ class SeismicIndex(Index):
         """
         if type(k) is not int or k < 1:
             k = check_k(k)
-        qc, hf = self._operating_point(query_cut, heap_factor, target_recall)
+        if (settings is None and query_cut is None and heap_factor is None and first_sorted is None
+                and filter_exact_max is None):
+            st = self._op_cache.get(target_recall) or self._calibrated_point(target_recall)
+        else:
+            st = self._resolve(settings, query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
+        qc, hf, first_sorted = st.query_cut, st.heap_factor, st.first_sorted
         n = self.ntotal
         tq = type(queries)
         if (tq is sp.csr_matrix or tq is sp.csr_array) and queries.data.dtype == np.float32 and queries.shape[1] == self.dim:
@@ -586,10 +651,8 @@ class SeismicIndex(Index):
         if filter is not None:
             f = filter if type(filter) is Filter else Filter.coerce(filter)
             if not f.is_all:
-                if filter_exact_max is None:
-                    exact_max = default_filter_exact_max(n)
-                else:
-                    exact_max = check_positive_int(filter_exact_max, name="filter_exact_max", minimum=0)
+                fem = st.filter_exact_max
+                exact_max = default_filter_exact_max(n) if fem is None else fem
                 cf = f.compile(self._idmap, nq)
                 f_rows = cf.rows if cf.rows.dtype == np.int64 else cf.rows.astype(np.int64)
                 if cf.shared and nq > 1:
@@ -779,15 +842,30 @@ class SeismicIndex(Index):
         """The settings a search without explicit ``query_cut``/``heap_factor`` uses for ``target_recall``.
 
         Returns ``{"query_cut", "heap_factor", "expected_recall", "ms_per_query",
-        "calibrated"}`` — the fastest calibrated point whose recall lower bound reaches
-        the target (the most accurate point when none does); uncalibrated indexes use
-        ``query_cut=10, heap_factor=0.7``.
+        "calibrated", "settings"}`` — the fastest calibrated point whose recall lower bound
+        reaches the target (the most accurate point when none does); uncalibrated indexes
+        use :attr:`search_settings` (``query_cut=10, heap_factor=0.7`` unless set).
+        ``settings`` is the whole :class:`SeismicSettings` a search would use.
         """
-        qc, hf = self._calibrated_point(target_recall)
+        st = self._calibrated_point(target_recall)
+        qc, hf = st.query_cut, st.heap_factor
         cal = self._calibration
         pt = next((p for p in cal["points"] if p[0] == qc and p[1] == hf), None) if cal else None
         return {"query_cut": qc, "heap_factor": hf, "expected_recall": pt[2] if pt else None,
-                "ms_per_query": pt[4] if pt else None, "calibrated": cal is not None}
+                "ms_per_query": pt[4] if pt else None, "calibrated": cal is not None, "settings": st}
+
+    @property
+    def search_settings(self) -> SeismicSettings:
+        """The index's default :class:`SeismicSettings` (saved with it); a calibrated index
+        takes ``query_cut``/``heap_factor`` from its calibration and the rest from here."""
+        return self._search_settings
+
+    @search_settings.setter
+    def search_settings(self, value: SeismicSettings) -> None:
+        if not isinstance(value, SeismicSettings):
+            raise TypeError(f"search_settings: expected a SeismicSettings, got {type(value).__name__}")
+        self._search_settings = value
+        self._op_cache = {}
 
     def sample_queries(self, n: int, *, seed: int = 0) -> tuple[SparseRows, np.ndarray]:
         """Calibration queries drawn from the documents: ``(queries, source rows (n,) int64)``.
@@ -850,24 +928,25 @@ class SeismicIndex(Index):
         m.sum_duplicates()
         return as_csr(m, name="queries", dim=self.dim, allow_negative=False), src.astype(np.int64)
 
-    def _operating_point(self, query_cut: Any, heap_factor: Any, target_recall: Any) -> tuple[int, float]:
-        """``(query_cut, heap_factor)`` of one search: the explicit values, else the calibrated point for ``target_recall``."""
-        if query_cut is None and heap_factor is None:
-            hit = self._op_cache.get(target_recall)
-            return hit if hit is not None else self._calibrated_point(target_recall)
-        if target_recall is not None:
-            raise ValueError("target_recall: pass it alone, or query_cut and heap_factor, not both")
-        if type(query_cut) is not int or query_cut < 1:
-            query_cut = None if query_cut is None else check_positive_int(query_cut, name="query_cut")
-        if type(heap_factor) is not float or not 0.0 <= heap_factor < 1e9:
-            heap_factor = None if heap_factor is None else _check_fraction(heap_factor, name="heap_factor", lo=0.0, hi=1e9, lo_open=False)
-        if query_cut is None or heap_factor is None:
-            qc0, hf0 = self._calibrated_point(None)
-            query_cut = qc0 if query_cut is None else query_cut
-            heap_factor = hf0 if heap_factor is None else heap_factor
-        return query_cut, heap_factor
+    def _resolve(self, settings: Any, query_cut: Any, heap_factor: Any, target_recall: Any, first_sorted: Any,
+                 filter_exact_max: Any) -> SeismicSettings:
+        """The settings of one search: ``settings`` (or the calibrated point for
+        ``target_recall``) with the fields given one by one replaced (and checked)."""
+        if settings is not None:
+            if not isinstance(settings, SeismicSettings):
+                raise TypeError(f"settings: expected a SeismicSettings, got {type(settings).__name__}")
+            if target_recall is not None:
+                raise ValueError("target_recall: pass it or settings, not both")
+            base = settings
+        else:
+            if target_recall is not None and (query_cut is not None or heap_factor is not None):
+                raise ValueError("target_recall: pass it alone, or query_cut and heap_factor, not both")
+            base = self._calibrated_point(target_recall)
+        over = {name: v for name, v in (("query_cut", query_cut), ("heap_factor", heap_factor), ("first_sorted", first_sorted),
+                                        ("filter_exact_max", filter_exact_max)) if v is not None}
+        return dataclasses.replace(base, **over) if over else base
 
-    def _calibrated_point(self, target_recall: Any) -> tuple[int, float]:
+    def _calibrated_point(self, target_recall: Any) -> SeismicSettings:
         cache = self._op_cache
         hit = cache.get(target_recall)
         if hit is not None:
@@ -878,12 +957,12 @@ class SeismicIndex(Index):
         else:
             t = cal["target_recall"] if cal else None
         if not cal or not cal["points"]:
-            point = (10, 0.7)
+            point = self._search_settings
         else:
             pts = cal["points"]
             ok = [p for p in pts if p[3] >= t]
             best = ok[0] if ok else max(pts, key=lambda p: (p[3], -p[4]))
-            point = (int(best[0]), float(best[1]))
+            point = dataclasses.replace(self._search_settings, query_cut=int(best[0]), heap_factor=float(best[1]))
         if len(cache) < 64:
             cache[target_recall] = point
         return point
@@ -920,6 +999,7 @@ class SeismicIndex(Index):
             "rebuild_fraction": self.rebuild_fraction,
             "value_dtype": self.value_dtype,
             "auto_calibrate": self.auto_calibrate,
+            "search_settings": self._search_settings.to_dict(),
         }
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -937,6 +1017,8 @@ class SeismicIndex(Index):
             raise ValueError("this SeismicIndex file predates the compact summary layout; rebuild the index from its vectors")
         settings = {k: config[k] for k in ("n_postings", "max_fraction", "centroid_fraction", "min_cluster_size", "summary_energy", "doc_cut", "seed", "rebuild_fraction", "value_dtype")}
         settings["auto_calibrate"] = bool(config.get("auto_calibrate", True))
+        if "search_settings" in config:
+            settings["search_settings"] = SeismicSettings.from_dict(config["search_settings"])
         idx = cls(int(config["dim"]), **settings)
         cd = idx._comp_dtype
         expect = {

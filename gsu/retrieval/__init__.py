@@ -6,7 +6,7 @@ See :mod:`gsu.retrieval.methods` for the call every method shares.
 from gsu.retrieval.store import BehaviorStore, History
 from gsu.retrieval.items import ItemTable
 from gsu.retrieval.result import RetrievalResult, SDIMResult
-from gsu.retrieval.methods import Exact, HardSearch, Hybrid, Retriever, SoftSearch, TWIN
+from gsu.retrieval.methods import TWIN, Exact, HardSearch, Hybrid, ItemSearch, Retriever, SoftSearch
 from gsu.retrieval.batch import retrieve_batch
 from gsu.retrieval.registry import make_method, method_names, register_method
 from gsu.retrieval.sparse import SparseSearch
@@ -27,6 +27,7 @@ __all__ = [
     "Retriever",
     "SDIMResult",
     "SoftSearch",
+    "ItemSearch",
     "SparseSearch",
     "TWIN",
     "make_method",

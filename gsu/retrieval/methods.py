@@ -583,22 +583,75 @@ class HardSearch(Retriever):
 
 
 # ----------------------------------------------------------------------------- SIM-soft / MUSE
-class SoftSearch(Retriever):
+class ItemSearch(Retriever):
+    """The base of the methods whose score depends only on the *item* (SIM-soft / MUSE by
+    dense vectors, :class:`~gsu.retrieval.SparseSearch` by sparse ones): the search runs
+    over the user's *distinct* items and each retrieved item expands to all its visible
+    positions, most recent first, until k positions are filled.
+
+    - History shorter than ``exact_below``, or no ``index``: the subclass's exact scan of
+      the user's distinct items (:meth:`_exact_topk`; time cut: an item is visible when
+      its oldest occurrence is before the cut).
+    - Otherwise: ``index.search(queries, k, filter=<the user's visible item set>,
+      **search_params)`` over the whole catalog (ids = item ids). Targets sharing a cut
+      share one filter.
+
+    Subclasses set :attr:`_keys` (the item vectors, row-aligned with ``items``) and
+    implement :meth:`_exact_topk`.
+    """
+
+    _keys: Any = None
+
+    def _init_search(self, dim: int, index: Any, exact_below: int, search_params: dict[str, Any] | None, what: str) -> None:
+        if index is not None:
+            if not hasattr(index, "search"):
+                raise TypeError(f"index: expected a gsu index with search(queries, k, filter=...), got {type(index).__name__}")
+            idim = getattr(index, "dim", None)
+            if idim is not None and idim != dim:
+                raise ValueError(f"index: its dimension {idim} differs from the {what}' {dim}")
+        self.index = index
+        self.exact_below = check_positive_int(exact_below, name="exact_below", minimum=0)
+        self.search_params = dict(search_params or {})
+
+    def uses_index(self, length: int) -> bool:
+        """Whether a history of ``length`` behaviors goes through the index."""
+        return self.index is not None and length >= self.exact_below
+
+    def _exact_topk(self, Q: Any, uniq: np.ndarray, first_pos: np.ndarray, cuts: np.ndarray, k: int
+                    ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
+        """Top-k distinct items (group numbers, scores) of the queries ``Q`` among the
+        item rows ``uniq``, an item visible to target ``t`` when ``first_pos < cuts[t]``."""
+        raise NotImplementedError
+
+    def _retrieve(self, h: History, trows: np.ndarray, k: int, cuts: np.ndarray, *, force: str | None = None) -> RetrievalResult:
+        use_index = self.uses_index(len(h)) if force is None else force == "index"
+        rows = self.items.rows(h.items, name="history items")
+        uniq, grp_ptr, grp_pos, first_pos = group_positions(rows)
+        Q = self._keys[trows]
+        if use_index:
+            top_g, top_s = index_topk(self.index, Q, self.items.ids[uniq], first_pos, cuts, k, self.search_params)
+        else:
+            top_g, top_s = self._exact_topk(Q, uniq, first_pos, cuts, k)
+        return expand_groups_result(top_g, top_s, grp_ptr, grp_pos, cuts, k)
+
+    def retrieve_exact(self, history: Any, targets: Any, *, k: int | None = None, target_time: Any = None) -> RetrievalResult:
+        """Same as :meth:`retrieve` but always by the exact scan (the method's exact twin)."""
+        h, trows, k, cuts = self._prepare(history, targets, k, target_time)
+        return self._retrieve(h, trows, k, cuts, force="exact")
+
+    def __repr__(self) -> str:
+        extra = f", metric={self.metric!r}" if hasattr(self, "metric") else ""
+        return (f"{type(self).__name__}(k={self.k}{extra}, index={type(self.index).__name__ if self.index is not None else None}, "
+                f"exact_below={self.exact_below})")
+
+
+class SoftSearch(ItemSearch):
     """SIM-soft / MUSE: top-k behaviors by inner product or cosine of *retrieval*
     embeddings (DARE: they need not be the attention embeddings; MUSE: e.g. text or
-    multimodal embeddings with cosine).
-
-    Scores depend only on the item, so the search runs over the user's *distinct*
-    items, and each retrieved item expands to all its visible positions, most recent
-    first, until k positions are filled.
-
-    - History shorter than ``exact_below``, or no ``index``: exact blocked scan of the
-      user's distinct items (time cut: an item is visible when its oldest occurrence is
-      before the cut).
-    - Otherwise: ``index.search(queries, k, filter=<the user's visible item set>,
-      **search_params)`` over the whole catalog — typically a
-      :class:`gsu.index.FilteredIndex` built on ``items.retrieval_embeddings`` with the
-      item ids as ids and the same metric. Targets sharing a cut share one filter.
+    multimodal embeddings with cosine). An :class:`ItemSearch`: the exact route is a
+    blocked scan of the user's distinct items; the index route typically a
+    :class:`gsu.index.FilteredIndex` built on ``items.retrieval_embeddings`` with the item
+    ids as ids and the same metric.
 
     Args:
         items: ItemTable with ``retrieval_embeddings`` (or ``embeddings``).
@@ -628,46 +681,23 @@ class SoftSearch(Retriever):
         self.device = device
         self.metric = check_choice(metric, name="metric", choices=("ip", "cosine"))
         R = items.need("retrieval_embeddings")
-        self._R = _normalize(R) if self.metric == "cosine" else R
+        self._R = self._keys = _normalize(R) if self.metric == "cosine" else R
         if index is not None:
-            if not hasattr(index, "search"):
-                raise TypeError(f"index: expected a gsu index with search(queries, k, filter=...), got {type(index).__name__}")
             im = getattr(index, "metric", None)
             if im is not None and im != self.metric:
                 raise ValueError(f"index: its metric is {im!r} but SoftSearch uses {self.metric!r}")
-            idim = getattr(index, "dim", None)
-            if idim is not None and idim != R.shape[1]:
-                raise ValueError(f"index: its dimension {idim} differs from the retrieval embeddings' {R.shape[1]}")
-        self.index = index
-        self.exact_below = check_positive_int(exact_below, name="exact_below", minimum=0)
-        self.search_params = dict(search_params or {})
-
-    def uses_index(self, length: int) -> bool:
-        """Whether a history of ``length`` behaviors goes through the index."""
-        return self.index is not None and length >= self.exact_below
+        self._init_search(R.shape[1], index, exact_below, search_params, "retrieval embeddings")
 
     def _retrieve(self, h: History, trows: np.ndarray, k: int, cuts: np.ndarray, *, force: str | None = None) -> RetrievalResult:
-        use_index = self.uses_index(len(h)) if force is None else force == "index"
-        if not use_index and self.device is not None:
+        if self.device is not None and not (self.uses_index(len(h)) if force is None else force == "index"):
             from gsu.retrieval.device import retrieve_one
 
             return retrieve_one(self, h, trows, k, cuts)
-        rows = self.items.rows(h.items, name="history items")
-        uniq, grp_ptr, grp_pos, first_pos = group_positions(rows)
-        Q = self._R[trows]
-        if not use_index:
-            top_g, top_s = dense_topk(Q, self._R[uniq], k, cuts, first_pos=first_pos)
-        else:
-            top_g, top_s = index_topk(self.index, Q, self.items.ids[uniq], first_pos, cuts, k, self.search_params)
-        return expand_groups_result(top_g, top_s, grp_ptr, grp_pos, cuts, k)
+        return super()._retrieve(h, trows, k, cuts, force=force)
 
-    def retrieve_exact(self, history: Any, targets: Any, *, k: int | None = None, target_time: Any = None) -> RetrievalResult:
-        """Same as :meth:`retrieve` but always by the exact scan (the method's exact twin)."""
-        h, trows, k, cuts = self._prepare(history, targets, k, target_time)
-        return self._retrieve(h, trows, k, cuts, force="exact")
-
-    def __repr__(self) -> str:
-        return f"SoftSearch(k={self.k}, metric={self.metric!r}, index={type(self.index).__name__ if self.index is not None else None}, exact_below={self.exact_below})"
+    def _exact_topk(self, Q: np.ndarray, uniq: np.ndarray, first_pos: np.ndarray, cuts: np.ndarray, k: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        return dense_topk(Q, self._R[uniq], k, cuts, first_pos=first_pos)
 
 
 # ----------------------------------------------------------------------------- Hybrid

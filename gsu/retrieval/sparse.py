@@ -12,23 +12,21 @@ import scipy.sparse as sp
 from gsu._validate import check_positive_int
 from gsu.retrieval import _kernels as K_
 from gsu.retrieval.items import ItemTable
-from gsu.retrieval.methods import Retriever, expand_groups_result, group_positions, index_topk
-from gsu.retrieval.result import RetrievalResult
-from gsu.retrieval.store import History
+from gsu.retrieval.methods import ItemSearch
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SparseSearch"]
 
 
-class SparseSearch(Retriever):
+class SparseSearch(ItemSearch):
     """Top-k behaviors by sparse inner product ⟨x_target, x_behavior⟩.
 
-    Like :class:`~gsu.retrieval.SoftSearch`, the search runs over the user's distinct
-    items and each retrieved item expands to its visible positions, most recent first.
-    Only behaviors with a *positive* score are retrievable (an item sharing no
-    component with the target is never returned — the convention of
-    :class:`gsu.index.SeismicIndex`), so a row may hold fewer than k entries.
+    An :class:`~gsu.retrieval.methods.ItemSearch` like :class:`~gsu.retrieval.SoftSearch`:
+    the search runs over the user's distinct items and each retrieved item expands to its
+    visible positions, most recent first. Only behaviors with a *positive* score are
+    retrievable (an item sharing no component with the target is never returned — the
+    convention of :class:`gsu.index.SeismicIndex`), so a row may hold fewer than k entries.
 
     - History shorter than ``exact_below``, or no ``index``: exact sparse product of the
       targets with the user's distinct items (scipy), blocked over targets.
@@ -42,7 +40,7 @@ class SparseSearch(Retriever):
         index: a sparse gsu index over the catalog (ids = item ids), or None.
         exact_below: history length below which the exact product is used even with an index.
         search_params: keyword arguments of ``index.search`` (Seismic: ``query_cut``,
-            ``heap_factor``).
+            ``heap_factor``, ``settings``).
         block_rows: targets per block of the exact product (bounds the dense score tile).
     """
 
@@ -59,41 +57,14 @@ class SparseSearch(Retriever):
         block_rows: int = 128,
     ):
         super().__init__(items, k=k)
-        X = items.need("sparse")
-        if index is not None:
-            if not hasattr(index, "search"):
-                raise TypeError(f"index: expected a gsu index with search(queries, k, filter=...), got {type(index).__name__}")
-            idim = getattr(index, "dim", None)
-            if idim is not None and idim != X.shape[1]:
-                raise ValueError(f"index: its dimension {idim} differs from the sparse vectors' {X.shape[1]}")
-        self.index = index
-        self.exact_below = check_positive_int(exact_below, name="exact_below", minimum=0)
-        self.search_params = dict(search_params or {})
+        X = self._keys = items.need("sparse")
+        self._init_search(X.shape[1], index, exact_below, search_params, "sparse vectors")
         self.block_rows = check_positive_int(block_rows, name="block_rows")
 
-    def uses_index(self, length: int) -> bool:
-        return self.index is not None and length >= self.exact_below
-
-    def retrieve_exact(self, history: Any, targets: Any, *, k: int | None = None, target_time: Any = None) -> RetrievalResult:
-        """Same as :meth:`retrieve` but always by the exact sparse product."""
-        h, trows, k, cuts = self._prepare(history, targets, k, target_time)
-        return self._retrieve(h, trows, k, cuts, force="exact")
-
-    def _retrieve(self, h: History, trows: np.ndarray, k: int, cuts: np.ndarray, *, force: str | None = None) -> RetrievalResult:
-        X = self.items.sparse
-        rows = self.items.rows(h.items, name="history items")
-        uniq, grp_ptr, grp_pos, first_pos = group_positions(rows)
-        Q = X[trows]
-        use_index = self.uses_index(len(h)) if force is None else force == "index"
-        if use_index:
-            top_g, top_s = index_topk(self.index, Q, self.items.ids[uniq], first_pos, cuts, k, self.search_params)
-        else:
-            top_g, top_s = self._exact_topk(Q, X[uniq], first_pos, cuts, k)
-        return expand_groups_result(top_g, top_s, grp_ptr, grp_pos, cuts, k)
-
-    def _exact_topk(self, Q: sp.csr_matrix, D: sp.csr_matrix, first_pos: np.ndarray, cuts: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def _exact_topk(self, Q: sp.csr_matrix, uniq: np.ndarray, first_pos: np.ndarray, cuts: np.ndarray, k: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
         T = Q.shape[0]
-        DT = sp.csc_matrix(D.T)
+        DT = sp.csc_matrix(self._keys[uniq].T)
         top_g = np.full((T, k), -1, np.int64)
         top_s = np.full((T, k), -np.inf, np.float32)
         for s in range(0, T, self.block_rows):
@@ -107,10 +78,5 @@ class SparseSearch(Retriever):
             K_.heap_scan_groups(S, 0, first_pos, cuts[s:e], k, hs, hr, sizes)
             # -inf entries entered the heap only while it was not full: drop them
             K_.heaps_finish(hs, hr, sizes, top_g[s:e], top_s[s:e])
-        bad = np.isneginf(top_s)
-        top_g[bad] = -1
-        # keep -1 at the end of each row (entries are best first, -inf last)
+        top_g[np.isneginf(top_s)] = -1  # entries are best first, -inf (and so -1) last
         return top_g, top_s
-
-    def __repr__(self) -> str:
-        return f"SparseSearch(k={self.k}, index={type(self.index).__name__ if self.index is not None else None}, exact_below={self.exact_below})"
