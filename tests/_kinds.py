@@ -134,8 +134,10 @@ def check_result(idx: Any, kind: str, q: Any, res: Any, k: int, *, allowed: np.n
     assert res.ids.shape == (nq, k) and res.scores.shape == (nq, k) and res.counts.shape == (nq,)
     ids, _ = stored(idx, kind)
     sc = all_scores(idx, kind, q)
-    row_of = {int(v): r for r, v in enumerate(ids.tolist())}
-    ok_rows = np.ones(ids.shape[0], bool) if allowed is None else np.isin(ids, allowed)
+    dead = (idx.hnsw if kind == "filtered" else idx)._dead  # removed rows (tombstones) are never results
+    live = np.ones(ids.shape[0], bool) if dead is None else ~dead
+    row_of = {int(v): r for r, v in enumerate(ids.tolist()) if live[r]}
+    ok_rows = live if allowed is None else live & np.isin(ids, allowed)
     for i in range(nq):
         c = int(res.counts[i])
         got = res.ids[i]

@@ -1,6 +1,6 @@
 """The concurrency contract, for every index kind: threads search while another thread
-adds, and every result equals the answer of the index before or after some add (never a
-mix), never goes back in time within a thread, and holds only ids of the index that the
+adds, removes, upserts and compacts, and every result equals the answer of the index
+before or after some change (never a mix), never goes back in time within a thread, and holds only ids of the index that the
 filter allows, with their exact scores. Plus processes loading a file while another
 process saves over it: every load is one whole version.
 
@@ -55,15 +55,56 @@ def _same(a, b) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", K.KINDS)
-def test_search_while_adding_sees_whole_states(kind):
+def _ops(kind: str, ids0: np.ndarray) -> list[tuple]:
+    """The writer's 24 changes, each applied whole: adds of new batches, removals of live
+    ids, upserts (new vectors for live ids, and new ids), and one compaction."""
+    rng = np.random.default_rng(7)
+    live = list(ids0.tolist())
+    ops: list[tuple] = []
+    nxt = N0
+    for b in range(N_ADDS):
+        if b == N_ADDS - 3:
+            ops.append(("compact",))
+        elif b % 4 == 1:
+            gone = rng.choice(np.asarray(live), BATCH, replace=False)
+            live = [i for i in live if i not in set(gone.tolist())]
+            ops.append(("remove", gone))
+        elif b % 4 == 3:
+            old = rng.choice(np.asarray(live), BATCH // 2, replace=False)
+            new = _ids(BATCH - BATCH // 2, nxt)
+            nxt += new.shape[0]
+            live += new.tolist()
+            ops.append(("upsert", K.data(kind, BATCH, seed=10 + b), np.concatenate([old, new])))
+        else:
+            new = _ids(BATCH, nxt)
+            nxt += BATCH
+            live += new.tolist()
+            ops.append(("add", K.data(kind, BATCH, seed=10 + b), new))
+    return ops
+
+
+def _apply(idx, op: tuple) -> None:
+    if op[0] == "add":
+        idx.add(op[1], op[2])
+    elif op[0] == "remove":
+        idx.remove(op[1])
+    elif op[0] == "upsert":
+        idx.upsert(op[1], op[2])
+    else:
+        idx.compact()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", K.KINDS)
+def test_search_while_writing_sees_whole_states(kind):
     """4 threads search (a batch and a single query, under a filter that also allows ids
-    still to come) while a 5th adds 24 batches; each answer must equal the reference
-    answer of one of the 25 states, in non-decreasing state order per thread."""
+    still to come) while a 5th makes 24 changes (add, remove, upsert, compact); each
+    answer must equal the reference answer of one of the 25 states, in non-decreasing
+    state order per thread."""
     x0 = K.data(kind, N0, seed=1)
-    batches = [K.data(kind, BATCH, seed=10 + b) for b in range(N_ADDS)]
     ids0 = _ids(N0)
-    bids = [_ids(BATCH, N0 + b * BATCH) for b in range(N_ADDS)]
-    all_ids = np.concatenate([ids0, *bids])
+    ops = _ops(kind, ids0)
+    all_ids = np.concatenate([ids0, _ids(N_ADDS * BATCH, N0)])
     allowed = all_ids[(all_ids // 7) % 5 != 0]  # 80 % of the ids, including ones added later
     q = K.queries(kind, NQ, seed=99)
     q1 = q[:1]
@@ -71,11 +112,12 @@ def test_search_while_adding_sees_whole_states(kind):
 
     # reference answers of every state, from an index built the same way without threads
     ref = K.make(kind)
+    ref.compact_threshold = 1.0  # compaction only where the writer asks for it
     ref.add(x0, ids0)
     refs_batch, refs_one = [], []
     for b in range(N_ADDS + 1):
         if b:
-            ref.add(batches[b - 1], bids[b - 1])
+            _apply(ref, ops[b - 1])
         rb = ref.search(q, KQ, filter=Filter.from_ids(allowed), **params)
         K.check_result(ref, kind, q, rb, KQ, allowed=allowed)
         refs_batch.append(rb)
@@ -84,6 +126,7 @@ def test_search_while_adding_sees_whole_states(kind):
     assert distinct >= 2, "the adds must change the answers for the test to mean anything"
 
     idx = K.make(kind)
+    idx.compact_threshold = 1.0
     idx.add(x0, ids0)
     shared_filter = Filter.from_ids(allowed)  # one Filter object shared by the threads (its caches too)
     errors: list[BaseException] = []
@@ -113,8 +156,8 @@ def test_search_while_adding_sees_whole_states(kind):
     def writer() -> None:
         try:
             for b in range(N_ADDS):
-                time.sleep(0.0005 * (b % 2))  # adds back to back and with gaps
-                idx.add(batches[b], bids[b])
+                time.sleep(0.0005 * (b % 2))  # changes back to back and with gaps
+                _apply(idx, ops[b])
         except BaseException as e:
             errors.append(e)
         finally:

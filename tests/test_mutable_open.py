@@ -10,12 +10,14 @@ import threading
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 import _fuzz as F
 from gsu import _format
 from gsu.cli import main as cli_main
 from gsu.errors import IndexFileError
-from gsu.index import Filter, FilteredIndex, FlatIndex, HNSWIndex, IVFIndex, load
+from gsu.datasets import sparse_collection
+from gsu.index import Filter, FilteredIndex, FlatIndex, HNSWIndex, IVFIndex, SeismicIndex, SimHashIndex, SparseFlatIndex, load
 
 D = 16
 
@@ -350,3 +352,87 @@ def test_tombstones_in_a_crafted_file_are_validated(tmp_path):
     p.write_bytes(F.join(header, bytes(buf)))
     with pytest.raises(IndexFileError, match="array 'ids': ids repeat"):
         load(p, mmap=True)
+
+
+# -- the sparse and Hamming kinds: the same contract, against a twin rebuilt from the survivors
+
+V = 600
+
+
+def _other_kind_data(name: str, n: int, seed: int):
+    """(vectors, queries, vectors for upserts) of the kind's input type."""
+    if name == "simhash":
+        rng = np.random.default_rng(seed)
+        return (rng.standard_normal((n, D)).astype(np.float32), rng.standard_normal((12, D)).astype(np.float32),
+                rng.standard_normal((130, D)).astype(np.float32))
+    c = sparse_collection(n + 130, 12, vocab_size=V, avg_nnz=30, query_nnz=12, seed=seed)
+    return c.docs[:n], c.queries, c.docs[n:]
+
+
+OTHER_KINDS = [
+    # (name, the index under test, its exact twin built from scratch, search settings)
+    ("sparse_flat", lambda: SparseFlatIndex(V), lambda: SparseFlatIndex(V), {}),
+    # no pruning and a search that opens every list and skips no block: exact
+    ("seismic", lambda: SeismicIndex(V, n_postings=10**6, summary_energy=1.0, centroid_fraction=0.2, seed=1, auto_calibrate=False),
+     lambda: SparseFlatIndex(V), {"query_cut": 10**4, "heap_factor": 1e-6}),
+    ("simhash", lambda: SimHashIndex(D, 64, seed=3), lambda: SimHashIndex(D, 64, seed=3), {}),
+]
+
+
+def _take(v, rows):
+    return v[rows]
+
+
+def _stack(a, b):
+    return sp.vstack([a, b]).tocsr() if sp.issparse(a) else np.concatenate([a, b])
+
+
+@pytest.mark.parametrize("name, make, make_twin, params", OTHER_KINDS, ids=[k[0] for k in OTHER_KINDS])
+def test_sparse_and_hamming_kinds_remove_upsert_save_load_compact(tmp_path, name, make, make_twin, params):
+    n = 1500
+    x, q, upv = _other_kind_data(name, n, seed=4)
+    ids = np.arange(n, dtype=np.int64) * 7 + 5
+    idx = make()
+    idx.compact_threshold = 1.0
+    idx.add(x, ids)
+    rng = np.random.default_rng(1)
+    removed = rng.choice(ids, 300, replace=False)
+    assert idx.remove(removed) == 300
+    up_old = rng.choice(np.setdiff1d(ids, removed), 100, replace=False)
+    up = np.concatenate([up_old, np.arange(30, dtype=np.int64) * 7 + 6])
+    idx.upsert(upv, up)
+    keep = np.flatnonzero(~np.isin(ids, removed) & ~np.isin(ids, up_old))
+    twin = make_twin()
+    twin.add(_stack(_take(x, keep), upv), np.concatenate([ids[keep], up]))
+    assert idx.n_dead == 400 and idx.n_live == len(idx) == twin.ntotal
+    assert set(idx.live_ids.tolist()) == set(twin.ids.tolist())
+
+    def check(j):
+        for f in _filters(twin.ids, q.shape[0]) + [Filter.from_ids(removed)]:
+            got, want = j.search(q, 10, filter=f, **params), twin.search(q, 10, filter=f)
+            assert not np.isin(got.ids, removed).any(), "a removed id was returned"
+            assert np.array_equal(got.ids, want.ids)
+            np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5, atol=1e-5)
+            assert np.array_equal(got.counts, want.counts)
+            if f is None or not f.is_per_query:
+                for i in range(3):  # one query per call: the kernels' single-query paths
+                    assert np.array_equal(j.search(q[i : i + 1], 10, filter=f, **params).ids[0], want.ids[i])
+
+    check(idx)
+    with pytest.raises(KeyError):
+        idx.remove(removed[:2])
+    p = tmp_path / f"{name}.gsu"
+    idx.save(p)
+    for mmap in (False, True):
+        j = load(p, mmap=mmap)
+        assert j.n_dead == 400 and j.compact_threshold == 1.0
+        check(j)
+    j = load(p, mmap=True)
+    assert j.compact() == 400 and j.n_dead == 0 and j.ntotal == twin.ntotal
+    check(j)
+    j.save(p)
+    check(load(p))
+    # past the threshold, remove compacts by itself
+    j.compact_threshold = 0.2
+    j.remove(j.live_ids[: int(0.25 * j.ntotal)])
+    assert j.n_dead == 0 and j.ntotal == twin.ntotal - int(0.25 * twin.ntotal)

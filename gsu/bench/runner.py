@@ -197,7 +197,7 @@ def dense_suite_data(ds: Any, filters: str | None = None, *, seed: int = 0) -> d
         raise ValueError(f"{ds.spec}: the filtered suite needs dense vectors; this data set is {ds.kind} (try gsu bench sparse)")
     x, q = ds.base, ds.queries
     if ds.metric == "cosine":
-        from gsu.index.flat import normalize_rows
+        from gsu.index.vectors import normalize_rows
 
         x, q = normalize_rows(x), normalize_rows(q)
     elif ds.metric == "l2":

@@ -101,8 +101,8 @@ def _sparse_flat(c: StateCheck) -> None:
     if indptr.shape[0] == 0:
         raise c.fail("array 'indptr'", "empty; expected n + 1 offsets")
     n = indptr.shape[0] - 1
-    ids = c.array("ids", np.int64, (n,))
-    c.ids("ids", ids)
+    c.array("ids", np.int64, (n,))
+    _ids(c)
     indices = c.array("indices", np.int32, (None,))
     data = c.array("data", np.float32, (indices.shape[0],))
     c.offsets("indptr", indptr, end=indices.shape[0])
@@ -193,8 +193,8 @@ def _seismic(c: StateCheck) -> None:
     if fwd_indptr.shape[0] == 0:
         raise c.fail("array 'fwd_indptr'", "empty; expected n + 1 offsets")
     n = fwd_indptr.shape[0] - 1
-    ids = c.array("ids", np.int64, (n,))
-    c.ids("ids", ids)
+    c.array("ids", np.int64, (n,))
+    _ids(c)
     fwd_comps = c.array("fwd_comps", cd, (None,))
     nnz = fwd_comps.shape[0]
     fwd_vals = c.array("fwd_vals", np.uint16 if vd == "float16" else np.float32, (nnz,))

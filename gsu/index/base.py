@@ -44,6 +44,7 @@ from gsu import _validate
 from gsu._format import ContainerReader, PendingCheck, load_container, write_container
 from gsu._rwlock import _GIL, RWLock
 from gsu.errors import FieldError, IndexFileError
+from gsu.index.filters import IdMap
 from gsu.index.result import SearchResult
 
 __all__ = ["SearchResult", "Index", "register_index", "load", "topk_rows", "INDEX_KINDS", "READ_METHODS", "WRITE_METHODS"]
@@ -260,6 +261,31 @@ class Index(abc.ABC):
 
     def __len__(self) -> int:
         return self.ntotal
+
+    # -- ids ------------------------------------------------------------------
+    _idmap: IdMap  # every index keeps its external ids here, row-aligned with its data
+
+    @property
+    def ids(self) -> np.ndarray:
+        """(n,) int64 external ids in row order (removed rows included until ``compact``)."""
+        return self._idmap.ids
+
+    @property
+    def idmap(self) -> IdMap:
+        """The id <-> row map (:class:`~gsu.index.filters.IdMap`) that filters compile against."""
+        return self._idmap
+
+    def _new_ids(self, n_new: int, ids: Any) -> np.ndarray:
+        """Validated external ids for ``n_new`` added items: ``ids`` checked (int64, unique,
+        ``n_new`` of them, none already in the index), or by default ``ntotal..ntotal+n_new-1``."""
+        n = self.ntotal
+        if ids is None:
+            new_ids = np.arange(n, n + n_new, dtype=np.int64)
+        else:
+            new_ids = _validate.as_ids(ids, name="ids", n=n_new, unique=True)
+        if n and new_ids.size and np.any(self._idmap.contains(new_ids)):
+            raise ValueError("ids: some ids are already in the index")
+        return new_ids
 
     # -- persistence -------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:

@@ -51,9 +51,10 @@ from gsu.errors import FieldError
 from gsu.index import _filter_kernels as fk
 from gsu.index.base import Index, register_index
 from gsu.index.result import SearchResult
+from gsu.index.vectors import normalize_rows, prep_queries
 from gsu.index.filters import CompiledFilter, IdMap
-from gsu.index.flat import METRICS, normalize_rows
-from gsu.index.hnsw import HNSWIndex, prep_queries
+from gsu.index.flat import METRICS
+from gsu.index.hnsw import HNSWIndex
 from gsu.index._mutable import DEFAULT_COMPACT_THRESHOLD
 from gsu.index.ivf import IVFIndex
 from gsu.index.planner import PLANNER_DEFAULTS, Calibration, Fit, PlannerSettings, fit_planner

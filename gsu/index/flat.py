@@ -13,6 +13,7 @@ from gsu.index import _l2, topk
 from gsu.index._mutable import MutableIndex
 from gsu.index.base import register_index
 from gsu.index.result import SearchResult
+from gsu.index.vectors import DENSE_METRICS, normalize_rows
 from gsu.index.filters import Filter, IdMap
 
 log = logging.getLogger(__name__)
@@ -20,9 +21,6 @@ log = logging.getLogger(__name__)
 __all__ = ["FlatIndex", "METRICS", "DENSE_METRICS"]
 
 METRICS = ("ip", "cosine")
-# metrics of the exact, HNSW and IVF indexes: "l2" ranks by squared euclidean distance
-# and scores -|q - x|² (gsu.index._l2)
-DENSE_METRICS = ("ip", "cosine", "l2")
 
 # From this allowed fraction on, a shared filter scores every row with BLAS and masks.
 _DENSE_FRACTION = 0.2
@@ -31,13 +29,6 @@ _NO_MASK = np.zeros(0, dtype=bool)
 # allowed rows, no copy); from it on, copying the allowed rows once and using BLAS wins.
 _GATHER_BATCH = 8
 
-
-
-def normalize_rows(x: np.ndarray) -> np.ndarray:
-    """L2-normalise rows (float32); zero rows stay zero."""
-    n = np.linalg.norm(x, axis=1, keepdims=True)
-    n[n == 0] = 1.0
-    return (x / n).astype(np.float32, copy=False)
 
 
 @register_index("flat")
@@ -95,18 +86,9 @@ class FlatIndex(MutableIndex):
         return int(self._x.shape[0])
 
     @property
-    def ids(self) -> np.ndarray:
-        """(n,) int64 external ids in row order."""
-        return self._idmap.ids
-
-    @property
     def vectors(self) -> np.ndarray:
         """(n, d) float32 stored vectors (normalised for cosine)."""
         return self._x
-
-    @property
-    def idmap(self) -> IdMap:
-        return self._idmap
 
     def add(self, vectors: Any, ids: Any = None) -> None:
         """Append ``vectors`` (n, d) float32 with external ``ids`` (n,) int64.
@@ -115,12 +97,7 @@ class FlatIndex(MutableIndex):
         across the whole index.
         """
         x = as_matrix(vectors, name="vectors", dim=self.dim)
-        if ids is None:
-            new_ids = np.arange(self.ntotal, self.ntotal + x.shape[0], dtype=np.int64)
-        else:
-            new_ids = as_ids(ids, name="ids", n=x.shape[0], unique=True)
-        if self.ntotal and np.any(self._idmap.contains(new_ids)):
-            raise ValueError("ids: some ids are already in the index")
+        new_ids = self._new_ids(x.shape[0], ids)
         if self.metric == "cosine":
             x = normalize_rows(x)
         self._x = np.ascontiguousarray(np.concatenate([self._x, x])) if self.ntotal else x
@@ -138,7 +115,7 @@ class FlatIndex(MutableIndex):
     # -- search ------------------------------------------------------------
     def _prep_queries(self, queries: Any) -> np.ndarray:
         q = as_matrix(queries, name="queries", dim=self.dim)
-        if not q.flags.writeable:  # one kernel specialisation: writable arrays (gsu.index.hnsw.prep_queries)
+        if not q.flags.writeable:  # one kernel specialisation: writable arrays (gsu.index.vectors.prep_queries)
             q = q.copy()
         return normalize_rows(q) if self.metric == "cosine" else q
 

@@ -19,22 +19,21 @@ pass the filter.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import faiss
 import numba
 import numpy as np
 
-from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positive_int
+from gsu._validate import as_matrix, check_choice, check_k, check_positive_int
 from gsu.index import _filter_kernels as fk
 from gsu.index import _graph_kernels as gk
 from gsu.index import _l2
 from gsu.index._mutable import MutableIndex
 from gsu.index.base import register_index
 from gsu.index.result import SearchResult
+from gsu.index.vectors import DENSE_METRICS, normalize_rows, prep_queries
 from gsu.index.filters import CompiledFilter, Filter, IdMap
-from gsu.index.flat import DENSE_METRICS, normalize_rows
 
 log = logging.getLogger(__name__)
 
@@ -83,33 +82,6 @@ def filter_bitmap(cf: CompiledFilter, n: int) -> np.ndarray:
     """The packed bitmap (ceil(n/8),) uint8 of a shared compiled filter (a byte view of
     :func:`filter_bitmap64`: the ``faiss.IDSelectorBitmap`` layout on a little-endian machine)."""
     return cf.bitmap64().view(np.uint8)[: (n + 7) >> 3]
-
-
-def prep_queries(queries: Any, dim: int, metric: str) -> np.ndarray:
-    """Queries as a C-contiguous (nq, d) float32 matrix, L2-normalised for cosine.
-
-    A float32 C-contiguous writable array of the right shape passes with only the
-    finiteness check (the one-query-per-call hot path); anything else goes through
-    :func:`gsu._validate.as_matrix`, which raises the error messages. A read-only array
-    (``np.frombuffer`` of a request body) is copied: the kernels are compiled for
-    writable arrays, and a read-only one would compile a second specialisation of
-    each on its first search.
-    """
-    if (type(queries) is np.ndarray and queries.dtype == np.float32 and queries.flags.c_contiguous
-            and queries.flags.writeable and queries.size):
-        if queries.ndim == 1 and queries.shape[0] == dim:
-            q = queries.reshape(1, dim)
-        elif queries.ndim == 2 and queries.shape[1] == dim:
-            q = queries
-        else:
-            q = None
-        if q is not None and math.isfinite(q.reshape(-1).dot(q.reshape(-1))):  # a NaN/inf makes it non-finite (an overflow
-            # only sends the query to the full check below)
-            return normalize_rows(q) if metric == "cosine" else q
-    q = as_matrix(queries, name="queries", dim=dim)
-    if not q.flags.writeable:
-        q = q.copy()
-    return normalize_rows(q) if metric == "cosine" else q
 
 
 def hnsw_params(cf: CompiledFilter | None, n: int, ef: int, cache: dict) -> faiss.SearchParametersHNSW:
@@ -185,15 +157,6 @@ class HNSWIndex(MutableIndex):
         return self._n
 
     @property
-    def ids(self) -> np.ndarray:
-        """(n,) int64 external ids in row order."""
-        return self._idmap.ids
-
-    @property
-    def idmap(self) -> IdMap:
-        return self._idmap
-
-    @property
     def faiss_index(self) -> faiss.IndexHNSWFlat:
         """The underlying faiss index (internal ids are row numbers)."""
         return self._index
@@ -219,7 +182,7 @@ class HNSWIndex(MutableIndex):
         with its own threads (``faiss.omp_set_num_threads``).
         """
         x = as_matrix(vectors, name="vectors", dim=self.dim)
-        new_ids = _new_ids(self._idmap, x.shape[0], ids)
+        new_ids = self._new_ids(x.shape[0], ids)
         if self.metric == "cosine":
             x = normalize_rows(x)
         self._xview = None
@@ -508,18 +471,6 @@ def _shared_selector(cf: CompiledFilter, n: int) -> tuple[faiss.IDSelector, tupl
         return faiss_selector(cf.rows, n)
     bm = cf.bitmap64().view(np.uint8)
     return faiss.IDSelectorBitmap(bm), (bm,)
-
-
-def _new_ids(idmap: IdMap, n_new: int, ids: Any) -> np.ndarray:
-    """Validated external ids for ``n_new`` added vectors (default: continue 0..n-1)."""
-    n = len(idmap)
-    if ids is None:
-        new_ids = np.arange(n, n + n_new, dtype=np.int64)
-    else:
-        new_ids = as_ids(ids, name="ids", n=n_new, unique=True)
-    if n and np.any(idmap.contains(new_ids)):
-        raise ValueError("ids: some ids are already in the index")
-    return new_ids
 
 
 def _result(idmap: IdMap, rows: np.ndarray, scores: np.ndarray) -> SearchResult:

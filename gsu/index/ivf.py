@@ -31,9 +31,8 @@ from gsu.index import _l2
 from gsu.index._mutable import MutableIndex
 from gsu.index.base import register_index
 from gsu.index.result import SearchResult
+from gsu.index.vectors import DENSE_METRICS, normalize_rows, prep_queries
 from gsu.index.filters import CompiledFilter, IdMap
-from gsu.index.flat import DENSE_METRICS, normalize_rows
-from gsu.index.hnsw import _new_ids, prep_queries
 
 log = logging.getLogger(__name__)
 
@@ -120,14 +119,6 @@ class IVFIndex(MutableIndex):
         return int(self._pos_row.shape[0])
 
     @property
-    def ids(self) -> np.ndarray:
-        return self._idmap.ids
-
-    @property
-    def idmap(self) -> IdMap:
-        return self._idmap
-
-    @property
     def centroids(self) -> np.ndarray | None:
         """(nlist, d) float32 trained centroids, ``None`` before the first add."""
         return self._centroids
@@ -170,7 +161,7 @@ class IVFIndex(MutableIndex):
         The first call trains the lists on (a sample of) its vectors.
         """
         x = as_matrix(vectors, name="vectors", dim=self.dim)
-        new_ids = _new_ids(self._idmap, x.shape[0], ids)
+        new_ids = self._new_ids(x.shape[0], ids)
         if self.metric == "cosine":
             x = normalize_rows(x)
         if self._centroids is None:

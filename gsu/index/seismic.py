@@ -50,12 +50,13 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from gsu._validate import as_ids, check_k, check_positive_int
+from gsu._validate import check_k, check_positive_int
 from gsu.errors import FieldError
 from gsu.index import _seismic_kernels as _sk
-from gsu.index.base import Index, register_index
+from gsu.index._mutable import MutableIndex
+from gsu.index.base import register_index
 from gsu.index.result import SearchResult
-from gsu.index.filters import Filter, IdMap
+from gsu.index.filters import IdMap
 from gsu.index.sparse_flat import SparseRows, as_csr
 
 log = logging.getLogger(__name__)
@@ -188,7 +189,7 @@ _DEFAULT_SETTINGS = SeismicSettings()
 
 
 @register_index("seismic")
-class SeismicIndex(Index):
+class SeismicIndex(MutableIndex):
     """Seismic blocked inverted index over non-negative sparse vectors (inner product).
 
     Args:
@@ -298,6 +299,7 @@ class SeismicIndex(Index):
         self._set_empty_lists()
         self._n_indexed = 0
         self._idmap = IdMap(np.zeros(0, np.int64))
+        self._dead, self._n_dead = None, 0
 
     def _set_empty_lists(self) -> None:
         cd = self._comp_dtype
@@ -331,15 +333,6 @@ class SeismicIndex(Index):
     def n_indexed(self) -> int:
         """Documents covered by the posting lists; the rest (added later) are scored exactly."""
         return int(self._n_indexed)
-
-    @property
-    def ids(self) -> np.ndarray:
-        """(n,) int64 external ids in row order."""
-        return self._idmap.ids
-
-    @property
-    def idmap(self) -> IdMap:
-        return self._idmap
 
     @property
     def n_empty(self) -> int:
@@ -390,12 +383,7 @@ class SeismicIndex(Index):
         ``rebuild_fraction`` of the indexed documents, which triggers a rebuild.
         """
         rows = as_csr(vectors, name="vectors", dim=self.dim, allow_negative=False)
-        if ids is None:
-            new_ids = np.arange(self.ntotal, self.ntotal + rows.n, dtype=np.int64)
-        else:
-            new_ids = as_ids(ids, name="ids", n=rows.n, unique=True)
-        if self.ntotal and np.any(self._idmap.contains(new_ids)):
-            raise ValueError("ids: some ids are already in the index")
+        new_ids = self._new_ids(rows.n, ids)
         if self.ntotal + rows.n >= 2**31 - 1:
             raise ValueError(f"too many documents: at most {2**31 - 2} per index")
         rows, stored = self._encode_values(rows)
@@ -406,7 +394,7 @@ class SeismicIndex(Index):
         a["fwd_indptr"] = np.concatenate([a["fwd_indptr"], rows.indptr[1:] + a["fwd_indptr"][-1]])
         a["fwd_comps"] = np.concatenate([a["fwd_comps"], rows.indices.astype(self._comp_dtype)])
         a["fwd_vals"] = np.concatenate([a["fwd_vals"], stored])
-        self._idmap = IdMap(np.concatenate([self._idmap.ids, new_ids]))
+        self._appended(new_ids)
         self._drop_view()
         delta = self.ntotal - self._n_indexed
         if self._n_indexed == 0 or delta > self.rebuild_fraction * self._n_indexed:
@@ -648,31 +636,35 @@ class SeismicIndex(Index):
         f_indptr = _ZERO2_I64
         f_rows = _EMPTY_I64
         exact_max = 0
-        if filter is not None:
-            f = filter if type(filter) is Filter else Filter.coerce(filter)
-            if not f.is_all:
+        if filter is not None or self._dead is not None:
+            cf = self.compile_filter(filter, nq)  # the filter less the removed rows; None: every row
+            if cf is not None:
                 fem = st.filter_exact_max
                 exact_max = default_filter_exact_max(n) if fem is None else fem
-                cf = f.compile(self._idmap, nq)
-                f_rows = cf.rows if cf.rows.dtype == np.int64 else cf.rows.astype(np.int64)
-                if cf.shared and nq > 1:
-                    if f_rows.shape[0] < n:
-                        mode = 1
-                        f_indptr = np.array([0, f_rows.shape[0]], np.int64)
-                        if f_rows.shape[0] > exact_max:
-                            allowed = np.zeros(n, np.uint8)
-                            allowed[f_rows] = 1
-                            blk_ok = np.empty(a["blk_scale"].shape[0], np.uint8)
-                            lists = _sk.lists_of_queries(q_indptr, q_comps, q_vals, qc, self.dim, a["list_max"], self._term_order)
-                            _sk.block_any_allowed(lists, a["list_blk"], a["blk_ptr"], a["post_docs"], allowed, blk_ok)
-                elif cf.shared:
-                    # one query: mark its allowed rows in the per-thread stamps (O(allowed), no O(n) mask)
-                    if f_rows.shape[0] < n:
-                        mode = 2
-                        f_indptr = np.array([0, f_rows.shape[0]], np.int64)
+                if cf is self.__dict__.get("_live_cf"):
+                    # removed rows only: the live-row mask and the blocks holding a live row, cached per change
+                    mode = 1
+                    f_indptr, f_rows, allowed, blk_ok = self._live_masks(cf)
                 else:
-                    mode = 2
-                    f_indptr = cf.indptr if cf.indptr.dtype == np.int64 else cf.indptr.astype(np.int64)
+                    f_rows = cf.rows if cf.rows.dtype == np.int64 else cf.rows.astype(np.int64)
+                    if cf.shared and nq > 1:
+                        if f_rows.shape[0] < n:
+                            mode = 1
+                            f_indptr = np.array([0, f_rows.shape[0]], np.int64)
+                            if f_rows.shape[0] > exact_max:
+                                allowed = np.zeros(n, np.uint8)
+                                allowed[f_rows] = 1
+                                blk_ok = np.empty(a["blk_scale"].shape[0], np.uint8)
+                                lists = _sk.lists_of_queries(q_indptr, q_comps, q_vals, qc, self.dim, a["list_max"], self._term_order)
+                                _sk.block_any_allowed(lists, a["list_blk"], a["blk_ptr"], a["post_docs"], allowed, blk_ok)
+                    elif cf.shared:
+                        # one query: mark its allowed rows in the per-thread stamps (O(allowed), no O(n) mask)
+                        if f_rows.shape[0] < n:
+                            mode = 2
+                            f_indptr = np.array([0, f_rows.shape[0]], np.int64)
+                    else:
+                        mode = 2
+                        f_indptr = cf.indptr if cf.indptr.dtype == np.int64 else cf.indptr.astype(np.int64)
         out_r = np.empty((nq, k), np.int64)
         out_s = np.empty((nq, k), np.float32)
         counts = np.empty(nq, np.int64)
@@ -979,8 +971,45 @@ class SeismicIndex(Index):
         self._view_threads = t
         return self._view
 
+    def _live_masks(self, cf: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """``(f_indptr, f_rows, allowed, blk_ok)`` of the live rows (the filter ``cf`` of an
+        unfiltered search on an index with removed rows), built once per change of the
+        tombstones: a mask over the rows and a flag per block that holds a live row."""
+        key = self._tomb_gen
+        hit = self.__dict__.get("_live_masks_cache")
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        a = self._a
+        rows = cf.rows if cf.rows.dtype == np.int64 else cf.rows.astype(np.int64)
+        allowed = np.zeros(self.ntotal, np.uint8)
+        allowed[rows] = 1
+        blk_ok = np.empty(a["blk_scale"].shape[0], np.uint8)
+        _sk.block_any_allowed(np.arange(self.dim, dtype=np.int64), a["list_blk"], a["blk_ptr"], a["post_docs"], allowed, blk_ok)
+        out = (np.array([0, rows.shape[0]], np.int64), rows, allowed, blk_ok)
+        self._live_masks_cache = (key, out)
+        return out
+
+    def _compact_rows(self, live: np.ndarray) -> None:
+        """Keep the documents of rows ``live``: slice the forward index, rebuild the lists."""
+        a = self._a
+        indptr = a["fwd_indptr"]
+        lens = (indptr[live + 1] - indptr[live]).astype(np.int64)
+        new_ptr = np.zeros(live.shape[0] + 1, np.int64)
+        np.cumsum(lens, out=new_ptr[1:])
+        take = np.repeat(indptr[live] - new_ptr[:-1], lens) + np.arange(int(new_ptr[-1]), dtype=np.int64)
+        a["fwd_indptr"] = new_ptr
+        a["fwd_comps"] = np.ascontiguousarray(a["fwd_comps"][take])
+        a["fwd_vals"] = np.ascontiguousarray(a["fwd_vals"][take])
+        self._idmap = IdMap(self._idmap.ids[live])
+        self._dead, self._n_dead = None, 0
+        self.__dict__.pop("_live_masks_cache", None)
+        self._n_indexed = 0
+        self._drop_view()
+        self.rebuild()
+
     def _drop_view(self) -> None:
-        """Forget the kernel view (after the arrays changed)."""
+        """Forget the kernel view and the live-row masks (after the arrays changed)."""
+        self.__dict__.pop("_live_masks_cache", None)
         self._view = None
         self._view_threads = 0
         self._op_cache = {}
@@ -1009,6 +1038,7 @@ class SeismicIndex(Index):
         config["calibration"] = self._calibration
         arrays = {name: self._a[name] for name in self._ARRAYS}
         arrays["ids"] = self._idmap.ids
+        self._tomb_state(config, arrays)
         return config, arrays
 
     @classmethod
@@ -1068,6 +1098,7 @@ class SeismicIndex(Index):
         idx._n_indexed = int(config["n_indexed"])
         idx._max_blocks = int(config["max_blocks"])
         idx._calibration = _check_calibration(config.get("calibration"))
+        idx._tomb_load(config, arrays)
         idx._n_summary_entries = int(_sk.summary_entry_count(arrays["list_blk"], arrays["sum_bit"]))
         return idx
 

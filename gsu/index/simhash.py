@@ -30,9 +30,10 @@ import numpy as np
 
 from gsu._validate import as_ids, as_matrix, check_k, check_positive_int
 from gsu.index import _hamming
-from gsu.index.base import Index, register_index
+from gsu.index._mutable import MutableIndex
+from gsu.index.base import register_index
 from gsu.index.result import SearchResult
-from gsu.index.filters import Filter, IdMap
+from gsu.index.filters import IdMap
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def hamming_topk(
 
 
 @register_index("simhash")
-class SimHashIndex(Index):
+class SimHashIndex(MutableIndex):
     """Hamming-distance index over SimHash codes (ETA), with SDIM's τ-bit signatures.
 
     Args:
@@ -247,15 +248,6 @@ class SimHashIndex(Index):
         """(n, n_words) uint64 stored codes in row order (a transposed view of the word-major store)."""
         return self._ct.T
 
-    @property
-    def ids(self) -> np.ndarray:
-        """(n,) int64 external ids in row order."""
-        return self._idmap.ids
-
-    @property
-    def idmap(self) -> IdMap:
-        return self._idmap
-
     # -- hashing -----------------------------------------------------------
     def _vectors(self, vectors: Any, name: str) -> np.ndarray:
         return as_matrix(vectors, name=name, dim=self.dim, allow_empty=True)
@@ -284,15 +276,6 @@ class SimHashIndex(Index):
         return hash_signatures(x, self._h, tau, np.zeros((x.shape[0], self.n_bits // tau), dtype=np.int64))
 
     # -- building ----------------------------------------------------------
-    def _new_ids(self, n: int, ids: Any) -> np.ndarray:
-        if ids is None:
-            new_ids = np.arange(self.ntotal, self.ntotal + n, dtype=np.int64)
-        else:
-            new_ids = as_ids(ids, name="ids", n=n, unique=True)
-        if self.ntotal and new_ids.size and np.any(self._idmap.contains(new_ids)):
-            raise ValueError("ids: some ids are already in the index")
-        return new_ids
-
     def add(self, vectors: Any, ids: Any = None) -> None:
         """Hash ``vectors`` (n, d) float32 and store their codes under ``ids`` (n,) int64.
 
@@ -311,7 +294,11 @@ class SimHashIndex(Index):
     def _append(self, codes: np.ndarray, new_ids: np.ndarray) -> None:
         ct = np.ascontiguousarray(codes.T)
         self._ct = np.ascontiguousarray(np.concatenate([self._ct, ct], axis=1)) if self.ntotal else ct
-        self._idmap = IdMap(np.concatenate([self._idmap.ids, new_ids]))
+        self._appended(new_ids)
+
+    def _compact_rows(self, live: np.ndarray) -> None:
+        self._ct = np.ascontiguousarray(self._ct[:, live])
+        self._idmap = IdMap(self._idmap.ids[live])
 
     # -- search ------------------------------------------------------------
     def search(self, queries: Any, k: int, *, filter: Any = None) -> SearchResult:
@@ -334,12 +321,11 @@ class SimHashIndex(Index):
             raise ValueError("query_codes: empty input (0 rows)")
         if self.ntotal == 0:
             return SearchResult.empty(nq, k)
-        f = Filter.coerce(filter)
+        cf = self.compile_filter(filter, nq)  # the filter less the removed rows; None: every row
         no_rows = np.zeros(0, np.int64)
-        if f.is_all:
+        if cf is None:
             starts, ends, rows, use_rows = np.zeros(nq, np.int64), np.full(nq, self.ntotal, np.int64), no_rows, False
         else:
-            cf = f.compile(self._idmap, nq)
             if cf.shared and cf.rows.shape[0] == self.ntotal:
                 starts, ends, rows, use_rows = np.zeros(nq, np.int64), np.full(nq, self.ntotal, np.int64), no_rows, False
             else:
@@ -351,8 +337,10 @@ class SimHashIndex(Index):
 
     # -- persistence -------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        config = {"dim": self.dim, "n_bits": self.n_bits, "seed": self.seed}
-        return config, {"hyperplanes": self._h, "codes_word_major": self._ct, "ids": self._idmap.ids}
+        config: dict[str, Any] = {"dim": self.dim, "n_bits": self.n_bits, "seed": self.seed}
+        arrays = {"hyperplanes": self._h, "codes_word_major": self._ct, "ids": self._idmap.ids}
+        self._tomb_state(config, arrays)
+        return config, arrays
 
     @classmethod
     def _from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "SimHashIndex":
@@ -364,6 +352,7 @@ class SimHashIndex(Index):
             raise ValueError(f"codes {ct.shape} {ct.dtype} / ids {ids.shape} do not match n_bits={idx.n_bits}")
         idx._ct = ct
         idx._idmap = IdMap(ids)
+        idx._tomb_load(config, arrays)
         return idx
 
     def __repr__(self) -> str:

@@ -12,11 +12,12 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from gsu._validate import as_ids, check_k, check_positive_int
+from gsu._validate import check_k, check_positive_int
 from gsu.index import _seismic_kernels as _sk
-from gsu.index.base import Index, register_index
+from gsu.index._mutable import MutableIndex
+from gsu.index.base import register_index
 from gsu.index.result import SearchResult
-from gsu.index.filters import Filter, IdMap
+from gsu.index.filters import IdMap
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def as_csr(x: Any, *, name: str, dim: int, allow_negative: bool = True, allow_em
 
 
 @register_index("sparse_flat")
-class SparseFlatIndex(Index):
+class SparseFlatIndex(MutableIndex):
     """Exact top-k inner product over sparse vectors (scipy sparse products).
 
     Args:
@@ -156,15 +157,6 @@ class SparseFlatIndex(Index):
         return int(self._indptr.shape[0] - 1)
 
     @property
-    def ids(self) -> np.ndarray:
-        """(n,) int64 external ids in row order."""
-        return self._idmap.ids
-
-    @property
-    def idmap(self) -> IdMap:
-        return self._idmap
-
-    @property
     def matrix(self) -> sp.csr_matrix:
         """The stored vectors as a (n, dim) float32 CSR matrix (rows in insertion order)."""
         if self._x is None:
@@ -174,19 +166,23 @@ class SparseFlatIndex(Index):
     def add(self, vectors: Any, ids: Any = None) -> None:
         """Append sparse ``vectors`` (n, dim) with external ``ids`` (n,) int64 (default: continue 0..n-1)."""
         rows = as_csr(vectors, name="vectors", dim=self.dim, allow_negative=True)
-        if ids is None:
-            new_ids = np.arange(self.ntotal, self.ntotal + rows.n, dtype=np.int64)
-        else:
-            new_ids = as_ids(ids, name="ids", n=rows.n, unique=True)
-        if self.ntotal and np.any(self._idmap.contains(new_ids)):
-            raise ValueError("ids: some ids are already in the index")
+        new_ids = self._new_ids(rows.n, ids)
         n_empty = int(np.count_nonzero(np.diff(rows.indptr) == 0))
         if n_empty:
             log.warning("%d of %d added documents have no components: they can never be returned", n_empty, rows.n)
         self._indptr = np.concatenate([self._indptr, rows.indptr[1:] + self._indptr[-1]])
         self._indices = np.concatenate([self._indices, rows.indices])
         self._data = np.concatenate([self._data, rows.data])
-        self._idmap = IdMap(np.concatenate([self._idmap.ids, new_ids]))
+        self._appended(new_ids)
+        self._x = None
+        self._xt = None
+
+    def _compact_rows(self, live: np.ndarray) -> None:
+        m = self.matrix[live]
+        self._indptr = np.asarray(m.indptr, np.int64)
+        self._indices = np.asarray(m.indices, np.int32)
+        self._data = np.asarray(m.data, np.float32)
+        self._idmap = IdMap(self._idmap.ids[live])
         self._x = None
         self._xt = None
 
@@ -214,12 +210,11 @@ class SparseFlatIndex(Index):
         if self.ntotal == 0 or nq == 0:
             return SearchResult(out_r, out_s, counts)
         qm = q.to_scipy()
-        f = Filter.coerce(filter)
+        cf = self.compile_filter(filter, nq)  # the filter less the removed rows; None: every row
         empty = np.zeros(0, np.int64)
-        if f.is_all:
+        if cf is None:
             self._product_topk(qm, k, None, out_r, out_s, counts)
         else:
-            cf = f.compile(self._idmap, nq)
             if cf.shared:
                 rows = cf.rows
                 if rows.shape[0]:
@@ -261,10 +256,10 @@ class SparseFlatIndex(Index):
 
     # -- persistence -------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return (
-            {"dim": self.dim},
-            {"indptr": self._indptr, "indices": self._indices, "data": self._data, "ids": self._idmap.ids},
-        )
+        config: dict[str, Any] = {"dim": self.dim}
+        arrays = {"indptr": self._indptr, "indices": self._indices, "data": self._data, "ids": self._idmap.ids}
+        self._tomb_state(config, arrays)
+        return config, arrays
 
     @classmethod
     def _from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "SparseFlatIndex":
@@ -275,6 +270,7 @@ class SparseFlatIndex(Index):
             raise ValueError(f"arrays do not form a CSR matrix: indptr {indptr.shape}, indices {indices.shape}, data {data.shape}, ids {ids.shape}")
         idx._indptr, idx._indices, idx._data = indptr, indices, data
         idx._idmap = IdMap(ids)
+        idx._tomb_load(config, arrays)
         return idx
 
     def __repr__(self) -> str:
