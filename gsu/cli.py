@@ -131,6 +131,7 @@ def cmd_info(a: argparse.Namespace) -> int:
 
 
 _BENCH_LOG_OPTIONS = ("data", "schema", "item_embeddings", "negatives", "sample_rate", "min_history", "data_seed")
+_LOG_SUITES = ("ctr", "gsu")  # suites whose --data is a behavior log
 
 
 def cmd_verify(a: argparse.Namespace) -> int:
@@ -166,15 +167,19 @@ def cmd_bench(a: argparse.Namespace) -> int:
     names = list(SUITES) if a.suite == "all" else [a.suite]
     out = Path(a.out)
     log = None
-    if a.suite == "ctr" and a.data is not None:  # suite ctr: --data is a behavior log
+    defaults = {"min_history": 1, "data_seed": 0}
+    if a.suite in _LOG_SUITES and a.data is not None:  # suites ctr and gsu: --data is a behavior log
         if a.filters is not None:
-            raise CliError("--filters: suite ctr takes a behavior log as --data, not filters")
+            raise CliError(f"--filters: suite {a.suite} takes a behavior log as --data, not filters")
         log = {k: getattr(a, k) for k in _BENCH_LOG_OPTIONS}
+        if a.suite == "gsu":
+            given = [k for k in ("negatives", "sample_rate") if getattr(a, k) != defaults.get(k)]
+            if given:
+                raise CliError(f"--{given[0].replace('_', '-')}: suite gsu does not sample CTR examples (suite ctr does)")
     else:
-        defaults = {"min_history": 1, "data_seed": 0}
         given = [k for k in _BENCH_LOG_OPTIONS if k != "data" and getattr(a, k) != defaults.get(k)]
         if given:
-            raise CliError(f"--{given[0].replace('_', '-')}: needs --data LOG with suite ctr (the CTR suite on your own log)")
+            raise CliError(f"--{given[0].replace('_', '-')}: needs --data LOG with suite ctr or gsu (the suite on your own log)")
     for name in names:
         mod_name, _ = SUITES[name]
         try:
@@ -353,17 +358,18 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     be.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     be.add_argument("--threads", type=int, default=1, help="threads pinned for BLAS/numba/torch/faiss (default 1)")
     be.add_argument("--data", default=None, metavar="SPEC",
-                    help="run on this data set instead of the built-in ones (suite ctr: a .parquet/.csv behavior log, a MovieLens folder, 'movielens' or 'synthetic'; other suites: gen:NAME?key=value&..., file:PATH or PATH[?key=value&...] "
+                    help="run on this data set instead of the built-in ones (suites ctr and gsu: a .parquet/.csv behavior log with --schema, a Taobao UserBehavior CSV (gsu), a MovieLens folder, 'movielens', 'taobao' (gsu) or 'synthetic' (ctr); other suites: gen:NAME?key=value&..., file:PATH or PATH[?key=value&...] "
                          "(.npy .fvecs .hdf5 .parquet .fbin .u8bin dense; .npz .jsonl .csr sparse); see gsu.datasets.registry)")
     be.add_argument("--filters", default=None, metavar="SPEC",
                     help="filters for --data: a .jsonl/.npz/.parquet file with one id list per query, "
                          "or attr:SOURCE?sel=0.001,0.01[&column=NAME]")
-    lg = be.add_argument_group("suite ctr on your own log (the task `gsu train` builds with the same options)")
+    lg = be.add_argument_group("suites ctr and gsu on your own log (ctr: the task `gsu train` builds with the same options)")
     lg.add_argument("--schema", default=None, help="JSON file naming the log's columns (see `gsu train --help`)")
     lg.add_argument("--item-embeddings", default=None, help="item vectors: .parquet (item, vector) or .npz (ids, vectors)")
     lg.add_argument("--negatives", type=int, default=None, help="sampled negatives per logged sample (as gsu train)")
     lg.add_argument("--sample-rate", type=float, default=None, help="share of log rows kept as samples (as gsu train)")
-    lg.add_argument("--min-history", type=int, default=1, help="visible behaviors a log sample needs (default 1)")
+    lg.add_argument("--min-history", type=int, default=1, help="visible behaviors a log sample needs (default 1; suite gsu: "
+                    "behaviors a user needs, default 2k)")
     lg.add_argument("--data-seed", type=int, default=0, help="seed of the data sampling (default 0)")
     be.set_defaults(func=cmd_bench)
 

@@ -354,11 +354,61 @@ def test_l2_reduction_orders_like_l2():
     np.testing.assert_array_equal(_brute(xa, qa, 10, "ip")[0], _brute(x, q, 10, "l2")[0])
 
 
-def test_filtered_index_refuses_l2():
-    from gsu.index import FilteredIndex
+@pytest.mark.parametrize("route", ["exact", "ivf", "hnsw", "auto"])
+def test_filtered_index_l2_matches_exact(tmp_path, route):
+    """FilteredIndex(metric="l2") on every route, against the brute-force l2 answer: the exact
+    route equal ids and scores, the approximate routes high recall; scores are -|q - x|²."""
+    from gsu.index import Filter, FilteredIndex, load
 
-    with pytest.raises(ValueError, match="metric"):
-        FilteredIndex(8, "l2")
+    rng = np.random.default_rng(8)
+    x = (rng.standard_normal((3000, 16)) * rng.uniform(0.2, 4, (3000, 1))).astype(np.float32)  # norms vary: ip != l2
+    q = (rng.standard_normal((25, 16)) * 2).astype(np.float32)
+    idx = FilteredIndex(16, "l2", M=16, ef_construction=100, nlist=16, calibrate=False)
+    idx.add(x)
+    kw = {"route": route, "effort": 4.0}
+    allowed = np.sort(rng.choice(3000, 900, replace=False))
+    per = [np.sort(rng.choice(3000, 300, replace=False)) for _ in range(25)]
+    cases = ((None, _brute(x, q, 10, "l2")), (Filter.from_ids(allowed), _brute(x, q, 10, "l2", allowed)),
+             (Filter.per_query(per), tuple(np.concatenate(t) for t in zip(*[_brute(x, q[i:i + 1], 10, "l2", per[i]) for i in range(25)]))))
+    assert not np.array_equal(_brute(x, q, 10, "ip")[0], cases[0][1][0])  # the data tells l2 and ip apart
+    for f, (want_r, want_s) in cases:
+        res = idx.search(q, 10, filter=f, **kw)
+        got = res.ids
+        exact = -((q[:, None, :].astype(np.float64) - x[np.maximum(got, 0)]) ** 2).sum(-1)
+        np.testing.assert_allclose(res.scores[got >= 0], exact[got >= 0], rtol=1e-5, atol=1e-4)  # scores are -|q - x|²
+        assert (np.diff(res.scores, axis=1) <= 0).all()
+        if route == "exact":
+            np.testing.assert_array_equal(got, want_r)
+            np.testing.assert_allclose(res.scores, want_s, rtol=1e-5, atol=1e-4)
+        else:
+            assert np.mean([len(set(a) & set(b)) for a, b in zip(got, want_r)]) / 10 >= 0.95, route
+        for i in range(2):  # one query per call
+            np.testing.assert_array_equal(idx.search(q[i:i + 1], 10, filter=f if f is None or not f.is_per_query
+                                                     else Filter.from_ids(per[i]), **kw).ids[0], got[i])
+    idx.save(tmp_path / "l2.gsu")
+    back = load(tmp_path / "l2.gsu")
+    assert back.metric == "l2"
+    np.testing.assert_array_equal(back.search(q, 10, **kw).ids, idx.search(q, 10, **kw).ids)
+
+
+def test_filtered_index_l2_calibrates_on_euclidean_ranks():
+    from gsu.index import Filter, FilteredIndex
+
+    rng = np.random.default_rng(9)
+    centers = rng.standard_normal((20, 16)) * 3
+    x = (centers[rng.integers(0, 20, 4000)] + rng.standard_normal((4000, 16)) * rng.uniform(0.3, 2, (4000, 1))).astype(np.float32)
+    idx = FilteredIndex(16, "l2", M=16, ef_construction=100, nlist=16, calibrate=False)
+    idx.add(x)
+    cal = idx.calibrate(max_seconds=20, n_queries=60, progress=False)
+    assert cal.target_recall == pytest.approx(0.95)
+    q = (centers[rng.integers(0, 20, 40)] + rng.standard_normal((40, 16))).astype(np.float32)
+    rec = []
+    for sel in (0.02, 0.2, 0.8):
+        allowed = np.sort(rng.choice(4000, int(4000 * sel), replace=False))
+        want = _brute(x, q, 10, "l2", allowed)[0]
+        got = idx.search(q, 10, filter=Filter.from_ids(allowed)).ids
+        rec.append(np.mean([len(set(a) & set(b)) for a, b in zip(got, want)]) / 10)
+    assert min(rec) >= 0.9, rec
 
 
 # ------------------------------------------------------------------------------ runner
@@ -386,7 +436,7 @@ def test_runner_interleaves_and_warms():
 
 
 @pytest.mark.parametrize("distance,kind,arg", [("euclidean", "hnsw", 200), ("euclidean", "ivf", 64), ("angular", "filtered", 1.0),
-                                               ("angular", "flat", None)])
+                                               ("euclidean", "filtered", 1.0), ("angular", "flat", None)])
 def test_annb_adapter_as_the_runner_calls_it(tmp_path, distance, kind, arg):
     from gsu.bench.annb import CONFIG_YML, GsuANN
 
@@ -441,8 +491,8 @@ def test_annb_adapter_refuses_what_it_cannot_do():
 
     with pytest.raises(ValueError, match="jaccard"):
         GsuANN("jaccard")
-    with pytest.raises(ValueError, match="euclidean"):
-        GsuANN("euclidean", "filtered")
+    with pytest.raises(ValueError, match="kind"):
+        GsuANN("euclidean", "lsh")
 
 
 # ------------------------------------------------------------------------------ CLI

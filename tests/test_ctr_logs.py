@@ -278,3 +278,47 @@ def test_gsu_bench_ctr_on_a_log(tmp_path, capsys):
     assert rc == 2 and "--schema: needs --data" in capsys.readouterr().err
     rc = main(["bench", "flat", "--data", str(p), "--out", str(out)])
     assert rc == 2 and "does not take --data" in capsys.readouterr().err
+
+
+def test_bench_gsu_on_a_log(tmp_path, capsys):
+    """`gsu bench gsu --data LOG --schema S` runs every retrieval method on the log's real
+    histories: Exact's recall is 1 against itself, every other value a share; item vectors
+    from the log (with categories: per category; without: user x item SVD) or from a file."""
+    import json as _json
+
+    from gsu.cli import main
+
+    cols = impression_log(n_users=12, n_items=150, n_rows=2_400)
+    p = write_parquet(cols, tmp_path / "log.parquet")
+    schema = tmp_path / "s.json"
+    schema.write_text(_json.dumps({k: v for k, v in SCHEMA.items() if k not in ("numeric", "categorical", "label")}))
+    out = tmp_path / "out"
+    assert main(["bench", "gsu", "--quick", "--data", str(p), "--schema", str(schema), "--out", str(out)]) == 0
+    recs = [_json.loads(line) for line in (out / "gsu_log_quick.jsonl").read_text().splitlines()]
+    by = {r["method"]: r for r in recs}
+    assert {"exact", "clustered", "cascade-proj", "simhash", "multi-interest"} <= set(by)
+    assert by["exact"]["recall"] == 1.0
+    # the exact top-k by score holds the most softmax attention any k behaviors can
+    assert all(r["attention_mass"] <= by["exact"]["attention_mass"] + 1e-9 for r in recs)
+    for r in recs:
+        assert r["dataset"] == "log" and r["users"] == 12 and r["k"] == 20 and r["item_vectors"].startswith("svd-user-category")
+        assert 0.0 <= r["recall"] <= 1.0 and 0.0 <= r["attention_mass"] <= 1.0 + 1e-9 and 0.0 <= r["interest_coverage"] <= 1.0
+    assert "multi-interest" in capsys.readouterr().out
+    # no category column: vectors from the user x item counts, no coverage
+    schema.write_text(_json.dumps({"user": "visitor", "item": "sku", "timestamp": "event_time"}))
+    assert main(["bench", "gsu", "--quick", "--data", str(p), "--schema", str(schema), "--out", str(out)]) == 0
+    recs = [_json.loads(line) for line in (out / "gsu_log_quick.jsonl").read_text().splitlines()]
+    assert all(r["item_vectors"].startswith("svd-user-item") and r["interest_coverage"] is None for r in recs)
+    # the user's own item vectors
+    ids = np.unique(cols["sku"])
+    np.savez(tmp_path / "vec.npz", ids=ids, vectors=np.random.default_rng(1).standard_normal((ids.size, 8)).astype(np.float32))
+    assert main(["bench", "gsu", "--quick", "--data", str(p), "--schema", str(schema), "--item-embeddings",
+                 str(tmp_path / "vec.npz"), "--min-history", "205", "--out", str(out)]) == 0
+    recs = [_json.loads(line) for line in (out / "gsu_log_quick.jsonl").read_text().splitlines()]
+    assert recs and all(r["item_vectors"] == "file vec.npz" and 0 < r["users"] < 12 for r in recs)
+    # options of the CTR suite only, and a log without a schema, are one-line errors
+    capsys.readouterr()
+    assert main(["bench", "gsu", "--data", str(p), "--schema", str(schema), "--negatives", "2"]) == 2
+    assert "negatives" in capsys.readouterr().err
+    assert main(["bench", "gsu", "--data", str(p), "--out", str(out)]) == 2
+    assert "--schema" in capsys.readouterr().err

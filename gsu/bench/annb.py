@@ -82,7 +82,7 @@ class GsuANN:
         metric: ann-benchmarks' distance name (``angular``, ``euclidean``) or a gsu metric
             (``ip``, ``cosine``, ``l2``).
         kind: ``"hnsw"`` (:class:`gsu.index.HNSWIndex`), ``"ivf"``, ``"flat"`` or
-            ``"filtered"`` (:class:`gsu.index.FilteredIndex`; ip/cosine only).
+            ``"filtered"`` (:class:`gsu.index.FilteredIndex`).
         params: constructor settings of that index (e.g. ``{"M": 32, "ef_construction": 200}``);
             ``None`` for the defaults.
 
@@ -96,8 +96,6 @@ class GsuANN:
             raise ValueError(f"metric: {metric!r} is not supported; expected one of {sorted(METRIC_MAP)} or ip/cosine/l2")
         if kind not in _QUERY_ARG:
             raise ValueError(f"kind: expected one of {sorted(_QUERY_ARG)}, got {kind!r}")
-        if kind == "filtered" and gm == "l2":
-            raise ValueError("kind='filtered' supports angular/ip data only; use 'hnsw', 'ivf' or 'flat' for euclidean data")
         self.metric = gm
         self.kind = kind
         self.params = dict(params or {})

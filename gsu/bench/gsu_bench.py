@@ -792,53 +792,116 @@ def _lifelong_batch(lc: LifelongConfig, base: dict[str, Any], cache: Path, seed:
     return recs
 
 
-def _taobao(cfg: Config, base: dict[str, Any], seed: int) -> list[dict[str, Any]]:
-    """The Taobao UserBehavior sample (real histories, 51 users). Item features: the sample
-    has no content, so item embeddings are built from it — a rank-16 SVD of the
-    user × category counts gives each category a vector, and an item is its category's
-    vector plus seeded noise (norm 0.3), L2-normalised. Interests = categories."""
-    folder = _movielens_folder().parent / "taobao-userbehavior-sample"
-    path = folder / "UserBehavior.csv"
-    if not path.exists():
-        print(f"gsu bench: Taobao skipped: {path} not found")
-        return []
-    from gsu.datasets import read_taobao
+def _log_items(lg: Any, item_embeddings: Any, seed: int, rng: np.random.Generator) -> tuple[ItemTable, str]:
+    """The catalog of a behavior log: an :class:`ItemTable` over its items (ids as in the
+    store built from the log) and how its embeddings were made.
+
+    Item vectors come from ``item_embeddings`` (a Parquet/``.npz`` file of ids and vectors,
+    :func:`gsu.ctr.logtask.read_item_vectors`) when given. Without one, a log carries no
+    content, so they are built from the log itself: with categories, a rank-16 SVD of the
+    user × category counts gives each category a vector and an item is its category's
+    vector plus seeded noise (norm 0.3); without, a rank-32 SVD of the user × item counts
+    (implicit matrix factorisation). Either way L2-normalised."""
+    from scipy.sparse.linalg import svds
+
+    item_ids, item_rows = np.unique(lg.item, return_inverse=True)
+    users, user_rows = np.unique(lg.user, return_inverse=True)
+    cat = getattr(lg, "category", None)
+    item_cat = None
+    if cat is not None:
+        cats, cat_rows = np.unique(cat, return_inverse=True)
+        item_cat = np.zeros(item_ids.size, np.int64)
+        item_cat[item_rows] = cat_rows
+    if item_embeddings is not None:
+        from gsu.ctr.logtask import read_item_vectors
+
+        values = getattr(lg, "item_values", None)
+        E = read_item_vectors(item_embeddings, item_ids if values is None else values[item_ids])
+        how = f"file {Path(item_embeddings).name}"
+    elif item_cat is not None:
+        UC = sp.csr_matrix((np.ones(lg.user.shape[0], np.float32), (user_rows, item_cat[item_rows])),
+                           shape=(users.size, int(item_cat.max()) + 1))
+        r = int(min(16, min(UC.shape) - 1))
+        if r < 1:
+            raise ValueError("the log is too small to build item vectors (fewer than 2 users or categories)")
+        _, sv, vt = svds(UC.astype(np.float64), k=r, random_state=seed)
+        cvec = (vt.T * np.sqrt(sv)).astype(np.float32)
+        cvec /= np.maximum(np.linalg.norm(cvec, axis=1, keepdims=True), 1e-12)
+        E = cvec[item_cat] + 0.3 * rng.standard_normal((item_ids.size, r)).astype(np.float32) / np.sqrt(r)
+        how = f"svd-user-category-{r}+noise"
+    else:
+        UI = sp.csr_matrix((np.ones(lg.user.shape[0], np.float32), (user_rows, item_rows)), shape=(users.size, item_ids.size))
+        r = int(min(32, min(UI.shape) - 1))
+        if r < 1:
+            raise ValueError("the log is too small to build item vectors (fewer than 2 users or items)")
+        _, sv, vt = svds(UI.astype(np.float64), k=r, random_state=seed)
+        E = (vt.T * np.sqrt(sv)).astype(np.float32)
+        how = f"svd-user-item-{r}"
+    E = E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+    return ItemTable(ids=item_ids, embeddings=E.astype(np.float32), category=item_cat), how
+
+
+def _read_behavior_log(log: dict[str, Any]) -> tuple[Any, str]:
+    """``(log, name)`` for the suite's ``--data``: ``taobao`` / ``movielens`` (the samples in
+    ``../shared/datasets``), a Taobao UserBehavior CSV or a MovieLens folder, or any
+    Parquet/CSV log read with ``schema`` (:func:`gsu.datasets.logs.read_log`)."""
+    from gsu.datasets import read_movielens, read_taobao
+    from gsu.datasets.samples import taobao_csv
+
+    data, schema = log.get("data"), log.get("schema")
+    if data == "taobao":
+        data = str(taobao_csv())
+    elif data == "movielens":
+        data = str(movielens_dir())
+    p = Path(data)
+    if schema is None:
+        if p.is_dir():
+            return read_movielens(p)[0], p.name
+        if p.suffix.lower() == ".csv":
+            return read_taobao(p), p.stem
+        raise ValueError(f"{p}: a Parquet/CSV log needs --schema (user, item, time columns), "
+                         "or give a Taobao UserBehavior CSV or a MovieLens folder")
+    from gsu.datasets.logs import read_log
+
+    return read_log(p, schema), p.stem
+
+
+def _log_part(cfg: Config, base: dict[str, Any], seed: int, lg: Any, name: str, item_embeddings: Any = None,
+              min_history: int | None = None, max_users: int | None = None) -> list[dict[str, Any]]:
+    """Every method on the real histories of a behavior log: for each user with at least
+    ``min_history`` behaviors (default 2k) — at most ``max_users`` of them, the longest —
+    128 candidate items drawn from the catalog as targets, every behavior visible; recall
+    against ``Exact``, attention mass, interest coverage of the user's top categories (when
+    the log has categories) and latency per request (one thread)."""
     from gsu.retrieval.cascade import Cascade
     from gsu.retrieval.clustered import Clustered
     from gsu.retrieval.interests import MultiInterest, interest_coverage
 
-    lg = read_taobao(path)
-    item_ids, item_rows = np.unique(lg.item, return_inverse=True)
-    cats, cat_rows = np.unique(lg.category, return_inverse=True)
-    users, user_rows = np.unique(lg.user, return_inverse=True)
-    UC = sp.csr_matrix((np.ones(lg.user.shape[0], np.float32), (user_rows, cat_rows)), shape=(users.size, cats.size))
-    r = int(min(16, min(UC.shape) - 1))
-    from scipy.sparse.linalg import svds
-
-    _, sv, vt = svds(UC.astype(np.float64), k=r, random_state=seed)
-    cvec = (vt.T * np.sqrt(sv)).astype(np.float32)
-    cvec /= np.maximum(np.linalg.norm(cvec, axis=1, keepdims=True), 1e-12)
-    item_cat = np.zeros(item_ids.size, np.int64)
-    item_cat[item_rows] = cat_rows
     rng = np.random.default_rng(seed)
-    E = cvec[item_cat] + 0.3 * rng.standard_normal((item_ids.size, r)).astype(np.float32) / np.sqrt(r)
-    E /= np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
-    items = ItemTable(ids=item_ids, embeddings=E.astype(np.float32), category=item_cat)
+    items, how = _log_items(lg, item_embeddings, seed, rng)
     store = BehaviorStore.from_log(lg)
     k = min(cfg.k, 20)
-    methods = {"exact": Exact(items, k=k), "clustered": Clustered(items, k=k, candidates=4.0).fit(store),
-               "cascade-proj": Cascade(items, k=k, draft="proj", draft_dim=4, candidates=4.0),
-               "simhash": SimHashTopK(items, k=k, n_bits=64, seed=seed),
-               "multi-interest": MultiInterest(items, k=k, n_interests=4, weighting="nnls", seed=seed)}
+    min_history = 2 * k if min_history is None else int(min_history)
+    methods: dict[str, Any] = {"exact": Exact(items, k=k), "clustered": Clustered(items, k=k, candidates=4.0).fit(store),
+                               "cascade-proj": Cascade(items, k=k, draft="proj", draft_dim=min(4, items.embeddings.shape[1]),
+                                                       candidates=4.0),
+                               "simhash": SimHashTopK(items, k=k, n_bits=64, seed=seed),
+                               "multi-interest": MultiInterest(items, k=k, n_interests=4, weighting="nnls", seed=seed)}
+    has_cat = items.category is not None
     acc: dict[str, dict[str, list[float]]] = {n: {"recall": [], "mass": [], "coverage": [], "ms": []} for n in methods}
-    for u in store.user_ids.tolist():
+    users = [u for u in store.user_ids.tolist() if len(store.history(u)) >= min_history]
+    if max_users is not None and len(users) > max_users:
+        lens = np.array([len(store.history(u)) for u in users])
+        users = [users[i] for i in np.sort(np.argsort(-lens, kind="stable")[:max_users])]
+    n_items = items.ids.shape[0]
+    for u in users:
         h = store.history(u)
-        if len(h) < 2 * k:
-            continue
-        targets = item_ids[rng.choice(item_ids.size, 128, replace=False)]
-        lab = item_cat[items.rows(h.items)]
-        cnt = np.bincount(lab, minlength=cats.size)
-        top = np.argsort(-cnt, kind="stable")[: min(8, int((cnt > 0).sum()))]
+        targets = items.ids[rng.choice(n_items, min(128, n_items), replace=False)]
+        lab = items.category[items.rows(h.items)] if has_cat else None
+        top = None
+        if has_cat:
+            cnt = np.bincount(lab)
+            top = np.argsort(-cnt, kind="stable")[: min(8, int((cnt > 0).sum()))]
         truth = methods["exact"].retrieve(h, targets)
         pos = {}
         for n, m in methods.items():
@@ -847,17 +910,37 @@ def _taobao(cfg: Config, base: dict[str, Any], seed: int) -> list[dict[str, Any]
             acc[n]["ms"].append((time.perf_counter() - t0) * 1e3)
             pos[n] = res.positions
             acc[n]["recall"].append(float(M.exact_recall(methods["exact"], h, targets, res.positions, truth=truth).mean()))
-            acc[n]["coverage"].append(float(interest_coverage(res.positions, lab, top).mean()))
+            if has_cat:
+                acc[n]["coverage"].append(float(interest_coverage(res.positions, lab, top).mean()))
         mass = M.attention_mass_many(methods["exact"], h, targets, pos, temperature=TEMPERATURE)
         for n in methods:
             acc[n]["mass"].append(float(mass[n].mean()))
+    if not users:
+        print(f"gsu bench: {name}: no user has {min_history} behaviors or more")
+        return []
     recs = []
-    n_users = len(acc["exact"]["recall"])
+    lens = [len(store.history(u)) for u in users]
     for n, a in acc.items():
-        recs.append({**base, "dataset": "taobao-sample", "kind": "real", "method": n, "users": n_users, "k": k,
+        recs.append({**base, "dataset": name, "kind": "real", "method": n, "users": len(users), "k": k,
+                     "mean_L": float(np.mean(lens)), "max_L": int(max(lens)), "item_vectors": how,
                      "recall": float(np.mean(a["recall"])), "attention_mass": float(np.mean(a["mass"])),
-                     "interest_coverage": float(np.mean(a["coverage"])), "latency_ms": float(np.median(a["ms"]))})
+                     "interest_coverage": float(np.mean(a["coverage"])) if a["coverage"] else None,
+                     "latency_ms": float(np.median(a["ms"]))})
     return recs
+
+
+def _taobao(cfg: Config, base: dict[str, Any], seed: int) -> list[dict[str, Any]]:
+    """The Taobao UserBehavior sample (real histories, 51 users): :func:`_log_part` with
+    item vectors from the user × category SVD (the sample has no content); interests =
+    categories."""
+    from gsu.datasets import read_taobao
+    from gsu.datasets.samples import taobao_csv
+
+    path = taobao_csv()
+    if not path.exists():
+        print(f"gsu bench: Taobao skipped: {path} not found")
+        return []
+    return _log_part(cfg, base, seed, read_taobao(path), "taobao-sample")
 
 
 # ----------------------------------------------------------------------------- report
@@ -924,6 +1007,7 @@ def run(
     parts: tuple[str, ...] | None = None,
     variants: tuple[str, ...] | None = None,
     jsonl: str = "gsu.jsonl",
+    log: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the suite; write ``jsonl`` (default ``gsu.jsonl``), ``gsu_latency.png``,
     ``gsu_recall.png`` and ``gsu_lifelong_latency.png`` into ``out_dir``.
@@ -933,9 +1017,16 @@ def run(
     ``variants`` (lifelong data variants, default all) select what runs. Generated
     lifelong users and their clustered stores are cached under ``$GSU_BENCH_CACHE``
     (default ``out_dir/cache``). Returns the records.
+
+    ``log``: run on a behavior log instead (``gsu bench gsu --data LOG``): ``{"data": path,
+    "taobao" or "movielens", "schema": ..., "item_embeddings": ..., "min_history": ...,
+    "data_seed": ...}``; every method on the log's real histories (:func:`_log_part`),
+    written to ``gsu_log.jsonl`` (``gsu_log_quick.jsonl``).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if log is not None:
+        return _run_log(out_dir, quick, log)
     parts = PARTS if parts is None else tuple(parts)
     bad = [p for p in parts if p not in PARTS]
     if bad:
@@ -1013,6 +1104,27 @@ def run(
     for line in _lifelong_done_when(records):
         print(line)
     print(f"(suite ran in {elapsed:.0f} s; results in {out_dir})")
+    return records
+
+
+def _run_log(out_dir: Path, quick: bool, log: dict[str, Any]) -> list[dict[str, Any]]:
+    """The suite on the user's own behavior log (see :func:`run`)."""
+    cfg = _config(quick)
+    seed = int(log.get("data_seed") or 0)
+    lg, name = _read_behavior_log(log)
+    pinned = harness.pin_threads(1)
+    base = {"suite": SUITE, "quick": quick, "threads": 1, "machine": harness.machine_info(), "pinned": pinned,
+            "data": str(log.get("data")), **runner.provenance()}
+    t0 = time.perf_counter()
+    mh = log.get("min_history")
+    records = _log_part(cfg, base, seed, lg, name, item_embeddings=log.get("item_embeddings"),
+                        min_history=None if mh in (None, 1) else int(mh), max_users=50 if quick else 500)
+    harness.write_jsonl(out_dir / ("gsu_log_quick.jsonl" if quick else "gsu_log.jsonl"), records)
+    if records:
+        print(harness.format_table(records, ["dataset", "method", "users", "mean_L", "recall", "attention_mass",
+                                             "interest_coverage", "latency_ms"]))
+        print(f"item vectors: {records[0]['item_vectors']}; recall and attention mass against Exact over the same vectors")
+    print(f"(suite ran in {time.perf_counter() - t0:.0f} s; results in {out_dir})")
     return records
 
 

@@ -122,7 +122,7 @@ def _truth(idx: "FilteredIndex", Q: np.ndarray, sets: list[np.ndarray], k: int, 
     rows = np.concatenate(sets)
     out_r = np.empty((nq, k), np.int64)
     counts = np.empty(nq, np.int64)
-    fk.gather_topk_ip_sel(Q, idx.hnsw.vectors, np.arange(nq, dtype=np.int64), starts, starts + lens, rows, k, out_r, out_s,
+    fk.gather_topk_ip_sel(Q, idx._scoring(), np.arange(nq, dtype=np.int64), starts, starts + lens, rows, k, out_r, out_s,
                           counts, idx._half())
     return out_s
 
@@ -218,10 +218,11 @@ def held_out(idx: "FilteredIndex", qrows: np.ndarray | None) -> Iterator[None]:
         return
     ctx = h.__dict__.get("_beam")
     if ctx is None:
-        ctx = h._beam = h._graph() + h._codes() + (h.vectors,)
+        ctx = h._beam = h._graph() + h._codes() + (h._scoring_vectors(),)
     nbr, off, cum = ctx[0], ctx[1], ctx[2]
     drop = fk.rows_bitmap64(np.sort(qrows).astype(np.int64), h.ntotal)
-    h._beam = (gk.without_nodes(nbr, off, cum, drop, h.vectors),) + tuple(ctx[1:])
+    # l2: the repair ranks a node's candidate neighbours by euclidean distance (augmented rows)
+    h._beam = (gk.without_nodes(nbr, off, cum, drop, h._scoring_vectors(), np.int64(h.metric == "l2")),) + tuple(ctx[1:])
     try:
         yield
     finally:
@@ -258,7 +259,7 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
     # numba cache, compiling the routes' kernels takes tens of seconds and would
     # otherwise leave the calibration with its minimum of selectivities
     t_start = time.perf_counter()
-    S = Q @ idx.hnsw.vectors.T if Q.shape[0] * n <= _SCORES_MAX else None
+    S = Q @ idx._scoring().T if Q.shape[0] * n <= _SCORES_MAX else None
     bar = _progress(len(grid), progress)
     points: list[dict[str, Any]] = []
     exact_rate: list[tuple[int, float]] = []  # (m, µs) of the exact scans timed, to skip timing it where it cannot win

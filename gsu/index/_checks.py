@@ -33,8 +33,7 @@ __all__ = ["VALIDATORS", "validator", "check_state", "check_hnsw_blob", "MAX_DIM
 #: the largest vector dimension a file may declare (faiss's own limit)
 MAX_DIM = 1 << 20
 _I64_MAX = 2**63 - 1
-_METRICS = ("ip", "cosine")
-_DENSE_METRICS = ("ip", "cosine", "l2")  # flat, hnsw, ivf (not filtered)
+_DENSE_METRICS = ("ip", "cosine", "l2")  # every dense kind
 
 VALIDATORS: dict[str, Callable[[StateCheck], None]] = {}
 
@@ -165,7 +164,7 @@ def _hnsw(c: StateCheck) -> None:
 @validator("filtered")
 def _filtered(c: StateCheck) -> None:
     dim = c.cfg_int("dim", lo=1, hi=MAX_DIM)
-    metric = c.cfg_choice("metric", _METRICS)
+    metric = c.cfg_choice("metric", _DENSE_METRICS)
     parts = {}
     for name, check in (("hnsw", _hnsw_part), ("ivf", _ivf_part)):
         sub = StateCheck(c.cfg(name), c.arrays, prefix=f"{name}.", values=c.values)

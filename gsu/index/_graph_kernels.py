@@ -70,14 +70,16 @@ def sq8_encode(X: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarra
 
 
 @nb.njit(cache=True)
-def without_nodes(nbr, off, cum, drop, X):
+def without_nodes(nbr, off, cum, drop, X, aug):
     """A copy of the neighbour array ``nbr`` as if the nodes marked in the bitmap ``drop``
     (bit ``v & 63`` of word ``v >> 6``) had not been inserted: their own lists are emptied,
     and in every other list a dropped node is replaced by the neighbour of it (same level)
     most similar to the list's owner (inner product on ``X``) that is not dropped and not
     in the list yet — the repair a graph built without it would have had there — or
-    removed when there is none. Used to time searches for index rows as held-out queries
-    (calibration)."""
+    removed when there is none. ``aug`` = 1: ``X`` holds the l2-augmented rows
+    ``[x, -|x|²/2]`` (:mod:`gsu.index._l2`) and a candidate is ranked by
+    ``x_v·x_c - |x_c|²/2``, i.e. by euclidean distance to the owner. Used to time searches
+    for index rows as held-out queries (calibration)."""
     out = nbr.copy()
     n = off.shape[0] - 1
     nlev = cum.shape[0] - 1
@@ -119,8 +121,11 @@ def without_nodes(nbr, off, cum, drop, X):
                     if dup:
                         continue
                     sc = np.float32(0.0)
-                    for t in range(X.shape[1]):
+                    dd = X.shape[1] - aug
+                    for t in range(dd):
                         sc += X[v, t] * X[c, t]
+                    if aug:
+                        sc += X[c, dd]
                     if sc > best_s:
                         best_s = sc
                         best = c

@@ -101,8 +101,10 @@ class MutableIndex(Index):
         queries with the dead rows dropped; ``None`` when every row may be returned (no
         filter, no tombstone). A shared filter's tombstone-free form is cached on its
         compiled form (and the live rows on the index), so a reused filter pays once."""
-        f = filter if type(filter) is Filter else Filter.coerce(filter)
         dead = self._dead
+        if filter is None and dead is None:
+            return None
+        f = filter if type(filter) is Filter else Filter.coerce(filter)
         if f.is_all:
             if dead is None:
                 return None

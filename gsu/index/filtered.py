@@ -49,11 +49,11 @@ import numpy as np
 from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positive_int
 from gsu.errors import FieldError
 from gsu.index import _filter_kernels as fk
+from gsu.index import _l2
 from gsu.index.base import Index, register_index
 from gsu.index.result import SearchResult
-from gsu.index.vectors import normalize_rows, prep_queries
+from gsu.index.vectors import DENSE_METRICS, normalize_rows, prep_queries
 from gsu.index.filters import CompiledFilter, IdMap
-from gsu.index.flat import METRICS
 from gsu.index.hnsw import HNSWIndex
 from gsu.index._mutable import DEFAULT_COMPACT_THRESHOLD
 from gsu.index.ivf import IVFIndex
@@ -162,7 +162,10 @@ class FilteredIndex(Index):
 
     Args:
         dim: vector dimension d.
-        metric: ``"ip"`` or ``"cosine"`` (vectors and queries L2-normalised).
+        metric: ``"ip"``, ``"cosine"`` (vectors and queries L2-normalised) or ``"l2"``
+            (squared euclidean distance, scores ``-|q - x|²``: every route ranks on the
+            exact inner-product reduction of :mod:`gsu.index._l2` and the returned rows are
+            rescored in float64).
         M: HNSW out-degree (``M``); 16–64.
         ef_construction: HNSW insertion beam (``efConstruction``); 100–400.
         nlist: IVF lists (``nlist``); ``None`` = ``2·sqrt(n)`` of the first add.
@@ -192,7 +195,7 @@ class FilteredIndex(Index):
         calibrate: bool = True,
     ):
         self.dim = check_positive_int(dim, name="dim")
-        self.metric = check_choice(metric, name="metric", choices=METRICS)
+        self.metric = check_choice(metric, name="metric", choices=DENSE_METRICS)
         if not isinstance(calibrate, bool):
             raise TypeError(f"calibrate: expected a bool, got {calibrate!r}")
         self.hnsw = HNSWIndex(dim, metric, M=M, ef_construction=ef_construction)
@@ -253,6 +256,15 @@ class FilteredIndex(Index):
         if calibrate:
             self.calibrate(max_seconds=max(_CAL_MIN_SECONDS, _CAL_SHARE * self.build_seconds))
 
+    def _scoring(self) -> np.ndarray:
+        """What the exact route scores: the vectors, or for ``l2`` the augmented
+        ``[x, -|x|²/2]`` (queries ``[q, 1]``; :mod:`gsu.index._l2`)."""
+        h = self.hnsw
+        return h.vectors if self.metric != "l2" else h._scoring_vectors()
+
+    def _scoring_queries(self, q: np.ndarray) -> np.ndarray:
+        return _l2.augment_queries(q) if self.metric == "l2" else q
+
     def _half(self) -> tuple[np.ndarray, float, float] | None:
         """The exact route's half-precision copy ``(H (n, d) uint16, rmax, nmax)`` for
         ``dim >= HALF_MIN_DIM`` (built on first use, dropped by :meth:`add`; never saved),
@@ -261,7 +273,7 @@ class FilteredIndex(Index):
             return None
         h = self.__dict__.get("_half_copy")
         if h is None or (h is not False and h[0].shape[0] != self.ntotal):
-            h = self._half_copy = _half_copy(self.hnsw.vectors)
+            h = self._half_copy = _half_copy(self._scoring())
         return h or None
 
     # -- mutation ----------------------------------------------------------
@@ -414,6 +426,7 @@ class FilteredIndex(Index):
             if Q.shape[0] > n_queries:
                 Q = np.ascontiguousarray(Q[np.sort(rng.choice(Q.shape[0], n_queries, replace=False))])
             qrows = None
+        Q = self._scoring_queries(Q)  # the calibration times and scores the routes as search runs them
         from gsu.index._calibrate import run_calibration
 
         limit = math.inf if max_seconds is None else float(max_seconds)
@@ -653,9 +666,11 @@ class FilteredIndex(Index):
                     plan = self._plan_one(m, cf is None or cf.run is not None, k, effort, st)
             else:
                 plan = self._forced(ROUTES.index(route), m, k, effort, st)
-            out_r, out_s, counts = self._search_one(q, k, cf, *plan)
+            out_r, out_s, counts = self._search_one(q if self.metric != "l2" else _l2.augment_queries(q), k, cf, *plan)
         else:
-            out_r, out_s, counts = self._search_per_query(q, k, cf, route, effort, st)
+            out_r, out_s, counts = self._search_per_query(self._scoring_queries(q), k, cf, route, effort, st)
+        if self.metric == "l2":  # scores -|q - x|², exact in float64
+            _l2.finish(q, self.hnsw.vectors, out_r, out_s)
         idmap = self.hnsw._idmap
         ids = out_r if idmap.identity else idmap.to_ids(out_r)
         return SearchResult(ids, out_s, counts)
@@ -691,7 +706,7 @@ class FilteredIndex(Index):
         which = _ONE if nq == 1 else np.arange(nq, dtype=np.int64)
         if code == EXACT:
             rows = cf.rows if cf is not None else np.arange(n, dtype=np.int64)
-            fk.gather_topk_ip_shared(q, self.hnsw.vectors, rows, k, out_r, out_s, counts, self._half())
+            fk.gather_topk_ip_shared(q, self._scoring(), rows, k, out_r, out_s, counts, self._half())
             return out_r, out_s, counts
         if code == HNSW or probe > 0:
             self.hnsw.beam_search(q, k, cf, which, out_r, out_s, counts, ef, probe)
@@ -715,7 +730,7 @@ class FilteredIndex(Index):
         short = np.flatnonzero(counts < need).astype(np.int64)
         log.debug("filtered: %d queries short of k results, recomputed exactly", short.shape[0])
         starts, ends = cf.bounds(q.shape[0])
-        fk.gather_topk_ip_sel(q, self.hnsw.vectors, short, starts, ends, cf.rows, k, out_r, out_s, counts, self._half())
+        fk.gather_topk_ip_sel(q, self._scoring(), short, starts, ends, cf.rows, k, out_r, out_s, counts, self._half())
 
     def _search_per_query(self, q: np.ndarray, k: int, cf: CompiledFilter, route: str, effort: float, st: PlannerSettings
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -731,7 +746,7 @@ class FilteredIndex(Index):
         out_s = np.full((nq, k), -np.inf, np.float32)
         counts = np.zeros(nq, np.int64)
         starts, ends = cf.bounds(nq)
-        X = self.hnsw.vectors
+        X = self._scoring()
         ex = np.flatnonzero(routes == EXACT).astype(np.int64)
         if ex.shape[0]:
             fk.gather_topk_ip_sel(q, X, ex, starts, ends, cf.rows, k, out_r, out_s, counts, self._half())
@@ -774,7 +789,7 @@ class FilteredIndex(Index):
     def _from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "FilteredIndex":
         idx = cls.__new__(cls)
         idx.dim = int(config["dim"])
-        idx.metric = check_choice(config["metric"], name="metric", choices=METRICS)
+        idx.metric = check_choice(config["metric"], name="metric", choices=DENSE_METRICS)
         idx.hnsw = HNSWIndex._from_state(config["hnsw"], {a[5:]: v for a, v in arrays.items() if a.startswith("hnsw.")})
         idx.ivf = IVFIndex._from_state(config["ivf"], {a[4:]: v for a, v in arrays.items() if a.startswith("ivf.")})
         if not np.array_equal(idx.hnsw.ids, idx.ivf.ids):

@@ -609,9 +609,14 @@ class SeismicIndex(MutableIndex):
         """
         if type(k) is not int or k < 1:
             k = check_k(k)
-        if (settings is None and query_cut is None and heap_factor is None and first_sorted is None
-                and filter_exact_max is None):
-            st = self._op_cache.get(target_recall) or self._calibrated_point(target_recall)
+        if settings is None:
+            # resolved settings per distinct set of arguments, cached (a search loop passes the same ones)
+            key = (target_recall, query_cut, heap_factor, first_sorted, filter_exact_max)
+            st = self._op_cache.get(key)
+            if st is None:
+                st = self._resolve(None, query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
+                if len(self._op_cache) < 256:
+                    self._op_cache[key] = st
         else:
             st = self._resolve(settings, query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
         qc, hf, first_sorted = st.query_cut, st.heap_factor, st.first_sorted
