@@ -54,6 +54,10 @@ def make_original(kind: str, folder: Path) -> Path:
         if kind == "seismic":
             idx.add(K.data(kind, 10, seed=6), np.arange(10, dtype=np.int64) + 10_000)  # some rows past the build
             idx.vocabulary = {f"tok{j}": j for j in range(K.VOCAB)}
+        # removed rows and an upsert: the file holds tombstones (and an id twice, once dead)
+        idx.compact_threshold = 1.0
+        idx.remove(np.arange(0, n, 9, dtype=np.int64) * 3 + 11)
+        idx.upsert(K.data(kind, 2, seed=7), np.array([14, 20_000], np.int64))
         idx.save(path)
     elif kind == "behavior_store":
         from gsu.retrieval import BehaviorStore
