@@ -666,7 +666,7 @@ class FilteredIndex(Index):
                     plan = self._plan_one(m, cf is None or cf.run is not None, k, effort, st)
             else:
                 plan = self._forced(ROUTES.index(route), m, k, effort, st)
-            out_r, out_s, counts = self._search_one(q if self.metric != "l2" else _l2.augment_queries(q), k, cf, *plan)
+            out_r, out_s, counts = self._search_one(self._scoring_queries(q), k, cf, *plan)
         else:
             out_r, out_s, counts = self._search_per_query(self._scoring_queries(q), k, cf, route, effort, st)
         if self.metric == "l2":  # scores -|q - x|², exact in float64

@@ -618,10 +618,11 @@ class ItemSearch(Retriever):
         return self.index is not None and length >= self.exact_below
 
     def _exact_topk(self, Q: Any, uniq: np.ndarray, first_pos: np.ndarray, cuts: np.ndarray, k: int
-                    ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - abstract
+                    ) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover - the subclass's hook
         """Top-k distinct items (group numbers, scores) of the queries ``Q`` among the
-        item rows ``uniq``, an item visible to target ``t`` when ``first_pos < cuts[t]``."""
-        raise NotImplementedError
+        item rows ``uniq``, an item visible to target ``t`` when ``first_pos < cuts[t]``.
+        Every ItemSearch subclass (SoftSearch, SparseSearch) provides it."""
+        raise TypeError(f"{type(self).__name__} subclasses ItemSearch but does not define _exact_topk (its exact scan)")
 
     def _retrieve(self, h: History, trows: np.ndarray, k: int, cuts: np.ndarray, *, force: str | None = None) -> RetrievalResult:
         use_index = self.uses_index(len(h)) if force is None else force == "index"
