@@ -209,7 +209,7 @@ def _search_stage(task: Any, index_path: Path, size: DemoSize, rng: np.random.Ge
 
 
 def _retrieval_methods(task: Any, index: Any, k: int) -> dict[str, Any]:
-    from gsu.ctr.methods import ETA_BITS, SDIM_HASHES, SDIM_TAU
+    from gsu.ctr.pipeline import ETA_BITS, SDIM_HASHES, SDIM_TAU
     from gsu.retrieval.lsh import SDIM, SimHashTopK
     from gsu.retrieval.methods import Exact, HardSearch, Hybrid, SoftSearch
 
@@ -230,7 +230,7 @@ def _retrieve_stage(task: Any, index_path: Path, size: DemoSize) -> tuple[list[d
     """Every GSU method on the test requests of the longest users: recall@k and attention mass
     against ``Exact``, median ms per request; checks Exact against numpy and the time cut."""
     from gsu.index import load
-    from gsu.retrieval.metrics import attention_mass_many, attention_vectors, cosine, recall_rows
+    from gsu.retrieval.quality import attention_mass_many, attention_vectors, cosine, recall_rows
 
     k = size.k
     index = load(index_path)
@@ -300,7 +300,7 @@ def _ctr_stage(task: Any, size: DemoSize, seed: int, progress: _Progress) -> tup
     """Full attention and each method over the same ESU; paired bootstrap SEs over test users."""
     from gsu.ctr.baseline import base_rate_baseline
     from gsu.ctr.experiment import best_possible_auc, cached_views, new_model, retrieval_quality
-    from gsu.ctr.methods import attention_flops, method_label
+    from gsu.ctr.pipeline import attention_flops, method_label
     from gsu.ctr.metrics import auc, logloss
     from gsu.ctr.train import TrainConfig, fit, predict
 

@@ -337,7 +337,7 @@ def test_factorized_attention_equals_generic(task, decoupled):
 def test_twin_retriever_scores_are_the_models_attention(task):
     """With no time encoding and no behavior types, TWIN's precomputed score is exactly the
     model's summed per-head attention logit, so its top-k is the attention's own top-k."""
-    from gsu.ctr.methods import twin_retriever
+    from gsu.ctr.pipeline import twin_retriever
     from gsu.retrieval.batch import retrieve_batch
 
     cfg = _config(task, temporal="none", n_behavior_types=1, type_dim=0)

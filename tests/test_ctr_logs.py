@@ -212,7 +212,7 @@ def test_gsu_train_on_the_taobao_sample_as_parquet(tmp_path, capsys):
 def test_train_and_bench_build_the_same_movielens_task():
     from gsu.bench.ctr import MOVIELENS
     from gsu.ctr.logtask import movielens_task
-    from gsu.ctr.methods import build_task
+    from gsu.ctr.pipeline import build_task
 
     folder = ROOT / MOVIELENS
     if not (folder / "ratings.csv").is_file():
@@ -249,7 +249,7 @@ def test_gsu_bench_ctr_on_a_log(tmp_path, capsys):
     report) on the task `gsu train` builds from the same log and options, and writes its own
     ctr_log_quick* files; log options without --data, or --data with another suite, are refused."""
     from gsu.cli import main
-    from gsu.ctr.methods import build_task
+    from gsu.ctr.pipeline import build_task
 
     cols = impression_log(seed=5, n_users=12, n_items=60, n_rows=900)
     p = write_parquet(cols, tmp_path / "shop.parquet")

@@ -8,7 +8,7 @@ import pytest
 
 from gsu.datasets.lifelong import lifelong_users, lifelong_users_cached, planted_relevant
 from gsu.retrieval import BehaviorStore, Exact, History, ItemTable, make_method, retrieve_batch
-from gsu.retrieval import metrics as M
+from gsu.retrieval import quality as M
 from gsu.retrieval.cascade import Cascade, calibrate
 from gsu.retrieval.clustered import Clustered, SequenceClusters, append_sequence, cluster_sequence
 from gsu.retrieval.interests import MultiInterest, extract_interests, interest_coverage, largest_remainder, nnls_weights

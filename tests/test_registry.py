@@ -74,7 +74,7 @@ def test_registered_method_runs_from_the_cli(last_k, world, tmp_path):
 
 def test_registered_method_is_a_ctr_method(last_k):
     from gsu.ctr.data import synthetic_task
-    from gsu.ctr.methods import method_views
+    from gsu.ctr.pipeline import method_views
 
     task = synthetic_task(n_users=6, seq_len=(30, 60), n_items=200, n_categories=8, n_targets_per_user=4, seed=1)
     views, info = method_views(task, "last_k", k=5, splits=("test",))

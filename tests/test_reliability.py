@@ -322,7 +322,7 @@ def test_failed_rebuild_from_json_lines_keeps_the_old_index_and_its_vocabulary(t
 
 def test_request_files_name_file_and_line(tmp_path):
     from gsu.errors import DataFormatError
-    from gsu.retrieval.cli_support import read_requests
+    from gsu.retrieval.requests import read_requests
 
     p = tmp_path / "r.csv"
     p.write_text("user,target,time\n1,2,3\n4,5,6\n7,99999999999999999999999,8\n")

@@ -19,7 +19,7 @@ from gsu.retrieval import (
     make_method,
     retrieve_batch,
 )
-from gsu.retrieval import metrics
+from gsu.retrieval import quality as metrics
 
 N_ITEMS, DIM, L, T, K = 300, 16, 1500, 40, 25
 
@@ -340,7 +340,7 @@ def test_bad_input(data):
 
 # ----------------------------------------------------------------------------- CLI support
 def test_retrieve_file_roundtrip(tmp_path, data):
-    from gsu.retrieval.cli_support import read_requests, retrieve_file
+    from gsu.retrieval.requests import read_requests, retrieve_file
 
     items, _, _, _ = data
     rng = np.random.default_rng(5)
@@ -447,15 +447,15 @@ def test_sdim_lookup_equals_on_the_fly_and_respects_the_cut(data):
 
 
 @pytest.mark.parametrize("M", [7, 120, 3000, 20_000])  # fewer than k, one tile, several tiles, the heap path
-def test_dense_topk_with_heavy_ties_matches_brute_force(M):
-    from gsu.retrieval.methods import dense_topk
+def test_history_topk_with_heavy_ties_matches_brute_force(M):
+    from gsu.retrieval.methods import history_topk
 
     rng = np.random.default_rng(M)
     Q = rng.integers(-2, 3, (33, 4)).astype(np.float32)  # small integers: many equal scores
     Km = rng.integers(-2, 3, (M, 4)).astype(np.float32)
     cuts = rng.integers(0, M + 1, 33).astype(np.int64)
     cuts[0], cuts[1] = 0, M
-    idx, sc = dense_topk(Q, Km, 10, cuts)
+    idx, sc = history_topk(Q, Km, 10, cuts)
     full = Q @ Km.T
     ref = _brute_topk(full, cuts, 10)
     np.testing.assert_array_equal(idx, ref)

@@ -88,11 +88,11 @@ def tasks(quick: bool) -> list[tuple[Any, tuple[str, ...], tuple[int, ...]]]:
 
 def log_tasks(quick: bool, log: dict[str, Any]) -> list[tuple[Any, tuple[str, ...], tuple[int, ...]]]:
     """(task, methods, ks) for the suite on a user's own log: ``log`` holds
-    :func:`gsu.ctr.methods.build_task`'s data settings (``data``, ``schema``,
+    :func:`gsu.ctr.pipeline.build_task`'s data settings (``data``, ``schema``,
     ``item_embeddings``, ``negatives``, ``sample_rate``, ``min_history``, ``data_seed``), so
     the task is the one ``gsu train`` builds with the same settings. Every method (MUSE only
     with a content table) at k = 64, 16, 256 (quick: 16)."""
-    from gsu.ctr.methods import build_task
+    from gsu.ctr.pipeline import build_task
 
     t = build_task(**log, cache_dir=None if quick else _cache_dir())
     methods = METHODS if "content" in t.item_tables else tuple(m for m in METHODS if m != "muse")
@@ -110,7 +110,7 @@ def _latency(task: Any, records_dir: Path, *, quick: bool, methods: tuple[str, .
     from gsu.ctr.data import BehaviorView, fingerprint, make_batch, make_shared_batch
     from gsu.ctr.experiment import task_key, new_model
     from gsu.ctr.export import export_torchscript, serving_inputs
-    from gsu.ctr.methods import build_retriever, needs_reference
+    from gsu.ctr.pipeline import build_retriever, needs_reference
     from gsu.retrieval.result import SDIMResult
 
     store = task.store
@@ -222,7 +222,7 @@ def run(*, out_dir: Path, quick: bool = False, threads: int = 1, seeds: tuple[in
     ``ctr.png`` into ``out_dir`` (``ctr_quick*`` with ``quick``); return the report records.
 
     log: run on a user's own log instead of the record data sets: the settings of
-    :func:`gsu.ctr.methods.build_task` (``{"data": "clicks.parquet", "schema": "s.json"}``,
+    :func:`gsu.ctr.pipeline.build_task` (``{"data": "clicks.parquet", "schema": "s.json"}``,
     optionally ``item_embeddings``, ``negatives``, ``sample_rate``, ``min_history``,
     ``data_seed``); files ``ctr_log*`` (``ctr_log_quick*``)."""
     from gsu.ctr.baseline import base_rate_baseline

@@ -18,7 +18,7 @@ One request = one user with L behaviors (L = 10,000 / 100,000 / 1,000,000 on a G
 - ``gsu-exact-retrieve`` (per request only): ``Exact(items, device=...).retrieve`` — the
   user-facing call, with the history gather and the host ↔ device copies.
 
-Every fused result is compared with the CPU path (:func:`gsu.retrieval.methods.dense_topk`,
+Every fused result is compared with the CPU path (:func:`gsu.retrieval.methods.history_topk`,
 numba) on the same data: ``ids_equal`` is the fraction of identical ids (near-ties one
 float32 ulp apart may swap between two summation orders), ``max_score_diff`` the largest
 score difference. Threads are pinned (``threads``); each timing is the median of
@@ -97,7 +97,7 @@ def run(
 
     from gsu.device import TopkStats, fused_topk, prepare_keys, resolve_device, sync
     from gsu.retrieval import Exact, History, ItemTable
-    from gsu.retrieval.methods import dense_topk
+    from gsu.retrieval.methods import history_topk
 
     out_dir = Path(out_dir)
     pinned = harness.pin_threads(threads)
@@ -153,7 +153,7 @@ def run(
                 c, s = fused_topk(Q, keys, k, tie="high", hi=h, stats=st)
                 c, s = c.cpu().numpy(), s.cpu().numpy()
                 # the CPU path on the first user of the batch (numba, ties to the more recent behavior)
-                ci, si = dense_topk(Qn[0], Kn[0], k, np.full(T, L, np.int64) if h is None else cuts[0].astype(np.int64))
+                ci, si = history_topk(Qn[0], Kn[0], k, np.full(T, L, np.int64) if h is None else cuts[0].astype(np.int64))
                 eq = float((c[0] == ci).mean())
                 diff = float(np.nanmax(np.abs(np.where(np.isfinite(si), s[0] - si, 0.0))))
                 t = timed(lambda h=h: fused_topk(Q, keys, k, tie="high", hi=h))

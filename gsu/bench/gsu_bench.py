@@ -64,7 +64,7 @@ from gsu.retrieval import (
     TWIN,
     retrieve_batch,
 )
-from gsu.retrieval import metrics as M
+from gsu.retrieval import quality as M
 from gsu.retrieval.result import SDIMResult
 from gsu.datasets.samples import movielens_dir
 

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from gsu.ctr.data import BehaviorView, CTRTask, _atomic_savez, fingerprint, positions_view, prefix_view, sdim_view
-from gsu.ctr.methods import LABELS, build_retriever, method_label, attention_flops, model_config, needs_reference
+from gsu.ctr.pipeline import LABELS, build_retriever, method_label, attention_flops, model_config, needs_reference
 from gsu.ctr.metrics import auc
 from gsu.ctr.model import build_model
 from gsu.ctr.train import TrainConfig, evaluate, fit
@@ -120,7 +120,7 @@ def retrieval_quality(task: CTRTask, view: BehaviorView, *, k: int, n_samples: i
     ``n_samples`` samples of the view (seeded). NaN when the task has no planted model or the
     view holds no positions (SDIM)."""
     from gsu.retrieval.methods import Exact
-    from gsu.retrieval.metrics import attention_mass, recall_rows
+    from gsu.retrieval.quality import attention_mass, recall_rows
 
     temp = task.info.get("attention_temperature")
     if temp is None or view.kind == "sdim":

@@ -250,7 +250,7 @@ def calibrate(
         method: has a ``candidates`` attribute and ``retrieve``.
         requests: calibration requests ``(history, targets[, target_time])`` — use other
             targets (and ideally other users) than the ones you evaluate on.
-        target_recall: mean recall@k (tie-tolerant, :func:`gsu.retrieval.metrics.exact_recall`)
+        target_recall: mean recall@k (tie-tolerant, :func:`gsu.retrieval.quality.exact_recall`)
             to reach, in (0, 1].
         k: behaviors per target (default: the method's k).
         grid: candidate factors to try, ascending; the search stops at the first that
@@ -265,7 +265,7 @@ def calibrate(
 
     Returns a :class:`Calibration` (the exact top-k of each request is computed once).
     """
-    from gsu.retrieval import metrics as M
+    from gsu.retrieval import quality as M
 
     if not hasattr(method, "candidates") or not hasattr(method, "retrieve"):
         raise TypeError(f"method: expected a Cascade or Clustered retriever, got {type(method).__name__}")

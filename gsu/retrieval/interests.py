@@ -33,7 +33,7 @@ from gsu.retrieval import _lifelong_kernels as LK
 from gsu.retrieval._clustering import kmeans
 from gsu.retrieval.cascade import _rescore
 from gsu.retrieval.items import ItemTable
-from gsu.retrieval.methods import Retriever, dense_topk
+from gsu.retrieval.methods import Retriever, history_topk
 from gsu.retrieval.result import RetrievalResult
 from gsu.retrieval.store import History
 
@@ -304,7 +304,7 @@ class MultiInterest(Retriever):
         rows = self.items.rows(h.items, name="history items")
         if self.search is None:
             Kx = np.ascontiguousarray(E[rows])
-            ppos, _ = dense_topk(Q, Kx, kk, rc)
+            ppos, _ = history_topk(Q, Kx, kk, rc)
         else:
             from gsu.retrieval.clustered import search_clusters
 

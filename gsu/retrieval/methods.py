@@ -32,7 +32,7 @@ from gsu.retrieval.store import History
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Retriever", "Exact", "TWIN", "HardSearch", "SoftSearch", "Hybrid", "group_positions", "dense_topk", "index_topk", "target_cuts"]
+__all__ = ["Retriever", "Exact", "TWIN", "HardSearch", "SoftSearch", "Hybrid", "group_positions", "history_topk", "index_topk", "target_cuts"]
 
 _BLOCK_ROWS = 128
 _BLOCK_COLS = 2048
@@ -83,7 +83,7 @@ def group_positions(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return sk[starts], grp_ptr, order, order[starts]
 
 
-def dense_topk(
+def history_topk(
     Q: np.ndarray,
     Kmat: np.ndarray,
     k: int,
@@ -409,7 +409,7 @@ class Exact(Retriever):
             return retrieve_one(self, h, trows, k, cuts)
         Q = self._query_vectors(trows)
         Kx = self._key_vectors(h)
-        idx, sc = dense_topk(Q, Kx, k, cuts, n_heads=self.n_heads, head_reduce=self.head_reduce)
+        idx, sc = history_topk(Q, Kx, k, cuts, n_heads=self.n_heads, head_reduce=self.head_reduce)
         return RetrievalResult.from_positions(idx, sc)
 
     # -- used by the quality metrics ------------------------------------------------
@@ -417,7 +417,7 @@ class Exact(Retriever):
         """Yield ``(rows, scores)``: blocks of the full (T, L) score matrix.
 
         ``rows`` (B,) target indices; ``scores`` (B, L) float32 with -inf at positions at
-        or after each target's cut. Used by :func:`gsu.retrieval.metrics.attention_mass`.
+        or after each target's cut. Used by :func:`gsu.retrieval.quality.attention_mass`.
         """
         h, trows, _, cuts = self._prepare(history, targets, None, target_time)
         Q = self._query_vectors(trows)
@@ -698,7 +698,7 @@ class SoftSearch(ItemSearch):
 
     def _exact_topk(self, Q: np.ndarray, uniq: np.ndarray, first_pos: np.ndarray, cuts: np.ndarray, k: int
                     ) -> tuple[np.ndarray, np.ndarray]:
-        return dense_topk(Q, self._R[uniq], k, cuts, first_pos=first_pos)
+        return history_topk(Q, self._R[uniq], k, cuts, first_pos=first_pos)
 
 
 # ----------------------------------------------------------------------------- Hybrid

@@ -8,7 +8,7 @@ from gsu.bench import harness
 from gsu.bench.ctr import SYNTHETIC, _cache_dir
 from gsu.ctr.data import synthetic_task, prefix_view, positions_view
 from gsu.ctr.experiment import best_possible_auc, retrieval_oracle_auc, _task_key
-from gsu.ctr.methods import LABELS
+from gsu.ctr.pipeline import LABELS
 from gsu.retrieval.batch import retrieve_batch
 from gsu.retrieval.methods import Exact
 

@@ -1,4 +1,6 @@
-"""Retrieval methods as the CTR model sees them: a name -> per-split behavior views.
+"""The CTR pipeline: a task, each retrieval method's per-split behavior views, the model's
+settings for that method, and training from one config (what ``gsu train`` and ``gsu bench ctr``
+share).
 
 Names (``METHODS``):
 
@@ -37,7 +39,7 @@ from gsu.ctr.model import ModelConfig, TargetAttentionModel
 logger = logging.getLogger(__name__)
 
 __all__ = ["METHODS", "LABELS", "method_views", "model_config", "twin_retriever", "train_from_config", "build_task",
-           "SDIM_HASHES", "SDIM_TAU", "ETA_BITS"]
+           "SDIM_HASHES", "SDIM_TAU", "ETA_BITS", "check_method", "method_label"]
 
 METHODS = ("full", "last", "hard", "soft", "muse", "eta", "sdim", "twin", "exact")
 LABELS = {"full": "full attention", "last": "last-k", "hard": "SIM-hard", "soft": "SIM-soft",
@@ -47,7 +49,7 @@ SDIM_HASHES = 48       # SDIM: m signatures ...
 SDIM_TAU = 3           # ... of tau bits each (SDIM paper's defaults)
 
 
-def _check_method(method: str) -> str:
+def check_method(method: str) -> str:
     """``method``: a CTR preset (:data:`METHODS`) or any name in the retrieval registry
     (:func:`gsu.retrieval.method_names`, built with its defaults at the run's k)."""
     from gsu.retrieval.registry import method_names
@@ -72,7 +74,7 @@ def model_config(task: CTRTask, method: str, **overrides: Any) -> ModelConfig:
     settings (``task.info["model"]``, e.g. the synthetic task's content-only ESU); ``sdim``
     gets an :class:`~gsu.ctr.model.SDIMModel` over the CTR-space aggregated vector.
     """
-    _check_method(method)
+    check_method(method)
     feats = task.info.get("item_features", {})
     cfg = ModelConfig(
         n_items=task.n_items, n_categories=task.n_categories, n_behavior_types=task.n_behavior_types,
@@ -205,7 +207,7 @@ def method_views(task: CTRTask, method: str, *, k: int, splits: tuple[str, ...] 
     """Views of ``splits`` for ``method`` at ``k`` and a summary ``{"retrieval_seconds",
     "mean_behaviors" (test split), "label"}``. ``full`` ignores ``k`` and caps at ``max_len``;
     ``twin`` needs ``reference`` (a trained :class:`TargetAttentionModel`)."""
-    _check_method(method)
+    check_method(method)
     label = method_label(method) + ("" if method in ("full", "sdim") else f" k={k}")
     t0 = time.perf_counter()
     if method in ("full", "last"):
@@ -311,7 +313,7 @@ def train_from_config(
     from gsu.ctr.train import TrainConfig, evaluate, fit
 
     say = say or (lambda m: None)
-    _check_method(method)
+    check_method(method)
     t0 = time.perf_counter()
     task = build_task(data=data, schema=schema, item_embeddings=item_embeddings, negatives=negatives,
                       sample_rate=sample_rate, min_history=min_history, users=users, targets_per_user=targets_per_user,

@@ -21,7 +21,7 @@ __all__ = ["add_arguments", "main"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add ``gsu train``'s options to ``p``."""
-    from gsu.ctr.methods import METHODS
+    from gsu.ctr.pipeline import METHODS
 
     p.add_argument("--data", default="synthetic",
                    help="'synthetic' (default), 'movielens', a MovieLens folder, or a .parquet/.csv behavior log (needs --schema)")
@@ -89,7 +89,7 @@ def main(a: argparse.Namespace) -> int:
     import torch
 
     from gsu.ctr.experiment import aggregate, best_possible_auc, format_rows, run_comparison
-    from gsu.ctr.methods import build_task, method_label, train_from_config
+    from gsu.ctr.pipeline import build_task, method_label, train_from_config
 
     torch.set_num_threads(max(1, int(a.threads)))
     tty = sys.stderr.isatty()
@@ -99,9 +99,9 @@ def main(a: argparse.Namespace) -> int:
 
     tcfg = _train_config(a)
     if a.method != "all":
-        from gsu.ctr.methods import _check_method
+        from gsu.ctr.pipeline import check_method
 
-        _check_method(a.method)  # an unknown name fails before any data is built
+        check_method(a.method)  # an unknown name fails before any data is built
     if a.method == "all":
         from gsu.ctr.baseline import base_rate_baseline
 

@@ -220,15 +220,15 @@ def _takes_data(mod_name: str) -> bool:
 
 
 def cmd_retrieve(a: argparse.Namespace) -> int:
-    from gsu.retrieval import cli_support
+    from gsu.cli import retrieve
 
-    return int(cli_support.main(a) or 0)
+    return int(retrieve.main(a) or 0)
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from gsu.ctr import cli_support
+    from gsu.cli import train
 
-    return int(cli_support.main(a) or 0)
+    return int(train.main(a) or 0)
 
 
 def cmd_serve(a: argparse.Namespace) -> int:
@@ -334,20 +334,17 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     r = sub.add_parser("retrieve", help="retrieve top-k behaviors for (user, target) requests", description="Run a GSU method over a behavior store for a file of requests.")
     r.set_defaults(func=cmd_retrieve)
     if command in ("retrieve", "*"):
-        try:
-            from gsu.retrieval import cli_support as rcs
+        from gsu.cli import retrieve
 
-            rcs.add_arguments(r)
-        except ImportError:
-            r.set_defaults(func=_unavailable("the retrieval layer"))
+        retrieve.add_arguments(r)
 
     t = sub.add_parser("train", help="train a CTR model over a retrieval method", description="Train the compact target-attention model on retrieved behaviors.")
     t.set_defaults(func=cmd_train)
     if command in ("train", "*"):
         try:
-            from gsu.ctr import cli_support as ccs
+            from gsu.cli import train
 
-            ccs.add_arguments(t)
+            train.add_arguments(t)
         except ImportError:
             t.set_defaults(func=_unavailable("the CTR layer"))
 
