@@ -171,9 +171,33 @@ def peak_rss_mb() -> float:
     return kb / 1024.0 if sys.platform != "darwin" else kb / 2**20
 
 
+def source_commit() -> str | None:
+    """The git commit of the gsu tree that runs (``+dirty`` when it has uncommitted changes);
+    ``None`` outside a git checkout (an installed wheel)."""
+    global _COMMIT
+    if _COMMIT is None:
+        import subprocess
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parents[2]
+        try:
+            head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True,
+                                  timeout=10, check=True).stdout.strip()
+            dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no", "--", "gsu"],
+                                   capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+            _COMMIT = head + ("+dirty" if dirty else "")
+        except (OSError, subprocess.SubprocessError):
+            _COMMIT = ""
+    return _COMMIT or None
+
+
+_COMMIT: str | None = None
+
+
 def provenance(**extra: Any) -> dict[str, Any]:
-    """Fields every record carries: ``command``, ``peak_rss_mb``, plus ``extra``."""
-    return {"command": command_line(), "peak_rss_mb": round(peak_rss_mb(), 1), **extra}
+    """Fields every record carries: ``command``, ``commit`` (:func:`source_commit`),
+    ``peak_rss_mb``, plus ``extra``."""
+    return {"command": command_line(), "commit": source_commit(), "peak_rss_mb": round(peak_rss_mb(), 1), **extra}
 
 
 # ------------------------------------------------------------------------- outside data
