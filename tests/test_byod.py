@@ -344,16 +344,6 @@ def test_l2_metric_is_exact(tmp_path, kind):
     np.testing.assert_array_equal(back.search(q, 10, **kw).ids, idx.search(q, 10, **kw).ids)
 
 
-def test_l2_reduction_orders_like_l2():
-    from gsu.datasets.registry import l2_to_ip
-
-    rng = np.random.default_rng(6)
-    x = (rng.standard_normal((300, 7)) * rng.uniform(0.1, 5, (300, 1))).astype(np.float32)
-    q = rng.standard_normal((10, 7)).astype(np.float32)
-    xa, qa = l2_to_ip(x, q)
-    np.testing.assert_array_equal(_brute(xa, qa, 10, "ip")[0], _brute(x, q, 10, "l2")[0])
-
-
 @pytest.mark.parametrize("route", ["exact", "ivf", "hnsw", "auto"])
 def test_filtered_index_l2_matches_exact(tmp_path, route):
     """FilteredIndex(metric="l2") on every route, against the brute-force l2 answer: the exact
@@ -428,8 +418,13 @@ def test_runner_interleaves_and_warms():
     log.clear()
     runner.time_interleaved({"a": lambda: log.append("a")}, rounds=2, fast_s=10.0, fast_rounds=5)
     assert len(log) == 1 + 5
+    log.clear()
+    res = runner.time_interleaved({"a": lambda: log.append("a"), "b": lambda: log.append("b")}, rounds=1, warm="each",
+                                  cold=lambda: log.append("flush"))
+    assert log == ["flush", "a", "flush", "b", "a", "a", "b", "b"]  # a cold pass each first, in no median
+    assert res["a"].cold_s is not None and res["a"].timing.repeats == 1
     p = runner.provenance(x=1)
-    assert p["x"] == 1 and p["peak_rss_mb"] > 0 and p["command"]
+    assert p["x"] == 1 and p["peak_rss_mb"] > 0 and p["command"] and "commit" in p
 
 
 # ------------------------------------------------------------------------------ ann-benchmarks
@@ -498,14 +493,19 @@ def test_annb_adapter_refuses_what_it_cannot_do():
 # ------------------------------------------------------------------------------ CLI
 
 
-def test_cli_bench_with_outside_data(tmp_path, capsys):
+@pytest.mark.parametrize("distance", ["angular", "euclidean"])
+def test_cli_bench_with_outside_data(tmp_path, capsys, distance):
+    """An ann-benchmarks file and a filter file through `gsu bench filtered`; euclidean data
+    is searched in L2 by every method (gsu and each peer), recall against the exact l2 answer."""
     from gsu.bench import harness
     from gsu.cli import main
 
     rng = np.random.default_rng(8)
     x = rng.standard_normal((1500, 16)).astype(np.float32)
+    if distance == "euclidean":
+        x *= rng.uniform(0.2, 4, (1500, 1)).astype(np.float32)  # norms vary: the inner-product order differs
     q = rng.standard_normal((8, 16)).astype(np.float32)
-    write_ann_hdf5(tmp_path / "mine.hdf5", train=x, test=q, distance="angular")
+    write_ann_hdf5(tmp_path / "mine.hdf5", train=x, test=q, distance=distance)
     sets = [np.sort(rng.choice(1500, 30, replace=False)) for _ in range(8)]
     write_filters(tmp_path / "allowed.jsonl", sets)
     out = tmp_path / "out"
@@ -513,17 +513,47 @@ def test_cli_bench_with_outside_data(tmp_path, capsys):
                "--out", str(out)])
     assert rc == 0
     recs = harness.read_jsonl(out / "filtered.jsonl")
+    metric, searched = ("cosine", "ip") if distance == "angular" else ("l2", "l2")
     assert {r["filter"] for r in recs} == {"file:allowed"}
-    assert all(r["dataset"] == "mine" and r["data"]["metric"] == "cosine" and r["data"]["nq"] == 8 for r in recs)
-    assert all(r["command"] and r["peak_rss_mb"] > 0 and r["data"]["filter_spec"] == str(tmp_path / "allowed.jsonl") for r in recs)
+    assert all(r["dataset"] == "mine" and r["data"]["metric"] == metric and r["metric"] == searched and r["data"]["nq"] == 8
+               for r in recs)
+    assert all(r["command"] and "commit" in r and r["peak_rss_mb"] > 0 and r["data"]["filter_spec"] == str(tmp_path / "allowed.jsonl")
+               for r in recs)
+    assert all(r["index_bytes"] > 0 and "build_s" in r for r in recs)  # every method's index size on disk and build time
     exact = [r for r in recs if r["method"] in ("numpy-prefilter", "faiss-flat+sel")]
-    assert exact and all(r["recall"] == 1.0 for r in exact)
+    assert {r["method"] for r in exact} == {"numpy-prefilter", "faiss-flat+sel"} and all(r["recall"] == 1.0 for r in exact)
+    for method in ("faiss-hnsw+sel", "faiss-ivf+sel", "hnswlib+callback"):  # each approximate peer reaches the target
+        assert max(r["recall"] for r in recs if r["method"] == method) >= 0.95, method
+    default = [r for r in recs if r["method"] == "gsu-filtered" and r["params"]["default"]]
+    assert len(default) == 1 and default[0]["recall"] >= 0.95
+    if distance == "euclidean":  # the inner-product answer is not the euclidean one here
+        want = np.stack([_brute(x, q[i:i + 1], 10, "l2", sets[i])[0][0] for i in range(8)])
+        assert not np.array_equal(want, np.stack([_brute(x, q[i:i + 1], 10, "ip", sets[i])[0][0] for i in range(8)]))
     assert list(out.glob("filtered_mine*.png"))
     # a bad spec is one clean line and status 2
     assert main(["bench", "filtered", "--data", "gen:nope"]) == 2
     assert "unknown generator 'nope'" in capsys.readouterr().err
     assert main(["bench", "lsh", "--data", "gen:clustered"]) == 2
     assert "does not take --data" in capsys.readouterr().err
+
+
+def test_cli_bench_flat_with_euclidean_data(tmp_path):
+    """`gsu bench flat --data FILE`: every exact method searches the file's metric (l2 here)
+    natively and finds the exact euclidean answer."""
+    from gsu.bench import harness
+    from gsu.cli import main
+
+    rng = np.random.default_rng(12)
+    x = (rng.standard_normal((2000, 12)) * rng.uniform(0.2, 4, (2000, 1))).astype(np.float32)
+    q = rng.standard_normal((10, 12)).astype(np.float32)
+    write_ann_hdf5(tmp_path / "e.hdf5", train=x, test=q, distance="euclidean")
+    out = tmp_path / "out"
+    assert main(["bench", "flat", "--quick", "--data", str(tmp_path / "e.hdf5"), "--out", str(out)]) == 0
+    recs = harness.read_jsonl(out / "flat.jsonl")
+    assert {r["method"] for r in recs} >= {"gsu-flat", "gsu-flat (cached filter)", "faiss-flat", "numpy-prefilter"}
+    assert all(r["metric"] == "l2" and r["n"] == 2000 and r["nq"] == 10 and r["data"]["metric"] == "l2" and "commit" in r for r in recs)
+    assert all(r["recall"] == 1.0 for r in recs if r["recall"] is not None)
+    assert (out / "flat.png").stat().st_size > 1000
 
 
 @pytest.mark.slow

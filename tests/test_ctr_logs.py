@@ -276,7 +276,7 @@ def test_gsu_bench_ctr_on_a_log(tmp_path, capsys):
     assert "base rate" in text and not (out / "ctr_quick.jsonl").exists()
     rc = main(["bench", "ctr", "--schema", str(schema), "--out", str(out)])
     assert rc == 2 and "--schema: needs --data" in capsys.readouterr().err
-    rc = main(["bench", "flat", "--data", str(p), "--out", str(out)])
+    rc = main(["bench", "lsh", "--data", str(p), "--out", str(out)])
     assert rc == 2 and "does not take --data" in capsys.readouterr().err
 
 

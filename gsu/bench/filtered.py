@@ -15,10 +15,12 @@ categories).
 **Every method builds its filter from a plain sorted int64 id array inside the timed
 call**, as a request does: gsu ``FilteredIndex.search(q, k, filter=ids)`` (the planner's
 default operating point, and ``target_recall`` 0.9 / 0.99); numpy exact pre-filter (gathers
-the rows); faiss ``IndexFlatIP``, ``IndexHNSWFlat`` (efSearch ladder; the very graph gsu
+the rows); faiss ``IndexFlat``, ``IndexHNSWFlat`` (efSearch ladder; the very graph gsu
 walks) and ``IndexIVFFlat`` (nprobe ladder; trained by faiss) with the cheaper selector
 built from the ids (:func:`gsu.bench.peers.faiss_selector_from_ids`); hnswlib with its
-callback set built from the ids (20 queries; it is slow). A ``gsu-filtered (cached
+callback set built from the ids (20 queries; it is slow). Every method searches in the data
+set's metric natively: inner product (cosine data normalised) or L2 (faiss ``METRIC_L2``,
+hnswlib ``"l2"``, ``FilteredIndex(d, "l2")``). A ``gsu-filtered (cached
 filter)`` record times gsu with ``Filter`` objects built beforehand and reused (labelled;
 not used for the ratios).
 
@@ -94,7 +96,8 @@ def make_filters(ds: DenseSet, kind: str, sel: float, rng: np.random.Generator) 
         for i in range(nq):
             near = int(round(0.8 * m))
             pool, tot = [], 0
-            for c in np.argsort(-(cen @ q[i])):
+            near_first = np.argsort(-(cen @ q[i])) if ds.metric == "ip" else np.argsort(((cen - q[i]) ** 2).sum(1))
+            for c in near_first:
                 pool.append(members[c])
                 tot += members[c].shape[0]
                 if tot >= near:
@@ -143,53 +146,48 @@ def _flush() -> None:
 
 
 def _time_runners(runners: list[dict[str, Any]], repeats: int, max_seconds: float) -> None:
-    """Cold pass (caches flushed first), then ``repeats`` rounds of {untimed pass, timed
-    pass} per runner, interleaved. Stores ``timing`` (median warm pass), ``qps_best``,
-    ``qps_cold``."""
-    pc = time.perf_counter
-    for r in runners:
-        fn, n = r["fn"], r["n"]
-        _flush()
-        t0 = pc()
-        for i in range(n):
-            fn(i)
-        r["cold"] = pc() - t0
-        r["passes"], r["lat"] = [], []
-    for rep in range(repeats):
-        for r in runners:
-            if rep and sum(r["passes"]) > max_seconds:
-                continue
-            fn, lat, n = r["fn"], r["lat"], r["n"]
-            for i in range(n):
-                fn(i)
-            t0 = pc()
-            for i in range(n):
-                t1 = pc()
-                fn(i)
-                lat.append(pc() - t1)
-            r["passes"].append(pc() - t0)
-    for r in runners:
-        med = float(np.median(r["passes"]))
-        ms = np.asarray(r["lat"]) * 1e3
-        r["timing"] = harness.Timing(med, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), r["n"] / med, len(r["passes"]))
-        r["qps_best"] = r["n"] / min(r["passes"])
-        r["qps_cold"] = r["n"] / r["cold"]
+    """Time the runners with :func:`gsu.bench.runner.time_interleaved`: a cold pass each
+    (caches flushed first), then ``repeats`` rounds of {untimed pass, timed pass} per runner,
+    interleaved. Stores ``timing`` (median warm pass), ``qps_best``, ``qps_cold``."""
+    from gsu.bench import runner
+
+    got = runner.time_interleaved({str(i): runner.Calls(r["fn"], r["n"]) for i, r in enumerate(runners)}, rounds=repeats,
+                                  warm="each", max_seconds_each=max_seconds, cold=_flush)
+    for i, r in enumerate(runners):
+        m = got[str(i)]
+        r["timing"], r["qps_best"], r["qps_cold"] = m.timing, m.qps_best, r["n"] / m.cold_s
 
 
-def _recall(rows: np.ndarray, scores: np.ndarray, x: np.ndarray, q: np.ndarray, allowed: list[np.ndarray], truth: Any,
+def _true_scores(x: np.ndarray, q: np.ndarray, rows: np.ndarray, metric: str) -> np.ndarray:
+    """Exact float64 scores of ``rows`` (nq, k) for the queries ``q`` (nq, d): ``q·x`` or
+    ``-|q - x|²``; -inf for padding."""
+    xs = x[np.maximum(rows, 0)].astype(np.float64)
+    qq = q[: rows.shape[0], None, :].astype(np.float64)
+    s = np.einsum("ijk,ijk->ij", xs, qq) if metric == "ip" else -((xs - qq) ** 2).sum(-1)
+    return np.where(rows >= 0, s, -np.inf)
+
+
+def _recall(rows: np.ndarray, scores: np.ndarray, ds: DenseSet, allowed: list[np.ndarray], truth: Any,
             name: str, *, check: bool = True) -> float:
+    """Tie-tolerant recall@k of ``rows`` against ``truth``, on scores recomputed exactly;
+    ``check``: also verify the result (unique ids, the filter respected, the reported
+    scores equal to the recomputed ones)."""
     n = rows.shape[0]
+    true_scores = _true_scores(ds.x, ds.q, rows, ds.metric)
     if check:
-        def recompute(qi: np.ndarray, ids: np.ndarray) -> np.ndarray:
-            return np.einsum("ij,ij->i", q[qi], x[ids])
-
         def ok(qi: int, ids: np.ndarray) -> np.ndarray:
             return np.isin(ids, allowed[qi])
 
-        true_scores = harness.check_results(rows, scores, recompute=recompute, allowed=ok, name=name)
-    else:
-        true_scores = np.where(rows >= 0, np.einsum("ijk,ik->ij", x[np.maximum(rows, 0)], q[:n]), -np.inf)
+        # l2 scores come from |q|² - 2 q·x + |x|² in float32: their rounding scales with the norms
+        atol = 1e-3 if ds.metric == "ip" else 1e-3 + 2e-6 * float(np.abs(true_scores[np.isfinite(true_scores)]).max(initial=0.0)
+                                                               + _sq_norm_max(ds))
+        harness.check_results(rows, scores, recompute=lambda qi, ids: true_scores[qi[0], : ids.shape[0]], allowed=ok, name=name,
+                              atol=atol)
     return harness.recall_at_k(rows, truth.ids[:n], found_scores=true_scores, true_scores=truth.scores[:n])
+
+
+def _sq_norm_max(ds: DenseSet) -> float:
+    return float(np.einsum("ij,ij->i", ds.x, ds.x).max(initial=0.0) + np.einsum("ij,ij->i", ds.q, ds.q).max(initial=0.0))
 
 
 def _one_runner(method: str, params: dict[str, Any], n: int, k: int, call: Callable[[int], tuple[np.ndarray, np.ndarray]],
@@ -204,10 +202,11 @@ def _one_runner(method: str, params: dict[str, Any], n: int, k: int, call: Calla
     return {"method": method, "params": params, "fn": fn, "n": n, "out": (out_r, out_s), "extra": extra}
 
 
-def _ladder(peers: list[Any], q: np.ndarray, k: int, allowed: list[np.ndarray], truth: Any, x: np.ndarray, n_used: int
+def _ladder(peers: list[Any], ds: DenseSet, k: int, allowed: list[np.ndarray], truth: Any, n_used: int
             ) -> list[tuple[Any, float]]:
     """Walk a peer family's ascending settings untimed (recall only); return the ones to time
     with their recall: the last below ``TARGET`` and the first two at or above it."""
+    q = ds.q
     walked: list[tuple[Any, float]] = []
     above = 0
     for p in peers:
@@ -216,7 +215,7 @@ def _ladder(peers: list[Any], q: np.ndarray, k: int, allowed: list[np.ndarray], 
         for i in range(n_used):
             r, s = p.search_ids(q[i : i + 1], k, allowed[i])
             rows[i], scores[i] = r[0], s[0]
-        rec = _recall(rows, scores, x, q, allowed, truth, p.name, check=False)
+        rec = _recall(rows, scores, ds, allowed, truth, p.name, check=False)
         walked.append((p, rec))
         if rec >= TARGET:
             above += 1
@@ -236,7 +235,7 @@ def _run_cell(ctx: dict[str, Any], kind: str, sel: float, rng: np.random.Generat
     truth = flat.search(q, k, filter=Filter.per_query(allowed))
     sel_real = float(np.mean([a.shape[0] for a in allowed]) / x.shape[0])
     base = {"suite": "filtered", "dataset": ds.name, "filter": kind, "selectivity": sel, "selectivity_real": sel_real,
-            "n": x.shape[0], "dim": x.shape[1], "k": k, "threads": ctx["threads"], "fresh_filter": True}
+            "n": x.shape[0], "dim": x.shape[1], "metric": ds.metric, "k": k, "threads": ctx["threads"], "fresh_filter": True}
     runners: list[dict[str, Any]] = []
     # gsu: a plain id array per call (Filter.from_ids + compile inside search); the default
     # operating point, other recall targets, and the cached-filter column
@@ -254,13 +253,13 @@ def _run_cell(ctx: dict[str, Any], kind: str, sel: float, rng: np.random.Generat
     # approximate peer families: ladders walked untimed, the relevant settings timed
     ladder_recall: dict[int, float] = {}
     for family in ctx["peer_families"]:
-        for p, rec in _ladder(family, q, k, allowed, truth, x, nq):
+        for p, rec in _ladder(family, ds, k, allowed, truth, nq):
             r = _one_runner(p.name, p.params, nq, k, lambda i, p=p: p.search_ids(q[i : i + 1], k, allowed[i]))
             ladder_recall[id(r)] = rec
             runners.append(r)
     nh = min(nq, ctx["hnswlib_nq"])
     if ctx["hnswlib"]:
-        for p, rec in _ladder(ctx["hnswlib"], q, k, allowed, truth, x, nh)[-2:]:
+        for p, rec in _ladder(ctx["hnswlib"], ds, k, allowed, truth, nh)[-2:]:
             runners.append(_one_runner(p.name, p.params, nh, k, lambda i, p=p: p.search_ids(q[i : i + 1], k, allowed[i])))
     _time_runners(runners, ctx["repeats"], ctx["max_seconds"])
     recs = []
@@ -271,14 +270,15 @@ def _run_cell(ctx: dict[str, Any], kind: str, sel: float, rng: np.random.Generat
     expected = float(np.nanmean([e.expected_recall[0] for e in explain]))
     for r in runners:
         n_used = r["n"]
-        rec = _recall(r["out"][0], r["out"][1], x, q, allowed, truth, f"{r['method']} {r['params']}")
+        rec = _recall(r["out"][0], r["out"][1], ds, allowed, truth, f"{r['method']} {r['params']}")
         t = r["timing"]
         extra = dict(r["extra"])
         if r["method"] == "gsu-filtered" and r["params"]["default"]:
             extra.update({"routes": routes, "expected_recall": expected})
         recs.append({**base, "method": r["method"], "params": r["params"], "nq": n_used, "recall": rec, "qps": t.qps,
                      "qps_best": r["qps_best"], "qps_cold": r["qps_cold"], "p50_ms": t.p50_ms, "p99_ms": t.p99_ms,
-                     "repeats": t.repeats, "fresh_filter": not r.get("cached", False), **extra})
+                     "repeats": t.repeats, "fresh_filter": not r.get("cached", False), **ctx["method_index"].get(r["method"], {}),
+                     **extra})
     return recs
 
 
@@ -288,26 +288,40 @@ def _gsu_call(idx: FilteredIndex, qv: np.ndarray, k: int, f: Any, target: float 
 
 
 # -- contexts (indexes, cached on disk) -----------------------------------------------
-def _cached(path: Path, build: Callable[[], Any], loader: Callable[[Path], Any], saver: Callable[[Any, Path], None]) -> Any:
+def _cached(path: Path, build: Callable[[], Any], loader: Callable[[Path], Any], saver: Callable[[Any, Path], None]
+            ) -> tuple[Any, float | None]:
+    """``(object, build seconds)``: loaded from ``path`` when it is there (its build time from
+    the ``.build.json`` beside it, None if unknown), else built, timed and saved."""
+    import json
+
+    side = path.with_name(path.name + ".build.json")
     if path.exists():
         try:
-            return loader(path)
+            obj = loader(path)
+            try:
+                return obj, json.loads(side.read_text())["build_s"]
+            except (OSError, ValueError, KeyError):
+                return obj, None
         except Exception as e:  # a stale or broken cache is rebuilt
             log.warning("rebuilding %s (%s)", path, e)
+    t0 = time.perf_counter()
     obj = build()
+    secs = time.perf_counter() - t0
     saver(obj, path)
-    return obj
+    side.write_text(json.dumps({"build_s": secs}))
+    return obj, secs
 
 
 def _tag(ds: DenseSet, quick: bool, seed: int) -> str:
     n, dim = ds.x.shape
     Mq, efc = (16, 100) if quick else (M, EF_CONSTRUCTION)
-    return f"{ds.name}_{n}x{dim}_M{Mq}_efc{efc}_s{seed}"
+    return f"{ds.name}_{n}x{dim}{'' if ds.metric == 'ip' else '_' + ds.metric}_M{Mq}_efc{efc}_s{seed}"
 
 
-def peer_indexes(ds: DenseSet, cache: Path, *, quick: bool, nlist: int, seed: int) -> tuple[Any, Any]:
+def peer_indexes(ds: DenseSet, cache: Path, *, quick: bool, nlist: int, seed: int) -> tuple[Any, Any, dict[str, dict[str, Any]]]:
     """The peers' own indexes, cached under ``cache``: faiss ``IndexIVFFlat`` with ``nlist``
-    lists (trained by faiss) and an hnswlib index (M 16)."""
+    lists (trained by faiss) and an hnswlib index (M 16); and per method its index size on
+    disk and build time."""
     import faiss
     import hnswlib
 
@@ -315,17 +329,21 @@ def peer_indexes(ds: DenseSet, cache: Path, *, quick: bool, nlist: int, seed: in
     n, dim = x.shape
     efc = 100 if quick else EF_CONSTRUCTION
     tag = _tag(ds, quick, seed)
-    ivf_index = _cached(cache / f"{tag}_faiss_ivf{nlist}.faiss", lambda: FaissIVFSelectorPeer(x, nprobe=1, nlist=nlist).index,
+    ivf_path, hl_path = cache / f"{tag}_faiss_ivf{nlist}.faiss", cache / f"{tag}_hnswlib_M16.bin"
+    ivf_index, ivf_s = _cached(ivf_path,
+                        lambda: FaissIVFSelectorPeer(x, nprobe=1, nlist=nlist, metric=ds.metric).index,
                         lambda p: faiss.read_index(str(p)), lambda o, p: faiss.write_index(o, str(p)))
 
     def load_hl(p: Path) -> Any:
-        h = hnswlib.Index(space="ip", dim=dim)
+        h = hnswlib.Index(space=ds.metric, dim=dim)
         h.load_index(str(p), max_elements=n)
         return h
 
-    hl = _cached(cache / f"{tag}_hnswlib_M16.bin", lambda: HnswlibFilterPeer.build(x, M=16, ef_construction=efc, seed=seed),
-                 load_hl, lambda o, p: o.save_index(str(p)))
-    return ivf_index, hl
+    hl, hl_s = _cached(hl_path, lambda: HnswlibFilterPeer.build(x, M=16, ef_construction=efc, seed=seed, metric=ds.metric),
+                       load_hl, lambda o, p: o.save_index(str(p)))
+    sizes = {FaissIVFSelectorPeer.name: {"index_bytes": ivf_path.stat().st_size, "build_s": ivf_s},
+             HnswlibFilterPeer.name: {"index_bytes": hl_path.stat().st_size, "build_s": hl_s}}
+    return ivf_index, hl, sizes
 
 
 def _context(ds: DenseSet, cache: Path, *, k: int, quick: bool, threads: int, seed: int) -> dict[str, Any]:
@@ -335,18 +353,27 @@ def _context(ds: DenseSet, cache: Path, *, k: int, quick: bool, threads: int, se
     tag = _tag(ds, quick, seed)
 
     def build_gsu() -> FilteredIndex:
-        idx = FilteredIndex(dim, "ip", M=Mq, ef_construction=efc, seed=seed)
+        idx = FilteredIndex(dim, ds.metric, M=Mq, ef_construction=efc, seed=seed)
         idx.add(x)
         return idx
 
-    idx = _cached(cache / f"{tag}.gsu", build_gsu, lambda p: load(p), lambda o, p: o.save(p))
-    if not np.array_equal(idx.hnsw.vectors, x) or idx.calibration is None:
+    gsu_path = cache / f"{tag}.gsu"
+    idx, _ = _cached(gsu_path, build_gsu, lambda p: load(p), lambda o, p: o.save(p))
+    if idx.metric != ds.metric or not np.array_equal(idx.hnsw.vectors, x) or idx.calibration is None:
         log.warning("cached index does not hold this data or is not calibrated; rebuilding")
         idx = build_gsu()
-        idx.save(cache / f"{tag}.gsu")
+        idx.save(gsu_path)
     nlist = int(idx.ivf.nlist)
-    ivf_index, hl = peer_indexes(ds, cache, quick=quick, nlist=nlist, seed=seed)
-    flat = FlatIndex(dim, "ip")
+    ivf_index, hl, sizes = peer_indexes(ds, cache, quick=quick, nlist=nlist, seed=seed)
+    import faiss
+
+    gsu_size = {"index_bytes": gsu_path.stat().st_size, "build_s": idx.build_seconds}
+    raw = {"index_bytes": int(x.nbytes), "build_s": 0.0}  # the exact methods hold the vectors only
+    sizes.update({"gsu-filtered": gsu_size, "gsu-filtered (cached filter)": gsu_size, NumpyPrefilterPreparedPeer.name: raw,
+                  FaissFlatSelectorPeer.name: raw,
+                  # the very graph inside gsu's index (built once by gsu's build; serialised alone here)
+                  FaissHNSWSelectorPeer.name: {"index_bytes": int(faiss.serialize_index(idx.hnsw.faiss_index).nbytes), "build_s": None}})
+    flat = FlatIndex(dim, ds.metric)
     flat.add(x)
     ivf0 = FaissIVFSelectorPeer(None, nprobe=1, index=ivf_index)
     families = [
@@ -355,9 +382,9 @@ def _context(ds: DenseSet, cache: Path, *, k: int, quick: bool, threads: int, se
     ]
     cal = idx.calibration
     return {"data": ds, "k": k, "idx": idx, "flat": flat, "threads": threads,
-            "exact_peers": [NumpyPrefilterPreparedPeer(x), FaissFlatSelectorPeer(x)], "peer_families": families,
+            "exact_peers": [NumpyPrefilterPreparedPeer(x, ds.metric), FaissFlatSelectorPeer(x, ds.metric)], "peer_families": families,
             "hnswlib": [HnswlibFilterPeer(hl, ef=e) for e in HNSWLIB_EFS], "hnswlib_nq": 5 if quick else 20,
-            "repeats": 2 if quick else 3, "max_seconds": 1.0 if quick else 4.0,
+            "repeats": 2 if quick else 3, "max_seconds": 1.0 if quick else 4.0, "method_index": sizes,
             "index": {"M": Mq, "ef_construction": efc, "nlist": nlist, "build_s": idx.build_seconds,
                       "calibration_s": None if cal is None else cal.seconds, "calibration_complete": None if cal is None else cal.complete,
                       "settings": idx.settings.to_dict()}}
@@ -404,6 +431,8 @@ def summary(records: list[dict[str, Any]], target: float = TARGET) -> list[dict[
 
 
 def _plot(records: list[dict[str, Any]], path: Path, ds: str, k: int) -> None:
+    """One panel per (filter kind, selectivity): queries/s against recall@k of every method
+    (fresh filter per call), the recall target as a line, one legend beside the panels."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -414,7 +443,8 @@ def _plot(records: list[dict[str, Any]], path: Path, ds: str, k: int) -> None:
     sels = sorted({r["selectivity"] for r in records})
     if not kinds or not sels:
         return
-    fig, axes = plt.subplots(len(kinds), len(sels), figsize=(3.2 * len(sels), 2.6 * len(kinds)), dpi=90, squeeze=False)
+    fig, axes = plt.subplots(len(kinds), len(sels), figsize=(3.2 * len(sels) + 1.8, 2.6 * len(kinds) + 0.4), dpi=90,
+                             squeeze=False, layout="constrained")
     for a, kd in enumerate(kinds):
         for b, sel in enumerate(sels):
             ax = axes[a][b]
@@ -424,19 +454,20 @@ def _plot(records: list[dict[str, Any]], path: Path, ds: str, k: int) -> None:
                 groups.setdefault(r["method"], []).append((r["recall"], r["qps"]))
             for g, pts in sorted(groups.items()):
                 pts.sort()
-                ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-" if len(pts) > 1 else "o", ms=3, label=g,
-                        lw=2 if g == "gsu-filtered" else 1)
-            ax.axvline(TARGET, color="grey", lw=0.5, ls=":")
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], "-" if len(pts) > 1 else "", ms=4, label=g,
+                        lw=2 if g == "gsu-filtered" else 1, **harness.method_style(g))
+            ax.axvline(TARGET, color="grey", lw=0.8, ls="--", label=f"recall target {TARGET:g}")
             ax.set_yscale("log")
-            ax.set_title(f"{kd} {sel:g}", fontsize=8)
+            ax.set_title(f"{kd}, {sel:.1%} allowed", fontsize=8)
             ax.tick_params(labelsize=6)
+            ax.grid(True, alpha=0.3)
             if b == 0:
-                ax.set_ylabel("QPS (fresh filter)", fontsize=7)
+                ax.set_ylabel("queries / s", fontsize=7)
             if a == len(kinds) - 1:
-                ax.set_xlabel("recall@10", fontsize=7)
-    axes[0][0].legend(fontsize=5, loc="lower left")
-    fig.suptitle(f"{ds}: QPS vs recall@{k}, one thread, one query per call, every filter built from an id array per call", fontsize=9)
-    fig.tight_layout()
+                ax.set_xlabel(f"recall@{k}", fontsize=7)
+    harness.legend_outside(fig)
+    fig.suptitle(f"{ds}: queries/s vs recall@{k}; one thread, one query per call, every filter built from an id array per call",
+                 fontsize=9)
     fig.savefig(path)
     plt.close(fig)
 
@@ -454,13 +485,13 @@ def build_time(ds: DenseSet, *, quick: bool, seed: int = 0) -> tuple[dict[str, A
     Mq, efc = (16, 100) if quick else (M, EF_CONSTRUCTION)
     faiss.omp_set_num_threads(faiss.omp_get_max_threads())
     t0 = time.perf_counter()
-    f = faiss.IndexHNSWFlat(dim, Mq, faiss.METRIC_INNER_PRODUCT)
+    f = faiss.IndexHNSWFlat(dim, Mq, faiss.METRIC_INNER_PRODUCT if ds.metric == "ip" else faiss.METRIC_L2)
     f.hnsw.efConstruction = efc
     f.add(x)
     t_faiss = time.perf_counter() - t0
     del f
     t0 = time.perf_counter()
-    idx = FilteredIndex(dim, "ip", M=Mq, ef_construction=efc, seed=seed)
+    idx = FilteredIndex(dim, ds.metric, M=Mq, ef_construction=efc, seed=seed)
     idx.add(x)
     t_gsu = time.perf_counter() - t0
     cal = idx.calibration

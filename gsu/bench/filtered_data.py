@@ -67,6 +67,8 @@ class DenseSet:
     filter_sets: dict[tuple[str, float], list[np.ndarray]] | None = None
     #: what the data set is (spec, file, metric, sizes) for the records, when it came from a SPEC
     info: dict | None = None
+    #: ``"ip"`` (inner product; cosine data arrives normalised) or ``"l2"``: every method searches in it
+    metric: str = "ip"
 
 
 def _synthetic(name: str, n: int, dim: int, nq: int, seed: int, description: str, **kw: Any) -> DenseSet:
@@ -232,9 +234,9 @@ QUICK_DATASETS = ("clustered", "powerlaw-d32")
 
 def from_registry(spec: str, filters: str | None = None, *, nq: int, seed: int) -> DenseSet:
     """A data set named by a SPEC (:mod:`gsu.datasets.registry`: a file or a generator) as a
-    :class:`DenseSet`: the metric mapped exactly onto inner products
-    (:func:`gsu.bench.runner.dense_suite_data`), queries cut to ``nq`` unless ``filters``
-    gives one filter per query."""
+    :class:`DenseSet` in its own metric (:func:`gsu.bench.runner.dense_suite_data`: cosine
+    normalised to inner products, l2 kept), queries cut to ``nq`` unless ``filters`` gives
+    one filter per query."""
     import json
 
     from gsu.bench import runner
@@ -246,7 +248,7 @@ def from_registry(spec: str, filters: str | None = None, *, nq: int, seed: int) 
     return DenseSet(name, d["x"], q, d["time"], d["labels"], d["centers"],
                     json.dumps(d.get("describe", {}), default=str, sort_keys=True),
                     cells=d.get("cells"), filter_sets=d.get("filter_sets"),
-                    info={**d.get("describe", {}), "nq": int(q.shape[0])})
+                    info={**d.get("describe", {}), "nq": int(q.shape[0])}, metric=d["metric"])
 
 
 def load_dataset(name: str, cache: Path, *, quick: bool, nq: int, seed: int) -> DenseSet | None:

@@ -1,6 +1,6 @@
-"""Suite ``flat``: gsu's exact ``FlatIndex`` against faiss ``IndexFlatIP`` + selector and numpy.
+"""Suite ``flat``: gsu's exact ``FlatIndex`` against faiss ``IndexFlat`` + selector and numpy.
 
-A clustered catalog, random filters at several selectivities (shared by the batch)
+A clustered catalog (or ``--data SPEC``: any dense data set, searched in its own metric), random filters at several selectivities (shared by the batch)
 and per-query filters (each query its own random set). Every method is exact, so
 recall must be 1.0 — the suite checks it — and the interest is QPS side by side.
 
@@ -28,34 +28,61 @@ SELECTIVITIES = (0.001, 0.01, 0.1, 0.5, 1.0)
 
 
 def _catalog(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        from gsu.datasets.synthetic import catalog_queries, clustered_catalog
+    from gsu.datasets.synthetic import catalog_queries, clustered_catalog
 
-        cat = clustered_catalog(n, dim, seed=seed)
-        return cat.vectors, catalog_queries(cat, 256, seed=seed + 1)
-    except ImportError:  # the generator module is optional for this suite
-        rng = np.random.default_rng(seed)
-        x = rng.standard_normal((n, dim)).astype(np.float32)
-        x /= np.linalg.norm(x, axis=1, keepdims=True)
-        q = rng.standard_normal((256, dim)).astype(np.float32)
-        return x, q / np.linalg.norm(q, axis=1, keepdims=True)
+    cat = clustered_catalog(n, dim, seed=seed)
+    return cat.vectors, catalog_queries(cat, 256, seed=seed + 1)
 
 
-def run(*, out_dir: Path, quick: bool = False, threads: int = 1, n: int | None = None, dim: int = 64, k: int = 10, seed: int = 0) -> list[dict[str, Any]]:
-    """Run the suite; write ``flat.jsonl`` and ``flat.png`` into ``out_dir``; return the records."""
+def _outside(spec: str) -> tuple[np.ndarray, np.ndarray, str, dict[str, Any]]:
+    """``(x, queries, metric, info)`` of a dense data-set SPEC; cosine data normalised and
+    searched by inner product, ``ip`` and ``l2`` as they are."""
+    from gsu.datasets.registry import load_dataset
+    from gsu.index.vectors import normalize_rows
+
+    ds = load_dataset(spec)
+    if ds.kind != "dense":
+        raise ValueError(f"{ds.spec}: the flat suite needs dense vectors; this data set is {ds.kind} (try gsu bench sparse)")
+    x, q = np.ascontiguousarray(ds.base, np.float32), np.ascontiguousarray(ds.queries, np.float32)
+    if ds.metric == "cosine":
+        x, q = normalize_rows(x), normalize_rows(q)
+    return x, q, ("l2" if ds.metric == "l2" else "ip"), ds.describe()
+
+
+def _scores(x: np.ndarray, q: np.ndarray, metric: str) -> np.ndarray:
+    """Exact float64 scores (len(q),) of row pairs: ``q·x`` or ``-|q - x|²``."""
+    if metric == "ip":
+        return np.einsum("ij,ij->i", q.astype(np.float64), x.astype(np.float64))
+    return -((q.astype(np.float64) - x.astype(np.float64)) ** 2).sum(1)
+
+
+def run(*, out_dir: Path, quick: bool = False, threads: int = 1, n: int | None = None, dim: int = 64, k: int = 10, seed: int = 0,
+        data: str | None = None) -> list[dict[str, Any]]:
+    """Run the suite; write ``flat.jsonl`` and ``flat.png`` into ``out_dir``; return the records.
+
+    ``data``: a dense data-set SPEC (:mod:`gsu.datasets.registry`: a file or ``gen:NAME?...``)
+    instead of the built-in clustered catalog; every method searches in its metric natively.
+    """
     out_dir = Path(out_dir)
     pinned = harness.pin_threads(threads)
     machine = harness.machine_info()
-    n = n or (20_000 if quick else 200_000)
     nq = 32 if quick else 128
     repeats = 3 if quick else 5
-    x, queries = _catalog(n, dim, seed)
-    queries = queries[:nq]
+    info: dict[str, Any] | None = None
+    if data:
+        x, queries, metric, info = _outside(data)
+        n, dim = x.shape
+    else:
+        n = n or (20_000 if quick else 200_000)
+        x, queries = _catalog(n, dim, seed)
+        metric = "ip"
+    queries = np.ascontiguousarray(queries[:nq])
+    nq = queries.shape[0]
     rng = np.random.default_rng(seed + 7)
 
-    idx = FlatIndex(dim, "ip")
+    idx = FlatIndex(dim, metric)
     idx.add(x)
-    peers = [FaissFlatPeer(x), NumpyPrefilterPeer(x)]
+    peers = [FaissFlatPeer(x, metric), NumpyPrefilterPeer(x, metric)]
     records: list[dict[str, Any]] = []
 
     for sel in SELECTIVITIES:
@@ -67,7 +94,7 @@ def run(*, out_dir: Path, quick: bool = False, threads: int = 1, n: int | None =
         allowed_set = Filter.from_ids(allowed)
 
         def recompute(qi: np.ndarray, ids: np.ndarray) -> np.ndarray:
-            return np.einsum("ij,ij->i", queries[qi], x[ids])
+            return _scores(x[ids], queries[qi], metric)
 
         cases = [("gsu-flat", {}, lambda qs: idx.search(qs, k, filter=ids_or_none), True),
                  ("gsu-flat (cached filter)", {}, lambda qs: idx.search(qs, k, filter=f), True)]
@@ -91,6 +118,7 @@ def run(*, out_dir: Path, quick: bool = False, threads: int = 1, n: int | None =
                     "selectivity": sel,
                     "n": n,
                     "dim": dim,
+                    "metric": metric,
                     "k": k,
                     "nq": nq,
                     "recall": rec,
@@ -109,7 +137,7 @@ def run(*, out_dir: Path, quick: bool = False, threads: int = 1, n: int | None =
     fq = Filter.per_query(per_q)  # for the checks; the timed call builds its own
     exact_rows = []
     for qi in range(nq):
-        sc = x[per_q[qi]] @ queries[qi]
+        sc = _scores(x[per_q[qi]], np.broadcast_to(queries[qi], (per_q[qi].shape[0], dim)), metric)
         top = np.argsort(-sc, kind="stable")[:k]
         exact_rows.append(per_q[qi][top])
     exact_ids = np.stack(exact_rows)
@@ -125,14 +153,17 @@ def run(*, out_dir: Path, quick: bool = False, threads: int = 1, n: int | None =
     tf = harness.time_call(faiss_loop, repeats=repeats)
     for name, tt, r in (("gsu-flat", t, rec), ("faiss-flat", tf, None)):
         records.append(
-            {"suite": "flat", "method": name, "filter": "per-query-random", "selectivity": m / n, "n": n, "dim": dim, "k": k,
+            {"suite": "flat", "method": name, "filter": "per-query-random", "selectivity": m / n, "n": n, "dim": dim, "metric": metric, "k": k,
              "nq": nq, "recall": r, "qps": nq / tt.median_s, "repeats": tt.repeats, "threads": pinned["threads"], "params": {}}
         )
     for r in records:
         r["machine"] = machine
+        if info is not None:
+            r["data"] = info
     harness.write_jsonl(out_dir / "flat.jsonl", records)
     harness.line_plot(
         [r for r in records if r["filter"] == "shared-random"], out_dir / "flat.png", x="selectivity", y="qps",
+        xlabel="selectivity (share of the items the filter allows)", ylabel="queries / s (one query per call)",
         title=f"exact filtered search, n={n}, d={dim}, k={k}, {threads} thread(s), one query per call, filter from ids per call",
     )
     print(harness.format_table(records, ["method", "filter", "selectivity", "recall", "qps", "p50_ms", "p99_ms", "batch_qps"]))

@@ -173,6 +173,7 @@ def run(
     harness.write_jsonl(out_dir / "gpu.jsonl", records)
     plot = [dict(r, series=f"{r['method']} ×{r['users']}") for r in records]
     harness.line_plot(plot, out_dir / "gpu.png", x="L", y="targets_per_s", group="series",
+                      xlabel="history length L (behaviors)", ylabel="targets / s",
                       title=f"exact GSU top-{k}, T={T}, d={dim} on {dev_name}")
     print(harness.format_table(records, ["method", "L", "users", "median_s", "targets_per_s", "precision", "ids_equal", "max_score_diff"]))
     for L in lengths:

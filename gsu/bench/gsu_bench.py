@@ -1066,16 +1066,18 @@ def run(
     syn = [r for r in per if r["dataset"] == "synthetic"]
     if syn:
         harness.line_plot(syn, out_dir / "gsu_latency.png", x="L", y="latency_ms", group="method",
+                          xlabel="history length L (behaviors)", ylabel="latency per request (ms)",
                           title=f"gsu: per-request latency, T={cfg.n_targets}, k={cfg.k}, 1 thread (synthetic)")
         Lmax = max(cfg.sizes)
         harness.pareto_plot([r for r in syn if r["L"] == Lmax and r.get("recall") is not None], out_dir / "gsu_recall.png",
                             x="recall", y="requests_per_s", group="method",
+                            xlabel=f"recall@{cfg.k} against exact attention", ylabel="requests / s (one request per call)",
                             title=f"gsu: recall@{cfg.k} vs exact attention / requests per second, L={Lmax}")
     ll = [r for r in records if r.get("kind") == "lifelong"]
     if ll:
         main = "unique" if any(r["variant"] == "unique" for r in ll) else ll[0]["variant"]
         harness.line_plot([r for r in ll if r["variant"] == main], out_dir / "gsu_lifelong_latency.png", x="L", y="latency_ms",
-                          group="method", title=f"gsu: latency per request vs L, T={lc.n_targets}, k={lc.k}, d={lc.dim}, 1 thread (lifelong-{main})")
+                          group="method", xlabel="history length L (behaviors)", ylabel="latency per request (ms)", title=f"gsu: latency per request vs L, T={lc.n_targets}, k={lc.k}, d={lc.dim}, 1 thread (lifelong-{main})")
     cols = ["dataset", "L", "method", "latency_ms", "vs_floor", "recall", "attention_mass", "cosine_to_attention", "recall_vs_own_scan",
             "interest_coverage"]
     if per:

@@ -42,6 +42,8 @@ __all__ = [
     "write_jsonl",
     "read_jsonl",
     "pareto_front",
+    "method_style",
+    "legend_outside",
     "pareto_plot",
     "line_plot",
     "format_table",
@@ -239,12 +241,27 @@ def check_results(
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]], *, append: bool = False) -> Path:
-    """Write ``records`` as JSON lines (numpy scalars converted)."""
+    """Write ``records`` as JSON lines (numpy scalars converted), atomically (a temporary
+    file, then a rename) unless ``append``. Every record that lacks them gets the run's
+    provenance (:func:`gsu.bench.runner.provenance`: command, git commit, peak resident
+    memory so far)."""
+    from gsu._format import atomic_write_bytes
+    from gsu.bench.runner import provenance
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a" if append else "w") as f:
-        for r in records:
-            f.write(json.dumps(r, default=_json_default, sort_keys=True) + "\n")
+    prov = provenance()
+    lines = []
+    for r in records:
+        for key, v in prov.items():
+            r.setdefault(key, v)
+        lines.append(json.dumps(r, default=_json_default, sort_keys=True) + "\n")
+    text = "".join(lines).encode()
+    if append:
+        with open(path, "ab") as f:
+            f.write(text)
+    else:
+        atomic_write_bytes(path, text)
     return path
 
 
@@ -277,8 +294,49 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][0])
 
 
+#: the methods of the suites, in the order they take the styles below (others follow in order of first use)
+_KNOWN_METHODS = (
+    "gsu-filtered", "gsu-filtered (cached filter)", "numpy-prefilter", "faiss-flat+sel", "faiss-hnsw+sel", "faiss-ivf+sel",
+    "hnswlib+callback", "gsu", "gsu-default", "gsu-batch", "pyseismic", "exact", "gsu-flat", "gsu-flat (cached filter)",
+    "faiss-flat",
+)
+_COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+           "#000000", "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "*", "p", "d")
+_STYLES: dict[str, dict[str, str]] = {}
+
+
+def method_style(name: str) -> dict[str, str]:
+    """``{"color": ..., "marker": ...}`` of a method: the same in every plot, and no two
+    methods share both (20 colours × 13 markers, assigned in step: distinct for the first
+    260 names)."""
+    st = _STYLES.get(name)
+    if st is None:
+        if not _STYLES:
+            for m in _KNOWN_METHODS:
+                i = len(_STYLES)
+                _STYLES[m] = {"color": _COLORS[i % len(_COLORS)], "marker": _MARKERS[i % len(_MARKERS)]}
+        if name not in _STYLES:
+            i = len(_STYLES)
+            _STYLES[name] = {"color": _COLORS[i % len(_COLORS)], "marker": _MARKERS[i % len(_MARKERS)]}
+        st = _STYLES[name]
+    return st
+
+
+def legend_outside(fig: Any, axes: Iterable[Any] | None = None, *, fontsize: float = 7) -> None:
+    """One legend for the whole figure, right of the panels (the figure must use the
+    ``constrained`` layout), listing every labelled artist of ``axes`` (default: all) once,
+    so that no legend box covers a point."""
+    handles: dict[str, Any] = {}
+    for ax in (axes if axes is not None else fig.axes):
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(lab, h)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=fontsize)
+
+
 def _new_axes(path: str | os.PathLike) -> tuple[Path, Any, Any, Any]:
-    """``(path, plt, fig, ax)`` for one PNG plot (Agg backend; the folder is created)."""
+    """``(path, plt, fig, ax)`` for one PNG plot (Agg backend, constrained layout; the folder is created)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -286,7 +344,7 @@ def _new_axes(path: str | os.PathLike) -> tuple[Path, Any, Any, Any]:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110, layout="constrained")
     return path, plt, fig, ax
 
 
@@ -306,8 +364,7 @@ def _finish(plt: Any, fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str
     ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
     if legend:
-        ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
+        legend_outside(fig, [ax])
     fig.savefig(path)
     plt.close(fig)
     return path
@@ -324,15 +381,20 @@ def pareto_plot(
     logy: bool = True,
     xlabel: str | None = None,
     ylabel: str | None = None,
+    target: float | None = None,
 ) -> Path:
-    """Scatter every record (x, y) per ``group`` and draw each group's Pareto front; PNG."""
+    """Scatter every record (x, y) per ``group`` and draw each group's Pareto front; PNG.
+    ``target``: a vertical line at that x (the recall target), labelled."""
     path, plt, fig, ax = _new_axes(path)
     groups = _group_points(records, x, y, group)
     for g, pts in sorted(groups.items()):
+        st = method_style(g)
         xs, ys = zip(*pts)
-        line = ax.scatter(xs, ys, s=14, alpha=0.45)
+        ax.scatter(xs, ys, s=14, alpha=0.45, color=st["color"], marker=st["marker"])
         fr = pareto_front(pts)
-        ax.plot([pts[i][0] for i in fr], [pts[i][1] for i in fr], "-o", ms=4, label=g, color=line.get_facecolor()[0])
+        ax.plot([pts[i][0] for i in fr], [pts[i][1] for i in fr], "-", ms=4, label=g, **st)
+    if target is not None:
+        ax.axvline(target, color="grey", ls="--", lw=0.8, label=f"target {x} {target:g}")
     if logy:
         ax.set_yscale("log")
     return _finish(plt, fig, ax, path, xlabel=xlabel or x, ylabel=ylabel or y, title=title, legend=bool(groups))
@@ -348,18 +410,21 @@ def line_plot(
     title: str = "",
     logx: bool = True,
     logy: bool = True,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
 ) -> Path:
-    """One line per ``group`` through its (x, y) points sorted by x; PNG."""
+    """One line per ``group`` through its (x, y) points sorted by x; PNG. ``xlabel`` /
+    ``ylabel``: the axis labels with their units (default: the field names)."""
     path, plt, fig, ax = _new_axes(path)
     groups = _group_points(records, x, y, group)
     for g, pts in sorted(groups.items()):
         pts.sort()
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-o", ms=4, label=g)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", ms=4, label=g, **method_style(g))
     if logx:
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
-    return _finish(plt, fig, ax, path, xlabel=x, ylabel=y, title=title, legend=bool(groups))
+    return _finish(plt, fig, ax, path, xlabel=xlabel or x, ylabel=ylabel or y, title=title, legend=bool(groups))
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, floatfmt: str = ".4g") -> str:

@@ -263,7 +263,7 @@ def run(
 
     harness.write_jsonl(out_dir / "lsh.jsonl", records)
     harness.line_plot([r for r in records if "L" in r and r.get("ms_per_request")], out_dir / "lsh.png", x="L",
-                      y="ms_per_request", group="method",
+                      y="ms_per_request", group="method", xlabel="history length L (behaviors)", ylabel="latency per request (ms)",
                       title=f"one request: T={T} targets, d={dim}, k={k}, {threads} thread(s)")
     _print(records, lengths)
     return records

@@ -2,7 +2,9 @@
 
 An adapter is built once over the same data as the gsu index and answers
 ``search(queries, k, *, allowed_rows=None) -> (rows (nq, k) int64, scores (nq, k) float32)``
-in *row* numbers (0..n-1 of the benchmark's catalog), -1 padded. ``allowed_rows``
+in *row* numbers (0..n-1 of the benchmark's catalog), -1 padded. Dense adapters take
+``metric="ip"`` or ``"l2"`` and search in that metric natively (faiss ``METRIC_L2``, hnswlib
+``"l2"``); scores are higher-is-better either way (``-|q - x|²`` for l2). ``allowed_rows``
 is a sorted int64 array shared by all queries (or None). Each adapter states its
 ``name`` and ``params`` so that records say exactly what ran.
 """
@@ -44,6 +46,23 @@ def faiss_bitmap_selector(allowed_rows: np.ndarray, n: int) -> Any:
     return sel, bitmap
 
 
+def _faiss_metric(metric: str) -> int:
+    import faiss
+
+    if metric not in ("ip", "l2"):
+        raise ValueError(f"metric must be 'ip' or 'l2', got {metric!r}")
+    return faiss.METRIC_INNER_PRODUCT if metric == "ip" else faiss.METRIC_L2
+
+
+def _faiss_flat(vectors: np.ndarray, metric: str) -> Any:
+    import faiss
+
+    d = vectors.shape[1]
+    index = faiss.IndexFlat(d, _faiss_metric(metric))
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    return index
+
+
 def faiss_selector_from_ids(ids: np.ndarray, n: int) -> tuple[Any, Any]:
     """The cheaper faiss selector to build from a sorted id array for one request:
     ``IDSelectorBatch`` (a hash set, ~36 ns per id on this machine) for few ids, else an
@@ -58,16 +77,13 @@ def faiss_selector_from_ids(ids: np.ndarray, n: int) -> tuple[Any, Any]:
 
 
 class FaissFlatPeer:
-    """faiss ``IndexFlatIP`` (exact), filtered with a selector built from the allowed rows."""
+    """faiss ``IndexFlatIP`` / ``IndexFlatL2`` (exact), filtered with a selector built from the allowed rows."""
 
     name = "faiss-flat"
 
-    def __init__(self, vectors: np.ndarray):
-        import faiss
-
-        self.n, d = vectors.shape
-        self.index = faiss.IndexFlatIP(d)
-        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    def __init__(self, vectors: np.ndarray, metric: str = "ip"):
+        self.n = vectors.shape[0]
+        self.index = _faiss_flat(vectors, metric)
         self.params: dict[str, Any] = {}
 
     def search(self, queries: np.ndarray, k: int, *, allowed_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -78,24 +94,32 @@ class FaissFlatPeer:
         else:
             sel, _keep = faiss_selector_from_ids(allowed_rows, self.n)
             scores, rows = self.index.search(queries, k, params=faiss.SearchParameters(sel=sel))
-        scores = np.where(rows >= 0, scores, -np.inf).astype(np.float32)
-        return rows.astype(np.int64), scores
+        return _faiss_out(scores, rows, self.index.metric_type)
 
 
 class NumpyPrefilterPeer:
-    """Exact pre-filtered scan in numpy: gather allowed rows, matmul, argpartition."""
+    """Exact pre-filtered scan in numpy: gather allowed rows, matmul, argpartition (l2:
+    ``2 q·x - |x|² - |q|²`` with the rows' squared norms computed once)."""
 
     name = "numpy-prefilter"
 
-    def __init__(self, vectors: np.ndarray):
+    def __init__(self, vectors: np.ndarray, metric: str = "ip"):
+        _faiss_metric(metric)
         self.x = np.ascontiguousarray(vectors, dtype=np.float32)
+        self.metric = metric
+        self.sq = np.einsum("ij,ij->i", self.x, self.x) if metric == "l2" else None
         self.params: dict[str, Any] = {}
 
     def search(self, queries: np.ndarray, k: int, *, allowed_rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         from gsu.index.base import topk_rows
 
         x = self.x if allowed_rows is None else self.x[allowed_rows]
-        rows, scores = topk_rows(queries @ x.T, k, allowed_rows)
+        s = queries @ x.T
+        if self.sq is not None:
+            s *= 2.0
+            s -= self.sq if allowed_rows is None else self.sq[allowed_rows]
+            s -= np.einsum("ij,ij->i", queries, queries)[:, None]
+        rows, scores = topk_rows(s, k, allowed_rows)
         return rows, scores
 
 
@@ -126,22 +150,24 @@ class _PreparedPeer:
         return self.search_ids(queries, k, allowed_rows)
 
 
-def _faiss_out(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _faiss_out(scores: np.ndarray, rows: np.ndarray, metric_type: int) -> tuple[np.ndarray, np.ndarray]:
+    """faiss's answer as (rows int64, higher-is-better float32 scores): L2 distances negated."""
+    import faiss
+
     rows = rows.astype(np.int64)
+    if metric_type == faiss.METRIC_L2:
+        scores = -scores
     return rows, np.where(rows >= 0, scores, -np.inf).astype(np.float32)
 
 
 class FaissFlatSelectorPeer(_PreparedPeer):
-    """faiss ``IndexFlatIP`` (exact) with a selector from the ids."""
+    """faiss ``IndexFlatIP`` / ``IndexFlatL2`` (exact) with a selector from the ids."""
 
     name = "faiss-flat+sel"
 
-    def __init__(self, vectors: np.ndarray):
-        import faiss
-
-        self.n, d = vectors.shape
-        self.index = faiss.IndexFlatIP(d)
-        self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    def __init__(self, vectors: np.ndarray, metric: str = "ip"):
+        self.n = vectors.shape[0]
+        self.index = _faiss_flat(vectors, metric)
         self.params = {}
 
     def prepare(self, allowed_rows: np.ndarray | None) -> Any:
@@ -151,7 +177,7 @@ class FaissFlatSelectorPeer(_PreparedPeer):
         import faiss
 
         params = faiss.SearchParameters(sel=prepared[0]) if prepared is not None else None
-        return _faiss_out(*self.index.search(queries, k, params=params))
+        return _faiss_out(*self.index.search(queries, k, params=params), self.index.metric_type)
 
 
 class NumpyPrefilterPreparedPeer(_PreparedPeer):
@@ -160,8 +186,8 @@ class NumpyPrefilterPreparedPeer(_PreparedPeer):
 
     name = "numpy-prefilter"
 
-    def __init__(self, vectors: np.ndarray):
-        self.inner = NumpyPrefilterPeer(vectors)
+    def __init__(self, vectors: np.ndarray, metric: str = "ip"):
+        self.inner = NumpyPrefilterPeer(vectors, metric)
         self.params = {}
 
     def prepare(self, allowed_rows: np.ndarray | None) -> Any:
@@ -196,7 +222,7 @@ class FaissHNSWSelectorPeer(_PreparedPeer):
         p.efSearch = max(self.ef, k)
         if prepared is not None:
             p.sel = prepared[0]
-        return _faiss_out(*self.index.search(queries, k, params=p))
+        return _faiss_out(*self.index.search(queries, k, params=p), self.index.metric_type)
 
 
 class FaissIVFSelectorPeer(_PreparedPeer):
@@ -204,25 +230,26 @@ class FaissIVFSelectorPeer(_PreparedPeer):
 
     Built by faiss itself (``IndexIVFFlat.train`` on the vectors, faiss's k-means
     defaults) with ``nlist`` lists, or from given ``centroids`` (nlist, d); vectors are
-    added in row order (faiss ids = rows).
+    added in row order (faiss ids = rows); ``metric`` ``"ip"`` or ``"l2"``.
     """
 
     name = "faiss-ivf+sel"
 
     def __init__(self, vectors: np.ndarray | None, centroids: np.ndarray | None = None, *, nprobe: int, nlist: int | None = None,
-                 index: Any = None):
+                 index: Any = None, metric: str = "ip"):
         import faiss
 
         if index is None:
             x = np.ascontiguousarray(vectors, dtype=np.float32)
             d = x.shape[1]
-            quant = faiss.IndexFlatIP(d)
+            fm = _faiss_metric(metric)
+            quant = faiss.IndexFlat(d, fm)
             if centroids is not None:
                 quant.add(np.ascontiguousarray(centroids, dtype=np.float32))
-                index = faiss.IndexIVFFlat(quant, d, centroids.shape[0], faiss.METRIC_INNER_PRODUCT)
+                index = faiss.IndexIVFFlat(quant, d, centroids.shape[0], fm)
                 index.is_trained = True
             else:
-                index = faiss.IndexIVFFlat(quant, d, int(nlist), faiss.METRIC_INNER_PRODUCT)
+                index = faiss.IndexIVFFlat(quant, d, int(nlist), fm)
                 index.train(x)
             index.add(x)  # faiss's Python wrapper keeps the quantizer alive with the index
         self.index = index
@@ -244,7 +271,7 @@ class FaissIVFSelectorPeer(_PreparedPeer):
         p.nprobe = self.nprobe
         if prepared is not None:
             p.sel = prepared[0]
-        return _faiss_out(*self.index.search(queries, k, params=p))
+        return _faiss_out(*self.index.search(queries, k, params=p), self.index.metric_type)
 
 
 class HnswlibFilterPeer(_PreparedPeer):
@@ -262,11 +289,13 @@ class HnswlibFilterPeer(_PreparedPeer):
         self.params = {"ef": self.ef, "M": int(index.M), "ef_construction": int(index.ef_construction)}
 
     @staticmethod
-    def build(vectors: np.ndarray, *, M: int = 16, ef_construction: int = 200, threads: int = -1, seed: int = 0) -> Any:
+    def build(vectors: np.ndarray, *, M: int = 16, ef_construction: int = 200, threads: int = -1, seed: int = 0,
+              metric: str = "ip") -> Any:
         import hnswlib
 
+        _faiss_metric(metric)
         n, d = vectors.shape
-        idx = hnswlib.Index(space="ip", dim=d)
+        idx = hnswlib.Index(space=metric, dim=d)
         idx.init_index(max_elements=n, M=M, ef_construction=ef_construction, random_seed=seed)
         idx.add_items(np.ascontiguousarray(vectors, dtype=np.float32), np.arange(n), num_threads=threads)
         return idx
@@ -294,7 +323,8 @@ class HnswlibFilterPeer(_PreparedPeer):
                         continue
             if got:
                 rows[i, :got] = lab[0].astype(np.int64)
-                scores[i, :got] = 1.0 - dist[0]  # hnswlib "ip" distance is 1 - <q, x>
+                # hnswlib's "ip" distance is 1 - <q, x>, its "l2" distance |q - x|²
+                scores[i, :got] = -dist[0] if self.index.space == "l2" else 1.0 - dist[0]
         return rows, scores
 
 

@@ -52,6 +52,8 @@ class Measured:
     timing: harness.Timing
     passes: list[float]
     calls: int
+    #: seconds of the cold pass (``time_interleaved(..., cold=...)``), else None
+    cold_s: float | None = None
     best_s: float = field(init=False)
 
     def __post_init__(self) -> None:
@@ -72,6 +74,7 @@ def time_interleaved(
     max_seconds_total: float | None = None,
     fast_s: float | None = None,
     fast_rounds: int | None = None,
+    cold: Callable[[], Any] | None = None,
 ) -> dict[str, Measured]:
     """Time every method over ``rounds`` rounds; one round runs each method's pass once.
 
@@ -86,6 +89,9 @@ def time_interleaved(
         max_seconds_total: no new round starts after this many seconds.
         fast_s, fast_rounds: when every method's median pass is under ``fast_s``
             seconds, run ``fast_rounds`` rounds instead (short calls get more repeats).
+        cold: when given, every method is first timed once right after ``cold()`` ran
+            (e.g. a stream through memory that evicts the CPU caches), before any warm-up:
+            ``Measured.cold_s``; that pass counts in no median.
 
     Returns:
         name -> :class:`Measured`.
@@ -122,6 +128,13 @@ def time_interleaved(
         else:
             f()
 
+    cold_s: dict[str, float] = {}
+    if cold is not None:
+        for m in names:
+            cold()
+            t0 = time.perf_counter()
+            run_pass(m, False)
+            cold_s[m] = time.perf_counter() - t0
     if warm == "once":
         for m in names:
             run_pass(m, False)
@@ -149,7 +162,7 @@ def time_interleaved(
         ms = np.asarray(lat[m]) * 1e3
         t = harness.Timing(med, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)),
                            calls / med if med > 0 else float("inf"), len(passes[m]))
-        out[m] = Measured(t, passes[m], calls)
+        out[m] = Measured(t, passes[m], calls, cold_s.get(m))
     return out
 
 
@@ -206,16 +219,15 @@ def provenance(**extra: Any) -> dict[str, Any]:
 def dense_suite_data(ds: Any, filters: str | None = None, *, seed: int = 0) -> dict[str, Any]:
     """A dense :class:`~gsu.datasets.registry.Dataset` as the ``filtered`` suite's data dict.
 
-    The suite scores inner products; the data set's metric is mapped exactly: ``cosine``
-    normalises vectors and queries, ``l2`` uses the exact reduction
-    (:func:`gsu.datasets.registry.l2_to_ip`: the same top-k, in order, as ``-|q - x|²``), so
-    every method — gsu and the peers — searches the same inner-product problem and recall
-    is against the exact euclidean answer. ``labels``/``centers`` (for ``correlated``
+    ``metric`` is the one every method — gsu and each peer — searches in natively: ``cosine``
+    data is normalised and searched by inner product (the same ranking), ``ip`` and ``l2``
+    as they are (faiss ``METRIC_L2``, hnswlib ``"l2"``, ``FilteredIndex(d, "l2")``); recall
+    is against the exact answer in that metric. ``labels``/``centers`` (for ``correlated``
     filters) come from a spherical k-means (faiss) when the data has no clusters; ``time``
     is the data set's ``time`` attribute or the row order. With ``filters`` (a ``--filters``
     SPEC), ``cells`` lists the (kind, selectivity) cells and ``filter_sets`` their rows.
     """
-    from gsu.datasets.registry import l2_to_ip, load_filters
+    from gsu.datasets.registry import load_filters
 
     if ds.kind != "dense":
         raise ValueError(f"{ds.spec}: the filtered suite needs dense vectors; this data set is {ds.kind} (try gsu bench sparse)")
@@ -224,8 +236,6 @@ def dense_suite_data(ds: Any, filters: str | None = None, *, seed: int = 0) -> d
         from gsu.index.vectors import normalize_rows
 
         x, q = normalize_rows(x), normalize_rows(q)
-    elif ds.metric == "l2":
-        x, q = l2_to_ip(x, q)
     x = np.ascontiguousarray(x, np.float32)
     q = np.ascontiguousarray(q, np.float32)
     centers = ds.info.get("_centers")
@@ -238,7 +248,8 @@ def dense_suite_data(ds: Any, filters: str | None = None, *, seed: int = 0) -> d
         km.train(x)
         _, lab = km.index.search(x, 1)
         labels, centers = lab[:, 0].astype(np.int64), np.ascontiguousarray(km.centroids, np.float32)
-    data: dict[str, Any] = {"name": ds.name, "x": x, "q": q, "labels": np.asarray(labels, np.int64), "centers": centers,
+    data: dict[str, Any] = {"name": ds.name, "x": x, "q": q, "metric": "l2" if ds.metric == "l2" else "ip",
+                            "labels": np.asarray(labels, np.int64), "centers": centers,
                             "time": np.asarray(ds.attributes.get("time", np.arange(x.shape[0])), np.int64),
                             "describe": ds.describe()}
     if filters:

@@ -367,33 +367,45 @@ def _filtered(docs: sp.csr_matrix, queries: sp.csr_matrix, b: dict[str, Any], id
 
 # -- plots and tables -------------------------------------------------------------------
 def _plot(recs: list[dict[str, Any]], path: Path, title: str) -> None:
+    """queries/s against recall@K: one panel for one query per call, one for batched calls
+    (``gsu-batch``: one call over every query), each method's Pareto front over its sweep,
+    the recall targets as lines, one legend beside the panels."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
     groups: dict[str, list[tuple[float, float]]] = {}
     for r in recs:
         if r.get("kind") in ("sweep", "default") and r.get("ms_per_query"):
             groups.setdefault(r["method"], []).append((r["recall"], 1e3 / r["ms_per_query"]))
-    for m, pts in sorted(groups.items()):
-        if m == "gsu-default":
-            ax.scatter(*zip(*pts), marker="*", s=120, zorder=5, label="gsu default (target 0.90 / 0.95)", color="black")
-            continue
-        xs, ys = zip(*pts)
-        sc = ax.scatter(xs, ys, s=12, alpha=0.35)
-        fr = harness.pareto_front(pts)
-        ax.plot([pts[i][0] for i in fr], [pts[i][1] for i in fr], "-o", ms=3, label=m, color=sc.get_facecolor()[0])
-    for t in TARGETS:
-        ax.axvline(t, color="grey", ls="--", lw=0.8)
-    ax.set_yscale("log")
-    ax.set_xlabel(f"recall@{K}")
-    ax.set_ylabel("queries / s (one query per call, 1 thread)")
-    ax.set_title(title, fontsize=9)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
+            if r.get("batch_ms_per_query"):
+                groups.setdefault(f"{r['method']} (batched)", []).append((r["recall"], 1e3 / r["batch_ms_per_query"]))
+    batched = {m for m in groups if m == "gsu-batch" or m.endswith("(batched)")}
+    panels = [("one query per call, 1 thread", {m: p for m, p in groups.items() if m not in batched}),
+              ("batched: one call over all queries", {m: p for m, p in groups.items() if m in batched})]
+    panels = [pn for pn in panels if pn[1]]
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels) + 2, 4.5), dpi=110, squeeze=False, layout="constrained")
+    for ax, (what, gr) in zip(axes[0], panels):
+        for m, pts in sorted(gr.items()):
+            st = harness.method_style(m)
+            if m == "gsu-default":
+                ax.plot(*zip(*pts), "", ms=11, zorder=5, label="gsu default (target 0.90 / 0.95)", **st)
+                continue
+            ax.scatter(*zip(*pts), s=12, alpha=0.35, color=st["color"], marker=st["marker"])
+            fr = harness.pareto_front(pts)
+            ax.plot([pts[i][0] for i in fr], [pts[i][1] for i in fr], "-", ms=4, label=m, **st)
+        for t in TARGETS:
+            ax.axvline(t, color="grey", ls="--", lw=0.8, label=f"recall target {t:g}")
+        ax.set_yscale("log")
+        ax.set_xlabel(f"recall@{K}")
+        ax.set_ylabel("queries / s")
+        ax.set_title(what, fontsize=9)
+        ax.grid(True, alpha=0.3)
+    harness.legend_outside(fig)
+    fig.suptitle(title, fontsize=9)
     fig.savefig(path)
     plt.close(fig)
 

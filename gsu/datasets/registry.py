@@ -51,7 +51,7 @@ import scipy.sparse as sp
 from gsu.errors import DataFormatError
 
 __all__ = ["Spec", "SpecError", "Dataset", "FilterCell", "GENERATORS", "parse_spec", "load_dataset", "load_filters",
-           "exact_scores", "l2_to_ip"]
+           "exact_scores"]
 
 log = logging.getLogger(__name__)
 
@@ -274,21 +274,6 @@ def exact_scores(base: Any, queries: Any, qrows: np.ndarray, rows: np.ndarray, m
         else:
             out[s: s + 65536] = (x * q).sum(axis=1)
     return out.reshape(shape).astype(np.float32)
-
-
-def l2_to_ip(x: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The exact reduction of euclidean top-k to inner-product top-k:
-    ``x' = [x, -|x|²/2]``, ``q' = [q, 1]`` gives ``q'·x' = q·x - |x|²/2 = (|q|² - |q - x|²)/2``,
-    which orders any query's items exactly as ``-|q - x|²`` does. Returns float32 (n, d+1), (nq, d+1)."""
-    x = np.asarray(x, dtype=np.float32)
-    q = np.asarray(q, dtype=np.float32)
-    xa = np.empty((x.shape[0], x.shape[1] + 1), np.float32)
-    xa[:, :-1] = x
-    xa[:, -1] = -0.5 * np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64))
-    qa = np.empty((q.shape[0], q.shape[1] + 1), np.float32)
-    qa[:, :-1] = q
-    qa[:, -1] = 1.0
-    return xa, qa
 
 
 # ------------------------------------------------------------------------- generators

@@ -11,6 +11,7 @@ row first), so the scores a caller sees are the distances themselves.
 
 from __future__ import annotations
 
+import numba as nb
 import numpy as np
 
 __all__ = ["augment_base", "augment_queries", "finish"]
@@ -35,24 +36,52 @@ def augment_queries(q: np.ndarray) -> np.ndarray:
     return out
 
 
-def finish(q: np.ndarray, x: np.ndarray, rows: np.ndarray, scores: np.ndarray, pos: np.ndarray | None = None,
-           block: int = 1024) -> None:
+def finish(q: np.ndarray, x: np.ndarray, rows: np.ndarray, scores: np.ndarray, pos: np.ndarray | None = None) -> None:
     """Rescore result ``rows`` (nq, k) int64 (-1 padded) in place with ``-|q - x[row]|²``
     (float64, stored float32) and re-sort each row best-first (ties: smaller row).
 
     ``x`` (m, d): the raw vectors; ``pos`` (n,) int64, when given, maps a row to its
     position in ``x`` (IVF keeps its vectors in list order). Padding stays -1 / -inf.
     """
+    q = np.ascontiguousarray(q, dtype=np.float32)
+    if pos is None:
+        _finish_kernel(q, x, _NO_POS, False, rows, scores)
+    else:
+        _finish_kernel(q, x, pos, True, rows, scores)
+
+
+_NO_POS = np.zeros(0, np.int64)
+
+
+@nb.njit(cache=True)
+def _finish_kernel(q, x, pos, use_pos, rows, scores):  # pragma: no cover - compiled
     nq, k = rows.shape
-    for s in range(0, nq, block):
-        r = rows[s: s + block]
-        valid = r >= 0
-        rr = np.maximum(r, 0)
-        xv = x[rr if pos is None else pos[rr]].astype(np.float64)
-        diff = xv - q[s: s + block, None, :].astype(np.float64)
-        sc = np.where(valid, -np.einsum("qkd,qkd->qk", diff, diff), -np.inf)
-        key_r = np.where(valid, r, np.iinfo(np.int64).max)
-        o = np.argsort(key_r, axis=1, kind="stable")
-        o = np.take_along_axis(o, np.argsort(-np.take_along_axis(sc, o, 1), axis=1, kind="stable"), 1)
-        rows[s: s + block] = np.take_along_axis(r, o, 1)
-        scores[s: s + block] = np.take_along_axis(sc, o, 1).astype(np.float32)
+    d = q.shape[1]
+    sc = np.empty(k, np.float64)
+    rr = np.empty(k, np.int64)
+    for i in range(nq):
+        m = 0
+        for j in range(k):
+            r = rows[i, j]
+            if r < 0:
+                continue
+            p = pos[r] if use_pos else r
+            acc = 0.0
+            for t in range(d):
+                diff = np.float64(x[p, t]) - np.float64(q[i, t])
+                acc += diff * diff
+            s = -acc
+            h = m  # insertion: score descending, then row ascending
+            while h > 0 and (sc[h - 1] < s or (sc[h - 1] == s and rr[h - 1] > r)):
+                sc[h] = sc[h - 1]
+                rr[h] = rr[h - 1]
+                h -= 1
+            sc[h] = s
+            rr[h] = r
+            m += 1
+        for j in range(m):
+            rows[i, j] = rr[j]
+            scores[i, j] = np.float32(sc[j])
+        for j in range(m, k):
+            rows[i, j] = -1
+            scores[i, j] = -np.inf
