@@ -3,6 +3,7 @@ metric, the shared runner, the ann-benchmarks adapter and ``gsu bench --data``."
 
 from __future__ import annotations
 
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -306,6 +307,34 @@ def test_sparse_dataset_and_generators(tmp_path):
 
 
 # ------------------------------------------------------------------------------ l2
+
+
+
+def test_named_sets_come_from_the_registry():
+    """The filtered suite's named sets are registry SPECs: `clustered` is the generator
+    `gen:clustered` at its size, the others `gen:NAME?...`; the suite's view of a set is the
+    registry's data, attributes included."""
+    from gsu.bench.filtered_data import load_dataset as suite_set
+    from gsu.datasets.named import NAMED_SETS, load_named_set
+
+    named = load_named_set("clustered", nq=20, quick=True)
+    gen = load_dataset("gen:clustered?n=20000&d=64&clusters=64&nq=20&seed=0")
+    np.testing.assert_array_equal(named.base, gen.base)
+    np.testing.assert_array_equal(named.queries, gen.queries)
+    np.testing.assert_array_equal(named.attributes["cluster"], gen.attributes["cluster"])
+    ds = load_dataset("gen:powerlaw-d32?quick=1&nq=12&seed=3")
+    assert (ds.n, ds.dim, ds.nq, ds.metric, ds.name) == (20_000, 32, 12, "ip", "powerlaw-d32")
+    assert ds.info["description"] == NAMED_SETS["powerlaw-d32"] and ds.info["params"]["seed"] == 103
+    assert set(ds.attributes) == {"time", "cluster"} and ds.info["_centers"].shape == (1024, 32)
+    view = suite_set("powerlaw-d32", Path("unused"), quick=True, nq=12, seed=3)
+    np.testing.assert_array_equal(view.x, ds.base)
+    np.testing.assert_array_equal(view.labels, ds.attributes["cluster"])
+    np.testing.assert_array_equal(view.centers, ds.info["_centers"])
+    assert view.description == NAMED_SETS["powerlaw-d32"] and view.metric == "ip"
+    with pytest.raises(SpecError, match="unknown setting"):
+        load_dataset("gen:aniso-d128?n=5")
+    with pytest.raises(SpecError, match="named set"):
+        load_dataset("gen:nope-d3")
 
 
 @pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])

@@ -249,6 +249,7 @@ def dense_suite_data(ds: Any, filters: str | None = None, *, seed: int = 0) -> d
         _, lab = km.index.search(x, 1)
         labels, centers = lab[:, 0].astype(np.int64), np.ascontiguousarray(km.centroids, np.float32)
     data: dict[str, Any] = {"name": ds.name, "x": x, "q": q, "metric": "l2" if ds.metric == "l2" else "ip",
+                            "categories": ds.attributes.get("category"), "category_names": ds.info.get("_category_names"),
                             "labels": np.asarray(labels, np.int64), "centers": centers,
                             "time": np.asarray(ds.attributes.get("time", np.arange(x.shape[0])), np.int64),
                             "describe": ds.describe()}

@@ -2,7 +2,7 @@
 
 SPEC syntax (parsed by :func:`parse_spec` alone, so every command reads it the same way)::
 
-    gen:NAME[?key=value&key=value...]     a built-in generator (see GENERATORS)
+    gen:NAME[?key=value&key=value...]     a built-in generator (see GENERATORS) or a named set of the suites (gsu.datasets.named)
     file:PATH[?key=value...]              a file (the suffix picks the reader)
     PATH[?key=value...]                   the same, without the scheme
 
@@ -339,10 +339,16 @@ def load_dataset(text: str) -> Dataset:
     a bad spec, :class:`gsu.errors.DataFormatError` / ``FileNotFoundError`` for a bad file."""
     spec = parse_spec(text)
     if spec.scheme == "gen":
+        from gsu.datasets.named import NAMED_SETS, load_named
+
         gen = GENERATORS.get(spec.target)
-        if gen is None:
-            raise SpecError(f"{text!r}: unknown generator {spec.target!r}; expected one of {', '.join(GENERATORS)}")
-        ds = gen[0](spec)
+        if gen is not None:
+            ds = gen[0](spec)
+        elif spec.target in NAMED_SETS:  # the benchmark suites' named sets
+            ds = load_named(spec)
+        else:
+            raise SpecError(f"{text!r}: unknown generator {spec.target!r}; expected one of {', '.join(GENERATORS)} "
+                            f"or a named set: {', '.join(NAMED_SETS)}")
     else:
         ds = _load_file(spec)
     log.info("data set %s: %d x %d (%s, %s), %d queries", ds.name, ds.n, ds.dim, ds.kind, ds.metric, ds.nq)
