@@ -1007,7 +1007,6 @@ class SeismicIndex(MutableIndex):
         a["fwd_vals"] = np.ascontiguousarray(a["fwd_vals"][take])
         self._idmap = IdMap(self._idmap.ids[live])
         self._dead, self._n_dead = None, 0
-        self.__dict__.pop("_live_masks_cache", None)
         self._n_indexed = 0
         self._drop_view()
         self.rebuild()
