@@ -306,9 +306,6 @@ def run(
     repeats = repeats or (1 if quick else 3)
     max_seconds = max_seconds or (3.0 if quick else 8.0)
     max_requests = 400 if quick else 3000
-    pinned = harness.pin_threads(threads)
-    machine = harness.machine_info()
-
     from gsu.index import FilteredIndex, FlatIndex
 
     t0 = time.perf_counter()
@@ -323,6 +320,10 @@ def run(
     n_users, n_items = (20, 20_000) if quick else (100, 100_000)
     store_path, items_path = _store_files(cache, n_users, n_items, dim, seed)
     sizes = np.array([s.shape[0] for s in sets])
+    # the data and the indexes are built with every core; the load generator and the
+    # in-process checks run pinned
+    pinned = harness.pin_threads(threads)
+    machine = harness.machine_info()
     print(f"[serve] data ready in {time.perf_counter() - t0:.0f}s: {n:,} x {dim}, {R} requests, filter sizes "
           f"{sizes.min()}-{sizes.max()} (median {int(np.median(sizes))})", flush=True)
     base = {"suite": "serve", "n": n, "dim": dim, "k": k, "filter_ids": [int(sizes.min()), int(sizes.max())], "threads": threads,
