@@ -549,26 +549,9 @@ def _clustered_store(d: Any, L: int, items: ItemTable, path: Path) -> tuple[Beha
 
 
 def _interleaved_median(fns: dict[str, Callable[[], Any]], repeats: int, max_seconds: float) -> dict[str, harness.Timing]:
-    """Medians of calls timed in alternation (one round runs each once, after one warm-up each)."""
-    import statistics
-
-    for f in fns.values():
-        f()
-    times: dict[str, list[float]] = {n: [] for n in fns}
-    t_start = time.perf_counter()
-    for _ in range(repeats):
-        for n, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            times[n].append(time.perf_counter() - t0)
-        if time.perf_counter() - t_start > max_seconds:
-            break
-    out = {}
-    for n, v in times.items():
-        med = statistics.median(v)
-        ms = np.asarray(v) * 1e3
-        out[n] = harness.Timing(med, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), 1.0 / med, len(v))
-    return out
+    """Medians of calls timed in alternation (one round runs each once, after one warm-up each;
+    no new round after ``max_seconds``)."""
+    return {n: m.timing for n, m in runner.time_interleaved(fns, rounds=repeats, max_seconds_total=max_seconds).items()}
 
 
 def prepare_lifelong(out_dir: Path, *, quick: bool = False, seed: int = 0, variants: tuple[str, ...] | None = None) -> None:

@@ -48,7 +48,6 @@ import argparse
 import json
 import logging
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -159,16 +158,11 @@ class _Truth:
 
 
 def _interleaved(fns: dict[str, Callable[[], Any]], *, rounds: int) -> dict[str, float]:
-    """Median wall time of each no-argument pass, rounds alternating the methods (after a warm-up pass)."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    """Median wall time of each no-argument pass, rounds alternating the methods after a
+    warm-up pass (:func:`gsu.bench.runner.time_interleaved`)."""
+    from gsu.bench import runner
+
+    return {name: m.timing.median_s for name, m in runner.time_interleaved(fns, rounds=rounds).items()}
 
 
 def _file_bytes(idx: Any) -> int:
