@@ -183,7 +183,9 @@ class _Server:
         t0 = time.time()
         while time.time() - t0 < timeout:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"gsu serve exited with {self.proc.returncode}; see {self.log.name}")
+                self.log.flush()
+                tail = Path(self.log.name).read_text(errors="replace")[-2000:].strip()
+                raise RuntimeError(f"gsu serve exited with {self.proc.returncode}: {tail or '(no output)'}")
             try:
                 with Client(self.url, timeout=5) as c:
                     c.healthz()
