@@ -63,7 +63,7 @@ PEER_PYTHON = "/work/venvs/serve-peer/bin/python"
 def _cache_dir(out_dir: Path) -> Path:
     c = Path(os.environ.get("GSU_SERVE_CACHE") or (out_dir / "cache"))
     c.mkdir(parents=True, exist_ok=True)
-    return c
+    return c.resolve()  # the server's config names these files; it resolves relative paths against its own folder
 
 
 def _catalog(cache: Path, n: int, dim: int, seed: int) -> tuple[Any, Path]:
