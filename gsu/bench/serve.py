@@ -475,7 +475,7 @@ def _plot(summaries: list[dict[str, Any]], path: Path) -> None:
         import matplotlib.pyplot as plt
     except ImportError:  # pragma: no cover
         return
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(13.5, 4.5), layout="constrained")
     for ax, key, label in ((axes[0], "p99_ms", "p99 latency (ms)"), (axes[1], "throughput", "throughput (requests/s)")):
         groups: dict[str, list[tuple[float, float]]] = {}
         for p in pts:
@@ -483,16 +483,15 @@ def _plot(summaries: list[dict[str, Any]], path: Path) -> None:
                 groups.setdefault(p["series"], []).append((p["concurrency"], p[key]))
         for g, xy in sorted(groups.items()):
             xy.sort()
-            ax.plot([a for a, _ in xy], [b for _, b in xy], "-o", ms=4, label=g)
+            ax.plot([a for a, _ in xy], [b for _, b in xy], "-", ms=5, label=g, **harness.method_style(g))
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("concurrent clients")
         ax.set_ylabel(label)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].axhline(10, color="grey", ls="--", lw=0.8)
-    axes[1].legend(fontsize=7)
+    axes[0].axhline(10, color="grey", ls="--", lw=0.8, label="p99 bar, 10 ms")
+    harness.legend_outside(fig)
     fig.suptitle("gsu serve vs Milvus Lite, 127.0.0.1, 2-core VM (load generator on the same cores)")
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
