@@ -100,7 +100,7 @@ def sorted_ids(a: np.ndarray) -> np.ndarray:
 
     The copy comes first and the check reads the copy: a request's id array is usually
     cold (just built from a user's behaviors), so it is read from memory once, not twice."""
-    b = np.array(a, dtype=np.int64, order="C", copy=True)
+    b = a.copy()  # C order, whatever the input's layout
     if b.shape[0] < 2 or fk.strictly_increasing(b):
         return b
     b.sort(kind="stable")
