@@ -23,16 +23,22 @@ def shared_datasets() -> Path:
     return SHARED_DATASETS
 
 
+def seeded_catalog(n: int = 2000, dim: int = 24, *, nq: int = 40, clusters: int = 16, seed: int = 0,
+                   **kw) -> tuple[np.ndarray, np.ndarray]:
+    """(x, q): ``n`` × ``dim`` clustered unit vectors and ``nq`` queries drawn from the same
+    mixture, from the project's generator (:func:`gsu.datasets.clustered_catalog`, seeded);
+    ``kw`` go to the generator (``size_skew``, ``spread``, ``duplicate_share``, ...)."""
+    from gsu.datasets.synthetic import catalog_queries, clustered_catalog
+
+    cat = clustered_catalog(n, dim, n_clusters=clusters, seed=seed, **kw)
+    return (np.ascontiguousarray(cat.vectors, np.float32),
+            np.ascontiguousarray(catalog_queries(cat, nq, seed=seed + 1), np.float32))
+
+
 @pytest.fixture(scope="session")
 def small_catalog() -> tuple[np.ndarray, np.ndarray]:
-    """(x, q): 2,000 × 24 clustered unit vectors and 40 queries, seed 0."""
-    rng = np.random.default_rng(0)
-    centers = rng.standard_normal((16, 24))
-    lab = rng.integers(0, 16, 2000)
-    x = (centers[lab] + 0.4 * rng.standard_normal((2000, 24))).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    q = (centers[rng.integers(0, 16, 40)] + 0.4 * rng.standard_normal((40, 24))).astype(np.float32)
-    return x, q
+    """(x, q): 2,000 × 24 clustered unit vectors and 40 queries, seed 0 (:func:`seeded_catalog`)."""
+    return seeded_catalog()
 
 
 @pytest.fixture(scope="session", autouse=True)
