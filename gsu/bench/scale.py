@@ -190,7 +190,7 @@ def run(*, out_dir: str | os.PathLike, quick: bool = False, threads: int = 1, op
     from gsu.bench.harness import pin_threads
 
     pin_threads(threads)
-    out = Path(out_dir)
+    out = Path(out_dir).resolve()  # the open benchmark reads the file from a child process started in "/"
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     here = str(Path(__file__).resolve().parents[2])
@@ -209,9 +209,9 @@ def run(*, out_dir: str | os.PathLike, quick: bool = False, threads: int = 1, op
         rows.append(bench_open(open_file, here, "after (per-array, on first use)"))
         rows += bench_mutable(5_000 if quick else 50_000, 32, threads)
         rows += bench_sharded(20_000 if quick else 400_000, 64, threads, 4, Path(tmp))
-    with open(out / "scale.jsonl", "w") as f:
-        for r in rows:
-            f.write(json.dumps(r) + "\n")
+    from gsu.bench.harness import write_jsonl
+
+    write_jsonl(out / "scale.jsonl", rows)
     plot(rows, out / "scale.png")
     return rows
 
