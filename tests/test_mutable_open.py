@@ -436,3 +436,19 @@ def test_sparse_and_hamming_kinds_remove_upsert_save_load_compact(tmp_path, name
     j.compact_threshold = 0.2
     j.remove(j.live_ids[: int(0.25 * j.ntotal)])
     assert j.n_dead == 0 and j.ntotal == twin.ntotal - int(0.25 * twin.ntotal)
+
+
+@pytest.mark.slow
+def test_bench_scale_quick_with_a_relative_out(tmp_path, monkeypatch):
+    """`gsu bench scale --quick --out rel`: the open benchmark's child process (started in
+    "/") finds the file, every part writes its records, the sharded answers equal the single
+    index's."""
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["bench", "scale", "--quick", "--out", "rel"]) == 0
+    recs = [json.loads(line) for line in (tmp_path / "rel" / "scale.jsonl").read_text().splitlines()]
+    assert {r["bench"] for r in recs} == {"open", "mutable", "sharded"}
+    assert all(r["equal_to_single"] for r in recs if r["bench"] == "sharded")
+    assert all("command" in r and "commit" in r for r in recs)
+    assert (tmp_path / "rel" / "scale.png").stat().st_size > 1000
