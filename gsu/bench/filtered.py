@@ -168,25 +168,28 @@ def _true_scores(x: np.ndarray, q: np.ndarray, rows: np.ndarray, metric: str) ->
 
 
 def _recall(rows: np.ndarray, scores: np.ndarray, ds: DenseSet, allowed: list[np.ndarray], truth: Any,
-            name: str, *, check: bool = True) -> float:
-    """Tie-tolerant recall@k of ``rows`` against ``truth``, on scores recomputed exactly;
-    ``check``: also verify the result (unique ids, the filter respected, the reported
-    scores equal to the recomputed ones)."""
+            name: str, *, sq_norm_max: float | None = None) -> float:
+    """Tie-tolerant recall@k of ``rows`` against ``truth``, on scores recomputed exactly.
+    With ``sq_norm_max`` (:func:`_sq_norm_max`), also verify the result (unique ids, the
+    filter respected, the reported scores equal to the recomputed ones)."""
     n = rows.shape[0]
     true_scores = _true_scores(ds.x, ds.q, rows, ds.metric)
-    if check:
+    if sq_norm_max is not None:
         def ok(qi: int, ids: np.ndarray) -> np.ndarray:
             return np.isin(ids, allowed[qi])
 
         # l2 scores come from |q|² - 2 q·x + |x|² in float32: their rounding scales with the norms
-        atol = 1e-3 if ds.metric == "ip" else 1e-3 + 2e-6 * float(np.abs(true_scores[np.isfinite(true_scores)]).max(initial=0.0)
-                                                               + _sq_norm_max(ds))
+        atol = 1e-3 if ds.metric == "ip" else 1e-3 + 2e-6 * (float(np.abs(true_scores[np.isfinite(true_scores)]).max(initial=0.0))
+                                                              + sq_norm_max)
         harness.check_results(rows, scores, recompute=lambda qi, ids: true_scores[qi[0], : ids.shape[0]], allowed=ok, name=name,
                               atol=atol)
     return harness.recall_at_k(rows, truth.ids[:n], found_scores=true_scores, true_scores=truth.scores[:n])
 
 
 def _sq_norm_max(ds: DenseSet) -> float:
+    """Largest squared norm of an item plus that of a query (0 for inner products, which need none)."""
+    if ds.metric == "ip":
+        return 0.0
     return float(np.einsum("ij,ij->i", ds.x, ds.x).max(initial=0.0) + np.einsum("ij,ij->i", ds.q, ds.q).max(initial=0.0))
 
 
@@ -215,7 +218,7 @@ def _ladder(peers: list[Any], ds: DenseSet, k: int, allowed: list[np.ndarray], t
         for i in range(n_used):
             r, s = p.search_ids(q[i : i + 1], k, allowed[i])
             rows[i], scores[i] = r[0], s[0]
-        rec = _recall(rows, scores, ds, allowed, truth, p.name, check=False)
+        rec = _recall(rows, scores, ds, allowed, truth, p.name)
         walked.append((p, rec))
         if rec >= TARGET:
             above += 1
@@ -270,7 +273,8 @@ def _run_cell(ctx: dict[str, Any], kind: str, sel: float, rng: np.random.Generat
     expected = float(np.nanmean([e.expected_recall[0] for e in explain]))
     for r in runners:
         n_used = r["n"]
-        rec = _recall(r["out"][0], r["out"][1], ds, allowed, truth, f"{r['method']} {r['params']}")
+        rec = _recall(r["out"][0], r["out"][1], ds, allowed, truth, f"{r['method']} {r['params']}",
+                      sq_norm_max=ctx["sq_norm_max"])
         t = r["timing"]
         extra = dict(r["extra"])
         if r["method"] == "gsu-filtered" and r["params"]["default"]:
@@ -347,6 +351,8 @@ def peer_indexes(ds: DenseSet, cache: Path, *, quick: bool, nlist: int, seed: in
 
 
 def _context(ds: DenseSet, cache: Path, *, k: int, quick: bool, threads: int, seed: int) -> dict[str, Any]:
+    import faiss
+
     x = ds.x
     n, dim = x.shape
     Mq, efc = (16, 100) if quick else (M, EF_CONSTRUCTION)
@@ -365,8 +371,6 @@ def _context(ds: DenseSet, cache: Path, *, k: int, quick: bool, threads: int, se
         idx.save(gsu_path)
     nlist = int(idx.ivf.nlist)
     ivf_index, hl, sizes = peer_indexes(ds, cache, quick=quick, nlist=nlist, seed=seed)
-    import faiss
-
     gsu_size = {"index_bytes": gsu_path.stat().st_size, "build_s": idx.build_seconds}
     raw = {"index_bytes": int(x.nbytes), "build_s": 0.0}  # the exact methods hold the vectors only
     sizes.update({"gsu-filtered": gsu_size, "gsu-filtered (cached filter)": gsu_size, NumpyPrefilterPreparedPeer.name: raw,
@@ -385,6 +389,7 @@ def _context(ds: DenseSet, cache: Path, *, k: int, quick: bool, threads: int, se
             "exact_peers": [NumpyPrefilterPreparedPeer(x, ds.metric), FaissFlatSelectorPeer(x, ds.metric)], "peer_families": families,
             "hnswlib": [HnswlibFilterPeer(hl, ef=e) for e in HNSWLIB_EFS], "hnswlib_nq": 5 if quick else 20,
             "repeats": 2 if quick else 3, "max_seconds": 1.0 if quick else 4.0, "method_index": sizes,
+            "sq_norm_max": _sq_norm_max(ds),
             "index": {"M": Mq, "ef_construction": efc, "nlist": nlist, "build_s": idx.build_seconds,
                       "calibration_s": None if cal is None else cal.seconds, "calibration_complete": None if cal is None else cal.complete,
                       "settings": idx.settings.to_dict()}}

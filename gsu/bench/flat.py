@@ -37,16 +37,11 @@ def _catalog(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 def _outside(spec: str) -> tuple[np.ndarray, np.ndarray, str, dict[str, Any]]:
     """``(x, queries, metric, info)`` of a dense data-set SPEC; cosine data normalised and
     searched by inner product, ``ip`` and ``l2`` as they are."""
+    from gsu.bench.runner import dense_vectors
     from gsu.datasets.registry import load_dataset
-    from gsu.index.vectors import normalize_rows
 
     ds = load_dataset(spec)
-    if ds.kind != "dense":
-        raise ValueError(f"{ds.spec}: the flat suite needs dense vectors; this data set is {ds.kind} (try gsu bench sparse)")
-    x, q = np.ascontiguousarray(ds.base, np.float32), np.ascontiguousarray(ds.queries, np.float32)
-    if ds.metric == "cosine":
-        x, q = normalize_rows(x), normalize_rows(q)
-    return x, q, ("l2" if ds.metric == "l2" else "ip"), ds.describe()
+    return (*dense_vectors(ds, "flat"), ds.describe())
 
 
 def _scores(x: np.ndarray, q: np.ndarray, metric: str) -> np.ndarray:

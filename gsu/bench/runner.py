@@ -32,7 +32,7 @@ from gsu.bench import harness
 log = logging.getLogger(__name__)
 
 __all__ = ["Calls", "Measured", "time_interleaved", "provenance", "command_line", "peak_rss_mb",
-           "dense_suite_data", "sparse_suite_data"]
+           "dense_vectors", "dense_suite_data", "sparse_suite_data"]
 
 
 @dataclass(frozen=True)
@@ -216,6 +216,20 @@ def provenance(**extra: Any) -> dict[str, Any]:
 # ------------------------------------------------------------------------- outside data
 
 
+def dense_vectors(ds: Any, suite: str) -> tuple[np.ndarray, np.ndarray, str]:
+    """``(x, q, metric)`` of a dense data set as every method of a suite searches it: float32,
+    C-contiguous; ``cosine`` normalised and searched by inner product (``"ip"``), ``ip`` and
+    ``l2`` as they are."""
+    if ds.kind != "dense":
+        raise ValueError(f"{ds.spec}: the {suite} suite needs dense vectors; this data set is {ds.kind} (try gsu bench sparse)")
+    x, q = ds.base, ds.queries
+    if ds.metric == "cosine":
+        from gsu.index.vectors import normalize_rows
+
+        x, q = normalize_rows(x), normalize_rows(q)
+    return np.ascontiguousarray(x, np.float32), np.ascontiguousarray(q, np.float32), ("l2" if ds.metric == "l2" else "ip")
+
+
 def dense_suite_data(ds: Any, filters: str | None = None, *, seed: int = 0) -> dict[str, Any]:
     """A dense :class:`~gsu.datasets.registry.Dataset` as the ``filtered`` suite's data dict.
 
@@ -229,15 +243,7 @@ def dense_suite_data(ds: Any, filters: str | None = None, *, seed: int = 0) -> d
     """
     from gsu.datasets.registry import load_filters
 
-    if ds.kind != "dense":
-        raise ValueError(f"{ds.spec}: the filtered suite needs dense vectors; this data set is {ds.kind} (try gsu bench sparse)")
-    x, q = ds.base, ds.queries
-    if ds.metric == "cosine":
-        from gsu.index.vectors import normalize_rows
-
-        x, q = normalize_rows(x), normalize_rows(q)
-    x = np.ascontiguousarray(x, np.float32)
-    q = np.ascontiguousarray(q, np.float32)
+    x, q, metric = dense_vectors(ds, "filtered")
     centers = ds.info.get("_centers")
     labels = ds.attributes.get("cluster")
     if centers is None or labels is None or ds.metric != "ip":
@@ -248,7 +254,7 @@ def dense_suite_data(ds: Any, filters: str | None = None, *, seed: int = 0) -> d
         km.train(x)
         _, lab = km.index.search(x, 1)
         labels, centers = lab[:, 0].astype(np.int64), np.ascontiguousarray(km.centroids, np.float32)
-    data: dict[str, Any] = {"name": ds.name, "x": x, "q": q, "metric": "l2" if ds.metric == "l2" else "ip",
+    data: dict[str, Any] = {"name": ds.name, "x": x, "q": q, "metric": metric,
                             "categories": ds.attributes.get("category"), "category_names": ds.info.get("_category_names"),
                             "labels": np.asarray(labels, np.int64), "centers": centers,
                             "time": np.asarray(ds.attributes.get("time", np.arange(x.shape[0])), np.int64),

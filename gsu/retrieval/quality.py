@@ -78,12 +78,7 @@ def attention_mass_many(
         if p.ndim != 2 or p.shape[0] != T:
             raise ValueError(f"positions[{name!r}]: expected shape ({T}, k), got {p.shape}")
     out = {name: np.ones(T, dtype=np.float64) for name in pos}
-    for rows, S in exact.score_blocks(h, targets, target_time=target_time):
-        S = S.astype(np.float64) / temperature
-        mx = S.max(axis=1, keepdims=True)
-        ok = np.isfinite(mx[:, 0])
-        mx[~ok] = 0.0
-        W = np.exp(S - mx)
+    for rows, W, ok in _softmax_blocks(exact, h, targets, target_time, temperature):
         Z = W.sum(axis=1)
         for name, p in pos.items():
             ps = np.sort(p[rows], axis=1)
@@ -95,6 +90,18 @@ def attention_mass_many(
     return out
 
 
+def _softmax_blocks(exact: Exact, h: History, targets: Any, target_time: Any, temperature: float):
+    """Per block of targets: ``(rows, W, ok)`` — the unnormalised softmax weights
+    ``exp(score / temperature - max)`` (float64, 0 past each target's time cut) and whether
+    the target sees any behavior at all."""
+    for rows, S in exact.score_blocks(h, targets, target_time=target_time):
+        S = S.astype(np.float64) / temperature
+        mx = S.max(axis=1, keepdims=True)
+        ok = np.isfinite(mx[:, 0])
+        mx[~ok] = 0.0
+        yield rows, np.exp(S - mx), ok
+
+
 def attention_vectors(exact: Exact, history: Any, targets: Any, *, target_time: Any = None, temperature: float = 1.0) -> np.ndarray:
     """(T, d) float32 exact softmax-attention output over the whole visible history:
     Σ_i softmax_i(score_i / temperature) · e_i with e_i the behaviors' ``embeddings``
@@ -103,12 +110,7 @@ def attention_vectors(exact: Exact, history: Any, targets: Any, *, target_time: 
     E = exact.items.embeddings[exact.items.rows(h.items, name="history items")].astype(np.float64)
     T = np.atleast_1d(np.asarray(targets)).shape[0]
     out = np.zeros((T, E.shape[1]), dtype=np.float64)
-    for rows, S in exact.score_blocks(h, targets, target_time=target_time):
-        S = S.astype(np.float64) / temperature
-        mx = S.max(axis=1, keepdims=True)
-        ok = np.isfinite(mx[:, 0])
-        mx[~ok] = 0.0
-        W = np.exp(S - mx)
+    for rows, W, ok in _softmax_blocks(exact, h, targets, target_time, temperature):
         Z = W.sum(axis=1, keepdims=True)
         out[rows] = np.where(ok[:, None], (W @ E) / np.where(Z > 0, Z, 1.0), 0.0)
     return out.astype(np.float32)
