@@ -109,7 +109,9 @@ def _sparse_flat(c: StateCheck) -> None:
     c.finite("data", data)
 
 
-def _ivf_part(c: StateCheck) -> np.ndarray:
+def _ivf_part(c: StateCheck, *, owned: bool = False) -> np.ndarray:
+    """``owned``: the part of an index that keeps the vectors itself (``FilteredIndex``),
+    so the lists may hold none (config ``external_vectors``)."""
     dim = c.cfg_int("dim", lo=1, hi=MAX_DIM)
     c.cfg_choice("metric", _DENSE_METRICS)
     trained = c.cfg_bool("trained")
@@ -117,9 +119,12 @@ def _ivf_part(c: StateCheck) -> np.ndarray:
     c.cfg_int("niter", lo=1, hi=2**31 - 1)
     c.cfg_int("max_train", lo=1, hi=2**31 - 1)
     c.cfg_int("seed", lo=-(2**63), hi=_I64_MAX)
+    external = c.config.get("external_vectors", False)
+    if not isinstance(external, bool) or (external and not owned):
+        raise c.fail(c._cf("external_vectors"), f"{external!r:.60} (only a FilteredIndex's lists may hold no vectors)")
     ids = _ids(c)
     n = ids.shape[0]
-    xl = c.array("list_vectors", np.float32, (n, dim))
+    xl = None if external else c.array("list_vectors", np.float32, (n, dim))
     pos_row = c.array("list_rows", np.int64, (n,))
     if trained:
         if nlist is None:
@@ -133,7 +138,8 @@ def _ivf_part(c: StateCheck) -> np.ndarray:
         off = c.array("list_offsets", np.int64, (1,))
     c.offsets("list_offsets", off, end=n)
     c.permutation("list_rows", pos_row, n)
-    c.finite("list_vectors", xl)
+    if xl is not None:
+        c.finite("list_vectors", xl)
     return ids
 
 
@@ -165,8 +171,14 @@ def _hnsw(c: StateCheck) -> None:
 def _filtered(c: StateCheck) -> None:
     dim = c.cfg_int("dim", lo=1, hi=MAX_DIM)
     metric = c.cfg_choice("metric", _DENSE_METRICS)
+    lists_copy = c.config.get("lists_copy", None)  # None: a file from before the one-copy layout
+    if lists_copy is not None and not isinstance(lists_copy, bool):
+        raise c.fail("config 'lists_copy'", f"expected true or false, got {lists_copy!r:.60}")
+    ivf_cfg = c.cfg("ivf")
+    if lists_copy is not None and isinstance(ivf_cfg, dict) and lists_copy == (ivf_cfg.get("external_vectors", False) is True):
+        raise c.fail("config 'lists_copy'", f"{lists_copy} contradicts the IVF part's 'external_vectors'")
     parts = {}
-    for name, check in (("hnsw", _hnsw_part), ("ivf", _ivf_part)):
+    for name, check in (("hnsw", _hnsw_part), ("ivf", lambda sub: _ivf_part(sub, owned=True))):
         sub = StateCheck(c.cfg(name), c.arrays, prefix=f"{name}.", values=c.values)
         parts[name] = check(sub)
         if sub.config.get("dim") != dim or sub.config.get("metric") != metric:

@@ -173,14 +173,23 @@ class FilteredIndex(Index):
         calibrate: run :meth:`calibrate` after every :meth:`add` (bounded to ~8 % of
             the build time, at least 1 s; a progress bar on a terminal). ``False``: plan
             with :data:`PLANNER_DEFAULTS` until :meth:`calibrate` is called.
+        lists_copy: also keep a copy of the vectors in IVF list order, which the IVF
+            route streams instead of reading each list's rows from the row-ordered
+            storage: one more float32 copy of the vectors (memory and file) for IVF
+            probes ~10–15 % faster (measured on 100,000 × 64: the planner's searches
+            with 10 % filters 1.11–1.17× faster, 50 % 1.04–1.06×, 0.1–1 % unchanged).
 
     Mutable: ``remove(ids)``, ``upsert(vectors, ids)`` and ``compact()`` (tombstones in
     both parts, honoured by every route like a filter; see :mod:`gsu.index._mutable`).
 
-    Memory: the vectors are held twice (faiss HNSW storage in row order, IVF
-    list-ordered copy) plus the graph (~``2·M`` int32 per vector at level 0), and,
-    built on first use and never saved, the HNSW walk's 8-bit codes (``d`` bytes per
-    vector) and for ``dim >= 128`` the exact route's half-precision copy (``2·d`` bytes).
+    Memory: one float32 copy of the vectors (unless ``lists_copy``) — faiss's HNSW
+    storage, in row order, which the exact route and the graph walk read by row and the
+    IVF lists read through each list position's row (the lists keep only their
+    layout) — plus the graph (~``2·M``
+    int32 per vector at level 0, read in place from faiss) and, built on first use and
+    never saved, the HNSW walk's 8-bit codes (``d`` bytes per vector) and for
+    ``dim >= 128`` the exact route's half-precision copy (``2·d`` bytes). ``l2`` adds the
+    augmented rows ``[x, -|x|²/2]`` the kernels score (``d + 1`` floats per vector).
     """
 
     def __init__(
@@ -193,13 +202,17 @@ class FilteredIndex(Index):
         nlist: int | None = None,
         seed: int = 0,
         calibrate: bool = True,
+        lists_copy: bool = False,
     ):
         self.dim = check_positive_int(dim, name="dim")
         self.metric = check_choice(metric, name="metric", choices=DENSE_METRICS)
-        if not isinstance(calibrate, bool):
-            raise TypeError(f"calibrate: expected a bool, got {calibrate!r}")
+        for name, v in (("calibrate", calibrate), ("lists_copy", lists_copy)):
+            if not isinstance(v, bool):
+                raise TypeError(f"{name}: expected a bool, got {v!r}")
         self.hnsw = HNSWIndex(dim, metric, M=M, ef_construction=ef_construction)
         self.ivf = IVFIndex(dim, metric, nlist=nlist, seed=seed, niter=_KMEANS_ITER, max_train=_KMEANS_PER_LIST)
+        if not lists_copy:  # the lists keep their layout only and read the HNSW storage
+            self.ivf.without_vectors()
         self.compact_threshold = DEFAULT_COMPACT_THRESHOLD  # the parts themselves never compact alone
         self.seed = int(seed)
         self.auto_calibrate = calibrate
@@ -219,6 +232,11 @@ class FilteredIndex(Index):
     @property
     def idmap(self) -> IdMap:
         return self.hnsw.idmap
+
+    @property
+    def lists_copy(self) -> bool:
+        """Whether the IVF lists keep their own list-ordered copy of the vectors."""
+        return not self.ivf._external
 
     @property
     def calibration(self) -> Calibration | None:
@@ -246,7 +264,10 @@ class FilteredIndex(Index):
         if self.metric == "cosine":
             x = normalize_rows(x)
         self.__dict__.pop("_half_copy", None)
-        self.ivf.add(x, ids)
+        if self.ivf._external:
+            self.ivf.append_rows(self.ivf.lists_of(x), ids)
+        else:
+            self.ivf.add(x, ids)
         try:
             self.hnsw.add(x, self.ivf.ids[n0:])
         except BaseException:
@@ -714,10 +735,12 @@ class FilteredIndex(Index):
                 self._recompute_short(q, k, cf, m, out_r, out_s, counts)
                 return out_r, out_s, counts
             w = np.flatnonzero(counts < 0).astype(np.int64)
-            self.ivf.search_compiled(q, k, cf, w, out_r, out_s, counts, target=cand, min_lists=lists)
+            self.ivf.search_compiled(q, k, cf, w, out_r, out_s, counts, target=cand, min_lists=lists,
+                                     vectors=self._scoring())
             self._recompute_short(q, k, cf, m, out_r, out_s, counts)
             return out_r, out_s, counts
-        self.ivf.search_compiled(q, k, cf, which, out_r, out_s, counts, target=cand, min_lists=lists)
+        self.ivf.search_compiled(q, k, cf, which, out_r, out_s, counts, target=cand, min_lists=lists,
+                                 vectors=self._scoring())
         return out_r, out_s, counts
 
     def _recompute_short(self, q: np.ndarray, k: int, cf: CompiledFilter | None, m: int, out_r: np.ndarray,
@@ -765,7 +788,7 @@ class FilteredIndex(Index):
             pairs = np.stack([cand[iv], lists[iv]], axis=1)
             for c, l in np.unique(pairs, axis=0):
                 grp = iv[(pairs[:, 0] == c) & (pairs[:, 1] == l)]
-                self.ivf.search_compiled(q, k, cf, grp, out_r, out_s, counts, target=int(c), min_lists=int(l))
+                self.ivf.search_compiled(q, k, cf, grp, out_r, out_s, counts, target=int(c), min_lists=int(l), vectors=X)
         if walk.shape[0]:
             short = walk[counts[walk] < np.minimum(m_all[walk], k)]
             if short.shape[0]:
@@ -778,6 +801,7 @@ class FilteredIndex(Index):
         hc, ha = self.hnsw._state()
         ic, ia = self.ivf._state()
         config = {"dim": self.dim, "metric": self.metric, "hnsw": hc, "ivf": ic, "seed": self.seed,
+                  "lists_copy": self.lists_copy,
                   "calibrate": self.auto_calibrate, "build_seconds": self.build_seconds,
                   "compact_threshold": self.compact_threshold,
                   "calibration": None if self._calibration is None else self._calibration.to_dict()}
@@ -792,6 +816,8 @@ class FilteredIndex(Index):
         idx.metric = check_choice(config["metric"], name="metric", choices=DENSE_METRICS)
         idx.hnsw = HNSWIndex._from_state(config["hnsw"], {a[5:]: v for a, v in arrays.items() if a.startswith("hnsw.")})
         idx.ivf = IVFIndex._from_state(config["ivf"], {a[4:]: v for a, v in arrays.items() if a.startswith("ivf.")})
+        if not idx.ivf._external and not config.get("lists_copy", False):
+            idx.ivf.without_vectors()  # a file from before the one-copy layout: its IVF copy is dropped
         if not np.array_equal(idx.hnsw.ids, idx.ivf.ids):
             raise ValueError("the HNSW and IVF parts hold different ids")
         idx.seed = int(config.get("seed", idx.ivf.seed))
@@ -805,8 +831,14 @@ class FilteredIndex(Index):
                               idx.ivf._dead if idx.ivf._dead is not None else np.zeros(0, bool)):
             raise FieldError("array 'ivf.tombstones'", "the HNSW and IVF parts mark different rows removed")
         cal = config.get("calibration")
-        idx._calibration = None if cal is None else Calibration.from_dict(cal)
         idx._fits = {}
+        try:  # fitted once now: a calibration that cannot give settings is refused on load
+            idx._calibration = None if cal is None else Calibration.from_dict(cal)
+            if idx._calibration is not None and idx._calibration.n < 1:
+                raise ValueError(f"n: expected a positive row count, got {idx._calibration.n}")
+            idx._fit(None)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+            raise FieldError("config 'calibration'", f"{type(e).__name__}: {e}"[:200]) from None
         return idx
 
     def __repr__(self) -> str:

@@ -111,6 +111,19 @@ def hnsw_params(cf: CompiledFilter | None, n: int, ef: int, cache: dict) -> fais
     return p
 
 
+def _faiss_view(vec: Any, dtype: Any) -> np.ndarray:
+    """A numpy view of a faiss vector's memory, for reading (valid while the vector is
+    not resized: callers drop it before the next insertion; left writeable so that the
+    kernels see the same array type as for their own arrays, no extra compilation)."""
+    n = int(vec.size())
+    if n == 0:
+        return np.zeros(0, dtype)
+    a = faiss.rev_swig_ptr(vec.data(), n)
+    if a.dtype != np.dtype(dtype):
+        raise TypeError(f"faiss vector holds {a.dtype}, expected {np.dtype(dtype)}")
+    return a
+
+
 def _faiss_metric(metric: str) -> int:
     return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
 
@@ -395,13 +408,14 @@ class HNSWIndex(MutableIndex):
 
     def _graph(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
         """faiss's HNSW graph as arrays ``(neighbors int32, offsets int64, cum_nneighbor_per_level
-        int64, entry_point, max_level)``, copied once and cached until the next :meth:`add`."""
+        int64, entry_point, max_level)``: views of faiss's own arrays (the level table
+        copied), cached until the next :meth:`add` or compaction, which drop them."""
         g = self.__dict__.get("_graph_arrays")
         if g is None:
             h = self._index.hnsw
-            g = self._graph_arrays = (
-                np.ascontiguousarray(faiss.vector_to_array(h.neighbors), dtype=np.int32),
-                np.ascontiguousarray(faiss.vector_to_array(h.offsets), dtype=np.int64),
+            g = self._graph_arrays = (  # the links and offsets read in place (no second copy of the graph)
+                _faiss_view(h.neighbors, np.int32),
+                _faiss_view(h.offsets, np.uint64).view(np.int64),
                 np.ascontiguousarray(faiss.vector_to_array(h.cum_nneighbor_per_level), dtype=np.int64),
                 int(h.entry_point),
                 int(h.max_level),

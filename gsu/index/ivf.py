@@ -75,6 +75,12 @@ class IVFIndex(MutableIndex):
     The quantizer is trained on the first :meth:`add`; later adds are assigned to
     the trained lists. Search settings (keywords of :meth:`search`): ``nprobe``
     and ``candidates``.
+
+    An owner that already keeps the vectors in row order (``FilteredIndex``: faiss's HNSW
+    storage) uses the lists *without vectors* (:meth:`without_vectors`): only the list
+    layout is kept and saved, rows are appended with :meth:`lists_of` /
+    :meth:`append_rows`, and :meth:`search_compiled` reads the owner's row-ordered matrix
+    through each position's row.
     """
 
     def __init__(
@@ -96,6 +102,7 @@ class IVFIndex(MutableIndex):
             raise TypeError(f"seed: expected an integer, got {seed!r}")
         self.seed = int(seed)
         self._centroids: np.ndarray | None = None
+        self._external = False  # True: no vectors here; the owner passes its row-ordered matrix
         self._set_lists(np.zeros((0, dim), np.float32), np.zeros(0, np.int64), np.zeros(1, np.int64))
         self._idmap = IdMap(np.zeros(0, np.int64))
 
@@ -160,22 +167,54 @@ class IVFIndex(MutableIndex):
 
         The first call trains the lists on (a sample of) its vectors.
         """
+        self._check_vectors("add")
         x = as_matrix(vectors, name="vectors", dim=self.dim)
         new_ids = self._new_ids(x.shape[0], ids)
         if self.metric == "cosine":
             x = normalize_rows(x)
+        order, off = self._layout(self.lists_of(x))
+        xall = np.concatenate([self._xl[self._row_pos], x]) if self.ntotal else x
+        self._set_lists(np.ascontiguousarray(xall[order]), order, off)
+        self._appended(new_ids)
+
+    # -- lists without vectors (an owner keeps them) -----------------------
+    def without_vectors(self) -> "IVFIndex":
+        """Drop this part's copy of the vectors for good: the owner keeps them in row
+        order and passes them to :meth:`search_compiled` (returns ``self``)."""
+        self._external = True
+        self.__dict__.pop("_xla", None)
+        self._xl = np.zeros((0, self.dim), np.float32)
+        return self
+
+    def _check_vectors(self, what: str) -> None:
+        if self._external:
+            raise TypeError(f"IVFIndex.{what}: these lists hold no vectors (a FilteredIndex part): use the owner's methods")
+
+    def lists_of(self, x: np.ndarray) -> np.ndarray:
+        """The list of each prepared vector of a batch to append, (n,) int64 (the first
+        batch trains the lists on a sample of itself)."""
         if self._centroids is None:
             self._train(x)
-        lists_new = self.assign(x)
-        n0 = self.ntotal
+        return self.assign(x)
+
+    def append_rows(self, lists_new: np.ndarray, ids: Any = None) -> np.ndarray:
+        """Lists without vectors: append rows in lists ``lists_new`` (from :meth:`lists_of`)
+        under ``ids`` (default: continuing ``0..n-1``); returns their external ids."""
+        new_ids = self._new_ids(lists_new.shape[0], ids)
+        order, off = self._layout(lists_new)
+        self._set_lists(self._xl, order, off)
+        self._appended(new_ids)
+        return new_ids
+
+    def _layout(self, lists_new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(order, offsets)`` after appending rows in lists ``lists_new``: ``order[p]`` is
+        the row at position ``p`` (rows grouped by list, row order inside a list)."""
         lists = np.concatenate([self._row_list.astype(np.int64), lists_new])
-        order = np.argsort(lists, kind="stable")  # rows grouped by list, row order inside a list
-        xall = np.concatenate([self._xl[self._row_pos], x]) if n0 else x
+        order = np.argsort(lists, kind="stable")
         counts = np.bincount(lists, minlength=self.nlist)
         off = np.zeros(self.nlist + 1, np.int64)
         np.cumsum(counts, out=off[1:])
-        self._set_lists(np.ascontiguousarray(xall[order]), order, off)
-        self._appended(new_ids)
+        return order, off
 
     # -- search ------------------------------------------------------------
     def prep_queries(self, queries: Any) -> np.ndarray:
@@ -198,6 +237,7 @@ class IVFIndex(MutableIndex):
                 raised to k): probing continues past ``nprobe`` lists until this many
                 allowed rows were scored or the filter is exhausted.
         """
+        self._check_vectors("search")
         q = self.prep_queries(queries)
         k = check_k(k)
         nprobe = check_positive_int(nprobe, name="nprobe")
@@ -267,6 +307,7 @@ class IVFIndex(MutableIndex):
         min_lists: int,
         scored: np.ndarray | None = None,
         centroid_scores: np.ndarray | None = None,
+        vectors: np.ndarray | None = None,
     ) -> None:
         """Search prepared queries ``which`` (int64) under a compiled filter (``None``: all rows).
 
@@ -275,6 +316,8 @@ class IVFIndex(MutableIndex):
         ``counts`` (nq,) in place; ``scored`` (nq,) int64, when given, receives the
         number of allowed rows in the opened lists. ``centroid_scores`` (nq, nlist)
         float32, when given, are the queries' centroid scores already computed.
+        ``vectors``: lists without vectors (:meth:`without_vectors`) score the owner's
+        (n, d') float32 matrix in row order (for l2 the augmented rows).
         """
         if which.shape[0] == 0:
             return
@@ -298,7 +341,13 @@ class IVFIndex(MutableIndex):
         else:
             starts, ends = cf.bounds(nq)
         full = which.shape[0] == nq and nq <= _QUERY_BLOCK
-        xl = self._xl if self.metric != "l2" else self._scoring_lists()
+        ind = self._external
+        if ind:
+            if vectors is None or vectors.shape[0] != self.ntotal:
+                raise ValueError("IVFIndex.search_compiled: lists without vectors need the owner's row-ordered vectors")
+            xl = vectors
+        else:
+            xl = self._xl if self.metric != "l2" else self._scoring_lists()
         for b in range(0, which.shape[0], _QUERY_BLOCK):
             w = which[b : b + _QUERY_BLOCK]
             if full:  # every query, one block: write straight into the outputs
@@ -315,11 +364,11 @@ class IVFIndex(MutableIndex):
             else:
                 cs = centroid_scores if full else np.ascontiguousarray(centroid_scores[w])
             if shared:
-                fk.ivf_search_shared(qs, cs, xl, self._pos_row, boff, bpos, bm, m_all, k, target, min_lists, r, s, c, scw)
+                fk.ivf_search_shared(qs, cs, xl, self._pos_row, boff, bpos, bm, m_all, k, target, min_lists, r, s, c, scw, ind)
             else:
                 fk.ivf_search_per_query(
                     qs, cs, xl, self._pos_row, self._row_list, self._row_pos,
-                    starts[w], ends[w], cf.rows, k, target, min_lists, r, s, c, scw,
+                    starts[w], ends[w], cf.rows, k, target, min_lists, r, s, c, scw, ind,
                 )
             if not full:
                 out_r[w], out_s[w], counts[w] = r, s, c
@@ -335,14 +384,19 @@ class IVFIndex(MutableIndex):
         counts = np.bincount(self._row_list[live], minlength=self.nlist)
         off = np.zeros(self.nlist + 1, np.int64)
         np.cumsum(counts, out=off[1:])
-        self._set_lists(np.ascontiguousarray(self._xl[keep]), newrow[self._pos_row[keep]], off)
+        xl = self._xl if self._external else np.ascontiguousarray(self._xl[keep])
+        self._set_lists(xl, newrow[self._pos_row[keep]], off)
         self._idmap = IdMap(self._idmap.ids[live])
 
     # -- persistence -------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         config = {"dim": self.dim, "metric": self.metric, "nlist": self.nlist, "niter": self.niter,
                   "max_train": self.max_train, "seed": self.seed, "trained": self._centroids is not None}
-        arrays = {"ids": self._idmap.ids, "list_vectors": self._xl, "list_rows": self._pos_row, "list_offsets": self._list_off}
+        arrays = {"ids": self._idmap.ids, "list_rows": self._pos_row, "list_offsets": self._list_off}
+        if self._external:
+            config["external_vectors"] = True
+        else:
+            arrays["list_vectors"] = self._xl
         if self._centroids is not None:
             arrays["centroids"] = self._centroids
         self._tomb_state(config, arrays)
@@ -352,9 +406,12 @@ class IVFIndex(MutableIndex):
     def _from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "IVFIndex":
         idx = cls(int(config["dim"]), config["metric"], nlist=config["nlist"], niter=int(config["niter"]),
                   max_train=int(config["max_train"]), seed=int(config["seed"]))
-        xl, pos_row, off, ids = arrays["list_vectors"], arrays["list_rows"], arrays["list_offsets"], arrays["ids"]
+        pos_row, off, ids = arrays["list_rows"], arrays["list_offsets"], arrays["ids"]
         n = ids.shape[0]
-        if xl.shape != (n, idx.dim) or pos_row.shape != (n,) or (n and int(off[-1]) != n):
+        external = bool(config.get("external_vectors", False))
+        xl = np.zeros((0, idx.dim), np.float32) if external else arrays["list_vectors"]
+        idx._external = external
+        if (not external and xl.shape != (n, idx.dim)) or pos_row.shape != (n,) or (n and int(off[-1]) != n):
             raise ValueError(f"list arrays {xl.shape}/{pos_row.shape}/{off.shape} do not match {n} ids of dim {idx.dim}")
         if config["trained"]:
             c = arrays["centroids"]
