@@ -8,7 +8,8 @@ power-law cluster sizes — and optionally standard-normal vectors as the worst 
   notes its resident memory, builds with ``threads`` threads (faiss's OpenMP, numba,
   BLAS), saves, and reports the build time (gsu: calibration included, as a user's
   ``add`` runs it), the peak resident memory of the process (``VmHWM``) and the memory
-  the build added over the loaded data, and the file size. Same ``M`` and
+  the build added over the loaded data and both libraries' imported code, and the file
+  size. Same ``M`` and
   ``efConstruction`` for the two HNSW builds, the same ``nlist`` for the two IVFs.
 - **open**: another child opens each file (gsu ``load(mmap=True)``; faiss
   ``read_index``), median of 5 after one warm-up open, then one search.
@@ -73,6 +74,10 @@ def child_build(lib: str, data: str, out: str, M: int, efc: int, threads: int) -
     from gsu.bench import harness
 
     harness.pin_threads(threads)
+    import faiss  # noqa: F401  (both libraries' code loaded before the baseline: the build's memory is what it adds)
+
+    import gsu.index  # noqa: F401
+
     x = np.load(data)
     n, d = x.shape
     base = _rss_mb("VmRSS")
