@@ -58,7 +58,9 @@ def _set_array(header, payload, name, values):
         ("flat", "ids", 3, -1, "array 'ids'"),
         ("flat", "ids", 3, 14, "array 'ids'"),  # a repeated id
         ("simhash", "codes_word_major", 0, 2**63, "array 'codes_word_major'"),  # bits past n_bits
-        ("hnsw", "faiss_index", 9, 255, "array 'faiss_index'"),  # the vector count in faiss's header
+        ("hnsw", "neighbors", 9, 10**6, "array 'neighbors'"),  # a link past the node count: was a segfault in faiss
+        ("hnsw", "offsets", 3, -7, "array 'neighbors'"),
+        ("hnsw", "cum_nneighbor_per_level", 1, 10**6, "array 'neighbors'"),
     ],
 )
 def test_crafted_array_values_name_file_and_field(tmp_path, kind, array, index, value, field):

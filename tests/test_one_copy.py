@@ -110,10 +110,11 @@ def test_graph_is_read_in_place_and_file_holds_no_second_copy(tmp_path):
     assert not nbr.flags.owndata and not off.flags.owndata  # views of faiss's arrays, not copies
     config, arrays = one._state()
     raw = x.nbytes
-    blob = arrays["hnsw.faiss_index"].nbytes  # faiss: the vectors + the graph
-    rest = sum(a.nbytes for name, a in arrays.items() if name != "hnsw.faiss_index")
+    assert "ivf.list_vectors" not in arrays and arrays["hnsw.vectors"].nbytes == raw
+    assert arrays["hnsw.codes"].nbytes == raw // 4  # the walk's 8-bit codes
+    graph = arrays["hnsw.neighbors"].nbytes + arrays["hnsw.offsets"].nbytes + arrays["hnsw.levels"].nbytes
+    rest = sum(a.nbytes for a in arrays.values()) - raw - raw // 4 - graph
     assert rest < 0.8 * raw  # ids, list layout and centroids only (int64 ids/rows: 16 bytes a row here)
-    assert "ivf.list_vectors" not in arrays and blob > raw
 
 
 def test_inconsistent_copy_flags_are_refused(tmp_path):
@@ -139,3 +140,109 @@ def test_inconsistent_copy_flags_are_refused(tmp_path):
     with pytest.raises(IndexFileError):
         (tmp_path / "b.gsu").write_bytes((tmp_path / "a.gsu").read_bytes()[:-100])
         load(tmp_path / "b.gsu")
+
+
+# ---------------------------------------------------------------------------
+# the HNSW graph saved as arrays: opened in place, faiss built on first need
+# ---------------------------------------------------------------------------
+
+
+def test_graph_saved_as_arrays_opens_in_place_and_builds_faiss_on_need(tmp_path):
+    import faiss
+
+    from gsu.index import HNSWIndex
+
+    x, q = _data("ip")
+    h = HNSWIndex(D, "ip", M=12, ef_construction=60)
+    h.add(x, np.arange(N) * 3 + 1)
+    h.save(tmp_path / "h.gsu")
+    before = [h.search(q, K, filter=f, ef=40) for f in (None, Filter(np.arange(1, 3 * N, 6)))]
+    blob = faiss.serialize_index(h.faiss_index)
+    for mmap in (True, False):
+        g = load(tmp_path / "h.gsu", mmap=mmap)
+        assert g._index is None and g._file is not None  # nothing handed to faiss at open
+        nbr, off = g._graph()[:2]
+        np.testing.assert_array_equal(nbr, h._graph()[0])
+        np.testing.assert_array_equal(g._codes()[0], h._codes()[0])  # the walk's codes were saved
+        # per-query filters run gsu's walk on the file's arrays; faiss is still not built
+        pq = Filter.per_query([np.arange(1, 3 * N, 3)[i::5] for i in range(q.shape[0])])
+        np.testing.assert_array_equal(g.search(q, K, filter=pq).ids, h.search(q, K, filter=pq).ids)
+        assert g._index is None
+        # a shared filter goes to faiss's own search: built from the arrays, the same index
+        after = [g.search(q, K, filter=f, ef=40) for f in (None, Filter(np.arange(1, 3 * N, 6)))]
+        assert g._index is not None and g._file is None
+        for a, b in zip(before, after):
+            np.testing.assert_array_equal(a.ids, b.ids)
+            np.testing.assert_array_equal(a.scores, b.scores)
+        np.testing.assert_array_equal(faiss.serialize_index(g.faiss_index), blob)
+        # and it still inserts: the graph grows as the original's does
+        extra = np.random.default_rng(9).standard_normal((40, D)).astype(np.float32)
+        g.add(extra, np.arange(40) + 10**6)
+        h2 = load(tmp_path / "h.gsu")
+        h2.faiss_index  # noqa: B018  (built, then insert)
+        h2.add(extra, np.arange(40) + 10**6)
+        np.testing.assert_array_equal(g.search(q, K).ids, h2.search(q, K).ids)
+
+
+def test_files_with_faiss_serialisation_still_load(tmp_path):
+    import faiss
+
+    from gsu.index import HNSWIndex
+    from gsu.index._checks import check_state
+
+    one, _, x, q = _pair("ip")
+    config, arrays = one._state()
+    hc = {k: v for k, v in config["hnsw"].items() if k not in ("entry_point", "max_level", "ef_search")}
+    ha = {"faiss_index": faiss.serialize_index(one.hnsw.faiss_index), "ids": arrays["hnsw.ids"]}
+    legacy = {f"hnsw.{k}": v for k, v in ha.items()}
+    legacy.update({k: v for k, v in arrays.items() if not k.startswith("hnsw.")})
+    cfg = dict(config, hnsw=hc)
+    check_state("filtered", cfg, legacy)
+    old = FilteredIndex._from_state(cfg, legacy)
+    assert old.hnsw._index is not None
+    _same(old, one, q, np.random.default_rng(6))
+    assert isinstance(HNSWIndex._from_state(hc, ha), HNSWIndex)
+
+
+@pytest.mark.parametrize("name, pos, value", [("neighbors", 7, 10**6), ("offsets", 40, 10**9), ("levels", 11, 50)])
+def test_graph_damage_with_valid_checksums_is_refused_before_any_kernel(tmp_path, name, pos, value):
+    """A mapped open checks shapes and the level table only; the pass over the graph runs
+    on first use, before the walk or faiss reads a link; a read open runs it at once."""
+    import struct
+
+    import _fuzz as F
+
+    one, _, _, q = _pair("ip")
+    p = tmp_path / "g.gsu"
+    one.save(p)
+    header, payload = F.split(p.read_bytes())
+    m = next(m for m in header["arrays"] if m["name"] == f"hnsw.{name}")
+    buf = bytearray(payload)
+    fmt = {"int32": "<i", "int64": "<q"}[np.dtype(m["dtype"]).name]
+    struct.pack_into(fmt, buf, m["offset"] + pos * struct.calcsize(fmt), value)
+    p.write_bytes(F.join(header, bytes(buf)))
+    g = load(p, mmap=True)
+    with pytest.raises(IndexFileError, match="hnsw.neighbors"):
+        g.search(q, K, route="hnsw")
+    with pytest.raises(IndexFileError, match="hnsw.neighbors"):
+        load(p)
+
+
+def test_calibration_holds_queries_out_in_place_and_restores_the_graph():
+    from gsu.index import _filter_kernels as fk
+    from gsu.index import _graph_kernels as gk
+
+    one, _, x, q = _pair("ip")
+    h = one.hnsw
+    nbr, off, cum = h._graph()[:3]
+    before = nbr.copy()
+    rows = np.sort(np.random.default_rng(2).choice(N, 40, replace=False)).astype(np.int64)
+    drop = fk.rows_bitmap64(rows, N)
+    want = gk.without_nodes(nbr, off, cum, drop, h._scoring_vectors(), np.int64(0))
+    slots, saved = gk.hold_out_nodes(nbr, off, cum, drop, h._scoring_vectors(), np.int64(0))
+    np.testing.assert_array_equal(nbr, want)  # the same repair, written in place
+    assert 0 < slots.shape[0] < nbr.shape[0] // 10
+    gk.restore_slots(nbr, slots, saved)
+    np.testing.assert_array_equal(nbr, before)
+    one.calibrate(n_queries=24, max_seconds=1.0)
+    np.testing.assert_array_equal(h._graph()[0], before)  # calibration leaves the graph as it was

@@ -45,6 +45,11 @@ _PRUNE = 3.0
 _MIN_POINTS = 3
 _HI_TARGET = 0.99
 _EXACT, _IVF, _HNSW = 0, 1, 2
+#: allowed rows drawn per filter kind and grid point at most (int64 id arrays: 32 MB): on a
+#: large index the wide selectivities use fewer queries (each costs milliseconds there),
+#: at least ``_MIN_QUERIES``, so that calibration memory does not grow with n × queries
+_CAL_ROWS = 1 << 22
+_MIN_QUERIES = 8
 
 
 def draw_filters(idx: "FilteredIndex", kind: str, m: int, Q: np.ndarray, qrows: np.ndarray | None,
@@ -186,9 +191,9 @@ class _Timer:
         already cost more than ``bound_us`` on average (the option is abandoned)."""
         idx, Q, k = self.idx, self.Q, self.k
         idmap = idx.idmap
-        nq = Q.shape[0]
+        nq = len(id_sets)  # the first nq calibration queries (fewer at wide selectivities)
         costs = np.empty(nq)
-        found = self.found
+        found = self.found[:nq]
         pc = time.perf_counter
         one = idx._search_one
         check = min(8, nq)
@@ -207,8 +212,8 @@ class _Timer:
 
 @contextmanager
 def held_out(idx: "FilteredIndex", qrows: np.ndarray | None) -> Iterator[None]:
-    """While active, the graph walk runs on a copy of the graph without the nodes
-    ``qrows`` (:func:`gsu.index._graph_kernels.without_nodes`): index rows used as
+    """While active, the graph walk runs on the graph as if the nodes ``qrows`` had not
+    been inserted (:func:`gsu.index._graph_kernels.hold_out_nodes`): index rows used as
     calibration queries are then held out from every route — excluded from the filters,
     and not reachable by the walk (a query that is its own graph node finds its
     neighbours by its own edges, which held-out queries do not have)."""
@@ -221,12 +226,13 @@ def held_out(idx: "FilteredIndex", qrows: np.ndarray | None) -> Iterator[None]:
         ctx = h._beam = h._graph() + h._codes() + (h._scoring_vectors(),)
     nbr, off, cum = ctx[0], ctx[1], ctx[2]
     drop = fk.rows_bitmap64(np.sort(qrows).astype(np.int64), h.ntotal)
-    # l2: the repair ranks a node's candidate neighbours by euclidean distance (augmented rows)
-    h._beam = (gk.without_nodes(nbr, off, cum, drop, h._scoring_vectors(), np.int64(h.metric == "l2")),) + tuple(ctx[1:])
+    # the repair written into the graph in place (calibrate holds the index's write lock)
+    # and undone after: no copy of the graph. l2: candidates ranked by euclidean distance
+    slots, saved = gk.hold_out_nodes(nbr, off, cum, drop, h._scoring_vectors(), np.int64(h.metric == "l2"))
     try:
         yield
     finally:
-        h._beam = ctx
+        gk.restore_slots(nbr, slots, saved)
 
 
 def run_calibration(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: int, target: float,
@@ -269,10 +275,12 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
             complete = False
             log.info("calibration: time limit of %.1fs reached after %d of %d selectivities", max_seconds, gi, len(grid))
             break
-        sets = {kd: draw_filters(idx, kd, m, Q, qrows, rng) for kd in KINDS}
-        truths = {kd: _truth(idx, Q, sets[kd], k, S) for kd in KINDS}
+        nq_m = min(Q.shape[0], max(_MIN_QUERIES, _CAL_ROWS // max(m, 1)))
+        Qm, qm = Q[:nq_m], (None if qrows is None else qrows[:nq_m])
+        sets = {kd: draw_filters(idx, kd, m, Qm, qm, rng) for kd in KINDS}
+        truths = {kd: _truth(idx, Qm, sets[kd], k, None if S is None else S[:nq_m]) for kd in KINDS}
         idsets = {kd: sets[kd] if identity else [ids_of[r] for r in sets[kd]] for kd in KINDS}
-        point: dict[str, Any] = {"s": s, "m": m, "exact": [], "ivf": [], "hnsw": [], "probe": []}
+        point: dict[str, Any] = {"s": s, "m": m, "nq": nq_m, "exact": [], "ivf": [], "hnsw": [], "probe": []}
 
         def measure(code: int, bound: float = math.inf, exact: bool = False, **kw: Any) -> tuple[list[float], list[float]]:
             """Recall and cost per kind; an option whose kind costs more than ``bound`` µs

@@ -154,11 +154,38 @@ def _hnsw_part(c: StateCheck) -> np.ndarray:
     c.cfg_int("M", lo=2, hi=1 << 16)
     c.cfg_int("ef_construction", lo=1, hi=1 << 24)
     ids = _ids(c)
-    blob = c.array("faiss_index", np.uint8, (None,))
+    n = ids.shape[0]
+    if c.prefix + "faiss_index" in c.arrays:  # a file of faiss's serialisation (before the array layout)
+        blob = c.array("faiss_index", np.uint8, (None,))
+        try:
+            check_hnsw_blob(np.ascontiguousarray(blob), dim=dim, n=n, values=c.values, l2=metric == "l2")
+        except _BlobError as e:
+            raise c.fail(c._af("faiss_index"), str(e)) from None
+        return ids
+    # the array layout: every array memory-mapped as saved; O(levels) checks at open, the
+    # pass over the graph with the values (first use of a memory-mapped index)
+    X = c.array("vectors", np.float32, (n, dim))
+    nbr = c.array("neighbors", np.int32, (None,))
+    off = c.array("offsets", np.int64, (n + 1,))
+    lev = c.array("levels", np.int32, (n,))
+    cum = c.array("cum_nneighbor_per_level", np.int64, (None,))
+    probas = c.array("assign_probas", np.float64, (None,))
+    ep = c.cfg_int("entry_point", lo=-1, hi=max(n - 1, -1))
+    max_level = c.cfg_int("max_level", lo=-1, hi=max(probas.shape[0] - 1, -1))
+    c.cfg_int("ef_search", lo=1, hi=(1 << 24) - 1)
     try:
-        check_hnsw_blob(np.ascontiguousarray(blob), dim=dim, n=ids.shape[0], values=c.values, l2=metric == "l2")
+        check_graph(probas, cum, lev, off, nbr, ep, max_level, n, deep=c.values)
     except _BlobError as e:
-        raise c.fail(c._af("faiss_index"), str(e)) from None
+        raise c.fail(c._af("neighbors"), str(e)) from None
+    if c.prefix + "codes" in c.arrays:  # the walk's 8-bit codes, saved with the graph
+        width = dim + (metric == "l2")
+        c.array("codes", np.uint8, (n, width))
+        step = c.array("code_step", np.float32, (width,))
+        c.finite("code_step", step)
+        if step.size and not (step > 0).all():
+            raise c.fail(c._af("code_step"), "expected positive steps")
+    if c.values:
+        c.finite("vectors", X)
     return ids
 
 
@@ -319,6 +346,24 @@ def check_hnsw_blob(blob: np.ndarray, *, dim: int, n: int, values: bool = True, 
         raise _BlobError(f"faiss index has {cur.left()} unexpected bytes after its end")
     if codes.shape[0] != n * dim:
         raise _BlobError(f"faiss storage holds {codes.shape[0]} floats, expected {n} x {dim}")
+    check_graph(probas, cum, levels, offsets, nbr, ep, max_level, n, deep=True)
+    if not (0 < ef_c < 1 << 24 and 0 < ef_s < 1 << 24):
+        raise _BlobError(f"faiss HNSW efConstruction/efSearch {ef_c}/{ef_s}: expected positive values")
+    if values and codes.size and not np.isfinite(codes).all():
+        raise _BlobError("faiss storage holds NaN or inf")
+
+
+def check_graph(probas: np.ndarray, cum: np.ndarray, levels: np.ndarray, offsets: np.ndarray, nbr: np.ndarray, ep: int,
+                max_level: int, n: int, *, deep: bool) -> None:
+    """The HNSW graph's level layout, offsets, links and entry point (raises ``ValueError``).
+
+    Always (O(levels) and O(1) reads): ``assign_probas`` in [0, 1]; ``cum_nneighbor_per_level``
+    from 0, increasing, no upper level wider than level 0; ``offsets`` n + 1 long, from 0,
+    ending at the number of links; the entry point in range at the top level. ``deep``
+    (a pass over the whole graph): every node's level in [1, L] and its span equal to
+    ``cum[level]``; every link in [-1, n) and a level-l link only to a node that has level l.
+    """
+    cum = np.asarray(cum, dtype=np.int64)
     L = probas.shape[0]
     if L == 0 or not (np.isfinite(probas).all() and (probas >= 0).all() and (probas <= 1).all()):
         raise _BlobError("faiss HNSW assign_probas: empty or outside [0, 1]")
@@ -329,15 +374,26 @@ def check_hnsw_blob(blob: np.ndarray, *, dim: int, n: int, values: bool = True, 
         raise _BlobError("faiss HNSW cum_nneighbor_per_level: an upper level is wider than level 0")
     if levels.shape[0] != n:
         raise _BlobError(f"faiss HNSW levels: {levels.shape[0]} entries, expected {n}")
-    if n and (levels.min() < 1 or levels.max() > L):
-        raise _BlobError(f"faiss HNSW levels: values outside [1, {L}]")
     if offsets.shape[0] != n + 1 or offsets[0] != 0:
         raise _BlobError("faiss HNSW offsets: expected n + 1 offsets from 0")
+    if int(offsets[-1]) != nbr.shape[0]:
+        raise _BlobError(f"faiss HNSW neighbors: {nbr.shape[0]} links, offsets end at {int(offsets[-1])}")
+    if n == 0:
+        if ep != -1 or max_level != -1:
+            raise _BlobError("faiss HNSW entry point: set in an empty graph")
+    else:
+        if not 0 <= ep < n:
+            raise _BlobError(f"faiss HNSW entry point {ep} outside [0, {n})")
+        if not 1 <= int(levels[ep]) <= L or int(levels[ep]) - 1 != max_level:
+            raise _BlobError(f"faiss HNSW max_level {max_level} does not match the entry point's level")
+    if not deep:
+        return
+    levels = np.asarray(levels, dtype=np.int64)
+    if n and (levels.min() < 1 or levels.max() > L):
+        raise _BlobError(f"faiss HNSW levels: values outside [1, {L}]")
     off = offsets.astype(np.int64)
     if (off < 0).any() or (n and not np.array_equal(np.diff(off), cum[levels])):
         raise _BlobError("faiss HNSW offsets: a node's span differs from its level table")
-    if int(off[-1]) != nbr.shape[0]:
-        raise _BlobError(f"faiss HNSW neighbors: {nbr.shape[0]} links, offsets end at {int(off[-1])}")
     if nbr.size and (int(nbr.min()) < -1 or int(nbr.max()) >= n):
         raise _BlobError(f"faiss HNSW neighbors: links outside [-1, {n})")
     step = 1 << 16
@@ -352,15 +408,5 @@ def check_hnsw_blob(blob: np.ndarray, *, dim: int, n: int, values: bool = True, 
         linked = links >= 0
         if (levels[links[linked]] <= slot_level[linked]).any():
             raise _BlobError("faiss HNSW neighbors: a link at level l points to a node below level l")
-    if n == 0:
-        if ep != -1 or max_level != -1:
-            raise _BlobError("faiss HNSW entry point: set in an empty graph")
-    else:
-        if not 0 <= ep < n:
-            raise _BlobError(f"faiss HNSW entry point {ep} outside [0, {n})")
-        if max_level != int(levels.max()) - 1 or int(levels[ep]) - 1 != max_level:
-            raise _BlobError(f"faiss HNSW max_level {max_level} does not match the levels (entry point at {int(levels[ep]) - 1})")
-    if not (0 < ef_c < 1 << 24 and 0 < ef_s < 1 << 24):
-        raise _BlobError(f"faiss HNSW efConstruction/efSearch {ef_c}/{ef_s}: expected positive values")
-    if values and codes.size and not np.isfinite(codes).all():
-        raise _BlobError("faiss storage holds NaN or inf")
+    if n and max_level != int(levels.max()) - 1:
+        raise _BlobError(f"faiss HNSW max_level {max_level} does not match the levels")

@@ -81,26 +81,82 @@ def without_nodes(nbr, off, cum, drop, X, aug):
     ``x_v·x_c - |x_c|²/2``, i.e. by euclidean distance to the owner. Used to time searches
     for index rows as held-out queries (calibration)."""
     out = nbr.copy()
+    slots, vals = _held_out_slots(nbr, off, cum, drop, X, aug)
+    for i in range(slots.shape[0]):
+        out[slots[i]] = vals[i]
+    return out
+
+
+@nb.njit(cache=True)
+def hold_out_nodes(nbr, off, cum, drop, X, aug):
+    """:func:`without_nodes` in place: writes the repaired links into ``nbr`` and returns
+    ``(slots, saved)``, the changed positions and their original links, for
+    :func:`restore_slots` (a few per held-out node: no copy of the graph)."""
+    slots, vals = _held_out_slots(nbr, off, cum, drop, X, aug)
+    saved = np.empty(slots.shape[0], nbr.dtype)
+    for i in range(slots.shape[0]):
+        saved[i] = nbr[slots[i]]
+    for i in range(slots.shape[0]):
+        nbr[slots[i]] = vals[i]
+    return slots, saved
+
+
+@nb.njit(cache=True)
+def restore_slots(nbr, slots, saved):
+    """Undo :func:`hold_out_nodes`."""
+    for i in range(slots.shape[0]):
+        nbr[slots[i]] = saved[i]
+
+
+@nb.njit(cache=True)
+def _held_out_slots(nbr, off, cum, drop, X, aug):
+    """The links of the graph without the ``drop`` nodes (see :func:`without_nodes`) that
+    differ from ``nbr``: ``(slots int64, values)``, computed from the original links only."""
     n = off.shape[0] - 1
     nlev = cum.shape[0] - 1
     one = np.uint64(1)
+    cap = 1024
+    slots = np.empty(cap, np.int64)
+    vals = np.empty(cap, nbr.dtype)
+    nch = 0
+    width = 0
+    for lv in range(nlev):
+        width = max(width, cum[lv + 1] - cum[lv])
+    tmp = np.empty(max(width, 1), nbr.dtype)
     for v in range(n):
         if (drop[v >> 6] >> np.uint64(v & 63)) & one:
             for j in range(off[v], off[v + 1]):
-                out[j] = -1
+                if nbr[j] != -1:
+                    if nch == cap:
+                        cap *= 2
+                        slots = _grow(slots, cap)
+                        vals = _grow(vals, cap)
+                    slots[nch] = j
+                    vals[nch] = -1
+                    nch += 1
             continue
         for lv in range(nlev):
             a = off[v] + cum[lv]
             b = off[v] + cum[lv + 1]
             if b > off[v + 1]:
                 break
-            w = a
+            hit = False
+            for j in range(a, b):
+                u = nbr[j]
+                if u < 0:
+                    break
+                if (drop[u >> 6] >> np.uint64(u & 63)) & one:
+                    hit = True
+                    break
+            if not hit:
+                continue  # the common case: this list is unchanged
+            w = 0
             for j in range(a, b):
                 u = nbr[j]
                 if u < 0:
                     break
                 if ((drop[u >> 6] >> np.uint64(u & 63)) & one) == 0:
-                    out[w] = u
+                    tmp[w] = u
                     w += 1
                     continue
                 best = -1
@@ -115,7 +171,7 @@ def without_nodes(nbr, off, cum, drop, X, aug):
                         continue
                     dup = False
                     for t in range(a, b):  # already linked (kept so far, or still to come)?
-                        if nbr[t] == c or (t < w and out[t] == c):
+                        if nbr[t] == c or (t - a < w and tmp[t - a] == c):
                             dup = True
                             break
                     if dup:
@@ -130,11 +186,27 @@ def without_nodes(nbr, off, cum, drop, X, aug):
                         best_s = sc
                         best = c
                 if best >= 0:
-                    out[w] = best
+                    tmp[w] = best
                     w += 1
-            for j in range(w, b):
-                out[j] = -1
-    return out
+            for t in range(w, b - a):
+                tmp[t] = -1
+            for t in range(b - a):
+                if tmp[t] != nbr[a + t]:
+                    if nch == cap:
+                        cap *= 2
+                        slots = _grow(slots, cap)
+                        vals = _grow(vals, cap)
+                    slots[nch] = a + t
+                    vals[nch] = tmp[t]
+                    nch += 1
+    return slots[:nch].copy(), vals[:nch].copy()
+
+
+@nb.njit(cache=True)
+def _grow(a, cap):
+    b = np.empty(cap, a.dtype)
+    b[: a.shape[0]] = a
+    return b
 
 
 @nb.njit(cache=True, inline="always")

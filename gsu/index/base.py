@@ -16,7 +16,7 @@ Concurrency contract (enforced here, for every subclass): any number of threads 
 call the read methods (:data:`READ_METHODS`: ``search``, ``search_codes``, ``explain``,
 ``plan``, ``reconstruct``, ``stats``) of one index at once, and the write methods
 (:data:`WRITE_METHODS`: ``add``, ``add_codes``, ``remove``, ``upsert``, ``delete``,
-``rebuild``, ``train``) may run beside them: each call sees the index entirely before
+``rebuild``, ``train``, ``calibrate``) may run beside them: each call sees the index entirely before
 or entirely after a change, never a mix. ``__init_subclass__`` wraps those methods
 with the read or write side of a per-index :class:`~gsu._rwlock.RWLock`. faiss, BLAS
 and numpy release the GIL in the middle of adds and searches (as numba kernels do when
@@ -52,7 +52,7 @@ __all__ = ["SearchResult", "Index", "register_index", "load", "topk_rows", "INDE
 #: methods that run under the read side of an index's lock (many at once)
 READ_METHODS = ("search", "search_codes", "explain", "plan", "reconstruct", "stats")
 #: methods that run under the write side (alone)
-WRITE_METHODS = ("add", "add_codes", "remove", "upsert", "delete", "compact", "rebuild", "train")
+WRITE_METHODS = ("add", "add_codes", "remove", "upsert", "delete", "compact", "rebuild", "train", "calibrate")
 _SEARCH_METHODS = ("search", "search_codes")
 _LOCK_ATTR = "_gsu_lock"
 _VOCAB = "_gsu.vocab."

@@ -436,7 +436,7 @@ class FilteredIndex(Index):
         if queries is None:
             # rows of the index, held out from every route while calibrating (the graph's
             # entry point is never one: the walk starts there)
-            ep = int(self.hnsw.faiss_index.hnsw.entry_point)
+            ep = self.hnsw.entry_point
             pick = rng.choice(n - 1, min(n_queries, n - 1), replace=False) if n > 1 else np.zeros(0, np.int64)
             qrows = np.sort(pick + (pick >= ep)).astype(np.int64)
             if qrows.shape[0] == 0:

@@ -19,6 +19,7 @@ pass the filter.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import faiss
@@ -124,6 +125,36 @@ def _faiss_view(vec: Any, dtype: Any) -> np.ndarray:
     return a
 
 
+_MATERIALISE = threading.Lock()
+
+
+def _copy_into(vec: Any, a: np.ndarray) -> None:
+    """Resize the faiss vector ``vec`` to ``a``'s length and copy ``a`` into it."""
+    a = np.ascontiguousarray(a)
+    vec.resize(a.shape[0])
+    if a.shape[0]:
+        faiss.memcpy(vec.data(), faiss.swig_ptr(a), a.nbytes)
+
+
+def _faiss_from_arrays(fi: faiss.IndexHNSWFlat, f: dict[str, Any]) -> faiss.IndexHNSWFlat:
+    """faiss's ``IndexHNSWFlat`` rebuilt from the array layout (the file's vectors into its
+    storage, the graph into its vectors: the same index faiss serialised)."""
+    x = np.ascontiguousarray(f["vectors"], dtype=np.float32)
+    if x.shape[0]:
+        fi.storage.add(x)
+    h = fi.hnsw
+    _copy_into(h.assign_probas, np.asarray(f["assign_probas"], dtype=np.float64))
+    _copy_into(h.cum_nneighbor_per_level, np.asarray(f["cum_nneighbor_per_level"], dtype=np.int32))
+    _copy_into(h.levels, np.asarray(f["levels"], dtype=np.int32))
+    _copy_into(h.offsets, np.asarray(f["offsets"], dtype=np.int64).view(np.uint64))
+    _copy_into(h.neighbors, np.asarray(f["neighbors"], dtype=np.int32))
+    h.entry_point = int(f["entry_point"])
+    h.max_level = int(f["max_level"])
+    h.efSearch = int(f["ef_search"])
+    fi.ntotal = x.shape[0]
+    return fi
+
+
 def _faiss_metric(metric: str) -> int:
     return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
 
@@ -152,7 +183,9 @@ class HNSWIndex(MutableIndex):
         self.metric = check_choice(metric, name="metric", choices=DENSE_METRICS)
         self.M = check_positive_int(M, name="M", minimum=2)
         self.ef_construction = check_positive_int(ef_construction, name="ef_construction")
-        self._index = self._new_faiss()
+        self._index: faiss.IndexHNSWFlat | None = self._new_faiss()
+        #: a loaded file's arrays (vectors, graph, codes), read in place until faiss is needed
+        self._file: dict[str, Any] | None = None
         self._idmap = IdMap(np.zeros(0, np.int64))
         self._n = 0
         self._xview: np.ndarray | None = None
@@ -171,8 +204,27 @@ class HNSWIndex(MutableIndex):
 
     @property
     def faiss_index(self) -> faiss.IndexHNSWFlat:
-        """The underlying faiss index (internal ids are row numbers)."""
-        return self._index
+        """The underlying faiss index (internal ids are row numbers). An index opened from
+        a file builds it from the file's arrays on first need (an insertion, faiss's own
+        search): gsu's graph walk and exact kernels read the arrays in place."""
+        return self._faiss()
+
+    def _faiss(self) -> faiss.IndexHNSWFlat:
+        fi = self._index
+        if fi is None:
+            with _MATERIALISE:
+                fi = self._index
+                if fi is None:
+                    fi = self._index = _faiss_from_arrays(self._new_faiss(), self._file)
+                    self._file = None
+                    self._xview = None
+                    self.__dict__.pop("_graph_arrays", None)
+        return fi
+
+    @property
+    def entry_point(self) -> int:
+        """The graph's entry point (a row; -1 when empty)."""
+        return int(self._graph()[3])
 
     @property
     def vectors(self) -> np.ndarray:
@@ -184,7 +236,10 @@ class HNSWIndex(MutableIndex):
             n = self.ntotal
             if n == 0:
                 return np.zeros((0, self.dim), np.float32)
-            flat = faiss.downcast_index(self._index.storage)
+            f = self._file
+            if f is not None and self._index is None:
+                return f["vectors"]
+            flat = faiss.downcast_index(self._faiss().storage)
             self._xview = faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
         return self._xview
 
@@ -203,8 +258,9 @@ class HNSWIndex(MutableIndex):
         self.__dict__.pop("_sq8", None)
         self.__dict__.pop("_beam", None)
         self.__dict__.pop("_xa", None)
-        self._index.add(x)
-        self._n = int(self._index.ntotal)
+        fi = self._faiss()
+        fi.add(x)
+        self._n = int(fi.ntotal)
         self._appended(new_ids)
 
     # -- search ------------------------------------------------------------
@@ -276,7 +332,7 @@ class HNSWIndex(MutableIndex):
         D = np.empty((nq, k), np.float32)
         I = np.empty((nq, k), np.int64)
         sp = faiss.swig_ptr
-        self._index.search_c(nq, sp(q), k, sp(D), sp(I), params)
+        self._faiss().search_c(nq, sp(q), k, sp(D), sp(I), params)
         if self.metric == "l2":  # faiss's squared distances -> scores; padding -inf
             np.negative(D, out=D)
             D[I < 0] = -np.inf
@@ -393,7 +449,11 @@ class HNSWIndex(MutableIndex):
         :meth:`add`; never saved (a quarter of the vectors' size, rebuilt in O(n d))."""
         c = self.__dict__.get("_sq8")
         if c is None or c[0].shape[0] != self._n:
-            c = self._sq8 = gk.sq8_encode(self._scoring_vectors())
+            f = self._file
+            if f is not None and "codes" in f and f["codes"].shape[0] == self._n:
+                c = self._sq8 = (f["codes"], f["code_step"])  # saved with the graph
+            else:
+                c = self._sq8 = gk.sq8_encode(self._scoring_vectors())
         return c
 
     def _scoring_vectors(self) -> np.ndarray:
@@ -411,6 +471,10 @@ class HNSWIndex(MutableIndex):
         int64, entry_point, max_level)``: views of faiss's own arrays (the level table
         copied), cached until the next :meth:`add` or compaction, which drop them."""
         g = self.__dict__.get("_graph_arrays")
+        if g is None and self._index is None:  # a loaded file: its arrays as they are
+            f = self._file
+            g = self._graph_arrays = (f["neighbors"], f["offsets"], f["cum_nneighbor_per_level"], f["entry_point"],
+                                      f["max_level"])
         if g is None:
             h = self._index.hnsw
             g = self._graph_arrays = (  # the links and offsets read in place (no second copy of the graph)
@@ -446,6 +510,7 @@ class HNSWIndex(MutableIndex):
             self.__dict__.pop(key, None)
         self._xview = None
         self._scratch_pool = []
+        self._file = None
         self._index = self._new_faiss()
         if x.shape[0]:
             self._index.add(x)
@@ -454,14 +519,40 @@ class HNSWIndex(MutableIndex):
 
     # -- persistence -------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        config = {"dim": self.dim, "metric": self.metric, "M": self.M, "ef_construction": self.ef_construction}
-        arrays = {"faiss_index": faiss.serialize_index(self._index), "ids": self._idmap.ids}
+        """The graph and the vectors as plain arrays (memory-mapped as they are on open; no
+        faiss serialisation to parse and copy), with the walk's 8-bit codes."""
+        nbr, off, cum, ep, maxl = self._graph()
+        codes, step = self._codes()
+        if self._index is None:
+            lev, probas, ef_s = self._file["levels"], self._file["assign_probas"], self._file["ef_search"]
+        else:
+            h = self._index.hnsw
+            lev = _faiss_view(h.levels, np.int32)
+            probas = np.ascontiguousarray(faiss.vector_to_array(h.assign_probas), dtype=np.float64)
+            ef_s = int(h.efSearch)
+        config = {"dim": self.dim, "metric": self.metric, "M": self.M, "ef_construction": self.ef_construction,
+                  "entry_point": int(ep), "max_level": int(maxl), "ef_search": int(ef_s)}
+        arrays = {"ids": self._idmap.ids, "vectors": self.vectors, "neighbors": nbr, "offsets": off, "levels": lev,
+                  "cum_nneighbor_per_level": cum, "assign_probas": probas, "codes": codes, "code_step": step}
         self._tomb_state(config, arrays)
         return config, arrays
 
     @classmethod
     def _from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "HNSWIndex":
         idx = cls(int(config["dim"]), config["metric"], M=int(config["M"]), ef_construction=int(config["ef_construction"]))
+        if "faiss_index" not in arrays:  # the array layout: nothing copied, faiss built on first need
+            n = arrays["ids"].shape[0]
+            idx._index = None
+            idx._file = {"vectors": arrays["vectors"], "neighbors": arrays["neighbors"], "offsets": arrays["offsets"],
+                         "levels": arrays["levels"], "cum_nneighbor_per_level": arrays["cum_nneighbor_per_level"],
+                         "assign_probas": arrays["assign_probas"], "entry_point": int(config["entry_point"]),
+                         "max_level": int(config["max_level"]), "ef_search": int(config["ef_search"])}
+            if "codes" in arrays:
+                idx._file.update(codes=arrays["codes"], code_step=arrays["code_step"])
+            idx._n = n
+            idx._idmap = IdMap(arrays["ids"])
+            idx._tomb_load(config, arrays)
+            return idx
         fi = faiss.deserialize_index(np.ascontiguousarray(arrays["faiss_index"], dtype=np.uint8))
         if fi.d != idx.dim or fi.ntotal != arrays["ids"].shape[0]:
             raise ValueError(f"faiss index (d={fi.d}, n={fi.ntotal}) does not match dim {idx.dim} / {arrays['ids'].shape[0]} ids")
