@@ -45,11 +45,46 @@ _PRUNE = 3.0
 _MIN_POINTS = 3
 _HI_TARGET = 0.99
 _EXACT, _IVF, _HNSW = 0, 1, 2
-#: allowed rows drawn per filter kind and grid point at most (int64 id arrays: 32 MB): on a
-#: large index the wide selectivities use fewer queries (each costs milliseconds there),
-#: at least ``_MIN_QUERIES``, so that calibration memory does not grow with n × queries
+#: allowed rows drawn per filter kind and grid point at most: on a large index the wide
+#: selectivities use fewer queries (each costs milliseconds there), at least ``_MIN_QUERIES``
 _CAL_ROWS = 1 << 22
 _MIN_QUERIES = 8
+
+
+class _Sets:
+    """One filter kind's row sets for the calibration queries, held compactly — a run as
+    its bounds, a wide set as a bitmap (n/8 bytes), a narrow one as its rows — and given
+    back as a sorted int64 array per query (external ids when ``ids`` is given), decoded
+    outside any timed call: memory O(queries · n/8), not O(queries · m · 8)."""
+
+    def __init__(self, rows: list[np.ndarray], n: int, ids: np.ndarray | None = None):
+        self.n, self.ids = n, ids
+        self.items: list[Any] = []
+        for r in rows:
+            m = r.shape[0]
+            if m and int(r[-1]) - int(r[0]) + 1 == m:
+                self.items.append((int(r[0]), int(r[0]) + m))
+            elif m * 64 > n:
+                mask = np.zeros(n, bool)
+                mask[r] = True
+                self.items.append(np.packbits(mask, bitorder="little"))
+            else:
+                self.items.append(r)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def rows(self, i: int) -> np.ndarray:
+        it = self.items[i]
+        if isinstance(it, tuple):
+            return np.arange(it[0], it[1], dtype=np.int64)
+        if it.dtype == np.uint8:
+            return np.flatnonzero(np.unpackbits(it, count=self.n, bitorder="little")).astype(np.int64)
+        return it
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        r = self.rows(i)
+        return r if self.ids is None else self.ids[r]
 
 
 def draw_filters(idx: "FilteredIndex", kind: str, m: int, Q: np.ndarray, qrows: np.ndarray | None,
@@ -107,13 +142,15 @@ def draw_filters(idx: "FilteredIndex", kind: str, m: int, Q: np.ndarray, qrows: 
 _SCORES_MAX = 1 << 24
 
 
-def _truth(idx: "FilteredIndex", Q: np.ndarray, sets: list[np.ndarray], k: int, S: np.ndarray | None) -> np.ndarray:
+def _truth(idx: "FilteredIndex", Q: np.ndarray, sets: "_Sets", k: int, S: np.ndarray | None) -> np.ndarray:
     """(nq, k) float32 exact top-k scores under each query's rows (-inf padded): from the
-    precomputed score matrix ``S`` (nq, n) when given, else one parallel gather kernel call."""
+    precomputed score matrix ``S`` (nq, n) when given, else the gather kernel, one query
+    at a time (its rows decoded one at a time)."""
     nq = Q.shape[0]
     out_s = np.full((nq, k), -np.inf, np.float32)
     if S is not None:
-        for i, rows in enumerate(sets):
+        for i in range(nq):
+            rows = sets.rows(i)
             sc = S[i, rows]
             m = sc.shape[0]
             kk = min(k, m)
@@ -121,14 +158,15 @@ def _truth(idx: "FilteredIndex", Q: np.ndarray, sets: list[np.ndarray], k: int, 
                 top = np.partition(sc, m - kk)[m - kk :] if m > kk else sc
                 out_s[i, :kk] = np.sort(top)[::-1]
         return out_s
-    lens = np.array([s.shape[0] for s in sets], np.int64)
-    starts = np.zeros(nq, np.int64)
-    np.cumsum(lens[:-1], out=starts[1:])
-    rows = np.concatenate(sets)
     out_r = np.empty((nq, k), np.int64)
     counts = np.empty(nq, np.int64)
-    fk.gather_topk_ip_sel(Q, idx._scoring(), np.arange(nq, dtype=np.int64), starts, starts + lens, rows, k, out_r, out_s,
-                          counts, idx._half())
+    X, half = idx._scoring(), idx._half()
+    zero = np.zeros(nq, np.int64)
+    for i in range(nq):
+        rows = sets.rows(i)
+        ends = np.zeros(nq, np.int64)
+        ends[i] = rows.shape[0]
+        fk.gather_topk_ip_sel(Q, X, np.array([i], np.int64), zero, ends, rows, k, out_r, out_s, counts, half)
     return out_s
 
 
@@ -277,9 +315,12 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
             break
         nq_m = min(Q.shape[0], max(_MIN_QUERIES, _CAL_ROWS // max(m, 1)))
         Qm, qm = Q[:nq_m], (None if qrows is None else qrows[:nq_m])
-        sets = {kd: draw_filters(idx, kd, m, Qm, qm, rng) for kd in KINDS}
-        truths = {kd: _truth(idx, Qm, sets[kd], k, None if S is None else S[:nq_m]) for kd in KINDS}
-        idsets = {kd: sets[kd] if identity else [ids_of[r] for r in sets[kd]] for kd in KINDS}
+        idsets: dict[str, _Sets] = {}
+        truths = {}
+        for kd in KINDS:  # drawn, scored and packed one kind at a time
+            st = _Sets(draw_filters(idx, kd, m, Qm, qm, rng), n, None if identity else ids_of)
+            truths[kd] = _truth(idx, Qm, st, k, None if S is None else S[:nq_m])
+            idsets[kd] = st
         point: dict[str, Any] = {"s": s, "m": m, "nq": nq_m, "exact": [], "ivf": [], "hnsw": [], "probe": []}
 
         def measure(code: int, bound: float = math.inf, exact: bool = False, **kw: Any) -> tuple[list[float], list[float]]:
