@@ -198,9 +198,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     from gsu.bench import harness
 
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
-    for ax, key, label in zip(axes, ("build_s", "build_rss_mb", "file_bytes"),
-                              ("build time [s]", "memory added by the build [MB]", "index file [MB]")):
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), layout="constrained")
+    for ax, key, label in zip(axes, ("build_s", "peak_rss_mb", "file_bytes"),
+                              ("build time [s]", "peak resident memory [MB]", "index file [MB]")):
         for lib in LIBS:
             for kind in sorted({r["data"] for r in rows}):
                 pts = sorted((r["n"], r[key] / (1e6 if key == "file_bytes" else 1)) for r in rows
@@ -215,15 +215,21 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     harness.legend_outside(fig, axes)
-    fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
-def run(*, out_dir: str | os.PathLike, sizes: tuple[int, ...] = (100_000,), dim: int = 96, kinds: tuple[str, ...] = ("clustered",),
-        M: int = 32, ef_construction: int = 200, threads: int = 2, libs: tuple[str, ...] = LIBS,
-        cache: str | os.PathLike = "results/cache", say: Any = print) -> list[dict[str, Any]]:
+def run(*, out_dir: str | os.PathLike, quick: bool = False, threads: int = 2, sizes: tuple[int, ...] | None = None,
+        dim: int | None = None, kinds: tuple[str, ...] = ("clustered",), M: int | None = None, ef_construction: int | None = None,
+        libs: tuple[str, ...] = LIBS, cache: str | os.PathLike = "results/cache", say: Any = print) -> list[dict[str, Any]]:
+    """The suite (``gsu bench build``): default 10^5 and 10^6 × 96, M 32, efConstruction 200;
+    ``quick``: 20,000 × 32, M 16, efConstruction 64. ``threads``: build threads."""
     from gsu.bench import harness, runner
+
+    sizes = sizes or ((20_000,) if quick else (100_000, 1_000_000))
+    dim = dim or (32 if quick else 96)
+    M = M or (16 if quick else 32)
+    ef_construction = ef_construction or (64 if quick else 200)
 
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -274,7 +280,7 @@ if __name__ == "__main__":
 
         ap = argparse.ArgumentParser(description="FilteredIndex builds against faiss, one process per library")
         ap.add_argument("--out", default="results")
-        ap.add_argument("--sizes", default="100000")
+        ap.add_argument("--sizes", default="100000,1000000")
         ap.add_argument("--dim", type=int, default=96)
         ap.add_argument("--kinds", default="clustered")
         ap.add_argument("--libs", default=",".join(LIBS))

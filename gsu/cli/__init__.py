@@ -39,6 +39,7 @@ SUITES: dict[str, tuple[str, str]] = {
     "serve": ("gsu.bench.serve", "gsu serve under load (search, retrieve) vs a vector database server (Milvus Lite)"),
     "lock": ("gsu.bench.lock", "cost of the readers-writer lock (concurrency contract) per one-query search"),
     "scale": ("gsu.bench.scale", "open time of a memory-mapped index, remove/upsert/compact costs, ShardedIndex on Dask vs one index"),
+    "build": ("gsu.bench.build", "FilteredIndex builds vs faiss HNSW / IVF at 10^5 and 10^6 items: time, peak memory, file, open"),
 }
 
 def _parse_value(v: str) -> Any:
