@@ -279,10 +279,13 @@ class StateCheck:
     Every failed check raises :class:`gsu.errors.FieldError` naming the field
     (``config 'dim'``, ``array 'list_offsets'``); the loader adds the file name. ``prefix``
     qualifies names for nested parts (``"hnsw."``); ``values``: also check contents that
-    cost a full pass over the large float arrays (finite values).
+    cost a full pass over the large float arrays (finite values); ``deep``: run the
+    structural checks that read a whole large array (graph links, permutations) — a mapped
+    open defers them, with the values, to the first use, before any kernel runs.
     """
 
-    def __init__(self, config: Any, arrays: dict[str, np.ndarray], *, prefix: str = "", values: bool = True):
+    def __init__(self, config: Any, arrays: dict[str, np.ndarray], *, prefix: str = "", values: bool = True,
+                 deep: bool = True):
         from gsu.errors import FieldError
 
         if not isinstance(config, dict):
@@ -291,6 +294,7 @@ class StateCheck:
         self.arrays = arrays
         self.prefix = prefix
         self.values = values
+        self.deep = deep or values
         self._err = FieldError
 
     def fail(self, field: str, reason: str) -> "Exception":

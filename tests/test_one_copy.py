@@ -246,3 +246,24 @@ def test_calibration_holds_queries_out_in_place_and_restores_the_graph():
     np.testing.assert_array_equal(nbr, before)
     one.calibrate(n_queries=24, max_seconds=1.0)
     np.testing.assert_array_equal(h._graph()[0], before)  # calibration leaves the graph as it was
+
+
+def test_a_part_of_a_mapped_index_runs_the_deferred_checks_first(tmp_path):
+    import struct
+
+    import _fuzz as F
+
+    one, _, _, q = _pair("ip")
+    p = tmp_path / "g.gsu"
+    one.save(p)
+    header, payload = F.split(p.read_bytes())
+    m = next(m for m in header["arrays"] if m["name"] == "hnsw.neighbors")
+    buf = bytearray(payload)
+    struct.pack_into("<i", buf, m["offset"] + 4 * 5, 10**7)
+    p.write_bytes(F.join(header, bytes(buf)))
+    g = load(p, mmap=True)
+    with pytest.raises(IndexFileError, match="hnsw.neighbors"):
+        g.hnsw.search(q, K, filter=Filter.per_query([np.arange(0, N, 3)] * q.shape[0]))  # gsu's walk on the part
+    # a read open without verification still checks the structure before any kernel
+    with pytest.raises(IndexFileError, match="hnsw.neighbors"):
+        load(p, mmap=True, verify=False)

@@ -48,13 +48,14 @@ def validator(kind: str) -> Callable[[Callable[[StateCheck], None]], Callable[[S
     return deco
 
 
-def check_state(kind: str, config: Any, arrays: dict[str, np.ndarray], *, values: bool = True) -> None:
-    """Run the validator of ``kind`` over a file's config and arrays (raises ``FieldError``)."""
+def check_state(kind: str, config: Any, arrays: dict[str, np.ndarray], *, values: bool = True, deep: bool = True) -> None:
+    """Run the validator of ``kind`` over a file's config and arrays (raises ``FieldError``);
+    ``values`` / ``deep`` as :class:`~gsu._validate.StateCheck`."""
     fn = VALIDATORS.get(kind)
     if fn is None:
         log.warning("index kind %r has no load validator: its arrays reach the kernels unchecked", kind)
         return
-    fn(StateCheck(config, arrays, values=values))
+    fn(StateCheck(config, arrays, values=values, deep=deep))
 
 
 def _ids(c: StateCheck) -> np.ndarray:
@@ -137,7 +138,8 @@ def _ivf_part(c: StateCheck, *, owned: bool = False) -> np.ndarray:
             raise c.fail(c._cf("trained"), f"false, but the file holds {n} vectors")
         off = c.array("list_offsets", np.int64, (1,))
     c.offsets("list_offsets", off, end=n)
-    c.permutation("list_rows", pos_row, n)
+    if c.deep:  # a pass over n rows: with the values on a mapped open (before any kernel)
+        c.permutation("list_rows", pos_row, n)
     if xl is not None:
         c.finite("list_vectors", xl)
     return ids
@@ -174,7 +176,7 @@ def _hnsw_part(c: StateCheck) -> np.ndarray:
     max_level = c.cfg_int("max_level", lo=-1, hi=max(probas.shape[0] - 1, -1))
     c.cfg_int("ef_search", lo=1, hi=(1 << 24) - 1)
     try:
-        check_graph(probas, cum, lev, off, nbr, ep, max_level, n, deep=c.values)
+        check_graph(probas, cum, lev, off, nbr, ep, max_level, n, deep=c.deep)
     except _BlobError as e:
         raise c.fail(c._af("neighbors"), str(e)) from None
     if c.prefix + "codes" in c.arrays:  # the walk's 8-bit codes, saved with the graph
@@ -206,7 +208,7 @@ def _filtered(c: StateCheck) -> None:
         raise c.fail("config 'lists_copy'", f"{lists_copy} contradicts the IVF part's 'external_vectors'")
     parts = {}
     for name, check in (("hnsw", _hnsw_part), ("ivf", lambda sub: _ivf_part(sub, owned=True))):
-        sub = StateCheck(c.cfg(name), c.arrays, prefix=f"{name}.", values=c.values)
+        sub = StateCheck(c.cfg(name), c.arrays, prefix=f"{name}.", values=c.values, deep=c.deep)
         parts[name] = check(sub)
         if sub.config.get("dim") != dim or sub.config.get("metric") != metric:
             raise c.fail(f"config '{name}'", f"dim/metric {sub.config.get('dim')}/{sub.config.get('metric')!r} differ from the index's {dim}/{metric!r}")

@@ -357,7 +357,7 @@ def load(path: str | os.PathLike, *, mmap: bool = False, verify: bool = True) ->
         if cls is None:
             raise IndexFileError(f"{path}: unknown index kind {kind!r} (known: {sorted(INDEX_KINDS)})")
         extra = {name: arrays.pop(name) for name in [a for a in arrays if a.startswith(_VOCAB)]}
-        check_state(kind, config, arrays, values=verify and pending is None)
+        check_state(kind, config, arrays, values=verify and pending is None, deep=pending is None)
         vocab = read_vocabulary_arrays(extra, dim=config.get("dim")) if extra else None
         if pending is not None:
             state = dict(arrays)
@@ -367,6 +367,9 @@ def load(path: str | os.PathLike, *, mmap: bool = False, verify: bool = True) ->
             idx.vocabulary = vocab
         if pending is not None:
             idx._gsu_pending = pending
+            for part in list(vars(idx).values()):  # a FilteredIndex's parts: their first use runs it too
+                if isinstance(part, Index):
+                    part._gsu_pending = pending
         return idx
 
     return load_container(path, build, mmap=mmap, verify=verify, what="index", lazy=True)

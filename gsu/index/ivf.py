@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 __all__ = ["IVFIndex", "default_nlist"]
 
 _QUERY_BLOCK = 2048
+_DERIVED = ("_row_pos", "_row_list", "_all_pos")
 _NO_BM = np.zeros(0, np.uint64)
 #: relative cost per row of (grouping allowed rows by list, testing a scanned row against
 #: the bitmap, setting a bitmap bit), from the kernels' timings on 100,000 rows (10,000
@@ -108,18 +109,29 @@ class IVFIndex(MutableIndex):
 
     # -- layout ------------------------------------------------------------
     def _set_lists(self, xl: np.ndarray, pos_row: np.ndarray, list_off: np.ndarray) -> None:
-        self.__dict__.pop("_xla", None)
-        self.__dict__.pop("_ct", None)
+        for key in ("_xla", "_ct") + _DERIVED:
+            self.__dict__.pop(key, None)
         self._xl = xl
         self._pos_row = np.ascontiguousarray(pos_row, dtype=np.int64)
         self._list_off = np.ascontiguousarray(list_off, dtype=np.int64)
+
+    def __getattr__(self, name: str) -> Any:
+        """``_row_pos`` (each row's list position), ``_row_list`` (each row's list) and
+        ``_all_pos``, derived from the layout on first use (O(n): an opened file pays it
+        at its first search, not at open), then plain attributes."""
+        if name not in _DERIVED:
+            raise AttributeError(name)
+        d = self.__dict__
+        if "_pos_row" not in d:
+            raise AttributeError(name)
+        pos_row, off = d["_pos_row"], d["_list_off"]
         n = pos_row.shape[0]
-        self._row_pos = np.empty(n, np.int64)
-        self._row_pos[self._pos_row] = np.arange(n, dtype=np.int64)
-        nl = list_off.shape[0] - 1
-        self._row_list = np.empty(n, np.int32)
-        self._row_list[self._pos_row] = np.repeat(np.arange(nl, dtype=np.int32), np.diff(self._list_off))
-        self._all_pos = np.arange(n, dtype=np.int64)
+        row_pos = np.empty(n, np.int64)
+        row_pos[pos_row] = np.arange(n, dtype=np.int64)
+        row_list = np.empty(n, np.int32)
+        row_list[pos_row] = np.repeat(np.arange(off.shape[0] - 1, dtype=np.int32), np.diff(off))
+        d["_row_list"], d["_all_pos"], d["_row_pos"] = row_list, np.arange(n, dtype=np.int64), row_pos
+        return d[name]
 
     @property
     def ntotal(self) -> int:
