@@ -47,8 +47,8 @@ _HI_TARGET = 0.99
 _EXACT, _IVF, _HNSW = 0, 1, 2
 #: allowed rows per filter kind and grid point at most (their exact answers cost a pass over
 #: them): on a large index the wide selectivities use fewer queries, at least ``_MIN_QUERIES``
-#: (fewer made the recall estimate too coarse: a 2·10^6 index calibrated on 8 queries at 50 %
-#: measured 0.988 where 100 fresh queries gave 0.935)
+#: (8 queries at 50 % on a 2·10^6 index measured 1.0 for a beam that gave 0.935 on 100 fresh
+#: queries; 24 narrow the estimate but did not close that gap: the README's build section)
 _CAL_ROWS = 1 << 24
 _MIN_QUERIES = 24
 

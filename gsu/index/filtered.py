@@ -186,9 +186,9 @@ class FilteredIndex(Index):
     storage, in row order, which the exact route and the graph walk read by row and the
     IVF lists read through each list position's row (the lists keep only their
     layout) — plus the graph (~``2·M``
-    int32 per vector at level 0, read in place from faiss) and, built on first use and
-    never saved, the HNSW walk's 8-bit codes (``d`` bytes per vector) and for
-    ``dim >= 128`` the exact route's half-precision copy (``2·d`` bytes). ``l2`` adds the
+    int32 per vector at level 0, read in place from faiss), the HNSW walk's 8-bit codes
+    (``d`` bytes per vector; saved with the index) and, built on first use and never
+    saved, for ``dim >= 128`` the exact route's half-precision copy (``2·d`` bytes). ``l2`` adds the
     augmented rows ``[x, -|x|²/2]`` the kernels score (``d + 1`` floats per vector).
     """
 
