@@ -267,3 +267,70 @@ def test_a_part_of_a_mapped_index_runs_the_deferred_checks_first(tmp_path):
     # a read open without verification still checks the structure before any kernel
     with pytest.raises(IndexFileError, match="hnsw.neighbors"):
         load(p, mmap=True, verify=False)
+
+
+# ---------------------------------------------------------------------------
+# threads: calibration's in-place hold-out, faiss built on need, the lazy IVF layout
+# ---------------------------------------------------------------------------
+
+
+def _hammer(fn, n_threads: int = 4, rounds: int = 25) -> list:
+    import threading
+
+    errors: list = []
+
+    def work() -> None:
+        try:
+            for _ in range(rounds):
+                fn()
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=work) for _ in range(n_threads)]
+    for t in ts:
+        t.start()
+    return ts, errors
+
+
+def test_searches_beside_calibrate_see_the_whole_graph():
+    """calibrate writes the held-out repair into the graph and undoes it, under the write
+    lock: a graph walk running beside it (fixed beam, so the planner's refit does not
+    matter) always answers as on the untouched graph."""
+    one, _, x, _ = _pair("ip")
+    q = x[::5]  # index rows: a row held out by calibration would lose itself from its answer
+    want = one.search(q, K, route="hnsw", hnsw_ef=4.0)
+    ts, errors = _hammer(lambda: np.testing.assert_array_equal(one.search(q, K, route="hnsw", hnsw_ef=4.0).ids, want.ids),
+                         rounds=40)
+    for s in range(6):
+        one.calibrate(n_queries=48, max_seconds=0.3, seed=s)
+    for t in ts:
+        t.join()
+    assert not errors, errors[0]
+
+
+def test_first_searches_of_an_opened_file_from_many_threads(tmp_path):
+    """The first use of a mapped file from several threads at once: the deferred checks, the
+    IVF layout derived on first use, and (through the HNSW part) faiss rebuilt from the
+    arrays — every thread gets the answer of the index that was saved."""
+    from gsu.index import HNSWIndex
+
+    one, _, x, q = _pair("ip")
+    one.save(tmp_path / "f.gsu")
+    h = HNSWIndex(D, "ip", M=12, ef_construction=60)
+    h.add(x)
+    h.save(tmp_path / "h.gsu")
+    f = Filter(np.arange(0, N, 3))
+    want_f = one.search(q, K, filter=f, route="ivf")
+    want_h = h.search(q, K, filter=f, ef=40)
+    g = load(tmp_path / "f.gsu", mmap=True)
+    gh = load(tmp_path / "h.gsu", mmap=True)
+
+    def both() -> None:
+        np.testing.assert_array_equal(g.search(q, K, filter=f, route="ivf").ids, want_f.ids)
+        np.testing.assert_array_equal(gh.search(q, K, filter=f, ef=40).ids, want_h.ids)
+
+    ts, errors = _hammer(both, rounds=5)
+    for t in ts:
+        t.join()
+    assert not errors, errors[0]
+    assert gh._index is not None and gh._file is None  # built once, the arrays let go
