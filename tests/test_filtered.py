@@ -797,6 +797,31 @@ def test_a_cut_short_calibration_extrapolates_the_exact_limit_and_keeps_the_defa
     assert st_full.exact_max_rows == 100_000 and st_full.hnsw_min_selectivity == 2.0
 
 
+def test_the_fit_needs_the_recall_lower_bound_to_reach_the_target():
+    from gsu.index.planner import fit_planner, reaches, recall_low
+
+    # 24 per-query recalls with mean 0.971 and a wide spread: the mean passes the goal
+    # (0.97) but the lower 95 % bound (0.971 - 1.645 * sd / sqrt(24)) does not reach 0.95
+    r = np.array([1.0] * 20 + [0.9, 0.8, 0.8, 0.8], float)
+    assert r.mean() == pytest.approx(0.9708, abs=1e-4)
+    lo = recall_low(r)
+    assert lo == pytest.approx(r.mean() - 1.645 * r.std(ddof=1) / np.sqrt(24))
+    assert 0.94 < lo < 0.95
+    assert recall_low(np.ones(24)) == 1.0 and recall_low(np.array([0.5])) == 0.5
+    three = lambda v: [v, v, v]  # noqa: E731
+    wide = [4.6, three(0.971), three(50.0), three(lo)]
+    tight = [6.0, three(0.99), three(60.0), three(0.98)]
+    assert not reaches(wide, 0.95) and reaches(tight, 0.95)
+    assert reaches(wide[:3], 0.95)  # a calibration saved without bounds fits on the mean alone
+    pt = {"s": 0.5, "m": 1_000_000, "exact": three(1e6), "ivf": [], "probe": [], "hnsw": [wide, tight]}
+    raw = {"k": 10, "target_recall": 0.95, "n": 2_000_000, "n_queries": 24, "kinds": ["random", "correlated", "range"],
+           "points": [pt], "complete": True}
+    fit = fit_planner(raw, 0.95)
+    assert fit.settings.band_hnsw_ef == (6.0,) and fit.recall_hnsw == (0.99,)
+    old = {**raw, "points": [{**pt, "hnsw": [wide[:3], tight[:3]]}]}
+    assert fit_planner(old, 0.95).settings.band_hnsw_ef == (4.6,)
+
+
 def test_serial_and_parallel_twins_keep_separate_cache_files():
     """numba keys its on-disk cache by function name and bytecode, not by compile flags:
     twins compiled from one body must not share cache files, or the parallel one loads

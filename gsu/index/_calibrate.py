@@ -5,13 +5,15 @@ uses — a uniform random subset, a query-correlated subset (80 % from the IVF l
 nearest the query, the rest at random: a user's behavior set near the candidate), a
 contiguous range of rows (a time window) — compute the exact top-k, then time every route
 at a ladder of budgets, one query per call with a *fresh* filter built from its id array
-each time (what a request pays), and record recall@k and the median cost per kind.
+each time (what a request pays), and record, per kind, the mean recall@k, its lower
+confidence bound over the queries and the median cost.
 :func:`gsu.index.planner.fit_planner` turns the table into planner settings.
 
-Ladders stop at the first budget whose recall reaches the goal of the highest target the
-planner supports (0.99) for every kind, or when a step costs more than ``_PRUNE`` times
-the cheapest option already known to reach the calibration's goal at that selectivity
-(the exact scan included): a route that slow is never chosen there.
+Ladders stop at the first budget that reaches (:func:`gsu.index.planner.reaches`: mean
+and lower confidence bound) the highest target the planner supports (0.99) for every
+kind, or when a step costs more than ``_PRUNE`` times the cheapest option already known
+to reach the calibration's target at that selectivity (the exact scan included): a route
+that slow is never chosen there.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 from gsu.index import _filter_kernels as fk
 from gsu.index import _graph_kernels as gk
 from gsu.index.filters import Filter
-from gsu.index.planner import HNSW_LADDER, IVF_LADDER, Calibration, fit_planner, recall_goal
+from gsu.index.planner import HNSW_LADDER, IVF_LADDER, Calibration, fit_planner, reaches, recall_goal, recall_low
 
 if TYPE_CHECKING:
     from gsu.index.filtered import FilteredIndex
@@ -225,9 +227,10 @@ class _Timer:
         self.found = np.empty((Q.shape[0], k), np.float32)
 
     def run(self, id_sets: list[np.ndarray], truth: np.ndarray, code: int, *, bound_us: float = math.inf, probe: float = 0.0,
-            ef: int = 0, cand: int = 0, lists: int = 0) -> tuple[float, float]:
-        """``(mean recall, median cost µs)``; ``(nan, mean cost)`` when the first queries
-        already cost more than ``bound_us`` on average (the option is abandoned)."""
+            ef: int = 0, cand: int = 0, lists: int = 0) -> tuple[float, float, float]:
+        """``(mean recall, median cost µs, recall's lower confidence bound)``; ``(nan,
+        median cost, nan)`` when the first queries already cost more than ``bound_us``
+        (the option is abandoned)."""
         idx, Q, k = self.idx, self.Q, self.k
         idmap = idx.idmap
         nq = len(id_sets)  # the first nq calibration queries (fewer at wide selectivities)
@@ -245,8 +248,9 @@ class _Timer:
             costs[i] = pc() - t0
             found[i] = sc[0]
             if i + 1 == check and np.median(costs[:check]) * 1e6 > bound_us:
-                return math.nan, float(np.median(costs[:check]) * 1e6)
-        return float(_recalls(found, truth).mean()), float(np.median(costs) * 1e6)
+                return math.nan, float(np.median(costs[:check]) * 1e6), math.nan
+        r = _recalls(found, truth)
+        return float(r.mean()), float(np.median(costs) * 1e6), recall_low(r)
 
 
 @contextmanager
@@ -287,7 +291,7 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
          rng: np.random.Generator, progress: bool | None, t_start: float) -> Calibration:
     n = idx.ntotal
     goal = recall_goal(target)
-    goal_hi = max(goal, recall_goal(_HI_TARGET))
+    target_hi = max(target, _HI_TARGET)
     base = idx._base_settings
     timer = _Timer(idx, Q, k)
     ids_of = idx.ids
@@ -324,20 +328,22 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
             idsets[kd] = st
         point: dict[str, Any] = {"s": s, "m": m, "nq": nq_m, "exact": [], "ivf": [], "hnsw": [], "probe": []}
 
-        def measure(code: int, bound: float = math.inf, exact: bool = False, **kw: Any) -> tuple[list[float], list[float]]:
-            """Recall and cost per kind; an option whose kind costs more than ``bound`` µs
-            on its first queries is abandoned (recall NaN for it and the kinds after; for
-            the exact scan, whose recall is 1, that median cost stands)."""
-            recs, costs = [], []
+        def measure(code: int, bound: float = math.inf, exact: bool = False, **kw: Any) -> list[Any]:
+            """``[recalls, costs, lows]`` per kind; an option whose kind costs more than
+            ``bound`` µs on its first queries is abandoned (recall NaN for it and the kinds
+            after; for the exact scan, whose recall is 1, that median cost stands)."""
+            recs, costs, lows = [], [], []
             for kd in KINDS:
                 if recs and not math.isfinite(recs[-1]) and not exact:
                     recs.append(math.nan)
                     costs.append(costs[-1])
+                    lows.append(math.nan)
                     continue
-                r, c = timer.run(idsets[kd], truths[kd], code, bound_us=bound, **kw)
+                r, c, lo = timer.run(idsets[kd], truths[kd], code, bound_us=bound, **kw)
                 recs.append(1.0 if exact else r)
                 costs.append(c)
-            return recs, costs
+                lows.append(1.0 if exact else lo)
+            return [recs, costs, lows]
 
         predicted = _exact_model(exact_rate, m) if len(exact_rate) >= 2 else None
         best = math.inf if predicted is None else predicted
@@ -347,38 +353,40 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
             if fam == "probe" and (s >= 0.6 or ivf_step is None):
                 continue
             ladder = IVF_LADDER if fam == "ivf" else HNSW_LADDER
-            measured: dict[float, tuple[list[float], list[float]]] = {}
+            measured: dict[float, list[Any]] = {}
 
-            def step_at(i: int) -> tuple[list[float], list[float]] | None:
-                """Measure ladder step ``i`` (None: abandoned as far too slow)."""
+            def step_at(i: int) -> list[Any] | None:
+                """Measure ladder step ``i``: ``[step, recalls, costs, lows]`` (None:
+                abandoned as far too slow)."""
                 kw = idx._budget_kw(fam, ladder[i], ivf_step, k, base)
-                recs, costs = measure(_IVF if fam == "ivf" else _HNSW, _PRUNE * best * len(KINDS), **kw)
+                recs, costs, lows = measure(_IVF if fam == "ivf" else _HNSW, _PRUNE * best * len(KINDS), **kw)
                 if not all(math.isfinite(r) for r in recs):
                     return None
-                measured[ladder[i]] = (recs, costs)
-                return recs, costs
+                measured[ladder[i]] = [ladder[i], recs, costs, lows]
+                return measured[ladder[i]]
 
-            # start one step below what reached the goal at the nearest selectivity measured
-            # so far; walk down while the goal is still reached, then up to the high goal
-            i0 = _start_step(points, fam, ladder, s, goal)
+            # start one step below what reached the target at the nearest selectivity
+            # measured so far; walk down while it is still reached, then up to the high target
+            i0 = _start_step(points, fam, ladder, s, target)
             got = step_at(i0)
-            if got is not None and min(got[0]) >= goal:
-                best = min(best, float(np.mean(got[1])))
+            if got is not None and reaches(got, target):
+                best = min(best, float(np.mean(got[2])))
                 for i in range(i0 - 1, -1, -1):
                     lower = step_at(i)
-                    if lower is None or min(lower[0]) < goal:
+                    if lower is None or not reaches(lower, target):
                         break
-                    best = min(best, float(np.mean(lower[1])))
+                    best = min(best, float(np.mean(lower[2])))
             i = i0 + 1
-            while got is not None and i < len(ladder) and min(got[0]) < goal_hi and float(np.mean(got[1])) <= _PRUNE * best:
+            while got is not None and i < len(ladder) and not reaches(got, target_hi) and float(np.mean(got[2])) <= _PRUNE * best:
                 got = step_at(i)
-                if got is not None and min(got[0]) >= goal:
-                    best = min(best, float(np.mean(got[1])))
+                if got is not None and reaches(got, target):
+                    best = min(best, float(np.mean(got[2])))
                 i += 1
             for st in sorted(measured):
-                recs, costs = measured[st]
-                point[fam].append([st, recs, costs])
-                if min(recs) >= goal:
+                entry = measured[st]
+                point[fam].append(entry)
+                costs = entry[2]
+                if reaches(entry, target):
                     mc = float(np.mean(costs))
                     if fam == "ivf" and (ivf_step is None or st < ivf_step):
                         ivf_step = st
@@ -390,7 +398,7 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
         else:
             # an exact scan whose first queries cost far more than the best approximate route
             # is not timed further: the median of those queries is its cost
-            _, ex = measure(_EXACT, _PRUNE * best_approx * len(KINDS), exact=True)
+            ex = measure(_EXACT, _PRUNE * best_approx * len(KINDS), exact=True)[1]
             exact_rate.append((m, float(np.mean(ex))))
         point["exact"] = ex
         points.append(point)
@@ -408,14 +416,14 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
                        seconds=seconds, complete=complete, settings=fit.settings)
 
 
-def _start_step(points: list[dict[str, Any]], fam: str, ladder: tuple[float, ...], s: float, goal: float) -> int:
-    """Ladder index to start at: one below the first step that reached ``goal`` at the
+def _start_step(points: list[dict[str, Any]], fam: str, ladder: tuple[float, ...], s: float, target: float) -> int:
+    """Ladder index to start at: one below the first step that reached ``target`` at the
     measured selectivity nearest to ``s`` (in log scale); the bottom when none did."""
     near = sorted(points, key=lambda p: abs(math.log(p["s"] / s)))
     for p in near:
-        for st, recs, _ in p.get(fam, []):
-            if min(recs) >= goal and st in ladder:
-                return max(ladder.index(st) - 1, 0)
+        for e in p.get(fam, []):
+            if reaches(e, target) and e[0] in ladder:
+                return max(ladder.index(e[0]) - 1, 0)
     return 0
 
 

@@ -16,9 +16,15 @@ index's own data (recall and cost of every route and budget at every grid point)
   approximate policy's (interpolated in the allowed-row count), separately for scattered
   rows and for contiguous runs (time windows), whose ratio is ``exact_run_factor``.
 
-The goal is the target plus a safety margin, ``target + 0.4 · (1 - target)`` (0.95 →
-0.97): calibration measures a few dozen queries per cell, and the recall users see is on
-other queries.
+A budget reaches a target when, for every filter kind, (a) its mean recall over the
+calibration queries reaches the *goal*, the target plus a safety margin ``target + 0.4 ·
+(1 - target)`` (0.95 → 0.97), for the queries users bring, which are not the calibration's;
+and (b) the lower one-sided 95 % confidence bound of that mean, ``mean − 1.645 · sd / √nq``
+over the per-query recalls, reaches the target itself. A few dozen queries per cell measure
+a mean with an error of about 0.01–0.02 where per-query recall varies widely, and taking
+the *first* ladder step whose mean passes picks steps whose mean came out high by chance
+(on a 2·10^6 index, a beam measured at 0.971 gave 0.94 on fresh queries); (b) prices that
+error. Calibrations saved before the bound was recorded fit on (a) alone.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["PlannerSettings", "PLANNER_DEFAULTS", "Calibration", "fit_planner", "recall_goal", "IVF_LADDER", "HNSW_LADDER"]
+__all__ = ["PlannerSettings", "PLANNER_DEFAULTS", "Calibration", "fit_planner", "recall_goal", "recall_low", "reaches",
+           "IVF_LADDER", "HNSW_LADDER", "RECALL_Z"]
 
 #: a selectivity threshold that no filter reaches (routes it guards are never taken)
 NEVER = 2.0
@@ -43,9 +50,32 @@ _SCALARS = ("exact_max_rows", "exact_run_factor", "hnsw_min_selectivity", "probe
             "ivf_candidates", "ivf_min_lists", "hnsw_ef", "hnsw_ef_min", "hnsw_ef_max")
 
 
+#: one-sided 95 % normal quantile of the recall's lower confidence bound (see the module docstring)
+RECALL_Z = 1.645
+
+
 def recall_goal(target: float) -> float:
-    """The recall calibration asks of its own queries for a user-facing ``target``."""
+    """The mean recall calibration asks of its own queries for a user-facing ``target``."""
     return target + 0.4 * (1.0 - target)
+
+
+def recall_low(recalls: np.ndarray) -> float:
+    """Lower one-sided 95 % confidence bound of the mean of per-query ``recalls``
+    (``mean − RECALL_Z · sd / √n``, sample sd; the mean itself for fewer than 2)."""
+    r = np.asarray(recalls, np.float64)
+    if r.shape[0] < 2:
+        return float(r.mean()) if r.shape[0] else math.nan
+    return float(r.mean() - RECALL_Z * r.std(ddof=1) / math.sqrt(r.shape[0]))
+
+
+def reaches(entry: Sequence[Any], target: float) -> bool:
+    """Whether a measured ladder entry ``[step, recalls, costs(, lows)]`` (per filter
+    kind) reaches ``target``: every kind's mean recall at least :func:`recall_goal`,
+    and, where the entry records them, every kind's lower confidence bound at least
+    ``target``."""
+    if min(entry[1]) < recall_goal(target):
+        return False
+    return len(entry) < 4 or min(entry[3]) >= target
 
 
 def _num(v: Any, name: str, *, lo: float = 0.0, positive: bool = False) -> float:
@@ -202,8 +232,10 @@ class Calibration:
         kinds: filter kinds measured (``"random"``, ``"correlated"``, ``"range"``).
         points: one dict per grid selectivity: ``s``, ``m`` (allowed rows), ``exact``
             (cost µs per kind), and per route family ``"ivf"``/``"hnsw"``/``"probe"`` a
-            list of ``[step, recalls per kind, costs per kind]`` (costs: median µs per
-            query, building a fresh filter from an id array included).
+            list of ``[step, recalls per kind, costs per kind, lows per kind]`` (recalls:
+            mean over the queries; costs: median µs per query, building a fresh filter
+            from an id array included; lows: the recall's lower confidence bound,
+            :func:`recall_low`; absent in calibrations saved before it was recorded).
         seconds: wall time of the calibration.
         complete: every grid point was measured within the time allowed.
         settings: the planner settings fitted for ``target_recall``.
@@ -255,11 +287,12 @@ class Fit:
         return np.where(inner, np.minimum(lo, hi), hi)
 
 
-def _first_reaching(ladder: Sequence[Sequence[Any]], goal: float) -> tuple[float, list[float], list[float]] | None:
-    """The first ``[step, recalls, costs]`` of a measured ladder whose every recall >= goal."""
-    for step, recs, costs in ladder:
-        if min(recs) >= goal:
-            return float(step), list(recs), list(costs)
+def _first_reaching(ladder: Sequence[Sequence[Any]], target: float) -> tuple[float, list[float], list[float]] | None:
+    """``(step, recalls, costs)`` of the first entry of a measured ladder that
+    :func:`reaches` ``target``."""
+    for e in ladder:
+        if reaches(e, target):
+            return float(e[0]), list(e[1]), list(e[2])
     return None
 
 
@@ -302,7 +335,6 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     """Planner settings for recall target ``target`` from calibration measurements (see
     the module docstring); the ``base`` settings fill what the measurements do not decide."""
     d = cal.to_dict() if isinstance(cal, Calibration) else cal
-    goal = recall_goal(target)
     kinds = list(d["kinds"])
     pts = sorted(d["points"], key=lambda p: p["s"])
     n = int(d["n"])
@@ -316,7 +348,7 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     reached = True
     for p in pts:
         for name in fam:
-            fam[name].append(_first_reaching(p.get(name, []), goal))
+            fam[name].append(_first_reaching(p.get(name, []), target))
         if all(fam[name][-1] is None for name in fam) and p["m"] > base.exact_max_rows:
             reached = False
 
