@@ -148,6 +148,36 @@ def test_nan_values_with_valid_checksums_are_refused_on_first_use(tmp_path):
         load(p, mmap=False)
 
 
+@pytest.mark.parametrize("name, pos, value", [("fwd_comps", 9, 60000), ("post_docs", 3, 10**8), ("sum_comp", 2, 60000)])
+def test_sparse_index_damage_with_valid_checksums_is_refused_on_first_use(tmp_path, name, pos, value):
+    """A mapped open of a SeismicIndex skips the passes over every non-zero and posting
+    (O(rows + vocabulary)); they run on first use, before any kernel reads an offset; a
+    read open runs them at once."""
+    c = sparse_collection(600, 4, vocab_size=V, avg_nnz=30, query_nnz=12, seed=2)
+    idx = SeismicIndex(V, n_postings=200, seed=1, auto_calibrate=False)
+    idx.add(c.docs)
+    p = tmp_path / "s.gsu"
+    idx.save(p)
+    good = load(p, mmap=True)
+    want = idx.search(c.queries, 5)
+    np.testing.assert_array_equal(good.search(c.queries, 5).ids, want.ids)
+    header, payload = F.split(p.read_bytes())
+    m = next(m for m in header["arrays"] if m["name"] == name)
+    buf = bytearray(payload)
+    fmt = {"uint16": "<H", "int32": "<i", "int64": "<q"}[np.dtype(m["dtype"]).name]
+    struct.pack_into(fmt, buf, m["offset"] + pos * struct.calcsize(fmt), value)
+    p.write_bytes(F.join(header, bytes(buf)))
+    bad = load(p, mmap=True)  # the damage is not seen yet
+    with pytest.raises(IndexFileError, match=f"array '{name}': values span"):
+        bad.search(c.queries, 5)
+    with pytest.raises(IndexFileError, match=f"array '{name}': values span"):
+        bad.search(c.queries, 5)  # and the index stays unusable
+    with pytest.raises(IndexFileError, match=f"array '{name}': values span"):
+        load(p, mmap=False)
+    with pytest.raises(IndexFileError, match=f"array '{name}': values span"):
+        load(p, mmap=True, verify=False)
+
+
 def test_files_without_per_array_checksums_load_with_the_full_check(tmp_path):
     x, ids, q = _data(300)
     idx = HNSWIndex(D, M=8)
