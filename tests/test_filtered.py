@@ -822,6 +822,33 @@ def test_the_fit_needs_the_recall_lower_bound_to_reach_the_target():
     assert fit_planner(old, 0.95).settings.band_hnsw_ef == (4.6,)
 
 
+def test_calibration_times_the_density_probe_as_search_runs_it(monkeypatch):
+    """The probe family is the IVF route with the walk's density probe first: a walk that
+    gives up is answered by IVF (not by the exact fallback of a short graph answer)."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((6000, 16)).astype(np.float32)
+    fi = FilteredIndex(16, M=8, ef_construction=40, nlist=48, calibrate=False)
+    fi.add(x)
+    calls = []
+    real = FilteredIndex._search_one
+
+    def spy(self, q, k, cf, code, probe, ef, cand, lists):
+        calls.append((code, probe, cand))
+        return real(self, q, k, cf, code, probe, ef, cand, lists)
+
+    monkeypatch.setattr(FilteredIndex, "_search_one", spy)
+    cal = fi.calibrate(n_queries=24)
+    probed = [c for c in calls if c[1] > 0]
+    assert probed, "the calibration measured no probe step"
+    assert {(code, cand > 0) for code, _, cand in probed} == {(1, True)}, {(code, cand > 0) for code, _, cand in probed}  # IVF, with the IVF budget for a give-up
+    # on random vectors a random 10 % filter is sparse near every query: each walk gives up,
+    # so the probe's recall is IVF's at the budget it falls back to, not the exact scan's 1.0
+    pt = next(p for p in cal.points if p["s"] == 0.1)
+    if pt["probe"]:
+        ivf = {e[0]: e[1][0] for e in pt["ivf"]}
+        assert min(e[1][0] for e in pt["probe"]) <= max(ivf.values())
+
+
 def test_serial_and_parallel_twins_keep_separate_cache_files():
     """numba keys its on-disk cache by function name and bytecode, not by compile flags:
     twins compiled from one body must not share cache files, or the parallel one loads

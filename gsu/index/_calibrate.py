@@ -359,7 +359,9 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
                 """Measure ladder step ``i``: ``[step, recalls, costs, lows]`` (None:
                 abandoned as far too slow)."""
                 kw = idx._budget_kw(fam, ladder[i], ivf_step, k, base)
-                recs, costs, lows = measure(_IVF if fam == "ivf" else _HNSW, _PRUNE * best * len(KINDS), **kw)
+                # the probe family is the IVF route with the walk's density probe first, as
+                # search runs it: a walk that gives up is answered by IVF at ``ivf_step``
+                recs, costs, lows = measure(_HNSW if fam == "hnsw" else _IVF, _PRUNE * best * len(KINDS), **kw)
                 if not all(math.isfinite(r) for r in recs):
                     return None
                 measured[ladder[i]] = [ladder[i], recs, costs, lows]
@@ -450,7 +452,8 @@ def _warm_up(idx: "FilteredIndex", Q: np.ndarray, k: int, rng: np.random.Generat
     q = Q[:1]
     for m in {max(1, n // 100), max(1, n // 3)}:
         ids = idx.ids[_sample(n, m, rng)]
-        for code, kw in ((_EXACT, {}), (_IVF, {"cand": 4 * k, "lists": 2}), (_HNSW, {"ef": k}), (_HNSW, {"ef": k, "probe": 0.4})):
+        for code, kw in ((_EXACT, {}), (_IVF, {"cand": 4 * k, "lists": 2}), (_HNSW, {"ef": k}),
+                         (_IVF, {"ef": k, "probe": 0.4, "cand": 4 * k, "lists": 2})):
             for scan in (False, True):
                 cf = Filter.from_ids(ids).compile(idx.idmap, 1)
                 if scan:
