@@ -2,7 +2,8 @@
 
 For each selectivity of a grid, draw one filter per calibration query of each kind GSU
 uses — a uniform random subset, a query-correlated subset (80 % from the IVF lists
-nearest the query, the rest at random: a user's behavior set near the candidate), a
+nearest the query, which hold 1, 2 or 4 times as many rows, the rest at random: a user's
+behavior set near the candidate), a
 contiguous range of rows (a time window) — compute the exact top-k, then time every route
 at a ladder of budgets, one query per call with a *fresh* filter built from its id array
 each time (what a request pays), and record, per kind, the mean recall@k, its lower
@@ -122,12 +123,17 @@ def draw_filters(idx: "FilteredIndex", kind: str, m: int, Q: np.ndarray, qrows: 
                 r = r[r != own][:mm]
         elif kind == "correlated":
             near = int(round(0.8 * mm))
+            # the near rows come from the lists nearest the query holding `spread` times as
+            # many rows as they take: a user's items near the candidate are not aligned with
+            # the index's own partition, so the locality varies from whole lists (1) to a
+            # quarter-dense neighbourhood (4) — tight pools alone flatter the IVF route
+            spread = _SPREADS[i % len(_SPREADS)]
             pool, tot = [], 0
             for l in np.argsort(-cs[i]):
                 pr = ivf._pos_row[off[l] : off[l + 1]]
                 pool.append(pr)
                 tot += pr.shape[0]
-                if tot >= near + 1:
+                if tot >= spread * near + 1:
                     break
             pool_a = np.concatenate(pool)
             if own >= 0:
@@ -140,6 +146,9 @@ def draw_filters(idx: "FilteredIndex", kind: str, m: int, Q: np.ndarray, qrows: 
             raise ValueError(f"unknown filter kind {kind!r}")
         yield np.asarray(r, np.int64)
 
+
+#: how loosely query-correlated filters hold their near rows (see draw_filters), cycled over the queries
+_SPREADS = (1, 2, 4)
 
 #: score matrices up to this many floats are computed once with BLAS for the exact answers
 _SCORES_MAX = 1 << 24
