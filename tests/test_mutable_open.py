@@ -178,6 +178,43 @@ def test_sparse_index_damage_with_valid_checksums_is_refused_on_first_use(tmp_pa
         load(p, mmap=True, verify=False)
 
 
+def test_sparse_first_searches_from_threads_run_the_deferred_checks_first(tmp_path):
+    """Six threads make the first searches of a mapped SeismicIndex at once: on a good file
+    all get the answer of the built index; on a file whose postings point past the rows
+    (valid checksums), every thread gets the error and no kernel reads the bad offset."""
+    c = sparse_collection(600, 4, vocab_size=V, avg_nnz=30, query_nnz=12, seed=2)
+    idx = SeismicIndex(V, n_postings=200, seed=1, auto_calibrate=False)
+    idx.add(c.docs)
+    p = tmp_path / "s.gsu"
+    idx.save(p)
+    want = idx.search(c.queries, 5).ids
+    header, payload = F.split(p.read_bytes())
+    m = next(m for m in header["arrays"] if m["name"] == "post_docs")
+    buf = bytearray(payload)
+    struct.pack_into("<i", buf, m["offset"] + 4 * 3, 10**8)
+    bad_p = tmp_path / "bad.gsu"
+    bad_p.write_bytes(F.join(header, bytes(buf)))
+    for path, ok in ((p, True), (bad_p, False)):
+        j = load(path, mmap=True)
+        out, errs = [], []
+
+        def go():
+            try:
+                out.append(j.search(c.queries, 5).ids)
+            except IndexFileError as e:
+                errs.append(e)
+
+        ts = [threading.Thread(target=go) for _ in range(6)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        if ok:
+            assert not errs and len(out) == 6 and all(np.array_equal(o, want) for o in out)
+        else:
+            assert not out and len(errs) == 6 and all("post_docs" in str(e) for e in errs)
+
+
 def test_files_without_per_array_checksums_load_with_the_full_check(tmp_path):
     x, ids, q = _data(300)
     idx = HNSWIndex(D, M=8)
