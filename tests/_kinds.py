@@ -164,3 +164,13 @@ def check_result(idx: Any, kind: str, q: Any, res: Any, k: int, *, allowed: np.n
             top = np.sort(cand)[::-1][:k]
             assert c == top.shape[0], f"row {i}: {c} results, exact top-k has {top.shape[0]}"
             assert np.allclose(s, top, rtol=tol, atol=tol), f"row {i}: scores {s} are not the exact top-k {top}"
+
+
+def is_mapped(a: np.ndarray) -> bool:
+    """Whether ``a`` is a view of a memory map (mapped index arrays are plain ndarray
+    views whose ``.base`` chain ends in the ``np.memmap``)."""
+    while a is not None:
+        if isinstance(a, np.memmap):
+            return True
+        a = getattr(a, "base", None)
+    return False

@@ -614,6 +614,7 @@ def test_fresh_and_cached_filters_give_identical_results(indexes, data, route):
     elif route != "auto":
         kw = {"route": route}
     makers = []
+    id_sets: dict[int, np.ndarray] = {}
     for i in range(NQ):
         m = [15, 90, 600, 1500, 2400][i % 5]
         sel_ids = np.sort(rng.choice(ids, m, replace=False))
@@ -621,6 +622,7 @@ def test_fresh_and_cached_filters_give_identical_results(indexes, data, route):
         shape = i % 3
         if shape == 0:
             makers.append(lambda a=sel_ids: Filter.from_ids(a))
+            id_sets[i] = sel_ids
         elif shape == 1:
             makers.append(lambda lo=lo, m=m: Filter.range(int(ids[lo]), int(ids[lo + m])))
         else:
@@ -638,6 +640,14 @@ def test_fresh_and_cached_filters_give_identical_results(indexes, data, route):
             np.testing.assert_array_equal(a.ids, b.ids, err_msg=name)
             np.testing.assert_array_equal(a.scores, b.scores, err_msg=name)
             np.testing.assert_array_equal(a.counts, b.counts, err_msg=name)
+    # a plain id array (compiled straight to rows, no Filter object), unsorted and with
+    # repeats, gives what the Filter of the same ids gives
+    for i, sel_ids in id_sets.items():
+        plain = rng.permutation(np.concatenate([sel_ids, sel_ids[:2]]))
+        a = fi.search(q[i : i + 1], K, filter=plain, **kw)
+        b = fi.search(q[i : i + 1], K, filter=Filter.from_ids(sel_ids), **kw)
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.scores, b.scores)
     # a per-query batch built in one go equals the same filters one query per call
     batch = fi.search(q, K, filter=Filter.per_query([make() for make in makers]), **kw)
     single = SearchResult.concat([fi.search(q[i], K, filter=make(), **kw) for i, make in enumerate(makers)])

@@ -12,6 +12,7 @@ from gsu.retrieval import quality as M
 from gsu.retrieval.cascade import Cascade, calibrate
 from gsu.retrieval.clustered import Clustered, SequenceClusters, append_sequence, cluster_sequence
 from gsu.retrieval.interests import MultiInterest, extract_interests, interest_coverage, largest_remainder, nnls_weights
+from _kinds import is_mapped
 
 N_ITEMS, DIM, L, T, K = 600, 16, 3000, 48, 20
 
@@ -137,7 +138,7 @@ def test_layout_in_store_file_roundtrip_and_mmap(tmp_path, data):
     loaded = BehaviorStore.load(path, mmap=True)
     assert loaded.layouts == ("clusters",)
     sc2 = SequenceClusters.from_store(loaded)
-    assert isinstance(sc2._base["pos"], np.memmap) or not sc2._base["pos"].flags.writeable
+    assert is_mapped(sc2._base["pos"]) or not sc2._base["pos"].flags.writeable
     np.testing.assert_array_equal(sc2.user_ids, [3, 7, 11])
     m_mem = Clustered(items, k=K, candidates=2.0, clusters=sc)
     m_file = Clustered(items, k=K, candidates=2.0)  # finds the layout through the history's store

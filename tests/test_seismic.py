@@ -14,6 +14,7 @@ from gsu.errors import IndexFileError
 from gsu.index import Filter, SeismicIndex, SeismicSettings, SparseFlatIndex, load
 from gsu.index.base import SearchResult
 from gsu.index._seismic_kernels import _energy_threshold
+from _kinds import is_mapped
 
 N, V, K = 2000, 1500, 10
 NO_PRUNING = dict(n_postings=10**6, summary_energy=1.0)
@@ -171,7 +172,7 @@ def test_save_load_and_mmap_round_trip(tmp_path, coll, flat):
         after = back.search(queries, K, query_cut=8, heap_factor=0.8)
         np.testing.assert_array_equal(after.ids, before.ids)
         np.testing.assert_array_equal(after.scores, before.scores)
-    assert isinstance(back._a["fwd_vals"], np.memmap)
+    assert is_mapped(back._a["fwd_vals"]) and type(back._a["fwd_vals"]) is np.ndarray
     back.add(docs[:3], ids=[1, 2, 4])  # a memory-mapped index still accepts insertions (copies)
     assert back.ntotal == N + 3
     f = SparseFlatIndex(V)
@@ -490,6 +491,36 @@ def test_query_rows_in_any_accepted_form_give_the_same_answer(coll, exact_seismi
         np.testing.assert_array_equal(res.ids, ref.ids)
     for i in range(5):
         np.testing.assert_array_equal(exact_seismic.search(rev[i], K, query_cut=6, heap_factor=0.8).ids[0], ref.ids[i])
+
+
+def test_one_row_calls_equal_the_batch_on_the_lean_path(coll):
+    """One unfiltered CSR row per call (the lean one-query path: 13 kernel arguments, no
+    shape check of the result) returns exactly the batch's rows, under external ids, at
+    several operating points; rows the lean path does not take (read-only, empty, a removed
+    row in the index) give the general path's answer."""
+    docs, queries = coll
+    ids = np.arange(N, dtype=np.int64) * 7 + 3
+    idx = SeismicIndex.build(docs, ids=ids, n_postings=30, summary_energy=0.4, centroid_fraction=0.15, seed=3,
+                             auto_calibrate=False)
+    q = queries.tocsr()
+    for qc, hf in ((2, 1.0), (6, 0.8)):
+        batch = idx.search(q, K, query_cut=qc, heap_factor=hf)
+        one = SearchResult.concat([idx.search(q[i], K, query_cut=qc, heap_factor=hf) for i in range(q.shape[0])])
+        np.testing.assert_array_equal(one.ids, batch.ids)
+        np.testing.assert_array_equal(one.scores, batch.scores)
+        np.testing.assert_array_equal(one.counts, batch.counts)
+        assert set(one.ids[one.ids >= 0].tolist()) <= set(ids.tolist())
+    ref = idx.search(q, K, query_cut=6, heap_factor=0.8)
+    ro = q[0].copy()
+    ro.data.flags.writeable = False
+    np.testing.assert_array_equal(idx.search(ro, K, query_cut=6, heap_factor=0.8).ids[0], ref.ids[0])
+    empty = sp.csr_matrix((1, V), dtype=np.float32)
+    res = idx.search(empty, K)
+    assert res.counts[0] == 0 and np.all(res.ids == -1)
+    idx.remove(ref.ids[0][:1])
+    after = idx.search(q[0], K, query_cut=6, heap_factor=0.8)
+    assert ref.ids[0][0] not in after.ids[0]
+    np.testing.assert_array_equal(after.ids[0], idx.search(q, K, query_cut=6, heap_factor=0.8).ids[0])
 
 
 def _recall(res, ref):

@@ -26,7 +26,7 @@ import numpy as np
 from gsu._validate import as_ids
 from gsu.errors import FieldError
 from gsu.index.base import Index
-from gsu.index.filters import CompiledFilter, Filter, IdMap
+from gsu.index.filters import CompiledFilter, Filter, IdMap, sorted_ids
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,10 @@ class MutableIndex(Index):
         dead = self._dead
         if filter is None and dead is None:
             return None
+        if type(filter) is np.ndarray and filter.dtype == np.int64 and filter.ndim == 1 and dead is None:
+            # a plain id array (a request's fresh filter): straight to its rows, as
+            # Filter.from_ids(filter).compile(...) would give, without the Filter object
+            return CompiledFilter(None, self._idmap.rows_of_sorted(sorted_ids(filter)), len(self._idmap), True)
         f = filter if type(filter) is Filter else Filter.coerce(filter)
         if f.is_all:
             if dead is None:

@@ -678,8 +678,9 @@ class FilteredIndex(Index):
             if m == 0:
                 return SearchResult.empty(nq, k)
             if route == "auto":
-                if cacheable and cf is not None:
+                if cacheable and cf is not None and type(filter) is not np.ndarray:
                     # a shared filter's plan is fixed by its rows: planned once, cached on it
+                    # (not for a plain id array: its compiled form is new in every call)
                     key = (_PLAN, id(self), n, k, effort, st)
                     plan = cf._masks.get(key)
                     if plan is None:
@@ -695,7 +696,7 @@ class FilteredIndex(Index):
             _l2.finish(q, self.hnsw.vectors, out_r, out_s)
         idmap = self.hnsw._idmap
         ids = out_r if idmap.identity else idmap.to_ids(out_r)
-        return SearchResult(ids, out_s, counts)
+        return SearchResult.trusted(ids, out_s, counts)
 
     def _forced(self, code: int, m: int, k: int, effort: float, st: PlannerSettings) -> tuple[int, float, int, int, int]:
         """The plan of a forced route with the budgets of its selectivity."""

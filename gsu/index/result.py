@@ -30,6 +30,17 @@ class SearchResult:
                 f"inconsistent SearchResult shapes: ids {self.ids.shape}, scores {self.scores.shape}, counts {self.counts.shape}"
             )
 
+    @classmethod
+    def trusted(cls, ids: np.ndarray, scores: np.ndarray, counts: np.ndarray) -> "SearchResult":
+        """A result from arrays a kernel made in the right shapes, without the shape check
+        (the lean one-query paths; everything else goes through the constructor)."""
+        r = object.__new__(cls)
+        d = r.__dict__
+        d["ids"] = ids
+        d["scores"] = scores
+        d["counts"] = counts
+        return r
+
     @property
     def k(self) -> int:
         return int(self.ids.shape[1])

@@ -609,6 +609,12 @@ class SeismicIndex(MutableIndex):
         """
         if type(k) is not int or k < 1:
             k = check_k(k)
+        if filter is None and settings is None and stats is None and self._dead is None:
+            tq = type(queries)
+            if tq is sp.csr_matrix or tq is sp.csr_array:
+                fast = self._search_one_row(queries, k, query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
+                if fast is not None:
+                    return fast
         if settings is None:
             # resolved settings per distinct set of arguments, cached (a search loop passes the same ones)
             key = (target_recall, query_cut, heap_factor, first_sorted, filter_exact_max)
@@ -696,6 +702,38 @@ class SeismicIndex(MutableIndex):
             stats["scored"] = scored
         ids = out_r if self._idmap.identity else self._idmap.to_ids(out_r)
         return SearchResult(ids, out_s, counts)
+
+    def _search_one_row(self, queries: Any, k: int, query_cut: Any, heap_factor: Any, target_recall: Any, first_sorted: Any,
+                        filter_exact_max: Any) -> SearchResult | None:
+        """The lean path of the common call, one unfiltered query as a one-row CSR matrix in
+        the kernel's form (int32 components, float32 values, writable) on an index without
+        removed rows: one kernel call with 13 arguments (:func:`_sk.search_one`). ``None``
+        when the call is not of that form, or the row is not in the kernel's canonical form
+        (unsorted, zeros, ...): the general path then normalises it or raises the precise
+        error."""
+        ind = queries.indptr
+        comps = queries.indices
+        vals = queries.data
+        if (ind.shape[0] != 2 or comps.dtype != np.int32 or vals.dtype != np.float32 or queries.shape[1] != self.dim
+                or ind[0] != 0 or ind[1] != comps.shape[0] or vals.shape[0] != comps.shape[0] or comps.shape[0] == 0
+                or not comps.flags.writeable or not vals.flags.writeable or self._n_indexed == 0 and self.ntotal == 0):
+            return None
+        key = (target_recall, query_cut, heap_factor, first_sorted, filter_exact_max)
+        st = self._op_cache.get(key)
+        if st is None:
+            st = self._resolve(None, query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
+            if len(self._op_cache) < 256:
+                self._op_cache[key] = st
+        out_r = np.empty((1, k), np.int64)
+        out_s = np.empty((1, k), np.float32)
+        with self._lock:
+            view = self._view if self._view_threads >= 1 else self._make_view(1)
+            code, count = _sk.search_one(view, comps, vals, self.dim, k, st.query_cut, st.heap_factor, st.first_sorted,
+                                         self._term_order, self._n_indexed, self._max_blocks, out_r, out_s)
+        if code != 0:
+            return None
+        return SearchResult.trusted(out_r if self._idmap.identity else self._idmap.to_ids(out_r), out_s,
+                                    np.array([count], np.int64))
 
     def _plain_search(self, q: SparseRows, k: int, qc: int, hf: float, n_threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unfiltered search of validated rows with ``n_threads`` threads: ``(rows, scores, scored)`` (row numbers)."""
