@@ -872,3 +872,53 @@ def test_serial_and_parallel_twins_keep_separate_cache_files():
         assert ser.targetoptions.get("parallel") is not True and par.targetoptions["parallel"] is True
         assert ser._cache._cache_file._index_name != par._cache._cache_file._index_name, ser.py_func.__qualname__
         assert par.py_func.__code__ is ser.py_func.__code__  # one body
+
+
+def test_ids_bitmap64_and_bitmap64_rows_match_numpy():
+    """The one-pass id → bitmap kernel (any order, repeats, ids outside dropped) and the
+    bitmap → rows extraction against numpy, for sizes on and off a word boundary."""
+    from gsu.index import _filter_kernels as fk
+
+    rng = np.random.default_rng(5)
+    for n in (1, 63, 64, 65, 1000, 4096):
+        for lo in (0, 11):
+            for m in (0, 1, n // 3, n):
+                ids = rng.integers(lo - 50, lo + n + 50, m).astype(np.int64)
+                ids = np.concatenate([ids, ids[: m // 4], [np.iinfo(np.int64).min, np.iinfo(np.int64).max]])
+                rng.shuffle(ids)
+                want = np.unique(ids[(ids >= lo) & (ids < lo + n)]) - lo
+                bm, cnt, rmin, rmax = fk.ids_bitmap64(ids, lo, n)
+                assert bm.shape == ((n + 63) >> 6,) and cnt == want.shape[0]
+                np.testing.assert_array_equal(bm, fk.rows_bitmap64(want, n))
+                assert (rmin, rmax) == ((int(want[0]), int(want[-1])) if cnt else (n, -1))
+                np.testing.assert_array_equal(fk.bitmap64_rows(bm, cnt, fk._BYTE_POS, fk._BYTE_CNT), want)
+
+
+@pytest.mark.parametrize("offset", [0, 1000])
+def test_large_plain_id_arrays_compile_to_a_bitmap_and_match_the_filter_on_every_route(data, offset):
+    """Under identity or offset ids, a plain id array of at least 1/16 of the rows compiles
+    straight to a bitmap (rows extracted only when a route asks for them); unsorted, with
+    repeats, ids outside the index and a contiguous window, it gives on every route what
+    ``Filter.from_ids`` of the same ids gives."""
+    from gsu.index._mutable import BITMAP_FIRST_SHARE
+
+    x, q, _, _, _ = data
+    ids = offset + np.arange(N, dtype=np.int64)
+    fi = FilteredIndex(D, "ip", M=16, ef_construction=100, nlist=32, seed=0, calibrate=False)
+    fi.add(x, ids)
+    rng = np.random.default_rng(23)
+    sets = [rng.choice(ids, m, replace=False) for m in (-(-N // BITMAP_FIRST_SHARE), 600, 1500, 2900)]
+    sets.append(ids[400:1400].copy())  # one contiguous run
+    for i, s in enumerate(sets):
+        cf = fi.hnsw.compile_filter(s, 1)
+        assert cf._rows is None and "bitmap64" in cf._masks  # the bitmap-first form
+        assert cf.count == np.unique(s).shape[0] and (cf.run is not None) == (i == len(sets) - 1)
+        np.testing.assert_array_equal(cf.rows, np.unique(s) - offset)
+        plain = rng.permutation(np.concatenate([s, s[:5], [offset - 1, offset + N, -(2**62)]]))
+        for route, kw in (("auto", {}), ("exact", {"route": "exact"}), ("ivf", {"route": "ivf"}), ("hnsw", {"route": "hnsw"}),
+                          ("probe", {"exact_max_rows": 25, "hnsw_min_selectivity": 1.0, "probe_min_selectivity": 0.0})):
+            a = fi.search(q[i], K, filter=plain, **kw)
+            b = fi.search(q[i], K, filter=Filter.from_ids(s), **kw)
+            np.testing.assert_array_equal(a.ids, b.ids, err_msg=route)
+            np.testing.assert_array_equal(a.scores, b.scores, err_msg=route)
+            assert np.isin(a.ids[a.ids >= 0], s).all()

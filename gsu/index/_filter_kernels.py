@@ -122,6 +122,106 @@ def rows_bitmap64(rows, n):
 
 
 @nb.njit(cache=True)
+def ids_bitmap64(ids, lo, n):
+    """Bitmap (as :func:`rows_bitmap64`) of the rows ``ids - lo`` that lie in ``0..n-1``,
+    straight from a request's id array in any order, repeats allowed (ids outside are
+    dropped): ``(bm, m, rmin, rmax)`` with ``m`` the distinct rows set and ``rmin``/``rmax``
+    the least and greatest (``n``/``-1`` when none).
+
+    One pass over ``ids`` and one over the words (popcount, the first and last set bit):
+    the form a large filter's graph walk and list scan read, without a sorted copy of the
+    ids first; nothing reads ``ids`` afterwards. Four independent streams over the
+    quarters of ``ids``, branch-free (an id outside the rows lands past them).
+    """
+    nw = (n + 63) >> 6
+    bm = np.zeros(nw + 1, np.uint64)  # word nw takes the bits of the ids outside
+    m_in = ids.shape[0]
+    h = m_in >> 2
+    one = np.uint64(1)
+    for j in range(h):  # an id outside the rows sets bit n of the spare words (cleared below)
+        r0 = ids[j] - lo
+        r1 = ids[j + h] - lo
+        r2 = ids[j + 2 * h] - lo
+        r3 = ids[j + 3 * h] - lo
+        r0 = r0 if (r0 >= 0 and r0 < n) else n
+        r1 = r1 if (r1 >= 0 and r1 < n) else n
+        r2 = r2 if (r2 >= 0 and r2 < n) else n
+        r3 = r3 if (r3 >= 0 and r3 < n) else n
+        bm[r0 >> 6] |= one << np.uint64(r0 & 63)
+        bm[r1 >> 6] |= one << np.uint64(r1 & 63)
+        bm[r2 >> 6] |= one << np.uint64(r2 & 63)
+        bm[r3 >> 6] |= one << np.uint64(r3 & 63)
+    for j in range(4 * h, m_in):
+        r = ids[j] - lo
+        r = r if (r >= 0 and r < n) else n
+        bm[r >> 6] |= one << np.uint64(r & 63)
+    if n & 63:  # the spare bits at the end of the last word
+        bm[nw - 1] &= (one << np.uint64(n & 63)) - one
+    bm = bm[:nw]
+    m = 0
+    first = -1
+    last = -1
+    for w in range(nw):
+        x = bm[w]
+        if x != 0:
+            if first < 0:
+                first = w
+            last = w
+        # popcount (SWAR)
+        x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+        x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+        x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+        m += np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+    if m == 0:
+        return bm, 0, n, -1
+    rmin = first << 6
+    while ((bm[first] >> np.uint64(rmin & 63)) & np.uint64(1)) == 0:
+        rmin += 1
+    rmax = (last << 6) + 63
+    while ((bm[last] >> np.uint64(rmax & 63)) & np.uint64(1)) == 0:
+        rmax -= 1
+    return bm, m, rmin, rmax
+
+
+def _byte_table() -> tuple[np.ndarray, np.ndarray]:
+    pos = np.zeros((256, 8), np.int64)
+    cnt = np.zeros(256, np.int64)
+    for b in range(256):
+        bits = [t for t in range(8) if b >> t & 1]
+        cnt[b] = len(bits)
+        pos[b, : len(bits)] = bits
+    return pos, cnt
+
+
+_BYTE_POS, _BYTE_CNT = _byte_table()
+
+
+@nb.njit(cache=True)
+def bitmap64_rows(bm, m, pos, cnt):
+    """The ``m`` set rows of the bitmap ``bm`` (as :func:`rows_bitmap64`), ascending, (m,)
+    int64: O(n/8 + m), a byte at a time through the tables ``pos`` (256, 8) / ``cnt`` (256,)
+    (:data:`_BYTE_POS` / :data:`_BYTE_CNT`). Stops at ``m`` rows."""
+    out = np.empty(m, np.int64)
+    j = 0
+    for w in range(bm.shape[0]):
+        x = bm[w]
+        if x == 0:
+            continue
+        base = w << 6
+        for b in range(8):
+            byte = np.int64((x >> np.uint64(8 * b)) & np.uint64(255))
+            c = cnt[byte]
+            if c == 0:
+                continue
+            if j + c > m:
+                return out[:j]
+            for t in range(c):
+                out[j + t] = base + 8 * b + pos[byte, t]
+            j += c
+    return out[:j]
+
+
+@nb.njit(cache=True)
 def range_bitmap64(lo, hi, n):
     """Bitmap (as :func:`rows_bitmap64`) of the rows ``lo..hi-1`` (``0 <= lo <= hi <= n``),
     in O(n/64): whole words are filled, never single bits."""

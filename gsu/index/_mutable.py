@@ -26,6 +26,7 @@ import numpy as np
 from gsu._validate import as_ids
 from gsu.errors import FieldError
 from gsu.index.base import Index
+from gsu.index import _filter_kernels as fk
 from gsu.index.filters import CompiledFilter, Filter, IdMap, sorted_ids
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,10 @@ __all__ = ["MutableIndex", "DEFAULT_COMPACT_THRESHOLD"]
 #: share of dead rows past which ``remove``/``upsert`` compact the index by themselves
 DEFAULT_COMPACT_THRESHOLD = 0.25
 _LIVE = "gsu.index.live"  # cache key of a filter's tombstone-free form, on its compiled form
+#: a plain id array holding at least 1/BITMAP_FIRST_SHARE of an index's rows compiles
+#: straight to a bitmap on indexes whose routes read one (``_bitmap_first``): setting its
+#: bits costs about what a sorted copy of the ids costs, and the walk needs the bitmap
+BITMAP_FIRST_SHARE = 16
 
 
 class MutableIndex(Index):
@@ -47,6 +52,8 @@ class MutableIndex(Index):
     _n_dead: int = 0
     _tomb_gen: int = 0  # bumped by every change of the tombstones
     compact_threshold: float = DEFAULT_COMPACT_THRESHOLD
+    #: large plain id arrays compile straight to a bitmap (see BITMAP_FIRST_SHARE)
+    _bitmap_first: bool = False
 
     # -- what subclasses provide ------------------------------------------------
     def _compact_rows(self, live: np.ndarray) -> None:  # pragma: no cover - abstract
@@ -105,9 +112,16 @@ class MutableIndex(Index):
         if filter is None and dead is None:
             return None
         if type(filter) is np.ndarray and filter.dtype == np.int64 and filter.ndim == 1 and dead is None:
-            # a plain id array (a request's fresh filter): straight to its rows, as
-            # Filter.from_ids(filter).compile(...) would give, without the Filter object
-            return CompiledFilter(None, self._idmap.rows_of_sorted(sorted_ids(filter)), len(self._idmap), True)
+            # a plain id array (a request's fresh filter): compiled as Filter.from_ids(filter)
+            # would be, without the Filter object
+            idmap = self._idmap
+            n = len(idmap)
+            if self._bitmap_first and idmap.offset is not None and filter.shape[0] * BITMAP_FIRST_SHARE >= n > 0:
+                # a large one straight to the bitmap the walk and the list scan read: one
+                # pass over the ids, no sorted copy (rows extracted only if a route asks)
+                bm, m, rmin, rmax = fk.ids_bitmap64(filter, idmap.offset, n)
+                return CompiledFilter.from_bitmap(bm, m, n, (rmin, rmax + 1) if m and rmax - rmin + 1 == m else None)
+            return CompiledFilter(None, idmap.rows_of_sorted(sorted_ids(filter)), n, True)
         f = filter if type(filter) is Filter else Filter.coerce(filter)
         if f.is_all:
             if dead is None:

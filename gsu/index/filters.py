@@ -275,6 +275,15 @@ class CompiledFilter:
         """A shared filter allowing the sorted distinct ``rows`` of ``n``."""
         return cls(None, rows, n, True)
 
+    @classmethod
+    def from_bitmap(cls, bm: np.ndarray, m: int, n: int, run: tuple[int, int] | None = None) -> "CompiledFilter":
+        """A shared filter given as its bitmap (:meth:`bitmap64`'s form) with ``m`` rows set
+        (``run``: they are exactly ``lo..hi-1``); :attr:`rows` is extracted from the
+        bitmap only if a route asks for it."""
+        cf = cls(None, None, n, True, count=int(m), run=run)
+        cf._masks["bitmap64"] = bm
+        return cf
+
     # -- what every route reads ---------------------------------------------
     @property
     def rows(self) -> np.ndarray:
@@ -282,6 +291,8 @@ class CompiledFilter:
         if r is None:
             if self._run is not None:
                 r = np.arange(self._run[0], self._run[1], dtype=np.int64)
+            elif self._mask is None:  # given as a bitmap (from_bitmap)
+                r = fk.bitmap64_rows(self._masks["bitmap64"], self._count, fk._BYTE_POS, fk._BYTE_CNT)
             else:
                 r = np.flatnonzero(self._mask).astype(np.int64, copy=False)
             self._rows = r

@@ -178,6 +178,8 @@ class HNSWIndex(MutableIndex):
     (``efSearch``), raised to at least k.
     """
 
+    _bitmap_first = True  # the graph walk reads a shared filter as a bitmap
+
     def __init__(self, dim: int, metric: str = "ip", *, M: int = 32, ef_construction: int = 200):
         self.dim = check_positive_int(dim, name="dim")
         self.metric = check_choice(metric, name="metric", choices=DENSE_METRICS)
