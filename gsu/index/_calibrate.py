@@ -30,7 +30,6 @@ import numpy as np
 
 from gsu.index import _filter_kernels as fk
 from gsu.index import _graph_kernels as gk
-from gsu.index.filters import Filter
 from gsu.index.planner import HNSW_LADDER, IVF_LADDER, Calibration, fit_planner, reaches, recall_goal, recall_low
 
 if TYPE_CHECKING:
@@ -228,8 +227,9 @@ def _sample(n: int, m: int, rng: np.random.Generator, exclude: int = -1, taken: 
 
 
 class _Timer:
-    """Times one option over the calibration queries of one kind: a fresh ``Filter`` from
-    the id array and its compile are inside the timed call, as in a request."""
+    """Times one option over the calibration queries of one kind: the compile of the plain
+    id array (as ``search(q, k, filter=ids)`` compiles it) is inside the timed call, as in
+    a request."""
 
     def __init__(self, idx: "FilteredIndex", Q: np.ndarray, k: int):
         self.idx, self.Q, self.k = idx, Q, k
@@ -241,7 +241,7 @@ class _Timer:
         median cost, nan)`` when the first queries already cost more than ``bound_us``
         (the option is abandoned)."""
         idx, Q, k = self.idx, self.Q, self.k
-        idmap = idx.idmap
+        compile_ = idx.hnsw.compile_filter
         nq = len(id_sets)  # the first nq calibration queries (fewer at wide selectivities)
         costs = np.empty(nq)
         found = self.found[:nq]
@@ -252,7 +252,7 @@ class _Timer:
             ids = id_sets[i]
             q = Q[i : i + 1]
             t0 = pc()
-            cf = Filter.from_ids(ids).compile(idmap, 1)
+            cf = compile_(ids, 1)  # as search compiles a plain id array
             _, sc, _ = one(q, k, cf, code, probe, ef, cand, lists)
             costs[i] = pc() - t0
             found[i] = sc[0]
@@ -464,7 +464,7 @@ def _warm_up(idx: "FilteredIndex", Q: np.ndarray, k: int, rng: np.random.Generat
         for code, kw in ((_EXACT, {}), (_IVF, {"cand": 4 * k, "lists": 2}), (_HNSW, {"ef": k}),
                          (_IVF, {"ef": k, "probe": 0.4, "cand": 4 * k, "lists": 2})):
             for scan in (False, True):
-                cf = Filter.from_ids(ids).compile(idx.idmap, 1)
+                cf = idx.hnsw.compile_filter(ids, 1)
                 if scan:
                     cf.bitmap64()
                 idx._search_one(q, k, cf, code, kw.get("probe", 0.0), kw.get("ef", 0), kw.get("cand", k), kw.get("lists", 1))
