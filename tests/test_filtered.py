@@ -387,14 +387,14 @@ def test_shared_filter_local_selectivity_planning(indexes, data, kind):
 
 @pytest.mark.parametrize("noise", [1e-2, 1e-6, 0.0])  # well separated, near ties below half precision, exact ties
 def test_half_precision_first_pass_gives_the_float32_answer(noise):
-    """The exact route at d >= HALF_MIN_DIM scores a half-precision copy first and rescores
-    the rows within the error bound: ids and scores equal the float32-only kernel's, bit
-    for bit, also when near-ties are far below half precision."""
+    """The gather kernels' half-precision option scores a half-precision copy first and
+    rescores the rows within the error bound: ids and scores equal the float32-only
+    kernel's, bit for bit, also when near-ties are far below half precision."""
     from gsu.index import _filter_kernels as fk
-    from gsu.index.filtered import HALF_MIN_DIM, _half_copy
 
+    _half_copy = fk.half_copy
     rng = np.random.default_rng(4)
-    d, n, nq = HALF_MIN_DIM, 4000, 30
+    d, n, nq = 128, 4000, 30
     base = rng.standard_normal((40, d)).astype(np.float32)
     X = (base[rng.integers(0, 40, n)] + noise * rng.standard_normal((n, d))).astype(np.float32)
     Q = rng.standard_normal((nq, d)).astype(np.float32)
@@ -417,24 +417,75 @@ def test_half_precision_first_pass_gives_the_float32_answer(noise):
     assert _half_copy(np.full((3, d), 1e6, np.float32)) is False  # beyond half precision: float32 only
 
 
-def test_filtered_index_uses_the_half_copy_from_dim_128():
-    from gsu.index.filtered import HALF_MIN_DIM
+@pytest.mark.parametrize("noise,scale", [(1e-2, 1.0), (1e-6, 1.0), (0.0, 1.0), (1e-2, 1e4), (1e-3, 1e-4)])
+def test_sq8_first_pass_gives_the_float32_answer(noise, scale):
+    """The exact route's 8-bit first pass (the graph walk's codes) rescores every row within
+    its error bound: ids and scores equal the float32-only kernel's, bit for bit, with
+    well-separated rows, near-ties far below the code step, exact ties, and large or tiny
+    magnitudes; and the shared-filter kernel agrees with the per-query one."""
+    from gsu.index import _filter_kernels as fk
+    from gsu.index import _graph_kernels as gk
+
+    rng = np.random.default_rng(8)
+    for d in (64, 200):
+        n, nq = 4000, 30
+        base = rng.standard_normal((40, d)).astype(np.float32)
+        X = (scale * (base[rng.integers(0, 40, n)] + noise * rng.standard_normal((n, d)))).astype(np.float32)
+        Q = rng.standard_normal((nq, d)).astype(np.float32)
+        codes, step = gk.sq8_encode(X)
+        sq8 = (codes, step, float(fk.max_row_norm(X)))
+        sets = [np.sort(rng.choice(n, m, replace=False)).astype(np.int64) for m in rng.integers(1, 3000, nq)]
+        starts = np.cumsum([0] + [a.shape[0] for a in sets[:-1]]).astype(np.int64)
+        ends = starts + np.array([a.shape[0] for a in sets], np.int64)
+        rows = np.concatenate(sets)
+        which = np.arange(nq, dtype=np.int64)
+        out = []
+        for a in (None, sq8):
+            r = np.full((nq, K), -1, np.int64)
+            s = np.full((nq, K), -np.inf, np.float32)
+            c = np.zeros(nq, np.int64)
+            fk.gather_topk_ip_sel(Q, X, which, starts, ends, rows, K, r, s, c, None, a)
+            out.append((r, s, c))
+        for a, b in zip(*out):
+            np.testing.assert_array_equal(a, b)
+        r, s, c = (np.empty((nq, K), np.int64), np.empty((nq, K), np.float32), np.empty(nq, np.int64))
+        fk.gather_topk_ip_shared(Q, X, sets[0], K, r, s, c, None, sq8)
+        r0, s0, c0 = (np.empty((nq, K), np.int64), np.empty((nq, K), np.float32), np.empty(nq, np.int64))
+        fk.gather_topk_ip_shared(Q, X, sets[0], K, r0, s0, c0)
+        np.testing.assert_array_equal(r, r0)
+        np.testing.assert_array_equal(s, s0)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_filtered_index_reads_the_codes_first_from_dim_64(metric):
+    """From SQ8_MIN_DIM the exact route reads the walk's codes first and answers as the exact
+    index does; an add refreshes the codes and the norm bound it uses."""
+    from gsu.index.filtered import SQ8_MIN_DIM
 
     rng = np.random.default_rng(5)
-    x = rng.standard_normal((3000, HALF_MIN_DIM)).astype(np.float32)
-    q = rng.standard_normal((8, HALF_MIN_DIM)).astype(np.float32)
-    fi = FilteredIndex(HALF_MIN_DIM, "ip", M=8, ef_construction=40, nlist=16)
+    d = SQ8_MIN_DIM
+    x = rng.standard_normal((3000, d)).astype(np.float32)
+    q = rng.standard_normal((8, d)).astype(np.float32)
+    fi = FilteredIndex(d, metric, M=8, ef_construction=40, nlist=16, calibrate=False)
     fi.add(x)
-    assert fi._half() is not None
-    flat = FlatIndex(HALF_MIN_DIM, "ip")
+    half, sq8 = fi._approx()
+    assert half is None and sq8 is not None and sq8[0].shape == (3000, d + (metric == "l2"))
+    flat = FlatIndex(d, metric)
     flat.add(x)
     allowed = [np.sort(rng.choice(3000, 500, replace=False)) for _ in range(8)]
     f = Filter.per_query(allowed)
     a, b = fi.search(q, K, filter=f, route="exact"), flat.search(q, K, filter=f)
     np.testing.assert_array_equal(a.ids, b.ids)
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-5)
-    fi.add(rng.standard_normal((10, HALF_MIN_DIM)).astype(np.float32))
-    assert fi._half()[0].shape[0] == 3010  # rebuilt after add
+    big = 50 * rng.standard_normal((10, d)).astype(np.float32)  # beyond the old codes' range and norm
+    fi.add(big)
+    flat.add(big)
+    assert fi._approx()[1][0].shape[0] == 3010  # rebuilt after add
+    for i in range(8):
+        one = np.concatenate([allowed[i], np.arange(3000, 3010)])
+        a, b = fi.search(q[i], K, filter=one, route="exact"), flat.search(q[i], K, filter=one)
+        np.testing.assert_array_equal(a.ids, b.ids)
+    assert FilteredIndex(32, "ip", calibrate=False)._approx() == (None, None)
 
 
 def test_graph_beam_bitmap_and_binary_search_membership_agree(indexes, data):

@@ -171,13 +171,13 @@ def _truth(idx: "FilteredIndex", Q: np.ndarray, sets: "_Sets", k: int, S: np.nda
         return out_s
     out_r = np.empty((nq, k), np.int64)
     counts = np.empty(nq, np.int64)
-    X, half = idx._scoring(), idx._half()
+    X, approx = idx._scoring(), idx._approx()
     zero = np.zeros(nq, np.int64)
     for i in range(nq):
         rows = sets.rows(i)
         ends = np.zeros(nq, np.int64)
         ends[i] = rows.shape[0]
-        fk.gather_topk_ip_sel(Q, X, np.array([i], np.int64), zero, ends, rows, k, out_r, out_s, counts, half)
+        fk.gather_topk_ip_sel(Q, X, np.array([i], np.int64), zero, ends, rows, k, out_r, out_s, counts, *approx)
     return out_s
 
 

@@ -719,26 +719,172 @@ def _gather_one_half(qv, X, H, rmax, nmax, rows, start, end, k, out_s, out_r):
     return size
 
 
+@nb.njit(cache=True, fastmath=_FM)
+def _gather_one_sq8(qv, X, C, step, nmax, rows, start, end, k, out_s, out_r):
+    """:func:`_gather_one` reading the 8-bit codes first; the same result exactly.
+
+    ``C`` (n, d) uint8 / ``step`` (d,) float32 are the graph walk's scalar codes
+    (:func:`gsu.index._graph_kernels.sq8_encode`: ``X[:, t] ≈ vmin[t] + step[t] · C[:, t]``
+    within ``step[t] / 2``), ``nmax`` bounds the L2 norm of every row of ``X``. Pass 1
+    scores every allowed row from its code (a quarter of the bytes of a float32 row: one
+    64-byte line at d = 64), ``a = Σ q_t step_t C_t``, and keeps the approximate k-th best
+    ``A``. ``a + q · vmin`` is within ``eps`` of the float32 score this module computes
+    (quantisation ``Σ |q_t| step_t / 2``, the rounding of ``a`` and of the float32 score,
+    see the code), so a row with ``a < A - 2 eps`` scores strictly below the k-th best and
+    is skipped; pass 2 rescores the rest (a few dozen rows, prefetched) from ``X``.
+    Measured against the half-precision path, cold rows, 2,000 of 60,000-200,000 rows:
+    1.5-1.8x faster at d = 64-384, 1.3x at d = 768; slower at d = 32 (the caller's choice).
+    """
+    d = qv.shape[0]
+    Cf = C.reshape(-1)
+    Xf = X.reshape(-1)
+    m = end - start
+    qp = np.empty(d, np.float32)
+    l1s = 0.0
+    l2 = 0.0
+    for t in range(d):
+        qp[t] = qv[t] * step[t]
+        l1s += abs(np.float64(qv[t])) * np.float64(step[t])
+        l2 += np.float64(qv[t]) * np.float64(qv[t])
+    u = (d + 2) * 2.0 ** -24
+    g = u / (1.0 - u)
+    # |a + q.vmin - computed score| <= quantisation (step/2, step stored in float32) +
+    # rounding of the approximate sum (255 γ per unit of l1s) + rounding of the float32
+    # score this module computes (γ |q| nmax); 2.2 and 1.0001 are slack
+    eps = np.float32(l1s * (0.5 + 256.0 * 2.0 ** -23) * (1.0 + 255.0 * 2.2 * g / 0.5) + 2.2 * g * np.sqrt(l2) * nmax) * np.float32(1.0001)
+    ahead = max(4, (4096 // max(d, 1)) // 4 * 4)
+    for j in range(start, min(end, start + ahead)):
+        b = rows[j] * d
+        for t in range(0, d, 64):
+            prefetch(Cf, b + t)
+    buf = np.empty(m, np.float32)
+    hs = np.empty(k, np.float32)
+    hr = np.empty(k, np.int64)
+    size = 0
+    j = start
+    while j + 4 <= end:
+        if j + ahead + 4 <= end:
+            for uu in range(j + ahead, j + ahead + 4):
+                b = rows[uu] * d
+                for t in range(0, d, 64):
+                    prefetch(Cf, b + t)
+        c0, c1, c2, c3 = C[rows[j]], C[rows[j + 1]], C[rows[j + 2]], C[rows[j + 3]]
+        a0 = np.float32(0.0)
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        for t in range(d):
+            qt = qp[t]
+            a0 += qt * np.float32(c0[t])
+            a1 += qt * np.float32(c1[t])
+            a2 += qt * np.float32(c2[t])
+            a3 += qt * np.float32(c3[t])
+        i = j - start
+        buf[i] = a0
+        buf[i + 1] = a1
+        buf[i + 2] = a2
+        buf[i + 3] = a3
+        if size < k or a0 > hs[0]:
+            size = heap_push(hs, hr, size, k, a0, 0)
+        if size < k or a1 > hs[0]:
+            size = heap_push(hs, hr, size, k, a1, 0)
+        if size < k or a2 > hs[0]:
+            size = heap_push(hs, hr, size, k, a2, 0)
+        if size < k or a3 > hs[0]:
+            size = heap_push(hs, hr, size, k, a3, 0)
+        j += 4
+    while j < end:
+        c0 = C[rows[j]]
+        a0 = np.float32(0.0)
+        for t in range(d):
+            a0 += qp[t] * np.float32(c0[t])
+        buf[j - start] = a0
+        if size < k or a0 > hs[0]:
+            size = heap_push(hs, hr, size, k, a0, 0)
+        j += 1
+    thr = np.float32(-np.inf) if size < k else hs[0] - 2 * eps
+    cand = np.empty(m, np.int64)
+    nc = 0
+    for i in range(m):
+        if buf[i] >= thr:
+            r = rows[start + i]
+            cand[nc] = r
+            nc += 1
+            b = r * d
+            for t in range(0, d, 16):
+                prefetch(Xf, b + t)
+    size = 0
+    for i in range(nc):
+        r = cand[i]
+        acc = _dot1(qv, X[r])
+        if size < k or acc >= hs[0]:
+            size = heap_push(hs, hr, size, k, acc, r)
+    for a in range(k):
+        out_r[a] = -1
+        out_s[a] = -np.inf
+    heap_sorted(hs, hr, size, out_s, out_r)
+    return size
+
+
 @nb.njit(cache=True, inline="always")
-def _gather_any(qv, X, H, rmax, nmax, rows, start, end, k, out_s, out_r):
+def _gather_any(qv, X, H, rmax, nmax, C, step, cnmax, rows, start, end, k, out_s, out_r):
+    if C.shape[0] > 0:
+        return _gather_one_sq8(qv, X, C, step, cnmax, rows, start, end, k, out_s, out_r)
     if H.shape[0] > 0:
         return _gather_one_half(qv, X, H, rmax, nmax, rows, start, end, k, out_s, out_r)
     return _gather_one(qv, X, rows, start, end, k, out_s, out_r)
 
 
 _NO_HALF = (np.zeros((0, 1), np.uint16), 0.0, 0.0)
+_NO_SQ8 = (np.zeros((0, 1), np.uint8), np.zeros(1, np.float32), 0.0)
 
 
-def gather_topk_ip_sel(Q, X, which, starts, ends, rows, k, out_r, out_s, counts, half=None):
+def half_copy(X: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, float, float] | bool:
+    """``X`` rounded to IEEE half precision as uint16 bits, with ``rmax`` (largest
+    element-wise rounding error) and ``nmax`` (largest row norm), both rounded up; or
+    ``False`` when some value does not fit half precision: the ``half`` argument of
+    :func:`gather_topk_ip_sel` / :func:`gather_topk_ip_shared`."""
+    n, d = X.shape
+    H = np.empty((n, d), np.uint16)
+    rmax = nmax = 0.0
+    with np.errstate(over="ignore"):
+        for s in range(0, n, chunk):
+            x = np.asarray(X[s : s + chunk], dtype=np.float64)
+            h = x.astype(np.float16)
+            if not np.isfinite(h).all():
+                return False
+            H[s : s + chunk] = h.view(np.uint16)
+            rmax = max(rmax, float(np.abs(x - h.astype(np.float64)).max()))
+            nmax = max(nmax, float(np.sqrt((x * x).sum(axis=1)).max()))
+    return H, rmax * (1 + 2.0**-20), nmax * (1 + 2.0**-20)
+
+
+@nb.njit(cache=True)
+def max_row_norm(X):
+    """The largest L2 norm of a row of ``X`` (n, d), accumulated in float64."""
+    best = 0.0
+    for i in range(X.shape[0]):
+        acc = 0.0
+        for t in range(X.shape[1]):
+            v = np.float64(X[i, t])
+            acc += v * v
+        best = max(best, acc)
+    return np.sqrt(best)
+
+
+def gather_topk_ip_sel(Q, X, which, starts, ends, rows, k, out_r, out_s, counts, half=None, sq8=None):
     """Exact top-k over allowed rows for queries ``which``: serial kernel for a single
     query, parallel for more. Arguments as :func:`_gather_topk_ip_sel_impl`; ``half``:
-    ``(H, rmax, nmax)`` to read a half-precision copy first (:func:`_gather_one_half`)."""
+    ``(H, rmax, nmax)`` to read a half-precision copy first (:func:`_gather_one_half`);
+    ``sq8``: ``(C, step, nmax)`` to read 8-bit codes first (:func:`_gather_one_sq8`; taken
+    over ``half``)."""
     H, rmax, nmax = _NO_HALF if half is None else half
+    C, step, cnmax = _NO_SQ8 if sq8 is None else sq8
     f = _gather_topk_ip_sel_par if _parallel(which.shape[0]) else _gather_topk_ip_sel_ser
-    f(Q, X, H, rmax, nmax, which, starts, ends, rows, k, out_r, out_s, counts)
+    f(Q, X, H, rmax, nmax, C, step, cnmax, which, starts, ends, rows, k, out_r, out_s, counts)
 
 
-def _gather_topk_ip_sel_impl(Q, X, H, rmax, nmax, which, starts, ends, rows, k, out_r, out_s, counts):
+def _gather_topk_ip_sel_impl(Q, X, H, rmax, nmax, C, step, cnmax, which, starts, ends, rows, k, out_r, out_s, counts):
     """Exact inner-product top-k over allowed rows for the query subset ``which``
     (compiled serial and parallel over queries).
 
@@ -746,34 +892,36 @@ def _gather_topk_ip_sel_impl(Q, X, H, rmax, nmax, which, starts, ends, rows, k, 
     are ``rows[starts[q]:ends[q]]``. Only queries ``which`` (int64) are computed;
     ``out_r``/``out_s``/``counts`` are indexed by the original query number. ``H``
     (n, d) uint16 half-precision copy of X, or (0, 1) for none; ``rmax``/``nmax``
-    as :func:`_gather_one_half`.
+    as :func:`_gather_one_half`; ``C``/``step``/``cnmax``: 8-bit codes of X (``C`` (0, 1)
+    for none) as :func:`_gather_one_sq8`.
     """
     for i in nb.prange(which.shape[0]):
         q = which[i]
-        counts[q] = _gather_any(Q[q], X, H, rmax, nmax, rows, starts[q], ends[q], k, out_s[q], out_r[q])
+        counts[q] = _gather_any(Q[q], X, H, rmax, nmax, C, step, cnmax, rows, starts[q], ends[q], k, out_s[q], out_r[q])
 
 
 _gather_topk_ip_sel_ser, _gather_topk_ip_sel_par = serial_and_parallel(_gather_topk_ip_sel_impl)
 
 
-def gather_topk_ip_shared(Q, X, rows, k, out_r, out_s, counts, half=None):
+def gather_topk_ip_shared(Q, X, rows, k, out_r, out_s, counts, half=None, sq8=None):
     """Exact top-k of every query over the same allowed ``rows``: serial kernel for a
     single query, parallel for more. Arguments as :func:`_gather_topk_ip_shared_impl`;
-    ``half`` as :func:`gather_topk_ip_sel`."""
+    ``half`` and ``sq8`` as :func:`gather_topk_ip_sel`."""
     H, rmax, nmax = _NO_HALF if half is None else half
+    C, step, cnmax = _NO_SQ8 if sq8 is None else sq8
     f = _gather_topk_ip_shared_par if _parallel(Q.shape[0]) else _gather_topk_ip_shared_ser
-    f(Q, X, H, rmax, nmax, rows, k, out_r, out_s, counts)
+    f(Q, X, H, rmax, nmax, C, step, cnmax, rows, k, out_r, out_s, counts)
 
 
-def _gather_topk_ip_shared_impl(Q, X, H, rmax, nmax, rows, k, out_r, out_s, counts):
+def _gather_topk_ip_shared_impl(Q, X, H, rmax, nmax, C, step, cnmax, rows, k, out_r, out_s, counts):
     """Exact inner-product top-k of every query over the same allowed ``rows`` (compiled
     serial and parallel over queries).
 
     Writes ``out_r``/``out_s`` (nq, k) completely (padding -1 / -inf) and ``counts``;
-    ``H``/``rmax``/``nmax`` as :func:`_gather_topk_ip_sel_impl`.
+    ``H``/``rmax``/``nmax`` and ``C``/``step``/``cnmax`` as :func:`_gather_topk_ip_sel_impl`.
     """
     for q in nb.prange(Q.shape[0]):
-        counts[q] = _gather_any(Q[q], X, H, rmax, nmax, rows, np.int64(0), rows.shape[0], k, out_s[q], out_r[q])
+        counts[q] = _gather_any(Q[q], X, H, rmax, nmax, C, step, cnmax, rows, np.int64(0), rows.shape[0], k, out_s[q], out_r[q])
 
 
 _gather_topk_ip_shared_ser, _gather_topk_ip_shared_par = serial_and_parallel(_gather_topk_ip_shared_impl)

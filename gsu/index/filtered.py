@@ -65,10 +65,12 @@ __all__ = ["FilteredIndex", "PLANNER_DEFAULTS", "PlannerSettings", "Calibration"
 
 #: route codes returned by :meth:`FilteredIndex.plan` and :meth:`FilteredIndex.explain`
 ROUTES = ("exact", "ivf", "hnsw")
-#: the exact route reads a half-precision copy first (then rescores a few rows in float32,
-#: same results) from this dimension up: measured 1.4x faster at d = 384 (bandwidth-bound),
-#: 6 % at d = 64 (compute-bound; not worth the memory there)
-HALF_MIN_DIM = 128
+#: from this dimension up the exact route reads the graph walk's 8-bit codes first (then
+#: rescores in float32 only the rows within the error bound of the k-th score: the same ids
+#: and scores, bit for bit): a quarter of the float32 bytes, one 64-byte line per row at
+#: d = 64; measured 1.3-1.8x faster than the float32 read and than a half-precision copy
+#: at d = 64-768 on cold rows, slower at d = 32 (below, rows are read in float32)
+SQ8_MIN_DIM = 64
 EXACT, IVF, HNSW = 0, 1, 2
 _ONE = np.zeros(1, np.int64)
 _PLAN = "gsu.filtered.plan"  # cache key of a shared filter's plan on its compiled form
@@ -110,26 +112,6 @@ class Explanation:
 
     def route_names(self) -> list[str]:
         return [ROUTES[int(c)] for c in self.routes]
-
-
-def _half_copy(X: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, float, float] | bool:
-    """``X`` rounded to IEEE half precision as uint16 bits, with ``rmax`` (largest
-    element-wise rounding error) and ``nmax`` (largest row norm), both rounded up; or
-    ``False`` when some value does not fit half precision."""
-    n, d = X.shape
-    H = np.empty((n, d), np.uint16)
-    rmax = nmax = 0.0
-    with np.errstate(over="ignore"):
-        for s in range(0, n, chunk):
-            x = np.asarray(X[s : s + chunk], dtype=np.float64)
-            h = x.astype(np.float16)
-            if not np.isfinite(h).all():
-                log.info("filtered: values beyond the half-precision range; the exact route reads float32 only")
-                return False
-            H[s : s + chunk] = h.view(np.uint16)
-            rmax = max(rmax, float(np.abs(x - h.astype(np.float64)).max()))
-            nmax = max(nmax, float(np.sqrt((x * x).sum(axis=1)).max()))
-    return H, rmax * (1 + 2.0**-20), nmax * (1 + 2.0**-20)
 
 
 def _contiguous(cf: CompiledFilter, nq: int, m: np.ndarray) -> np.ndarray:
@@ -263,7 +245,7 @@ class FilteredIndex(Index):
         n0 = self.ntotal
         if self.metric == "cosine":
             x = normalize_rows(x)
-        self.__dict__.pop("_half_copy", None)
+        self.__dict__.pop("_sq8_args", None)
         if self.ivf._external:
             self.ivf.append_rows(self.ivf.lists_of(x), ids)
         else:
@@ -286,16 +268,18 @@ class FilteredIndex(Index):
     def _scoring_queries(self, q: np.ndarray) -> np.ndarray:
         return _l2.augment_queries(q) if self.metric == "l2" else q
 
-    def _half(self) -> tuple[np.ndarray, float, float] | None:
-        """The exact route's half-precision copy ``(H (n, d) uint16, rmax, nmax)`` for
-        ``dim >= HALF_MIN_DIM`` (built on first use, dropped by :meth:`add`; never saved),
-        or ``None``: short rows, or values beyond the half-precision range."""
-        if self.dim < HALF_MIN_DIM or self.ntotal == 0:
-            return None
-        h = self.__dict__.get("_half_copy")
-        if h is None or (h is not False and h[0].shape[0] != self.ntotal):
-            h = self._half_copy = _half_copy(self._scoring())
-        return h or None
+    def _approx(self) -> tuple[None, tuple[np.ndarray, np.ndarray, float] | None]:
+        """What the exact route reads first, as the gather kernels' ``(half, sq8)``: for
+        ``dim >= SQ8_MIN_DIM`` the graph walk's 8-bit codes with their steps and the rows'
+        largest norm (computed on first use, dropped by :meth:`add` and compaction), else
+        nothing (float32 rows)."""
+        if self.dim < SQ8_MIN_DIM or self.ntotal == 0:
+            return None, None
+        c = self.__dict__.get("_sq8_args")
+        codes, step = self.hnsw._codes()
+        if c is None or c[0] is not codes:
+            c = self._sq8_args = (codes, step, float(fk.max_row_norm(self._scoring())))
+        return None, c
 
     # -- mutation ----------------------------------------------------------
     # The HNSW and IVF parts hold the same rows in the same order; a removed item gets a
@@ -366,7 +350,7 @@ class FilteredIndex(Index):
         if n == 0:
             return 0
         t0 = time.perf_counter()
-        self.__dict__.pop("_half_copy", None)
+        self.__dict__.pop("_sq8_args", None)
         self.ivf.compact()
         self.hnsw.compact()
         if not np.array_equal(self.hnsw.ids, self.ivf.ids):  # pragma: no cover - both keep row order
@@ -729,7 +713,7 @@ class FilteredIndex(Index):
         which = _ONE if nq == 1 else np.arange(nq, dtype=np.int64)
         if code == EXACT:
             rows = cf.rows if cf is not None else np.arange(n, dtype=np.int64)
-            fk.gather_topk_ip_shared(q, self._scoring(), rows, k, out_r, out_s, counts, self._half())
+            fk.gather_topk_ip_shared(q, self._scoring(), rows, k, out_r, out_s, counts, *self._approx())
             return out_r, out_s, counts
         if code == HNSW or probe > 0:
             self.hnsw.beam_search(q, k, cf, which, out_r, out_s, counts, ef, probe)
@@ -755,7 +739,7 @@ class FilteredIndex(Index):
         short = np.flatnonzero(counts < need).astype(np.int64)
         log.debug("filtered: %d queries short of k results, recomputed exactly", short.shape[0])
         starts, ends = cf.bounds(q.shape[0])
-        fk.gather_topk_ip_sel(q, self._scoring(), short, starts, ends, cf.rows, k, out_r, out_s, counts, self._half())
+        fk.gather_topk_ip_sel(q, self._scoring(), short, starts, ends, cf.rows, k, out_r, out_s, counts, *self._approx())
 
     def _search_per_query(self, q: np.ndarray, k: int, cf: CompiledFilter, route: str, effort: float, st: PlannerSettings
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -774,7 +758,7 @@ class FilteredIndex(Index):
         X = self._scoring()
         ex = np.flatnonzero(routes == EXACT).astype(np.int64)
         if ex.shape[0]:
-            fk.gather_topk_ip_sel(q, X, ex, starts, ends, cf.rows, k, out_r, out_s, counts, self._half())
+            fk.gather_topk_ip_sel(q, X, ex, starts, ends, cf.rows, k, out_r, out_s, counts, *self._approx())
         walk = np.flatnonzero((routes == HNSW) & (m_all > 0)).astype(np.int64)
         if walk.shape[0]:
             self.hnsw.beam_search(q, k, cf, walk, out_r, out_s, counts, ef)
@@ -795,7 +779,7 @@ class FilteredIndex(Index):
             short = walk[counts[walk] < np.minimum(m_all[walk], k)]
             if short.shape[0]:
                 log.debug("filtered: %d queries short of k results, recomputed exactly", short.shape[0])
-                fk.gather_topk_ip_sel(q, X, short.astype(np.int64), starts, ends, cf.rows, k, out_r, out_s, counts, self._half())
+                fk.gather_topk_ip_sel(q, X, short.astype(np.int64), starts, ends, cf.rows, k, out_r, out_s, counts, *self._approx())
         return out_r, out_s, counts
 
     # -- persistence -------------------------------------------------------
