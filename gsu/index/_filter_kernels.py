@@ -374,6 +374,74 @@ def _score_list(qv, Xl, pos_row, bpos, j, e, k, hs, hr, hsize, ind):
     return hsize
 
 
+@nb.njit(cache=True, fastmath=_FM, inline="always")
+def _score_list_sq8(qp, C, pos_row, bpos, j, e, k, hs, hr, hsize, abuf, rbuf, nb_):
+    """:func:`_score_list` (row order) from the 8-bit codes ``C``: the approximate scores
+    ``Σ qp_t C_t`` go into the heap and, with their rows, into ``abuf``/``rbuf`` from
+    ``nb_`` on (for the exact rescoring, :func:`_probe_lists`); returns ``(hsize, nb_)``."""
+    while j + 4 <= e:
+        r0, r1, r2, r3 = pos_row[bpos[j]], pos_row[bpos[j + 1]], pos_row[bpos[j + 2]], pos_row[bpos[j + 3]]
+        c0, c1, c2, c3 = C[r0], C[r1], C[r2], C[r3]
+        a0 = np.float32(0.0)
+        a1 = np.float32(0.0)
+        a2 = np.float32(0.0)
+        a3 = np.float32(0.0)
+        for t in range(qp.shape[0]):
+            qt = qp[t]
+            a0 += qt * np.float32(c0[t])
+            a1 += qt * np.float32(c1[t])
+            a2 += qt * np.float32(c2[t])
+            a3 += qt * np.float32(c3[t])
+        abuf[nb_] = a0
+        abuf[nb_ + 1] = a1
+        abuf[nb_ + 2] = a2
+        abuf[nb_ + 3] = a3
+        rbuf[nb_] = r0
+        rbuf[nb_ + 1] = r1
+        rbuf[nb_ + 2] = r2
+        rbuf[nb_ + 3] = r3
+        nb_ += 4
+        if hsize < k or a0 > hs[0]:
+            hsize = heap_push(hs, hr, hsize, k, a0, 0)
+        if hsize < k or a1 > hs[0]:
+            hsize = heap_push(hs, hr, hsize, k, a1, 0)
+        if hsize < k or a2 > hs[0]:
+            hsize = heap_push(hs, hr, hsize, k, a2, 0)
+        if hsize < k or a3 > hs[0]:
+            hsize = heap_push(hs, hr, hsize, k, a3, 0)
+        j += 4
+    while j < e:
+        r = pos_row[bpos[j]]
+        c0 = C[r]
+        a0 = np.float32(0.0)
+        for t in range(qp.shape[0]):
+            a0 += qp[t] * np.float32(c0[t])
+        abuf[nb_] = a0
+        rbuf[nb_] = r
+        nb_ += 1
+        if hsize < k or a0 > hs[0]:
+            hsize = heap_push(hs, hr, hsize, k, a0, 0)
+        j += 1
+    return hsize, nb_
+
+
+@nb.njit(cache=True, inline="always")
+def _sq8_query(qv, step, nmax, qp):
+    """Fill ``qp`` with the query times the code steps; returns ``eps``, the bound on
+    ``|Σ qp_t C_t + q·vmin − the float32 score this module computes|`` (quantisation,
+    step stored in float32, the rounding of either sum; 2.2 and 1.0001 are slack)."""
+    d = qv.shape[0]
+    l1s = 0.0
+    l2 = 0.0
+    for t in range(d):
+        qp[t] = qv[t] * step[t]
+        l1s += abs(np.float64(qv[t])) * np.float64(step[t])
+        l2 += np.float64(qv[t]) * np.float64(qv[t])
+    u = (d + 2) * 2.0 ** -24
+    g = u / (1.0 - u)
+    return np.float32((l1s * (0.5 + 256.0 * 2.0 ** -23) * (1.0 + 255.0 * 2.2 * g / 0.5) + 2.2 * g * np.sqrt(l2) * nmax) * 1.0001)
+
+
 @nb.njit(cache=True, inline="always")
 def _allowed_in_list(pos_row, bm, j, e, buf):
     """Branch-free compaction of the positions ``j..e-1`` of one list whose rows are set
@@ -389,7 +457,7 @@ def _allowed_in_list(pos_row, bm, j, e, buf):
 
 @nb.njit(cache=True, fastmath=_FM)
 def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored, keys,
-                 vals, buf, ind):
+                 vals, buf, ind, C, step, cnmax):
     """Probe the lists holding allowed rows in decreasing centroid score.
 
     Two ways to find a list's allowed rows: *grouped* (``bm`` empty): ``boff``/``bpos``
@@ -409,12 +477,34 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
     the top buckets holding about as many lists as the stop rule is expected to open
     are collected and sorted, and the next buckets only when those run out. The first
     rows of the lists ``_PF_LISTS`` ahead are prefetched.
+
+    With 8-bit codes (``C`` (n, d) uint8 in row order, ``step``, ``cnmax``: see
+    :func:`_gather_one_sq8`; ``ind`` only) the lists' rows are scored from their codes
+    and, at the end, the scored rows within the error bound of the approximate k-th best
+    are rescored from ``Xl``: the rows scored are the same (the stop rule counts rows, not
+    scores) and so is the answer, bit for bit, for a quarter of the bytes per row.
     """
     nlist = boff.shape[0] - 1
     d = Q.shape[1]
     qv = Q[q]
     Xf = Xl.reshape(-1)
     scan = bm.shape[0] > 0
+    sq = C.shape[0] > 0 and ind
+    Cf = C.reshape(-1)
+    qp = np.empty(d if sq else 0, np.float32)
+    eps = np.float32(0.0)
+    nbuf = 0
+    if sq:
+        eps = _sq8_query(qv, step, cnmax, qp)
+        maxb = 0
+        for l in range(nlist):
+            maxb = max(maxb, boff[l + 1] - boff[l])
+        # rows scored < max(target, min_lists · longest) + longest (see the stop rule)
+        cap = min(m_all, max(target, min_lists * maxb) + maxb)
+    else:
+        cap = 0
+    abuf = np.empty(cap, np.float32)
+    rbuf = np.empty(cap, np.int64)
     size = 0
     mn = np.float32(np.inf)
     mx = np.float32(-np.inf)
@@ -467,8 +557,12 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
                     for j in range(boff[nl], min(boff[nl + 1], boff[nl] + 4)):
                         p = j if scan else bpos[j]
                         base = (pos_row[p] if ind else p) * d
-                        for t in range(0, d, 16):
-                            prefetch(Xf, base + t)
+                        if sq:
+                            for t in range(0, d, 64):
+                                prefetch(Cf, base + t)
+                        else:
+                            for t in range(0, d, 16):
+                                prefetch(Xf, base + t)
                 if not (covered < target or opened < min_lists):
                     done = True
                     break
@@ -476,15 +570,38 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
                 if scan:
                     na = _allowed_in_list(pos_row, bm, boff[l], boff[l + 1], buf)
                     if na > 0:
-                        hsize = _score_list(qv, Xl, pos_row, buf, 0, na, k, hs, hr, hsize, ind)
+                        if sq:
+                            hsize, nbuf = _score_list_sq8(qp, C, pos_row, buf, 0, na, k, hs, hr, hsize, abuf, rbuf, nbuf)
+                        else:
+                            hsize = _score_list(qv, Xl, pos_row, buf, 0, na, k, hs, hr, hsize, ind)
                         covered += na
                         opened += 1
+                elif sq:
+                    hsize, nbuf = _score_list_sq8(qp, C, pos_row, bpos, boff[l], boff[l + 1], k, hs, hr, hsize, abuf, rbuf, nbuf)
+                    covered += boff[l + 1] - boff[l]
+                    opened += 1
                 else:
                     hsize = _score_list(qv, Xl, pos_row, bpos, boff[l], boff[l + 1], k, hs, hr, hsize, ind)
                     covered += boff[l + 1] - boff[l]
                     opened += 1
             hi_b = lo_b
             want *= 2
+    if sq:  # the scored rows within the bound of the approximate k-th best, rescored exactly
+        thr = np.float32(-np.inf) if hsize < k else hs[0] - 2 * eps
+        nc = 0
+        for i in range(nbuf):
+            if abuf[i] >= thr:
+                r = rbuf[i]
+                rbuf[nc] = r
+                nc += 1
+                for t in range(0, d, 16):
+                    prefetch(Xf, r * d + t)
+        hsize = 0
+        for i in range(nc):
+            r = rbuf[i]
+            acc = _dot1(qv, Xl[r])
+            if hsize < k or acc >= hs[0]:
+                hsize = heap_push(hs, hr, hsize, k, acc, r)
     for a in range(hsize, k):  # padding: callers may hand over uninitialised rows
         out_r[q, a] = -1
         out_s[q, a] = -np.inf
@@ -494,12 +611,15 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
 
 
 def ivf_search_shared(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
-                      ind=False):
+                      ind=False, sq8=None):
     """Filter-aware IVF search, one filter for every query: the serial kernel for a
     single query (no thread-pool launch), the parallel one for batches. Arguments as
-    :func:`_ivf_search_shared_impl`."""
+    :func:`_ivf_search_shared_impl`; ``sq8``: ``(C, step, nmax)``, 8-bit codes of the
+    rows read first (with ``ind``; see :func:`_probe_lists`)."""
+    C, step, cnmax = _NO_SQ8 if sq8 is None else sq8
     f = _ivf_search_shared_par if _parallel(Q.shape[0]) else _ivf_search_shared_ser
-    f(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored, bool(ind))
+    f(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored, bool(ind), C, step,
+      float(cnmax))
 
 
 @nb.njit(cache=True, inline="always")
@@ -514,7 +634,7 @@ def _scan_buf(boff, bm):
 
 
 def _ivf_search_shared_impl(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
-                            ind):
+                            ind, C, step, cnmax):
     """Filter-aware IVF search, one filter for every query (compiled serial and parallel
     over queries: :data:`_ivf_search_shared_ser` / :data:`_ivf_search_shared_par`).
 
@@ -533,7 +653,7 @@ def _ivf_search_shared_impl(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target
         vals = np.empty(nlist, np.int64)
         buf = _scan_buf(boff, bm)
         _probe_lists(np.int64(q), Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
-                     keys, vals, buf, ind)
+                     keys, vals, buf, ind, C, step, cnmax)
 
 
 _ivf_search_shared_ser, _ivf_search_shared_par = serial_and_parallel(_ivf_search_shared_impl)
@@ -541,12 +661,13 @@ _ivf_search_shared_ser, _ivf_search_shared_par = serial_and_parallel(_ivf_search
 
 @nb.njit(cache=True, parallel=True)
 def ivf_search_per_query(
-    Q, CS, Xl, pos_row, row_list, row_pos, starts, ends, rows, k, target, min_lists, out_r, out_s, counts, scored, ind
+    Q, CS, Xl, pos_row, row_list, row_pos, starts, ends, rows, k, target, min_lists, out_r, out_s, counts, scored, ind, C, step,
+    cnmax
 ):
     """Filter-aware IVF search with one filter per query (CSR ``rows`` / ``starts`` / ``ends``).
 
     Each query groups its own allowed rows by list (O(m), no O(n) work), then probes
-    as in :func:`ivf_search_shared`.
+    as in :func:`ivf_search_shared`; ``C``/``step``/``cnmax`` as there (``C`` (0, 1): none).
     """
     nlist = CS.shape[1]
     no_bm = np.zeros(0, np.uint64)
@@ -557,7 +678,7 @@ def ivf_search_per_query(
         vals = np.empty(nlist, np.int64)
         _bucket(rows, starts[q], ends[q], row_list, row_pos, boff, bpos)
         _probe_lists(np.int64(q), Q, CS, Xl, pos_row, boff, bpos, no_bm, ends[q] - starts[q], k, target, min_lists, out_r, out_s,
-                     counts, scored, keys, vals, bpos[:0], ind)
+                     counts, scored, keys, vals, bpos[:0], ind, C, step, cnmax)
 
 
 @nb.njit(cache=True, fastmath=_FM)
@@ -740,18 +861,7 @@ def _gather_one_sq8(qv, X, C, step, nmax, rows, start, end, k, out_s, out_r):
     Xf = X.reshape(-1)
     m = end - start
     qp = np.empty(d, np.float32)
-    l1s = 0.0
-    l2 = 0.0
-    for t in range(d):
-        qp[t] = qv[t] * step[t]
-        l1s += abs(np.float64(qv[t])) * np.float64(step[t])
-        l2 += np.float64(qv[t]) * np.float64(qv[t])
-    u = (d + 2) * 2.0 ** -24
-    g = u / (1.0 - u)
-    # |a + q.vmin - computed score| <= quantisation (step/2, step stored in float32) +
-    # rounding of the approximate sum (255 γ per unit of l1s) + rounding of the float32
-    # score this module computes (γ |q| nmax); 2.2 and 1.0001 are slack
-    eps = np.float32(l1s * (0.5 + 256.0 * 2.0 ** -23) * (1.0 + 255.0 * 2.2 * g / 0.5) + 2.2 * g * np.sqrt(l2) * nmax) * np.float32(1.0001)
+    eps = _sq8_query(qv, step, nmax, qp)
     ahead = max(4, (4096 // max(d, 1)) // 4 * 4)
     for j in range(start, min(end, start + ahead)):
         b = rows[j] * d

@@ -722,11 +722,11 @@ class FilteredIndex(Index):
                 return out_r, out_s, counts
             w = np.flatnonzero(counts < 0).astype(np.int64)
             self.ivf.search_compiled(q, k, cf, w, out_r, out_s, counts, target=cand, min_lists=lists,
-                                     vectors=self._scoring())
+                                     vectors=self._scoring(), sq8=self._approx()[1])
             self._recompute_short(q, k, cf, m, out_r, out_s, counts)
             return out_r, out_s, counts
         self.ivf.search_compiled(q, k, cf, which, out_r, out_s, counts, target=cand, min_lists=lists,
-                                 vectors=self._scoring())
+                                 vectors=self._scoring(), sq8=self._approx()[1])
         return out_r, out_s, counts
 
     def _recompute_short(self, q: np.ndarray, k: int, cf: CompiledFilter | None, m: int, out_r: np.ndarray,
@@ -774,7 +774,8 @@ class FilteredIndex(Index):
             pairs = np.stack([cand[iv], lists[iv]], axis=1)
             for c, l in np.unique(pairs, axis=0):
                 grp = iv[(pairs[:, 0] == c) & (pairs[:, 1] == l)]
-                self.ivf.search_compiled(q, k, cf, grp, out_r, out_s, counts, target=int(c), min_lists=int(l), vectors=X)
+                self.ivf.search_compiled(q, k, cf, grp, out_r, out_s, counts, target=int(c), min_lists=int(l), vectors=X,
+                                         sq8=self._approx()[1])
         if walk.shape[0]:
             short = walk[counts[walk] < np.minimum(m_all[walk], k)]
             if short.shape[0]:

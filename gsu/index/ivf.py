@@ -320,6 +320,7 @@ class IVFIndex(MutableIndex):
         scored: np.ndarray | None = None,
         centroid_scores: np.ndarray | None = None,
         vectors: np.ndarray | None = None,
+        sq8: tuple[np.ndarray, np.ndarray, float] | None = None,
     ) -> None:
         """Search prepared queries ``which`` (int64) under a compiled filter (``None``: all rows).
 
@@ -329,7 +330,10 @@ class IVFIndex(MutableIndex):
         number of allowed rows in the opened lists. ``centroid_scores`` (nq, nlist)
         float32, when given, are the queries' centroid scores already computed.
         ``vectors``: lists without vectors (:meth:`without_vectors`) score the owner's
-        (n, d') float32 matrix in row order (for l2 the augmented rows).
+        (n, d') float32 matrix in row order (for l2 the augmented rows); ``sq8``:
+        ``(codes (n, d') uint8, step, largest row norm)`` of those rows, read first
+        (:func:`gsu.index._filter_kernels._probe_lists`: the same answer), lists without
+        vectors only.
         """
         if which.shape[0] == 0:
             return
@@ -376,11 +380,13 @@ class IVFIndex(MutableIndex):
             else:
                 cs = centroid_scores if full else np.ascontiguousarray(centroid_scores[w])
             if shared:
-                fk.ivf_search_shared(qs, cs, xl, self._pos_row, boff, bpos, bm, m_all, k, target, min_lists, r, s, c, scw, ind)
+                fk.ivf_search_shared(qs, cs, xl, self._pos_row, boff, bpos, bm, m_all, k, target, min_lists, r, s, c, scw, ind,
+                                     sq8 if ind else None)
             else:
+                C, step, cnmax = sq8 if (ind and sq8 is not None) else fk._NO_SQ8
                 fk.ivf_search_per_query(
                     qs, cs, xl, self._pos_row, self._row_list, self._row_pos,
-                    starts[w], ends[w], cf.rows, k, target, min_lists, r, s, c, scw, ind,
+                    starts[w], ends[w], cf.rows, k, target, min_lists, r, s, c, scw, ind, C, step, float(cnmax),
                 )
             if not full:
                 out_r[w], out_s[w], counts[w] = r, s, c
