@@ -488,6 +488,28 @@ def test_filtered_index_reads_the_codes_first_from_dim_64(metric):
     assert FilteredIndex(32, "ip", calibrate=False)._approx() == (None, None)
 
 
+def test_the_codes_norm_bound_is_saved_and_checked_on_load(tmp_path):
+    """The largest row norm the codes' error bound uses is saved with the index (a mapped
+    open does not rescan the rows for it); a bad value in the file is refused."""
+    from gsu.errors import FieldError
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((500, 64)).astype(np.float32)
+    fi = FilteredIndex(64, "ip", M=8, ef_construction=40, nlist=8, calibrate=False)
+    fi.add(x)
+    want = float(np.sqrt((x.astype(np.float64) ** 2).sum(1).max()))
+    p = tmp_path / "f.gsu"
+    fi.save(p)
+    back = load(p, mmap=True)
+    assert back.__dict__["_nmax"] == (500, pytest.approx(want, rel=1e-12))
+    np.testing.assert_array_equal(back.search(x[:3], K, filter=np.arange(0, 500, 7), route="exact").ids,
+                                  fi.search(x[:3], K, filter=np.arange(0, 500, 7), route="exact").ids)
+    config, arrays = fi._state()
+    for bad in (-1.0, float("nan"), "2", True):
+        with pytest.raises(FieldError, match="row_norm_max"):
+            FilteredIndex._from_state({**config, "row_norm_max": bad}, arrays)
+
+
 def test_graph_beam_bitmap_and_binary_search_membership_agree(indexes, data):
     """The HNSW beam kernel tests membership by bitmap (sparse filters) or by binary
     search in the sorted rows (dense ones): the two give the same search, and only allowed

@@ -246,6 +246,7 @@ class FilteredIndex(Index):
         if self.metric == "cosine":
             x = normalize_rows(x)
         self.__dict__.pop("_sq8_args", None)
+        self.__dict__.pop("_nmax", None)
         if self.ivf._external:
             self.ivf.append_rows(self.ivf.lists_of(x), ids)
         else:
@@ -278,8 +279,16 @@ class FilteredIndex(Index):
         c = self.__dict__.get("_sq8_args")
         codes, step = self.hnsw._codes()
         if c is None or c[0] is not codes:
-            c = self._sq8_args = (codes, step, float(fk.max_row_norm(self._scoring())))
+            c = self._sq8_args = (codes, step, self._row_norm_max())
         return None, c
+
+    def _row_norm_max(self) -> float:
+        """The largest norm of a scored row (:meth:`_scoring`), the codes' error bound needs
+        it: saved with the index, computed in O(n d) when not known (after an add)."""
+        v = self.__dict__.get("_nmax")
+        if v is None or v[0] != self.ntotal:
+            v = self._nmax = (self.ntotal, float(fk.max_row_norm(self._scoring())))
+        return v[1]
 
     # -- mutation ----------------------------------------------------------
     # The HNSW and IVF parts hold the same rows in the same order; a removed item gets a
@@ -351,6 +360,7 @@ class FilteredIndex(Index):
             return 0
         t0 = time.perf_counter()
         self.__dict__.pop("_sq8_args", None)
+        self.__dict__.pop("_nmax", None)
         self.ivf.compact()
         self.hnsw.compact()
         if not np.array_equal(self.hnsw.ids, self.ivf.ids):  # pragma: no cover - both keep row order
@@ -791,6 +801,7 @@ class FilteredIndex(Index):
                   "lists_copy": self.lists_copy,
                   "calibrate": self.auto_calibrate, "build_seconds": self.build_seconds,
                   "compact_threshold": self.compact_threshold,
+                  "row_norm_max": self._row_norm_max() if self.ntotal and self.dim >= SQ8_MIN_DIM else None,
                   "calibration": None if self._calibration is None else self._calibration.to_dict()}
         arrays = {f"hnsw.{a}": v for a, v in ha.items()}
         arrays.update({f"ivf.{a}": v for a, v in ia.items()})
@@ -814,6 +825,11 @@ class FilteredIndex(Index):
         if isinstance(ct, bool) or not isinstance(ct, (int, float)) or not 0.0 <= ct <= 1.0:
             raise FieldError("config 'compact_threshold'", f"expected a number in [0, 1], got {ct!r:.60}")
         idx.compact_threshold = float(ct)
+        nm = config.get("row_norm_max")
+        if nm is not None:
+            if isinstance(nm, bool) or not isinstance(nm, (int, float)) or not 0.0 <= nm < math.inf:
+                raise FieldError("config 'row_norm_max'", f"expected a finite number >= 0, got {nm!r:.60}")
+            idx._nmax = (idx.ntotal, float(nm))
         if not np.array_equal(idx.hnsw._dead if idx.hnsw._dead is not None else np.zeros(0, bool),
                               idx.ivf._dead if idx.ivf._dead is not None else np.zeros(0, bool)):
             raise FieldError("array 'ivf.tombstones'", "the HNSW and IVF parts mark different rows removed")
