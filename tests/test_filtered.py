@@ -1037,3 +1037,24 @@ def test_ivf_route_reading_codes_first_gives_the_float32_answer(noise):
                 outs.append((r, s, c, sc))
             for a, b in zip(*outs):
                 np.testing.assert_array_equal(a, b)
+
+
+def test_calibration_filter_sets_decode_to_their_rows(monkeypatch):
+    """Calibration keeps its wide filter sets as bitmaps and its windows as bounds; each
+    decodes back to exactly its sorted rows (external ids when given), also past the
+    decoded-rows cache budget."""
+    from gsu.index._calibrate import _Sets
+
+    rng = np.random.default_rng(2)
+    n = 5000
+    sets = [np.sort(rng.choice(n, m, replace=False)).astype(np.int64) for m in (3, 40, 100, 2500, 4999)]
+    sets.append(np.arange(700, 1900, dtype=np.int64))
+    ids = 10 + 2 * np.arange(n, dtype=np.int64)
+    for budget in (_Sets.DECODED_CACHE_BYTES, 8 * 200):
+        monkeypatch.setattr(_Sets, "DECODED_CACHE_BYTES", budget)
+        s = _Sets(sets, n, ids)
+        for _ in range(2):  # the second pass reads the cache where it was kept
+            for i, want in enumerate(sets):
+                np.testing.assert_array_equal(s.rows(i), want)
+                np.testing.assert_array_equal(s[i], ids[want])
+        assert s._decoded_bytes <= budget
