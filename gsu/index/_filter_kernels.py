@@ -375,6 +375,31 @@ def _score_list(qv, Xl, pos_row, bpos, j, e, k, hs, hr, hsize, ind):
 
 
 @nb.njit(cache=True, fastmath=_FM, inline="always")
+def _rescore_within(qv, X, rows, start, approx, m, thr, k, hs, hr, cand):
+    """Pass 2 of the approximate-first scans: the rows ``rows[start + i]`` (``i < m``) whose
+    approximate score ``approx[i]`` is at least ``thr`` are collected into ``cand`` (scratch
+    of ``m``; may be ``rows`` itself when ``start`` is 0: writes trail reads), their float32
+    rows prefetched, then scored exactly into the emptied heap ``hs``/``hr``; returns its size."""
+    d = qv.shape[0]
+    Xf = X.reshape(-1)
+    nc = 0
+    for i in range(m):
+        if approx[i] >= thr:
+            r = rows[start + i]
+            cand[nc] = r
+            nc += 1
+            for t in range(0, d, 16):
+                prefetch(Xf, r * d + t)
+    size = 0
+    for i in range(nc):
+        r = cand[i]
+        acc = _dot1(qv, X[r])
+        if size < k or acc >= hs[0]:
+            size = heap_push(hs, hr, size, k, acc, r)
+    return size
+
+
+@nb.njit(cache=True, fastmath=_FM, inline="always")
 def _score_list_sq8(qp, C, pos_row, bpos, j, e, k, hs, hr, hsize, abuf, rbuf, nb_):
     """:func:`_score_list` (row order) from the 8-bit codes ``C``: the approximate scores
     ``Σ qp_t C_t`` go into the heap and, with their rows, into ``abuf``/``rbuf`` from
@@ -588,20 +613,7 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
             want *= 2
     if sq:  # the scored rows within the bound of the approximate k-th best, rescored exactly
         thr = np.float32(-np.inf) if hsize < k else hs[0] - 2 * eps
-        nc = 0
-        for i in range(nbuf):
-            if abuf[i] >= thr:
-                r = rbuf[i]
-                rbuf[nc] = r
-                nc += 1
-                for t in range(0, d, 16):
-                    prefetch(Xf, r * d + t)
-        hsize = 0
-        for i in range(nc):
-            r = rbuf[i]
-            acc = _dot1(qv, Xl[r])
-            if hsize < k or acc >= hs[0]:
-                hsize = heap_push(hs, hr, hsize, k, acc, r)
+        hsize = _rescore_within(qv, Xl, rbuf, 0, abuf, nbuf, thr, k, hs, hr, rbuf)
     for a in range(hsize, k):  # padding: callers may hand over uninitialised rows
         out_r[q, a] = -1
         out_s[q, a] = -np.inf
@@ -754,7 +766,6 @@ def _gather_one_half(qv, X, H, rmax, nmax, rows, start, end, k, out_s, out_r):
     """
     d = qv.shape[0]
     Hf = H.reshape(-1)
-    Xf = X.reshape(-1)
     m = end - start
     l1 = np.float32(0.0)
     l2 = np.float32(0.0)
@@ -816,23 +827,7 @@ def _gather_one_half(qv, X, H, rmax, nmax, rows, start, end, k, out_s, out_r):
             size = heap_push(hs, hr, size, k, a0, 0)
         j += 1
     thr = np.float32(-np.inf) if size < k else hs[0] - 2 * eps
-    # pass 2: the candidates' float32 rows prefetched first, then rescored
-    cand = np.empty(m, np.int64)
-    nc = 0
-    for i in range(m):
-        if buf[i] >= thr:
-            r = rows[start + i]
-            cand[nc] = r
-            nc += 1
-            b = r * d
-            for t in range(0, d, 16):
-                prefetch(Xf, b + t)
-    size = 0
-    for i in range(nc):
-        r = cand[i]
-        acc = _dot1(qv, X[r])
-        if size < k or acc >= hs[0]:
-            size = heap_push(hs, hr, size, k, acc, r)
+    size = _rescore_within(qv, X, rows, start, buf, m, thr, k, hs, hr, np.empty(m, np.int64))
     for a in range(k):
         out_r[a] = -1
         out_s[a] = -np.inf
@@ -858,7 +853,6 @@ def _gather_one_sq8(qv, X, C, step, nmax, rows, start, end, k, out_s, out_r):
     """
     d = qv.shape[0]
     Cf = C.reshape(-1)
-    Xf = X.reshape(-1)
     m = end - start
     qp = np.empty(d, np.float32)
     eps = _sq8_query(qv, step, nmax, qp)
@@ -913,22 +907,7 @@ def _gather_one_sq8(qv, X, C, step, nmax, rows, start, end, k, out_s, out_r):
             size = heap_push(hs, hr, size, k, a0, 0)
         j += 1
     thr = np.float32(-np.inf) if size < k else hs[0] - 2 * eps
-    cand = np.empty(m, np.int64)
-    nc = 0
-    for i in range(m):
-        if buf[i] >= thr:
-            r = rows[start + i]
-            cand[nc] = r
-            nc += 1
-            b = r * d
-            for t in range(0, d, 16):
-                prefetch(Xf, b + t)
-    size = 0
-    for i in range(nc):
-        r = cand[i]
-        acc = _dot1(qv, X[r])
-        if size < k or acc >= hs[0]:
-            size = heap_push(hs, hr, size, k, acc, r)
+    size = _rescore_within(qv, X, rows, start, buf, m, thr, k, hs, hr, np.empty(m, np.int64))
     for a in range(k):
         out_r[a] = -1
         out_s[a] = -np.inf

@@ -616,13 +616,7 @@ class SeismicIndex(MutableIndex):
                 if fast is not None:
                     return fast
         if settings is None:
-            # resolved settings per distinct set of arguments, cached (a search loop passes the same ones)
-            key = (target_recall, query_cut, heap_factor, first_sorted, filter_exact_max)
-            st = self._op_cache.get(key)
-            if st is None:
-                st = self._resolve(None, query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
-                if len(self._op_cache) < 256:
-                    self._op_cache[key] = st
+            st = self._call_settings(query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
         else:
             st = self._resolve(settings, query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
         qc, hf, first_sorted = st.query_cut, st.heap_factor, st.first_sorted
@@ -703,6 +697,18 @@ class SeismicIndex(MutableIndex):
         ids = out_r if self._idmap.identity else self._idmap.to_ids(out_r)
         return SearchResult(ids, out_s, counts)
 
+    def _call_settings(self, query_cut: Any, heap_factor: Any, target_recall: Any, first_sorted: Any,
+                       filter_exact_max: Any) -> SeismicSettings:
+        """The settings of a search without ``settings=``, resolved once per distinct set of
+        arguments and cached (a search loop passes the same ones)."""
+        key = (target_recall, query_cut, heap_factor, first_sorted, filter_exact_max)
+        st = self._op_cache.get(key)
+        if st is None:
+            st = self._resolve(None, query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
+            if len(self._op_cache) < 256:
+                self._op_cache[key] = st
+        return st
+
     def _search_one_row(self, queries: Any, k: int, query_cut: Any, heap_factor: Any, target_recall: Any, first_sorted: Any,
                         filter_exact_max: Any) -> SearchResult | None:
         """The lean path of the common call, one unfiltered query as a one-row CSR matrix in
@@ -718,12 +724,7 @@ class SeismicIndex(MutableIndex):
                 or ind[0] != 0 or ind[1] != comps.shape[0] or vals.shape[0] != comps.shape[0] or comps.shape[0] == 0
                 or not comps.flags.writeable or not vals.flags.writeable or self._n_indexed == 0 and self.ntotal == 0):
             return None
-        key = (target_recall, query_cut, heap_factor, first_sorted, filter_exact_max)
-        st = self._op_cache.get(key)
-        if st is None:
-            st = self._resolve(None, query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
-            if len(self._op_cache) < 256:
-                self._op_cache[key] = st
+        st = self._call_settings(query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
         out_r = np.empty((1, k), np.int64)
         out_s = np.empty((1, k), np.float32)
         with self._lock:
