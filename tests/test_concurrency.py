@@ -98,7 +98,8 @@ def _apply(idx, op: tuple) -> None:
 @pytest.mark.parametrize("kind", K.KINDS)
 def test_search_while_writing_sees_whole_states(kind):
     """4 threads search (a batch and a single query, under a filter that also allows ids
-    still to come) while a 5th makes 24 changes (add, remove, upsert, compact); each
+    still to come — a shared Filter, a new one, or a plain id array — and a single query
+    without a filter) while a 5th makes 24 changes (add, remove, upsert, compact); each
     answer must equal the reference answer of one of the 25 states, in non-decreasing
     state order per thread."""
     x0 = K.data(kind, N0, seed=1)
@@ -114,7 +115,7 @@ def test_search_while_writing_sees_whole_states(kind):
     ref = K.make(kind)
     ref.compact_threshold = 1.0  # compaction only where the writer asks for it
     ref.add(x0, ids0)
-    refs_batch, refs_one = [], []
+    refs_batch, refs_one, refs_all = [], [], []
     for b in range(N_ADDS + 1):
         if b:
             _apply(ref, ops[b - 1])
@@ -122,6 +123,7 @@ def test_search_while_writing_sees_whole_states(kind):
         K.check_result(ref, kind, q, rb, KQ, allowed=allowed)
         refs_batch.append(rb)
         refs_one.append(ref.search(q1, KQ, filter=Filter.from_ids(allowed), **params))
+        refs_all.append(ref.search(q1, KQ, **params))  # one query, no filter (the lean one-row paths)
     distinct = sum(not _same(refs_batch[i], refs_batch[i + 1]) for i in range(N_ADDS))
     assert distinct >= 2, "the adds must change the answers for the test to mean anything"
 
@@ -140,10 +142,11 @@ def test_search_while_writing_sees_whole_states(kind):
             while after_done < 3:
                 if done.is_set():
                     after_done += 1
-                single = (len(seen[t]) + t) % 2 == 1
-                flt = shared_filter if t % 2 == 0 else Filter.from_ids(allowed)
-                res = idx.search(q1 if single else q, KQ, filter=flt, **params)
-                refs = refs_one if single else refs_batch
+                mode = (len(seen[t]) + t) % 3  # 0: the batch, 1: one query, 2: one query without a filter
+                # a shared Filter object (its caches too), a new Filter, or a plain id array (compiled without one)
+                flt = (shared_filter, Filter.from_ids(allowed), allowed.copy())[t % 3] if mode < 2 else None
+                res = idx.search(q if mode == 0 else q1, KQ, filter=flt, **params)
+                refs = (refs_batch, refs_one, refs_all)[mode]
                 states = [s for s in range(last, N_ADDS + 1) if _same(res, refs[s])]
                 if not states:
                     older = [s for s in range(last) if _same(res, refs[s])]
