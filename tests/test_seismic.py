@@ -494,10 +494,11 @@ def test_query_rows_in_any_accepted_form_give_the_same_answer(coll, exact_seismi
 
 
 def test_one_row_calls_equal_the_batch_on_the_lean_path(coll):
-    """One unfiltered CSR row per call (the lean one-query path: 13 kernel arguments, no
-    shape check of the result) returns exactly the batch's rows, under external ids, at
-    several operating points; rows the lean path does not take (read-only, empty, a removed
-    row in the index) give the general path's answer."""
+    """One unfiltered CSR row per call (the lean one-query path: a direct call of the
+    compiled kernel, no shape check of the result) returns exactly the batch's rows, under
+    external ids, at several operating points, also after an add remade the kernel view;
+    rows the lean path does not take (read-only, strided, empty, a removed row in the
+    index) give the general path's answer."""
     docs, queries = coll
     ids = np.arange(N, dtype=np.int64) * 7 + 3
     idx = SeismicIndex.build(docs, ids=ids, n_postings=30, summary_energy=0.4, centroid_fraction=0.15, seed=3,
@@ -514,9 +515,25 @@ def test_one_row_calls_equal_the_batch_on_the_lean_path(coll):
     ro = q[0].copy()
     ro.data.flags.writeable = False
     np.testing.assert_array_equal(idx.search(ro, K, query_cut=6, heap_factor=0.8).ids[0], ref.ids[0])
+    for name in ("indices", "data"):  # an array of the right dtype but every other element of a buffer
+        st = q[0].copy()
+        a = getattr(st, name)
+        buf = np.zeros(2 * a.shape[0], a.dtype)
+        buf[::2] = a
+        setattr(st, name, buf[::2])
+        assert not getattr(st, name).flags.c_contiguous
+        np.testing.assert_array_equal(idx.search(st, K, query_cut=6, heap_factor=0.8).ids[0], ref.ids[0])
     empty = sp.csr_matrix((1, V), dtype=np.float32)
     res = idx.search(empty, K)
     assert res.counts[0] == 0 and np.all(res.ids == -1)
+    extra = docs[:40].tocsr() * np.float32(2.0)  # added documents (scored exactly): the view is made anew
+    idx.add(extra, ids=np.arange(40, dtype=np.int64) + 10 * N)
+    batch = idx.search(q, K, query_cut=6, heap_factor=0.8)
+    one = SearchResult.concat([idx.search(q[i], K, query_cut=6, heap_factor=0.8) for i in range(q.shape[0])])
+    np.testing.assert_array_equal(one.ids, batch.ids)
+    np.testing.assert_array_equal(one.scores, batch.scores)
+    assert np.any(one.ids >= 10 * N)
+    ref = batch
     idx.remove(ref.ids[0][:1])
     after = idx.search(q[0], K, query_cut=6, heap_factor=0.8)
     assert ref.ids[0][0] not in after.ids[0]

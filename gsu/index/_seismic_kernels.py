@@ -1435,24 +1435,27 @@ def _list_summary_dots(l, b0, nb_, qs, qe, q_comps, qdense,
 
 search_serial, search_parallel = serial_and_parallel(_search_impl)
 
+# the unused filter arguments of an unfiltered one-query search (constants: no allocation per call)
+_NO_U8 = np.zeros(0, np.uint8)
+_NO_PTR = np.zeros(2, np.int64)
+_NO_I64 = np.zeros(0, np.int64)
+
 
 @nb.njit(cache=True)
 def search_one(v, q_comps, q_vals, dim, k, query_cut, heap_factor, first_sorted, term_order, n_indexed, max_blocks, out_rows,
-               out_scores):
+               out_scores, out_counts):
     """One unfiltered query (its sorted components ``q_comps`` / values ``q_vals``) by
-    :func:`search_serial` into ``out_rows`` (1, k) / ``out_scores`` (1, k), with the batch
-    arguments made here: the lean path of a one-query call, whose Python side then unboxes
-    13 arguments instead of 23 (arrays are made by the caller: boxing arrays returned from
-    here costs more than making them in Python).
+    :func:`search_serial` into ``out_rows`` (1, k) / ``out_scores`` (1, k) /
+    ``out_counts`` (1,), with the batch arguments made here: the lean path of a
+    one-query call, whose Python side then unboxes 14 arguments instead of 23 (arrays
+    are made by the caller: boxing arrays returned from here costs more than making
+    them in Python).
 
-    Returns ``(code, count)`` (``code`` as :func:`_check_queries`; nothing is searched
-    when it is nonzero)."""
+    Returns ``code`` (as :func:`_check_queries`; nothing is searched when it is nonzero)."""
     q_indptr = np.empty(2, np.int64)
     q_indptr[0] = 0
     q_indptr[1] = q_comps.shape[0]
-    counts = np.empty(1, np.int64)
     scored = np.empty(1, np.int64)
     code, _ = search_serial(v, q_indptr, q_comps, q_vals, dim, k, query_cut, heap_factor, first_sorted, term_order, n_indexed,
-                            0, np.empty(0, np.uint8), np.empty(0, np.uint8), np.zeros(2, np.int64), np.empty(0, np.int64), 0, 1,
-                            max_blocks, out_rows, out_scores, counts, scored)
-    return code, counts[0]
+                            0, _NO_U8, _NO_U8, _NO_PTR, _NO_I64, 0, 1, max_blocks, out_rows, out_scores, out_counts, scored)
+    return code

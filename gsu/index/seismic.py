@@ -53,6 +53,7 @@ import scipy.sparse as sp
 from gsu._validate import check_k, check_positive_int
 from gsu.errors import FieldError
 from gsu.index import _seismic_kernels as _sk
+from gsu.index._direct import direct_entry, plain
 from gsu.index._mutable import MutableIndex
 from gsu.index.base import register_index
 from gsu.index.result import SearchResult
@@ -64,6 +65,8 @@ log = logging.getLogger(__name__)
 __all__ = ["SeismicIndex", "SeismicSettings", "default_filter_exact_max"]
 
 _EMPTY_U8 = np.zeros(0, np.uint8)
+_I32 = np.dtype(np.int32)
+_F32 = np.dtype(np.float32)
 
 
 def _kernel_rows(indptr: np.ndarray, comps: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -277,6 +280,7 @@ class SeismicIndex(MutableIndex):
         self._lock = threading.Lock()
         self._view: Any = None
         self._view_threads = 0
+        self._one: Any = None  # (view, entry point) of the one-row path
         self._term_order = 0
         self._calibration: dict[str, Any] | None = None
         self._op_cache: dict[Any, SeismicSettings] = {}
@@ -712,29 +716,45 @@ class SeismicIndex(MutableIndex):
     def _search_one_row(self, queries: Any, k: int, query_cut: Any, heap_factor: Any, target_recall: Any, first_sorted: Any,
                         filter_exact_max: Any) -> SearchResult | None:
         """The lean path of the common call, one unfiltered query as a one-row CSR matrix in
-        the kernel's form (int32 components, float32 values, writable) on an index without
-        removed rows: one kernel call with 13 arguments (:func:`_sk.search_one`). ``None``
-        when the call is not of that form, or the row is not in the kernel's canonical form
-        (unsorted, zeros, ...): the general path then normalises it or raises the precise
-        error."""
+        the kernel's form (int32 components, float32 values, plain arrays) on an index
+        without removed rows: one direct call of the compiled :func:`_sk.search_one`
+        (:mod:`gsu.index._direct`, resolved once per kernel view). ``None`` when the call is
+        not of that form, or the row is not in the kernel's canonical form (unsorted,
+        zeros, ...): the general path then normalises it or raises the precise error."""
         ind = queries.indptr
         comps = queries.indices
         vals = queries.data
-        if (ind.shape[0] != 2 or comps.dtype != np.int32 or vals.dtype != np.float32 or queries.shape[1] != self.dim
-                or ind[0] != 0 or ind[1] != comps.shape[0] or vals.shape[0] != comps.shape[0] or comps.shape[0] == 0
-                or not comps.flags.writeable or not vals.flags.writeable or self._n_indexed == 0 and self.ntotal == 0):
+        if (comps.dtype is not _I32 or vals.dtype is not _F32 or ind.shape[0] != 2 or queries.shape[1] != self.dim
+                or comps.shape[0] == 0 or ind[0] != 0 or ind[1] != comps.shape[0] or vals.shape[0] != comps.shape[0]
+                or not plain(comps) or not plain(vals) or self._n_indexed == 0 and self.ntotal == 0):
             return None
-        st = self._call_settings(query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
+        st = self._op_cache.get((target_recall, query_cut, heap_factor, first_sorted, filter_exact_max))
+        if st is None:
+            st = self._call_settings(query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
         out_r = np.empty((1, k), np.int64)
         out_s = np.empty((1, k), np.float32)
+        counts = np.empty(1, np.int64)
         with self._lock:
-            view = self._view if self._view_threads >= 1 else self._make_view(1)
-            code, count = _sk.search_one(view, comps, vals, self.dim, k, st.query_cut, st.heap_factor, st.first_sorted,
-                                         self._term_order, self._n_indexed, self._max_blocks, out_r, out_s)
+            one = self._one
+            if one is None or one[0] is not self._view:
+                one = self._one_entry()
+            code = one[1](one[0], comps, vals, self.dim, k, st.query_cut, st.heap_factor, st.first_sorted,
+                          self._term_order, self._n_indexed, self._max_blocks, out_r, out_s, counts)
         if code != 0:
             return None
-        return SearchResult.trusted(out_r if self._idmap.identity else self._idmap.to_ids(out_r), out_s,
-                                    np.array([count], np.int64))
+        return SearchResult.trusted(out_r if self._idmap.identity else self._idmap.to_ids(out_r), out_s, counts)
+
+    def _one_entry(self) -> tuple[Any, Any]:
+        """``(view, entry)``: the kernel view of one thread and the compiled entry point of
+        :func:`_sk.search_one` for its types (under ``self._lock``; kept until the view is
+        remade)."""
+        view = self._view if self._view_threads >= 1 else self._make_view(1)
+        ex_r = np.empty((1, 1), np.int64)
+        ex_s = np.empty((1, 1), np.float32)
+        args = (view, np.zeros(1, np.int32), np.zeros(1, np.float32), self.dim, 1, 1, 1.0, True, 0, 0, 0, ex_r, ex_s,
+                np.empty(1, np.int64))
+        self._one = (view, direct_entry(_sk.search_one, args))
+        return self._one
 
     def _plain_search(self, q: SparseRows, k: int, qc: int, hf: float, n_threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unfiltered search of validated rows with ``n_threads`` threads: ``(rows, scores, scored)`` (row numbers)."""
