@@ -1070,3 +1070,18 @@ def test_calibration_filter_sets_decode_to_their_rows(monkeypatch):
                 np.testing.assert_array_equal(s.rows(i), want)
                 np.testing.assert_array_equal(s[i], ids[want])
         assert s._decoded_bytes <= budget
+
+
+def test_sorted_ids_equals_np_unique_on_any_order():
+    """The compile's sorted distinct copy of a request's id array: unsorted with repeats,
+    already sorted, descending, int64 extremes, strided input; never the input itself."""
+    from gsu.index.filters import sorted_ids
+
+    rng = np.random.default_rng(11)
+    cases = [rng.integers(-50, 50, 1000), np.arange(10, 5000, 3), np.arange(5000, 0, -7), rng.choice(10**12, 3000),
+             np.array([2**63 - 1, -(2**63), 0, 2**63 - 1, 5]), np.array([7]), np.zeros(0), rng.integers(0, 99, 4000)[::3]]
+    for a in cases:
+        a = np.asarray(a).astype(np.int64, copy=False)
+        got = sorted_ids(a)
+        np.testing.assert_array_equal(got, np.unique(a))
+        assert got.dtype == np.int64 and got.flags.c_contiguous and not np.shares_memory(got, a)

@@ -103,7 +103,7 @@ def sorted_ids(a: np.ndarray) -> np.ndarray:
     b = a.copy()  # C order, whatever the input's layout
     if b.shape[0] < 2 or fk.strictly_increasing(b):
         return b
-    b.sort(kind="stable")
+    b.sort()  # introsort (SIMD in numpy 2): 4-10x faster than the stable sort on int64
     return fk.dedup_sorted(b)
 
 
