@@ -509,8 +509,9 @@ def build_time(ds: DenseSet, *, quick: bool, seed: int = 0) -> tuple[dict[str, A
 def filter_cost(ctx: dict[str, Any], *, seed: int = 0) -> list[dict[str, Any]]:
     """The fresh-filter overhead: ``Filter.from_ids`` (+ compile) for 10,000 and 50,000
     sorted ids, and per search, a fresh filter vs the same ``Filter`` reused, for
-    ``FilteredIndex``, ``FlatIndex``, ``HNSWIndex`` (ef 64) and ``IVFIndex`` (nprobe 16)
-    at random filters of each selectivity (median µs per query, one thread)."""
+    ``FilteredIndex``, ``FlatIndex``, ``HNSWIndex`` (ef 64) and ``FilteredIndex``'s IVF route
+    at random filters of each selectivity (median µs per query, one thread); also a plain
+    id array in the user's (unsorted) order, compiled alone and per search."""
     ds, idx, flat, k = ctx["data"], ctx["idx"], ctx["flat"], ctx["k"]
     n = ds.x.shape[0]
     rng = np.random.default_rng(seed + 99)
@@ -533,21 +534,33 @@ def filter_cost(ctx: dict[str, Any], *, seed: int = 0) -> list[dict[str, Any]]:
         out.append({**base, "what": "Filter.from_ids", "m": m, "us": med_us(lambda: Filter.from_ids(ids), 300)})
         out.append({**base, "what": "Filter.from_ids+compile", "m": m,
                     "us": med_us(lambda: Filter.from_ids(ids).compile(idx.idmap, 1), 300)})
+        # a request's ids in the order the user has them (a behavior log is not sorted by id)
+        shuffled = rng.permutation(ids)
+        out.append({**base, "what": "plain id array compile (sorted)", "m": m,
+                    "us": med_us(lambda: idx.hnsw.compile_filter(ids, 1), 300)})
+        out.append({**base, "what": "plain id array compile (unsorted)", "m": m,
+                    "us": med_us(lambda: idx.hnsw.compile_filter(shuffled, 1), 300)})
     q = ds.q
     nq = min(q.shape[0], 100)
     searches = {
         "FilteredIndex": lambda qq, f: idx.search(qq, k, filter=f),
         "FlatIndex": lambda qq, f: flat.search(qq, k, filter=f),
         "HNSWIndex(ef=64)": lambda qq, f: idx.hnsw.search(qq, k, filter=f, ef=64),
-        "IVFIndex(nprobe=16)": lambda qq, f: idx.ivf.search(qq, k, filter=f, nprobe=16, candidates=20 * k),
+        # the IVF part of a FilteredIndex holds no vectors of its own: its route, forced
+        "FilteredIndex(route=ivf)": lambda qq, f: idx.search(qq, k, filter=f, route="ivf"),
     }
     for sel in SELECTIVITIES:
         m = max(1, int(round(sel * n)))
         allowed = [np.sort(rng.choice(n, m, replace=False)).astype(np.int64) for _ in range(nq)]
+        unsorted = [rng.permutation(a) for a in allowed]
         for name, search in searches.items():
             def fresh() -> None:
                 for i in range(nq):
                     search(q[i], Filter.from_ids(allowed[i]))
+
+            def plain_unsorted() -> None:
+                for i in range(nq):
+                    search(q[i], unsorted[i])
 
             fobj = [Filter.from_ids(a) for a in allowed]
 
@@ -557,8 +570,9 @@ def filter_cost(ctx: dict[str, Any], *, seed: int = 0) -> list[dict[str, Any]]:
 
             tf = med_us(fresh, 3) / nq
             tc = med_us(cached, 3) / nq
+            tu = med_us(plain_unsorted, 3) / nq
             out.append({**base, "what": "search", "index": name, "selectivity": sel, "m": m, "fresh_us": tf, "cached_us": tc,
-                        "overhead_us": tf - tc})
+                        "overhead_us": tf - tc, "plain_unsorted_us": tu})
     return out
 
 
