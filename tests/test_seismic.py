@@ -523,6 +523,10 @@ def test_one_row_calls_equal_the_batch_on_the_lean_path(coll):
         setattr(st, name, buf[::2])
         assert not getattr(st, name).flags.c_contiguous
         np.testing.assert_array_equal(idx.search(st, K, query_cut=6, heap_factor=0.8).ids[0], ref.ids[0])
+    odd = q[0].copy()  # a component array of another rank never reaches the direct call
+    odd.indices = odd.indices.reshape(1, -1)
+    with pytest.raises(ValueError, match="malformed CSR"):
+        idx.search(odd, K, query_cut=6, heap_factor=0.8)
     empty = sp.csr_matrix((1, V), dtype=np.float32)
     res = idx.search(empty, K)
     assert res.counts[0] == 0 and np.all(res.ids == -1)

@@ -40,8 +40,11 @@ def direct_entry(dispatcher: Any, example_args: tuple) -> Callable[..., Any]:
         return dispatcher
 
 
-def plain(a: np.ndarray) -> bool:
-    """Whether ``a`` is C-contiguous, aligned and writeable (the layout an entry point
-    compiled for plain arrays reads)."""
+def plain(a: np.ndarray, ndim: int) -> bool:
+    """Whether ``a`` has ``ndim`` dimensions and is C-contiguous, aligned and writeable (the
+    layout an entry point compiled for plain arrays of that rank reads; the dtype is the
+    caller's check)."""
+    if a.ndim != ndim:
+        return False
     f = a.flags
     return f.c_contiguous and f.aligned and f.writeable

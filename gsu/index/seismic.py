@@ -626,7 +626,8 @@ class SeismicIndex(MutableIndex):
         qc, hf, first_sorted = st.query_cut, st.heap_factor, st.first_sorted
         n = self.ntotal
         tq = type(queries)
-        if (tq is sp.csr_matrix or tq is sp.csr_array) and queries.data.dtype == np.float32 and queries.shape[1] == self.dim:
+        if ((tq is sp.csr_matrix or tq is sp.csr_array) and queries.data.dtype == np.float32 and queries.shape[1] == self.dim
+                and queries.indices.ndim == 1 and queries.data.ndim == 1 and queries.indptr.ndim == 1):
             # lean path (one query per call is the common case): the kernel checks the rows
             q_indptr, q_comps, q_vals = _kernel_rows(queries.indptr, queries.indices, queries.data)
         else:
@@ -724,9 +725,9 @@ class SeismicIndex(MutableIndex):
         ind = queries.indptr
         comps = queries.indices
         vals = queries.data
-        if (comps.dtype is not _I32 or vals.dtype is not _F32 or ind.shape[0] != 2 or queries.shape[1] != self.dim
-                or comps.shape[0] == 0 or ind[0] != 0 or ind[1] != comps.shape[0] or vals.shape[0] != comps.shape[0]
-                or not plain(comps) or not plain(vals) or self._n_indexed == 0 and self.ntotal == 0):
+        if (comps.dtype is not _I32 or vals.dtype is not _F32 or not plain(comps, 1) or not plain(vals, 1)
+                or ind.shape != (2,) or queries.shape[1] != self.dim or comps.shape[0] == 0 or ind[0] != 0
+                or ind[1] != comps.shape[0] or vals.shape[0] != comps.shape[0] or self._n_indexed == 0 and self.ntotal == 0):
             return None
         st = self._op_cache.get((target_recall, query_cut, heap_factor, first_sorted, filter_exact_max))
         if st is None:

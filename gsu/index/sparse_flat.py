@@ -84,6 +84,9 @@ def as_csr(x: Any, *, name: str, dim: int, allow_negative: bool = True, allow_em
         n, ncols = m.shape
         if m.dtype.kind not in "fiub":
             raise TypeError(f"{name}: expected real numeric weights, got dtype {m.dtype}")
+        if m.indptr.ndim != 1 or m.indices.ndim != 1 or m.data.ndim != 1 or m.indptr.shape[0] != n + 1:
+            raise ValueError(f"{name}: a malformed CSR matrix (indptr {m.indptr.shape}, indices {m.indices.shape}, "
+                             f"data {m.data.shape} for {n} rows; expected 1-D arrays and n + 1 row pointers)")
         indptr = m.indptr if m.indptr.dtype == np.int64 else m.indptr.astype(np.int64)
         indices = m.indices if m.indices.dtype == np.int32 else m.indices.astype(np.int32)
         data = m.data if m.data.dtype == np.float32 else m.data.astype(np.float32)
