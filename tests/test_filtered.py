@@ -976,7 +976,10 @@ def test_ids_bitmap64_and_bitmap64_rows_match_numpy():
                 assert bm.shape == ((n + 63) >> 6,) and cnt == want.shape[0]
                 np.testing.assert_array_equal(bm, fk.rows_bitmap64(want, n))
                 assert (rmin, rmax) == ((int(want[0]), int(want[-1])) if cnt else (n, -1))
-                np.testing.assert_array_equal(fk.bitmap64_rows(bm, cnt, fk._BYTE_POS, fk._BYTE_CNT), want)
+                np.testing.assert_array_equal(fk.bitmap64_rows(bm, cnt), want)
+    full = np.full(3, np.iinfo(np.uint64).max, np.uint64)  # every bit, bit 63 included
+    np.testing.assert_array_equal(fk.bitmap64_rows(full, 192), np.arange(192))
+    np.testing.assert_array_equal(fk.bitmap64_rows(full, 70), np.arange(70))  # stops at m rows
 
 
 @pytest.mark.parametrize("offset", [0, 1000])
@@ -1007,6 +1010,25 @@ def test_large_plain_id_arrays_compile_to_a_bitmap_and_match_the_filter_on_every
             np.testing.assert_array_equal(a.ids, b.ids, err_msg=route)
             np.testing.assert_array_equal(a.scores, b.scores, err_msg=route)
             assert np.isin(a.ids[a.ids >= 0], s).all()
+    # below 1/16: a sorted array compiles by a copy, an unsorted one from 1/64 of the rows to
+    # the bitmap (cheaper than sorting it), below that by a sort; the same answers everywhere
+    from gsu.index._mutable import UNSORTED_BITMAP_SHARE
+
+    for m, bitmap in ((-(-N // UNSORTED_BITMAP_SHARE), True), (N // BITMAP_FIRST_SHARE - 1, True),
+                      (N // UNSORTED_BITMAP_SHARE - 4, False)):  # (3 repeats are appended below)
+        s = np.sort(rng.choice(ids, m, replace=False))
+        assert fi.hnsw.compile_filter(s, 1)._rows is not None  # sorted: rows straight away
+        u = rng.permutation(np.concatenate([s, s[:3]]))
+        cf = fi.hnsw.compile_filter(u, 1)
+        assert (cf._rows is None and "bitmap64" in cf._masks) is bitmap, m
+        np.testing.assert_array_equal(cf.rows, s - offset)
+        for kw in ({}, {"route": "exact"}, {"route": "ivf"}, {"route": "hnsw"}):
+            a = fi.search(q[0], K, filter=u, **kw)
+            b = fi.search(q[0], K, filter=Filter.from_ids(s), **kw)
+            np.testing.assert_array_equal(a.ids, b.ids)
+            np.testing.assert_array_equal(a.scores, b.scores)
+            c = fi.hnsw.search(q[0], K, filter=u)  # HNSWIndex takes a plain array the same way
+            np.testing.assert_array_equal(c.ids, fi.hnsw.search(q[0], K, filter=Filter.from_ids(s)).ids)
 
 
 @pytest.mark.parametrize("noise", [1e-2, 1e-6])

@@ -571,7 +571,7 @@ def filter_cost(ctx: dict[str, Any], *, seed: int = 0) -> list[dict[str, Any]]:
             tf = med_us(fresh, 3) / nq
             tc = med_us(cached, 3) / nq
             tu = med_us(plain_unsorted, 3) / nq
-            out.append({**base, "what": "search", "index": name, "selectivity": sel, "m": m, "fresh_us": tf, "cached_us": tc,
+            out.append({**base, "what": "search", "searcher": name, "selectivity": sel, "m": m, "fresh_us": tf, "cached_us": tc,
                         "overhead_us": tf - tc, "plain_unsorted_us": tu})
     return out
 

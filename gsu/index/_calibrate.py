@@ -87,7 +87,7 @@ class _Sets:
             if len(it) == 3:  # a bitmap: O(n/8 + m) (np.unpackbits + flatnonzero took ~40 % of a calibration)
                 r = self._decoded.get(i)
                 if r is None:
-                    r = fk.bitmap64_rows(it[0], it[1], fk._BYTE_POS, fk._BYTE_CNT)
+                    r = fk.bitmap64_rows(it[0], it[1])
                     if self._decoded_bytes + r.nbytes <= self.DECODED_CACHE_BYTES:  # every ladder option reads it again
                         self._decoded[i] = r
                         self._decoded_bytes += r.nbytes

@@ -183,41 +183,40 @@ def ids_bitmap64(ids, lo, n):
     return bm, m, rmin, rmax
 
 
-def _byte_table() -> tuple[np.ndarray, np.ndarray]:
-    pos = np.zeros((256, 8), np.int64)
-    cnt = np.zeros(256, np.int64)
-    for b in range(256):
-        bits = [t for t in range(8) if b >> t & 1]
-        cnt[b] = len(bits)
-        pos[b, : len(bits)] = bits
-    return pos, cnt
+def _debruijn_table() -> np.ndarray:
+    """Bit index of ``low`` (a single set bit of a uint64) at ``(low * _DEBRUIJN) >> 58``."""
+    t = np.zeros(64, np.int64)
+    for i in range(64):
+        t[((1 << i) * 0x03F79D71B4CB0A89 & (2**64 - 1)) >> 58] = i
+    return t
 
 
-_BYTE_POS, _BYTE_CNT = _byte_table()
+_DEBRUIJN = np.uint64(0x03F79D71B4CB0A89)
+_DEBRUIJN_POS = _debruijn_table()
 
 
 @nb.njit(cache=True)
-def bitmap64_rows(bm, m, pos, cnt):
+def bitmap64_rows(bm, m):
     """The ``m`` set rows of the bitmap ``bm`` (as :func:`rows_bitmap64`), ascending, (m,)
-    int64: O(n/8 + m), a byte at a time through the tables ``pos`` (256, 8) / ``cnt`` (256,)
-    (:data:`_BYTE_POS` / :data:`_BYTE_CNT`). Stops at ``m`` rows."""
+    int64: O(n/64 + m), a set bit at a time (the lowest bit isolated, its index by a de
+    Bruijn multiply), empty words skipped. Faster than a byte-table decode at every density
+    measured (100,000 rows: 12.5 % set 11.9 vs 33.0 µs, 50 % 49.8 vs 99.4 µs, 90 % 80 vs 96
+    µs). Stops at ``m`` rows."""
     out = np.empty(m, np.int64)
     j = 0
+    one = np.uint64(1)
     for w in range(bm.shape[0]):
         x = bm[w]
         if x == 0:
             continue
         base = w << 6
-        for b in range(8):
-            byte = np.int64((x >> np.uint64(8 * b)) & np.uint64(255))
-            c = cnt[byte]
-            if c == 0:
-                continue
-            if j + c > m:
+        while x != 0:
+            if j == m:
                 return out[:j]
-            for t in range(c):
-                out[j + t] = base + 8 * b + pos[byte, t]
-            j += c
+            low = x & (~x + one)
+            out[j] = base + _DEBRUIJN_POS[(low * _DEBRUIJN) >> np.uint64(58)]
+            j += 1
+            x ^= low
     return out[:j]
 
 

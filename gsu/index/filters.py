@@ -292,7 +292,7 @@ class CompiledFilter:
             if self._run is not None:
                 r = np.arange(self._run[0], self._run[1], dtype=np.int64)
             elif self._mask is None:  # given as a bitmap (from_bitmap)
-                r = fk.bitmap64_rows(self._masks["bitmap64"], self._count, fk._BYTE_POS, fk._BYTE_CNT)
+                r = fk.bitmap64_rows(self._masks["bitmap64"], self._count)
             else:
                 r = np.flatnonzero(self._mask).astype(np.int64, copy=False)
             self._rows = r

@@ -291,10 +291,16 @@ class HNSWIndex(MutableIndex):
         n = self._n
         if n == 0:
             return SearchResult.empty(nq, k)
-        f = filter if type(filter) is Filter else Filter.coerce(filter)
-        if f.is_all or f.n_queries() is None:
+        if type(filter) is np.ndarray and filter.dtype == np.int64 and filter.ndim == 1:
+            f = None  # a plain id array (a request's fresh filter): compiled without a Filter object
+        else:
+            f = filter if type(filter) is Filter else Filter.coerce(filter)
+        if f is None or f.is_all or f.n_queries() is None:
             # one faiss call with prebuilt parameters (cached on a reused filter)
-            cf = None if f.is_all and self._dead is None else self.compile_filter(f, nq)  # less removed rows
+            if f is None:
+                cf = self.compile_filter(filter, nq)
+            else:
+                cf = None if f.is_all and self._dead is None else self.compile_filter(f, nq)  # less removed rows
             m = n if cf is None else cf.count
             if m == 0:
                 return SearchResult.empty(nq, k)
