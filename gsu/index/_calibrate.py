@@ -84,7 +84,7 @@ class _Sets:
     def rows(self, i: int) -> np.ndarray:
         it = self.items[i]
         if isinstance(it, tuple):
-            if len(it) == 3:  # a bitmap: O(n/8 + m) (np.unpackbits + flatnonzero took ~40 % of a calibration)
+            if len(it) == 3:  # a bitmap: O(n/64 + m) (np.unpackbits + flatnonzero took ~40 % of a calibration)
                 r = self._decoded.get(i)
                 if r is None:
                     r = fk.bitmap64_rows(it[0], it[1])
