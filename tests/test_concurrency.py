@@ -98,7 +98,7 @@ def _apply(idx, op: tuple) -> None:
 @pytest.mark.parametrize("kind", K.KINDS)
 def test_search_while_writing_sees_whole_states(kind):
     """4 threads search (a batch and a single query, under a filter that also allows ids
-    still to come — a shared Filter, a new one, or a plain id array — and a single query
+    still to come — a shared Filter, a new one, or a plain id array, sorted or not — and a single query
     without a filter) while a 5th makes 24 changes (add, remove, upsert, compact); each
     answer must equal the reference answer of one of the 25 states, in non-decreasing
     state order per thread."""
@@ -131,6 +131,7 @@ def test_search_while_writing_sees_whole_states(kind):
     idx.compact_threshold = 1.0
     idx.add(x0, ids0)
     shared_filter = Filter.from_ids(allowed)  # one Filter object shared by the threads (its caches too)
+    unsorted = np.random.default_rng(5).permutation(allowed)  # the ids in a behavior log's order
     errors: list[BaseException] = []
     done = threading.Event()
     seen: list[list[int]] = [[] for _ in range(READERS)]
@@ -143,8 +144,9 @@ def test_search_while_writing_sees_whole_states(kind):
                 if done.is_set():
                     after_done += 1
                 mode = (len(seen[t]) + t) % 3  # 0: the batch, 1: one query, 2: one query without a filter
-                # a shared Filter object (its caches too), a new Filter, or a plain id array (compiled without one)
-                flt = (shared_filter, Filter.from_ids(allowed), allowed.copy())[t % 3] if mode < 2 else None
+                # a shared Filter object (its caches too), a new Filter, or a plain id array, sorted or
+                # not (compiled without a Filter: a copy, a sort or a bitmap)
+                flt = (shared_filter, Filter.from_ids(allowed), allowed.copy(), unsorted.copy())[t % 4] if mode < 2 else None
                 res = idx.search(q if mode == 0 else q1, KQ, filter=flt, **params)
                 refs = (refs_batch, refs_one, refs_all)[mode]
                 states = [s for s in range(last, N_ADDS + 1) if _same(res, refs[s])]

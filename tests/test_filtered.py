@@ -565,12 +565,12 @@ def test_sq8_codes_reconstruct_within_half_a_step():
     assert codes.min(axis=0)[0] == 0 and codes.max(axis=0)[0] == 255
     c0, s0 = sq8_encode(np.zeros((0, 4), np.float32))
     assert c0.shape == (0, 4) and np.all(s0 == 1)
-    # the parallel kernel is the float64 formula exactly, over several range chunks, with
-    # values on half steps (round half to even) and scales far apart
+    # the parallel kernel is the float64 formula exactly, with values on half steps (round
+    # half to even) and scales far apart
     y = (rng.standard_normal((1000, 40)) * rng.uniform(1e-3, 1e3, 40)).astype(np.float32)
     y[:, 0] = np.round(y[:, 0])
     y[:, 1] = -7.0
-    codes, step = sq8_encode(y, chunk=96)
+    codes, step = sq8_encode(y)
     vmin = y.min(axis=0).astype(np.float64)
     span = y.max(axis=0).astype(np.float64) - vmin
     ref_step = np.where(span > 0, span / 255.0, 1.0)

@@ -48,50 +48,25 @@ _PROBE = 96
 _CAP_BASE = 4096
 
 
-def sq8_encode(X: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+def sq8_encode(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-dimension 8-bit scalar quantisation of ``X`` (n, d) float32 for the traversal.
 
     Returns ``(codes (n, d) uint8, step (d,) float32)`` with
     ``X[:, t] ≈ vmin[t] + step[t] · codes[:, t]`` (``vmin`` = column minimum, not needed
     by the search: it shifts every score by the same ``q · vmin``). A constant column gets
     step 1 and code 0. Every code is ``clip(rint((x - vmin) / step), 0, 255)`` in float64
-    (:func:`_sq8_rows`, rows in parallel: one pass over ``X`` for the column ranges, one
-    for the codes). ``chunk``: rows per task of the range pass.
+    (:func:`_sq8_rows`, rows in parallel; the column ranges are numpy's).
     """
     n, d = X.shape
     if n == 0:
         return np.zeros((0, d), np.uint8), np.ones(d, np.float32)
     X = np.ascontiguousarray(X, dtype=np.float32)
-    n_chunks = (n + chunk - 1) // chunk
-    lo = np.empty((n_chunks, d), np.float32)
-    hi = np.empty((n_chunks, d), np.float32)
-    _column_ranges(X, chunk, lo, hi)
-    vmin = lo.min(axis=0).astype(np.float64)
-    span = hi.max(axis=0).astype(np.float64) - vmin
+    vmin = X.min(axis=0).astype(np.float64)
+    span = X.max(axis=0).astype(np.float64) - vmin
     step = np.where(span > 0, span / 255.0, 1.0)
     codes = np.empty((n, d), np.uint8)
     _sq8_rows(X, vmin, step, codes)
     return codes, step.astype(np.float32)
-
-
-@nb.njit(cache=True, parallel=True)
-def _column_ranges(X, chunk, lo, hi):
-    """Column minima / maxima of each ``chunk`` rows of ``X`` into ``lo`` / ``hi``
-    (n_chunks, d); a NaN-free ``X`` is assumed (the index refuses NaN on add)."""
-    n, d = X.shape
-    for c in nb.prange(lo.shape[0]):
-        s = c * chunk
-        e = min(n, s + chunk)
-        for t in range(d):
-            lo[c, t] = X[s, t]
-            hi[c, t] = X[s, t]
-        for i in range(s + 1, e):
-            for t in range(d):
-                v = X[i, t]
-                if v < lo[c, t]:
-                    lo[c, t] = v
-                if v > hi[c, t]:
-                    hi[c, t] = v
 
 
 @nb.njit(cache=True, parallel=True)

@@ -27,7 +27,7 @@ from gsu._validate import as_ids
 from gsu.errors import FieldError
 from gsu.index.base import Index
 from gsu.index import _filter_kernels as fk
-from gsu.index.filters import CompiledFilter, Filter, IdMap
+from gsu.index.filters import CompiledFilter, Filter, IdMap, copy_checked, sort_distinct
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +126,11 @@ class MutableIndex(Index):
                 # a large one straight to the bitmap the walk and the list scan read: one
                 # pass over the ids, no sorted copy (rows extracted only if a route asks)
                 return self._bitmap_of_ids(filter)
-            b = filter.copy()  # C order, whatever the input's layout; read once from memory
-            if b.shape[0] >= 2 and not fk.strictly_increasing(b):
+            b, done = copy_checked(filter)  # sorted_ids, with the bitmap as a third way
+            if not done:
                 if bitmap_ok and b.shape[0] * UNSORTED_BITMAP_SHARE >= n:
                     return self._bitmap_of_ids(b)  # cheaper than sorting it (see UNSORTED_BITMAP_SHARE)
-                b.sort()
-                b = fk.dedup_sorted(b)
+                b = sort_distinct(b)
             return CompiledFilter(None, idmap.rows_of_sorted(b), n, True)
         f = filter if type(filter) is Filter else Filter.coerce(filter)
         if f.is_all:

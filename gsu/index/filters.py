@@ -96,14 +96,24 @@ def _int_bound(v: Any, name: str) -> int:
 
 def sorted_ids(a: np.ndarray) -> np.ndarray:
     """Sorted distinct copy of a 1-D int64 array: a copy and one pass over it when it is
-    already strictly increasing, a sort plus one pass otherwise.
+    already strictly increasing, a sort plus one pass otherwise."""
+    b, done = copy_checked(a)
+    return b if done else sort_distinct(b)
 
-    The copy comes first and the check reads the copy: a request's id array is usually
-    cold (just built from a user's behaviors), so it is read from memory once, not twice."""
-    b = a.copy()  # C order, whatever the input's layout
-    if b.shape[0] < 2 or fk.strictly_increasing(b):
-        return b
-    b.sort()  # introsort (SIMD in numpy 2): 4-10x faster than the stable sort on int64
+
+def copy_checked(a: np.ndarray) -> tuple[np.ndarray, bool]:
+    """A C-order copy of the 1-D int64 array ``a`` and whether it is strictly increasing
+    (then it is already :func:`sorted_ids`' answer). The copy comes first and the check
+    reads the copy: a request's id array is usually cold (just built from a user's
+    behaviors), so it is read from memory once, not twice."""
+    b = a.copy()
+    return b, b.shape[0] < 2 or bool(fk.strictly_increasing(b))
+
+
+def sort_distinct(b: np.ndarray) -> np.ndarray:
+    """The distinct values of the int64 array ``b`` ascending (``b`` is sorted in place:
+    introsort, numpy 2's SIMD sort, 4-10x faster than the stable sort on int64)."""
+    b.sort()
     return fk.dedup_sorted(b)
 
 
