@@ -837,6 +837,41 @@ def test_calibration_reaches_its_target_on_held_out_queries(calibrated):
     assert len(routes_seen) >= 2, routes_seen
 
 
+def test_calibration_measures_the_midpoint_between_failing_and_reaching_ladder_steps(calibrated):
+    """Between the lowest ladder step that reaches the target and the failing one below it,
+    the geometric midpoint is measured as well, and the fit takes the lowest measured
+    step that reaches (a midpoint when it does)."""
+    import math
+
+    from gsu.index.planner import HNSW_LADDER, IVF_LADDER, reaches
+
+    fi, cal, *_ = calibrated
+    checked = 0
+    for p in cal.points:
+        for fam, ladder in (("ivf", IVF_LADDER), ("hnsw", HNSW_LADDER), ("probe", HNSW_LADDER)):
+            entries = {e[0]: e for e in p[fam]}
+            assert list(entries) == sorted(entries), "entries are kept in budget order"
+            ok = [st for st in entries if st in ladder and reaches(entries[st], cal.target_recall)]
+            if not ok or ladder.index(min(ok)) == 0:
+                continue
+            low = min(ok)
+            below = ladder[ladder.index(low) - 1]
+            if below not in entries or reaches(entries[below], cal.target_recall):
+                continue
+            mids = [st for st in entries if below < st < low]
+            assert len(mids) == 1 and math.isclose(mids[0], math.sqrt(below * low)), (p["s"], fam, sorted(entries))
+            checked += 1
+    assert checked >= 2, "the fixture's calibration should refine several ladders"
+    st = fi.settings
+    lowest = []
+    for p in sorted(cal.points, key=lambda p: p["s"]):
+        reached = [e[0] for e in p["ivf"] if reaches(e, cal.target_recall)]
+        lowest.append(min(reached) if reached else None)
+    for j, v in enumerate(lowest):
+        if v is not None:
+            assert st.band_ivf[j] == v
+
+
 def test_calibration_is_saved_and_target_recall_picks_the_operating_point(calibrated, tmp_path):
     fi, cal, flat, cat, q = calibrated
     fi.save(tmp_path / "cal.gsu")
@@ -960,23 +995,38 @@ def test_serial_and_parallel_twins_keep_separate_cache_files():
 
 
 def test_ids_bitmap64_and_bitmap64_rows_match_numpy():
-    """The one-pass id → bitmap kernel (any order, repeats, ids outside dropped) and the
+    """The one-pass id → bitmap kernel (any order — shuffled, ascending, descending, sorted
+    stretches —, repeats, ids outside dropped), the sorted rows → bitmap kernel and the
     bitmap → rows extraction against numpy, for sizes on and off a word boundary."""
     from gsu.index import _filter_kernels as fk
+
+    def packed(rows, n):  # numpy's answer, the faiss IDSelectorBitmap layout
+        mask = np.zeros(((n + 63) >> 6) * 64, bool)
+        mask[rows] = True
+        return np.packbits(mask, bitorder="little").view(np.uint64)
 
     rng = np.random.default_rng(5)
     for n in (1, 63, 64, 65, 1000, 4096):
         for lo in (0, 11):
-            for m in (0, 1, n // 3, n):
-                ids = rng.integers(lo - 50, lo + n + 50, m).astype(np.int64)
-                ids = np.concatenate([ids, ids[: m // 4], [np.iinfo(np.int64).min, np.iinfo(np.int64).max]])
-                rng.shuffle(ids)
-                want = np.unique(ids[(ids >= lo) & (ids < lo + n)]) - lo
-                bm, cnt, rmin, rmax = fk.ids_bitmap64(ids, lo, n)
-                assert bm.shape == ((n + 63) >> 6,) and cnt == want.shape[0]
-                np.testing.assert_array_equal(bm, fk.rows_bitmap64(want, n))
-                assert (rmin, rmax) == ((int(want[0]), int(want[-1])) if cnt else (n, -1))
-                np.testing.assert_array_equal(fk.bitmap64_rows(bm, cnt), want)
+            for m in (0, 1, n // 3, n, 3 * n):
+                for order in ("shuffled", "ascending", "descending", "sorted runs"):
+                    ids = rng.integers(lo - 50, lo + n + 50, m).astype(np.int64)
+                    ids = np.concatenate([ids, ids[: m // 4], [np.iinfo(np.int64).min, np.iinfo(np.int64).max]])
+                    if order == "shuffled":
+                        rng.shuffle(ids)
+                    elif order == "ascending":
+                        ids.sort()
+                    elif order == "descending":
+                        ids = np.sort(ids)[::-1].copy()
+                    else:  # ascending stretches one after another (word changes back and forth)
+                        ids = np.concatenate([np.sort(c) for c in np.array_split(rng.permutation(ids), 5)])
+                    want = np.unique(ids[(ids >= lo) & (ids < lo + n)]) - lo
+                    bm, cnt, rmin, rmax = fk.ids_bitmap64(ids, lo, n)
+                    assert bm.shape == ((n + 63) >> 6,) and cnt == want.shape[0]
+                    np.testing.assert_array_equal(bm, packed(want, n))
+                    np.testing.assert_array_equal(fk.rows_bitmap64(want, n), packed(want, n))
+                    assert (rmin, rmax) == ((int(want[0]), int(want[-1])) if cnt else (n, -1))
+                    np.testing.assert_array_equal(fk.bitmap64_rows(bm, cnt), want)
     full = np.full(3, np.iinfo(np.uint64).max, np.uint64)  # every bit, bit 63 included
     np.testing.assert_array_equal(fk.bitmap64_rows(full, 192), np.arange(192))
     np.testing.assert_array_equal(fk.bitmap64_rows(full, 70), np.arange(70))  # stops at m rows

@@ -376,14 +376,17 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
             def step_at(i: int) -> list[Any] | None:
                 """Measure ladder step ``i``: ``[step, recalls, costs, lows]`` (None:
                 abandoned as far too slow)."""
-                kw = idx._budget_kw(fam, ladder[i], ivf_step, k, base)
+                return measure_step(ladder[i])
+
+            def measure_step(step: float) -> list[Any] | None:
+                kw = idx._budget_kw(fam, step, ivf_step, k, base)
                 # the probe family is the IVF route with the walk's density probe first, as
                 # search runs it: a walk that gives up is answered by IVF at ``ivf_step``
                 recs, costs, lows = measure(_HNSW if fam == "hnsw" else _IVF, _PRUNE * best * len(KINDS), **kw)
                 if not all(math.isfinite(r) for r in recs):
                     return None
-                measured[ladder[i]] = [ladder[i], recs, costs, lows]
-                return measured[ladder[i]]
+                measured[step] = [step, recs, costs, lows]
+                return measured[step]
 
             # start one step below what reached the target at the nearest selectivity
             # measured so far; walk down while it is still reached, then up to the high target
@@ -402,6 +405,16 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
                 if got is not None and reaches(got, target):
                     best = min(best, float(np.mean(got[2])))
                 i += 1
+            # the ladder's steps are ~1.6x apart: between the lowest step that reaches the
+            # target and the one below it that does not, the geometric midpoint is measured
+            # too, so that a budget is at most ~1.26x what the target needs, not ~1.6x
+            low = min((st for st, e in measured.items() if reaches(e, target)), default=None)
+            if low is not None and low in ladder and ladder.index(low) > 0:
+                below = ladder[ladder.index(low) - 1]
+                if below in measured and not reaches(measured[below], target):
+                    got = measure_step(float(math.sqrt(below * low)))
+                    if got is not None and reaches(got, target):
+                        best = min(best, float(np.mean(got[2])))
             for st in sorted(measured):
                 entry = measured[st]
                 point[fam].append(entry)
