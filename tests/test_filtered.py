@@ -979,6 +979,38 @@ def test_calibration_times_the_density_probe_as_search_runs_it(monkeypatch):
         assert min(e[1][0] for e in pt["probe"]) <= max(ivf.values())
 
 
+def test_calibration_stops_climbing_a_ladder_whose_steps_change_no_recall(monkeypatch):
+    """A family whose larger budgets leave every kind's recall unchanged (here: every
+    approximate measurement returns the same recall, below the target) stops after two
+    such steps instead of climbing its whole ladder; the exact scan is still timed."""
+    import gsu.index._calibrate as calmod
+    from gsu.index.planner import HNSW_LADDER, IVF_LADDER
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3000, 16)).astype(np.float32)
+    fi = FilteredIndex(16, M=8, ef_construction=40, nlist=32, calibrate=False)
+    fi.add(x)
+    real = calmod._Timer.run
+
+    def flat_recall(self, id_sets, truth, code, **kw):
+        r = real(self, id_sets, truth, code, **kw)
+        return r if code == calmod._EXACT else (0.5, r[1], 0.4)
+
+    monkeypatch.setattr(calmod._Timer, "run", flat_recall)
+    cal = fi.calibrate(n_queries=16)
+    assert len(cal.points) >= 3
+    full = {"ivf": 0, "hnsw": 0}
+    for p in cal.points:
+        for fam in full:
+            # the first step and two that changed nothing (fewer where the cost bound
+            # abandons the family first)
+            assert len(p[fam]) <= 3, (p["s"], fam, [e[0] for e in p[fam]])
+            full[fam] += len(p[fam]) == 3
+        assert len(p["exact"]) == 3
+    assert min(full.values()) >= 1, full
+    assert len(IVF_LADDER) > 3 and len(HNSW_LADDER) > 3
+
+
 def test_serial_and_parallel_twins_keep_separate_cache_files():
     """numba keys its on-disk cache by function name and bytecode, not by compile flags:
     twins compiled from one body must not share cache files, or the parallel one loads

@@ -14,7 +14,9 @@ Ladders stop at the first budget that reaches (:func:`gsu.index.planner.reaches`
 and lower confidence bound) the highest target the planner supports (0.99) for every
 kind, or when a step costs more than ``_PRUNE`` times the cheapest option already known
 to reach the calibration's target at that selectivity (the exact scan included): a route
-that slow is never chosen there.
+that slow is never chosen there, or after two steps in a row that changed no kind's recall.
+Between the lowest step that reaches the target and the failing step below it, the
+geometric midpoint is measured as well.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ log = logging.getLogger(__name__)
 GRID = (0.01, 0.1, 0.5, 0.001, 0.3, 0.03, 0.003, 0.2, 0.05, 0.7, 0.02, 0.005, 0.002)
 KINDS = ("random", "correlated", "range")
 _PRUNE = 3.0
+#: a family's ladder stops climbing after this many consecutive steps that changed no kind's recall
+_STALL_STEPS = 2
 #: grid points measured whatever the time limit (the main decades 1 %, 10 %, 50 %: a fit
 #: needs both ends of the range to place the exact limit and the graph threshold)
 _MIN_POINTS = 3
@@ -400,10 +404,16 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
                         break
                     best = min(best, float(np.mean(lower[2])))
             i = i0 + 1
-            while got is not None and i < len(ladder) and not reaches(got, target_hi) and float(np.mean(got[2])) <= _PRUNE * best:
+            stalled = 0
+            while (got is not None and i < len(ladder) and not reaches(got, target_hi) and float(np.mean(got[2])) <= _PRUNE * best
+                   and stalled < _STALL_STEPS):
+                prev = got
                 got = step_at(i)
                 if got is not None and reaches(got, target):
                     best = min(best, float(np.mean(got[2])))
+                # a larger budget that changes no kind's recall (the density probe gives up
+                # and IVF answers at its own budget, whatever the beam) is not climbed further
+                stalled = stalled + 1 if got is not None and all(abs(a - b) <= 1e-9 for a, b in zip(got[1], prev[1])) else 0
                 i += 1
             # the ladder's steps are ~1.6x apart: between the lowest step that reaches the
             # target and the one below it that does not, the geometric midpoint is measured
