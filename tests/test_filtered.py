@@ -837,41 +837,6 @@ def test_calibration_reaches_its_target_on_held_out_queries(calibrated):
     assert len(routes_seen) >= 2, routes_seen
 
 
-def test_calibration_measures_the_midpoint_between_failing_and_reaching_ladder_steps(calibrated):
-    """Between the lowest ladder step that reaches the target and the failing one below it,
-    the geometric midpoint is measured as well, and the fit takes the lowest measured
-    step that reaches (a midpoint when it does)."""
-    import math
-
-    from gsu.index.planner import HNSW_LADDER, IVF_LADDER, reaches
-
-    fi, cal, *_ = calibrated
-    checked = 0
-    for p in cal.points:
-        for fam, ladder in (("ivf", IVF_LADDER), ("hnsw", HNSW_LADDER), ("probe", HNSW_LADDER)):
-            entries = {e[0]: e for e in p[fam]}
-            assert list(entries) == sorted(entries), "entries are kept in budget order"
-            ok = [st for st in entries if st in ladder and reaches(entries[st], cal.target_recall)]
-            if not ok or ladder.index(min(ok)) == 0:
-                continue
-            low = min(ok)
-            below = ladder[ladder.index(low) - 1]
-            if below not in entries or reaches(entries[below], cal.target_recall):
-                continue
-            mids = [st for st in entries if below < st < low]
-            assert len(mids) == 1 and math.isclose(mids[0], math.sqrt(below * low)), (p["s"], fam, sorted(entries))
-            checked += 1
-    assert checked >= 2, "the fixture's calibration should refine several ladders"
-    st = fi.settings
-    lowest = []
-    for p in sorted(cal.points, key=lambda p: p["s"]):
-        reached = [e[0] for e in p["ivf"] if reaches(e, cal.target_recall)]
-        lowest.append(min(reached) if reached else None)
-    for j, v in enumerate(lowest):
-        if v is not None:
-            assert st.band_ivf[j] == v
-
-
 def test_calibration_is_saved_and_target_recall_picks_the_operating_point(calibrated, tmp_path):
     fi, cal, flat, cat, q = calibrated
     fi.save(tmp_path / "cal.gsu")

@@ -15,8 +15,6 @@ and lower confidence bound) the highest target the planner supports (0.99) for e
 kind, or when a step costs more than ``_PRUNE`` times the cheapest option already known
 to reach the calibration's target at that selectivity (the exact scan included): a route
 that slow is never chosen there, or after two steps in a row that changed no kind's recall.
-Between the lowest step that reaches the target and the failing step below it, the
-geometric midpoint is measured as well.
 """
 
 from __future__ import annotations
@@ -415,16 +413,6 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
                 # and IVF answers at its own budget, whatever the beam) is not climbed further
                 stalled = stalled + 1 if got is not None and all(abs(a - b) <= 1e-9 for a, b in zip(got[1], prev[1])) else 0
                 i += 1
-            # the ladder's steps are ~1.6x apart: between the lowest step that reaches the
-            # target and the one below it that does not, the geometric midpoint is measured
-            # too, so that a budget is at most ~1.26x what the target needs, not ~1.6x
-            low = min((st for st, e in measured.items() if reaches(e, target)), default=None)
-            if low is not None and low in ladder and ladder.index(low) > 0:
-                below = ladder[ladder.index(low) - 1]
-                if below in measured and not reaches(measured[below], target):
-                    got = measure_step(float(math.sqrt(below * low)))
-                    if got is not None and reaches(got, target):
-                        best = min(best, float(np.mean(got[2])))
             for st in sorted(measured):
                 entry = measured[st]
                 point[fam].append(entry)
