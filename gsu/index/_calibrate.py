@@ -378,9 +378,7 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
             def step_at(i: int) -> list[Any] | None:
                 """Measure ladder step ``i``: ``[step, recalls, costs, lows]`` (None:
                 abandoned as far too slow)."""
-                return measure_step(ladder[i])
-
-            def measure_step(step: float) -> list[Any] | None:
+                step = ladder[i]
                 kw = idx._budget_kw(fam, step, ivf_step, k, base)
                 # the probe family is the IVF route with the walk's density probe first, as
                 # search runs it: a walk that gives up is answered by IVF at ``ivf_step``
