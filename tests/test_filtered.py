@@ -7,6 +7,8 @@ inner products, -1/-inf padding; recall against FlatIndex; save/load (+ mmap).
 
 from __future__ import annotations
 
+import math
+
 import faiss
 import numpy as np
 import pytest
@@ -1154,3 +1156,63 @@ def test_sorted_ids_equals_np_unique_on_any_order():
         got = sorted_ids(a)
         np.testing.assert_array_equal(got, np.unique(a))
         assert got.dtype == np.int64 and got.flags.c_contiguous and not np.shares_memory(got, a)
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_calibration_correlated_filters_follow_the_rows_nearest_the_query(metric):
+    """The calibration's query-correlated filter: m distinct sorted rows, never the query's
+    own row, 80 % of them among the spread·near rows nearest the query by the exact score
+    (the geometry, not the IVF lists), the spreads 1 and 2 cycled over the queries; the
+    same rows whether the scores come precomputed or one query at a time."""
+    from gsu.index._calibrate import _SPREADS, draw_filters
+
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((4000, 12)).astype(np.float32)
+    fi = FilteredIndex(12, metric=metric, M=8, ef_construction=40, nlist=40, calibrate=False)
+    fi.add(x)
+    qrows = np.sort(rng.choice(4000, 9, replace=False))
+    Q = fi._scoring_queries(np.ascontiguousarray(x[qrows]))
+    S = Q @ fi._scoring().T
+    m = 200
+    near = int(round(0.8 * m))
+    a = list(draw_filters(fi, "correlated", m, Q, qrows, np.random.default_rng(3), S))
+    b = list(draw_filters(fi, "correlated", m, Q, qrows, np.random.default_rng(3)))
+    assert _SPREADS == (1, 2)
+    for i, (r, r2) in enumerate(zip(a, b)):
+        np.testing.assert_array_equal(r, r2)
+        assert r.dtype == np.int64 and r.shape == (m,) and np.all(np.diff(r) > 0)
+        assert qrows[i] not in r
+        sc = S[i].copy()
+        sc[qrows[i]] = -np.inf
+        pool = np.argsort(-sc, kind="stable")[: _SPREADS[i % 2] * near]
+        assert np.isin(r, pool).sum() >= near
+        if metric == "l2":  # the ranking is by euclidean distance
+            d = ((x - x[qrows[i]]) ** 2).sum(1)
+            d[qrows[i]] = np.inf
+            assert set(pool[:50]) == set(np.argsort(d, kind="stable")[:50])
+
+
+def test_calibration_duel_keeps_each_options_lowest_median_near_the_crossover():
+    """``_duel`` times the exact scan and each family's first budget that reached the target
+    again, interleaved, and keeps the lowest median per kind; options that did not reach the
+    target and the later steps of a ladder are left as measured."""
+    from gsu.index import _calibrate as calmod
+
+    hit = lambda step: [step, [0.99] * 3, [50.0, 60.0, 70.0], [0.98] * 3]
+    miss = [0.25, [0.5] * 3, [10.0] * 3, [0.4] * 3]
+    point = {"ivf": [miss, hit(0.4), hit(0.6)], "hnsw": [], "probe": [hit(1.0)]}
+    calls = []
+    timings = iter([[5.0, 90.0, 80.0], [40.0, 61.0, 90.0], [30.0, 70.0, 10.0],  # round 0 (reversed order): probe, ivf, exact
+                    [20.0, 20.0, 20.0], [45.0, 45.0, 45.0], [99.0, 99.0, 99.0]])  # round 1: exact, ivf, probe
+
+    def measure(code, bound=math.inf, exact=False, **kw):
+        calls.append((code, exact, kw))
+        return [[1.0] * 3, next(timings), [1.0] * 3]
+
+    ex = calmod._duel(point, [25.0, 25.0, 25.0], measure, lambda fam, step: {"fam": fam, "step": step}, 0.95)
+    assert [c[1] for c in calls] == [False, False, True, True, False, False]
+    assert [c[2].get("step") for c in calls] == [1.0, 0.4, None, None, 0.4, 1.0]
+    assert ex == [20.0, 20.0, 10.0]
+    assert point["ivf"][1][2] == [40.0, 45.0, 45.0]
+    assert point["probe"][0][2] == [5.0, 60.0, 70.0]
+    assert point["ivf"][0][2] == [10.0] * 3 and point["ivf"][2][2] == [50.0, 60.0, 70.0]
