@@ -7,8 +7,6 @@ inner products, -1/-inf padding; recall against FlatIndex; save/load (+ mmap).
 
 from __future__ import annotations
 
-import math
-
 import faiss
 import numpy as np
 import pytest
@@ -1191,28 +1189,3 @@ def test_calibration_correlated_filters_follow_the_rows_nearest_the_query(metric
             d[qrows[i]] = np.inf
             assert set(pool[:50]) == set(np.argsort(d, kind="stable")[:50])
 
-
-def test_calibration_duel_keeps_each_options_lowest_median_near_the_crossover():
-    """``_duel`` times the exact scan and each family's first budget that reached the target
-    again, interleaved, and keeps the lowest median per kind; options that did not reach the
-    target and the later steps of a ladder are left as measured."""
-    from gsu.index import _calibrate as calmod
-
-    hit = lambda step: [step, [0.99] * 3, [50.0, 60.0, 70.0], [0.98] * 3]
-    miss = [0.25, [0.5] * 3, [10.0] * 3, [0.4] * 3]
-    point = {"ivf": [miss, hit(0.4), hit(0.6)], "hnsw": [], "probe": [hit(1.0)]}
-    calls = []
-    timings = iter([[5.0, 90.0, 80.0], [40.0, 61.0, 90.0], [30.0, 70.0, 10.0],  # round 0 (reversed order): probe, ivf, exact
-                    [20.0, 20.0, 20.0], [45.0, 45.0, 45.0], [99.0, 99.0, 99.0]])  # round 1: exact, ivf, probe
-
-    def measure(code, bound=math.inf, exact=False, **kw):
-        calls.append((code, exact, kw))
-        return [[1.0] * 3, next(timings), [1.0] * 3]
-
-    ex = calmod._duel(point, [25.0, 25.0, 25.0], measure, lambda fam, step: {"fam": fam, "step": step}, 0.95)
-    assert [c[1] for c in calls] == [False, False, True, True, False, False]
-    assert [c[2].get("step") for c in calls] == [1.0, 0.4, None, None, 0.4, 1.0]
-    assert ex == [20.0, 20.0, 10.0]
-    assert point["ivf"][1][2] == [40.0, 45.0, 45.0]
-    assert point["probe"][0][2] == [5.0, 60.0, 70.0]
-    assert point["ivf"][0][2] == [10.0] * 3 and point["ivf"][2][2] == [50.0, 60.0, 70.0]

@@ -15,8 +15,6 @@ and lower confidence bound) the highest target the planner supports (0.99) for e
 kind, or when a step costs more than ``_PRUNE`` times the cheapest option already known
 to reach the calibration's target at that selectivity (the exact scan included): a route
 that slow is never chosen there, or after two steps in a row that changed no kind's recall.
-Where the exact scan and the cheapest approximate option come within ``_DUEL`` of each
-other, both are timed again, interleaved, and the lowest median kept (``_duel``).
 """
 
 from __future__ import annotations
@@ -49,10 +47,6 @@ _STALL_STEPS = 2
 #: grid points measured whatever the time limit (the main decades 1 %, 10 %, 50 %: a fit
 #: needs both ends of the range to place the exact limit and the graph threshold)
 _MIN_POINTS = 3
-#: where the exact scan and the cheapest approximate option cost within this factor of each
-#: other, both are timed ``_DUEL_ROUNDS`` more times (see ``_duel``)
-_DUEL = 3.0
-_DUEL_ROUNDS = 2
 _HI_TARGET = 0.99
 _EXACT, _IVF, _HNSW = 0, 1, 2
 #: allowed rows per filter kind and grid point at most (their exact answers cost a pass over
@@ -439,8 +433,6 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
             # an exact scan whose first queries cost far more than the best approximate route
             # is not timed further: the median of those queries is its cost
             ex = measure(_EXACT, _PRUNE * best_approx * len(KINDS), exact=True)[1]
-            if max(float(np.mean(ex)), best_approx) <= _DUEL * min(float(np.mean(ex)), best_approx):
-                ex = _duel(point, ex, measure, lambda fam, step: idx._budget_kw(fam, step, ivf_step, k, base), target)
             exact_rate.append((m, float(np.mean(ex))))
         point["exact"] = ex
         points.append(point)
@@ -456,31 +448,6 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
         log.warning("calibration: no measured budget reached recall %.3f at some selectivities; those use the largest measured", goal)
     return Calibration(k=k, target_recall=target, n=n, n_queries=int(Q.shape[0]), kinds=KINDS, points=tuple(points),
                        seconds=seconds, complete=complete, settings=fit.settings)
-
-
-def _duel(point: dict[str, Any], ex: list[float], measure: Any, budget_kw: Any, target: float) -> list[float]:
-    """Near the exact scan's crossover, time it again against each family's cheapest budget
-    that reached ``target`` (what the fit compares), ``_DUEL_ROUNDS`` more times, the options
-    interleaved in alternating order, and keep each option's lowest median per kind: on a
-    shared machine one pass over the queries can land in a burst of other work, and where
-    the two costs are this close that alone moved the fitted exact limit 7× between builds
-    (714 to 6,546 rows on one data set). Updates the point's ladder entries in place and
-    returns the exact scan's costs."""
-    opts: list[tuple[list[Any] | None, int, dict[str, Any]]] = [(None, _EXACT, {})]
-    for fam in ("ivf", "hnsw", "probe"):
-        for e in sorted(point[fam], key=lambda e: e[0]):
-            if reaches(e, target):
-                opts.append((e, _HNSW if fam == "hnsw" else _IVF, budget_kw(fam, e[0])))
-                break
-    ex = list(ex)
-    for rnd in range(_DUEL_ROUNDS):
-        for e, code, kw in (opts if rnd % 2 else opts[::-1]):
-            costs = measure(code, exact=e is None, **kw)[1]
-            if e is None:
-                ex = [min(a, b) for a, b in zip(ex, costs)]
-            else:
-                e[2] = [min(a, b) for a, b in zip(e[2], costs)]
-    return ex
 
 
 def _start_step(points: list[dict[str, Any]], fam: str, ladder: tuple[float, ...], s: float, target: float) -> int:
