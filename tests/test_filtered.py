@@ -1157,11 +1157,11 @@ def test_sorted_ids_equals_np_unique_on_any_order():
 
 
 @pytest.mark.parametrize("metric", ["ip", "l2"])
-def test_calibration_correlated_filters_follow_the_rows_nearest_the_query(metric):
+def test_calibration_correlated_filters_follow_the_rows_nearest_the_query(metric, monkeypatch):
     """The calibration's query-correlated filter: m distinct sorted rows, never the query's
     own row, 80 % of them among the spread·near rows nearest the query by the exact score
     (the geometry, not the IVF lists), the spreads 1 and 2 cycled over the queries; the
-    same rows whether the scores come precomputed or one query at a time."""
+    same rows whether the scores come precomputed or in blocks of queries."""
     from gsu.index._calibrate import _SPREADS, draw_filters
 
     rng = np.random.default_rng(21)
@@ -1174,6 +1174,7 @@ def test_calibration_correlated_filters_follow_the_rows_nearest_the_query(metric
     m = 200
     near = int(round(0.8 * m))
     a = list(draw_filters(fi, "correlated", m, Q, qrows, np.random.default_rng(3), S))
+    monkeypatch.setattr("gsu.index._calibrate._SCORES_MAX", 4000 * 4)  # scored in blocks of 4 queries
     b = list(draw_filters(fi, "correlated", m, Q, qrows, np.random.default_rng(3)))
     assert _SPREADS == (1, 2)
     for i, (r, r2) in enumerate(zip(a, b)):

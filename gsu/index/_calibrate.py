@@ -108,10 +108,12 @@ def draw_filters(idx: "FilteredIndex", kind: str, m: int, Q: np.ndarray, qrows: 
     query's own row, when it is a row of the index, is never allowed: the calibration
     queries are then held out). ``Q`` are prepared queries (:meth:`FilteredIndex._scoring_queries`);
     ``scores`` (nq, n), when given, are ``Q @ idx._scoring().T`` already computed (the
-    query-correlated kind ranks the rows by them; computed one query at a time otherwise)."""
+    query-correlated kind ranks the rows by them; computed otherwise for blocks of queries
+    of at most ``_SCORES_MAX`` scores, one pass over the rows per block)."""
     n = idx.ntotal
     nq = Q.shape[0]
     X = idx._scoring() if kind == "correlated" and scores is None else None
+    block = max(1, _SCORES_MAX // max(n, 1))
     for i in range(nq):
         own = -1 if qrows is None else int(qrows[i])
         avail = n - (own >= 0)
@@ -137,15 +139,14 @@ def draw_filters(idx: "FilteredIndex", kind: str, m: int, Q: np.ndarray, qrows: 
             # order ends where the IVF route stops reading and flatters it — a user's items
             # near the candidate, a category around it, follow the geometry, not the lists)
             spread = _SPREADS[i % len(_SPREADS)]
-            sc = scores[i] if scores is not None else X @ Q[i]
+            if scores is None and i % block == 0:
+                scores_b = Q[i : i + block] @ X.T
+            sc = scores[i] if scores is not None else scores_b[i % block]
             if own >= 0:
                 sc = sc.copy()
                 sc[own] = -np.inf
-            size = min(avail, spread * near)
-            if 0 < size < n:
-                pool_a = np.argpartition(-sc, size - 1)[:size]
-            else:
-                pool_a = np.flatnonzero(sc > -np.inf) if size else np.zeros(0, np.int64)
+            size = min(avail, spread * near)  # n only with no own row to leave out: every row
+            pool_a = np.argpartition(-sc, size - 1)[:size] if 0 < size < n else np.arange(size, dtype=np.int64)
             first = rng.choice(pool_a, min(near, pool_a.shape[0]), replace=False)
             taken = np.zeros(n, bool)
             taken[first] = True

@@ -394,9 +394,10 @@ class FilteredIndex(Index):
 
         Draws filters of three shapes — uniform random subsets, query-correlated subsets
         (80 % drawn from the rows nearest the query by exact score: all of the nearest, or
-        half of twice as many), contiguous row ranges (time windows) — at a grid of selectivities from 0.1 % to 70 %, computes the exact
-        top-``k``, times every route at a ladder of budgets (one query per call, a fresh
-        ``Filter`` from an id array each time) and fits :class:`PlannerSettings` reaching
+        half of twice as many), contiguous row ranges (time windows) — at a grid of
+        selectivities from 0.1 % to 70 %, computes the exact top-``k``, times every route
+        at a ladder of budgets (one query per call, a fresh ``Filter`` from an id array
+        each time) and fits :class:`PlannerSettings` reaching
         ``target_recall`` for every kind at the lowest measured cost
         (:func:`gsu.index.planner.fit_planner`). The settings are used by :meth:`search`
         from then on and saved with the index.
