@@ -586,6 +586,45 @@ def test_calibration_reaches_its_target_on_held_out_queries(rarity):
     assert _recall(idx.search(held, K), sub.search(held, K)) >= 0.9
 
 
+def _sampled_recalls(idx, flat, q, src, **kw):
+    """Per-query recall@K of ``idx.search`` on sampled queries, their source document left
+    out of both answers, a found row counted when its score reaches the true K-th score."""
+    ref = flat.search(q, K + 1)
+    res = idx.search(q, K + 1, **kw)
+    out = np.empty(len(src))
+    for i in range(len(src)):
+        keep = ref.ids[i] != src[i]
+        true = ref.scores[i][keep][:K]
+        found = res.scores[i][(res.ids[i] != src[i]) & (res.ids[i] >= 0)][:K]
+        kth = true[-1]
+        out[i] = min(int((found >= kth - 1e-5 * abs(kth) - 1e-7).sum()), true.size) / true.size
+    return out
+
+
+def test_calibration_bounds_every_query_style_on_its_own(rarity):
+    """The sampled calibration queries come in three styles (query i: style i % 3); a
+    point's stored lower bound is the hardest style's, so the default reaches the target
+    on each style of a fresh sample, the keyword style (uniform weights) included."""
+    docs, _, _ = rarity
+    flat = SparseFlatIndex(6000)
+    flat.add(docs)
+    idx = SeismicIndex.build(docs, n_postings=400, auto_calibrate=False, seed=1)
+    cal = idx.calibrate(target_recall=0.9, max_seconds=None, seed=3)
+    q, src = idx.sample_queries(300, seed=3)
+    q = q.to_scipy()
+    style = np.arange(300) % 3
+    z = 1.6448536269514722
+    for qc, hf, mean, lcb, _ms in cal["grid"][::7]:
+        r = _sampled_recalls(idx, flat, q, src, query_cut=qc, heap_factor=hf)
+        bounds = [r[style == s].mean() - z * r[style == s].std(ddof=1) / np.sqrt(100) for s in range(3)]
+        assert mean == pytest.approx(r.mean(), abs=2e-3)
+        assert lcb == pytest.approx(min(bounds), abs=2e-3), (qc, hf)
+        assert lcb < r.mean() - z * r.std(ddof=1) / np.sqrt(300) + 1e-9  # stricter than the pooled bound
+    fresh, fsrc = idx.sample_queries(300, seed=11)
+    r = _sampled_recalls(idx, flat, fresh.to_scipy(), fsrc)
+    assert min(r[style == s].mean() for s in range(3)) >= 0.9
+
+
 def test_build_calibrates_and_the_calibration_is_saved(tmp_path, rarity):
     docs, queries, ref = rarity
     idx = SeismicIndex.build(docs, n_postings=400, seed=1)
