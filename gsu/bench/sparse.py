@@ -599,11 +599,67 @@ def _scale_phase(phase: str, n: int, nq: int, seed: int, cache: Path, rounds: in
                 recs.append({"method": "pyseismic", "query_cut": qc, "heap_factor": hf, "recall": truth.recall(ids),
                              "ms_per_query": tm / len(rows) * 1e3})
         return {"phase": phase, "open_s": open_s, "sweep": recs, "peak_rss_mb": _rss_peak_mb()}
+    if phase == "side":
+        return _side_phase(name, n, cache, queries, truth, rows, rounds)
     raise ValueError(f"unknown phase {phase!r}")
 
 
+def _side_points(cache: Path, n: int) -> list[tuple[int, float]]:
+    """The (query_cut, heap_factor) points where each library is fastest at each target,
+    from the ``search-gsu`` / ``search-py`` phase records (a small default grid without them)."""
+    pts: list[tuple[int, float]] = []
+    sweep: list[dict[str, Any]] = []
+    for ph in ("search-gsu", "search-py"):
+        rp = cache / f"phase_{n}_{ph}.json"
+        if rp.exists():
+            sweep += [{**r, "kind": "sweep"} for r in json.loads(rp.read_text())["sweep"] if r["method"] != "gsu-default"]
+    for t in TARGETS:
+        for m in ("gsu", "pyseismic"):
+            b = _best_at(sweep, m, t)
+            if b is not None and (b["query_cut"], b["heap_factor"]) not in pts:
+                pts.append((int(b["query_cut"]), float(b["heap_factor"])))
+    return pts or [(2, 0.8), (3, 0.9), (4, 1.0)]
+
+
+def _side_phase(name: str, n: int, cache: Path, queries: sp.csr_matrix, truth: "_Truth", rows: list, rounds: int) -> dict[str, Any]:
+    """Both libraries in one process, timed alternately over the same queries at the same
+    points: gsu mapped (``load(mmap=True)``), gsu read into memory (``mmap=False``) and
+    pyseismic. The ratios of this phase are side by side; the sweeps' are not."""
+    from gsu.bench.peers import PyseismicPeer
+    from gsu.index import load
+
+    peer = PyseismicPeer.open(str(cache / f"py_{name}"), n=n)
+    pq = peer.prepare(queries)
+    t = time.perf_counter()
+    mapped = load(cache / f"gsu_{name}.gsu", mmap=True)
+    open_mapped = time.perf_counter() - t
+    t = time.perf_counter()
+    memory = load(cache / f"gsu_{name}.gsu", mmap=False)
+    open_memory = time.perf_counter() - t
+    recs = []
+    for qc, hf in _side_points(cache, n):
+        out: dict[str, Any] = {}
+
+        def gsu_call(idx: Any, key: str) -> Callable[[], None]:
+            return lambda: out.__setitem__(key, [idx.search(r, K, query_cut=qc, heap_factor=hf) for r in rows])
+
+        fns = {"gsu-mapped": gsu_call(mapped, "gsu-mapped"), "gsu-memory": gsu_call(memory, "gsu-memory"),
+               "pyseismic": lambda: out.__setitem__("pyseismic", [peer.search_raw(p, K, query_cut=qc, heap_factor=hf) for p in pq])}
+        tm = _interleaved(fns, rounds=rounds)
+        ids_m = np.concatenate([r.ids for r in out["gsu-mapped"]])
+        if not np.array_equal(ids_m, np.concatenate([r.ids for r in out["gsu-memory"]])):
+            raise AssertionError(f"side: mapped and in-memory gsu answered differently at ({qc}, {hf})")
+        ids_p = np.stack([peer.to_arrays(r, K)[0] for r in out["pyseismic"]])
+        ms = {m: tm[m] / len(rows) * 1e3 for m in fns}
+        recs.append({"query_cut": qc, "heap_factor": hf, "recall_gsu": truth.recall(ids_m), "recall_pyseismic": truth.recall(ids_p),
+                     **{f"ms_{m}": v for m, v in ms.items()},
+                     "ratio_mapped": ms["gsu-mapped"] / ms["pyseismic"], "ratio_memory": ms["gsu-memory"] / ms["pyseismic"]})
+    return {"phase": "side", "open_mapped_s": open_mapped, "open_memory_s": open_memory, "points": recs, "rounds": rounds,
+            "peak_rss_mb": _rss_peak_mb()}
+
+
 def run_scale(*, out_dir: Path, n: int, cache_dir: Path, n_queries: int = 300, seed: int = 0, rounds: int = 3,
-              phases: tuple[str, ...] = ("data", "build-gsu", "build-py", "search-gsu", "search-py"),
+              phases: tuple[str, ...] = ("data", "build-gsu", "build-py", "search-gsu", "search-py", "side"),
               threads: int = 1) -> list[dict[str, Any]]:
     """The ``n``-document step of the sparse suite (rarity-weighted collection, :data:`BUILD`).
 
@@ -611,8 +667,11 @@ def run_scale(*, out_dir: Path, n: int, cache_dir: Path, n_queries: int = 300, s
     so the two libraries are never in memory together and peak memory is per library:
     ``data`` (generate + exact answers, cached), ``build-gsu`` / ``build-py`` (build and
     save, timed, with peak resident memory), ``search-gsu`` / ``search-py`` (open the
-    saved index, sweep the grid one query per call). Phases whose record exists in
-    ``cache_dir`` are not run again. Writes ``sparse_scale.jsonl`` and a plot.
+    saved index, sweep the grid one query per call), ``side`` (both libraries in one
+    process — they must fit in memory together — timed alternately at the points where
+    each sweep reached the targets: gsu mapped, gsu read into memory, pyseismic; the
+    sweeps' ratios carry the drift between two processes, these do not). Phases whose
+    record exists in ``cache_dir`` are not run again. Writes ``sparse_scale.jsonl`` and a plot.
     """
     cache = Path(cache_dir)
     cache.mkdir(parents=True, exist_ok=True)
@@ -642,6 +701,11 @@ def run_scale(*, out_dir: Path, n: int, cache_dir: Path, n_queries: int = 300, s
             records.append({**base, "kind": "open", "method": ph.split("-")[1], "open_s": results[ph]["open_s"],
                             "peak_rss_mb": results[ph]["peak_rss_mb"]})
     records += sweep
+    if "side" in results:
+        sd = results["side"]
+        records.append({**base, "kind": "open", "method": "gsu-side", "open_mapped_s": sd["open_mapped_s"],
+                        "open_memory_s": sd["open_memory_s"], "peak_rss_mb": sd["peak_rss_mb"]})
+        records += [{**base, "kind": "side", "rounds": sd["rounds"], **r} for r in sd["points"]]
     for t in TARGETS:
         row = {**base, "kind": "done_when", "target_recall": t}
         for m in ("gsu", "pyseismic"):
@@ -658,6 +722,10 @@ def run_scale(*, out_dir: Path, n: int, cache_dir: Path, n_queries: int = 300, s
     harness.write_jsonl(out_dir / "sparse_scale.jsonl", records)
     if sweep:
         _plot(sweep, out_dir / f"sparse_rarity-{n}.png", f"sparse rarity-{n}: recall@{K} vs queries/s (each library in its own process)")
+    side = [r for r in records if r["kind"] == "side"]
+    if side:
+        print(harness.format_table(side, ["query_cut", "heap_factor", "recall_gsu", "recall_pyseismic", "ms_gsu-mapped", "ms_gsu-memory",
+                                          "ms_pyseismic", "ratio_mapped", "ratio_memory"]))
     done = [r for r in records if r["kind"] == "done_when"]
     print(harness.format_table(done, ["data", "target_recall", "gsu_ms", "gsu_params", "pyseismic_ms", "pyseismic_params",
                                       "gsu_latency_ratio", "size_ratio", "default_recall", "default_ms"]))
