@@ -56,6 +56,7 @@ from gsu.index import _seismic_kernels as _sk
 from gsu.index._direct import direct_entry, plain
 from gsu.index._mutable import MutableIndex
 from gsu.index.base import register_index
+from gsu.index.planner import recall_low
 from gsu.index.result import SearchResult
 from gsu.index.filters import IdMap
 from gsu.index.sparse_flat import SparseRows, as_csr
@@ -156,13 +157,6 @@ class SeismicSettings:
 
 
 _N_STYLES = 3  # query styles of :meth:`SeismicIndex.sample_queries` (query i has style i % 3)
-
-
-def _lower_bound(r: np.ndarray, z: float) -> float:
-    """One-sided lower confidence bound of the mean of the per-query recalls ``r``
-    (normal approximation; the mean itself for fewer than two queries)."""
-    mean = float(r.mean())
-    return mean - z * float(r.std(ddof=1)) / math.sqrt(r.shape[0]) if r.shape[0] > 1 else mean
 
 
 def _progress_bar(*, total: int, desc: str, show: bool | None) -> Any:
@@ -872,7 +866,6 @@ class SeismicIndex(MutableIndex):
         t_counts = np.empty(q.n, np.int64)
         _sk.exact_topk_forward(a["fwd_indptr"], a["fwd_comps"], a["fwd_vals"], *_kernel_rows(q.indptr, q.indices, q.data), self.dim, k,
                                min(n_threads, max(1, self.ntotal // 1000)), exclude, t_rows, t_scores, t_counts)
-        z = 1.6448536269514722  # one-sided 95 %
         measured: list[list[float]] = []
         bar = _progress_bar(total=len(qcs) * len(hfs), desc="seismic: calibration", show=self.progress)
         saturated = set()  # heap factors whose recall already reached ~1 at a smaller query_cut
@@ -890,7 +883,7 @@ class SeismicIndex(MutableIndex):
                     times.append(time.perf_counter() - t0)
                 r = _sk.recall_per_query(rows, scores, t_scores, t_counts, k, exclude)
                 mean = float(r.mean())
-                lcb = min(_lower_bound(r[g], z) for g in groups)
+                lcb = min(recall_low(r[g]) for g in groups)
                 measured.append([qc, hf, mean, lcb, float(np.median(times)) / q.n * 1e3])
                 if mean >= 0.999:
                     saturated.add(hf)
