@@ -239,6 +239,13 @@ def test_flat_faiss_candidates_are_certified(catalog, device):
     """faiss brute force as the candidate generator (faiss-gpu on CUDA, faiss-cpu here):
     rescored and certified, so the answer is the CPU path's even under heavy ties."""
     x, q, ids = catalog
+    if device == "cuda" and not faiss_gpu_available():
+        # a CPU build of faiss on a GPU machine: a clear error, not an AttributeError
+        with pytest.raises(ValueError, match="faiss with GPU support"):
+            _pair(x, ids, device=device, device_backend="faiss")[1].search(q, 5)
+        with pytest.raises(ValueError, match="faiss with GPU support"):
+            FaissCandidates(x, torch.device(device))
+        pytest.skip("faiss here is a CPU build: the faiss-gpu candidate path needs the gpu extra (the error was checked)")
     cpu, dev = _pair(x, ids, device=device, device_backend="faiss")
     for f in (None, ids[::4]):
         _same(dev.search(q, 20, filter=f), cpu.search(q, 20, filter=f))
@@ -410,3 +417,28 @@ def test_bench_gpu_runs_on_the_device_there_is_and_says_so(tmp_path, capsys):
     assert all(r["ids_equal"] == 1.0 for r in recs if "ids_equal" in r)
     assert all(r["targets_per_s"] > 0 for r in recs)
     assert (tmp_path / "gpu.jsonl").exists() and (tmp_path / "gpu.png").exists()
+
+
+def test_select_topk_float_prepass_equals_the_int64_key_selection():
+    """select_topk ranks by a float32 top-k and orders those by the int64 key, taking the
+    full int64-key top-k only for rows whose k-th score ties with a column left out: the
+    same answer as one int64-key top-k over all columns, under heavy ties, NaN and -inf."""
+    from gsu.device._topk import _select_topk_keys
+
+    rng = np.random.default_rng(11)
+    for _ in range(150):
+        M, k = int(rng.integers(1, 300)), int(rng.integers(1, 60))
+        s = rng.integers(-3, 4, (2, 3, M)).astype(np.float32)
+        s[s == 3] = -np.inf
+        s[0, 0, 0] = np.nan
+        c = np.stack([rng.permutation(M) for _ in range(6)]).reshape(2, 3, M)
+        for tie in ("low", "high"):
+            a = select_topk(torch.from_numpy(s), torch.from_numpy(c), k, tie=tie)
+            b = _select_topk_keys(torch.from_numpy(s), torch.from_numpy(c), k, tie=tie)
+            np.testing.assert_array_equal(a[0].numpy(), b[0].numpy())
+            np.testing.assert_array_equal(a[1].numpy(), b[1].numpy())
+            ar = np.broadcast_to(np.arange(M), s.shape).copy()
+            rc, rs = ref_topk(s.reshape(6, M), k, tie)
+            got = select_topk(torch.from_numpy(s), torch.from_numpy(ar), k, tie=tie)
+            np.testing.assert_array_equal(got[0].numpy().reshape(6, k), rc)
+            np.testing.assert_array_equal(got[1].numpy().reshape(6, k), rs)

@@ -11,10 +11,13 @@ One request = one user with L behaviors (L = 10,000 / 100,000 / 1,000,000 on a G
 - ``torch-matmul-topk``: the peer — ``Q @ K.T`` in the scoring format (bf16 on a GPU,
   float32 on the CPU) and ``torch.topk``; the (T, L) score matrix is materialised (in
   blocks of targets that keep it under 1 GiB); no tie rule, no time cut;
-- ``gsu-fused``: :func:`gsu.device.fused_topk` — tiled low-precision scores + chunk
-  maxima, float32 rescoring of the candidates, certified exact top-k under the tie rule
-  (the more recent behavior wins ties); the (T, L) matrix is never stored;
+- ``gsu-fused``: :func:`gsu.device.fused_topk` — low-precision scores + chunk maxima,
+  float32 rescoring of the candidates, certified exact top-k under the tie rule (the more
+  recent behavior wins ties); the (T, L) matrix is never stored (on CUDA with Triton both
+  passes are Triton kernels, ``kernel`` in the record);
 - ``gsu-fused-cuts``: the same with a random time cut per target (applied in the tiles);
+- ``gsu-fused-torch`` (CUDA with Triton only): the same with the tiled torch passes, for
+  comparison;
 - ``gsu-exact-retrieve`` (per request only): ``Exact(items, device=...).retrieve`` — the
   user-facing call, with the history gather and the host ↔ device copies.
 
@@ -53,15 +56,18 @@ def _data(n_items: int, dim: int, seed: int) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def _peer(Q: Any, K: Any, k: int, dtype: Any) -> Any:
-    """torch matmul + topk over (G, T, D) × (G, L, D), in target blocks under 1 GiB."""
+def _peer(Q: Any, Kl: Any, k: int) -> Any:
+    """torch matmul + topk over (G, T, D) × (G, L, D), in target blocks under 1 GiB.
+    ``Kl`` is already in the scoring format (converted once, outside the timing, as a
+    user of torch would keep it); the queries are converted per call."""
     import torch
 
     G, T, _ = Q.shape
-    L = K.shape[1]
+    L = Kl.shape[1]
+    dtype = Kl.dtype
     esz = torch.finfo(dtype).bits // 8
     blk = max(1, min(T, _PEER_BLOCK_BYTES // max(G * L * esz, 1)))
-    Ql, Kt = Q.to(dtype), K.to(dtype).transpose(1, 2)
+    Ql, Kt = Q.to(dtype), Kl.transpose(1, 2)
     out = []
     with torch.no_grad():
         for s in range(0, T, blk):
@@ -96,6 +102,7 @@ def run(
     import torch
 
     from gsu.device import TopkStats, fused_topk, prepare_keys, resolve_device, sync
+    from gsu.device._triton import available as tri_available
     from gsu.retrieval import Exact, History, ItemTable
     from gsu.retrieval.methods import history_topk
 
@@ -147,17 +154,22 @@ def run(
             K = torch.from_numpy(Kn).to(dev)
             keys = prepare_keys(K)
             hi = torch.from_numpy(cuts).to(dev)
-            rec("torch-matmul-topk", L, n_users, timed(lambda: _peer(Q, K, k, peer_dtype)), precision=str(peer_dtype).split(".")[-1])
-            for method, h in (("gsu-fused", None), ("gsu-fused-cuts", hi)):
+            Kp = K.to(peer_dtype)
+            rec("torch-matmul-topk", L, n_users, timed(lambda: _peer(Q, Kp, k)), precision=str(peer_dtype).split(".")[-1])
+            del Kp
+            variants = [("gsu-fused", None, "auto"), ("gsu-fused-cuts", hi, "auto")]
+            if cuda and tri_available(dev):
+                variants.append(("gsu-fused-torch", None, "torch"))  # pass 1 in torch ops, for comparison
+            for method, h, kern in variants:
                 st = TopkStats()
-                c, s = fused_topk(Q, keys, k, tie="high", hi=h, stats=st)
+                c, s = fused_topk(Q, keys, k, tie="high", hi=h, stats=st, kernel=kern)
                 c, s = c.cpu().numpy(), s.cpu().numpy()
                 # the CPU path on the first user of the batch (numba, ties to the more recent behavior)
                 ci, si = history_topk(Qn[0], Kn[0], k, np.full(T, L, np.int64) if h is None else cuts[0].astype(np.int64))
                 eq = float((c[0] == ci).mean())
                 diff = float(np.nanmax(np.abs(np.where(np.isfinite(si), s[0] - si, 0.0))))
-                t = timed(lambda h=h: fused_topk(Q, keys, k, tie="high", hi=h))
-                rec(method, L, n_users, t, precision=st.precision, ids_equal=eq, max_score_diff=diff,
+                t = timed(lambda h=h, kern=kern: fused_topk(Q, keys, k, tie="high", hi=h, kernel=kern))
+                rec(method, L, n_users, t, precision=st.precision, kernel=st.kernel, ids_equal=eq, max_score_diff=diff,
                     retried_rows=st.retried, candidates=st.candidates)
             if n_users == 1:
                 m = Exact(items, k=k, device=str(dev))

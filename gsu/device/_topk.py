@@ -46,10 +46,13 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from gsu.device import _triton as _tri
+
 log = logging.getLogger(__name__)
 
 __all__ = [
     "PRECISIONS",
+    "KERNELS",
     "Keys",
     "TopkStats",
     "resolve_device",
@@ -63,6 +66,7 @@ __all__ = [
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+KERNELS = ("auto", "triton", "torch")
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 #: unit roundoff of each scoring format (half an ulp at 1)
 _UNIT = {"fp32": 0.0, "bf16": 2.0**-8, "fp16": 2.0**-11}
@@ -146,17 +150,20 @@ def choose_precision(precision: str, device: torch.device, score_bound: float) -
     return "fp32"
 
 
-def error_coef(precision: str, depth: int) -> float:
+def error_coef(precision: str, depth: int, *, rounded_output: bool = True) -> float:
     """``coef`` with |low-precision score − float32 rescored score| ≤ coef·‖q‖·‖k‖.
 
     With u the format's unit roundoff and γ_D = D·2⁻²⁴ / (1 − D·2⁻²⁴) (float32 sums of
     D products): inputs rounded to the format (2u + u²), float32 accumulation (γ_D), the
-    result rounded to the format (u), and the float32 rescoring (γ_D), each times
-    (1 + u)² for the rounded inputs; a factor 1.25 covers second-order terms.
+    result rounded to the format (u; left out with ``rounded_output=False``, when the
+    float32 accumulator is kept, as the Triton kernel does), and the float32 rescoring
+    (γ_D), each times (1 + u)² for the rounded inputs; a factor 1.25 covers second-order
+    terms.
     """
     u = _UNIT[precision]
     g = depth * 2.0**-24 / (1.0 - depth * 2.0**-24)
-    return 1.25 * ((2 * u + u * u) * (1 + u) + u * (1 + u) ** 3 * (1 + g) + 2 * g * (1 + u) ** 2)
+    out = u * (1 + u) ** 3 * (1 + g) if rounded_output else 0.0
+    return 1.25 * ((2 * u + u * u) * (1 + u) + out + 2 * g * (1 + u) ** 2)
 
 
 @dataclass
@@ -202,6 +209,7 @@ class TopkStats:
     retried: int = 0  # rows rescored a second time (an unrescored chunk came within eps)
     candidates: int = 0  # chunks rescored per row in the first round
     chunk: int = 0
+    kernel: str = ""  # pass 1's implementation: "triton" or "torch" ("" for the float32 stream)
 
 
 def _ordered_bits(s: torch.Tensor) -> torch.Tensor:
@@ -230,10 +238,44 @@ def select_topk(scores: torch.Tensor, cols: torch.Tensor, k: int, *, tie: str) -
     if M == 0:
         return (torch.full(out_shape, -1, dtype=torch.int64, device=scores.device),
                 torch.full(out_shape, float("-inf"), dtype=torch.float32, device=scores.device))
-    s = torch.where(torch.isnan(scores), torch.full_like(scores, float("-inf")), scores)
-    key = _keys(s.contiguous(), cols, tie)
+    s = torch.where(torch.isnan(scores), torch.full_like(scores, float("-inf")), scores).contiguous()
     kk = min(k, M)
-    top, at = torch.topk(key, kk, dim=-1, sorted=True)
+    # float32 top-k first (half the radix passes of the int64 key), then the exact order
+    # of those kk by the key; rows whose kk-th score ties with a column left out take the
+    # int64 key top-k over all their columns, so the tie rule holds everywhere
+    v, at = torch.topk(s, kk, dim=-1, sorted=False)
+    vk = v.amin(dim=-1, keepdim=True)
+    tied = ((s >= vk).sum(dim=-1) > kk) & (vk.squeeze(-1) > float("-inf"))
+    c_sel = torch.gather(cols, -1, at)
+    key = _keys(v, c_sel, tie)
+    top, order = torch.sort(key, dim=-1, descending=True)
+    at = torch.gather(at, -1, order)
+    if bool(tied.any()):
+        rows = torch.nonzero(tied.reshape(-1)).flatten()
+        s2, c2 = s.reshape(-1, M)[rows], cols.reshape(-1, M)[rows]
+        t2, a2 = torch.topk(_keys(s2, c2, tie), kk, dim=-1, sorted=True)
+        top.view(-1, kk)[rows] = t2
+        at.view(-1, kk)[rows] = a2
+    ok = top != _INVALID
+    oc = torch.where(ok, torch.gather(cols, -1, at), torch.full_like(at, -1))
+    sv = torch.gather(s, -1, at)
+    os_ = torch.where(ok, sv, torch.full_like(sv, float("-inf")))
+    if kk < k:
+        oc = torch.nn.functional.pad(oc, (0, k - kk), value=-1)
+        os_ = torch.nn.functional.pad(os_, (0, k - kk), value=float("-inf"))
+    return oc, os_
+
+
+def _select_topk_keys(scores: torch.Tensor, cols: torch.Tensor, k: int, *, tie: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`select_topk` by one int64-key top-k over all columns (no float pre-pass)."""
+    M = scores.shape[-1]
+    out_shape = (*scores.shape[:-1], k)
+    if M == 0:
+        return (torch.full(out_shape, -1, dtype=torch.int64, device=scores.device),
+                torch.full(out_shape, float("-inf"), dtype=torch.float32, device=scores.device))
+    s = torch.where(torch.isnan(scores), torch.full_like(scores, float("-inf")), scores).contiguous()
+    kk = min(k, M)
+    top, at = torch.topk(_keys(s, cols, tie), kk, dim=-1, sorted=True)
     ok = top != _INVALID
     oc = torch.where(ok, torch.gather(cols, -1, at), torch.full_like(at, -1))
     sv = torch.gather(s, -1, at)
@@ -262,10 +304,11 @@ def fused_topk(
     n_heads: int = 1,
     precision: str = "auto",
     exact_scores: bool = False,
-    chunk: int = 16,
+    chunk: int | None = None,
     candidates: int | None = None,
     workspace_bytes: int | None = None,
     stats: TopkStats | None = None,
+    kernel: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-k key columns of every query row, fused (see the module docstring).
 
@@ -285,17 +328,25 @@ def fused_topk(
         precision: scoring format of pass 1 (:func:`choose_precision`).
         exact_scores: the scores are small integers exactly representable in every
             format (±1 codes, as Hamming top-k uses): the error bound is 0.
-        chunk: columns per chunk maximum (pass 1 stores N / chunk values per row).
+        chunk: columns per chunk maximum (pass 1 stores N / chunk values per row; pass 2
+            rescores ``candidates · chunk`` columns per row). Default: 8 up to 2¹⁸ keys
+            per group, 16 above (fewer maxima to rank where N is large).
         candidates: chunks rescored per row in the first round (default k + k/4 + 8;
             more rescoring, fewer second rounds).
         workspace_bytes: scratch memory budget (default 1 GiB on CUDA, 64 MiB on CPU).
         stats: a :class:`TopkStats` to fill in.
+        kernel: pass 1's implementation: ``"triton"`` (scores and chunk maxima in one
+            Triton kernel, the score tile never leaves the registers; CUDA, one head,
+            fp16/bf16, ``chunk`` a power of two ≤ 128), ``"torch"`` (tiled torch
+            operations), or ``"auto"`` (Triton where it applies, else torch).
 
     Returns:
         ``(cols (G, B, k) int64, scores (G, B, k) float32)``, best first, padded with
         -1 / -inf where fewer than k columns are visible (2-D when ``Q`` was 2-D).
     """
     tie = _check_tie(tie)
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel: expected one of {KERNELS}, got {kernel!r}")
     squeeze = Q.dim() == 2
     if squeeze:
         Q = Q.unsqueeze(0)
@@ -310,9 +361,11 @@ def fused_topk(
         raise ValueError(f"k: expected >= 1, got {k}")
     if n_heads < 1 or D % n_heads:
         raise ValueError(f"n_heads: {n_heads} does not divide the width {D}")
+    N = K.shape[1]
+    if chunk is None:
+        chunk = 8 if N <= 1 << 18 else 16
     if chunk < 1:
         raise ValueError(f"chunk: expected >= 1, got {chunk}")
-    N = K.shape[1]
     dev = Q.device
     out_c = torch.full((G, B, k), -1, dtype=torch.int64, device=dev)
     out_s = torch.full((G, B, k), float("-inf"), dtype=torch.float32, device=dev)
@@ -325,12 +378,19 @@ def fused_topk(
     qn = torch.where(torch.isfinite(qn), qn, torch.zeros_like(qn))
     bound = float((qn.amax(dim=1) * kx.norm_max).max()) if G else 0.0
     prec = "fp32" if exact_scores and precision == "auto" and dev.type == "cpu" else choose_precision(precision, dev, bound)
-    coef = 0.0 if exact_scores else error_coef(prec, D)
+    tri_ok = prec in ("bf16", "fp16") and not exact_scores and n_heads == 1 and chunk <= 128 and not chunk & (chunk - 1)
+    if kernel == "triton" and not (tri_ok and _tri.available(dev)):
+        raise ValueError("kernel='triton' needs Triton on a CUDA device (or TRITON_INTERPRET=1 on the CPU), "
+                         "fp16/bf16 scoring, one head and a power-of-two chunk <= 128")
+    use_triton = kernel != "torch" and tri_ok and _tri.available(dev)
+    # the Triton kernel keeps the float32 accumulator: no rounding of the score to the format
+    coef = 0.0 if exact_scores else error_coef(prec, D, rounded_output=not use_triton)
     u_sub = 0.0 if exact_scores else _HALF_SUB[prec]
     # per-row bound on |low-precision score - rescored score|
     eps = coef * qn * kx.norm_max[:, None] + 2 * u_sub * (math.sqrt(D) * (qn + kx.norm_max[:, None]) + 1)
     if stats is not None:
         stats.precision, stats.rows, stats.chunk = prec, stats.rows + G * B, chunk
+        stats.kernel = "triton" if use_triton else "torch"
     ws = workspace_bytes or DEFAULT_WORKSPACE[dev.type]
     kk = min(k, N)
     n_chunks = -(-N // chunk)
@@ -365,8 +425,12 @@ def fused_topk(
                 bs = slice(b0, min(B, b0 + bb))
                 hi_b = None if hi is None else hi[gs, bs]
                 m_b = None if mask is None else mask[gs if mask.shape[0] > 1 else slice(None), bs if mask.shape[1] > 1 else slice(None)]
-                cm = _chunk_maxima(Ql[gs, bs], Kl[gs], hi_b, ck_b, m_b, n_heads, chunk, tile, n_chunks)
-                c, s = _rescore_select(Q[gs, bs], K[gs], cm, kc, kk, eps[gs, bs], hi_b, ck_b, m_b, n_heads, chunk, tie, ws, stats)
+                if use_triton:
+                    cm = _tri.chunk_maxima(Ql[gs, bs], Kl[gs], hi_b, ck_b, m_b, chunk, n_chunks)
+                else:
+                    cm = _chunk_maxima(Ql[gs, bs], Kl[gs], hi_b, ck_b, m_b, n_heads, chunk, tile, n_chunks)
+                c, s = _rescore_select(Q[gs, bs], K[gs], cm, kc, kk, eps[gs, bs], hi_b, ck_b, m_b, n_heads, chunk, tie, ws, stats,
+                                       use_triton)
                 out_c[gs, bs, :kk] = c
                 out_s[gs, bs, :kk] = s
     return (out_c[0], out_s[0]) if squeeze else (out_c, out_s)
@@ -536,14 +600,16 @@ def _rescore_rows(
     chunk: int,
     tie: str,
     ws: int,
+    use_triton: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-``kc`` chunks by maximum, rescored in float32, exact top-``kk`` among them;
-    rows in sub-blocks so the gathered keys stay within the workspace."""
+    rows in sub-blocks so the gathered keys (torch) or the candidate scores and their
+    sort keys (Triton, which reads the keys in place) stay within the workspace."""
     g, b, n_chunks = cmf.shape
     D = Kg.shape[2]
     kc = min(kc, n_chunks)
     _, top_chunks = torch.topk(cmf, kc, dim=-1, sorted=False)
-    per_row = kc * chunk * (D + 4) * 4 * 2
+    per_row = kc * chunk * (48 if use_triton else (D + 4) * 4 * 2)
     rb = max(1, min(b, ws // max(per_row * g, 1)))
     oc = torch.empty((g, b, kk), dtype=torch.int64, device=Qb.device)
     os_ = torch.empty((g, b, kk), dtype=torch.float32, device=Qb.device)
@@ -551,7 +617,11 @@ def _rescore_rows(
         r1 = min(b, r0 + rb)
         hi_r = None if hi is None else hi[:, r0:r1]
         m_r = None if mask is None or mask.shape[1] == 1 else mask[:, r0:r1]
-        cols, s = _candidate_scores(Qb[:, r0:r1], Kg, top_chunks[:, r0:r1], hi_r, col_key, mask if m_r is None else m_r, n_heads, chunk)
+        if use_triton:
+            cols, s = _tri.rescore(Qb[:, r0:r1], Kg, top_chunks[:, r0:r1], hi_r, col_key, mask if m_r is None else m_r, chunk)
+        else:
+            cols, s = _candidate_scores(Qb[:, r0:r1], Kg, top_chunks[:, r0:r1], hi_r, col_key, mask if m_r is None else m_r,
+                                        n_heads, chunk)
         c, v = select_topk(s, cols, kk, tie=tie)
         oc[:, r0:r1] = c
         os_[:, r0:r1] = v
@@ -573,13 +643,14 @@ def _rescore_select(
     tie: str,
     ws: int,
     stats: TopkStats | None,
+    use_triton: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pass 2 for a block: rescore the top-``kc`` chunks, certify every row, and rescore
     the rows that need more chunks once more with all of them. Returns (g, b, kk)
     columns / float32 scores."""
     g, b, n_chunks = cm.shape
     cmf = cm.float()
-    out_c, out_s = _rescore_rows(Qb, Kg, cmf, kc, kk, hi, col_key, mask, n_heads, chunk, tie, ws)
+    out_c, out_s = _rescore_rows(Qb, Kg, cmf, kc, kk, hi, col_key, mask, n_heads, chunk, tie, ws, use_triton)
     if kc >= n_chunks:
         return out_c, out_s
     # an unrescored chunk may hold a winner only when its max >= s_k - eps
@@ -603,7 +674,8 @@ def _rescore_select(
             mg = mask[gi : gi + 1] if mask.shape[0] > 1 else mask
             m_r = mg[:, rows] if mask.shape[1] > 1 else mg
         c2, s2 = _rescore_rows(
-            Qb[gi : gi + 1, rows], Kg[gi : gi + 1], cmf[gi : gi + 1, rows], kc2, kk, hi_r, ck_r, m_r, n_heads, chunk, tie, ws
+            Qb[gi : gi + 1, rows], Kg[gi : gi + 1], cmf[gi : gi + 1, rows], kc2, kk, hi_r, ck_r, m_r, n_heads, chunk, tie, ws,
+            use_triton,
         )
         out_c[gi, rows] = c2[0]
         out_s[gi, rows] = s2[0]

@@ -77,6 +77,9 @@ class FaissCandidates:
         cpu.add(np.ascontiguousarray(x, dtype=np.float32))
         self.max_k: int | None = None
         if device.type == "cuda":
+            if not faiss_gpu_available():
+                raise ValueError("faiss candidates on CUDA need faiss with GPU support (the `gpu` extra, faiss-gpu); "
+                                 "this faiss is a CPU build: use device_backend='torch' (the default picks it)")
             self._res = faiss.StandardGpuResources()
             self.index = faiss.index_cpu_to_gpu(self._res, device.index or 0, cpu)
             self.max_k = _FAISS_GPU_MAX_K
@@ -117,6 +120,9 @@ def _backend(backend: str, device: torch.device) -> str:
         raise ValueError(f"device_backend: expected one of {BACKENDS}, got {backend!r}")
     if backend == "auto":
         return "faiss" if device.type == "cuda" and faiss_gpu_available() else "torch"
+    if backend == "faiss" and device.type == "cuda" and not faiss_gpu_available():
+        raise ValueError("device_backend='faiss' on CUDA needs faiss with GPU support (the `gpu` extra, faiss-gpu); "
+                         "this faiss is a CPU build or sees no GPU: use device_backend='torch' or 'auto'")
     return backend
 
 
