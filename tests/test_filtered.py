@@ -535,12 +535,19 @@ def test_graph_beam_bitmap_and_binary_search_membership_agree(indexes, data):
         for r in rows:
             bm[r >> 6] |= np.uint64(1) << np.uint64(r & 63)
         out = []
-        for mode in (gk.BITMAP, gk.SORTED):
-            s, r = np.empty(K, np.float32), np.empty(K, np.int64)
-            c = gk._beam_one(qv[i], qp[i], C, X, nbr, off, cum, ep, maxl, mode, bm, rows, 0, m, 48, K, vis, touched,
-                             cs, cr, ts, tr, buf, s, r, 0.0)
-            assert not vis.any()  # the visited bitset is cleared on return
-            out.append((c, r.copy(), s.copy()))
+        # extra entry points (rows of the best IVF lists in the index; here: any rows, a
+        # repeat, the descent's own node and -1 padding) change where the walk starts, not
+        # what it may return
+        seeds = np.array([[rows[0], rows[-1], rows[0], ep, -1]], np.int64)
+        for sd in (np.zeros((0, 0), np.int64), seeds):
+            for mode in (gk.BITMAP, gk.SORTED):
+                s, r = np.empty(K, np.float32), np.empty(K, np.int64)
+                c = gk._beam_one(qv[i], qp[i], C, X, nbr, off, cum, ep, maxl, mode, bm, rows, 0, m, 48, K, vis, touched,
+                                 cs, cr, ts, tr, buf, s, r, 0.0, sd, 0)
+                assert not vis.any()  # the visited bitset is cleared on return
+                out.append((c, r.copy(), s.copy()))
+            assert out[-2][0] == out[-1][0] == min(m, K)
+            np.testing.assert_array_equal(out[-2][1], out[-1][1])
         assert out[0][0] == out[1][0] == min(m, K)
         np.testing.assert_array_equal(out[0][1], out[1][1])
         np.testing.assert_array_equal(out[0][2], out[1][2])
@@ -1190,3 +1197,71 @@ def test_calibration_correlated_filters_follow_the_rows_nearest_the_query(metric
             d[qrows[i]] = np.inf
             assert set(pool[:50]) == set(np.argsort(d, kind="stable")[:50])
 
+
+
+def test_graph_walk_seeds_reach_a_region_the_descent_cannot():
+    """A level-0 graph of two components (rows 0-3 point one way, rows 4-7 the other; no
+    edge between them), entered at row 0: the walk alone returns only the first component;
+    with a seed in the second (as FilteredIndex passes rows of the best IVF lists) it
+    returns the query's true best rows."""
+    from gsu.index import _graph_kernels as gk
+
+    X = np.array([[1, 0.1 * i] for i in range(4)] + [[0.1 * i, 1] for i in range(4)], np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    n, deg = 8, 3
+    nbr = np.array([[u for u in range(4) if u != v] if v < 4 else [u for u in range(4, 8) if u != v] for v in range(n)],
+                   np.int32).reshape(-1)
+    off = np.arange(0, n * deg + 1, deg, dtype=np.int64)
+    cum = np.array([0, deg, deg], np.int64)
+    C, step = gk.sq8_encode(X)
+    q = np.array([0.05, 1.0], np.float32)
+    vis, touched = np.zeros(1, np.uint64), np.empty(n, np.int32)
+    cs, cr = np.empty(64, np.float32), np.empty(64, np.int64)
+    ts, tr = np.empty(8, np.float32), np.empty(8, np.int64)
+    buf = np.empty(deg, np.int64)
+    best = np.argsort(-(X @ q), kind="stable")[:2]
+    assert set(best) <= {4, 5, 6, 7}
+    for sd, want_b in ((np.zeros((0, 0), np.int64), False), (np.array([[-1, 6]], np.int64), True)):
+        s, r = np.empty(2, np.float32), np.empty(2, np.int64)
+        c = gk._beam_one(q, q * step, C, X, nbr, off, cum, 0, 0, gk.ALL, np.zeros(1, np.uint64), np.zeros(0, np.int64), 0, 0,
+                         4, 2, vis, touched, cs, cr, ts, tr, buf, s, r, 0.0, sd, 0)
+        assert c == 2 and not vis.any()
+        if want_b:
+            np.testing.assert_array_equal(np.sort(r), np.sort(best))
+        else:
+            assert set(r) <= {0, 1, 2, 3}
+
+
+def test_filtered_walk_seeds_are_rows_of_the_best_lists(data):
+    """FilteredIndex seeds its graph walk with one row of each of the WALK_SEEDS lists whose
+    centroids score best; with or without them the walk's answers are allowed rows in
+    score order, and the seeds do not lower recall on queries off the data."""
+    import gsu.index.filtered as F
+
+    x, q = data[0], data[1]
+    idx = FilteredIndex(x.shape[1], M=16, ef_construction=64, calibrate=False)
+    idx.add(x)
+    qs = (q + 0.3 * np.random.default_rng(5).standard_normal(q.shape)).astype(np.float32)
+    seeds, cs = idx._walk_seeds(qs)
+    assert seeds.shape == (qs.shape[0], F.WALK_SEEDS) and cs.shape == (qs.shape[0], idx.ivf.nlist)
+    lists = idx.ivf._row_list
+    for i in range(qs.shape[0]):
+        top = set(np.argsort(-cs[i], kind="stable")[: F.WALK_SEEDS])
+        got = seeds[i][seeds[i] >= 0]
+        assert got.shape[0] >= 1 and {int(lists[r]) for r in got} <= top
+    allowed = np.sort(np.random.default_rng(6).choice(x.shape[0], x.shape[0] // 2, replace=False))
+    exact = FlatIndex(x.shape[1])
+    exact.add(x)
+    truth = exact.search(qs, 10, filter=Filter(allowed)).ids
+    rec = {}
+    saved = F.WALK_SEEDS
+    try:
+        for s in (0, saved):
+            F.WALK_SEEDS = s
+            res = idx.search(qs, 10, filter=Filter(allowed), route="hnsw", effort=0.25)
+            assert np.isin(res.ids[res.ids >= 0], allowed).all()
+            assert np.all(np.diff(res.scores, axis=1)[np.isfinite(res.scores[:, 1:])] <= 0)
+            rec[s] = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(res.ids, truth)])
+    finally:
+        F.WALK_SEEDS = saved
+    assert rec[saved] >= rec[0] - 0.01

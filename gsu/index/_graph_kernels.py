@@ -276,7 +276,7 @@ def _fpush(hs, hr, size, cap, s, r):
 
 @nb.njit(cache=True, fastmath=_FM)
 def _beam_one(qv, qp, C, X, nbr, off, cum, ep, maxl, mode, bm, rows, rlo, rhi, ef, k, vis, touched,
-              cs, cr, ts, tr, buf, out_s, out_r, probe):
+              cs, cr, ts, tr, buf, out_s, out_r, probe, seeds, si):
     """One query: returns the number of results written best-first into out_s/out_r, or
     -1 when the density probe failed (nothing written).
 
@@ -289,7 +289,10 @@ def _beam_one(qv, qp, C, X, nbr, off, cum, ep, maxl, mode, bm, rows, rlo, rhi, e
     uint64 visited bitset, all zero on entry and on return; ``touched`` (n,) int32 scratch
     (the nodes marked); ``cs``/``cr`` candidate heap scratch (its capacity bounds the
     frontier), ``ts``/``tr`` (>= ef,) result heap scratch, ``buf`` (>= level-0 degree,)
-    int64 scratch.
+    int64 scratch. ``seeds[si]`` (when ``seeds`` has rows): extra level-0 entry points
+    (-1: none), e.g. rows of the IVF lists whose centroids score best, entered beside the
+    node the greedy descent reached, so a query whose descent lands in the wrong region
+    still starts near its answer.
     """
     d = qp.shape[0]
     Cf = C.reshape(-1)
@@ -335,6 +338,23 @@ def _beam_one(qv, qp, C, X, nbr, off, cum, ep, maxl, mode, bm, rows, rlo, rhi, e
     if _allowed(cur, mode, bm, rows, rlo, rhi):
         tsize = _fpush(ts, tr, tsize, ef, cur_s, cur)
         nok = 1
+    if seeds.shape[0] > 0:
+        for j in range(seeds.shape[1]):
+            v = seeds[si, j]
+            if v < 0 or v >= C.shape[0]:
+                continue
+            w = vis[v >> 6]
+            bit = np.uint64(1) << np.uint64(v & 63)
+            if (w & bit) != 0:
+                continue
+            vis[v >> 6] = w | bit
+            touched[nt] = v
+            nt += 1
+            s = _dot1(qp, C[v])
+            csize = _fpush(cs, cr, csize, cap, -s, v)
+            if _allowed(v, mode, bm, rows, rlo, rhi):
+                tsize = _fpush(ts, tr, tsize, ef, s, v)
+                nok += 1
     probing = probe > 0
     lb = ts[0] if tsize == ef else np.float32(-np.inf)
     deg = cum[1] - cum[0]
@@ -417,7 +437,7 @@ def _beam_one(qv, qp, C, X, nbr, off, cum, ep, maxl, mode, bm, rows, rlo, rhi, e
 
 @nb.njit(cache=True)
 def _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, i0, i1, all_rows, sbm, starts, ends, rows, ef, ef0, k,
-                  out_r, out_s, counts, vis, touched, bm, probe):
+                  out_r, out_s, counts, vis, touched, bm, probe, seeds):
     """Queries ``which[i0:i1]`` with the given scratch (``vis`` and ``bm`` all-zero bitsets,
     left all-zero; ``touched`` (n,) int32)."""
     n = X.shape[0]
@@ -440,11 +460,11 @@ def _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, i0, i1, all_row
             qp[t] = Q[q, t] * step[t]
         if all_rows:
             counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, np.int64(ALL), sbm, rows, np.int64(0),
-                                  np.int64(0), e, k, vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], probe)
+                                  np.int64(0), e, k, vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], probe, seeds, q)
             continue
         if sbm.shape[0] > 0:  # one filter for the batch, its bitmap built once
             counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, np.int64(BITMAP), sbm, rows, np.int64(0), rows.shape[0], e, k,
-                                  vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], probe)
+                                  vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], probe, seeds, q)
             continue
         if ends[q] == starts[q]:
             for a in range(k):
@@ -454,7 +474,7 @@ def _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, i0, i1, all_row
             continue
         if (ends[q] - starts[q]) * _DENSE > n:
             counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, np.int64(SORTED), bm, rows, starts[q], ends[q], e, k,
-                                  vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], probe)
+                                  vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], probe, seeds, q)
             continue
         # sparse filter: a bitmap, 64 rows per word; rows are sorted, so each word is
         # assembled in a register and stored once
@@ -470,24 +490,24 @@ def _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, i0, i1, all_row
             acc |= np.uint64(1) << np.uint64(r & 63)
         bm[cur] = acc
         counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, np.int64(BITMAP), bm, rows, starts[q], ends[q], e, k,
-                              vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], probe)
+                              vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], probe, seeds, q)
         for j in range(starts[q], ends[q]):
             bm[rows[j] >> 6] = 0
 
 
 @nb.njit(cache=True)
 def search_serial(Q, step, C, X, nbr, off, cum, ep, maxl, which, all_rows, sbm, starts, ends, rows, ef, ef0, k,
-                  out_r, out_s, counts, vis, touched, bm, probe):
+                  out_r, out_s, counts, vis, touched, bm, probe, seeds):
     """:func:`search_batch` on the caller's scratch (two all-zero (ceil(n/64),) uint64
     bitsets ``vis``/``bm``, left all-zero, and ``touched`` (n,) int32), serially: one
     query per call pays no thread-pool launch and no O(n) scratch allocation."""
     _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, np.int64(0), which.shape[0], all_rows, sbm, starts, ends, rows,
-                  ef, ef0, k, out_r, out_s, counts, vis, touched, bm, probe)
+                  ef, ef0, k, out_r, out_s, counts, vis, touched, bm, probe, seeds)
 
 
 @nb.njit(cache=True, parallel=True)
 def search_batch(Q, step, C, X, nbr, off, cum, ep, maxl, which, all_rows, sbm, starts, ends, rows, ef, ef0, k,
-                 out_r, out_s, counts, nchunk, probe):
+                 out_r, out_s, counts, nchunk, probe, seeds):
     """Filtered HNSW search of queries ``which``, parallel over ``nchunk`` chunks.
 
     ``Q`` (nq, d) float32 queries, ``step`` (d,) float32 code steps, ``C`` (n, d) uint8
@@ -499,7 +519,8 @@ def search_batch(Q, step, C, X, nbr, off, cum, ep, maxl, which, all_rows, sbm, s
     ``nbr[off[v]+cum[l] : off[v]+cum[l+1]]``, -1 padded); ``ep``/``maxl``: entry point and
     its level. Writes rows, scores and counts into ``out_r``/``out_s`` (nq, k) (padding
     -1 / -inf) and ``counts`` (nq,): -1 for a query whose density probe failed
-    (``probe > 0``: see :func:`_beam_one`; its output rows are not written).
+    (``probe > 0``: see :func:`_beam_one`; its output rows are not written). ``seeds``
+    (nq, S) int64 extra level-0 entry points per query (-1: none), or (0, 0): none.
     """
     n = X.shape[0]
     W = which.shape[0]
@@ -508,4 +529,4 @@ def search_batch(Q, step, C, X, nbr, off, cum, ep, maxl, which, all_rows, sbm, s
         bm = np.zeros((n + 63) >> 6, np.uint64)
         touched = np.empty(n, np.int32)
         _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, c * W // nchunk, (c + 1) * W // nchunk, all_rows, sbm,
-                      starts, ends, rows, ef, ef0, k, out_r, out_s, counts, vis, touched, bm, probe)
+                      starts, ends, rows, ef, ef0, k, out_r, out_s, counts, vis, touched, bm, probe, seeds)

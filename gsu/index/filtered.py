@@ -71,6 +71,9 @@ ROUTES = ("exact", "ivf", "hnsw")
 #: d = 64; measured 1.3-1.8x faster than the float32 read and than a half-precision copy
 #: at d = 64-768 on cold rows, slower at d = 32 (below, rows are read in float32)
 SQ8_MIN_DIM = 64
+#: extra entry points of the graph walk: one row from each of this many best-scoring IVF
+#: lists (see ``FilteredIndex._walk_seeds``); 0 turns them off
+WALK_SEEDS = 4
 EXACT, IVF, HNSW = 0, 1, 2
 _ONE = np.zeros(1, np.int64)
 _PLAN = "gsu.filtered.plan"  # cache key of a shared filter's plan on its compiled form
@@ -726,7 +729,10 @@ class FilteredIndex(Index):
             fk.gather_topk_ip_shared(q, self._scoring(), rows, k, out_r, out_s, counts, *self._approx())
             return out_r, out_s, counts
         if code == HNSW or probe > 0:
-            self.hnsw.beam_search(q, k, cf, which, out_r, out_s, counts, ef, probe)
+            # the planned walk gets the IVF seeds; the density probe (a cheap look before
+            # IVF) does not: there the centroid scores would be pure cost when it gives up
+            seeds, cs = self._walk_seeds(q) if code == HNSW else (None, None)
+            self.hnsw.beam_search(q, k, cf, which, out_r, out_s, counts, ef, probe, seeds)
             if code == HNSW or ((counts[0] >= 0) if nq == 1 else (counts.min() >= 0)):
                 self._recompute_short(q, k, cf, m, out_r, out_s, counts)
                 return out_r, out_s, counts
@@ -738,6 +744,34 @@ class FilteredIndex(Index):
         self.ivf.search_compiled(q, k, cf, which, out_r, out_s, counts, target=cand, min_lists=lists,
                                  vectors=self._scoring(), sq8=self._approx()[1])
         return out_r, out_s, counts
+
+    def _walk_seeds(self, q: np.ndarray, which: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Extra entry points of the graph walk: for each query (``which``: only those rows;
+        the others get -1), one row of each of the ``WALK_SEEDS`` IVF lists whose centroids
+        score best (the list's first row in the list layout: a member of the centroid's
+        cell). The greedy descent through the upper levels can end in the wrong region for
+        a query far off the data; the walk then starts there and near the best cells too.
+        Used by the planned walk (the HNSW route), not by the density probe. Returns
+        ``(seeds (nq, S) int64, centroid scores (nq, nlist))``, or ``(None, None)``."""
+        ivf = self.ivf
+        S = min(WALK_SEEDS, ivf.nlist)
+        if S <= 0 or ivf.centroids is None:
+            return None, None
+        first = self.__dict__.get("_list_first")
+        off = ivf._list_off
+        if first is None or first[1] is not off:
+            rows = np.where(np.diff(off) > 0, ivf._pos_row[np.minimum(off[:-1], max(ivf._pos_row.shape[0] - 1, 0))], -1)
+            first = self._list_first = (np.ascontiguousarray(rows, dtype=np.int64), off)
+        qs = q if which is None else q[which]
+        cs = ivf.centroid_scores(qs)
+        top = np.argpartition(cs, cs.shape[1] - S, axis=1)[:, cs.shape[1] - S:] if S < cs.shape[1] else np.broadcast_to(
+            np.arange(cs.shape[1]), cs.shape)
+        sd = first[0][top]
+        if which is None:
+            return np.ascontiguousarray(sd, dtype=np.int64), cs
+        full = np.full((q.shape[0], S), -1, np.int64)
+        full[which] = sd
+        return full, None
 
     def _recompute_short(self, q: np.ndarray, k: int, cf: CompiledFilter | None, m: int, out_r: np.ndarray,
                          out_s: np.ndarray, counts: np.ndarray) -> None:
@@ -770,9 +804,9 @@ class FilteredIndex(Index):
         if ex.shape[0]:
             fk.gather_topk_ip_sel(q, X, ex, starts, ends, cf.rows, k, out_r, out_s, counts, *self._approx())
         walk = np.flatnonzero((routes == HNSW) & (m_all > 0)).astype(np.int64)
-        if walk.shape[0]:
-            self.hnsw.beam_search(q, k, cf, walk, out_r, out_s, counts, ef)
         pw = np.flatnonzero(probe & (m_all > 0)).astype(np.int64)
+        if walk.shape[0]:
+            self.hnsw.beam_search(q, k, cf, walk, out_r, out_s, counts, ef, 0.0, self._walk_seeds(q, walk)[0])
         if pw.shape[0]:
             self.hnsw.beam_search(q, k, cf, pw, out_r, out_s, counts, ef, st.probe_min_share)
             gave_up = pw[counts[pw] < 0]

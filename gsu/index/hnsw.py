@@ -69,6 +69,7 @@ def faiss_selector(rows: np.ndarray, n: int, *, bitmap: np.ndarray | None = None
 
 _NO_ROWS = np.zeros(0, np.int64)
 _NO_BITMAP = np.zeros(0, np.uint64)
+_NO_SEEDS = np.zeros((0, 0), np.int64)
 _ALL_ROWS = (True, _NO_BITMAP, _NO_ROWS, _NO_ROWS, _NO_ROWS)
 _BEAM_FILTER = "gsu.hnsw.beam-filter"  # cache key of a shared filter's beam arguments on its compiled form
 
@@ -392,6 +393,7 @@ class HNSWIndex(MutableIndex):
         counts: np.ndarray,
         ef: int | np.ndarray,
         probe: float = 0.0,
+        seeds: np.ndarray | None = None,
     ) -> None:
         """gsu's beam search over faiss's graph (:mod:`gsu.index._graph_kernels`: 8-bit codes
         steer the walk, the ``ef`` allowed results are rescored in float32) for prepared
@@ -403,7 +405,8 @@ class HNSWIndex(MutableIndex):
         of k are padded with -1 / -inf. A single query runs serially on cached scratch,
         batches in parallel chunks. ``probe`` > 0: a query gives up (count -1, its row not
         written) when fewer than that share of the first ~100 level-0 nodes it visits pass
-        the filter (the filter is too sparse near it for a graph walk to pay).
+        the filter (the filter is too sparse near it for a graph walk to pay). ``seeds``:
+        (nq, S) int64 rows entered at level 0 beside the descent's node (-1: none).
         """
         W = which.shape[0]
         if W == 0:
@@ -433,6 +436,10 @@ class HNSWIndex(MutableIndex):
             efa, ef0 = _NO_ROWS, int(ef)
         if which.dtype != np.int64 or not which.flags.c_contiguous:
             which = np.ascontiguousarray(which, dtype=np.int64)
+        if seeds is None:
+            seeds = _NO_SEEDS
+        elif seeds.dtype != np.int64 or seeds.ndim != 2 or seeds.shape[0] != q.shape[0] or not seeds.flags.c_contiguous:
+            raise ValueError(f"seeds: expected a C-contiguous (nq={q.shape[0]}, S) int64 array, got {seeds.shape} {seeds.dtype}")
         if W == 1 or numba.get_num_threads() == 1:
             pool = self._scratch_pool
             try:  # pop, not test-then-pop: concurrent searches share the pool
@@ -444,12 +451,12 @@ class HNSWIndex(MutableIndex):
                 sc = (np.zeros(w, np.uint64), np.empty(n, np.int32), np.zeros(w, np.uint64))
             try:
                 gk.search_serial(q, step, codes, X, nbr, off, cum, ep, maxl, which, *fa, efa, ef0, k, out_r, out_s, counts,
-                                 sc[0], sc[1], sc[2], float(probe))
+                                 sc[0], sc[1], sc[2], float(probe), seeds)
             finally:
                 pool.append(sc)
         else:
             gk.search_batch(q, step, codes, X, nbr, off, cum, ep, maxl, which, *fa, efa, ef0, k, out_r, out_s, counts,
-                            max(1, min(W, 4 * numba.get_num_threads())), float(probe))
+                            max(1, min(W, 4 * numba.get_num_threads())), float(probe), seeds)
 
     def _codes(self) -> tuple[np.ndarray, np.ndarray]:
         """The traversal's 8-bit codes of the vectors and their per-dimension steps
