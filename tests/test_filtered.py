@@ -1232,7 +1232,7 @@ def test_graph_walk_seeds_reach_a_region_the_descent_cannot():
             assert set(r) <= {0, 1, 2, 3}
 
 
-def test_filtered_walk_seeds_are_rows_of_the_best_lists(data):
+def test_filtered_walk_seeds_are_rows_of_the_best_lists(data, monkeypatch):
     """FilteredIndex seeds its graph walk with one row of each of the WALK_SEEDS lists whose
     centroids score best; with or without them the walk's answers are allowed rows in
     score order, and the seeds do not lower recall on queries off the data."""
@@ -1241,27 +1241,29 @@ def test_filtered_walk_seeds_are_rows_of_the_best_lists(data):
     x, q = data[0], data[1]
     idx = FilteredIndex(x.shape[1], M=16, ef_construction=64, calibrate=False)
     idx.add(x)
+    assert idx._walk_seeds(q) is None  # a small index: no seeds (below WALK_SEEDS_MIN_ROWS)
+    monkeypatch.setattr(F, "WALK_SEEDS_MIN_ROWS", 0)
     qs = (q + 0.3 * np.random.default_rng(5).standard_normal(q.shape)).astype(np.float32)
-    seeds, cs = idx._walk_seeds(qs)
-    assert seeds.shape == (qs.shape[0], F.WALK_SEEDS) and cs.shape == (qs.shape[0], idx.ivf.nlist)
-    lists = idx.ivf._row_list
+    seeds = idx._walk_seeds(qs)
+    cs = qs.astype(np.float64) @ idx.ivf.centroids.T.astype(np.float64)
+    assert seeds.shape == (qs.shape[0], F.WALK_SEEDS)
+    lists, sizes = idx.ivf._row_list, np.diff(idx.ivf._list_off)
     for i in range(qs.shape[0]):
-        top = set(np.argsort(-cs[i], kind="stable")[: F.WALK_SEEDS])
-        got = seeds[i][seeds[i] >= 0]
-        assert got.shape[0] >= 1 and {int(lists[r]) for r in got} <= top
+        order = [int(l) for l in np.argsort(-cs[i], kind="stable") if sizes[l] > 0][: F.WALK_SEEDS]
+        assert [int(lists[r]) for r in seeds[i]] == order  # best list first
+    part = idx._walk_seeds(qs, np.array([2, 0], np.int64))  # only those queries; the others -1
+    np.testing.assert_array_equal(part[[0, 2]], seeds[[0, 2]])
+    assert (np.delete(part, [0, 2], axis=0) == -1).all()
     allowed = np.sort(np.random.default_rng(6).choice(x.shape[0], x.shape[0] // 2, replace=False))
     exact = FlatIndex(x.shape[1])
     exact.add(x)
     truth = exact.search(qs, 10, filter=Filter(allowed)).ids
     rec = {}
-    saved = F.WALK_SEEDS
-    try:
-        for s in (0, saved):
-            F.WALK_SEEDS = s
-            res = idx.search(qs, 10, filter=Filter(allowed), route="hnsw", effort=0.25)
-            assert np.isin(res.ids[res.ids >= 0], allowed).all()
-            assert np.all(np.diff(res.scores, axis=1)[np.isfinite(res.scores[:, 1:])] <= 0)
-            rec[s] = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(res.ids, truth)])
-    finally:
-        F.WALK_SEEDS = saved
-    assert rec[saved] >= rec[0] - 0.01
+    n_seeds = F.WALK_SEEDS
+    for s in (0, n_seeds):
+        monkeypatch.setattr(F, "WALK_SEEDS", s)
+        res = idx.search(qs, 10, filter=Filter(allowed), route="hnsw", effort=0.25)
+        assert np.isin(res.ids[res.ids >= 0], allowed).all()
+        assert np.all(np.diff(res.scores, axis=1)[np.isfinite(res.scores[:, 1:])] <= 0)
+        rec[s] = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(res.ids, truth)])
+    assert rec[n_seeds] >= rec[0] - 0.01

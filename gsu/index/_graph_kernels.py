@@ -530,3 +530,42 @@ def search_batch(Q, step, C, X, nbr, off, cum, ep, maxl, which, all_rows, sbm, s
         touched = np.empty(n, np.int32)
         _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, c * W // nchunk, (c + 1) * W // nchunk, all_rows, sbm,
                       starts, ends, rows, ef, ef0, k, out_r, out_s, counts, vis, touched, bm, probe, seeds)
+
+
+@nb.njit(cache=True, fastmath=_FM)
+def list_seeds(Q, which, C, first, out):
+    """Walk seeds: for each query ``which[i]``, the first rows (``first``, (nlist,) int64,
+    -1 for an empty list) of the ``out.shape[1]`` lists whose centroids ``C`` (nlist, d)
+    score best against ``Q[which[i]]``, best first, into ``out[which[i]]`` (-1 where fewer
+    lists hold rows). One scan of the centroids per query, four at a time."""
+    S = out.shape[1]
+    nl = C.shape[0]
+    bs = np.empty(S, np.float32)
+    bl = np.empty(S, np.int64)
+    for i in range(which.shape[0]):
+        q = which[i]
+        qv = Q[q]
+        m = 0
+        for l0 in range(0, nl, 4):
+            l1 = min(l0 + 1, nl - 1)
+            l2 = min(l0 + 2, nl - 1)
+            l3 = min(l0 + 3, nl - 1)
+            a0, a1, a2, a3 = _dot4(qv, C[l0], C[l1], C[l2], C[l3])
+            for u in range(min(4, nl - l0)):
+                l = l0 + u
+                if first[l] < 0:
+                    continue
+                s = a0 if u == 0 else (a1 if u == 1 else (a2 if u == 2 else a3))
+                if m == S and s <= bs[S - 1]:
+                    continue
+                j = m if m < S else S - 1  # insertion into the sorted top-S
+                while j > 0 and bs[j - 1] < s:
+                    bs[j] = bs[j - 1]
+                    bl[j] = bl[j - 1]
+                    j -= 1
+                bs[j] = s
+                bl[j] = l
+                if m < S:
+                    m += 1
+        for j in range(S):
+            out[q, j] = first[bl[j]] if j < m else -1
