@@ -75,11 +75,11 @@ SQ8_MIN_DIM = 64
 #: extra entry points of the graph walk: one row from each of this many best-scoring IVF
 #: lists (see ``FilteredIndex._walk_seeds``); 0 turns them off
 WALK_SEEDS = 4
-#: ... on indexes of at least this many rows. Below it the walk stays in cache and is short:
-#: the centroid scan cost 5-15 % of a walk on the filtered suite's sets (30k-200k rows) and
-#: changed no recall measured there; at 10^6 and 2·10^6 rows it cost 2-6 % and lifted the
-#: 50 % cell of off-data queries from 0.973 / 0.954 to 0.991 / 0.984 (descents that ended in
-#: the wrong region)
+#: ... on indexes of at least this many rows. Below it the walk is short: the centroid scan
+#: cost 5-16 % of a search on three of the filtered suite's sets (30k-200k rows) and changed
+#: no recall there; at 10^6 and 2·10^6 rows it cost 6-11 % and lifted the 50 % cell of
+#: off-data queries from 0.973 / 0.954 to 0.991 / 0.984 (descents that ended in the wrong
+#: region; results/scale/walk_seeds_*)
 WALK_SEEDS_MIN_ROWS = 1 << 19
 EXACT, IVF, HNSW = 0, 1, 2
 _ONE = np.zeros(1, np.int64)
