@@ -102,7 +102,7 @@ def run(
     import torch
 
     from gsu.device import TopkStats, fused_topk, prepare_keys, resolve_device, sync
-    from gsu.device._triton import available as tri_available
+    from gsu.device import triton_available as tri_available
     from gsu.retrieval import Exact, History, ItemTable
     from gsu.retrieval.methods import history_topk
 

@@ -2,7 +2,8 @@
 GPU (or on the CPU through torch, which is how they are tested everywhere).
 
 - :func:`fused_topk` — fused scores + top-k without the (T, L) score matrix, low-precision
-  scoring with certified float32 rescoring (results equal the CPU path's);
+  scoring with certified float32 rescoring (results equal the CPU path's); on CUDA its two
+  passes are Triton kernels when Triton imports (:func:`triton_available`);
 
 Its users live in their own layers: :mod:`gsu.index.device` (``FlatIndex(device=...)`` for
 every filter form, faiss-gpu as a candidate generator when faiss has GPUs) and
@@ -10,6 +11,7 @@ every filter form, faiss-gpu as a candidate generator when faiss has GPUs) and
 ``SimHashTopK`` with ``device=``, many users per call). This package imports neither.
 """
 
+from gsu.device._triton import available as triton_available
 from gsu.device._topk import (
     DEFAULT_WORKSPACE,
     PRECISIONS,
@@ -40,4 +42,5 @@ __all__ = [
     "select_topk",
     "sync",
     "to_device",
+    "triton_available",
 ]
