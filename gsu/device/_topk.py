@@ -233,41 +233,16 @@ def select_topk(scores: torch.Tensor, cols: torch.Tensor, k: int, *, tie: str) -
     with -1 / -inf where fewer than ``k`` scores are finite or > -inf (NaN is never
     selected). ``cols`` must lie in [0, 2³²).
     """
-    M = scores.shape[-1]
-    out_shape = (*scores.shape[:-1], k)
-    if M == 0:
-        return (torch.full(out_shape, -1, dtype=torch.int64, device=scores.device),
-                torch.full(out_shape, float("-inf"), dtype=torch.float32, device=scores.device))
-    s = torch.where(torch.isnan(scores), torch.full_like(scores, float("-inf")), scores).contiguous()
-    kk = min(k, M)
-    # float32 top-k first (half the radix passes of the int64 key), then the exact order
-    # of those kk by the key; rows whose kk-th score ties with a column left out take the
-    # int64 key top-k over all their columns, so the tie rule holds everywhere
-    v, at = torch.topk(s, kk, dim=-1, sorted=False)
-    vk = v.amin(dim=-1, keepdim=True)
-    tied = ((s >= vk).sum(dim=-1) > kk) & (vk.squeeze(-1) > float("-inf"))
-    c_sel = torch.gather(cols, -1, at)
-    key = _keys(v, c_sel, tie)
-    top, order = torch.sort(key, dim=-1, descending=True)
-    at = torch.gather(at, -1, order)
-    if bool(tied.any()):
-        rows = torch.nonzero(tied.reshape(-1)).flatten()
-        s2, c2 = s.reshape(-1, M)[rows], cols.reshape(-1, M)[rows]
-        t2, a2 = torch.topk(_keys(s2, c2, tie), kk, dim=-1, sorted=True)
-        top.view(-1, kk)[rows] = t2
-        at.view(-1, kk)[rows] = a2
-    ok = top != _INVALID
-    oc = torch.where(ok, torch.gather(cols, -1, at), torch.full_like(at, -1))
-    sv = torch.gather(s, -1, at)
-    os_ = torch.where(ok, sv, torch.full_like(sv, float("-inf")))
-    if kk < k:
-        oc = torch.nn.functional.pad(oc, (0, k - kk), value=-1)
-        os_ = torch.nn.functional.pad(os_, (0, k - kk), value=float("-inf"))
-    return oc, os_
+    return _select(scores, cols, k, tie, prepass=True)
 
 
 def _select_topk_keys(scores: torch.Tensor, cols: torch.Tensor, k: int, *, tie: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`select_topk` by one int64-key top-k over all columns (no float pre-pass)."""
+    """:func:`select_topk` by one int64-key top-k over all columns (no float pre-pass): the
+    reference the tests compare it with."""
+    return _select(scores, cols, k, tie, prepass=False)
+
+
+def _select(scores: torch.Tensor, cols: torch.Tensor, k: int, tie: str, *, prepass: bool) -> tuple[torch.Tensor, torch.Tensor]:
     M = scores.shape[-1]
     out_shape = (*scores.shape[:-1], k)
     if M == 0:
@@ -275,7 +250,23 @@ def _select_topk_keys(scores: torch.Tensor, cols: torch.Tensor, k: int, *, tie: 
                 torch.full(out_shape, float("-inf"), dtype=torch.float32, device=scores.device))
     s = torch.where(torch.isnan(scores), torch.full_like(scores, float("-inf")), scores).contiguous()
     kk = min(k, M)
-    top, at = torch.topk(_keys(s, cols, tie), kk, dim=-1, sorted=True)
+    if prepass:
+        # float32 top-k first (half the radix passes of the int64 key), then the exact order
+        # of those kk by the key; rows whose kk-th score ties with a column left out take the
+        # int64 key top-k over all their columns, so the tie rule holds everywhere
+        v, at = torch.topk(s, kk, dim=-1, sorted=False)
+        vk = v.amin(dim=-1, keepdim=True)
+        tied = ((s >= vk).sum(dim=-1) > kk) & (vk.squeeze(-1) > float("-inf"))
+        top, order = torch.sort(_keys(v, torch.gather(cols, -1, at), tie), dim=-1, descending=True)
+        at = torch.gather(at, -1, order)
+        if bool(tied.any()):
+            rows = torch.nonzero(tied.reshape(-1)).flatten()
+            s2, c2 = s.reshape(-1, M)[rows], cols.reshape(-1, M)[rows]
+            t2, a2 = torch.topk(_keys(s2, c2, tie), kk, dim=-1, sorted=True)
+            top.view(-1, kk)[rows] = t2
+            at.view(-1, kk)[rows] = a2
+    else:
+        top, at = torch.topk(_keys(s, cols, tie), kk, dim=-1, sorted=True)
     ok = top != _INVALID
     oc = torch.where(ok, torch.gather(cols, -1, at), torch.full_like(at, -1))
     sv = torch.gather(s, -1, at)
