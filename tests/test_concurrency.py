@@ -183,6 +183,27 @@ def test_search_while_writing_sees_whole_states(kind):
     assert _same(idx.search(q, KQ, filter=shared_filter, **params), refs_batch[-1])
 
 
+@pytest.mark.slow
+def test_search_while_writing_with_walk_seeds(monkeypatch):
+    """The same contract for FilteredIndex with its graph walk seeded from the IVF lists
+    (on by default only from 2^19 rows; forced on here): the seeds' cached list layout
+    follows every add, removal, upsert and compaction while the readers search."""
+    import gsu.index.filtered as F
+
+    monkeypatch.setattr(F, "WALK_SEEDS_MIN_ROWS", 0)
+    calls = []
+    orig = F.FilteredIndex._walk_seeds
+
+    def counted(self, q, which=None):
+        out = orig(self, q, which)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(F.FilteredIndex, "_walk_seeds", counted)
+    test_search_while_writing_sees_whole_states("filtered")
+    assert sum(calls) > 0, "the walks took seeds"
+
+
 def test_rwlock_excludes_writers_and_is_reentrant():
     lock = RWLock()
     state = {"readers": 0, "writing": False, "bad": 0}

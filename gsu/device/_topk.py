@@ -369,11 +369,12 @@ def fused_topk(
     qn = torch.where(torch.isfinite(qn), qn, torch.zeros_like(qn))
     bound = float((qn.amax(dim=1) * kx.norm_max).max()) if G else 0.0
     prec = "fp32" if exact_scores and precision == "auto" and dev.type == "cpu" else choose_precision(precision, dev, bound)
-    tri_ok = prec in ("bf16", "fp16") and not exact_scores and n_heads == 1 and chunk <= 128 and not chunk & (chunk - 1)
-    if kernel == "triton" and not (tri_ok and _tri.available(dev)):
+    tri_ok = (prec in ("bf16", "fp16") and not exact_scores and n_heads == 1 and chunk <= 128 and not chunk & (chunk - 1)
+              and _tri.available(dev))
+    if kernel == "triton" and not tri_ok:
         raise ValueError("kernel='triton' needs Triton on a CUDA device (or TRITON_INTERPRET=1 on the CPU), "
                          "fp16/bf16 scoring, one head and a power-of-two chunk <= 128")
-    use_triton = kernel != "torch" and tri_ok and _tri.available(dev)
+    use_triton = kernel != "torch" and tri_ok
     # the Triton kernel keeps the float32 accumulator: no rounding of the score to the format
     coef = 0.0 if exact_scores else error_coef(prec, D, rounded_output=not use_triton)
     u_sub = 0.0 if exact_scores else _HALF_SUB[prec]
