@@ -2,6 +2,9 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
+# test processes (pytest-xdist, one file per process at a time): most of a fresh clone's
+# test time is numba compiling its kernels, one core each; TEST_WORKERS=0 runs in-process
+TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.gsu-installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -23,11 +26,11 @@ demo: $(STAMP)
 	$(VENV)/bin/gsu demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # the edit-test loop: everything but the stress, fuzz and end-to-end benchmark tests
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: $(STAMP)
 	$(VENV)/bin/gsu bench all
