@@ -1001,7 +1001,9 @@ def test_serial_and_parallel_twins_keep_separate_cache_files():
 def test_ids_bitmap64_and_bitmap64_rows_match_numpy():
     """The one-pass id → bitmap kernel (any order — shuffled, ascending, descending, sorted
     stretches —, repeats, ids outside dropped), the sorted rows → bitmap kernel and the
-    bitmap → rows extraction against numpy, for sizes on and off a word boundary."""
+    bitmap → rows extraction against numpy, for sizes on and off a word boundary; both ways
+    of setting the bits (a word in registers; a byte per row, packed, for dense spread-out
+    sets) are exercised."""
     from gsu.index import _filter_kernels as fk
 
     def packed(rows, n):  # numpy's answer, the faiss IDSelectorBitmap layout
@@ -1010,6 +1012,7 @@ def test_ids_bitmap64_and_bitmap64_rows_match_numpy():
         return np.packbits(mask, bitorder="little").view(np.uint64)
 
     rng = np.random.default_rng(5)
+    ways = set()
     for n in (1, 63, 64, 65, 1000, 4096):
         for lo in (0, 11):
             for m in (0, 1, n // 3, n, 3 * n):
@@ -1025,12 +1028,22 @@ def test_ids_bitmap64_and_bitmap64_rows_match_numpy():
                     else:  # ascending stretches one after another (word changes back and forth)
                         ids = np.concatenate([np.sort(c) for c in np.array_split(rng.permutation(ids), 5)])
                     want = np.unique(ids[(ids >= lo) & (ids < lo + n)]) - lo
+                    ways.add(bool(fk._bytes_pay(ids, n)))
                     bm, cnt, rmin, rmax = fk.ids_bitmap64(ids, lo, n)
                     assert bm.shape == ((n + 63) >> 6,) and cnt == want.shape[0]
                     np.testing.assert_array_equal(bm, packed(want, n))
                     np.testing.assert_array_equal(fk.rows_bitmap64(want, n), packed(want, n))
                     assert (rmin, rmax) == ((int(want[0]), int(want[-1])) if cnt else (n, -1))
                     np.testing.assert_array_equal(fk.bitmap64_rows(bm, cnt), want)
+    # a dense window (the register way) and the same number of rows spread out (bytes)
+    for n in (1000, 4097):
+        win = np.arange(100, 100 + n // 2, dtype=np.int64)
+        spread = np.sort(rng.choice(n, n // 2, replace=False)).astype(np.int64)
+        assert not fk._bytes_pay(win, n) and fk._bytes_pay(spread, n)
+        for rows in (win, spread):
+            np.testing.assert_array_equal(fk.ids_bitmap64(rows, 0, n)[0], packed(rows, n))
+            np.testing.assert_array_equal(fk.rows_bitmap64(rows, n), packed(rows, n))
+    assert ways == {False, True}
     full = np.full(3, np.iinfo(np.uint64).max, np.uint64)  # every bit, bit 63 included
     np.testing.assert_array_equal(fk.bitmap64_rows(full, 192), np.arange(192))
     np.testing.assert_array_equal(fk.bitmap64_rows(full, 70), np.arange(70))  # stops at m rows

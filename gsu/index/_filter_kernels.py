@@ -98,17 +98,19 @@ def _set_bits(bm, vals, lo, n):
     words, the row ``r``'s bit in word ``(r >> 6) + 1``; a value outside ``0..n-1`` sets
     bit ``n``, in the words past the rows). Any order, repeats allowed.
 
-    Dense ids: two streams over the halves of ``vals``, each building its current word in
-    a register and OR-ing it into the bitmap when the word changes: ascending ids (the
-    usual request) touch memory once per word, not once per id. (A read-modify-write per
-    id makes each id wait on the store of the previous one when they share a word: 1.3 ns per id on
-    100,000 sorted ids of 200,000 rows, against 0.85 ns here.) Below one id per eight rows
-    (a few ids per word, where the word changes at unpredictable ids) four plain
-    read-modify-write streams are cheaper, and are used instead.
+    Dense near-contiguous ids (a window; not :func:`_spread`): two streams over the halves
+    of ``vals``, each building its current word in a register and OR-ing it into the
+    bitmap when the word changes: they touch memory once per word, not once per id. (A
+    read-modify-write per id makes each id wait on the store of the previous one when they
+    share a word: 1.3 ns per id on 100,000 sorted ids of 200,000 rows, against 0.85 ns
+    here.) Below one id per eight rows, or spread out (where the word changes at
+    unpredictable ids), four plain read-modify-write streams are cheaper, and are used
+    instead (dense spread-out sets go to :func:`_dense_bitmap` first, see
+    :func:`_bytes_pay`).
     """
     one = np.uint64(1)
     m = vals.shape[0]
-    if m * 8 < n:
+    if m * 8 < n or _spread(vals):
         q = m >> 2
         for j in range(q):
             r0 = vals[j] - lo
@@ -158,6 +160,73 @@ def _set_bits(bm, vals, lo, n):
         bm[(r >> 6) + 1] |= one << np.uint64(r & 63)
 
 
+_PACK8 = np.uint64(0x0102040810204080)  # (x * _PACK8) >> 56: bit i = byte i of x (bytes 0/1)
+_ONES8 = np.uint64(0x0101010101010101)  # (x * _ONES8) >> 56: the sum of the bytes of x (at most 8 each)
+
+
+@nb.njit(cache=True, inline="always")
+def _dense_bitmap(vals, lo, n):
+    """Bitmap (as :func:`rows_bitmap64`, ``ceil(n/64)`` words) of the rows ``vals - lo``
+    in ``0..n-1`` (others dropped; any order, repeats allowed) and the number of distinct
+    rows set, for dense sets (one value per eight rows or more): a byte per row first
+    (independent stores, four streams; nothing waits on the previous value), then eight
+    bytes at a time packed into eight bits by one multiply (and counted by another).
+
+    Against :func:`_set_bits` (plus the popcount pass), 100 different sorted random id
+    arrays cycled, one thread, this VM: 50,000 of 100,000 rows 57 → 48 µs, 100,000 of
+    200,000 115 → 93 µs, 500,000 of 10^6 610 → 500 µs; at one row in five about equal to
+    :func:`_set_bits`'s read-modify-write streams, which win below (the O(n) byte mask
+    costs more than it saves)."""
+    nw = (n + 63) >> 6
+    mask = np.zeros(nw * 64 + 64, np.uint8)  # byte n (a spare) takes the values outside
+    m = vals.shape[0]
+    q = m >> 2
+    for j in range(q):
+        r0 = vals[j] - lo
+        r1 = vals[j + q] - lo
+        r2 = vals[j + 2 * q] - lo
+        r3 = vals[j + 3 * q] - lo
+        mask[r0 if (r0 >= 0 and r0 < n) else n] = 1
+        mask[r1 if (r1 >= 0 and r1 < n) else n] = 1
+        mask[r2 if (r2 >= 0 and r2 < n) else n] = 1
+        mask[r3 if (r3 >= 0 and r3 < n) else n] = 1
+    for j in range(4 * q, m):
+        r = vals[j] - lo
+        mask[r if (r >= 0 and r < n) else n] = 1
+    mask[n] = 0
+    m8 = mask.view(np.uint64)
+    bm = np.empty(nw, np.uint64)
+    cnt = np.uint64(0)
+    s56 = np.uint64(56)
+    for w in range(nw):
+        acc = np.uint64(0)
+        for b in range(8):
+            x = m8[w * 8 + b]
+            cnt += (x * _ONES8) >> s56
+            acc |= ((x * _PACK8) >> s56) << np.uint64(8 * b)
+        bm[w] = acc
+    return bm, np.int64(cnt)
+
+
+@nb.njit(cache=True, inline="always")
+def _spread(vals):
+    """Whether ``vals`` are not one near-contiguous ascending stretch: below 3/4 of the
+    values between the first and the last are present (or they are not ascending)."""
+    m = vals.shape[0]
+    if m == 0:
+        return False
+    span = vals[m - 1] - vals[0] + 1
+    return span <= 0 or m * 4 < span * 3
+
+
+@nb.njit(cache=True, inline="always")
+def _bytes_pay(vals, n):
+    """Whether :func:`_dense_bitmap` beats :func:`_set_bits` for ``vals``: one value per five
+    rows or more, spread out (:func:`_spread`; a near-contiguous stretch, e.g. a time window
+    over rows stored in time order, fills whole words in registers for less)."""
+    return vals.shape[0] * 5 >= n and _spread(vals)
+
+
 @nb.njit(cache=True)
 def rows_bitmap64(rows, n):
     """Bitmap of the allowed ``rows`` (each in ``0..n-1``) as (ceil(n/64),) uint64 words:
@@ -165,8 +234,10 @@ def rows_bitmap64(rows, n):
     packed layout of ``faiss.IDSelectorBitmap`` (bit ``r & 7`` of byte ``r >> 3``).
 
     O(n/64 + m): the zeroing is a memset, then :func:`_set_bits` (a word at a time for
-    sorted rows).
+    sorted rows); dense spread-out sets (:func:`_bytes_pay`) by :func:`_dense_bitmap`, O(n/8 + m).
     """
+    if _bytes_pay(rows, n):
+        return _dense_bitmap(rows, 0, n)[0]
     nw = (n + 63) >> 6
     bm = np.zeros(nw + 2, np.uint64)
     _set_bits(bm, rows, 0, n)
@@ -180,31 +251,43 @@ def ids_bitmap64(ids, lo, n):
     dropped): ``(bm, m, rmin, rmax)`` with ``m`` the distinct rows set and ``rmin``/``rmax``
     the least and greatest (``n``/``-1`` when none).
 
-    One pass over ``ids`` (:func:`_set_bits`) and one over the words (popcount, the first
-    and last set bit): the form a large filter's graph walk and list scan read, without a
-    sorted copy of the ids first; nothing reads ``ids`` afterwards.
+    One pass over ``ids`` (:func:`_set_bits`, or for dense spread-out sets
+    :func:`_dense_bitmap`, see :func:`_bytes_pay`) and
+    one over the words (popcount, the first and last set bit): the form a large filter's
+    graph walk and list scan read, without a sorted copy of the ids first; nothing reads
+    ``ids`` afterwards.
     """
     nw = (n + 63) >> 6
     one = np.uint64(1)
-    full = np.zeros(nw + 2, np.uint64)  # word 0 spare; words nw+1.. take the bits of the ids outside
-    _set_bits(full, ids, lo, n)
-    bm = full[1 : nw + 1]
-    if n & 63:  # the spare bits at the end of the last word
-        bm[nw - 1] &= (one << np.uint64(n & 63)) - one
-    m = 0
     first = -1
     last = -1
-    for w in range(nw):
-        x = bm[w]
-        if x != 0:
-            if first < 0:
-                first = w
-            last = w
-        # popcount (SWAR)
-        x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
-        x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-        x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-        m += np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+    if _bytes_pay(ids, n):  # dense and spread: a byte per row, then packed (and counted)
+        bm, m = _dense_bitmap(ids, lo, n)
+        if m:
+            first = 0
+            while bm[first] == 0:
+                first += 1
+            last = nw - 1
+            while bm[last] == 0:
+                last -= 1
+    else:
+        full = np.zeros(nw + 2, np.uint64)  # word 0 spare; words nw+1.. take the bits of the ids outside
+        _set_bits(full, ids, lo, n)
+        bm = full[1 : nw + 1]
+        if n & 63:  # the spare bits at the end of the last word
+            bm[nw - 1] &= (one << np.uint64(n & 63)) - one
+        m = 0
+        for w in range(nw):
+            x = bm[w]
+            if x != 0:
+                if first < 0:
+                    first = w
+                last = w
+            # popcount (SWAR)
+            x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+            x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+            x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+            m += np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
     if m == 0:
         return bm, 0, n, -1
     rmin = first << 6
