@@ -1052,9 +1052,10 @@ def test_ids_bitmap64_and_bitmap64_rows_match_numpy():
 @pytest.mark.parametrize("offset", [0, 1000])
 def test_large_plain_id_arrays_compile_to_a_bitmap_and_match_the_filter_on_every_route(data, offset):
     """Under identity or offset ids, a plain id array of at least 1/16 of the rows compiles
-    straight to a bitmap (rows extracted only when a route asks for them); unsorted, with
-    repeats, ids outside the index and a contiguous window, it gives on every route what
-    ``Filter.from_ids`` of the same ids gives."""
+    straight to a bitmap (rows extracted only when a route asks for them), or, when it is one
+    ascending run of consecutive ids, to that run (clipped to the index; no bitmap until a
+    route asks); unsorted, with repeats, ids outside the index and a contiguous window, it
+    gives on every route what ``Filter.from_ids`` of the same ids gives."""
     from gsu.index._mutable import BITMAP_FIRST_SHARE
 
     x, q, _, _, _ = data
@@ -1066,8 +1067,11 @@ def test_large_plain_id_arrays_compile_to_a_bitmap_and_match_the_filter_on_every
     sets.append(ids[400:1400].copy())  # one contiguous run
     for i, s in enumerate(sets):
         cf = fi.hnsw.compile_filter(s, 1)
-        assert cf._rows is None and "bitmap64" in cf._masks  # the bitmap-first form
-        assert cf.count == np.unique(s).shape[0] and (cf.run is not None) == (i == len(sets) - 1)
+        if i == len(sets) - 1:  # the run: its bounds, no bitmap yet
+            assert cf._rows is None and "bitmap64" not in cf._masks and cf.run == (400, 1400)
+        else:
+            assert cf._rows is None and "bitmap64" in cf._masks and cf.run is None  # the bitmap-first form
+        assert cf.count == np.unique(s).shape[0]
         np.testing.assert_array_equal(cf.rows, np.unique(s) - offset)
         plain = rng.permutation(np.concatenate([s, s[:5], [offset - 1, offset + N, -(2**62)]]))
         for route, kw in (("auto", {}), ("exact", {"route": "exact"}), ("ivf", {"route": "ivf"}), ("hnsw", {"route": "hnsw"}),
@@ -1077,6 +1081,25 @@ def test_large_plain_id_arrays_compile_to_a_bitmap_and_match_the_filter_on_every
             np.testing.assert_array_equal(a.ids, b.ids, err_msg=route)
             np.testing.assert_array_equal(a.scores, b.scores, err_msg=route)
             assert np.isin(a.ids[a.ids >= 0], s).all()
+    # runs reaching past the index's ids are clipped; a run of the right length with a repeat
+    # (not strictly increasing) is not a run
+    for s, run in ((np.arange(offset - 300, offset + 700, dtype=np.int64), (0, 700)),
+                   (np.arange(offset + N - 200, offset + N + 800, dtype=np.int64), (N - 200, N)),
+                   (np.arange(offset + N + 5, offset + N + 1005, dtype=np.int64), (N, N)),
+                   (np.concatenate([np.arange(offset + 10, offset + 1010), [offset + 1010]]).astype(np.int64), None)):
+        if run is None:
+            s[5] = s[4]  # a repeat, one id short of the span
+            s = np.sort(s)
+        cf = fi.hnsw.compile_filter(s, 1)
+        assert cf.run == run or (run is None and cf.run is None), (cf.run, run)
+        inside = np.unique(s[(s >= offset) & (s < offset + N)])
+        assert cf.count == inside.shape[0]
+        np.testing.assert_array_equal(cf.rows, inside - offset)
+        for kw in ({}, {"route": "exact"}, {"route": "ivf"}, {"route": "hnsw"}):
+            a = fi.search(q[1], K, filter=s, **kw)
+            b = fi.search(q[1], K, filter=Filter.from_ids(s), **kw)
+            np.testing.assert_array_equal(a.ids, b.ids)
+            np.testing.assert_array_equal(a.scores, b.scores)
     # below 1/16: a sorted array compiles by a copy, an unsorted one from 1/64 of the rows to
     # the bitmap (cheaper than sorting it), below that by a sort; the same answers everywhere
     from gsu.index._mutable import UNSORTED_BITMAP_SHARE
