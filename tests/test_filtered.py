@@ -1063,6 +1063,18 @@ def test_large_plain_id_arrays_compile_to_a_bitmap_and_match_the_filter_on_every
     fi = FilteredIndex(D, "ip", M=16, ef_construction=100, nlist=32, seed=0, calibrate=False)
     fi.add(x, ids)
     rng = np.random.default_rng(23)
+    routes = (("auto", {}), ("exact", {"route": "exact"}), ("ivf", {"route": "ivf"}), ("hnsw", {"route": "hnsw"}),
+              ("probe", {"exact_max_rows": 25, "hnsw_min_selectivity": 1.0, "probe_min_selectivity": 0.0}))
+
+    def same_as_the_filter(qv, plain, s):
+        """``plain`` (a plain array) answers on every route as ``Filter.from_ids(s)``."""
+        for route, kw in routes:
+            a = fi.search(qv, K, filter=plain, **kw)
+            b = fi.search(qv, K, filter=Filter.from_ids(s), **kw)
+            np.testing.assert_array_equal(a.ids, b.ids, err_msg=route)
+            np.testing.assert_array_equal(a.scores, b.scores, err_msg=route)
+            assert np.isin(a.ids[a.ids >= 0], s).all()
+
     sets = [rng.choice(ids, m, replace=False) for m in (-(-N // BITMAP_FIRST_SHARE), 600, 1500, 2900)]
     sets.append(ids[400:1400].copy())  # one contiguous run
     for i, s in enumerate(sets):
@@ -1073,14 +1085,8 @@ def test_large_plain_id_arrays_compile_to_a_bitmap_and_match_the_filter_on_every
             assert cf._rows is None and "bitmap64" in cf._masks and cf.run is None  # the bitmap-first form
         assert cf.count == np.unique(s).shape[0]
         np.testing.assert_array_equal(cf.rows, np.unique(s) - offset)
-        plain = rng.permutation(np.concatenate([s, s[:5], [offset - 1, offset + N, -(2**62)]]))
-        for route, kw in (("auto", {}), ("exact", {"route": "exact"}), ("ivf", {"route": "ivf"}), ("hnsw", {"route": "hnsw"}),
-                          ("probe", {"exact_max_rows": 25, "hnsw_min_selectivity": 1.0, "probe_min_selectivity": 0.0})):
-            a = fi.search(q[i], K, filter=plain, **kw)
-            b = fi.search(q[i], K, filter=Filter.from_ids(s), **kw)
-            np.testing.assert_array_equal(a.ids, b.ids, err_msg=route)
-            np.testing.assert_array_equal(a.scores, b.scores, err_msg=route)
-            assert np.isin(a.ids[a.ids >= 0], s).all()
+        same_as_the_filter(q[i], s, s)
+        same_as_the_filter(q[i], rng.permutation(np.concatenate([s, s[:5], [offset - 1, offset + N, -(2**62)]])), s)
     # runs reaching past the index's ids are clipped; a run of the right length with a repeat
     # (not strictly increasing) is not a run
     for s, run in ((np.arange(offset - 300, offset + 700, dtype=np.int64), (0, 700)),
@@ -1095,11 +1101,7 @@ def test_large_plain_id_arrays_compile_to_a_bitmap_and_match_the_filter_on_every
         inside = np.unique(s[(s >= offset) & (s < offset + N)])
         assert cf.count == inside.shape[0]
         np.testing.assert_array_equal(cf.rows, inside - offset)
-        for kw in ({}, {"route": "exact"}, {"route": "ivf"}, {"route": "hnsw"}):
-            a = fi.search(q[1], K, filter=s, **kw)
-            b = fi.search(q[1], K, filter=Filter.from_ids(s), **kw)
-            np.testing.assert_array_equal(a.ids, b.ids)
-            np.testing.assert_array_equal(a.scores, b.scores)
+        same_as_the_filter(q[1], s, s)
     # below 1/16: a sorted array compiles by a copy, an unsorted one from 1/64 of the rows to
     # the bitmap (cheaper than sorting it), below that by a sort; the same answers everywhere
     from gsu.index._mutable import UNSORTED_BITMAP_SHARE
@@ -1112,13 +1114,9 @@ def test_large_plain_id_arrays_compile_to_a_bitmap_and_match_the_filter_on_every
         cf = fi.hnsw.compile_filter(u, 1)
         assert (cf._rows is None and "bitmap64" in cf._masks) is bitmap, m
         np.testing.assert_array_equal(cf.rows, s - offset)
-        for kw in ({}, {"route": "exact"}, {"route": "ivf"}, {"route": "hnsw"}):
-            a = fi.search(q[0], K, filter=u, **kw)
-            b = fi.search(q[0], K, filter=Filter.from_ids(s), **kw)
-            np.testing.assert_array_equal(a.ids, b.ids)
-            np.testing.assert_array_equal(a.scores, b.scores)
-            c = fi.hnsw.search(q[0], K, filter=u)  # HNSWIndex takes a plain array the same way
-            np.testing.assert_array_equal(c.ids, fi.hnsw.search(q[0], K, filter=Filter.from_ids(s)).ids)
+        same_as_the_filter(q[0], u, s)
+        c = fi.hnsw.search(q[0], K, filter=u)  # HNSWIndex takes a plain array the same way
+        np.testing.assert_array_equal(c.ids, fi.hnsw.search(q[0], K, filter=Filter.from_ids(s)).ids)
 
 
 @pytest.mark.parametrize("noise", [1e-2, 1e-6])
