@@ -168,7 +168,7 @@ _ONES8 = np.uint64(0x0101010101010101)  # (x * _ONES8) >> 56: the sum of the byt
 def _dense_bitmap(vals, lo, n):
     """Bitmap (as :func:`rows_bitmap64`, ``ceil(n/64)`` words) of the rows ``vals - lo``
     in ``0..n-1`` (others dropped; any order, repeats allowed) and the number of distinct
-    rows set, for dense sets (one value per eight rows or more): a byte per row first
+    rows set, for dense spread-out sets (:func:`_bytes_pay`): a byte per row first
     (independent stores, four streams; nothing waits on the previous value), then eight
     bytes at a time packed into eight bits by one multiply (and counted by another).
 
