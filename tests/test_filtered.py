@@ -924,6 +924,57 @@ def test_the_fit_needs_the_recall_lower_bound_to_reach_the_target():
     assert fit_planner(old, 0.95).settings.band_hnsw_ef == (4.6,)
 
 
+def test_time_windows_skip_the_probe_where_the_calibration_found_it_wasted(indexes, data):
+    """Per grid point, a contiguous run of rows keeps the walk's density probe only where the
+    range kind's own measurements found the probe no dearer than IVF; scattered filters are
+    planned as before; between grid points the probe stays if either neighbour keeps it."""
+    from gsu.index.planner import fit_planner
+
+    three = lambda v: [v, v, v]  # noqa: E731
+    # kinds: random, correlated, range; IVF reaches the target everywhere, the probe too
+    ivf = [[1.0, three(0.99), [60.0, 200.0, 60.0], three(0.98)]]
+    probe_cheap_for_runs = [[2.8, three(0.99), [90.0, 80.0, 50.0], three(0.98)]]
+    probe_dear_for_runs = [[2.8, three(0.99), [90.0, 80.0, 95.0], three(0.98)]]
+    pts = [{"s": 0.1, "m": 10_000, "exact": three(1e4), "ivf": ivf, "probe": probe_dear_for_runs, "hnsw": []},
+           {"s": 0.3, "m": 30_000, "exact": three(3e4), "ivf": ivf, "probe": probe_cheap_for_runs, "hnsw": []}]
+    raw = {"k": 10, "target_recall": 0.95, "n": 100_000, "n_queries": 24, "kinds": ["random", "correlated", "range"],
+           "points": pts, "complete": True}
+    st = fit_planner(raw, 0.95).settings
+    assert st.probe_min_selectivity < 0.1 and st.hnsw_min_selectivity > 0.3  # both points in the probe band
+    assert st.band_run_probe == (0.0, 1.0)
+    assert not st.run_probe(0.1) and st.run_probe(0.3) and st.run_probe(0.2)
+    assert list(st.run_probes(np.array([0.05, 0.1, 0.2, 0.3]))) == [False, False, True, True]
+    assert PlannerSettings.from_dict(st.to_dict()) == st
+    assert PlannerSettings().run_probe(0.1)  # settings saved without it: the probe, as before
+    # the index plans a run and a scattered filter of the same size differently under them
+    fi = indexes["filtered"]
+    import dataclasses
+
+    fit = fi._fit(None)
+    try:
+        fi._fits[None] = dataclasses.replace(fit, settings=dataclasses.replace(
+            fit.settings, exact_max_rows=25.0, exact_run_factor=1.0, probe_min_selectivity=0.0, hnsw_min_selectivity=0.99,
+            bands=(0.1, 0.9), band_hnsw_ef=(3.0, 3.0), band_ivf=(1.0, 1.0), band_run_probe=(0.0, 0.0)))
+        n = fi.ntotal
+        window = fi.ids[: n // 5].copy()
+        scattered = np.sort(np.random.default_rng(3).choice(fi.ids, n // 5, replace=False))
+        q = data[1]
+        st = fi._fits[None].settings
+        m = window.shape[0]
+        assert fi._plan_one(m, True, K, 1.0, st)[:2] == (1, 0.0)  # IVF, no probe, for the window
+        assert fi._plan_one(m, False, K, 1.0, st)[:2] == (1, st.probe_min_share)  # the scattered one probes
+        routes, probe, *_ = fi._plan_many(np.array([m, m]), np.array([True, False]), K, 1.0, st)
+        assert list(routes) == [1, 1] and list(probe) == [False, True]
+        ew = fi.explain(q[:1], K, filter=window)
+        assert ew.route_names() == ["ivf"] and ew.ef[0] == 0
+        a = fi.search(q[0], K, filter=window)
+        b = fi.search(q[0], K, filter=window, route="ivf")
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.scores, b.scores)
+    finally:
+        fi._fits[None] = fit
+
+
 def test_calibration_times_the_density_probe_as_search_runs_it(monkeypatch):
     """The probe family is the IVF route with the walk's density probe first: a walk that
     gives up is answered by IVF (not by the exact fallback of a short graph answer)."""

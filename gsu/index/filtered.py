@@ -524,6 +524,8 @@ class FilteredIndex(Index):
         if s >= st.probe_min_selectivity and st.probe_min_share <= 1.0:
             if st.probe_min_share <= 0.0:  # a probe that never gives up is the plain walk
                 return HNSW, 0.0, self._ef(st.ef_mult(s), k, effort, st), 0, 0
+            if run and not st.run_probe(s):  # a time window where the calibration found the walk's probe wasted
+                return IVF, 0.0, 0, cand, lists
             return IVF, st.probe_min_share, self._ef(st.ef_mult(s), k, effort, st), cand, lists
         return IVF, 0.0, 0, cand, lists
 
@@ -539,6 +541,8 @@ class FilteredIndex(Index):
         if st.probe_min_share <= 0.0:  # a probe that never gives up is the plain walk
             routes[probe] = HNSW
             probe[:] = False
+        elif st.band_run_probe:
+            probe &= ~(run & ~st.run_probes(s))
         hi = max(st.hnsw_ef_max, k)
         lo = min(max(k, math.ceil(st.hnsw_ef_min * k * effort)), hi)
         ef = np.clip(np.ceil(st.ef_mults(s) * k * effort), lo, hi).astype(np.int64)

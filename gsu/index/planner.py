@@ -99,7 +99,9 @@ class PlannerSettings:
     - else the filter-aware IVF, after trying the graph walk with its density probe when
       ``s >= probe_min_selectivity``: the walk gives up, and IVF answers, when fewer than
       ``probe_min_share`` of the first ~100 level-0 nodes it visits are allowed
-      (``probe_min_share`` above 1: the walk is never tried).
+      (``probe_min_share`` above 1: the walk is never tried); a filter that is one
+      contiguous run of rows skips the walk in the bands where ``band_run_probe`` is 0 (the
+      calibration found IVF alone cheaper for its time windows there).
 
     Budgets: the beam keeps ``ef = hnsw_ef · k · effort`` *allowed* results (clamped to
     ``[max(k, hnsw_ef_min · k · effort), hnsw_ef_max]``); IVF scores at least
@@ -125,6 +127,7 @@ class PlannerSettings:
     bands: tuple[float, ...] = ()
     band_hnsw_ef: tuple[float, ...] = ()
     band_ivf: tuple[float, ...] = ()
+    band_run_probe: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for name in _SCALARS:
@@ -135,8 +138,8 @@ class PlannerSettings:
         if any(b >= c for b, c in zip(bands, bands[1:])) or any(b > 1 for b in bands):
             raise ValueError(f"bands: expected strictly increasing selectivities in (0, 1], got {bands}")
         object.__setattr__(self, "bands", bands)
-        for name in ("band_hnsw_ef", "band_ivf"):
-            vals = tuple(_num(v, name, positive=True) for v in getattr(self, name))
+        for name in ("band_hnsw_ef", "band_ivf", "band_run_probe"):
+            vals = tuple(_num(v, name, positive=name != "band_run_probe") for v in getattr(self, name))
             if vals and len(vals) != len(bands):
                 raise ValueError(f"{name}: expected {len(bands)} values (one per band) or none, got {len(vals)}")
             object.__setattr__(self, name, vals)
@@ -181,6 +184,15 @@ class PlannerSettings:
     def ivf_mult(self, s: float) -> float:
         """The factor on both IVF budgets at selectivity ``s``."""
         return self._band(self.band_ivf, s, 1.0)
+
+    def run_probe(self, s: float) -> bool:
+        """Whether a contiguous run of rows at selectivity ``s`` tries the walk's density
+        probe (in the probe band); between two grid points, if either point's did."""
+        return self._band(self.band_run_probe, s, 1.0) > 0
+
+    def run_probes(self, s: np.ndarray) -> np.ndarray:
+        """:meth:`run_probe` for an array of selectivities."""
+        return self._bands_arr(self.band_run_probe, s, 1.0) > 0
 
     def _bands_arr(self, vals: tuple[float, ...], s: np.ndarray, default: float) -> np.ndarray:
         if not vals:
@@ -421,6 +433,11 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
 
     rec_ivf = tuple(rec("ivf", j) for j in range(J))
     rec_hnsw = tuple(rec("probe" if pr <= j < h else "hnsw", j) for j in range(J))
+    # time windows (contiguous runs) in the probe band: at each grid point, the walk's probe
+    # only where it paid for the range kind itself (its probe no dearer than IVF at the
+    # fitted step, both reaching the target there; otherwise the probe, as for any filter)
+    run_pb = [0.0 if (run_k and fam["ivf"][j] is not None and fam["probe"][j] is not None
+                      and fcost("ivf", j, run_k) < fcost("probe", j, run_k)) else 1.0 for j in range(J)]
     hnsw_min, probe_min = boundary(h), boundary(pr) if pr < h else NEVER
     if not complete and h >= J and sel[-1] < base.hnsw_min_selectivity:
         # the graph was not the cheapest anywhere measured, and the grid was cut short below
@@ -431,6 +448,6 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     st = dataclasses.replace(
         base, exact_max_rows=float(lim), exact_run_factor=float(run_factor), hnsw_min_selectivity=hnsw_min,
         probe_min_selectivity=probe_min, bands=tuple(float(s) for s in sel),
-        band_hnsw_ef=tuple(ef_b), band_ivf=tuple(ivf_b),
+        band_hnsw_ef=tuple(ef_b), band_ivf=tuple(ivf_b), band_run_probe=tuple(run_pb),
     )
     return Fit(st, rec_ivf, rec_hnsw, reached)
