@@ -772,10 +772,9 @@ class FilteredIndex(Index):
             rows = np.where(np.diff(off) > 0, ivf._pos_row[np.minimum(off[:-1], max(ivf._pos_row.shape[0] - 1, 0))], -1)
             c = _l2.augment_base(ivf.centroids) if self.metric == "l2" else ivf.centroids
             ctx = self._seed_ctx = (np.ascontiguousarray(c, dtype=np.float32), np.ascontiguousarray(rows, dtype=np.int64), off)
-        if q.shape[1] != ctx[0].shape[1] or q.dtype != np.float32 or not q.flags.c_contiguous:
-            q = np.ascontiguousarray(q, dtype=np.float32)
-            if q.shape[1] != ctx[0].shape[1]:
-                return None
+        if q.shape[1] != ctx[0].shape[1]:
+            return None
+        q = np.ascontiguousarray(q, dtype=np.float32)  # no copy for the prepared queries
         out = np.full((q.shape[0], S), -1, np.int64)
         w = np.arange(q.shape[0], dtype=np.int64) if which is None else np.ascontiguousarray(which, dtype=np.int64)
         gk.list_seeds(q, w, ctx[0], ctx[1], out)
