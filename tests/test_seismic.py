@@ -567,7 +567,7 @@ def test_calibration_reaches_its_target_on_held_out_queries(rarity):
     idx = SeismicIndex.build(docs, n_postings=400, auto_calibrate=False, seed=1)
     assert idx.calibration is None and idx.operating_point()["calibrated"] is False
     cal = idx.calibrate(target_recall=0.95, max_seconds=None, seed=3)
-    assert cal["source"] == "sampled" and cal["n_queries"] == 300 and cal["points"]
+    assert cal["source"] == "sampled" and cal["n_queries"] == 400 and cal["points"]
     eligible = [p for p in cal["grid"] if p[3] >= 0.95]
     assert eligible and len(eligible) < len(cal["grid"])  # the target is neither free nor out of reach
     for qc, hf, *_ in eligible:
@@ -602,27 +602,55 @@ def _sampled_recalls(idx, flat, q, src, **kw):
 
 
 def test_calibration_bounds_every_query_style_on_its_own(rarity):
-    """The sampled calibration queries come in three styles (query i: style i % 3); a
+    """The sampled calibration queries come in four styles (query i: style i % 4); a
     point's stored lower bound is the hardest style's, so the default reaches the target
-    on each style of a fresh sample, the keyword style (uniform weights) included."""
+    on each style of a fresh sample, both keyword styles (uniform weights; terms drawn by
+    weight or by its square root) included."""
     docs, _, _ = rarity
     flat = SparseFlatIndex(6000)
     flat.add(docs)
     idx = SeismicIndex.build(docs, n_postings=400, auto_calibrate=False, seed=1)
     cal = idx.calibrate(target_recall=0.9, max_seconds=None, seed=3)
-    q, src = idx.sample_queries(300, seed=3)
+    assert cal["n_queries"] == 400
+    q, src = idx.sample_queries(400, seed=3)
     q = q.to_scipy()
-    style = np.arange(300) % 3
+    style = np.arange(400) % 4
+    # the keyword styles carry weight 1 on every term, the others the documents' weights
+    ones = [np.allclose(q[np.flatnonzero(style == s_)].data, 1.0) for s_ in range(4)]
+    assert ones == [False, True, False, True]
     z = 1.6448536269514722
     for qc, hf, mean, lcb, _ms in cal["grid"][::7]:
         r = _sampled_recalls(idx, flat, q, src, query_cut=qc, heap_factor=hf)
-        bounds = [r[style == s].mean() - z * r[style == s].std(ddof=1) / np.sqrt(100) for s in range(3)]
+        bounds = [r[style == s].mean() - z * r[style == s].std(ddof=1) / np.sqrt(100) for s in range(4)]
         assert mean == pytest.approx(r.mean(), abs=2e-3)
         assert lcb == pytest.approx(min(bounds), abs=2e-3), (qc, hf)
-        assert lcb < r.mean() - z * r.std(ddof=1) / np.sqrt(300) + 1e-9  # stricter than the pooled bound
-    fresh, fsrc = idx.sample_queries(300, seed=11)
+        assert lcb < r.mean() - z * r.std(ddof=1) / np.sqrt(400) + 1e-9  # stricter than the pooled bound
+    fresh, fsrc = idx.sample_queries(400, seed=11)
     r = _sampled_recalls(idx, flat, fresh.to_scipy(), fsrc)
-    assert min(r[style == s].mean() for s in range(3)) >= 0.9
+    assert min(r[style == s].mean() for s in range(4)) >= 0.9
+
+
+def test_the_tempered_keyword_style_reaches_a_documents_common_terms(rarity):
+    """Style 3 draws its terms by the square root of the weight, style 1 by the weight:
+    on the same documents style 3 picks terms of lower weight (more of a user's common
+    words) on average."""
+    docs, _, _ = rarity
+    idx = SeismicIndex.build(docs, n_postings=400, auto_calibrate=False, seed=1)
+    q, src = idx.sample_queries(2000, seed=5)
+    q = q.to_scipy()
+    d = docs.tocsr()
+    style = np.arange(2000) % 4
+
+    def mean_rank(s_):  # the rank of a picked term's weight in its document (0 = heaviest), over style s_
+        out = []
+        for i in np.flatnonzero(style == s_):
+            row = d[int(src[i])]
+            order = row.indices[np.argsort(-row.data)]
+            rank = {int(c): j / max(order.size - 1, 1) for j, c in enumerate(order)}
+            out += [rank[int(c)] for c in q[i].indices if int(c) in rank]
+        return float(np.mean(out))
+
+    assert mean_rank(3) > mean_rank(1) + 0.03  # 0.428 vs 0.378 here; ~0.005 is the sampling error
 
 
 def test_build_calibrates_and_the_calibration_is_saved(tmp_path, rarity):

@@ -156,7 +156,9 @@ class SeismicSettings:
             raise FieldError("config 'search_settings'", str(e)) from None
 
 
-_N_STYLES = 3  # query styles of :meth:`SeismicIndex.sample_queries` (query i has style i % 3)
+_N_STYLES = 4  # query styles of :meth:`SeismicIndex.sample_queries` (query i has style i % 4)
+#: the keyword style whose terms are drawn with probability proportional to weight ** this
+_TEMPERED = 0.5
 
 
 def _progress_bar(*, total: int, desc: str, show: bool | None) -> Any:
@@ -787,7 +789,7 @@ class SeismicIndex(MutableIndex):
         *,
         target_recall: float = 0.95,
         k: int = 10,
-        n_queries: int = 300,
+        n_queries: int = 400,
         query_cuts: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16, 20, 26, 32, 48, 64),
         heap_factors: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
         max_seconds: float | None = 60.0,
@@ -803,8 +805,8 @@ class SeismicIndex(MutableIndex):
         lower 95 % confidence bound reaches its ``target_recall`` (default: this
         ``target_recall``); :meth:`operating_point` shows the choice.
 
-        Sampled queries come in three styles (see :meth:`sample_queries`) and the bound
-        is taken per style: a point's ``recall_lcb`` is the lowest of the three styles'
+        Sampled queries come in four styles (see :meth:`sample_queries`) and the bound
+        is taken per style: a point's ``recall_lcb`` is the lowest of the four styles'
         bounds, so the default keeps its target for the hardest style, not only on
         average (the workload's style is unknown; given queries are one population).
 
@@ -943,11 +945,14 @@ class SeismicIndex(MutableIndex):
 
         Each query starts from a random non-empty document and takes ``m`` of its
         components (``m`` log-uniform in 3..48, at most the document's length), drawn
-        without replacement with probability proportional to the weight. A third keep
-        the document's weights (jittered by ``exp(0.3 z)``), a third get weight 1 on
-        every term (keyword queries), and a third replace half of their terms by terms
+        without replacement with probability proportional to the weight. A quarter keep
+        the document's weights (jittered by ``exp(0.3 z)``), a quarter get weight 1 on
+        every term (keyword queries), a quarter replace half of their terms by terms
         of a document that shares their heaviest term (queries that no single
-        document contains); query ``i`` is of style ``i % 3`` in that order (the
+        document contains), and a quarter are keyword queries whose terms are drawn
+        with probability proportional to the square root of the weight (more of the
+        document's common terms: what a user's words look like against BM25 weights,
+        which favour rare terms); query ``i`` is of style ``i % 4`` in that order (the
         calibration bounds each style's recall on its own). Searches evaluated on them
         leave the source out.
         """
@@ -967,10 +972,10 @@ class SeismicIndex(MutableIndex):
             c = a["fwd_comps"][s:e].astype(np.int64)
             w = vals[s:e].view(np.float16).astype(np.float64) if vals.dtype == np.uint16 else vals[s:e].astype(np.float64)
             m = int(min(c.size, max(1, round(math.exp(rng.uniform(math.log(3), math.log(48)))))))
-            key = np.log(np.maximum(w, 1e-30)) + rng.gumbel(size=c.size)
+            kind = i % _N_STYLES
+            key = (_TEMPERED if kind == 3 else 1.0) * np.log(np.maximum(w, 1e-30)) + rng.gumbel(size=c.size)
             pick = np.argsort(-key)[:m]
             qc_, qw = c[pick], w[pick]
-            kind = i % _N_STYLES
             if kind == 2 and m >= 2:
                 heavy = int(qc_[np.argmax(qw)])
                 # another document holding the heaviest term (from its posting list)
@@ -989,7 +994,7 @@ class SeismicIndex(MutableIndex):
                             keep_n = m - h
                             qc_ = np.concatenate([qc_[:keep_n], c2[k2]])
                             qw = np.concatenate([qw[:keep_n], w2[k2]])
-            if kind == 1:
+            if kind == 1 or kind == 3:
                 qw = np.ones_like(qw)
             else:
                 qw = qw * np.exp(0.3 * rng.standard_normal(qw.size))
