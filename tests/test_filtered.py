@@ -1065,7 +1065,7 @@ def test_ids_bitmap64_and_bitmap64_rows_match_numpy():
     rng = np.random.default_rng(5)
     ways = set()
     for n in (1, 63, 64, 65, 1000, 4096):
-        for lo in (0, 11):
+        for lo in (0, 11, -7):  # an id map whose first id is negative too
             for m in (0, 1, n // 3, n, 3 * n):
                 for order in ("shuffled", "ascending", "descending", "sorted runs"):
                     ids = rng.integers(lo - 50, lo + n + 50, m).astype(np.int64)
