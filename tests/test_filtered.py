@@ -683,6 +683,74 @@ def test_id_maps_compile_filters_to_the_right_rows(ids_kind):
     np.testing.assert_array_equal(pq.query_rows(1), np.sort(want[10:30]))
 
 
+@pytest.mark.parametrize("spacing", ["random", "strided", "clustered"])
+def test_spread_out_ids_are_looked_up_through_the_id_table(spacing):
+    """Ids too spread out for the dense table (hashed item ids) go through the
+    open-addressing id table: the same rows as a binary search of the sorted ids, absent
+    ids dropped, rows ascending, for ids in any row order and spacings that crowd the
+    table's slots (multiples of 2^40, runs of consecutive ids)."""
+    from gsu.index import IdMap
+    from gsu.index import _filter_kernels as fk
+
+    rng = np.random.default_rng(8)
+    n = 5000
+    ids = {"random": rng.choice(2**62, n, replace=False),
+           "strided": (rng.permutation(n) + 1) << 40,
+           "clustered": np.concatenate([b * 2**45 + np.arange(n // 5) for b in range(5)])}[spacing].astype(np.int64)
+    rng.shuffle(ids)  # rows in any id order
+    im = IdMap(ids)
+    assert im.offset is None and im._lookup_table() is None
+    srt = np.sort(ids)
+    order = np.argsort(ids)
+    for m in (0, 1, 37, n // 2, n):
+        want_rows = np.sort(rng.choice(n, m, replace=False))
+        absent = srt[:-1][np.diff(srt) > 1] + 1  # ids between two present ones
+        q = np.unique(np.concatenate([ids[want_rows], absent[: m // 3], [np.iinfo(np.int64).min, np.iinfo(np.int64).max]]))
+        got = im.rows_of_sorted(q)
+        np.testing.assert_array_equal(got, want_rows)
+        pos = np.searchsorted(srt, q)
+        ok = (pos < n) & (srt[np.minimum(pos, n - 1)] == q)
+        np.testing.assert_array_equal(np.sort(order[pos[ok]]), got)  # the binary search's answer
+    tab, bits = im._hash_table()
+    assert tab.shape == (2 << bits,) and n < 0.7 * (1 << bits) + 1 and (tab[1::2] >= 0).sum() == n
+    out = np.empty(3, np.int64)
+    assert fk.id_hash_rows(np.array([ids[5], ids[3], ids[9]]), tab, bits, out) == (3, False)
+    np.testing.assert_array_equal(out, [5, 3, 9])
+
+
+def test_large_filters_on_spread_out_ids_compile_straight_to_the_bitmap():
+    """On a graph index whose ids are hashed item ids, a large plain id array (any order,
+    repeats, absent ids) compiles to the bitmap through the id table: the same rows, count
+    and bounds as the sorted path, and the same search results as the exact index."""
+    from gsu.index import _filter_kernels as fk
+    from gsu.index.hnsw import HNSWIndex
+
+    rng = np.random.default_rng(12)
+    n, d = 3000, 16
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    ids = rng.choice(2**60, n, replace=False).astype(np.int64)  # rows in no id order
+    h = HNSWIndex(d, M=8, ef_construction=40)
+    h.add(x, ids)
+    flat = FlatIndex(d)
+    flat.add(x, ids)
+    want = np.sort(rng.choice(n, n // 3, replace=False))
+    arr = np.concatenate([ids[want], ids[want[:50]], rng.integers(-(2**62), 2**62, 40)])
+    rng.shuffle(arr)
+    cf = h.compile_filter(arr, 1)
+    assert "bitmap64" in cf._masks and cf.count == want.shape[0]
+    np.testing.assert_array_equal(cf.rows, want)
+    mask = np.zeros(((n + 63) >> 6) * 64, bool)
+    mask[want] = True
+    np.testing.assert_array_equal(cf.bitmap64(), np.packbits(mask, bitorder="little").view(np.uint64))
+    tab, bits = h.idmap._hash_table()
+    assert fk.id_hash_bitmap(np.zeros(0, np.int64), tab, bits, n)[1:] == (0, n, -1)
+    q = rng.standard_normal((5, d)).astype(np.float32)
+    got = h.search(q, 10, filter=arr, ef=400)
+    ref = flat.search(q, 10, filter=Filter.from_ids(arr))
+    assert np.isin(got.ids, ids[want]).all()
+    assert np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got.ids, ref.ids)]) >= 0.95
+
+
 def _fresh_and_cached(search, q, filters):
     """Results with a new Filter per call, and with the same Filter object reused after a warm-up."""
     fresh = [search(q[i : i + 1], make()) for i, make in enumerate(filters)]

@@ -273,19 +273,33 @@ def ids_bitmap64(ids, lo, n):
         bm = full[1 : nw + 1]
         if n & 63:  # the spare bits at the end of the last word
             bm[nw - 1] &= (one << np.uint64(n & 63)) - one
-        m = 0
-        for w in range(nw):  # popcount (SWAR; a loop the compiler vectorizes)
-            x = bm[w]
-            x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
-            x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
-            x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-            m += np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+        m = _popcount(bm)
+    rmin, rmax = _ends(bm, m, n)
+    return bm, m, rmin, rmax
+
+
+@nb.njit(cache=True, inline="always")
+def _popcount(bm):
+    """Set bits of the words ``bm`` (SWAR; a loop the compiler vectorizes)."""
+    m = np.int64(0)
+    for w in range(bm.shape[0]):
+        x = bm[w]
+        x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
+        x = (x & np.uint64(0x3333333333333333)) + ((x >> np.uint64(2)) & np.uint64(0x3333333333333333))
+        x = (x + (x >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
+        m += np.int64((x * np.uint64(0x0101010101010101)) >> np.uint64(56))
+    return m
+
+
+@nb.njit(cache=True, inline="always")
+def _ends(bm, m, n):
+    """``(least, greatest)`` set bit of ``bm`` holding ``m`` set bits (``(n, -1)`` when none)."""
     if m == 0:
-        return bm, 0, n, -1
+        return n, -1
     first = 0
     while bm[first] == 0:
         first += 1
-    last = nw - 1
+    last = bm.shape[0] - 1
     while bm[last] == 0:
         last -= 1
     rmin = first << 6
@@ -294,7 +308,7 @@ def ids_bitmap64(ids, lo, n):
     rmax = (last << 6) + 63
     while ((bm[last] >> np.uint64(rmax & 63)) & np.uint64(1)) == 0:
         rmax -= 1
-    return bm, m, rmin, rmax
+    return rmin, rmax
 
 
 def _debruijn_table() -> np.ndarray:
@@ -379,6 +393,90 @@ def table_rows(ids, table, base, out):
                 last = r
                 w += 1
     return w, inc
+
+
+_FIB = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio: the multiplicative hash of the id table
+
+
+@nb.njit(cache=True)
+def id_hash_build(ids, bits):
+    """An open-addressing table of the ids (distinct int64) of an index: ``2 · 2^bits``
+    int64, slot ``h`` holding ``[id, row]`` side by side (one cache line per lookup),
+    row -1 = empty; the slot of an id is ``(id · _FIB) >> (64 - bits)``, then the next
+    ones (linear probing). ``2^bits`` must exceed ``len(ids)``."""
+    size = np.int64(1) << bits
+    tab = np.full(2 * size, -1, np.int64)
+    mask = np.uint64(size - 1)
+    sh = np.uint64(64 - bits)
+    for r in range(ids.shape[0]):
+        v = ids[r]
+        h = (np.uint64(v) * _FIB) >> sh
+        while tab[2 * h + 1] >= 0:
+            h = (h + np.uint64(1)) & mask
+        tab[2 * h] = v
+        tab[2 * h + 1] = r
+    return tab
+
+
+@nb.njit(cache=True)
+def id_hash_rows(ids, tab, bits, out):
+    """Rows of ``ids`` through :func:`id_hash_build`'s table, absent ids dropped: writes
+    the rows found to ``out`` in input order and returns ``(count, sorted)`` (as
+    :func:`table_rows`). The slot of the id 16 ahead is prefetched: a lookup is one cache
+    line of a table larger than the L2 cache, ~5.5 ns per id on this VM against ~23 for a
+    binary search of the sorted ids (200,000 ids, 100,000 looked up)."""
+    mask = np.uint64((np.int64(1) << bits) - 1)
+    sh = np.uint64(64 - bits)
+    m = ids.shape[0]
+    w = 0
+    last = -1
+    inc = True
+    for j in range(m):
+        if j + 16 < m:
+            prefetch(tab, 2 * ((np.uint64(ids[j + 16]) * _FIB) >> sh))
+        v = ids[j]
+        h = (np.uint64(v) * _FIB) >> sh
+        while True:
+            r = tab[2 * h + 1]
+            if r < 0:
+                break
+            if tab[2 * h] == v:
+                out[w] = r
+                inc = inc and r > last
+                last = r
+                w += 1
+                break
+            h = (h + np.uint64(1)) & mask
+    return w, inc
+
+
+@nb.njit(cache=True)
+def id_hash_bitmap(ids, tab, bits, n):
+    """:func:`ids_bitmap64` for an index whose ids go through :func:`id_hash_build`'s
+    table: the rows of ``ids`` (any order, repeats allowed, absent ids dropped) as
+    ``(bm, m, rmin, rmax)``, without sorting the ids or listing the rows first."""
+    nw = (n + 63) >> 6
+    bm = np.zeros(nw, np.uint64)
+    mask = np.uint64((np.int64(1) << bits) - 1)
+    sh = np.uint64(64 - bits)
+    m = ids.shape[0]
+    for j in range(m):
+        if j + 16 < m:
+            prefetch(tab, 2 * ((np.uint64(ids[j + 16]) * _FIB) >> sh))
+        v = ids[j]
+        h = (np.uint64(v) * _FIB) >> sh
+        while True:
+            r = tab[2 * h + 1]
+            if r < 0:
+                break
+            if tab[2 * h] == v:
+                ur = np.uint64(r)
+                bm[ur >> _U6] |= _U1 << (ur & _U63)
+                break
+            h = (h + np.uint64(1)) & mask
+    cnt = _popcount(bm)
+    rmin, rmax = _ends(bm, cnt, n)
+    return bm, cnt, rmin, rmax
 
 
 @nb.njit(cache=True)

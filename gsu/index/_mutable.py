@@ -121,6 +121,13 @@ class MutableIndex(Index):
             # would be, without the Filter object
             idmap = self._idmap
             n = len(idmap)
+            if (self._bitmap_first and idmap.offset is None and n > 0 and filter.shape[0] * BITMAP_FIRST_SHARE >= n
+                    and idmap._lookup_table() is None):
+                # spread-out ids (hashed item ids): straight to the bitmap through the id
+                # table, in any order, with no sorted copy (rows extracted only if a route asks)
+                tab, bits = idmap._hash_table()
+                bm, m, rmin, rmax = fk.id_hash_bitmap(filter, tab, bits, n)
+                return CompiledFilter.from_bitmap(bm, m, n, (rmin, rmax + 1) if m and rmax - rmin + 1 == m else None)
             bitmap_ok = self._bitmap_first and idmap.offset is not None and n > 0
             if bitmap_ok and filter.shape[0] * BITMAP_FIRST_SHARE >= n:
                 # one contiguous run of ids (a time window over items stored in time order):

@@ -192,6 +192,18 @@ class IdMap:
                 self._table = (t, lo)
         return self._table if self._table[0].shape[0] else None
 
+    def _hash_table(self) -> tuple[np.ndarray, int]:
+        """``(table, bits)`` of :func:`gsu.index._filter_kernels.id_hash_build` over the ids
+        (a map without tombstones whose ids are too spread out for the dense table), built
+        on first use: ``2^bits`` slots of 16 bytes, at most 0.7 full (23-46 bytes per id).
+        Two threads building it at once build the same table; either is kept."""
+        h = self.__dict__.get("_hash")
+        if h is None:
+            n = len(self)
+            bits = max(4, int(math.ceil(math.log2(max(n, 1) / 0.7))))
+            h = self._hash = (fk.id_hash_build(self.ids, bits), bits)
+        return h
+
     def rows(self, ids: np.ndarray) -> np.ndarray:
         """Rows of ``ids`` (int64), ``-1`` for ids not present."""
         ids = np.asarray(ids, dtype=np.int64)
@@ -225,6 +237,14 @@ class IdMap:
         if tab is not None:
             out = np.empty(m, np.int64)
             w, inc = fk.table_rows(ids, tab[0], tab[1], out)
+            out = out[:w]
+            if not inc:
+                out.sort()
+            return out
+        if self.dead is None:  # spread-out ids (hashed item ids): the id table, one line per id
+            tab_h, bits = self._hash_table()
+            out = np.empty(m, np.int64)
+            w, inc = fk.id_hash_rows(ids, tab_h, bits, out)
             out = out[:w]
             if not inc:
                 out.sort()
