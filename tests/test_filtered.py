@@ -713,6 +713,11 @@ def test_spread_out_ids_are_looked_up_through_the_id_table(spacing):
         np.testing.assert_array_equal(np.sort(order[pos[ok]]), got)  # the binary search's answer
     tab, bits = im._hash_table()
     assert tab.shape == (2 << bits,) and n < 0.7 * (1 << bits) + 1 and (tab[1::2] >= 0).sum() == n
+    import pickle
+
+    im2 = pickle.loads(pickle.dumps(im))  # the table stays behind and is rebuilt on first use
+    assert "_hash" not in im2.__dict__
+    np.testing.assert_array_equal(im2.rows_of_sorted(np.sort(ids[:100])), np.sort(np.arange(100)))
     out = np.empty(3, np.int64)
     assert fk.id_hash_rows(np.array([ids[5], ids[3], ids[9]]), tab, bits, out) == (3, False)
     np.testing.assert_array_equal(out, [5, 3, 9])

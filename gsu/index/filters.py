@@ -192,6 +192,11 @@ class IdMap:
                 self._table = (t, lo)
         return self._table if self._table[0].shape[0] else None
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the id table is derived and rebuilt on first use: it does not travel with a
+        # pickled index (Dask workers)
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
+
     def _hash_table(self) -> tuple[np.ndarray, int]:
         """``(table, bits)`` of :func:`gsu.index._filter_kernels.id_hash_build` over the ids
         (a map without tombstones whose ids are too spread out for the dense table), built
