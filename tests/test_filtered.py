@@ -711,6 +711,17 @@ def test_spread_out_ids_are_looked_up_through_the_id_table(spacing):
         pos = np.searchsorted(srt, q)
         ok = (pos < n) & (srt[np.minimum(pos, n - 1)] == q)
         np.testing.assert_array_equal(np.sort(order[pos[ok]]), got)  # the binary search's answer
+    # IdMap.rows (any order and shape, -1 for absent ids) through the table, as the search gives
+    look = np.concatenate([ids[rng.choice(n, 300)], srt[:-1][np.diff(srt) > 1][:100] + 1, [-5, np.iinfo(np.int64).max]])
+    rng.shuffle(look)
+    pos = np.searchsorted(srt, look)
+    want_r = np.where((pos < n) & (srt[np.minimum(pos, n - 1)] == look), order[np.minimum(pos, n - 1)], -1)
+    np.testing.assert_array_equal(im.rows(look.reshape(2, -1)), want_r.reshape(2, -1))
+    np.testing.assert_array_equal(im.rows(look[:5]), want_r[:5])  # a few ids, the table already built
+    near = IdMap(np.sort(rng.choice(3 * n, n, replace=False)).astype(np.int64))  # within 8 n: the dense table
+    ln = np.concatenate([near.ids[rng.choice(n, 200)], [-1, 3 * n + 5, near.ids[0] + 0]])
+    np.testing.assert_array_equal(near.rows(ln), np.searchsorted(near.ids, np.where(np.isin(ln, near.ids), ln, -1))
+                                  * np.isin(ln, near.ids) - (~np.isin(ln, near.ids)))
     tab, bits = im._hash_table()
     assert tab.shape == (2 << bits,) and n < 0.7 * (1 << bits) + 1 and (tab[1::2] >= 0).sum() == n
     import pickle

@@ -451,6 +451,30 @@ def id_hash_rows(ids, tab, bits, out):
 
 
 @nb.njit(cache=True)
+def id_hash_lookup(ids, tab, bits, out):
+    """``out[j]``: the row of ``ids[j]`` through :func:`id_hash_build`'s table, -1 when absent
+    (1-D, any order; the slot 16 ids ahead prefetched)."""
+    mask = np.uint64((np.int64(1) << bits) - 1)
+    sh = np.uint64(64 - bits)
+    m = ids.shape[0]
+    for j in range(m):
+        if j + 16 < m:
+            prefetch(tab, 2 * ((np.uint64(ids[j + 16]) * _FIB) >> sh))
+        v = ids[j]
+        h = (np.uint64(v) * _FIB) >> sh
+        found = np.int64(-1)
+        while True:
+            r = tab[2 * h + 1]
+            if r < 0:
+                break
+            if tab[2 * h] == v:
+                found = r
+                break
+            h = (h + np.uint64(1)) & mask
+        out[j] = found
+
+
+@nb.njit(cache=True)
 def id_hash_bitmap(ids, tab, bits, n):
     """:func:`ids_bitmap64` for an index whose ids go through :func:`id_hash_build`'s
     table: the rows of ``ids`` (any order, repeats allowed, absent ids dropped) as
