@@ -1330,6 +1330,20 @@ def test_sorted_ids_equals_np_unique_on_any_order():
         got = sorted_ids(a)
         np.testing.assert_array_equal(got, np.unique(a))
         assert got.dtype == np.int64 and got.flags.c_contiguous and not np.shares_memory(got, a)
+    # both ways of sort_distinct: dense in their span (the bitmap over the span) and sparse
+    # (the sort), at the edges of its rule and of int64
+    from gsu.index.filters import SORT_BITMAP_MIN, SORT_BITMAP_SPAN, sort_distinct
+
+    m = SORT_BITMAP_MIN
+    for a in (rng.integers(-(2**40), -(2**40) + SORT_BITMAP_SPAN * m, m),  # span just within: bitmap
+              rng.integers(0, SORT_BITMAP_SPAN * m + 10**6, m),  # too sparse: sort
+              rng.integers(0, 50, m - 1),  # too few: sort
+              np.concatenate([np.full(m, 2**63 - 1), np.arange(2**63 - 2000, 2**63 - 1)]),  # dense at the top
+              rng.permutation(200_000)[:100_000], rng.integers(-(2**63), 2**63 - 1, 5000, dtype=np.int64)):
+        a = np.asarray(a, np.int64)
+        got = sort_distinct(a.copy())
+        np.testing.assert_array_equal(got, np.unique(a))
+        assert got.dtype == np.int64
 
 
 @pytest.mark.parametrize("metric", ["ip", "l2"])

@@ -79,6 +79,18 @@ def segments_increasing(indptr, ids):
 
 
 @nb.njit(cache=True)
+def min_max(a):
+    """``(min, max)`` of a non-empty 1-D int64 array, one pass."""
+    lo = a[0]
+    hi = a[0]
+    for j in range(a.shape[0]):
+        v = a[j]
+        lo = min(lo, v)
+        hi = max(hi, v)
+    return lo, hi
+
+
+@nb.njit(cache=True)
 def dedup_sorted(a):
     """The distinct values of the sorted 1-D int64 array ``a`` (a new array)."""
     m = a.shape[0]

@@ -110,9 +110,30 @@ def copy_checked(a: np.ndarray) -> tuple[np.ndarray, bool]:
     return b, b.shape[0] < 2 or bool(fk.strictly_increasing(b))
 
 
+#: :func:`sort_distinct` sorts through a bitmap over the values' span from this many values
+#: on, when they cover at least 1/SORT_BITMAP_SPAN of that span
+SORT_BITMAP_MIN = 1024
+SORT_BITMAP_SPAN = 64
+
+
 def sort_distinct(b: np.ndarray) -> np.ndarray:
-    """The distinct values of the int64 array ``b`` ascending (``b`` is sorted in place:
-    introsort, numpy 2's SIMD sort, 4-10x faster than the stable sort on int64)."""
+    """The distinct values of the int64 array ``b`` ascending (``b`` may be reordered).
+
+    Values dense in their span (at least ``SORT_BITMAP_MIN`` of them, covering at least
+    1/``SORT_BITMAP_SPAN`` of ``max - min + 1``: a user's item ids, a time window) are set
+    in a bitmap over the span and read back in order, O(span/64 + m), duplicates gone; the
+    others are sorted in place (introsort, then one pass). Random ids, one thread, this VM
+    (where numpy's sort of int64 takes ~38 ns a value at 10^5): 10,000 of 200,000 260 →
+    34 µs, 100,000 of 200,000 3.9 → 0.25 ms."""
+    m = b.shape[0]
+    if m >= SORT_BITMAP_MIN:
+        lo, hi = fk.min_max(b)
+        span = int(hi) - int(lo) + 1
+        if 0 < span <= SORT_BITMAP_SPAN * m:
+            bm, cnt, _, _ = fk.ids_bitmap64(b, lo, span)
+            out = fk.bitmap64_rows(bm, cnt)
+            out += lo
+            return out
     b.sort()
     return fk.dedup_sorted(b)
 
