@@ -430,6 +430,23 @@ def id_hash_build(ids, bits):
     return tab
 
 
+@nb.njit(cache=True, inline="always")
+def _hash_find(tab, v, sh, mask):
+    """The row of id ``v`` in :func:`id_hash_build`'s table (``sh = 64 - bits``,
+    ``mask = 2^bits - 1``), -1 when absent."""
+    h = (np.uint64(v) * _FIB) >> sh
+    found = np.int64(-1)
+    while True:
+        r = tab[2 * h + 1]
+        if r < 0:
+            break
+        if tab[2 * h] == v:
+            found = r
+            break
+        h = (h + np.uint64(1)) & mask
+    return found
+
+
 @nb.njit(cache=True)
 def id_hash_rows(ids, tab, bits, out):
     """Rows of ``ids`` through :func:`id_hash_build`'s table, absent ids dropped: writes
@@ -446,19 +463,12 @@ def id_hash_rows(ids, tab, bits, out):
     for j in range(m):
         if j + 16 < m:
             prefetch(tab, 2 * ((np.uint64(ids[j + 16]) * _FIB) >> sh))
-        v = ids[j]
-        h = (np.uint64(v) * _FIB) >> sh
-        while True:
-            r = tab[2 * h + 1]
-            if r < 0:
-                break
-            if tab[2 * h] == v:
-                out[w] = r
-                inc = inc and r > last
-                last = r
-                w += 1
-                break
-            h = (h + np.uint64(1)) & mask
+        r = _hash_find(tab, ids[j], sh, mask)
+        if r >= 0:
+            out[w] = r
+            inc = inc and r > last
+            last = r
+            w += 1
     return w, inc
 
 
@@ -472,18 +482,7 @@ def id_hash_lookup(ids, tab, bits, out):
     for j in range(m):
         if j + 16 < m:
             prefetch(tab, 2 * ((np.uint64(ids[j + 16]) * _FIB) >> sh))
-        v = ids[j]
-        h = (np.uint64(v) * _FIB) >> sh
-        found = np.int64(-1)
-        while True:
-            r = tab[2 * h + 1]
-            if r < 0:
-                break
-            if tab[2 * h] == v:
-                found = r
-                break
-            h = (h + np.uint64(1)) & mask
-        out[j] = found
+        out[j] = _hash_find(tab, ids[j], sh, mask)
 
 
 @nb.njit(cache=True)
@@ -491,25 +490,17 @@ def id_hash_bitmap(ids, tab, bits, n):
     """:func:`ids_bitmap64` for an index whose ids go through :func:`id_hash_build`'s
     table: the rows of ``ids`` (any order, repeats allowed, absent ids dropped) as
     ``(bm, m, rmin, rmax)``, without sorting the ids or listing the rows first."""
-    nw = (n + 63) >> 6
-    bm = np.zeros(nw, np.uint64)
+    bm = np.zeros((n + 63) >> 6, np.uint64)
     mask = np.uint64((np.int64(1) << bits) - 1)
     sh = np.uint64(64 - bits)
     m = ids.shape[0]
     for j in range(m):
         if j + 16 < m:
             prefetch(tab, 2 * ((np.uint64(ids[j + 16]) * _FIB) >> sh))
-        v = ids[j]
-        h = (np.uint64(v) * _FIB) >> sh
-        while True:
-            r = tab[2 * h + 1]
-            if r < 0:
-                break
-            if tab[2 * h] == v:
-                ur = np.uint64(r)
-                bm[ur >> _U6] |= _U1 << (ur & _U63)
-                break
-            h = (h + np.uint64(1)) & mask
+        r = _hash_find(tab, ids[j], sh, mask)
+        if r >= 0:
+            ur = np.uint64(r)
+            bm[ur >> _U6] |= _U1 << (ur & _U63)
     cnt = _popcount(bm)
     rmin, rmax = _ends(bm, cnt, n)
     return bm, cnt, rmin, rmax
