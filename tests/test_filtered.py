@@ -722,6 +722,11 @@ def test_spread_out_ids_are_looked_up_through_the_id_table(spacing):
     ln = np.concatenate([near.ids[rng.choice(n, 200)], [-1, 3 * n + 5, near.ids[0] + 0]])
     np.testing.assert_array_equal(near.rows(ln), np.searchsorted(near.ids, np.where(np.isin(ln, near.ids), ln, -1))
                                   * np.isin(ln, near.ids) - (~np.isin(ln, near.ids)))
+    # a dense map at the top of int64: ids far below it must not wrap into its span
+    top = IdMap(np.iinfo(np.int64).max - np.arange(100, dtype=np.int64)[::-1] * 2)
+    far = np.array([np.iinfo(np.int64).min, np.iinfo(np.int64).min + 2, top.ids[3]], np.int64)
+    np.testing.assert_array_equal(top.rows(np.tile(far, 30)), np.tile([-1, -1, 3], 30))  # >= 64 ids: the table
+    np.testing.assert_array_equal(top.rows_of_sorted(far), [3])
     tab, bits = im._hash_table()
     assert tab.shape == (2 << bits,) and n < 0.7 * (1 << bits) + 1 and (tab[1::2] >= 0).sum() == n
     import pickle

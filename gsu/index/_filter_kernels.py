@@ -396,8 +396,8 @@ def table_rows(ids, table, base, out):
     last = -1
     inc = True
     for j in range(ids.shape[0]):
-        i = ids[j] - base
-        if i >= 0 and i < span:
+        i = ids[j] - base  # wraps for ids far below the base: those fail ids[j] >= base
+        if ids[j] >= base and i >= 0 and i < span:
             r = np.int64(table[i])
             if r >= 0:
                 out[w] = r

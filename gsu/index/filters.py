@@ -243,8 +243,9 @@ class IdMap:
             tab = self._lookup_table()
             if tab is not None:
                 t, base = tab
-                i = ids - base
-                ok = (i >= 0) & (i < t.shape[0])
+                with np.errstate(over="ignore"):
+                    i = ids - base  # wraps only for ids outside the span (ok excludes them)
+                ok = (ids >= base) & (i >= 0) & (i < t.shape[0])
                 return np.where(ok, t[np.where(ok, i, 0)], -1).astype(np.int64, copy=False)
             tab_h, bits = self._hash_table()
             flat = np.ascontiguousarray(ids.reshape(-1))
