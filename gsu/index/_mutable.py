@@ -47,6 +47,12 @@ BITMAP_FIRST_SHARE = 16
 UNSORTED_BITMAP_SHARE = 40
 
 
+def _bitmap_filter(bm: np.ndarray, m: int, rmin: int, rmax: int, n: int) -> CompiledFilter:
+    """A shared compiled filter from a bitmap kernel's ``(bm, m, rmin, rmax)`` over ``n``
+    rows (one contiguous run when its set rows fill ``rmin..rmax``)."""
+    return CompiledFilter.from_bitmap(bm, m, n, (rmin, rmax + 1) if m and rmax - rmin + 1 == m else None)
+
+
 class MutableIndex(Index):
     """An index with ``remove(ids)``, ``upsert(vectors, ids)`` and ``compact()``
     (see the module docstring). ``compact_threshold`` (a float in [0, 1], saved with
@@ -125,9 +131,7 @@ class MutableIndex(Index):
                     and idmap._lookup_table() is None):
                 # spread-out ids (hashed item ids): straight to the bitmap through the id
                 # table, in any order, with no sorted copy (rows extracted only if a route asks)
-                tab, bits = idmap._hash_table()
-                bm, m, rmin, rmax = fk.id_hash_bitmap(filter, tab, bits, n)
-                return CompiledFilter.from_bitmap(bm, m, n, (rmin, rmax + 1) if m and rmax - rmin + 1 == m else None)
+                return _bitmap_filter(*fk.id_hash_bitmap(filter, *idmap._hash_table(), n), n)
             bitmap_ok = self._bitmap_first and idmap.offset is not None and n > 0
             if bitmap_ok and filter.shape[0] * BITMAP_FIRST_SHARE >= n:
                 # one contiguous run of ids (a time window over items stored in time order):
@@ -180,8 +184,7 @@ class MutableIndex(Index):
         dropped) as its bitmap, for an index with an offset id map and no tombstones."""
         idmap = self._idmap
         n = len(idmap)
-        bm, m, rmin, rmax = fk.ids_bitmap64(ids, idmap.offset, n)
-        return CompiledFilter.from_bitmap(bm, m, n, (rmin, rmax + 1) if m and rmax - rmin + 1 == m else None)
+        return _bitmap_filter(*fk.ids_bitmap64(ids, idmap.offset, n), n)
 
     # -- mutation ---------------------------------------------------------------
     def remove(self, ids: Any, *, missing_ok: bool = False) -> int:
