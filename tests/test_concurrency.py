@@ -324,3 +324,54 @@ def test_processes_load_while_another_saves(tmp_path):
         assert a + b == 80
     assert saver.returncode == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx.gsu"], "no temporary file is left behind"
+
+
+def test_threads_first_use_the_id_table_at_once_beside_an_add():
+    """Hashed item ids: several threads compile fresh filters (building the lazily made id
+    table at the same moment) while another thread adds items; every search returns only
+    allowed ids, and the answers of the ids present before the add equal the serial ones."""
+    from gsu.index.hnsw import HNSWIndex
+
+    rng = np.random.default_rng(21)
+    n, d = 4000, 16
+    x = rng.standard_normal((n + 500, d)).astype(np.float32)
+    ids = rng.choice(2**60, n + 500, replace=False).astype(np.int64)
+    idx = HNSWIndex(d, M=8, ef_construction=40)
+    idx.add(x[:n], ids[:n])
+    q = rng.standard_normal((8, d)).astype(np.float32)
+    sets = [rng.permutation(ids[:n])[: size] for size in (300, 1500, 3000) for _ in range(4)]
+    ref = HNSWIndex(d, M=8, ef_construction=40)
+    ref.add(x[:n], ids[:n])
+    want = [ref.search(q, 10, filter=s_, ef=400).ids for s_ in sets]
+    errors: list[BaseException] = []
+    got: dict[int, np.ndarray] = {}
+    start = threading.Barrier(5)
+
+    def searcher(t: int) -> None:
+        try:
+            start.wait()
+            for i in range(t, len(sets), 4):
+                r = idx.search(q, 10, filter=sets[i], ef=400)
+                assert np.isin(r.ids[r.ids >= 0], sets[i]).all()
+                got[i] = r.ids
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    def adder() -> None:
+        try:
+            start.wait()
+            idx.add(x[n:], ids[n:])
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=searcher, args=(t,)) for t in range(4)] + [threading.Thread(target=adder)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert sorted(got) == list(range(len(sets)))
+    # the filters name only the first n items: answers are the same before and after the add
+    hits = np.mean([np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got[i], want[i])]) for i in range(len(sets))])
+    assert hits >= 0.95
+    assert len(idx.idmap) == n + 500 and (idx.idmap.rows(ids) == np.arange(n + 500)).all()
