@@ -30,7 +30,8 @@ import numpy as np
 
 from gsu.index import _filter_kernels as fk
 from gsu.index import _graph_kernels as gk
-from gsu.index.planner import HNSW_LADDER, IVF_LADDER, Calibration, fit_planner, reaches, recall_goal, recall_low
+from gsu.index.planner import (HNSW_LADDER, IVF_LADDER, Calibration, fit_planner, kind_groups, reaches, reaches_kinds,
+                                recall_goal, recall_low)
 
 if TYPE_CHECKING:
     from gsu.index.filtered import FilteredIndex
@@ -320,6 +321,11 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
     target_hi = max(target, _HI_TARGET)
     base = idx._base_settings
     timer = _Timer(idx, Q, k)
+    scat, runs = kind_groups(KINDS)
+
+    def reaches_any(entry: list[Any], tgt: float) -> bool:
+        return reaches_kinds(entry, tgt, scat) or reaches_kinds(entry, tgt, runs)
+
     ids_of = idx.ids
     identity = idx.idmap.identity
     grid, seen = [], set()
@@ -394,17 +400,20 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
                 measured[step] = [step, recs, costs, lows]
                 return measured[step]
 
-            # start one step below what reached the target at the nearest selectivity
-            # measured so far; walk down while it is still reached, then up to the high target
+            # start one step below what reached the target (for scattered filters or runs)
+            # at the nearest selectivity measured so far; walk down while it is still
+            # reached for either (the planner budgets the two apart), then up to the high target
             i0 = _start_step(points, fam, ladder, s, target)
             got = step_at(i0)
-            if got is not None and reaches(got, target):
-                best = min(best, float(np.mean(got[2])))
+            if got is not None and reaches_any(got, target):
+                if reaches(got, target):
+                    best = min(best, float(np.mean(got[2])))
                 for i in range(i0 - 1, -1, -1):
                     lower = step_at(i)
-                    if lower is None or not reaches(lower, target):
+                    if lower is None or not reaches_any(lower, target):
                         break
-                    best = min(best, float(np.mean(lower[2])))
+                    if reaches(lower, target):
+                        best = min(best, float(np.mean(lower[2])))
             i = i0 + 1
             stalled = 0
             while (got is not None and i < len(ladder) and not reaches(got, target_hi) and float(np.mean(got[2])) <= _PRUNE * best
@@ -421,10 +430,11 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
                 entry = measured[st]
                 point[fam].append(entry)
                 costs = entry[2]
+                if fam == "ivf" and reaches_kinds(entry, target, scat) and (ivf_step is None or st < ivf_step):
+                    # the probe family falls back to IVF at the scattered filters' budget, as search does
+                    ivf_step = st
                 if reaches(entry, target):
                     mc = float(np.mean(costs))
-                    if fam == "ivf" and (ivf_step is None or st < ivf_step):
-                        ivf_step = st
                     best = min(best, mc)
                     best_approx = min(best_approx, mc)
         if predicted is not None and predicted > 2 * _PRUNE * best_approx:
@@ -452,12 +462,14 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
 
 
 def _start_step(points: list[dict[str, Any]], fam: str, ladder: tuple[float, ...], s: float, target: float) -> int:
-    """Ladder index to start at: one below the first step that reached ``target`` at the
-    measured selectivity nearest to ``s`` (in log scale); the bottom when none did."""
+    """Ladder index to start at: one below the first step that reached ``target``, for
+    scattered filters or for runs, at the measured selectivity nearest to ``s`` (in log
+    scale); the bottom when none did."""
+    scat, runs = kind_groups(KINDS)
     near = sorted(points, key=lambda p: abs(math.log(p["s"] / s)))
     for p in near:
         for e in p.get(fam, []):
-            if reaches(e, target) and e[0] in ladder:
+            if (reaches_kinds(e, target, scat) or reaches_kinds(e, target, runs)) and e[0] in ladder:
                 return max(ladder.index(e[0]) - 1, 0)
     return 0
 

@@ -510,8 +510,8 @@ class FilteredIndex(Index):
 
     def _plan_one(self, m: int, run: bool, k: int, effort: float, st: PlannerSettings) -> tuple[int, float, int, int, int]:
         """``(route, probe share, ef, candidates, lists)`` for a filter allowing ``m`` rows
-        (``run``: one contiguous run). ``route == IVF`` with ``probe > 0``: walk the graph
-        first with the density probe."""
+        (``run``: one contiguous run, planned with the runs' budgets). ``route == IVF`` with
+        ``probe > 0``: walk the graph first with the density probe."""
         lim = st.exact_max_rows * effort
         if run:
             lim *= st.exact_run_factor
@@ -519,14 +519,14 @@ class FilteredIndex(Index):
             return EXACT, 0.0, 0, 0, 0
         s = m / max(self.hnsw._n, 1)
         if s >= st.hnsw_min_selectivity:
-            return HNSW, 0.0, self._ef(st.ef_mult(s), k, effort, st), 0, 0
-        cand, lists = self._ivf_budget(st.ivf_mult(s), k, effort, st)
+            return HNSW, 0.0, self._ef(st.ef_mult(s, run), k, effort, st), 0, 0
+        cand, lists = self._ivf_budget(st.ivf_mult(s, run), k, effort, st)
         if s >= st.probe_min_selectivity and st.probe_min_share <= 1.0:
             if st.probe_min_share <= 0.0:  # a probe that never gives up is the plain walk
-                return HNSW, 0.0, self._ef(st.ef_mult(s), k, effort, st), 0, 0
+                return HNSW, 0.0, self._ef(st.ef_mult(s, run), k, effort, st), 0, 0
             if run and not st.run_probe(s):  # a time window where the calibration found the walk's probe wasted
                 return IVF, 0.0, 0, cand, lists
-            return IVF, st.probe_min_share, self._ef(st.ef_mult(s), k, effort, st), cand, lists
+            return IVF, st.probe_min_share, self._ef(st.ef_mult(s, run), k, effort, st), cand, lists
         return IVF, 0.0, 0, cand, lists
 
     def _plan_many(self, m: np.ndarray, run: np.ndarray, k: int, effort: float, st: PlannerSettings
@@ -545,8 +545,8 @@ class FilteredIndex(Index):
             probe &= ~(run & ~st.run_probes(s))
         hi = max(st.hnsw_ef_max, k)
         lo = min(max(k, math.ceil(st.hnsw_ef_min * k * effort)), hi)
-        ef = np.clip(np.ceil(st.ef_mults(s) * k * effort), lo, hi).astype(np.int64)
-        im = st.ivf_mults(s)
+        ef = np.clip(np.ceil(st.ef_mults(s, run) * k * effort), lo, hi).astype(np.int64)
+        im = st.ivf_mults(s, run)
         cand = np.maximum(k, np.ceil(st.ivf_candidates * im * k * effort)).astype(np.int64)
         lists = np.maximum(1, np.ceil(st.ivf_min_lists * im * effort)).astype(np.int64)
         return routes, probe, ef, cand, lists
@@ -611,7 +611,7 @@ class FilteredIndex(Index):
         s = m / max(n, 1)
         exp = np.full(nq, np.nan)
         if self._calibration is not None and effort == 1.0 and not any(v is not None for v in settings.values()):
-            exp = np.where(routes == IVF, fit.expected(IVF, s), fit.expected(HNSW, s))
+            exp = np.where(routes == IVF, fit.expected(IVF, s, run), fit.expected(HNSW, s, run))
         exp[routes == EXACT] = 1.0
         tr = self._calibration.target_recall if (self._calibration is not None and target_recall is None) else (
             float(target_recall) if target_recall is not None and self._calibration is not None else float("nan"))

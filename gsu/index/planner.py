@@ -8,8 +8,14 @@ index's own data (recall and cost of every route and budget at every grid point)
 :func:`fit_planner` turns those measurements into settings for any recall target:
 
 - per grid point and route family (IVF; HNSW; the density probe, which walks the graph
-  and falls back to IVF), the smallest budget whose recall@k reaches the goal for every
-  filter kind measured, and its mean cost;
+  and falls back to IVF), the smallest budget whose recall@k reaches the goal, and its mean
+  cost, twice: for *scattered* filters (every kind but ``range``: random subsets,
+  query-correlated subsets) and for *contiguous runs* (the ``range`` kind: time windows).
+  The planner tells the two apart on every request (a compiled filter knows whether its
+  rows are one run), so each gets the budgets its own kinds need: a single budget for
+  all kinds paid, at each point, for whichever kind was hardest there (on the filtered
+  suite's calibrations the time windows set the IVF budget at 10 % on two of seven
+  sets: 1.6 against 1.0 and 4.0 against 2.5 for the scattered kinds);
 - the HNSW and probe thresholds: the pair of selectivity boundaries (IVF below, probe,
   then HNSW above) with the lowest total measured cost;
 - the exact-scan limit: where the exact scan's measured cost crosses the cheapest
@@ -37,7 +43,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["PlannerSettings", "PLANNER_DEFAULTS", "Calibration", "fit_planner", "recall_goal", "recall_low", "reaches",
+__all__ = ["PlannerSettings", "PLANNER_DEFAULTS", "Calibration", "fit_planner", "recall_goal", "recall_low", "reaches", "reaches_kinds",
+           "kind_groups",
            "IVF_LADDER", "HNSW_LADDER", "RECALL_Z"]
 
 #: a selectivity threshold that no filter reaches (routes it guards are never taken)
@@ -109,7 +116,9 @@ class PlannerSettings:
     lists. With ``bands`` (ascending selectivities), ``band_hnsw_ef`` replaces ``hnsw_ef``
     and ``band_ivf`` multiplies both IVF budgets, per band: between two grid points the
     larger of their two budgets applies (each reached the recall goal at its point), below
-    the first / above the last that point's.
+    the first / above the last that point's. ``band_run_hnsw_ef`` / ``band_run_ivf``, when
+    given, are the same for a filter that is one contiguous run of rows (fitted on the
+    calibration's time windows; the others are fitted on its scattered kinds).
 
     Every value is checked once, at construction.
     """
@@ -128,6 +137,8 @@ class PlannerSettings:
     band_hnsw_ef: tuple[float, ...] = ()
     band_ivf: tuple[float, ...] = ()
     band_run_probe: tuple[float, ...] = ()
+    band_run_hnsw_ef: tuple[float, ...] = ()
+    band_run_ivf: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for name in _SCALARS:
@@ -138,7 +149,7 @@ class PlannerSettings:
         if any(b >= c for b, c in zip(bands, bands[1:])) or any(b > 1 for b in bands):
             raise ValueError(f"bands: expected strictly increasing selectivities in (0, 1], got {bands}")
         object.__setattr__(self, "bands", bands)
-        for name in ("band_hnsw_ef", "band_ivf", "band_run_probe"):
+        for name in ("band_hnsw_ef", "band_ivf", "band_run_probe", "band_run_hnsw_ef", "band_run_ivf"):
             vals = tuple(_num(v, name, positive=name != "band_run_probe") for v in getattr(self, name))
             if vals and len(vals) != len(bands):
                 raise ValueError(f"{name}: expected {len(bands)} values (one per band) or none, got {len(vals)}")
@@ -160,9 +171,9 @@ class PlannerSettings:
         if not ch:
             return self
         if "hnsw_ef" in ch:
-            ch["band_hnsw_ef"] = ()
+            ch["band_hnsw_ef"] = ch["band_run_hnsw_ef"] = ()
         if "ivf_candidates" in ch or "ivf_min_lists" in ch:
-            ch["band_ivf"] = ()
+            ch["band_ivf"] = ch["band_run_ivf"] = ()
         return dataclasses.replace(self, **ch)
 
     # -- budgets at a selectivity -----------------------------------------------
@@ -177,13 +188,13 @@ class PlannerSettings:
             return vals[j]
         return max(vals[j - 1], vals[j])
 
-    def ef_mult(self, s: float) -> float:
-        """The beam multiplier (× k) at selectivity ``s``."""
-        return self._band(self.band_hnsw_ef, s, self.hnsw_ef)
+    def ef_mult(self, s: float, run: bool = False) -> float:
+        """The beam multiplier (× k) at selectivity ``s`` (``run``: for one contiguous run of rows)."""
+        return self._band(self.band_run_hnsw_ef if run and self.band_run_hnsw_ef else self.band_hnsw_ef, s, self.hnsw_ef)
 
-    def ivf_mult(self, s: float) -> float:
-        """The factor on both IVF budgets at selectivity ``s``."""
-        return self._band(self.band_ivf, s, 1.0)
+    def ivf_mult(self, s: float, run: bool = False) -> float:
+        """The factor on both IVF budgets at selectivity ``s`` (``run``: for one contiguous run of rows)."""
+        return self._band(self.band_run_ivf if run and self.band_run_ivf else self.band_ivf, s, 1.0)
 
     def run_probe(self, s: float) -> bool:
         """Whether a contiguous run of rows at selectivity ``s`` tries the walk's density
@@ -206,13 +217,19 @@ class PlannerSettings:
         inner = (j > 0) & (j < len(b)) & ~exact_hit
         return np.where(inner, np.maximum(lo, hi), hi)
 
-    def ef_mults(self, s: np.ndarray) -> np.ndarray:
-        """:meth:`ef_mult` for an array of selectivities."""
-        return self._bands_arr(self.band_hnsw_ef, s, self.hnsw_ef)
+    def ef_mults(self, s: np.ndarray, run: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`ef_mult` for an array of selectivities (``run``: bool per entry)."""
+        out = self._bands_arr(self.band_hnsw_ef, s, self.hnsw_ef)
+        if run is not None and self.band_run_hnsw_ef and run.any():
+            out = np.where(run, self._bands_arr(self.band_run_hnsw_ef, s, self.hnsw_ef), out)
+        return out
 
-    def ivf_mults(self, s: np.ndarray) -> np.ndarray:
-        """:meth:`ivf_mult` for an array of selectivities."""
-        return self._bands_arr(self.band_ivf, s, 1.0)
+    def ivf_mults(self, s: np.ndarray, run: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`ivf_mult` for an array of selectivities (``run``: bool per entry)."""
+        out = self._bands_arr(self.band_ivf, s, 1.0)
+        if run is not None and self.band_run_ivf and run.any():
+            out = np.where(run, self._bands_arr(self.band_run_ivf, s, 1.0), out)
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (list(getattr(self, f.name)) if isinstance(getattr(self, f.name), tuple) else getattr(self, f.name))
@@ -278,16 +295,27 @@ class Calibration:
 @dataclass(frozen=True)
 class Fit:
     """Settings fitted for one target, with the measured recall of each band's budgets
-    (the minimum over filter kinds) for :meth:`FilteredIndex.explain`."""
+    (the minimum over the filter kinds of the group) for :meth:`FilteredIndex.explain`:
+    ``recall_ivf`` / ``recall_hnsw`` for scattered filters, ``recall_run_ivf`` /
+    ``recall_run_hnsw`` for contiguous runs (empty: the scattered ones apply)."""
 
     settings: PlannerSettings
     recall_ivf: tuple[float, ...]
     recall_hnsw: tuple[float, ...]
     reached: bool
+    recall_run_ivf: tuple[float, ...] = ()
+    recall_run_hnsw: tuple[float, ...] = ()
 
-    def expected(self, route: int, s: np.ndarray) -> np.ndarray:
-        """Expected recall@k of ``route`` (1 = IVF, 2 = HNSW) at selectivities ``s``."""
-        vals = self.recall_ivf if route == 1 else self.recall_hnsw
+    def expected(self, route: int, s: np.ndarray, run: np.ndarray | None = None) -> np.ndarray:
+        """Expected recall@k of ``route`` (1 = IVF, 2 = HNSW) at selectivities ``s``
+        (``run``: bool per entry, the filter is one contiguous run)."""
+        out = self._expected(self.recall_ivf if route == 1 else self.recall_hnsw, s)
+        runs = self.recall_run_ivf if route == 1 else self.recall_run_hnsw
+        if run is not None and runs:
+            out = np.where(run, self._expected(runs, s), out)
+        return out
+
+    def _expected(self, vals: tuple[float, ...], s: np.ndarray) -> np.ndarray:
         if not vals:
             return np.full(np.shape(s), np.nan)
         b = np.asarray(self.settings.bands)
@@ -299,12 +327,31 @@ class Fit:
         return np.where(inner, np.minimum(lo, hi), hi)
 
 
-def _first_reaching(ladder: Sequence[Sequence[Any]], target: float) -> tuple[float, list[float], list[float]] | None:
-    """``(step, recalls, costs)`` of the first entry of a measured ladder that
-    :func:`reaches` ``target``."""
+def kind_groups(kinds: Sequence[str]) -> tuple[list[int], list[int]]:
+    """``(scattered, runs)``: the indexes of the calibration's filter kinds that the planner
+    budgets as scattered rows (every kind but ``range``; all of them when that is the only
+    one) and as contiguous runs (``range``)."""
+    kinds = list(kinds)
+    scat = [i for i, kd in enumerate(kinds) if kd != "range"] or list(range(len(kinds)))
+    runs = [i for i, kd in enumerate(kinds) if kd == "range"]
+    return scat, runs
+
+
+def reaches_kinds(entry: Sequence[Any], target: float, idx: Sequence[int]) -> bool:
+    """:func:`reaches` for the filter kinds ``idx`` of a measured ladder entry only."""
+    sub = [entry[0], [entry[1][i] for i in idx], [entry[2][i] for i in idx]]
+    if len(entry) >= 4:
+        sub.append([entry[3][i] for i in idx])
+    return bool(idx) and reaches(sub, target)
+
+
+def _first_reaching(ladder: Sequence[Sequence[Any]], target: float,
+                    idx: Sequence[int]) -> tuple[float, list[float], list[float]] | None:
+    """``(step, recalls, costs)`` (of the kinds ``idx``) of the first entry of a measured
+    ladder that reaches ``target`` for those kinds."""
     for e in ladder:
-        if reaches(e, target):
-            return float(e[0]), list(e[1]), list(e[2])
+        if reaches_kinds(e, target, idx):
+            return float(e[0]), [e[1][i] for i in idx], [e[2][i] for i in idx]
     return None
 
 
@@ -352,29 +399,35 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     n = int(d["n"])
     if not pts:
         return Fit(base, (), (), False)
-    ki = {kd: i for i, kd in enumerate(kinds)}
-    scat = [ki[kd] for kd in kinds if kd != "range"] or list(range(len(kinds)))
-    run_k = [ki["range"]] if "range" in ki else []
+    scat, run_k = kind_groups(kinds)
     inf = math.inf
+    # per family and point: the first step reaching the target for the scattered kinds
+    # (``fam``) and for the runs (``fam_run``), with those kinds' recalls and costs
     fam: dict[str, list] = {"ivf": [], "hnsw": [], "probe": []}
+    fam_run: dict[str, list] = {"ivf": [], "hnsw": [], "probe": []}
     reached = True
     for p in pts:
         for name in fam:
-            fam[name].append(_first_reaching(p.get(name, []), target))
-        if all(fam[name][-1] is None for name in fam) and p["m"] > base.exact_max_rows:
+            fam[name].append(_first_reaching(p.get(name, []), target, scat))
+            fam_run[name].append(_first_reaching(p.get(name, []), target, run_k) if run_k else None)
+        if p["m"] > base.exact_max_rows and (all(fam[name][-1] is None for name in fam)
+                                             or run_k and all(fam_run[name][-1] is None for name in fam_run)):
             reached = False
 
     def mean(xs: list[float], idx: list[int]) -> float:
         return float(np.mean([xs[i] for i in idx])) if idx else inf
 
-    def fcost(name: str, j: int, idx: list[int]) -> float:
+    def fcost(name: str, j: int) -> float:
         r = fam[name][j]
-        return inf if r is None else mean(r[2], idx)
+        return inf if r is None else float(np.mean(r[2]))
+
+    def fcost_run(name: str, j: int) -> float:
+        r = fam_run[name][j]
+        return inf if r is None else float(np.mean(r[2]))
 
     # the cheapest approximate family per point (for the exact limit), scattered and runs
-    allk = list(range(len(kinds)))
-    best_scat = [min(fcost(nm, j, scat) for nm in fam) for j in range(len(pts))]
-    best_run = [min(fcost(nm, j, run_k) for nm in fam) for j in range(len(pts))] if run_k else []
+    best_scat = [min(fcost(nm, j) for nm in fam) for j in range(len(pts))]
+    best_run = [min(fcost_run(nm, j) for nm in fam) for j in range(len(pts))] if run_k else []
     ms = [float(p["m"]) for p in pts]
     ex = [p["exact"] for p in pts]
     complete = bool(d.get("complete", True))
@@ -387,6 +440,19 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
         if not complete and lim_run >= n:
             lim_run = _extrapolate_exact(ms, [mean(e, run_k) for e in ex], best_run, n)
         run_factor = min(max(lim_run / max(lim, 1.0), 1.0), 100.0)
+    # a family's cost at a point over every kind, each group at its own budget (a run in
+    # the probe band takes IVF alone where that is cheaper: band_run_probe below)
+    w_scat, w_run = len(scat), len(run_k)
+
+    def cost_all(name: str, j: int) -> float:
+        c = fcost(name, j)
+        if not run_k:
+            return c
+        cr = fcost_run(name, j)
+        if name == "probe":
+            cr = min(cr, fcost_run("ivf", j))
+        return (w_scat * c + w_run * cr) / (w_scat + w_run)
+
     # thresholds: IVF below p, probe in [p, h), HNSW from h, over the points above the exact limit
     J = len(pts)
     above = [j for j in range(J) if ms[j] > lim]
@@ -396,7 +462,7 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
             tot = 0.0
             for j in above:
                 nm = "hnsw" if j >= h else ("probe" if j >= pr else "ivf")
-                c = fcost(nm, j, allk)
+                c = cost_all(nm, j)
                 tot += c if c < inf else 1e9  # unreached: heavily penalised, still comparable
             if tot < best[0] - 1e-9 or (tot <= best[0] + 1e-9 and (h, pr) > (best[1], best[2])):
                 best = (tot, h, pr)
@@ -411,8 +477,8 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
         return math.sqrt(sel[j - 1] * sel[j])
 
     # per-band budgets: the reached step, else the nearest reached neighbour's, else the ladder's top
-    def fill(name: str, ladder: tuple[float, ...]) -> list[float]:
-        raw = [None if r is None else r[0] for r in fam[name]]
+    def fill(f: dict[str, list], name: str, ladder: tuple[float, ...]) -> list[float]:
+        raw = [None if r is None else r[0] for r in f[name]]
         out = []
         for j in range(J):
             if raw[j] is not None:
@@ -422,22 +488,30 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
             out.append(max(v for dist, v in near if dist == min(x for x, _ in near)) if near else ladder[-1])
         return out
 
-    ivf_b = fill("ivf", IVF_LADDER)
-    hnsw_b = fill("hnsw", HNSW_LADDER)
-    probe_b = fill("probe", HNSW_LADDER)
-    ef_b = [probe_b[j] if pr <= j < h else hnsw_b[j] for j in range(J)]
+    def budgets(f: dict[str, list]) -> tuple[list[float], list[float]]:
+        """(IVF multipliers, beam multipliers) per band: the probe's beam in the probe band."""
+        ivf_b = fill(f, "ivf", IVF_LADDER)
+        hnsw_b = fill(f, "hnsw", HNSW_LADDER)
+        probe_b = fill(f, "probe", HNSW_LADDER)
+        return ivf_b, [probe_b[j] if pr <= j < h else hnsw_b[j] for j in range(J)]
 
-    def rec(name: str, j: int) -> float:
-        r = fam[name][j]
+    def rec(f: dict[str, list], name: str, j: int) -> float:
+        r = f[name][j]
         return float(min(r[1])) if r is not None else float("nan")
 
-    rec_ivf = tuple(rec("ivf", j) for j in range(J))
-    rec_hnsw = tuple(rec("probe" if pr <= j < h else "hnsw", j) for j in range(J))
+    ivf_b, ef_b = budgets(fam)
+    rec_ivf = tuple(rec(fam, "ivf", j) for j in range(J))
+    rec_hnsw = tuple(rec(fam, "probe" if pr <= j < h else "hnsw", j) for j in range(J))
+    run_ivf_b, run_ef_b, rec_run_ivf, rec_run_hnsw = [], [], (), ()
+    if run_k and scat != run_k:
+        run_ivf_b, run_ef_b = budgets(fam_run)
+        rec_run_ivf = tuple(rec(fam_run, "ivf", j) for j in range(J))
+        rec_run_hnsw = tuple(rec(fam_run, "probe" if pr <= j < h else "hnsw", j) for j in range(J))
     # time windows (contiguous runs) in the probe band: at each grid point, the walk's probe
-    # only where it paid for the range kind itself (its probe no dearer than IVF at the
-    # fitted step, both reaching the target there; otherwise the probe, as for any filter)
-    run_pb = [0.0 if (run_k and fam["ivf"][j] is not None and fam["probe"][j] is not None
-                      and fcost("ivf", j, run_k) < fcost("probe", j, run_k)) else 1.0 for j in range(J)]
+    # only where it paid for the range kind itself (its probe no dearer than IVF, each at
+    # the runs' own step, both reaching the target there; otherwise the probe, as for any filter)
+    run_pb = [0.0 if (run_k and fam_run["ivf"][j] is not None and fam_run["probe"][j] is not None
+                      and fcost_run("ivf", j) < fcost_run("probe", j)) else 1.0 for j in range(J)]
     hnsw_min, probe_min = boundary(h), boundary(pr) if pr < h else NEVER
     if not complete and h >= J and sel[-1] < base.hnsw_min_selectivity:
         # the graph was not the cheapest anywhere measured, and the grid was cut short below
@@ -449,5 +523,6 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
         base, exact_max_rows=float(lim), exact_run_factor=float(run_factor), hnsw_min_selectivity=hnsw_min,
         probe_min_selectivity=probe_min, bands=tuple(float(s) for s in sel),
         band_hnsw_ef=tuple(ef_b), band_ivf=tuple(ivf_b), band_run_probe=tuple(run_pb),
+        band_run_hnsw_ef=tuple(run_ef_b), band_run_ivf=tuple(run_ivf_b),
     )
-    return Fit(st, rec_ivf, rec_hnsw, reached)
+    return Fit(st, rec_ivf, rec_hnsw, reached, rec_run_ivf, rec_run_hnsw)
