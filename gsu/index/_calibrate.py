@@ -321,10 +321,11 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
     target_hi = max(target, _HI_TARGET)
     base = idx._base_settings
     timer = _Timer(idx, Q, k)
-    scat, runs = kind_groups(KINDS)
+    runs = kind_groups(KINDS)[1]
 
     def reaches_any(entry: list[Any], tgt: float) -> bool:
-        return reaches_kinds(entry, tgt, scat) or reaches_kinds(entry, tgt, runs)
+        """Reached for every kind (scattered filters' budget) or for the runs alone (theirs)."""
+        return reaches(entry, tgt) or reaches_kinds(entry, tgt, runs)
 
     ids_of = idx.ids
     identity = idx.idmap.identity
@@ -400,9 +401,9 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
                 measured[step] = [step, recs, costs, lows]
                 return measured[step]
 
-            # start one step below what reached the target (for scattered filters or runs)
-            # at the nearest selectivity measured so far; walk down while it is still
-            # reached for either (the planner budgets the two apart), then up to the high target
+            # start one step below what reached the target at the nearest selectivity
+            # measured so far; walk down while it is still reached, for every kind or for the
+            # runs alone (the planner budgets runs apart), then up to the high target
             i0 = _start_step(points, fam, ladder, s, target)
             got = step_at(i0)
             if got is not None and reaches_any(got, target):
@@ -430,11 +431,10 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
                 entry = measured[st]
                 point[fam].append(entry)
                 costs = entry[2]
-                if fam == "ivf" and reaches_kinds(entry, target, scat) and (ivf_step is None or st < ivf_step):
-                    # the probe family falls back to IVF at the scattered filters' budget, as search does
-                    ivf_step = st
                 if reaches(entry, target):
                     mc = float(np.mean(costs))
+                    if fam == "ivf" and (ivf_step is None or st < ivf_step):
+                        ivf_step = st
                     best = min(best, mc)
                     best_approx = min(best_approx, mc)
         if predicted is not None and predicted > 2 * _PRUNE * best_approx:
@@ -462,14 +462,12 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
 
 
 def _start_step(points: list[dict[str, Any]], fam: str, ladder: tuple[float, ...], s: float, target: float) -> int:
-    """Ladder index to start at: one below the first step that reached ``target``, for
-    scattered filters or for runs, at the measured selectivity nearest to ``s`` (in log
-    scale); the bottom when none did."""
-    scat, runs = kind_groups(KINDS)
+    """Ladder index to start at: one below the first step that reached ``target`` at the
+    measured selectivity nearest to ``s`` (in log scale); the bottom when none did."""
     near = sorted(points, key=lambda p: abs(math.log(p["s"] / s)))
     for p in near:
         for e in p.get(fam, []):
-            if (reaches_kinds(e, target, scat) or reaches_kinds(e, target, runs)) and e[0] in ladder:
+            if reaches(e, target) and e[0] in ladder:
                 return max(ladder.index(e[0]) - 1, 0)
     return 0
 

@@ -8,14 +8,14 @@ index's own data (recall and cost of every route and budget at every grid point)
 :func:`fit_planner` turns those measurements into settings for any recall target:
 
 - per grid point and route family (IVF; HNSW; the density probe, which walks the graph
-  and falls back to IVF), the smallest budget whose recall@k reaches the goal, and its mean
-  cost, twice: for *scattered* filters (every kind but ``range``: random subsets,
-  query-correlated subsets) and for *contiguous runs* (the ``range`` kind: time windows).
-  The planner tells the two apart on every request (a compiled filter knows whether its
-  rows are one run), so each gets the budgets its own kinds need: a single budget for
-  all kinds paid, at each point, for whichever kind was hardest there (on the filtered
-  suite's calibrations the time windows set the IVF budget at 10 % on two of seven
-  sets: 1.6 against 1.0 and 4.0 against 2.5 for the scattered kinds);
+  and falls back to IVF), the smallest budget whose recall@k reaches the goal for every
+  filter kind measured, and its mean cost; and, for filters that are one contiguous run of
+  rows (time windows: the planner sees on every request whether a compiled filter is
+  one), the smallest budget reaching it for the ``range`` kind alone. A scattered filter
+  keeps the budget of every kind: the range kind, a block of rows stored together, is also
+  the calibration's stand-in for filters clustered in space that are not runs (a category,
+  a module); fitted on the random and correlated kinds alone, the 10 % category cell of the
+  pydocs set measured recall 0.947;
 - the HNSW and probe thresholds: the pair of selectivity boundaries (IVF below, probe,
   then HNSW above) with the lowest total measured cost;
 - the exact-scan limit: where the exact scan's measured cost crosses the cheapest
@@ -328,13 +328,11 @@ class Fit:
 
 
 def kind_groups(kinds: Sequence[str]) -> tuple[list[int], list[int]]:
-    """``(scattered, runs)``: the indexes of the calibration's filter kinds that the planner
-    budgets as scattered rows (every kind but ``range``; all of them when that is the only
-    one) and as contiguous runs (``range``)."""
+    """``(every, runs)``: the indexes of the calibration's filter kinds whose budgets a
+    scattered filter must reach (all of them) and those of the contiguous runs (``range``;
+    empty without it)."""
     kinds = list(kinds)
-    scat = [i for i, kd in enumerate(kinds) if kd != "range"] or list(range(len(kinds)))
-    runs = [i for i, kd in enumerate(kinds) if kd == "range"]
-    return scat, runs
+    return list(range(len(kinds))), [i for i, kd in enumerate(kinds) if kd == "range"]
 
 
 def reaches_kinds(entry: Sequence[Any], target: float, idx: Sequence[int]) -> bool:
@@ -399,16 +397,17 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     n = int(d["n"])
     if not pts:
         return Fit(base, (), (), False)
-    scat, run_k = kind_groups(kinds)
+    allk, run_k = kind_groups(kinds)
+    scat = [i for i in allk if i not in run_k] or allk  # the exact limit of scattered rows is priced on these
     inf = math.inf
-    # per family and point: the first step reaching the target for the scattered kinds
-    # (``fam``) and for the runs (``fam_run``), with those kinds' recalls and costs
+    # per family and point: the first step reaching the target for every kind (``fam``:
+    # scattered filters) and for the runs alone (``fam_run``), with those kinds' recalls and costs
     fam: dict[str, list] = {"ivf": [], "hnsw": [], "probe": []}
     fam_run: dict[str, list] = {"ivf": [], "hnsw": [], "probe": []}
     reached = True
     for p in pts:
         for name in fam:
-            fam[name].append(_first_reaching(p.get(name, []), target, scat))
+            fam[name].append(_first_reaching(p.get(name, []), target, allk))
             fam_run[name].append(_first_reaching(p.get(name, []), target, run_k) if run_k else None)
         if p["m"] > base.exact_max_rows and (all(fam[name][-1] is None for name in fam)
                                              or run_k and all(fam_run[name][-1] is None for name in fam_run)):
@@ -417,16 +416,16 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     def mean(xs: list[float], idx: list[int]) -> float:
         return float(np.mean([xs[i] for i in idx])) if idx else inf
 
-    def fcost(name: str, j: int) -> float:
+    def fcost(name: str, j: int, idx: list[int] | None = None) -> float:
         r = fam[name][j]
-        return inf if r is None else float(np.mean(r[2]))
+        return inf if r is None else float(np.mean(r[2] if idx is None else [r[2][i] for i in idx]))
 
     def fcost_run(name: str, j: int) -> float:
         r = fam_run[name][j]
         return inf if r is None else float(np.mean(r[2]))
 
     # the cheapest approximate family per point (for the exact limit), scattered and runs
-    best_scat = [min(fcost(nm, j) for nm in fam) for j in range(len(pts))]
+    best_scat = [min(fcost(nm, j, scat) for nm in fam) for j in range(len(pts))]
     best_run = [min(fcost_run(nm, j) for nm in fam) for j in range(len(pts))] if run_k else []
     ms = [float(p["m"]) for p in pts]
     ex = [p["exact"] for p in pts]
@@ -440,19 +439,6 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
         if not complete and lim_run >= n:
             lim_run = _extrapolate_exact(ms, [mean(e, run_k) for e in ex], best_run, n)
         run_factor = min(max(lim_run / max(lim, 1.0), 1.0), 100.0)
-    # a family's cost at a point over every kind, each group at its own budget (a run in
-    # the probe band takes IVF alone where that is cheaper: band_run_probe below)
-    w_scat, w_run = len(scat), len(run_k)
-
-    def cost_all(name: str, j: int) -> float:
-        c = fcost(name, j)
-        if not run_k:
-            return c
-        cr = fcost_run(name, j)
-        if name == "probe":
-            cr = min(cr, fcost_run("ivf", j))
-        return (w_scat * c + w_run * cr) / (w_scat + w_run)
-
     # thresholds: IVF below p, probe in [p, h), HNSW from h, over the points above the exact limit
     J = len(pts)
     above = [j for j in range(J) if ms[j] > lim]
@@ -462,7 +448,7 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
             tot = 0.0
             for j in above:
                 nm = "hnsw" if j >= h else ("probe" if j >= pr else "ivf")
-                c = cost_all(nm, j)
+                c = fcost(nm, j)
                 tot += c if c < inf else 1e9  # unreached: heavily penalised, still comparable
             if tot < best[0] - 1e-9 or (tot <= best[0] + 1e-9 and (h, pr) > (best[1], best[2])):
                 best = (tot, h, pr)
@@ -503,14 +489,15 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     rec_ivf = tuple(rec(fam, "ivf", j) for j in range(J))
     rec_hnsw = tuple(rec(fam, "probe" if pr <= j < h else "hnsw", j) for j in range(J))
     run_ivf_b, run_ef_b, rec_run_ivf, rec_run_hnsw = [], [], (), ()
-    if run_k and scat != run_k:
+    if run_k and allk != run_k:
         run_ivf_b, run_ef_b = budgets(fam_run)
         rec_run_ivf = tuple(rec(fam_run, "ivf", j) for j in range(J))
         rec_run_hnsw = tuple(rec(fam_run, "probe" if pr <= j < h else "hnsw", j) for j in range(J))
     # time windows (contiguous runs) in the probe band: at each grid point, the walk's probe
-    # only where it paid for the range kind itself (its probe no dearer than IVF, each at
-    # the runs' own step, both reaching the target there; otherwise the probe, as for any filter)
-    run_pb = [0.0 if (run_k and fam_run["ivf"][j] is not None and fam_run["probe"][j] is not None
+    # only where it paid for the range kind itself: IVF alone wherever IVF reached the target
+    # for the runs and the probe did not, or cost more (each at the runs' own step);
+    # otherwise the probe, as for any filter
+    run_pb = [0.0 if (run_k and fam_run["ivf"][j] is not None
                       and fcost_run("ivf", j) < fcost_run("probe", j)) else 1.0 for j in range(J)]
     hnsw_min, probe_min = boundary(h), boundary(pr) if pr < h else NEVER
     if not complete and h >= J and sel[-1] < base.hnsw_min_selectivity:
