@@ -43,9 +43,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["PlannerSettings", "PLANNER_DEFAULTS", "Calibration", "fit_planner", "recall_goal", "recall_low", "reaches", "reaches_kinds",
-           "kind_groups",
-           "IVF_LADDER", "HNSW_LADDER", "RECALL_Z"]
+__all__ = ["PlannerSettings", "PLANNER_DEFAULTS", "Calibration", "fit_planner", "recall_goal", "recall_low", "reaches",
+           "reaches_kinds", "kind_groups", "IVF_LADDER", "HNSW_LADDER", "RECALL_Z"]
 
 #: a selectivity threshold that no filter reaches (routes it guards are never taken)
 NEVER = 2.0
@@ -118,7 +117,7 @@ class PlannerSettings:
     larger of their two budgets applies (each reached the recall goal at its point), below
     the first / above the last that point's. ``band_run_hnsw_ef`` / ``band_run_ivf``, when
     given, are the same for a filter that is one contiguous run of rows (fitted on the
-    calibration's time windows; the others are fitted on its scattered kinds).
+    calibration's range kind alone; the others on every kind).
 
     Every value is checked once, at construction.
     """
@@ -295,9 +294,9 @@ class Calibration:
 @dataclass(frozen=True)
 class Fit:
     """Settings fitted for one target, with the measured recall of each band's budgets
-    (the minimum over the filter kinds of the group) for :meth:`FilteredIndex.explain`:
-    ``recall_ivf`` / ``recall_hnsw`` for scattered filters, ``recall_run_ivf`` /
-    ``recall_run_hnsw`` for contiguous runs (empty: the scattered ones apply)."""
+    for :meth:`FilteredIndex.explain`: ``recall_ivf`` / ``recall_hnsw`` for scattered
+    filters (the minimum over every filter kind), ``recall_run_ivf`` / ``recall_run_hnsw``
+    for contiguous runs (the range kind's; empty: the scattered ones apply)."""
 
     settings: PlannerSettings
     recall_ivf: tuple[float, ...]
