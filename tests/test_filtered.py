@@ -1525,3 +1525,23 @@ def test_filtered_walk_seeds_are_rows_of_the_best_lists(data, monkeypatch):
         assert np.all(np.diff(res.scores, axis=1)[np.isfinite(res.scores[:, 1:])] <= 0)
         rec[s] = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(res.ids, truth)])
     assert rec[n_seeds] >= rec[0] - 0.01
+
+
+def test_calibration_samples_are_sorted_distinct_and_leave_out_what_they_must():
+    """The calibration's row samples (:func:`gsu.index._calibrate._sample`), sparse and dense
+    (the dense ones sorted through a bitmap over the span): ``m`` sorted distinct rows, never
+    the query's own row nor a row already taken, the same rows numpy's sort gives."""
+    from gsu.index import _calibrate as cm
+
+    n = 5000
+    taken = np.zeros(n, bool)
+    taken[np.random.default_rng(1).choice(n, 400, replace=False)] = True
+    for m in (1, 50, 1500, 4000, 4599):
+        for tk in (None, taken):
+            r = cm._sample(n, m, np.random.default_rng(m), exclude=17, taken=tk)
+            assert r.dtype == np.int64 and r.shape[0] == min(m, n - 1 - (0 if tk is None else int(tk.sum()) - int(tk[17])))
+            assert np.all(np.diff(r) > 0) and 17 not in r and r.min() >= 0 and r.max() < n
+            if tk is not None:
+                assert not tk[r].any()
+    a = np.random.default_rng(2).choice(10**6, 300_000, replace=False)
+    np.testing.assert_array_equal(cm._distinct(np.concatenate([a, a[:1000]])), np.unique(a))
