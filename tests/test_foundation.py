@@ -113,6 +113,15 @@ def test_pin_threads_and_machine_info():
     assert got["threads"] == 1 and got["numba"] == 1 and got["torch"] == 1
     info = harness.machine_info()
     assert info["pinned"]["threads"] == 1 and info["versions"]["gsu"]
+    # a build inside the suite takes every core, and the pin holds again after it
+    import faiss
+    import numba
+
+    n = harness.machine_threads()
+    with harness.all_threads() as got_n:
+        assert got_n == n and faiss.omp_get_max_threads() == n
+        assert numba.get_num_threads() == min(n, numba.config.NUMBA_NUM_THREADS)
+    assert faiss.omp_get_max_threads() == 1 and numba.get_num_threads() == 1 and harness.machine_info()["pinned"]["threads"] == 1
 
 
 def test_cli_build_search_info(tmp_path, capsys):

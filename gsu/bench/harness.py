@@ -21,6 +21,7 @@ import os
 import platform
 import statistics
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -101,6 +102,28 @@ def pin_threads(n: int = 1) -> dict[str, Any]:
     _PINNED.clear()
     _PINNED.update(out)
     return out
+
+
+def machine_threads() -> int:
+    """The cores this process may run on (its CPU affinity where the OS reports one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@contextmanager
+def all_threads() -> Any:
+    """Every core for the block (index builds: a user's build is not pinned to one thread),
+    then the pins that held before it again. Yields the thread count."""
+    prev = _PINNED.get("threads")
+    n = machine_threads()
+    pin_threads(n)
+    try:
+        yield n
+    finally:
+        if prev is not None:
+            pin_threads(int(prev))
 
 
 def machine_info() -> dict[str, Any]:
