@@ -1545,3 +1545,32 @@ def test_calibration_samples_are_sorted_distinct_and_leave_out_what_they_must():
                 assert not tk[r].any()
     a = np.random.default_rng(2).choice(10**6, 300_000, replace=False)
     np.testing.assert_array_equal(cm._distinct(np.concatenate([a, a[:1000]])), np.unique(a))
+
+
+def test_past_its_time_limit_calibration_climbs_only_to_its_own_target():
+    """Once the time limit has passed (a build-time calibration measuring its main decades),
+    a budget ladder stops at the first step reaching the calibration's target instead of
+    climbing on to the 0.99 operating point; without a limit it climbs on. The fitted
+    settings for the target come from the same first steps either way."""
+    from gsu.index.planner import reaches
+
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((5000, 16)).astype(np.float32)
+    fi = FilteredIndex(16, M=8, ef_construction=40, nlist=40, calibrate=False, seed=2)
+    fi.add(x)
+
+    def past_first(cal):
+        extra = 0
+        for p in cal.points:
+            for fam in ("ivf", "hnsw", "probe"):
+                steps = sorted(p[fam], key=lambda e: e[0])
+                hit = next((i for i, e in enumerate(steps) if reaches(e, cal.target_recall)), None)
+                if hit is not None:
+                    extra += len(steps) - 1 - hit
+        return extra
+
+    short = fi.calibrate(max_seconds=0.0, n_queries=24, seed=5)
+    assert [p["s"] for p in short.points] == [0.01, 0.1, 0.5]
+    assert past_first(short) == 0
+    full = fi.calibrate(n_queries=24, seed=5)
+    assert past_first(full) > 0

@@ -12,9 +12,11 @@ confidence bound over the queries and the median cost.
 
 Ladders stop at the first budget that reaches (:func:`gsu.index.planner.reaches`: mean
 and lower confidence bound) the highest target the planner supports (0.99) for every
-kind, or when a step costs more than ``_PRUNE`` times the cheapest option already known
-to reach the calibration's target at that selectivity (the exact scan included): a route
-that slow is never chosen there, or after two steps in a row that changed no kind's recall.
+kind (only the calibration's own target once its time limit has passed: the main decades of
+a build-time calibration then cost what its default operating point needs), or when a step
+costs more than ``_PRUNE`` times the cheapest option already known to reach the
+calibration's target at that selectivity (the exact scan included): a route that slow is
+never chosen there, or after two steps in a row that changed no kind's recall.
 """
 
 from __future__ import annotations
@@ -414,7 +416,10 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
                         best = min(best, float(np.mean(lower[2])))
             i = i0 + 1
             stalled = 0
-            while (got is not None and i < len(ladder) and not reaches(got, target_hi) and float(np.mean(got[2])) <= _PRUNE * best
+            # past the time limit (a build-time calibration measuring its main decades) a
+            # ladder climbs only to the target's budget, not on to the high operating point
+            top = target if time.perf_counter() - t_start > max_seconds else target_hi
+            while (got is not None and i < len(ladder) and not reaches(got, top) and float(np.mean(got[2])) <= _PRUNE * best
                    and stalled < _STALL_STEPS):
                 prev = got
                 got = step_at(i)
