@@ -1125,6 +1125,19 @@ def test_runs_get_the_budgets_the_range_kind_needs(indexes, data):
                 assert got_s == max(K, int(np.ceil(st.ivf_candidates * want_s * K)))
             else:
                 assert got_w == max(K, int(np.ceil(want_w * K))) and got_s == int(np.ceil(want_s * K))
+        # a batch with one filter per query plans each by its own shape: the answers of each
+        # query alone, and the run's budget differs from the scattered filter's
+        m = int(0.5 * n)
+        window = fi.ids[:m].copy()
+        scattered = np.sort(np.random.default_rng(5).choice(fi.ids, m, replace=False))
+        qq = data[1][:2]
+        both = fi.search(qq, K, filter=Filter.per_query([window, scattered]))
+        for i, f in enumerate((window, scattered)):
+            one = fi.search(qq[i], K, filter=f)
+            np.testing.assert_array_equal(both.ids[i], one.ids[0])
+            np.testing.assert_array_equal(both.scores[i], one.scores[0])
+        eb = fi.explain(qq, K, filter=Filter.per_query([window, scattered]))
+        assert list(eb.routes) == [2, 2] and eb.ef[0] == max(K, int(np.ceil(1.3 * K))) and eb.ef[1] == int(np.ceil(3.6 * K))
         # settings saved before run budgets existed: a run is planned with the scattered budgets
         fi._fits[None] = dataclasses.replace(fi._fits[None], settings=dataclasses.replace(
             fi._fits[None].settings, band_run_ivf=(), band_run_hnsw_ef=()))
