@@ -415,13 +415,14 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     def mean(xs: list[float], idx: list[int]) -> float:
         return float(np.mean([xs[i] for i in idx])) if idx else inf
 
-    def fcost(name: str, j: int, idx: list[int] | None = None) -> float:
-        r = fam[name][j]
+    def fcost(name: str, j: int, idx: list[int] | None = None, f: dict[str, list] | None = None) -> float:
+        """Mean cost of family ``name``'s first reaching step at point ``j`` (of ``fam``, or
+        ``f``), over the kinds ``idx`` of its entry (all of them: None)."""
+        r = (fam if f is None else f)[name][j]
         return inf if r is None else float(np.mean(r[2] if idx is None else [r[2][i] for i in idx]))
 
     def fcost_run(name: str, j: int) -> float:
-        r = fam_run[name][j]
-        return inf if r is None else float(np.mean(r[2]))
+        return fcost(name, j, f=fam_run)
 
     # the cheapest approximate family per point (for the exact limit), scattered and runs
     best_scat = [min(fcost(nm, j, scat) for nm in fam) for j in range(len(pts))]
