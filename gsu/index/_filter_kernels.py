@@ -541,6 +541,77 @@ def _bucket(rows, start, end, row_list, row_pos, boff, bpos):
 
 
 @nb.njit(cache=True)
+def near_list_share(CS, which, list_off, pos_row, bm, lo, hi, rows, starts, ends, min_rows, samples, out):
+    """Share of allowed rows among the rows of each query's best-scoring IVF lists.
+
+    For query ``which[i]`` the non-empty lists are taken in decreasing centroid score
+    ``CS[q]`` until they hold at least ``min_rows`` rows (at most 8 lists); ``samples``
+    of their rows, evenly spaced over them (all of them when they are fewer), are tested
+    against the filter and ``out[i]`` receives the share allowed: the density of the
+    filter around the query, what the graph walk's probe would find (a cheap look before
+    paying for the walk). How the filter is read does not change the count: ``bm`` a
+    bitmap of the allowed rows (non-empty), else ``lo < hi`` one run ``lo..hi-1``, else
+    the sorted ``rows[starts[q]:ends[q]]`` (branch-free binary search).
+    """
+    nlist = list_off.shape[0] - 1
+    use_bm = bm.shape[0] > 0
+    use_run = (not use_bm) and lo < hi
+    taken = np.empty(8, np.int64)
+    for i in range(which.shape[0]):
+        q = which[i]
+        nt = 0
+        covered = 0
+        while covered < min_rows and nt < 8:
+            best = -np.inf
+            bl = -1
+            for l in range(nlist):
+                if list_off[l + 1] > list_off[l]:
+                    v = CS[q, l]
+                    if v > best:
+                        seen = False
+                        for t in range(nt):
+                            if taken[t] == l:
+                                seen = True
+                        if not seen:
+                            best = v
+                            bl = l
+            if bl < 0:
+                break
+            taken[nt] = bl
+            nt += 1
+            covered += list_off[bl + 1] - list_off[bl]
+        if covered == 0:
+            out[i] = 0.0
+            continue
+        ns = min(samples, covered)
+        s0 = starts[q]
+        e0 = ends[q]
+        ok = 0
+        li = 0
+        before = 0  # rows of the taken lists before list li
+        for j in range(ns):
+            t = ((2 * j + 1) * covered) // (2 * ns)  # the sample's index among the lists' rows
+            while t >= before + (list_off[taken[li] + 1] - list_off[taken[li]]):
+                before += list_off[taken[li] + 1] - list_off[taken[li]]
+                li += 1
+            r = pos_row[list_off[taken[li]] + t - before]
+            if use_bm:
+                ok += np.int64((bm[r >> 6] >> np.uint64(r & 63)) & np.uint64(1))
+            elif use_run:
+                ok += 1 if (r >= lo and r < hi) else 0
+            elif e0 > s0:
+                base = s0
+                ln = e0 - s0
+                while ln > 1:  # lower bound without a branch on the comparison
+                    half = ln >> 1
+                    base = base + half if rows[base + half] < r else base
+                    ln -= half
+                base += 1 if rows[base] < r else 0
+                ok += 1 if (base < e0 and rows[base] == r) else 0
+        out[i] = ok / ns
+
+
+@nb.njit(cache=True)
 def bucket_rows(rows, row_list, row_pos, nlist):
     """One shared filter grouped by list: ``(boff (nlist+1,) int64, bpos (m,) int64)``."""
     boff = np.empty(nlist + 1, np.int64)

@@ -356,7 +356,9 @@ class IVFIndex(MutableIndex):
                 boff, bpos = hit
         else:
             starts, ends = cf.bounds(nq)
-        full = which.shape[0] == nq and nq <= _QUERY_BLOCK
+        # every query in order, one block: the kernels run on the inputs as they are (a
+        # permutation of the queries takes the gathering path: ``starts``/``ends`` follow ``which``)
+        full = which.shape[0] == nq and nq <= _QUERY_BLOCK and (nq == 1 or bool((which[1:] > which[:-1]).all()))
         ind = self._external
         if ind:
             if vectors is None or vectors.shape[0] != self.ntotal:
