@@ -540,6 +540,62 @@ def _bucket(rows, start, end, row_list, row_pos, boff, bpos):
     boff[0] = 0
 
 
+@nb.njit(cache=True, inline="always")
+def _near_share(cs, list_off, pos_row, bm, lo, hi, rows, s0, e0, min_rows, samples, taken):
+    """:func:`near_list_share` for one query: ``cs`` its (nlist,) centroid scores, its
+    allowed rows ``rows[s0:e0]`` (when neither ``bm`` nor ``lo < hi`` is given); ``taken``
+    (8,) int64 scratch. Returns the share."""
+    nlist = list_off.shape[0] - 1
+    use_bm = bm.shape[0] > 0
+    use_run = (not use_bm) and lo < hi
+    nt = 0
+    covered = 0
+    while covered < min_rows and nt < 8:
+        best = -np.inf
+        bl = -1
+        for l in range(nlist):
+            v = cs[l]
+            if v > best and list_off[l + 1] > list_off[l]:
+                seen = False
+                for t in range(nt):
+                    if taken[t] == l:
+                        seen = True
+                if not seen:
+                    best = v
+                    bl = l
+        if bl < 0:
+            break
+        taken[nt] = bl
+        nt += 1
+        covered += list_off[bl + 1] - list_off[bl]
+    if covered == 0:
+        return 0.0
+    ns = min(samples, covered)
+    ok = 0
+    li = 0
+    before = 0  # rows of the taken lists before list li
+    for j in range(ns):
+        t = ((2 * j + 1) * covered) // (2 * ns)  # the sample's index among the lists' rows
+        while t >= before + (list_off[taken[li] + 1] - list_off[taken[li]]):
+            before += list_off[taken[li] + 1] - list_off[taken[li]]
+            li += 1
+        r = pos_row[list_off[taken[li]] + t - before]
+        if use_bm:
+            ok += np.int64((bm[r >> 6] >> np.uint64(r & 63)) & np.uint64(1))
+        elif use_run:
+            ok += 1 if (r >= lo and r < hi) else 0
+        elif e0 > s0:
+            base = s0
+            ln = e0 - s0
+            while ln > 1:  # lower bound without a branch on the comparison
+                half = ln >> 1
+                base = base + half if rows[base + half] < r else base
+                ln -= half
+            base += 1 if rows[base] < r else 0
+            ok += 1 if (base < e0 and rows[base] == r) else 0
+    return ok / ns
+
+
 @nb.njit(cache=True)
 def near_list_share(CS, which, list_off, pos_row, bm, lo, hi, rows, starts, ends, min_rows, samples, out):
     """Share of allowed rows among the rows of each query's best-scoring IVF lists.
@@ -553,62 +609,17 @@ def near_list_share(CS, which, list_off, pos_row, bm, lo, hi, rows, starts, ends
     bitmap of the allowed rows (non-empty), else ``lo < hi`` one run ``lo..hi-1``, else
     the sorted ``rows[starts[q]:ends[q]]`` (branch-free binary search).
     """
-    nlist = list_off.shape[0] - 1
-    use_bm = bm.shape[0] > 0
-    use_run = (not use_bm) and lo < hi
     taken = np.empty(8, np.int64)
     for i in range(which.shape[0]):
         q = which[i]
-        nt = 0
-        covered = 0
-        while covered < min_rows and nt < 8:
-            best = -np.inf
-            bl = -1
-            for l in range(nlist):
-                if list_off[l + 1] > list_off[l]:
-                    v = CS[q, l]
-                    if v > best:
-                        seen = False
-                        for t in range(nt):
-                            if taken[t] == l:
-                                seen = True
-                        if not seen:
-                            best = v
-                            bl = l
-            if bl < 0:
-                break
-            taken[nt] = bl
-            nt += 1
-            covered += list_off[bl + 1] - list_off[bl]
-        if covered == 0:
-            out[i] = 0.0
-            continue
-        ns = min(samples, covered)
-        s0 = starts[q]
-        e0 = ends[q]
-        ok = 0
-        li = 0
-        before = 0  # rows of the taken lists before list li
-        for j in range(ns):
-            t = ((2 * j + 1) * covered) // (2 * ns)  # the sample's index among the lists' rows
-            while t >= before + (list_off[taken[li] + 1] - list_off[taken[li]]):
-                before += list_off[taken[li] + 1] - list_off[taken[li]]
-                li += 1
-            r = pos_row[list_off[taken[li]] + t - before]
-            if use_bm:
-                ok += np.int64((bm[r >> 6] >> np.uint64(r & 63)) & np.uint64(1))
-            elif use_run:
-                ok += 1 if (r >= lo and r < hi) else 0
-            elif e0 > s0:
-                base = s0
-                ln = e0 - s0
-                while ln > 1:  # lower bound without a branch on the comparison
-                    half = ln >> 1
-                    base = base + half if rows[base + half] < r else base
-                    ln -= half
-                base += 1 if rows[base] < r else 0
-                ok += 1 if (base < e0 and rows[base] == r) else 0
-        out[i] = ok / ns
+        out[i] = _near_share(CS[q], list_off, pos_row, bm, lo, hi, rows, starts[q], ends[q], min_rows, samples, taken)
+
+
+@nb.njit(cache=True)
+def near_list_share_one(cs, list_off, pos_row, bm, lo, hi, min_rows, samples):
+    """:func:`near_list_share` of one query (``cs`` its (nlist,) centroid scores) under a
+    shared filter given as a bitmap ``bm`` or the run ``lo..hi-1``: the share (a float)."""
+    return _near_share(cs, list_off, pos_row, bm, lo, hi, pos_row[:0], 0, 0, min_rows, samples, np.empty(8, np.int64))
 
 
 @nb.njit(cache=True)

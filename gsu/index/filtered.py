@@ -761,8 +761,11 @@ class FilteredIndex(Index):
             return out_r, out_s, counts
         if probe > 0:
             cs = self.ivf.centroid_scores(q)
-            go = self._worth_walking(cs, cf, which, probe) if cf is not None else np.ones(nq, bool)
-            walk = which if (go[0] if nq == 1 else go.all()) else which[go]
+            if cf is None:
+                walk = which
+            else:
+                go = self._worth_walking(cs, cf, which, probe)
+                walk = which if (go[0] if nq == 1 else go.all()) else which[go]
             if walk.shape[0] < nq:
                 counts.fill(-1)  # the queries not worth the walk: IVF answers
             if walk.shape[0]:
@@ -771,7 +774,7 @@ class FilteredIndex(Index):
                 if (counts[0] >= 0) if nq == 1 else (counts.min() >= 0):
                     self._recompute_short(q, k, cf, m, out_r, out_s, counts)
                     return out_r, out_s, counts
-            w = np.flatnonzero(counts < 0).astype(np.int64)
+            w = which if walk.shape[0] == 0 else np.flatnonzero(counts < 0).astype(np.int64)
             self.ivf.search_compiled(q, k, cf, w, out_r, out_s, counts, target=cand, min_lists=lists, centroid_scores=cs,
                                      vectors=self._scoring(), sq8=self._approx()[1])
             self._recompute_short(q, k, cf, m, out_r, out_s, counts)
@@ -812,24 +815,26 @@ class FilteredIndex(Index):
         the walk (bool per entry of ``which``). Not when the query's best-scoring IVF lists
         (``cs``: its centroid scores, computed once for IVF as well) hold fewer than
         ``PROBE_GATE · share`` allowed rows (``PROBE_GATE_SAMPLES`` of their first
-        ``PROBE_GATE_ROWS`` rows tested: :func:`_filter_kernels.near_list_share`): the walk would give up there after
-        ~20 µs of descent and expansions. The count is exact whichever form of the filter
-        is read, so a query planned alone and in a batch decides alike."""
+        ``PROBE_GATE_ROWS`` rows tested: :func:`_filter_kernels.near_list_share`): the walk
+        would give up there after its descent and first expansions. The count is exact
+        whichever form of the filter is read, so a query planned alone and in a batch
+        decides alike."""
         if PROBE_GATE <= 0:
             return np.ones(which.shape[0], bool)
         ivf = self.ivf
-        nq = cs.shape[0]
-        bm, lo, hi, rows = _NO_BM, 0, 0, _NO_ROWS
         if cf.shared:
-            starts = np.zeros(nq, np.int64)
-            ends = starts
             if cf.run is not None and "bitmap64" not in cf._masks:
-                lo, hi = cf.run
+                bm, (lo, hi) = _NO_BM, cf.run
             else:  # what the walk and IVF's scan read as well
-                bm = cf.bitmap64()
+                bm, lo, hi = cf.bitmap64(), 0, 0
+            if which.shape[0] == 1:
+                sh = fk.near_list_share_one(cs[which[0]], ivf._list_off, ivf._pos_row, bm, lo, hi, PROBE_GATE_ROWS,
+                                            PROBE_GATE_SAMPLES)
+                return np.array([sh >= PROBE_GATE * share])
+            rows, starts, ends = _NO_ROWS, np.zeros(cs.shape[0], np.int64), np.zeros(cs.shape[0], np.int64)
         else:
-            starts, ends = cf.bounds(nq)
-            rows = cf.rows
+            bm, lo, hi, rows = _NO_BM, 0, 0, cf.rows
+            starts, ends = cf.bounds(cs.shape[0])
         out = np.empty(which.shape[0])
         fk.near_list_share(cs, which, ivf._list_off, ivf._pos_row, bm, np.int64(lo), np.int64(hi), rows, starts, ends,
                            np.int64(PROBE_GATE_ROWS), np.int64(PROBE_GATE_SAMPLES), out)
