@@ -318,6 +318,7 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
     n = idx.ntotal
     goal = recall_goal(target)
     target_hi = max(target, _HI_TARGET)
+    bounded = math.isfinite(max_seconds)
     base = idx._base_settings
     timer = _Timer(idx, Q, k)
     runs = kind_groups(KINDS)[1]
@@ -416,9 +417,12 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
                         best = min(best, float(np.mean(lower[2])))
             i = i0 + 1
             stalled = 0
-            # past the time limit (a build-time calibration measuring its main decades) a
-            # ladder climbs only to the target's budget, not on to the high operating point
-            top = target if time.perf_counter() - t_start > max_seconds else target_hi
+            # under a time limit (the calibration a build runs) the main decades' ladders
+            # climb only to the target's budget, and so does every ladder past the limit:
+            # the default operating point first; the high one (``_HI_TARGET``) is measured
+            # at the selectivities after them while time remains, and by a calibration
+            # without a limit
+            top = target if bounded and (gi < _MIN_POINTS or time.perf_counter() - t_start > max_seconds) else target_hi
             while (got is not None and i < len(ladder) and not reaches(got, top) and float(np.mean(got[2])) <= _PRUNE * best
                    and stalled < _STALL_STEPS):
                 prev = got

@@ -81,21 +81,8 @@ WALK_SEEDS = 4
 #: off-data queries from 0.973 / 0.954 to 0.991 / 0.984 (descents that ended in the wrong
 #: region; results/scale/walk_seeds_*)
 WALK_SEEDS_MIN_ROWS = 1 << 19
-#: the graph walk's density probe is not tried for a query whose best IVF lists hold fewer
-#: than this fraction of ``probe_min_share`` allowed rows (:meth:`FilteredIndex._worth_walking`):
-#: a filter that sparse around the query makes the walk give up (it needs ``probe_min_share``
-#: among the ~100 nodes it visits there), so IVF answers at once. Half the share: room for
-#: the walk's neighbourhood being denser than the lists around it
-PROBE_GATE = 0.5
-#: that look takes the query's best lists until they hold this many rows (twice the walk's
-#: ~100-node probe) and tests ``PROBE_GATE_SAMPLES`` of them, evenly spaced (a binary search
-#: each for per-query filters)
-PROBE_GATE_ROWS = 192
-PROBE_GATE_SAMPLES = 64
 EXACT, IVF, HNSW = 0, 1, 2
 _ONE = np.zeros(1, np.int64)
-_NO_BM = np.zeros(0, np.uint64)
-_NO_ROWS = np.zeros(0, np.int64)
 _PLAN = "gsu.filtered.plan"  # cache key of a shared filter's plan on its compiled form
 #: share of the build time the calibration run at build time may take (at least
 #: ``_CAL_MIN_SECONDS``); the HNSW graph dominates a build, so this keeps a calibrated
@@ -437,7 +424,11 @@ class FilteredIndex(Index):
                 time take the budgets of their measured neighbours, the exact limit is
                 extrapolated from the measured scans and, above the measured range, the
                 default graph threshold applies (``Calibration.complete`` is then False).
-                ``None``: no limit.
+                Under a limit the main decades' budget ladders stop at the first step
+                reaching ``target_recall``, so higher targets (``search(target_recall=0.99)``)
+                are planned from fewer measurements (the selectivities measured after
+                them; see :func:`gsu.index.planner.fit_planner` for the rest). ``None``: no
+                limit (every ladder also climbs on to recall 0.99).
             seed: filter sampling seed (default: the index's).
             progress: progress bar (``None``: on a terminal only).
 
@@ -614,12 +605,9 @@ class FilteredIndex(Index):
         routes[m == 0] = EXACT
         w = np.flatnonzero(probe & (m > 0)).astype(np.int64)
         if w.shape[0]:
-            counts = np.full(nq, -1, np.int64)
-            qs = self._scoring_queries(q)
-            walk = w if cf is None else w[self._worth_walking(self.ivf.centroid_scores(qs), cf, w, st.probe_min_share)]
-            if walk.shape[0]:
-                self.hnsw.beam_search(q, k, cf, walk, np.empty((nq, k), np.int64), np.empty((nq, k), np.float32), counts,
-                                      ef, st.probe_min_share, self._walk_seeds(qs, walk))
+            counts = np.empty(nq, np.int64)
+            self.hnsw.beam_search(q, k, cf, w, np.empty((nq, k), np.int64), np.empty((nq, k), np.float32), counts,
+                                  ef, st.probe_min_share, self._walk_seeds(self._scoring_queries(q), w))
             walked = w[counts[w] >= 0]
             routes[walked] = HNSW
             cand[walked] = 0
@@ -755,27 +743,13 @@ class FilteredIndex(Index):
             rows = cf.rows if cf is not None else np.arange(n, dtype=np.int64)
             fk.gather_topk_ip_shared(q, self._scoring(), rows, k, out_r, out_s, counts, *self._approx())
             return out_r, out_s, counts
-        if code == HNSW:
+        if code == HNSW or probe > 0:
             self.hnsw.beam_search(q, k, cf, which, out_r, out_s, counts, ef, probe, self._walk_seeds(q))
-            self._recompute_short(q, k, cf, m, out_r, out_s, counts)
-            return out_r, out_s, counts
-        if probe > 0:
-            cs = self.ivf.centroid_scores(q)
-            if cf is None:
-                walk = which
-            else:
-                go = self._worth_walking(cs, cf, which, probe)
-                walk = which if (go[0] if nq == 1 else go.all()) else which[go]
-            if walk.shape[0] < nq:
-                counts.fill(-1)  # the queries not worth the walk: IVF answers
-            if walk.shape[0]:
-                self.hnsw.beam_search(q, k, cf, walk, out_r, out_s, counts, ef, probe,
-                                      self._walk_seeds(q, None if walk.shape[0] == nq else walk))
-                if (counts[0] >= 0) if nq == 1 else (counts.min() >= 0):
-                    self._recompute_short(q, k, cf, m, out_r, out_s, counts)
-                    return out_r, out_s, counts
-            w = which if walk.shape[0] == 0 else np.flatnonzero(counts < 0).astype(np.int64)
-            self.ivf.search_compiled(q, k, cf, w, out_r, out_s, counts, target=cand, min_lists=lists, centroid_scores=cs,
+            if code == HNSW or ((counts[0] >= 0) if nq == 1 else (counts.min() >= 0)):
+                self._recompute_short(q, k, cf, m, out_r, out_s, counts)
+                return out_r, out_s, counts
+            w = np.flatnonzero(counts < 0).astype(np.int64)
+            self.ivf.search_compiled(q, k, cf, w, out_r, out_s, counts, target=cand, min_lists=lists,
                                      vectors=self._scoring(), sq8=self._approx()[1])
             self._recompute_short(q, k, cf, m, out_r, out_s, counts)
             return out_r, out_s, counts
@@ -809,36 +783,6 @@ class FilteredIndex(Index):
         w = np.arange(q.shape[0], dtype=np.int64) if which is None else np.ascontiguousarray(which, dtype=np.int64)
         gk.list_seeds(q, w, ctx[0], ctx[1], out)
         return out
-
-    def _worth_walking(self, cs: np.ndarray, cf: CompiledFilter, which: np.ndarray, share: float) -> np.ndarray:
-        """For the queries ``which`` planned onto the walk's density probe: whether to try
-        the walk (bool per entry of ``which``). Not when the query's best-scoring IVF lists
-        (``cs``: its centroid scores, computed once for IVF as well) hold fewer than
-        ``PROBE_GATE · share`` allowed rows (``PROBE_GATE_SAMPLES`` of their first
-        ``PROBE_GATE_ROWS`` rows tested: :func:`_filter_kernels.near_list_share`): the walk
-        would give up there after its descent and first expansions. The count is exact
-        whichever form of the filter is read, so a query planned alone and in a batch
-        decides alike."""
-        if PROBE_GATE <= 0:
-            return np.ones(which.shape[0], bool)
-        ivf = self.ivf
-        if cf.shared:
-            if cf.run is not None and "bitmap64" not in cf._masks:
-                bm, (lo, hi) = _NO_BM, cf.run
-            else:  # what the walk and IVF's scan read as well
-                bm, lo, hi = cf.bitmap64(), 0, 0
-            if which.shape[0] == 1:
-                sh = fk.near_list_share_one(cs[which[0]], ivf._list_off, ivf._pos_row, bm, lo, hi, PROBE_GATE_ROWS,
-                                            PROBE_GATE_SAMPLES)
-                return np.array([sh >= PROBE_GATE * share])
-            rows, starts, ends = _NO_ROWS, np.zeros(cs.shape[0], np.int64), np.zeros(cs.shape[0], np.int64)
-        else:
-            bm, lo, hi, rows = _NO_BM, 0, 0, cf.rows
-            starts, ends = cf.bounds(cs.shape[0])
-        out = np.empty(which.shape[0])
-        fk.near_list_share(cs, which, ivf._list_off, ivf._pos_row, bm, np.int64(lo), np.int64(hi), rows, starts, ends,
-                           np.int64(PROBE_GATE_ROWS), np.int64(PROBE_GATE_SAMPLES), out)
-        return out >= PROBE_GATE * share
 
     def _recompute_short(self, q: np.ndarray, k: int, cf: CompiledFilter | None, m: int, out_r: np.ndarray,
                          out_s: np.ndarray, counts: np.ndarray) -> None:
@@ -874,24 +818,20 @@ class FilteredIndex(Index):
         pw = np.flatnonzero(probe & (m_all > 0)).astype(np.int64)
         if walk.shape[0]:
             self.hnsw.beam_search(q, k, cf, walk, out_r, out_s, counts, ef, 0.0, self._walk_seeds(q, walk))
-        cs = None
         if pw.shape[0]:
-            cs = self.ivf.centroid_scores(q)
-            go = self._worth_walking(cs, cf, pw, st.probe_min_share)
-            skip, pw = pw[~go], pw[go]
-            if pw.shape[0]:
-                self.hnsw.beam_search(q, k, cf, pw, out_r, out_s, counts, ef, st.probe_min_share, self._walk_seeds(q, pw))
-            gave_up = np.concatenate([skip, pw[counts[pw] < 0]])
+            self.hnsw.beam_search(q, k, cf, pw, out_r, out_s, counts, ef, st.probe_min_share, self._walk_seeds(q, pw))
+            gave_up = pw[counts[pw] < 0]
             walk = np.concatenate([walk, pw[counts[pw] >= 0]])
         else:
             gave_up = pw
+        # ascending: IVF then runs every query of a full batch in one block as it is
         iv = np.sort(np.concatenate([np.flatnonzero((routes == IVF) & ~probe & (m_all > 0)), gave_up])).astype(np.int64)
         if iv.shape[0]:
             pairs = np.stack([cand[iv], lists[iv]], axis=1)
             for c, l in np.unique(pairs, axis=0):
                 grp = iv[(pairs[:, 0] == c) & (pairs[:, 1] == l)]
                 self.ivf.search_compiled(q, k, cf, grp, out_r, out_s, counts, target=int(c), min_lists=int(l), vectors=X,
-                                         centroid_scores=cs, sq8=self._approx()[1])
+                                         sq8=self._approx()[1])
         if walk.shape[0]:
             short = walk[counts[walk] < np.minimum(m_all[walk], k)]
             if short.shape[0]:
