@@ -1564,8 +1564,8 @@ def test_past_its_time_limit_calibration_climbs_only_to_its_own_target():
     """Under a time limit (a build-time calibration) the main decades' budget ladders, and
     every ladder once the limit has passed, stop at the first step reaching the
     calibration's target instead of climbing on to the 0.99 operating point; without a
-    limit they climb on. The fitted
-    settings for the target come from the same first steps either way."""
+    limit they climb on. The fitted settings for the target come from the same first steps
+    either way."""
     from gsu.index.planner import reaches
 
     rng = np.random.default_rng(21)

@@ -50,9 +50,9 @@ __all__ = ["PlannerSettings", "PLANNER_DEFAULTS", "Calibration", "fit_planner", 
 NEVER = 2.0
 #: IVF budget steps: multipliers of (ivf_candidates · k, ivf_min_lists), about 1.25x apart from
 #: 0.6 up: a calibration picks the first step reaching its goal, so a band overshoots by up to
-#: a step (with 1.6x steps the 10 % band's IVF searches of random filters and time windows ran
-#: 10-22 % slower than at the finer step on three of the filtered suite's sets, unchanged on
-#: four); the extra steps are measured only in the bracket where the goal is crossed
+#: a step (at the finer steps the 10 % band's IVF searches of random filters and time windows
+#: took 0.78-0.93x the time of the 1.6x steps on three of the filtered suite's sets, the same
+#: on three others); the extra steps are measured only in the bracket where the goal is crossed
 IVF_LADDER = (0.1, 0.15, 0.25, 0.4, 0.6, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.0)
 #: HNSW beam steps: ``ef = step · k`` allowed results
 HNSW_LADDER = (1.0, 1.3, 1.7, 2.2, 2.8, 3.6, 4.6, 6.0, 8.0, 11.0, 16.0, 24.0)
