@@ -1617,3 +1617,38 @@ def test_ivf_answers_a_permutation_of_the_queries_query_by_query(indexes, data):
         outs.append((r, s))
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
     np.testing.assert_array_equal(outs[0][1], outs[1][1])
+
+
+def test_a_batch_mixing_windows_and_walks_that_give_up_answers_each_query_as_alone(indexes, data):
+    """In the probe band a time window goes straight to IVF (its probe found wasted) while a
+    scattered filter walks first and gives up to IVF: a batch of both, interleaved, hands IVF
+    the windows before the give-ups; each answer is the query's own, as searched alone."""
+    import dataclasses
+
+    fi = indexes["filtered"]
+    fit = fi._fit(None)
+    try:
+        fi._fits[None] = dataclasses.replace(fit, settings=dataclasses.replace(
+            fit.settings, exact_max_rows=25.0, exact_run_factor=1.0, probe_min_selectivity=0.0, hnsw_min_selectivity=0.99,
+            probe_min_share=0.4, bands=(0.1, 0.9), band_hnsw_ef=(3.0, 3.0), band_ivf=(1.0, 1.0), band_run_probe=(0.0, 0.0),
+            band_run_hnsw_ef=(), band_run_ivf=()))
+        n = fi.ntotal
+        m = n // 10
+        rng = np.random.default_rng(17)
+        q = data[1]
+        filters = []
+        for i in range(NQ):
+            if i % 2:
+                lo = int(rng.integers(0, n - m))
+                filters.append(fi.ids[lo : lo + m].copy())  # a window: IVF without the walk
+            else:
+                filters.append(np.sort(rng.choice(fi.ids, m, replace=False)))  # scattered: the walk gives up
+        ex = fi.explain(q, K, filter=Filter.per_query(filters))
+        assert set(ex.route_names()) == {"ivf"}
+        batch = fi.search(q, K, filter=Filter.per_query(filters))
+        for i in range(NQ):
+            alone = fi.search(q[i], K, filter=filters[i])
+            np.testing.assert_array_equal(batch.ids[i], alone.ids[0])
+            np.testing.assert_array_equal(batch.scores[i], alone.scores[0])
+    finally:
+        fi._fits[None] = fit
