@@ -1652,3 +1652,99 @@ def test_a_batch_mixing_windows_and_walks_that_give_up_answers_each_query_as_alo
             np.testing.assert_array_equal(batch.scores[i], alone.scores[0])
     finally:
         fi._fits[None] = fit
+
+
+def test_the_walk_is_not_tried_for_an_even_filter_too_sparse_for_it(indexes, data, monkeypatch):
+    """In the probe band a filter spread evenly over the IVF lists and allowing less than
+    ``PROBE_GATE · probe_min_share`` of the rows is answered by IVF without the graph walk —
+    the answer of the forced IVF route; a filter concentrated in a few lists still walks;
+    alone and in a batch with one filter per query alike."""
+    import dataclasses
+
+    import gsu.index.filtered as fmod
+
+    _, q, ids, _, _ = data
+    fi = indexes["filtered"]
+    fit = fi._fit(None)
+    rng = np.random.default_rng(5)
+    n = fi.ntotal
+    m = n // 10
+    even = [np.sort(rng.choice(ids, m, replace=False)) for _ in range(NQ)]
+    cs = fi.ivf.centroid_scores(fi._scoring_queries(q))
+    dense = []
+    for i in range(NQ):  # every row of the query's three best lists, topped up at random
+        near = np.flatnonzero(np.isin(fi.ivf.row_list, np.argsort(-cs[i])[:3]))[:m]
+        rest = rng.choice(np.setdiff1d(np.arange(n), near), m - near.shape[0], replace=False)
+        dense.append(np.sort(ids[np.concatenate([near, rest])]))
+    walks = []
+    real = fi.hnsw.beam_search
+
+    def spy(qq, k, cf, which, *a, **kw):
+        walks.append(int(which.shape[0]))
+        return real(qq, k, cf, which, *a, **kw)
+
+    monkeypatch.setattr(fi.hnsw, "beam_search", spy)
+    try:
+        fi._fits[None] = dataclasses.replace(fit, settings=dataclasses.replace(
+            fit.settings, exact_max_rows=25.0, exact_run_factor=1.0, probe_min_selectivity=0.0, hnsw_min_selectivity=0.99,
+            probe_min_share=0.4, bands=(), band_hnsw_ef=(), band_ivf=(), band_run_probe=(), band_run_hnsw_ef=(), band_run_ivf=()))
+        skipped = 0
+        for i in range(NQ):
+            walks.clear()
+            a = fi.search(q[i], K, filter=even[i])
+            skipped += walks == []
+            if walks == []:
+                b = fi.search(q[i], K, filter=even[i], route="ivf")
+                assert np.array_equal(a.ids, b.ids) and np.array_equal(a.scores, b.scores)
+        assert skipped >= NQ - 2, skipped  # a 3-sigma test: an even filter is rarely taken for a concentrated one
+        walks.clear()
+        monkeypatch.setattr(fmod, "PROBE_GATE", 0.0)  # without the test the walk is tried, and gives up
+        fi.search(q[0], K, filter=even[0])
+        assert walks == [1] and fi.explain(q[:1], K, filter=even[0]).route_names() == ["ivf"]
+        monkeypatch.setattr(fmod, "PROBE_GATE", 0.5)
+        walks.clear()
+        walked = sum(fi.explain(q[i : i + 1], K, filter=dense[i]).route_names() == ["hnsw"] for i in range(NQ))
+        assert len(walks) == NQ and walked >= 0.8 * NQ, (len(walks), walked)
+        mixed = [even[i] if i % 2 else dense[i] for i in range(NQ)]
+        batch = fi.search(q, K, filter=Filter.per_query(mixed))
+        for i in range(NQ):
+            alone = fi.search(q[i], K, filter=mixed[i])
+            assert np.array_equal(batch.ids[i], alone.ids[0]) and np.array_equal(batch.scores[i], alone.scores[0]), i
+    finally:
+        fi._fits[None] = fit
+
+
+def test_filter_uniform_counts_alike_in_every_form_and_tells_even_from_concentrated(indexes):
+    """The evenness test reads the same allowed samples from a bitmap, a run and sorted rows
+    (galloping), matches a numpy count, passes even random filters and fails filters
+    concentrated in a few lists."""
+    from gsu.index import _filter_kernels as fk
+
+    fi = indexes["filtered"]
+    R, G, ng = fi._uniform_design()
+    n = fi.ntotal
+    assert np.all(np.diff(R) > 0) and ng.sum() == R.shape[0] and G.max() == ng.shape[0] - 1
+    rng = np.random.default_rng(3)
+
+    def verdicts(allowed):
+        s = allowed.shape[0] / n
+        a = bool(fk.filter_uniform_one(R, G, ng, fk.rows_bitmap64(allowed, n), 0, 0, s))
+        out = np.empty(1, bool)
+        fk.filter_uniform(R, G, ng, allowed, np.zeros(1, np.int64), np.full(1, allowed.shape[0], np.int64),
+                          np.zeros(1, np.int64), np.array([s]), out)
+        return a, bool(out[0])
+
+    evens = [verdicts(np.sort(rng.choice(n, n // 10, replace=False)).astype(np.int64)) for _ in range(40)]
+    assert all(a == b for a, b in evens) and sum(a for a, _ in evens) >= 36
+    lists = fi.ivf.row_list
+    for t in range(10):  # 80 % of the rows from three lists, the rest at random
+        near = np.flatnonzero(np.isin(lists, rng.choice(fi.ivf.nlist, 3, replace=False)))
+        rest = rng.choice(np.setdiff1d(np.arange(n), near), n // 10, replace=False)
+        a, b = verdicts(np.sort(np.concatenate([near, rest])).astype(np.int64))
+        assert a == b and not a
+    lo, hi = 400, 700  # a run: the same verdict from its bounds as from its rows
+    s = (hi - lo) / n
+    out = np.empty(1, bool)
+    fk.filter_uniform(R, G, ng, np.arange(lo, hi, dtype=np.int64), np.zeros(1, np.int64), np.full(1, hi - lo, np.int64),
+                      np.zeros(1, np.int64), np.array([s]), out)
+    assert bool(fk.filter_uniform_one(R, G, ng, np.zeros(0, np.uint64), lo, hi, s)) == bool(out[0])

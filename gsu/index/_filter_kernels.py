@@ -540,6 +540,94 @@ def _bucket(rows, start, end, row_list, row_pos, boff, bpos):
     boff[0] = 0
 
 
+@nb.njit(cache=True, inline="always")
+def _uniform_verdict(c, ng, tot, N, s):
+    """The test of :func:`filter_uniform` from the per-list counts ``c`` of allowed samples
+    (``ng`` samples per list, ``tot`` allowed of ``N``) for a filter allowing a share ``s``."""
+    if N == 0 or s <= 0.0 or s >= 1.0:
+        return False
+    p = tot / N
+    if abs(p - s) > 3.0 * np.sqrt(s * (1.0 - s) / N):
+        return False
+    if p <= 0.0 or p >= 1.0:
+        return True
+    v = p * (1.0 - p)
+    x2 = 0.0
+    var = 0.0
+    for g in range(ng.shape[0]):
+        k = ng[g]
+        d = c[g] - k * p
+        x2 += d * d / (k * v)
+        # variance of one list's term under the binomial: 4th central moment / (k v)^2 - 1
+        var += (1.0 + 3.0 * (k - 2) * v) / (k * v) - 1.0
+    return x2 <= ng.shape[0] + 3.0 * np.sqrt(max(var, 0.0))
+
+
+@nb.njit(cache=True)
+def filter_uniform(R, G, ng, rows, starts, ends, which, shares, out):
+    """Whether each per-query filter looks spread evenly over the IVF lists (no dense
+    region anywhere).
+
+    ``R`` (N,) the sorted rows of a fixed sample design (a few evenly spaced rows of evenly
+    spaced lists), ``G`` (N,) the sampled list (0..L-1) of each, ``ng`` (L,) the samples per
+    list. For query ``which[i]`` (allowed rows: the sorted ``rows[starts[q]:ends[q]]``, read
+    by galloping through them in step with ``R``) the allowed samples are counted per list;
+    ``out[i]`` is True when their share matches the filter's own share ``shares[i]``
+    (``m / n``) within 3 binomial standard deviations and their spread over the lists is
+    within 3 standard deviations of its binomial expectation (each list's term with its
+    exact binomial variance: a few samples per list are far from the chi-square's). A
+    concentrated filter fails one or the other: its sampled lists mostly miss its dense
+    region (share far below ``m / n``), or hit it (spread far above binomial). The counts
+    are those :func:`filter_uniform_one` takes from a bitmap or a run.
+    """
+    N = R.shape[0]
+    c = np.zeros(ng.shape[0], np.int64)
+    for i in range(which.shape[0]):
+        q = which[i]
+        c[:] = 0
+        tot = 0
+        j = starts[q]
+        e0 = ends[q]
+        for t in range(N):
+            r = R[t]
+            # gallop from j to the first rows[.] >= r (R ascends, so j only moves forward)
+            step = 1
+            while j + step < e0 and rows[j + step] < r:
+                step *= 2
+            a_ = j + step // 2 if step > 1 else j
+            b_ = min(j + step, e0)
+            while a_ < b_:
+                h = (a_ + b_) >> 1
+                if rows[h] < r:
+                    a_ = h + 1
+                else:
+                    b_ = h
+            j = a_
+            a = 1 if (j < e0 and rows[j] == r) else 0
+            c[G[t]] += a
+            tot += a
+        out[i] = _uniform_verdict(c, ng, tot, N, shares[i])
+
+
+@nb.njit(cache=True)
+def filter_uniform_one(R, G, ng, bm, lo, hi, s):
+    """:func:`filter_uniform` for one shared filter given as a bitmap ``bm`` (non-empty) or
+    the run ``lo..hi-1``: the verdict (a bool)."""
+    N = R.shape[0]
+    c = np.zeros(ng.shape[0], np.int64)
+    tot = 0
+    use_bm = bm.shape[0] > 0
+    for t in range(N):
+        r = R[t]
+        if use_bm:
+            a = np.int64((bm[r >> 6] >> np.uint64(r & 63)) & np.uint64(1))
+        else:
+            a = 1 if (r >= lo and r < hi) else 0
+        c[G[t]] += a
+        tot += a
+    return _uniform_verdict(c, ng, tot, N, s)
+
+
 @nb.njit(cache=True)
 def bucket_rows(rows, row_list, row_pos, nlist):
     """One shared filter grouped by list: ``(boff (nlist+1,) int64, bpos (m,) int64)``."""

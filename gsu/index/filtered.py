@@ -81,9 +81,21 @@ WALK_SEEDS = 4
 #: off-data queries from 0.973 / 0.954 to 0.991 / 0.984 (descents that ended in the wrong
 #: region; results/scale/walk_seeds_*)
 WALK_SEEDS_MIN_ROWS = 1 << 19
+#: the graph walk's density probe is not tried for a filter spread evenly over the IVF lists
+#: (:meth:`FilteredIndex._uniform`) allowing less than this fraction of ``probe_min_share`` of
+#: the rows: around any query it allows about its overall share, so the walk, which needs
+#: ``probe_min_share`` among the ~100 nodes it visits, would give up and IVF answer anyway
+PROBE_GATE = 0.5
+#: rows of the fixed sample that tells an even filter from a concentrated one, over at most
+#: ``UNIFORM_LISTS`` evenly spaced lists
+UNIFORM_SAMPLES = 512
+UNIFORM_LISTS = 128
 EXACT, IVF, HNSW = 0, 1, 2
 _ONE = np.zeros(1, np.int64)
+_NO_BM = np.zeros(0, np.uint64)
+_NO_ROWS = np.zeros(0, np.int64)
 _PLAN = "gsu.filtered.plan"  # cache key of a shared filter's plan on its compiled form
+_UNIFORM = "gsu.filtered.uniform"  # ... and of its evenness verdict (:meth:`FilteredIndex._walk_shared`)
 #: share of the build time the calibration run at build time may take (at least
 #: ``_CAL_MIN_SECONDS``); the HNSW graph dominates a build, so this keeps a calibrated
 #: build within ~1.1x of the graph alone
@@ -605,9 +617,11 @@ class FilteredIndex(Index):
         routes[m == 0] = EXACT
         w = np.flatnonzero(probe & (m > 0)).astype(np.int64)
         if w.shape[0]:
-            counts = np.empty(nq, np.int64)
-            self.hnsw.beam_search(q, k, cf, w, np.empty((nq, k), np.int64), np.empty((nq, k), np.float32), counts,
-                                  ef, st.probe_min_share, self._walk_seeds(self._scoring_queries(q), w))
+            counts = np.full(nq, -1, np.int64)
+            tried = w if cf is None else w[self._worth_walking(cf, w, m, st.probe_min_share)]
+            if tried.shape[0]:
+                self.hnsw.beam_search(q, k, cf, tried, np.empty((nq, k), np.int64), np.empty((nq, k), np.float32), counts,
+                                      ef, st.probe_min_share, self._walk_seeds(self._scoring_queries(q), tried))
             walked = w[counts[w] >= 0]
             routes[walked] = HNSW
             cand[walked] = 0
@@ -743,7 +757,7 @@ class FilteredIndex(Index):
             rows = cf.rows if cf is not None else np.arange(n, dtype=np.int64)
             fk.gather_topk_ip_shared(q, self._scoring(), rows, k, out_r, out_s, counts, *self._approx())
             return out_r, out_s, counts
-        if code == HNSW or probe > 0:
+        if code == HNSW or (probe > 0 and (cf is None or self._walk_shared(cf, m, probe))):
             self.hnsw.beam_search(q, k, cf, which, out_r, out_s, counts, ef, probe, self._walk_seeds(q))
             if code == HNSW or ((counts[0] >= 0) if nq == 1 else (counts.min() >= 0)):
                 self._recompute_short(q, k, cf, m, out_r, out_s, counts)
@@ -753,6 +767,7 @@ class FilteredIndex(Index):
                                      vectors=self._scoring(), sq8=self._approx()[1])
             self._recompute_short(q, k, cf, m, out_r, out_s, counts)
             return out_r, out_s, counts
+        # IVF: planned so, or (probe > 0) an even filter too sparse for the walk to pay
         self.ivf.search_compiled(q, k, cf, which, out_r, out_s, counts, target=cand, min_lists=lists,
                                  vectors=self._scoring(), sq8=self._approx()[1])
         return out_r, out_s, counts
@@ -783,6 +798,77 @@ class FilteredIndex(Index):
         w = np.arange(q.shape[0], dtype=np.int64) if which is None else np.ascontiguousarray(which, dtype=np.int64)
         gk.list_seeds(q, w, ctx[0], ctx[1], out)
         return out
+
+    def _uniform_design(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The fixed sample of :meth:`_uniform`, built on first use and cached (not saved;
+        rebuilt when the lists change): ``(rows sorted (N,), their list 0..L-1 (N,), samples
+        per list (L,))`` — about ``UNIFORM_SAMPLES`` rows, evenly spaced within at most
+        ``UNIFORM_LISTS`` evenly spaced non-empty lists."""
+        ivf = self.ivf
+        off = ivf._list_off
+        d = self.__dict__.get("_uniform_ctx")
+        if d is not None and d[3] is off:
+            return d[:3]
+        sizes = np.diff(off)
+        ne = np.flatnonzero(sizes > 0)
+        L = min(ne.shape[0], UNIFORM_LISTS)
+        pick = ne[(np.arange(L) * ne.shape[0]) // max(L, 1)]
+        per = max(1, -(-UNIFORM_SAMPLES // max(L, 1)))
+        rows, grp = [], []
+        for g, l in enumerate(pick):
+            sz = int(sizes[l])
+            t = min(per, sz)
+            pos = int(off[l]) + ((2 * np.arange(t) + 1) * sz) // (2 * t)
+            rows.append(ivf._pos_row[pos])
+            grp.append(np.full(t, g, np.int64))
+        r = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        gg = np.concatenate(grp) if grp else np.zeros(0, np.int64)
+        o = np.argsort(r, kind="stable")
+        ng = np.bincount(gg, minlength=L).astype(np.int64)
+        self._uniform_ctx = (np.ascontiguousarray(r[o], dtype=np.int64), np.ascontiguousarray(gg[o]), ng, off)
+        return self._uniform_ctx[:3]
+
+    def _worth_walking(self, cf: CompiledFilter, which: np.ndarray, m: np.ndarray, share: float) -> np.ndarray:
+        """For the queries ``which`` planned onto the walk's density probe (``m``: their
+        allowed-row counts, (nq,)): whether to try the walk (bool per entry of ``which``).
+        Not for a filter spread evenly over the IVF lists (the fixed sample of
+        :meth:`_uniform_design`, :func:`_filter_kernels.filter_uniform`; no look at the
+        query) that allows less than ``PROBE_GATE · share`` of the rows: near any query it
+        allows about that share, and the walk would give up after its descent and first
+        expansions. The counts are exact whichever form of the filter is read, so a query
+        planned alone and in a batch decides alike."""
+        if cf.shared:
+            return np.full(which.shape[0], self._walk_shared(cf, int(m[which[0]]), share))
+        n = max(self.hnsw._n, 1)
+        sh = m[which] / n
+        go = np.ones(which.shape[0], bool)
+        low = sh < PROBE_GATE * share
+        if PROBE_GATE <= 0 or not low.any():
+            return go
+        R, G, ng = self._uniform_design()
+        starts, ends = cf.bounds(cf.n_queries)
+        w = which[low].astype(np.int64)
+        out = np.empty(w.shape[0], bool)
+        fk.filter_uniform(R, G, ng, cf.rows, starts, ends, w, np.ascontiguousarray(sh[low]), out)
+        go[low] = ~out
+        return go
+
+    def _walk_shared(self, cf: CompiledFilter, m: int, share: float) -> bool:
+        """:meth:`_worth_walking` for a shared filter allowing ``m`` rows (one answer for
+        every query; kept on the compiled filter)."""
+        s = m / max(self.hnsw._n, 1)
+        if PROBE_GATE <= 0 or s >= PROBE_GATE * share:
+            return True
+        key = (_UNIFORM, id(self), self.hnsw._n)
+        u = cf._masks.get(key)
+        if u is None:
+            R, G, ng = self._uniform_design()
+            if cf.run is not None and "bitmap64" not in cf._masks:
+                u = fk.filter_uniform_one(R, G, ng, _NO_BM, cf.run[0], cf.run[1], s)
+            else:  # what the walk and IVF's scan read as well
+                u = fk.filter_uniform_one(R, G, ng, cf.bitmap64(), 0, 0, s)
+            cf._masks[key] = u
+        return not u
 
     def _recompute_short(self, q: np.ndarray, k: int, cf: CompiledFilter | None, m: int, out_r: np.ndarray,
                          out_s: np.ndarray, counts: np.ndarray) -> None:
@@ -819,8 +905,11 @@ class FilteredIndex(Index):
         if walk.shape[0]:
             self.hnsw.beam_search(q, k, cf, walk, out_r, out_s, counts, ef, 0.0, self._walk_seeds(q, walk))
         if pw.shape[0]:
-            self.hnsw.beam_search(q, k, cf, pw, out_r, out_s, counts, ef, st.probe_min_share, self._walk_seeds(q, pw))
-            gave_up = pw[counts[pw] < 0]
+            go = self._worth_walking(cf, pw, m_all, st.probe_min_share)
+            skip, pw = pw[~go], pw[go]
+            if pw.shape[0]:
+                self.hnsw.beam_search(q, k, cf, pw, out_r, out_s, counts, ef, st.probe_min_share, self._walk_seeds(q, pw))
+            gave_up = np.concatenate([skip, pw[counts[pw] < 0]])
             walk = np.concatenate([walk, pw[counts[pw] >= 0]])
         else:
             gave_up = pw
