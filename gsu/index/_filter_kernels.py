@@ -22,7 +22,7 @@ import numba as nb
 import numpy as np
 
 from gsu._simd import load_f32, prefetch
-from gsu.index.topk import heap_push, heap_sorted, serial_and_parallel
+from gsu.index.topk import heap_push, heap_sorted, lower_bound, serial_and_parallel
 
 # fast-math without the no-NaN/no-inf assumptions (-inf marks empty result slots)
 _FM = {"contract", "reassoc", "nsz", "arcp"}
@@ -594,15 +594,7 @@ def filter_uniform(R, G, ng, rows, starts, ends, which, shares, out):
             step = 1
             while j + step < e0 and rows[j + step] < r:
                 step *= 2
-            a_ = j + step // 2 if step > 1 else j
-            b_ = min(j + step, e0)
-            while a_ < b_:
-                h = (a_ + b_) >> 1
-                if rows[h] < r:
-                    a_ = h + 1
-                else:
-                    b_ = h
-            j = a_
+            j = lower_bound(rows, j + step // 2 if step > 1 else j, min(j + step, e0), r)
             a = 1 if (j < e0 and rows[j] == r) else 0
             c[G[t]] += a
             tot += a
