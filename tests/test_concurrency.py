@@ -375,3 +375,37 @@ def test_threads_first_use_the_id_table_at_once_beside_an_add():
     hits = np.mean([np.mean([len(set(a) & set(b)) / 10 for a, b in zip(got[i], want[i])]) for i in range(len(sets))])
     assert hits >= 0.95
     assert len(idx.idmap) == n + 500 and (idx.idmap.rows(ids) == np.arange(n + 500)).all()
+
+
+@pytest.mark.slow
+def test_search_while_writing_with_the_evenness_test(monkeypatch):
+    """The same contract for FilteredIndex when its planner sends an even filter to IVF
+    without the walk (forced here: the probe band over every selectivity and a gate that
+    takes the suite's 80 % filter for too sparse): the test's cached sample design follows
+    every add, removal, upsert and compaction while the readers search."""
+    import gsu.index.filtered as F
+
+    monkeypatch.setattr(F, "PROBE_GATE", 4.0)
+    monkeypatch.setitem(K.PARAMS, "filtered", {"probe_min_selectivity": 0.0, "hnsw_min_selectivity": 0.99,
+                                               "exact_max_rows": 4.0})
+    verdicts = []
+    orig = F.FilteredIndex._walk_shared
+
+    def counted(self, cf, m, share):
+        out = orig(self, cf, m, share)
+        verdicts.append(out)
+        return out
+
+    monkeypatch.setattr(F.FilteredIndex, "_walk_shared", counted)
+    designs = set()
+    orig_design = F.FilteredIndex._uniform_design
+
+    def tracked(self):
+        out = orig_design(self)
+        designs.add(id(self.__dict__.get("_uniform_ctx")))
+        return out
+
+    monkeypatch.setattr(F.FilteredIndex, "_uniform_design", tracked)
+    test_search_while_writing_sees_whole_states("filtered")
+    assert False in verdicts, "the evenness test sent filters to IVF without the walk"
+    assert len(designs) > 2, "the sample design followed the changing lists"

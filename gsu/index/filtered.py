@@ -57,7 +57,7 @@ from gsu.index.vectors import DENSE_METRICS, normalize_rows, prep_queries
 from gsu.index.filters import CompiledFilter, IdMap
 from gsu.index.hnsw import HNSWIndex
 from gsu.index._mutable import DEFAULT_COMPACT_THRESHOLD
-from gsu.index.ivf import IVFIndex
+from gsu.index.ivf import _NO_BM, IVFIndex
 from gsu.index.planner import PLANNER_DEFAULTS, Calibration, Fit, PlannerSettings, fit_planner
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ WALK_SEEDS = 4
 #: region; results/scale/walk_seeds_*)
 WALK_SEEDS_MIN_ROWS = 1 << 19
 #: the graph walk's density probe is not tried for a filter spread evenly over the IVF lists
-#: (:meth:`FilteredIndex._uniform`) allowing less than this fraction of ``probe_min_share`` of
+#: (:meth:`FilteredIndex._worth_walking`) allowing less than this fraction of ``probe_min_share`` of
 #: the rows: around any query it allows about its overall share, so the walk, which needs
 #: ``probe_min_share`` among the ~100 nodes it visits, would give up and IVF answer anyway
 PROBE_GATE = 0.5
@@ -92,8 +92,6 @@ UNIFORM_SAMPLES = 512
 UNIFORM_LISTS = 128
 EXACT, IVF, HNSW = 0, 1, 2
 _ONE = np.zeros(1, np.int64)
-_NO_BM = np.zeros(0, np.uint64)
-_NO_ROWS = np.zeros(0, np.int64)
 _PLAN = "gsu.filtered.plan"  # cache key of a shared filter's plan on its compiled form
 _UNIFORM = "gsu.filtered.uniform"  # ... and of its evenness verdict (:meth:`FilteredIndex._walk_shared`)
 #: share of the build time the calibration run at build time may take (at least
@@ -800,9 +798,9 @@ class FilteredIndex(Index):
         return out
 
     def _uniform_design(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The fixed sample of :meth:`_uniform`, built on first use and cached (not saved;
-        rebuilt when the lists change): ``(rows sorted (N,), their list 0..L-1 (N,), samples
-        per list (L,))`` — about ``UNIFORM_SAMPLES`` rows, evenly spaced within at most
+        """The fixed sample of :meth:`_worth_walking`'s evenness test, built on first use
+        and cached (not saved; rebuilt when the lists change): ``(rows sorted (N,), their list
+        0..L-1 (N,), samples per list (L,))`` — about ``UNIFORM_SAMPLES`` rows, evenly spaced within at most
         ``UNIFORM_LISTS`` evenly spaced non-empty lists."""
         ivf = self.ivf
         off = ivf._list_off
