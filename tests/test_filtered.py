@@ -1103,13 +1103,15 @@ def test_runs_get_the_budgets_the_range_kind_needs(indexes, data):
                                    for p in pts]}, 0.95).settings
     assert solo.band_run_ivf == () and solo.ivf_mult(0.1, run=True) == solo.ivf_mult(0.1) == 1.6
     # the index: a window and a scattered filter of the same size get their own budgets
+    # (an even filter's budgets, from the random kind, have their own test: off here)
     fi = indexes["filtered"]
     import dataclasses
 
     old = fi._fit(None)
     try:
         fi._fits[None] = dataclasses.replace(old, settings=dataclasses.replace(
-            st, exact_max_rows=25.0, exact_run_factor=1.0, probe_min_selectivity=2.0, hnsw_min_selectivity=0.3))
+            st, exact_max_rows=25.0, exact_run_factor=1.0, probe_min_selectivity=2.0, hnsw_min_selectivity=0.3,
+            band_even_ivf=(), band_even_hnsw_ef=()))
         n = fi.ntotal
         q = data[1][:1]
         for sel, route, budget in ((0.1, 1, "candidates"), (0.5, 2, "ef")):
@@ -1143,6 +1145,94 @@ def test_runs_get_the_budgets_the_range_kind_needs(indexes, data):
             fi._fits[None].settings, band_run_ivf=(), band_run_hnsw_ef=()))
         m = int(0.1 * n)
         assert fi.explain(q, K, filter=fi.ids[:m].copy()).candidates[0] == max(K, int(np.ceil(st.ivf_candidates * 1.6 * K)))
+    finally:
+        fi._fits[None] = old
+
+
+def test_an_even_filter_gets_the_budgets_of_the_random_kind(indexes, data):
+    """The fit keeps, per band, the budgets that the calibration's random kind reached on
+    its own; the index grants them to a filter its evenness test finds spread over the
+    data (a random subset, a window of rows in random order), never to a concentrated one
+    or below the test's power; alone, in a batch and in explain alike, and the answers are
+    those of the same budgets set by hand."""
+    import dataclasses
+
+    from gsu.index.filtered import EVEN_MIN_HITS
+    from gsu.index.planner import fit_planner
+
+    # kinds: random, correlated, range. IVF: random reaches at 1.0, the others at 2.5; the
+    # beam: random at 1.3, the others at 3.6
+    ivf = [[1.0, [0.985, 0.95, 0.9], [60.0, 70.0, 40.0], [0.97, 0.93, 0.88]],
+           [2.5, [0.995, 0.99, 0.985], [75.0, 85.0, 50.0], [0.985, 0.98, 0.97]]]
+    hnsw = [[1.3, [0.99, 0.9, 0.9], [40.0, 40.0, 45.0], [0.98, 0.88, 0.88]],
+            [3.6, [0.99, 0.985, 0.995], [70.0, 70.0, 80.0], [0.98, 0.97, 0.99]]]
+    pts = [{"s": 0.1, "m": 300, "exact": [1e4] * 3, "ivf": ivf, "probe": [], "hnsw": hnsw},
+           {"s": 0.5, "m": 1500, "exact": [5e4] * 3, "ivf": ivf, "probe": [], "hnsw": hnsw}]
+    raw = {"k": 10, "target_recall": 0.95, "n": 3000, "n_queries": 24, "kinds": ["random", "correlated", "range"],
+           "points": pts, "complete": True}
+    fit = fit_planner(raw, 0.95)
+    st = fit.settings
+    assert st.band_ivf == (2.5, 2.5) and st.band_even_ivf == (1.0, 1.0)
+    assert st.band_hnsw_ef == (3.6, 3.6) and st.band_even_hnsw_ef == (1.3, 1.3)
+    assert fit.recall_even_ivf == (0.985, 0.985) and fit.recall_even_hnsw == (0.99, 0.99)
+    ev = st.even
+    assert ev.band_ivf == (1.0, 1.0) and ev.band_hnsw_ef == (1.3, 1.3) and ev.band_run_ivf == (1.0, 1.0)
+    assert st.has_even and not ev.has_even and st.even_pays(0.1) and st.even_pays(0.5, run=True)
+    np.testing.assert_allclose(fit.expected(1, np.array([0.1, 0.1]), None, np.array([True, False])), [0.985, 0.985])
+    np.testing.assert_allclose(fit.expected(2, np.array([0.5, 0.5]), None, np.array([True, False])), [0.99, 0.985])
+    assert PlannerSettings.from_dict(st.to_dict()) == st
+    fixed = st.with_overrides({"ivf_candidates": 30.0})
+    assert fixed.band_even_ivf == () and fixed.band_even_hnsw_ef == (1.3, 1.3)
+    # a calibration without the random kind: no even budgets
+    nr = fit_planner({**raw, "kinds": ["correlated", "range"],
+                      "points": [{**p, "exact": p["exact"][1:], **{f: [[e[0], e[1][1:], e[2][1:], e[3][1:]] for e in p[f]]
+                                                                 for f in ("ivf", "hnsw")}} for p in pts]}, 0.95).settings
+    assert nr.band_even_ivf == () and not nr.has_even
+
+    fi = indexes["filtered"]
+    x, q, ids, lab, centers = data
+    old = fi._fit(None)
+    try:
+        fi._fits[None] = dataclasses.replace(fit, settings=dataclasses.replace(
+            st, exact_max_rows=25.0, exact_run_factor=1.0, probe_min_selectivity=2.0, hnsw_min_selectivity=0.3))
+        n = fi.ntotal
+        assert fi._even_min_share() == EVEN_MIN_HITS / fi._uniform_design()[0].shape[0] < 0.1
+        rng = np.random.default_rng(3)
+        m = int(0.1 * n)
+        spread = np.sort(rng.choice(fi.ids, m, replace=False))
+        # concentrated: the rows of the clusters nearest the first query
+        near = np.argsort(-(centers @ q[0]))
+        conc = np.sort(ids[np.isin(lab, near[:3])][:m])
+        few = np.sort(rng.choice(fi.ids, int(0.02 * n), replace=False))  # below the test's power
+        cand = lambda mult: max(K, int(np.ceil(st.ivf_candidates * mult * K)))  # noqa: E731
+        assert fi.explain(q[0], K, filter=spread).candidates[0] == cand(1.0)
+        assert fi.explain(q[0], K, filter=conc).candidates[0] == cand(2.5)
+        assert fi.explain(q[0], K, filter=few).candidates[0] == cand(2.5)
+        # the answers are those of the even budget set by hand
+        for f, mult in ((spread, 1.0), (conc, 2.5)):
+            a = fi.search(q[0], K, filter=f)
+            b = fi.search(q[0], K, filter=f, ivf_candidates=st.ivf_candidates * mult, ivf_min_lists=st.ivf_min_lists * mult)
+            np.testing.assert_array_equal(a.ids, b.ids)
+            np.testing.assert_array_equal(a.scores, b.scores)
+        # the beam at 50 %: an even window of rows (ids in random order over the rows)
+        half = np.sort(rng.choice(fi.ids, n // 2, replace=False))
+        assert fi.explain(q[0], K, filter=half).ef[0] == 13
+        conc_half = np.sort(ids[np.isin(lab, near[:12])][: n // 2])
+        assert fi.explain(q[0], K, filter=conc_half).ef[0] == 36
+        # a batch with one filter per query decides per query, as each alone
+        fs = [spread, conc, few, half, conc_half]
+        qq = q[: len(fs)]
+        both = fi.search(qq, K, filter=Filter.per_query(fs))
+        eb = fi.explain(qq, K, filter=Filter.per_query(fs))
+        assert list(eb.candidates[:3]) == [cand(1.0), cand(2.5), cand(2.5)] and list(eb.ef[3:]) == [13, 36]
+        for i, f in enumerate(fs):
+            one = fi.search(qq[i], K, filter=f)
+            np.testing.assert_array_equal(both.ids[i], one.ids[0])
+            np.testing.assert_array_equal(both.scores[i], one.scores[0])
+        # the verdict is kept on a filter object searched again
+        flt = Filter(spread)
+        assert fi.search(q[1], K, filter=flt).ids.shape == (1, K)
+        np.testing.assert_array_equal(fi.search(q[1], K, filter=flt).ids, fi.search(q[1], K, filter=spread).ids)
     finally:
         fi._fits[None] = old
 

@@ -90,6 +90,11 @@ PROBE_GATE = 0.5
 #: ``UNIFORM_LISTS`` evenly spaced lists
 UNIFORM_SAMPLES = 512
 UNIFORM_LISTS = 128
+#: a filter the evenness test finds spread evenly over the data is searched with the budgets
+#: the calibration fitted on its random kind alone (``PlannerSettings.even``), where the test
+#: expects at least this many allowed rows among its samples: below, a filter concentrated in
+#: lists the sample misses can pass for an even one (no allowed sample is within 3 σ of a few)
+EVEN_MIN_HITS = 40
 EXACT, IVF, HNSW = 0, 1, 2
 _ONE = np.zeros(1, np.int64)
 _PLAN = "gsu.filtered.plan"  # cache key of a shared filter's plan on its compiled form
@@ -610,13 +615,23 @@ class FilteredIndex(Index):
             m = cf.counts(nq)
             run = _contiguous(cf, nq, m)
         routes, probe, ef, cand, lists = self._plan_many(m, run, k, effort, st)
+        uni = np.full(nq, -1, np.int8)
+        even = np.zeros(nq, bool)
+        if cf is not None and st.has_even:  # as search: an even filter plans with the random kind's budgets
+            if cf.shared:
+                even[:] = m[0] > 0 and routes[0] != EXACT and self._settings_shared(cf, int(m[0]), bool(run[0]), st) is not st
+            else:
+                even = self._even_many(cf, m, run, routes, st, uni)
+            ev = np.flatnonzero(even)
+            if ev.shape[0]:
+                _, _, ef[ev], cand[ev], lists[ev] = self._plan_many(m[ev], run[ev], k, effort, st.even)
         ef[(routes != HNSW) & ~probe] = 0
         cand[routes != IVF] = 0
         routes[m == 0] = EXACT
         w = np.flatnonzero(probe & (m > 0)).astype(np.int64)
         if w.shape[0]:
             counts = np.full(nq, -1, np.int64)
-            tried = w if cf is None else w[self._worth_walking(cf, w, m, st.probe_min_share)]
+            tried = w if cf is None else w[self._worth_walking(cf, w, m, st.probe_min_share, None if cf.shared else uni)]
             if tried.shape[0]:
                 self.hnsw.beam_search(q, k, cf, tried, np.empty((nq, k), np.int64), np.empty((nq, k), np.float32), counts,
                                       ef, st.probe_min_share, self._walk_seeds(self._scoring_queries(q), tried))
@@ -627,7 +642,7 @@ class FilteredIndex(Index):
         s = m / max(n, 1)
         exp = np.full(nq, np.nan)
         if self._calibration is not None and effort == 1.0 and not any(v is not None for v in settings.values()):
-            exp = np.where(routes == IVF, fit.expected(IVF, s, run), fit.expected(HNSW, s, run))
+            exp = np.where(routes == IVF, fit.expected(IVF, s, run, even), fit.expected(HNSW, s, run, even))
         exp[routes == EXACT] = 1.0
         tr = self._calibration.target_recall if (self._calibration is not None and target_recall is None) else (
             float(target_recall) if target_recall is not None and self._calibration is not None else float("nan"))
@@ -702,15 +717,22 @@ class FilteredIndex(Index):
             if m == 0:
                 return SearchResult.empty(nq, k)
             if route == "auto":
+                run = cf is None or cf.run is not None
+                key = plan = None
                 if cacheable and cf is not None and type(filter) is not np.ndarray:
                     # a shared filter's plan is fixed by its rows: planned once, cached on it
                     # (not for a plain id array: its compiled form is new in every call)
                     key = (_PLAN, id(self), n, k, effort, st)
                     plan = cf._masks.get(key)
-                    if plan is None:
-                        plan = cf._masks[key] = self._plan_one(m, cf.run is not None, k, effort, st)
-                else:
-                    plan = self._plan_one(m, cf is None or cf.run is not None, k, effort, st)
+                if plan is None:
+                    plan = self._plan_one(m, run, k, effort, st)
+                    if plan[0] != EXACT and cf is not None and st.has_even:
+                        # a filter spread evenly over the data: the random kind's budgets
+                        ste = self._settings_shared(cf, m, run, st)
+                        if ste is not st:
+                            plan = self._plan_one(m, run, k, effort, ste)
+                    if key is not None:
+                        cf._masks[key] = plan
             else:
                 plan = self._forced(ROUTES.index(route), m, k, effort, st)
             out_r, out_s, counts = self._search_one(self._scoring_queries(q), k, cf, *plan)
@@ -826,7 +848,8 @@ class FilteredIndex(Index):
         self._uniform_ctx = (np.ascontiguousarray(r[o], dtype=np.int64), np.ascontiguousarray(gg[o]), ng, off)
         return self._uniform_ctx[:3]
 
-    def _worth_walking(self, cf: CompiledFilter, which: np.ndarray, m: np.ndarray, share: float) -> np.ndarray:
+    def _worth_walking(self, cf: CompiledFilter, which: np.ndarray, m: np.ndarray, share: float,
+                       uni: np.ndarray | None = None) -> np.ndarray:
         """For the queries ``which`` planned onto the walk's density probe (``m``: their
         allowed-row counts, (nq,)): whether to try the walk (bool per entry of ``which``).
         Not for a filter spread evenly over the IVF lists (the fixed sample of
@@ -834,7 +857,8 @@ class FilteredIndex(Index):
         query) that allows less than ``PROBE_GATE · share`` of the rows: near any query it
         allows about that share, and the walk would give up after its descent and first
         expansions. The counts are exact whichever form of the filter is read, so a query
-        planned alone and in a batch decides alike."""
+        planned alone and in a batch decides alike. ``uni``: per-query verdicts already
+        known (int8 (nq,), -1: unknown; :meth:`_uniform_many`)."""
         if cf.shared:
             return np.full(which.shape[0], self._walk_shared(cf, int(m[which[0]]), share))
         n = max(self.hnsw._n, 1)
@@ -843,12 +867,11 @@ class FilteredIndex(Index):
         low = sh < PROBE_GATE * share
         if PROBE_GATE <= 0 or not low.any():
             return go
-        R, G, ng = self._uniform_design()
-        starts, ends = cf.bounds(cf.n_queries)
+        if uni is None:
+            uni = np.full(m.shape[0], -1, np.int8)
         w = which[low].astype(np.int64)
-        out = np.empty(w.shape[0], bool)
-        fk.filter_uniform(R, G, ng, cf.rows, starts, ends, w, np.ascontiguousarray(sh[low]), out)
-        go[low] = ~out
+        self._uniform_many(cf, w, m / n, uni)
+        go[low] = uni[w] != 1
         return go
 
     def _walk_shared(self, cf: CompiledFilter, m: int, share: float) -> bool:
@@ -857,6 +880,11 @@ class FilteredIndex(Index):
         s = m / max(self.hnsw._n, 1)
         if PROBE_GATE <= 0 or s >= PROBE_GATE * share:
             return True
+        return not self._uniform_shared(cf, s)
+
+    def _uniform_shared(self, cf: CompiledFilter, s: float) -> bool:
+        """The evenness test (:func:`_filter_kernels.filter_uniform_one`) of a shared filter
+        allowing a share ``s`` of the rows, kept on the compiled filter."""
         key = (_UNIFORM, id(self), self.hnsw._n)
         u = cf._masks.get(key)
         if u is None:
@@ -866,7 +894,50 @@ class FilteredIndex(Index):
             else:  # what the walk and IVF's scan read as well
                 u = fk.filter_uniform_one(R, G, ng, cf.bitmap64(), 0, 0, s)
             cf._masks[key] = u
-        return not u
+        return bool(u)
+
+    def _even_min_share(self) -> float:
+        """The smallest selectivity at which the evenness test may grant the even budgets
+        (``EVEN_MIN_HITS`` allowed samples expected)."""
+        N = self._uniform_design()[0].shape[0]
+        return EVEN_MIN_HITS / N if N else math.inf
+
+    def _settings_shared(self, cf: CompiledFilter, m: int, run: bool, st: PlannerSettings) -> PlannerSettings:
+        """``st.even`` for a shared filter allowing ``m`` rows that is spread evenly over the
+        data, where that lowers a budget; else ``st``."""
+        s = m / max(self.hnsw._n, 1)
+        if s < self._even_min_share() or not st.even_pays(s, run) or not self._uniform_shared(cf, s):
+            return st
+        return st.even
+
+    def _even_many(self, cf: CompiledFilter, m: np.ndarray, run: np.ndarray, routes: np.ndarray, st: PlannerSettings,
+                   uni: np.ndarray) -> np.ndarray:
+        """Per-query filters: which queries plan with ``st.even`` (bool (nq,)): those off the
+        exact route whose filter is spread evenly (the test's verdicts are written into
+        ``uni``, int8 -1 unknown / 0 / 1, for :meth:`_worth_walking`)."""
+        nq = m.shape[0]
+        s = m / max(self.hnsw._n, 1)
+        ev = st.even
+        cand = (routes != EXACT) & (s >= self._even_min_share())
+        if not cand.any():
+            return np.zeros(nq, bool)
+        cand &= (ev.ivf_mults(s, run) < st.ivf_mults(s, run)) | (ev.ef_mults(s, run) < st.ef_mults(s, run))
+        w = np.flatnonzero(cand).astype(np.int64)
+        if w.shape[0]:
+            self._uniform_many(cf, w, s, uni)
+        return cand & (uni == 1)
+
+    def _uniform_many(self, cf: CompiledFilter, w: np.ndarray, s: np.ndarray, uni: np.ndarray) -> None:
+        """The evenness test of the per-query filters of queries ``w`` whose verdict in ``uni``
+        (int8 (nq,), -1: unknown) is not known yet, written into it."""
+        w = w[uni[w] < 0]
+        if w.shape[0] == 0:
+            return
+        R, G, ng = self._uniform_design()
+        starts, ends = cf.bounds(cf.n_queries)
+        out = np.empty(w.shape[0], bool)
+        fk.filter_uniform(R, G, ng, cf.rows, starts, ends, w, np.ascontiguousarray(s[w]), out)
+        uni[w] = out
 
     def _recompute_short(self, q: np.ndarray, k: int, cf: CompiledFilter | None, m: int, out_r: np.ndarray,
                          out_s: np.ndarray, counts: np.ndarray) -> None:
@@ -887,9 +958,14 @@ class FilteredIndex(Index):
         m_all = cf.counts(nq)
         run = _contiguous(cf, nq, m_all)
         routes, probe, ef, cand, lists = self._plan_many(m_all, run, k, effort, st)
+        uni = np.full(nq, -1, np.int8)  # evenness verdicts, computed where needed
         if route != "auto":
             routes = np.full(nq, ROUTES.index(route), np.int8)
             probe = np.zeros(nq, bool)
+        elif st.has_even:
+            ev = np.flatnonzero(self._even_many(cf, m_all, run, routes, st, uni))
+            if ev.shape[0]:
+                _, _, ef[ev], cand[ev], lists[ev] = self._plan_many(m_all[ev], run[ev], k, effort, st.even)
         out_r = np.full((nq, k), -1, np.int64)
         out_s = np.full((nq, k), -np.inf, np.float32)
         counts = np.zeros(nq, np.int64)
@@ -903,7 +979,7 @@ class FilteredIndex(Index):
         if walk.shape[0]:
             self.hnsw.beam_search(q, k, cf, walk, out_r, out_s, counts, ef, 0.0, self._walk_seeds(q, walk))
         if pw.shape[0]:
-            go = self._worth_walking(cf, pw, m_all, st.probe_min_share)
+            go = self._worth_walking(cf, pw, m_all, st.probe_min_share, uni)
             skip, pw = pw[~go], pw[go]
             if pw.shape[0]:
                 self.hnsw.beam_search(q, k, cf, pw, out_r, out_s, counts, ef, st.probe_min_share, self._walk_seeds(q, pw))
