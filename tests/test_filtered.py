@@ -13,6 +13,7 @@ import pytest
 
 from gsu.errors import IndexFileError
 from gsu.index import Filter, FilteredIndex, FlatIndex, HNSWIndex, IVFIndex, SearchResult, load
+from gsu.index import _l2
 from gsu.index.filtered import ROUTES, PlannerSettings
 from gsu.index.hnsw import faiss_selector
 
@@ -1838,3 +1839,38 @@ def test_filter_uniform_counts_alike_in_every_form_and_tells_even_from_concentra
     fk.filter_uniform(R, G, ng, np.arange(lo, hi, dtype=np.int64), np.zeros(1, np.int64), np.full(1, hi - lo, np.int64),
                       np.zeros(1, np.int64), np.array([s]), out)
     assert bool(fk.filter_uniform_one(R, G, ng, np.zeros(0, np.uint64), lo, hi, s)) == bool(out[0])
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_ivf_orders_a_large_centroid_set_from_8bit_codes(metric):
+    """From CENTROID_I8_MIN centroid entries up, IVF orders its lists by scores read from
+    8-bit codes: each within ``scale · ‖q‖₁ / 2`` of the float32 score (l2: the norm term
+    exact), bit for bit the same for a query alone and in a batch, and a search that opens
+    every list is still exact."""
+    from gsu.index import ivf as ivf_mod
+
+    rng = np.random.default_rng(11)
+    d, n = 64, 6000
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    q = rng.standard_normal((7, d)).astype(np.float32)
+    ivf = IVFIndex(d, metric, nlist=300, seed=0)
+    ivf.add(x)
+    assert ivf.nlist * d >= ivf_mod.CENTROID_I8_MIN
+    qp = ivf.prep_queries(q)
+    if metric == "l2":
+        qp = _l2.augment_queries(qp)
+    cs = ivf.centroid_scores(qp)
+    ref = qp.astype(np.float64) @ ivf._centroids_t.astype(np.float64)
+    _, codes, scale, extra = ivf._centroid_codes()
+    assert codes.dtype == np.int8 and codes.shape == (300, d) and extra.shape == ((300,) if metric == "l2" else (0,))
+    bound = np.abs(qp[:, :d]).sum(1)[:, None] * scale[None, :] / 2 + 1e-3 * (1 + np.abs(ref))
+    assert (np.abs(cs - ref) <= bound).all()
+    assert np.abs(cs - ref).max() > 0  # the codes are read, not the float32 centroids
+    for i in range(q.shape[0]):
+        np.testing.assert_array_equal(ivf.centroid_scores(qp[i : i + 1])[0], cs[i])
+    flat = FlatIndex(d, metric)
+    flat.add(x)
+    a = ivf.search(q, K, nprobe=ivf.nlist)
+    b = flat.search(q, K)
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-4)

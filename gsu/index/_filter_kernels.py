@@ -38,6 +38,34 @@ def _parallel(nq: int) -> bool:
     return nq >= _PAR_MIN and nb.get_num_threads() > 1
 
 
+def _centroid_scores_i8_impl(Q, codes, scale, extra, out):
+    """Scores of queries ``Q`` (nq, D) float32 against centroids held as 8-bit codes
+    (:meth:`gsu.index.ivf.IVFIndex.centroid_scores`): ``out[i, l] = scale[l] · Σ_t Q[i, t] ·
+    codes[l, t]`` over the ``d`` code columns, plus ``Q[i, d] · extra[l]`` when ``extra``
+    (nlist,) is given (the l2 norm term of augmented centroids, kept in float32)."""
+    nl, d = codes.shape
+    aug = extra.shape[0] > 0
+    for i in nb.prange(Q.shape[0]):
+        qv = Q[i]
+        for l in range(nl):
+            c = codes[l]
+            acc = np.float32(0.0)
+            for t in range(d):
+                acc += qv[t] * np.float32(c[t])
+            acc *= scale[l]
+            if aug:
+                acc += qv[d] * extra[l]
+            out[i, l] = acc
+
+
+_centroid_scores_i8_ser, _centroid_scores_i8_par = serial_and_parallel(_centroid_scores_i8_impl, fastmath=_FM)
+
+
+def centroid_scores_i8(Q, codes, scale, extra, out):
+    """:func:`_centroid_scores_i8_impl`, serial for one query, parallel for batches."""
+    (_centroid_scores_i8_par if _parallel(Q.shape[0]) else _centroid_scores_i8_ser)(Q, codes, scale, extra, out)
+
+
 @nb.njit(cache=True)
 def compact_id_sets(ids, lens, n, out_rows, indptr):
     """Per-query id sets, concatenated (``lens`` (nq,) each), under the identity id map:

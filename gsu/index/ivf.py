@@ -46,6 +46,14 @@ _NO_BM = np.zeros(0, np.uint64)
 #: allowed rows grouped in 32 µs, bitmap in 6 µs; a scanned row ~1 ns): see
 #: :meth:`IVFIndex.scan_pays`
 SCAN_COST = (3.2, 1.0, 0.6)
+#: from this many centroid entries (nlist · d) up, a query scores the centroids from 8-bit
+#: codes, one scale per centroid (the l2 norm term in float32): a quarter of the bytes, so
+#: the scan that orders the lists mostly stays in the core's cache between searches (one
+#: query against 476 × 384 centroids: 7 µs warm and 25 µs cold, against BLAS's 10 and 78;
+#: inside a filtered search the float32 scan took 13-35 µs, 14-21 % of a 10 % search, on four
+#: of the filtered suite's sets). A score is off by at most ``scale · ‖q‖₁ / 2``: lists that
+#: near-tie may open in the other order
+CENTROID_I8_MIN = 16384
 
 
 def default_nlist(n: int) -> int:
@@ -280,8 +288,33 @@ class IVFIndex(MutableIndex):
 
     def centroid_scores(self, q: np.ndarray) -> np.ndarray:
         """(nq, nlist) float32 inner products of prepared queries with the centroids (l2:
-        augmented queries against ``[c, -|c|²/2]``, which orders the lists nearest first)."""
-        return q @ self._centroids_t
+        augmented queries against ``[c, -|c|²/2]``, which orders the lists nearest first);
+        from ``CENTROID_I8_MIN`` entries up, read from 8-bit codes (the same codes and
+        kernel for a query alone and in a batch)."""
+        c8 = self._centroid_codes()
+        if c8 is None:
+            return q @ self._centroids_t
+        out = np.empty((q.shape[0], c8[1].shape[0]), np.float32)
+        fk.centroid_scores_i8(np.ascontiguousarray(q, dtype=np.float32), c8[1], c8[2], c8[3], out)
+        return out
+
+    def _centroid_codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(centroids, codes (nlist, d) int8, scale (nlist,), extra)`` of the 8-bit centroid
+        scan, built on first use from the current centroids (``extra``: the l2 norm term,
+        (nlist,) float32, or empty); ``None`` below ``CENTROID_I8_MIN`` entries."""
+        c = self._centroids
+        if c is None or c.shape[0] * c.shape[1] < CENTROID_I8_MIN:
+            return None
+        got = self.__dict__.get("_c8")
+        if got is not None and got[0] is c:
+            return got
+        c32 = np.asarray(c, np.float32)
+        amax = np.abs(c32).max(axis=1)
+        scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
+        codes = np.clip(np.rint(c32 / scale[:, None]), -127, 127).astype(np.int8)
+        extra = _l2.augment_base(c32)[:, -1].copy() if self.metric == "l2" else np.zeros(0, np.float32)
+        got = self._c8 = (c, np.ascontiguousarray(codes), scale, np.ascontiguousarray(extra, dtype=np.float32))
+        return got
 
     @property
     def _centroids_t(self) -> np.ndarray:
