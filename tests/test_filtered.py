@@ -875,6 +875,12 @@ def test_planner_settings_are_validated_once():
     # between two grid points the larger budget applies; outside, the nearest point's
     assert st.ef_mult(0.001) == 2.0 and st.ef_mult(0.05) == 4.0 and st.ef_mult(0.2) == 4.0 and st.ef_mult(0.9) == 3.0
     np.testing.assert_array_equal(st.ef_mults(np.array([0.001, 0.05, 0.1, 0.2, 0.9])), [2.0, 4.0, 4.0, 4.0, 3.0])
+    # within GRID_SNAP (2 %) of a grid point, that point's: a 10 % filter of round(0.1 n) rows
+    # is a hair off 0.1 either way; one 3 % off is between the points
+    for s, ef, ivf in ((0.0999, 4.0, 0.5), (0.1019, 4.0, 0.5), (0.4925, 3.0, 0.25), (0.0102, 2.0, 1.0), (0.103, 4.0, 0.5),
+                       (0.097, 4.0, 1.0), (0.485, 4.0, 0.5)):
+        assert st.ef_mult(s) == ef and st.ivf_mult(s) == ivf, s
+        assert st.ef_mults(np.array([s]))[0] == ef and st.ivf_mults(np.array([s]))[0] == ivf, s
     assert st.with_overrides({"hnsw_ef": 5.0}).ef_mult(0.05) == 5.0  # a fixed beam drops the bands
     assert PlannerSettings.from_dict(st.to_dict()) == st
 

@@ -69,6 +69,25 @@ _SCALARS = ("exact_max_rows", "exact_run_factor", "hnsw_min_selectivity", "probe
             "ivf_candidates", "ivf_min_lists", "hnsw_ef", "hnsw_ef_min", "hnsw_ef_max")
 
 
+#: a filter within this relative distance of a calibrated selectivity takes that point's
+#: budgets (between two points the larger of theirs applies): a "10 %" filter of round(0.1 · n)
+#: rows lies a hair off the point 0.1 that calibration measured with the same count
+GRID_SNAP = 0.02
+
+
+def _snap(b: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(j, snap)`` for selectivities ``s`` against the ascending grid ``b``: ``j`` the
+    insertion points (``searchsorted`` left), ``snap`` the grid point within
+    ``GRID_SNAP`` of each (-1: none)."""
+    s = np.asarray(s, np.float64)
+    j = np.searchsorted(b, s, side="left")
+    up = np.minimum(j, len(b) - 1)
+    dn = np.maximum(j - 1, 0)
+    snap = np.where((j < len(b)) & (b[up] <= s * (1.0 + GRID_SNAP)), up,
+                    np.where((j > 0) & (b[dn] >= s * (1.0 - GRID_SNAP)), dn, -1))
+    return j, snap
+
+
 #: one-sided 95 % normal quantile of the recall's lower confidence bound (see the module docstring)
 RECALL_Z = 1.645
 
@@ -126,9 +145,9 @@ class PlannerSettings:
     ``[max(k, hnsw_ef_min · k · effort), hnsw_ef_max]``); IVF scores at least
     ``ivf_candidates · k · effort`` allowed rows in at least ``ivf_min_lists · effort``
     lists. With ``bands`` (ascending selectivities), ``band_hnsw_ef`` replaces ``hnsw_ef``
-    and ``band_ivf`` multiplies both IVF budgets, per band: between two grid points the
-    larger of their two budgets applies (each reached the recall goal at its point), below
-    the first / above the last that point's. ``band_run_hnsw_ef`` / ``band_run_ivf``, when
+    and ``band_ivf`` multiplies both IVF budgets, per band: within ``GRID_SNAP`` (2 %) of a
+    grid point that point's, between two grid points the larger of their two budgets (each
+    reached the recall goal at its point), below the first / above the last that point's. ``band_run_hnsw_ef`` / ``band_run_ivf``, when
     given, are the same for a filter that is one contiguous run of rows (fitted on the
     calibration's range kind alone; the others on every kind). ``band_even_hnsw_ef`` /
     ``band_even_ivf``, when given, are those fitted on the random kind alone: the budgets
@@ -231,10 +250,14 @@ class PlannerSettings:
             return default
         b = self.bands
         j = bisect.bisect_left(b, s)
+        if j < len(b) and b[j] <= s * (1.0 + GRID_SNAP):  # at a measured point (b[j] >= s)
+            return vals[j]
+        if j > 0 and b[j - 1] >= s * (1.0 - GRID_SNAP):
+            return vals[j - 1]
         if j >= len(b):
             return vals[-1]
-        if j == 0 or b[j] == s:
-            return vals[j]
+        if j == 0:
+            return vals[0]
         return max(vals[j - 1], vals[j])
 
     def ef_mult(self, s: float, run: bool = False) -> float:
@@ -259,12 +282,11 @@ class PlannerSettings:
             return np.full(s.shape, default)
         b = np.asarray(self.bands)
         v = np.asarray(vals)
-        j = np.searchsorted(b, s, side="left")
+        j, snap = _snap(b, s)
         hi = v[np.minimum(j, len(v) - 1)]
         lo = v[np.maximum(j - 1, 0)]
-        exact_hit = (j < len(b)) & (b[np.minimum(j, len(b) - 1)] == s)
-        inner = (j > 0) & (j < len(b)) & ~exact_hit
-        return np.where(inner, np.maximum(lo, hi), hi)
+        inner = (j > 0) & (j < len(b))
+        return np.where(snap >= 0, v[np.maximum(snap, 0)], np.where(inner, np.maximum(lo, hi), hi))
 
     def ef_mults(self, s: np.ndarray, run: np.ndarray | None = None) -> np.ndarray:
         """:meth:`ef_mult` for an array of selectivities (``run``: bool per entry)."""
@@ -375,11 +397,11 @@ class Fit:
             return np.full(np.shape(s), np.nan)
         b = np.asarray(self.settings.bands)
         v = np.asarray(vals)
-        j = np.searchsorted(b, s, side="left")
+        j, snap = _snap(b, s)
         hi = v[np.minimum(j, len(v) - 1)]
         lo = v[np.maximum(j - 1, 0)]
         inner = (j > 0) & (j < len(b))
-        return np.where(inner, np.minimum(lo, hi), hi)
+        return np.where(snap >= 0, v[np.maximum(snap, 0)], np.where(inner, np.minimum(lo, hi), hi))
 
 
 def kind_groups(kinds: Sequence[str]) -> tuple[list[int], list[int]]:
