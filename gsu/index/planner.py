@@ -242,23 +242,37 @@ class PlannerSettings:
     def even_pays(self, s: float, run: bool = False) -> bool:
         """Whether :attr:`even` has a smaller budget than these settings at selectivity ``s``."""
         ev = self.even
-        return ev is not self and (ev.ivf_mult(s, run) < self.ivf_mult(s, run) or ev.ef_mult(s, run) < self.ef_mult(s, run))
+        if ev is self:
+            return False
+        i, j = self._band_pos(s)
+        for mine, theirs in ((self.band_run_ivf if run and self.band_run_ivf else self.band_ivf, ev.band_run_ivf if run and ev.band_run_ivf else ev.band_ivf),
+                             (self.band_run_hnsw_ef if run and self.band_run_hnsw_ef else self.band_hnsw_ef,
+                              ev.band_run_hnsw_ef if run and ev.band_run_hnsw_ef else ev.band_hnsw_ef)):
+            if mine and theirs and max(theirs[i], theirs[j]) < max(mine[i], mine[j]):
+                return True
+        return False
 
     # -- budgets at a selectivity -----------------------------------------------
-    def _band(self, vals: tuple[float, ...], s: float, default: float) -> float:
-        if not vals:
-            return default
+    def _band_pos(self, s: float) -> tuple[int, int]:
+        """``(i, j)``: the budgets at selectivity ``s`` are the larger of band ``i``'s and
+        band ``j``'s (``i == j``: one point's: within ``GRID_SNAP`` of it, or outside the grid)."""
         b = self.bands
         j = bisect.bisect_left(b, s)
         if j < len(b) and b[j] <= s * (1.0 + GRID_SNAP):  # at a measured point (b[j] >= s)
-            return vals[j]
+            return j, j
         if j > 0 and b[j - 1] >= s * (1.0 - GRID_SNAP):
-            return vals[j - 1]
+            return j - 1, j - 1
         if j >= len(b):
-            return vals[-1]
+            return len(b) - 1, len(b) - 1
         if j == 0:
-            return vals[0]
-        return max(vals[j - 1], vals[j])
+            return 0, 0
+        return j - 1, j
+
+    def _band(self, vals: tuple[float, ...], s: float, default: float) -> float:
+        if not vals:
+            return default
+        i, j = self._band_pos(s)
+        return vals[j] if i == j else max(vals[i], vals[j])
 
     def ef_mult(self, s: float, run: bool = False) -> float:
         """The beam multiplier (× k) at selectivity ``s`` (``run``: for one contiguous run of rows)."""
