@@ -7,6 +7,8 @@ inner products, -1/-inf padding; recall against FlatIndex; save/load (+ mmap).
 
 from __future__ import annotations
 
+import math
+
 import faiss
 import numpy as np
 import pytest
@@ -872,15 +874,30 @@ def test_planner_settings_are_validated_once():
     with pytest.raises(TypeError, match="planner settings"):
         PLANNER_DEFAULTS.with_overrides({"nprobe": 3})
     st = PlannerSettings(bands=(0.01, 0.1, 0.5), band_hnsw_ef=(2.0, 4.0, 3.0), band_ivf=(1.0, 0.5, 0.25))
-    # between two grid points the larger budget applies; outside, the nearest point's
-    assert st.ef_mult(0.001) == 2.0 and st.ef_mult(0.05) == 4.0 and st.ef_mult(0.2) == 4.0 and st.ef_mult(0.9) == 3.0
-    np.testing.assert_array_equal(st.ef_mults(np.array([0.001, 0.05, 0.1, 0.2, 0.9])), [2.0, 4.0, 4.0, 4.0, 3.0])
-    # within GRID_SNAP (2 %) of a grid point, that point's: a 10 % filter of round(0.1 n) rows
-    # is a hair off 0.1 either way; one 3 % off is between the points
-    for s, ef, ivf in ((0.0999, 4.0, 0.5), (0.1019, 4.0, 0.5), (0.4925, 3.0, 0.25), (0.0102, 2.0, 1.0), (0.103, 4.0, 0.5),
-                       (0.097, 4.0, 1.0), (0.485, 4.0, 0.5)):
-        assert st.ef_mult(s) == ef and st.ivf_mult(s) == ivf, s
-        assert st.ef_mults(np.array([s]))[0] == ef and st.ivf_mults(np.array([s]))[0] == ivf, s
+    # between two grid points the budget is interpolated geometrically in the selectivity
+    # (planner.BAND_INTERP; else the larger of the two); outside, the nearest point's
+    geo = lambda a, b, lo, hi, s: math.exp(math.log(a) + math.log(s / lo) / math.log(hi / lo) * (math.log(b) - math.log(a)))  # noqa: E731
+    want = [2.0, geo(2.0, 4.0, 0.01, 0.1, 0.05), 4.0, geo(4.0, 3.0, 0.1, 0.5, 0.2), 3.0]
+    got = [st.ef_mult(s) for s in (0.001, 0.05, 0.1, 0.2, 0.9)]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    np.testing.assert_allclose(st.ef_mults(np.array([0.001, 0.05, 0.1, 0.2, 0.9])), want, rtol=1e-12)
+    assert 2.0 < got[1] < 4.0 and 3.0 < got[3] < 4.0
+    import gsu.index.planner as planner_mod
+
+    planner_mod.BAND_INTERP = False
+    try:
+        assert st.ef_mult(0.05) == 4.0 and st.ef_mult(0.2) == 4.0
+        np.testing.assert_array_equal(st.ef_mults(np.array([0.001, 0.05, 0.1, 0.2, 0.9])), [2.0, 4.0, 4.0, 4.0, 3.0])
+        # within GRID_SNAP (2 %) of a grid point, that point's: a 10 % filter of round(0.1 n)
+        # rows is a hair off 0.1 either way; one 3 % off is between the points
+        for s, ef, ivf in ((0.0999, 4.0, 0.5), (0.1019, 4.0, 0.5), (0.4925, 3.0, 0.25), (0.0102, 2.0, 1.0), (0.103, 4.0, 0.5),
+                           (0.097, 4.0, 1.0), (0.485, 4.0, 0.5)):
+            assert st.ef_mult(s) == ef and st.ivf_mult(s) == ivf, s
+            assert st.ef_mults(np.array([s]))[0] == ef and st.ivf_mults(np.array([s]))[0] == ivf, s
+    finally:
+        planner_mod.BAND_INTERP = True
+    for s in (0.0999, 0.1019, 0.4925, 0.0102):  # snapped: the point's own, interpolation or not
+        assert st.ef_mult(s) in (2.0, 4.0, 3.0) and st.ef_mults(np.array([s]))[0] == st.ef_mult(s)
     assert st.with_overrides({"hnsw_ef": 5.0}).ef_mult(0.05) == 5.0  # a fixed beam drops the bands
     assert PlannerSettings.from_dict(st.to_dict()) == st
 

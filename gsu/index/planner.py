@@ -70,9 +70,16 @@ _SCALARS = ("exact_max_rows", "exact_run_factor", "hnsw_min_selectivity", "probe
 
 
 #: a filter within this relative distance of a calibrated selectivity takes that point's
-#: budgets (between two points the larger of theirs applies): a "10 %" filter of round(0.1 · n)
+#: budgets (between two points they are interpolated, ``BAND_INTERP``): a "10 %" filter of round(0.1 · n)
 #: rows lies a hair off the point 0.1 that calibration measured with the same count
 GRID_SNAP = 0.02
+#: between two grid points a budget is interpolated geometrically in the selectivity (True)
+#: or the larger of the two points' (False: what the planner did before; near the lower point
+#: it paid the upper point's budget, e.g. pydocs' 10 % category filters (~0.1-0.12 of the rows)
+#: the IVF budget of 50 %: 1,200 candidates instead of ~800, 1.18x the time for recall 0.989
+#: instead of 0.982). The budget measured at each point reached the goal there; between them
+#: the need is taken to change smoothly, as it does over the measured points
+BAND_INTERP = True
 
 
 def _snap(b: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,8 +153,10 @@ class PlannerSettings:
     ``ivf_candidates · k · effort`` allowed rows in at least ``ivf_min_lists · effort``
     lists. With ``bands`` (ascending selectivities), ``band_hnsw_ef`` replaces ``hnsw_ef``
     and ``band_ivf`` multiplies both IVF budgets, per band: within ``GRID_SNAP`` (2 %) of a
-    grid point that point's, between two grid points the larger of their two budgets (each
-    reached the recall goal at its point), below the first / above the last that point's. ``band_run_hnsw_ef`` / ``band_run_ivf``, when
+    grid point that point's, between two grid points their two budgets (each reached the
+    recall goal at its point) interpolated geometrically in the selectivity
+    (``BAND_INTERP``), below the first / above the last that point's.
+    ``band_run_hnsw_ef`` / ``band_run_ivf``, when
     given, are the same for a filter that is one contiguous run of rows (fitted on the
     calibration's range kind alone; the others on every kind). ``band_even_hnsw_ef`` /
     ``band_even_ivf``, when given, are those fitted on the random kind alone: the budgets
@@ -248,13 +257,13 @@ class PlannerSettings:
         for mine, theirs in ((self.band_run_ivf if run and self.band_run_ivf else self.band_ivf, ev.band_run_ivf if run and ev.band_run_ivf else ev.band_ivf),
                              (self.band_run_hnsw_ef if run and self.band_run_hnsw_ef else self.band_hnsw_ef,
                               ev.band_run_hnsw_ef if run and ev.band_run_hnsw_ef else ev.band_hnsw_ef)):
-            if mine and theirs and max(theirs[i], theirs[j]) < max(mine[i], mine[j]):
+            if mine and theirs and self._blend(theirs, i, j, s) < self._blend(mine, i, j, s):
                 return True
         return False
 
     # -- budgets at a selectivity -----------------------------------------------
     def _band_pos(self, s: float) -> tuple[int, int]:
-        """``(i, j)``: the budgets at selectivity ``s`` are the larger of band ``i``'s and
+        """``(i, j)``: the budgets at selectivity ``s`` lie between band ``i``'s and
         band ``j``'s (``i == j``: one point's: within ``GRID_SNAP`` of it, or outside the grid)."""
         b = self.bands
         j = bisect.bisect_left(b, s)
@@ -268,11 +277,22 @@ class PlannerSettings:
             return 0, 0
         return j - 1, j
 
-    def _band(self, vals: tuple[float, ...], s: float, default: float) -> float:
+    def _band(self, vals: tuple[float, ...], s: float, default: float, interp: bool = True) -> float:
         if not vals:
             return default
         i, j = self._band_pos(s)
-        return vals[j] if i == j else max(vals[i], vals[j])
+        return self._blend(vals, i, j, s, interp)
+
+    def _blend(self, vals: tuple[float, ...], i: int, j: int, s: float, interp: bool = True) -> float:
+        """The budget at ``s`` between bands ``i`` and ``j`` (:meth:`_band_pos`): interpolated
+        (``interp`` and ``BAND_INTERP``) or the larger of the two."""
+        if i == j:
+            return vals[j]
+        if not (interp and BAND_INTERP):
+            return max(vals[i], vals[j])
+        b = self.bands
+        t = math.log(s / b[i]) / math.log(b[j] / b[i])
+        return math.exp((1.0 - t) * math.log(vals[i]) + t * math.log(vals[j]))
 
     def ef_mult(self, s: float, run: bool = False) -> float:
         """The beam multiplier (× k) at selectivity ``s`` (``run``: for one contiguous run of rows)."""
@@ -285,22 +305,30 @@ class PlannerSettings:
     def run_probe(self, s: float) -> bool:
         """Whether a contiguous run of rows at selectivity ``s`` tries the walk's density
         probe (in the probe band); between two grid points, if either point's did."""
-        return self._band(self.band_run_probe, s, 1.0) > 0
+        return self._band(self.band_run_probe, s, 1.0, interp=False) > 0
 
     def run_probes(self, s: np.ndarray) -> np.ndarray:
         """:meth:`run_probe` for an array of selectivities."""
-        return self._bands_arr(self.band_run_probe, s, 1.0) > 0
+        return self._bands_arr(self.band_run_probe, s, 1.0, interp=False) > 0
 
-    def _bands_arr(self, vals: tuple[float, ...], s: np.ndarray, default: float) -> np.ndarray:
+    def _bands_arr(self, vals: tuple[float, ...], s: np.ndarray, default: float, interp: bool = True) -> np.ndarray:
         if not vals:
             return np.full(s.shape, default)
         b = np.asarray(self.bands)
-        v = np.asarray(vals)
+        v = np.asarray(vals, np.float64)
         j, snap = _snap(b, s)
-        hi = v[np.minimum(j, len(v) - 1)]
-        lo = v[np.maximum(j - 1, 0)]
+        jh = np.minimum(j, len(v) - 1)
+        jl = np.maximum(j - 1, 0)
+        hi = v[jh]
+        lo = v[jl]
         inner = (j > 0) & (j < len(b))
-        return np.where(snap >= 0, v[np.maximum(snap, 0)], np.where(inner, np.maximum(lo, hi), hi))
+        if interp and BAND_INTERP:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = np.log(np.maximum(s, 1e-300) / b[jl]) / np.log(b[jh] / b[jl])
+                mid = np.exp((1.0 - t) * np.log(lo) + t * np.log(hi))
+        else:
+            mid = np.maximum(lo, hi)
+        return np.where(snap >= 0, v[np.maximum(snap, 0)], np.where(inner, mid, hi))
 
     def ef_mults(self, s: np.ndarray, run: np.ndarray | None = None) -> np.ndarray:
         """:meth:`ef_mult` for an array of selectivities (``run``: bool per entry)."""
