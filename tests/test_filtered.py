@@ -1199,6 +1199,10 @@ def test_an_even_filter_gets_the_budgets_of_the_random_kind(indexes, data):
     assert st.band_ivf == (2.5, 2.5) and st.band_even_ivf == (1.0, 1.0)
     assert st.band_hnsw_ef == (3.6, 3.6) and st.band_even_hnsw_ef == (1.3, 1.3)
     assert fit.recall_even_ivf == (0.985, 0.985) and fit.recall_even_hnsw == (0.99, 0.99)
+    # routes: every kind is cheapest on IVF at 0.1 (the beam needs 3.6 there), the random kind
+    # alone on the walk (1.3, 40 µs against IVF's 60): its own thresholds send even filters there
+    assert st.hnsw_min_selectivity > 0.1 and st.even_hnsw_min_selectivity == 0.0
+    assert st.even.hnsw_min_selectivity == 0.0 and st.even_pays(0.1)
     ev = st.even
     assert ev.band_ivf == (1.0, 1.0) and ev.band_hnsw_ef == (1.3, 1.3) and ev.band_run_ivf == (1.0, 1.0)
     assert st.has_even and not ev.has_even and st.even_pays(0.1) and st.even_pays(0.5, run=True)
@@ -1207,6 +1211,7 @@ def test_an_even_filter_gets_the_budgets_of_the_random_kind(indexes, data):
     assert PlannerSettings.from_dict(st.to_dict()) == st
     fixed = st.with_overrides({"ivf_candidates": 30.0})
     assert fixed.band_even_ivf == () and fixed.band_even_hnsw_ef == (1.3, 1.3)
+    assert st.with_overrides({"hnsw_min_selectivity": 0.3}).even_hnsw_min_selectivity is None
     # a calibration without the random kind: no even budgets
     nr = fit_planner({**raw, "kinds": ["correlated", "range"],
                       "points": [{**p, "exact": p["exact"][1:], **{f: [[e[0], e[1][1:], e[2][1:], e[3][1:]] for e in p[f]]
@@ -1217,8 +1222,10 @@ def test_an_even_filter_gets_the_budgets_of_the_random_kind(indexes, data):
     x, q, ids, lab, centers = data
     old = fi._fit(None)
     try:
+        # budgets first (the routes of every kind for even filters too)
         fi._fits[None] = dataclasses.replace(fit, settings=dataclasses.replace(
-            st, exact_max_rows=25.0, exact_run_factor=1.0, probe_min_selectivity=2.0, hnsw_min_selectivity=0.3))
+            st, exact_max_rows=25.0, exact_run_factor=1.0, probe_min_selectivity=2.0, hnsw_min_selectivity=0.3,
+            even_hnsw_min_selectivity=None, even_probe_min_selectivity=None))
         n = fi.ntotal
         assert fi._even_min_share() == EVEN_MIN_HITS / fi._uniform_design()[0].shape[0] < 0.1
         rng = np.random.default_rng(3)
@@ -1253,12 +1260,49 @@ def test_an_even_filter_gets_the_budgets_of_the_random_kind(indexes, data):
             one = fi.search(qq[i], K, filter=f)
             np.testing.assert_array_equal(both.ids[i], one.ids[0])
             np.testing.assert_array_equal(both.scores[i], one.scores[0])
+        # the random kind's own thresholds: an even 10 % filter walks with its beam, a
+        # concentrated one stays on IVF; alone, in a batch and in explain alike
+        fi._fits[None] = dataclasses.replace(fit, settings=dataclasses.replace(
+            st, exact_max_rows=25.0, exact_run_factor=1.0, probe_min_selectivity=2.0, hnsw_min_selectivity=0.3,
+            even_hnsw_min_selectivity=0.05, even_probe_min_selectivity=2.0))
+        es, ec = fi.explain(q[0], K, filter=spread), fi.explain(q[0], K, filter=conc)
+        assert (es.routes[0], es.ef[0], es.candidates[0]) == (2, 13, 0) and (ec.routes[0], ec.candidates[0]) == (1, cand(2.5))
+        fs2 = [spread, conc, few]
+        both = fi.search(q[:3], K, filter=Filter.per_query(fs2))
+        eb = fi.explain(q[:3], K, filter=Filter.per_query(fs2))
+        assert list(eb.routes) == [2, 1, 1] and eb.ef[0] == 13
+        for i, f in enumerate(fs2):
+            one = fi.search(q[i], K, filter=f)
+            np.testing.assert_array_equal(both.ids[i], one.ids[0])
+            np.testing.assert_array_equal(both.scores[i], one.scores[0])
+        a = fi.search(q[0], K, filter=spread)
+        b = fi.search(q[0], K, filter=spread, route="hnsw", hnsw_ef=1.3)
+        np.testing.assert_array_equal(a.ids, b.ids)
         # the verdict is kept on a filter object searched again
         flt = Filter(spread)
         assert fi.search(q[1], K, filter=flt).ids.shape == (1, K)
         np.testing.assert_array_equal(fi.search(q[1], K, filter=flt).ids, fi.search(q[1], K, filter=spread).ids)
     finally:
         fi._fits[None] = old
+
+
+def test_an_even_filter_walks_with_the_smaller_beam_of_probe_and_walk_above_the_probe_share():
+    """Where an even filter allows at least ``probe_min_share`` of the rows the probe never
+    gives up on it, so the smaller beam the random kind reached with the probe or the plain
+    walk is its beam; below that share the route's own family decides."""
+    from gsu.index.planner import fit_planner
+
+    three = lambda v: [v, v, v]  # noqa: E731
+    ivf = [[4.0, three(0.99), three(300.0), three(0.98)]]
+    probe = [[1.3, [0.985, 0.9, 0.9], three(50.0), [0.975, 0.88, 0.88]], [3.6, three(0.99), three(80.0), three(0.98)]]
+    hnsw = [[2.8, [0.985, 0.9, 0.9], three(60.0), [0.975, 0.88, 0.88]], [3.6, three(0.99), three(70.0), three(0.98)]]
+    pts = [{"s": s_, "m": int(s_ * 100_000), "exact": three(1e5), "ivf": ivf, "probe": probe, "hnsw": hnsw} for s_ in (0.1, 0.5)]
+    st = fit_planner({"k": 10, "target_recall": 0.95, "n": 100_000, "n_queries": 24, "kinds": ["random", "correlated", "range"],
+                      "points": pts, "complete": True}, 0.95).settings
+    assert st.band_hnsw_ef == (3.6, 3.6)  # every kind: 3.6 on either walk
+    # the random kind: the walk's 2.8 at 0.1 (HNSW band), the probe's 1.3 at 0.5 (>= 0.4)
+    assert st.hnsw_min_selectivity <= 0.1 and st.band_even_hnsw_ef == (2.8, 1.3)
+    assert st.even.ef_mult(0.5) == 1.3 and st.even.ef_mult(0.1) == 2.8
 
 
 def test_calibration_times_the_density_probe_as_search_runs_it(monkeypatch):

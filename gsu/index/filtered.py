@@ -624,7 +624,7 @@ class FilteredIndex(Index):
                 even = self._even_many(cf, m, run, routes, st, uni)
             ev = np.flatnonzero(even)
             if ev.shape[0]:
-                _, _, ef[ev], cand[ev], lists[ev] = self._plan_many(m[ev], run[ev], k, effort, st.even)
+                routes[ev], probe[ev], ef[ev], cand[ev], lists[ev] = self._plan_many(m[ev], run[ev], k, effort, st.even)
         ef[(routes != HNSW) & ~probe] = 0
         cand[routes != IVF] = 0
         routes[m == 0] = EXACT
@@ -913,15 +913,18 @@ class FilteredIndex(Index):
     def _even_many(self, cf: CompiledFilter, m: np.ndarray, run: np.ndarray, routes: np.ndarray, st: PlannerSettings,
                    uni: np.ndarray) -> np.ndarray:
         """Per-query filters: which queries plan with ``st.even`` (bool (nq,)): those off the
-        exact route whose filter is spread evenly (the test's verdicts are written into
-        ``uni``, int8 -1 unknown / 0 / 1, for :meth:`_worth_walking`)."""
+        exact route, where the even settings plan another route or a smaller budget, whose
+        filter is spread evenly (the test's verdicts are written into ``uni``, int8 -1 unknown
+        / 0 / 1, for :meth:`_worth_walking`)."""
         nq = m.shape[0]
         s = m / max(self.hnsw._n, 1)
         ev = st.even
         cand = (routes != EXACT) & (s >= self._even_min_share())
         if not cand.any():
             return np.zeros(nq, bool)
-        cand &= (ev.ivf_mults(s, run) < st.ivf_mults(s, run)) | (ev.ef_mults(s, run) < st.ef_mults(s, run))
+        cand &= ((ev.ivf_mults(s, run) < st.ivf_mults(s, run)) | (ev.ef_mults(s, run) < st.ef_mults(s, run))
+                 | ((s >= ev.hnsw_min_selectivity) != (s >= st.hnsw_min_selectivity))
+                 | ((s >= ev.probe_min_selectivity) != (s >= st.probe_min_selectivity)))
         w = np.flatnonzero(cand).astype(np.int64)
         if w.shape[0]:
             self._uniform_many(cf, w, s, uni)
@@ -965,7 +968,7 @@ class FilteredIndex(Index):
         elif st.has_even:
             ev = np.flatnonzero(self._even_many(cf, m_all, run, routes, st, uni))
             if ev.shape[0]:
-                _, _, ef[ev], cand[ev], lists[ev] = self._plan_many(m_all[ev], run[ev], k, effort, st.even)
+                routes[ev], probe[ev], ef[ev], cand[ev], lists[ev] = self._plan_many(m_all[ev], run[ev], k, effort, st.even)
         out_r = np.full((nq, k), -1, np.int64)
         out_s = np.full((nq, k), -np.inf, np.float32)
         counts = np.zeros(nq, np.int64)

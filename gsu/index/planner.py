@@ -95,6 +95,10 @@ def _snap(b: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return j, snap
 
 
+#: an even filter takes the route thresholds fitted on the random kind's own costs (True), or
+#: those of every kind with the random kind's budgets (False)
+EVEN_ROUTES = True
+
 #: one-sided 95 % normal quantile of the recall's lower confidence bound (see the module docstring)
 RECALL_Z = 1.645
 
@@ -183,10 +187,15 @@ class PlannerSettings:
     band_run_ivf: tuple[float, ...] = ()
     band_even_hnsw_ef: tuple[float, ...] = ()
     band_even_ivf: tuple[float, ...] = ()
+    even_hnsw_min_selectivity: float | None = None
+    even_probe_min_selectivity: float | None = None
 
     def __post_init__(self) -> None:
         for name in _SCALARS:
             object.__setattr__(self, name, _num(getattr(self, name), name))
+        for name in ("even_hnsw_min_selectivity", "even_probe_min_selectivity"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, _num(getattr(self, name), name))
         for name in ("ivf_candidates", "ivf_min_lists", "hnsw_ef", "hnsw_ef_max"):
             _num(getattr(self, name), name, positive=True)
         bands = tuple(_num(b, "bands", positive=True) for b in self.bands)
@@ -218,6 +227,8 @@ class PlannerSettings:
             ch["band_hnsw_ef"] = ch["band_run_hnsw_ef"] = ch["band_even_hnsw_ef"] = ()
         if "ivf_candidates" in ch or "ivf_min_lists" in ch:
             ch["band_ivf"] = ch["band_run_ivf"] = ch["band_even_ivf"] = ()
+        if "hnsw_min_selectivity" in ch or "probe_min_selectivity" in ch:
+            ch["even_hnsw_min_selectivity"] = ch["even_probe_min_selectivity"] = None
         return dataclasses.replace(self, **ch)
 
     # -- filters spread evenly over the data -------------------------------------
@@ -229,30 +240,42 @@ class PlannerSettings:
     @functools.cached_property
     def even(self) -> "PlannerSettings":
         """The settings for a filter spread evenly over the data (whatever its form: ids, a
-        run, a bitmap): the same routes and thresholds, each band's budgets the smaller of
-        its own and ``band_even_*`` (fitted on the calibration's random kind alone). These
-        settings themselves when there are no even budgets or none is smaller."""
+        run, a bitmap): the route thresholds ``even_*_min_selectivity`` where given (else
+        these), each band's budgets the smaller of its own and ``band_even_*`` (all fitted on
+        the calibration's random kind alone). These settings themselves when nothing differs."""
         if not self.bands or not (self.band_even_ivf or self.band_even_hnsw_ef):
             return self
+        hm = self.hnsw_min_selectivity if self.even_hnsw_min_selectivity is None else self.even_hnsw_min_selectivity
+        pm = self.probe_min_selectivity if self.even_probe_min_selectivity is None else self.even_probe_min_selectivity
+        moved = (hm, pm) != (self.hnsw_min_selectivity, self.probe_min_selectivity)
 
         def low(own: tuple[float, ...], ev: tuple[float, ...]) -> tuple[float, ...]:
+            # routes moved: the random kind's own budgets (its beam may be the walk's where
+            # the others' was the probe's); else the smaller of the two
+            if moved and ev:
+                return ev
             return own if not ev or not own else tuple(min(a, b) for a, b in zip(own, ev))
 
         ivf, ivf_run = low(self.band_ivf, self.band_even_ivf), low(self.band_run_ivf or self.band_ivf, self.band_even_ivf)
         ef, ef_run = (low(self.band_hnsw_ef, self.band_even_hnsw_ef),
                       low(self.band_run_hnsw_ef or self.band_hnsw_ef, self.band_even_hnsw_ef))
-        if ivf == self.band_ivf and ef == self.band_hnsw_ef and ivf_run == (self.band_run_ivf or self.band_ivf) and (
+        if not moved and ivf == self.band_ivf and ef == self.band_hnsw_ef and ivf_run == (self.band_run_ivf or self.band_ivf) and (
                 ef_run == (self.band_run_hnsw_ef or self.band_hnsw_ef)):
             return self
         return dataclasses.replace(self, band_ivf=ivf, band_hnsw_ef=ef, band_run_ivf=ivf_run if self.band_run_ivf else (),
                                    band_run_hnsw_ef=ef_run if self.band_run_hnsw_ef else (), band_even_hnsw_ef=(),
-                                   band_even_ivf=())
+                                   band_even_ivf=(), hnsw_min_selectivity=hm, probe_min_selectivity=pm,
+                                   even_hnsw_min_selectivity=None, even_probe_min_selectivity=None)
 
     def even_pays(self, s: float, run: bool = False) -> bool:
-        """Whether :attr:`even` has a smaller budget than these settings at selectivity ``s``."""
+        """Whether :attr:`even` plans another route or a smaller budget than these settings
+        at selectivity ``s``."""
         ev = self.even
         if ev is self:
             return False
+        if (s >= ev.hnsw_min_selectivity) != (s >= self.hnsw_min_selectivity) or (
+                (s >= ev.probe_min_selectivity) != (s >= self.probe_min_selectivity)):
+            return True  # another route
         i, j = self._band_pos(s)
         for mine, theirs in ((self.band_run_ivf if run and self.band_run_ivf else self.band_ivf, ev.band_run_ivf if run and ev.band_run_ivf else ev.band_ivf),
                              (self.band_run_hnsw_ef if run and self.band_run_hnsw_ef else self.band_hnsw_ef,
@@ -563,17 +586,22 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     # thresholds: IVF below p, probe in [p, h), HNSW from h, over the points above the exact limit
     J = len(pts)
     above = [j for j in range(J) if ms[j] > lim]
-    best = (inf, J, J)
-    for h in range(J + 1):
-        for pr in range(h + 1):
-            tot = 0.0
-            for j in above:
-                nm = "hnsw" if j >= h else ("probe" if j >= pr else "ivf")
-                c = fcost(nm, j)
-                tot += c if c < inf else 1e9  # unreached: heavily penalised, still comparable
-            if tot < best[0] - 1e-9 or (tot <= best[0] + 1e-9 and (h, pr) > (best[1], best[2])):
-                best = (tot, h, pr)
-    _, h, pr = best
+
+    def split(f: dict[str, list]) -> tuple[int, int]:
+        """``(h, pr)`` of the lowest total cost of ``f``'s reaching steps over ``above``."""
+        best = (inf, J, J)
+        for h in range(J + 1):
+            for pr in range(h + 1):
+                tot = 0.0
+                for j in above:
+                    nm = "hnsw" if j >= h else ("probe" if j >= pr else "ivf")
+                    c = fcost(nm, j, f=f)
+                    tot += c if c < inf else 1e9  # unreached: heavily penalised, still comparable
+                if tot < best[0] - 1e-9 or (tot <= best[0] + 1e-9 and (h, pr) > (best[1], best[2])):
+                    best = (tot, h, pr)
+        return best[1], best[2]
+
+    h, pr = split(fam)
     sel = [p["s"] for p in pts]
 
     def boundary(j: int) -> float:
@@ -582,6 +610,17 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
         if j == 0:
             return 0.0
         return math.sqrt(sel[j - 1] * sel[j])
+
+    def thresholds(h: int, pr: int) -> tuple[float, float]:
+        """``(hnsw_min_selectivity, probe_min_selectivity)`` of the split ``(h, pr)``."""
+        hnsw_min, probe_min = boundary(h), boundary(pr) if pr < h else NEVER
+        if not complete and h >= J and sel[-1] < base.hnsw_min_selectivity:
+            # the graph was not the cheapest anywhere measured, and the grid was cut short below
+            # the default threshold: above the measured range the default thresholds apply
+            hnsw_min = base.hnsw_min_selectivity
+            if pr >= h and sel[-1] < base.probe_min_selectivity:
+                probe_min = base.probe_min_selectivity
+        return hnsw_min, probe_min
 
     # per-band budgets: the reached step, else the nearest reached neighbour's, else the ladder's top
     def fill(f: dict[str, list], name: str, ladder: tuple[float, ...]) -> list[float]:
@@ -595,7 +634,7 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
             out.append(max(v for dist, v in near if dist == min(x for x, _ in near)) if near else ladder[-1])
         return out
 
-    def budgets(f: dict[str, list]) -> tuple[list[float], list[float]]:
+    def budgets(f: dict[str, list], h: int = h, pr: int = pr) -> tuple[list[float], list[float]]:
         """(IVF multipliers, beam multipliers) per band: the probe's beam in the probe band."""
         ivf_b = fill(f, "ivf", IVF_LADDER)
         hnsw_b = fill(f, "hnsw", HNSW_LADDER)
@@ -617,35 +656,48 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     # filters spread evenly over the data (the planner tests each request's filter): the
     # random kind's own budgets, where they reached the target at the point itself
     even_ivf_b, even_ef_b, rec_even_ivf, rec_even_hnsw = [], [], (), ()
+    even_hnsw_min = even_probe_min = None
     if even_k and allk != even_k:
         fam_even = {name: [_first_reaching(p.get(name, []), target, even_k) for p in pts] for name in fam}
-        e_ivf, e_ef = budgets(fam_even)
-        own_ivf, own_ef = budgets(fam)
+        # the random kind's own route thresholds (the cheapest split of its own costs) where
+        # they walk the graph from a lower selectivity than every kind's; elsewhere every
+        # kind's routes with the random kind's budgets (its probe and plain walk were not
+        # always measured at the same beams: on two of the suite's sets its split preferred
+        # the probe at 50 %, which then cost 1.07-1.14x the plain walk at the same beam)
+        he, pre = split(fam_even)
+        moved = EVEN_ROUTES and min(he, pre) < min(h, pr)
+        if not moved:
+            he, pre = h, pr
+        e_ivf, e_ef = budgets(fam_even, he, pre)
+        own_ivf, own_ef = budgets(fam, he, pre)
         # a point the random kind did not reach keeps the budget of every kind
         even_ivf_b = [e if fam_even["ivf"][j] is not None else o for j, (e, o) in enumerate(zip(e_ivf, own_ivf))]
-        even_ef_b = [e if fam_even["probe" if pr <= j < h else "hnsw"][j] is not None else o
+        even_ef_b = [e if fam_even["probe" if pre <= j < he else "hnsw"][j] is not None else o
                      for j, (e, o) in enumerate(zip(e_ef, own_ef))]
+        # where an even filter allows at least the probe's share, the probe never gives up on
+        # it: the probe's walk is the plain walk, and the smaller beam either reached serves
+        # both (the ladders of the two are not always climbed from the same step)
+        for j in range(J):
+            walks = [r[0] for r in (fam_even["probe"][j], fam_even["hnsw"][j]) if r is not None]
+            if sel[j] >= base.probe_min_share and walks:
+                even_ef_b[j] = min(even_ef_b[j], min(walks))
         rec_even_ivf = tuple(rec(fam_even if fam_even["ivf"][j] is not None else fam, "ivf", j) for j in range(J))
         rec_even_hnsw = tuple(rec(fam_even if fam_even[nm][j] is not None else fam, nm, j)
-                              for j, nm in ((j, "probe" if pr <= j < h else "hnsw") for j in range(J)))
+                              for j, nm in ((j, "probe" if pre <= j < he else "hnsw") for j in range(J)))
+        if moved:
+            even_hnsw_min, even_probe_min = thresholds(he, pre)
     # time windows (contiguous runs) in the probe band: at each grid point, the walk's probe
     # only where it paid for the range kind itself: IVF alone wherever IVF reached the target
     # for the runs and the probe did not, or cost more (each at the runs' own step);
     # otherwise the probe, as for any filter
     run_pb = [0.0 if (run_k and fam_run["ivf"][j] is not None
                       and fcost_run("ivf", j) < fcost_run("probe", j)) else 1.0 for j in range(J)]
-    hnsw_min, probe_min = boundary(h), boundary(pr) if pr < h else NEVER
-    if not complete and h >= J and sel[-1] < base.hnsw_min_selectivity:
-        # the graph was not the cheapest anywhere measured, and the grid was cut short below
-        # the default threshold: above the measured range the default thresholds apply
-        hnsw_min = base.hnsw_min_selectivity
-        if pr >= h and sel[-1] < base.probe_min_selectivity:
-            probe_min = base.probe_min_selectivity
+    hnsw_min, probe_min = thresholds(h, pr)
     st = dataclasses.replace(
         base, exact_max_rows=float(lim), exact_run_factor=float(run_factor), hnsw_min_selectivity=hnsw_min,
         probe_min_selectivity=probe_min, bands=tuple(float(s) for s in sel),
         band_hnsw_ef=tuple(ef_b), band_ivf=tuple(ivf_b), band_run_probe=tuple(run_pb),
         band_run_hnsw_ef=tuple(run_ef_b), band_run_ivf=tuple(run_ivf_b), band_even_hnsw_ef=tuple(even_ef_b),
-        band_even_ivf=tuple(even_ivf_b),
+        band_even_ivf=tuple(even_ivf_b), even_hnsw_min_selectivity=even_hnsw_min, even_probe_min_selectivity=even_probe_min,
     )
     return Fit(st, rec_ivf, rec_hnsw, reached, rec_run_ivf, rec_run_hnsw, rec_even_ivf, rec_even_hnsw)
