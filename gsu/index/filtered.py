@@ -904,7 +904,7 @@ class FilteredIndex(Index):
 
     def _settings_shared(self, cf: CompiledFilter, m: int, run: bool, st: PlannerSettings) -> PlannerSettings:
         """``st.even`` for a shared filter allowing ``m`` rows that is spread evenly over the
-        data, where that lowers a budget; else ``st``."""
+        data, where that plans another route or lowers a budget; else ``st``."""
         s = m / max(self.hnsw._n, 1)
         if s < self._even_min_share() or not st.even_pays(s, run) or not self._uniform_shared(cf, s):
             return st
