@@ -1088,6 +1088,14 @@ def test_time_windows_skip_the_probe_where_the_calibration_found_it_wasted(index
         fi._fits[None] = fit
 
 
+def _two_point_calibration(ivf: list, hnsw: list, n: int) -> dict:
+    """Calibration measurements at 10 % and 50 % of ``n`` rows for the kinds random,
+    correlated, range: the same IVF and HNSW ladder entries at both points, no probe."""
+    pts = [{"s": s_, "m": int(s_ * n), "exact": [s_ * 1e5] * 3, "ivf": ivf, "probe": [], "hnsw": hnsw} for s_ in (0.1, 0.5)]
+    return {"k": 10, "target_recall": 0.95, "n": n, "n_queries": 24, "kinds": ["random", "correlated", "range"],
+            "points": pts, "complete": True}
+
+
 def test_runs_get_the_budgets_the_range_kind_needs(indexes, data):
     """A filter that is one contiguous run of rows is budgeted on the calibration's range
     kind alone, a scattered filter on every kind (the range kind stands in for filters
@@ -1102,10 +1110,8 @@ def test_runs_get_the_budgets_the_range_kind_needs(indexes, data):
            [1.6, [0.995, 0.99, 0.985], [75.0, 85.0, 50.0], [0.985, 0.98, 0.97]]]
     hnsw = [[1.3, [0.93, 0.9, 0.99], [40.0, 40.0, 45.0], [0.91, 0.88, 0.98]],
             [3.6, [0.99, 0.985, 0.995], [70.0, 70.0, 80.0], [0.98, 0.97, 0.99]]]
-    pts = [{"s": 0.1, "m": 10_000, "exact": [1e4] * 3, "ivf": ivf, "probe": [], "hnsw": hnsw},
-           {"s": 0.5, "m": 50_000, "exact": [5e4] * 3, "ivf": ivf, "probe": [], "hnsw": hnsw}]
-    raw = {"k": 10, "target_recall": 0.95, "n": 100_000, "n_queries": 24, "kinds": ["random", "correlated", "range"],
-           "points": pts, "complete": True}
+    raw = _two_point_calibration(ivf, hnsw, 100_000)
+    pts = raw["points"]
     fit = fit_planner(raw, 0.95)
     st = fit.settings
     assert st.band_ivf == (1.6, 1.6) and st.band_run_ivf == (1.0, 1.0)
@@ -1190,10 +1196,8 @@ def test_an_even_filter_gets_the_budgets_of_the_random_kind(indexes, data):
            [2.5, [0.995, 0.99, 0.985], [75.0, 85.0, 50.0], [0.985, 0.98, 0.97]]]
     hnsw = [[1.3, [0.99, 0.9, 0.9], [40.0, 40.0, 45.0], [0.98, 0.88, 0.88]],
             [3.6, [0.99, 0.985, 0.995], [70.0, 70.0, 80.0], [0.98, 0.97, 0.99]]]
-    pts = [{"s": 0.1, "m": 300, "exact": [1e4] * 3, "ivf": ivf, "probe": [], "hnsw": hnsw},
-           {"s": 0.5, "m": 1500, "exact": [5e4] * 3, "ivf": ivf, "probe": [], "hnsw": hnsw}]
-    raw = {"k": 10, "target_recall": 0.95, "n": 3000, "n_queries": 24, "kinds": ["random", "correlated", "range"],
-           "points": pts, "complete": True}
+    raw = _two_point_calibration(ivf, hnsw, 3000)
+    pts = raw["points"]
     fit = fit_planner(raw, 0.95)
     st = fit.settings
     assert st.band_ivf == (2.5, 2.5) and st.band_even_ivf == (1.0, 1.0)
