@@ -409,3 +409,31 @@ def test_search_while_writing_with_the_evenness_test(monkeypatch):
     test_search_while_writing_sees_whole_states("filtered")
     assert False in verdicts, "the evenness test sent filters to IVF without the walk"
     assert len(designs) > 2, "the sample design followed the changing lists"
+
+
+def test_search_while_writing_with_the_even_budgets(monkeypatch):
+    """The same contract when the planner grants the suite's 80 % filter (spread evenly over
+    the ids) the budgets and routes of an even filter (``PlannerSettings.even``, forced here
+    with settings that give even filters a smaller IVF budget): the evenness verdict and its
+    sample design follow every add, removal, upsert and compaction while the readers search."""
+    import dataclasses
+
+    import gsu.index.filtered as F
+    from gsu.index.planner import Fit
+
+    st = dataclasses.replace(F.PLANNER_DEFAULTS, exact_max_rows=4.0, probe_min_selectivity=2.0, hnsw_min_selectivity=2.0,
+                             bands=(0.5, 0.9), band_hnsw_ef=(2.0, 2.0), band_ivf=(2.0, 2.0), band_even_hnsw_ef=(2.0, 2.0),
+                             band_even_ivf=(1.0, 1.0))
+    assert st.even_pays(0.8)
+    monkeypatch.setattr(F.FilteredIndex, "_fit", lambda self, target_recall: Fit(st, (), (), True))
+    granted = []
+    orig = F.FilteredIndex._settings_shared
+
+    def counted(self, cf, m, run, settings):
+        out = orig(self, cf, m, run, settings)
+        granted.append(out is not settings)
+        return out
+
+    monkeypatch.setattr(F.FilteredIndex, "_settings_shared", counted)
+    test_search_while_writing_sees_whole_states("filtered")
+    assert True in granted, "the even budgets were granted to the even filter"
