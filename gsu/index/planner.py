@@ -75,7 +75,7 @@ _SCALARS = ("exact_max_rows", "exact_run_factor", "hnsw_min_selectivity", "probe
 GRID_SNAP = 0.02
 #: between two grid points a budget is interpolated geometrically in the selectivity (True)
 #: or the larger of the two points' (False: what the planner did before; near the lower point
-#: it paid the upper point's budget, e.g. pydocs' 10 % category filters (~0.1-0.12 of the rows)
+#: it paid the upper point's budget, e.g. pydocs' 10 % category filters (a little over 0.1 of the rows)
 #: the IVF budget of 50 %: 1,200 candidates instead of ~800, 1.18x the time for recall 0.989
 #: instead of 0.982). The budget measured at each point reached the goal there; between them
 #: the need is taken to change smoothly, as it does over the measured points
