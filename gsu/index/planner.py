@@ -95,6 +95,25 @@ def _snap(b: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return j, snap
 
 
+def _at_grid(b: np.ndarray, v: np.ndarray, s: np.ndarray, between: str) -> np.ndarray:
+    """Values ``v`` of the grid points ``b`` at selectivities ``s``: a point's own within
+    ``GRID_SNAP`` of it, the nearest point's outside the grid, and between two points
+    ``between`` of theirs: ``"interp"`` (geometric in the selectivity), ``"max"`` or ``"min"``."""
+    s = np.asarray(s, np.float64)
+    j, snap = _snap(b, s)
+    jh = np.minimum(j, len(v) - 1)
+    jl = np.maximum(j - 1, 0)
+    hi, lo = v[jh], v[jl]
+    if between == "interp":
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = np.log(np.maximum(s, 1e-300) / b[jl]) / np.log(b[jh] / b[jl])
+            mid = np.exp((1.0 - t) * np.log(lo) + t * np.log(hi))
+    else:
+        mid = np.maximum(lo, hi) if between == "max" else np.minimum(lo, hi)
+    inner = (j > 0) & (j < len(b))
+    return np.where(snap >= 0, v[np.maximum(snap, 0)], np.where(inner, mid, hi))
+
+
 #: an even filter takes the route thresholds fitted on the random kind's own costs (True), or
 #: those of every kind with the random kind's budgets (False)
 EVEN_ROUTES = True
@@ -337,21 +356,8 @@ class PlannerSettings:
     def _bands_arr(self, vals: tuple[float, ...], s: np.ndarray, default: float, interp: bool = True) -> np.ndarray:
         if not vals:
             return np.full(s.shape, default)
-        b = np.asarray(self.bands)
-        v = np.asarray(vals, np.float64)
-        j, snap = _snap(b, s)
-        jh = np.minimum(j, len(v) - 1)
-        jl = np.maximum(j - 1, 0)
-        hi = v[jh]
-        lo = v[jl]
-        inner = (j > 0) & (j < len(b))
-        if interp and BAND_INTERP:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                t = np.log(np.maximum(s, 1e-300) / b[jl]) / np.log(b[jh] / b[jl])
-                mid = np.exp((1.0 - t) * np.log(lo) + t * np.log(hi))
-        else:
-            mid = np.maximum(lo, hi)
-        return np.where(snap >= 0, v[np.maximum(snap, 0)], np.where(inner, mid, hi))
+        return _at_grid(np.asarray(self.bands), np.asarray(vals, np.float64), s,
+                        "interp" if interp and BAND_INTERP else "max")
 
     def ef_mults(self, s: np.ndarray, run: np.ndarray | None = None) -> np.ndarray:
         """:meth:`ef_mult` for an array of selectivities (``run``: bool per entry)."""
@@ -460,13 +466,7 @@ class Fit:
     def _expected(self, vals: tuple[float, ...], s: np.ndarray) -> np.ndarray:
         if not vals:
             return np.full(np.shape(s), np.nan)
-        b = np.asarray(self.settings.bands)
-        v = np.asarray(vals)
-        j, snap = _snap(b, s)
-        hi = v[np.minimum(j, len(v) - 1)]
-        lo = v[np.maximum(j - 1, 0)]
-        inner = (j > 0) & (j < len(b))
-        return np.where(snap >= 0, v[np.maximum(snap, 0)], np.where(inner, np.minimum(lo, hi), hi))
+        return _at_grid(np.asarray(self.settings.bands), np.asarray(vals, np.float64), s, "min")
 
 
 def kind_groups(kinds: Sequence[str]) -> tuple[list[int], list[int]]:
