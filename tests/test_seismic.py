@@ -497,8 +497,9 @@ def test_one_row_calls_equal_the_batch_on_the_lean_path(coll):
     """One unfiltered CSR row per call (the lean one-query path: a direct call of the
     compiled kernel, no shape check of the result) returns exactly the batch's rows, under
     external ids, at several operating points, also after an add remade the kernel view;
-    rows the lean path does not take (read-only, strided, empty, a removed row in the
-    index) give the general path's answer."""
+    read-only and strided rows take the lean path too; rows it does not take (int64
+    indptr, unsorted or zero weights, a component array of another rank, a removed row in
+    the index) and calls with other keywords give the general path's answer or error."""
     docs, queries = coll
     ids = np.arange(N, dtype=np.int64) * 7 + 3
     idx = SeismicIndex.build(docs, ids=ids, n_postings=30, summary_energy=0.4, centroid_fraction=0.15, seed=3,
@@ -513,16 +514,41 @@ def test_one_row_calls_equal_the_batch_on_the_lean_path(coll):
         assert set(one.ids[one.ids >= 0].tolist()) <= set(ids.tolist())
     ref = idx.search(q, K, query_cut=6, heap_factor=0.8)
     ro = q[0].copy()
-    ro.data.flags.writeable = False
+    for a in (ro.indptr, ro.indices, ro.data):
+        a.flags.writeable = False
+    idx._one = None  # set again by the lean path only
     np.testing.assert_array_equal(idx.search(ro, K, query_cut=6, heap_factor=0.8).ids[0], ref.ids[0])
-    for name in ("indices", "data"):  # an array of the right dtype but every other element of a buffer
+    assert idx._one is not None
+    for name in ("indptr", "indices", "data"):  # an array of the right dtype but every other element of a buffer
         st = q[0].copy()
         a = getattr(st, name)
         buf = np.zeros(2 * a.shape[0], a.dtype)
         buf[::2] = a
         setattr(st, name, buf[::2])
         assert not getattr(st, name).flags.c_contiguous
+        idx._one = None
         np.testing.assert_array_equal(idx.search(st, K, query_cut=6, heap_factor=0.8).ids[0], ref.ids[0])
+        assert idx._one is not None
+    wide = q[0].copy()  # int64 indptr: the general path
+    wide.indptr = wide.indptr.astype(np.int64)
+    np.testing.assert_array_equal(idx.search(wide, K, query_cut=6, heap_factor=0.8).ids[0], ref.ids[0])
+    rev = q[0].copy()  # components in reverse order and an explicit zero: the kernel refuses, the general path normalises
+    m = rev.indices.shape[0]
+    rev = sp.csr_matrix((np.concatenate([rev.data[::-1], [np.float32(0)]]).astype(np.float32),
+                         np.concatenate([rev.indices[::-1], [V - 1 if rev.indices.max() < V - 1 else 0]]).astype(np.int32),
+                         np.array([0, m + 1], np.int32)), shape=(1, V))
+    np.testing.assert_array_equal(idx.search(rev, K, query_cut=6, heap_factor=0.8).ids[0], ref.ids[0])
+    for kw in ({"heap_factor": 0.8, "query_cut": 6}, {"query_cut": 6, "heap_factor": 0.8, "stats": {}},
+               {"query_cut": 6, "heap_factor": 0.8, "filter": None, "settings": None}):
+        np.testing.assert_array_equal(idx.search(q[0], K, **kw).ids[0], ref.ids[0])
+    with pytest.raises(TypeError):
+        idx.search(q[0], K, query_cut=6, heap_factro=0.8)
+    with pytest.raises(ValueError):
+        idx.search(q[0], 0, query_cut=6, heap_factor=0.8)
+    with pytest.raises(ValueError):
+        idx.search(q[0], K, query_cut=0, heap_factor=0.8)
+    two = q[:2]  # two rows of the lean form: the kernel's one-row check sends them the general way
+    np.testing.assert_array_equal(idx.search(two, K, query_cut=6, heap_factor=0.8).ids, ref.ids[:2])
     odd = q[0].copy()  # a component array of another rank never reaches the direct call
     odd.indices = odd.indices.reshape(1, -1)
     with pytest.raises(ValueError, match="malformed CSR"):

@@ -7,10 +7,14 @@ compiled specialisation once, for the numba types of example arguments, and retu
 entry point (the compiled function's own Python wrapper, which only unboxes).
 
 The entry point does not check its arguments' types: an array of another dtype, rank or
-layout would be read as if it had the compiled one. Callers therefore check, per call,
-that every array argument has the dtype and rank of the example and is C-contiguous,
-aligned and writeable (:func:`plain`), and pass scalars of the example's kinds; anything
-else goes through the dispatcher.
+layout would be read as if it had the compiled one (an array of higher rank would even
+overwrite the unboxing's stack). Callers therefore check, per call, that every array
+argument has the dtype and rank of the example and, where the example is C-contiguous,
+that it is C-contiguous, aligned and writeable (:func:`plain`), and pass scalars of the
+example's kinds; anything else goes through the dispatcher. An argument whose example is
+a strided view (numba layout ``"A"``) is read through its strides, so any 1-D array of
+the right dtype may be passed there, read-only ones included as long as the kernel only
+reads it.
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from gsu.index.topk import heap_push, heap_sorted, lower_bound, serial_and_paral
 VIEW_FIELDS = (
     "fwd_indptr", "fwd_comps", "fwd_vals", "list_blk", "blk_ptr", "post_docs", "list_max", "blk_scale", "blk_min",
     "sum_ent", "sum_bit", "sum_pack", "sum_start", "sum_dir", "sum_comp", "sum_bmp", "sum_bm", "sum_sptr", "sum_samp",
-    "qdense", "vstamp", "astamp", "stamp",
+    "qdense", "vstamp", "astamp", "stamp", "scr_f", "scr_i",
 )
 
 
@@ -61,7 +61,9 @@ class IndexView(structref.StructRefProxy):
     forward index, posting lists, block and summary arrays of ``SeismicIndex`` and the
     per-thread search scratch — ``qdense`` (threads, dim) float32 all-zero between
     searches, ``vstamp``/``astamp`` (threads, n) int32 visited/allowed stamps, ``stamp``
-    (1,) int64 the last stamp used."""
+    (1,) int64 the last stamp used, ``scr_f`` / ``scr_i`` (threads, m) float32 / int64 the
+    heaps and block buffers of a search (grown by the kernel when a call needs more; a
+    search allocates nothing else per query)."""
 
     def __new__(cls, *arrays):
         return structref.StructRefProxy.__new__(cls, *arrays)
@@ -747,26 +749,37 @@ def _search_impl(
         s_astamp[:] = 0
         stamp_base = 0
     v.stamp[0] = stamp_base + nq
+    # room for any block id a list's bit width can encode (a damaged file cannot write past it)
+    cap = 2
+    while cap < max_blocks:
+        cap *= 2
+    tcap = 1
+    for q in range(nq):
+        tcap = max(tcap, min(query_cut, q_indptr[q + 1] - q_indptr[q]))
+    # per-thread scratch (heap, block dots and sums, top terms, candidates), kept in the view
+    need_f = k + 3 * cap + tcap
+    need_i = k + tcap + _CAND
+    if v.scr_f.shape[0] < n_threads or v.scr_f.shape[1] < need_f:
+        v.scr_f = np.empty((max(n_threads, v.scr_f.shape[0]), max(need_f, 2 * v.scr_f.shape[1])), np.float32)
+    if v.scr_i.shape[0] < n_threads or v.scr_i.shape[1] < need_i:
+        v.scr_i = np.empty((max(n_threads, v.scr_i.shape[0]), max(need_i, 2 * v.scr_i.shape[1])), np.int64)
+    s_scr_f = v.scr_f
+    s_scr_i = v.scr_i
     for t in nb.prange(n_threads):
         qdense = s_qdense[t]
         vstamp = s_vstamp[t]
         astamp = s_astamp[t]
-        hs = np.empty(k, np.float32)
-        hr = np.empty(k, np.int64)
-        # room for any block id a list's bit width can encode (a damaged file cannot write past it)
-        cap = 2
-        while cap < max_blocks:
-            cap *= 2
-        dots = np.empty(cap, np.float32)
-        acc = np.empty(cap, np.float32)
-        tcap = 1
-        for q in range(nq):
-            tcap = max(tcap, min(query_cut, q_indptr[q + 1] - q_indptr[q]))
-        top_v = np.empty(tcap, np.float32)
-        top_c = np.empty(tcap, np.int64)
-        aq = np.empty(cap, np.float32)
-        cand = np.empty(_CAND, np.int64)
-        no_order = np.empty(0, np.int64)
+        sf = s_scr_f[t]
+        si = s_scr_i[t]
+        hs = sf[:k]
+        dots = sf[k:k + cap]
+        acc = sf[k + cap:k + 2 * cap]
+        aq = sf[k + 2 * cap:k + 3 * cap]
+        top_v = sf[k + 3 * cap:k + 3 * cap + tcap]
+        hr = si[:k]
+        top_c = si[k:k + tcap]
+        cand = si[k + tcap:k + tcap + _CAND]
+        no_order = si[:0]
         for q in range(t, nq, n_threads):
             stamp = np.int32(stamp_base + q + 1)
             qs = q_indptr[q]
@@ -1442,19 +1455,20 @@ _NO_I64 = np.zeros(0, np.int64)
 
 
 @nb.njit(cache=True)
-def search_one(v, q_comps, q_vals, dim, k, query_cut, heap_factor, first_sorted, term_order, n_indexed, max_blocks, out_rows,
-               out_scores, out_counts):
-    """One unfiltered query (its sorted components ``q_comps`` / values ``q_vals``) by
-    :func:`search_serial` into ``out_rows`` (1, k) / ``out_scores`` (1, k) /
-    ``out_counts`` (1,), with the batch arguments made here: the lean path of a
-    one-query call, whose Python side then unboxes 14 arguments instead of 23 (arrays
-    are made by the caller: boxing arrays returned from here costs more than making
-    them in Python).
+def search_one(v, q_indptr, q_comps, q_vals, dim, k, query_cut, heap_factor, first_sorted, term_order, n_indexed, max_blocks,
+               out_rows, out_scores, out_counts):
+    """One unfiltered query (a one-row CSR: ``q_indptr`` (2,), sorted components
+    ``q_comps``, values ``q_vals``; any strides) by :func:`search_serial` into
+    ``out_rows`` (1, k) / ``out_scores`` (1, k) / ``out_counts`` (1,): the lean path of a
+    one-query call, whose Python side unboxes 15 arguments instead of 23 and checks
+    nothing the kernel checks (arrays are made by the caller: boxing arrays returned
+    from here costs more than making them in Python).
 
-    Returns ``code`` (as :func:`_check_queries`; nothing is searched when it is nonzero)."""
-    q_indptr = np.empty(2, np.int64)
-    q_indptr[0] = 0
-    q_indptr[1] = q_comps.shape[0]
+    Returns ``code`` (as :func:`_check_queries`, 7 also when ``q_indptr`` is not one
+    row; nothing is searched when it is nonzero)."""
+    if q_indptr.shape[0] != 2 or out_rows.shape[0] != 1 or out_rows.shape[1] != k or out_scores.shape[0] != 1 \
+            or out_scores.shape[1] != k or out_counts.shape[0] != 1:
+        return 7
     scored = np.empty(1, np.int64)
     code, _ = search_serial(v, q_indptr, q_comps, q_vals, dim, k, query_cut, heap_factor, first_sorted, term_order, n_indexed,
                             0, _NO_U8, _NO_U8, _NO_PTR, _NO_I64, 0, 1, max_blocks, out_rows, out_scores, out_counts, scored)

@@ -72,12 +72,25 @@ def _n_queries(queries: Any) -> int:
     return 1
 
 
-def _locked_search(fn: Callable[..., Any]) -> Callable[..., Any]:
+def _check_result_size(queries: Any, k: int) -> None:
+    """Raise when a batch's results would pass the result cap (before anything is searched)."""
+    sh = getattr(queries, "shape", None)
+    nq = (sh[0] if len(sh) == 2 else 1) if sh is not None else _n_queries(queries)
+    if nq * k * _SLOT > _LIMITS.max_result_bytes:
+        _validate.check_result_size(k, nq)
+
+
+def _locked_search(fn: Callable[..., Any], lean: Callable[..., Any] | None = None) -> Callable[..., Any]:
     """``fn`` (a ``search(queries, k, ...)``) under the read lock, after the per-call caps.
 
     The uncontended read side of :class:`~gsu._rwlock.RWLock` is inlined here (register
     the thread, look at the writer flag; see that module for why this is safe under the
     GIL): a search pays a few dictionary operations, not two more Python calls.
+
+    ``lean``: the class's ``_lean_search(self, queries, k, kwargs)``, tried first under the
+    lock when only keywords follow ``k``: the result of the common call (one query, no
+    filter), or ``None`` and ``fn`` answers. It saves binding ``fn``'s parameters and the
+    second call on the path where they cost as much as the search.
     """
 
     import inspect
@@ -91,10 +104,6 @@ def _locked_search(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise TypeError(f"{type(self).__name__}.{fn.__name__}() missing the argument 'k' (results per query)")
         if k.__class__ is not int or k > _LIMITS.max_k:
             _validate.check_k(k)
-        sh = getattr(queries, "shape", None)
-        nq = (sh[0] if len(sh) == 2 else 1) if sh is not None else _n_queries(queries)
-        if nq * k * _SLOT > _LIMITS.max_result_bytes:
-            _validate.check_result_size(k, nq)
         pend = self._gsu_pending
         if pend is not None and not pend.done:
             pend.run()
@@ -106,6 +115,12 @@ def _locked_search(fn: Callable[..., Any]) -> Callable[..., Any]:
             if lock._flag:  # a writer wants in: wait for it under the mutex
                 lock._read_slow(tid, registered=True)
             try:
+                # the lean path answers one query (k results at most: within the result cap)
+                if lean is not None and not args and k * _SLOT <= _LIMITS.max_result_bytes:
+                    r = lean(self, queries, k, kwargs)
+                    if r is not None:
+                        return r
+                _check_result_size(queries, k)
                 return fn(self, queries, k, *args, **kwargs)
             finally:
                 del held[tid]
@@ -113,6 +128,11 @@ def _locked_search(fn: Callable[..., Any]) -> Callable[..., Any]:
                     lock._notify()
         lock.acquire_read()
         try:
+            if lean is not None and not args and k * _SLOT <= _LIMITS.max_result_bytes:
+                r = lean(self, queries, k, kwargs)
+                if r is not None:
+                    return r
+            _check_result_size(queries, k)
             return fn(self, queries, k, *args, **kwargs)
         finally:
             lock.release_read()
@@ -219,7 +239,7 @@ class Index(abc.ABC):
             if fn is None or not callable(fn) or getattr(fn, "__gsu_locked__", None):
                 continue
             if name in _SEARCH_METHODS:
-                setattr(cls, name, _locked_search(fn))
+                setattr(cls, name, _locked_search(fn, getattr(cls, "_lean_" + name, None)))
             else:
                 setattr(cls, name, _locked(fn, "read" if name in READ_METHODS else "write"))
 

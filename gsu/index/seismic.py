@@ -53,7 +53,7 @@ import scipy.sparse as sp
 from gsu._validate import check_k, check_positive_int
 from gsu.errors import FieldError
 from gsu.index import _seismic_kernels as _sk
-from gsu.index._direct import direct_entry, plain
+from gsu.index._direct import direct_entry
 from gsu.index._mutable import MutableIndex
 from gsu.index.base import register_index
 from gsu.index.planner import recall_low
@@ -68,6 +68,13 @@ __all__ = ["SeismicIndex", "SeismicSettings", "default_filter_exact_max"]
 _EMPTY_U8 = np.zeros(0, np.uint8)
 _I32 = np.dtype(np.int32)
 _F32 = np.dtype(np.float32)
+_I64 = np.dtype(np.int64)
+_CSR_M = sp.csr_matrix
+_empty = np.empty
+_new = object.__new__
+_CSR_A = getattr(sp, "csr_array", sp.csr_matrix)
+#: the keywords of a search that the lean path takes (the operating point's)
+_LEAN_KEYS = frozenset(("query_cut", "heap_factor", "target_recall", "first_sorted", "filter_exact_max"))
 
 
 def _kernel_rows(indptr: np.ndarray, comps: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -619,12 +626,6 @@ class SeismicIndex(MutableIndex):
         """
         if type(k) is not int or k < 1:
             k = check_k(k)
-        if filter is None and settings is None and stats is None and self._dead is None:
-            tq = type(queries)
-            if tq is sp.csr_matrix or tq is sp.csr_array:
-                fast = self._search_one_row(queries, k, query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
-                if fast is not None:
-                    return fast
         if settings is None:
             st = self._call_settings(query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
         else:
@@ -720,36 +721,57 @@ class SeismicIndex(MutableIndex):
                 self._op_cache[key] = st
         return st
 
-    def _search_one_row(self, queries: Any, k: int, query_cut: Any, heap_factor: Any, target_recall: Any, first_sorted: Any,
-                        filter_exact_max: Any) -> SearchResult | None:
-        """The lean path of the common call, one unfiltered query as a one-row CSR matrix in
-        the kernel's form (int32 components, float32 values, plain arrays) on an index
-        without removed rows: one direct call of the compiled :func:`_sk.search_one`
-        (:mod:`gsu.index._direct`, resolved once per kernel view). ``None`` when the call is
-        not of that form, or the row is not in the kernel's canonical form (unsorted,
-        zeros, ...): the general path then normalises it or raises the precise error."""
+    def _lean_search(self, queries: Any, k: int, kw: dict[str, Any]) -> SearchResult | None:
+        """The lean path of the common call, tried by the locked ``search`` wrapper before
+        :meth:`search` (see :func:`gsu.index.base._locked_search`): one unfiltered query as
+        a one-row CSR matrix in the kernel's form (int32 indptr and components, float32
+        values, 1-D arrays of any strides) on an index without removed rows, with at most
+        the keywords of the operating point. One direct call of the compiled
+        :func:`_sk.search_one` (:mod:`gsu.index._direct`, resolved once per kernel view),
+        which checks the row itself. ``None`` when the call is not of that form or the
+        row is not in the kernel's canonical form (unsorted, zeros, ...): :meth:`search`
+        then normalises it or raises the precise error."""
+        tq = type(queries)
+        if (tq is not _CSR_M and tq is not _CSR_A) or k < 1 or self._dead is not None:
+            return None
+        # the operating point, cached per keyword set (a search loop passes the same ones)
+        try:
+            key = tuple(kw.items()) if kw else ()
+            st = self._op_cache.get(key)
+        except TypeError:  # an unhashable keyword value (a stats dict, a filter of arrays)
+            return None
+        if st is None:
+            if not _LEAN_KEYS.issuperset(kw):
+                return None
+            st = self._call_settings(kw.get("query_cut"), kw.get("heap_factor"), kw.get("target_recall"),
+                                     kw.get("first_sorted"), kw.get("filter_exact_max"))
+            if len(self._op_cache) < 256:
+                self._op_cache[key] = st
         ind = queries.indptr
         comps = queries.indices
         vals = queries.data
-        if (comps.dtype is not _I32 or vals.dtype is not _F32 or not plain(comps, 1) or not plain(vals, 1)
-                or ind.shape != (2,) or queries.shape[1] != self.dim or comps.shape[0] == 0 or ind[0] != 0
-                or ind[1] != comps.shape[0] or vals.shape[0] != comps.shape[0] or self._n_indexed == 0 and self.ntotal == 0):
+        # the entry point reads 1-D arrays of these dtypes (any strides): anything else goes the general way
+        if (ind.dtype is not _I32 or comps.dtype is not _I32 or vals.dtype is not _F32 or ind.ndim != 1 or comps.ndim != 1
+                or vals.ndim != 1 or queries.shape[1] != self.dim or self._n_indexed == 0 and self.ntotal == 0):
             return None
-        st = self._op_cache.get((target_recall, query_cut, heap_factor, first_sorted, filter_exact_max))
-        if st is None:
-            st = self._call_settings(query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
-        out_r = np.empty((1, k), np.int64)
-        out_s = np.empty((1, k), np.float32)
-        counts = np.empty(1, np.int64)
+        out_r = _empty((1, k), _I64)
+        out_s = _empty((1, k), _F32)
+        counts = _empty(1, _I64)
         with self._lock:
             one = self._one
             if one is None or one[0] is not self._view:
                 one = self._one_entry()
-            code = one[1](one[0], comps, vals, self.dim, k, st.query_cut, st.heap_factor, st.first_sorted,
+            code = one[1](one[0], ind, comps, vals, self.dim, k, st.query_cut, st.heap_factor, st.first_sorted,
                           self._term_order, self._n_indexed, self._max_blocks, out_r, out_s, counts)
         if code != 0:
             return None
-        return SearchResult.trusted(out_r if self._idmap.identity else self._idmap.to_ids(out_r), out_s, counts)
+        # SearchResult.trusted, inlined (a tenth of a microsecond on a call of a few)
+        r = _new(SearchResult)
+        d = r.__dict__
+        d["ids"] = out_r if self._idmap.identity else self._idmap.to_ids(out_r)
+        d["scores"] = out_s
+        d["counts"] = counts
+        return r
 
     def _one_entry(self) -> tuple[Any, Any]:
         """``(view, entry)``: the kernel view of one thread and the compiled entry point of
@@ -758,8 +780,9 @@ class SeismicIndex(MutableIndex):
         view = self._view if self._view_threads >= 1 else self._make_view(1)
         ex_r = np.empty((1, 1), np.int64)
         ex_s = np.empty((1, 1), np.float32)
-        args = (view, np.zeros(1, np.int32), np.zeros(1, np.float32), self.dim, 1, 1, 1.0, True, 0, 0, 0, ex_r, ex_s,
-                np.empty(1, np.int64))
+        # the query arrays as strided (layout "A") 1-D arrays: the entry point then reads any strides
+        args = (view, np.zeros(4, np.int32)[::2], np.zeros(2, np.int32)[::2], np.zeros(2, np.float32)[::2], self.dim, 1, 1,
+                1.0, True, 0, 0, 0, ex_r, ex_s, np.empty(1, np.int64))
         self._one = (view, direct_entry(_sk.search_one, args))
         return self._one
 
@@ -1053,6 +1076,7 @@ class SeismicIndex(MutableIndex):
         self._view = _sk.IndexView(
             *(a[name] for name in _sk.VIEW_FIELDS[:19]),
             np.zeros((t, self.dim), np.float32), np.zeros((t, n), np.int32), np.zeros((t, n), np.int32), np.zeros(1, np.int64),
+            np.zeros((t, 0), np.float32), np.zeros((t, 0), np.int64),
         )
         self._view_threads = t
         return self._view
