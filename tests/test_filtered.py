@@ -1567,6 +1567,47 @@ def test_calibration_filter_sets_decode_to_their_rows(monkeypatch):
         assert s._decoded_bytes <= budget
 
 
+def test_a_filter_from_ids_compiles_as_the_plain_array_does_and_is_kept(data):
+    """``Filter.from_ids(ids)`` takes the plain array's way on an index whose routes read a
+    bitmap (large: the bitmap, a run: its bounds, small: the sorted rows), is compiled once
+    per index (the compiled form is kept on the filter), and answers on every route as the
+    plain array and as the exact scan of the same rows do; on an index of another id map
+    the same filter object is compiled anew."""
+    from gsu.index._mutable import BITMAP_FIRST_SHARE
+
+    x, q, _, _, _ = data
+    fi = FilteredIndex(D, "ip", M=16, ef_construction=100, nlist=32, seed=0, calibrate=False)
+    fi.add(x)
+    flat = FlatIndex(D, "ip")
+    flat.add(x)
+    rng = np.random.default_rng(31)
+    big = np.sort(rng.choice(N, N // 4, replace=False)).astype(np.int64)
+    run = np.arange(300, 300 + N // 8, dtype=np.int64)
+    small = np.sort(rng.choice(N, N // BITMAP_FIRST_SHARE // 3, replace=False)).astype(np.int64)
+    for s, form in ((big, "bitmap"), (run, "run"), (small, "rows")):
+        f = Filter.from_ids(s)
+        cf = fi.hnsw.compile_filter(f, 1)
+        assert fi.hnsw.compile_filter(f, 1) is cf  # kept on the filter
+        if form == "bitmap":
+            assert cf._rows is None and "bitmap64" in cf._masks and cf.run is None
+        elif form == "run":
+            assert cf.run == (300, 300 + N // 8)
+        else:
+            assert cf._rows is not None
+        assert cf.count == s.shape[0]
+        np.testing.assert_array_equal(cf.rows, s)
+        for route in ("auto", "exact", "ivf", "hnsw"):
+            a = fi.search(q[:3], K, filter=f, route=route)
+            b = fi.search(q[:3], K, filter=s, route=route)
+            np.testing.assert_array_equal(a.ids, b.ids, err_msg=route)
+            np.testing.assert_array_equal(a.scores, b.scores, err_msg=route)
+        ref = flat.search(q[:3], K, filter=f)  # another id map: compiled anew (rows)
+        assert f._cache[0] is flat.idmap and f._cache[1]._rows is not None
+        np.testing.assert_array_equal(fi.search(q[:3], K, filter=f, route="exact").ids, ref.ids)
+        again = fi.hnsw.compile_filter(f, 1)
+        assert again is not cf and again.count == s.shape[0] and fi.hnsw.compile_filter(f, 1) is again
+
+
 def test_sorted_ids_equals_np_unique_on_any_order():
     """The compile's sorted distinct copy of a request's id array: unsorted with repeats,
     already sorted, descending, int64 extremes, strided input; never the input itself."""
@@ -1574,7 +1615,11 @@ def test_sorted_ids_equals_np_unique_on_any_order():
 
     rng = np.random.default_rng(11)
     cases = [rng.integers(-50, 50, 1000), np.arange(10, 5000, 3), np.arange(5000, 0, -7), rng.choice(10**12, 3000),
-             np.array([2**63 - 1, -(2**63), 0, 2**63 - 1, 5]), np.array([7]), np.zeros(0), rng.integers(0, 99, 4000)[::3]]
+             np.array([2**63 - 1, -(2**63), 0, 2**63 - 1, 5]), np.array([7]), np.zeros(0), rng.integers(0, 99, 4000)[::3],
+             np.array([5, 3])]
+    ro = np.arange(0, 3000, 2, dtype=np.int64)  # read-only, sorted
+    ro.flags.writeable = False
+    cases.append(ro)
     for a in cases:
         a = np.asarray(a).astype(np.int64, copy=False)
         got = sorted_ids(a)

@@ -97,6 +97,23 @@ def strictly_increasing(a):
 
 
 @nb.njit(cache=True)
+def copy_increasing(a, out):
+    """Copy the 1-D int64 ``a`` into ``out`` and return whether it is strictly increasing
+    (:func:`strictly_increasing`'s test): one pass, so a cold id array is read from memory
+    once (a copy and then a check of the copy read it twice)."""
+    n = a.shape[0]
+    if n == 0:
+        return True
+    out[0] = a[0]
+    acc = np.int64(0)
+    for j in range(n - 1):
+        v = a[j + 1]
+        out[j + 1] = v
+        acc |= v - a[j] - 1
+    return acc >= 0
+
+
+@nb.njit(cache=True)
 def segments_increasing(indptr, ids):
     """Every CSR segment ``ids[indptr[q]:indptr[q+1]]`` strictly increasing (one pass)."""
     acc = np.int64(0)

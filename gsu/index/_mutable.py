@@ -122,34 +122,19 @@ class MutableIndex(Index):
         dead = self._dead
         if filter is None and dead is None:
             return None
-        if type(filter) is np.ndarray and filter.dtype == np.int64 and filter.ndim == 1 and dead is None:
-            # a plain id array (a request's fresh filter): compiled as Filter.from_ids(filter)
-            # would be, without the Filter object
-            idmap = self._idmap
-            n = len(idmap)
-            if (self._bitmap_first and idmap.offset is None and n > 0 and filter.shape[0] * BITMAP_FIRST_SHARE >= n
-                    and idmap._lookup_table() is None):
-                # spread-out ids (hashed item ids): straight to the bitmap through the id
-                # table, in any order, with no sorted copy (rows extracted only if a route asks)
-                return _bitmap_filter(*fk.id_hash_bitmap(filter, *idmap._hash_table(), n), n)
-            bitmap_ok = self._bitmap_first and idmap.offset is not None and n > 0
-            if bitmap_ok and filter.shape[0] * BITMAP_FIRST_SHARE >= n:
-                # one contiguous run of ids (a time window over items stored in time order):
-                # the run itself, checked by one compare pass (a sixth of setting its bits)
-                m = filter.shape[0]
-                a = int(filter[0])
-                if int(filter[m - 1]) - a + 1 == m and fk.strictly_increasing(filter):
-                    lo = min(max(a - idmap.offset, 0), n)
-                    return CompiledFilter(None, None, n, True, run=(lo, min(max(a - idmap.offset + m, lo), n)))
-                # a large one straight to the bitmap the walk and the list scan read: one
-                # pass over the ids, no sorted copy (rows extracted only if a route asks)
-                return self._bitmap_of_ids(filter)
-            b, done = copy_checked(filter)  # sorted_ids, with the bitmap as a third way
-            if not done:
-                if bitmap_ok and b.shape[0] * UNSORTED_BITMAP_SHARE >= n:
-                    return self._bitmap_of_ids(b)  # cheaper than sorting it (see UNSORTED_BITMAP_SHARE)
-                b = sort_distinct(b)
-            return CompiledFilter(None, idmap.rows_of_sorted(b), n, True)
+        if dead is None:
+            if type(filter) is np.ndarray and filter.dtype == np.int64 and filter.ndim == 1:
+                # a plain id array (a request's fresh filter): compiled as Filter.from_ids(filter)
+                # would be, without the Filter object
+                return self._compile_ids(filter, False)
+            if type(filter) is Filter and filter._kind == "ids":
+                # Filter.from_ids(ids) (sorted, distinct, its own copy): the same way, cached on it
+                c = filter._cache
+                if c is not None and c[0] is self._idmap:
+                    return c[1]
+                cf = self._compile_ids(filter._data, True)
+                filter._cache = (self._idmap, cf)
+                return cf
         f = filter if type(filter) is Filter else Filter.coerce(filter)
         if f.is_all:
             if dead is None:
@@ -178,6 +163,40 @@ class MutableIndex(Index):
         if cf.shared:
             cf._masks[key] = out
         return out
+
+    def _compile_ids(self, ids: np.ndarray, distinct: bool) -> CompiledFilter:
+        """The shared compiled filter of the int64 id array ``ids`` (``distinct``: sorted and
+        distinct already, as ``Filter.from_ids`` keeps them) on an index without tombstones:
+        straight to the bitmap on indexes whose routes read one when the ids are many, else
+        the sorted rows (the array is never modified)."""
+        idmap = self._idmap
+        n = len(idmap)
+        if (self._bitmap_first and idmap.offset is None and n > 0 and ids.shape[0] * BITMAP_FIRST_SHARE >= n
+                and idmap._lookup_table() is None):
+            # spread-out ids (hashed item ids): straight to the bitmap through the id
+            # table, in any order, with no sorted copy (rows extracted only if a route asks)
+            return _bitmap_filter(*fk.id_hash_bitmap(ids, *idmap._hash_table(), n), n)
+        bitmap_ok = self._bitmap_first and idmap.offset is not None and n > 0
+        if bitmap_ok and ids.shape[0] * BITMAP_FIRST_SHARE >= n:
+            # one contiguous run of ids (a time window over items stored in time order):
+            # the run itself, checked by one compare pass (a sixth of setting its bits)
+            m = ids.shape[0]
+            a = int(ids[0])
+            if int(ids[m - 1]) - a + 1 == m and (distinct or fk.strictly_increasing(ids)):
+                lo = min(max(a - idmap.offset, 0), n)
+                return CompiledFilter(None, None, n, True, run=(lo, min(max(a - idmap.offset + m, lo), n)))
+            # a large one straight to the bitmap the walk and the list scan read: one
+            # pass over the ids, no sorted copy (rows extracted only if a route asks)
+            return self._bitmap_of_ids(ids)
+        if distinct:
+            b = ids
+        else:
+            b, done = copy_checked(ids)  # sorted_ids, with the bitmap as a third way
+            if not done:
+                if bitmap_ok and b.shape[0] * UNSORTED_BITMAP_SHARE >= n:
+                    return self._bitmap_of_ids(b)  # cheaper than sorting it (see UNSORTED_BITMAP_SHARE)
+                b = sort_distinct(b)
+        return CompiledFilter(None, idmap.rows_of_sorted(b), n, True)
 
     def _bitmap_of_ids(self, ids: np.ndarray) -> CompiledFilter:
         """A shared filter of the plain int64 ``ids`` (any order, repeats, ids outside

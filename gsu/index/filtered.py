@@ -722,8 +722,12 @@ class FilteredIndex(Index):
                 if cacheable and cf is not None and type(filter) is not np.ndarray:
                     # a shared filter's plan is fixed by its rows: planned once, cached on it
                     # (not for a plain id array: its compiled form is new in every call)
-                    key = (_PLAN, id(self), n, k, effort, st)
-                    plan = cf._masks.get(key)
+                    # (keyed by the settings' identity: hashing the settings dataclass costs
+                    # ~0.8 µs; the entry holds them, so that identity is not reused meanwhile)
+                    key = (_PLAN, id(self), n, k, effort, id(st))
+                    hit = cf._masks.get(key)
+                    if hit is not None and hit[0] is st:
+                        plan = hit[1]
                 if plan is None:
                     plan = self._plan_one(m, run, k, effort, st)
                     if plan[0] != EXACT and cf is not None and st.has_even:
@@ -732,7 +736,7 @@ class FilteredIndex(Index):
                         if ste is not st:
                             plan = self._plan_one(m, run, k, effort, ste)
                     if key is not None:
-                        cf._masks[key] = plan
+                        cf._masks[key] = (st, plan)
             else:
                 plan = self._forced(ROUTES.index(route), m, k, effort, st)
             out_r, out_s, counts = self._search_one(self._scoring_queries(q), k, cf, *plan)
