@@ -547,6 +547,15 @@ def test_one_row_calls_equal_the_batch_on_the_lean_path(coll):
         idx.search(q[0], 0, query_cut=6, heap_factor=0.8)
     with pytest.raises(ValueError):
         idx.search(q[0], K, query_cut=0, heap_factor=0.8)
+    # a value equal to a cached one but of a type the checks refuse (6.0 == 6, True == 1) is refused
+    # on the lean path and on the general one alike, after the valid one was cached
+    for rows in (q[0], q[:2]):
+        idx.search(rows, K, query_cut=6, heap_factor=0.8)
+        idx.search(rows, K, query_cut=1, heap_factor=0.8)
+        with pytest.raises(TypeError, match="query_cut"):
+            idx.search(rows, K, query_cut=6.0, heap_factor=0.8)
+        with pytest.raises(TypeError, match="query_cut"):
+            idx.search(rows, K, query_cut=True, heap_factor=0.8)
     two = q[:2]  # two rows of the lean form: the kernel's one-row check sends them the general way
     np.testing.assert_array_equal(idx.search(two, K, query_cut=6, heap_factor=0.8).ids, ref.ids[:2])
     odd = q[0].copy()  # a component array of another rank never reaches the direct call

@@ -713,7 +713,8 @@ class SeismicIndex(MutableIndex):
                        filter_exact_max: Any) -> SeismicSettings:
         """The settings of a search without ``settings=``, resolved once per distinct set of
         arguments and cached (a search loop passes the same ones)."""
-        key = (target_recall, query_cut, heap_factor, first_sorted, filter_exact_max)
+        args = (target_recall, query_cut, heap_factor, first_sorted, filter_exact_max)
+        key = (args, tuple(map(type, args)))  # types too: 2 == 2.0 == ... but only one is valid
         st = self._op_cache.get(key)
         if st is None:
             st = self._resolve(None, query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
@@ -734,9 +735,11 @@ class SeismicIndex(MutableIndex):
         tq = type(queries)
         if (tq is not _CSR_M and tq is not _CSR_A) or k < 1 or self._dead is not None:
             return None
-        # the operating point, cached per keyword set (a search loop passes the same ones)
+        # the operating point, cached per keyword set (a search loop passes the same ones);
+        # the values' types are part of the key: 2 and 2.0 (or 1 and True) are equal keys,
+        # and only one of them passes the checks
         try:
-            key = tuple(kw.items()) if kw else ()
+            key = (tuple(kw.items()), tuple(map(type, kw.values()))) if kw else ()
             st = self._op_cache.get(key)
         except TypeError:  # an unhashable keyword value (a stats dict, a filter of arrays)
             return None
@@ -1049,7 +1052,8 @@ class SeismicIndex(MutableIndex):
 
     def _calibrated_point(self, target_recall: Any) -> SeismicSettings:
         cache = self._op_cache
-        hit = cache.get(target_recall)
+        ckey = (target_recall, type(target_recall))
+        hit = cache.get(ckey)
         if hit is not None:
             return hit
         cal = self._calibration
@@ -1065,7 +1069,7 @@ class SeismicIndex(MutableIndex):
             best = ok[0] if ok else max(pts, key=lambda p: (p[3], -p[4]))
             point = dataclasses.replace(self._search_settings, query_cut=int(best[0]), heap_factor=float(best[1]))
         if len(cache) < 64:
-            cache[target_recall] = point
+            cache[ckey] = point
         return point
 
     def _make_view(self, n_threads: int) -> Any:
