@@ -73,8 +73,9 @@ _CSR_M = sp.csr_matrix
 _empty = np.empty
 _new = object.__new__
 _CSR_A = getattr(sp, "csr_array", sp.csr_matrix)
-#: the keywords of a search that the lean path takes (the operating point's)
-_LEAN_KEYS = frozenset(("query_cut", "heap_factor", "target_recall", "first_sorted", "filter_exact_max"))
+#: the keywords of a search that the lean path takes (the operating point's), with the type
+#: of value that takes the lean path's cache (others are checked on the general path)
+_LEAN_KEYS = {"query_cut": int, "heap_factor": float, "target_recall": float, "first_sorted": bool, "filter_exact_max": int}
 
 
 def _kernel_rows(indptr: np.ndarray, comps: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -735,21 +736,25 @@ class SeismicIndex(MutableIndex):
         tq = type(queries)
         if (tq is not _CSR_M and tq is not _CSR_A) or k < 1 or self._dead is not None:
             return None
-        # the operating point, cached per keyword set (a search loop passes the same ones);
-        # the values' types are part of the key: 2 and 2.0 (or 1 and True) are equal keys,
-        # and only one of them passes the checks
+        # the operating point, cached per keyword set (a search loop passes the same ones)
         try:
-            key = (tuple(kw.items()), tuple(map(type, kw.values()))) if kw else ()
+            key = tuple(kw.items()) if kw else ()
             st = self._op_cache.get(key)
         except TypeError:  # an unhashable keyword value (a stats dict, a filter of arrays)
             return None
         if st is None:
-            if not _LEAN_KEYS.issuperset(kw):
+            if not _LEAN_KEYS.keys() >= kw.keys():
                 return None
             st = self._call_settings(kw.get("query_cut"), kw.get("heap_factor"), kw.get("target_recall"),
                                      kw.get("first_sorted"), kw.get("filter_exact_max"))
             if len(self._op_cache) < 256:
                 self._op_cache[key] = st
+        else:
+            # a hit matches by value, and 2 == 2.0 == True: only the exact types ride it (cheaper
+            # than typed keys); anything else goes the general way, whose cache keys carry types
+            for name, v in kw.items():
+                if v.__class__ is not _LEAN_KEYS[name] and v is not None:
+                    return None
         ind = queries.indptr
         comps = queries.indices
         vals = queries.data
