@@ -556,6 +556,12 @@ def test_one_row_calls_equal_the_batch_on_the_lean_path(coll):
             idx.search(rows, K, query_cut=6.0, heap_factor=0.8)
         with pytest.raises(TypeError, match="query_cut"):
             idx.search(rows, K, query_cut=True, heap_factor=0.8)
+        for bad in (np.float64(6.0), np.True_):
+            with pytest.raises(TypeError, match="query_cut"):
+                idx.search(rows, K, query_cut=bad, heap_factor=0.8)
+    idx._one = None  # numpy scalars of the right kinds take the lean path and answer the same
+    np.testing.assert_array_equal(idx.search(q[0], K, query_cut=np.int64(6), heap_factor=np.float64(0.8)).ids[0], ref.ids[0])
+    assert idx._one is not None
     two = q[:2]  # two rows of the lean form: the kernel's one-row check sends them the general way
     np.testing.assert_array_equal(idx.search(two, K, query_cut=6, heap_factor=0.8).ids, ref.ids[:2])
     odd = q[0].copy()  # a component array of another rank never reaches the direct call

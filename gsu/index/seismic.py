@@ -73,9 +73,12 @@ _CSR_M = sp.csr_matrix
 _empty = np.empty
 _new = object.__new__
 _CSR_A = getattr(sp, "csr_array", sp.csr_matrix)
-#: the keywords of a search that the lean path takes (the operating point's), with the type
-#: of value that takes the lean path's cache (others are checked on the general path)
-_LEAN_KEYS = {"query_cut": int, "heap_factor": float, "target_recall": float, "first_sorted": bool, "filter_exact_max": int}
+#: the keywords of a search that the lean path takes (the operating point's), with the types
+#: of value that take the lean path's cache (others are checked on the general path)
+_INTS = frozenset((int, np.int64, np.int32))
+_FLOATS = frozenset((float, np.float64, np.float32))
+_LEAN_KEYS = {"query_cut": _INTS, "heap_factor": _FLOATS, "target_recall": _FLOATS, "first_sorted": frozenset((bool, np.bool_)),
+              "filter_exact_max": _INTS}
 
 
 def _kernel_rows(indptr: np.ndarray, comps: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -753,7 +756,7 @@ class SeismicIndex(MutableIndex):
             # a hit matches by value, and 2 == 2.0 == True: only the exact types ride it (cheaper
             # than typed keys); anything else goes the general way, whose cache keys carry types
             for name, v in kw.items():
-                if v.__class__ is not _LEAN_KEYS[name] and v is not None:
+                if v.__class__ not in _LEAN_KEYS[name] and v is not None:
                     return None
         ind = queries.indptr
         comps = queries.indices
