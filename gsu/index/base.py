@@ -110,24 +110,15 @@ def _locked_search(fn: Callable[..., Any], lean: Callable[..., Any] | None = Non
         lock = self._gsu_lock
         tid = get_ident()
         held = lock._held
-        if _GIL and tid not in held and lock._writer_tid != tid:
+        inline = _GIL and tid not in held and lock._writer_tid != tid
+        if inline:
             held[tid] = 1
             if lock._flag:  # a writer wants in: wait for it under the mutex
                 lock._read_slow(tid, registered=True)
-            try:
-                # the lean path answers one query (k results at most: within the result cap)
-                if lean is not None and not args and k * _SLOT <= _LIMITS.max_result_bytes:
-                    r = lean(self, queries, k, kwargs)
-                    if r is not None:
-                        return r
-                _check_result_size(queries, k)
-                return fn(self, queries, k, *args, **kwargs)
-            finally:
-                del held[tid]
-                if lock._flag:
-                    lock._notify()
-        lock.acquire_read()
+        else:
+            lock.acquire_read()
         try:
+            # the lean path answers one query (k results at most: within the result cap)
             if lean is not None and not args and k * _SLOT <= _LIMITS.max_result_bytes:
                 r = lean(self, queries, k, kwargs)
                 if r is not None:
@@ -135,7 +126,12 @@ def _locked_search(fn: Callable[..., Any], lean: Callable[..., Any] | None = Non
             _check_result_size(queries, k)
             return fn(self, queries, k, *args, **kwargs)
         finally:
-            lock.release_read()
+            if inline:
+                del held[tid]
+                if lock._flag:
+                    lock._notify()
+            else:
+                lock.release_read()
 
     search.__gsu_locked__ = "read"  # type: ignore[attr-defined]
     return search

@@ -296,9 +296,7 @@ class PlannerSettings:
                 (s >= ev.probe_min_selectivity) != (s >= self.probe_min_selectivity)):
             return True  # another route
         i, j = self._band_pos(s)
-        for mine, theirs in ((self.band_run_ivf if run and self.band_run_ivf else self.band_ivf, ev.band_run_ivf if run and ev.band_run_ivf else ev.band_ivf),
-                             (self.band_run_hnsw_ef if run and self.band_run_hnsw_ef else self.band_hnsw_ef,
-                              ev.band_run_hnsw_ef if run and ev.band_run_hnsw_ef else ev.band_hnsw_ef)):
+        for mine, theirs in ((self._ivf_vals(run), ev._ivf_vals(run)), (self._ef_vals(run), ev._ef_vals(run))):
             if mine and theirs and self._blend(theirs, i, j, s) < self._blend(mine, i, j, s):
                 return True
         return False
@@ -336,13 +334,21 @@ class PlannerSettings:
         t = math.log(s / b[i]) / math.log(b[j] / b[i])
         return math.exp((1.0 - t) * math.log(vals[i]) + t * math.log(vals[j]))
 
+    def _ef_vals(self, run: bool) -> tuple[float, ...]:
+        """The per-band beams for a filter that is (``run``) or is not one contiguous run."""
+        return self.band_run_hnsw_ef if run and self.band_run_hnsw_ef else self.band_hnsw_ef
+
+    def _ivf_vals(self, run: bool) -> tuple[float, ...]:
+        """The per-band IVF factors for a filter that is (``run``) or is not one contiguous run."""
+        return self.band_run_ivf if run and self.band_run_ivf else self.band_ivf
+
     def ef_mult(self, s: float, run: bool = False) -> float:
         """The beam multiplier (× k) at selectivity ``s`` (``run``: for one contiguous run of rows)."""
-        return self._band(self.band_run_hnsw_ef if run and self.band_run_hnsw_ef else self.band_hnsw_ef, s, self.hnsw_ef)
+        return self._band(self._ef_vals(run), s, self.hnsw_ef)
 
     def ivf_mult(self, s: float, run: bool = False) -> float:
         """The factor on both IVF budgets at selectivity ``s`` (``run``: for one contiguous run of rows)."""
-        return self._band(self.band_run_ivf if run and self.band_run_ivf else self.band_ivf, s, 1.0)
+        return self._band(self._ivf_vals(run), s, 1.0)
 
     def run_probe(self, s: float) -> bool:
         """Whether a contiguous run of rows at selectivity ``s`` tries the walk's density
