@@ -1565,6 +1565,13 @@ def test_calibration_filter_sets_decode_to_their_rows(monkeypatch):
                 np.testing.assert_array_equal(s.rows(i), want)
                 np.testing.assert_array_equal(s[i], ids[want])
         assert s._decoded_bytes <= budget
+    # one budget shared by the kinds of a grid point: the second set caches only what is left
+    shared = [8 * 3000]
+    a, b = _Sets(sets, n, None, shared), _Sets(sets, n, None, shared)
+    for s in (a, b):
+        for i, want in enumerate(sets):
+            np.testing.assert_array_equal(s.rows(i), want)
+    assert a._decoded_bytes + b._decoded_bytes <= 8 * 3000 and shared[0] == 8 * 3000 - a._decoded_bytes - b._decoded_bytes
 
 
 def test_a_filter_from_ids_compiles_as_the_plain_array_does_and_is_kept(data):

@@ -67,14 +67,17 @@ class _Sets:
     back as a sorted int64 array per query (external ids when ``ids`` is given), decoded
     outside any timed call: memory O(queries · n/8), not O(queries · m · 8)."""
 
-    #: decoded bitmaps kept for the ladder's next option while they take at most this many bytes
+    #: decoded bitmaps kept for the ladder's next option while they take at most this many
+    #: bytes, for all the filter kinds of a grid point together (``budget``, shared): at 10^6
+    #: rows a budget per kind added 128 MB to a build's peak memory
     DECODED_CACHE_BYTES = 64 << 20
 
-    def __init__(self, rows: Iterable[np.ndarray], n: int, ids: np.ndarray | None = None):
+    def __init__(self, rows: Iterable[np.ndarray], n: int, ids: np.ndarray | None = None, budget: list[int] | None = None):
         self.n, self.ids = n, ids
         self.items: list[Any] = []
         self._decoded: dict[int, np.ndarray] = {}
         self._decoded_bytes = 0
+        self._budget = budget if budget is not None else [self.DECODED_CACHE_BYTES]
         for r in rows:
             m = r.shape[0]
             if m and int(r[-1]) - int(r[0]) + 1 == m:
@@ -94,9 +97,10 @@ class _Sets:
                 r = self._decoded.get(i)
                 if r is None:
                     r = fk.bitmap64_rows(it[0], it[1])
-                    if self._decoded_bytes + r.nbytes <= self.DECODED_CACHE_BYTES:  # every ladder option reads it again
+                    if r.nbytes <= self._budget[0]:  # every ladder option reads it again
                         self._decoded[i] = r
                         self._decoded_bytes += r.nbytes
+                        self._budget[0] -= r.nbytes
                 return r
             return np.arange(it[0], it[1], dtype=np.int64)
         return it
@@ -118,6 +122,9 @@ def draw_filters(idx: "FilteredIndex", kind: str, m: int, Q: np.ndarray, qrows: 
     nq = Q.shape[0]
     X = idx._scoring() if kind == "correlated" and scores is None else None
     block = max(1, _SCORES_MAX // max(n, 1))
+    # one score buffer for every block (a new product per block held two blocks at once,
+    # 128 MB more at the peak of a 10^6-row build)
+    buf = np.empty((min(block, nq), n), np.float32) if X is not None else None
     for i in range(nq):
         own = -1 if qrows is None else int(qrows[i])
         avail = n - (own >= 0)
@@ -144,7 +151,8 @@ def draw_filters(idx: "FilteredIndex", kind: str, m: int, Q: np.ndarray, qrows: 
             # near the candidate, a category around it, follow the geometry, not the lists)
             spread = _SPREADS[i % len(_SPREADS)]
             if scores is None and i % block == 0:
-                scores_b = Q[i : i + block] @ X.T
+                b = min(block, nq - i)
+                scores_b = np.matmul(Q[i : i + b], X.T, out=buf[:b])
             sc = scores[i] if scores is not None else scores_b[i % block]
             if own >= 0:
                 sc = sc.copy()
@@ -355,8 +363,10 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
         Qm, qm = Q[:nq_m], (None if qrows is None else qrows[:nq_m])
         idsets: dict[str, _Sets] = {}
         truths = {}
+        cache_budget = [_Sets.DECODED_CACHE_BYTES]  # the decoded rows kept, for the three kinds together
         for kd in KINDS:  # drawn, scored and packed one kind at a time
-            st = _Sets(draw_filters(idx, kd, m, Qm, qm, rng, None if S is None else S[:nq_m]), n, None if identity else ids_of)
+            st = _Sets(draw_filters(idx, kd, m, Qm, qm, rng, None if S is None else S[:nq_m]), n, None if identity else ids_of,
+                       cache_budget)
             truths[kd] = _truth(idx, Qm, st, k, None if S is None else S[:nq_m])
             idsets[kd] = st
         point: dict[str, Any] = {"s": s, "m": m, "nq": nq_m, "exact": [], "ivf": [], "hnsw": [], "probe": []}
