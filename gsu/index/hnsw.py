@@ -181,10 +181,11 @@ def _build_half(fi: faiss.IndexHNSWFlat, x: np.ndarray) -> None:
 
     faiss builds the graph of an ``IndexHNSWSQ`` (``QT_fp16`` storage, the same ``M``,
     ``efConstruction`` and metric): its distance computations read half the bytes of
-    float32 rows, which is what a build is bound by (this VM, 2 threads, M 32,
-    efConstruction 200: 0.95x the float32 build's time at 32 dimensions, 0.86x at 64,
-    0.70x at 128, 0.60x at 384; the graphs give the same recall@10 within 0.001 searched
-    in float32). The graph's arrays are then swapped (not copied) into ``fi``, the
+    float32 rows, which is what a build is bound by (faiss alone, this project's 2-core
+    VM, M 32, efConstruction 200: 0.95x the float32 build's time at 32 dimensions, 0.84x
+    at 64, 0.71x at 128, 0.74x at 256, 0.60x at 384; the graphs, searched in float32, give
+    the same recall@10 within 0.003 on the filtered suite's data, and at 2·10^6 × 96 no
+    less). The graph's arrays are then swapped (not copied) into ``fi``, the
     half-precision index is freed, and ``fi`` stores the float32 rows: the same
     ``IndexHNSWFlat`` a float32 build gives, whose later insertions and searches are
     faiss's float32 ones. The levels come from the same random draws (both indexes seed
