@@ -548,6 +548,22 @@ class FilteredIndex(Index):
             return IVF, st.probe_min_share, self._ef(st.ef_mult(s, run), k, effort, st), cand, lists
         return IVF, 0.0, 0, cand, lists
 
+    def _plan_shared(self, cf: CompiledFilter | None, m: int, run: bool, k: int, effort: float, st: PlannerSettings
+                     ) -> tuple[int, float, int, int, int]:
+        """:meth:`_plan_one` for one filter shared by the batch (``cf``; ``None``: every row):
+        a filter spread evenly over the data plans with the random kind's budgets
+        (:meth:`_settings_shared`). Planned once: the exact route, which the evenness never
+        changes, is decided first (its test is :meth:`_plan_one`'s first), the budgets then
+        under the settings that apply."""
+        lim = st.exact_max_rows * effort
+        if run:
+            lim *= st.exact_run_factor
+        if m <= max(lim, k):
+            return EXACT, 0.0, 0, 0, 0
+        if cf is not None and st.has_even:
+            st = self._settings_shared(cf, m, run, st)
+        return self._plan_one(m, run, k, effort, st)
+
     def _plan_many(self, m: np.ndarray, run: np.ndarray, k: int, effort: float, st: PlannerSettings
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`_plan_one` for arrays: (routes int8, probe bool, ef, candidates, lists)."""
@@ -729,12 +745,7 @@ class FilteredIndex(Index):
                     if hit is not None and hit[0] is st:
                         plan = hit[1]
                 if plan is None:
-                    plan = self._plan_one(m, run, k, effort, st)
-                    if plan[0] != EXACT and cf is not None and st.has_even:
-                        # a filter spread evenly over the data: the random kind's budgets
-                        ste = self._settings_shared(cf, m, run, st)
-                        if ste is not st:
-                            plan = self._plan_one(m, run, k, effort, ste)
+                    plan = self._plan_shared(cf, m, run, k, effort, st)
                     if key is not None:
                         cf._masks[key] = (st, plan)
             else:
