@@ -1290,6 +1290,64 @@ def test_an_even_filter_gets_the_budgets_of_the_random_kind(indexes, data):
         fi._fits[None] = old
 
 
+def test_runs_take_the_route_thresholds_of_the_range_kind(indexes, data, monkeypatch):
+    """Where the calibration's range kind is cheapest on another route than every kind
+    together, the fit gives contiguous runs their own thresholds (the cheapest split of the
+    range kind's own costs); the index plans a run by them and a scattered filter by every
+    kind's, alone, in a batch and in explain alike; an explicit threshold drops them; a fit
+    with run routes off keeps one set of thresholds."""
+    import dataclasses
+
+    from gsu.index import planner
+    from gsu.index.planner import NEVER, fit_planner
+
+    # kinds: random, correlated, range; every kind reaches the target at the first step of
+    # each family. The walk is cheap for the scattered kinds and dear for the range kind,
+    # IVF the other way round; over every kind the walk is cheaper (70 against 80 µs)
+    ivf = [[1.0, [0.99, 0.99, 0.99], [100.0, 100.0, 40.0], [0.98, 0.98, 0.98]]]
+    hnsw = [[1.3, [0.99, 0.99, 0.99], [30.0, 30.0, 150.0], [0.98, 0.98, 0.98]]]
+    raw = _two_point_calibration(ivf, hnsw, 3000)
+    st = fit_planner(raw, 0.95).settings
+    assert st.hnsw_min_selectivity == 0.0 and st.run_hnsw_min_selectivity == NEVER and st.run_probe_min_selectivity == NEVER
+    assert st.hnsw_min(False) == 0.0 and st.hnsw_min(True) == NEVER and st.probe_min(True) == NEVER
+    np.testing.assert_array_equal(st.hnsw_mins(np.array([True, False])), [NEVER, 0.0])
+    assert PlannerSettings.from_dict(st.to_dict()) == st
+    assert st.with_overrides({"hnsw_min_selectivity": 0.3}).run_hnsw_min_selectivity is None
+    # the same costs for every kind: one set of thresholds
+    same = [[1.3, [0.99, 0.99, 0.99], [30.0, 30.0, 30.0], [0.98, 0.98, 0.98]]]
+    assert fit_planner(_two_point_calibration(ivf, same, 3000), 0.95).settings.run_hnsw_min_selectivity is None
+    monkeypatch.setattr(planner, "RUN_ROUTES", False)
+    assert fit_planner(raw, 0.95).settings.run_hnsw_min_selectivity is None
+    monkeypatch.setattr(planner, "RUN_ROUTES", True)
+
+    fi = indexes["filtered"]
+    x, q, ids, lab, centers = data
+    fit = fit_planner(raw, 0.95)
+    old = fi._fit(None)
+    try:
+        fi._fits[None] = dataclasses.replace(fit, settings=dataclasses.replace(
+            fit.settings, exact_max_rows=25.0, exact_run_factor=1.0, band_even_hnsw_ef=(), band_even_ivf=()))
+        n = fi.ntotal
+        rows_ids = fi.hnsw._idmap.ids
+        run = np.sort(rows_ids[n // 4: n // 4 + n // 2])  # the ids of a contiguous run of rows
+        scat = np.sort(np.random.default_rng(5).choice(fi.ids, n // 2, replace=False))
+        assert fi.hnsw.compile_filter(run, 1).run is not None
+        er, es = fi.explain(q[0], K, filter=run), fi.explain(q[0], K, filter=scat)
+        assert er.routes[0] == 1 and es.routes[0] == 2
+        assert list(fi.plan(2, K, filter=Filter.per_query([run, scat]))) == [1, 2]
+        both = fi.search(q[:2], K, filter=Filter.per_query([run, scat]))
+        eb = fi.explain(q[:2], K, filter=Filter.per_query([run, scat]))
+        assert list(eb.routes) == [1, 2]
+        for i, f in enumerate((run, scat)):
+            one = fi.search(q[i], K, filter=f)
+            np.testing.assert_array_equal(both.ids[i], one.ids[0])
+            np.testing.assert_array_equal(both.scores[i], one.scores[0])
+        forced = fi.search(q[0], K, filter=run, route="ivf")
+        np.testing.assert_array_equal(fi.search(q[0], K, filter=run).ids, forced.ids)
+    finally:
+        fi._fits[None] = old
+
+
 def test_an_even_filter_walks_with_the_smaller_beam_of_probe_and_walk_above_the_probe_share():
     """Where an even filter allows at least ``probe_min_share`` of the rows the probe never
     gives up on it, so the smaller beam the random kind reached with the probe or the plain

@@ -480,8 +480,10 @@ class FilteredIndex(Index):
         self._calibration = cal
         self._fits = {}
         st = cal.settings
-        log.info("calibrated in %.1fs: exact <= %.0f rows (x%.2f for runs), probe from s=%.3g, HNSW from s=%.3g",
-                 cal.seconds, st.exact_max_rows, st.exact_run_factor, st.probe_min_selectivity, st.hnsw_min_selectivity)
+        log.info("calibrated in %.1fs: exact <= %.0f rows (x%.2f for runs), probe from s=%.3g, HNSW from s=%.3g%s",
+                 cal.seconds, st.exact_max_rows, st.exact_run_factor, st.probe_min_selectivity, st.hnsw_min_selectivity,
+                 "" if st.run_hnsw_min_selectivity is None else
+                 f" (runs: probe from s={st.probe_min(True):.3g}, HNSW from s={st.hnsw_min(True):.3g})")
         return cal
 
     def _fit(self, target_recall: float | None) -> Fit:
@@ -537,10 +539,10 @@ class FilteredIndex(Index):
         if m <= max(lim, k):
             return EXACT, 0.0, 0, 0, 0
         s = m / max(self.hnsw._n, 1)
-        if s >= st.hnsw_min_selectivity:
+        if s >= st.hnsw_min(run):
             return HNSW, 0.0, self._ef(st.ef_mult(s, run), k, effort, st), 0, 0
         cand, lists = self._ivf_budget(st.ivf_mult(s, run), k, effort, st)
-        if s >= st.probe_min_selectivity and st.probe_min_share <= 1.0:
+        if s >= st.probe_min(run) and st.probe_min_share <= 1.0:
             if st.probe_min_share <= 0.0:  # a probe that never gives up is the plain walk
                 return HNSW, 0.0, self._ef(st.ef_mult(s, run), k, effort, st), 0, 0
             if run and not st.run_probe(s):  # a time window where the calibration found the walk's probe wasted
@@ -570,9 +572,9 @@ class FilteredIndex(Index):
         n = max(self.hnsw._n, 1)
         s = m / n
         lim = st.exact_max_rows * effort * np.where(run, st.exact_run_factor, 1.0)
-        routes = np.where(s >= st.hnsw_min_selectivity, HNSW, IVF).astype(np.int8)
+        routes = np.where(s >= st.hnsw_mins(run), HNSW, IVF).astype(np.int8)
         routes[m <= np.maximum(lim, k)] = EXACT
-        probe = (routes == IVF) & (s >= st.probe_min_selectivity) & (st.probe_min_share <= 1.0)
+        probe = (routes == IVF) & (s >= st.probe_mins(run)) & (st.probe_min_share <= 1.0)
         if st.probe_min_share <= 0.0:  # a probe that never gives up is the plain walk
             routes[probe] = HNSW
             probe[:] = False
@@ -938,8 +940,8 @@ class FilteredIndex(Index):
         if not cand.any():
             return np.zeros(nq, bool)
         cand &= ((ev.ivf_mults(s, run) < st.ivf_mults(s, run)) | (ev.ef_mults(s, run) < st.ef_mults(s, run))
-                 | ((s >= ev.hnsw_min_selectivity) != (s >= st.hnsw_min_selectivity))
-                 | ((s >= ev.probe_min_selectivity) != (s >= st.probe_min_selectivity)))
+                 | ((s >= ev.hnsw_mins(run)) != (s >= st.hnsw_mins(run)))
+                 | ((s >= ev.probe_mins(run)) != (s >= st.probe_mins(run))))
         w = np.flatnonzero(cand).astype(np.int64)
         if w.shape[0]:
             self._uniform_many(cf, w, s, uni)

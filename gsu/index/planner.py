@@ -23,7 +23,11 @@ index's own data (recall and cost of every route and budget at every grid point)
   random kind does, so the worst kind's budget overpays for it (pydocs' random 10 % cells
   searched with the budget of every kind at 1.34x the time, recall 0.994 instead of 0.978);
 - the HNSW and probe thresholds: the pair of selectivity boundaries (IVF below, probe,
-  then HNSW above) with the lowest total measured cost;
+  then HNSW above) with the lowest total measured cost; and, where they differ, the pair of
+  the ``range`` kind's own costs for contiguous runs (``run_*_min_selectivity``): a time
+  window over rows stored in time order may be cheaper on IVF where the walk is cheaper for
+  scattered filters (on the pydocs set, whose documents are stored in time order, a 50 %
+  window took the walk at 420 µs where IVF reached the target in ~230);
 - the exact-scan limit: where the exact scan's measured cost crosses the cheapest
   approximate policy's (interpolated in the allowed-row count), separately for scattered
   rows and for contiguous runs (time windows), whose ratio is ``exact_run_factor``.
@@ -65,6 +69,8 @@ IVF_LADDER = (0.1, 0.15, 0.25, 0.4, 0.6, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0
 HNSW_LADDER = (1.0, 1.3, 1.7, 2.2, 2.8, 3.6, 4.6, 6.0, 8.0, 11.0, 16.0, 24.0)
 _BAND_FIELDS = ("band_hnsw_ef", "band_ivf", "band_run_probe", "band_run_hnsw_ef", "band_run_ivf", "band_even_hnsw_ef",
                 "band_even_ivf")
+_OPT_THRESHOLDS = ("even_hnsw_min_selectivity", "even_probe_min_selectivity", "run_hnsw_min_selectivity",
+                   "run_probe_min_selectivity")
 _SCALARS = ("exact_max_rows", "exact_run_factor", "hnsw_min_selectivity", "probe_min_selectivity", "probe_min_share",
             "ivf_candidates", "ivf_min_lists", "hnsw_ef", "hnsw_ef_min", "hnsw_ef_max")
 
@@ -117,6 +123,9 @@ def _at_grid(b: np.ndarray, v: np.ndarray, s: np.ndarray, between: str) -> np.nd
 #: an even filter takes the route thresholds fitted on the random kind's own costs (True), or
 #: those of every kind with the random kind's budgets (False)
 EVEN_ROUTES = True
+#: a contiguous run takes the route thresholds fitted on the range kind's own costs (True), or
+#: those of every kind with the range kind's budgets (False)
+RUN_ROUTES = True
 
 #: one-sided 95 % normal quantile of the recall's lower confidence bound (see the module docstring)
 RECALL_Z = 1.645
@@ -169,7 +178,10 @@ class PlannerSettings:
       ``probe_min_share`` of the first ~100 level-0 nodes it visits are allowed
       (``probe_min_share`` above 1: the walk is never tried); a filter that is one
       contiguous run of rows skips the walk in the bands where ``band_run_probe`` is 0 (the
-      calibration found IVF alone cheaper for its time windows there).
+      calibration found IVF alone cheaper for its time windows there);
+    - a filter that is one contiguous run of rows compares with ``run_hnsw_min_selectivity``
+      / ``run_probe_min_selectivity`` instead, where given (fitted on the calibration's
+      range kind alone; :meth:`hnsw_min`, :meth:`probe_min`).
 
     Budgets: the beam keeps ``ef = hnsw_ef · k · effort`` *allowed* results (clamped to
     ``[max(k, hnsw_ef_min · k · effort), hnsw_ef_max]``); IVF scores at least
@@ -208,11 +220,13 @@ class PlannerSettings:
     band_even_ivf: tuple[float, ...] = ()
     even_hnsw_min_selectivity: float | None = None
     even_probe_min_selectivity: float | None = None
+    run_hnsw_min_selectivity: float | None = None
+    run_probe_min_selectivity: float | None = None
 
     def __post_init__(self) -> None:
         for name in _SCALARS:
             object.__setattr__(self, name, _num(getattr(self, name), name))
-        for name in ("even_hnsw_min_selectivity", "even_probe_min_selectivity"):
+        for name in _OPT_THRESHOLDS:
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, _num(getattr(self, name), name))
         for name in ("ivf_candidates", "ivf_min_lists", "hnsw_ef", "hnsw_ef_max"):
@@ -247,7 +261,8 @@ class PlannerSettings:
         if "ivf_candidates" in ch or "ivf_min_lists" in ch:
             ch["band_ivf"] = ch["band_run_ivf"] = ch["band_even_ivf"] = ()
         if "hnsw_min_selectivity" in ch or "probe_min_selectivity" in ch:
-            ch["even_hnsw_min_selectivity"] = ch["even_probe_min_selectivity"] = None
+            for name in _OPT_THRESHOLDS:
+                ch[name] = None
         return dataclasses.replace(self, **ch)
 
     # -- filters spread evenly over the data -------------------------------------
@@ -292,14 +307,35 @@ class PlannerSettings:
         ev = self.even
         if ev is self:
             return False
-        if (s >= ev.hnsw_min_selectivity) != (s >= self.hnsw_min_selectivity) or (
-                (s >= ev.probe_min_selectivity) != (s >= self.probe_min_selectivity)):
+        if (s >= ev.hnsw_min(run)) != (s >= self.hnsw_min(run)) or (s >= ev.probe_min(run)) != (s >= self.probe_min(run)):
             return True  # another route
         i, j = self._band_pos(s)
         for mine, theirs in ((self._ivf_vals(run), ev._ivf_vals(run)), (self._ef_vals(run), ev._ef_vals(run))):
             if mine and theirs and self._blend(theirs, i, j, s) < self._blend(mine, i, j, s):
                 return True
         return False
+
+    # -- route thresholds ---------------------------------------------------------
+    def hnsw_min(self, run: bool = False) -> float:
+        """The selectivity from which the graph walk answers a filter that is (``run``) or
+        is not one contiguous run of rows."""
+        v = self.run_hnsw_min_selectivity
+        return self.hnsw_min_selectivity if v is None or not run else v
+
+    def probe_min(self, run: bool = False) -> float:
+        """The selectivity from which the walk's density probe is tried (as :meth:`hnsw_min`)."""
+        v = self.run_probe_min_selectivity
+        return self.probe_min_selectivity if v is None or not run else v
+
+    def hnsw_mins(self, run: np.ndarray) -> np.ndarray | float:
+        """:meth:`hnsw_min` for a bool array ``run``."""
+        v = self.run_hnsw_min_selectivity
+        return self.hnsw_min_selectivity if v is None else np.where(run, v, self.hnsw_min_selectivity)
+
+    def probe_mins(self, run: np.ndarray) -> np.ndarray | float:
+        """:meth:`probe_min` for a bool array ``run``."""
+        v = self.run_probe_min_selectivity
+        return self.probe_min_selectivity if v is None else np.where(run, v, self.probe_min_selectivity)
 
     # -- budgets at a selectivity -----------------------------------------------
     def _band_pos(self, s: float) -> tuple[int, int]:
@@ -593,13 +629,14 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     J = len(pts)
     above = [j for j in range(J) if ms[j] > lim]
 
-    def split(f: dict[str, list]) -> tuple[int, int]:
-        """``(h, pr)`` of the lowest total cost of ``f``'s reaching steps over ``above``."""
+    def split(f: dict[str, list], over: list[int] = above) -> tuple[int, int]:
+        """``(h, pr)`` of the lowest total cost of ``f``'s reaching steps over ``over``
+        (default: the points above the exact limit)."""
         best = (inf, J, J)
         for h in range(J + 1):
             for pr in range(h + 1):
                 tot = 0.0
-                for j in above:
+                for j in over:
                     nm = "hnsw" if j >= h else ("probe" if j >= pr else "ivf")
                     c = fcost(nm, j, f=f)
                     tot += c if c < inf else 1e9  # unreached: heavily penalised, still comparable
@@ -655,10 +692,16 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     rec_ivf = tuple(rec(fam, "ivf", j) for j in range(J))
     rec_hnsw = tuple(rec(fam, "probe" if pr <= j < h else "hnsw", j) for j in range(J))
     run_ivf_b, run_ef_b, rec_run_ivf, rec_run_hnsw = [], [], (), ()
+    run_hnsw_min = run_probe_min = None
     if run_k and allk != run_k:
-        run_ivf_b, run_ef_b = budgets(fam_run)
+        # the runs' own route thresholds (the cheapest split of the range kind's own costs,
+        # over the points above the runs' exact limit) where they differ from every kind's
+        hr, prr = split(fam_run, [j for j in range(J) if ms[j] > lim * run_factor]) if RUN_ROUTES else (h, pr)
+        if (hr, prr) != (h, pr):
+            run_hnsw_min, run_probe_min = thresholds(hr, prr)
+        run_ivf_b, run_ef_b = budgets(fam_run, hr, prr)
         rec_run_ivf = tuple(rec(fam_run, "ivf", j) for j in range(J))
-        rec_run_hnsw = tuple(rec(fam_run, "probe" if pr <= j < h else "hnsw", j) for j in range(J))
+        rec_run_hnsw = tuple(rec(fam_run, "probe" if prr <= j < hr else "hnsw", j) for j in range(J))
     # filters spread evenly over the data (the planner tests each request's filter): the
     # random kind's own budgets, where they reached the target at the point itself
     even_ivf_b, even_ef_b, rec_even_ivf, rec_even_hnsw = [], [], (), ()
@@ -705,5 +748,6 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
         band_hnsw_ef=tuple(ef_b), band_ivf=tuple(ivf_b), band_run_probe=tuple(run_pb),
         band_run_hnsw_ef=tuple(run_ef_b), band_run_ivf=tuple(run_ivf_b), band_even_hnsw_ef=tuple(even_ef_b),
         band_even_ivf=tuple(even_ivf_b), even_hnsw_min_selectivity=even_hnsw_min, even_probe_min_selectivity=even_probe_min,
+        run_hnsw_min_selectivity=run_hnsw_min, run_probe_min_selectivity=run_probe_min,
     )
     return Fit(st, rec_ivf, rec_hnsw, reached, rec_run_ivf, rec_run_hnsw, rec_even_ivf, rec_even_hnsw)
