@@ -529,15 +529,20 @@ class FilteredIndex(Index):
         return (max(k, int(math.ceil(st.ivf_candidates * mult * k * effort))),
                 max(1, int(math.ceil(st.ivf_min_lists * mult * effort))))
 
-    def _plan_one(self, m: int, run: bool, k: int, effort: float, st: PlannerSettings) -> tuple[int, float, int, int, int]:
+    def _plan_one(self, m: int, run: bool, k: int, effort: float, st: PlannerSettings, cf: CompiledFilter | None = None
+                  ) -> tuple[int, float, int, int, int]:
         """``(route, probe share, ef, candidates, lists)`` for a filter allowing ``m`` rows
         (``run``: one contiguous run, planned with the runs' budgets). ``route == IVF`` with
-        ``probe > 0``: walk the graph first with the density probe."""
+        ``probe > 0``: walk the graph first with the density probe. ``cf``: the filter, shared
+        by the batch; off the exact route (which the evenness never changes) a filter spread
+        evenly over the data plans with the random kind's budgets (:meth:`_settings_shared`)."""
         lim = st.exact_max_rows * effort
         if run:
             lim *= st.exact_run_factor
         if m <= max(lim, k):
             return EXACT, 0.0, 0, 0, 0
+        if cf is not None and st.has_even:
+            st = self._settings_shared(cf, m, run, st)
         s = m / max(self.hnsw._n, 1)
         if s >= st.hnsw_min(run):
             return HNSW, 0.0, self._ef(st.ef_mult(s, run), k, effort, st), 0, 0
@@ -549,22 +554,6 @@ class FilteredIndex(Index):
                 return IVF, 0.0, 0, cand, lists
             return IVF, st.probe_min_share, self._ef(st.ef_mult(s, run), k, effort, st), cand, lists
         return IVF, 0.0, 0, cand, lists
-
-    def _plan_shared(self, cf: CompiledFilter | None, m: int, run: bool, k: int, effort: float, st: PlannerSettings
-                     ) -> tuple[int, float, int, int, int]:
-        """:meth:`_plan_one` for one filter shared by the batch (``cf``; ``None``: every row):
-        a filter spread evenly over the data plans with the random kind's budgets
-        (:meth:`_settings_shared`). Planned once: the exact route, which the evenness never
-        changes, is decided first (its test is :meth:`_plan_one`'s first), the budgets then
-        under the settings that apply."""
-        lim = st.exact_max_rows * effort
-        if run:
-            lim *= st.exact_run_factor
-        if m <= max(lim, k):
-            return EXACT, 0.0, 0, 0, 0
-        if cf is not None and st.has_even:
-            st = self._settings_shared(cf, m, run, st)
-        return self._plan_one(m, run, k, effort, st)
 
     def _plan_many(self, m: np.ndarray, run: np.ndarray, k: int, effort: float, st: PlannerSettings
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -747,7 +736,7 @@ class FilteredIndex(Index):
                     if hit is not None and hit[0] is st:
                         plan = hit[1]
                 if plan is None:
-                    plan = self._plan_shared(cf, m, run, k, effort, st)
+                    plan = self._plan_one(m, run, k, effort, st, cf)
                     if key is not None:
                         cf._masks[key] = (st, plan)
             else:
