@@ -15,6 +15,7 @@ import pytest
 
 from gsu.errors import IndexFileError
 from gsu.index import Filter, FilteredIndex, FlatIndex, HNSWIndex, IVFIndex, SearchResult, load
+from gsu.index import _filter_kernels as fk
 from gsu.index import _l2
 from gsu.index.filtered import ROUTES, PlannerSettings
 from gsu.index.hnsw import faiss_selector
@@ -2055,3 +2056,161 @@ def test_ivf_orders_a_large_centroid_set_from_8bit_codes(metric):
     b = flat.search(q, K)
     np.testing.assert_array_equal(a.ids, b.ids)
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-4)
+
+
+def _category_filters(cat, q, sel: float, rng) -> list[np.ndarray]:
+    """Per query: the items of whole mixture components drawn at random, independently of
+    the query, until ``sel`` of the items (a catalog's categories following its geometry)."""
+    n = cat.vectors.shape[0]
+    sizes = np.bincount(cat.labels)
+    out = []
+    for _ in range(q.shape[0]):
+        chosen, tot = [], 0
+        for c in rng.permutation(sizes.shape[0]):
+            if sizes[c] == 0 or tot + sizes[c] > 2 * sel * n:
+                continue
+            chosen.append(c)
+            tot += int(sizes[c])
+            if tot >= sel * n:
+                break
+        out.append(np.flatnonzero(np.isin(cat.labels, chosen)))
+    return out
+
+
+def test_calibration_reaches_its_target_on_category_filters_away_from_the_query(calibrated):
+    """Filters made of whole clusters chosen independently of the query (most leave the
+    query's own cluster out, so its answers lie on the edges of other clusters, in lists
+    the centroid order ranks late): the calibration's cluster kind fits the budget of
+    such queries, which the search finds by the allowed share of their nearest lists; the
+    default reaches the target on held-out queries, alone and in a batch of per-query
+    filters alike, and queries away from their filter take a larger IVF budget."""
+    fi, cal, flat, cat, q = calibrated
+    st = fi.settings
+    assert st.has_away and len(st.band_away_ivf) == len(st.bands)
+    assert all(a >= b for a, b in zip(st.band_away_ivf, st.band_ivf))
+    assert any(p.get("away") for p in cal.points)
+    rng = np.random.default_rng(15)
+    ids_ = np.arange(cat.vectors.shape[0])
+    for sel in (0.15, 0.5):
+        allowed = _category_filters(cat, q, sel, rng)
+        f = Filter.per_query(allowed)
+        truth = flat.search(q, K, filter=f)
+        res = SearchResult.concat([fi.search(q[i], K, filter=allowed[i]) for i in range(q.shape[0])])
+        rec = _check(res, truth, allowed, cat.vectors, ids_, q, K)
+        assert rec >= 0.95, f"category {sel}: recall {rec:.3f} below the calibrated target"
+        batch = fi.search(q, K, filter=f)
+        np.testing.assert_array_equal(batch.ids, res.ids)
+        ex = fi.explain(q, K, filter=f)
+        assert set(ex.route_names()) <= {"exact", "ivf", "hnsw"}
+
+
+def test_local_share_counts_the_allowed_rows_of_the_nearest_lists(indexes, data):
+    """The kernel's test of a query's neighbourhood: the allowed share of the rows of its
+    _LOCAL_LISTS best lists by centroid score, the same from a bitmap and from rows grouped
+    by list."""
+    x, q, ids, lab, centers = data
+    fi = indexes["filtered"]
+    ivf = fi.ivf
+    Q = fi._scoring_queries(q)
+    CS = ivf.centroid_scores(Q)
+    loff = np.asarray(ivf._list_off, np.int64)
+    rng = np.random.default_rng(3)
+    for rows in (np.sort(rng.choice(N, 300, replace=False)), np.flatnonzero(lab < 6), np.arange(0)):
+        rows = rows.astype(np.int64)
+        bm = fk.rows_bitmap64(rows, N)
+        boff, _ = fk.bucket_rows(rows, ivf._row_list, ivf._row_pos, ivf.nlist)
+        allowed = np.zeros(N, bool)
+        allowed[rows] = True
+        for i in range(Q.shape[0]):
+            top = np.argsort(-np.where(np.diff(loff) > 0, CS[i], -np.inf), kind="stable")[: fk._LOCAL_LISTS]
+            members = np.concatenate([ivf._pos_row[loff[l]:loff[l + 1]] for l in top])
+            want = allowed[members].mean()
+            got_bm = fk.local_share(CS, np.int64(i), loff, loff, bm, ivf._pos_row)
+            got_grp = fk.local_share(CS, np.int64(i), loff, boff, np.zeros(0, np.uint64), ivf._pos_row)
+            assert got_bm == pytest.approx(want) and got_grp == pytest.approx(want)
+
+
+def test_ivf_gives_queries_away_from_their_filter_the_away_budget(indexes, data):
+    """IVF with an away budget: a query whose nearest lists hold fewer allowed rows than
+    the ratio times the selectivity scores (at least) the away budget's rows; one inside
+    its filter's rows keeps the plain budget, with the very same answer."""
+    x, q, ids, lab, centers = data
+    fi = indexes["filtered"]
+    Q = fi._scoring_queries(q)
+    for i in range(6):
+        sc = x @ q[i]
+        away_rows = np.flatnonzero(sc < np.quantile(sc, 0.5)).astype(np.int64)  # the half farthest from the query
+        near_rows = np.flatnonzero(sc >= np.quantile(sc, 0.9)).astype(np.int64)  # the tenth nearest it
+        for rows, is_away in ((away_rows, True), (near_rows, False)):
+            out = {}
+            for aw in (None, (0.25, 4000, fi.ivf.nlist)):
+                cf = fi.hnsw.compile_filter(ids[rows], 1)
+                r = np.empty((1, K), np.int64)
+                s = np.empty((1, K), np.float32)
+                c = np.empty(1, np.int64)
+                scored = np.zeros(1, np.int64)
+                fi.ivf.search_compiled(Q[i:i + 1], K, cf, np.zeros(1, np.int64), r, s, c, target=20, min_lists=1,
+                                       scored=scored, vectors=fi._scoring(), sq8=fi._approx()[1], away=aw)
+                out[aw is not None] = (r.copy(), int(scored[0]))
+            if is_away:
+                assert out[True][1] >= min(4000, rows.shape[0]) > out[False][1]
+            else:
+                assert out[True][1] == out[False][1]
+                np.testing.assert_array_equal(out[True][0], out[False][0])
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_calibration_cluster_filters_leave_the_query_region_out(metric):
+    """The calibration's cluster kind: m distinct sorted rows, never the query's own row
+    nor a row of its nearest lists, made of regions (the rows nearest a point), so that a
+    search finds every query away from its filter's rows."""
+    from gsu.index import _calibrate as C
+
+    rng = np.random.default_rng(22)
+    x = rng.standard_normal((6000, 12)).astype(np.float32)
+    fi = FilteredIndex(12, metric=metric, M=8, ef_construction=40, nlist=60, calibrate=False)
+    fi.add(x)
+    qrows = np.sort(rng.choice(6000, 9, replace=False))
+    Q = fi._scoring_queries(np.ascontiguousarray(x[qrows]))
+    reg = C._Regions(fi)
+    for m in (300, 3000):
+        sets = C._Sets(C.draw_filters(fi, "cluster", m, Q, qrows, np.random.default_rng(3)), 6000)
+        for i in range(len(sets)):
+            r = sets.rows(i)
+            assert r.dtype == np.int64 and r.shape == (m,) and np.all(np.diff(r) > 0)
+            assert qrows[i] not in r
+            for lst in reg.near_lists(Q[i]):
+                assert not np.isin(fi.ivf._pos_row[reg.off[lst]:reg.off[lst + 1]], r).any()
+        assert C._away_flags(fi, Q, sets).all()
+        if m == 300:
+            # regions, not scattered rows: most allowed rows have an allowed row among their
+            # 5 nearest (a random 5 % subset: about 23 %)
+            r = sets.rows(0)
+            d = ((x[r][:200, None, :] - x[None, :, :]) ** 2).sum(-1)
+            nn = np.argsort(d, axis=1)[:, 1:6]
+            assert np.isin(nn, r).any(axis=1).mean() > 0.6
+
+
+def test_fit_planner_takes_the_away_budget_from_the_cluster_ladder():
+    """``band_away_ivf``: the cluster kind's first reaching step per point, the largest
+    measured where it never reached, a neighbour's where not measured, at least the
+    scattered filters' own; saved with the settings; a fixed IVF budget drops it."""
+    from gsu.index.planner import fit_planner
+
+    def entry(step, rec, cost):
+        return [step, [rec] * 3, [cost] * 3, [rec - 0.01] * 3]
+
+    pts = []
+    for s, away in ((0.01, []), (0.1, [[2.0, [0.9], [300.0], [0.88]], [3.2, [0.99], [400.0], [0.98]]]),
+                    (0.5, [[2.0, [0.8], [300.0], [0.7]], [16.0, [0.9], [900.0], [0.85]]])):
+        pts.append({"s": s, "m": int(s * 100_000), "nq": 24, "exact": [50.0 + 5000 * s] * 3,
+                    "ivf": [entry(1.0, 0.99, 100.0)], "hnsw": [entry(2.0, 0.99, 120.0)], "probe": [], "away": away})
+    raw = {"k": 10, "target_recall": 0.95, "n": 100_000, "n_queries": 24, "kinds": ["random", "correlated", "range"],
+           "points": pts, "seconds": 1.0, "complete": True}
+    st = fit_planner(raw, 0.95).settings
+    assert st.band_away_ivf == (3.2, 3.2, 16.0)
+    assert st.away_mult(0.1) == 3.2 and st.away_mult(0.5) == 16.0 and st.ivf_mult(0.1) == 1.0
+    assert PlannerSettings.from_dict(st.to_dict()) == st
+    assert st.with_overrides({"ivf_candidates": 30.0}).band_away_ivf == ()
+    no_away = fit_planner({**raw, "points": [{k: v for k, v in p.items() if k != "away"} for p in pts]}, 0.95).settings
+    assert no_away.band_away_ivf == () and not no_away.has_away and no_away.away_mult(0.1) == no_away.ivf_mult(0.1)

@@ -9,8 +9,11 @@ real category). ``--quick``: two small synthetic sets.
 Filters, one per query (a user's behavior set differs per request), at selectivities
 0.1 %, 1 %, 10 %, 50 %: ``random`` (a uniform subset), ``correlated`` (80 % from the
 clusters nearest the query, topped up at random), ``time-range`` (the items whose time
-lies in a window) and, for data with real categories, ``category`` (the items of random
-categories).
+lies in a window), for data with real categories ``category`` (the items of random
+categories), and on every set ``clusters`` (the items of whole clusters of the data chosen
+at random, independently of the query: the generator's clusters, k-means clusters of real
+embeddings; the category filter of a catalog whose categories follow the geometry, where a
+query's own cluster is left out about as often as the selectivity leaves it out).
 
 **Every method builds its filter from a plain sorted int64 id array inside the timed
 call**, as a request does: gsu ``FilteredIndex.search(q, k, filter=ids)`` (the planner's
@@ -68,7 +71,7 @@ log = logging.getLogger(__name__)
 __all__ = ["run", "summary", "build_time", "filter_cost"]
 
 SELECTIVITIES = (0.001, 0.01, 0.1, 0.5)
-FILTER_KINDS = ("random", "correlated", "time-range", "category")
+FILTER_KINDS = ("random", "correlated", "time-range", "category", "clusters")
 TARGET = 0.95
 GSU_TARGETS = (0.9, 0.99)  # operating points besides the default (the calibrated 0.95)
 HNSW_EFS = (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024, 2048)
@@ -115,10 +118,10 @@ def make_filters(ds: DenseSet, kind: str, sel: float, rng: np.random.Generator) 
             start = int(rng.integers(0, n - m + 1))
             lo, hi = ts[start], ts[start + m - 1]
             out.append(np.flatnonzero((t >= lo) & (t <= hi)).astype(np.int64))  # whole time units
-    elif kind == "category":
-        if ds.categories is None:
+    elif kind in ("category", "clusters"):
+        if kind == "category" and ds.categories is None:
             return None
-        cats = ds.categories
+        cats = ds.categories if kind == "category" else lab
         sizes = np.bincount(cats)
         members = [np.flatnonzero(cats == c) for c in range(sizes.shape[0])]
         for _ in range(nq):

@@ -7,7 +7,11 @@ set near the candidate), a
 contiguous range of rows (a time window) — compute the exact top-k, then time every route
 at a ladder of budgets, one query per call with a *fresh* filter built from its id array
 each time (what a request pays), and record, per kind, the mean recall@k, its lower
-confidence bound over the queries and the median cost.
+confidence bound over the queries and the median cost. A fourth kind, ``cluster`` (regions
+of rows — the rows nearest random points, of many sizes — that leave the query's own
+region out: a user's items of other categories than the candidate's), is measured on the
+IVF route alone, on its own ladder (the point's ``away`` entries), for the budget of queries
+a search finds away from their filter's rows (``PlannerSettings.band_away_ivf``).
 :func:`gsu.index.planner.fit_planner` turns the table into planner settings.
 
 Ladders stop at the first budget that reaches (:func:`gsu.index.planner.reaches`: mean
@@ -28,13 +32,14 @@ import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
+import numba as nb
 import numpy as np
 
 from gsu.index import _filter_kernels as fk
 from gsu.index import _graph_kernels as gk
 from gsu.index.filters import sort_distinct
-from gsu.index.planner import (HNSW_LADDER, IVF_LADDER, Calibration, fit_planner, kind_groups, reaches, reaches_kinds,
-                                recall_goal, recall_low)
+from gsu.index.planner import (AWAY_LADDER, AWAY_SHARE, HNSW_LADDER, IVF_LADDER, Calibration, fit_planner, kind_groups, reaches,
+                                reaches_kinds, recall_goal, recall_low)
 
 if TYPE_CHECKING:
     from gsu.index.filtered import FilteredIndex
@@ -45,6 +50,9 @@ log = logging.getLogger(__name__)
 #: calibration cut short by its time limit still spans the range)
 GRID = (0.01, 0.1, 0.5, 0.001, 0.3, 0.03, 0.003, 0.2, 0.05, 0.7, 0.02, 0.005, 0.002)
 KINDS = ("random", "correlated", "range")
+#: the kind measured on its own IVF ladder for the budget of queries away from their
+#: filter's rows (``PlannerSettings.band_away_ivf``)
+AWAY_KIND = "cluster"
 _PRUNE = 3.0
 #: a family's ladder stops climbing after this many consecutive steps that changed no kind's recall
 _STALL_STEPS = 2
@@ -121,6 +129,7 @@ def draw_filters(idx: "FilteredIndex", kind: str, m: int, Q: np.ndarray, qrows: 
     n = idx.ntotal
     nq = Q.shape[0]
     X = idx._scoring() if kind == "correlated" and scores is None else None
+    regions = _Regions(idx) if kind == "cluster" and idx.ivf.centroids is not None else None
     block = max(1, _SCORES_MAX // max(n, 1))
     # one score buffer for every block (a new product per block held two blocks at once,
     # 128 MB more at the peak of a 10^6-row build)
@@ -164,9 +173,125 @@ def draw_filters(idx: "FilteredIndex", kind: str, m: int, Q: np.ndarray, qrows: 
             taken[first] = True
             # the rest at random (distinct from the near rows: ``taken``)
             r = sort_distinct(np.concatenate([first, _sample(n, mm - first.shape[0], rng, own, taken)]).astype(np.int64))
+        elif kind == "cluster":
+            r = _cluster_rows(idx, mm, rng, own, regions, None if regions is None else Q[i])
         else:
             raise ValueError(f"unknown filter kind {kind!r}")
         yield np.asarray(r, np.int64)
+
+
+#: the cluster kind's regions: each the rows nearest a random row, about a share of the rows
+#: drawn log-uniformly from this range (categories of many sizes, down to a few dozen items
+#: in a catalog of 10^5); a filter of m rows is as many regions as it takes, a narrow one
+#: part of one region
+CLUSTER_REGION = (1 / 4096, 1 / 8)
+#: the share of the rows around the query that a cluster-kind filter leaves out (the
+#: query's own category), drawn log-uniformly from this range
+CLUSTER_HOLE = (1 / 256, 1 / 8)
+
+
+@nb.njit(cache=True, fastmath=True)
+def _ball_d2(X, xn, cand, x0, taken):
+    """Squared euclidean distance (less the centre's norm) of rows ``cand`` to the point
+    ``x0``; +inf for the rows ``taken``."""
+    out = np.empty(cand.shape[0], np.float32)
+    for i in range(cand.shape[0]):
+        r = cand[i]
+        if taken[r]:
+            out[i] = np.inf
+            continue
+        acc = np.float32(0.0)
+        xr = X[r]
+        for t in range(X.shape[1]):
+            acc += xr[t] * x0[t]
+        out[i] = xn[r] - 2 * acc
+    return out
+
+
+class _Regions:
+    """What the cluster kind reads of an index: each IVF list's rows and the lists in
+    increasing centroid distance from a row's list (the candidates of a region)."""
+
+    def __init__(self, idx: "FilteredIndex"):
+        ivf = idx.ivf
+        self.idx = idx
+        self.X = idx._scoring()
+        self.xn = np.einsum("ij,ij->i", self.X, self.X)  # squared row norms, float32
+        self.off = np.asarray(ivf._list_off, np.int64)
+        self.pos_row = np.asarray(ivf._pos_row, np.int64)
+        self.row_list = np.asarray(ivf._row_list, np.int64)
+        c = np.asarray(ivf.centroids, np.float32)
+        self.c, self.cn = c, (c.astype(np.float64) ** 2).sum(1)
+        self.sizes = np.diff(self.off)
+
+    def ball(self, x0: np.ndarray, size: int, taken: np.ndarray) -> np.ndarray:
+        """The ``size`` rows nearest the point ``x0`` (euclidean, in the scored space) not
+        yet ``taken``, among the rows of the lists whose centroids are nearest it (1.5 times
+        ``size`` rows of them)."""
+        if size <= 0:
+            return np.zeros(0, np.int64)
+        order = np.argsort(self.cn - 2.0 * (self.c @ x0[: self.c.shape[1]]).astype(np.float64), kind="stable")
+        cum = np.cumsum(self.sizes[order])
+        nl = int(np.searchsorted(cum, 1.5 * size)) + 1
+        cand = np.concatenate([self.pos_row[self.off[l]:self.off[l + 1]] for l in order[:nl]])
+        d2 = _ball_d2(self.X, self.xn, cand, np.ascontiguousarray(x0, dtype=np.float32), taken)
+        free = int(np.isfinite(d2).sum())
+        if free <= size:
+            return cand[np.isfinite(d2)]
+        return cand[np.argpartition(d2, size - 1)[:size]]
+
+    def near_lists(self, q: np.ndarray) -> np.ndarray:
+        """The lists a search of the prepared query ``q`` tests for being away from its
+        filter (:func:`gsu.index._filter_kernels.local_share`): its best non-empty lists."""
+        sc = self.idx.ivf.centroid_scores(np.ascontiguousarray(q[None, :], dtype=np.float32))[0]
+        sc = np.where(self.sizes > 0, sc, -np.inf)
+        L = min(fk._LOCAL_LISTS, sc.shape[0])
+        return np.argpartition(-sc, L - 1)[:L]
+
+
+def _cluster_rows(idx: "FilteredIndex", m: int, rng: np.random.Generator, own: int, regions: "_Regions | None",
+                  q: np.ndarray | None = None) -> np.ndarray:
+    """``m`` rows made of geometric regions drawn independently of the query: each region
+    the rows nearest a random row, a share of the rows drawn log-uniformly from
+    ``CLUSTER_REGION``; regions are added until ``m`` rows (the last one cut to fit). A
+    category filter: the items of a few categories, each a coherent part of the embedding
+    space, cut independently of the index's lists (regions made of whole lists would
+    flatter the IVF route, whose lists then end where the filter does), none around the
+    query ``q`` (prepared): the query's own region (the rows nearest it, a share of the
+    rows drawn from the same range) and the rows of its nearest lists are never drawn —
+    the case the budget is for: a candidate of one category, a user's items of others,
+    which a search finds away from the query. Without IVF lists: a random subset."""
+    n = idx.ntotal
+    if regions is None:
+        return _sample(n, m, rng, own)
+    lo, hi = math.log(CLUSTER_REGION[0]), math.log(CLUSTER_REGION[1])
+    taken = np.zeros(n, bool)
+    if own >= 0:
+        taken[own] = True
+    if q is not None:
+        for lst in regions.near_lists(q):
+            taken[regions.pos_row[regions.off[lst]:regions.off[lst + 1]]] = True
+        hole = max(1, int(math.ceil(n * math.exp(rng.uniform(math.log(CLUSTER_HOLE[0]), math.log(CLUSTER_HOLE[1]))))))
+        taken[regions.ball(q, min(hole, max(n - m - int(taken.sum()), 0)), taken)] = True
+        m = min(m, n - int(taken.sum()))
+    parts, tot = [], 0
+    for _ in range(4 * n):
+        if tot >= m:
+            break
+        seed = int(rng.integers(0, n))
+        if taken[seed]:
+            continue
+        size = min(m - tot, max(1, int(math.ceil(n * math.exp(rng.uniform(lo, hi))))))
+        b = regions.ball(regions.X[seed], size, taken)
+        if b.shape[0] == 0:
+            continue
+        taken[b] = True
+        parts.append(b)
+        tot += b.shape[0]
+    r = _distinct(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    if r.shape[0] < m:  # regions exhausted the free rows near their seeds: the rest at random
+        r = _distinct(np.concatenate([r, _sample(n, m - r.shape[0], rng, own, taken)]))
+    return r
 
 
 #: how loosely query-correlated filters hold their near rows (see draw_filters), cycled over
@@ -261,10 +386,10 @@ class _Timer:
         self.found = np.empty((Q.shape[0], k), np.float32)
 
     def run(self, id_sets: list[np.ndarray], truth: np.ndarray, code: int, *, bound_us: float = math.inf, probe: float = 0.0,
-            ef: int = 0, cand: int = 0, lists: int = 0) -> tuple[float, float, float]:
+            ef: int = 0, cand: int = 0, lists: int = 0, mask: np.ndarray | None = None) -> tuple[float, float, float]:
         """``(mean recall, median cost µs, recall's lower confidence bound)``; ``(nan,
         median cost, nan)`` when the first queries already cost more than ``bound_us``
-        (the option is abandoned)."""
+        (the option is abandoned). ``mask``: the recall and cost of those queries only."""
         idx, Q, k = self.idx, self.Q, self.k
         compile_ = idx.hnsw.compile_filter
         nq = len(id_sets)  # the first nq calibration queries (fewer at wide selectivities)
@@ -284,6 +409,8 @@ class _Timer:
             if i + 1 == check and np.median(costs[:check]) * 1e6 > bound_us:
                 return math.nan, float(np.median(costs[:check]) * 1e6), math.nan
         r = _recalls(found, truth)
+        if mask is not None:
+            r, costs = r[mask[:nq]], costs[mask[:nq]]
         return float(r.mean()), float(np.median(costs) * 1e6), recall_low(r)
 
 
@@ -330,6 +457,8 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
     base = idx._base_settings
     timer = _Timer(idx, Q, k)
     runs = kind_groups(KINDS)[1]
+    # the lists' geometry of the cluster kind (IVF lists needed; none on a tiny index)
+    has_away = idx.ivf.centroids is not None and idx.ivf.nlist > 2 * fk._LOCAL_LISTS
 
     def reaches_any(entry: list[Any], tgt: float) -> bool:
         """Reached for every kind (scattered filters' budget) or for the runs alone (theirs)."""
@@ -370,6 +499,15 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
             truths[kd] = _truth(idx, Qm, st, k, None if S is None else S[:nq_m])
             idsets[kd] = st
         point: dict[str, Any] = {"s": s, "m": m, "nq": nq_m, "exact": [], "ivf": [], "hnsw": [], "probe": []}
+        away_mask = None
+        if has_away and m > max(base.exact_max_rows, 2 * k):
+            st = _Sets(draw_filters(idx, AWAY_KIND, m, Qm, qm, rng), n, None if identity else ids_of, cache_budget)
+            # the queries a search finds away from their filter's rows (the budget measured
+            # is theirs); the others take the scattered filters' budgets
+            away_mask = _away_flags(idx, Qm, st)
+            if int(away_mask.sum()) >= _MIN_AWAY:
+                truths[AWAY_KIND] = _truth(idx, Qm, st, k, None if S is None else S[:nq_m])
+                idsets[AWAY_KIND] = st
 
         def measure(code: int, bound: float = math.inf, exact: bool = False, **kw: Any) -> list[Any]:
             """``[recalls, costs, lows]`` per kind; an option whose kind costs more than
@@ -453,6 +591,24 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
                         ivf_step = st
                     best = min(best, mc)
                     best_approx = min(best_approx, mc)
+        if AWAY_KIND in idsets and ivf_step is not None:
+            # the cluster kind on its own IVF ladder (the budget of queries away from their
+            # filter's rows): from the scattered filters' step (or one below where it
+            # reached the target at the nearest point measured) up to the target
+            top = target if bounded and (gi < _MIN_POINTS or time.perf_counter() - t_start > max_seconds) else target_hi
+            i = max(AWAY_LADDER.index(ivf_step), _start_step(points, "away", AWAY_LADDER, s, target, [0]))
+            entries: list[Any] = []
+            while i < len(AWAY_LADDER):
+                kw = idx._budget_kw("ivf", AWAY_LADDER[i], None, k, base)
+                r, c, lo = timer.run(idsets[AWAY_KIND], truths[AWAY_KIND], _IVF, bound_us=_PRUNE * best * len(KINDS),
+                                     mask=away_mask, **kw)
+                if not math.isfinite(r):
+                    break
+                entries.append([AWAY_LADDER[i], [r], [c], [lo]])
+                if reaches(entries[-1], top):
+                    break
+                i += 1
+            point["away"] = entries
         if predicted is not None and predicted > 2 * _PRUNE * best_approx:
             ex = [predicted] * len(KINDS)  # far beyond the crossover: the linear model of the timed scans
             point["exact_predicted"] = True
@@ -477,13 +633,38 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
                        seconds=seconds, complete=complete, settings=fit.settings)
 
 
-def _start_step(points: list[dict[str, Any]], fam: str, ladder: tuple[float, ...], s: float, target: float) -> int:
-    """Ladder index to start at: one below the first step that reached ``target`` at the
-    measured selectivity nearest to ``s`` (in log scale); the bottom when none did."""
+#: cluster-kind queries a search must find away from their filter's rows for the away budget
+#: to be measured at a grid point (fewer: it takes a neighbouring point's)
+_MIN_AWAY = 12
+
+
+def _away_flags(idx: "FilteredIndex", Q: np.ndarray, sets: "_Sets") -> np.ndarray:
+    """(nq,) bool: whether a search finds query ``i`` away from the rows of its filter
+    ``sets.rows(i)`` (the test of :func:`gsu.index._filter_kernels.local_share` against
+    ``AWAY_SHARE`` times the filter's selectivity, as the IVF route runs it)."""
+    ivf = idx.ivf
+    n = idx.ntotal
+    nq = len(sets)
+    CS = ivf.centroid_scores(np.ascontiguousarray(Q[:nq], dtype=np.float32))
+    loff = np.asarray(ivf._list_off, np.int64)
+    out = np.zeros(nq, bool)
+    for i in range(nq):
+        rows = sets.rows(i)
+        bm = fk.rows_bitmap64(rows, n)
+        share = fk.local_share(CS, np.int64(i), loff, loff, bm, ivf._pos_row)
+        out[i] = share < AWAY_SHARE * rows.shape[0] / max(int(loff[-1]), 1)
+    return out
+
+
+def _start_step(points: list[dict[str, Any]], fam: str, ladder: tuple[float, ...], s: float, target: float,
+                kinds: list[int] | None = None) -> int:
+    """Ladder index to start at: one below the first step that reached ``target`` (for
+    the ``kinds`` of its entries; default all) at the measured selectivity nearest to
+    ``s`` (in log scale); the bottom when none did."""
     near = sorted(points, key=lambda p: abs(math.log(p["s"] / s)))
     for p in near:
         for e in p.get(fam, []):
-            if reaches(e, target) and e[0] in ladder:
+            if (reaches(e, target) if kinds is None else reaches_kinds(e, target, kinds)) and e[0] in ladder:
                 return max(ladder.index(e[0]) - 1, 0)
     return 0
 

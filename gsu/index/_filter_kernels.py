@@ -843,9 +843,52 @@ def _allowed_in_list(pos_row, bm, j, e, buf):
     return w
 
 
+#: the lists nearest a query whose allowed share decides whether it lies away from the
+#: filter's rows (see :func:`_probe_lists`)
+_LOCAL_LISTS = 4
+
+
+@nb.njit(cache=True)
+def local_share(CS, q, loff, boff, bm, pos_row):
+    """Share of allowed rows among the rows of query ``q``'s ``_LOCAL_LISTS`` best lists
+    by centroid score ``CS[q]`` (every non-empty list, with allowed rows or not; ``loff``
+    the lists' offsets). The allowed rows: a bitmap ``bm`` over rows (``pos_row`` maps
+    list positions to rows), or, ``bm`` empty, grouped by list (``boff``: how many in
+    each list). 1.0 when there are no lists."""
+    L = _LOCAL_LISTS
+    bi = np.full(L, -1, np.int64)
+    bv = np.full(L, -np.inf, np.float32)
+    nlist = loff.shape[0] - 1
+    for l in range(nlist):
+        v = CS[q, l]
+        if v > bv[L - 1] and loff[l + 1] > loff[l]:
+            j = L - 1
+            while j > 0 and bv[j - 1] < v:
+                bv[j] = bv[j - 1]
+                bi[j] = bi[j - 1]
+                j -= 1
+            bv[j] = v
+            bi[j] = l
+    tot = 0
+    ok = 0
+    one = np.uint64(1)
+    for i in range(L):
+        l = bi[i]
+        if l < 0:
+            continue
+        tot += loff[l + 1] - loff[l]
+        if bm.shape[0] > 0:
+            for p in range(loff[l], loff[l + 1]):
+                r = pos_row[p]
+                ok += np.int64((bm[r >> 6] >> np.uint64(r & 63)) & one)
+        else:
+            ok += boff[l + 1] - boff[l]
+    return 1.0 if tot == 0 else ok / tot
+
+
 @nb.njit(cache=True, fastmath=_FM)
 def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored, keys,
-                 vals, buf, ind, C, step, cnmax):
+                 vals, buf, ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi):
     """Probe the lists holding allowed rows in decreasing centroid score.
 
     Two ways to find a list's allowed rows: *grouped* (``bm`` empty): ``boff``/``bpos``
@@ -871,10 +914,22 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
     and, at the end, the scored rows within the error bound of the approximate k-th best
     are rescored from ``Xl``: the rows scored are the same (the stop rule counts rows, not
     scores) and so is the answer, bit for bit, for a quarter of the bytes per row.
+
+    A query away from the allowed rows (``share_lo`` > 0, ``loff`` the lists' offsets):
+    when the allowed share of the rows of its ``_LOCAL_LISTS`` best lists (by centroid
+    score, allowed rows or not) is below ``share_lo`` times the filter's selectivity
+    (``m_all`` of the lists' rows) — the filter's rows lie in regions away from it, as
+    the items of a few categories do — the budget is ``target_hi`` / ``lists_hi``
+    instead: its answers then lie on the near edges of those regions, in lists whose
+    centroids rank them poorly (:func:`local_share`).
     """
     nlist = boff.shape[0] - 1
     d = Q.shape[1]
     qv = Q[q]
+    if share_lo > 0 and (target_hi > target or lists_hi > min_lists):
+        if local_share(CS, q, loff, boff, bm, pos_row) < share_lo * m_all / max(loff[loff.shape[0] - 1], 1):
+            target = target_hi
+            min_lists = lists_hi
     Xf = Xl.reshape(-1)
     scan = bm.shape[0] > 0
     sq = C.shape[0] > 0 and ind
@@ -986,15 +1041,16 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
 
 
 def ivf_search_shared(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
-                      ind=False, sq8=None):
+                      ind=False, sq8=None, away=None):
     """Filter-aware IVF search, one filter for every query: the serial kernel for a
     single query (no thread-pool launch), the parallel one for batches. Arguments as
     :func:`_ivf_search_shared_impl`; ``sq8``: ``(C, step, nmax)``, 8-bit codes of the
     rows read first (with ``ind``; see :func:`_probe_lists`)."""
     C, step, cnmax = _NO_SQ8 if sq8 is None else sq8
+    loff, share_lo, target_hi, lists_hi = _NO_AWAY if away is None else away
     f = _ivf_search_shared_par if _parallel(Q.shape[0]) else _ivf_search_shared_ser
     f(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored, bool(ind), C, step,
-      float(cnmax))
+      float(cnmax), loff, float(share_lo), int(target_hi), int(lists_hi))
 
 
 @nb.njit(cache=True, inline="always")
@@ -1009,7 +1065,7 @@ def _scan_buf(boff, bm):
 
 
 def _ivf_search_shared_impl(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
-                            ind, C, step, cnmax):
+                            ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi):
     """Filter-aware IVF search, one filter for every query (compiled serial and parallel
     over queries: :data:`_ivf_search_shared_ser` / :data:`_ivf_search_shared_par`).
 
@@ -1020,7 +1076,9 @@ def _ivf_search_shared_impl(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target
     query; ``min_lists`` (int) lists to open at least. ``counts`` (nq,) int64 receives
     the number of results, ``scored`` (nq,) int64 the number of allowed rows scored.
     ``Xl``: the vectors in list order, or with ``ind`` in row order (read through
-    ``pos_row``: an owner that keeps one copy of its vectors).
+    ``pos_row``: an owner that keeps one copy of its vectors). ``loff``, ``share_lo``,
+    ``target_hi``, ``lists_hi``: the budget of a query away from the allowed rows (see
+    :func:`_probe_lists`; ``share_lo`` 0: none).
     """
     nlist = boff.shape[0] - 1
     for q in nb.prange(Q.shape[0]):
@@ -1028,7 +1086,7 @@ def _ivf_search_shared_impl(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target
         vals = np.empty(nlist, np.int64)
         buf = _scan_buf(boff, bm)
         _probe_lists(np.int64(q), Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
-                     keys, vals, buf, ind, C, step, cnmax)
+                     keys, vals, buf, ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi)
 
 
 _ivf_search_shared_ser, _ivf_search_shared_par = serial_and_parallel(_ivf_search_shared_impl)
@@ -1037,12 +1095,13 @@ _ivf_search_shared_ser, _ivf_search_shared_par = serial_and_parallel(_ivf_search
 @nb.njit(cache=True, parallel=True)
 def ivf_search_per_query(
     Q, CS, Xl, pos_row, row_list, row_pos, starts, ends, rows, k, target, min_lists, out_r, out_s, counts, scored, ind, C, step,
-    cnmax
+    cnmax, loff, share_lo, target_hi, lists_hi
 ):
     """Filter-aware IVF search with one filter per query (CSR ``rows`` / ``starts`` / ``ends``).
 
     Each query groups its own allowed rows by list (O(m), no O(n) work), then probes
-    as in :func:`ivf_search_shared`; ``C``/``step``/``cnmax`` as there (``C`` (0, 1): none).
+    as in :func:`ivf_search_shared`; ``C``/``step``/``cnmax`` as there (``C`` (0, 1): none);
+    ``loff``/``share_lo``/``target_hi``/``lists_hi``: see :func:`_probe_lists`.
     """
     nlist = CS.shape[1]
     no_bm = np.zeros(0, np.uint64)
@@ -1053,7 +1112,7 @@ def ivf_search_per_query(
         vals = np.empty(nlist, np.int64)
         _bucket(rows, starts[q], ends[q], row_list, row_pos, boff, bpos)
         _probe_lists(np.int64(q), Q, CS, Xl, pos_row, boff, bpos, no_bm, ends[q] - starts[q], k, target, min_lists, out_r, out_s,
-                     counts, scored, keys, vals, bpos[:0], ind, C, step, cnmax)
+                     counts, scored, keys, vals, bpos[:0], ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi)
 
 
 @nb.njit(cache=True, fastmath=_FM)
@@ -1289,6 +1348,8 @@ def _gather_any(qv, X, H, rmax, nmax, C, step, cnmax, rows, start, end, k, out_s
 
 _NO_HALF = (np.zeros((0, 1), np.uint16), 0.0, 0.0)
 _NO_SQ8 = (np.zeros((0, 1), np.uint8), np.zeros(1, np.float32), 0.0)
+#: no budget for queries away from the allowed rows (see :func:`_probe_lists`)
+_NO_AWAY = (np.zeros(1, np.int64), 0.0, 0, 0)
 
 
 def half_copy(X: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, float, float] | bool:

@@ -437,9 +437,10 @@ def _beam_one(qv, qp, C, X, nbr, off, cum, ep, maxl, mode, bm, rows, rlo, rhi, e
 
 @nb.njit(cache=True)
 def _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, i0, i1, all_rows, sbm, starts, ends, rows, ef, ef0, k,
-                  out_r, out_s, counts, vis, touched, bm, probe, seeds):
+                  out_r, out_s, counts, vis, touched, bm, probe, seeds, bail):
     """Queries ``which[i0:i1]`` with the given scratch (``vis`` and ``bm`` all-zero bitsets,
-    left all-zero; ``touched`` (n,) int32)."""
+    left all-zero; ``touched`` (n,) int32). ``bail`` > 0 with one filter per query: each
+    query's density probe share is at least ``bail`` times its filter's selectivity."""
     n = X.shape[0]
     d = X.shape[1]
     ef_max = max(k, ef0)
@@ -472,9 +473,10 @@ def _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, i0, i1, all_row
                 out_s[q, a] = -np.inf
             counts[q] = 0
             continue
+        pq = max(probe, bail * (ends[q] - starts[q]) / n) if bail > 0 else probe
         if (ends[q] - starts[q]) * _DENSE > n:
             counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, np.int64(SORTED), bm, rows, starts[q], ends[q], e, k,
-                                  vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], probe, seeds, q)
+                                  vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], pq, seeds, q)
             continue
         # sparse filter: a bitmap, 64 rows per word; rows are sorted, so each word is
         # assembled in a register and stored once
@@ -490,24 +492,24 @@ def _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, i0, i1, all_row
             acc |= np.uint64(1) << np.uint64(r & 63)
         bm[cur] = acc
         counts[q] = _beam_one(Q[q], qp, C, X, nbr, off, cum, ep, maxl, np.int64(BITMAP), bm, rows, starts[q], ends[q], e, k,
-                              vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], probe, seeds, q)
+                              vis, touched, cs, cr, ts, tr, buf, out_s[q], out_r[q], pq, seeds, q)
         for j in range(starts[q], ends[q]):
             bm[rows[j] >> 6] = 0
 
 
 @nb.njit(cache=True)
 def search_serial(Q, step, C, X, nbr, off, cum, ep, maxl, which, all_rows, sbm, starts, ends, rows, ef, ef0, k,
-                  out_r, out_s, counts, vis, touched, bm, probe, seeds):
+                  out_r, out_s, counts, vis, touched, bm, probe, seeds, bail):
     """:func:`search_batch` on the caller's scratch (two all-zero (ceil(n/64),) uint64
     bitsets ``vis``/``bm``, left all-zero, and ``touched`` (n,) int32), serially: one
     query per call pays no thread-pool launch and no O(n) scratch allocation."""
     _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, np.int64(0), which.shape[0], all_rows, sbm, starts, ends, rows,
-                  ef, ef0, k, out_r, out_s, counts, vis, touched, bm, probe, seeds)
+                  ef, ef0, k, out_r, out_s, counts, vis, touched, bm, probe, seeds, bail)
 
 
 @nb.njit(cache=True, parallel=True)
 def search_batch(Q, step, C, X, nbr, off, cum, ep, maxl, which, all_rows, sbm, starts, ends, rows, ef, ef0, k,
-                 out_r, out_s, counts, nchunk, probe, seeds):
+                 out_r, out_s, counts, nchunk, probe, seeds, bail):
     """Filtered HNSW search of queries ``which``, parallel over ``nchunk`` chunks.
 
     ``Q`` (nq, d) float32 queries, ``step`` (d,) float32 code steps, ``C`` (n, d) uint8
@@ -521,6 +523,7 @@ def search_batch(Q, step, C, X, nbr, off, cum, ep, maxl, which, all_rows, sbm, s
     -1 / -inf) and ``counts`` (nq,): -1 for a query whose density probe failed
     (``probe > 0``: see :func:`_beam_one`; its output rows are not written). ``seeds``
     (nq, S) int64 extra level-0 entry points per query (-1: none), or (0, 0): none.
+    ``bail``: see :func:`_search_range`.
     """
     n = X.shape[0]
     W = which.shape[0]
@@ -529,7 +532,7 @@ def search_batch(Q, step, C, X, nbr, off, cum, ep, maxl, which, all_rows, sbm, s
         bm = np.zeros((n + 63) >> 6, np.uint64)
         touched = np.empty(n, np.int32)
         _search_range(Q, step, C, X, nbr, off, cum, ep, maxl, which, c * W // nchunk, (c + 1) * W // nchunk, all_rows, sbm,
-                      starts, ends, rows, ef, ef0, k, out_r, out_s, counts, vis, touched, bm, probe, seeds)
+                      starts, ends, rows, ef, ef0, k, out_r, out_s, counts, vis, touched, bm, probe, seeds, bail)
 
 
 @nb.njit(cache=True, fastmath=_FM)

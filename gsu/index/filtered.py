@@ -16,7 +16,11 @@ once the filter is compiled — the selectivity is ``s = m / n``):
 In between, a filter that is sparse overall may be dense exactly where the query looks
 (a query-correlated filter: a user's behavior set near the candidate): those queries
 walk the graph first with a *density probe*, which gives up after its first ~100
-level-0 nodes if too few are allowed, and IVF answers.
+level-0 nodes if too few are allowed, and IVF answers. The reverse case — a filter whose
+rows lie away from the query (the items of categories other than the candidate's) —
+has its own IVF budget where calibration measured one: a query whose four nearest IVF
+lists hold fewer than a quarter of the filter's selectivity takes it, and a graph walk
+that lands in such a neighbourhood gives up for IVF (``planner.AWAY_SHARE``).
 
 **Calibration.** The thresholds between the routes and every route's budget are not
 constants: :meth:`FilteredIndex.calibrate` (run by default when the index is built)
@@ -58,6 +62,7 @@ from gsu.index.filters import CompiledFilter, IdMap
 from gsu.index.hnsw import HNSWIndex
 from gsu.index._mutable import DEFAULT_COMPACT_THRESHOLD
 from gsu.index.ivf import _NO_BM, IVFIndex
+from gsu.index import planner as _planner
 from gsu.index.planner import PLANNER_DEFAULTS, Calibration, Fit, PlannerSettings, fit_planner
 
 log = logging.getLogger(__name__)
@@ -419,7 +424,9 @@ class FilteredIndex(Index):
 
         Draws filters of three shapes — uniform random subsets, query-correlated subsets
         (80 % drawn from the rows nearest the query by exact score: all of the nearest, or
-        half of twice as many), contiguous row ranges (time windows) — at a grid of
+        half of twice as many), contiguous row ranges (time windows) — and, for the IVF
+        budget of queries away from their filter's rows, a fourth (regions of rows that
+        leave the query's own region out: categories other than the candidate's) at a grid of
         selectivities from 0.1 % to 70 %, computes the exact top-``k``, times every route
         at a ladder of budgets (one query per call, a fresh ``Filter`` from an id array
         each time) and fits :class:`PlannerSettings` reaching
@@ -530,34 +537,47 @@ class FilteredIndex(Index):
                 max(1, int(math.ceil(st.ivf_min_lists * mult * effort))))
 
     def _plan_one(self, m: int, run: bool, k: int, effort: float, st: PlannerSettings, cf: CompiledFilter | None = None
-                  ) -> tuple[int, float, int, int, int]:
-        """``(route, probe share, ef, candidates, lists)`` for a filter allowing ``m`` rows
-        (``run``: one contiguous run, planned with the runs' budgets). ``route == IVF`` with
-        ``probe > 0``: walk the graph first with the density probe. ``cf``: the filter, shared
-        by the batch; off the exact route (which the evenness never changes) a filter spread
-        evenly over the data plans with the random kind's budgets (:meth:`_settings_shared`)."""
+                  ) -> tuple[int, float, int, int, int, tuple[float, int, int] | None]:
+        """``(route, probe share, ef, candidates, lists, away)`` for a filter allowing ``m``
+        rows (``run``: one contiguous run, planned with the runs' budgets). ``route == IVF``
+        with ``probe > 0``: walk the graph first with the density probe. ``away``:
+        ``(share, candidates, lists)``, the IVF budget of a query away from the filter's
+        rows (``None``: the same budget); a walk (``route == HNSW``) then runs with a
+        density probe of ``AWAY_SHARE`` times the selectivity and hands such a query to IVF.
+        ``cf``: the filter, shared by the batch; off the exact route (which the evenness
+        never changes) a filter spread evenly over the data plans with the random kind's
+        budgets (:meth:`_settings_shared`)."""
         lim = st.exact_max_rows * effort
         if run:
             lim *= st.exact_run_factor
         if m <= max(lim, k):
-            return EXACT, 0.0, 0, 0, 0
+            return EXACT, 0.0, 0, 0, 0, None
         if cf is not None and st.has_even:
             st = self._settings_shared(cf, m, run, st)
-        s = m / max(self.hnsw._n, 1)
-        if s >= st.hnsw_min(run):
-            return HNSW, 0.0, self._ef(st.ef_mult(s, run), k, effort, st), 0, 0
+        n = max(self.hnsw._n, 1)
+        s = m / n
         cand, lists = self._ivf_budget(st.ivf_mult(s, run), k, effort, st)
+        away = None
+        if st.has_away and m < n:
+            ac, al = self._ivf_budget(st.away_mult(s, run), k, effort, st)
+            away = (_planner.AWAY_SHARE, ac, al)
+        if s >= st.hnsw_min(run) or (s >= st.probe_min(run) and st.probe_min_share <= 0.0):
+            # the walk (a probe that never gives up is the plain walk); with budgets for
+            # queries away from the filter's rows, it gives up for them
+            bail = _planner.AWAY_SHARE * s if away is not None else 0.0
+            return HNSW, bail, self._ef(st.ef_mult(s, run), k, effort, st), cand, lists, away
         if s >= st.probe_min(run) and st.probe_min_share <= 1.0:
-            if st.probe_min_share <= 0.0:  # a probe that never gives up is the plain walk
-                return HNSW, 0.0, self._ef(st.ef_mult(s, run), k, effort, st), 0, 0
             if run and not st.run_probe(s):  # a time window where the calibration found the walk's probe wasted
-                return IVF, 0.0, 0, cand, lists
-            return IVF, st.probe_min_share, self._ef(st.ef_mult(s, run), k, effort, st), cand, lists
-        return IVF, 0.0, 0, cand, lists
+                return IVF, 0.0, 0, cand, lists, away
+            return IVF, st.probe_min_share, self._ef(st.ef_mult(s, run), k, effort, st), cand, lists, away
+        return IVF, 0.0, 0, cand, lists, away
 
     def _plan_many(self, m: np.ndarray, run: np.ndarray, k: int, effort: float, st: PlannerSettings
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """:meth:`_plan_one` for arrays: (routes int8, probe bool, ef, candidates, lists)."""
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_plan_one` for arrays: (routes int8, probe bool, ef, candidates, lists,
+        away candidates, away lists) (the away budgets equal the others' without
+        ``band_away_ivf``; with it, the walks hand queries away from their filter's rows
+        to IVF: :meth:`_plan_one`)."""
         n = max(self.hnsw._n, 1)
         s = m / n
         lim = st.exact_max_rows * effort * np.where(run, st.exact_run_factor, 1.0)
@@ -575,7 +595,13 @@ class FilteredIndex(Index):
         im = st.ivf_mults(s, run)
         cand = np.maximum(k, np.ceil(st.ivf_candidates * im * k * effort)).astype(np.int64)
         lists = np.maximum(1, np.ceil(st.ivf_min_lists * im * effort)).astype(np.int64)
-        return routes, probe, ef, cand, lists
+        if st.has_away:
+            am = st.away_mults(s, run)
+            acand = np.maximum(k, np.ceil(st.ivf_candidates * am * k * effort)).astype(np.int64)
+            alists = np.maximum(1, np.ceil(st.ivf_min_lists * am * effort)).astype(np.int64)
+        else:
+            acand, alists = cand.copy(), lists.copy()
+        return routes, probe, ef, cand, lists, acand, alists
 
     def plan(
         self,
@@ -621,7 +647,7 @@ class FilteredIndex(Index):
         else:
             m = cf.counts(nq)
             run = _contiguous(cf, nq, m)
-        routes, probe, ef, cand, lists = self._plan_many(m, run, k, effort, st)
+        routes, probe, ef, cand, lists, acand, alists = self._plan_many(m, run, k, effort, st)
         uni = np.full(nq, -1, np.int8)
         even = np.zeros(nq, bool)
         if cf is not None and st.has_even:  # as search: an even filter plans with the random kind's budgets
@@ -631,7 +657,17 @@ class FilteredIndex(Index):
                 even = self._even_many(cf, m, run, routes, st, uni)
             ev = np.flatnonzero(even)
             if ev.shape[0]:
-                routes[ev], probe[ev], ef[ev], cand[ev], lists[ev] = self._plan_many(m[ev], run[ev], k, effort, st.even)
+                routes[ev], probe[ev], ef[ev], cand[ev], lists[ev], acand[ev], alists[ev] = self._plan_many(
+                    m[ev], run[ev], k, effort, st.even)
+        if st.has_away:  # as search: a walk gives up where its filter's rows lie away from the query
+            bw = np.flatnonzero((routes == HNSW) & (m > 0) & (m < n)).astype(np.int64)
+            if bw.shape[0]:
+                counts = np.full(nq, 0, np.int64)
+                self._walk(q, k, cf, bw, np.empty((nq, k), np.int64), np.empty((nq, k), np.float32), counts, ef,
+                           _planner.AWAY_SHARE, self._walk_seeds(self._scoring_queries(q), bw))
+                gave = bw[counts[bw] < 0]
+                routes[gave] = IVF
+                cand[gave] = acand[gave]
         ef[(routes != HNSW) & ~probe] = 0
         cand[routes != IVF] = 0
         routes[m == 0] = EXACT
@@ -750,22 +786,26 @@ class FilteredIndex(Index):
         ids = out_r if idmap.identity else idmap.to_ids(out_r)
         return SearchResult.trusted(ids, out_s, counts)
 
-    def _forced(self, code: int, m: int, k: int, effort: float, st: PlannerSettings) -> tuple[int, float, int, int, int]:
+    def _forced(self, code: int, m: int, k: int, effort: float, st: PlannerSettings
+                ) -> tuple[int, float, int, int, int, tuple[float, int, int] | None]:
         """The plan of a forced route with the budgets of its selectivity."""
         s = m / max(self.hnsw._n, 1)
         if code == HNSW:
-            return HNSW, 0.0, self._ef(st.ef_mult(s), k, effort, st), 0, 0
+            return HNSW, 0.0, self._ef(st.ef_mult(s), k, effort, st), 0, 0, None
         if code == IVF:
             cand, lists = self._ivf_budget(st.ivf_mult(s), k, effort, st)
-            return IVF, 0.0, 0, cand, lists
-        return EXACT, 0.0, 0, 0, 0
+            return IVF, 0.0, 0, cand, lists, None
+        return EXACT, 0.0, 0, 0, 0, None
 
     def _search_one(self, q: np.ndarray, k: int, cf: CompiledFilter | None, code: int, probe: float, ef: int, cand: int,
-                    lists: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    lists: int, away: tuple[float, int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every query under one filter (``None``: all rows) by one plan: (rows, scores, counts).
 
         ``code == IVF`` with ``probe > 0``: the graph walk with its density probe first
-        (:meth:`HNSWIndex.beam_search`), IVF for the queries whose walk gives up.
+        (:meth:`HNSWIndex.beam_search`), IVF for the queries whose walk gives up; the same
+        for ``code == HNSW`` with ``probe > 0`` (a walk that gives up where the filter's
+        rows lie away from the query). ``away``: the IVF budget of such queries
+        (:meth:`_plan_one`).
         """
         nq = q.shape[0]
         n = self.hnsw._n
@@ -785,18 +825,30 @@ class FilteredIndex(Index):
             return out_r, out_s, counts
         if code == HNSW or (probe > 0 and (cf is None or self._walk_shared(cf, m, probe))):
             self.hnsw.beam_search(q, k, cf, which, out_r, out_s, counts, ef, probe, self._walk_seeds(q))
-            if code == HNSW or ((counts[0] >= 0) if nq == 1 else (counts.min() >= 0)):
+            if probe <= 0 or ((counts[0] >= 0) if nq == 1 else (counts.min() >= 0)):
                 self._recompute_short(q, k, cf, m, out_r, out_s, counts)
                 return out_r, out_s, counts
             w = np.flatnonzero(counts < 0).astype(np.int64)
             self.ivf.search_compiled(q, k, cf, w, out_r, out_s, counts, target=cand, min_lists=lists,
-                                     vectors=self._scoring(), sq8=self._approx()[1])
+                                     vectors=self._scoring(), sq8=self._approx()[1], away=away)
             self._recompute_short(q, k, cf, m, out_r, out_s, counts)
             return out_r, out_s, counts
         # IVF: planned so, or (probe > 0) an even filter too sparse for the walk to pay
         self.ivf.search_compiled(q, k, cf, which, out_r, out_s, counts, target=cand, min_lists=lists,
-                                 vectors=self._scoring(), sq8=self._approx()[1])
+                                 vectors=self._scoring(), sq8=self._approx()[1], away=away)
         return out_r, out_s, counts
+
+    def _walk(self, q: np.ndarray, k: int, cf: CompiledFilter | None, which: np.ndarray, out_r: np.ndarray,
+              out_s: np.ndarray, counts: np.ndarray, ef: Any, bail: float, seeds: np.ndarray | None) -> None:
+        """The graph walk of queries ``which`` whose density probe gives up (count -1) where
+        fewer than ``bail`` times the query's filter's selectivity of the first level-0
+        nodes are allowed (queries away from their filter's rows)."""
+        n = max(self.hnsw._n, 1)
+        if cf is None or cf.shared:
+            m = n if cf is None else cf.count
+            self.hnsw.beam_search(q, k, cf, which, out_r, out_s, counts, ef, bail * m / n, seeds)
+        else:
+            self.hnsw.beam_search(q, k, cf, which, out_r, out_s, counts, ef, 0.0, seeds, bail=bail)
 
     def _walk_seeds(self, q: np.ndarray, which: np.ndarray | None = None) -> np.ndarray | None:
         """Extra entry points of the graph walk: for each query (``which``: only those rows;
@@ -966,7 +1018,7 @@ class FilteredIndex(Index):
         nq = q.shape[0]
         m_all = cf.counts(nq)
         run = _contiguous(cf, nq, m_all)
-        routes, probe, ef, cand, lists = self._plan_many(m_all, run, k, effort, st)
+        routes, probe, ef, cand, lists, acand, alists = self._plan_many(m_all, run, k, effort, st)
         uni = np.full(nq, -1, np.int8)  # evenness verdicts, computed where needed
         if route != "auto":
             routes = np.full(nq, ROUTES.index(route), np.int8)
@@ -974,7 +1026,11 @@ class FilteredIndex(Index):
         elif st.has_even:
             ev = np.flatnonzero(self._even_many(cf, m_all, run, routes, st, uni))
             if ev.shape[0]:
-                routes[ev], probe[ev], ef[ev], cand[ev], lists[ev] = self._plan_many(m_all[ev], run[ev], k, effort, st.even)
+                routes[ev], probe[ev], ef[ev], cand[ev], lists[ev], acand[ev], alists[ev] = self._plan_many(
+                    m_all[ev], run[ev], k, effort, st.even)
+        away = route == "auto" and st.has_away
+        if not away:
+            acand, alists = cand, lists
         out_r = np.full((nq, k), -1, np.int64)
         out_s = np.full((nq, k), -np.inf, np.float32)
         counts = np.zeros(nq, np.int64)
@@ -985,8 +1041,14 @@ class FilteredIndex(Index):
             fk.gather_topk_ip_sel(q, X, ex, starts, ends, cf.rows, k, out_r, out_s, counts, *self._approx())
         walk = np.flatnonzero((routes == HNSW) & (m_all > 0)).astype(np.int64)
         pw = np.flatnonzero(probe & (m_all > 0)).astype(np.int64)
+        bailed = walk[:0]
         if walk.shape[0]:
-            self.hnsw.beam_search(q, k, cf, walk, out_r, out_s, counts, ef, 0.0, self._walk_seeds(q, walk))
+            if away:  # the walks of queries away from their filter's rows give up (IVF answers)
+                self.hnsw.beam_search(q, k, cf, walk, out_r, out_s, counts, ef, 0.0, self._walk_seeds(q, walk),
+                                      bail=_planner.AWAY_SHARE)
+                bailed, walk = walk[counts[walk] < 0], walk[counts[walk] >= 0]
+            else:
+                self.hnsw.beam_search(q, k, cf, walk, out_r, out_s, counts, ef, 0.0, self._walk_seeds(q, walk))
         if pw.shape[0]:
             go = self._worth_walking(cf, pw, m_all, st.probe_min_share, uni)
             skip, pw = pw[~go], pw[go]
@@ -997,13 +1059,14 @@ class FilteredIndex(Index):
         else:
             gave_up = pw
         # ascending: IVF then runs every query of a full batch in one block as it is
-        iv = np.sort(np.concatenate([np.flatnonzero((routes == IVF) & ~probe & (m_all > 0)), gave_up])).astype(np.int64)
+        iv = np.sort(np.concatenate([np.flatnonzero((routes == IVF) & ~probe & (m_all > 0)), gave_up, bailed])).astype(np.int64)
         if iv.shape[0]:
-            pairs = np.stack([cand[iv], lists[iv]], axis=1)
-            for c, l in np.unique(pairs, axis=0):
-                grp = iv[(pairs[:, 0] == c) & (pairs[:, 1] == l)]
+            pairs = np.stack([cand[iv], lists[iv], acand[iv], alists[iv]], axis=1)
+            for c, l, ac, al in np.unique(pairs, axis=0):
+                grp = iv[(pairs[:, 0] == c) & (pairs[:, 1] == l) & (pairs[:, 2] == ac) & (pairs[:, 3] == al)]
                 self.ivf.search_compiled(q, k, cf, grp, out_r, out_s, counts, target=int(c), min_lists=int(l), vectors=X,
-                                         sq8=self._approx()[1])
+                                         sq8=self._approx()[1],
+                                         away=(_planner.AWAY_SHARE, int(ac), int(al)) if away else None)
         if walk.shape[0]:
             short = walk[counts[walk] < np.minimum(m_all[walk], k)]
             if short.shape[0]:

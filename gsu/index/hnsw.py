@@ -470,6 +470,7 @@ class HNSWIndex(MutableIndex):
         ef: int | np.ndarray,
         probe: float = 0.0,
         seeds: np.ndarray | None = None,
+        bail: float = 0.0,
     ) -> None:
         """gsu's beam search over faiss's graph (:mod:`gsu.index._graph_kernels`: 8-bit codes
         steer the walk, the ``ef`` allowed results are rescored in float32) for prepared
@@ -483,6 +484,9 @@ class HNSWIndex(MutableIndex):
         written) when fewer than that share of the first ~100 level-0 nodes it visits pass
         the filter (the filter is too sparse near it for a graph walk to pay). ``seeds``:
         (nq, S) int64 rows entered at level 0 beside the descent's node (-1: none).
+        ``bail`` > 0 with one filter per query: each query's probe share is at least
+        ``bail`` times its own filter's selectivity (a walk that lands where its filter
+        is far sparser than on average gives up).
         """
         W = which.shape[0]
         if W == 0:
@@ -527,12 +531,12 @@ class HNSWIndex(MutableIndex):
                 sc = (np.zeros(w, np.uint64), np.empty(n, np.int32), np.zeros(w, np.uint64))
             try:
                 gk.search_serial(q, step, codes, X, nbr, off, cum, ep, maxl, which, *fa, efa, ef0, k, out_r, out_s, counts,
-                                 sc[0], sc[1], sc[2], float(probe), seeds)
+                                 sc[0], sc[1], sc[2], float(probe), seeds, float(bail))
             finally:
                 pool.append(sc)
         else:
             gk.search_batch(q, step, codes, X, nbr, off, cum, ep, maxl, which, *fa, efa, ef0, k, out_r, out_s, counts,
-                            max(1, min(W, 4 * numba.get_num_threads())), float(probe), seeds)
+                            max(1, min(W, 4 * numba.get_num_threads())), float(probe), seeds, float(bail))
 
     def _codes(self) -> tuple[np.ndarray, np.ndarray]:
         """The traversal's 8-bit codes of the vectors and their per-dimension steps

@@ -354,6 +354,7 @@ class IVFIndex(MutableIndex):
         centroid_scores: np.ndarray | None = None,
         vectors: np.ndarray | None = None,
         sq8: tuple[np.ndarray, np.ndarray, float] | None = None,
+        away: tuple[float, int, int] | None = None,
     ) -> None:
         """Search prepared queries ``which`` (int64) under a compiled filter (``None``: all rows).
 
@@ -366,10 +367,14 @@ class IVFIndex(MutableIndex):
         (n, d') float32 matrix in row order (for l2 the augmented rows); ``sq8``:
         ``(codes (n, d') uint8, step, largest row norm)`` of those rows, read first
         (:func:`gsu.index._filter_kernels._probe_lists`: the same answer), lists without
-        vectors only.
+        vectors only. ``away``: ``(ratio, candidates, nprobe)``, the budget of a query
+        whose nearest lists' rows are allowed at less than ``ratio`` times the filter's
+        selectivity (a filter whose rows lie away from it:
+        :func:`gsu.index._filter_kernels._probe_lists`).
         """
         if which.shape[0] == 0:
             return
+        aw = fk._NO_AWAY if away is None or away[0] <= 0 else (self._list_off, float(away[0]), int(away[1]), int(away[2]))
         nq = q.shape[0]
         target, min_lists = int(target), int(min_lists)
         shared = cf is None or cf.shared
@@ -416,12 +421,13 @@ class IVFIndex(MutableIndex):
                 cs = centroid_scores if full else np.ascontiguousarray(centroid_scores[w])
             if shared:
                 fk.ivf_search_shared(qs, cs, xl, self._pos_row, boff, bpos, bm, m_all, k, target, min_lists, r, s, c, scw, ind,
-                                     sq8 if ind else None)
+                                     sq8 if ind else None, aw)
             else:
                 C, step, cnmax = sq8 if (ind and sq8 is not None) else fk._NO_SQ8
                 fk.ivf_search_per_query(
                     qs, cs, xl, self._pos_row, self._row_list, self._row_pos,
                     starts[w], ends[w], cf.rows, k, target, min_lists, r, s, c, scw, ind, C, step, float(cnmax),
+                    aw[0], float(aw[1]), int(aw[2]), int(aw[3]),
                 )
             if not full:
                 out_r[w], out_s[w], counts[w] = r, s, c

@@ -28,6 +28,18 @@ index's own data (recall and cost of every route and budget at every grid point)
   window over rows stored in time order may be cheaper on IVF where the walk is cheaper for
   scattered filters (the suite's anisotropic set: 30 % windows on IVF at 0.89× the walk's
   time, recall 0.987);
+- for queries *away* from their filter's rows — fewer than ``AWAY_SHARE`` (a quarter) of
+  the filter's selectivity among the rows of the query's four nearest IVF lists: the items
+  of a few categories, none around the query — the smallest IVF budget reaching the target
+  for the calibration's ``cluster`` kind, measured on its own ladder (``away`` entries of a
+  point, up to 16 times the base budget; ``band_away_ivf``). Their answers lie on the near
+  edges of other regions, in lists the centroid order ranks late (on the suite's
+  generated sets with whole clusters as categories, the lists holding the answers ranked
+  88th–350th in the median), so the budget of a scattered filter leaves them short
+  (recall 0.81–0.94 on five of seven sets at 10 % and 50 %). The search tests each query
+  (IVF: the allowed share of its nearest lists; the walk: its density probe at
+  ``AWAY_SHARE`` times the selectivity, handing the query to IVF), so only those queries
+  pay the larger budget;
 - the exact-scan limit: where the exact scan's measured cost crosses the cheapest
   approximate policy's (interpolated in the allowed-row count), separately for scattered
   rows and for contiguous runs (time windows), whose ratio is ``exact_run_factor``.
@@ -55,7 +67,7 @@ from typing import Any, Sequence
 import numpy as np
 
 __all__ = ["PlannerSettings", "PLANNER_DEFAULTS", "Calibration", "fit_planner", "recall_goal", "recall_low", "reaches",
-           "reaches_kinds", "kind_groups", "IVF_LADDER", "HNSW_LADDER", "RECALL_Z"]
+           "reaches_kinds", "kind_groups", "IVF_LADDER", "AWAY_LADDER", "HNSW_LADDER", "RECALL_Z", "AWAY_SHARE"]
 
 #: a selectivity threshold that no filter reaches (routes it guards are never taken)
 NEVER = 2.0
@@ -65,10 +77,13 @@ NEVER = 2.0
 #: took 0.78-0.93x the time of the 1.6x steps on three of the filtered suite's sets, the same
 #: on three others); the extra steps are measured only in the bracket where the goal is crossed
 IVF_LADDER = (0.1, 0.15, 0.25, 0.4, 0.6, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.0)
+#: IVF budget steps of queries away from their filter's rows (their answers may lie far
+#: down the lists' order: the IVF steps and larger ones)
+AWAY_LADDER = IVF_LADDER + (8.0, 11.0, 16.0)
 #: HNSW beam steps: ``ef = step · k`` allowed results
 HNSW_LADDER = (1.0, 1.3, 1.7, 2.2, 2.8, 3.6, 4.6, 6.0, 8.0, 11.0, 16.0, 24.0)
 _BAND_FIELDS = ("band_hnsw_ef", "band_ivf", "band_run_probe", "band_run_hnsw_ef", "band_run_ivf", "band_even_hnsw_ef",
-                "band_even_ivf")
+                "band_even_ivf", "band_away_ivf")
 _OPT_THRESHOLDS = ("even_hnsw_min_selectivity", "even_probe_min_selectivity", "run_hnsw_min_selectivity",
                    "run_probe_min_selectivity")
 _SCALARS = ("exact_max_rows", "exact_run_factor", "hnsw_min_selectivity", "probe_min_selectivity", "probe_min_share",
@@ -126,6 +141,12 @@ EVEN_ROUTES = True
 #: a contiguous run takes the route thresholds fitted on the range kind's own costs (True), or
 #: those of every kind with the range kind's budgets (False)
 RUN_ROUTES = True
+#: a query lies *away* from its filter's rows when its nearest IVF lists hold less than this
+#: share of the filter's selectivity (the items of a few categories, none around the query);
+#: with ``band_away_ivf`` its IVF search takes that budget, and a graph walk that lands in
+#: such a neighbourhood gives up for it (see ``FilteredIndex``). A random or
+#: query-correlated filter holds about its selectivity or more there
+AWAY_SHARE = 0.25
 
 #: one-sided 95 % normal quantile of the recall's lower confidence bound (see the module docstring)
 RECALL_Z = 1.645
@@ -196,6 +217,10 @@ class PlannerSettings:
     calibration's range kind alone; the others on every kind). ``band_even_hnsw_ef`` /
     ``band_even_ivf``, when given, are those fitted on the random kind alone: the budgets
     of a filter the index finds spread evenly over its rows (:attr:`even`).
+    ``band_away_ivf``, when given, multiplies the IVF budgets of a query that lies away
+    from its filter's rows (fewer than ``AWAY_SHARE`` times the filter's selectivity
+    among the rows of its nearest lists; fitted on the calibration's cluster kind), and
+    a graph walk under such a filter gives up on the same test (:meth:`away_mult`).
 
     Every value is checked once, at construction.
     """
@@ -218,6 +243,7 @@ class PlannerSettings:
     band_run_ivf: tuple[float, ...] = ()
     band_even_hnsw_ef: tuple[float, ...] = ()
     band_even_ivf: tuple[float, ...] = ()
+    band_away_ivf: tuple[float, ...] = ()
     even_hnsw_min_selectivity: float | None = None
     even_probe_min_selectivity: float | None = None
     run_hnsw_min_selectivity: float | None = None
@@ -259,7 +285,7 @@ class PlannerSettings:
         if "hnsw_ef" in ch:
             ch["band_hnsw_ef"] = ch["band_run_hnsw_ef"] = ch["band_even_hnsw_ef"] = ()
         if "ivf_candidates" in ch or "ivf_min_lists" in ch:
-            ch["band_ivf"] = ch["band_run_ivf"] = ch["band_even_ivf"] = ()
+            ch["band_ivf"] = ch["band_run_ivf"] = ch["band_even_ivf"] = ch["band_away_ivf"] = ()
         if "hnsw_min_selectivity" in ch or "probe_min_selectivity" in ch:
             for name in _OPT_THRESHOLDS:
                 ch[name] = None
@@ -385,6 +411,24 @@ class PlannerSettings:
     def ivf_mult(self, s: float, run: bool = False) -> float:
         """The factor on both IVF budgets at selectivity ``s`` (``run``: for one contiguous run of rows)."""
         return self._band(self._ivf_vals(run), s, 1.0)
+
+    @property
+    def has_away(self) -> bool:
+        """Whether queries away from their filter's rows take budgets of their own."""
+        return bool(self.band_away_ivf)
+
+    def away_mult(self, s: float, run: bool = False) -> float:
+        """The factor on both IVF budgets at selectivity ``s`` for a query away from its
+        filter's rows: the cluster kind's, at least the filter's own (:meth:`ivf_mult`)."""
+        own = self.ivf_mult(s, run)
+        return max(own, self._band(self.band_away_ivf, s, own))
+
+    def away_mults(self, s: np.ndarray, run: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`away_mult` for an array of selectivities."""
+        own = self.ivf_mults(s, run)
+        if not self.band_away_ivf:
+            return own
+        return np.maximum(own, self._bands_arr(self.band_away_ivf, s, 1.0))
 
     def run_probe(self, s: float) -> bool:
         """Whether a contiguous run of rows at selectivity ``s`` tries the walk's density
@@ -742,12 +786,24 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     run_pb = [0.0 if (run_k and fam_run["ivf"][j] is not None
                       and fcost_run("ivf", j) < fcost_run("probe", j)) else 1.0 for j in range(J)]
     hnsw_min, probe_min = thresholds(h, pr)
+    # queries away from their filter's rows (the cluster kind's own IVF ladder, ``away``):
+    # the budget where it reached the target at each point, the largest measured where it
+    # never did, the nearest such point's where it was not measured; at least the
+    # scattered filters' own
+    away_b: list[float] = []
+    if any(p.get("away") for p in pts):
+        raw: list[Any] = []
+        for p in pts:
+            e = p.get("away", [])
+            r = _first_reaching(e, target, [0])
+            raw.append(r if r is not None or not e else (max(float(x[0]) for x in e), [], []))
+        away_b = [max(a, b) for a, b in zip(fill({"ivf": raw}, "ivf", AWAY_LADDER), ivf_b)]
     st = dataclasses.replace(
         base, exact_max_rows=float(lim), exact_run_factor=float(run_factor), hnsw_min_selectivity=hnsw_min,
         probe_min_selectivity=probe_min, bands=tuple(float(s) for s in sel),
         band_hnsw_ef=tuple(ef_b), band_ivf=tuple(ivf_b), band_run_probe=tuple(run_pb),
         band_run_hnsw_ef=tuple(run_ef_b), band_run_ivf=tuple(run_ivf_b), band_even_hnsw_ef=tuple(even_ef_b),
         band_even_ivf=tuple(even_ivf_b), even_hnsw_min_selectivity=even_hnsw_min, even_probe_min_selectivity=even_probe_min,
-        run_hnsw_min_selectivity=run_hnsw_min, run_probe_min_selectivity=run_probe_min,
+        run_hnsw_min_selectivity=run_hnsw_min, run_probe_min_selectivity=run_probe_min, band_away_ivf=tuple(away_b),
     )
     return Fit(st, rec_ivf, rec_hnsw, reached, rec_run_ivf, rec_run_hnsw, rec_even_ivf, rec_even_hnsw)
