@@ -591,24 +591,6 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
                         ivf_step = st
                     best = min(best, mc)
                     best_approx = min(best_approx, mc)
-        if AWAY_KIND in idsets and ivf_step is not None:
-            # the cluster kind on its own IVF ladder (the budget of queries away from their
-            # filter's rows): from the scattered filters' step (or one below where it
-            # reached the target at the nearest point measured) up to the target
-            top = target if bounded and (gi < _MIN_POINTS or time.perf_counter() - t_start > max_seconds) else target_hi
-            i = max(AWAY_LADDER.index(ivf_step), _start_step(points, "away", AWAY_LADDER, s, target, [0]))
-            entries: list[Any] = []
-            while i < len(AWAY_LADDER):
-                kw = idx._budget_kw("ivf", AWAY_LADDER[i], None, k, base)
-                r, c, lo = timer.run(idsets[AWAY_KIND], truths[AWAY_KIND], _IVF, bound_us=_PRUNE * best * len(KINDS),
-                                     mask=away_mask, **kw)
-                if not math.isfinite(r):
-                    break
-                entries.append([AWAY_LADDER[i], [r], [c], [lo]])
-                if reaches(entries[-1], top):
-                    break
-                i += 1
-            point["away"] = entries
         if predicted is not None and predicted > 2 * _PRUNE * best_approx:
             ex = [predicted] * len(KINDS)  # far beyond the crossover: the linear model of the timed scans
             point["exact_predicted"] = True
@@ -618,6 +600,27 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
             ex = measure(_EXACT, _PRUNE * best_approx * len(KINDS), exact=True)[1]
             exact_rate.append((m, float(np.mean(ex))))
         point["exact"] = ex
+        if AWAY_KIND in idsets and ivf_step is not None:
+            # the cluster kind on its own IVF ladder (the budget of queries away from their
+            # filter's rows): from the scattered filters' step (or one below where it
+            # reached the target at the nearest point measured) up to the target, while a
+            # step costs less than twice the exact scan (the search decides per query,
+            # inside the list scan, that a query is away: the exact route is not an option
+            # for it, and the lists' budget tends to the exact scan as it grows)
+            top = target if bounded and (gi < _MIN_POINTS or time.perf_counter() - t_start > max_seconds) else target_hi
+            i = max(AWAY_LADDER.index(ivf_step), _start_step(points, "away", AWAY_LADDER, s, target, [0]))
+            entries: list[Any] = []
+            away_bound = max(_PRUNE * best * len(KINDS), 2 * float(np.mean(ex)))
+            while i < len(AWAY_LADDER):
+                kw = idx._budget_kw("ivf", AWAY_LADDER[i], None, k, base)
+                r, c, lo = timer.run(idsets[AWAY_KIND], truths[AWAY_KIND], _IVF, bound_us=away_bound, mask=away_mask, **kw)
+                if not math.isfinite(r):
+                    break
+                entries.append([AWAY_LADDER[i], [r], [c], [lo]])
+                if reaches(entries[-1], top):
+                    break
+                i += 1
+            point["away"] = entries
         points.append(point)
         if bar is not None:
             bar.update(1)

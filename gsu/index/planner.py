@@ -32,7 +32,7 @@ index's own data (recall and cost of every route and budget at every grid point)
   the filter's selectivity among the rows of the query's four nearest IVF lists: the items
   of a few categories, none around the query — the smallest IVF budget reaching the target
   for the calibration's ``cluster`` kind, measured on its own ladder (``away`` entries of a
-  point, up to 16 times the base budget; ``band_away_ivf``). Their answers lie on the near
+  point, up to 32 times the base budget, while a step costs less than twice the exact scan; ``band_away_ivf``). Their answers lie on the near
   edges of other regions, in lists the centroid order ranks late (on the suite's
   generated sets with whole clusters as categories, the lists holding the answers ranked
   88th–350th in the median), so the budget of a scattered filter leaves them short
@@ -79,7 +79,7 @@ NEVER = 2.0
 IVF_LADDER = (0.1, 0.15, 0.25, 0.4, 0.6, 0.8, 1.0, 1.25, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.0)
 #: IVF budget steps of queries away from their filter's rows (their answers may lie far
 #: down the lists' order: the IVF steps and larger ones)
-AWAY_LADDER = IVF_LADDER + (8.0, 11.0, 16.0)
+AWAY_LADDER = IVF_LADDER + (8.0, 11.0, 16.0, 24.0, 32.0)
 #: HNSW beam steps: ``ef = step · k`` allowed results
 HNSW_LADDER = (1.0, 1.3, 1.7, 2.2, 2.8, 3.6, 4.6, 6.0, 8.0, 11.0, 16.0, 24.0)
 _BAND_FIELDS = ("band_hnsw_ef", "band_ivf", "band_run_probe", "band_run_hnsw_ef", "band_run_ivf", "band_even_hnsw_ef",
