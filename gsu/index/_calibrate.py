@@ -221,7 +221,6 @@ class _Regions:
         self.xn = np.einsum("ij,ij->i", self.X, self.X)  # squared row norms, float32
         self.off = np.asarray(ivf._list_off, np.int64)
         self.pos_row = np.asarray(ivf._pos_row, np.int64)
-        self.row_list = np.asarray(ivf._row_list, np.int64)
         c = np.asarray(ivf.centroids, np.float32)
         self.c, self.cn = c, (c.astype(np.float64) ** 2).sum(1)
         self.sizes = np.diff(self.off)
@@ -253,8 +252,8 @@ class _Regions:
 
 def _cluster_rows(idx: "FilteredIndex", m: int, rng: np.random.Generator, own: int, regions: "_Regions | None",
                   q: np.ndarray | None = None) -> np.ndarray:
-    """``m`` rows made of geometric regions drawn independently of the query: each region
-    the rows nearest a random row, a share of the rows drawn log-uniformly from
+    """``m`` rows made of geometric regions seeded at random rows: each region the rows
+    nearest its seed, a share of the rows drawn log-uniformly from
     ``CLUSTER_REGION``; regions are added until ``m`` rows (the last one cut to fit). A
     category filter: the items of a few categories, each a coherent part of the embedding
     space, cut independently of the index's lists (regions made of whole lists would
