@@ -856,26 +856,19 @@ def local_share(CS, q, loff, boff, bm, pos_row):
     list positions to rows), or, ``bm`` empty, grouped by list (``boff``: how many in
     each list). 1.0 when there are no lists."""
     L = _LOCAL_LISTS
-    bi = np.full(L, -1, np.int64)
-    bv = np.full(L, -np.inf, np.float32)
-    nlist = loff.shape[0] - 1
-    for l in range(nlist):
-        v = CS[q, l]
-        if v > bv[L - 1] and loff[l + 1] > loff[l]:
-            j = L - 1
-            while j > 0 and bv[j - 1] < v:
-                bv[j] = bv[j - 1]
-                bi[j] = bi[j - 1]
-                j -= 1
-            bv[j] = v
-            bi[j] = l
+    hs = np.empty(L, np.float32)
+    hl = np.empty(L, np.int64)
+    size = 0
+    for l in range(loff.shape[0] - 1):  # the best L non-empty lists (a top-L heap)
+        if loff[l + 1] > loff[l]:
+            v = CS[q, l]
+            if size < L or v >= hs[0]:
+                size = heap_push(hs, hl, size, L, v, l)
     tot = 0
     ok = 0
     one = np.uint64(1)
-    for i in range(L):
-        l = bi[i]
-        if l < 0:
-            continue
+    for i in range(size):
+        l = hl[i]
         tot += loff[l + 1] - loff[l]
         if bm.shape[0] > 0:
             for p in range(loff[l], loff[l + 1]):

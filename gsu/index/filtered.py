@@ -842,7 +842,7 @@ class FilteredIndex(Index):
               out_s: np.ndarray, counts: np.ndarray, ef: Any, bail: float, seeds: np.ndarray | None) -> None:
         """The graph walk of queries ``which`` whose density probe gives up (count -1) where
         fewer than ``bail`` times the query's filter's selectivity of the first level-0
-        nodes are allowed (queries away from their filter's rows)."""
+        nodes are allowed (queries away from their filter's rows; ``bail`` 0: the plain walk)."""
         n = max(self.hnsw._n, 1)
         if cf is None or cf.shared:
             m = n if cf is None else cf.count
@@ -1043,12 +1043,10 @@ class FilteredIndex(Index):
         pw = np.flatnonzero(probe & (m_all > 0)).astype(np.int64)
         bailed = walk[:0]
         if walk.shape[0]:
-            if away:  # the walks of queries away from their filter's rows give up (IVF answers)
-                self.hnsw.beam_search(q, k, cf, walk, out_r, out_s, counts, ef, 0.0, self._walk_seeds(q, walk),
-                                      bail=_planner.AWAY_SHARE)
+            # with away budgets, the walks of queries away from their filter's rows give up (IVF answers)
+            self._walk(q, k, cf, walk, out_r, out_s, counts, ef, _planner.AWAY_SHARE if away else 0.0, self._walk_seeds(q, walk))
+            if away:
                 bailed, walk = walk[counts[walk] < 0], walk[counts[walk] >= 0]
-            else:
-                self.hnsw.beam_search(q, k, cf, walk, out_r, out_s, counts, ef, 0.0, self._walk_seeds(q, walk))
         if pw.shape[0]:
             go = self._worth_walking(cf, pw, m_all, st.probe_min_share, uni)
             skip, pw = pw[~go], pw[go]
