@@ -204,6 +204,32 @@ def test_search_while_writing_with_walk_seeds(monkeypatch):
     assert sum(calls) > 0, "the walks took seeds"
 
 
+@pytest.mark.slow
+def test_search_while_writing_with_away_budgets(monkeypatch):
+    """The same contract for FilteredIndex with the budget of queries away from their
+    filter's rows forced on for every query (the test's share at 100 times the
+    selectivity, an away budget of 4 times the IVF one): every planned walk gives up
+    through its density probe and IVF answers with the away budget, while the writer
+    changes the lists under the readers."""
+    import gsu.index.filtered as F
+    from gsu.index import planner
+
+    monkeypatch.setattr(planner, "AWAY_SHARE", 100.0)
+    monkeypatch.setattr(planner.PlannerSettings, "has_away", property(lambda self: True))
+    monkeypatch.setattr(planner.PlannerSettings, "away_mult", lambda self, s, run=False: 4.0 * self.ivf_mult(s, run))
+    monkeypatch.setattr(planner.PlannerSettings, "away_mults", lambda self, s, run=None: 4.0 * self.ivf_mults(s, run))
+    calls = []
+    orig = F.FilteredIndex._search_one
+
+    def counted(self, q, k, cf, code, probe, ef, cand, lists, away=None):
+        calls.append(away is not None)
+        return orig(self, q, k, cf, code, probe, ef, cand, lists, away)
+
+    monkeypatch.setattr(F.FilteredIndex, "_search_one", counted)
+    test_search_while_writing_sees_whole_states("filtered")
+    assert sum(calls) > 0, "the searches carried an away budget"
+
+
 def test_rwlock_excludes_writers_and_is_reentrant():
     lock = RWLock()
     state = {"readers": 0, "writing": False, "bad": 0}
