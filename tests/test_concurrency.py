@@ -218,6 +218,13 @@ def test_search_while_writing_with_away_budgets(monkeypatch):
     monkeypatch.setattr(planner.PlannerSettings, "has_away", property(lambda self: True))
     monkeypatch.setattr(planner.PlannerSettings, "away_mult", lambda self, s, run=False: 4.0 * self.ivf_mult(s, run))
     monkeypatch.setattr(planner.PlannerSettings, "away_mults", lambda self, s, run=None: 4.0 * self.ivf_mults(s, run))
+    budgets = planner.PlannerSettings.budgets  # a single filter's planner reads the three at once
+
+    def forced(self, s, run=False):
+        ivf, _, ef = budgets(self, s, run)
+        return ivf, 4.0 * ivf, ef
+
+    monkeypatch.setattr(planner.PlannerSettings, "budgets", forced)
     calls = []
     orig = F.FilteredIndex._search_one
 

@@ -2214,3 +2214,101 @@ def test_fit_planner_takes_the_away_budget_from_the_cluster_ladder():
     assert st.with_overrides({"ivf_candidates": 30.0}).band_away_ivf == ()
     no_away = fit_planner({**raw, "points": [{k: v for k, v in p.items() if k != "away"} for p in pts]}, 0.95).settings
     assert no_away.band_away_ivf == () and not no_away.has_away and no_away.away_mult(0.1) == no_away.ivf_mult(0.1)
+
+
+def test_ivf_search_one_answers_as_search_compiled():
+    """The one-query IVF call (a request's query under a shared filter) gives the ids,
+    scores and counts of the batch call for that query: every row, a filter grouped by
+    list, one scanned against its bitmap, an away budget, 8-bit codes read first or not."""
+    from gsu.index.filters import CompiledFilter
+
+    rng = np.random.default_rng(21)
+    d, n = 64, 5000
+    base = rng.standard_normal((40, d)).astype(np.float32)
+    x = (base[rng.integers(0, 40, n)] + 0.4 * rng.standard_normal((n, d))).astype(np.float32)
+    q = rng.standard_normal((6, d)).astype(np.float32)
+    fi = FilteredIndex(d, "ip", M=8, ef_construction=40, nlist=30, seed=0, calibrate=False)
+    fi.add(x)
+    X, sq8 = fi._scoring(), fi._approx()[1]
+    cases: list = [None]
+    for m in (60, 700, 4000):
+        rows = np.sort(rng.choice(n, m, replace=False)).astype(np.int64)
+        cases.append(CompiledFilter.from_rows(rows, n))
+        cf = CompiledFilter.from_rows(rows, n)
+        cf.bitmap64()  # the scan mode
+        cases.append(cf)
+    for cf in cases:
+        for target, lists, away in ((10, 1, None), (200, 6, None), (50, 2, (0.25, 900, 12))):
+            for codes in (None, sq8):
+                for i in range(q.shape[0]):
+                    r = np.empty((1, K), np.int64)
+                    s = np.empty((1, K), np.float32)
+                    c = np.empty(1, np.int64)
+                    fi.ivf.search_compiled(q[i:i + 1], K, cf, np.zeros(1, np.int64), r, s, c, target=target, min_lists=lists,
+                                           vectors=X, sq8=codes, away=away)
+                    r1, s1, c1 = fi.ivf.search_one(q[i:i + 1], K, cf, target=target, min_lists=lists, vectors=X, sq8=codes,
+                                                   away=away)
+                    np.testing.assert_array_equal(r1, r)
+                    np.testing.assert_array_equal(s1, s)
+                    np.testing.assert_array_equal(c1, c)
+
+
+@pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
+def test_the_lean_one_query_path_answers_as_search_does(metric):
+    """``search(q, k, filter=ids)`` for one query takes the lean path (a plain int64 id
+    array, ``Filter.from_ids``, no filter; an operating point already fitted) and gives what
+    the general path gives (forced here by passing ``effort=1.0``, the default); anything
+    else (l2, a batch, a per-query filter, overrides) is left to the general path."""
+    rng = np.random.default_rng(5)
+    d, n = 64, 4000
+    base = rng.standard_normal((30, d)).astype(np.float32)
+    x = (base[rng.integers(0, 30, n)] + 0.5 * rng.standard_normal((n, d))).astype(np.float32)
+    q = rng.standard_normal((12, d)).astype(np.float32)
+    fi = FilteredIndex(d, metric, M=8, ef_construction=40, nlist=24, seed=0, calibrate=False)
+    fi.add(x, 100 + np.arange(n, dtype=np.int64))
+    fi.search(q[0], K)  # fits the default operating point
+    filters: list = [None]
+    for m in (30, 300, 1500, 3500):
+        filters.append(100 + np.sort(rng.choice(n, m, replace=False)).astype(np.int64))
+    filters.append(Filter.from_ids(filters[2]))
+    filters.append(100 + np.arange(500, 1700, dtype=np.int64))  # a contiguous run
+    filters.append(np.zeros(0, np.int64))  # allows nothing
+    for f in filters:
+        for i in range(q.shape[0]):
+            for qq in (q[i], q[i:i + 1]):
+                lean = fi._lean_search(qq, K, {} if f is None else {"filter": f})
+                assert (lean is None) == (metric == "l2")
+                a = fi.search(qq, K, filter=f)
+                b = fi.search(qq, K, filter=f, effort=1.0)
+                for r in ((a, lean) if lean is not None else (a,)):
+                    np.testing.assert_array_equal(r.ids, b.ids)
+                    np.testing.assert_array_equal(r.scores, b.scores)
+                    np.testing.assert_array_equal(r.counts, b.counts)
+    # not the lean path's calls
+    assert fi._lean_search(q[:2], K, {}) is None
+    assert fi._lean_search(q[0], K, {"filter": Filter.per_query([filters[1]])}) is None
+    assert fi._lean_search(q[0], K, {"filter": filters[1], "hnsw_ef": 3.0}) is None
+    assert fi._lean_search(q[0], K, {"target_recall": 0.9}) is None  # not fitted yet
+    assert fi._lean_search(q[0].astype(np.float64), K, {}) is None
+    bad = q[0].copy()
+    bad[3] = np.nan
+    assert fi._lean_search(bad, K, {}) is None
+    with pytest.raises(ValueError):
+        fi.search(bad, K)
+
+
+def test_budgets_read_the_bands_once_as_the_per_budget_methods_do():
+    """``PlannerSettings.budgets(s, run)`` (the single filter's planner) equals
+    ``(ivf_mult, away_mult or None, ef_mult)`` at every selectivity, on and between the
+    bands, for runs and scattered filters, with and without away or run budgets."""
+    bands = (0.003, 0.01, 0.1, 0.5)
+    full = PlannerSettings(bands=bands, band_hnsw_ef=(1.3, 2.2, 3.6, 6.0), band_ivf=(0.4, 1.0, 2.5, 4.0),
+                           band_run_hnsw_ef=(1.0, 1.7, 2.2, 2.8), band_run_ivf=(0.6, 0.8, 2.0, 3.2),
+                           band_away_ivf=(1.0, 4.0, 8.0, 16.0))
+    for st in (full, PlannerSettings(bands=bands, band_ivf=(0.4, 1.0, 2.5, 4.0)), PlannerSettings()):
+        for s in np.concatenate([np.geomspace(1e-4, 1.0, 57), np.asarray(bands) * 1.01]):
+            for run in (False, True):
+                ivf, away, ef = st.budgets(float(s), run)
+                assert ivf == st.ivf_mult(float(s), run)
+                assert ef == st.ef_mult(float(s), run)
+                assert away == (st.away_mult(float(s), run) if st.has_away else None)

@@ -58,7 +58,7 @@ from gsu.index import _l2
 from gsu.index.base import Index, register_index
 from gsu.index.result import SearchResult
 from gsu.index.vectors import DENSE_METRICS, normalize_rows, prep_queries
-from gsu.index.filters import CompiledFilter, IdMap
+from gsu.index.filters import CompiledFilter, Filter, IdMap
 from gsu.index.hnsw import HNSWIndex
 from gsu.index._mutable import DEFAULT_COMPACT_THRESHOLD
 from gsu.index.ivf import _NO_BM, IVFIndex
@@ -102,6 +102,8 @@ UNIFORM_LISTS = 128
 EVEN_MIN_HITS = 40
 EXACT, IVF, HNSW = 0, 1, 2
 _ONE = np.zeros(1, np.int64)
+_F32 = np.dtype(np.float32)
+_I64 = np.dtype(np.int64)
 _PLAN = "gsu.filtered.plan"  # cache key of a shared filter's plan on its compiled form
 _UNIFORM = "gsu.filtered.uniform"  # ... and of its evenness verdict (:meth:`FilteredIndex._walk_shared`)
 #: share of the build time the calibration run at build time may take (at least
@@ -556,20 +558,22 @@ class FilteredIndex(Index):
             st = self._settings_shared(cf, m, run, st)
         n = max(self.hnsw._n, 1)
         s = m / n
-        cand, lists = self._ivf_budget(st.ivf_mult(s, run), k, effort, st)
+        ivf_m, away_m, ef_m = st.budgets(s, run)  # one look-up of the bands for the three
+        cand, lists = self._ivf_budget(ivf_m, k, effort, st)
         away = None
-        if st.has_away and m < n:
-            ac, al = self._ivf_budget(st.away_mult(s, run), k, effort, st)
+        if away_m is not None and m < n:
+            ac, al = self._ivf_budget(away_m, k, effort, st)
             away = (_planner.AWAY_SHARE, ac, al)
-        if s >= st.hnsw_min(run) or (s >= st.probe_min(run) and st.probe_min_share <= 0.0):
+        pmin = st.probe_min(run)
+        if s >= st.hnsw_min(run) or (s >= pmin and st.probe_min_share <= 0.0):
             # the walk (a probe that never gives up is the plain walk); with budgets for
             # queries away from the filter's rows, it gives up for them
             bail = _planner.AWAY_SHARE * s if away is not None else 0.0
-            return HNSW, bail, self._ef(st.ef_mult(s, run), k, effort, st), cand, lists, away
-        if s >= st.probe_min(run) and st.probe_min_share <= 1.0:
+            return HNSW, bail, self._ef(ef_m, k, effort, st), cand, lists, away
+        if s >= pmin and st.probe_min_share <= 1.0:
             if run and not st.run_probe(s):  # a time window where the calibration found the walk's probe wasted
                 return IVF, 0.0, 0, cand, lists, away
-            return IVF, st.probe_min_share, self._ef(st.ef_mult(s, run), k, effort, st), cand, lists, away
+            return IVF, st.probe_min_share, self._ef(ef_m, k, effort, st), cand, lists, away
         return IVF, 0.0, 0, cand, lists, away
 
     def _plan_many(self, m: np.ndarray, run: np.ndarray, k: int, effort: float, st: PlannerSettings
@@ -786,6 +790,74 @@ class FilteredIndex(Index):
         ids = out_r if idmap.identity else idmap.to_ids(out_r)
         return SearchResult.trusted(ids, out_s, counts)
 
+    def _lean_search(self, queries: Any, k: int, kw: dict[str, Any]) -> SearchResult | None:
+        """The lean path of the common call, tried by the locked ``search`` wrapper before
+        :meth:`search` (:func:`gsu.index.base._locked_search`): one float32 query (``(d,)``
+        or ``(1, d)``, C-contiguous, writeable) on an ``ip`` or ``cosine`` index without
+        removed rows, with at most ``filter=`` (``None``, a plain int64 id array — a
+        request's fresh filter — or ``Filter.from_ids``) and ``target_recall=`` (``None`` or a
+        float whose operating point is already fitted). The same compile, plan and kernels
+        as :meth:`search`, without binding its fifteen parameters and checking the
+        overrides; ``None`` for anything else (:meth:`search` answers or raises)."""
+        f = None
+        tr = None
+        if kw:
+            for name, v in kw.items():
+                if name == "filter":
+                    f = v
+                elif name == "target_recall":
+                    tr = v
+                else:
+                    return None
+            if tr is not None and tr.__class__ is not float:
+                return None
+            if f is not None:
+                tf = f.__class__
+                if tf is np.ndarray:
+                    if f.dtype is not _I64 or f.ndim != 1:
+                        return None
+                elif tf is not Filter or f._kind != "ids":
+                    return None
+        if queries.__class__ is not np.ndarray or queries.dtype is not _F32 or self.metric == "l2":
+            return None
+        d = self.dim
+        shp = queries.shape
+        if not (shp == (d,) or shp == (1, d)) or not queries.flags.c_contiguous or not queries.flags.writeable:
+            return None
+        q = queries.reshape(1, d)
+        if not math.isfinite(q.reshape(-1).dot(q.reshape(-1))):
+            return None  # NaN/inf: the general path raises the error
+        fit = self._fits.get(tr)
+        hnsw = self.hnsw
+        n = hnsw._n
+        if fit is None or n == 0 or hnsw._dead is not None:
+            return None
+        if self.metric == "cosine":
+            q = normalize_rows(q)
+        st = fit.settings
+        if f is None:
+            cf = None
+            m = n
+            plan = self._plan_one(m, True, k, 1.0, st, None)
+        else:
+            cf = hnsw.compile_filter(f, 1)
+            m = cf.count
+            if m == 0:
+                return SearchResult.empty(1, k)
+            if tf is np.ndarray:  # compiled anew in every call: planned anew
+                plan = self._plan_one(m, cf.run is not None, k, 1.0, st, cf)
+            else:  # a reused filter: planned once, cached on it (as in search)
+                key = (_PLAN, id(self), n, k, 1.0, id(st))
+                hit = cf._masks.get(key)
+                if hit is not None and hit[0] is st:
+                    plan = hit[1]
+                else:
+                    plan = self._plan_one(m, cf.run is not None, k, 1.0, st, cf)
+                    cf._masks[key] = (st, plan)
+        out_r, out_s, counts = self._search_one(q, k, cf, *plan)
+        idmap = hnsw._idmap
+        return SearchResult.trusted(out_r if idmap.identity else idmap.to_ids(out_r), out_s, counts)
+
     def _forced(self, code: int, m: int, k: int, effort: float, st: PlannerSettings
                 ) -> tuple[int, float, int, int, int, tuple[float, int, int] | None]:
         """The plan of a forced route with the budgets of its selectivity."""
@@ -834,6 +906,9 @@ class FilteredIndex(Index):
             self._recompute_short(q, k, cf, m, out_r, out_s, counts)
             return out_r, out_s, counts
         # IVF: planned so, or (probe > 0) an even filter too sparse for the walk to pay
+        if nq == 1:  # a request's one query: without the batch bookkeeping
+            return self.ivf.search_one(q, k, cf, target=cand, min_lists=lists, vectors=self._scoring(), sq8=self._approx()[1],
+                                       away=away)
         self.ivf.search_compiled(q, k, cf, which, out_r, out_s, counts, target=cand, min_lists=lists,
                                  vectors=self._scoring(), sq8=self._approx()[1], away=away)
         return out_r, out_s, counts

@@ -338,6 +338,48 @@ class IVFIndex(MutableIndex):
         scan = c_scan * max(target * n / max(m, 1), min_lists * n / nl) + (0.0 if has_bitmap else c_bits * m)
         return scan < c_group * m
 
+    def search_one(self, q: np.ndarray, k: int, cf: CompiledFilter | None, *, target: int, min_lists: int,
+                   vectors: np.ndarray | None = None, sq8: tuple[np.ndarray, np.ndarray, float] | None = None,
+                   away: tuple[float, int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`search_compiled` for one prepared query ``q`` (1, d) under a shared
+        compiled filter (``None``: all rows): ``(rows (1, k), scores (1, k), counts (1,))``.
+        The same choice of the filter's form, the same kernel and arguments (its serial
+        twin, as for one query there), without the batch bookkeeping: a fresh filter's
+        search pays this once per request."""
+        n = self._pos_row.shape[0]
+        m_all = n if cf is None else cf.count
+        bm = _NO_BM
+        if m_all == n:
+            boff, bpos = self._list_off, self._all_pos
+        elif self.scan_pays(m_all, target, min_lists, has_bitmap="bitmap64" in cf._masks):
+            boff, bpos, bm = self._list_off, self._all_pos, cf.bitmap64()
+        else:
+            key = ("ivf-buckets", id(self))
+            hit = cf.derived(key)
+            if hit is None:
+                hit = cf.keep(key, fk.bucket_rows(cf.rows, self._row_list, self._row_pos, self.nlist))
+            boff, bpos = hit
+        ind = self._external
+        if ind:
+            if vectors is None or vectors.shape[0] != n:
+                raise ValueError("IVFIndex.search_one: lists without vectors need the owner's row-ordered vectors")
+            xl = vectors
+            C, step, cnmax = fk._NO_SQ8 if sq8 is None else sq8
+        else:
+            xl = self._xl if self.metric != "l2" else self._scoring_lists()
+            C, step, cnmax = fk._NO_SQ8
+        if away is None or away[0] <= 0:
+            loff, share_lo, target_hi, lists_hi = fk._NO_AWAY
+        else:
+            loff, share_lo, target_hi, lists_hi = self._list_off, float(away[0]), int(away[1]), int(away[2])
+        out_r = np.empty((1, k), np.int64)
+        out_s = np.empty((1, k), np.float32)
+        counts = np.empty(1, np.int64)
+        fk._ivf_search_shared_ser(q, self.centroid_scores(q), xl, self._pos_row, boff, bpos, bm, m_all, k, int(target),
+                                  int(min_lists), out_r, out_s, counts, np.empty(1, np.int64), bool(ind), C, step, float(cnmax),
+                                  loff, share_lo, target_hi, lists_hi)
+        return out_r, out_s, counts
+
     def search_compiled(
         self,
         q: np.ndarray,

@@ -412,6 +412,19 @@ class PlannerSettings:
         """The factor on both IVF budgets at selectivity ``s`` (``run``: for one contiguous run of rows)."""
         return self._band(self._ivf_vals(run), s, 1.0)
 
+    def budgets(self, s: float, run: bool = False) -> tuple[float, float | None, float]:
+        """``(ivf_mult(s, run), away_mult(s, run) or None, ef_mult(s, run))`` from one
+        look-up of the bands (the planner of a single filter asks for all three; ``None``:
+        no ``band_away_ivf``)."""
+        if not self.bands:  # no per-band budgets at all (they need bands)
+            return 1.0, None, self.hnsw_ef
+        iv, ev, av = self._ivf_vals(run), self._ef_vals(run), self.band_away_ivf
+        i, j = self._band_pos(s)
+        blend = self._blend
+        ivf = blend(iv, i, j, s) if iv else 1.0
+        ef = blend(ev, i, j, s) if ev else self.hnsw_ef
+        return ivf, (max(ivf, blend(av, i, j, s)) if av else None), ef
+
     @property
     def has_away(self) -> bool:
         """Whether queries away from their filter's rows take budgets of their own."""
