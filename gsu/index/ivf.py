@@ -338,6 +338,24 @@ class IVFIndex(MutableIndex):
         scan = c_scan * max(target * n / max(m, 1), min_lists * n / nl) + (0.0 if has_bitmap else c_bits * m)
         return scan < c_group * m
 
+    def _shared_form(self, cf: CompiledFilter | None, target: int, min_lists: int
+                     ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """``(m_all, boff, bpos, bm)``: how the list scan finds a shared filter's allowed
+        rows (``None``: every row) — every list position, the opened lists' rows tested
+        against the filter's bitmap (:meth:`scan_pays`), or the allowed rows grouped by list
+        (cached on the compiled filter); see :func:`gsu.index._filter_kernels._probe_lists`."""
+        n = self._pos_row.shape[0]
+        m_all = n if cf is None else cf.count
+        if m_all == n:
+            return m_all, self._list_off, self._all_pos, _NO_BM
+        if self.scan_pays(m_all, target, min_lists, has_bitmap="bitmap64" in cf._masks):
+            return m_all, self._list_off, self._all_pos, cf.bitmap64()
+        key = ("ivf-buckets", id(self))
+        hit = cf.derived(key)
+        if hit is None:
+            hit = cf.keep(key, fk.bucket_rows(cf.rows, self._row_list, self._row_pos, self.nlist))
+        return m_all, hit[0], hit[1], _NO_BM
+
     def search_one(self, q: np.ndarray, k: int, cf: CompiledFilter | None, *, target: int, min_lists: int,
                    vectors: np.ndarray | None = None, sq8: tuple[np.ndarray, np.ndarray, float] | None = None,
                    away: tuple[float, int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -347,18 +365,7 @@ class IVFIndex(MutableIndex):
         twin, as for one query there), without the batch bookkeeping: a fresh filter's
         search pays this once per request."""
         n = self._pos_row.shape[0]
-        m_all = n if cf is None else cf.count
-        bm = _NO_BM
-        if m_all == n:
-            boff, bpos = self._list_off, self._all_pos
-        elif self.scan_pays(m_all, target, min_lists, has_bitmap="bitmap64" in cf._masks):
-            boff, bpos, bm = self._list_off, self._all_pos, cf.bitmap64()
-        else:
-            key = ("ivf-buckets", id(self))
-            hit = cf.derived(key)
-            if hit is None:
-                hit = cf.keep(key, fk.bucket_rows(cf.rows, self._row_list, self._row_pos, self.nlist))
-            boff, bpos = hit
+        m_all, boff, bpos, bm = self._shared_form(cf, target, min_lists)
         ind = self._external
         if ind:
             if vectors is None or vectors.shape[0] != n:
@@ -421,19 +428,7 @@ class IVFIndex(MutableIndex):
         target, min_lists = int(target), int(min_lists)
         shared = cf is None or cf.shared
         if shared:
-            n = self.ntotal
-            m_all = n if cf is None else cf.count
-            bm = _NO_BM
-            if m_all == n:
-                boff, bpos = self._list_off, self._all_pos
-            elif self.scan_pays(m_all, target, min_lists, has_bitmap="bitmap64" in cf._masks):
-                boff, bpos, bm = self._list_off, self._all_pos, cf.bitmap64()
-            else:
-                key = ("ivf-buckets", id(self))
-                hit = cf.derived(key)
-                if hit is None:
-                    hit = cf.keep(key, fk.bucket_rows(cf.rows, self._row_list, self._row_pos, self.nlist))
-                boff, bpos = hit
+            m_all, boff, bpos, bm = self._shared_form(cf, target, min_lists)
         else:
             starts, ends = cf.bounds(nq)
         # every query in order, one block: the kernels run on the inputs as they are (a
