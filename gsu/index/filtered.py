@@ -882,6 +882,11 @@ class FilteredIndex(Index):
         nq = q.shape[0]
         n = self.hnsw._n
         m = n if cf is None else cf.count
+        if nq == 1 and m > 0 and code == IVF and probe <= 0:
+            # a request's one query planned onto IVF: its own call, which allocates the
+            # result (without the batch bookkeeping)
+            return self.ivf.search_one(q, k, cf, target=cand, min_lists=lists, vectors=self._scoring(), sq8=self._approx()[1],
+                                       away=away)
         counts = np.empty(nq, np.int64)
         out_r = np.empty((nq, k), np.int64)  # the kernels pad rows short of k
         out_s = np.empty((nq, k), np.float32)
@@ -906,7 +911,7 @@ class FilteredIndex(Index):
             self._recompute_short(q, k, cf, m, out_r, out_s, counts)
             return out_r, out_s, counts
         # IVF: planned so, or (probe > 0) an even filter too sparse for the walk to pay
-        if nq == 1:  # a request's one query: without the batch bookkeeping
+        if nq == 1:
             return self.ivf.search_one(q, k, cf, target=cand, min_lists=lists, vectors=self._scoring(), sq8=self._approx()[1],
                                        away=away)
         self.ivf.search_compiled(q, k, cf, which, out_r, out_s, counts, target=cand, min_lists=lists,
