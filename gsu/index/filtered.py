@@ -104,6 +104,7 @@ EXACT, IVF, HNSW = 0, 1, 2
 _ONE = np.zeros(1, np.int64)
 _F32 = np.dtype(np.float32)
 _I64 = np.dtype(np.int64)
+_new = object.__new__
 _PLAN = "gsu.filtered.plan"  # cache key of a shared filter's plan on its compiled form
 _UNIFORM = "gsu.filtered.uniform"  # ... and of its evenness verdict (:meth:`FilteredIndex._walk_shared`)
 #: share of the build time the calibration run at build time may take (at least
@@ -278,6 +279,7 @@ class FilteredIndex(Index):
         if self.metric == "cosine":
             x = normalize_rows(x)
         self.__dict__.pop("_sq8_args", None)
+        self.__dict__.pop("_approx_memo", None)
         self.__dict__.pop("_nmax", None)
         if self.ivf._external:
             self.ivf.append_rows(self.ivf.lists_of(x), ids)
@@ -305,14 +307,25 @@ class FilteredIndex(Index):
         """What the exact route reads first, as the gather kernels' ``(half, sq8)``: for
         ``dim >= SQ8_MIN_DIM`` the graph walk's 8-bit codes with their steps and the rows'
         largest norm (computed on first use, dropped by :meth:`add` and compaction), else
-        nothing (float32 rows)."""
-        if self.dim < SQ8_MIN_DIM or self.ntotal == 0:
+        nothing (float32 rows). Kept as it was returned while the graph's codes are the same
+        object over the same rows (every request's exact or IVF route asks for it)."""
+        if self.dim < SQ8_MIN_DIM:
+            return None, None
+        h = self.hnsw
+        a = self.__dict__.get("_approx_memo")
+        if a is not None:
+            src = h.__dict__.get("_sq8")
+            if src is a[0] and src is not None and src[0].shape[0] == h._n:
+                return a[1]
+        if self.ntotal == 0:
             return None, None
         c = self.__dict__.get("_sq8_args")
-        codes, step = self.hnsw._codes()
+        codes, step = h._codes()
         if c is None or c[0] is not codes:
             c = self._sq8_args = (codes, step, self._row_norm_max())
-        return None, c
+        out = None, c
+        self._approx_memo = (h.__dict__.get("_sq8"), out)
+        return out
 
     def _row_norm_max(self) -> float:
         """The largest norm of a scored row (:meth:`_scoring`), the codes' error bound needs
@@ -392,6 +405,7 @@ class FilteredIndex(Index):
             return 0
         t0 = time.perf_counter()
         self.__dict__.pop("_sq8_args", None)
+        self.__dict__.pop("_approx_memo", None)
         self.__dict__.pop("_nmax", None)
         self.ivf.compact()
         self.hnsw.compact()
@@ -824,9 +838,10 @@ class FilteredIndex(Index):
         shp = queries.shape
         if not (shp == (d,) or shp == (1, d)) or not queries.flags.c_contiguous or not queries.flags.writeable:
             return None
-        q = queries.reshape(1, d)
-        if not math.isfinite(q.reshape(-1).dot(q.reshape(-1))):
+        v = queries.reshape(-1)
+        if not math.isfinite(v.dot(v)):
             return None  # NaN/inf: the general path raises the error
+        q = queries if len(shp) == 2 else queries.reshape(1, d)
         fit = self._fits.get(tr)
         hnsw = self.hnsw
         n = hnsw._n
@@ -856,7 +871,13 @@ class FilteredIndex(Index):
                     cf._masks[key] = (st, plan)
         out_r, out_s, counts = self._search_one(q, k, cf, *plan)
         idmap = hnsw._idmap
-        return SearchResult.trusted(out_r if idmap.identity else idmap.to_ids(out_r), out_s, counts)
+        # SearchResult.trusted, inlined (as SeismicIndex's lean path does)
+        r = _new(SearchResult)
+        rd = r.__dict__
+        rd["ids"] = out_r if idmap.identity else idmap.to_ids(out_r)
+        rd["scores"] = out_s
+        rd["counts"] = counts
+        return r
 
     def _forced(self, code: int, m: int, k: int, effort: float, st: PlannerSettings
                 ) -> tuple[int, float, int, int, int, tuple[float, int, int] | None]:
