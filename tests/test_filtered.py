@@ -2297,6 +2297,36 @@ def test_the_lean_one_query_path_answers_as_search_does(metric):
         fi.search(bad, K)
 
 
+def test_the_exact_routes_codes_follow_add_upsert_and_compaction():
+    """What the exact and IVF routes read first (the graph's 8-bit codes, ``_approx()``) is
+    kept between requests; after ``add``, ``upsert`` and ``compact`` a search reads the codes
+    of the rows as they are then: a filter of the new rows alone gives the exact answer."""
+    rng = np.random.default_rng(11)
+    d, n = 64, 3000
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    q = rng.standard_normal(d).astype(np.float32)
+    fi = FilteredIndex(d, "ip", M=8, ef_construction=40, nlist=16, seed=0, calibrate=False)
+    fi.add(x, np.arange(n, dtype=np.int64))
+
+    def check(ids: np.ndarray, vecs: np.ndarray) -> None:
+        r = fi.search(q, K, filter=ids)  # a few rows: the exact route, codes first
+        assert fi._approx()[1][0].shape[0] == fi.ntotal
+        want = np.argsort(-(vecs @ q), kind="stable")[:K]
+        np.testing.assert_array_equal(np.sort(r.ids[0]), np.sort(ids[want]))
+        np.testing.assert_allclose(np.sort(r.scores[0]), np.sort((vecs @ q)[want]), rtol=1e-5, atol=1e-5)
+
+    check(np.arange(0, 40, dtype=np.int64), x[:40])
+    y = (3.0 * rng.standard_normal((500, d))).astype(np.float32)  # larger norms: codes must follow
+    fi.add(y, n + np.arange(500, dtype=np.int64))
+    check(n + np.arange(0, 40, dtype=np.int64), y[:40])
+    z = (2.0 * rng.standard_normal((20, d))).astype(np.float32)
+    fi.upsert(z, np.arange(5, 25, dtype=np.int64))  # replaces ids 5..24
+    check(np.arange(5, 25, dtype=np.int64), z)
+    fi.remove(np.arange(100, 1600, dtype=np.int64))
+    fi.compact()
+    check(n + np.arange(100, 140, dtype=np.int64), y[100:140])
+
+
 def test_budgets_read_the_bands_once_as_the_per_budget_methods_do():
     """``PlannerSettings.budgets(s, run)`` (the single filter's planner) equals
     ``(ivf_mult, away_mult or None, ef_mult)`` at every selectivity, on and between the
