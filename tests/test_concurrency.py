@@ -470,3 +470,85 @@ def test_search_while_writing_with_the_even_budgets(monkeypatch):
     monkeypatch.setattr(F.FilteredIndex, "_settings_shared", counted)
     test_search_while_writing_sees_whole_states("filtered")
     assert True in granted, "the even budgets were granted to the even filter"
+
+
+@pytest.mark.slow
+def test_exact_route_codes_while_writing():
+    """Threads run the exact route of a FilteredIndex wide enough for its 8-bit codes
+    (d = 64: the codes are read first and kept between requests, ``_approx()``) with a fresh
+    id array per call while another thread adds batches, removes, upserts and compacts: every
+    answer is the exact top-k of the filter over the rows of one state (never stale codes)."""
+    from gsu.index import FilteredIndex
+
+    d, n0, batch, k = 64, 1200, 60, 5
+    rng = np.random.default_rng(21)
+    x0 = rng.standard_normal((n0, d)).astype(np.float32)
+    idx = FilteredIndex(d, "ip", M=8, ef_construction=32, nlist=8, seed=0, calibrate=False)
+    idx.compact_threshold = 1.0
+    idx.add(x0, np.arange(n0, dtype=np.int64))
+    ops = []
+    for b in range(8):  # adds (larger norms: stale codes would misrank), upserts, a removal and a compaction
+        y = ((1.0 + b) * rng.standard_normal((batch, d))).astype(np.float32)
+        ops.append(("add", y, n0 + b * batch + np.arange(batch, dtype=np.int64)))
+    ops.insert(3, ("upsert", (5.0 * rng.standard_normal((10, d))).astype(np.float32), np.arange(0, 100, 10, dtype=np.int64)))
+    ops.insert(5, ("remove", None, np.arange(200, 700, dtype=np.int64)))
+    ops.insert(6, ("compact", None, None))
+    q = rng.standard_normal(d).astype(np.float32)
+    flt = np.sort(np.concatenate([np.arange(0, 400, 9), n0 + np.arange(0, 8 * batch, 7)])).astype(np.int64)
+    states_vec = []  # the exact top-k ids of the filter in every state
+    cur = {i: x0[i] for i in range(n0)}
+    for op, y, ids in [(None, None, None)] + ops:
+        if op in ("add", "upsert"):
+            cur.update({int(i): y[j] for j, i in enumerate(ids)})
+        elif op == "remove":
+            for i in ids.tolist():
+                cur.pop(i, None)
+        ok = [i for i in flt.tolist() if i in cur]
+        sc = np.array([cur[i] @ q for i in ok], np.float32)
+        states_vec.append(set(np.asarray(ok)[np.argsort(-sc, kind="stable")[:k]].tolist()))
+    errors: list[BaseException] = []
+    done = threading.Event()
+    matched: list[int] = []
+
+    def reader() -> None:
+        try:
+            after = 0
+            while after < 3:
+                if done.is_set():
+                    after += 1
+                r = idx.search(q, k, filter=flt.copy())  # a few rows: the exact route
+                got = set(r.ids[0].tolist())
+                hits = [s for s, want in enumerate(states_vec) if got == want]
+                if not hits:
+                    raise AssertionError(f"answer {sorted(got)} is the exact top-{k} of no state")
+                matched.append(hits[0])
+        except BaseException as e:
+            errors.append(e)
+
+    def writer() -> None:
+        try:
+            for op, y, ids in ops:
+                time.sleep(0.001)
+                if op == "add":
+                    idx.add(y, ids)
+                elif op == "upsert":
+                    idx.upsert(y, ids)
+                elif op == "remove":
+                    idx.remove(ids)
+                else:
+                    idx.compact()
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            done.set()
+
+    threads = [threading.Thread(target=reader, daemon=True) for _ in range(3)] + [threading.Thread(target=writer, daemon=True)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(TIMEOUT)
+    assert not any(th.is_alive() for th in threads), "deadlock: a thread did not finish"
+    if errors:
+        raise errors[0]
+    assert states_vec[-1] == set(idx.search(q, k, filter=flt).ids[0].tolist())
+    assert len(set(matched)) > 1, "the readers saw the index change under them"

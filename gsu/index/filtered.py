@@ -104,7 +104,6 @@ EXACT, IVF, HNSW = 0, 1, 2
 _ONE = np.zeros(1, np.int64)
 _F32 = np.dtype(np.float32)
 _I64 = np.dtype(np.int64)
-_new = object.__new__
 _PLAN = "gsu.filtered.plan"  # cache key of a shared filter's plan on its compiled form
 _UNIFORM = "gsu.filtered.uniform"  # ... and of its evenness verdict (:meth:`FilteredIndex._walk_shared`)
 #: share of the build time the calibration run at build time may take (at least
@@ -279,7 +278,6 @@ class FilteredIndex(Index):
         if self.metric == "cosine":
             x = normalize_rows(x)
         self.__dict__.pop("_sq8_args", None)
-        self.__dict__.pop("_approx_memo", None)
         self.__dict__.pop("_nmax", None)
         if self.ivf._external:
             self.ivf.append_rows(self.ivf.lists_of(x), ids)
@@ -307,24 +305,21 @@ class FilteredIndex(Index):
         """What the exact route reads first, as the gather kernels' ``(half, sq8)``: for
         ``dim >= SQ8_MIN_DIM`` the graph walk's 8-bit codes with their steps and the rows'
         largest norm (computed on first use, dropped by :meth:`add` and compaction), else
-        nothing (float32 rows). Kept as it was returned while the graph's codes are the same
-        object over the same rows (every request's exact or IVF route asks for it)."""
+        nothing (float32 rows). Kept with the graph's codes it was made from while they are
+        the same object over the same rows (every request's exact or IVF route asks for it)."""
         if self.dim < SQ8_MIN_DIM:
             return None, None
         h = self.hnsw
-        a = self.__dict__.get("_approx_memo")
-        if a is not None:
+        c = self.__dict__.get("_sq8_args")  # (the graph's codes tuple, what this returns)
+        if c is not None:
             src = h.__dict__.get("_sq8")
-            if src is a[0] and src is not None and src[0].shape[0] == h._n:
-                return a[1]
+            if src is c[0] and src is not None and src[0].shape[0] == h._n:
+                return c[1]
         if self.ntotal == 0:
             return None, None
-        c = self.__dict__.get("_sq8_args")
         codes, step = h._codes()
-        if c is None or c[0] is not codes:
-            c = self._sq8_args = (codes, step, self._row_norm_max())
-        out = None, c
-        self._approx_memo = (h.__dict__.get("_sq8"), out)
+        out = None, (codes, step, self._row_norm_max())
+        self._sq8_args = (h.__dict__.get("_sq8"), out)
         return out
 
     def _row_norm_max(self) -> float:
@@ -405,7 +400,6 @@ class FilteredIndex(Index):
             return 0
         t0 = time.perf_counter()
         self.__dict__.pop("_sq8_args", None)
-        self.__dict__.pop("_approx_memo", None)
         self.__dict__.pop("_nmax", None)
         self.ivf.compact()
         self.hnsw.compact()
@@ -589,6 +583,20 @@ class FilteredIndex(Index):
                 return IVF, 0.0, 0, cand, lists, away
             return IVF, st.probe_min_share, self._ef(ef_m, k, effort, st), cand, lists, away
         return IVF, 0.0, 0, cand, lists, away
+
+    def _plan_kept(self, cf: CompiledFilter, m: int, run: bool, k: int, effort: float, st: PlannerSettings
+                   ) -> tuple[int, float, int, int, int, tuple[float, int, int] | None]:
+        """:meth:`_plan_one` for a reused shared filter: a filter's plan is fixed by its rows,
+        so it is planned once and cached on its compiled form (keyed by the settings'
+        identity: hashing the settings dataclass costs ~0.8 µs; the entry holds them, so
+        that identity is not reused meanwhile)."""
+        key = (_PLAN, id(self), self.hnsw._n, k, effort, id(st))
+        hit = cf._masks.get(key)
+        if hit is not None and hit[0] is st:
+            return hit[1]
+        plan = self._plan_one(m, run, k, effort, st, cf)
+        cf._masks[key] = (st, plan)
+        return plan
 
     def _plan_many(self, m: np.ndarray, run: np.ndarray, k: int, effort: float, st: PlannerSettings
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -779,20 +787,11 @@ class FilteredIndex(Index):
                 return SearchResult.empty(nq, k)
             if route == "auto":
                 run = cf is None or cf.run is not None
-                key = plan = None
                 if cacheable and cf is not None and type(filter) is not np.ndarray:
-                    # a shared filter's plan is fixed by its rows: planned once, cached on it
                     # (not for a plain id array: its compiled form is new in every call)
-                    # (keyed by the settings' identity: hashing the settings dataclass costs
-                    # ~0.8 µs; the entry holds them, so that identity is not reused meanwhile)
-                    key = (_PLAN, id(self), n, k, effort, id(st))
-                    hit = cf._masks.get(key)
-                    if hit is not None and hit[0] is st:
-                        plan = hit[1]
-                if plan is None:
+                    plan = self._plan_kept(cf, m, run, k, effort, st)
+                else:
                     plan = self._plan_one(m, run, k, effort, st, cf)
-                    if key is not None:
-                        cf._masks[key] = (st, plan)
             else:
                 plan = self._forced(ROUTES.index(route), m, k, effort, st)
             out_r, out_s, counts = self._search_one(self._scoring_queries(q), k, cf, *plan)
@@ -862,22 +861,10 @@ class FilteredIndex(Index):
             if tf is np.ndarray:  # compiled anew in every call: planned anew
                 plan = self._plan_one(m, cf.run is not None, k, 1.0, st, cf)
             else:  # a reused filter: planned once, cached on it (as in search)
-                key = (_PLAN, id(self), n, k, 1.0, id(st))
-                hit = cf._masks.get(key)
-                if hit is not None and hit[0] is st:
-                    plan = hit[1]
-                else:
-                    plan = self._plan_one(m, cf.run is not None, k, 1.0, st, cf)
-                    cf._masks[key] = (st, plan)
+                plan = self._plan_kept(cf, m, cf.run is not None, k, 1.0, st)
         out_r, out_s, counts = self._search_one(q, k, cf, *plan)
         idmap = hnsw._idmap
-        # SearchResult.trusted, inlined (as SeismicIndex's lean path does)
-        r = _new(SearchResult)
-        rd = r.__dict__
-        rd["ids"] = out_r if idmap.identity else idmap.to_ids(out_r)
-        rd["scores"] = out_s
-        rd["counts"] = counts
-        return r
+        return SearchResult.trusted(out_r if idmap.identity else idmap.to_ids(out_r), out_s, counts)
 
     def _forced(self, code: int, m: int, k: int, effort: float, st: PlannerSettings
                 ) -> tuple[int, float, int, int, int, tuple[float, int, int] | None]:
@@ -903,9 +890,11 @@ class FilteredIndex(Index):
         nq = q.shape[0]
         n = self.hnsw._n
         m = n if cf is None else cf.count
-        if nq == 1 and m > 0 and code == IVF and probe <= 0:
-            # a request's one query planned onto IVF: its own call, which allocates the
-            # result (without the batch bookkeeping)
+        # the graph walk: planned, or the density probe first where the filter may pay it
+        walk = m > 0 and (code == HNSW or (code == IVF and probe > 0 and (cf is None or self._walk_shared(cf, m, probe))))
+        if nq == 1 and m > 0 and code == IVF and not walk:
+            # a request's one query on IVF: its own call, which allocates the result
+            # (without the batch bookkeeping)
             return self.ivf.search_one(q, k, cf, target=cand, min_lists=lists, vectors=self._scoring(), sq8=self._approx()[1],
                                        away=away)
         counts = np.empty(nq, np.int64)
@@ -921,7 +910,7 @@ class FilteredIndex(Index):
             rows = cf.rows if cf is not None else np.arange(n, dtype=np.int64)
             fk.gather_topk_ip_shared(q, self._scoring(), rows, k, out_r, out_s, counts, *self._approx())
             return out_r, out_s, counts
-        if code == HNSW or (probe > 0 and (cf is None or self._walk_shared(cf, m, probe))):
+        if walk:
             self.hnsw.beam_search(q, k, cf, which, out_r, out_s, counts, ef, probe, self._walk_seeds(q))
             if probe <= 0 or ((counts[0] >= 0) if nq == 1 else (counts.min() >= 0)):
                 self._recompute_short(q, k, cf, m, out_r, out_s, counts)
@@ -932,9 +921,6 @@ class FilteredIndex(Index):
             self._recompute_short(q, k, cf, m, out_r, out_s, counts)
             return out_r, out_s, counts
         # IVF: planned so, or (probe > 0) an even filter too sparse for the walk to pay
-        if nq == 1:  # one query after the probe's test: IVF's one-query call
-            return self.ivf.search_one(q, k, cf, target=cand, min_lists=lists, vectors=self._scoring(), sq8=self._approx()[1],
-                                       away=away)
         self.ivf.search_compiled(q, k, cf, which, out_r, out_s, counts, target=cand, min_lists=lists,
                                  vectors=self._scoring(), sq8=self._approx()[1], away=away)
         return out_r, out_s, counts
