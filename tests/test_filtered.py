@@ -2130,6 +2130,98 @@ def test_local_share_counts_the_allowed_rows_of_the_nearest_lists(indexes, data)
             assert got_bm == pytest.approx(want) and got_grp == pytest.approx(want)
 
 
+def _ivf_forms(ivf, cf):
+    """The shared filter ``cf`` (a run) in each form the IVF kernel reads: the run's bounds,
+    the opened lists' rows tested against its bitmap, and its rows grouped by list."""
+    n = ivf.ntotal
+    boff, bpos = fk.bucket_rows(cf.rows, ivf._row_list, ivf._row_pos, ivf.nlist)
+    no_bm = np.zeros(0, np.uint64)
+    return {"run": (ivf._list_off, ivf._all_pos, no_bm, tuple(cf.run)),
+            "scan": (ivf._list_off, ivf._all_pos, fk.rows_bitmap64(cf.rows, n), None),
+            "grouped": (boff, bpos, no_bm, None)}
+
+
+@pytest.mark.parametrize("which", ["ivf", "filtered", "filtered-sq8"])
+def test_ivf_run_mode_scores_what_the_bitmap_scan_scores(indexes, data, which):
+    """A time window (one run of rows) is probed as the binary-searched span of each opened
+    list: the same rows as the bitmap scan and as the grouped rows, so the same answers,
+    scores, result and scored counts bit for bit, with and without the away budget and
+    the 8-bit codes; search_one and search_compiled take that form for a run."""
+    from gsu.index.filters import CompiledFilter
+
+    x, q, ids, _, _ = data
+    if which == "filtered-sq8":
+        rng = np.random.default_rng(21)
+        d = 64
+        xs = rng.standard_normal((N, d)).astype(np.float32)
+        q = rng.standard_normal((NQ, d)).astype(np.float32)
+        fi = FilteredIndex(d, "ip", M=8, ef_construction=40, nlist=24, seed=0, calibrate=False)
+        fi.add(xs)
+        owner = fi
+    else:
+        owner = indexes[which]
+    ivf = owner if which == "ivf" else owner.ivf
+    Q = ivf.prep_queries(q) if which == "ivf" else owner._scoring_queries(q)
+    CS = ivf.centroid_scores(Q)
+    n = ivf.ntotal
+    if which == "ivf":
+        xl, ind, sq8 = ivf._xl, False, None
+    else:
+        xl, ind, sq8 = owner._scoring(), True, owner._approx()[1]
+        assert (sq8 is not None) == (which == "filtered-sq8")
+    loff = np.asarray(ivf._list_off, np.int64)
+    for lo, hi in ((0, 60), (n // 3, n // 3 + 400), (n - 700, n), (17, 18), (5, n - 5)):
+        cf = CompiledFilter(None, None, n, True, run=(lo, hi))
+        assert cf.run == (lo, hi) and cf.count == hi - lo
+        for target, lists in ((10, 1), (100, 4), (1000, 12)):
+            for away in (None, (loff, 4.0, 3 * target, 3 * lists)):
+                outs = {}
+                for form, (boff, bpos, bm, run) in _ivf_forms(ivf, cf).items():
+                    r = np.empty((NQ, K), np.int64)
+                    s_ = np.empty((NQ, K), np.float32)
+                    c = np.empty(NQ, np.int64)
+                    sc = np.zeros(NQ, np.int64)
+                    fk.ivf_search_shared(Q, CS, xl, ivf._pos_row, boff, bpos, bm, hi - lo, K, target, lists, r, s_, c, sc,
+                                         ind, sq8, away, run)
+                    outs[form] = (r, s_, c, sc)
+                assert np.all(outs["run"][0][outs["run"][0] >= 0] >= lo) and np.all(outs["run"][0] < hi)
+                assert np.all(outs["run"][3] > 0)
+                for form in ("scan", "grouped"):
+                    for a, b in zip(outs["run"], outs[form]):
+                        np.testing.assert_array_equal(a, b)
+        # the index's own calls take the run form for it, and agree with the kernel's
+        m_all, boff, bpos, bm, run = ivf._shared_form(cf, 100, 4)
+        assert run == (lo, hi) and bm.shape[0] == 0 and "bitmap64" not in cf._masks
+        vec = None if which == "ivf" else xl
+        for i in range(3):
+            r1, s1, c1 = ivf.search_one(Q[i : i + 1], K, cf, target=100, min_lists=4, vectors=vec, sq8=sq8)
+            r2 = np.empty((1, K), np.int64)
+            s2 = np.empty((1, K), np.float32)
+            c2 = np.empty(1, np.int64)
+            cfb = CompiledFilter(None, None, n, True, run=(lo, hi))
+            cfb.bitmap64()
+            ivf.search_compiled(Q[i : i + 1], K, cf, np.zeros(1, np.int64), r2, s2, c2, target=100, min_lists=4, vectors=vec,
+                                sq8=sq8)
+            np.testing.assert_array_equal(r1, r2)
+            np.testing.assert_array_equal(s1, s2)
+
+
+def test_local_share_of_a_run_counts_its_rows_in_the_nearest_lists(indexes, data):
+    """The away test of a time window counts the window's rows in the nearest lists by
+    binary search: the same share as from its bitmap."""
+    fi = indexes["filtered"]
+    ivf = fi.ivf
+    Q = fi._scoring_queries(data[1])
+    CS = ivf.centroid_scores(Q)
+    loff = np.asarray(ivf._list_off, np.int64)
+    for lo, hi in ((0, 100), (N // 2, N // 2 + 900), (N - 1, N)):
+        bm = fk.range_bitmap64(lo, hi, N)
+        for i in range(Q.shape[0]):
+            want = fk.local_share(CS, np.int64(i), loff, loff, bm, ivf._pos_row)
+            got = fk.local_share(CS, np.int64(i), loff, loff, np.zeros(0, np.uint64), ivf._pos_row, np.int64(lo), np.int64(hi))
+            assert got == pytest.approx(want)
+
+
 def test_ivf_gives_queries_away_from_their_filter_the_away_budget(indexes, data):
     """IVF with an away budget: a query whose nearest lists hold fewer allowed rows than
     the ratio times the selectivity scores (at least) the away budget's rows; one inside

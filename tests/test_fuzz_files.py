@@ -78,6 +78,29 @@ def test_crafted_array_values_name_file_and_field(tmp_path, kind, array, index, 
     assert "\n" not in msg and str(path) in msg and (field in msg or "faiss" in msg), msg
 
 
+def test_ivf_list_rows_out_of_order_within_a_list_are_refused(tmp_path):
+    """Rows ascend inside each IVF list (a time window's rows in a list are one span, found
+    by binary search): a file whose list rows are still a permutation but out of order
+    within a list is refused, naming the field."""
+    path = F.make_original("ivf", tmp_path)
+    ivf = load(path)
+    off = np.asarray(ivf._list_off)
+    l = int(np.argmax(np.diff(off) >= 2))
+    a, b = int(off[l]), int(off[l] + 1)
+    rows = np.asarray(ivf._pos_row)
+
+    def edit(h, p):
+        edit.payload = _set_array(h, p, "list_rows", {a: int(rows[b]), b: int(rows[a])})
+
+    header, payload = F.split(path.read_bytes())
+    edit(header, payload)
+    path.write_bytes(F.join(header, edit.payload))
+    with pytest.raises(IndexFileError) as e:
+        load(path)
+    msg = str(e.value)
+    assert "\n" not in msg and str(path) in msg and "array 'list_rows'" in msg, msg
+
+
 def test_big_endian_and_inconsistent_headers_are_refused(tmp_path):
     path = F.make_original("flat", tmp_path)
     header, payload = F.split(path.read_bytes())

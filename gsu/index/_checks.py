@@ -140,6 +140,8 @@ def _ivf_part(c: StateCheck, *, owned: bool = False) -> np.ndarray:
     c.offsets("list_offsets", off, end=n)
     if c.deep:  # a pass over n rows: with the values on a mapped open (before any kernel)
         c.permutation("list_rows", pos_row, n)
+        # rows ascend inside each list (a time window's rows in a list are then one span)
+        c.sorted_rows("list_rows", off, pos_row)
     if xl is not None:
         c.finite("list_vectors", xl)
     return ids

@@ -866,13 +866,22 @@ def _allowed_in_list(pos_row, bm, j, e, buf):
 _LOCAL_LISTS = 4
 
 
+@nb.njit(cache=True, inline="always")
+def _run_span(pos_row, j, e, run_lo, run_hi):
+    """The positions ``[a, b)`` of ``j..e-1`` (one list's, rows ascending) whose rows lie in
+    the run ``run_lo..run_hi-1``: two binary searches."""
+    a = lower_bound(pos_row, j, e, run_lo)
+    return a, lower_bound(pos_row, a, e, run_hi)
+
+
 @nb.njit(cache=True)
-def local_share(CS, q, loff, boff, bm, pos_row):
+def local_share(CS, q, loff, boff, bm, pos_row, run_lo=0, run_hi=0):
     """Share of allowed rows among the rows of query ``q``'s ``_LOCAL_LISTS`` best lists
     by centroid score ``CS[q]`` (every non-empty list, with allowed rows or not; ``loff``
     the lists' offsets). The allowed rows: a bitmap ``bm`` over rows (``pos_row`` maps
-    list positions to rows), or, ``bm`` empty, grouped by list (``boff``: how many in
-    each list). 1.0 when there are no lists."""
+    list positions to rows), the rows ``run_lo..run_hi-1`` (``run_hi > run_lo``; a list's
+    rows ascend with its positions), or, ``bm`` empty, grouped by list (``boff``: how many
+    in each list). 1.0 when there are no lists."""
     L = _LOCAL_LISTS
     hs = np.empty(L, np.float32)
     hl = np.empty(L, np.int64)
@@ -888,7 +897,10 @@ def local_share(CS, q, loff, boff, bm, pos_row):
     for i in range(size):
         l = hl[i]
         tot += loff[l + 1] - loff[l]
-        if bm.shape[0] > 0:
+        if run_hi > run_lo:
+            a, b = _run_span(pos_row, loff[l], loff[l + 1], run_lo, run_hi)
+            ok += b - a
+        elif bm.shape[0] > 0:
             for p in range(loff[l], loff[l + 1]):
                 r = pos_row[p]
                 ok += np.int64((bm[r >> 6] >> np.uint64(r & 63)) & one)
@@ -899,7 +911,7 @@ def local_share(CS, q, loff, boff, bm, pos_row):
 
 @nb.njit(cache=True, fastmath=_FM)
 def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored, keys,
-                 vals, buf, ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi):
+                 vals, buf, ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi, run_lo, run_hi):
     """Probe the lists holding allowed rows in decreasing centroid score.
 
     Two ways to find a list's allowed rows: *grouped* (``bm`` empty): ``boff``/``bpos``
@@ -908,7 +920,12 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
     the allowed rows): ``boff`` are the list offsets into ``Xl`` (``list_off``), and each
     opened list's rows are tested against the bitmap (``buf`` scratch, at least the
     longest list). Grouping costs O(m) per filter, scanning O(rows in the opened lists):
-    the caller picks the cheaper. ``m_all`` is the number of allowed rows. ``ind``: ``Xl``
+    the caller picks the cheaper. A third, *run* (``run_hi > run_lo``: the allowed rows are
+    ``run_lo..run_hi-1``, a time window; ``boff``/``bpos`` the list offsets and every
+    position, ``bm`` empty): a list's rows ascend with its positions, so its allowed ones
+    are one span of positions, found by two binary searches — no bitmap is built and no
+    other row of an opened list is read; the same rows are scored, in the same order, as
+    by the scan. ``m_all`` is the number of allowed rows. ``ind``: ``Xl``
     is in row order, read through ``pos_row`` (see :func:`_score_list`).
 
     Stops once ``target`` allowed rows were scored and at least ``min_lists`` lists with
@@ -938,11 +955,12 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
     d = Q.shape[1]
     qv = Q[q]
     if share_lo > 0 and (target_hi > target or lists_hi > min_lists):
-        if local_share(CS, q, loff, boff, bm, pos_row) < share_lo * m_all / max(loff[loff.shape[0] - 1], 1):
+        if local_share(CS, q, loff, boff, bm, pos_row, run_lo, run_hi) < share_lo * m_all / max(loff[loff.shape[0] - 1], 1):
             target = target_hi
             min_lists = lists_hi
     Xf = Xl.reshape(-1)
     scan = bm.shape[0] > 0
+    run = run_hi > run_lo
     sq = C.shape[0] > 0 and ind
     Cf = C.reshape(-1)
     qp = np.empty(d if sq else 0, np.float32)
@@ -1008,7 +1026,10 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
             for a in range(nb_):
                 if a + _PF_LISTS < nb_:
                     nl = blist[order[a + _PF_LISTS]]
-                    for j in range(boff[nl], min(boff[nl + 1], boff[nl] + 4)):
+                    j0 = boff[nl]
+                    if run:
+                        j0 = lower_bound(pos_row, j0, boff[nl + 1], run_lo)
+                    for j in range(j0, min(boff[nl + 1], j0 + 4)):
                         p = j if scan else bpos[j]
                         base = (pos_row[p] if ind else p) * d
                         if sq:
@@ -1021,7 +1042,16 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
                     done = True
                     break
                 l = blist[order[a]]
-                if scan:
+                if run:
+                    j0, e0 = _run_span(pos_row, boff[l], boff[l + 1], run_lo, run_hi)
+                    if e0 > j0:
+                        if sq:
+                            hsize, nbuf = _score_list_sq8(qp, C, pos_row, bpos, j0, e0, k, hs, hr, hsize, abuf, rbuf, nbuf)
+                        else:
+                            hsize = _score_list(qv, Xl, pos_row, bpos, j0, e0, k, hs, hr, hsize, ind)
+                        covered += e0 - j0
+                        opened += 1
+                elif scan:
                     na = _allowed_in_list(pos_row, bm, boff[l], boff[l + 1], buf)
                     if na > 0:
                         if sq:
@@ -1052,16 +1082,18 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
 
 
 def ivf_search_shared(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
-                      ind=False, sq8=None, away=None):
+                      ind=False, sq8=None, away=None, run=None):
     """Filter-aware IVF search, one filter for every query: the serial kernel for a
     single query (no thread-pool launch), the parallel one for batches. Arguments as
     :func:`_ivf_search_shared_impl`; ``sq8``: ``(C, step, nmax)``, 8-bit codes of the
-    rows read first (with ``ind``; see :func:`_probe_lists`)."""
+    rows read first (with ``ind``; see :func:`_probe_lists`); ``run``: ``(lo, hi)``, the
+    allowed rows are ``lo..hi-1`` (``boff``/``bpos`` the list offsets and every position)."""
     C, step, cnmax = _NO_SQ8 if sq8 is None else sq8
     loff, share_lo, target_hi, lists_hi = _NO_AWAY if away is None else away
+    run_lo, run_hi = _NO_RUN if run is None else run
     f = _ivf_search_shared_par if _parallel(Q.shape[0]) else _ivf_search_shared_ser
     f(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored, bool(ind), C, step,
-      float(cnmax), loff, float(share_lo), int(target_hi), int(lists_hi))
+      float(cnmax), loff, float(share_lo), int(target_hi), int(lists_hi), int(run_lo), int(run_hi))
 
 
 @nb.njit(cache=True, inline="always")
@@ -1076,7 +1108,7 @@ def _scan_buf(boff, bm):
 
 
 def _ivf_search_shared_impl(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
-                            ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi):
+                            ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi, run_lo, run_hi):
     """Filter-aware IVF search, one filter for every query (compiled serial and parallel
     over queries: :data:`_ivf_search_shared_ser` / :data:`_ivf_search_shared_par`).
 
@@ -1089,7 +1121,8 @@ def _ivf_search_shared_impl(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target
     ``Xl``: the vectors in list order, or with ``ind`` in row order (read through
     ``pos_row``: an owner that keeps one copy of its vectors). ``loff``, ``share_lo``,
     ``target_hi``, ``lists_hi``: the budget of a query away from the allowed rows (see
-    :func:`_probe_lists`; ``share_lo`` 0: none).
+    :func:`_probe_lists`; ``share_lo`` 0: none). ``run_lo``/``run_hi``: the allowed rows
+    are ``run_lo..run_hi-1`` when ``run_hi > run_lo`` (the run mode of :func:`_probe_lists`).
     """
     nlist = boff.shape[0] - 1
     for q in nb.prange(Q.shape[0]):
@@ -1097,7 +1130,7 @@ def _ivf_search_shared_impl(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target
         vals = np.empty(nlist, np.int64)
         buf = _scan_buf(boff, bm)
         _probe_lists(np.int64(q), Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
-                     keys, vals, buf, ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi)
+                     keys, vals, buf, ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi, run_lo, run_hi)
 
 
 _ivf_search_shared_ser, _ivf_search_shared_par = serial_and_parallel(_ivf_search_shared_impl)
@@ -1123,7 +1156,8 @@ def ivf_search_per_query(
         vals = np.empty(nlist, np.int64)
         _bucket(rows, starts[q], ends[q], row_list, row_pos, boff, bpos)
         _probe_lists(np.int64(q), Q, CS, Xl, pos_row, boff, bpos, no_bm, ends[q] - starts[q], k, target, min_lists, out_r, out_s,
-                     counts, scored, keys, vals, bpos[:0], ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi)
+                     counts, scored, keys, vals, bpos[:0], ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi, np.int64(0),
+                     np.int64(0))
 
 
 @nb.njit(cache=True, fastmath=_FM)
@@ -1361,6 +1395,8 @@ _NO_HALF = (np.zeros((0, 1), np.uint16), 0.0, 0.0)
 _NO_SQ8 = (np.zeros((0, 1), np.uint8), np.zeros(1, np.float32), 0.0)
 #: no budget for queries away from the allowed rows (see :func:`_probe_lists`)
 _NO_AWAY = (np.zeros(1, np.int64), 0.0, 0, 0)
+#: no run (see :func:`_probe_lists`): the allowed rows are given otherwise
+_NO_RUN = (0, 0)
 
 
 def half_copy(X: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, float, float] | bool:

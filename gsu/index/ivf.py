@@ -339,22 +339,28 @@ class IVFIndex(MutableIndex):
         return scan < c_group * m
 
     def _shared_form(self, cf: CompiledFilter | None, target: int, min_lists: int
-                     ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
-        """``(m_all, boff, bpos, bm)``: how the list scan finds a shared filter's allowed
-        rows (``None``: every row) — every list position, the opened lists' rows tested
-        against the filter's bitmap (:meth:`scan_pays`), or the allowed rows grouped by list
-        (cached on the compiled filter); see :func:`gsu.index._filter_kernels._probe_lists`."""
+                     ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+        """``(m_all, boff, bpos, bm, run)``: how the list scan finds a shared filter's allowed
+        rows (``None``: every row) — every list position; for one contiguous run of rows (a
+        time window), each opened list's span of positions inside it (``run`` its bounds,
+        found by binary search: a list's rows ascend with its positions, so neither a
+        bitmap nor a grouping is built); the opened lists' rows tested against the filter's
+        bitmap (:meth:`scan_pays`); or the allowed rows grouped by list (cached on the
+        compiled filter). See :func:`gsu.index._filter_kernels._probe_lists`."""
         n = self._pos_row.shape[0]
         m_all = n if cf is None else cf.count
         if m_all == n:
-            return m_all, self._list_off, self._all_pos, _NO_BM
+            return m_all, self._list_off, self._all_pos, _NO_BM, fk._NO_RUN
+        run = cf.run
+        if run is not None and m_all > 0:
+            return m_all, self._list_off, self._all_pos, _NO_BM, (int(run[0]), int(run[1]))
         if self.scan_pays(m_all, target, min_lists, has_bitmap="bitmap64" in cf._masks):
-            return m_all, self._list_off, self._all_pos, cf.bitmap64()
+            return m_all, self._list_off, self._all_pos, cf.bitmap64(), fk._NO_RUN
         key = ("ivf-buckets", id(self))
         hit = cf.derived(key)
         if hit is None:
             hit = cf.keep(key, fk.bucket_rows(cf.rows, self._row_list, self._row_pos, self.nlist))
-        return m_all, hit[0], hit[1], _NO_BM
+        return m_all, hit[0], hit[1], _NO_BM, fk._NO_RUN
 
     def search_one(self, q: np.ndarray, k: int, cf: CompiledFilter | None, *, target: int, min_lists: int,
                    vectors: np.ndarray | None = None, sq8: tuple[np.ndarray, np.ndarray, float] | None = None,
@@ -365,7 +371,7 @@ class IVFIndex(MutableIndex):
         twin, as for one query there), without the batch bookkeeping: a fresh filter's
         search pays this once per request."""
         n = self._pos_row.shape[0]
-        m_all, boff, bpos, bm = self._shared_form(cf, target, min_lists)
+        m_all, boff, bpos, bm, run = self._shared_form(cf, target, min_lists)
         ind = self._external
         if ind:
             if vectors is None or vectors.shape[0] != n:
@@ -384,7 +390,7 @@ class IVFIndex(MutableIndex):
         counts = np.empty(1, np.int64)
         fk._ivf_search_shared_ser(q, self.centroid_scores(q), xl, self._pos_row, boff, bpos, bm, m_all, k, int(target),
                                   int(min_lists), out_r, out_s, counts, np.empty(1, np.int64), bool(ind), C, step, float(cnmax),
-                                  loff, share_lo, target_hi, lists_hi)
+                                  loff, share_lo, target_hi, lists_hi, run[0], run[1])
         return out_r, out_s, counts
 
     def search_compiled(
@@ -428,7 +434,7 @@ class IVFIndex(MutableIndex):
         target, min_lists = int(target), int(min_lists)
         shared = cf is None or cf.shared
         if shared:
-            m_all, boff, bpos, bm = self._shared_form(cf, target, min_lists)
+            m_all, boff, bpos, bm, run = self._shared_form(cf, target, min_lists)
         else:
             starts, ends = cf.bounds(nq)
         # every query in order, one block: the kernels run on the inputs as they are (a
@@ -458,7 +464,7 @@ class IVFIndex(MutableIndex):
                 cs = centroid_scores if full else np.ascontiguousarray(centroid_scores[w])
             if shared:
                 fk.ivf_search_shared(qs, cs, xl, self._pos_row, boff, bpos, bm, m_all, k, target, min_lists, r, s, c, scw, ind,
-                                     sq8 if ind else None, aw)
+                                     sq8 if ind else None, aw, run)
             else:
                 C, step, cnmax = sq8 if (ind and sq8 is not None) else fk._NO_SQ8
                 fk.ivf_search_per_query(
