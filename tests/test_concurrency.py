@@ -1,8 +1,10 @@
 """The concurrency contract, for every index kind: threads search while another thread
 adds, removes, upserts and compacts, and every result equals the answer of the index
 before or after some change (never a mix), never goes back in time within a thread, and holds only ids of the index that the
-filter allows, with their exact scores. Plus processes loading a file while another
-process saves over it: every load is one whole version.
+filter allows, with their exact scores (a self-calibrating FilteredIndex plans with one
+calibration there, since two calibrations time the routes apart; calibrating while readers
+search has its own test). Plus processes loading a file while another process saves over
+it: every load is one whole version.
 
 The in-suite runs are bounded (a few adds, a few hundred searches); the same tests ran
 100 times in a row with ``pytest --count 100`` (README "Guarantees").
@@ -94,6 +96,24 @@ def _apply(idx, op: tuple) -> None:
         idx.compact()
 
 
+def _one_calibration(fi):
+    """Calibrate the FilteredIndex ``fi`` once and keep that calibration through every later
+    change (no recalibration by ``add`` or ``compact``). Calibration times the routes, so two
+    indexes calibrated apart — one built alone, one while readers search — may plan a
+    query apart and give different approximate answers for the same state (the cause of
+    this test's rare failures until both planned with one calibration)."""
+    fi.auto_calibrate = False
+    return fi.calibrate(max_seconds=1.0)
+
+
+def _plan_with(fi, cal) -> None:
+    """``fi`` plans with the calibration ``cal`` (measured on an identical index) and never
+    recalibrates itself."""
+    fi.auto_calibrate = False
+    fi._calibration = cal
+    fi._fits = {}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", K.KINDS)
 def test_search_while_writing_sees_whole_states(kind):
@@ -115,6 +135,7 @@ def test_search_while_writing_sees_whole_states(kind):
     ref = K.make(kind)
     ref.compact_threshold = 1.0  # compaction only where the writer asks for it
     ref.add(x0, ids0)
+    shared_cal = _one_calibration(ref) if kind == "filtered" else None
     refs_batch, refs_one, refs_all = [], [], []
     for b in range(N_ADDS + 1):
         if b:
@@ -129,6 +150,8 @@ def test_search_while_writing_sees_whole_states(kind):
 
     idx = K.make(kind)
     idx.compact_threshold = 1.0
+    if shared_cal is not None:
+        _plan_with(idx, shared_cal)
     idx.add(x0, ids0)
     shared_filter = Filter.from_ids(allowed)  # one Filter object shared by the threads (its caches too)
     unsorted = np.random.default_rng(5).permutation(allowed)  # the ids in a behavior log's order
@@ -181,6 +204,69 @@ def test_search_while_writing_sees_whole_states(kind):
     assert all(len(s) >= 3 for s in seen), "every reader searched"
     assert sum(len(set(s)) for s in seen) > READERS, "the readers saw the index change under them"
     assert _same(idx.search(q, KQ, filter=shared_filter, **params), refs_batch[-1])
+
+
+@pytest.mark.slow
+def test_search_while_calibrating():
+    """Readers search a self-calibrating FilteredIndex — a fresh id array, sorted or not, and
+    no filter; one query and a batch — while a writer adds batches (each add recalibrates
+    the planner under the write lock) and calls ``calibrate`` between them: every answer is
+    a correct answer of the final index (adds only, so an id once returned stays, with its
+    vector: allowed, distinct, its exact score, in order), the readers see the index grow,
+    and nothing deadlocks. The whole-state test above plans with one fixed calibration;
+    this one covers the calibrations themselves under concurrent reads."""
+    kind = "filtered"
+    x0 = K.data(kind, N0, seed=1)
+    ids0 = _ids(N0)
+    adds = [(K.data(kind, BATCH * 5, seed=40 + b), _ids(BATCH * 5, N0 + b * BATCH * 5)) for b in range(3)]
+    all_ids = np.concatenate([ids0] + [a[1] for a in adds])
+    allowed = all_ids[(all_ids // 7) % 5 != 0]
+    q = K.queries(kind, NQ, seed=99)
+    idx = K.make(kind)
+    assert idx.auto_calibrate
+    idx.add(x0, ids0)
+    got: list[tuple[np.ndarray, object, np.ndarray | None]] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def reader(t: int) -> None:
+        i = 0
+        try:
+            while not done.is_set() or i < 3:
+                mode = (i + t) % 3
+                qq = q if mode == 0 else q[t % NQ : t % NQ + 1]
+                flt = None if mode == 2 else (allowed.copy() if t % 2 else np.random.default_rng(i).permutation(allowed))
+                got.append((qq, idx.search(qq, KQ, filter=flt), None if flt is None else allowed))
+                i += 1
+        except BaseException as e:
+            errors.append(e)
+
+    def writer() -> None:
+        try:
+            for b, (x, ids) in enumerate(adds):
+                idx.add(x, ids)
+                if b == 1:
+                    idx.calibrate(max_seconds=1.0)
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            done.set()
+
+    threads = [threading.Thread(target=reader, args=(t,), daemon=True) for t in range(READERS)]
+    threads.append(threading.Thread(target=writer, daemon=True))
+    for th in threads:
+        th.start()
+    deadline = time.monotonic() + TIMEOUT
+    for th in threads:
+        th.join(max(0.0, deadline - time.monotonic()))
+    assert not any(th.is_alive() for th in threads), "deadlock: a thread did not finish"
+    if errors:
+        raise errors[0]
+    assert idx.ntotal == all_ids.shape[0] and idx.calibration is not None
+    added = np.concatenate([a[1] for a in adds])
+    assert any(np.isin(res.ids, added).any() for _, res, _ in got), "the readers saw the index grow"
+    for qq, res, flt in got:
+        K.check_result(idx, kind, qq, res, KQ, allowed=flt)
 
 
 @pytest.mark.slow
