@@ -96,6 +96,21 @@ def _apply(idx, op: tuple) -> None:
         idx.compact()
 
 
+def _run(reader, writer, errors: list) -> None:
+    """``READERS`` threads run ``reader(t)`` while one runs ``writer()``; all must finish within
+    ``TIMEOUT`` (else a deadlock), and the first error a thread recorded is raised."""
+    threads = [threading.Thread(target=reader, args=(t,), daemon=True) for t in range(READERS)]
+    threads.append(threading.Thread(target=writer, daemon=True))
+    for th in threads:
+        th.start()
+    deadline = time.monotonic() + TIMEOUT
+    for th in threads:
+        th.join(max(0.0, deadline - time.monotonic()))
+    assert not any(th.is_alive() for th in threads), "deadlock: a thread did not finish"
+    if errors:
+        raise errors[0]
+
+
 def _one_calibration(fi):
     """Calibrate the FilteredIndex ``fi`` once and keep that calibration through every later
     change (no recalibration by ``add`` or ``compact``). Calibration times the routes, so two
@@ -191,16 +206,7 @@ def test_search_while_writing_sees_whole_states(kind):
         finally:
             done.set()
 
-    threads = [threading.Thread(target=reader, args=(t,), daemon=True) for t in range(READERS)]
-    threads.append(threading.Thread(target=writer, daemon=True))
-    for th in threads:
-        th.start()
-    deadline = time.monotonic() + TIMEOUT
-    for th in threads:
-        th.join(max(0.0, deadline - time.monotonic()))
-    assert not any(th.is_alive() for th in threads), "deadlock: a thread did not finish"
-    if errors:
-        raise errors[0]
+    _run(reader, writer, errors)
     assert all(len(s) >= 3 for s in seen), "every reader searched"
     assert sum(len(set(s)) for s in seen) > READERS, "the readers saw the index change under them"
     assert _same(idx.search(q, KQ, filter=shared_filter, **params), refs_batch[-1])
@@ -252,16 +258,7 @@ def test_search_while_calibrating():
         finally:
             done.set()
 
-    threads = [threading.Thread(target=reader, args=(t,), daemon=True) for t in range(READERS)]
-    threads.append(threading.Thread(target=writer, daemon=True))
-    for th in threads:
-        th.start()
-    deadline = time.monotonic() + TIMEOUT
-    for th in threads:
-        th.join(max(0.0, deadline - time.monotonic()))
-    assert not any(th.is_alive() for th in threads), "deadlock: a thread did not finish"
-    if errors:
-        raise errors[0]
+    _run(reader, writer, errors)
     assert idx.ntotal == all_ids.shape[0] and idx.calibration is not None
     added = np.concatenate([a[1] for a in adds])
     assert any(np.isin(res.ids, added).any() for _, res, _ in got), "the readers saw the index grow"
