@@ -2189,7 +2189,7 @@ def test_ivf_run_mode_scores_what_the_bitmap_scan_scores(indexes, data, which):
                 for form in ("scan", "grouped"):
                     for a, b in zip(outs["run"], outs[form]):
                         np.testing.assert_array_equal(a, b)
-        # the index's own calls take the run form for it, and agree with the kernel's
+        # the index's own calls take the run form for it: search_one and search_compiled agree
         m_all, boff, bpos, bm, run = ivf._shared_form(cf, 100, 4)
         assert run == (lo, hi) and bm.shape[0] == 0 and "bitmap64" not in cf._masks
         vec = None if which == "ivf" else xl
@@ -2198,8 +2198,6 @@ def test_ivf_run_mode_scores_what_the_bitmap_scan_scores(indexes, data, which):
             r2 = np.empty((1, K), np.int64)
             s2 = np.empty((1, K), np.float32)
             c2 = np.empty(1, np.int64)
-            cfb = CompiledFilter(None, None, n, True, run=(lo, hi))
-            cfb.bitmap64()
             ivf.search_compiled(Q[i : i + 1], K, cf, np.zeros(1, np.int64), r2, s2, c2, target=100, min_lists=4, vectors=vec,
                                 sq8=sq8)
             np.testing.assert_array_equal(r1, r2)
