@@ -210,8 +210,8 @@ def test_search_while_writing_sees_whole_states(kind):
 
 @pytest.mark.slow
 def test_search_while_calibrating():
-    """Readers search a self-calibrating FilteredIndex — a fresh id array, sorted or not, and
-    no filter; one query and a batch — while a writer adds batches (each add recalibrates
+    """Readers search a self-calibrating FilteredIndex — a fresh id array, sorted or not, a
+    time window on the IVF route, and no filter; one query and a batch — while a writer adds batches (each add recalibrates
     the planner under the write lock) and calls ``calibrate`` between them: every answer is
     a correct answer of the final index (adds only, so an id once returned stays, with its
     vector: allowed, distinct, its exact score, in order), the readers see the index grow,
@@ -231,14 +231,21 @@ def test_search_while_calibrating():
     errors: list[BaseException] = []
     done = threading.Event()
 
+    # a time window (one run of rows) on the IVF route: its lists are read as spans
+    lo, hi = int(all_ids[300]), int(all_ids[700])
+    window = all_ids[(all_ids >= lo) & (all_ids < hi)]
+
     def reader(t: int) -> None:
         i = 0
         try:
             while not done.is_set() or i < 3:
                 mode = (i + t) % 3
                 qq = q if mode == 0 else q[t % NQ : t % NQ + 1]
-                flt = None if mode == 2 else (allowed.copy() if t % 2 else np.random.default_rng(i).permutation(allowed))
-                got.append((qq, idx.search(qq, KQ, filter=flt), None if flt is None else allowed))
+                if t == 3 and mode < 2:
+                    got.append((qq, idx.search(qq, KQ, filter=Filter.range(lo, hi), route="ivf"), window))
+                else:
+                    flt = None if mode == 2 else (allowed.copy() if t % 2 else np.random.default_rng(i).permutation(allowed))
+                    got.append((qq, idx.search(qq, KQ, filter=flt), None if flt is None else allowed))
                 i += 1
         except BaseException as e:
             errors.append(e)
