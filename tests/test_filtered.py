@@ -2089,6 +2089,8 @@ def test_calibration_reaches_its_target_on_category_filters_away_from_the_query(
     assert st.has_away and len(st.band_away_ivf) == len(st.bands)
     assert all(a >= b for a, b in zip(st.band_away_ivf, st.band_ivf))
     assert any(p.get("away") for p in cal.points)
+    # the exact scan of the away queries, timed beside their IVF ladder
+    assert all(p.get("away_exact", 0.0) > 0.0 for p in cal.points if p.get("away"))
     rng = np.random.default_rng(15)
     ids_ = np.arange(cat.vectors.shape[0])
     for sel in (0.15, 0.5):
@@ -2304,6 +2306,132 @@ def test_fit_planner_takes_the_away_budget_from_the_cluster_ladder():
     assert st.with_overrides({"ivf_candidates": 30.0}).band_away_ivf == ()
     no_away = fit_planner({**raw, "points": [{k: v for k, v in p.items() if k != "away"} for p in pts]}, 0.95).settings
     assert no_away.band_away_ivf == () and not no_away.has_away and no_away.away_mult(0.1) == no_away.ivf_mult(0.1)
+
+
+def test_fit_planner_scans_away_queries_where_the_exact_scan_costs_less():
+    """``band_away_exact``: the grid points where the calibration timed the exact scan of
+    the cluster kind's away queries below their IVF step (reaching, else the largest
+    measured), where that step exceeds the filter's own budget; none without such timings.
+    The planner then gives such queries the exact scan as their away budget — at a
+    flagged point, between two points only if both are flagged, outside the grid as the
+    nearest point — and their own IVF budget elsewhere."""
+    from gsu.index.planner import fit_planner
+
+    def entry(step, rec, cost):
+        return [step, [rec] * 3, [cost] * 3, [rec - 0.01] * 3]
+
+    def raw_of(ex10, ex50):
+        pts = []
+        for s, away, ex in ((0.01, [], None), (0.1, [[2.0, [0.9], [300.0], [0.88]], [3.2, [0.99], [400.0], [0.98]]], ex10),
+                            (0.5, [[2.0, [0.8], [300.0], [0.7]], [16.0, [0.9], [900.0], [0.85]]], ex50)):
+            p = {"s": s, "m": int(s * 100_000), "nq": 24, "exact": [50.0 + 5000 * s] * 3,
+                 "ivf": [entry(1.0, 0.99, 100.0)], "hnsw": [entry(2.0, 0.99, 120.0)], "probe": [], "away": away}
+            if ex is not None:
+                p["away_exact"] = ex
+            pts.append(p)
+        return {"k": 10, "target_recall": 0.95, "n": 100_000, "n_queries": 24, "kinds": ["random", "correlated", "range"],
+                "points": pts, "seconds": 1.0, "complete": True}
+
+    st = fit_planner(raw_of(250.0, 1200.0), 0.95).settings  # cheaper at 10 % (250 < 400 µs), not at 50 %
+    assert st.band_away_exact == (0.0, 1.0, 0.0)
+    assert [st.away_exact(s) for s in (0.005, 0.01, 0.1, 0.101, 0.3, 0.5, 0.9)] == [False, False, True, True, False, False, False]
+    np.testing.assert_array_equal(st.away_exacts(np.array([0.005, 0.1, 0.101, 0.3, 0.9])), [False, True, True, False, False])
+    assert PlannerSettings.from_dict(st.to_dict()) == st
+    assert st.with_overrides({"ivf_candidates": 30.0}).band_away_exact == ()
+    both = fit_planner(raw_of(250.0, 600.0), 0.95).settings  # 600 < 900 µs, the largest step measured at 50 %
+    assert both.band_away_exact == (0.0, 1.0, 1.0)
+    assert [both.away_exact(s) for s in (0.05, 0.3, 0.9)] == [False, True, True]
+    assert fit_planner(raw_of(500.0, 1200.0), 0.95).settings.band_away_exact == ()  # never cheaper
+    assert fit_planner(raw_of(None, None), 0.95).settings.band_away_exact == ()  # calibrations before it
+    # where the away budget is the filter's own (the search does not tell such queries
+    # apart) the point is not flagged: here the 10 % one
+    same = raw_of(250.0, 600.0)
+    same["points"][1]["ivf"] = [entry(3.2, 0.99, 100.0)]
+    assert fit_planner(same, 0.95).settings.band_away_exact == (0.0, 0.0, 1.0)
+    fi = FilteredIndex(8, "ip", M=8, ef_construction=20, nlist=4, calibrate=False)
+    fi.add(np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32))
+    fi.hnsw._n = 100_000  # the planner reads the row count only
+    try:
+        assert fi._plan_one(10_000, False, 10, 1.0, st)[5] == (0.25, -1, -1)
+        assert fi._plan_one(30_000, False, 10, 1.0, st)[5][1] > 0
+        many = fi._plan_many(np.array([10_000, 30_000]), np.zeros(2, bool), 10, 1.0, st)
+        assert many[5].tolist()[0] == -1 and many[6].tolist()[0] == -1 and many[5][1] > 0
+        own = PlannerSettings.from_dict({**st.to_dict(), "band_away_ivf": list(st.band_ivf)})  # no larger away budget
+        assert fi._plan_one(10_000, False, 10, 1.0, own)[5][1] > 0
+        assert fi._plan_many(np.array([10_000]), np.zeros(1, bool), 10, 1.0, own)[5][0] > 0
+    finally:
+        fi.hnsw._n = 200
+    with pytest.raises(ValueError, match="band_away_exact"):
+        PlannerSettings(bands=(0.1,), band_away_exact=(-1.0,))
+
+
+def _away_index(seed: int = 5):
+    """A 4,000 × 16 clustered index, and queries with filters away
+    from them (the half of the rows farthest from each) and near them (the nearest tenth)."""
+    rng = np.random.default_rng(seed)
+    n, d = 4000, 16
+    centers = rng.standard_normal((20, d)).astype(np.float32)
+    x = centers[rng.integers(0, 20, n)] + 0.4 * rng.standard_normal((n, d)).astype(np.float32)
+    fi = FilteredIndex(d, "ip", M=12, ef_construction=60, nlist=40, seed=0, calibrate=False)
+    fi.add(x.astype(np.float32))
+    q = (centers[rng.integers(0, 20, 8)] + 0.4 * rng.standard_normal((8, d))).astype(np.float32)
+    away, near = [], []
+    for i in range(q.shape[0]):
+        sc = x @ q[i]
+        away.append(np.flatnonzero(sc < np.quantile(sc, 0.5)).astype(np.int64))
+        near.append(np.flatnonzero(sc >= np.quantile(sc, 0.9)).astype(np.int64))
+    return fi, q, away, near
+
+
+@pytest.mark.parametrize("walk", [False, True])
+def test_queries_away_from_their_filter_take_the_exact_scan_where_it_costs_less(walk):
+    """With ``band_away_exact`` flagging the filter's band: the IVF kernel flags a query away
+    from its filter's rows (``AWAY_ELSEWHERE``, nothing scanned) and the search answers it
+    with the exact scan — the exact route's ids and scores, one query per call and in a
+    batch of per-query filters alike; a query inside its filter's rows keeps IVF's answer
+    (bit for bit that of the search without the exact away budget). With the walk
+    planned (``walk``), a walk that gives up for an away query hands it to the exact scan,
+    and ``explain`` reports it so."""
+    from gsu.index.planner import Fit
+
+    fi, q, away, near = _away_index()
+    # a small IVF budget (20 allowed rows, one list; away: 30 in two), which misses answers of the away queries
+    common = dict(bands=(0.1, 0.5), band_ivf=(1.0, 1.0), band_hnsw_ef=(2.0, 2.0), band_away_ivf=(1.5, 1.5),
+                  ivf_candidates=2.0, ivf_min_lists=1.0, exact_max_rows=50.0, probe_min_selectivity=2.0,
+                  hnsw_min_selectivity=0.0 if walk else 2.0)
+    scan = PlannerSettings(**common, band_away_exact=(1.0, 1.0))
+    ivf_away = PlannerSettings(**common)
+    Q = fi._scoring_queries(q)
+    flagged = 0
+    for i in range(q.shape[0]):
+        cf = fi.hnsw.compile_filter(away[i], 1)
+        r = fi.ivf.search_one(Q[i:i + 1], K, cf, target=200, min_lists=4, vectors=fi._scoring(), sq8=fi._approx()[1],
+                              away=(0.25, -1, -1))
+        flagged += int(r[2][0] == fk.AWAY_ELSEWHERE)
+        cf = fi.hnsw.compile_filter(near[i], 1)
+        r = fi.ivf.search_one(Q[i:i + 1], K, cf, target=200, min_lists=4, vectors=fi._scoring(), sq8=fi._approx()[1],
+                              away=(0.25, -1, -1))
+        assert r[2][0] == K  # inside its filter's rows: scanned
+    assert flagged == q.shape[0]
+    out = {}
+    for name, st in (("scan", scan), ("ivf", ivf_away)):
+        fi._fits = {None: Fit(st, (), (), False)}  # the operating point search plans with
+        one = {kind: SearchResult.concat([fi.search(q[i], K, filter=sets[i]) for i in range(q.shape[0])])
+               for kind, sets in (("away", away), ("near", near))}
+        for kind, sets in (("away", away), ("near", near)):
+            batch = fi.search(q, K, filter=Filter.per_query(sets))
+            np.testing.assert_array_equal(batch.ids, one[kind].ids)
+            np.testing.assert_array_equal(batch.scores, one[kind].scores)
+        out[name] = one
+        ex = fi.explain(q, K, filter=Filter.per_query(away))
+        if walk and name == "scan":
+            assert set(ex.route_names()) == {"exact"}
+    exact = SearchResult.concat([fi.search(q[i], K, filter=away[i], route="exact") for i in range(q.shape[0])])
+    np.testing.assert_array_equal(out["scan"]["away"].ids, exact.ids)
+    np.testing.assert_array_equal(out["scan"]["away"].scores, exact.scores)
+    np.testing.assert_array_equal(out["scan"]["near"].ids, out["ivf"]["near"].ids)
+    np.testing.assert_array_equal(out["scan"]["near"].scores, out["ivf"]["near"].scores)
+    assert not np.array_equal(out["ivf"]["away"].ids, exact.ids)  # the IVF budget misses some: the scan answered
 
 
 def test_ivf_search_one_answers_as_search_compiled():

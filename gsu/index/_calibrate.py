@@ -11,7 +11,9 @@ confidence bound over the queries and the median cost. A fourth kind, ``cluster`
 of rows — the rows nearest random points, of many sizes — that leave the query's own
 region out: a user's items of other categories than the candidate's), is measured on the
 IVF route alone, on its own ladder (the point's ``away`` entries), for the budget of queries
-a search finds away from their filter's rows (``PlannerSettings.band_away_ivf``).
+a search finds away from their filter's rows (``PlannerSettings.band_away_ivf``), and the
+exact scan of the same queries beside it (``away_exact``: where it costs less, the planner
+scans them, ``PlannerSettings.band_away_exact``).
 :func:`gsu.index.planner.fit_planner` turns the table into planner settings.
 
 Ladders stop at the first budget that reaches (:func:`gsu.index.planner.reaches`: mean
@@ -626,6 +628,13 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
                     break
                 i += 1
             point["away"] = entries
+            if entries:
+                # the exact scan of the same queries: where it costs less than their IVF
+                # budget, the planner scans them (``PlannerSettings.band_away_exact``);
+                # abandoned after its first queries when far dearer (their median stands)
+                c_away = float(entries[-1][2][0])
+                point["away_exact"] = timer.run(idsets[AWAY_KIND], truths[AWAY_KIND], _EXACT, bound_us=_PRUNE * c_away,
+                                                mask=away_mask)[1]
         points.append(point)
         if bar is not None:
             bar.update(1)

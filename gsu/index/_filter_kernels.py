@@ -864,6 +864,9 @@ def _allowed_in_list(pos_row, bm, j, e, buf):
 #: the lists nearest a query whose allowed share decides whether it lies away from the
 #: filter's rows (see :func:`_probe_lists`)
 _LOCAL_LISTS = 4
+#: the result count :func:`_probe_lists` gives a query away from the allowed rows when its
+#: away budget is the exact scan (``target_hi`` < 0): the caller scans its rows exactly
+AWAY_ELSEWHERE = -2
 
 
 @nb.njit(cache=True, inline="always")
@@ -949,13 +952,19 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
     (``m_all`` of the lists' rows) — the filter's rows lie in regions away from it, as
     the items of a few categories do — the budget is ``target_hi`` / ``lists_hi``
     instead: its answers then lie on the near edges of those regions, in lists whose
-    centroids rank them poorly (:func:`local_share`).
+    centroids rank them poorly (:func:`local_share`). ``target_hi`` < 0: such a query is
+    not scanned; its count is set to ``AWAY_ELSEWHERE`` (the caller answers it with the
+    exact scan, cheaper there than the away budget: ``PlannerSettings.band_away_exact``).
     """
     nlist = boff.shape[0] - 1
     d = Q.shape[1]
     qv = Q[q]
-    if share_lo > 0 and (target_hi > target or lists_hi > min_lists):
+    if share_lo > 0 and (target_hi < 0 or target_hi > target or lists_hi > min_lists):
         if local_share(CS, q, loff, boff, bm, pos_row, run_lo, run_hi) < share_lo * m_all / max(loff[loff.shape[0] - 1], 1):
+            if target_hi < 0:  # away: answered by the exact scan, which the caller runs
+                counts[q] = AWAY_ELSEWHERE
+                scored[q] = 0
+                return
             target = target_hi
             min_lists = lists_hi
     Xf = Xl.reshape(-1)

@@ -110,6 +110,9 @@ _UNIFORM = "gsu.filtered.uniform"  # ... and of its evenness verdict (:meth:`Fil
 #: ``_CAL_MIN_SECONDS``); the HNSW graph dominates a build, so this keeps a calibrated
 #: build within ~1.1x of the graph alone
 _CAL_SHARE = 0.08
+#: the away budget (see :meth:`FilteredIndex._plan_one`) of a query the exact scan answers
+#: when it lies away from its filter's rows (negative budgets: the IVF kernel flags it)
+_AWAY_EXACT = (_planner.AWAY_SHARE, -1, -1)
 _CAL_MIN_SECONDS = 1.0
 #: IVF k-means for the filtered index: training points per list and iterations (faiss's
 #: defaults are 256 and 25); the planner is calibrated on whatever lists result
@@ -570,8 +573,11 @@ class FilteredIndex(Index):
         cand, lists = self._ivf_budget(ivf_m, k, effort, st)
         away = None
         if away_m is not None and m < n:
-            ac, al = self._ivf_budget(away_m, k, effort, st)
-            away = (_planner.AWAY_SHARE, ac, al)
+            if away_m > ivf_m and st.away_exact(s):  # such a query costs less by the exact scan
+                away = _AWAY_EXACT
+            else:
+                ac, al = self._ivf_budget(away_m, k, effort, st)
+                away = (_planner.AWAY_SHARE, ac, al)
         pmin = st.probe_min(run)
         if s >= st.hnsw_min(run) or (s >= pmin and st.probe_min_share <= 0.0):
             # the walk (a probe that never gives up is the plain walk); with budgets for
@@ -625,6 +631,9 @@ class FilteredIndex(Index):
             am = st.away_mults(s, run)
             acand = np.maximum(k, np.ceil(st.ivf_candidates * am * k * effort)).astype(np.int64)
             alists = np.maximum(1, np.ceil(st.ivf_min_lists * am * effort)).astype(np.int64)
+            ex_away = (am > im) & st.away_exacts(s)  # answered by the exact scan (see _plan_one)
+            acand[ex_away] = _AWAY_EXACT[1]
+            alists[ex_away] = _AWAY_EXACT[2]
         else:
             acand, alists = cand.copy(), lists.copy()
         return routes, probe, ef, cand, lists, acand, alists
@@ -694,6 +703,7 @@ class FilteredIndex(Index):
                 gave = bw[counts[bw] < 0]
                 routes[gave] = IVF
                 cand[gave] = acand[gave]
+                routes[gave[acand[gave] < 0]] = EXACT  # where the exact scan costs less than their away budget
         ef[(routes != HNSW) & ~probe] = 0
         cand[routes != IVF] = 0
         routes[m == 0] = EXACT
@@ -895,8 +905,11 @@ class FilteredIndex(Index):
         if nq == 1 and m > 0 and code == IVF and not walk:
             # a request's one query on IVF: its own call, which allocates the result
             # (without the batch bookkeeping)
-            return self.ivf.search_one(q, k, cf, target=cand, min_lists=lists, vectors=self._scoring(), sq8=self._approx()[1],
-                                       away=away)
+            res = self.ivf.search_one(q, k, cf, target=cand, min_lists=lists, vectors=self._scoring(), sq8=self._approx()[1],
+                                      away=away)
+            if res[2][0] < 0:  # away from its filter's rows, where the exact scan costs less
+                self._exact_rows(q, k, cf, _ONE, *res)
+            return res
         counts = np.empty(nq, np.int64)
         out_r = np.empty((nq, k), np.int64)  # the kernels pad rows short of k
         out_s = np.empty((nq, k), np.float32)
@@ -916,14 +929,40 @@ class FilteredIndex(Index):
                 self._recompute_short(q, k, cf, m, out_r, out_s, counts)
                 return out_r, out_s, counts
             w = np.flatnonzero(counts < 0).astype(np.int64)
-            self.ivf.search_compiled(q, k, cf, w, out_r, out_s, counts, target=cand, min_lists=lists,
-                                     vectors=self._scoring(), sq8=self._approx()[1], away=away)
+            if code == HNSW and away is not None and away[1] < 0:
+                # the walk found them away from the filter's rows, where the exact scan costs less
+                self._exact_rows(q, k, cf, w, out_r, out_s, counts)
+            else:
+                self.ivf.search_compiled(q, k, cf, w, out_r, out_s, counts, target=cand, min_lists=lists,
+                                         vectors=self._scoring(), sq8=self._approx()[1], away=away)
+                self._exact_away(q, k, cf, w, out_r, out_s, counts)
             self._recompute_short(q, k, cf, m, out_r, out_s, counts)
             return out_r, out_s, counts
         # IVF: planned so, or (probe > 0) an even filter too sparse for the walk to pay
         self.ivf.search_compiled(q, k, cf, which, out_r, out_s, counts, target=cand, min_lists=lists,
                                  vectors=self._scoring(), sq8=self._approx()[1], away=away)
+        self._exact_away(q, k, cf, which, out_r, out_s, counts)
         return out_r, out_s, counts
+
+    def _exact_rows(self, q: np.ndarray, k: int, cf: CompiledFilter | None, which: np.ndarray, out_r: np.ndarray,
+                    out_s: np.ndarray, counts: np.ndarray) -> None:
+        """The exact scan of queries ``which`` (int64) over their allowed rows, in place."""
+        nq = q.shape[0]
+        if cf is None:
+            rows = np.arange(self.hnsw._n, dtype=np.int64)
+            starts, ends = np.zeros(nq, np.int64), np.full(nq, rows.shape[0], np.int64)
+        else:
+            rows = cf.rows
+            starts, ends = cf.bounds(nq)
+        fk.gather_topk_ip_sel(q, self._scoring(), which, starts, ends, rows, k, out_r, out_s, counts, *self._approx())
+
+    def _exact_away(self, q: np.ndarray, k: int, cf: CompiledFilter | None, which: np.ndarray, out_r: np.ndarray,
+                    out_s: np.ndarray, counts: np.ndarray) -> None:
+        """After an IVF search of queries ``which`` with an exact away budget: the queries it
+        left for the exact scan (count ``AWAY_ELSEWHERE``: away from their filter's rows)."""
+        left = which[counts[which] < 0]
+        if left.shape[0]:
+            self._exact_rows(q, k, cf, left.astype(np.int64), out_r, out_s, counts)
 
     def _walk(self, q: np.ndarray, k: int, cf: CompiledFilter | None, which: np.ndarray, out_r: np.ndarray,
               out_s: np.ndarray, counts: np.ndarray, ef: Any, bail: float, seeds: np.ndarray | None) -> None:
@@ -1134,6 +1173,10 @@ class FilteredIndex(Index):
             self._walk(q, k, cf, walk, out_r, out_s, counts, ef, _planner.AWAY_SHARE if away else 0.0, self._walk_seeds(q, walk))
             if away:
                 bailed, walk = walk[counts[walk] < 0], walk[counts[walk] >= 0]
+                scan = bailed[acand[bailed] < 0]  # where the exact scan costs less than their away budget
+                if scan.shape[0]:
+                    self._exact_rows(q, k, cf, scan.astype(np.int64), out_r, out_s, counts)
+                    bailed = bailed[acand[bailed] >= 0]
         if pw.shape[0]:
             go = self._worth_walking(cf, pw, m_all, st.probe_min_share, uni)
             skip, pw = pw[~go], pw[go]
@@ -1152,6 +1195,8 @@ class FilteredIndex(Index):
                 self.ivf.search_compiled(q, k, cf, grp, out_r, out_s, counts, target=int(c), min_lists=int(l), vectors=X,
                                          sq8=self._approx()[1],
                                          away=(_planner.AWAY_SHARE, int(ac), int(al)) if away else None)
+                if away and ac < 0:
+                    self._exact_away(q, k, cf, grp, out_r, out_s, counts)
         if walk.shape[0]:
             short = walk[counts[walk] < np.minimum(m_all[walk], k)]
             if short.shape[0]:

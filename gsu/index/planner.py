@@ -39,7 +39,10 @@ index's own data (recall and cost of every route and budget at every grid point)
   (recall 0.81–0.94 on five of seven sets at 10 % and 50 %). The search tests each query
   (IVF: the allowed share of its nearest lists; the walk: its density probe at
   ``AWAY_SHARE`` times the selectivity, handing the query to IVF), so only those queries
-  pay the larger budget;
+  pay the larger budget; at the grid points where the exact scan of the same queries
+  cost less than that budget (larger than the filter's own), they are scanned instead
+  (``band_away_exact``: on the suite's anisotropic set at 10 % and 50 %, the away budget
+  cost 2.3x and 1.8x the scan);
 - the exact-scan limit: where the exact scan's measured cost crosses the cheapest
   approximate policy's (interpolated in the allowed-row count), separately for scattered
   rows and for contiguous runs (time windows), whose ratio is ``exact_run_factor``.
@@ -83,7 +86,9 @@ AWAY_LADDER = IVF_LADDER + (8.0, 11.0, 16.0, 24.0, 32.0)
 #: HNSW beam steps: ``ef = step · k`` allowed results
 HNSW_LADDER = (1.0, 1.3, 1.7, 2.2, 2.8, 3.6, 4.6, 6.0, 8.0, 11.0, 16.0, 24.0)
 _BAND_FIELDS = ("band_hnsw_ef", "band_ivf", "band_run_probe", "band_run_hnsw_ef", "band_run_ivf", "band_even_hnsw_ef",
-                "band_even_ivf", "band_away_ivf")
+                "band_even_ivf", "band_away_ivf", "band_away_exact")
+#: per-band flags (0 or 1), not budgets
+_FLAG_FIELDS = ("band_run_probe", "band_away_exact")
 _OPT_THRESHOLDS = ("even_hnsw_min_selectivity", "even_probe_min_selectivity", "run_hnsw_min_selectivity",
                    "run_probe_min_selectivity")
 _SCALARS = ("exact_max_rows", "exact_run_factor", "hnsw_min_selectivity", "probe_min_selectivity", "probe_min_share",
@@ -221,6 +226,10 @@ class PlannerSettings:
     from its filter's rows (fewer than ``AWAY_SHARE`` times the filter's selectivity
     among the rows of its nearest lists; fitted on the calibration's cluster kind), and
     a graph walk under such a filter gives up on the same test (:meth:`away_mult`).
+    ``band_away_exact``, when given, flags (1) the bands where such a query is answered by
+    the exact scan instead, where its away budget exceeds the filter's own (fitted where
+    the calibration timed the exact scan of the cluster kind's away queries below their
+    IVF budget; between two grid points only if both are flagged: :meth:`away_exact`).
 
     Every value is checked once, at construction.
     """
@@ -248,6 +257,7 @@ class PlannerSettings:
     even_probe_min_selectivity: float | None = None
     run_hnsw_min_selectivity: float | None = None
     run_probe_min_selectivity: float | None = None
+    band_away_exact: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for name in _SCALARS:
@@ -262,7 +272,7 @@ class PlannerSettings:
             raise ValueError(f"bands: expected strictly increasing selectivities in (0, 1], got {bands}")
         object.__setattr__(self, "bands", bands)
         for name in _BAND_FIELDS:
-            vals = tuple(_num(v, name, positive=name != "band_run_probe") for v in getattr(self, name))
+            vals = tuple(_num(v, name, positive=name not in _FLAG_FIELDS) for v in getattr(self, name))
             if vals and len(vals) != len(bands):
                 raise ValueError(f"{name}: expected {len(bands)} values (one per band) or none, got {len(vals)}")
             object.__setattr__(self, name, vals)
@@ -285,7 +295,7 @@ class PlannerSettings:
         if "hnsw_ef" in ch:
             ch["band_hnsw_ef"] = ch["band_run_hnsw_ef"] = ch["band_even_hnsw_ef"] = ()
         if "ivf_candidates" in ch or "ivf_min_lists" in ch:
-            ch["band_ivf"] = ch["band_run_ivf"] = ch["band_even_ivf"] = ch["band_away_ivf"] = ()
+            ch["band_ivf"] = ch["band_run_ivf"] = ch["band_even_ivf"] = ch["band_away_ivf"] = ch["band_away_exact"] = ()
         if "hnsw_min_selectivity" in ch or "probe_min_selectivity" in ch:
             for name in _OPT_THRESHOLDS:
                 ch[name] = None
@@ -443,6 +453,22 @@ class PlannerSettings:
             return own
         return np.maximum(own, self._bands_arr(self.band_away_ivf, s, 1.0))
 
+    def away_exact(self, s: float) -> bool:
+        """Whether a query away from its filter's rows at selectivity ``s`` takes the exact
+        scan (where its away budget exceeds the filter's own): the band's flag, between two
+        grid points only if both are flagged."""
+        v = self.band_away_exact
+        if not v:
+            return False
+        i, j = self._band_pos(s)
+        return min(v[i], v[j]) > 0
+
+    def away_exacts(self, s: np.ndarray) -> np.ndarray:
+        """:meth:`away_exact` for an array of selectivities."""
+        if not self.band_away_exact:
+            return np.zeros(np.shape(s), bool)
+        return self._bands_arr(self.band_away_exact, s, 0.0, between="min") > 0
+
     def run_probe(self, s: float) -> bool:
         """Whether a contiguous run of rows at selectivity ``s`` tries the walk's density
         probe (in the probe band); between two grid points, if either point's did."""
@@ -452,11 +478,12 @@ class PlannerSettings:
         """:meth:`run_probe` for an array of selectivities."""
         return self._bands_arr(self.band_run_probe, s, 1.0, interp=False) > 0
 
-    def _bands_arr(self, vals: tuple[float, ...], s: np.ndarray, default: float, interp: bool = True) -> np.ndarray:
+    def _bands_arr(self, vals: tuple[float, ...], s: np.ndarray, default: float, interp: bool = True,
+                   between: str | None = None) -> np.ndarray:
         if not vals:
             return np.full(s.shape, default)
         return _at_grid(np.asarray(self.bands), np.asarray(vals, np.float64), s,
-                        "interp" if interp and BAND_INTERP else "max")
+                        between or ("interp" if interp and BAND_INTERP else "max"))
 
     def ef_mults(self, s: np.ndarray, run: np.ndarray | None = None) -> np.ndarray:
         """:meth:`ef_mult` for an array of selectivities (``run``: bool per entry)."""
@@ -804,13 +831,21 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     # never did, the nearest such point's where it was not measured; at least the
     # scattered filters' own
     away_b: list[float] = []
+    away_ex: list[float] = []
     if any(p.get("away") for p in pts):
         raw: list[Any] = []
         for p in pts:
             e = p.get("away", [])
             r = _first_reaching(e, target, [0])
-            raw.append(r if r is not None or not e else (max(float(x[0]) for x in e), [], []))
+            top = max(e, key=lambda x: float(x[0])) if e else None
+            raw.append(r if r is not None or top is None else (float(top[0]), [], [float(top[2][0])]))
         away_b = [max(a, b) for a, b in zip(fill({"ivf": raw}, "ivf", AWAY_LADDER), ivf_b)]
+        # the points where the exact scan of those queries cost less than that budget, where it
+        # exceeds the filter's own (elsewhere the search does not tell them apart)
+        away_ex = [1.0 if (r is not None and r[2] and a > b and p.get("away_exact", inf) < float(r[2][0])) else 0.0
+                   for p, r, a, b in zip(pts, raw, away_b, ivf_b)]
+        if not any(away_ex):
+            away_ex = []
     st = dataclasses.replace(
         base, exact_max_rows=float(lim), exact_run_factor=float(run_factor), hnsw_min_selectivity=hnsw_min,
         probe_min_selectivity=probe_min, bands=tuple(float(s) for s in sel),
@@ -818,5 +853,6 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
         band_run_hnsw_ef=tuple(run_ef_b), band_run_ivf=tuple(run_ivf_b), band_even_hnsw_ef=tuple(even_ef_b),
         band_even_ivf=tuple(even_ivf_b), even_hnsw_min_selectivity=even_hnsw_min, even_probe_min_selectivity=even_probe_min,
         run_hnsw_min_selectivity=run_hnsw_min, run_probe_min_selectivity=run_probe_min, band_away_ivf=tuple(away_b),
+        band_away_exact=tuple(away_ex),
     )
     return Fit(st, rec_ivf, rec_hnsw, reached, rec_run_ivf, rec_run_hnsw, rec_even_ivf, rec_even_hnsw)
