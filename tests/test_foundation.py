@@ -36,6 +36,36 @@ def test_container_roundtrip_all_dtypes(tmp_path):
         read_container(p, kind="other")
 
 
+def test_container_payload_read_into_huge_page_memory(tmp_path, monkeypatch):
+    """A payload of at least 4 MiB read into memory lies in a 2 MiB-aligned anonymous
+    mapping advised for huge pages (where the platform has the advice); its arrays are
+    the saved ones, writable, and outlive the reader; a small payload, or ``HUGE_PAGES``
+    off, takes plain memory with the same arrays."""
+    import mmap
+
+    from gsu import _format
+
+    rng = np.random.default_rng(0)
+    arrays = {"x": rng.standard_normal((20_000, 64)).astype(np.float32), "ids": np.arange(20_000, dtype=np.int64)}
+    p = tmp_path / "big.gsu"
+    write_container(p, "test", {}, arrays)
+    for on in (True, False):
+        monkeypatch.setattr(_format, "HUGE_PAGES", on)
+        _, _, got = read_container(p)
+        for k, v in arrays.items():
+            np.testing.assert_array_equal(got[k], v)
+            assert got[k].flags.writeable
+        got["x"][0, 0] = 5.0  # the arrays own their memory (nothing reaches the file)
+        base = _format.payload_buffer(5 << 20)
+        assert base.dtype == np.uint8 and base.shape == (5 << 20,) and base.flags.writeable
+        if on and hasattr(mmap, "MADV_HUGEPAGE"):
+            assert base.ctypes.data % (2 << 20) == 0
+            base[-1] = 7  # the whole slice is mapped
+        small = _format.payload_buffer(1000)
+        assert small.shape == (1000,) and small.flags.writeable
+    np.testing.assert_array_equal(read_container(p)[2]["x"], arrays["x"])
+
+
 def test_container_unknown_version(tmp_path):
     p = tmp_path / "v.gsu"
     write_container(p, "t", {}, {"a": np.ones(3)})
