@@ -110,10 +110,10 @@ _UNIFORM = "gsu.filtered.uniform"  # ... and of its evenness verdict (:meth:`Fil
 #: ``_CAL_MIN_SECONDS``); the HNSW graph dominates a build, so this keeps a calibrated
 #: build within ~1.1x of the graph alone
 _CAL_SHARE = 0.08
+_CAL_MIN_SECONDS = 1.0
 #: the away budget (see :meth:`FilteredIndex._plan_one`) of a query the exact scan answers
 #: when it lies away from its filter's rows (negative budgets: the IVF kernel flags it)
 _AWAY_EXACT = (_planner.AWAY_SHARE, -1, -1)
-_CAL_MIN_SECONDS = 1.0
 #: IVF k-means for the filtered index: training points per list and iterations (faiss's
 #: defaults are 256 and 25); the planner is calibrated on whatever lists result
 _KMEANS_PER_LIST = 40
