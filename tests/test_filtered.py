@@ -2390,8 +2390,9 @@ def test_queries_away_from_their_filter_take_the_exact_scan_where_it_costs_less(
     with the exact scan — the exact route's ids and scores, one query per call and in a
     batch of per-query filters alike; a query inside its filter's rows keeps IVF's answer
     (bit for bit that of the search without the exact away budget). With the walk
-    planned (``walk``), a walk that gives up for an away query hands it to the exact scan,
-    and ``explain`` reports it so."""
+    planned (``walk``), a walk that gives up for an away query hands it to the exact scan.
+    ``explain`` reports the exact scan for the away queries, on either route, and not for
+    the near ones."""
     from gsu.index.planner import Fit
 
     fi, q, away, near = _away_index()
@@ -2424,8 +2425,8 @@ def test_queries_away_from_their_filter_take_the_exact_scan_where_it_costs_less(
             np.testing.assert_array_equal(batch.scores, one[kind].scores)
         out[name] = one
         ex = fi.explain(q, K, filter=Filter.per_query(away))
-        if walk and name == "scan":
-            assert set(ex.route_names()) == {"exact"}
+        assert (set(ex.route_names()) == {"exact"}) == (name == "scan")  # as the search answered them
+        assert "exact" not in fi.explain(q, K, filter=Filter.per_query(near)).route_names()
     exact = SearchResult.concat([fi.search(q[i], K, filter=away[i], route="exact") for i in range(q.shape[0])])
     np.testing.assert_array_equal(out["scan"]["away"].ids, exact.ids)
     np.testing.assert_array_equal(out["scan"]["away"].scores, exact.scores)

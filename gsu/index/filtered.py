@@ -668,7 +668,8 @@ class FilteredIndex(Index):
         ``settings`` as keywords): the route it takes, its budget and the recall the
         calibration measured for it (see :class:`Explanation`). Unlike :meth:`plan` it
         sees the queries, so it runs the graph walk's density probe (a query whose walk
-        gives up is answered by IVF)."""
+        gives up is answered by IVF) and, where the planner sends queries away from their
+        filter's rows to the exact scan (``band_away_exact``), IVF's away test."""
         q = prep_queries(queries, self.dim, self.metric)
         k = check_k(k)
         effort = _check_effort(effort)
@@ -718,6 +719,19 @@ class FilteredIndex(Index):
             routes[walked] = HNSW
             cand[walked] = 0
             ef[w[counts[w] < 0]] = 0
+        if st.has_away:  # as search: IVF leaves a query away from its filter's rows to the exact scan where so planned
+            iv = np.flatnonzero((routes == IVF) & (acand < 0) & (m > 0)).astype(np.int64)
+            if iv.shape[0]:
+                counts = np.zeros(nq, np.int64)
+                qs = self._scoring_queries(q)
+                for c, l in np.unique(np.stack([cand[iv], lists[iv]], axis=1), axis=0):
+                    grp = iv[(cand[iv] == c) & (lists[iv] == l)]
+                    self.ivf.search_compiled(qs, k, cf, grp, np.empty((nq, k), np.int64), np.empty((nq, k), np.float32), counts,
+                                             target=int(c), min_lists=int(l), vectors=self._scoring(), sq8=self._approx()[1],
+                                             away=_AWAY_EXACT)
+                left = iv[counts[iv] < 0]
+                routes[left] = EXACT
+                cand[left] = 0
         s = m / max(n, 1)
         exp = np.full(nq, np.nan)
         if self._calibration is not None and effort == 1.0 and not any(v is not None for v in settings.values()):
