@@ -51,7 +51,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import mmap as _mmap
 import os
 import secrets
 import socket
@@ -75,15 +74,11 @@ _PREFIX = struct.Struct("<8sIIQ")
 _ALIGN = 64
 _CHECKSUM_LEN = 32
 _CHUNK = 1 << 24
-#: a payload read into memory (``mmap=False``) of at least this many bytes goes into
-#: anonymous memory advised for transparent huge pages (``MADV_HUGEPAGE``, 2 MiB-aligned;
-#: :func:`payload_buffer`): the kernels read rows scattered over tables of tens to hundreds
-#: of MB, where 4 KiB pages cost a page walk per row (on the suite's clustered 200,000 × 64
-#: index, a fresh 1 % filter's exact scan 68 -> 40 us, its 10 % cluster filters 656 -> 480 us;
-#: IVF scans of 10 % filters ~4 %, 384-d rows not measurably). False: plain ``np.empty``
-HUGE_PAGES = True
-_HUGE_MIN = 4 << 20
-_HUGE_ALIGN = 2 << 20
+#: where a payload read into memory (``mmap=False``) starts: on a page boundary, so that
+#: every array in it starts on a 64-byte line as it does in the file (``_ALIGN``).
+#: ``np.empty`` gave a base 16 bytes past a line, which split every 64-byte row of 8-bit
+#: codes over two cache lines (:func:`aligned_empty`)
+_BUF_ALIGN = 4096
 #: the largest JSON header accepted (a header is a few kB; this bounds what a crafted
 #: length field can make the reader allocate)
 MAX_HEADER_BYTES = 64 << 20
@@ -376,23 +371,17 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def payload_buffer(nbytes: int) -> np.ndarray:
-    """A writable uint8 array of ``nbytes`` for a payload read into memory: from
-    ``nbytes`` >= ``_HUGE_MIN`` (and ``HUGE_PAGES``), a 2 MiB-aligned slice of an anonymous
-    mapping advised ``MADV_HUGEPAGE`` (the kernel backs it with huge pages where its
-    transparent-huge-page setting and free memory allow, and with ordinary pages where
-    not; the arrays keep the mapping alive), else ``np.empty`` (also where the platform
-    has no such advice)."""
-    if not HUGE_PAGES or nbytes < _HUGE_MIN or not hasattr(_mmap, "MADV_HUGEPAGE"):
-        return np.empty(nbytes, dtype=np.uint8)
-    try:
-        m = _mmap.mmap(-1, nbytes + _HUGE_ALIGN)
-        m.madvise(_mmap.MADV_HUGEPAGE)
-    except (OSError, ValueError):  # pragma: no cover - a kernel without the advice
-        return np.empty(nbytes, dtype=np.uint8)
-    raw = np.frombuffer(m, dtype=np.uint8)
-    off = (-raw.ctypes.data) % _HUGE_ALIGN
-    return raw[off : off + nbytes]
+def aligned_empty(shape: int | tuple[int, ...], dtype: Any = np.uint8, align: int = _BUF_ALIGN) -> np.ndarray:
+    """``np.empty(shape, dtype)`` whose data starts on an ``align``-byte boundary (a view of
+    a slightly larger buffer). numpy's own large allocations start 16 bytes past a page
+    (glibc's chunk header), so rows of a table read by the scan kernels — 64-byte rows of
+    8-bit codes, 128-byte rows of 32-d float32 — straddled one more cache line each."""
+    dt = np.dtype(dtype)
+    shp = (shape,) if isinstance(shape, int) else tuple(shape)
+    nbytes = int(np.prod(shp, dtype=np.int64)) * dt.itemsize
+    raw = np.empty(nbytes + align, dtype=np.uint8)
+    off = (-raw.ctypes.data) % align
+    return raw[off : off + nbytes].view(dt).reshape(shp)
 
 
 class ContainerReader:
@@ -554,7 +543,7 @@ class ContainerReader:
                 # an ndarray subclass on a slow path, ~0.7 us more per kernel call
                 base = np.memmap(f, dtype=np.uint8, mode="c", offset=self.start, shape=(plen,)).view(np.ndarray)
         else:
-            base = payload_buffer(plen)
+            base = aligned_empty(plen)
             mv = memoryview(base)
             pos = 0
             while pos < plen:

@@ -36,34 +36,32 @@ def test_container_roundtrip_all_dtypes(tmp_path):
         read_container(p, kind="other")
 
 
-def test_container_payload_read_into_huge_page_memory(tmp_path, monkeypatch):
-    """A payload of at least 4 MiB read into memory lies in a 2 MiB-aligned anonymous
-    mapping advised for huge pages (where the platform has the advice); its arrays are
-    the saved ones, writable, and outlive the reader; a small payload, or ``HUGE_PAGES``
-    off, takes plain memory with the same arrays."""
-    import mmap
-
+def test_arrays_start_on_cache_lines_read_or_built(tmp_path):
+    """A container read into memory puts every array on a 64-byte boundary, as in the file
+    (the buffer starts on a page; ``np.empty``'s started 16 bytes past one), with the saved
+    values, writable; ``aligned_empty`` gives any shape and dtype on its boundary; a built
+    index's 8-bit codes start on a page."""
     from gsu import _format
+    from gsu.index import FilteredIndex
 
     rng = np.random.default_rng(0)
-    arrays = {"x": rng.standard_normal((20_000, 64)).astype(np.float32), "ids": np.arange(20_000, dtype=np.int64)}
-    p = tmp_path / "big.gsu"
+    arrays = {"a": rng.standard_normal((3001, 64)).astype(np.float32), "b": np.arange(7, dtype=np.int8),
+              "c": rng.integers(0, 255, (5000, 64)).astype(np.uint8), "d": np.arange(20_000, dtype=np.int64)}
+    p = tmp_path / "al.gsu"
     write_container(p, "test", {}, arrays)
-    for on in (True, False):
-        monkeypatch.setattr(_format, "HUGE_PAGES", on)
-        _, _, got = read_container(p)
-        for k, v in arrays.items():
-            np.testing.assert_array_equal(got[k], v)
-            assert got[k].flags.writeable
-        got["x"][0, 0] = 5.0  # the arrays own their memory (nothing reaches the file)
-        base = _format.payload_buffer(5 << 20)
-        assert base.dtype == np.uint8 and base.shape == (5 << 20,) and base.flags.writeable
-        if on and hasattr(mmap, "MADV_HUGEPAGE"):
-            assert base.ctypes.data % (2 << 20) == 0
-            base[-1] = 7  # the whole slice is mapped
-        small = _format.payload_buffer(1000)
-        assert small.shape == (1000,) and small.flags.writeable
-    np.testing.assert_array_equal(read_container(p)[2]["x"], arrays["x"])
+    _, _, got = read_container(p)
+    for k, v in arrays.items():
+        np.testing.assert_array_equal(got[k], v)
+        assert got[k].ctypes.data % 64 == 0 and got[k].flags.writeable, k
+    got["a"][0, 0] = 5.0
+    assert read_container(p)[2]["a"][0, 0] == arrays["a"][0, 0]  # nothing reaches the file
+    for shape, dt in ((0, np.uint8), (1, np.float32), ((1000, 64), np.uint8), ((17, 3), np.int64)):
+        e = _format.aligned_empty(shape, dt)
+        assert e.shape == ((shape,) if isinstance(shape, int) else shape) and e.dtype == dt and e.flags.writeable
+        assert e.size == 0 or e.ctypes.data % 4096 == 0
+    fi = FilteredIndex(64, "ip", M=8, ef_construction=20, calibrate=False)
+    fi.add(rng.standard_normal((500, 64)).astype(np.float32))
+    assert fi.hnsw._codes()[0].ctypes.data % 4096 == 0
 
 
 def test_container_unknown_version(tmp_path):

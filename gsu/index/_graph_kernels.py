@@ -35,6 +35,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from gsu._format import aligned_empty
 from gsu._simd import prefetch
 from gsu.index._filter_kernels import _dot1, _dot4  # on uint8 code rows too (float32 sums)
 from gsu.index.topk import heap_push, heap_sorted, lower_bound
@@ -64,7 +65,7 @@ def sq8_encode(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     vmin = X.min(axis=0).astype(np.float64)
     span = X.max(axis=0).astype(np.float64) - vmin
     step = np.where(span > 0, span / 255.0, 1.0)
-    codes = np.empty((n, d), np.uint8)
+    codes = aligned_empty((n, d), np.uint8)  # rows on cache-line boundaries (d a multiple of 64: one line per 64)
     _sq8_rows(X, vmin, step, codes)
     return codes, step.astype(np.float32)
 
