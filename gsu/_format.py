@@ -384,6 +384,17 @@ def aligned_empty(shape: int | tuple[int, ...], dtype: Any = np.uint8, align: in
     return raw[off : off + nbytes].view(dt).reshape(shp)
 
 
+def aligned(a: np.ndarray, align: int = _ALIGN) -> np.ndarray:
+    """``a`` itself when it is C-contiguous and starts on an ``align``-byte boundary, else a
+    C-contiguous copy that does (:func:`aligned_empty`): for tables the scan kernels read
+    row by row, whose rows should not straddle an extra cache line."""
+    if a.flags.c_contiguous and a.ctypes.data % align == 0:
+        return a
+    out = aligned_empty(a.shape, a.dtype)
+    out[...] = a
+    return out
+
+
 class ContainerReader:
     """One open gsu container. Everything (header, checksum, arrays, memory map) is read
     from the single file descriptor opened here, so a concurrent rename over the path

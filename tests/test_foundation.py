@@ -40,9 +40,9 @@ def test_arrays_start_on_cache_lines_read_or_built(tmp_path):
     """A container read into memory puts every array on a 64-byte boundary, as in the file
     (the buffer starts on a page; ``np.empty``'s started 16 bytes past one), with the saved
     values, writable; ``aligned_empty`` gives any shape and dtype on its boundary; a built
-    index's 8-bit codes start on a page."""
+    index's 8-bit codes start on a page, a built FlatIndex's and IVFIndex's rows on a line."""
     from gsu import _format
-    from gsu.index import FilteredIndex
+    from gsu.index import FilteredIndex, FlatIndex, IVFIndex
 
     rng = np.random.default_rng(0)
     arrays = {"a": rng.standard_normal((3001, 64)).astype(np.float32), "b": np.arange(7, dtype=np.int8),
@@ -62,6 +62,16 @@ def test_arrays_start_on_cache_lines_read_or_built(tmp_path):
     fi = FilteredIndex(64, "ip", M=8, ef_construction=20, calibrate=False)
     fi.add(rng.standard_normal((500, 64)).astype(np.float32))
     assert fi.hnsw._codes()[0].ctypes.data % 4096 == 0
+    # a built FlatIndex's rows and IVFIndex's list-ordered rows, whatever the input's offset
+    x = np.empty(600 * 64 + 4, np.float32)[1:600 * 64 + 1].reshape(600, 64)  # 4 bytes off
+    x[...] = rng.standard_normal((600, 64))
+    flat, ivf = FlatIndex(64, "ip"), IVFIndex(64, "ip", nlist=8, seed=0)
+    flat.add(x[:100])
+    flat.add(x[100:])
+    ivf.add(x)
+    assert flat._x.ctypes.data % 64 == 0 and ivf._xl.ctypes.data % 64 == 0
+    np.testing.assert_array_equal(flat._x, x)
+    assert _format.aligned(flat._x) is flat._x  # already aligned: no copy
 
 
 def test_container_unknown_version(tmp_path):

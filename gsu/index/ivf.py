@@ -25,6 +25,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from gsu._format import aligned
 from gsu._validate import as_matrix, check_choice, check_k, check_positive_int
 from gsu.index import _filter_kernels as fk
 from gsu.index import _l2
@@ -119,7 +120,7 @@ class IVFIndex(MutableIndex):
     def _set_lists(self, xl: np.ndarray, pos_row: np.ndarray, list_off: np.ndarray) -> None:
         for key in ("_xla", "_ct") + _DERIVED:
             self.__dict__.pop(key, None)
-        self._xl = xl
+        self._xl = aligned(xl)  # rows on cache lines (the list scan reads them row by row)
         self._pos_row = np.ascontiguousarray(pos_row, dtype=np.int64)
         self._list_off = np.ascontiguousarray(list_off, dtype=np.int64)
 
