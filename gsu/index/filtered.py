@@ -958,19 +958,13 @@ class FilteredIndex(Index):
         self._exact_away(q, k, cf, which, out_r, out_s, counts)
         return out_r, out_s, counts
 
-    def _exact_rows(self, q: np.ndarray, k: int, cf: CompiledFilter | None, which: np.ndarray, out_r: np.ndarray,
+    def _exact_rows(self, q: np.ndarray, k: int, cf: CompiledFilter, which: np.ndarray, out_r: np.ndarray,
                     out_s: np.ndarray, counts: np.ndarray) -> None:
         """The exact scan of queries ``which`` (int64) over their allowed rows, in place."""
-        nq = q.shape[0]
-        if cf is None:
-            rows = np.arange(self.hnsw._n, dtype=np.int64)
-            starts, ends = np.zeros(nq, np.int64), np.full(nq, rows.shape[0], np.int64)
-        else:
-            rows = cf.rows
-            starts, ends = cf.bounds(nq)
-        fk.gather_topk_ip_sel(q, self._scoring(), which, starts, ends, rows, k, out_r, out_s, counts, *self._approx())
+        starts, ends = cf.bounds(q.shape[0])
+        fk.gather_topk_ip_sel(q, self._scoring(), which, starts, ends, cf.rows, k, out_r, out_s, counts, *self._approx())
 
-    def _exact_away(self, q: np.ndarray, k: int, cf: CompiledFilter | None, which: np.ndarray, out_r: np.ndarray,
+    def _exact_away(self, q: np.ndarray, k: int, cf: CompiledFilter, which: np.ndarray, out_r: np.ndarray,
                     out_s: np.ndarray, counts: np.ndarray) -> None:
         """After an IVF search of queries ``which`` with an exact away budget: the queries it
         left for the exact scan (count ``AWAY_ELSEWHERE``: away from their filter's rows)."""
@@ -1149,8 +1143,7 @@ class FilteredIndex(Index):
             return
         short = np.flatnonzero(counts < need).astype(np.int64)
         log.debug("filtered: %d queries short of k results, recomputed exactly", short.shape[0])
-        starts, ends = cf.bounds(q.shape[0])
-        fk.gather_topk_ip_sel(q, self._scoring(), short, starts, ends, cf.rows, k, out_r, out_s, counts, *self._approx())
+        self._exact_rows(q, k, cf, short, out_r, out_s, counts)
 
     def _search_per_query(self, q: np.ndarray, k: int, cf: CompiledFilter, route: str, effort: float, st: PlannerSettings
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1215,7 +1208,7 @@ class FilteredIndex(Index):
             short = walk[counts[walk] < np.minimum(m_all[walk], k)]
             if short.shape[0]:
                 log.debug("filtered: %d queries short of k results, recomputed exactly", short.shape[0])
-                fk.gather_topk_ip_sel(q, X, short.astype(np.int64), starts, ends, cf.rows, k, out_r, out_s, counts, *self._approx())
+                self._exact_rows(q, k, cf, short.astype(np.int64), out_r, out_s, counts)
         return out_r, out_s, counts
 
     # -- persistence -------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from gsu._format import aligned
+from gsu._format import aligned, aligned_empty
 from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positive_int
 from gsu.index import _filter_kernels as _fk
 from gsu.index import _l2, topk
@@ -101,8 +101,12 @@ class FlatIndex(MutableIndex):
         new_ids = self._new_ids(x.shape[0], ids)
         if self.metric == "cosine":
             x = normalize_rows(x)
-        # rows on cache lines (the filtered scans read them row by row)
-        self._x = aligned(np.concatenate([self._x, x])) if self.ntotal else aligned(x)
+        # rows on cache lines (the filtered scans read them row by row), in one copy
+        if self.ntotal:
+            out = aligned_empty((self.ntotal + x.shape[0], self.dim), np.float32)
+            self._x = np.concatenate([self._x, x], out=out)
+        else:
+            self._x = aligned(x)
         self._dev = None
         self.__dict__.pop("_xa", None)
         self._appended(new_ids)

@@ -25,7 +25,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from gsu._format import aligned
+from gsu._format import aligned, aligned_take
 from gsu._validate import as_matrix, check_choice, check_k, check_positive_int
 from gsu.index import _filter_kernels as fk
 from gsu.index import _l2
@@ -195,7 +195,7 @@ class IVFIndex(MutableIndex):
             x = normalize_rows(x)
         order, off = self._layout(self.lists_of(x))
         xall = np.concatenate([self._xl[self._row_pos], x]) if self.ntotal else x
-        self._set_lists(np.ascontiguousarray(xall[order]), order, off)
+        self._set_lists(aligned_take(xall, order), order, off)
         self._appended(new_ids)
 
     # -- lists without vectors (an owner keeps them) -----------------------
@@ -487,7 +487,7 @@ class IVFIndex(MutableIndex):
         counts = np.bincount(self._row_list[live], minlength=self.nlist)
         off = np.zeros(self.nlist + 1, np.int64)
         np.cumsum(counts, out=off[1:])
-        xl = self._xl if self._external else np.ascontiguousarray(self._xl[keep])
+        xl = self._xl if self._external else aligned_take(self._xl, np.flatnonzero(keep))
         self._set_lists(xl, newrow[self._pos_row[keep]], off)
         self._idmap = IdMap(self._idmap.ids[live])
 
