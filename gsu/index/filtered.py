@@ -111,9 +111,9 @@ _UNIFORM = "gsu.filtered.uniform"  # ... and of its evenness verdict (:meth:`Fil
 #: build within ~1.1x of the graph alone
 _CAL_SHARE = 0.08
 _CAL_MIN_SECONDS = 1.0
-#: the away budget (see :meth:`FilteredIndex._plan_one`) of a query the exact scan answers
-#: when it lies away from its filter's rows (negative budgets: the IVF kernel flags it)
-_AWAY_EXACT = (_planner.AWAY_SHARE, -1, -1)
+#: the away budget (candidates and lists; see :meth:`FilteredIndex._plan_one`) of a query
+#: the exact scan answers when it lies away from its filter's rows: the IVF kernel flags it
+_AWAY_SCAN = -1
 #: IVF k-means for the filtered index: training points per list and iterations (faiss's
 #: defaults are 256 and 25); the planner is calibrated on whatever lists result
 _KMEANS_PER_LIST = 40
@@ -574,7 +574,7 @@ class FilteredIndex(Index):
         away = None
         if away_m is not None and m < n:
             if away_m > ivf_m and st.away_exact(s):  # such a query costs less by the exact scan
-                away = _AWAY_EXACT
+                away = (_planner.AWAY_SHARE, _AWAY_SCAN, _AWAY_SCAN)
             else:
                 ac, al = self._ivf_budget(away_m, k, effort, st)
                 away = (_planner.AWAY_SHARE, ac, al)
@@ -632,8 +632,8 @@ class FilteredIndex(Index):
             acand = np.maximum(k, np.ceil(st.ivf_candidates * am * k * effort)).astype(np.int64)
             alists = np.maximum(1, np.ceil(st.ivf_min_lists * am * effort)).astype(np.int64)
             ex_away = (am > im) & st.away_exacts(s)  # answered by the exact scan (see _plan_one)
-            acand[ex_away] = _AWAY_EXACT[1]
-            alists[ex_away] = _AWAY_EXACT[2]
+            acand[ex_away] = _AWAY_SCAN
+            alists[ex_away] = _AWAY_SCAN
         else:
             acand, alists = cand.copy(), lists.copy()
         return routes, probe, ef, cand, lists, acand, alists
@@ -728,7 +728,7 @@ class FilteredIndex(Index):
                     grp = iv[(cand[iv] == c) & (lists[iv] == l)]
                     self.ivf.search_compiled(qs, k, cf, grp, np.empty((nq, k), np.int64), np.empty((nq, k), np.float32), counts,
                                              target=int(c), min_lists=int(l), vectors=self._scoring(), sq8=self._approx()[1],
-                                             away=_AWAY_EXACT)
+                                             away=(_planner.AWAY_SHARE, _AWAY_SCAN, _AWAY_SCAN))
                 left = iv[counts[iv] < 0]
                 routes[left] = EXACT
                 cand[left] = 0
