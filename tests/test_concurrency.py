@@ -291,15 +291,20 @@ def test_search_while_writing_with_walk_seeds(monkeypatch):
 
 
 @pytest.mark.slow
-def test_search_while_writing_with_away_budgets(monkeypatch):
+@pytest.mark.parametrize("scan", [False, True])
+def test_search_while_writing_with_away_budgets(monkeypatch, scan):
     """The same contract for FilteredIndex with the budget of queries away from their
     filter's rows forced on for every query (the test's share at 100 times the
     selectivity, an away budget of 4 times the IVF one): every planned walk gives up
-    through its density probe and IVF answers with the away budget, while the writer
-    changes the lists under the readers."""
+    through its density probe and IVF answers with the away budget — or, with ``scan``
+    (``band_away_exact`` everywhere), the IVF kernel leaves every query to the exact scan
+    and the walks hand theirs to it — while the writer changes the lists under the readers."""
     import gsu.index.filtered as F
     from gsu.index import planner
 
+    if scan:
+        monkeypatch.setattr(planner.PlannerSettings, "away_exact", lambda self, s: True)
+        monkeypatch.setattr(planner.PlannerSettings, "away_exacts", lambda self, s: np.ones(np.shape(s), bool))
     monkeypatch.setattr(planner, "AWAY_SHARE", 100.0)
     monkeypatch.setattr(planner.PlannerSettings, "has_away", property(lambda self: True))
     monkeypatch.setattr(planner.PlannerSettings, "away_mult", lambda self, s, run=False: 4.0 * self.ivf_mult(s, run))
@@ -319,8 +324,19 @@ def test_search_while_writing_with_away_budgets(monkeypatch):
         return orig(self, q, k, cf, code, probe, ef, cand, lists, away)
 
     monkeypatch.setattr(F.FilteredIndex, "_search_one", counted)
+    scanned = []
+    orig_exact = F.FilteredIndex._exact_rows
+
+    def exact_counted(self, q, k, cf, which, out_r, out_s, counts):
+        # queries handed over by IVF's flag or a walk that gave up (a short walk's fill-in has a count)
+        scanned.append(int((counts[which] < 0).sum()))
+        return orig_exact(self, q, k, cf, which, out_r, out_s, counts)
+
+    monkeypatch.setattr(F.FilteredIndex, "_exact_rows", exact_counted)
     test_search_while_writing_sees_whole_states("filtered")
     assert sum(calls) > 0, "the searches carried an away budget"
+    if scan:
+        assert sum(scanned) > 0, "the exact scan answered away queries"
 
 
 def test_rwlock_excludes_writers_and_is_reentrant():
