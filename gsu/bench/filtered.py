@@ -36,9 +36,10 @@ methods get 2-5 passes, each long enough to average the host's bursts, fast ones
 calls of ~30 µs lasts 3 ms: on this shared 2-core VM, bursts of other load slow whole
 passes (in one run of the clustered set, gsu's random 1 % cell: median of three passes
 17.0k QPS, fastest 30.6k; that cell run alone, twice: 34.1k and 31.7k), so a median of
-three passes swung the cells by up to 2x between runs; nine narrow that. Peer ladders are walked untimed first (recall only)
-and timed from the last setting below recall 0.95 to the first two at or above it (the
-fastest peer configuration at recall ≥ 0.95 is among them: more search is slower).
+three passes swung the cells by up to 2x between runs; nine narrow that. Peer ladders are
+walked untimed first (recall only) and timed from the last setting below recall 0.95 to the
+first two at or above it (the fastest peer configuration at recall ≥ 0.95 is among them: more
+search is slower).
 
 Every result is checked (unique ids, recomputed scores, filter respected); recall@k is
 tie-tolerant against ``FlatIndex``. Writes ``filtered_<data>.jsonl`` per data set, then
