@@ -949,13 +949,15 @@ class FilteredIndex(Index):
             else:
                 self.ivf.search_compiled(q, k, cf, w, out_r, out_s, counts, target=cand, min_lists=lists,
                                          vectors=self._scoring(), sq8=self._approx()[1], away=away)
-                self._exact_away(q, k, cf, w, out_r, out_s, counts)
+                if away is not None and away[1] < 0:
+                    self._exact_away(q, k, cf, w, out_r, out_s, counts)
             self._recompute_short(q, k, cf, m, out_r, out_s, counts)
             return out_r, out_s, counts
         # IVF: planned so, or (probe > 0) an even filter too sparse for the walk to pay
         self.ivf.search_compiled(q, k, cf, which, out_r, out_s, counts, target=cand, min_lists=lists,
                                  vectors=self._scoring(), sq8=self._approx()[1], away=away)
-        self._exact_away(q, k, cf, which, out_r, out_s, counts)
+        if away is not None and away[1] < 0:
+            self._exact_away(q, k, cf, which, out_r, out_s, counts)
         return out_r, out_s, counts
 
     def _exact_rows(self, q: np.ndarray, k: int, cf: CompiledFilter, which: np.ndarray, out_r: np.ndarray,
@@ -966,8 +968,9 @@ class FilteredIndex(Index):
 
     def _exact_away(self, q: np.ndarray, k: int, cf: CompiledFilter, which: np.ndarray, out_r: np.ndarray,
                     out_s: np.ndarray, counts: np.ndarray) -> None:
-        """After an IVF search of queries ``which`` with an exact away budget: the queries it
-        left for the exact scan (count ``AWAY_ELSEWHERE``: away from their filter's rows)."""
+        """After an IVF search of queries ``which`` with an exact away budget (the callers
+        check: with any other budget IVF leaves no query, and the look costs ~1 µs a call): the
+        queries it left for the exact scan (count ``AWAY_ELSEWHERE``: away from their filter's rows)."""
         left = which[counts[which] < 0]
         if left.shape[0]:
             self._exact_rows(q, k, cf, left.astype(np.int64), out_r, out_s, counts)
