@@ -1291,6 +1291,35 @@ def test_an_even_filter_gets_the_budgets_of_the_random_kind(indexes, data):
         fi._fits[None] = old
 
 
+def test_the_probe_threshold_is_priced_on_the_kinds_that_take_it(monkeypatch):
+    """Where contiguous runs take route thresholds of their own, the probe's threshold of
+    every kind is fitted on the other kinds' costs (the range kind's dear probe no longer
+    keeps the correlated kind off it); the plain walk's threshold stays where every kind's
+    costs put it."""
+    import gsu.index.planner as planner
+    from gsu.index.planner import NEVER, fit_planner
+
+    def entry(costs: list[float]) -> list:
+        return [1.0, [0.99, 0.99, 0.99], costs, [0.98, 0.98, 0.98]]
+
+    # every kind: IVF 220, probe 400, walk 430 (IVF); the range kind alone walks (30);
+    # random + correlated: IVF 180, probe 100, walk 400 -> the probe, the walk's threshold kept
+    pts = [{"s": s_, "m": int(s_ * 100_000), "exact": [s_ * 1e5] * 3, "ivf": [entry([60.0, 120.0, 40.0])],
+            "probe": [entry([60.0, 40.0, 300.0])], "hnsw": [entry([200.0, 200.0, 30.0])]} for s_ in (0.1, 0.5)]
+    raw = {"k": 10, "target_recall": 0.95, "n": 100_000, "n_queries": 24, "kinds": ["random", "correlated", "range"],
+           "points": pts, "complete": True}
+    st = fit_planner(raw, 0.95).settings
+    assert st.probe_min_selectivity == 0.0 and st.hnsw_min_selectivity == NEVER
+    assert st.run_hnsw_min_selectivity == 0.0 and st.probe_min(True) == NEVER
+    monkeypatch.setattr(planner, "SPLIT_BY_USERS", False)
+    old = fit_planner(raw, 0.95).settings
+    assert old.probe_min_selectivity == NEVER and old.hnsw_min_selectivity == NEVER and old.run_hnsw_min_selectivity == 0.0
+    # every kind's split stands where no kind takes thresholds of its own
+    monkeypatch.setattr(planner, "SPLIT_BY_USERS", True)
+    monkeypatch.setattr(planner, "RUN_ROUTES", False)
+    assert fit_planner(raw, 0.95).settings.probe_min_selectivity == NEVER
+
+
 def test_runs_take_the_route_thresholds_of_the_range_kind(indexes, data, monkeypatch):
     """Where the calibration's range kind is cheapest on another route than every kind
     together, the fit gives contiguous runs their own thresholds (the cheapest split of the

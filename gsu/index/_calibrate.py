@@ -643,7 +643,7 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
     seconds = time.perf_counter() - t_start
     raw = {"k": k, "target_recall": target, "n": n, "n_queries": int(Q.shape[0]), "kinds": list(KINDS), "points": points,
            "complete": complete}
-    fit = fit_planner(raw, target, base)
+    fit = fit_planner(raw, target, base, even_from=idx._even_min_share())
     if not fit.reached:
         log.warning("calibration: no measured budget reached recall %.3f at some selectivities; those use the largest measured", goal)
     return Calibration(k=k, target_recall=target, n=n, n_queries=int(Q.shape[0]), kinds=KINDS, points=tuple(points),

@@ -516,7 +516,7 @@ class FilteredIndex(Index):
             f = Fit(self._base_settings, (), (), False)
         else:
             t = cal.target_recall if target_recall is None else _check_target(target_recall)
-            f = fit_planner(cal, t, self._base_settings)
+            f = fit_planner(cal, t, self._base_settings, even_from=self._even_min_share())
             if not f.reached:
                 log.info("filtered: recall %.3f was not reached at every calibrated selectivity; the largest budgets measured apply there", t)
         if len(self._fits) < 64:

@@ -27,7 +27,10 @@ index's own data (recall and cost of every route and budget at every grid point)
   the ``range`` kind's own costs for contiguous runs (``run_*_min_selectivity``): a time
   window over rows stored in time order may be cheaper on IVF where the walk is cheaper for
   scattered filters (the suite's anisotropic set: 30 % windows on IVF at 0.89× the walk's
-  time, recall 0.987);
+  time, recall 0.987). Where runs, or even filters, take thresholds of their own, the probe's
+  threshold of every kind is then fitted again on the costs of the kinds that take it
+  (``SPLIT_BY_USERS``; the plain walk's stays): priced with the range kind's costs, the
+  near-duplicate set's query-correlated 10 % filters went to IVF alone at 2.2x the probe's time;
 - for queries *away* from their filter's rows — fewer than ``AWAY_SHARE`` (a quarter) of
   the filter's selectivity among the rows of the query's four nearest IVF lists: the items
   of a few categories, none around the query — the smallest IVF budget reaching the target
@@ -146,6 +149,10 @@ EVEN_ROUTES = True
 #: a contiguous run takes the route thresholds fitted on the range kind's own costs (True), or
 #: those of every kind with the range kind's budgets (False)
 RUN_ROUTES = True
+#: the route thresholds of every kind are priced on the costs of the kinds that take them
+#: (True: not on the range kind's where runs have thresholds of their own, nor on the random
+#: kind's where even filters do), or on every kind's (False)
+SPLIT_BY_USERS = True
 #: a query lies *away* from its filter's rows when its nearest IVF lists hold less than this
 #: share of the filter's selectivity (the items of a few categories, none around the query);
 #: with ``band_away_ivf`` its IVF search takes that budget, and a graph walk that lands in
@@ -656,9 +663,12 @@ def _extrapolate_exact(ms: Sequence[float], exact: Sequence[float], approx: Sequ
     return float(min(max((approx[-1] - a) / b, ms[-1]), n))
 
 
-def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerSettings = PLANNER_DEFAULTS) -> Fit:
+def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerSettings = PLANNER_DEFAULTS, *,
+                even_from: float = 0.0) -> Fit:
     """Planner settings for recall target ``target`` from calibration measurements (see
-    the module docstring); the ``base`` settings fill what the measurements do not decide."""
+    the module docstring); the ``base`` settings fill what the measurements do not decide.
+    ``even_from``: the least selectivity at which the index's evenness test can tell an
+    even filter (below it an even filter plans with the settings of every kind)."""
     d = cal.to_dict() if isinstance(cal, Calibration) else cal
     kinds = list(d["kinds"])
     pts = sorted(d["points"], key=lambda p: p["s"])
@@ -713,16 +723,18 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     J = len(pts)
     above = [j for j in range(J) if ms[j] > lim]
 
-    def split(f: dict[str, list], over: list[int] = above) -> tuple[int, int]:
+    def split(f: dict[str, list], over: list[int] = above, priced: list[list[int] | None] | None = None,
+              h_at: int | None = None) -> tuple[int, int]:
         """``(h, pr)`` of the lowest total cost of ``f``'s reaching steps over ``over``
-        (default: the points above the exact limit)."""
+        (default: the points above the exact limit); ``priced``: per point, the kinds whose
+        costs count (None: every kind of the entry); ``h_at``: ``h`` given, ``pr`` fitted."""
         best = (inf, J, J)
-        for h in range(J + 1):
+        for h in range(J + 1) if h_at is None else (h_at,):
             for pr in range(h + 1):
                 tot = 0.0
                 for j in over:
                     nm = "hnsw" if j >= h else ("probe" if j >= pr else "ivf")
-                    c = fcost(nm, j, f=f)
+                    c = fcost(nm, j, None if priced is None else priced[j], f=f)
                     tot += c if c < inf else 1e9  # unreached: heavily penalised, still comparable
                 if tot < best[0] - 1e-9 or (tot <= best[0] + 1e-9 and (h, pr) > (best[1], best[2])):
                     best = (tot, h, pr)
@@ -730,6 +742,26 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
 
     h, pr = split(fam)
     sel = [p["s"] for p in pts]
+    # the kinds with route thresholds of their own (a contiguous run: the range kind's; an
+    # even filter: the random kind's, where they walk the graph from a lower selectivity)
+    # do not take these: where IVF gives way to the density probe is priced on the kinds
+    # that do (the budgets still reach the target for every kind). The plain walk's threshold
+    # stays: these routes also serve filters whose rows lie away from the query (categories),
+    # whose walk the calibration's kinds do not measure; the probe gives up on those, the
+    # plain walk does not (measured: the walk from 3 % cost a near-duplicate set's category-
+    # like filters at 10 % 1.5x and recall 0.996 -> 0.951)
+    run_over = [j for j in range(J) if ms[j] > lim * run_factor]
+    own_run = bool(RUN_ROUTES and run_k and allk != run_k and split(fam_run, run_over) != (h, pr))
+    fam_even = {name: [_first_reaching(p.get(name, []), target, even_k) for p in pts] for name in fam} if even_k else {}
+    own_even = False
+    if EVEN_ROUTES and even_k and allk != even_k:
+        he, pre = split(fam_even)
+        own_even = min(he, pre) < min(h, pr)
+    if SPLIT_BY_USERS and (own_run or own_even):
+        priced = [[i for i in allk if not (own_run and i in run_k or own_even and i in even_k and sel[j] >= even_from)]
+                  for j in range(J)]
+        if all(priced):
+            h, pr = split(fam, above, priced, h)
 
     def boundary(j: int) -> float:
         if j >= J:
@@ -780,7 +812,7 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     if run_k and allk != run_k:
         # the runs' own route thresholds (the cheapest split of the range kind's own costs,
         # over the points above the runs' exact limit) where they differ from every kind's
-        hr, prr = split(fam_run, [j for j in range(J) if ms[j] > lim * run_factor]) if RUN_ROUTES else (h, pr)
+        hr, prr = split(fam_run, run_over) if own_run else (h, pr)
         if (hr, prr) != (h, pr):
             run_hnsw_min, run_probe_min = thresholds(hr, prr)
         run_ivf_b, run_ef_b = budgets(fam_run, hr, prr)
@@ -791,14 +823,12 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     even_ivf_b, even_ef_b, rec_even_ivf, rec_even_hnsw = [], [], (), ()
     even_hnsw_min = even_probe_min = None
     if even_k and allk != even_k:
-        fam_even = {name: [_first_reaching(p.get(name, []), target, even_k) for p in pts] for name in fam}
         # the random kind's own route thresholds (the cheapest split of its own costs) where
         # they walk the graph from a lower selectivity than every kind's; elsewhere every
         # kind's routes with the random kind's budgets (its probe and plain walk were not
         # always measured at the same beams: on two of the suite's sets its split preferred
         # the probe at 50 %, which then cost 1.07-1.14x the plain walk at the same beam)
-        he, pre = split(fam_even)
-        moved = EVEN_ROUTES and min(he, pre) < min(h, pr)
+        moved = own_even
         if not moved:
             he, pre = h, pr
         e_ivf, e_ef = budgets(fam_even, he, pre)
