@@ -751,7 +751,8 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     # plain walk does not (measured: the walk from 3 % cost a near-duplicate set's category-
     # like filters at 10 % 1.5x and recall 0.996 -> 0.951)
     run_over = [j for j in range(J) if ms[j] > lim * run_factor]
-    own_run = bool(RUN_ROUTES and run_k and allk != run_k and split(fam_run, run_over) != (h, pr))
+    run_split = split(fam_run, run_over) if RUN_ROUTES and run_k and allk != run_k else (h, pr)
+    own_run = run_split != (h, pr)
     fam_even = {name: [_first_reaching(p.get(name, []), target, even_k) for p in pts] for name in fam} if even_k else {}
     own_even = False
     if EVEN_ROUTES and even_k and allk != even_k:
@@ -812,7 +813,7 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     if run_k and allk != run_k:
         # the runs' own route thresholds (the cheapest split of the range kind's own costs,
         # over the points above the runs' exact limit) where they differ from every kind's
-        hr, prr = split(fam_run, run_over) if own_run else (h, pr)
+        hr, prr = run_split if own_run else (h, pr)
         if (hr, prr) != (h, pr):
             run_hnsw_min, run_probe_min = thresholds(hr, prr)
         run_ivf_b, run_ef_b = budgets(fam_run, hr, prr)
