@@ -7,6 +7,7 @@ inner products, -1/-inf padding; recall against FlatIndex; save/load (+ mmap).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import faiss
@@ -958,6 +959,42 @@ def test_calibration_reaches_its_target_on_held_out_queries(calibrated):
     assert len(routes_seen) >= 2, routes_seen
 
 
+def test_calibration_measures_the_search_without_a_filter(calibrated):
+    """The grid holds the unfiltered point (``s`` 1.0, every row but the held-out
+    query's own), measured once and standing for every kind; a search without a filter
+    plans with its budgets (the walk counts its beam in allowed nodes, so a 50 % filter's
+    beam explores about twice the nodes it does without one) and reaches the target on
+    held-out queries."""
+    from gsu.index import _calibrate as cm
+
+    fi, cal, flat, cat, q = calibrated
+    n = cat.vectors.shape[0]
+    full = next(p for p in cal.points if p["s"] == 1.0)  # (points are kept in the order measured)
+    assert full["m"] == n and "away" not in full
+    for fam in ("ivf", "hnsw"):
+        assert full[fam], fam
+        for e in full[fam]:
+            assert e[1] == [e[1][0]] * 3 and e[2] == [e[2][0]] * 3 and e[3] == [e[3][0]] * 3
+    assert full["exact"] == [full["exact"][0]] * 3
+    st = fi.settings
+    assert st.bands[-1] == 1.0
+    ex = fi.explain(q, K)
+    route = int(ex.routes[0])
+    assert np.all(ex.routes == route) and route in (1, 2)
+    if route == 2:  # the walk: the beam fitted at the unfiltered point
+        assert np.all(ex.ef == fi._ef(st.ef_mult(1.0, True), K, 1.0, st))
+    truth = flat.search(q, K)
+    res = fi.search(q, K)
+    rec = np.mean([len(set(truth.ids[i]) & set(res.ids[i])) / K for i in range(q.shape[0])])
+    assert rec >= 0.95, rec
+    # the unfiltered point's rows: every row but the query's own, for every kind
+    Q = np.ascontiguousarray(cat.vectors[[5, 900]])
+    for kind in cm.KINDS:
+        got = list(cm.draw_filters(fi, kind, n, Q, np.array([5, 900]), np.random.default_rng(0)))
+        for r, own in zip(got, (5, 900)):
+            np.testing.assert_array_equal(r, np.delete(np.arange(n), own))
+
+
 def test_calibration_is_saved_and_target_recall_picks_the_operating_point(calibrated, tmp_path):
     fi, cal, flat, cat, q = calibrated
     fi.save(tmp_path / "cal.gsu")
@@ -988,10 +1025,10 @@ def test_build_calibrates_and_a_time_limit_cuts_calibration_short():
     fi = FilteredIndex(16, M=8, ef_construction=40, nlist=32)
     fi.add(x)  # calibrates by default
     assert fi.calibration is not None and fi.calibration.n == 4000
-    cal = fi.calibrate(max_seconds=0.0)  # the main decades only, the rest filled from them
-    assert not cal.complete and [p["s"] for p in cal.points] == [0.01, 0.1, 0.5]
+    cal = fi.calibrate(max_seconds=0.0)  # the main decades and the unfiltered point only, the rest filled from them
+    assert not cal.complete and [p["s"] for p in cal.points] == [0.01, 0.1, 0.5, 1.0]
     st = cal.settings
-    assert len(st.bands) == 3 and len(st.band_ivf) == 3
+    assert len(st.bands) == 4 and len(st.band_ivf) == 4
     r = fi.search(x[:5], K, filter=np.arange(0, 4000, 3))
     assert np.all(r.counts == K)
 
@@ -1036,6 +1073,44 @@ def test_the_fit_needs_the_recall_lower_bound_to_reach_the_target():
     assert fit.settings.band_hnsw_ef == (6.0,) and fit.recall_hnsw == (0.99,)
     old = {**raw, "points": [{**pt, "hnsw": [wide[:3], tight[:3]]}]}
     assert fit_planner(old, 0.95).settings.band_hnsw_ef == (4.6,)
+
+
+def test_a_search_without_a_filter_plans_with_the_unfiltered_points_beam():
+    """Fitted from a grid whose unfiltered point (s 1.0) needed a wider beam than its 50 %
+    point (the walk's beam counts allowed nodes only): a search without a filter walks with
+    the unfiltered beam, a 50 % filter with its own, a 75 % one in between."""
+    from gsu.index.planner import fit_planner
+
+    three = lambda v: [v, v, v]  # noqa: E731
+    n = 100_000
+
+    def point(s, steps):
+        return {"s": s, "m": int(s * n), "exact": three(1e5 * s), "probe": [],
+                "ivf": [[1.0, three(0.99), three(1e4), three(0.98)]],
+                "hnsw": [[st, three(r), three(30.0 * st), three(r - 0.01)] for st, r in steps]}
+
+    pts = [point(0.01, [(2.2, 0.99)]), point(0.1, [(2.2, 0.99)]), point(0.5, [(1.7, 0.95), (2.2, 0.98)]),
+           point(1.0, [(2.2, 0.93), (3.6, 0.96), (4.6, 0.985)])]
+    # at 50 %, queries away from their filter's rows were scanned for less than their IVF budget
+    pts[2]["away"] = [[4.0, [0.98], [2e4], [0.97]]]
+    pts[2]["away_exact"] = 1.5e4
+    raw = {"k": 10, "target_recall": 0.95, "n": n, "n_queries": 24, "kinds": ["random", "correlated", "range"],
+           "points": pts, "complete": True}
+    st = fit_planner(raw, 0.95).settings
+    assert st.bands == (0.01, 0.1, 0.5, 1.0) and st.band_hnsw_ef[-2:] == (2.2, 4.6)
+    # no query is away from an unfiltered search: the point keeps the flag of the one below,
+    # so such queries of a 70 % filter are still scanned as the 50 % point measured
+    assert st.band_away_exact == (0.0, 0.0, 1.0, 1.0) and st.away_exact(0.7) and not st.away_exact(0.2)
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2000, 8)).astype(np.float32)
+    fi = FilteredIndex(8, M=8, ef_construction=40, nlist=16, calibrate=False)
+    fi.add(x)
+    n2 = fi.ntotal
+    st = dataclasses.replace(st, exact_max_rows=0.0, hnsw_min_selectivity=0.0, probe_min_selectivity=2.0)
+    plan = lambda m, run: fi._plan_one(m, run, K, 1.0, st)  # noqa: E731
+    assert plan(n2, True)[0] == 2 and plan(n2, True)[2] == fi._ef(4.6, K, 1.0, st) == 46
+    assert plan(n2 // 2, False)[2] == 22
+    assert 22 < plan(3 * n2 // 4, False)[2] < 46
 
 
 def test_time_windows_skip_the_probe_where_the_calibration_found_it_wasted(indexes, data):
@@ -1878,7 +1953,7 @@ def test_past_its_time_limit_calibration_climbs_only_to_its_own_target():
     def past_first(cal, main=None):
         extra = 0
         for p in cal.points:
-            if main is not None and (p["s"] in (0.01, 0.1, 0.5)) != main:
+            if main is not None and (p["s"] in (0.01, 0.1, 0.5, 1.0)) != main:
                 continue
             for fam in ("ivf", "hnsw", "probe"):
                 steps = sorted(p[fam], key=lambda e: e[0])
@@ -1888,14 +1963,14 @@ def test_past_its_time_limit_calibration_climbs_only_to_its_own_target():
         return extra
 
     short = fi.calibrate(max_seconds=0.0, n_queries=24, seed=5)
-    assert [p["s"] for p in short.points] == [0.01, 0.1, 0.5]
+    assert [p["s"] for p in short.points] == [0.01, 0.1, 0.5, 1.0]
     assert past_first(short) == 0
     full = fi.calibrate(n_queries=24, seed=5)
     assert past_first(full) > 0
     # under a limit not reached, the main decades still stop at the target; the
     # selectivities measured after them climb on to the 0.99 operating point
     roomy = fi.calibrate(max_seconds=1e6, n_queries=24, seed=5)
-    assert len(roomy.points) > 3 and roomy.complete
+    assert len(roomy.points) > 4 and roomy.complete
     assert past_first(roomy, main=True) == 0 and past_first(roomy, main=False) > 0
 
 

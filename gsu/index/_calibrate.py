@@ -13,7 +13,9 @@ region out: a user's items of other categories than the candidate's), is measure
 IVF route alone, on its own ladder (the point's ``away`` entries), for the budget of queries
 a search finds away from their filter's rows (``PlannerSettings.band_away_ivf``), and the
 exact scan of the same queries beside it (``away_exact``: where it costs less, the planner
-scans them, ``PlannerSettings.band_away_exact``).
+scans them, ``PlannerSettings.band_away_exact``). The grid's last main point is the
+search without a filter (``FULL``: every row but a held-out query's own; the kinds' rows
+coincide there, so one is measured and stands for all, timed without a filter compile).
 :func:`gsu.index.planner.fit_planner` turns the table into planner settings.
 
 Ladders stop at the first budget that reaches (:func:`gsu.index.planner.reaches`: mean
@@ -50,7 +52,14 @@ log = logging.getLogger(__name__)
 
 #: selectivities measured, in the order they are measured (main decades first, so that a
 #: calibration cut short by its time limit still spans the range)
-GRID = (0.01, 0.1, 0.5, 0.001, 0.3, 0.03, 0.003, 0.2, 0.05, 0.7, 0.02, 0.005, 0.002)
+GRID = (0.01, 0.1, 0.5, 1.0, 0.001, 0.3, 0.03, 0.003, 0.2, 0.05, 0.7, 0.02, 0.005, 0.002)
+#: the grid point of a search without a filter (every row; for held-out queries every row
+#: but the query's own): one kind measured, its entries standing for every kind (the kinds'
+#: row sets coincide there). The graph walk counts its beam in *allowed* nodes, so without a
+#: filter it explores the fewest nodes for a beam: the budget of a 50 % filter fell short here
+#: (unfiltered recall@10 0.907-0.931 on four of the filtered suite's seven sets before this
+#: point was measured)
+FULL = 1.0
 KINDS = ("random", "correlated", "range")
 #: the kind measured on its own IVF ladder for the budget of queries away from their
 #: filter's rows (``PlannerSettings.band_away_ivf``)
@@ -58,9 +67,10 @@ AWAY_KIND = "cluster"
 _PRUNE = 3.0
 #: a family's ladder stops climbing after this many consecutive steps that changed no kind's recall
 _STALL_STEPS = 2
-#: grid points measured whatever the time limit (the main decades 1 %, 10 %, 50 %: a fit
-#: needs both ends of the range to place the exact limit and the graph threshold)
-_MIN_POINTS = 3
+#: grid points measured whatever the time limit (the main decades 1 %, 10 %, 50 % and the
+#: unfiltered point: a fit needs both ends of the range to place the exact limit and the
+#: graph threshold, and a search without a filter its own budget)
+_MIN_POINTS = 4
 _HI_TARGET = 0.99
 _EXACT, _IVF, _HNSW = 0, 1, 2
 #: allowed rows per filter kind and grid point at most (their exact answers cost a pass over
@@ -140,7 +150,9 @@ def draw_filters(idx: "FilteredIndex", kind: str, m: int, Q: np.ndarray, qrows: 
         own = -1 if qrows is None else int(qrows[i])
         avail = n - (own >= 0)
         mm = min(m, avail)
-        if kind == "random":
+        if mm == avail:  # every row (but the query's own): the same for every kind
+            r = np.arange(n, dtype=np.int64) if own < 0 else np.delete(np.arange(n, dtype=np.int64), own)
+        elif kind == "random":
             r = _sample(n, mm, rng, own)
         elif kind == "range":
             # starts whose window [a, a+mm) misses the own row: [0, own-mm] and [own+1, n-mm]
@@ -379,6 +391,15 @@ def _sample(n: int, m: int, rng: np.random.Generator, exclude: int = -1, taken: 
     return r.astype(np.int64)
 
 
+class _Compiled(list):
+    """The compiled filters of the unfiltered grid point, one per query (every row but the
+    query's own): timed without a compile, as a search without a filter runs."""
+
+
+def _as_compiled(cf: Any, nq: int) -> Any:
+    return cf
+
+
 class _Timer:
     """Times one option over the calibration queries of one kind: the compile of the plain
     id array (as ``search(q, k, filter=ids)`` compiles it) is inside the timed call, as in
@@ -388,13 +409,16 @@ class _Timer:
         self.idx, self.Q, self.k = idx, Q, k
         self.found = np.empty((Q.shape[0], k), np.float32)
 
-    def run(self, id_sets: list[np.ndarray], truth: np.ndarray, code: int, *, bound_us: float = math.inf, probe: float = 0.0,
+    def run(self, id_sets: Any, truth: np.ndarray, code: int, *, bound_us: float = math.inf, probe: float = 0.0,
             ef: int = 0, cand: int = 0, lists: int = 0, mask: np.ndarray | None = None) -> tuple[float, float, float]:
         """``(mean recall, median cost µs, recall's lower confidence bound)``; ``(nan,
         median cost, nan)`` when the first queries already cost more than ``bound_us``
-        (the option is abandoned). ``mask``: the recall and cost of those queries only."""
+        (the option is abandoned). ``mask``: the recall and cost of those queries only.
+        ``id_sets``: the queries' id arrays (compiled inside the timed call), or their
+        compiled filters (:class:`_Compiled`: the unfiltered point, whose search compiles
+        nothing)."""
         idx, Q, k = self.idx, self.Q, self.k
-        compile_ = idx.hnsw.compile_filter
+        compile_ = _as_compiled if isinstance(id_sets, _Compiled) else idx.hnsw.compile_filter
         nq = len(id_sets)  # the first nq calibration queries (fewer at wide selectivities)
         costs = np.empty(nq)
         found = self.found[:nq]
@@ -471,8 +495,8 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
     identity = idx.idmap.identity
     grid, seen = [], set()
     for s in GRID:
-        m = int(round(s * n))
-        if m < max(2 * k, 8) or m > n - 1 or m in seen:
+        m = n if s >= FULL else int(round(s * n))
+        if m < max(2 * k, 8) or (m > n - 1 and s < FULL) or m in seen:
             continue
         seen.add(m)
         grid.append((s, m))
@@ -496,14 +520,20 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
         idsets: dict[str, _Sets] = {}
         truths = {}
         cache_budget = [_Sets.DECODED_CACHE_BYTES]  # the decoded rows kept, for the three kinds together
-        for kd in KINDS:  # drawn, scored and packed one kind at a time
+        full = s >= FULL
+        for kd in KINDS[:1] if full else KINDS:  # drawn, scored and packed one kind at a time
             st = _Sets(draw_filters(idx, kd, m, Qm, qm, rng, None if S is None else S[:nq_m]), n, None if identity else ids_of,
                        cache_budget)
             truths[kd] = _truth(idx, Qm, st, k, None if S is None else S[:nq_m])
             idsets[kd] = st
+        if full:  # compiled once, outside the timed calls (a search without a filter compiles nothing)
+            cfs = _Compiled(idx.hnsw.compile_filter(st.rows(i), 1) for i in range(len(st)))
+            for cf in cfs:
+                cf.bitmap64()
+            idsets[KINDS[0]] = cfs
         point: dict[str, Any] = {"s": s, "m": m, "nq": nq_m, "exact": [], "ivf": [], "hnsw": [], "probe": []}
         away_mask = None
-        if has_away and m > max(base.exact_max_rows, 2 * k):
+        if has_away and not full and m > max(base.exact_max_rows, 2 * k):
             # under a time limit (a build's calibration) on fewer queries: their draws cost a
             # pass over ~1.5 m rows each, and the lower confidence bound prices the fewer
             na = min(nq_m, _MIN_QUERIES) if bounded else nq_m
@@ -521,6 +551,9 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
             ``bound`` µs on its first queries is abandoned (recall NaN for it and the kinds
             after; for the exact scan, whose recall is 1, that median cost stands)."""
             recs, costs, lows = [], [], []
+            if full:  # one measurement for every kind (their rows coincide)
+                r, c, lo = timer.run(idsets[KINDS[0]], truths[KINDS[0]], code, bound_us=bound, **kw)
+                return [[1.0 if exact else r] * len(KINDS), [c] * len(KINDS), [1.0 if exact else lo] * len(KINDS)]
             for kd in KINDS:
                 if recs and not math.isfinite(recs[-1]) and not exact:
                     recs.append(math.nan)

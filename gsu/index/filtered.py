@@ -440,7 +440,8 @@ class FilteredIndex(Index):
         half of twice as many), contiguous row ranges (time windows) — and, for the IVF
         budget of queries away from their filter's rows, a fourth (regions of rows that
         leave the query's own region out: categories other than the candidate's) at a grid of
-        selectivities from 0.1 % to 70 %, computes the exact top-``k``, times every route
+        selectivities from 0.1 % to 70 % and without a filter (the unfiltered point, one
+        measurement for every shape), computes the exact top-``k``, times every route
         at a ladder of budgets (one query per call, a fresh ``Filter`` from an id array
         each time) and fits :class:`PlannerSettings` reaching
         ``target_recall`` for every kind at the lowest measured cost
@@ -455,7 +456,7 @@ class FilteredIndex(Index):
             k: results per query measured (budgets are in units of k).
             n_queries: queries per (selectivity, kind) cell.
             max_seconds: wall-time limit, checked after each selectivity once the main
-                decades (1 %, 10 %, 50 %) are measured; the selectivities not reached in
+                decades (1 %, 10 %, 50 %) and the unfiltered point are measured; the selectivities not reached in
                 time take the budgets of their measured neighbours, the exact limit is
                 extrapolated from the measured scans and, above the measured range, the
                 default graph threshold applies (``Calibration.complete`` is then False).

@@ -875,6 +875,11 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
         # exceeds the filter's own (elsewhere the search does not tell them apart)
         away_ex = [1.0 if (r is not None and r[2] and a > b and p.get("away_exact", inf) < float(r[2][0])) else 0.0
                    for p, r, a, b in zip(pts, raw, away_b, ivf_b)]
+        # the unfiltered point (no query is away from every row) keeps the flag of the point
+        # below it: a filter between them decides as the wider filters measured do
+        for j in range(1, J):
+            if sel[j] >= 1.0 and not pts[j].get("away"):
+                away_ex[j] = away_ex[j - 1]
         if not any(away_ex):
             away_ex = []
     st = dataclasses.replace(
