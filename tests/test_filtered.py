@@ -1917,6 +1917,41 @@ def test_filtered_walk_seeds_are_rows_of_the_best_lists(data, monkeypatch):
     assert rec[n_seeds] >= rec[0] - 0.01
 
 
+def test_calibration_queries_have_no_near_copy_in_the_index():
+    """Calibration samples index rows as held-out queries; a row with a near-copy left in
+    the index is an easier query than a fresh vector, so such rows are swapped for rows
+    without one (:func:`gsu.index._calibrate.twin_free_rows`), drawn apart so that a set
+    without copies calibrates exactly as before."""
+    from gsu.index import _calibrate as cm
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    d1, dk = cm.neighbour_distances(x, np.array([0, 1, 2], np.int64), 10)
+    d2 = ((x[[0, 1, 2], None, :] - x[None, :, :]) ** 2).sum(-1)
+    d2[[0, 1, 2], [0, 1, 2]] = np.inf
+    ref = np.sort(np.sqrt(d2), axis=1)
+    np.testing.assert_allclose(d1, ref[:, 0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dk, ref[:, 9], rtol=1e-4, atol=1e-4)
+    pick = np.sort(rng.choice(np.arange(1, 3000), 40, replace=False)).astype(np.int64)
+    np.testing.assert_array_equal(cm.twin_free_rows(x, pick, 10, 0, 5), pick)  # no copies: unchanged
+    y = x.copy()
+    dup = np.setdiff1d(np.arange(1, 3000), pick)[:8]
+    y[dup] = x[pick[:8]] + 1e-4  # near-copies of eight of the picked rows
+    copies = {int(r) for r in dup}
+    out = cm.twin_free_rows(y, pick, 10, 0, 5)
+    assert out.shape == pick.shape and len(set(out.tolist())) == 40 and 0 not in out
+    np.testing.assert_array_equal(out[8:], pick[8:])
+    assert not set(out[:8].tolist()) & set(pick.tolist())
+    d1o, _ = cm.neighbour_distances(y, out, 10)
+    assert np.all(d1o > 0.05) and not set(out.tolist()) & copies
+    # a calibrated index samples its queries so (the held-out rows are those queries)
+    fi = FilteredIndex(16, M=8, ef_construction=40, nlist=24, calibrate=False, seed=4)
+    fi.add(y)
+    cal = fi.calibrate(max_seconds=0.0, n_queries=40, seed=9)
+    assert cal.n_queries == 40
+
+
 def test_calibration_samples_are_sorted_distinct_and_leave_out_what_they_must():
     """The calibration's row samples (:func:`gsu.index._calibrate._sample`), sparse and dense
     (the dense ones sorted through a bitmap over the span): ``m`` sorted distinct rows, never

@@ -81,6 +81,64 @@ _CAL_ROWS = 1 << 24
 _MIN_QUERIES = 24
 
 
+#: calibration queries sampled from the index swap rows with a near-copy in it (nearest
+#: other row closer than ``TWIN_SHARE`` times the sample's median distance to its k-th
+#: neighbour) for rows without one, drawn from ``TWIN_POOL`` times as many (:func:`twin_free_rows`)
+TWIN_FREE = True
+TWIN_SHARE = 0.1
+TWIN_POOL = 3
+#: pool rows scored against the index per block (their distance rows: block · n floats)
+_TWIN_BLOCK = 16
+
+
+def neighbour_distances(X: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(d1, dk)``, each (len(rows),): the euclidean distance of each of ``rows`` of ``X``
+    (n, d) to its nearest and to its ``k``-th nearest other row. Exact, in blocks of
+    ``_TWIN_BLOCK`` rows (``X`` read once per block, BLAS)."""
+    n = X.shape[0]
+    m = rows.shape[0]
+    d1 = np.full(m, np.inf)
+    dk = np.full(m, np.inf)
+    if m == 0 or n < 2:
+        return d1, dk
+    kk = max(1, min(k, n - 1))
+    sq = np.concatenate([np.einsum("ij,ij->i", X[a:a + 65536], X[a:a + 65536]) for a in range(0, n, 65536)]).astype(np.float32)
+    Xf = np.asarray(X, np.float32)
+    for a in range(0, m, _TWIN_BLOCK):
+        r = rows[a:a + _TWIN_BLOCK]
+        d2 = sq[r][:, None] + sq[None, :] - 2.0 * (Xf[r] @ Xf.T)
+        d2[np.arange(r.shape[0]), r] = np.inf  # not the row itself
+        near = np.partition(d2, kk - 1, axis=1)[:, :kk]
+        near.sort(axis=1)
+        np.maximum(near, 0.0, out=near)
+        d1[a:a + r.shape[0]] = np.sqrt(near[:, 0])
+        dk[a:a + r.shape[0]] = np.sqrt(near[:, kk - 1])
+    return d1, dk
+
+
+def twin_free_rows(X: np.ndarray, pick: np.ndarray, k: int, exclude: int, seed: Any) -> np.ndarray:
+    """The calibration's query rows ``pick`` (int64, distinct, never ``exclude``) with each row
+    that has a near-copy in ``X`` — another row closer than ``TWIN_SHARE`` times the median,
+    over ``pick``, of their distance to their ``k``-th nearest row — replaced by a row
+    without one (drawn from a generator of its own, ``seed``: the caller's draws are not
+    disturbed; ``pick`` comes back unchanged where no row has a copy). Where too few rows
+    without a copy are found among ``TWIN_POOL`` times as many, the rest stay."""
+    n = X.shape[0]
+    d1, dk = neighbour_distances(X, pick, k)
+    lim = TWIN_SHARE * float(np.median(dk))
+    twin = d1 < lim
+    if not twin.any():
+        return pick
+    rng = np.random.default_rng(seed)
+    c = rng.choice(n, min(n, TWIN_POOL * pick.shape[0]), replace=False).astype(np.int64)
+    c = c[(c != exclude) & ~np.isin(c, pick)]
+    c1, _ = neighbour_distances(X, c, k)
+    ok = c[c1 >= lim][: int(twin.sum())]
+    out = pick.copy()
+    out[np.flatnonzero(twin)[: ok.shape[0]]] = ok
+    return out
+
+
 class _Sets:
     """One filter kind's row sets for the calibration queries, held compactly — a run as
     its bounds, a wide set as a bitmap (n/8 bytes), a narrow one as its rows — and given
