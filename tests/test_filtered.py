@@ -1113,6 +1113,34 @@ def test_a_search_without_a_filter_plans_with_the_unfiltered_points_beam():
     assert 22 < plan(3 * n2 // 4, False)[2] < 46
 
 
+def test_route_costs_within_the_timing_spread_take_the_split_that_walks_least(monkeypatch):
+    """Two splits whose summed costs differ by less than ``SPLIT_TIE`` of the cheapest count
+    as tied (a calibration's timing noise re-drew such thresholds), and the one that walks
+    least is taken: the density probe at 50 % where the plain walk measured 1 % cheaper;
+    a walk cheaper by more than the spread keeps the walk."""
+    from gsu.index import planner
+
+    three = lambda v: [v, v, v]  # noqa: E731
+    n = 100_000
+
+    def fit(walk_cost):
+        pts = []
+        for s_ in (0.01, 0.1, 0.5):
+            hn = walk_cost if s_ == 0.5 else 200.0
+            pts.append({"s": s_, "m": int(s_ * n), "exact": three(1e4), "ivf": [[1.0, three(0.99), three(150.0), three(0.98)]],
+                        "probe": [[2.2, three(0.99), three(100.0), three(0.98)]] if s_ >= 0.1 else [],
+                        "hnsw": [[2.2, three(0.99), three(hn), three(0.98)]]})
+        raw = {"k": 10, "target_recall": 0.95, "n": n, "n_queries": 24, "kinds": ["random", "correlated", "range"],
+               "points": pts, "complete": True}
+        return planner.fit_planner(raw, 0.95).settings
+
+    near, far = fit(99.0), fit(80.0)
+    assert near.hnsw_min_selectivity == 2.0 and near.probe_min_selectivity == pytest.approx(math.sqrt(0.01 * 0.1))
+    assert far.hnsw_min_selectivity == pytest.approx(math.sqrt(0.1 * 0.5))
+    monkeypatch.setattr(planner, "SPLIT_TIE", 0.0)
+    assert fit(99.0).hnsw_min_selectivity == pytest.approx(math.sqrt(0.1 * 0.5))
+
+
 def test_time_windows_skip_the_probe_where_the_calibration_found_it_wasted(indexes, data):
     """Per grid point, a contiguous run of rows keeps the walk's density probe only where the
     range kind's own measurements found the probe no dearer than IVF; scattered filters are
