@@ -91,10 +91,17 @@ TWIN_POOL = 3
 _TWIN_BLOCK = 16
 
 
-def neighbour_distances(X: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _row_sq_norms(X: np.ndarray) -> np.ndarray:
+    """(n,) float32 squared norms of the rows of ``X``, 65,536 rows at a time (no (n, d) temporary)."""
+    return np.concatenate([np.einsum("ij,ij->i", X[a:a + 65536], X[a:a + 65536]) for a in range(0, X.shape[0], 65536)]
+                          ).astype(np.float32)
+
+
+def neighbour_distances(X: np.ndarray, rows: np.ndarray, k: int, sq: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``(d1, dk)``, each (len(rows),): the euclidean distance of each of ``rows`` of ``X``
     (n, d) to its nearest and to its ``k``-th nearest other row. Exact, in blocks of
-    ``_TWIN_BLOCK`` rows (``X`` read once per block, BLAS)."""
+    ``_TWIN_BLOCK`` rows (``X`` read once per block, BLAS); ``sq``: the rows' squared norms
+    when already known (:func:`_row_sq_norms`)."""
     n = X.shape[0]
     m = rows.shape[0]
     d1 = np.full(m, np.inf)
@@ -102,7 +109,8 @@ def neighbour_distances(X: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.nda
     if m == 0 or n < 2:
         return d1, dk
     kk = max(1, min(k, n - 1))
-    sq = np.concatenate([np.einsum("ij,ij->i", X[a:a + 65536], X[a:a + 65536]) for a in range(0, n, 65536)]).astype(np.float32)
+    if sq is None:
+        sq = _row_sq_norms(X)
     Xf = np.asarray(X, np.float32)
     for a in range(0, m, _TWIN_BLOCK):
         r = rows[a:a + _TWIN_BLOCK]
@@ -124,7 +132,8 @@ def twin_free_rows(X: np.ndarray, pick: np.ndarray, k: int, exclude: int, seed: 
     disturbed; ``pick`` comes back unchanged where no row has a copy). Where too few rows
     without a copy are found among ``TWIN_POOL`` times as many, the rest stay."""
     n = X.shape[0]
-    d1, dk = neighbour_distances(X, pick, k)
+    sq = _row_sq_norms(X)
+    d1, dk = neighbour_distances(X, pick, k, sq)
     lim = TWIN_SHARE * float(np.median(dk))
     twin = d1 < lim
     if not twin.any():
@@ -132,7 +141,7 @@ def twin_free_rows(X: np.ndarray, pick: np.ndarray, k: int, exclude: int, seed: 
     rng = np.random.default_rng(seed)
     c = rng.choice(n, min(n, TWIN_POOL * pick.shape[0]), replace=False).astype(np.int64)
     c = c[(c != exclude) & ~np.isin(c, pick)]
-    c1, _ = neighbour_distances(X, c, k)
+    c1, _ = neighbour_distances(X, c, k, sq)
     ok = c[c1 >= lim][: int(twin.sum())]
     out = pick.copy()
     out[np.flatnonzero(twin)[: ok.shape[0]]] = ok
@@ -585,7 +594,8 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
             truths[kd] = _truth(idx, Qm, st, k, None if S is None else S[:nq_m])
             idsets[kd] = st
         if full:  # compiled once, outside the timed calls (a search without a filter compiles nothing)
-            cfs = _Compiled(idx.hnsw.compile_filter(st.rows(i), 1) for i in range(len(st)))
+            sets = idsets[KINDS[0]]
+            cfs = _Compiled(idx.hnsw.compile_filter(sets.rows(i), 1) for i in range(len(sets)))
             for cf in cfs:
                 cf.bitmap64()
             idsets[KINDS[0]] = cfs

@@ -173,12 +173,6 @@ def _check_target(t: Any) -> float:
     return float(t)
 
 
-def _calibrate_mod() -> Any:
-    from gsu.index import _calibrate
-
-    return _calibrate
-
-
 @register_index("filtered")
 class FilteredIndex(Index):
     """The filtered ANN index users reach for: exact scan + filter-aware IVF + HNSW, planned per query.
@@ -491,7 +485,8 @@ class FilteredIndex(Index):
             ep = self.hnsw.entry_point
             pick = rng.choice(n - 1, min(n_queries, n - 1), replace=False) if n > 1 else np.zeros(0, np.int64)
             pick = (pick + (pick >= ep)).astype(np.int64)
-            cm = _calibrate_mod()
+            from gsu.index import _calibrate as cm
+
             if cm.TWIN_FREE and pick.shape[0]:
                 # rows with a near-copy in the index swapped for rows without one: a held-out row
                 # whose copy stays finds its neighbours through the copy, an easier query than a

@@ -742,14 +742,13 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
                     c = fcost(nm, j, None if priced is None else priced[j], f=f)
                     tot += c if c < inf else 1e9  # unreached: heavily penalised, still comparable
                 tots.append((tot, h, pr))
-        low = min(t[0] for t in tots)
         # within the timing's spread of the cheapest, the plain walk's threshold that walks least:
         # the plain walk keeps queries whose filter's rows lie away from them (a category), which
         # the density probe hands to IVF's budgets measured for them; the summed costs of two
         # splits that differ by the walk or the probe at one point often tie within a
         # calibration's noise. The probe's threshold stays the cheapest split's
         cheapest = min(tots, key=lambda t: (t[0], -t[1], -t[2]))  # exact ties: the larger split, as before
-        tie = low * (1.0 + SPLIT_TIE) + 1e-9
+        tie = cheapest[0] * (1.0 + SPLIT_TIE) + 1e-9
         # the same probe threshold, the plain walk's raised as far as the costs stay tied: the
         # density probe takes the bands the plain walk gives up
         best = max((t for t in tots if t[0] <= tie and t[2] == cheapest[2]), key=lambda t: t[1])
