@@ -2479,7 +2479,7 @@ def test_fit_planner_takes_the_away_budget_from_the_cluster_ladder():
 def test_fit_planner_scans_away_queries_where_the_exact_scan_costs_less():
     """``band_away_exact``: the grid points where the calibration timed the exact scan of
     the cluster kind's away queries below their IVF step (reaching, else the largest
-    measured), where that step exceeds the filter's own budget; none without such timings.
+    measured), also where that step is the filter's own budget; none without such timings.
     The planner then gives such queries the exact scan as their away budget — at a
     flagged point, between two points only if both are flagged, outside the grid as the
     nearest point — and their own IVF budget elsewhere."""
@@ -2511,11 +2511,11 @@ def test_fit_planner_scans_away_queries_where_the_exact_scan_costs_less():
     assert [both.away_exact(s) for s in (0.05, 0.3, 0.9)] == [False, True, True]
     assert fit_planner(raw_of(500.0, 1200.0), 0.95).settings.band_away_exact == ()  # never cheaper
     assert fit_planner(raw_of(None, None), 0.95).settings.band_away_exact == ()  # calibrations before it
-    # where the away budget is the filter's own (the search does not tell such queries
-    # apart) the point is not flagged: here the 10 % one
+    # where the away budget is the filter's own the point is flagged all the same (the search
+    # tells away queries apart by its own test): here the 10 % one
     same = raw_of(250.0, 600.0)
     same["points"][1]["ivf"] = [entry(3.2, 0.99, 100.0)]
-    assert fit_planner(same, 0.95).settings.band_away_exact == (0.0, 0.0, 1.0)
+    assert fit_planner(same, 0.95).settings.band_away_exact == (0.0, 1.0, 1.0)
     fi = FilteredIndex(8, "ip", M=8, ef_construction=20, nlist=4, calibrate=False)
     fi.add(np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32))
     fi.hnsw._n = 100_000  # the planner reads the row count only
@@ -2525,8 +2525,10 @@ def test_fit_planner_scans_away_queries_where_the_exact_scan_costs_less():
         many = fi._plan_many(np.array([10_000, 30_000]), np.zeros(2, bool), 10, 1.0, st)
         assert many[5].tolist()[0] == -1 and many[6].tolist()[0] == -1 and many[5][1] > 0
         own = PlannerSettings.from_dict({**st.to_dict(), "band_away_ivf": list(st.band_ivf)})  # no larger away budget
-        assert fi._plan_one(10_000, False, 10, 1.0, own)[5][1] > 0
-        assert fi._plan_many(np.array([10_000]), np.zeros(1, bool), 10, 1.0, own)[5][0] > 0
+        assert fi._plan_one(10_000, False, 10, 1.0, own)[5] == (0.25, -1, -1)  # the flag still scans them
+        assert fi._plan_many(np.array([10_000]), np.zeros(1, bool), 10, 1.0, own)[5][0] == -1
+        unflagged = PlannerSettings.from_dict({**own.to_dict(), "band_away_exact": []})
+        assert fi._plan_one(10_000, False, 10, 1.0, unflagged)[5][1] > 0
     finally:
         fi.hnsw._n = 200
     with pytest.raises(ValueError, match="band_away_exact"):

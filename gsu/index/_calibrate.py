@@ -576,24 +576,26 @@ class _Timer:
         idx, Q, k = self.idx, self.Q, self.k
         compile_ = _as_compiled if isinstance(id_sets, _Compiled) else idx.hnsw.compile_filter
         nq = len(id_sets)  # the first nq calibration queries (fewer at wide selectivities)
-        costs = np.empty(nq)
+        # with a mask only its queries are searched (the others' answers would be dropped)
+        which = range(nq) if mask is None else np.flatnonzero(mask[:nq])
+        costs = np.empty(len(which))
         found = self.found[:nq]
         pc = time.perf_counter
         one = idx._search_one
-        check = min(8, nq)
-        for i in range(nq):
+        check = min(8, len(which))
+        for j, i in enumerate(which):
             ids = id_sets[i]
             q = Q[i : i + 1]
             t0 = pc()
             cf = compile_(ids, 1)  # as search compiles a plain id array
             _, sc, _ = one(q, k, cf, code, probe, ef, cand, lists)
-            costs[i] = pc() - t0
+            costs[j] = pc() - t0
             found[i] = sc[0]
-            if i + 1 == check and np.median(costs[:check]) * 1e6 > bound_us:
+            if j + 1 == check and np.median(costs[:check]) * 1e6 > bound_us:
                 return math.nan, float(np.median(costs[:check]) * 1e6), math.nan
         r = _recalls(found, truth)
         if mask is not None:
-            r, costs = r[mask[:nq]], costs[mask[:nq]]
+            r = r[which]
         return float(r.mean()), float(np.median(costs) * 1e6), recall_low(r)
 
 

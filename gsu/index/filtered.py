@@ -584,7 +584,7 @@ class FilteredIndex(Index):
         cand, lists = self._ivf_budget(ivf_m, k, effort, st)
         away = None
         if away_m is not None and m < n:
-            if away_m > ivf_m and st.away_exact(s):  # such a query costs less by the exact scan
+            if st.away_exact(s):  # such a query costs less by the exact scan
                 away = (_planner.AWAY_SHARE, _AWAY_SCAN, _AWAY_SCAN)
             else:
                 ac, al = self._ivf_budget(away_m, k, effort, st)
@@ -642,7 +642,7 @@ class FilteredIndex(Index):
             am = st.away_mults(s, run)
             acand = np.maximum(k, np.ceil(st.ivf_candidates * am * k * effort)).astype(np.int64)
             alists = np.maximum(1, np.ceil(st.ivf_min_lists * am * effort)).astype(np.int64)
-            ex_away = (am > im) & st.away_exacts(s)  # answered by the exact scan (see _plan_one)
+            ex_away = st.away_exacts(s)  # answered by the exact scan (see _plan_one)
             acand[ex_away] = _AWAY_SCAN
             alists[ex_away] = _AWAY_SCAN
         else:
