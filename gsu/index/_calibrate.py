@@ -350,6 +350,7 @@ class _Regions:
         ``CLUSTER_REGION``, until fewer than ``1 / PARTITION_REST`` of the rows are left;
         those form regions of the same sizes in random order (the catalog's scattered rest)."""
         n = self.X.shape[0]
+        dt = _Partition.dtype(n)
         lo, hi = math.log(CLUSTER_REGION[0]), math.log(CLUSTER_REGION[1])
         taken = np.zeros(n, bool)
         parts: list[np.ndarray] = []
@@ -365,8 +366,8 @@ class _Regions:
                 continue
             taken[b] = True
             left -= b.shape[0]
-            parts.append(b)
-        rest = rng.permutation(np.flatnonzero(~taken))
+            parts.append(b.astype(dt))
+        rest = rng.permutation(np.flatnonzero(~taken)).astype(dt)
         i = 0
         while i < rest.shape[0]:
             size = max(1, int(math.ceil(n * math.exp(rng.uniform(lo, hi)))))
@@ -396,14 +397,18 @@ class _Partition:
     the regions' distance passes took a fifth of a build's calibration on 768-d rows)."""
 
     def __init__(self, parts: list[np.ndarray], n: int):
-        # int32 where the rows fit (8 bytes a row for both arrays: 8 MB at 10^6 rows, where a
-        # build's peak memory is near its bar)
-        dt = np.int32 if n < 2**31 else np.int64
+        dt = self.dtype(n)
         self.off = np.zeros(len(parts) + 1, np.int64)
         self.off[1:] = np.cumsum([p.shape[0] for p in parts])
         self.rows = np.concatenate(parts).astype(dt, copy=False) if parts else np.zeros(0, dt)
         self.region_of = np.empty(n, dt)
         self.region_of[self.rows] = np.repeat(np.arange(len(parts), dtype=dt), np.diff(self.off))
+
+    @staticmethod
+    def dtype(n: int) -> type:
+        """int32 where the rows fit (8 bytes a row for the rows and their regions: 8 MB at
+        10^6 rows, where a build's peak memory is near its bar)."""
+        return np.int32 if n < 2**31 else np.int64
 
     def draw(self, m: int, rng: np.random.Generator, own: int = -1) -> np.ndarray:
         out, tot = [], 0

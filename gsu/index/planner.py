@@ -467,8 +467,7 @@ class PlannerSettings:
 
     def away_exact(self, s: float) -> bool:
         """Whether a query away from its filter's rows at selectivity ``s`` takes the exact
-        scan: the band's flag, between two
-        grid points only if both are flagged."""
+        scan: the band's flag, between two grid points only if both are flagged."""
         v = self.band_away_exact
         if not v:
             return False
