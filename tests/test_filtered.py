@@ -1424,6 +1424,66 @@ def test_the_probe_threshold_is_priced_on_the_kinds_that_take_it(monkeypatch):
     assert fit_planner(raw, 0.95).settings.probe_min_selectivity == NEVER
 
 
+def test_an_even_filter_stays_on_ivf_where_the_random_kind_does(indexes, data, monkeypatch):
+    """Where every kind's split walks the graph but the random kind's own costs keep IVF
+    (its rows spread over the lists: a walk finds few of them), the fit sends even filters
+    to IVF with the random kind's budgets, from the selectivity the evenness test can tell
+    them (``even_from``) — never below it, and not with the rule off; the index plans an even
+    10 % filter on IVF and a concentrated one on the walk, alone, in a batch and in explain
+    alike, with the answers of the same budgets set by hand."""
+    import dataclasses
+
+    from gsu.index import planner
+    from gsu.index.planner import NEVER, fit_planner
+
+    # kinds: random, correlated, range. IVF: random reaches at 1.0 (50 µs), correlated only at
+    # 2.5 (400 µs); the walk reaches at 1.3 for every kind, cheap for correlated and range
+    # (40, 30 µs), dear for random (120 µs): every kind together walks (63 against 173 µs)
+    ivf = [[1.0, [0.985, 0.9, 0.98], [50.0, 300.0, 40.0], [0.97, 0.88, 0.965]],
+           [2.5, [0.99, 0.985, 0.99], [70.0, 400.0, 50.0], [0.98, 0.97, 0.98]]]
+    hnsw = [[1.3, [0.99, 0.99, 0.99], [120.0, 40.0, 30.0], [0.98, 0.98, 0.98]]]
+    raw = _two_point_calibration(ivf, hnsw, 100_000)
+    fit = fit_planner(raw, 0.95)
+    st = fit.settings
+    assert st.hnsw_min_selectivity == 0.0 and st.run_hnsw_min_selectivity is None
+    assert st.even_hnsw_min_selectivity == NEVER and st.even_probe_min_selectivity == NEVER
+    ev = st.even
+    assert ev.hnsw_min_selectivity == NEVER and ev.band_ivf == (1.0, 1.0) and st.even_pays(0.1) and st.even_pays(0.5)
+    assert fit_planner(raw, 0.95, even_from=0.3).settings.even_hnsw_min_selectivity == NEVER  # the 50 % point
+    assert fit_planner(raw, 0.95, even_from=0.6).settings.even_hnsw_min_selectivity is None  # no point the test tells
+    monkeypatch.setattr(planner, "EVEN_IVF_LONGER", False)
+    assert fit_planner(raw, 0.95).settings.even_hnsw_min_selectivity is None
+    monkeypatch.setattr(planner, "EVEN_IVF_LONGER", True)
+
+    fi = indexes["filtered"]
+    x, q, ids, lab, centers = data
+    old = fi._fit(None)
+    try:
+        fi._fits[None] = dataclasses.replace(fit, settings=dataclasses.replace(st, exact_max_rows=25.0, exact_run_factor=1.0))
+        n = fi.ntotal
+        rng = np.random.default_rng(5)
+        m = int(0.1 * n)
+        spread = np.sort(rng.choice(fi.ids, m, replace=False))
+        near = np.argsort(-(centers @ q[0]))
+        conc = np.sort(ids[np.isin(lab, near[:3])][:m])
+        cand = max(K, int(np.ceil(st.ivf_candidates * 1.0 * K)))
+        es, ec = fi.explain(q[0], K, filter=spread), fi.explain(q[0], K, filter=conc)
+        assert (es.routes[0], es.candidates[0]) == (1, cand) and ec.routes[0] == 2
+        a = fi.search(q[0], K, filter=spread)
+        b = fi.search(q[0], K, filter=spread, route="ivf", ivf_candidates=st.ivf_candidates, ivf_min_lists=st.ivf_min_lists)
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.scores, b.scores)
+        fs = [spread, conc]
+        both = fi.search(q[:2], K, filter=Filter.per_query(fs))
+        assert list(fi.explain(q[:2], K, filter=Filter.per_query(fs)).routes) == [1, 2]
+        for i, f in enumerate(fs):
+            one = fi.search(q[i], K, filter=f)
+            np.testing.assert_array_equal(both.ids[i], one.ids[0])
+            np.testing.assert_array_equal(both.scores[i], one.scores[0])
+    finally:
+        fi._fits[None] = old
+
+
 def test_runs_take_the_route_thresholds_of_the_range_kind(indexes, data, monkeypatch):
     """Where the calibration's range kind is cheapest on another route than every kind
     together, the fit gives contiguous runs their own thresholds (the cheapest split of the
