@@ -90,9 +90,10 @@ def recall(x, q, metric, allowed, got, k):
 
 names = sys.argv[1].split(",")
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 50000
+seed = int(sys.argv[3]) if len(sys.argv) > 3 else 0  # the generators' seed (0: the logged runs)
 res = {}
 for name in names:
-    x, Q, lab, metric = make(name, n)
+    x, Q, lab, metric = make(name, n, seed)
     t = time.perf_counter()
     idx = FilteredIndex(x.shape[1], metric)
     idx.add(x)
@@ -113,4 +114,5 @@ for name in names:
                 flag = " <<<" if rs.mean() < 0.95 else ""
                 print(f"  {kind:10s} {sel:6}: recall {rs.mean():.3f} (min {rs.min():.1f}) {np.median(ts)*1e6:.0f} us{flag}", flush=True)
                 res[f"{name}/{kind}/{sel}"] = float(rs.mean())
-json.dump(res, open(Path(__file__).with_name(f"unseen_{'_'.join(names)}.json"), "w"), indent=1)
+tag = "" if (n, seed) == (50000, 0) else f"_n{n}_s{seed}"
+json.dump(res, open(Path(__file__).with_name(f"unseen_{'_'.join(names)}{tag}.json"), "w"), indent=1)
