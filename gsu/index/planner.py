@@ -772,7 +772,7 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
     own_run = run_split != (h, pr)
     fam_even = {name: [_first_reaching(p.get(name, []), target, even_k) for p in pts] for name in fam} if even_k else {}
     own_even = False
-    ivf_longer, longer = False, J  # an even filter on IVF longer than every kind: up to point ``longer``
+    longer: int | None = None  # an even filter on IVF longer than every kind: up to this point
     if EVEN_ROUTES and even_k and allk != even_k:
         he, pre = split(fam_even)
         own_even = min(he, pre) < min(h, pr)
@@ -780,8 +780,7 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
         # test can tell it (a random filter of a near-duplicate set at 10 %: IVF 62 µs, the walk
         # every kind's split took 107 µs; query-correlated and category filters walk there)
         if EVEN_IVF_LONGER and not own_even and any(sel[j] >= even_from for j in range(min(h, pr), min(he, pre))):
-            own_even = ivf_longer = True
-            longer = min(he, pre)
+            own_even, longer = True, min(he, pre)
     if SPLIT_BY_USERS and (own_run or own_even):
         priced = [[i for i in allk if not (own_run and i in run_k or own_even and i in even_k and sel[j] >= even_from)]
                   for j in range(J)]
@@ -856,7 +855,7 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
         moved = own_even
         if not moved:
             he, pre = h, pr
-        elif ivf_longer:
+        elif longer is not None:
             # IVF up to the random kind's own first other route, every kind's routes (after
             # their refit above) from there: its own split's probe-or-walk choice is not taken
             # (see above)
