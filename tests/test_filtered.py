@@ -1826,6 +1826,51 @@ def test_calibration_filter_sets_decode_to_their_rows(monkeypatch):
     assert a._decoded_bytes + b._decoded_bytes <= 8 * 3000 and shared[0] == 8 * 3000 - a._decoded_bytes - b._decoded_bytes
 
 
+def test_calibration_releases_each_grid_points_filter_sets_before_the_next_draws(monkeypatch):
+    """A grid point's filter sets (and their decoded rows) are gone when the next point starts
+    drawing, the unfiltered point's included (its sets once outlived it in a closure: 64 MB
+    of decoded rows through the rest of a 10^6-row calibration, at its peak); and the
+    correlated kind, whose draw holds a block of exact scores, is drawn before any other set
+    of its point is kept."""
+    import gc
+    import weakref
+
+    from gsu.index import _calibrate as cm
+
+    born: list[tuple[float, weakref.ref]] = []
+    point = [None]
+    init = cm._Sets.__init__
+
+    def tracked_init(self, *a, **kw):
+        init(self, *a, **kw)
+        born.append((point[0], weakref.ref(self)))
+
+    draw = cm.draw_filters
+    seen: list[tuple[int, str, list]] = []
+
+    def tracked_draw(idx, kind, m, *a, **kw):
+        if kind != cm.AWAY_KIND:
+            if point[0] != m:
+                gc.collect()
+                alive = [pm for pm, ref in born if ref() is not None]
+                seen.append((m, kind, alive))
+                point[0] = m
+        return draw(idx, kind, m, *a, **kw)
+
+    monkeypatch.setattr(cm._Sets, "__init__", tracked_init)
+    monkeypatch.setattr(cm, "draw_filters", tracked_draw)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3000, 16)).astype(np.float32)
+    fi = FilteredIndex(16, M=8, ef_construction=40, nlist=32, calibrate=False)
+    fi.add(x)
+    fi.calibrate(max_seconds=None, n_queries=24)
+    ms = [m for m, _, _ in seen]
+    assert len(ms) >= 8 and 3000 in ms  # every grid point, the unfiltered one among them
+    for m, kind, alive in seen:
+        assert alive == [], (m, alive)  # nothing of the points before
+        assert kind == ("random" if m == 3000 else "correlated")  # first drawn at its point
+
+
 def test_a_filter_from_ids_compiles_as_the_plain_array_does_and_is_kept(data):
     """``Filter.from_ids(ids)`` takes the plain array's way on an index whose routes read a
     bitmap (large: the bitmap, a run: its bounds, small: the sorted rows), is compiled once
