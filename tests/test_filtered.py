@@ -1857,8 +1857,18 @@ def test_calibration_releases_each_grid_points_filter_sets_before_the_next_draws
                 point[0] = m
         return draw(idx, kind, m, *a, **kw)
 
+    timer_run = cm._Timer.run
+    unfiltered_alive: list[int] = []
+
+    def tracked_run(self, id_sets, *a, **kw):
+        if isinstance(id_sets, cm._Compiled):  # the unfiltered point, timed on its compiled filters
+            gc.collect()
+            unfiltered_alive.append(sum(ref() is not None for _, ref in born))
+        return timer_run(self, id_sets, *a, **kw)
+
     monkeypatch.setattr(cm._Sets, "__init__", tracked_init)
     monkeypatch.setattr(cm, "draw_filters", tracked_draw)
+    monkeypatch.setattr(cm._Timer, "run", tracked_run)
     rng = np.random.default_rng(8)
     x = rng.standard_normal((3000, 16)).astype(np.float32)
     fi = FilteredIndex(16, M=8, ef_construction=40, nlist=32, calibrate=False)
@@ -1869,6 +1879,7 @@ def test_calibration_releases_each_grid_points_filter_sets_before_the_next_draws
     for m, kind, alive in seen:
         assert alive == [], (m, alive)  # nothing of the points before
         assert kind == ("random" if m == 3000 else "correlated")  # first drawn at its point
+    assert unfiltered_alive and set(unfiltered_alive) == {0}  # its sets gone once compiled
 
 
 def test_a_filter_from_ids_compiles_as_the_plain_array_does_and_is_kept(data):

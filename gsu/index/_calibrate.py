@@ -718,6 +718,7 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
                        cache_budget)
             truths[kd] = _truth(idx, Qm, st, k, None if S is None else S[:nq_m])
             idsets[kd] = st
+        st = None  # (the unfiltered point's set goes with its compile)
         if full:  # compiled once, outside the timed calls (a search without a filter compiles nothing)
             idsets[KINDS[0]] = _compile_all(idx, idsets[KINDS[0]])
         point: dict[str, Any] = {"s": s, "m": m, "nq": nq_m, "exact": [], "ivf": [], "hnsw": [], "probe": []}
