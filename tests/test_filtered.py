@@ -1859,11 +1859,16 @@ def test_calibration_releases_each_grid_points_filter_sets_before_the_next_draws
 
     timer_run = cm._Timer.run
     unfiltered_alive: list[int] = []
+    kept_rows: list[int] = []
 
     def tracked_run(self, id_sets, *a, **kw):
         if isinstance(id_sets, cm._Compiled):  # the unfiltered point, timed on its compiled filters
             gc.collect()
             unfiltered_alive.append(sum(ref() is not None for _, ref in born))
+            out = timer_run(self, id_sets, *a, **kw)
+            # what the routes derived from them (the exact scan's rows) went with each call
+            kept_rows.append(sum(cf._rows is not None for cf in id_sets))
+            return out
         return timer_run(self, id_sets, *a, **kw)
 
     monkeypatch.setattr(cm._Sets, "__init__", tracked_init)
@@ -1880,6 +1885,7 @@ def test_calibration_releases_each_grid_points_filter_sets_before_the_next_draws
         assert alive == [], (m, alive)  # nothing of the points before
         assert kind == ("random" if m == 3000 else "correlated")  # first drawn at its point
     assert unfiltered_alive and set(unfiltered_alive) == {0}  # its sets gone once compiled
+    assert kept_rows and set(kept_rows) == {0}
 
 
 def test_a_filter_from_ids_compiles_as_the_plain_array_does_and_is_kept(data):
