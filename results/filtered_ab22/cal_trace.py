@@ -1,4 +1,5 @@
-"""Calibration RSS over time with stage labels, on the saved 10^6 index."""
+"""Calibration RSS over time with stage labels, on a saved index (argv[1]; default the 10^6 x 96 clustered
+build; the random-vector logs ran it on gsu_random_1000000x96_M32_efc200.gsu)."""
 import sys, time, threading, functools
 import numpy as np
 import gsu.index
@@ -71,7 +72,7 @@ def tpart(self, *a, **k):
 C._Regions.partition = tpart
 # grid point label
 orig_run = C._run
-idx = gsu.index.load("/work/tmp/s22/bcache/build_files/gsu_clustered_1000000x96_M32_efc200.gsu", mmap=False)
+idx = gsu.index.load(sys.argv[1] if len(sys.argv) > 1 else "/work/tmp/s22/bcache/build_files/gsu_clustered_1000000x96_M32_efc200.gsu", mmap=False)
 stage[:] = ["cal"]
 r0 = rss()
 lim = max(F._CAL_MIN_SECONDS, F._CAL_SHARE * idx.build_seconds)
