@@ -581,16 +581,6 @@ def _as_compiled(cf: Any, nq: int) -> Any:
     return cf
 
 
-def _restore_form(cf: Any, form: tuple[Any, set[Any]]) -> None:
-    """Drop what a search derived from the unfiltered point's kept filter ``cf`` (the rows the
-    exact scan extracts from its bitmap, a grouping): as a search without a filter, whose rows
-    go with the call. Kept, the exact scan's timings held 8 MB a query at 10^6 rows (+107 MB at
-    the peak of a build's calibration on random vectors)."""
-    cf._rows = form[0]
-    for key in [key for key in cf._masks if key not in form[1]]:
-        del cf._masks[key]
-
-
 class _Timer:
     """Times one option over the calibration queries of one kind: the compile of the plain
     id array (as ``search(q, k, filter=ids)`` compiles it) is inside the timed call, as in
@@ -622,15 +612,17 @@ class _Timer:
         for j, i in enumerate(which):
             ids = id_sets[i]
             q = Q[i : i + 1]
-            if kept:  # what a route derives from a kept filter (its rows: 8 bytes a row) is not kept
-                form = (ids._rows, set(ids._masks))
+            if kept:  # what a route derives from a kept filter (its rows: 8 bytes a row) goes with the
+                # call, as a search without a filter's does (kept, the exact scan's timings held 8 MB
+                # a query at 10^6 rows: +107 MB at the peak of a build's calibration on random vectors)
+                state = ids.cached_state()
             t0 = pc()
             cf = compile_(ids, 1)  # as search compiles a plain id array
             _, sc, _ = one(q, k, cf, code, probe, ef, cand, lists)
             costs[j] = pc() - t0
             found[i] = sc[0]
             if kept:
-                _restore_form(cf, form)
+                cf.drop_cached_since(state)
             if j + 1 == check and np.median(costs[:check]) * 1e6 > bound_us:
                 return math.nan, float(np.median(costs[:check]) * 1e6), math.nan
         r = _recalls(found, truth)

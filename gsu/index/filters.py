@@ -407,6 +407,18 @@ class CompiledFilter:
         self._masks[("gsu.index.derived", key)] = value
         return value
 
+    def cached_state(self) -> tuple[Any, frozenset[Any]]:
+        """What this filter holds now beyond its definition (its row array, the keys of its
+        cached forms), for :meth:`drop_cached_since`."""
+        return self._rows, frozenset(self._masks)
+
+    def drop_cached_since(self, state: tuple[Any, frozenset[Any]]) -> None:
+        """Forget what was cached after :meth:`cached_state` returned ``state`` (rows a
+        route extracted, forms and derivations it kept): a kept filter searched as if fresh."""
+        self._rows = state[0]
+        for key in [key for key in self._masks if key not in state[1]]:
+            del self._masks[key]
+
     def bitmap64(self) -> np.ndarray:
         """The shared filter's rows as a bitmap, (ceil(n/64),) uint64 (bit ``r & 63`` of word
         ``r >> 6``; its bytes are faiss's ``IDSelectorBitmap`` layout), cached: O(n/64)
