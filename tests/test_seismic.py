@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import numba
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -442,6 +443,43 @@ def test_kernel_search_equals_the_plain_reference(coll):
                 assert [r for r, _ in got] == [r for r, _ in ref]
                 checked += 1
     assert checked > 60
+
+
+@numba.njit
+def _view_visited(v):
+    return v.visited
+
+
+def _visited(idx):
+    """The kernel view's per-thread visited bitmaps (numba reads the view's fields)."""
+    return _view_visited(idx._view)
+
+
+def test_the_visited_bitmap_is_clear_after_every_search_and_repeats_answer_alike(coll):
+    """A search marks the documents it has seen in its thread's bitmap and clears them
+    before it returns: after one-row calls, batches on every thread and filtered searches
+    the bitmap is all-zero, and searching the same queries again (in another grouping over
+    the threads) gives the same answers bit for bit."""
+    docs, queries = coll
+    idx = SeismicIndex.build(docs, n_postings=30, summary_energy=0.4, centroid_fraction=0.15, seed=3, auto_calibrate=False)
+    q = queries.tocsr()
+    first = idx.search(q, K, query_cut=6, heap_factor=0.8)
+    assert int(first.counts.min()) > 0
+    allowed = np.sort(np.random.default_rng(5).choice(N, N // 3, replace=False))
+    ff = idx.search(q, K, query_cut=6, heap_factor=0.8, filter=Filter.from_ids(allowed), filter_exact_max=0)
+    for rnd in range(2):
+        one = SearchResult.concat([idx.search(q[i], K, query_cut=6, heap_factor=0.8) for i in range(q.shape[0])])
+        assert not _visited(idx).any()
+        again = idx.search(q[::-1], K, query_cut=6, heap_factor=0.8)
+        assert not _visited(idx).any()
+        fa = idx.search(q, K, query_cut=6, heap_factor=0.8, filter=Filter.from_ids(allowed.copy()), filter_exact_max=0)
+        assert not _visited(idx).any()
+        for res in (one, SearchResult(again.ids[::-1], again.scores[::-1], again.counts[::-1])):
+            np.testing.assert_array_equal(res.ids, first.ids)
+            np.testing.assert_array_equal(res.scores, first.scores)
+        np.testing.assert_array_equal(fa.ids, ff.ids)
+        assert np.isin(fa.ids[fa.ids >= 0], allowed).all()
+    assert _visited(idx).shape[1] == (N + 63) // 64
 
 
 @pytest.mark.parametrize("exact_max", [0, None])

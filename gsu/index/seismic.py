@@ -1087,7 +1087,8 @@ class SeismicIndex(MutableIndex):
         n = self.ntotal
         self._view = _sk.IndexView(
             *(a[name] for name in _sk.VIEW_FIELDS[:19]),
-            np.zeros((t, self.dim), np.float32), np.zeros((t, n), np.int32), np.zeros((t, n), np.int32), np.zeros(1, np.int64),
+            np.zeros((t, self.dim), np.float32), np.zeros((t, (n + 63) >> 6), np.uint64), np.zeros((t, n), np.int32),
+            np.zeros(1, np.int64),
             np.zeros((t, 0), np.float32), np.zeros((t, 0), np.int64),
         )
         self._view_threads = t
