@@ -762,9 +762,10 @@ def _search_impl(
     for q in range(nq):
         tcap = max(tcap, min(query_cut, q_indptr[q + 1] - q_indptr[q]))
     # per-thread scratch (heap, block dots and sums, top terms, candidates, the evaluated
-    # blocks: at most cap per opened list), kept in the view
+    # blocks: at most cap per opened list, each block at most once), kept in the view
+    n_ev = min(tcap * cap, blk_ptr.shape[0] - 1)
     need_f = k + 3 * cap + tcap
-    need_i = k + tcap + _CAND + tcap * cap
+    need_i = k + tcap + _CAND + n_ev
     if v.scr_f.shape[0] < n_threads or v.scr_f.shape[1] < need_f:
         v.scr_f = np.empty((max(n_threads, v.scr_f.shape[0]), max(need_f, 2 * v.scr_f.shape[1])), np.float32)
     if v.scr_i.shape[0] < n_threads or v.scr_i.shape[1] < need_i:
@@ -785,7 +786,7 @@ def _search_impl(
         hr = si[:k]
         top_c = si[k:k + tcap]
         cand = si[k + tcap:k + tcap + _CAND]
-        evb = si[k + tcap + _CAND:k + tcap + _CAND + tcap * cap]
+        evb = si[k + tcap + _CAND:k + tcap + _CAND + n_ev]
         no_order = si[:0]
         for q in range(t, nq, n_threads):
             stamp = np.int32(stamp_base + q + 1)
