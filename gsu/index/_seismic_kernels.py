@@ -708,8 +708,8 @@ def _search_impl(
     sorted rows ``f_rows[f_indptr[q]:f_indptr[q+1]]``. A query whose filter allows at
     most ``exact_max`` rows is answered exactly from the forward index. Rows
     ``>= n_indexed`` (added after the last build) are always scored exactly.
-    A query marks the documents it has seen in its thread's bitmap ``v.visited`` (1.25 bits
-    per 10 documents: at 10^6 documents 125 KB, which stays in the core's cache, where a
+    A query marks the documents it has seen in its thread's bitmap ``v.visited`` (a bit per
+    document: at 10^6 documents 125 KB, which stays in the core's cache, where a
     stamp per document, 4 MB, was read and written back from memory for every posting of an
     evaluated block) and clears them again from its list of evaluated blocks before the
     next query. Stamps ``v.stamp[0] + q + 1`` mark allowed rows (``v.astamp``) per thread
@@ -892,7 +892,7 @@ def _search_impl(
                                 continue
                             # all at once: a block's documents lie scattered over the forward
                             # index, and their misses overlap only when they are in flight
-                            # together (two documents ahead: 1.08-1.15x slower at 10^6)
+                            # together (two documents ahead took 1.02-1.20x the time at 10^6)
                             for i in range(m):
                                 _prefetch_doc(fwd_indptr, fwd_comps, fwd_vals, cand[i])
                             for i in range(m):
