@@ -9,7 +9,7 @@ posting list a random-centroid clustering into blocks and one quantised summary 
 block (:func:`build_lists_chunk`).
 
 Search: :func:`search_serial` / :func:`search_parallel` (one body, compiled twice),
-with per-thread scratch that persists across calls (stamp arrays, never re-zeroed).
+with per-thread scratch that persists across calls (bitmaps left all-zero after each query).
 
 Layouts (all produced by the build, see ``SeismicIndex`` for the full list):
 
@@ -42,7 +42,7 @@ from gsu.index.topk import heap_push, heap_sorted, lower_bound, serial_and_paral
 VIEW_FIELDS = (
     "fwd_indptr", "fwd_comps", "fwd_vals", "list_blk", "blk_ptr", "post_docs", "list_max", "blk_scale", "blk_min",
     "sum_ent", "sum_bit", "sum_pack", "sum_start", "sum_dir", "sum_comp", "sum_bmp", "sum_bm", "sum_sptr", "sum_samp",
-    "qdense", "visited", "astamp", "stamp", "scr_f", "scr_i",
+    "qdense", "visited", "abits", "scr_f", "scr_i",
 )
 
 
@@ -61,8 +61,9 @@ class IndexView(structref.StructRefProxy):
     forward index, posting lists, block and summary arrays of ``SeismicIndex`` and the
     per-thread search scratch — ``qdense`` (threads, dim) float32 all-zero between
     searches, ``visited`` (threads, ceil(n / 64)) uint64 the documents a search has seen, a
-    bit each, all-zero between searches (:func:`_search_impl`), ``astamp`` (threads, n)
-    int32 allowed stamps, ``stamp`` (1,) int64 the last stamp used, ``scr_f`` / ``scr_i``
+    bit each, all-zero between searches (:func:`_search_impl`), ``abits`` (threads,
+    ceil(n / 64)) uint64 the rows a per-query filter allows, a bit each, all-zero between
+    searches, ``scr_f`` / ``scr_i``
     (threads, m) float32 / int64 the heaps, block buffers and evaluated-block lists of a
     search (grown by the kernel when a call needs more; a search allocates nothing else per
     query)."""
@@ -117,13 +118,13 @@ def _doc_dot(qdense, fwd_indptr, fwd_comps, fwd_vals, d):
 
 
 @nb.njit(cache=True, inline="always")
-def _passes(d, mode, allowed, astamp, stamp):
+def _passes(d, mode, allowed, abits):
     """Document ``d`` passes the filter: ``mode`` 0 no filter, 1 the shared mask
-    ``allowed``, 2 this query's stamp in ``astamp``."""
+    ``allowed``, 2 its bit in this query's allowed bitmap ``abits``."""
     if mode == 1:
         return allowed[d] != 0
     if mode == 2:
-        return astamp[d] == stamp
+        return (abits[d >> 6] >> np.uint64(d & 63)) & _U1 != 0
     return True
 
 
@@ -148,7 +149,6 @@ def _prefetch_doc(fwd_indptr, fwd_comps, fwd_vals, d):
     prefetch(fwd_vals, e - 1)
 
 
-_STAMP_LIMIT = 2**31 - 2
 _U1 = np.uint64(1)
 _CAND = 64  # documents picked per chunk of a block before scoring them (search scratch)
 _ENERGY_BUCKETS = 512
@@ -712,9 +712,10 @@ def _search_impl(
     document: at 10^6 documents 125 KB, which stays in the core's cache, where a
     stamp per document, 4 MB, was read and written back from memory for every posting of an
     evaluated block) and clears them again from its list of evaluated blocks before the
-    next query. Stamps ``v.stamp[0] + q + 1`` mark allowed rows (``v.astamp``) per thread
-    (``v.stamp[0]`` advances by the batch size; the stamps are zeroed only when they would
-    overflow); ``v.qdense`` rows are all-zero on entry and left so.
+    next query. A per-query filter's rows are set in the thread's bitmap ``v.abits`` for
+    the query and cleared after it from the same sorted rows (a 4-byte stamp per document
+    before, 4 MB per thread at 10^6, out of cache for the same reason);
+    ``v.qdense`` rows are all-zero on entry and left so.
     Only documents with a positive score are returned.
 
     The queries are checked first (:func:`_check_queries`); on a nonzero code nothing
@@ -744,16 +745,10 @@ def _search_impl(
     sum_samp = v.sum_samp
     s_qdense = v.qdense
     s_visited = v.visited
-    s_astamp = v.astamp
+    s_abits = v.abits
     heap_factor = np.float32(heap_factor)
     nq = q_indptr.shape[0] - 1
     n = fwd_indptr.shape[0] - 1
-    # stamps: query q of this call marks rows with stamp_base + q + 1 (never re-zeroed but on wrap)
-    stamp_base = v.stamp[0]
-    if stamp_base + nq + 1 >= _STAMP_LIMIT:
-        s_astamp[:] = 0
-        stamp_base = 0
-    v.stamp[0] = stamp_base + nq
     # room for any block id a list's bit width can encode (a damaged file cannot write past it)
     cap = 2
     while cap < max_blocks:
@@ -775,7 +770,7 @@ def _search_impl(
     for t in nb.prange(n_threads):
         qdense = s_qdense[t]
         visited = s_visited[t]
-        astamp = s_astamp[t]
+        abits = s_abits[t]
         sf = s_scr_f[t]
         si = s_scr_i[t]
         hs = sf[:k]
@@ -789,7 +784,6 @@ def _search_impl(
         evb = si[k + tcap + _CAND:k + tcap + _CAND + n_ev]
         no_order = si[:0]
         for q in range(t, nq, n_threads):
-            stamp = np.int32(stamp_base + q + 1)
             qs = q_indptr[q]
             qe = q_indptr[q + 1]
             nqt = qe - qs
@@ -817,7 +811,8 @@ def _search_impl(
             else:
                 if mode == 2:
                     for p in range(f_indptr[q], f_indptr[q + 1]):
-                        astamp[f_rows[p]] = stamp
+                        d = f_rows[p]
+                        abits[d >> 6] |= _U1 << np.uint64(d & 63)
                 # the query_cut largest query terms, largest first
                 cut = min(query_cut, nqt)
                 # partial insertion selection (stable: ties keep the earlier component)
@@ -883,7 +878,7 @@ def _search_impl(
                                 if visited[w] & bit:
                                     continue
                                 visited[w] |= bit
-                                if not _passes(d, mode, allowed, astamp, stamp):
+                                if not _passes(d, mode, allowed, abits):
                                     continue
                                 cand[m] = d
                                 m += 1
@@ -906,12 +901,15 @@ def _search_impl(
                         visited[post_docs[p] >> 6] = 0
                 # rows added since the last build: exact
                 for d in range(n_indexed, n):
-                    if not _passes(d, mode, allowed, astamp, stamp):
+                    if not _passes(d, mode, allowed, abits):
                         continue
                     sc = _doc_dot(qdense, fwd_indptr, fwd_comps, fwd_vals, d)
                     scored += 1
                     if sc > 0:
                         size = heap_push(hs, hr, size, k, sc, d)
+                if mode == 2:  # the allowed bitmap all-zero again
+                    for p in range(f_indptr[q], f_indptr[q + 1]):
+                        abits[f_rows[p] >> 6] = 0
             for j in range(qs, qe):
                 qdense[q_comps[j]] = 0.0
             heap_sorted(hs, hr, size, out_scores[q], out_rows[q])
