@@ -678,7 +678,7 @@ class SeismicIndex(MutableIndex):
                                 lists = _sk.lists_of_queries(q_indptr, q_comps, q_vals, qc, self.dim, a["list_max"], self._term_order)
                                 _sk.block_any_allowed(lists, a["list_blk"], a["blk_ptr"], a["post_docs"], allowed, blk_ok)
                     elif cf.shared:
-                        # one query: mark its allowed rows in the per-thread bitmap (O(allowed), no O(n) mask)
+                        # one query: mark its allowed rows in the per-thread mask (O(allowed), cleared after it)
                         if f_rows.shape[0] < n:
                             mode = 2
                             f_indptr = np.array([0, f_rows.shape[0]], np.int64)
@@ -1086,7 +1086,7 @@ class SeismicIndex(MutableIndex):
         n = self.ntotal
         self._view = _sk.IndexView(
             *(a[name] for name in _sk.VIEW_FIELDS[:19]),
-            np.zeros((t, self.dim), np.float32), np.zeros((t, (n + 63) >> 6), np.uint64), np.zeros((t, (n + 63) >> 6), np.uint64),
+            np.zeros((t, self.dim), np.float32), np.zeros((t, (n + 63) >> 6), np.uint64), np.zeros((t, n), np.uint8),
             np.zeros((t, 0), np.float32), np.zeros((t, 0), np.int64),
         )
         self._view_threads = t
