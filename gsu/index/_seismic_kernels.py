@@ -9,7 +9,8 @@ posting list a random-centroid clustering into blocks and one quantised summary 
 block (:func:`build_lists_chunk`).
 
 Search: :func:`search_serial` / :func:`search_parallel` (one body, compiled twice),
-with per-thread scratch that persists across calls (bitmaps left all-zero after each query).
+with per-thread scratch that persists across calls (a visited bitmap and an allowed mask, both
+left all-zero after each query).
 
 Layouts (all produced by the build, see ``SeismicIndex`` for the full list):
 
