@@ -454,6 +454,7 @@ def test_runner_interleaves_and_warms():
     assert res["a"].cold_s is not None and res["a"].timing.repeats == 1
     p = runner.provenance(x=1)
     assert p["x"] == 1 and p["peak_rss_mb"] > 0 and p["command"] and "commit" in p
+    assert isinstance(p["cpu"], str) and p["cpu"] and p["cores"] >= 1
 
 
 # ------------------------------------------------------------------------------ ann-benchmarks
