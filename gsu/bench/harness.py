@@ -15,6 +15,7 @@ Every suite in :mod:`gsu.bench` uses these pieces so that numbers are comparable
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -131,7 +132,7 @@ def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "host": platform.node(),
         "machine": platform.machine(),
-        "processor": _cpu_model(),
+        "processor": cpu_model(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
@@ -151,7 +152,9 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
-def _cpu_model() -> str:
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The processor's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:

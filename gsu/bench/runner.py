@@ -207,30 +207,13 @@ def source_commit() -> str | None:
 _COMMIT: str | None = None
 
 
-def cpu_model() -> str:
-    """The processor's model name (``/proc/cpuinfo``; ``platform.processor()`` elsewhere, which
-    is often empty): records taken on VMs of one kind differ by host processor, and ratios
-    between libraries move with it."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 def provenance(**extra: Any) -> dict[str, Any]:
-    """Fields every record carries: ``command``, ``commit`` (:func:`source_commit`),
-    ``cpu`` (:func:`cpu_model`), ``cores`` (usable by this process), ``peak_rss_mb``, plus ``extra``."""
-    import os
-
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 0)
-    return {"command": command_line(), "commit": source_commit(), "cpu": cpu_model(), "cores": cores,
-            "peak_rss_mb": round(peak_rss_mb(), 1), **extra}
+    """Fields every record carries: ``command``, ``commit`` (:func:`source_commit`), ``cpu``
+    (the processor's model name: records taken on VMs of one kind differ by host processor, and
+    ratios between libraries move with it), ``cores`` (usable by this process),
+    ``peak_rss_mb``, plus ``extra``."""
+    return {"command": command_line(), "commit": source_commit(), "cpu": harness.cpu_model(),
+            "cores": harness.machine_threads(), "peak_rss_mb": round(peak_rss_mb(), 1), **extra}
 
 
 # ------------------------------------------------------------------------- outside data
