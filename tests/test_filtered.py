@@ -1640,7 +1640,8 @@ def test_ids_bitmap64_and_bitmap64_rows_match_numpy():
     stretches —, repeats, ids outside dropped), the sorted rows → bitmap kernel and the
     bitmap → rows extraction against numpy, for sizes on and off a word boundary; both ways
     of setting the bits (a word in registers; a byte per row, packed, for dense spread-out
-    sets) are exercised."""
+    sets) are exercised, and the read-modify-write streams of sparse or spread-out ids, with
+    and without a remainder past the streams."""
     from gsu.index import _filter_kernels as fk
 
     def packed(rows, n):  # numpy's answer, the faiss IDSelectorBitmap layout
@@ -1652,7 +1653,7 @@ def test_ids_bitmap64_and_bitmap64_rows_match_numpy():
     ways = set()
     for n in (1, 63, 64, 65, 1000, 4096):
         for lo in (0, 11, -7):  # an id map whose first id is negative too
-            for m in (0, 1, n // 3, n, 3 * n):
+            for m in (0, 1, n // 20 + 5, n // 3, n, 3 * n):  # n // 20 + 5: the read-modify-write streams
                 for order in ("shuffled", "ascending", "descending", "sorted runs"):
                     ids = rng.integers(lo - 50, lo + n + 50, m).astype(np.int64)
                     ids = np.concatenate([ids, ids[: m // 4], [np.iinfo(np.int64).min, np.iinfo(np.int64).max]])

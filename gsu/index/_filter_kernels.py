@@ -176,23 +176,34 @@ def _set_bits(bm, vals, lo, n):
     read-modify-write per id makes each id wait on the store of the previous one when they
     share a word: 1.3 ns per id on 100,000 sorted ids of 200,000 rows, against 0.85 ns
     here.) Below one id per eight rows, or spread out (where the word changes at
-    unpredictable ids), four plain read-modify-write streams are cheaper, and are used
-    instead (dense spread-out sets go to :func:`_dense_bitmap` first, see
-    :func:`_bytes_pay`).
+    unpredictable ids), eight plain read-modify-write streams over the eighths of ``vals``
+    are cheaper, and are used instead (dense spread-out sets go to :func:`_dense_bitmap`
+    first, see :func:`_bytes_pay`): ids of one stream that share a word wait on each other's
+    store, and eight independent chains keep more of them in flight than four (sorted
+    random ids of 200,000 rows, cold, one thread, an Intel Xeon VM: 10,000 13.7 → 9.9 µs,
+    20,000 26.7 → 21.7 µs, 24,000 31.3 → 26.7 µs for :func:`ids_bitmap64`; 2,000 unchanged).
     """
     m = vals.shape[0]
     if m * 8 < n or _spread(vals):
-        q = m >> 2
+        q = m >> 3
         for j in range(q):
             r0 = _row_or_n(vals[j], lo, n)
             r1 = _row_or_n(vals[j + q], lo, n)
             r2 = _row_or_n(vals[j + 2 * q], lo, n)
             r3 = _row_or_n(vals[j + 3 * q], lo, n)
+            r4 = _row_or_n(vals[j + 4 * q], lo, n)
+            r5 = _row_or_n(vals[j + 5 * q], lo, n)
+            r6 = _row_or_n(vals[j + 6 * q], lo, n)
+            r7 = _row_or_n(vals[j + 7 * q], lo, n)
             bm[(r0 >> _U6) + _U1] |= _U1 << (r0 & _U63)
             bm[(r1 >> _U6) + _U1] |= _U1 << (r1 & _U63)
             bm[(r2 >> _U6) + _U1] |= _U1 << (r2 & _U63)
             bm[(r3 >> _U6) + _U1] |= _U1 << (r3 & _U63)
-        for j in range(4 * q, m):
+            bm[(r4 >> _U6) + _U1] |= _U1 << (r4 & _U63)
+            bm[(r5 >> _U6) + _U1] |= _U1 << (r5 & _U63)
+            bm[(r6 >> _U6) + _U1] |= _U1 << (r6 & _U63)
+            bm[(r7 >> _U6) + _U1] |= _U1 << (r7 & _U63)
+        for j in range(8 * q, m):
             r = _row_or_n(vals[j], lo, n)
             bm[(r >> _U6) + _U1] |= _U1 << (r & _U63)
         return
