@@ -2602,8 +2602,8 @@ def test_fit_planner_takes_the_away_budget_from_the_cluster_ladder():
 def test_fit_planner_scans_away_queries_where_the_exact_scan_costs_less():
     """``band_away_exact``: the grid points where the calibration timed the exact scan of
     the cluster kind's away queries below their IVF step (reaching, else the largest
-    measured), also where that step is the filter's own budget; none without such timings.
-    The planner then gives such queries the exact scan as their away budget — at a
+    measured), also where that step is the filter's own budget, and with them the points
+    whose filters the exact scan answers whole; none without such timings. The planner then gives such queries the exact scan as their away budget — at a
     flagged point, between two points only if both are flagged, outside the grid as the
     nearest point — and their own IVF budget elsewhere."""
     from gsu.index.planner import fit_planner
@@ -2624,21 +2624,30 @@ def test_fit_planner_scans_away_queries_where_the_exact_scan_costs_less():
                 "points": pts, "seconds": 1.0, "complete": True}
 
     st = fit_planner(raw_of(250.0, 1200.0), 0.95).settings  # cheaper at 10 % (250 < 400 µs), not at 50 %
-    assert st.band_away_exact == (0.0, 1.0, 0.0)
-    assert [st.away_exact(s) for s in (0.005, 0.01, 0.1, 0.101, 0.3, 0.5, 0.9)] == [False, False, True, True, False, False, False]
-    np.testing.assert_array_equal(st.away_exacts(np.array([0.005, 0.1, 0.101, 0.3, 0.9])), [False, True, True, False, False])
+    # the 1 % point (no away queries drawn: its 1,000 rows are within the exact limit, which
+    # scans every filter there) is flagged with it, so filters between 1 % and 10 % scan them
+    assert st.exact_max_rows >= 1000 and st.band_away_exact == (1.0, 1.0, 0.0)
+    assert [st.away_exact(s) for s in (0.005, 0.01, 0.05, 0.1, 0.101, 0.3, 0.5, 0.9)] == [True, True, True, True, True, False, False,
+                                                                                         False]
+    np.testing.assert_array_equal(st.away_exacts(np.array([0.005, 0.05, 0.1, 0.101, 0.3, 0.9])), [True, True, True, True, False, False])
     assert PlannerSettings.from_dict(st.to_dict()) == st
     assert st.with_overrides({"ivf_candidates": 30.0}).band_away_exact == ()
+    # a low point above the exact limit (its scan dearer: the limit falls to 500 rows) is not
+    high = raw_of(250.0, 1200.0)
+    high["points"][0]["exact"] = [150.0] * 3
+    hs = fit_planner(high, 0.95).settings
+    assert hs.exact_max_rows < 1000 and hs.band_away_exact == (0.0, 1.0, 0.0)
+    assert [hs.away_exact(s) for s in (0.005, 0.05, 0.1)] == [False, False, True]
     both = fit_planner(raw_of(250.0, 600.0), 0.95).settings  # 600 < 900 µs, the largest step measured at 50 %
-    assert both.band_away_exact == (0.0, 1.0, 1.0)
-    assert [both.away_exact(s) for s in (0.05, 0.3, 0.9)] == [False, True, True]
-    assert fit_planner(raw_of(500.0, 1200.0), 0.95).settings.band_away_exact == ()  # never cheaper
+    assert both.band_away_exact == (1.0, 1.0, 1.0)
+    assert [both.away_exact(s) for s in (0.05, 0.3, 0.9)] == [True, True, True]
+    assert fit_planner(raw_of(500.0, 1200.0), 0.95).settings.band_away_exact == ()  # never cheaper where measured
     assert fit_planner(raw_of(None, None), 0.95).settings.band_away_exact == ()  # calibrations before it
     # where the away budget is the filter's own the point is flagged all the same (the search
     # tells away queries apart by its own test): here the 10 % one
     same = raw_of(250.0, 600.0)
     same["points"][1]["ivf"] = [entry(3.2, 0.99, 100.0)]
-    assert fit_planner(same, 0.95).settings.band_away_exact == (0.0, 1.0, 1.0)
+    assert fit_planner(same, 0.95).settings.band_away_exact == (1.0, 1.0, 1.0)
     fi = FilteredIndex(8, "ip", M=8, ef_construction=20, nlist=4, calibrate=False)
     fi.add(np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32))
     fi.hnsw._n = 100_000  # the planner reads the row count only
