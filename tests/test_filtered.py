@@ -2603,9 +2603,10 @@ def test_fit_planner_scans_away_queries_where_the_exact_scan_costs_less():
     """``band_away_exact``: the grid points where the calibration timed the exact scan of
     the cluster kind's away queries below their IVF step (reaching, else the largest
     measured), also where that step is the filter's own budget, and with them the points
-    whose filters the exact scan answers whole; none without such timings. The planner then gives such queries the exact scan as their away budget — at a
-    flagged point, between two points only if both are flagged, outside the grid as the
-    nearest point — and their own IVF budget elsewhere."""
+    whose filters the exact scan answers whole; none without such timings. The planner then
+    gives such queries the exact scan as their away budget — at a flagged point, between two
+    points only if both are flagged, outside the grid as the nearest point — and their own
+    IVF budget elsewhere."""
     from gsu.index.planner import fit_planner
 
     def entry(step, rec, cost):
@@ -2627,8 +2628,7 @@ def test_fit_planner_scans_away_queries_where_the_exact_scan_costs_less():
     # the 1 % point (no away queries drawn: its 1,000 rows are within the exact limit, which
     # scans every filter there) is flagged with it, so filters between 1 % and 10 % scan them
     assert st.exact_max_rows >= 1000 and st.band_away_exact == (1.0, 1.0, 0.0)
-    assert [st.away_exact(s) for s in (0.005, 0.01, 0.05, 0.1, 0.101, 0.3, 0.5, 0.9)] == [True, True, True, True, True, False, False,
-                                                                                         False]
+    assert [st.away_exact(s) for s in (0.005, 0.01, 0.05, 0.1, 0.101, 0.3, 0.5, 0.9)] == [True] * 5 + [False] * 3
     np.testing.assert_array_equal(st.away_exacts(np.array([0.005, 0.05, 0.1, 0.101, 0.3, 0.9])), [True, True, True, True, False, False])
     assert PlannerSettings.from_dict(st.to_dict()) == st
     assert st.with_overrides({"ivf_candidates": 30.0}).band_away_exact == ()

@@ -520,8 +520,9 @@ def test_per_query_filters_leave_no_allowed_rows_behind(coll, flat, exact_seismi
 
 @pytest.mark.parametrize("exact_max", [0, None])
 def test_one_query_calls_with_fresh_filters_equal_the_batch(coll, flat, exact_seismic, exact_max):
-    """One query per call with a new Filter built from a plain id array each time (the stamp
-    path) gives what the batch with a shared filter (the mask path) gives, and on the
+    """One query per call with a new Filter built from a plain id array each time (the
+    per-query byte mask, mode 2) gives what the batch with a shared filter (the shared mask,
+    mode 1) gives, and on the
     unpruned index what the exact filtered product gives."""
     _, queries = coll
     rng = np.random.default_rng(11)
