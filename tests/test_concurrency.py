@@ -309,13 +309,13 @@ def test_search_while_writing_with_away_budgets(monkeypatch, scan):
     monkeypatch.setattr(planner.PlannerSettings, "has_away", property(lambda self: True))
     monkeypatch.setattr(planner.PlannerSettings, "away_mult", lambda self, s, run=False: 4.0 * self.ivf_mult(s, run))
     monkeypatch.setattr(planner.PlannerSettings, "away_mults", lambda self, s, run=None: 4.0 * self.ivf_mults(s, run))
-    budgets = planner.PlannerSettings.budgets  # a single filter's planner reads the three at once
+    at = planner.PlannerSettings.at  # a single filter's planner reads its budgets and flags at once
 
     def forced(self, s, run=False):
-        ivf, _, ef = budgets(self, s, run)
-        return ivf, 4.0 * ivf, ef
+        ivf, _, ef, ax, hmin, pmin = at(self, s, run)
+        return ivf, 4.0 * (1.0 if ivf is None else ivf), ef, scan or ax, hmin, pmin
 
-    monkeypatch.setattr(planner.PlannerSettings, "budgets", forced)
+    monkeypatch.setattr(planner.PlannerSettings, "at", forced)
     calls = []
     orig = F.FilteredIndex._search_one
 
@@ -562,14 +562,14 @@ def test_search_while_writing_with_the_even_budgets(monkeypatch):
     assert st.even_pays(0.8)
     monkeypatch.setattr(F.FilteredIndex, "_fit", lambda self, target_recall: Fit(st, (), (), True))
     granted = []
-    orig = F.FilteredIndex._settings_shared
+    orig = F.FilteredIndex._even_at
 
-    def counted(self, cf, m, run, settings):
-        out = orig(self, cf, m, run, settings)
-        granted.append(out is not settings)
+    def counted(self, cf, s, run, settings, pt):
+        out = orig(self, cf, s, run, settings, pt)
+        granted.append(out[0] is not settings)
         return out
 
-    monkeypatch.setattr(F.FilteredIndex, "_settings_shared", counted)
+    monkeypatch.setattr(F.FilteredIndex, "_even_at", counted)
     test_search_while_writing_sees_whole_states("filtered")
     assert True in granted, "the even budgets were granted to the even filter"
 

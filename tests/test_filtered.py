@@ -2848,21 +2848,37 @@ def test_the_exact_routes_codes_follow_add_upsert_and_compaction():
     check(n + np.arange(100, 140, dtype=np.int64), y[100:140])
 
 
-def test_budgets_read_the_bands_once_as_the_per_budget_methods_do():
-    """``PlannerSettings.budgets(s, run)`` (the single filter's planner) equals
-    ``(ivf_mult, away_mult or None, ef_mult)`` at every selectivity, on and between the
-    bands, for runs and scattered filters, with and without away or run budgets."""
+def test_at_reads_the_bands_once_as_the_per_budget_methods_do():
+    """``PlannerSettings.at(s, run)`` (the single filter's planner) equals, bit for bit,
+    ``(ivf_mult, away factor, ef_mult, away_exact, hnsw_min, probe_min)`` at every
+    selectivity, on and between the bands, for runs and scattered filters, with and without
+    away, run or even budgets (``None`` where the settings have no such bands); and
+    ``even_pays`` from two ``at`` tuples answers as the per-band comparison does."""
     bands = (0.003, 0.01, 0.1, 0.5)
     full = PlannerSettings(bands=bands, band_hnsw_ef=(1.3, 2.2, 3.6, 6.0), band_ivf=(0.4, 1.0, 2.5, 4.0),
                            band_run_hnsw_ef=(1.0, 1.7, 2.2, 2.8), band_run_ivf=(0.6, 0.8, 2.0, 3.2),
-                           band_away_ivf=(1.0, 4.0, 8.0, 16.0))
+                           band_away_ivf=(1.0, 4.0, 8.0, 16.0), band_away_exact=(1.0, 1.0, 0.0, 1.0),
+                           band_even_ivf=(0.4, 0.7, 2.6, 1.0), run_hnsw_min_selectivity=0.3)
     for st in (full, PlannerSettings(bands=bands, band_ivf=(0.4, 1.0, 2.5, 4.0)), PlannerSettings()):
-        for s in np.concatenate([np.geomspace(1e-4, 1.0, 57), np.asarray(bands) * 1.01]):
+        ev = st.even
+        for s in np.concatenate([np.geomspace(1e-4, 1.0, 57), np.asarray(bands) * 1.01, np.asarray(bands) * 0.99]):
+            s = float(s)
             for run in (False, True):
-                ivf, away, ef = st.budgets(float(s), run)
-                assert ivf == st.ivf_mult(float(s), run)
-                assert ef == st.ef_mult(float(s), run)
-                assert away == (st.away_mult(float(s), run) if st.has_away else None)
+                ivf, away, ef, ax, hmin, pmin = st.at(s, run)
+                assert (1.0 if ivf is None else ivf) == st.ivf_mult(s, run)
+                assert (st.hnsw_ef if ef is None else ef) == st.ef_mult(s, run)
+                if st.has_away:
+                    assert max(ivf, away) == st.away_mult(s, run)
+                else:
+                    assert away is None
+                assert ax == st.away_exact(s) and hmin == st.hnsw_min(run) and pmin == st.probe_min(run)
+                # even_pays, from the per-band methods
+                want = ev is not st and (
+                    (s >= ev.hnsw_min(run)) != (s >= st.hnsw_min(run)) or (s >= ev.probe_min(run)) != (s >= st.probe_min(run))
+                    or bool(st._ivf_vals(run) and ev._ivf_vals(run) and ev.ivf_mult(s, run) < st.ivf_mult(s, run))
+                    or bool(st._ef_vals(run) and ev._ef_vals(run) and ev.ef_mult(s, run) < st.ef_mult(s, run)))
+                assert st.even_pays(s, run) == want
+    assert full.has_even and full.even_pays(0.5) and not full.even_pays(0.1) and not full.even_pays(0.003)
 
 
 def test_calibration_covers_filters_of_whole_clusters_on_rows_in_random_order():

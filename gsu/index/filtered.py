@@ -570,27 +570,31 @@ class FilteredIndex(Index):
         density probe of ``AWAY_SHARE`` times the selectivity and hands such a query to IVF.
         ``cf``: the filter, shared by the batch; off the exact route (which the evenness
         never changes) a filter spread evenly over the data plans with the random kind's
-        budgets (:meth:`_settings_shared`)."""
+        budgets (:meth:`_even_at`)."""
         lim = st.exact_max_rows * effort
         if run:
             lim *= st.exact_run_factor
         if m <= max(lim, k):
             return EXACT, 0.0, 0, 0, 0, None
-        if cf is not None and st.has_even:
-            st = self._settings_shared(cf, m, run, st)
         n = max(self.hnsw._n, 1)
         s = m / n
-        ivf_m, away_m, ef_m = st.budgets(s, run)  # one look-up of the bands for the three
+        pt = st.at(s, run)  # one look-up of the bands for everything below
+        if cf is not None and st.has_even:
+            st, pt = self._even_at(cf, s, run, st, pt)
+        ivf_m, away_m, ef_m, away_exact, hmin, pmin = pt
+        if ivf_m is None:
+            ivf_m = 1.0
+        if ef_m is None:
+            ef_m = st.hnsw_ef
         cand, lists = self._ivf_budget(ivf_m, k, effort, st)
         away = None
         if away_m is not None and m < n:
-            if st.away_exact(s):  # such a query costs less by the exact scan
+            if away_exact:  # such a query costs less by the exact scan
                 away = (_planner.AWAY_SHARE, _AWAY_SCAN, _AWAY_SCAN)
             else:
-                ac, al = self._ivf_budget(away_m, k, effort, st)
+                ac, al = self._ivf_budget(max(ivf_m, away_m), k, effort, st)
                 away = (_planner.AWAY_SHARE, ac, al)
-        pmin = st.probe_min(run)
-        if s >= st.hnsw_min(run) or (s >= pmin and st.probe_min_share <= 0.0):
+        if s >= hmin or (s >= pmin and st.probe_min_share <= 0.0):
             # the walk (a probe that never gives up is the plain walk); with budgets for
             # queries away from the filter's rows, it gives up for them
             bail = _planner.AWAY_SHARE * s if away is not None else 0.0
@@ -1112,9 +1116,19 @@ class FilteredIndex(Index):
         """``st.even`` for a shared filter allowing ``m`` rows that is spread evenly over the
         data, where that plans another route or lowers a budget; else ``st``."""
         s = m / max(self.hnsw._n, 1)
-        if s < self._even_min_share() or not st.even_pays(s, run) or not self._uniform_shared(cf, s):
-            return st
-        return st.even
+        return self._even_at(cf, s, run, st, st.at(s, run))[0]
+
+    def _even_at(self, cf: CompiledFilter, s: float, run: bool, st: PlannerSettings, pt: tuple[Any, ...]
+                 ) -> tuple[PlannerSettings, tuple[Any, ...]]:
+        """:meth:`_settings_shared` at selectivity ``s`` with ``pt``, ``st.at(s, run)``:
+        ``(settings, their at tuple)`` — ``st.even`` and its tuple where the even settings
+        pay there and the filter is spread evenly, else ``(st, pt)``."""
+        if st.has_even and s >= self._even_min_share():
+            ev = st.even
+            ept = ev.at(s, run)
+            if st.even_pays_at(s, pt, ept) and self._uniform_shared(cf, s):
+                return ev, ept
+        return st, pt
 
     def _even_many(self, cf: CompiledFilter, m: np.ndarray, run: np.ndarray, routes: np.ndarray, st: PlannerSettings,
                    uni: np.ndarray) -> np.ndarray:
