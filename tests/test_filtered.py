@@ -1238,7 +1238,8 @@ def test_runs_get_the_budgets_the_range_kind_needs(indexes, data):
                                    for p in pts]}, 0.95).settings
     assert solo.band_run_ivf == () and solo.ivf_mult(0.1, run=True) == solo.ivf_mult(0.1) == 1.6
     # the index: a window and a scattered filter of the same size get their own budgets
-    # (an even filter's budgets, from the random kind, have their own test: off here)
+    # (an even filter's budgets, from the random kind, have their own test: off here; so has
+    # the exact scan of a filter held by fewer lists than IVF opens: one list asked here)
     fi = indexes["filtered"]
     import dataclasses
 
@@ -1246,7 +1247,7 @@ def test_runs_get_the_budgets_the_range_kind_needs(indexes, data):
     try:
         fi._fits[None] = dataclasses.replace(old, settings=dataclasses.replace(
             st, exact_max_rows=25.0, exact_run_factor=1.0, probe_min_selectivity=2.0, hnsw_min_selectivity=0.3,
-            band_even_ivf=(), band_even_hnsw_ef=()))
+            band_even_ivf=(), band_even_hnsw_ef=(), ivf_min_lists=0.5))
         n = fi.ntotal
         q = data[1][:1]
         for sel, route, budget in ((0.1, 1, "candidates"), (0.5, 2, "ef")):
@@ -1331,10 +1332,12 @@ def test_an_even_filter_gets_the_budgets_of_the_random_kind(indexes, data):
     x, q, ids, lab, centers = data
     old = fi._fit(None)
     try:
-        # budgets first (the routes of every kind for even filters too)
+        # budgets first (the routes of every kind for even filters too); one IVF list asked at
+        # least, so the concentrated filters stay on IVF (a filter held by fewer lists than IVF
+        # opens takes the exact scan: its own test)
         fi._fits[None] = dataclasses.replace(fit, settings=dataclasses.replace(
             st, exact_max_rows=25.0, exact_run_factor=1.0, probe_min_selectivity=2.0, hnsw_min_selectivity=0.3,
-            even_hnsw_min_selectivity=None, even_probe_min_selectivity=None))
+            even_hnsw_min_selectivity=None, even_probe_min_selectivity=None, ivf_min_lists=0.3))
         n = fi.ntotal
         assert fi._even_min_share() == EVEN_MIN_HITS / fi._uniform_design()[0].shape[0] < 0.1
         rng = np.random.default_rng(3)
@@ -1351,7 +1354,7 @@ def test_an_even_filter_gets_the_budgets_of_the_random_kind(indexes, data):
         # the answers are those of the even budget set by hand
         for f, mult in ((spread, 1.0), (conc, 2.5)):
             a = fi.search(q[0], K, filter=f)
-            b = fi.search(q[0], K, filter=f, ivf_candidates=st.ivf_candidates * mult, ivf_min_lists=st.ivf_min_lists * mult)
+            b = fi.search(q[0], K, filter=f, ivf_candidates=st.ivf_candidates * mult, ivf_min_lists=0.3 * mult)
             np.testing.assert_array_equal(a.ids, b.ids)
             np.testing.assert_array_equal(a.scores, b.scores)
         # the beam at 50 %: an even window of rows (ids in random order over the rows)
@@ -1373,7 +1376,7 @@ def test_an_even_filter_gets_the_budgets_of_the_random_kind(indexes, data):
         # concentrated one stays on IVF; alone, in a batch and in explain alike
         fi._fits[None] = dataclasses.replace(fit, settings=dataclasses.replace(
             st, exact_max_rows=25.0, exact_run_factor=1.0, probe_min_selectivity=2.0, hnsw_min_selectivity=0.3,
-            even_hnsw_min_selectivity=0.05, even_probe_min_selectivity=2.0))
+            even_hnsw_min_selectivity=0.05, even_probe_min_selectivity=2.0, ivf_min_lists=0.3))
         es, ec = fi.explain(q[0], K, filter=spread), fi.explain(q[0], K, filter=conc)
         assert (es.routes[0], es.ef[0], es.candidates[0]) == (2, 13, 0) and (ec.routes[0], ec.candidates[0]) == (1, cand(2.5))
         fs2 = [spread, conc, few]
@@ -2917,3 +2920,63 @@ def test_calibration_covers_filters_of_whole_clusters_on_rows_in_random_order():
             got = fi.search(q[i], K, filter=Filter(ids)).ids[0]
             rec.append(len(set(truth) & set(got)) / K)
         assert np.mean(rec) >= 0.95, (sel, np.mean(rec))
+
+
+def test_in_fewer_lists_counts_the_lists_of_rows_runs_and_bitmaps():
+    """``in_fewer_lists`` answers ``len(set(row_list[allowed])) < want`` for sorted rows, a
+    run and a bitmap, filters spread over many lists and held by few, and ``False`` for a
+    row outside the list table."""
+    rng = np.random.default_rng(11)
+    n, nlist = 5000, 64
+    row_list = np.repeat(np.arange(nlist, dtype=np.int32), n // nlist + 1)[:n]  # rows stored list by list
+    rng.shuffle(row_list[: n // 2])  # half of them scattered
+    empty_rows, empty_bm = np.zeros(0, np.int64), np.zeros(0, np.uint64)
+    cases = [np.sort(rng.choice(n, m, replace=False)) for m in (1, 3, 40, 400, 2500)]
+    cases += [np.flatnonzero(np.isin(row_list, rng.choice(nlist, c, replace=False))) for c in (1, 5, 12)]
+    cases += [np.arange(lo, hi, dtype=np.int64) for lo, hi in ((3000, 3100), (2600, 4900), (0, 1))]
+    for rows in cases:
+        rows = rows.astype(np.int64)
+        lists = np.unique(row_list[rows]).shape[0]
+        bm = np.zeros((n + 63) // 64, np.uint64)
+        np.bitwise_or.at(bm, rows >> 6, np.left_shift(np.uint64(1), (rows & 63).astype(np.uint64)))
+        for want in (1, 2, lists, lists + 1, nlist, nlist + 5):
+            expect = lists < want
+            assert fk.in_fewer_lists(row_list, rows, 0, 0, empty_bm, nlist, want) == expect
+            assert fk.in_fewer_lists(row_list, empty_rows, 0, 0, bm, nlist, want) == expect
+            if rows[-1] - rows[0] + 1 == rows.shape[0]:
+                assert fk.in_fewer_lists(row_list, empty_rows, int(rows[0]), int(rows[-1]) + 1, empty_bm, nlist, want) == expect
+    assert not fk.in_fewer_lists(row_list, np.array([3, n], np.int64), 0, 0, empty_bm, nlist, 50)
+
+
+def test_a_filter_held_by_fewer_lists_than_the_ivf_budget_takes_the_exact_scan():
+    """A filter planned onto IVF whose rows lie in fewer lists than the budget opens (IVF
+    would open every list and score every allowed row) is answered by the exact scan: the
+    exact answer, ``explain`` reporting that route, in every form of the filter (ids, a
+    reused ``Filter``, a run); a filter spread over more lists keeps IVF."""
+    rng = np.random.default_rng(12)
+    d, n = 16, 6000
+    centers = 4 * rng.standard_normal((30, d)).astype(np.float32)
+    lab = rng.integers(0, 30, n)
+    x = (centers[lab] + rng.standard_normal((n, d))).astype(np.float32)
+    order = np.argsort(lab, kind="stable")  # rows stored cluster by cluster: a run is a few clusters
+    x, lab = x[order], lab[order]
+    fi = FilteredIndex(d, M=8, ef_construction=40, nlist=40, calibrate=False)
+    fi.add(x)
+    flat = FlatIndex(d)
+    flat.add(x)
+    row_list = fi.ivf.row_list
+    kw = dict(exact_max_rows=0.0, hnsw_min_selectivity=2.0, probe_min_selectivity=2.0, ivf_min_lists=12.0)
+    q = (centers[3] + rng.standard_normal(d)).astype(np.float32)
+    few = np.flatnonzero(np.isin(lab, [3, 4])).astype(np.int64)  # two clusters: a few lists
+    many = np.sort(rng.choice(n, 400, replace=False)).astype(np.int64)
+    window = np.arange(int(few[0]), int(few[0]) + 150, dtype=np.int64)
+    assert np.unique(row_list[few]).shape[0] < 12 <= np.unique(row_list[many]).shape[0]
+    for raw, ids, route in ((few, few, "exact"), (few, Filter(few), "exact"), (window, window, "exact"), (many, many, "ivf")):
+        assert fi.explain(q, 10, filter=ids, **kw).route_names() == [route]
+        got = fi.search(q, 10, filter=ids, **kw)
+        want = flat.search(q, 10, filter=raw)
+        if route == "exact":
+            np.testing.assert_array_equal(got.ids, want.ids)
+        assert set(got.ids[0].tolist()) <= set(raw.tolist())
+    # IVF, forced, opens every list for it: the same answer
+    np.testing.assert_array_equal(fi.search(q, 10, filter=few, route="ivf", **kw).ids, flat.search(q, 10, filter=few).ids)

@@ -22,6 +22,7 @@ import numba as nb
 import numpy as np
 
 from gsu._simd import load_f32, prefetch
+from gsu.index._bits import ctz64
 from gsu.index.topk import heap_push, heap_sorted, lower_bound, serial_and_parallel
 
 # fast-math without the no-NaN/no-inf assumptions (-inf marks empty result slots)
@@ -674,6 +675,77 @@ def filter_uniform_one(R, G, ng, bm, lo, hi, s):
         c[G[t]] += a
         tot += a
     return _uniform_verdict(c, ng, tot, N, s)
+
+
+@nb.njit(cache=True)
+def _coprime_step(N):
+    """A stride near ``0.618 N`` with no factor in common with ``N`` (``N >= 1``): ``j -> (j +
+    step) mod N`` then visits every position once, each next one far from those before."""
+    step = max(1, np.int64(N * 0.6180339887498949))
+    while True:
+        a, b = step, N
+        while b:
+            a, b = b, a % b
+        if a == 1:
+            return step
+        step += 1
+
+
+@nb.njit(cache=True)
+def in_fewer_lists(row_list, rows, lo, hi, bm, nlist, want):
+    """Whether a shared filter's allowed rows lie in fewer than ``want`` IVF lists
+    (``row_list`` (n,) int32: each row's list). The rows are the sorted ``rows`` when not
+    empty, else the run ``lo..hi-1`` when ``hi > lo``, else the set bits of the bitmap
+    ``bm``. They are visited in a strided order (:func:`_coprime_step`; a bitmap a word at a
+    time), which reaches rows far apart in the id order, and so in different lists, first:
+    a filter spread over many lists answers after a few dozen rows, one held by fewer
+    lists reads every row (O(m), or O(n/64 + m) for a bitmap). A row outside ``row_list``
+    answers ``False`` (the caller's plan stands)."""
+    n = row_list.shape[0]
+    seen = np.zeros(nlist, np.bool_)
+    cnt = 0
+    if rows.shape[0] > 0 or hi > lo:
+        N = rows.shape[0] if rows.shape[0] > 0 else hi - lo
+        step = _coprime_step(N)
+        j = 0
+        for _ in range(N):
+            r = rows[j] if rows.shape[0] > 0 else lo + j
+            if r < 0 or r >= n:
+                return False
+            l = row_list[r]
+            if not seen[l]:
+                seen[l] = True
+                cnt += 1
+                if cnt >= want:
+                    return False
+            j += step
+            if j >= N:
+                j -= N
+        return True
+    W = bm.shape[0]
+    if W == 0:
+        return True
+    step = _coprime_step(W)
+    j = 0
+    one = np.uint64(1)
+    for _ in range(W):
+        x = bm[j]
+        base = np.int64(j) << 6
+        while x != 0:
+            r = base + np.int64(ctz64(x))
+            x &= x - one
+            if r >= n:
+                return False
+            l = row_list[r]
+            if not seen[l]:
+                seen[l] = True
+                cnt += 1
+                if cnt >= want:
+                    return False
+        j += step
+        if j >= W:
+            j -= W
+    return True
 
 
 @nb.njit(cache=True)
