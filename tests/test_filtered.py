@@ -2925,7 +2925,7 @@ def test_calibration_covers_filters_of_whole_clusters_on_rows_in_random_order():
 def test_in_fewer_lists_counts_the_lists_of_rows_runs_and_bitmaps():
     """``in_fewer_lists`` answers ``len(set(row_list[allowed])) < want`` for sorted rows, a
     run and a bitmap, filters spread over many lists and held by few, and ``False`` for a
-    row outside the list table."""
+    row outside the list table or a table entry outside the lists."""
     rng = np.random.default_rng(11)
     n, nlist = 5000, 64
     row_list = np.repeat(np.arange(nlist, dtype=np.int32), n // nlist + 1)[:n]  # rows stored list by list
@@ -2946,6 +2946,9 @@ def test_in_fewer_lists_counts_the_lists_of_rows_runs_and_bitmaps():
             if rows[-1] - rows[0] + 1 == rows.shape[0]:
                 assert fk.in_fewer_lists(row_list, empty_rows, int(rows[0]), int(rows[-1]) + 1, empty_bm, nlist, want) == expect
     assert not fk.in_fewer_lists(row_list, np.array([3, n], np.int64), 0, 0, empty_bm, nlist, 50)
+    bad = row_list.copy()
+    bad[7] = nlist  # a table entry past the lists (a damaged layout): no read past `seen`
+    assert not fk.in_fewer_lists(bad, np.array([3, 7], np.int64), 0, 0, empty_bm, nlist, 50)
 
 
 def test_a_filter_held_by_fewer_lists_than_the_ivf_budget_takes_the_exact_scan():

@@ -699,8 +699,8 @@ def in_fewer_lists(row_list, rows, lo, hi, bm, nlist, want):
     ``bm``. They are visited in a strided order (:func:`_coprime_step`; a bitmap a word at a
     time), which reaches rows far apart in the id order, and so in different lists, first:
     a filter spread over many lists answers after a few dozen rows, one held by fewer
-    lists reads every row (O(m), or O(n/64 + m) for a bitmap). A row outside ``row_list``
-    answers ``False`` (the caller's plan stands)."""
+    lists reads every row (O(m), or O(n/64 + m) for a bitmap). A row outside ``row_list``, or
+    a list outside ``0..nlist-1``, answers ``False`` (the caller's plan stands)."""
     n = row_list.shape[0]
     seen = np.zeros(nlist, np.bool_)
     cnt = 0
@@ -713,6 +713,8 @@ def in_fewer_lists(row_list, rows, lo, hi, bm, nlist, want):
             if r < 0 or r >= n:
                 return False
             l = row_list[r]
+            if l < 0 or l >= nlist:
+                return False
             if not seen[l]:
                 seen[l] = True
                 cnt += 1
@@ -737,6 +739,8 @@ def in_fewer_lists(row_list, rows, lo, hi, bm, nlist, want):
             if r >= n:
                 return False
             l = row_list[r]
+            if l < 0 or l >= nlist:
+                return False
             if not seen[l]:
                 seen[l] = True
                 cnt += 1

@@ -629,13 +629,14 @@ class FilteredIndex(Index):
         top = ctx[1]
         if lists - 2 < top.shape[0] and m > top[lists - 2]:
             return False
+        nl = off.shape[0] - 1  # the layout's lists: every entry of the row-to-list table is below it
         r = cf._rows
         if r is not None and r.shape[0]:
-            return bool(fk.in_fewer_lists(ivf._row_list, r, 0, 0, _NO_BM, ivf.nlist, lists))
+            return bool(fk.in_fewer_lists(ivf._row_list, r, 0, 0, _NO_BM, nl, lists))
         run = cf.run
         if run is not None:
-            return bool(fk.in_fewer_lists(ivf._row_list, _NO_ROWS, run[0], run[1], _NO_BM, ivf.nlist, lists))
-        return bool(fk.in_fewer_lists(ivf._row_list, _NO_ROWS, 0, 0, cf.bitmap64(), ivf.nlist, lists))
+            return bool(fk.in_fewer_lists(ivf._row_list, _NO_ROWS, run[0], run[1], _NO_BM, nl, lists))
+        return bool(fk.in_fewer_lists(ivf._row_list, _NO_ROWS, 0, 0, cf.bitmap64(), nl, lists))
 
     def _plan_kept(self, cf: CompiledFilter, m: int, run: bool, k: int, effort: float, st: PlannerSettings
                    ) -> tuple[int, float, int, int, int, tuple[float, int, int] | None]:
