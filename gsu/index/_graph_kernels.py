@@ -238,40 +238,55 @@ def _allowed(v, mode, bm, rows, lo, hi):
 @nb.njit(cache=True, inline="always")
 def _fsift(hs, hr, size, i, s, r):
     """Place (s, r) at slot ``i`` of the score-only min-heap ``hs``/``hr`` (``size``
-    entries) and sift it down (moving a hole: one store per level)."""
+    entries) and sift it down (moving a hole: one store per level).
+
+    Every path ends in its own ``return`` (as in :func:`_fpush`): with a ``break`` out of the
+    loop and the stores after it, numba kept a reference count on ``hs``/``hr`` per call
+    (~20 ns, more than the sift), which its pruning removes in this shape."""
     while True:
         c = 2 * i + 1
         if c >= size:
-            break
+            hs[i] = s
+            hr[i] = r
+            return
         if c + 1 < size and hs[c + 1] < hs[c]:
             c += 1
         if hs[c] >= s:
-            break
+            hs[i] = s
+            hr[i] = r
+            return
         hs[i] = hs[c]
         hr[i] = hr[c]
         i = c
-    hs[i] = s
-    hr[i] = r
 
 
 @nb.njit(cache=True, inline="always")
 def _fpush(hs, hr, size, cap, s, r):
     """Offer (s, r) to a score-only min-heap of capacity ``cap``; returns the new size.
-    The walk's heaps need no tie rule (the results are rescored and ordered with one)."""
+    The walk's heaps need no tie rule (the results are rescored and ordered with one).
+
+    Written so that every path returns by itself, without a ``break`` or a join after a
+    branch that stores: in that shape numba's reference-count pruning drops the count on
+    the heap arrays it otherwise took on every call (a loop of 5,000 offers to a heap of 64,
+    one thread: 124 → 15 µs; the walk offers every scored neighbour that beats its bound)."""
     if size < cap:
         i = size
-        while i > 0:
+        while True:
+            if i == 0:
+                hs[0] = s
+                hr[0] = r
+                return size + 1
             p = (i - 1) >> 1
             if hs[p] <= s:
-                break
+                hs[i] = s
+                hr[i] = r
+                return size + 1
             hs[i] = hs[p]
             hr[i] = hr[p]
             i = p
-        hs[i] = s
-        hr[i] = r
-        return size + 1
-    if s > hs[0]:
-        _fsift(hs, hr, size, 0, s, r)
+    if s <= hs[0]:
+        return size
+    _fsift(hs, hr, size, 0, s, r)
     return size
 
 
