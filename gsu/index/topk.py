@@ -73,26 +73,47 @@ def heap_push(hs, hr, size, k, s, r):
 
     Returns the new size. When full, replaces the root if (s, r) is better. Inlined
     into the scanning loops: a call per offer would cost more than the offer itself.
-    """
+
+    The entry moves as a hole (one store per level) and every path returns by itself: with a
+    ``break`` out of the sift and a single ``return`` after the join, numba kept a reference
+    count on ``hs``/``hr`` per call (~20 ns, more than an offer that the heap turns away),
+    which its pruning pass removes in this shape (5,000 offers to a heap of 10, unguarded:
+    203 → 79 µs). The same heap as before, slot for slot."""
     if size < k:
         i = size
-        hs[i] = s
-        hr[i] = r
-        while i > 0:
+        while True:
+            if i == 0:
+                hs[0] = s
+                hr[0] = r
+                return size + 1
             p = (i - 1) >> 1
-            if worse(hs[i], hr[i], hs[p], hr[p]):
-                hs[i], hs[p] = hs[p], hs[i]
-                hr[i], hr[p] = hr[p], hr[i]
+            if worse(s, r, hs[p], hr[p]):
+                hs[i] = hs[p]
+                hr[i] = hr[p]
                 i = p
             else:
-                break
-        return size + 1
+                hs[i] = s
+                hr[i] = r
+                return size + 1
     if not worse(hs[0], hr[0], s, r):
         return size
-    hs[0] = s
-    hr[0] = r
-    sift_down(hs, hr, k, 0)
-    return size
+    i = 0
+    while True:
+        c = 2 * i + 1
+        if c >= k:
+            hs[i] = s
+            hr[i] = r
+            return size
+        if c + 1 < k and worse(hs[c + 1], hr[c + 1], hs[c], hr[c]):
+            c += 1
+        if worse(hs[c], hr[c], s, r):
+            hs[i] = hs[c]
+            hr[i] = hr[c]
+            i = c
+        else:
+            hs[i] = s
+            hr[i] = r
+            return size
 
 
 @nb.njit(cache=True)
