@@ -242,3 +242,34 @@ def test_cli_parquet_key_and_unknown_search_settings(tmp_path, capsys):
     assert main(["search", str(tmp_path / "a.gsu"), str(tmp_path / "q.npy"), "-k", "1", "--param", "ef=64"]) != 0
     err = capsys.readouterr().err
     assert "FlatIndex has no search setting 'ef'" in err and err.count("\n") == 1
+
+
+def test_heap_push_keeps_the_k_best_with_ties_to_the_smaller_row():
+    """``topk.heap_push`` (every kernel's bounded heap) keeps the k best offers, ties broken
+    towards the smaller row, for streams with many ties, fewer offers than k, and k of 1;
+    ``heap_sorted`` writes them best first — the answer of a full sort."""
+    import numba as nb
+
+    from gsu.index.topk import heap_push, heap_sorted
+
+    @nb.njit
+    def offer_all(ss, rs, k, out_s, out_r):
+        hs = np.empty(k, np.float32)
+        hr = np.empty(k, np.int64)
+        size = 0
+        for j in range(ss.shape[0]):
+            size = heap_push(hs, hr, size, k, ss[j], rs[j])
+        heap_sorted(hs, hr, size, out_s, out_r)
+        return size
+
+    rng = np.random.default_rng(5)
+    for n, k, levels in ((500, 10, 7), (500, 1, 3), (6, 10, 2), (2000, 64, 50), (300, 300, 4)):
+        ss = rng.integers(0, levels, n).astype(np.float32)  # few distinct scores: ties everywhere
+        rs = rng.permutation(n).astype(np.int64)
+        out_s = np.full(k, np.nan, np.float32)
+        out_r = np.full(k, -1, np.int64)
+        size = offer_all(ss, rs, k, out_s, out_r)
+        order = np.lexsort((rs, -ss))[:k]  # by score descending, then row ascending
+        assert size == min(n, k)
+        np.testing.assert_array_equal(out_r[:size], rs[order])
+        np.testing.assert_array_equal(out_s[:size], ss[order])
