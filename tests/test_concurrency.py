@@ -574,6 +574,33 @@ def test_search_while_writing_with_the_even_budgets(monkeypatch):
     assert True in granted, "the even budgets were granted to the even filter"
 
 
+def test_search_while_writing_with_filters_in_fewer_lists(monkeypatch):
+    """The same contract when every filtered search is planned onto IVF with a budget of more
+    lists than the index has, so the planner counts the filter's lists
+    (``_filter_kernels.in_fewer_lists`` over the row-to-list table of the current layout) and
+    sends it to the exact scan, while the writer's adds, removals, upserts and compactions
+    rebuild the lists under the readers."""
+    import dataclasses
+
+    import gsu.index.filtered as F
+    from gsu.index.planner import Fit
+
+    st = dataclasses.replace(F.PLANNER_DEFAULTS, exact_max_rows=4.0, probe_min_selectivity=2.0, hnsw_min_selectivity=2.0,
+                             ivf_min_lists=10_000.0)
+    monkeypatch.setattr(F.FilteredIndex, "_fit", lambda self, target_recall: Fit(st, (), (), True))
+    verdicts = []
+    orig = F.FilteredIndex._few_lists
+
+    def counted(self, cf, m, lists):
+        out = orig(self, cf, m, lists)
+        verdicts.append(out)
+        return out
+
+    monkeypatch.setattr(F.FilteredIndex, "_few_lists", counted)
+    test_search_while_writing_sees_whole_states("filtered")
+    assert True in verdicts, "the filters were counted into fewer lists than the budget and scanned"
+
+
 @pytest.mark.slow
 def test_exact_route_codes_while_writing():
     """Threads run the exact route of a FilteredIndex wide enough for its 8-bit codes

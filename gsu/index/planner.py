@@ -456,8 +456,11 @@ class PlannerSettings:
         def logs(v: tuple[float, ...]) -> tuple[float, ...] | None:
             return tuple(math.log(x) for x in v) if all(x > 0 for x in v) else None
 
-        per_run = tuple((iv, logs(iv), ev, logs(ev), self.hnsw_min(r), self.probe_min(r))
-                        for r in (False, True) for iv, ev in ((self._ivf_vals(r), self._ef_vals(r)),))
+        def point(run: bool) -> tuple[Any, ...]:
+            iv, ev = self._ivf_vals(run), self._ef_vals(run)
+            return iv, logs(iv), ev, logs(ev), self.hnsw_min(run), self.probe_min(run)
+
+        per_run = (point(False), point(True))
         av = self.band_away_ivf
         return b, lb, per_run, av, logs(av), self.band_away_exact
 
@@ -475,19 +478,7 @@ class PlannerSettings:
         iv, liv, ev, lev, hmin, pmin = per_run[1 if run else 0]
         if not b:
             return None, None, None, False, hmin, pmin
-        # _band_pos, inlined
-        j = bisect.bisect_left(b, s)
-        nb_ = len(b)
-        if j < nb_ and b[j] <= s * (1.0 + GRID_SNAP):
-            i = j
-        elif j > 0 and b[j - 1] >= s * (1.0 - GRID_SNAP):
-            i = j = j - 1
-        elif j >= nb_:
-            i = j = nb_ - 1
-        elif j == 0:
-            i = 0
-        else:
-            i = j - 1
+        i, j = self._band_pos(s)
         if i == j:
             return (iv[j] if iv else None, av[j] if av else None, ev[j] if ev else None,
                     bool(ax) and ax[j] > 0, hmin, pmin)

@@ -51,20 +51,36 @@ def worse(sa, ra, sb, rb):
 
 
 @nb.njit(cache=True, inline="always")
-def sift_down(hs, hr, size, i):
-    """Restore the heap property below slot ``i`` of a heap holding ``size`` entries."""
+def sift_hole(hs, hr, size, i, s, r):
+    """Place (s, r) at slot ``i`` of a heap holding ``size`` entries, moving it down as a hole
+    (one store per level) until the heap property holds below it.
+
+    Every path returns by itself: with a ``break`` out of the loop and the stores after it,
+    numba kept a reference count on ``hs``/``hr`` per call (~20 ns, more than an offer the
+    heap turns away), which its pruning pass removes in this shape."""
     while True:
         c = 2 * i + 1
         if c >= size:
-            break
+            hs[i] = s
+            hr[i] = r
+            return
         if c + 1 < size and worse(hs[c + 1], hr[c + 1], hs[c], hr[c]):
             c += 1
-        if worse(hs[c], hr[c], hs[i], hr[i]):
-            hs[i], hs[c] = hs[c], hs[i]
-            hr[i], hr[c] = hr[c], hr[i]
+        if worse(hs[c], hr[c], s, r):
+            hs[i] = hs[c]
+            hr[i] = hr[c]
             i = c
         else:
-            break
+            hs[i] = s
+            hr[i] = r
+            return
+
+
+@nb.njit(cache=True, inline="always")
+def sift_down(hs, hr, size, i):
+    """Restore the heap property below slot ``i`` of a heap holding ``size`` entries."""
+    sift_hole(hs, hr, size, i, hs[i], hr[i])
+    return
 
 
 @nb.njit(cache=True, inline="always")
@@ -74,11 +90,9 @@ def heap_push(hs, hr, size, k, s, r):
     Returns the new size. When full, replaces the root if (s, r) is better. Inlined
     into the scanning loops: a call per offer would cost more than the offer itself.
 
-    The entry moves as a hole (one store per level) and every path returns by itself: with a
-    ``break`` out of the sift and a single ``return`` after the join, numba kept a reference
-    count on ``hs``/``hr`` per call (~20 ns, more than an offer that the heap turns away),
-    which its pruning pass removes in this shape (5,000 offers to a heap of 10, unguarded:
-    203 → 79 µs). The same heap as before, slot for slot."""
+    The entry moves as a hole (one store per level) and every path returns by itself (see
+    :func:`sift_hole`; 5,000 unguarded offers to a heap of 10: 203 → 79 µs with that shape).
+    The same heap as before, slot for slot."""
     if size < k:
         i = size
         while True:
@@ -97,23 +111,8 @@ def heap_push(hs, hr, size, k, s, r):
                 return size + 1
     if not worse(hs[0], hr[0], s, r):
         return size
-    i = 0
-    while True:
-        c = 2 * i + 1
-        if c >= k:
-            hs[i] = s
-            hr[i] = r
-            return size
-        if c + 1 < k and worse(hs[c + 1], hr[c + 1], hs[c], hr[c]):
-            c += 1
-        if worse(hs[c], hr[c], s, r):
-            hs[i] = hs[c]
-            hr[i] = hr[c]
-            i = c
-        else:
-            hs[i] = s
-            hr[i] = r
-            return size
+    sift_hole(hs, hr, k, 0, s, r)
+    return size
 
 
 @nb.njit(cache=True)
