@@ -316,6 +316,9 @@ def test_search_while_writing_with_away_budgets(monkeypatch, scan):
         return ivf, 4.0 * (1.0 if ivf is None else ivf), ef, scan or ax, hmin, pmin
 
     monkeypatch.setattr(planner.PlannerSettings, "at", forced)
+    # the forced budgets live in the Python planner's hooks: plan with it (the compiled
+    # planner reads the settings' own constants; the two agree, test_filtered checks it)
+    monkeypatch.setattr(F.FilteredIndex, "_plan_one", F.FilteredIndex._plan_one_py)
     calls = []
     orig = F.FilteredIndex._search_one
 
@@ -561,17 +564,23 @@ def test_search_while_writing_with_the_even_budgets(monkeypatch):
                              band_even_ivf=(1.0, 1.0))
     assert st.even_pays(0.8)
     monkeypatch.setattr(F.FilteredIndex, "_fit", lambda self, target_recall: Fit(st, (), (), True))
-    granted = []
-    orig = F.FilteredIndex._even_at
+    granted, differ = [], []
+    orig = F.FilteredIndex._plan_one
 
-    def counted(self, cf, s, run, settings, pt):
-        out = orig(self, cf, s, run, settings, pt)
-        granted.append(out[0] is not settings)
+    def counted(self, m, run, k, effort, settings, cf=None):
+        out = orig(self, m, run, k, effort, settings, cf)  # the compiled planner
+        # ... as the Python planner plans it, on the same layout (the read lock is held)
+        if out != F.FilteredIndex._plan_one_py(self, m, run, k, effort, settings, cf):
+            differ.append((m, run, out))
+        # the evenness test ran in the plan and found the filter even (where, by these
+        # settings, the even budgets pay: the plan then takes them, as the Python planner's)
+        granted.append(cf is not None and cf._masks.get((F._UNIFORM, id(self), self.hnsw._n)) is True)
         return out
 
-    monkeypatch.setattr(F.FilteredIndex, "_even_at", counted)
+    monkeypatch.setattr(F.FilteredIndex, "_plan_one", counted)
     test_search_while_writing_sees_whole_states("filtered")
     assert True in granted, "the even budgets were granted to the even filter"
+    assert not differ, f"the compiled plan differs from the Python planner's: {differ[:3]}"
 
 
 def test_search_while_writing_with_filters_in_fewer_lists(monkeypatch):
@@ -588,17 +597,21 @@ def test_search_while_writing_with_filters_in_fewer_lists(monkeypatch):
     st = dataclasses.replace(F.PLANNER_DEFAULTS, exact_max_rows=4.0, probe_min_selectivity=2.0, hnsw_min_selectivity=2.0,
                              ivf_min_lists=10_000.0)
     monkeypatch.setattr(F.FilteredIndex, "_fit", lambda self, target_recall: Fit(st, (), (), True))
-    verdicts = []
-    orig = F.FilteredIndex._few_lists
+    verdicts, differ = [], []
+    orig = F.FilteredIndex._plan_one
 
-    def counted(self, cf, m, lists):
-        out = orig(self, cf, m, lists)
-        verdicts.append(out)
+    def counted(self, m, run, k, effort, settings, cf=None):
+        out = orig(self, m, run, k, effort, settings, cf)  # the compiled planner
+        if out != F.FilteredIndex._plan_one_py(self, m, run, k, effort, settings, cf):
+            differ.append((m, run, out))
+        # above the exact limit (runs' included): counted into fewer lists than the budget
+        verdicts.append(out[0] == F.EXACT and m > max(settings.exact_max_rows * effort * settings.exact_run_factor, k))
         return out
 
-    monkeypatch.setattr(F.FilteredIndex, "_few_lists", counted)
+    monkeypatch.setattr(F.FilteredIndex, "_plan_one", counted)
     test_search_while_writing_sees_whole_states("filtered")
     assert True in verdicts, "the filters were counted into fewer lists than the budget and scanned"
+    assert not differ, f"the compiled plan differs from the Python planner's: {differ[:3]}"
 
 
 @pytest.mark.slow

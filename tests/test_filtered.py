@@ -996,6 +996,77 @@ def test_calibration_measures_the_search_without_a_filter(calibrated):
             np.testing.assert_array_equal(r, np.delete(np.arange(n), own))
 
 
+def test_the_compiled_plan_is_the_python_planners(calibrated, monkeypatch):
+    """``FilteredIndex._plan_one`` (one compiled call, :mod:`gsu.index._plan_kernel`) plans
+    every filter as the Python planner (``_plan_one_py``) does, case by case: the calibrated
+    settings at three targets, settings whose even budgets pay (granted to spread filters)
+    and settings whose IVF budget opens more lists than a concentrated filter lies in (the
+    exact scan instead); every filter form (a plain id array sorted or not, a Filter, one
+    with its bitmap built, a mask, a window: a run), k and effort, and no filter."""
+    import gsu.index._plan_kernel as pk
+    from gsu.index.filtered import EXACT, IVF
+
+    fi, cal, _, cat, _ = calibrated
+    n = fi.ntotal
+    rng = np.random.default_rng(17)
+    need = []
+    orig = pk.plan_shared
+
+    def spy(*a):
+        r = orig(*a)
+        need.append(r[0] == pk.NEED_BITMAP)
+        return r
+
+    monkeypatch.setattr(pk, "plan_shared", spy)
+    st0 = fi._fit(None).settings
+    assert st0.bands and st0.plan_consts is not None
+    even_st = dataclasses.replace(st0, band_even_ivf=tuple(0.5 * v for v in (st0.band_ivf or (1.0,) * len(st0.bands))),
+                                  ivf_min_lists=1.0)
+    few_st = dataclasses.replace(st0, ivf_min_lists=float(fi.ivf.nlist), probe_min_selectivity=2.0, hnsw_min_selectivity=2.0,
+                                 exact_max_rows=4.0)
+    rl = fi.ivf.row_list
+    seen = {"even": 0, "few": 0, "cases": 0}
+    for st in (st0, fi._fit(0.9).settings, fi._fit(0.99).settings, even_st, few_st):
+        for m in np.unique(np.geomspace(1, n, 40).astype(np.int64)).tolist():
+            for run in (False, True):
+                for k, eff in ((10, 1.0), (1, 0.5), (50, 2.0)):
+                    assert fi._plan_one(m, run, k, eff, st, None) == fi._plan_one_py(m, run, k, eff, st, None)
+                    seen["cases"] += 1
+        for sel in (0.004, 0.03, 0.1, 0.3, 0.7):
+            c = int(sel * n)
+            sets = [np.sort(rng.choice(n, c, replace=False)), np.arange(c) + int(rng.integers(0, n - c)),
+                    np.flatnonzero(np.isin(rl, rng.choice(fi.ivf.nlist, 4, replace=False)))]
+            for ids in sets:
+                ids = ids.astype(np.int64)
+                mk = np.zeros(n, bool)
+                mk[ids] = True
+                for form in ("ids", "unsorted", "Filter", "bitmap", "mask"):
+                    cfs = []
+                    for _ in range(2):  # one for each planner (a filter keeps what a plan derives)
+                        if form == "mask":
+                            f = Filter.from_mask(mk)
+                        elif form == "unsorted":
+                            f = rng.permutation(ids)
+                        else:
+                            f = ids.copy() if form == "ids" else Filter(ids)
+                        cf = fi.hnsw.compile_filter(f, 1)
+                        if form == "bitmap":
+                            cf.bitmap64()
+                        cfs.append(cf)
+                    for k, eff in ((10, 1.0), (5, 0.7)):
+                        a = fi._plan_one(cfs[0].count, cfs[0].run is not None, k, eff, st, cfs[0])
+                        b = fi._plan_one_py(cfs[1].count, cfs[1].run is not None, k, eff, st, cfs[1])
+                        assert a == b, (sel, form, k, eff, a, b)
+                        seen["cases"] += 1
+                        if st is few_st and a[0] == EXACT and cfs[0].count > max(st.exact_max_rows * eff * st.exact_run_factor, k):
+                            seen["few"] += 1
+                        if st is even_st and a[0] == IVF and a[3] == fi._ivf_budget(
+                                st.even.ivf_mult(cfs[0].count / n, cfs[0].run is not None), k, eff, st)[0] < fi._ivf_budget(
+                                st.ivf_mult(cfs[0].count / n, cfs[0].run is not None), k, eff, st)[0]:
+                            seen["even"] += 1
+    assert seen["even"] and seen["few"] and any(need), (seen, any(need))
+
+
 def test_calibration_is_saved_and_target_recall_picks_the_operating_point(calibrated, tmp_path):
     fi, cal, flat, cat, q = calibrated
     fi.save(tmp_path / "cal.gsu")

@@ -186,8 +186,11 @@ class MutableIndex(Index):
                 lo = min(max(a - idmap.offset, 0), n)
                 return CompiledFilter(None, None, n, True, run=(lo, min(max(a - idmap.offset + m, lo), n)))
             # a large one straight to the bitmap the walk and the list scan read: one
-            # pass over the ids, no sorted copy (rows extracted only if a route asks)
-            return self._bitmap_of_ids(ids)
+            # pass over the ids, no sorted copy (rows extracted only if a route asks);
+            # _bitmap_of_ids written out (a request's path: each Python call costs ~1 µs
+            # here, cold after the previous search's kernel)
+            bm, cnt, rmin, rmax = fk.ids_bitmap64(ids, idmap.offset, n)
+            return CompiledFilter.from_bitmap(bm, cnt, n, (rmin, rmax + 1) if cnt and rmax - rmin + 1 == cnt else None)
         if distinct:
             b = ids
         else:

@@ -63,6 +63,7 @@ from gsu.index.hnsw import HNSWIndex
 from gsu.index._mutable import DEFAULT_COMPACT_THRESHOLD
 from gsu.index.ivf import _NO_BM, IVFIndex
 from gsu.index import planner as _planner
+from gsu.index import _plan_kernel as _pk
 from gsu.index.planner import PLANNER_DEFAULTS, Calibration, Fit, PlannerSettings, fit_planner
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,7 @@ EVEN_MIN_HITS = 40
 EXACT, IVF, HNSW = 0, 1, 2
 _ONE = np.zeros(1, np.int64)
 _NO_ROWS = np.zeros(0, np.int64)  # no row array (in_fewer_lists reads a run or a bitmap)
+_NO_ROWL = np.zeros(0, np.int32)  # no row-to-list table (an index without lists)
 _F32 = np.dtype(np.float32)
 _I64 = np.dtype(np.int64)
 _PLAN = "gsu.filtered.plan"  # cache key of a shared filter's plan on its compiled form
@@ -563,6 +565,70 @@ class FilteredIndex(Index):
 
     def _plan_one(self, m: int, run: bool, k: int, effort: float, st: PlannerSettings, cf: CompiledFilter | None = None
                   ) -> tuple[int, float, int, int, int, tuple[float, int, int] | None]:
+        """:meth:`_plan_one_py`'s plan in one compiled call (:func:`gsu.index._plan_kernel.plan_shared`:
+        the same plans, tested case by case; a fresh filter's plan ran cold in Python after
+        each search kernel, 9–39 µs): the evenness test's verdict is kept on ``cf`` as
+        :meth:`_uniform_shared` keeps it. Python's planner answers where the compiled one
+        does not apply (:func:`gsu.index._plan_kernel.supports`)."""
+        lim = st.exact_max_rows * effort  # the exact route first, as _plan_one_py (a few steps)
+        if run:
+            lim *= st.exact_run_factor
+        if m <= max(lim, k):
+            return EXACT, 0.0, 0, 0, 0, None
+        P = st.plan_consts
+        if P is None or not _planner.BAND_INTERP:
+            return self._plan_one_py(m, run, k, effort, st, cf)
+        design, even_min, row_list, top = self._plan_ctx()
+        n = self.hnsw._n
+        if cf is None:
+            r = _pk.plan_shared(P, design, even_min, row_list, top, m, n, run, k, effort, False, -1, _NO_BM, 0, 0, _NO_ROWS)
+        else:
+            key = (_UNIFORM, id(self), n)
+            u = cf._masks.get(key)
+            uni = -1 if u is None else int(u)
+            rn = cf.run
+            lo, hi = (0, 0) if rn is None else rn
+            rows = cf._rows
+            if rows is None:
+                rows = _NO_ROWS
+            bm = cf._masks.get("bitmap64")
+            r = _pk.plan_shared(P, design, even_min, row_list, top, m, n, run, k, effort, True, uni,
+                                _NO_BM if bm is None else bm, lo, hi, rows)
+            if r[0] == _pk.NEED_BITMAP:
+                r = _pk.plan_shared(P, design, even_min, row_list, top, m, n, run, k, effort, True, uni, cf.bitmap64(), lo,
+                                    hi, rows)
+            if u is None and r[8] >= 0:
+                cf._masks[key] = r[8] == 1
+        return r[0], r[1], r[2], r[3], r[4], ((_planner.AWAY_SHARE, r[6], r[7]) if r[5] else None)
+
+    def _plan_ctx(self) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+        """What :func:`gsu.index._plan_kernel.plan_shared` reads of the index, kept per IVF
+        layout: ``(design, even_min, row_list, top)`` — the evenness sample
+        (:meth:`_uniform_design` as one int64 array ``[N, L, rows, lists, samples per list]``),
+        :meth:`_even_min_share`, the row-to-list table and the rows of the ``i + 1`` largest
+        lists (:meth:`_few_lists`; both empty without lists)."""
+        ivf = self.ivf
+        off = ivf._list_off
+        pr = ivf.__dict__.get("_pos_row")
+        ctx = self.__dict__.get("_plan_ctx_v")
+        if ctx is not None and ctx[4] is off and ctx[5] is pr:
+            return ctx[:4]
+        if off is None or pr is None:  # no lists yet: no evenness test, no list count
+            design, even_min, row_list, top = np.zeros(2, np.int64), math.inf, _NO_ROWL, _NO_ROWS
+        else:
+            R, G, ng = self._uniform_design()
+            design = np.concatenate([np.array([R.shape[0], ng.shape[0]], np.int64), R, G, ng]).astype(np.int64)
+            even_min = float(self._even_min_share())
+            if off.shape[0] < 2:
+                row_list, top = _NO_ROWL, _NO_ROWS
+            else:
+                row_list = ivf._row_list
+                top = np.cumsum(np.sort(np.diff(off))[::-1]).astype(np.int64)
+        self._plan_ctx_v = (design, even_min, row_list, top, off, pr)
+        return self._plan_ctx_v[:4]
+
+    def _plan_one_py(self, m: int, run: bool, k: int, effort: float, st: PlannerSettings, cf: CompiledFilter | None = None
+                     ) -> tuple[int, float, int, int, int, tuple[float, int, int] | None]:
         """``(route, probe share, ef, candidates, lists, away)`` for a filter allowing ``m``
         rows (``run``: one contiguous run, planned with the runs' budgets). ``route == IVF``
         with ``probe > 0``: walk the graph first with the density probe. ``away``:

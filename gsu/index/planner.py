@@ -464,6 +464,19 @@ class PlannerSettings:
         av = self.band_away_ivf
         return b, lb, per_run, av, logs(av), self.band_away_exact
 
+    @functools.cached_property
+    def plan_consts(self) -> np.ndarray | None:
+        """What the compiled planner (:func:`gsu.index._plan_kernel.plan_shared`) reads of
+        these settings and of :attr:`even`, as one float64 array (layout:
+        :mod:`gsu.index._plan_kernel`): the scalars, per ``run`` flag the values and logs
+        of :meth:`at` (the same numbers :attr:`_at_consts` holds, so both planners compute
+        the same budgets bit for bit), the away, away-exact and run-probe bands, the grid and
+        its log ratios. Built once per settings; ``None`` where that planner does not apply
+        (:func:`gsu.index._plan_kernel.supports`)."""
+        from gsu.index import _plan_kernel as pk
+
+        return pk.pack_settings(self, self.even) if pk.supports(self) else None
+
     def at(self, s: float, run: bool = False
            ) -> tuple[float | None, float | None, float | None, bool, float, float]:
         """What the planner of a single filter reads at selectivity ``s``, from one look-up of
