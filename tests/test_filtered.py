@@ -787,6 +787,45 @@ def _fresh_and_cached(search, q, filters):
     return fresh, cached
 
 
+def test_a_plain_id_array_within_the_exact_limit_compiles_to_its_rows(indexes, data, calibrated, monkeypatch):
+    """A request's plain id array no longer than the exact limit is compiled to its sorted
+    rows (the exact scan reads them), not to the bitmap a large array compiles to first
+    (past its n/16 share): sorted, unsorted with repeats or with ids the index lacks, on an
+    index whose id map is the identity and on one whose is not (ids 7 + 3·row); the answer
+    is the exact top-k of the filter, as the same ids in a Filter give; a window of ids is
+    its run of rows."""
+    import gsu.index._mutable as mut
+
+    x, q, ids, lab, centers = data
+    cfi, _, cflat, cat, cq = calibrated
+    forms = []
+    orig = mut.MutableIndex._compile_ids
+
+    def spy(self, a, distinct, rows=False):
+        cf = orig(self, a, distinct, rows)
+        forms.append((rows, "bitmap64" in cf._masks))
+        return cf
+
+    monkeypatch.setattr(mut.MutableIndex, "_compile_ids", spy)
+    rng = np.random.default_rng(5)
+    for fi, flat, pool, qs in ((indexes["filtered"], indexes["flat"], ids, q), (cfi, cflat, np.arange(cfi.ntotal), cq)):
+        st = fi._fit(None).settings
+        lim = int(max(st.exact_max_rows * min(st.exact_run_factor, 1.0), 10))
+        assert 50 < lim and (lim - 50) * mut.BITMAP_FIRST_SHARE >= fi.ntotal  # past the share that compiles to a bitmap first
+        for i in range(8):
+            a = rng.choice(pool, lim - 50, replace=False)
+            j = int(rng.integers(0, pool.shape[0] - lim))
+            a = (np.sort(a), np.concatenate([a, a[:40]]), np.concatenate([np.sort(a), [10**12, -5]]),
+                 pool[j : j + lim - 50])[i % 4].astype(np.int64)  # the last: a window (a run of rows under the identity)
+            forms.clear()
+            got = fi.search(qs[i], 10, filter=a)
+            assert forms == [(True, False)]  # the rows, no bitmap
+            want = flat.search(qs[i : i + 1], 10, filter=Filter.from_ids(a))
+            np.testing.assert_array_equal(got.ids, want.ids)
+            np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6)
+            assert fi.explain(qs[i], 10, filter=a).routes[0] == 0  # the exact scan
+
+
 @pytest.mark.parametrize("route", ["auto", "exact", "ivf", "hnsw", "probe"])
 def test_fresh_and_cached_filters_give_identical_results(indexes, data, route):
     """A filter built anew for every request and one reused (its compiled form, bitmap, IVF

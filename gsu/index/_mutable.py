@@ -27,7 +27,7 @@ from gsu._validate import as_ids
 from gsu.errors import FieldError
 from gsu.index.base import Index
 from gsu.index import _filter_kernels as fk
-from gsu.index.filters import CompiledFilter, Filter, IdMap, copy_checked, sort_distinct
+from gsu.index.filters import CompiledFilter, Filter, IdMap, copy_checked, sort_distinct, sorted_ids
 
 log = logging.getLogger(__name__)
 
@@ -164,13 +164,23 @@ class MutableIndex(Index):
             cf._masks[key] = out
         return out
 
-    def _compile_ids(self, ids: np.ndarray, distinct: bool) -> CompiledFilter:
+    def _compile_ids(self, ids: np.ndarray, distinct: bool, rows: bool = False) -> CompiledFilter:
         """The shared compiled filter of the int64 id array ``ids`` (``distinct``: sorted and
         distinct already, as ``Filter.from_ids`` keeps them) on an index without tombstones:
         straight to the bitmap on indexes whose routes read one when the ids are many, else
-        the sorted rows (the array is never modified)."""
+        the sorted rows (the array is never modified). ``rows``: the sorted rows in any case
+        (the caller knows the route reads them: the exact scan of a filter within its limit)."""
         idmap = self._idmap
         n = len(idmap)
+        m = ids.shape[0]
+        if rows:
+            if idmap.offset is not None and m and n > 0:
+                a = int(ids[0])
+                if int(ids[m - 1]) - a + 1 == m and (distinct or fk.strictly_increasing(ids)):  # a window: its run
+                    lo = min(max(a - idmap.offset, 0), n)
+                    return CompiledFilter(None, None, n, True, run=(lo, min(max(a - idmap.offset + m, lo), n)))
+            b = ids if distinct else sorted_ids(ids)
+            return CompiledFilter(None, idmap.rows_of_sorted(b), n, True)
         if (self._bitmap_first and idmap.offset is None and n > 0 and ids.shape[0] * BITMAP_FIRST_SHARE >= n
                 and idmap._lookup_table() is None):
             # spread-out ids (hashed item ids): straight to the bitmap through the id
@@ -180,7 +190,6 @@ class MutableIndex(Index):
         if bitmap_ok and ids.shape[0] * BITMAP_FIRST_SHARE >= n:
             # one contiguous run of ids (a time window over items stored in time order):
             # the run itself, checked by one compare pass (a sixth of setting its bits)
-            m = ids.shape[0]
             a = int(ids[0])
             if int(ids[m - 1]) - a + 1 == m and (distinct or fk.strictly_increasing(ids)):
                 lo = min(max(a - idmap.offset, 0), n)

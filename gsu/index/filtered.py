@@ -996,7 +996,12 @@ class FilteredIndex(Index):
             m = n
             plan = self._plan_one(m, True, k, 1.0, st, None)
         else:
-            cf = hnsw.compile_filter(f, 1)
+            if tf is np.ndarray and f.shape[0] <= max(st.exact_max_rows * min(st.exact_run_factor, 1.0), k):
+                # within the exact limit whatever its rows: the exact scan reads its sorted
+                # rows, not the bitmap a large id array compiles to first
+                cf = hnsw._compile_ids(f, False, rows=True)
+            else:
+                cf = hnsw.compile_filter(f, 1)
             m = cf.count
             if m == 0:
                 return SearchResult.empty(1, k)
