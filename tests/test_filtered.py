@@ -1049,14 +1049,15 @@ def test_the_compiled_plan_is_the_python_planners(calibrated, monkeypatch):
     n = fi.ntotal
     rng = np.random.default_rng(17)
     need = []
-    orig = pk.plan_shared
+    entry = pk.plan_entry()
 
     def spy(*a):
-        r = orig(*a)
+        r = entry(*a)
+        assert r == pk.plan_shared(*a)  # the entry point answers as the dispatcher does
         need.append(r[0] == pk.NEED_BITMAP)
         return r
 
-    monkeypatch.setattr(pk, "plan_shared", spy)
+    monkeypatch.setattr(pk, "plan_entry", lambda: spy)
     st0 = fi._fit(None).settings
     assert st0.bands and st0.plan_consts is not None
     even_st = dataclasses.replace(st0, band_even_ivf=tuple(0.5 * v for v in (st0.band_ivf or (1.0,) * len(st0.bands))),

@@ -107,6 +107,7 @@ _NO_ROWS = np.zeros(0, np.int64)  # no row array (in_fewer_lists reads a run or 
 _NO_ROWL = np.zeros(0, np.int32)  # no row-to-list table (an index without lists)
 _F32 = np.dtype(np.float32)
 _I64 = np.dtype(np.int64)
+_U64 = np.dtype(np.uint64)
 _PLAN = "gsu.filtered.plan"  # cache key of a shared filter's plan on its compiled form
 _UNIFORM = "gsu.filtered.uniform"  # ... and of its evenness verdict (:meth:`FilteredIndex._walk_shared`)
 #: share of the build time the calibration run at build time may take (at least
@@ -580,8 +581,9 @@ class FilteredIndex(Index):
             return self._plan_one_py(m, run, k, effort, st, cf)
         design, even_min, row_list, top = self._plan_ctx()
         n = self.hnsw._n
+        plan = _pk.plan_entry()
         if cf is None:
-            r = _pk.plan_shared(P, design, even_min, row_list, top, m, n, run, k, effort, False, -1, _NO_BM, 0, 0, _NO_ROWS)
+            r = plan(P, design, even_min, row_list, top, m, n, run, k, effort, False, -1, _NO_BM, 0, 0, _NO_ROWS)
         else:
             key = (_UNIFORM, id(self), n)
             u = cf._masks.get(key)
@@ -592,11 +594,14 @@ class FilteredIndex(Index):
             if rows is None:
                 rows = _NO_ROWS
             bm = cf._masks.get("bitmap64")
-            r = _pk.plan_shared(P, design, even_min, row_list, top, m, n, run, k, effort, True, uni,
-                                _NO_BM if bm is None else bm, lo, hi, rows)
+            if bm is None:
+                bm = _NO_BM
+            if ((rows.dtype is not _I64 and rows.dtype != _I64) or (bm.dtype is not _U64 and bm.dtype != _U64)
+                    or rows.ndim != 1 or bm.ndim != 1):  # never: a compiled filter holds them so (the entry's types)
+                raise TypeError("compiled filter rows or bitmap of an unexpected type")
+            r = plan(P, design, even_min, row_list, top, m, n, run, k, effort, True, uni, bm, lo, hi, rows)
             if r[0] == _pk.NEED_BITMAP:
-                r = _pk.plan_shared(P, design, even_min, row_list, top, m, n, run, k, effort, True, uni, cf.bitmap64(), lo,
-                                    hi, rows)
+                r = plan(P, design, even_min, row_list, top, m, n, run, k, effort, True, uni, cf.bitmap64(), lo, hi, rows)
             if u is None and r[8] >= 0:
                 cf._masks[key] = r[8] == 1
         return r[0], r[1], r[2], r[3], r[4], ((_planner.AWAY_SHARE, r[6], r[7]) if r[5] else None)
