@@ -2781,58 +2781,6 @@ def test_fit_planner_scans_away_queries_where_the_exact_scan_costs_less():
         PlannerSettings(bands=(0.1,), band_away_exact=(-1.0,))
 
 
-def test_between_two_points_the_away_scan_is_chosen_by_its_interpolated_cost():
-    """Between two grid points that both timed the away queries' exact scan and their IVF
-    budget (``band_away_scan_us`` / ``band_away_ivf_us``, which the fit stores beside the
-    flags), a query away from its filter's rows is scanned where the scan's cost,
-    interpolated linearly in the selectivity, is below the budget's, interpolated
-    geometrically; at a point, its flag; where either point did not time them, only if both
-    are flagged. ``at``, ``away_exacts`` and the compiled planner decide the same."""
-    from gsu.index.planner import fit_planner
-
-    st = PlannerSettings(bands=(0.1, 0.5), band_ivf=(1.0, 1.0), band_away_ivf=(2.0, 5.0), band_away_exact=(1.0, 0.0),
-                         band_away_scan_us=(200.0, 1000.0), band_away_ivf_us=(300.0, 600.0), probe_min_selectivity=2.0,
-                         hnsw_min_selectivity=2.0, exact_max_rows=100.0)
-    ss = np.linspace(0.103, 0.48, 60)
-
-    def want(x: float) -> bool:
-        scan = 200.0 + 800.0 * (x - 0.1) / 0.4
-        return scan < 300.0 * 2.0 ** (math.log(x / 0.1) / math.log(5.0))
-
-    got = [st.away_exact(float(x)) for x in ss]
-    assert got == [want(float(x)) for x in ss] and True in got and False in got  # the crossover lies inside
-    assert st.away_exacts(ss).tolist() == got and [st.at(float(x))[3] for x in ss] == got
-    assert st.away_exact(0.1) and not st.away_exact(0.5) and not st.away_exact(0.9)  # the points' flags
-    assert PlannerSettings.from_dict(st.to_dict()) == st
-    assert st.with_overrides({"ivf_candidates": 30.0}).band_away_scan_us == ()
-    # without the costs, or with one point's missing: both flags (here never between the points)
-    for other in (dataclasses.replace(st, band_away_scan_us=(), band_away_ivf_us=()),
-                  dataclasses.replace(st, band_away_scan_us=(200.0, 0.0))):
-        assert not any(other.away_exact(float(x)) for x in ss) and not other.away_exacts(ss).any()
-    fi = FilteredIndex(8, "ip", M=8, ef_construction=20, nlist=4, calibrate=False)
-    fi.add(np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32))
-    fi.hnsw._n = 100_000  # the planner reads the row count only
-    try:
-        for x in ss:
-            m = int(x * 100_000)
-            p = fi._plan_one(m, False, 10, 1.0, st)
-            assert p == fi._plan_one_py(m, False, 10, 1.0, st)
-            assert (p[5][1] == -1) == st.away_exact(m / 100_000)
-            assert fi._plan_many(np.array([m]), np.zeros(1, bool), 10, 1.0, st)[5][0] == p[5][1]
-    finally:
-        fi.hnsw._n = 200
-    # the fit stores the two costs of every point that timed both
-    pts = []
-    for sv, ex in ((0.1, 250.0), (0.5, 1200.0)):
-        e = [[2.0, [0.99] * 3, [400.0] * 3, [0.98] * 3]]
-        pts.append({"s": sv, "m": int(sv * 100_000), "nq": 24, "exact": [50.0 + 5000 * sv] * 3, "ivf": [[1.0, [0.99] * 3, [100.0] * 3, [0.98] * 3]],
-                    "hnsw": [[2.0, [0.99] * 3, [120.0] * 3, [0.98] * 3]], "probe": [], "away": [[2.0, [0.99], [400.0 * (1 + 2 * (sv > 0.2))], [0.98]]],
-                    "away_exact": ex})
-    fit = fit_planner({"k": 10, "target_recall": 0.95, "n": 100_000, "n_queries": 24, "kinds": ["random", "correlated", "range"],
-                       "points": pts, "seconds": 1.0, "complete": True}, 0.95).settings
-    assert fit.band_away_exact == (1.0, 0.0) and fit.band_away_scan_us == (250.0, 1200.0) and fit.band_away_ivf_us == (400.0, 1200.0)
-
-
 def _away_index(seed: int = 5):
     """A 4,000 × 16 clustered index, and queries with filters away
     from them (the half of the rows farthest from each) and near them (the nearest tenth)."""

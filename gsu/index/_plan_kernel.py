@@ -22,15 +22,14 @@ of the largest lists.
 Layout of the settings array, ``nb`` the number of bands::
 
     [0] nb   [1] has_even (1: the even settings differ)
-    two blocks of SBLK = 12 + 2 (4 + 4 nb) + 6 nb values, the settings' then the even
+    two blocks of SBLK = 12 + 2 (4 + 4 nb) + 4 nb values, the settings' then the even
     settings':
         [0..7]  exact_max_rows, exact_run_factor, ivf_candidates, ivf_min_lists,
                 hnsw_ef, hnsw_ef_min, hnsw_ef_max, probe_min_share
-        [8..11] has away bands, has away-exact bands, has run-probe bands, has away costs
+        [8..10] has away bands, has away-exact bands, has run-probe bands   [11] spare
         per run flag (0, then 1), 4 + 4 nb values: has IVF bands, has beam bands,
                 hnsw_min, probe_min, then the IVF bands, their logs, the beam bands, their logs
-        the away bands, their logs, the away-exact flags, the run-probe flags, the away
-        scan's costs and the logs of the away budget's (``PlannerSettings._away_costs``)
+        the away bands, their logs, the away-exact flags, the run-probe flags
     then the grid (nb) and the log of each adjacent ratio (nb; the last unused)
 """
 
@@ -59,10 +58,8 @@ def _block(st: Any) -> list[float]:
     b, lb, per_run, av, lav, ax = st._at_consts
     nbands = len(b)
     rp = st.band_run_probe
-    ac = st._away_costs
     out = [st.exact_max_rows, st.exact_run_factor, st.ivf_candidates, st.ivf_min_lists, st.hnsw_ef, st.hnsw_ef_min,
-           st.hnsw_ef_max, st.probe_min_share, 1.0 if av else 0.0, 1.0 if ax else 0.0, 1.0 if rp else 0.0,
-           0.0 if ac is None else 1.0]
+           st.hnsw_ef_max, st.probe_min_share, 1.0 if av else 0.0, 1.0 if ax else 0.0, 1.0 if rp else 0.0, 0.0]
 
     def vals(v: Any) -> list[float]:
         return [float(x) for x in v] if v else [0.0] * nbands
@@ -74,7 +71,6 @@ def _block(st: Any) -> list[float]:
         out += [1.0 if iv else 0.0, 1.0 if ev else 0.0, float(hmin), float(pmin)]
         out += vals(iv) + vals(liv) + vals(ev) + vals(lev)
     out += vals(av) + vals(lav) + vals(ax) + vals(rp)
-    out += [0.0] * (2 * nbands) if ac is None else [float(x) for x in ac[0]] + [float(x) for x in ac[1]]
     return out
 
 
@@ -143,24 +139,16 @@ def _at(P, blk, nbands, s, run):
     ab = blk + _S + 2 * (4 + 4 * nbands)
     lav = ab + nbands
     ax = lav + nbands
-    g = 2 + 2 * (_S + 2 * (4 + 4 * nbands) + 6 * nbands)
+    g = 2 + 2 * (_S + 2 * (4 + 4 * nbands) + 4 * nbands)
     i, j = _band_pos(P, g, nbands, s)
     if i == j:
         return (has_iv, P[iv + j], has_av, P[ab + j], has_ev, P[ev + j], has_ax and P[ax + j] > 0.0, hmin, pmin)
     t = math.log(s / P[g + i]) / P[g + nbands + i]
     u = 1.0 - t
-    # PlannerSettings._away_between: the costs interpolated where both points measured them
-    away_ex = min(P[ax + i], P[ax + j]) > 0.0
-    if has_ax and P[blk + 11] > 0.0:
-        sc = ax + 2 * nbands  # after the run-probe flags: the scan's costs, then the away budget's logs
-        lc = sc + nbands
-        if P[sc + i] > 0.0 and P[sc + j] > 0.0 and P[lc + i] > -np.inf and P[lc + j] > -np.inf:
-            scan = P[sc + i] + (P[sc + j] - P[sc + i]) * (s - P[g + i]) / (P[g + j] - P[g + i])
-            away_ex = scan < math.exp((1.0 - t) * P[lc + i] + t * P[lc + j])
     return (has_iv, math.exp(u * P[liv + i] + t * P[liv + j]) if has_iv else 0.0,
             has_av, math.exp(u * P[lav + i] + t * P[lav + j]) if has_av else 0.0,
             has_ev, math.exp(u * P[lev + i] + t * P[lev + j]) if has_ev else 0.0,
-            has_ax and away_ex, hmin, pmin)
+            has_ax and min(P[ax + i], P[ax + j]) > 0.0, hmin, pmin)
 
 
 @nb.njit(cache=True, inline="always")
@@ -169,7 +157,7 @@ def _run_probe(P, blk, nbands, s):
     if not P[blk + 10] > 0.0 or nbands == 0:
         return True
     rp = blk + _S + 2 * (4 + 4 * nbands) + 3 * nbands
-    g = 2 + 2 * (_S + 2 * (4 + 4 * nbands) + 6 * nbands)
+    g = 2 + 2 * (_S + 2 * (4 + 4 * nbands) + 4 * nbands)
     i, j = _band_pos(P, g, nbands, s)
     v = P[rp + j] if i == j else max(P[rp + i], P[rp + j])
     return v > 0.0
@@ -209,7 +197,7 @@ def plan_shared(P, design, even_min, row_list, top, m, n, run, k, effort, has_cf
     NEED_BITMAP`` when a test needs the bitmap of a filter given as rows only.
     """
     nbands = np.int64(P[0])
-    sblk = _S + 2 * (4 + 4 * nbands) + 6 * nbands
+    sblk = _S + 2 * (4 + 4 * nbands) + 4 * nbands
     blk = np.int64(2)
     lim = P[blk] * effort
     if run:

@@ -91,9 +91,9 @@ AWAY_LADDER = IVF_LADDER + (8.0, 11.0, 16.0, 24.0, 32.0)
 #: HNSW beam steps: ``ef = step · k`` allowed results
 HNSW_LADDER = (1.0, 1.3, 1.7, 2.2, 2.8, 3.6, 4.6, 6.0, 8.0, 11.0, 16.0, 24.0)
 _BAND_FIELDS = ("band_hnsw_ef", "band_ivf", "band_run_probe", "band_run_hnsw_ef", "band_run_ivf", "band_even_hnsw_ef",
-                "band_even_ivf", "band_away_ivf", "band_away_exact", "band_away_scan_us", "band_away_ivf_us")
-#: per-band flags (0 or 1) and measured costs (0: not measured), not budgets
-_FLAG_FIELDS = ("band_run_probe", "band_away_exact", "band_away_scan_us", "band_away_ivf_us")
+                "band_even_ivf", "band_away_ivf", "band_away_exact")
+#: per-band flags (0 or 1), not budgets
+_FLAG_FIELDS = ("band_run_probe", "band_away_exact")
 _OPT_THRESHOLDS = ("even_hnsw_min_selectivity", "even_probe_min_selectivity", "run_hnsw_min_selectivity",
                    "run_probe_min_selectivity")
 _SCALARS = ("exact_max_rows", "exact_run_factor", "hnsw_min_selectivity", "probe_min_selectivity", "probe_min_share",
@@ -247,12 +247,7 @@ class PlannerSettings:
     ``band_away_exact``, when given, flags (1) the bands where such a query is answered by
     the exact scan instead (fitted where the calibration timed the exact scan of the
     cluster kind's away queries below their IVF budget, also where that budget is the
-    filter's own). ``band_away_scan_us`` / ``band_away_ivf_us``, when given, are those two
-    measured costs per point (µs a query; 0 where not measured): between two points that
-    both measured them, such a query is scanned where the scan's cost, interpolated
-    linearly in the selectivity (it reads every allowed row), is below the away budget's,
-    interpolated geometrically as the budgets are; elsewhere between two points, only if
-    both are flagged (:meth:`away_exact`).
+    filter's own; between two grid points only if both are flagged: :meth:`away_exact`).
 
     Every value is checked once, at construction.
     """
@@ -281,8 +276,6 @@ class PlannerSettings:
     run_hnsw_min_selectivity: float | None = None
     run_probe_min_selectivity: float | None = None
     band_away_exact: tuple[float, ...] = ()
-    band_away_scan_us: tuple[float, ...] = ()
-    band_away_ivf_us: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         for name in _SCALARS:
@@ -321,7 +314,6 @@ class PlannerSettings:
             ch["band_hnsw_ef"] = ch["band_run_hnsw_ef"] = ch["band_even_hnsw_ef"] = ()
         if "ivf_candidates" in ch or "ivf_min_lists" in ch:
             ch["band_ivf"] = ch["band_run_ivf"] = ch["band_even_ivf"] = ch["band_away_ivf"] = ch["band_away_exact"] = ()
-            ch["band_away_scan_us"] = ch["band_away_ivf_us"] = ()
         if "hnsw_min_selectivity" in ch or "probe_min_selectivity" in ch:
             for name in _OPT_THRESHOLDS:
                 ch[name] = None
@@ -473,29 +465,6 @@ class PlannerSettings:
         return b, lb, per_run, av, logs(av), self.band_away_exact
 
     @functools.cached_property
-    def _away_costs(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
-        """``(scan costs, logs of the away budget's costs)`` per band where both were given
-        with the flags (0 / ``-inf`` where a point did not measure them), else ``None``."""
-        e, c = self.band_away_scan_us, self.band_away_ivf_us
-        if not e or not c or not self.band_away_exact:
-            return None
-        return e, tuple(math.log(x) if x > 0 else -math.inf for x in c)
-
-    def _away_between(self, i: int, j: int, s: float, t: float) -> bool:
-        """:meth:`away_exact` strictly between grid points ``i`` and ``j = i + 1`` (``t`` the
-        interpolation weight :meth:`at` uses, ``log(s / b_i) / log(b_j / b_i)``): the measured
-        costs, interpolated, where both points measured them; else both points' flags."""
-        v = self.band_away_exact
-        ac = self._away_costs
-        if ac is not None:
-            e, lc = ac
-            if e[i] > 0 and e[j] > 0 and lc[i] > -math.inf and lc[j] > -math.inf:
-                b = self.bands
-                scan = e[i] + (e[j] - e[i]) * (s - b[i]) / (b[j] - b[i])
-                return scan < math.exp((1.0 - t) * lc[i] + t * lc[j])
-        return min(v[i], v[j]) > 0
-
-    @functools.cached_property
     def plan_consts(self) -> np.ndarray | None:
         """What the compiled planner (:func:`gsu.index._plan_kernel.plan_shared`) reads of
         these settings and of :attr:`even`, as one float64 array (layout:
@@ -526,15 +495,15 @@ class PlannerSettings:
         if i == j:
             return (iv[j] if iv else None, av[j] if av else None, ev[j] if ev else None,
                     bool(ax) and ax[j] > 0, hmin, pmin)
-        t = math.log(s / b[i]) / lb[i]
         if not BAND_INTERP or liv is None or lev is None or lav is None:
             bl = self._blend
             return (bl(iv, i, j, s) if iv else None, bl(av, i, j, s) if av else None, bl(ev, i, j, s) if ev else None,
-                    bool(ax) and self._away_between(i, j, s, t), hmin, pmin)
+                    bool(ax) and min(ax[i], ax[j]) > 0, hmin, pmin)
         # _blend's interpolation, with the constant logs read from _at_consts
+        t = math.log(s / b[i]) / lb[i]
         u = 1.0 - t
         return (math.exp(u * liv[i] + t * liv[j]) if iv else None, math.exp(u * lav[i] + t * lav[j]) if av else None,
-                math.exp(u * lev[i] + t * lev[j]) if ev else None, bool(ax) and self._away_between(i, j, s, t), hmin, pmin)
+                math.exp(u * lev[i] + t * lev[j]) if ev else None, bool(ax) and min(ax[i], ax[j]) > 0, hmin, pmin)
 
     @property
     def has_away(self) -> bool:
@@ -561,22 +530,13 @@ class PlannerSettings:
         if not v:
             return False
         i, j = self._band_pos(s)
-        if i == j:
-            return v[j] > 0
-        return self._away_between(i, j, s, math.log(s / self.bands[i]) / math.log(self.bands[j] / self.bands[i]))
+        return min(v[i], v[j]) > 0
 
     def away_exacts(self, s: np.ndarray) -> np.ndarray:
         """:meth:`away_exact` for an array of selectivities."""
         if not self.band_away_exact:
             return np.zeros(np.shape(s), bool)
-        out = self._bands_arr(self.band_away_exact, s, 0.0, between="min") > 0
-        if self._away_costs is not None:  # between two points that measured the costs: as away_exact
-            b = np.asarray(self.bands)
-            s = np.asarray(s, np.float64)
-            j, snap = _snap(b, s)
-            for q in np.flatnonzero((snap < 0) & (j > 0) & (j < len(b))):
-                out[q] = self.away_exact(float(s[q]))
-        return out
+        return self._bands_arr(self.band_away_exact, s, 0.0, between="min") > 0
 
     def run_probe(self, s: float) -> bool:
         """Whether a contiguous run of rows at selectivity ``s`` tries the walk's density
@@ -1013,18 +973,8 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
         for j in range(1, J):
             if sel[j] >= 1.0 and not pts[j].get("away"):
                 away_ex[j] = away_ex[j - 1]
-        # the two costs behind each flag (0 where not measured): between two points that both
-        # measured them the planner compares them interpolated (PlannerSettings.away_exact)
-        away_scan = [float(p["away_exact"]) if (r is not None and r[2] and math.isfinite(float(p.get("away_exact", inf)))
-                                                and float(p["away_exact"]) > 0 and float(r[2][0]) > 0) else 0.0
-                     for p, r in zip(pts, raw)]
-        away_ivf = [float(r[2][0]) if a > 0 else 0.0 for a, r in zip(away_scan, raw)]
         if not any(away_ex):
             away_ex = []
-        if not away_ex or not any(away_scan):
-            away_scan, away_ivf = [], []
-    else:
-        away_scan, away_ivf = [], []
     st = dataclasses.replace(
         base, exact_max_rows=float(lim), exact_run_factor=float(run_factor), hnsw_min_selectivity=hnsw_min,
         probe_min_selectivity=probe_min, bands=tuple(float(s) for s in sel),
@@ -1032,6 +982,6 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
         band_run_hnsw_ef=tuple(run_ef_b), band_run_ivf=tuple(run_ivf_b), band_even_hnsw_ef=tuple(even_ef_b),
         band_even_ivf=tuple(even_ivf_b), even_hnsw_min_selectivity=even_hnsw_min, even_probe_min_selectivity=even_probe_min,
         run_hnsw_min_selectivity=run_hnsw_min, run_probe_min_selectivity=run_probe_min, band_away_ivf=tuple(away_b),
-        band_away_exact=tuple(away_ex), band_away_scan_us=tuple(away_scan), band_away_ivf_us=tuple(away_ivf),
+        band_away_exact=tuple(away_ex),
     )
     return Fit(st, rec_ivf, rec_hnsw, reached, rec_run_ivf, rec_run_hnsw, rec_even_ivf, rec_even_hnsw)
