@@ -8,8 +8,9 @@ and the count of the filter's IVF lists (:func:`gsu.index._filter_kernels.in_few
 In Python that is ~90 bytecode-level steps and two kernel calls; right after a search
 kernel has streamed its rows through the caches they run cold: a fresh filter's plan took
 9 µs after a 200,000 × 64 search and 39 µs after a 30,000 × 768 one (one thread, the
-filtered suite's cached indexes), against ~2.5 and ~7 µs for one compiled call. This
-module is that plan in one compiled call; the Python planner
+filtered suite's cached indexes). This module is that plan in one compiled call (5–8 µs
+in the same place, its evenness test and list count included, through its entry point:
+:func:`plan_entry`); the Python planner
 (:meth:`FilteredIndex._plan_one_py <gsu.index.FilteredIndex._plan_one_py>`) stays as
 its reference (the same plans, tested case by case) and answers where this one does
 not apply (``planner.BAND_INTERP`` off).
