@@ -53,6 +53,18 @@ def _bitmap_filter(bm: np.ndarray, m: int, rmin: int, rmax: int, n: int) -> Comp
     return CompiledFilter.from_bitmap(bm, m, n, (rmin, rmax + 1) if m and rmax - rmin + 1 == m else None)
 
 
+def _window(ids: np.ndarray, distinct: bool, offset: int, n: int) -> CompiledFilter | None:
+    """The shared filter of the non-empty int64 ``ids`` as one run of rows when they are
+    consecutive ascending ids (a time window over items stored in time order; an offset id
+    map of ``n`` rows), checked by one compare pass unless ``distinct``; else ``None``."""
+    m = ids.shape[0]
+    a = int(ids[0])
+    if int(ids[m - 1]) - a + 1 == m and (distinct or fk.strictly_increasing(ids)):
+        lo = min(max(a - offset, 0), n)
+        return CompiledFilter(None, None, n, True, run=(lo, min(max(a - offset + m, lo), n)))
+    return None
+
+
 class MutableIndex(Index):
     """An index with ``remove(ids)``, ``upsert(vectors, ids)`` and ``compact()``
     (see the module docstring). ``compact_threshold`` (a float in [0, 1], saved with
@@ -175,10 +187,9 @@ class MutableIndex(Index):
         m = ids.shape[0]
         if rows:
             if idmap.offset is not None and m and n > 0:
-                a = int(ids[0])
-                if int(ids[m - 1]) - a + 1 == m and (distinct or fk.strictly_increasing(ids)):  # a window: its run
-                    lo = min(max(a - idmap.offset, 0), n)
-                    return CompiledFilter(None, None, n, True, run=(lo, min(max(a - idmap.offset + m, lo), n)))
+                win = _window(ids, distinct, idmap.offset, n)  # a window: its run
+                if win is not None:
+                    return win
             b = ids if distinct else sorted_ids(ids)
             return CompiledFilter(None, idmap.rows_of_sorted(b), n, True)
         if (self._bitmap_first and idmap.offset is None and n > 0 and ids.shape[0] * BITMAP_FIRST_SHARE >= n
@@ -190,10 +201,9 @@ class MutableIndex(Index):
         if bitmap_ok and ids.shape[0] * BITMAP_FIRST_SHARE >= n:
             # one contiguous run of ids (a time window over items stored in time order):
             # the run itself, checked by one compare pass (a sixth of setting its bits)
-            a = int(ids[0])
-            if int(ids[m - 1]) - a + 1 == m and (distinct or fk.strictly_increasing(ids)):
-                lo = min(max(a - idmap.offset, 0), n)
-                return CompiledFilter(None, None, n, True, run=(lo, min(max(a - idmap.offset + m, lo), n)))
+            win = _window(ids, distinct, idmap.offset, n)
+            if win is not None:
+                return win
             # a large one straight to the bitmap the walk and the list scan read: one
             # pass over the ids, no sorted copy (rows extracted only if a route asks);
             # _bitmap_of_ids written out (a request's path: each Python call costs ~1 µs

@@ -689,25 +689,19 @@ class FilteredIndex(Index):
         filter spread over many lists."""
         if lists <= 1:
             return False
-        ivf = self.ivf
-        off = ivf._list_off
-        if off is None or off.shape[0] < 2:
+        _, _, row_list, top = self._plan_ctx()  # (the compiled planner's: kept per layout)
+        if top.shape[0] == 0:  # no lists
             return False
-        ctx = self.__dict__.get("_top_lists")
-        if ctx is None or ctx[0] is not off:
-            ctx = (off, np.cumsum(np.sort(np.diff(off))[::-1]))  # rows of the i + 1 largest lists
-            self._top_lists = ctx
-        top = ctx[1]
         if lists - 2 < top.shape[0] and m > top[lists - 2]:
             return False
-        nl = off.shape[0] - 1  # the layout's lists: every entry of the row-to-list table is below it
+        nl = top.shape[0]  # the layout's lists: every entry of the row-to-list table is below it
         r = cf._rows
         if r is not None and r.shape[0]:
-            return bool(fk.in_fewer_lists(ivf._row_list, r, 0, 0, _NO_BM, nl, lists))
+            return bool(fk.in_fewer_lists(row_list, r, 0, 0, _NO_BM, nl, lists))
         run = cf.run
         if run is not None:
-            return bool(fk.in_fewer_lists(ivf._row_list, _NO_ROWS, run[0], run[1], _NO_BM, nl, lists))
-        return bool(fk.in_fewer_lists(ivf._row_list, _NO_ROWS, 0, 0, cf.bitmap64(), nl, lists))
+            return bool(fk.in_fewer_lists(row_list, _NO_ROWS, run[0], run[1], _NO_BM, nl, lists))
+        return bool(fk.in_fewer_lists(row_list, _NO_ROWS, 0, 0, cf.bitmap64(), nl, lists))
 
     def _plan_kept(self, cf: CompiledFilter, m: int, run: bool, k: int, effort: float, st: PlannerSettings
                    ) -> tuple[int, float, int, int, int, tuple[float, int, int] | None]:
