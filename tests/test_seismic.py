@@ -790,6 +790,76 @@ def test_build_calibrates_and_the_calibration_is_saved(tmp_path, rarity):
         idx.search(queries, K, target_recall=0.9, query_cut=3, heap_factor=0.5)
 
 
+def test_small_block_order_is_the_argsort_order():
+    """A first list of at most 15 blocks is put in bound order in scratch
+    (``_order_desc_small``) instead of by numba's ``np.argsort(-dots)``: the same order,
+    ties by position, on values with many ties and at every length up to the limit."""
+    from gsu.index import _seismic_kernels as sk
+
+    @numba.njit
+    def numba_order(d):
+        return np.argsort(-d)
+
+    rng = np.random.default_rng(5)
+    for n in range(1, sk._SMALL_SORT + 1):
+        for _ in range(25):
+            d = (rng.integers(0, 4, n) * np.float32(0.5)).astype(np.float32)
+            out = np.full(sk._SMALL_SORT + 2, -1, np.int64)
+            sk._order_desc_small(d, n, out)
+            np.testing.assert_array_equal(out[:n], numba_order(d))
+            np.testing.assert_array_equal(out[:n], np.argsort(-d, kind="stable"))
+            assert (out[n:] == -1).all()
+
+
+def test_one_row_calls_from_threads_while_the_view_is_remade(coll):
+    """The lean one-query path calls the compiled kernel without the index's mutex under the
+    GIL (the kernel holds the GIL from its call to its return and leaves its scratch as it
+    found it): four threads searching single rows while a fifth remakes the kernel view
+    again and again (new scratch, the same arrays) get exactly the answers of serial calls."""
+    import threading
+
+    docs, queries = coll
+    idx = SeismicIndex.build(docs, n_postings=30, summary_energy=0.4, centroid_fraction=0.15, seed=3, auto_calibrate=False)
+    q = queries.tocsr()
+    rows = [q[i] for i in range(q.shape[0])]
+    ref = [idx.search(r, K, query_cut=6, heap_factor=0.8) for r in rows]
+    assert idx._one is not None  # the lean path answered them
+    stop = threading.Event()
+    errors: list = []
+    remakes = [0]
+
+    def reader(t):
+        try:
+            for _ in range(100):
+                for i in range(t, len(rows), 4):
+                    got = idx.search(rows[i], K, query_cut=6, heap_factor=0.8)
+                    if not (np.array_equal(got.ids, ref[i].ids) and np.array_equal(got.scores, ref[i].scores)):
+                        raise AssertionError(f"row {i}: {got.ids} != {ref[i].ids}")
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            errors.append(e)
+
+    def remaker():
+        while not stop.is_set():
+            with idx._lock:
+                idx._make_view(1)
+            remakes[0] += 1
+
+    threads = [threading.Thread(target=reader, args=(t,), daemon=True) for t in range(4)]
+    rm = threading.Thread(target=remaker, daemon=True)
+    rm.start()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(120)
+    stop.set()
+    rm.join(10)
+    assert not any(th.is_alive() for th in threads + [rm])
+    if errors:
+        raise errors[0]
+    assert remakes[0] > 10
+
+
+
 def test_search_settings_are_one_checked_dataclass_saved_with_the_index(tmp_path, coll):
     docs, queries = coll
     idx = SeismicIndex.build(docs, n_postings=30, summary_energy=0.5, seed=2, auto_calibrate=False)

@@ -50,6 +50,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from gsu._rwlock import _GIL
 from gsu._validate import check_k, check_positive_int
 from gsu.errors import FieldError
 from gsu.index import _seismic_kernels as _sk
@@ -767,12 +768,21 @@ class SeismicIndex(MutableIndex):
         out_r = _empty((1, k), _I64)
         out_s = _empty((1, k), _F32)
         counts = _empty(1, _I64)
-        with self._lock:
-            one = self._one
-            if one is None or one[0] is not self._view:
+        one = self._one
+        if one is None or one[0] is not self._view:
+            with self._lock:
                 one = self._one_entry()
+        if _GIL:
+            # no lock: the entry point holds the GIL from its call to its return (search_one is
+            # compiled without nogil) and leaves the view's scratch as it found it, so no other
+            # thread is inside it meanwhile; a view remade by another thread after the check above
+            # holds the same arrays (writers are kept out by the read lock), with its own scratch
             code = one[1](one[0], ind, comps, vals, self.dim, k, st.query_cut, st.heap_factor, st.first_sorted,
-                          self._term_order, self._n_indexed, self._max_blocks, out_r, out_s, counts)
+                          self._term_order, self._n_indexed, self._max_blocks, out_r, out_s, counts, one[2])
+        else:
+            with self._lock:
+                code = one[1](one[0], ind, comps, vals, self.dim, k, st.query_cut, st.heap_factor, st.first_sorted,
+                              self._term_order, self._n_indexed, self._max_blocks, out_r, out_s, counts, one[2])
         if code != 0:
             return None
         # SearchResult.trusted, inlined (a tenth of a microsecond on a call of a few)
@@ -783,17 +793,17 @@ class SeismicIndex(MutableIndex):
         d["counts"] = counts
         return r
 
-    def _one_entry(self) -> tuple[Any, Any]:
-        """``(view, entry)``: the kernel view of one thread and the compiled entry point of
-        :func:`_sk.search_one` for its types (under ``self._lock``; kept until the view is
-        remade)."""
+    def _one_entry(self) -> tuple[Any, Any, np.ndarray]:
+        """``(view, entry, scored)``: the kernel view of one thread, the compiled entry point
+        of :func:`_sk.search_one` for its types and its (1,) scratch of the documents scored
+        (under ``self._lock``; kept until the view is remade)."""
         view = self._view if self._view_threads >= 1 else self._make_view(1)
         ex_r = np.empty((1, 1), np.int64)
         ex_s = np.empty((1, 1), np.float32)
         # the query arrays as strided (layout "A") 1-D arrays: the entry point then reads any strides
         args = (view, np.zeros(4, np.int32)[::2], np.zeros(2, np.int32)[::2], np.zeros(2, np.float32)[::2], self.dim, 1, 1,
-                1.0, True, 0, 0, 0, ex_r, ex_s, np.empty(1, np.int64))
-        self._one = (view, direct_entry(_sk.search_one, args))
+                1.0, True, 0, 0, 0, ex_r, ex_s, np.empty(1, np.int64), np.empty(1, np.int64))
+        self._one = (view, direct_entry(_sk.search_one, args), np.empty(1, np.int64))
         return self._one
 
     def _plain_search(self, q: SparseRows, k: int, qc: int, hf: float, n_threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -117,17 +117,19 @@ def heap_push(hs, hr, size, k, s, r):
 
 @nb.njit(cache=True)
 def heap_sorted(hs, hr, size, out_s, out_r):
-    """Write the heap's entries best-first into ``out_s``/``out_r`` (first ``size`` slots)."""
-    idx = np.arange(size)
-    # insertion sort on (score desc, row asc); k is small
+    """Write the heap's entries best-first into ``out_s``/``out_r`` (first ``size`` slots).
+
+    Copied, then sorted in place by insertion on (score desc, row asc) (k is small): no
+    permutation array (its allocation was a tenth of a one-query sparse search)."""
+    for a in range(size):
+        out_s[a] = hs[a]
+        out_r[a] = hr[a]
     for a in range(1, size):
         j = a
-        while j > 0 and worse(hs[idx[j - 1]], hr[idx[j - 1]], hs[idx[j]], hr[idx[j]]):
-            idx[j - 1], idx[j] = idx[j], idx[j - 1]
+        while j > 0 and worse(out_s[j - 1], out_r[j - 1], out_s[j], out_r[j]):
+            out_s[j - 1], out_s[j] = out_s[j], out_s[j - 1]
+            out_r[j - 1], out_r[j] = out_r[j], out_r[j - 1]
             j -= 1
-    for a in range(size):
-        out_s[a] = hs[idx[a]]
-        out_r[a] = hr[idx[a]]
 
 
 @nb.njit(cache=True, parallel=True, fastmath=True)
