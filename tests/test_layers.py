@@ -24,7 +24,7 @@ ROOT = Path(gsu.__file__).parent
 #: low to high; a module may import its own layer and the layers before it
 LAYERS = [
     {"errors"},
-    {"gsu", "_validate", "_rwlock", "_simd", "_format"},
+    {"gsu", "_validate", "_rwlock", "_simd", "_nbopts", "_format"},
     {"device"},
     {"index"},
     {"retrieval"},
