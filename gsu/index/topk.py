@@ -120,7 +120,8 @@ def heap_sorted(hs, hr, size, out_s, out_r):
     """Write the heap's entries best-first into ``out_s``/``out_r`` (first ``size`` slots).
 
     Copied, then sorted in place by insertion on (score desc, row asc) (k is small): no
-    permutation array (its allocation was a tenth of a one-query sparse search)."""
+    permutation array (its allocation was ~0.25 µs of a one-query sparse search's ~2.5 µs
+    compiled call on a small collection)."""
     for a in range(size):
         out_s[a] = hs[a]
         out_r[a] = hr[a]
