@@ -790,10 +790,12 @@ def test_build_calibrates_and_the_calibration_is_saved(tmp_path, rarity):
         idx.search(queries, K, target_recall=0.9, query_cut=3, heap_factor=0.5)
 
 
-def test_small_block_order_is_the_argsort_order():
-    """A first list of at most 15 blocks is put in bound order in scratch
-    (``_order_desc_small``) instead of by numba's ``np.argsort(-dots)``: the same order,
-    ties by position, on values with many ties and at every length up to the limit."""
+def test_block_order_is_the_stable_argsort_order():
+    """A first list's blocks are put in bound order in scratch (``_order_desc``: insertion
+    within runs, stable merges) instead of by numba's ``np.argsort(-dots)``: decreasing
+    dots, ties by position — numba's own order up to its insertion threshold, numpy's
+    stable one at every length (runs, one merge, several, a ragged last run) — on values
+    with many ties and on distinct ones; nothing past ``n`` is written."""
     from gsu.index import _seismic_kernels as sk
 
     @numba.njit
@@ -801,14 +803,20 @@ def test_small_block_order_is_the_argsort_order():
         return np.argsort(-d)
 
     rng = np.random.default_rng(5)
-    for n in range(1, sk._SMALL_SORT + 1):
-        for _ in range(25):
-            d = (rng.integers(0, 4, n) * np.float32(0.5)).astype(np.float32)
-            out = np.full(sk._SMALL_SORT + 2, -1, np.int64)
-            sk._order_desc_small(d, n, out)
-            np.testing.assert_array_equal(out[:n], numba_order(d))
+    run = sk._RUN
+    for n in [*range(1, 2 * run + 2), 3 * run, 4 * run, 4 * run + 1, 7 * run + 3, 16 * run, 300, 1000]:
+        for rep in range(25 if n <= 2 * run + 1 else 6):
+            if rep % 2:
+                d = rng.standard_normal(n).astype(np.float32)
+            else:
+                d = (rng.integers(0, 4, n) * np.float32(0.5)).astype(np.float32)
+            out = np.full(n + 2, -1, np.int64)
+            tmp = np.full(n + 2, -7, np.int64)
+            sk._order_desc(d, n, out, tmp)
             np.testing.assert_array_equal(out[:n], np.argsort(-d, kind="stable"))
-            assert (out[n:] == -1).all()
+            if n <= run:
+                np.testing.assert_array_equal(out[:n], numba_order(d))
+            assert (out[n:] == -1).all() and (tmp[n:] == -7).all()
 
 
 def test_one_row_calls_from_threads_while_the_view_is_remade(coll):

@@ -30,7 +30,9 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from numba.core import cgutils
 from numba.core import types as _nbt
+from numba.core.extending import intrinsic
 from numba.experimental import structref
 
 from gsu._nbopts import LEAF
@@ -74,6 +76,42 @@ class IndexView(structref.StructRefProxy):
 
 
 structref.define_proxy(IndexView, IndexViewType, list(VIEW_FIELDS))
+
+
+if hasattr(structref, "_Utils"):
+
+    @intrinsic
+    def _view_arrays(typingctx, v):
+        """The arrays of the view ``v`` (:data:`VIEW_FIELDS`, in order) as a tuple of
+        borrowed arrays: read from the view's payload without taking a reference (their
+        meminfo pointer null, so numba's reference counting of them is a null check, not an
+        atomic increment and decrement per field and per call). Valid while ``v`` is: only
+        for the duration of the kernel call that holds ``v``, after anything in that call
+        that replaces a field (:func:`_prepare` grows the scratch), and never stored."""
+        if not isinstance(v, IndexViewType):
+            return None
+        ftypes = [v.field_dict[name] for name in VIEW_FIELDS]
+        tup = _nbt.Tuple(ftypes)
+
+        def codegen(context, builder, sig, args):
+            data = structref._Utils(context, builder, sig.args[0]).get_data_struct(args[0])
+            vals = []
+            for name, t in zip(VIEW_FIELDS, ftypes):
+                arr = context.make_array(t)(context, builder, value=getattr(data, name))
+                arr.meminfo = cgutils.get_null_value(arr.meminfo.type)
+                arr.parent = cgutils.get_null_value(arr.parent.type)
+                vals.append(arr._getvalue())
+            return context.make_tuple(builder, tup, vals)
+
+        return tup(v), codegen
+
+else:  # pragma: no cover - numba without structref's payload helper: ordinary (counted) reads
+
+    @nb.njit(cache=True, inline="always")
+    def _view_arrays(v):
+        return (v.fwd_indptr, v.fwd_comps, v.fwd_vals, v.list_blk, v.blk_ptr, v.post_docs, v.list_max, v.blk_scale,
+                v.blk_min, v.sum_ent, v.sum_bit, v.sum_pack, v.sum_start, v.sum_dir, v.sum_comp, v.sum_bmp, v.sum_bm,
+                v.sum_sptr, v.sum_samp, v.qdense, v.visited, v.amask, v.scr_f, v.scr_i)
 
 
 # ---------------------------------------------------------------------------
@@ -176,9 +214,9 @@ def _prefetch_doc(fwd_indptr, fwd_comps, fwd_vals, d):
 
 _U1 = np.uint64(1)
 _CAND = 64  # documents picked per chunk of a block before scoring them (search scratch)
-#: a first list of at most this many blocks is put in bound order in scratch
-#: (:func:`_order_desc_small`); a longer one by ``np.argsort``
-_SMALL_SORT = 15
+#: the runs sorted by insertion before they are merged in :func:`_order_desc` (below
+#: numba's quicksort threshold of 16, where its ``np.argsort`` sorts by the same insertion)
+_RUN = 15
 _ENERGY_BUCKETS = 512
 
 
@@ -690,18 +728,55 @@ def list_entry_bounds(list_ptr, list_docs, fwd_indptr, lists):
 
 
 @nb.njit(cache=True, **LEAF)
-def _order_desc_small(dots, n, order):
+def _order_desc(dots, n, order, tmp):
     """``order[:n]``: the positions ``0..n-1`` by decreasing ``dots``, ties in position
-    order (``n <= _SMALL_SORT``). The order of ``np.argsort(-dots[:n])``, which numba sorts by
-    this same insertion below its quicksort's threshold of 16, without its two allocations
-    (the negated copy and the result: ~0.4 µs of a one-query search on a small collection)."""
-    for i in range(n):
-        dv = dots[i]
-        j = i
-        while j > 0 and dots[order[j - 1]] < dv:
-            order[j] = order[j - 1]
-            j -= 1
-        order[j] = i
+    order (the stable order of ``np.argsort(-dots[:n])``), sorted in the caller's scratch
+    (``tmp``: ``n`` more entries). Insertion within runs of :data:`_RUN`, then stable
+    merges of runs: no allocation (``np.argsort`` made two per call: the negated copy and
+    the result, ~0.4 µs of a one-query search on a small collection) and nothing that
+    needs numba's runtime in a leaf (:data:`gsu._nbopts.LEAF`)."""
+    for s in range(0, n, _RUN):
+        e = min(n, s + _RUN)
+        for i in range(s, e):
+            dv = dots[i]
+            j = i
+            while j > s and dots[order[j - 1]] < dv:
+                order[j] = order[j - 1]
+                j -= 1
+            order[j] = i
+    src = order
+    dst = tmp
+    in_order = True
+    width = _RUN
+    while width < n:
+        for lo in range(0, n, 2 * width):
+            mid = min(lo + width, n)
+            hi = min(lo + 2 * width, n)
+            i = lo
+            j = mid
+            o = lo
+            while i < mid and j < hi:
+                if dots[src[j]] > dots[src[i]]:  # the left one first on a tie: stable
+                    dst[o] = src[j]
+                    j += 1
+                else:
+                    dst[o] = src[i]
+                    i += 1
+                o += 1
+            while i < mid:
+                dst[o] = src[i]
+                i += 1
+                o += 1
+            while j < hi:
+                dst[o] = src[j]
+                j += 1
+                o += 1
+        src, dst = dst, src
+        in_order = not in_order
+        width *= 2
+    if not in_order:
+        for i in range(n):
+            order[i] = src[i]
 
 
 @nb.njit(cache=True, **LEAF)
@@ -736,6 +811,207 @@ def _check_queries(q_indptr, q_comps, q_vals, dim):
     return 0, -1
 
 
+@nb.njit(cache=True, **LEAF)
+def _search_rows(
+    fwd_indptr, fwd_comps, fwd_vals, list_blk, blk_ptr, post_docs, list_max, blk_scale, blk_min,
+    sum_ent, sum_bit, sum_pack, sum_start, sum_dir, sum_comp, sum_bmp, sum_bm, sum_sptr, sum_samp,
+    qdense, visited, amask, sf, si,
+    q_indptr, q_comps, q_vals, k, query_cut, heap_factor, first_sorted, term_order, n_indexed,
+    mode, allowed, blk_ok, f_indptr, f_rows, exact_max, q0, q_step, cap, tcap, n_ev,
+    out_rows, out_scores, counts, n_scored,
+):
+    """The queries ``q0, q0 + q_step, ...`` of :func:`_search_impl` (see there) with one
+    thread's scratch rows (``qdense``, ``visited``, ``amask``, ``sf`` / ``si`` sized by
+    :func:`_prepare`), every array passed in: a leaf without reference counting
+    (:data:`gsu._nbopts.LEAF`), which allocates nothing. Reading the view's fields and
+    slicing its scratch inside the search cost an atomic increment and decrement each
+    that numba's pruning left in the loops (62 / 70 per query of a small collection)."""
+    heap_factor = np.float32(heap_factor)
+    nq = q_indptr.shape[0] - 1
+    n = fwd_indptr.shape[0] - 1
+    hs = sf[:k]
+    dots = sf[k:k + cap]
+    acc = sf[k + cap:k + 2 * cap]
+    aq = sf[k + 2 * cap:k + 3 * cap]
+    top_v = sf[k + 3 * cap:k + 3 * cap + tcap]
+    hr = si[:k]
+    top_c = si[k:k + tcap]
+    o = k + tcap
+    cand = si[o:o + _CAND]
+    o += _CAND
+    evb = si[o:o + n_ev]
+    o += n_ev
+    order = si[o:o + cap]
+    otmp = si[o + cap:o + 2 * cap]
+    for q in range(q0, nq, q_step):
+        qs = q_indptr[q]
+        qe = q_indptr[q + 1]
+        nqt = qe - qs
+        size = 0
+        scored = 0
+        for j in range(qs, qe):
+            qdense[q_comps[j]] = q_vals[j]
+        n_allowed = n
+        if mode == 1:
+            n_allowed = f_indptr[1] - f_indptr[0]
+        elif mode == 2:
+            n_allowed = f_indptr[q + 1] - f_indptr[q]
+        if nqt == 0:
+            pass
+        elif mode != 0 and n_allowed <= exact_max:
+            # low selectivity: exact scoring of every allowed row
+            fs = f_indptr[0] if mode == 1 else f_indptr[q]
+            fe = f_indptr[1] if mode == 1 else f_indptr[q + 1]
+            for p in range(fs, fe):
+                d = f_rows[p]
+                sc = _doc_dot(qdense, fwd_indptr, fwd_comps, fwd_vals, d)
+                scored += 1
+                if sc > 0:
+                    size = heap_push(hs, hr, size, k, sc, d)
+        else:
+            if mode == 2:
+                _mark_rows(amask, f_rows, f_indptr[q], f_indptr[q + 1])
+            # the query_cut largest query terms, largest first
+            cut = min(query_cut, nqt)
+            # partial insertion selection (stable: ties keep the earlier component)
+            nt = 0
+            for j in range(qs, qe):
+                v = q_vals[j]
+                if term_order == 1:
+                    v = v * list_max[q_comps[j]]
+                if nt == cut and v <= top_v[cut - 1]:
+                    continue
+                p = nt if nt < cut else cut - 1
+                if nt < cut:
+                    nt += 1
+                while p > 0 and top_v[p - 1] < v:
+                    top_v[p] = top_v[p - 1]
+                    top_c[p] = top_c[p - 1]
+                    p -= 1
+                top_v[p] = v
+                top_c[p] = q_comps[j]
+            nev = 0
+            for ti in range(cut):
+                l = top_c[ti]
+                b0 = list_blk[l]
+                nb_ = list_blk[l + 1] - b0
+                if nb_ == 0:
+                    continue
+                # summary inner products of all the list's blocks (inverted summaries)
+                _list_summary_dots(l, b0, nb_, qs, qe, q_comps, qdense,
+                                   sum_ent, sum_bit, sum_pack, sum_start, sum_dir, sum_comp, sum_bmp, sum_bm, sum_sptr, sum_samp,
+                                   blk_scale, blk_min, acc, aq, dots)
+                use_sorted = ti == 0 and first_sorted
+                if use_sorted:
+                    _order_desc(dots, nb_, order, otmp)
+                for bi in range(nb_):
+                    b = order[bi] if use_sorted else bi
+                    if size == k and dots[b] < heap_factor * hs[0]:
+                        if use_sorted:
+                            break  # blocks come in decreasing bound order
+                        continue
+                    gb = b0 + b
+                    if mode == 1 and blk_ok[gb] == 0:
+                        continue
+                    p0 = blk_ptr[gb]
+                    p1 = blk_ptr[gb + 1]
+                    evb[nev] = gb  # its documents' bits are cleared after the query
+                    nev += 1
+                    for p in range(p0, p1):
+                        d = post_docs[p]
+                        prefetch(visited, d >> 6)
+                        prefetch(fwd_indptr, d)
+                    # in chunks of _CAND: pick the unvisited (allowed) documents, marking
+                    # them visited, prefetch every one of them whole, then score them
+                    pc = p0
+                    while pc < p1:
+                        pe = min(p1, pc + _CAND)
+                        m = 0
+                        for p in range(pc, pe):
+                            d = post_docs[p]
+                            w = d >> 6
+                            bit = _U1 << np.uint64(d & 63)
+                            if visited[w] & bit:
+                                continue
+                            visited[w] |= bit
+                            if not _passes(d, mode, allowed, amask):
+                                continue
+                            cand[m] = d
+                            m += 1
+                        pc = pe
+                        if m == 0:
+                            continue
+                        # all at once: a block's documents lie scattered over the forward
+                        # index, and their misses overlap only when they are in flight
+                        # together (two documents ahead took 1.02-1.20x the time at 10^6)
+                        for i in range(m):
+                            _prefetch_doc(fwd_indptr, fwd_comps, fwd_vals, cand[i])
+                        for i in range(m):
+                            d = cand[i]
+                            sc = _doc_dot(qdense, fwd_indptr, fwd_comps, fwd_vals, d)
+                            if sc > 0:
+                                size = heap_push(hs, hr, size, k, sc, d)
+                        scored += m
+            for e in range(nev):  # the bitmap all-zero again for the next query
+                for p in range(blk_ptr[evb[e]], blk_ptr[evb[e] + 1]):
+                    visited[post_docs[p] >> 6] = 0
+            # rows added since the last build: exact
+            for d in range(n_indexed, n):
+                if not _passes(d, mode, allowed, amask):
+                    continue
+                sc = _doc_dot(qdense, fwd_indptr, fwd_comps, fwd_vals, d)
+                scored += 1
+                if sc > 0:
+                    size = heap_push(hs, hr, size, k, sc, d)
+            if mode == 2:  # the allowed mask all-zero again
+                _clear_rows(amask, f_rows, f_indptr[q], f_indptr[q + 1])
+        for j in range(qs, qe):
+            qdense[q_comps[j]] = 0.0
+        heap_sorted(hs, hr, size, out_scores[q], out_rows[q])
+        for i in range(size, k):
+            out_scores[q, i] = -np.inf
+            out_rows[q, i] = -1
+        counts[q] = size
+        n_scored[q] = scored
+
+
+@nb.njit(cache=True)
+def _prepare(v, q_indptr, k, query_cut, max_blocks, n_threads):
+    """``(cap, tcap, n_ev)`` of a search of the queries ``q_indptr`` with ``n_threads``
+    threads, the view's scratch ``v.scr_f`` / ``v.scr_i`` grown to hold them (per thread:
+    the heap, block dots and sums, the top terms, the candidates, the evaluated blocks —
+    at most ``cap`` per opened list, each block at most once — and a block order)."""
+    # room for any block id a list's bit width can encode (a damaged file cannot write past it)
+    cap = 2
+    while cap < max_blocks:
+        cap *= 2
+    tcap = 1
+    for q in range(q_indptr.shape[0] - 1):
+        tcap = max(tcap, min(query_cut, q_indptr[q + 1] - q_indptr[q]))
+    n_ev = min(tcap * cap, v.blk_ptr.shape[0] - 1)
+    need_f = k + 3 * cap + tcap
+    need_i = k + tcap + _CAND + n_ev + 2 * cap
+    if v.scr_f.shape[0] < n_threads or v.scr_f.shape[1] < need_f:
+        v.scr_f = np.empty((max(n_threads, v.scr_f.shape[0]), max(need_f, 2 * v.scr_f.shape[1])), np.float32)
+    if v.scr_i.shape[0] < n_threads or v.scr_i.shape[1] < need_i:
+        v.scr_i = np.empty((max(n_threads, v.scr_i.shape[0]), max(need_i, 2 * v.scr_i.shape[1])), np.int64)
+    return cap, tcap, n_ev
+
+
+@nb.njit(cache=True, inline="always")
+def _view_rows(v, t, q_indptr, q_comps, q_vals, k, query_cut, heap_factor, first_sorted, term_order, n_indexed,
+               mode, allowed, blk_ok, f_indptr, f_rows, exact_max, n_threads, cap, tcap, n_ev,
+               out_rows, out_scores, counts, n_scored):
+    """:func:`_search_rows` of thread ``t`` of ``n_threads`` with the arrays of the view ``v``
+    (borrowed: :func:`_view_arrays`; after :func:`_prepare`)."""
+    a = _view_arrays(v)
+    _search_rows(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15],
+                 a[16], a[17], a[18], a[19][t], a[20][t], a[21][t], a[22][t], a[23][t],
+                 q_indptr, q_comps, q_vals, k, query_cut, heap_factor, first_sorted, term_order, n_indexed,
+                 mode, allowed, blk_ok, f_indptr, f_rows, exact_max, t, n_threads, cap, tcap, n_ev,
+                 out_rows, out_scores, counts, n_scored)
+
+
 def _search_impl(
     v, q_indptr, q_comps, q_vals, dim, k, query_cut, heap_factor, first_sorted, term_order, n_indexed,
     mode, allowed, blk_ok, f_indptr, f_rows, exact_max, n_threads, max_blocks,
@@ -767,201 +1043,11 @@ def _search_impl(
     code, bad_row = _check_queries(q_indptr, q_comps, q_vals, dim)
     if code != 0:
         return code, bad_row
-    fwd_indptr = v.fwd_indptr
-    fwd_comps = v.fwd_comps
-    fwd_vals = v.fwd_vals
-    list_blk = v.list_blk
-    blk_ptr = v.blk_ptr
-    post_docs = v.post_docs
-    list_max = v.list_max
-    blk_scale = v.blk_scale
-    blk_min = v.blk_min
-    sum_ent = v.sum_ent
-    sum_bit = v.sum_bit
-    sum_pack = v.sum_pack
-    sum_start = v.sum_start
-    sum_dir = v.sum_dir
-    sum_comp = v.sum_comp
-    sum_bmp = v.sum_bmp
-    sum_bm = v.sum_bm
-    sum_sptr = v.sum_sptr
-    sum_samp = v.sum_samp
-    s_qdense = v.qdense
-    s_visited = v.visited
-    s_amask = v.amask
-    heap_factor = np.float32(heap_factor)
-    nq = q_indptr.shape[0] - 1
-    n = fwd_indptr.shape[0] - 1
-    # room for any block id a list's bit width can encode (a damaged file cannot write past it)
-    cap = 2
-    while cap < max_blocks:
-        cap *= 2
-    tcap = 1
-    for q in range(nq):
-        tcap = max(tcap, min(query_cut, q_indptr[q + 1] - q_indptr[q]))
-    # per-thread scratch (heap, block dots and sums, top terms, candidates, the evaluated
-    # blocks: at most cap per opened list, each block at most once), kept in the view
-    n_ev = min(tcap * cap, blk_ptr.shape[0] - 1)
-    need_f = k + 3 * cap + tcap
-    need_i = k + tcap + _CAND + n_ev + _SMALL_SORT
-    if v.scr_f.shape[0] < n_threads or v.scr_f.shape[1] < need_f:
-        v.scr_f = np.empty((max(n_threads, v.scr_f.shape[0]), max(need_f, 2 * v.scr_f.shape[1])), np.float32)
-    if v.scr_i.shape[0] < n_threads or v.scr_i.shape[1] < need_i:
-        v.scr_i = np.empty((max(n_threads, v.scr_i.shape[0]), max(need_i, 2 * v.scr_i.shape[1])), np.int64)
-    s_scr_f = v.scr_f
-    s_scr_i = v.scr_i
+    cap, tcap, n_ev = _prepare(v, q_indptr, k, query_cut, max_blocks, n_threads)
     for t in nb.prange(n_threads):
-        qdense = s_qdense[t]
-        visited = s_visited[t]
-        amask = s_amask[t]
-        sf = s_scr_f[t]
-        si = s_scr_i[t]
-        hs = sf[:k]
-        dots = sf[k:k + cap]
-        acc = sf[k + cap:k + 2 * cap]
-        aq = sf[k + 2 * cap:k + 3 * cap]
-        top_v = sf[k + 3 * cap:k + 3 * cap + tcap]
-        hr = si[:k]
-        top_c = si[k:k + tcap]
-        cand = si[k + tcap:k + tcap + _CAND]
-        evb = si[k + tcap + _CAND:k + tcap + _CAND + n_ev]
-        small_order = si[k + tcap + _CAND + n_ev:k + tcap + _CAND + n_ev + _SMALL_SORT]
-        no_order = si[:0]
-        for q in range(t, nq, n_threads):
-            qs = q_indptr[q]
-            qe = q_indptr[q + 1]
-            nqt = qe - qs
-            size = 0
-            scored = 0
-            for j in range(qs, qe):
-                qdense[q_comps[j]] = q_vals[j]
-            n_allowed = n
-            if mode == 1:
-                n_allowed = f_indptr[1] - f_indptr[0]
-            elif mode == 2:
-                n_allowed = f_indptr[q + 1] - f_indptr[q]
-            if nqt == 0:
-                pass
-            elif mode != 0 and n_allowed <= exact_max:
-                # low selectivity: exact scoring of every allowed row
-                fs = f_indptr[0] if mode == 1 else f_indptr[q]
-                fe = f_indptr[1] if mode == 1 else f_indptr[q + 1]
-                for p in range(fs, fe):
-                    d = f_rows[p]
-                    sc = _doc_dot(qdense, fwd_indptr, fwd_comps, fwd_vals, d)
-                    scored += 1
-                    if sc > 0:
-                        size = heap_push(hs, hr, size, k, sc, d)
-            else:
-                if mode == 2:
-                    _mark_rows(amask, f_rows, f_indptr[q], f_indptr[q + 1])
-                # the query_cut largest query terms, largest first
-                cut = min(query_cut, nqt)
-                # partial insertion selection (stable: ties keep the earlier component)
-                nt = 0
-                for j in range(qs, qe):
-                    v = q_vals[j]
-                    if term_order == 1:
-                        v = v * list_max[q_comps[j]]
-                    if nt == cut and v <= top_v[cut - 1]:
-                        continue
-                    p = nt if nt < cut else cut - 1
-                    if nt < cut:
-                        nt += 1
-                    while p > 0 and top_v[p - 1] < v:
-                        top_v[p] = top_v[p - 1]
-                        top_c[p] = top_c[p - 1]
-                        p -= 1
-                    top_v[p] = v
-                    top_c[p] = q_comps[j]
-                nev = 0
-                for ti in range(cut):
-                    l = top_c[ti]
-                    b0 = list_blk[l]
-                    nb_ = list_blk[l + 1] - b0
-                    if nb_ == 0:
-                        continue
-                    # summary inner products of all the list's blocks (inverted summaries)
-                    _list_summary_dots(l, b0, nb_, qs, qe, q_comps, qdense,
-                                       sum_ent, sum_bit, sum_pack, sum_start, sum_dir, sum_comp, sum_bmp, sum_bm, sum_sptr, sum_samp,
-                                       blk_scale, blk_min, acc, aq, dots)
-                    use_sorted = ti == 0 and first_sorted
-                    if use_sorted and nb_ <= _SMALL_SORT:
-                        _order_desc_small(dots, nb_, small_order)
-                        border = small_order
-                    elif use_sorted:
-                        border = np.argsort(-dots[:nb_])
-                    else:
-                        border = no_order
-                    for bi in range(nb_):
-                        b = border[bi] if use_sorted else bi
-                        if size == k and dots[b] < heap_factor * hs[0]:
-                            if use_sorted:
-                                break  # blocks come in decreasing bound order
-                            continue
-                        gb = b0 + b
-                        if mode == 1 and blk_ok[gb] == 0:
-                            continue
-                        p0 = blk_ptr[gb]
-                        p1 = blk_ptr[gb + 1]
-                        evb[nev] = gb  # its documents' bits are cleared after the query
-                        nev += 1
-                        for p in range(p0, p1):
-                            d = post_docs[p]
-                            prefetch(visited, d >> 6)
-                            prefetch(fwd_indptr, d)
-                        # in chunks of _CAND: pick the unvisited (allowed) documents, marking
-                        # them visited, prefetch every one of them whole, then score them
-                        pc = p0
-                        while pc < p1:
-                            pe = min(p1, pc + _CAND)
-                            m = 0
-                            for p in range(pc, pe):
-                                d = post_docs[p]
-                                w = d >> 6
-                                bit = _U1 << np.uint64(d & 63)
-                                if visited[w] & bit:
-                                    continue
-                                visited[w] |= bit
-                                if not _passes(d, mode, allowed, amask):
-                                    continue
-                                cand[m] = d
-                                m += 1
-                            pc = pe
-                            if m == 0:
-                                continue
-                            # all at once: a block's documents lie scattered over the forward
-                            # index, and their misses overlap only when they are in flight
-                            # together (two documents ahead took 1.02-1.20x the time at 10^6)
-                            for i in range(m):
-                                _prefetch_doc(fwd_indptr, fwd_comps, fwd_vals, cand[i])
-                            for i in range(m):
-                                d = cand[i]
-                                sc = _doc_dot(qdense, fwd_indptr, fwd_comps, fwd_vals, d)
-                                if sc > 0:
-                                    size = heap_push(hs, hr, size, k, sc, d)
-                            scored += m
-                for e in range(nev):  # the bitmap all-zero again for the next query
-                    for p in range(blk_ptr[evb[e]], blk_ptr[evb[e] + 1]):
-                        visited[post_docs[p] >> 6] = 0
-                # rows added since the last build: exact
-                for d in range(n_indexed, n):
-                    if not _passes(d, mode, allowed, amask):
-                        continue
-                    sc = _doc_dot(qdense, fwd_indptr, fwd_comps, fwd_vals, d)
-                    scored += 1
-                    if sc > 0:
-                        size = heap_push(hs, hr, size, k, sc, d)
-                if mode == 2:  # the allowed mask all-zero again
-                    _clear_rows(amask, f_rows, f_indptr[q], f_indptr[q + 1])
-            for j in range(qs, qe):
-                qdense[q_comps[j]] = 0.0
-            heap_sorted(hs, hr, size, out_scores[q], out_rows[q])
-            for i in range(size, k):
-                out_scores[q, i] = -np.inf
-                out_rows[q, i] = -1
-            counts[q] = size
-            n_scored[q] = scored
+        _view_rows(v, t, q_indptr, q_comps, q_vals, k, query_cut, heap_factor, first_sorted, term_order, n_indexed,
+                   mode, allowed, blk_ok, f_indptr, f_rows, exact_max, n_threads, cap, tcap, n_ev,
+                   out_rows, out_scores, counts, n_scored)
     return 0, -1
 
 
@@ -1529,6 +1615,10 @@ def search_one(v, q_indptr, q_comps, q_vals, dim, k, query_cut, heap_factor, fir
     if q_indptr.shape[0] != 2 or out_rows.shape[0] != 1 or out_rows.shape[1] != k or out_scores.shape[0] != 1 \
             or out_scores.shape[1] != k or out_counts.shape[0] != 1 or scored.shape[0] != 1:
         return 7
-    code, _ = search_serial(v, q_indptr, q_comps, q_vals, dim, k, query_cut, heap_factor, first_sorted, term_order, n_indexed,
-                            0, _NO_U8, _NO_U8, _NO_PTR, _NO_I64, 0, 1, max_blocks, out_rows, out_scores, out_counts, scored)
-    return code
+    code, _ = _check_queries(q_indptr, q_comps, q_vals, dim)
+    if code != 0:
+        return code
+    cap, tcap, n_ev = _prepare(v, q_indptr, k, query_cut, max_blocks, 1)
+    _view_rows(v, 0, q_indptr, q_comps, q_vals, k, query_cut, heap_factor, first_sorted, term_order, n_indexed,
+               0, _NO_U8, _NO_U8, _NO_PTR, _NO_I64, 0, 1, cap, tcap, n_ev, out_rows, out_scores, out_counts, scored)
+    return 0
