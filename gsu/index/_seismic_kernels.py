@@ -130,7 +130,7 @@ def _splitmix64(state):
     return state, z
 
 
-@nb.njit(cache=True, **LEAF)
+@nb.njit(cache=True, inline="always")
 def _doc_dot(qdense, fwd_indptr, fwd_comps, fwd_vals, d):
     """Inner product of the dense query ``qdense`` with document ``d`` of the forward index.
 
@@ -191,7 +191,7 @@ def _clear_rows(mask, rows, s, e):
         mask[rows[p]] = 0
 
 
-@nb.njit(cache=True, **LEAF)
+@nb.njit(cache=True, inline="always")
 def _prefetch_doc(fwd_indptr, fwd_comps, fwd_vals, d):
     """Prefetch every cache line of document ``d``'s components and values.
 
