@@ -902,3 +902,44 @@ def test_search_settings_are_one_checked_dataclass_saved_with_the_index(tmp_path
         st.query_cut = 3  # type: ignore[misc]
     with pytest.raises(ValueError, match="search_settings"):
         SeismicSettings.from_dict({"query_cut": 5, "typo": 1})
+
+
+def test_borrowed_view_arrays_keep_their_references(coll):
+    """The search body reads the view's arrays borrowed (``_view_arrays``: no reference
+    taken, none given back): after hundreds of one-row, serial and two-thread batch and
+    filtered searches every array the view holds has the Python reference count it had
+    (a borrowed array given back would free it early; one taken and not given back would
+    keep it), and the answers are those of the first searches."""
+    import sys
+
+    docs, queries = coll
+    idx = SeismicIndex.build(docs, n_postings=30, summary_energy=0.4, centroid_fraction=0.15, seed=3, auto_calibrate=False)
+    q = queries.tocsr()
+    rows = [q[i] for i in range(q.shape[0])]
+    allow = Filter(np.arange(0, N, 3))
+    one_ref = [idx.search(r, K, query_cut=6, heap_factor=0.8) for r in rows]
+    batch_ref = idx.search(q, K, query_cut=6, heap_factor=0.8)
+    filt_ref = idx.search(q, K, query_cut=6, heap_factor=0.8, filter=allow)
+    from gsu.index import _seismic_kernels as sk
+
+    held = {name: idx._a[name] for name in sk.VIEW_FIELDS[:19]}
+    threads = numba.get_num_threads()
+
+    def rounds(n):
+        for rep in range(n):
+            numba.set_num_threads(1 + rep % min(2, threads))
+            for r, ref in zip(rows, one_ref):
+                _assert_same(idx.search(r, K, query_cut=6, heap_factor=0.8), ref)
+            _assert_same(idx.search(q, K, query_cut=6, heap_factor=0.8), batch_ref)
+            _assert_same(idx.search(q, K, query_cut=6, heap_factor=0.8, filter=allow), filt_ref)
+
+    try:
+        rounds(2)  # every path once, with its views and caches made
+        view = idx._view
+        before = {name: sys.getrefcount(a) for name, a in held.items()}
+        rounds(20)
+    finally:
+        numba.set_num_threads(threads)
+    assert idx._view is view
+    after = {name: sys.getrefcount(a) for name, a in held.items()}
+    assert after == before, {n: (before[n], after[n]) for n in before if before[n] != after[n]}
