@@ -8,8 +8,9 @@ Build: global static pruning of the posting lists (:func:`prune_lists`), the top
 posting list a random-centroid clustering into blocks and one quantised summary per
 block (:func:`build_lists_chunk`).
 
-Search: :func:`search_serial` / :func:`search_parallel` (one body, compiled twice),
-with per-thread scratch that persists across calls (a visited bitmap and an allowed mask, both
+Search: :func:`search_serial` / :func:`search_parallel` (one body, compiled twice; the
+work of each thread in the leaf :func:`_search_rows`, over the view's arrays borrowed by
+:func:`_view_arrays`), with per-thread scratch that persists across calls (a visited bitmap and an allowed mask, both
 left all-zero after each query).
 
 Layouts (all produced by the build, see ``SeismicIndex`` for the full list):
@@ -78,7 +79,7 @@ class IndexView(structref.StructRefProxy):
 structref.define_proxy(IndexView, IndexViewType, list(VIEW_FIELDS))
 
 
-if hasattr(structref, "_Utils"):
+if hasattr(getattr(structref, "_Utils", None), "get_data_struct"):
 
     @intrinsic
     def _view_arrays(typingctx, v):
@@ -1603,7 +1604,8 @@ _NO_I64 = np.zeros(0, np.int64)
 def search_one(v, q_indptr, q_comps, q_vals, dim, k, query_cut, heap_factor, first_sorted, term_order, n_indexed, max_blocks,
                out_rows, out_scores, out_counts, scored):
     """One unfiltered query (a one-row CSR: ``q_indptr`` (2,), sorted components
-    ``q_comps``, values ``q_vals``; any strides) by :func:`search_serial` into
+    ``q_comps``, values ``q_vals``; any strides) as :func:`search_serial` answers it (the
+    same checks, scratch and leaf body, without its filter arguments) into
     ``out_rows`` (1, k) / ``out_scores`` (1, k) / ``out_counts`` (1,), the documents
     scored into ``scored`` (1,) (the caller's scratch: an allocation here costs ~0.1 µs):
     the lean path of a one-query call, whose Python side unboxes 16 arguments instead of
