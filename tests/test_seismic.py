@@ -790,33 +790,39 @@ def test_build_calibrates_and_the_calibration_is_saved(tmp_path, rarity):
         idx.search(queries, K, target_recall=0.9, query_cut=3, heap_factor=0.5)
 
 
-def test_block_order_is_the_stable_argsort_order():
-    """A first list's blocks are put in bound order in scratch (``_order_desc``: insertion
-    within runs, stable merges) instead of by numba's ``np.argsort(-dots)``: decreasing
-    dots, ties by position — numba's own order up to its insertion threshold, numpy's
-    stable one at every length (runs, one merge, several, a ragged last run) — on values
-    with many ties and on distinct ones; nothing past ``n`` is written."""
+def test_block_heap_gives_the_stable_argsort_order():
+    """A first list's blocks are taken in bound order from a heap in scratch (``_block_heap``
+    / ``_block_pop``) instead of sorted by ``np.argsort(-dots)``: popped one by one they come
+    by decreasing dots, ties by position — numpy's stable order, and numba's own up to its
+    insertion threshold (15) — at every length, on values with many ties and on distinct
+    ones; nothing past ``n`` is written."""
     from gsu.index import _seismic_kernels as sk
 
     @numba.njit
     def numba_order(d):
         return np.argsort(-d)
 
+    @numba.njit
+    def popped(d, n, heap):
+        sk._block_heap(d, n, heap)
+        out = np.empty(n, np.int64)
+        for i in range(n):
+            out[i] = sk._block_pop(d, heap, n - i)
+        return out
+
     rng = np.random.default_rng(5)
-    run = sk._RUN
-    for n in [*range(1, 2 * run + 2), 3 * run, 4 * run, 4 * run + 1, 7 * run + 3, 16 * run, 300, 1000]:
-        for rep in range(25 if n <= 2 * run + 1 else 6):
+    for n in [*range(1, 34), 45, 64, 65, 300, 1000]:
+        for rep in range(25 if n <= 33 else 6):
             if rep % 2:
                 d = rng.standard_normal(n).astype(np.float32)
             else:
                 d = (rng.integers(0, 4, n) * np.float32(0.5)).astype(np.float32)
-            out = np.full(n + 2, -1, np.int64)
-            tmp = np.full(n + 2, -7, np.int64)
-            sk._order_desc(d, n, out, tmp)
-            np.testing.assert_array_equal(out[:n], np.argsort(-d, kind="stable"))
-            if n <= run:
-                np.testing.assert_array_equal(out[:n], numba_order(d))
-            assert (out[n:] == -1).all() and (tmp[n:] == -7).all()
+            heap = np.full(n + 2, -1, np.int64)
+            got = popped(d, n, heap)
+            np.testing.assert_array_equal(got, np.argsort(-d, kind="stable"))
+            if n <= 15:
+                np.testing.assert_array_equal(got, numba_order(d))
+            assert (heap[n:] == -1).all()
 
 
 def test_one_row_calls_from_threads_while_the_view_is_remade(coll):

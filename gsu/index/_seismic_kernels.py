@@ -215,9 +215,6 @@ def _prefetch_doc(fwd_indptr, fwd_comps, fwd_vals, d):
 
 _U1 = np.uint64(1)
 _CAND = 64  # documents picked per chunk of a block before scoring them (search scratch)
-#: the runs sorted by insertion before they are merged in :func:`_order_desc` (below
-#: numba's quicksort threshold of 16, where its ``np.argsort`` sorts by the same insertion)
-_RUN = 15
 _ENERGY_BUCKETS = 512
 
 
@@ -728,56 +725,54 @@ def list_entry_bounds(list_ptr, list_docs, fwd_indptr, lists):
 # ---------------------------------------------------------------------------
 
 
+@nb.njit(cache=True, inline="always")
+def _before(dots, a, b):
+    """Block ``a`` comes before block ``b`` in bound order: a larger dot, or an equal one
+    and a smaller position (the stable order of ``np.argsort(-dots)``)."""
+    return dots[a] > dots[b] or (dots[a] == dots[b] and a < b)
+
+
+@nb.njit(cache=True, inline="always")
+def _sift_down(dots, heap, i, hn):
+    """Restore the heap ``heap[:hn]`` (first in bound order at the root) below ``i``."""
+    x = heap[i]
+    while True:
+        c = 2 * i + 1
+        if c >= hn:
+            break
+        if c + 1 < hn and _before(dots, heap[c + 1], heap[c]):
+            c += 1
+        if not _before(dots, heap[c], x):
+            break
+        heap[i] = heap[c]
+        i = c
+    heap[i] = x
+
+
 @nb.njit(cache=True, **LEAF)
-def _order_desc(dots, n, order, tmp):
-    """``order[:n]``: the positions ``0..n-1`` by decreasing ``dots``, ties in position
-    order (the stable order of ``np.argsort(-dots[:n])``), sorted in the caller's scratch
-    (``tmp``: ``n`` more entries). Insertion within runs of :data:`_RUN`, then stable
-    merges of runs: no allocation (``np.argsort`` made two per call: the negated copy and
-    the result, ~0.4 µs of a one-query search on a small collection) and nothing that
-    needs numba's runtime in a leaf (:data:`gsu._nbopts.LEAF`)."""
-    for s in range(0, n, _RUN):
-        e = min(n, s + _RUN)
-        for i in range(s, e):
-            dv = dots[i]
-            j = i
-            while j > s and dots[order[j - 1]] < dv:
-                order[j] = order[j - 1]
-                j -= 1
-            order[j] = i
-    src = order
-    dst = tmp
-    in_order = True
-    width = _RUN
-    while width < n:
-        for lo in range(0, n, 2 * width):
-            mid = min(lo + width, n)
-            hi = min(lo + 2 * width, n)
-            i = lo
-            j = mid
-            o = lo
-            while i < mid and j < hi:
-                if dots[src[j]] > dots[src[i]]:  # the left one first on a tie: stable
-                    dst[o] = src[j]
-                    j += 1
-                else:
-                    dst[o] = src[i]
-                    i += 1
-                o += 1
-            while i < mid:
-                dst[o] = src[i]
-                i += 1
-                o += 1
-            while j < hi:
-                dst[o] = src[j]
-                j += 1
-                o += 1
-        src, dst = dst, src
-        in_order = not in_order
-        width *= 2
-    if not in_order:
-        for i in range(n):
-            order[i] = src[i]
+def _block_heap(dots, n, heap):
+    """``heap[:n]``: the positions ``0..n-1`` as a binary heap in bound order (the block with
+    the largest dot at ``heap[0]``, ties to the smaller position), built in O(n) in the
+    caller's scratch. The first list's blocks are taken from it one at a time
+    (:func:`_block_pop`) until one falls below the heap factor's threshold — usually after
+    a few of them — so the blocks are never sorted whole (a full sort was ~11 % of a
+    docstrings query's time); they come in the order a stable sort by decreasing dot gives."""
+    for i in range(n):
+        heap[i] = i
+    for i in range(n // 2 - 1, -1, -1):
+        _sift_down(dots, heap, i, n)
+
+
+@nb.njit(cache=True, inline="always")
+def _block_pop(dots, heap, hn):
+    """The first block in bound order of the heap ``heap[:hn]`` (``hn >= 1``), removed from it
+    (the heap then holds ``hn - 1``)."""
+    top = heap[0]
+    hn -= 1
+    if hn > 0:
+        heap[0] = heap[hn]
+        _sift_down(dots, heap, 0, hn)
+    return top
 
 
 @nb.njit(cache=True, **LEAF)
@@ -843,7 +838,6 @@ def _search_rows(
     evb = si[o:o + n_ev]
     o += n_ev
     order = si[o:o + cap]
-    otmp = si[o + cap:o + 2 * cap]
     for q in range(q0, nq, q_step):
         qs = q_indptr[q]
         qe = q_indptr[q + 1]
@@ -904,9 +898,9 @@ def _search_rows(
                                    blk_scale, blk_min, acc, aq, dots)
                 use_sorted = ti == 0 and first_sorted
                 if use_sorted:
-                    _order_desc(dots, nb_, order, otmp)
+                    _block_heap(dots, nb_, order)
                 for bi in range(nb_):
-                    b = order[bi] if use_sorted else bi
+                    b = _block_pop(dots, order, nb_ - bi) if use_sorted else bi
                     if size == k and dots[b] < heap_factor * hs[0]:
                         if use_sorted:
                             break  # blocks come in decreasing bound order
@@ -981,7 +975,7 @@ def _prepare(v, q_indptr, k, query_cut, max_blocks, n_threads):
     """``(cap, tcap, n_ev)`` of a search of the queries ``q_indptr`` with ``n_threads``
     threads, the view's scratch ``v.scr_f`` / ``v.scr_i`` grown to hold them (per thread:
     the heap, block dots and sums, the top terms, the candidates, the evaluated blocks —
-    at most ``cap`` per opened list, each block at most once — and a block order)."""
+    at most ``cap`` per opened list, each block at most once — and the first list's block heap)."""
     # room for any block id a list's bit width can encode (a damaged file cannot write past it)
     cap = 2
     while cap < max_blocks:
@@ -991,7 +985,7 @@ def _prepare(v, q_indptr, k, query_cut, max_blocks, n_threads):
         tcap = max(tcap, min(query_cut, q_indptr[q + 1] - q_indptr[q]))
     n_ev = min(tcap * cap, v.blk_ptr.shape[0] - 1)
     need_f = k + 3 * cap + tcap
-    need_i = k + tcap + _CAND + n_ev + 2 * cap
+    need_i = k + tcap + _CAND + n_ev + cap
     if v.scr_f.shape[0] < n_threads or v.scr_f.shape[1] < need_f:
         v.scr_f = np.empty((max(n_threads, v.scr_f.shape[0]), max(need_f, 2 * v.scr_f.shape[1])), np.float32)
     if v.scr_i.shape[0] < n_threads or v.scr_i.shape[1] < need_i:
