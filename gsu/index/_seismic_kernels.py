@@ -854,15 +854,23 @@ def _search_rows(
         if nqt == 0:
             pass
         elif mode != 0 and n_allowed <= exact_max:
-            # low selectivity: exact scoring of every allowed row
+            # low selectivity: exact scoring of every allowed row, in chunks of _CAND whose
+            # documents are prefetched whole first (as a block's candidates below: the rows lie
+            # scattered over the forward index, and their misses overlap only in flight together)
             fs = f_indptr[0] if mode == 1 else f_indptr[q]
             fe = f_indptr[1] if mode == 1 else f_indptr[q + 1]
-            for p in range(fs, fe):
-                d = f_rows[p]
-                sc = _doc_dot(qdense, fwd_indptr, fwd_comps, fwd_vals, d)
-                scored += 1
-                if sc > 0:
-                    size = heap_push(hs, hr, size, k, sc, d)
+            for pc in range(fs, fe, _CAND):
+                pe = min(fe, pc + _CAND)
+                for p in range(pc, pe):
+                    prefetch(fwd_indptr, f_rows[p])
+                for p in range(pc, pe):
+                    _prefetch_doc(fwd_indptr, fwd_comps, fwd_vals, f_rows[p])
+                for p in range(pc, pe):
+                    d = f_rows[p]
+                    sc = _doc_dot(qdense, fwd_indptr, fwd_comps, fwd_vals, d)
+                    if sc > 0:
+                        size = heap_push(hs, hr, size, k, sc, d)
+            scored += fe - fs
         else:
             if mode == 2:
                 _mark_rows(amask, f_rows, f_indptr[q], f_indptr[q + 1])
