@@ -825,6 +825,48 @@ def test_block_heap_gives_the_stable_argsort_order():
             assert (heap[n:] == -1).all()
 
 
+def test_the_fused_front_takes_the_read_side_and_hands_other_calls_on(coll):
+    """``SeismicIndex.search`` answers a one-row call itself under an inline read
+    registration: it leaves no registration behind (after answers, refusals and errors);
+    a read nested in a read, a read inside the thread's own write and calls it does not
+    take (extra positional arguments, a missing ``k``, a ``k`` of another type) go to the
+    locked general search, with the same answers and errors as before."""
+    from _thread import get_ident
+
+    docs, queries = coll
+    idx = SeismicIndex.build(docs, n_postings=30, summary_energy=0.4, centroid_fraction=0.15, seed=3, auto_calibrate=False)
+    q = queries.tocsr()
+    ref = idx.search(q, K, query_cut=6, heap_factor=0.8)
+    lock = idx._gsu_lock
+    me = get_ident()
+    got = idx.search(q[0], K, query_cut=6, heap_factor=0.8)
+    np.testing.assert_array_equal(got.ids, ref.ids[:1])
+    assert me not in lock._held and idx._one is not None
+    lock.acquire_read()  # nested in a read
+    try:
+        np.testing.assert_array_equal(idx.search(q[1], K, query_cut=6, heap_factor=0.8).ids, ref.ids[1:2])
+        assert lock._held[me] == 1
+    finally:
+        lock.release_read()
+    lock.acquire_write()  # inside this thread's write
+    try:
+        np.testing.assert_array_equal(idx.search(q[2], K, query_cut=6, heap_factor=0.8).ids, ref.ids[2:3])
+    finally:
+        lock.release_write()
+    assert me not in lock._held
+    with pytest.raises(TypeError, match="missing the argument 'k'"):
+        idx.search(q[0])
+    with pytest.raises(TypeError):
+        idx.search(q[0], K, None)  # extra positional arguments: the general signature refuses them
+    with pytest.raises(TypeError, match="query_cut"):
+        idx.search(q[0], K, query_cut=6.0, heap_factor=0.8)
+    with pytest.raises(TypeError):
+        idx.search(q[0], K, query_cut=6, heap_factro=0.8)
+    np.testing.assert_array_equal(idx.search(q[0], np.int64(K), query_cut=6, heap_factor=0.8).ids, ref.ids[:1])
+    assert me not in lock._held
+    assert SeismicIndex.search.__gsu_locked__ == "read"
+
+
 def test_one_row_calls_from_threads_while_the_view_is_remade(coll):
     """The lean one-query path calls the compiled kernel without the index's mutex under the
     GIL (the kernel holds the GIL from its call to its return and leaves its scratch as it
