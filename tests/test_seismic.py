@@ -790,6 +790,107 @@ def test_build_calibrates_and_the_calibration_is_saved(tmp_path, rarity):
         idx.search(queries, K, target_recall=0.9, query_cut=3, heap_factor=0.5)
 
 
+def _score_recall(res, ref):
+    """Tie-tolerant recall@K per query: a found row counts when its score reaches the true
+    K-th score (the exact route and the flat index may break ties differently)."""
+    out = []
+    for i in range(len(ref)):
+        c = int(ref.counts[i])
+        if c == 0:
+            out.append(1.0)
+            continue
+        kth = ref.scores[i][c - 1]
+        found = res.scores[i][res.ids[i] >= 0]
+        out.append(min(int((found >= kth - 1e-5 * abs(kth) - 1e-7).sum()), c) / c)
+    return float(np.mean(out))
+
+
+def test_filtered_calibration_plans_each_selectivity_and_reaches_the_target(rarity):
+    """``calibrate`` also measures filtered searches: per selectivity of ``FILTER_BANDS``, a
+    random filter per calibration query, the exact route's cost and the blocked route's
+    recall on a staircase of settings. The plan (``filter_plan``) takes the exact route where
+    no blocked setting reaches the target below the exact cost, else the cheapest that does;
+    on the generator's held-out queries, with fresh random filters of each planned
+    selectivity, the default filtered search reaches the target (one call per query and a
+    batch of per-query filters alike), where the unfiltered operating point alone does not
+    at the narrow ones. A filter whose selectivity's entry is exact is scanned exactly (every
+    allowed row scored); an explicit ``filter_exact_max`` or ``query_cut`` bypasses the plan."""
+    from gsu.index.seismic import FILTER_BANDS
+
+    docs, queries, _ = rarity
+    n = docs.shape[0]
+    flat = SparseFlatIndex(6000)
+    flat.add(docs)
+    idx = SeismicIndex.build(docs, n_postings=400, auto_calibrate=False, seed=1)
+    assert idx.filter_plan() == []  # not calibrated: the fixed rule
+    cal = idx.calibrate(target_recall=0.95, max_seconds=None, seed=3)
+    fc = cal["filtered"]
+    assert fc["kind"] == "random" and fc["n_queries"] == 400 and fc["complete"]
+    plan = idx.filter_plan()
+    sels = [e["selectivity"] for e in plan]
+    assert sels == sorted(sels) and set(sels) <= set(FILTER_BANDS) and len(sels) >= 5
+    routes = [e["route"] for e in plan]
+    assert "exact" in routes and "blocked" in routes and routes[0] == "exact"
+    for e, (sel, m, exact_ms, pts) in zip(plan, fc["bands"]):
+        ok = [p for p in pts if p[3] >= 0.95 and p[4] < exact_ms]
+        if e["route"] == "exact":
+            assert not ok and e["ms_per_query"] == exact_ms
+        else:
+            best = min(ok, key=lambda p: p[4])
+            assert [e["query_cut"], e["heap_factor"]] == best[:2] and e["expected_recall"] == best[2]
+    q = queries.tocsr()[:120]
+    rng = np.random.default_rng(5)
+    op = idx.operating_point()
+    below = []
+    for e in plan:
+        m = int(round(e["selectivity"] * n))
+        fs = [np.sort(rng.choice(n, m, replace=False)).astype(np.int64) for _ in range(q.shape[0])]
+        ref = flat.search(q, K, filter=Filter.per_query(fs))
+        one = SearchResult.concat([idx.search(q[i], K, filter=fs[i]) for i in range(q.shape[0])])
+        batch = idx.search(q, K, filter=Filter.per_query(fs))
+        assert _score_recall(one, ref) >= 0.95 and _score_recall(batch, ref) >= 0.95, e
+        below.append(_score_recall(idx.search(q, K, filter=Filter.per_query(fs), filter_exact_max=0), ref))
+        st = {}
+        idx.search(q[0], K, filter=fs[0], stats=st)
+        if e["route"] == "exact":
+            assert st["scored"][0] == m
+            np.testing.assert_allclose(idx.search(q[0], K, filter=fs[0]).scores, ref.scores[:1], rtol=1e-6)
+        else:  # the entry's blocked settings, exactly
+            same = idx.search(q, K, filter=Filter.per_query(fs), query_cut=e["query_cut"], heap_factor=e["heap_factor"],
+                              filter_exact_max=0)
+            np.testing.assert_array_equal(batch.ids, same.ids)
+            np.testing.assert_array_equal(one.ids, same.ids)
+        st = {}  # explicit settings bypass the plan: the blocked route at the operating point
+        idx.search(q[0], K, filter=fs[0], filter_exact_max=0, stats=st)
+        st2 = {}
+        idx.search(q[0], K, filter=fs[0], query_cut=op["query_cut"], heap_factor=op["heap_factor"], filter_exact_max=0, stats=st2)
+        assert st["scored"][0] == st2["scored"][0]
+    assert min(below) < 0.9  # the blocked route at the unfiltered operating point misses narrow filters
+    # a lower target plans no dearer route at any selectivity
+    for lo, hi in zip(idx.filter_plan(0.8), plan):
+        assert lo["ms_per_query"] <= hi["ms_per_query"] + 1e-12
+
+
+def test_the_filtered_calibration_is_saved_and_checked(tmp_path, rarity):
+    from gsu.index.seismic import _check_calibration
+
+    docs, queries, _ = rarity
+    idx = SeismicIndex.build(docs, n_postings=400, seed=1)  # the build's calibration measures filters too
+    assert idx.calibration["filtered"]["bands"] and idx.filter_plan()
+    idx.save(tmp_path / "f.gsu")
+    back = load(tmp_path / "f.gsu")
+    assert back.filter_plan() == idx.filter_plan() and back.calibration == idx.calibration
+    ids = np.sort(np.random.default_rng(2).choice(docs.shape[0], 60, replace=False)).astype(np.int64)
+    np.testing.assert_array_equal(back.search(queries[:5], K, filter=ids).ids, idx.search(queries[:5], K, filter=ids).ids)
+    good = idx.calibration
+    assert _check_calibration(good) is good
+    for bad_bands in ([], [[0.5, 10, 1.0, []], [0.1, 10, 1.0, []]], [[0.1, 10, float("nan"), []]],
+                      [[0.1, 10, 1.0, [[0, 0.5, 1.0, 1.0, 1.0]]]], [[0.1, 10, 1.0, [[3, 0.5, 1.0]]]], [[1.5, 10, 1.0, []]]):
+        bad = dict(good, filtered=dict(good["filtered"], bands=bad_bands))
+        with pytest.raises(ValueError, match="calibration"):
+            _check_calibration(bad)
+
+
 def test_block_heap_gives_the_stable_argsort_order():
     """A first list's blocks are taken in bound order from a heap in scratch (``_block_heap``
     / ``_block_pop``) instead of sorted by ``np.argsort(-dots)``: popped one by one they come

@@ -29,8 +29,11 @@ blocks are scored exactly from the forward index, each at most once per query. W
 ``first_sorted`` the blocks of the first list are visited in decreasing summary score.
 
 Beyond the reference: filters (shared or per query; excluded documents are never
-scored or returned; blocks holding no allowed document are skipped; a filter allowing
-at most ``filter_exact_max`` documents is answered exactly from the forward index),
+scored or returned; blocks holding no allowed document are skipped; by the filter's
+selectivity, the calibrated filter plan (:meth:`SeismicIndex.filter_plan`) answers it
+exactly from the forward index or by the blocked search at settings measured to reach
+the target under such filters; uncalibrated, a filter allowing at most
+``filter_exact_max`` documents is answered exactly),
 insertion after the build (new documents are scored exactly until they exceed
 ``rebuild_fraction`` of the indexed ones, then the lists are rebuilt), save/load with
 memory mapping.
@@ -41,6 +44,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import bisect
 import dataclasses
 import functools
 import threading
@@ -103,8 +107,56 @@ _CHUNK_ENTRIES = 8_000_000  # bound on the temporary summary buffer of one build
 _AUTO_CALIBRATION_SECONDS = 60.0  # budget of the calibration that follows every build
 
 
+#: selectivities of the filtered calibration (:meth:`SeismicIndex._calibrate_filtered`), ascending
+FILTER_BANDS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
+#: calibration queries measured under filters (the first of the sample)
+_FILTER_QUERIES = 400
+#: the blocked route's ladder at a selectivity climbs until a point's lower bound reaches this
+#: (the highest target a filtered search is then planned for from measurements)
+_FILTER_HI = 0.99
+
+
+def _filter_ladder(qc0: int, hf0: float, qcs: list[int], hfs: list[float]) -> list[tuple[int, float]]:
+    """The filtered calibration's staircase from ``(qc0, hf0)``: each step the next larger
+    ``query_cut`` of ``qcs`` (ascending), every second step also the next smaller
+    ``heap_factor`` of ``hfs`` (descending: smaller prunes less), until both ends are
+    reached."""
+    qi = next((i for i, x in enumerate(qcs) if x >= qc0), len(qcs) - 1)
+    hi = next((i for i, x in enumerate(hfs) if x <= hf0), len(hfs) - 1)
+    out = [(qc0, hf0)]
+    step = 0
+    while qi < len(qcs) - 1 or hi < len(hfs) - 1:
+        step += 1
+        qi = min(qi + 1, len(qcs) - 1)
+        if step % 2 == 0 or qi == len(qcs) - 1:
+            hi = min(hi + 1, len(hfs) - 1)
+        pt = (int(qcs[qi]), float(hfs[hi]))
+        if pt != out[-1]:
+            out.append(pt)
+    return out
+
+
+def _random_rows(n: int, m: int, rng: np.random.Generator, exclude: int) -> np.ndarray:
+    """``m`` distinct sorted rows of ``0..n-1`` other than ``exclude`` (O(m log m) draws
+    for a small share, a permutation for a large one)."""
+    if 3 * m > n:
+        pool = np.arange(n, dtype=np.int64)
+        if 0 <= exclude < n:
+            pool = np.delete(pool, exclude)
+        return np.sort(rng.choice(pool, m, replace=False))
+    r = np.zeros(0, np.int64)
+    while r.shape[0] < m:
+        c = rng.integers(0, n, int((m - r.shape[0]) * 1.1) + 16)
+        r = np.unique(np.concatenate([r, c[c != exclude]]))
+    if r.shape[0] > m:
+        r = np.sort(rng.choice(r, m, replace=False))
+    return r.astype(np.int64)
+
+
 def default_filter_exact_max(n: int) -> int:
-    """Default ``filter_exact_max``: filters allowing at most this many of ``n`` documents are answered exactly.
+    """Default ``filter_exact_max`` of an index without a filtered calibration (a calibrated
+    one plans filtered searches by :meth:`SeismicIndex.filter_plan`): filters allowing at
+    most this many of ``n`` documents are answered exactly.
 
     ``max(4096, n // 50)`` — 2 % of the collection, at least 4,096 documents. Exact
     scoring costs one forward-index dot product per allowed document and has recall
@@ -128,8 +180,11 @@ class SeismicSettings:
       Larger: more skipping, faster, lower recall.
     - ``first_sorted``: visit the first list's blocks in decreasing summary score.
     - ``filter_exact_max``: a query whose filter allows at most this many documents is
-      answered exactly from the forward index (``None``: :func:`default_filter_exact_max`
-      of the index size; 0 disables it).
+      answered exactly from the forward index, the others by the blocked search at
+      ``query_cut``/``heap_factor`` (``None``: the calibrated filter plan,
+      :meth:`SeismicIndex.filter_plan`, where the call names no ``settings``,
+      ``query_cut`` or ``heap_factor``; else :func:`default_filter_exact_max` of the
+      index size; 0 disables the exact route).
 
     An index holds its defaults (``SeismicIndex.search_settings``, saved with it); a
     calibrated index replaces ``query_cut``/``heap_factor`` by the operating point that
@@ -193,6 +248,20 @@ def _check_calibration(cal: Any) -> dict[str, Any] | None:
         for p in cal["points"] + cal.get("grid", []):
             ok = ok and isinstance(p, list) and len(p) == 5 and isinstance(p[0], int) and p[0] >= 1 \
                 and all(isinstance(x, (int, float)) and math.isfinite(x) for x in p) and p[1] >= 0
+    fc = cal.get("filtered") if ok else None
+    if fc is not None:
+        bands = fc.get("bands") if isinstance(fc, dict) else None
+        ok = isinstance(bands, list) and len(bands) > 0
+        prev = 0.0
+        for b in bands if ok else ():
+            ok = ok and isinstance(b, list) and len(b) == 4 and isinstance(b[0], float) and prev < b[0] < 1 \
+                and isinstance(b[1], int) and b[1] >= 1 and isinstance(b[2], (int, float)) and math.isfinite(b[2]) and b[2] >= 0 \
+                and isinstance(b[3], list)
+            if ok:
+                prev = b[0]
+                for p in b[3]:
+                    ok = ok and isinstance(p, list) and len(p) == 5 and isinstance(p[0], int) and p[0] >= 1 \
+                        and all(isinstance(x, (int, float)) and math.isfinite(x) for x in p) and p[1] >= 0
     if not ok or not 0 < float(cal["target_recall"]) <= 1:
         raise ValueError("inconsistent calibration record")
     return cal
@@ -615,7 +684,11 @@ class SeismicIndex(MutableIndex):
                 weights; a 1-D dense vector is a batch of one. Empty rows return nothing.
             k: results per query.
             filter: a :class:`Filter` (or anything ``Filter.coerce`` accepts), shared
-                or one per query. Excluded documents are never scored or returned.
+                or one per query. Excluded documents are never scored or returned. By
+                default its route and settings follow the calibrated filter plan for its
+                selectivity (:meth:`filter_plan`; per-query filters of several
+                selectivities: the exact route up to the largest one planned exact, the
+                strongest planned blocked settings for the rest).
             settings: a :class:`SeismicSettings` for this search (default: the
                 calibrated operating point for ``target_recall``, else the index's
                 ``search_settings``).
@@ -670,6 +743,12 @@ class SeismicIndex(MutableIndex):
                     f_indptr, f_rows, allowed, blk_ok = self._live_masks(cf)
                 else:
                     f_rows = cf.rows if cf.rows.dtype == np.int64 else cf.rows.astype(np.int64)
+                    # the calibrated filter plan (a call that names no route setting of its own)
+                    fit = (self._filter_fit(target_recall) if settings is None and query_cut is None and heap_factor is None
+                           and fem is None and self._calibration is not None else None)
+                    if fit is not None and (not cf.shared or f_rows.shape[0] < n):
+                        counts_ = (f_rows.shape[0],) if cf.shared else np.unique(np.diff(cf.indptr)).tolist()
+                        exact_max, qc, hf = self._filter_route(fit, counts_, n, st)
                     if cf.shared and nq > 1:
                         if f_rows.shape[0] < n:
                             mode = 1
@@ -865,6 +944,7 @@ class SeismicIndex(MutableIndex):
         heap_factors: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
         max_seconds: float | None = 60.0,
         seed: int = 0,
+        filtered: bool = True,
     ) -> dict[str, Any]:
         """Fit the search settings (``query_cut``, ``heap_factor``) to this index's own data.
 
@@ -894,13 +974,19 @@ class SeismicIndex(MutableIndex):
             max_seconds: time budget of the grid walk (``None``: no limit); points are
                 visited cheapest first and the walk stops when the budget is spent.
             seed: seed of the query sample.
+            filtered: also measure filtered searches (:meth:`_calibrate_filtered`): at a
+                ladder of selectivities, a random filter per query, the exact route's
+                cost and the blocked route's recall and cost at the front's points from
+                the default one up; a filtered search then takes, for its selectivity,
+                the cheaper of the two that reaches its target (:meth:`filter_plan`).
 
         Returns:
             The stored calibration: ``{"target_recall", "k", "n_queries", "source",
             "points": [[query_cut, heap_factor, recall, recall_lcb, ms_per_query], ...]
             (the Pareto front, fastest first; ``recall`` the mean over all queries,
             ``recall_lcb`` the hardest style's lower bound), "grid": every measured
-            point, "seconds"}``.
+            point, "seconds"}``, with ``"filtered"`` (see :meth:`_calibrate_filtered`)
+            when measured.
         """
         import time
 
@@ -973,9 +1059,174 @@ class SeismicIndex(MutableIndex):
             "seconds": round(time.perf_counter() - t_start, 3),
         }
         self._op_cache = {}
+        if filtered:
+            fc = self._calibrate_filtered(q, exclude, style, k, target_recall, max_seconds, seed, qcs, hfs)
+            if fc is not None:
+                self._calibration["filtered"] = fc
+                self._calibration["seconds"] = round(time.perf_counter() - t_start, 3)
+            self._op_cache = {}
         log.info("seismic calibration: %d points measured in %.1fs; default %s",
                  len(measured), self._calibration["seconds"], self.operating_point())
         return self._calibration
+
+    def _calibrate_filtered(self, q: SparseRows, exclude: np.ndarray, style: np.ndarray, k: int, target: float,
+                            max_seconds: float | None, seed: int, qcs: list[int], hfs: list[float]) -> dict[str, Any] | None:
+        """The filtered part of :meth:`calibrate`: ``{"n", "k", "n_queries", "kind":
+        "random", "bands": [[selectivity, rows, exact_ms, [[query_cut, heap_factor,
+        recall, recall_lcb, ms], ...]], ...], "complete", "seconds"}`` (``None``: too few
+        rows or queries to measure).
+
+        At each selectivity of :data:`FILTER_BANDS` (ascending), every calibration query
+        (the first :data:`_FILTER_QUERIES`) gets a uniform random set of that many rows
+        (never its own source row). The exact route's pass over them, one thread, gives
+        the true answers and the exact cost (``exact_ms``); then the blocked route is
+        measured on a staircase of settings from the default point for ``target`` up
+        (:func:`_filter_ladder`: each step the next larger ``query_cut`` of the grid,
+        every second step the next smaller ``heap_factor``; a filter takes recall from
+        the blocked route, its best allowed documents lying further down the posting
+        lists and in the lists of lighter terms), until a point's lower bound reaches
+        :data:`_FILTER_HI` or it costs more than the exact route. Uniform random filters
+        are the blocked route's hard case (filters near the query, a user's items around
+        the candidate, leave its best documents in the opened lists). The ladder stops
+        after two selectivities in a row where the default point reached ``target``
+        below the exact cost (wider filters only raise its recall), or once a quarter of
+        ``max_seconds`` is spent (after two selectivities; ``complete`` False)."""
+        import time
+
+        n = self._n_indexed
+        cal = self._calibration
+        front = cal["points"] if cal else []
+        nf = min(q.n, _FILTER_QUERIES)
+        if n < 4 * k or nf < 8 or not front:
+            return None
+        t_start = time.perf_counter()
+        budget = None if max_seconds is None else 0.25 * max_seconds
+        sub = q.to_scipy()[:nf].tocsr()
+        qi, qcomp, qv = _kernel_rows(sub.indptr.astype(np.int64), sub.indices.astype(np.int32), sub.data.astype(np.float32))
+        src = exclude[:nf]
+        groups = [np.flatnonzero(style[:nf] == s_) for s_ in np.unique(style[:nf])]
+        no_ex = np.full(nf, -1, np.int64)
+        j0 = next((j for j, p in enumerate(front) if p[3] >= target), len(front) - 1)
+        ladder = _filter_ladder(int(front[j0][0]), float(front[j0][1]), qcs, hfs)
+        rng = np.random.default_rng([seed, 7])
+        bands: list[list[Any]] = []
+        ok_run = 0
+        complete = True
+        for sel in FILTER_BANDS:
+            m = int(round(sel * n))
+            if m < 2 * k or m >= n:
+                continue
+            if len(bands) >= 2 and budget is not None and time.perf_counter() - t_start > budget:
+                complete = False
+                break
+            f_indptr = np.arange(nf + 1, dtype=np.int64) * m
+            f_rows = np.concatenate([_random_rows(n, m, rng, int(src[i])) for i in range(nf)])
+            t0 = time.perf_counter()
+            t_rows, t_scores, t_counts = self._filtered_rows(qi, qcomp, qv, k, 1, 1.0, f_indptr, f_rows, n)
+            exact_ms = (time.perf_counter() - t0) / nf * 1e3
+            pts: list[list[float]] = []
+            for qc, hf in ladder:
+                times = []
+                for _ in range(2):
+                    t0 = time.perf_counter()
+                    rows, scores, _ = self._filtered_rows(qi, qcomp, qv, k, qc, hf, f_indptr, f_rows, 0)
+                    times.append(time.perf_counter() - t0)
+                r = _sk.recall_per_query(rows, scores, t_scores, t_counts, k, no_ex)
+                ms = float(np.median(times)) / nf * 1e3
+                lcb = min(recall_low(r[g]) for g in groups)
+                pts.append([qc, hf, round(float(r.mean()), 6), round(lcb, 6), round(ms, 6)])
+                if lcb >= _FILTER_HI or ms > exact_ms:
+                    break
+            bands.append([float(sel), m, round(exact_ms, 6), pts])
+            d = pts[0]
+            ok_run = ok_run + 1 if d[3] >= target and d[4] < exact_ms else 0
+            if ok_run >= 2:
+                break
+        if not bands:
+            return None
+        return {"n": int(n), "k": int(k), "n_queries": int(nf), "kind": "random", "bands": bands, "complete": complete,
+                "seconds": round(time.perf_counter() - t_start, 3)}
+
+    def _filtered_rows(self, qi: np.ndarray, qcomp: np.ndarray, qv: np.ndarray, k: int, qc: int, hf: float, f_indptr: np.ndarray,
+                       f_rows: np.ndarray, exact_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Kernel-form queries under per-query row filters (``f_indptr``/``f_rows``), one
+        thread: ``(rows, scores, counts)`` (row numbers)."""
+        nq = qi.shape[0] - 1
+        out_r = np.empty((nq, k), np.int64)
+        out_s = np.empty((nq, k), np.float32)
+        counts = np.empty(nq, np.int64)
+        scored = np.empty(nq, np.int64)
+        with self._lock:
+            view = self._view if self._view_threads >= 1 else self._make_view(1)
+            code, _ = _sk.search_serial(
+                view, qi, qcomp, qv, self.dim, k, qc, float(hf), self._search_settings.first_sorted, self._term_order,
+                self._n_indexed, 2, _EMPTY_U8, _EMPTY_U8, f_indptr, f_rows, exact_max, 1, self._max_blocks,
+                out_r, out_s, counts, scored,
+            )
+        if code != 0:
+            raise ValueError(f"queries: check code {code}")
+        return out_r, out_s, counts
+
+    def filter_plan(self, target_recall: float | None = None) -> list[dict[str, Any]]:
+        """How a filtered search picks its route by the filter's selectivity, for
+        ``target_recall`` (default: the calibrated target): one entry per measured
+        selectivity, ascending — ``{"selectivity", "route": "exact" | "blocked",
+        "query_cut", "heap_factor", "expected_recall", "ms_per_query", "exact_ms"}``. A
+        filter allowing a share ``s`` of the documents takes the entry of the largest
+        measured selectivity at most ``s`` (the exact route below the first; above the
+        last, the unfiltered operating point). Empty when the calibration measured no
+        filtered searches (the rule of :func:`default_filter_exact_max` applies)."""
+        plan = self._filter_fit(target_recall)
+        return [] if plan is None else [dict(p) for p in plan[1]]
+
+    def _filter_fit(self, target_recall: Any) -> tuple[tuple[float, ...], tuple[dict[str, Any], ...]] | None:
+        """``(selectivities, entries)`` of :meth:`filter_plan`, cached per target; ``None``
+        without a filtered calibration."""
+        cache = self._op_cache
+        ckey = ("filtered", target_recall, type(target_recall))
+        if ckey in cache:
+            return cache[ckey]
+        cal = self._calibration
+        fc = cal.get("filtered") if cal else None
+        out = None
+        if fc:
+            t = cal["target_recall"] if target_recall is None else _check_fraction(target_recall, name="target_recall", lo=0.0, hi=1.0)
+            entries = []
+            for sel, _m, exact_ms, pts in fc["bands"]:
+                ok = [p for p in pts if p[3] >= t and p[4] < exact_ms]
+                if ok:
+                    p = min(ok, key=lambda x: x[4])
+                    entries.append({"selectivity": sel, "route": "blocked", "query_cut": int(p[0]), "heap_factor": float(p[1]),
+                                    "expected_recall": p[2], "ms_per_query": p[4], "exact_ms": exact_ms})
+                else:
+                    entries.append({"selectivity": sel, "route": "exact", "query_cut": None, "heap_factor": None,
+                                    "expected_recall": 1.0, "ms_per_query": exact_ms, "exact_ms": exact_ms})
+            out = (tuple(e["selectivity"] for e in entries), tuple(entries))
+        if len(cache) < 64:
+            cache[ckey] = out
+        return out
+
+    def _filter_route(self, fit: tuple[tuple[float, ...], tuple[dict[str, Any], ...]], counts: Any, n: int,
+                      st: SeismicSettings) -> tuple[int, int, float]:
+        """``(exact_max, query_cut, heap_factor)`` of a search whose filters allow
+        ``counts`` rows each (of ``n``) by the filter plan ``fit``: filters whose
+        selectivity's entry is exact are scanned exactly (``exact_max`` the largest of
+        them), the others searched with the strongest blocked entry among them (the
+        operating point ``st`` above the measured range)."""
+        sels, entries = fit
+        exact_max = 0
+        qc, hf, cost = st.query_cut, st.heap_factor, -1.0
+        last = len(entries) - 1
+        for c in counts:
+            s_ = c / max(n, 1)
+            i = bisect.bisect_right(sels, s_) - 1
+            if i == last and s_ >= 2 * sels[-1]:
+                continue  # well above the measured range: the unfiltered operating point
+            if i < 0 or entries[i]["route"] == "exact":
+                exact_max = max(exact_max, int(c))
+            elif entries[i]["ms_per_query"] > cost:
+                qc, hf, cost = entries[i]["query_cut"], entries[i]["heap_factor"], entries[i]["ms_per_query"]
+        return exact_max, qc, hf
 
     @property
     def calibration(self) -> dict[str, Any] | None:
