@@ -109,8 +109,11 @@ _AUTO_CALIBRATION_SECONDS = 60.0  # budget of the calibration that follows every
 
 #: selectivities of the filtered calibration (:meth:`SeismicIndex._calibrate_filtered`), ascending
 FILTER_BANDS = (0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5)
-#: calibration queries measured under filters (the first of the sample)
+#: calibration queries measured under filters (the first of the sample), and at a wide
+#: selectivity at least ``_FILTER_MIN_QUERIES`` while their filters hold ``_FILTER_ROWS`` rows
 _FILTER_QUERIES = 400
+_FILTER_MIN_QUERIES = 100
+_FILTER_ROWS = 1 << 24
 #: the blocked route's ladder at a selectivity climbs until a point's lower bound reaches this
 #: (the highest target a filtered search is then planned for from measurements)
 _FILTER_HI = 0.99
@@ -1119,21 +1122,27 @@ class SeismicIndex(MutableIndex):
             if len(bands) >= 2 and budget is not None and time.perf_counter() - t_start > budget:
                 complete = False
                 break
-            f_indptr = np.arange(nf + 1, dtype=np.int64) * m
-            f_rows = np.concatenate([_random_rows(n, m, rng, int(src[i])) for i in range(nf)])
+            # wide filters on a large index: fewer queries (their exact pass scores nb·m rows;
+            # the lower bound prices the fewer)
+            nb = min(nf, max(_FILTER_MIN_QUERIES, _FILTER_ROWS // m))
+            f_indptr = np.arange(nb + 1, dtype=np.int64) * m
+            f_rows = np.concatenate([_random_rows(n, m, rng, int(src[i])) for i in range(nb)])
+            e = int(qi[nb])
+            bq = (qi[: nb + 1], qcomp[:e], qv[:e])
+            gb = [g[g < nb] for g in groups]
             t0 = time.perf_counter()
-            t_rows, t_scores, t_counts = self._filtered_rows(qi, qcomp, qv, k, 1, 1.0, f_indptr, f_rows, n)
-            exact_ms = (time.perf_counter() - t0) / nf * 1e3
+            t_rows, t_scores, t_counts = self._filtered_rows(*bq, k, 1, 1.0, f_indptr, f_rows, n)
+            exact_ms = (time.perf_counter() - t0) / nb * 1e3
             pts: list[list[float]] = []
             for qc, hf in ladder:
                 times = []
                 for _ in range(2):
                     t0 = time.perf_counter()
-                    rows, scores, _ = self._filtered_rows(qi, qcomp, qv, k, qc, hf, f_indptr, f_rows, 0)
+                    rows, scores, _ = self._filtered_rows(*bq, k, qc, hf, f_indptr, f_rows, 0)
                     times.append(time.perf_counter() - t0)
-                r = _sk.recall_per_query(rows, scores, t_scores, t_counts, k, no_ex)
-                ms = float(np.median(times)) / nf * 1e3
-                lcb = min(recall_low(r[g]) for g in groups)
+                r = _sk.recall_per_query(rows, scores, t_scores, t_counts, k, no_ex[:nb])
+                ms = float(np.median(times)) / nb * 1e3
+                lcb = min(recall_low(r[g]) for g in gb if g.size)
                 pts.append([qc, hf, round(float(r.mean()), 6), round(lcb, 6), round(ms, 6)])
                 if lcb >= _FILTER_HI or ms > exact_ms:
                     break
