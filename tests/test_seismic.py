@@ -882,6 +882,13 @@ def test_the_filtered_calibration_is_saved_and_checked(tmp_path, rarity):
     assert back.filter_plan() == idx.filter_plan() and back.calibration == idx.calibration
     ids = np.sort(np.random.default_rng(2).choice(docs.shape[0], 60, replace=False)).astype(np.int64)
     np.testing.assert_array_equal(back.search(queries[:5], K, filter=ids).ids, idx.search(queries[:5], K, filter=ids).ids)
+    # the plan stays cached however many operating points the calls named before
+    for qc in range(1, 41):
+        for hf in (0.6, 0.9):
+            idx.search(queries[:1], K, query_cut=qc, heap_factor=hf)
+    assert len(idx._op_cache) > 64
+    idx.search(queries[:1], K, filter=ids)
+    assert idx._filter_fits[0] is idx.calibration and (None, type(None)) in idx._filter_fits[1]
     good = idx.calibration
     assert _check_calibration(good) is good
     for bad_bands in ([], [[0.5, 10, 1.0, []], [0.1, 10, 1.0, []]], [[0.1, 10, float("nan"), []]],
