@@ -84,8 +84,7 @@ _CSR_A = getattr(sp, "csr_array", sp.csr_matrix)
 #: of value that take the lean path's cache (others are checked on the general path)
 _INTS = frozenset((int, np.int64, np.int32))
 _FLOATS = frozenset((float, np.float64, np.float32))
-_LEAN_KEYS = {"query_cut": _INTS, "heap_factor": _FLOATS, "target_recall": _FLOATS, "first_sorted": frozenset((bool, np.bool_)),
-              "filter_exact_max": _INTS}
+_BOOLS = frozenset((bool, np.bool_))
 
 
 def _kernel_rows(indptr: np.ndarray, comps: np.ndarray, vals: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -830,75 +829,80 @@ class SeismicIndex(MutableIndex):
         hook: ~0.45 µs of a ~3.3 µs MovieLens query on this project's AMD VM."""
 
         @functools.wraps(locked)
-        def search(self: "SeismicIndex", queries: Any, k: Any = _NO_K, *args: Any, **kw: Any) -> Any:
+        def search(self: "SeismicIndex", queries: Any, k: Any = _NO_K, *args: Any, filter: Any = None, settings: Any = None,
+                   query_cut: Any = None, heap_factor: Any = None, target_recall: Any = None, first_sorted: Any = None,
+                   filter_exact_max: Any = None, stats: Any = None) -> Any:
             tq = queries.__class__
             if ((tq is not _CSR_M and tq is not _CSR_A) or args or k.__class__ is not int or k < 1 or k > _LIMITS.max_k
-                    or k * _SLOT > _LIMITS.max_result_bytes or not _GIL):
-                return locked(self, queries, k, *args, **kw)
+                    or k * _SLOT > _LIMITS.max_result_bytes or not _GIL or filter is not None or settings is not None
+                    or stats is not None):
+                return locked(self, queries, k, *args, filter=filter, settings=settings, query_cut=query_cut,
+                              heap_factor=heap_factor, target_recall=target_recall, first_sorted=first_sorted,
+                              filter_exact_max=filter_exact_max, stats=stats)
             lock = self._gsu_lock
             tid = get_ident()
             held = lock._held
             pend = self._gsu_pending
             if tid in held or lock._writer_tid == tid or (pend is not None and not pend.done):
-                return locked(self, queries, k, *args, **kw)
+                return locked(self, queries, k, query_cut=query_cut, heap_factor=heap_factor, target_recall=target_recall,
+                              first_sorted=first_sorted, filter_exact_max=filter_exact_max)
             held[tid] = 1
             if lock._flag:  # a writer wants in: wait for it under the mutex
                 lock._read_slow(tid, registered=True)
             try:
                 r = None
-                if self._dead is None:
-                    # the operating point, cached per keyword set (a search loop passes the same ones)
-                    try:
-                        key = tuple(kw.items()) if kw else ()
-                        st = self._op_cache.get(key)
-                    except TypeError:  # an unhashable keyword value (a stats dict, a filter of arrays)
-                        key = st = None
+                # the operating point's keywords of the kinds the lean path takes (others — 6.0 or
+                # True for a query_cut, which equal 6 and 1 — go the general way, which checks them),
+                # then the settings cached per their values
+                if (self._dead is None and (query_cut is None or query_cut.__class__ in _INTS)
+                        and (heap_factor is None or heap_factor.__class__ in _FLOATS)
+                        and (target_recall is None or target_recall.__class__ in _FLOATS)
+                        and (first_sorted is None or first_sorted.__class__ in _BOOLS)
+                        and (filter_exact_max is None or filter_exact_max.__class__ in _INTS)):
+                    key = (query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
+                    cache = self._op_cache
+                    st = cache.get(key)
                     if st is None:
-                        if key is not None and _LEAN_KEYS.keys() >= kw.keys():
-                            st = self._call_settings(kw.get("query_cut"), kw.get("heap_factor"), kw.get("target_recall"),
-                                                     kw.get("first_sorted"), kw.get("filter_exact_max"))
-                            if len(self._op_cache) < 256:
-                                self._op_cache[key] = st
-                    else:
-                        # a hit matches by value, and 2 == 2.0 == True: only the exact types ride it
-                        # (cheaper than typed keys); anything else goes the general way, whose cache
-                        # keys carry types
-                        for name, v in kw.items():
-                            if v.__class__ not in _LEAN_KEYS[name] and v is not None:
-                                st = None
-                                break
-                    ind = queries.indptr
-                    comps = queries.indices
-                    vals = queries.data
-                    # the entry point reads 1-D arrays of these dtypes (any strides): anything else goes the general way
-                    if (st is not None and ind.dtype is _I32 and comps.dtype is _I32 and vals.dtype is _F32 and ind.ndim == 1
-                            and comps.ndim == 1 and vals.ndim == 1 and queries._shape[1] == self.dim
-                            and (self._n_indexed or self.ntotal)):
-                        out_r = _empty((1, k), _I64)
-                        out_s = _empty((1, k), _F32)
-                        counts = _empty(1, _I64)
-                        one = self._one
-                        if one is None or one[0] is not self._view:
-                            with self._lock:
-                                one = self._one_entry()
-                        # no mutex: the entry point holds the GIL from its call to its return
-                        # (search_one is compiled without nogil) and leaves the view's scratch as
-                        # it found it, so no other thread is inside it meanwhile; a view remade by
-                        # another thread after the check above holds the same arrays (writers are
-                        # kept out by the read side), with its own scratch
-                        if one[1](one[0], ind, comps, vals, self.dim, k, st.query_cut, st.heap_factor, st.first_sorted,
-                                  self._term_order, self._n_indexed, self._max_blocks, out_r, out_s, counts, one[2]) == 0:
-                            # SearchResult.trusted, inlined (a tenth of a microsecond on a call of a few)
-                            r = _new(SearchResult)
-                            d = r.__dict__
-                            d["ids"] = out_r if self._idmap.identity else self._idmap.to_ids(out_r)
-                            d["scores"] = out_s
-                            d["counts"] = counts
+                        st = self._call_settings(query_cut, heap_factor, target_recall, first_sorted, filter_exact_max)
+                        if len(cache) < 256:
+                            cache[key] = st
+                else:
+                    st = None
+                ind = queries.indptr
+                comps = queries.indices
+                vals = queries.data
+                # the entry point reads 1-D arrays of these dtypes (any strides): anything else goes the general way
+                if (st is not None and ind.dtype is _I32 and comps.dtype is _I32 and vals.dtype is _F32 and ind.ndim == 1
+                        and comps.ndim == 1 and vals.ndim == 1 and queries._shape[1] == self.dim
+                        and (self._n_indexed or self.ntotal)):
+                    out_r = _empty((1, k), _I64)
+                    out_s = _empty((1, k), _F32)
+                    counts = _empty(1, _I64)
+                    one = self._one
+                    if one is None or one[0] is not self._view:
+                        with self._lock:
+                            one = self._one_entry()
+                    # no mutex: the entry point holds the GIL from its call to its return
+                    # (search_one is compiled without nogil) and leaves the view's scratch as
+                    # it found it, so no other thread is inside it meanwhile; a view remade by
+                    # another thread after the check above holds the same arrays (writers are
+                    # kept out by the read side), with its own scratch
+                    if one[1](one[0], ind, comps, vals, self.dim, k, st.query_cut, st.heap_factor, st.first_sorted,
+                              self._term_order, self._n_indexed, self._max_blocks, out_r, out_s, counts, one[2]) == 0:
+                        # SearchResult.trusted, inlined (a tenth of a microsecond on a call of a few)
+                        r = _new(SearchResult)
+                        d = r.__dict__
+                        d["ids"] = out_r if self._idmap.identity else self._idmap.to_ids(out_r)
+                        d["scores"] = out_s
+                        d["counts"] = counts
             finally:
                 del held[tid]
                 if lock._flag:
                     lock._notify()
-            return locked(self, queries, k, *args, **kw) if r is None else r
+            if r is None:
+                return locked(self, queries, k, query_cut=query_cut, heap_factor=heap_factor, target_recall=target_recall,
+                              first_sorted=first_sorted, filter_exact_max=filter_exact_max)
+            return r
 
         search.__gsu_locked__ = "read"  # type: ignore[attr-defined]
         return search
