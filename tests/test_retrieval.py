@@ -76,7 +76,9 @@ def test_exact_matches_brute_force(data, with_time):
     tt = ttime if with_time else None
     res = ex.retrieve(hist, targets, target_time=tt)
     _check_result(res, T, K)
-    full = items.embeddings[targets] @ items.embeddings[hist.items].T
+    # scored per item, then gathered per behavior: a repeated item gets one score (a BLAS
+    # product over the behaviors may round its copies differently and reorder the ties)
+    full = (items.embeddings[targets] @ items.embeddings.T)[:, hist.items]
     cuts = _cuts(hist, ttime) if with_time else np.full(T, L)
     ref = _brute_topk(full, cuts, K)
     np.testing.assert_array_equal(res.positions, ref)
@@ -138,7 +140,7 @@ def test_soft_search_exact_scan_matches_brute_force(data, metric):
     R = items.retrieval_embeddings
     if metric == "cosine":
         R = R / np.linalg.norm(R, axis=1, keepdims=True)
-    full = R[targets] @ R[hist.items].T
+    full = (R[targets] @ R.T)[:, hist.items]  # per item, then per behavior (see test_exact_matches_brute_force)
     ref = _brute_topk(full, _cuts(hist, ttime), K)
     res = SoftSearch(items, k=K, metric=metric).retrieve(hist, targets, target_time=ttime)
     _check_result(res, T, K)
@@ -149,6 +151,47 @@ def test_soft_search_exact_scan_matches_brute_force(data, metric):
         for it in np.unique(its):
             p = res.positions[t][res.mask[t]][its == it]
             assert np.all(np.diff(p) < 0)
+
+
+@pytest.mark.parametrize("heads", [(1, "sum"), (4, "max")])
+@pytest.mark.parametrize("L_hist", [1500, 40000])
+def test_exact_scores_an_items_copies_alike_most_recent_first(data, heads, L_hist):
+    """An item seen several times gets one score for all its copies (scored once per
+    distinct item: a BLAS product over the behaviors may round copies differently, in the
+    last bit, by their place in its tile — OpenBLAS's Haswell kernel does), so among its
+    copies the most recent comes first, on the one-tile path and the blocked one (40,000
+    behaviors), for one product and for the max over heads."""
+    from gsu.retrieval.methods import distinct_rows, history_topk
+
+    items, _, targets, _ = data
+    rng = np.random.default_rng(4)
+    hi = rng.integers(0, N_ITEMS, L_hist)
+    hist = History.from_arrays(hi, np.arange(L_hist, dtype=np.int64))
+    ex = Exact(items, k=60, n_heads=heads[0], head_reduce=heads[1])
+    res = ex.retrieve(hist, targets)
+    _check_result(res, T, 60)
+    for t in range(T):
+        pos = res.positions[t][res.mask[t]]
+        sc = res.scores[t][res.mask[t]]
+        its = hist.items[pos]
+        assert np.all(np.diff(sc) <= 0)
+        for it in np.unique(its):
+            sel = its == it
+            assert np.all(np.diff(pos[sel]) < 0) and np.all(sc[sel] == sc[sel][0])
+    # the map itself: distinct rows ascending, every column mapped to its row; None without repeats
+    for n_rows in (N_ITEMS, 10**6):  # a mark over the table, or a sort
+        u, inv = distinct_rows(hi, n_rows)
+        np.testing.assert_array_equal(u, np.unique(hi))
+        np.testing.assert_array_equal(u[inv], hi)
+    assert distinct_rows(np.arange(50, dtype=np.int64), N_ITEMS) is None
+    # col_rows against the per-column product where that product is exact (integer-valued keys)
+    Kq = rng.integers(-3, 4, (N_ITEMS, DIM)).astype(np.float32)
+    Q = rng.integers(-3, 4, (7, DIM)).astype(np.float32)
+    cuts = rng.integers(0, L_hist + 1, 7).astype(np.int64)
+    a = history_topk(Q, Kq[hi], 30, cuts)
+    b = history_topk(Q, Kq[u], 30, cuts, col_rows=inv)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
 
 
 @pytest.mark.parametrize("index_kind", ["flat", "filtered"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from gsu.index.topk import heap_push, lower_bound, sift_down as _sift_down
+from gsu.index.topk import heap_push, lower_bound, sift_down as _sift_down, worse
 
 
 @nb.njit(cache=True, nogil=True)
@@ -48,6 +48,58 @@ def heap_scan_prefix(S, off, cuts, k, hs, hr, sizes):
                     size = heap_push(h_s, h_r, size, k, v, -(j + off))
                     root = h_s[0]
                 j += 1
+        sizes[b] = size
+
+
+@nb.njit(cache=True, nogil=True)
+def group_layout(col_rows, n_groups):
+    """``(grp_ptr (G+1,), grp_pos (L,))``: the positions of each group ``g`` of ``col_rows``
+    (L,) (each in ``0..G-1``) as ``grp_pos[grp_ptr[g]:grp_ptr[g+1]]``, ascending (a counting
+    sort, O(L + G))."""
+    L = col_rows.shape[0]
+    ptr = np.zeros(n_groups + 1, np.int64)
+    for p in range(L):
+        ptr[col_rows[p] + 1] += 1
+    for g in range(n_groups):
+        ptr[g + 1] += ptr[g]
+    fill = ptr[:-1].copy()
+    pos = np.empty(L, np.int64)
+    for p in range(L):
+        g = col_rows[p]
+        pos[fill[g]] = p
+        fill[g] += 1
+    return ptr, pos
+
+
+@nb.njit(cache=True, nogil=True)
+def heap_scan_distinct(S, off, grp_ptr, grp_pos, cuts, k, hs, hr, sizes):
+    """Like :func:`heap_scan_prefix`, but column ``j`` of ``S`` scores the distinct key
+    ``g = off + j``, whose positions are ``grp_pos[grp_ptr[g]:grp_ptr[g+1]]`` (ascending):
+    each of them before the row's cut is offered with that one score, the most recent
+    first (once one is refused the older ones are too). The heaps order (score, position)
+    entries totally, so they end as a positional scan leaves them."""
+    B, W = S.shape
+    for b in range(B):
+        c = cuts[b]
+        size = sizes[b]
+        h_s = hs[b]
+        h_r = hr[b]
+        row = S[b]
+        root = h_s[0] if size == k else np.float32(-np.inf)
+        for j in range(W):
+            v = row[j]
+            if v != v or (size == k and v < root):
+                continue
+            g = off + j
+            lo = grp_ptr[g]
+            i = lower_bound(grp_pos, lo, grp_ptr[g + 1], c) - 1  # the most recent position before the cut
+            while i >= lo:
+                r = -grp_pos[i]
+                if size == k and not worse(h_s[0], h_r[0], v, r):
+                    break  # refused: the older copies would be too
+                size = heap_push(h_s, h_r, size, k, v, r)
+                i -= 1
+            root = h_s[0] if size == k else np.float32(-np.inf)
         sizes[b] = size
 
 

@@ -33,7 +33,7 @@ from gsu.retrieval import _lifelong_kernels as LK
 from gsu.retrieval._clustering import kmeans
 from gsu.retrieval.cascade import _rescore
 from gsu.retrieval.items import ItemTable
-from gsu.retrieval.methods import Retriever, history_topk
+from gsu.retrieval.methods import Retriever, distinct_rows, history_topk
 from gsu.retrieval.result import RetrievalResult
 from gsu.retrieval.store import History
 
@@ -303,8 +303,11 @@ class MultiInterest(Retriever):
             return RetrievalResult.empty(T, k)
         rows = self.items.rows(h.items, name="history items")
         if self.search is None:
-            Kx = np.ascontiguousarray(E[rows])
-            ppos, _ = history_topk(Q, Kx, kk, rc)
+            dist = distinct_rows(rows, E.shape[0])  # an item seen more than once scored once (exact ties)
+            if dist is None:
+                ppos, _ = history_topk(Q, np.ascontiguousarray(E[rows]), kk, rc)
+            else:
+                ppos, _ = history_topk(Q, np.ascontiguousarray(E[dist[0]]), kk, rc, col_rows=dist[1])
         else:
             from gsu.retrieval.clustered import search_clusters
 

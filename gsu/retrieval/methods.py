@@ -94,6 +94,7 @@ def history_topk(
     head_reduce: str = "sum",
     block_rows: int = _BLOCK_ROWS,
     block_cols: int = _BLOCK_COLS,
+    col_rows: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k of ``Q @ Kmat.T`` per row, blocked so each score tile stays in cache.
 
@@ -104,12 +105,18 @@ def history_topk(
             group ``g`` is visible when ``first_pos[g] < cuts[t]``.
         n_heads / head_reduce: with ``"max"`` the D columns are split into ``n_heads``
             heads and a column's score is the max over heads (``"sum"`` = one product).
+        col_rows: (M,) int64: column ``j``'s key is ``Kmat[col_rows[j]]`` (``Kmat`` the
+            distinct keys, :func:`distinct_rows`). Each (query, distinct key) score is then
+            computed once and read by every column of that key, so copies of an item tie
+            exactly and the tie rule (the most recent) holds: a BLAS product over the
+            positions may round two copies differently (OpenBLAS's Haswell kernel does,
+            in the last bit, depending on a column's place in its tile).
 
     Returns ``(idx (T, k) int64 -1 padded, scores (T, k) float32 -inf padded)``, best
     first, ties to the larger column. Scores are never materialised as a (T, M) matrix.
     """
     T = Q.shape[0]
-    M = Kmat.shape[0]
+    M = Kmat.shape[0] if col_rows is None else col_rows.shape[0]
     out_i = np.full((T, k), -1, np.int64)
     out_s = np.full((T, k), -np.inf, np.float32)
     if T == 0 or M == 0:
@@ -118,8 +125,10 @@ def history_topk(
     sc = cuts[order]
     Qs = Q[order]
     if (head_reduce == "sum" or n_heads == 1) and (int(sc[-1]) if first_pos is None else M) <= _SELECT_MAX_COLS:
-        _select_path(Qs, Kmat, k, sc, order, out_i, out_s, first_pos)
+        _select_path(Qs, Kmat, k, sc, order, out_i, out_s, first_pos, col_rows)
         return out_i, out_s
+    if col_rows is not None:  # scored per distinct key in tiles, each key's positions offered (heap_scan_distinct)
+        grp_ptr, grp_pos = K_.group_layout(col_rows, Kmat.shape[0])
     hs = np.empty((block_rows, k), np.float32)
     hr = np.empty((block_rows, k), np.int64)
     sizes = np.zeros(block_rows, np.int64)
@@ -135,14 +144,29 @@ def history_topk(
         cb = sc[s:e]
         sizes[:B] = 0
         hsb, hrb, szb = hs[:B], hr[:B], sizes[:B]
+        if col_rows is not None:
+            for a in range(0, Kmat.shape[0], block_cols):
+                w = min(block_cols, Kmat.shape[0] - a)
+                S = buf[:B, :w]
+                if tmp is None:
+                    np.matmul(qb, Kmat[a : a + w].T, out=S)
+                else:
+                    S[:] = _head_scores(qb, Kmat[a : a + w], n_heads, dh)
+                K_.heap_scan_distinct(S, a, grp_ptr, grp_pos, cb, k, hsb, hrb, szb)
+            oi[:B] = -1
+            os_[:B] = -np.inf
+            K_.heaps_finish(hsb, hrb, szb, oi[:B], os_[:B])
+            out_i[order[s:e]] = oi[:B]
+            out_s[order[s:e]] = os_[:B]
+            continue
         limit = M if first_pos is not None else int(min(M, cb.max()))
         for a in range(0, limit, block_cols):
             w = min(block_cols, limit - a)
             S = buf[:B, :w]
-            Kc = Kmat[a : a + w]
             if tmp is None:
-                np.matmul(qb, Kc.T, out=S)
+                np.matmul(qb, Kmat[a : a + w].T, out=S)
             else:
+                Kc = Kmat[a : a + w]
                 t2 = tmp[:B, :w]
                 for h in range(n_heads):
                     sl = slice(h * dh, (h + 1) * dh)
@@ -172,6 +196,7 @@ def _select_path(
     out_i: np.ndarray,
     out_s: np.ndarray,
     first_pos: np.ndarray | None = None,
+    col_rows: np.ndarray | None = None,
 ) -> None:
     """Rows that fit one tile: a (B, w) score tile per block of targets (sorted by cut),
     invisible columns set to -inf, the k-th largest score per row by ``np.partition``
@@ -188,7 +213,10 @@ def _select_path(
         if w == 0 or int(cb[-1]) == 0:
             continue
         S = buf[: (e - s) * w].reshape(e - s, w)
-        np.matmul(Qs[s:e], Kmat[:w].T, out=S)
+        if col_rows is None:
+            np.matmul(Qs[s:e], Kmat[:w].T, out=S)
+        else:  # one score per distinct key, read by each of its columns (see history_topk)
+            np.take(Qs[s:e] @ Kmat.T, col_rows[:w], axis=1, out=S)
         if first_pos is not None:
             K_.mask_invisible_groups(S, first_pos, cb)
             cb = np.full(e - s, w, np.int64)
@@ -207,6 +235,40 @@ def _select_path(
         K_.decode_keys(keys, oi, os_)
         out_i[order[s:e]] = oi
         out_s[order[s:e]] = os_
+
+
+def _head_scores(qb: np.ndarray, Kmat: np.ndarray, n_heads: int, dh: int) -> np.ndarray:
+    """(B, M) scores of the rows ``qb`` against the keys ``Kmat``: one product, or with
+    ``n_heads > 1`` the max over heads of ``dh`` columns each."""
+    if n_heads <= 1:
+        return qb @ Kmat.T
+    out = qb[:, :dh] @ Kmat[:, :dh].T
+    for h in range(1, n_heads):
+        np.maximum(out, qb[:, h * dh : (h + 1) * dh] @ Kmat[:, h * dh : (h + 1) * dh].T, out=out)
+    return out
+
+
+def distinct_rows(rows: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(distinct rows (G,) ascending, column map (L,) int64)`` of item-table ``rows`` (L,)
+    (each in ``0..n_rows-1``) when some row repeats, else ``None``: the keys and the
+    ``col_rows`` of :func:`history_topk`. A mark over the table (O(L + n_rows)) where the
+    table is not much larger than the rows or small, else a sort."""
+    L = rows.shape[0]
+    if L < 2:
+        return None
+    if n_rows <= max(8 * L, 1 << 21):  # zeroing and scanning a few MB costs less than sorting the rows
+        mark = np.zeros(n_rows, bool)
+        mark[rows] = True
+        u = np.flatnonzero(mark)
+        if u.shape[0] == L:
+            return None
+        remap = np.empty(n_rows, np.int64)
+        remap[u] = np.arange(u.shape[0], dtype=np.int64)
+        return u, remap[rows]
+    u, inv = np.unique(rows, return_inverse=True)
+    if u.shape[0] == L:
+        return None
+    return u, inv.astype(np.int64, copy=False)
 
 
 def expand_groups_result(top_g: np.ndarray, top_s: np.ndarray, grp_ptr: np.ndarray, grp_pos: np.ndarray, cuts: np.ndarray, k: int) -> RetrievalResult:
@@ -396,7 +458,10 @@ class Exact(Retriever):
         return np.ascontiguousarray(q, dtype=np.float32)
 
     def _key_vectors(self, h: History) -> np.ndarray:
-        rows = self.items.rows(h.items, name="history items")
+        return self._keys(self.items.rows(h.items, name="history items"))
+
+    def _keys(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), d) float32 keys of item-table ``rows`` (projected by ``Wk`` when set)."""
         kx = self.items.embeddings[rows]
         if self.Wk is not None:
             kx = kx @ self.Wk
@@ -408,8 +473,17 @@ class Exact(Retriever):
 
             return retrieve_one(self, h, trows, k, cuts)
         Q = self._query_vectors(trows)
-        Kx = self._key_vectors(h)
-        idx, sc = history_topk(Q, Kx, k, cuts, n_heads=self.n_heads, head_reduce=self.head_reduce)
+        # the visible prefix; an item seen more than once is scored once (its copies tie
+        # exactly, so the most recent wins: history_topk's col_rows)
+        lv = int(cuts.max()) if cuts.shape[0] else 0
+        rows = self.items.rows(h.items[:lv], name="history items")
+        dist = distinct_rows(rows, self.items.embeddings.shape[0])
+        if dist is None:
+            Kx = self._keys(rows)
+            idx, sc = history_topk(Q, Kx, k, cuts, n_heads=self.n_heads, head_reduce=self.head_reduce)
+        else:
+            idx, sc = history_topk(Q, self._keys(dist[0]), k, cuts, n_heads=self.n_heads, head_reduce=self.head_reduce,
+                                   col_rows=dist[1])
         return RetrievalResult.from_positions(idx, sc)
 
     # -- used by the quality metrics ------------------------------------------------
@@ -501,8 +575,8 @@ class TWIN(Exact):
     def _query_vectors(self, trows: np.ndarray) -> np.ndarray:
         return self._Qt[trows]
 
-    def _key_vectors(self, h: History) -> np.ndarray:
-        return self._Kt[self.items.rows(h.items, name="history items")]
+    def _keys(self, rows: np.ndarray) -> np.ndarray:
+        return self._Kt[rows]
 
     def __repr__(self) -> str:
         return f"TWIN(k={self.k}, n_heads={self.n_heads}, width={self.width})"
