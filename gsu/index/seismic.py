@@ -1238,7 +1238,8 @@ class SeismicIndex(MutableIndex):
         last = len(entries) - 1
         for c in counts:
             s_ = c / max(n, 1)
-            i = bisect.bisect_right(sels, s_) - 1
+            # (a filter of the measured size less a rounding, e.g. int(0.5 n) rows, takes its entry)
+            i = bisect.bisect_right(sels, s_ * 1.001) - 1
             if i == last and s_ >= 2 * sels[-1]:
                 continue  # well above the measured range: the unfiltered operating point
             if i < 0 or entries[i]["route"] == "exact":
