@@ -52,6 +52,27 @@ def heap_scan_prefix(S, off, cuts, k, hs, hr, sizes):
 
 
 @nb.njit(cache=True, nogil=True)
+def distinct_first(rows, slot):
+    """``(distinct (G,), inv (L,))`` of ``rows`` (L,) (each in ``0..len(slot)-1``), the
+    distinct values in order of first occurrence, ``rows == distinct[inv]``, in one pass;
+    ``slot`` (n,) int32 all -1 on entry (a fresh scratch: it is left marked)."""
+    L = rows.shape[0]
+    u = np.empty(L, np.int64)
+    inv = np.empty(L, np.int64)
+    G = 0
+    for p in range(L):
+        r = rows[p]
+        s = slot[r]
+        if s < 0:
+            s = G
+            slot[r] = G
+            u[G] = r
+            G += 1
+        inv[p] = s
+    return u[:G], inv
+
+
+@nb.njit(cache=True, nogil=True)
 def group_layout(col_rows, n_groups):
     """``(grp_ptr (G+1,), grp_pos (L,))``: the positions of each group ``g`` of ``col_rows``
     (L,) (each in ``0..G-1``) as ``grp_pos[grp_ptr[g]:grp_ptr[g+1]]``, ascending (a counting

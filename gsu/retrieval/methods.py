@@ -249,23 +249,22 @@ def _head_scores(qb: np.ndarray, Kmat: np.ndarray, n_heads: int, dh: int) -> np.
 
 
 def distinct_rows(rows: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(distinct rows (G,) ascending, column map (L,) int64)`` of item-table ``rows`` (L,)
-    (each in ``0..n_rows-1``) when some row repeats, else ``None``: the keys and the
-    ``col_rows`` of :func:`history_topk`. A mark over the table (O(L + n_rows)) where the
-    table is not much larger than the rows or small, else a sort."""
+    """``(distinct rows (G,), column map (L,) int64)`` of item-table ``rows`` (L,) (each in
+    ``0..n_rows-1``) when some row repeats, else ``None``: the keys and the ``col_rows`` of
+    :func:`history_topk` (``rows == distinct[map]``, the distinct rows ascending). One pass over the rows with an int32 slot per table row where the table is
+    not much larger than the rows or small (a few MB to clear), else a sort."""
     L = rows.shape[0]
     if L < 2:
         return None
-    if n_rows <= max(8 * L, 1 << 21):  # zeroing and scanning a few MB costs less than sorting the rows
-        mark = np.zeros(n_rows, bool)
-        mark[rows] = True
-        u = np.flatnonzero(mark)
-        if u.shape[0] == L:
-            return None
-        remap = np.empty(n_rows, np.int64)
-        remap[u] = np.arange(u.shape[0], dtype=np.int64)
-        return u, remap[rows]
-    u, inv = np.unique(rows, return_inverse=True)
+    if n_rows <= max(8 * L, 1 << 20):
+        u, inv = K_.distinct_first(np.ascontiguousarray(rows, dtype=np.int64), np.full(n_rows, -1, np.int32))
+        if u.shape[0] < L:  # ascending (the keys are then read in table order: 18 -> 11 ms at 10^6 behaviors, 52k items)
+            order = np.argsort(u)
+            rank = np.empty(u.shape[0], np.int64)
+            rank[order] = np.arange(u.shape[0], dtype=np.int64)
+            u, inv = u[order], rank[inv]
+    else:
+        u, inv = np.unique(rows, return_inverse=True)
     if u.shape[0] == L:
         return None
     return u, inv.astype(np.int64, copy=False)
