@@ -871,6 +871,38 @@ def test_filtered_calibration_plans_each_selectivity_and_reaches_the_target(rari
         assert lo["ms_per_query"] <= hi["ms_per_query"] + 1e-12
 
 
+def test_a_batch_of_filters_of_several_selectivities_follows_the_plan(rarity):
+    """Per-query filters of different selectivities in one call: the ones whose entry is
+    exact are scanned exactly (every allowed row scored), the others searched with the
+    strongest blocked entry among them; every answer is what a call of its own reaches
+    at least (recall by score against the exact filtered answer)."""
+    docs, queries, _ = rarity
+    n = docs.shape[0]
+    flat = SparseFlatIndex(6000)
+    flat.add(docs)
+    idx = SeismicIndex.build(docs, n_postings=400, auto_calibrate=False, seed=1)
+    idx.calibrate(target_recall=0.95, max_seconds=None, seed=3)
+    plan = idx.filter_plan()
+    ex_sel = max(e["selectivity"] for e in plan if e["route"] == "exact")
+    bl = [e for e in plan if e["route"] == "blocked"]
+    q = queries.tocsr()[:60]
+    rng = np.random.default_rng(8)
+    sizes = [int(round(ex_sel * n)) if i % 2 == 0 else int(round(bl[0]["selectivity"] * n)) for i in range(q.shape[0])]
+    fs = [np.sort(rng.choice(n, m, replace=False)).astype(np.int64) for m in sizes]
+    st = {}
+    res = idx.search(q, K, filter=Filter.per_query(fs), stats=st)
+    ref = flat.search(q, K, filter=Filter.per_query(fs))
+    exact_rows = np.array(sizes) == sizes[0]
+    np.testing.assert_array_equal(st["scored"][exact_rows], np.array(sizes)[exact_rows])
+    assert np.all(st["scored"][~exact_rows] < np.array(sizes)[~exact_rows])
+    one = SearchResult.concat([idx.search(q[i], K, filter=fs[i]) for i in range(q.shape[0])])
+    assert _score_recall(res, ref) >= _score_recall(one, ref) - 1e-9 >= 0.95 - 1e-9
+    # the blocked ones at the blocked entry's settings exactly
+    same = idx.search(q[~exact_rows], K, filter=Filter.per_query([f for f, e in zip(fs, exact_rows) if not e]),
+                      query_cut=bl[0]["query_cut"], heap_factor=bl[0]["heap_factor"], filter_exact_max=0)
+    np.testing.assert_array_equal(res.ids[~exact_rows], same.ids)
+
+
 def test_the_filtered_calibration_is_saved_and_checked(tmp_path, rarity):
     from gsu.index.seismic import _check_calibration
 
