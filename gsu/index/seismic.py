@@ -1187,8 +1187,8 @@ class SeismicIndex(MutableIndex):
         selectivity, ascending — ``{"selectivity", "route": "exact" | "blocked",
         "query_cut", "heap_factor", "expected_recall", "ms_per_query", "exact_ms"}``. A
         filter allowing a share ``s`` of the documents takes the entry of the largest
-        measured selectivity at most ``s`` (the exact route below the first; above the
-        last, the unfiltered operating point). Empty when the calibration measured no
+        measured selectivity at most ``s`` (the exact route below the first; from twice
+        the last on, the unfiltered operating point). Empty when the calibration measured no
         filtered searches (the rule of :func:`default_filter_exact_max` applies)."""
         plan = self._filter_fit(target_recall)
         return [] if plan is None else [dict(p) for p in plan[1]]
