@@ -903,6 +903,28 @@ def test_a_batch_of_filters_of_several_selectivities_follows_the_plan(rarity):
     np.testing.assert_array_equal(res.ids[~exact_rows], same.ids)
 
 
+def test_a_filtered_calibration_cut_short_plans_what_it_measured(rarity):
+    """Under a time limit the filtered phase measures at least two selectivities, then stops
+    (``complete`` False); filters past twice the last measured selectivity take the
+    unfiltered operating point, the others the entry at or below theirs, and every search
+    answers."""
+    docs, queries, _ = rarity
+    n = docs.shape[0]
+    idx = SeismicIndex.build(docs, n_postings=400, auto_calibrate=False, seed=1)
+    cal = idx.calibrate(target_recall=0.95, max_seconds=1e-4, seed=3)
+    fc = cal["filtered"]
+    assert not fc["complete"] and len(fc["bands"]) == 2
+    plan = idx.filter_plan()
+    assert [e["selectivity"] for e in plan] == [b[0] for b in fc["bands"]]
+    op = idx.operating_point()
+    last = plan[-1]["selectivity"]
+    wide = np.sort(np.random.default_rng(1).choice(n, int(0.5 * n), replace=False)).astype(np.int64)
+    assert 0.5 >= 2 * last
+    same = idx.search(queries[:5], K, filter=wide, filter_exact_max=0)  # the operating point's blocked search
+    np.testing.assert_array_equal(idx.search(queries[:5], K, filter=wide).ids, same.ids)
+    assert same.ids.shape == (5, K) and op["calibrated"]
+
+
 def test_the_filtered_calibration_is_saved_and_checked(tmp_path, rarity):
     from gsu.index.seismic import _check_calibration
 
