@@ -138,23 +138,6 @@ def _filter_ladder(qc0: int, hf0: float, qcs: list[int], hfs: list[float]) -> li
     return out
 
 
-def _random_rows(n: int, m: int, rng: np.random.Generator, exclude: int) -> np.ndarray:
-    """``m`` distinct sorted rows of ``0..n-1`` other than ``exclude`` (O(m log m) draws
-    for a small share, a permutation for a large one)."""
-    if 3 * m > n:
-        pool = np.arange(n, dtype=np.int64)
-        if 0 <= exclude < n:
-            pool = np.delete(pool, exclude)
-        return np.sort(rng.choice(pool, m, replace=False))
-    r = np.zeros(0, np.int64)
-    while r.shape[0] < m:
-        c = rng.integers(0, n, int((m - r.shape[0]) * 1.1) + 16)
-        r = np.unique(np.concatenate([r, c[c != exclude]]))
-    if r.shape[0] > m:
-        r = np.sort(rng.choice(r, m, replace=False))
-    return r.astype(np.int64)
-
-
 def default_filter_exact_max(n: int) -> int:
     """Default ``filter_exact_max`` of an index without a filtered calibration (a calibrated
     one plans filtered searches by :meth:`SeismicIndex.filter_plan`): filters allowing at
@@ -922,22 +905,32 @@ class SeismicIndex(MutableIndex):
 
     def _plain_search(self, q: SparseRows, k: int, qc: int, hf: float, n_threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Unfiltered search of validated rows with ``n_threads`` threads: ``(rows, scores, scored)`` (row numbers)."""
-        nq = q.n
+        out_r, out_s, _, scored = self._rows_search(*_kernel_rows(q.indptr, q.indices, q.data), k, qc, hf, True, n_threads)
+        return out_r, out_s, scored
+
+    def _rows_search(self, qi: np.ndarray, qcomp: np.ndarray, qv: np.ndarray, k: int, qc: int, hf: float, first_sorted: bool,
+                     n_threads: int, f_indptr: np.ndarray | None = None, f_rows: np.ndarray = _EMPTY_I64,
+                     exact_max: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Kernel-form queries, unfiltered or (``f_indptr``) under per-query row filters
+        (``f_indptr``/``f_rows``, the exact route up to ``exact_max`` rows), with
+        ``n_threads`` threads: ``(rows, scores, counts, scored)`` (row numbers)."""
+        nq = qi.shape[0] - 1
         out_r = np.empty((nq, k), np.int64)
         out_s = np.empty((nq, k), np.float32)
         counts = np.empty(nq, np.int64)
         scored = np.empty(nq, np.int64)
         kernel = _sk.search_serial if n_threads <= 1 else _sk.search_parallel
+        mode = 0 if f_indptr is None else 2
         with self._lock:
             view = self._view if self._view_threads >= n_threads else self._make_view(n_threads)
             code, _ = kernel(
-                view, *_kernel_rows(q.indptr, q.indices, q.data), self.dim, k, qc, float(hf), True, self._term_order, self._n_indexed,
-                0, _EMPTY_U8, _EMPTY_U8, _ZERO2_I64, _EMPTY_I64, 0, n_threads, self._max_blocks,
-                out_r, out_s, counts, scored,
+                view, qi, qcomp, qv, self.dim, k, qc, float(hf), first_sorted, self._term_order, self._n_indexed,
+                mode, _EMPTY_U8, _EMPTY_U8, _ZERO2_I64 if f_indptr is None else f_indptr, f_rows, exact_max, n_threads,
+                self._max_blocks, out_r, out_s, counts, scored,
             )
         if code != 0:
             raise ValueError(f"queries: check code {code}")
-        return out_r, out_s, scored
+        return out_r, out_s, counts, scored
 
     # -- calibration ---------------------------------------------------------
     def calibrate(
@@ -1101,6 +1094,8 @@ class SeismicIndex(MutableIndex):
         ``max_seconds`` is spent (after two selectivities; ``complete`` False)."""
         import time
 
+        from gsu.index._calibrate import _sample  # m distinct sorted rows but one, in O(m log m)
+
         n = self._n_indexed
         cal = self._calibration
         front = cal["points"] if cal else []
@@ -1131,19 +1126,20 @@ class SeismicIndex(MutableIndex):
             # the lower bound prices the fewer)
             nb = min(nf, max(_FILTER_MIN_QUERIES, _FILTER_ROWS // m))
             f_indptr = np.arange(nb + 1, dtype=np.int64) * m
-            f_rows = np.concatenate([_random_rows(n, m, rng, int(src[i])) for i in range(nb)])
+            f_rows = np.concatenate([_sample(n, m, rng, int(src[i])) for i in range(nb)])
             e = int(qi[nb])
             bq = (qi[: nb + 1], qcomp[:e], qv[:e])
             gb = [g[g < nb] for g in groups]
             t0 = time.perf_counter()
-            t_rows, t_scores, t_counts = self._filtered_rows(*bq, k, 1, 1.0, f_indptr, f_rows, n)
+            fs = self._search_settings.first_sorted
+            t_rows, t_scores, t_counts, _ = self._rows_search(*bq, k, 1, 1.0, fs, 1, f_indptr, f_rows, n)
             exact_ms = (time.perf_counter() - t0) / nb * 1e3
             pts: list[list[float]] = []
             for qc, hf in ladder:
                 times = []
                 for _ in range(2):
                     t0 = time.perf_counter()
-                    rows, scores, _ = self._filtered_rows(*bq, k, qc, hf, f_indptr, f_rows, 0)
+                    rows, scores, _, _ = self._rows_search(*bq, k, qc, hf, fs, 1, f_indptr, f_rows, 0)
                     times.append(time.perf_counter() - t0)
                 r = _sk.recall_per_query(rows, scores, t_scores, t_counts, k, no_ex[:nb])
                 ms = float(np.median(times)) / nb * 1e3
@@ -1160,26 +1156,6 @@ class SeismicIndex(MutableIndex):
             return None
         return {"n": int(n), "k": int(k), "n_queries": int(nf), "kind": "random", "bands": bands, "complete": complete,
                 "seconds": round(time.perf_counter() - t_start, 3)}
-
-    def _filtered_rows(self, qi: np.ndarray, qcomp: np.ndarray, qv: np.ndarray, k: int, qc: int, hf: float, f_indptr: np.ndarray,
-                       f_rows: np.ndarray, exact_max: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Kernel-form queries under per-query row filters (``f_indptr``/``f_rows``), one
-        thread: ``(rows, scores, counts)`` (row numbers)."""
-        nq = qi.shape[0] - 1
-        out_r = np.empty((nq, k), np.int64)
-        out_s = np.empty((nq, k), np.float32)
-        counts = np.empty(nq, np.int64)
-        scored = np.empty(nq, np.int64)
-        with self._lock:
-            view = self._view if self._view_threads >= 1 else self._make_view(1)
-            code, _ = _sk.search_serial(
-                view, qi, qcomp, qv, self.dim, k, qc, float(hf), self._search_settings.first_sorted, self._term_order,
-                self._n_indexed, 2, _EMPTY_U8, _EMPTY_U8, f_indptr, f_rows, exact_max, 1, self._max_blocks,
-                out_r, out_s, counts, scored,
-            )
-        if code != 0:
-            raise ValueError(f"queries: check code {code}")
-        return out_r, out_s, counts
 
     def filter_plan(self, target_recall: float | None = None) -> list[dict[str, Any]]:
         """How a filtered search picks its route by the filter's selectivity, for

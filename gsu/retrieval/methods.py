@@ -144,22 +144,8 @@ def history_topk(
         cb = sc[s:e]
         sizes[:B] = 0
         hsb, hrb, szb = hs[:B], hr[:B], sizes[:B]
-        if col_rows is not None:
-            for a in range(0, Kmat.shape[0], block_cols):
-                w = min(block_cols, Kmat.shape[0] - a)
-                S = buf[:B, :w]
-                if tmp is None:
-                    np.matmul(qb, Kmat[a : a + w].T, out=S)
-                else:
-                    S[:] = _head_scores(qb, Kmat[a : a + w], n_heads, dh)
-                K_.heap_scan_distinct(S, a, grp_ptr, grp_pos, cb, k, hsb, hrb, szb)
-            oi[:B] = -1
-            os_[:B] = -np.inf
-            K_.heaps_finish(hsb, hrb, szb, oi[:B], os_[:B])
-            out_i[order[s:e]] = oi[:B]
-            out_s[order[s:e]] = os_[:B]
-            continue
-        limit = M if first_pos is not None else int(min(M, cb.max()))
+        # with col_rows the tiles are of distinct keys, each offered at its positions
+        limit = Kmat.shape[0] if col_rows is not None else M if first_pos is not None else int(min(M, cb.max()))
         for a in range(0, limit, block_cols):
             w = min(block_cols, limit - a)
             S = buf[:B, :w]
@@ -175,7 +161,9 @@ def history_topk(
                     else:
                         np.matmul(qb[:, sl], Kc[:, sl].T, out=t2)
                         np.maximum(S, t2, out=S)
-            if first_pos is None:
+            if col_rows is not None:
+                K_.heap_scan_distinct(S, a, grp_ptr, grp_pos, cb, k, hsb, hrb, szb)
+            elif first_pos is None:
                 K_.heap_scan_prefix(S, a, cb, k, hsb, hrb, szb)
             else:
                 K_.heap_scan_groups(S, a, first_pos, cb, k, hsb, hrb, szb)
@@ -504,13 +492,7 @@ class Exact(Retriever):
             yield np.arange(s, s + qb.shape[0]), S
 
     def _scores(self, qb: np.ndarray, Kx: np.ndarray) -> np.ndarray:
-        if self.head_reduce == "sum" or self.n_heads == 1:
-            return qb @ Kx.T
-        dh = self.d_head
-        S = qb[:, :dh] @ Kx[:, :dh].T
-        for hh in range(1, self.n_heads):
-            np.maximum(S, qb[:, hh * dh : (hh + 1) * dh] @ Kx[:, hh * dh : (hh + 1) * dh].T, out=S)
-        return S
+        return _head_scores(qb, Kx, 1 if self.head_reduce == "sum" else self.n_heads, self.d_head)
 
     def score_positions(self, history: Any, targets: Any, positions: np.ndarray) -> np.ndarray:
         """(T, k) exact scores of the given positions (-inf where ``positions == -1``)."""
