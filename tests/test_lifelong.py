@@ -527,18 +527,38 @@ def test_kernels_skip_out_of_range_indices():
     rng = np.random.default_rng(9)
     E = rng.standard_normal((10, 4)).astype(np.float32)
     Q = rng.standard_normal((3, 4)).astype(np.float32)
-    hs = np.empty((3, 5), np.float32)
-    hr = np.empty((3, 5), np.int64)
-    sizes = np.zeros(3, np.int64)
     cl_ptr = np.array([0, 2, 99], np.int64)  # the second cluster runs past the groups
     grp_rows = np.array([1, 50, 3], np.int64)  # row 50 does not exist
     grp_ptr = np.array([0, 2, 3, 1000], np.int64)  # the last group runs past the positions
     pos = np.array([0, 1, 2, 3], np.int64)
     cl_tptr = np.array([0, 3, 5], np.int64)
     cl_t = np.array([0, 7, -1, 2, 1], np.int32)  # targets 7 and -1 do not exist
-    LK.score_clusters(E, grp_rows, cl_ptr, grp_ptr, pos, cl_tptr, cl_t, Q, np.full(3, 4, np.int64), 5, hs, hr, sizes,
-                      np.empty((4, 4), np.float32))
-    assert sizes.max() <= 4 and np.all(-hr[sizes > 0, 0] < 4)
+    for cl_last in (np.array([3, 3], np.int64), np.array([0, 0], np.int64)):  # groups searched for the cut, or whole
+        # (group lists: scores, ends, counts of 2 (k + 1) slots; starts, sizes, totals)
+        for k in (5, 1):
+            heaps = [np.empty((3, 2 * (k + 1)), t) for t in (np.float32, np.int64, np.int64)] + [np.zeros(3, np.int64) for _ in range(3)]
+            LK.score_clusters(E, grp_rows, cl_ptr, grp_ptr, cl_last, pos, cl_tptr, cl_t, Q, np.full(3, 4, np.int64), k, *heaps,
+                              np.empty((4, 4), np.float32))
+            sizes, tots = heaps[4], heaps[5]
+            assert tots.max() <= min(k, 4) and np.all(heaps[1][sizes > 0, 0] <= 4)
+            out, out_s = np.full((3, k), -1, np.int64), np.full((3, k), -np.inf, np.float32)
+            LK.groups_finish(*heaps, pos, out, out_s)
+            assert np.all((out >= -1) & (out < 4)) and np.array_equal(out >= 0, np.isfinite(out_s))
+            assert tots[1] == 1 and out[1, 0] == 3  # the group running past the positions is cut at their end
+        # heaps too small for k are refused, not overrun
+        heaps = [np.empty((3, 11), t) for t in (np.float32, np.int64, np.int64)] + [np.zeros(3, np.int64) for _ in range(3)]
+        LK.score_clusters(E, grp_rows, cl_ptr, grp_ptr, cl_last, pos, cl_tptr, cl_t, Q, np.full(3, 4, np.int64), 5, *heaps,
+                          np.empty((4, 4), np.float32))
+        assert heaps[5].max() == 0
+        # a list state out of range (not one score_clusters leaves) is skipped, not followed
+        heaps = [np.empty((3, 12), t) for t in (np.float32, np.int64, np.int64)] + [np.full(3, 11, np.int64), np.full(3, 5, np.int64),
+                                                                                     np.zeros(3, np.int64)]
+        LK.score_clusters(E, grp_rows, cl_ptr, grp_ptr, cl_last, pos, cl_tptr, cl_t, Q, np.full(3, 4, np.int64), 5, *heaps,
+                          np.empty((4, 4), np.float32))
+        assert heaps[5].max() == 0
+    sizes = np.zeros(3, np.int64)
+    hs = np.empty((3, 5), np.float32)
+    hr = np.empty((3, 5), np.int64)
     cand = np.array([[0, 3, 99, -5], [2, 2, 1, 0], [9, 1, 1, 1]], np.int64)
     sizes[:] = 0
     LK.rescore_candidates(Q, E, np.array([0, 1, 2, 30], np.int64), cand, np.array([4, 4, 100], np.int64), 5, hs, hr, sizes)
@@ -615,3 +635,48 @@ def test_bench_planted_part_writes_records(tmp_path, monkeypatch):
     assert by[("facet targets", "multi-interest")]["interest_coverage"] > by[("facet targets", "exact (single query)")]["interest_coverage"]
     assert by[("user level", "multi-interest")]["interest_coverage"] > by[("user level", "user mean (single query)")]["interest_coverage"]
     assert not (tmp_path / "gsu.jsonl").exists()
+
+
+def test_group_lists_keep_the_best_positions_under_ties_and_repeats():
+    """score_clusters' group lists against a sort of every visible position: items repeated
+    1-6 times, scores on a coarse grid (ties across items), every cut, k from 1 to 9, one or
+    two clusters per target in either order (single offers and merged batches alike)."""
+    from gsu.retrieval import _lifelong_kernels as LK
+
+    rng = np.random.default_rng(21)
+    for trial in range(40):
+        G = int(rng.integers(1, 14))
+        sizes_g = rng.integers(1, 7, G)
+        grp_ptr = np.concatenate(([0], np.cumsum(sizes_g))).astype(np.int64)
+        L = int(grp_ptr[-1])
+        pos = np.empty(L, np.int64)  # each group's positions ascending, groups interleaved in time
+        perm = rng.permutation(L)
+        for g in range(G):
+            pos[grp_ptr[g] : grp_ptr[g + 1]] = np.sort(perm[grp_ptr[g] : grp_ptr[g + 1]])
+        E = np.round(rng.standard_normal((G, 2)), 0).astype(np.float32)  # few distinct scores
+        split = int(rng.integers(0, G + 1))
+        cl_ptr = np.array([0, split, G], np.int64)
+        cl_last = np.array([pos[: grp_ptr[split]].max(initial=-1), pos[grp_ptr[split] :].max(initial=-1)], np.int64)
+        T = 6
+        Q = np.round(rng.standard_normal((T, 2)), 0).astype(np.float32)
+        cuts = rng.integers(0, L + 2, T).astype(np.int64)
+        k = int(rng.integers(1, 10))
+        lists = [np.empty((T, 2 * (k + 1)), t) for t in (np.float32, np.int64, np.int64)] + [np.zeros(T, np.int64) for _ in range(3)]
+        scratch = np.empty((G, 2), np.float32)
+        order = [(0, 1), (1, 0)][trial % 2]
+        for c in order:  # one cluster per call: every target opens both, in this order
+            cl_tptr = np.array([0, T, T] if c == 0 else [0, 0, T], np.int64)
+            LK.score_clusters(E, np.arange(G, dtype=np.int64), cl_ptr, grp_ptr, cl_last, pos, cl_tptr, np.arange(T, dtype=np.int32), Q,
+                              cuts, k, *lists, scratch)
+        out = np.full((T, k), -1, np.int64)
+        out_s = np.full((T, k), -np.inf, np.float32)
+        LK.groups_finish(*lists, pos, out, out_s)
+        item_of = np.repeat(np.arange(G), sizes_g)
+        for t in range(T):
+            vis = np.flatnonzero(pos < cuts[t])
+            sc = (E[item_of[vis]] @ Q[t]).astype(np.float32)
+            o = np.lexsort((-pos[vis], -sc))[:k]
+            ref = pos[vis][o]
+            np.testing.assert_array_equal(out[t, : ref.size], ref)
+            np.testing.assert_array_equal(out_s[t, : ref.size], sc[o])
+            assert np.all(out[t, ref.size :] == -1)

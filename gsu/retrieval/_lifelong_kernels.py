@@ -2,10 +2,12 @@
 clusters into per-target heaps, exact rescoring of draft candidates, and the
 quota merge of multi-interest probes.
 
-Heaps are :mod:`gsu.index.topk`' bounded min-heaps over ``(score, -position)``:
+Position heaps are :mod:`gsu.index.topk`' bounded min-heaps over ``(score, -position)``:
 the root is the worst kept entry and, among equal scores, the *older* behavior is
 worse, so ties go to the more recent behavior (the tie rule of every GSU method).
-:func:`gsu.retrieval._kernels.heaps_finish` turns them into best-first rows.
+:func:`gsu.retrieval._kernels.heaps_finish` turns them into best-first rows. The
+opened clusters' members go into *group* heaps instead (a distinct item with all its
+visible positions as one entry, the same order on positions; :func:`groups_finish`).
 
 Every kernel checks the indices it follows (rows into the embedding table, positions
 into the history, offsets into member lists) and skips what is out of range, so a
@@ -17,7 +19,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from gsu.index.topk import heap_push, lower_bound, sift_down, worse
+from gsu.index.topk import heap_push, lower_bound, sift_down
 from gsu.retrieval._kernels import _desc_key
 
 _FM = {"contract", "reassoc", "nsz", "arcp"}  # no nnan/ninf: -inf sentinels and NaN checks stay valid
@@ -30,20 +32,6 @@ def _dot(q, E, r):
     for j in range(q.shape[0]):
         acc += q[j] * E[r, j]
     return acc
-
-
-@nb.njit(cache=True, inline="always")
-def _push_group(hs, hr, size, k, s, pos, a, b, cut):
-    """Offer the positions ``pos[a:b]`` (ascending) that lie before ``cut``, all scoring
-    ``s``, most recent first, until one is rejected (every older one would be too)."""
-    i = lower_bound(pos, a, b, cut) - 1
-    while i >= a:
-        p = pos[i]
-        if size == k and not worse(hs[0], hr[0], s, -p):
-            break
-        size = heap_push(hs, hr, size, k, s, -p)
-        i -= 1
-    return size
 
 
 @nb.njit(cache=True, nogil=True)
@@ -143,27 +131,235 @@ def invert(out_ptr, out_cl, C, cl_tptr, cl_t):
                 fill[c] += 1
 
 
+# --------------------------------------------------------------------------- group lists
+# A target's top-k *positions* kept as whole groups (a distinct item with its visible
+# positions, all scoring alike), in a list sorted by (score, oldest kept position), worst
+# first, in the slots ``st .. st + size - 1`` of its rows (``2 (k + 1)`` slots: the front
+# moves as the worst are dropped, the rest moves back to slot 0 when the end is reached).
+# Entry i holds the score ``gs[i]``, the end ``ge[i]`` of the group's visible positions
+# and the count ``gn[i]`` of its most recent ones kept, ``pos[ge[i] - gn[i] : ge[i]]``.
+# An item repeated r times costs one offer instead of r position pushes into a k-heap,
+# and a position is read only where two entries' scores tie (a history's positions lie
+# scattered in memory). The offers are plain calls: inlined (``inline="always"``), their
+# conditional loads kept numba's reference counts on the arrays, ~2x slower.
+
+
+@nb.njit(cache=True)
+def _g_offer(gs, ge, gn, st, size, tot, k, s, pos, a, b):
+    """Offer a group whose visible positions ``pos[a:b]`` (ascending, ``b > a``) all
+    score ``s`` to a list holding ``size`` groups and ``tot <= k`` positions; keeps the
+    best ``k`` positions by (score, recency). Returns ``(st, size, tot)``."""
+    if tot >= k and s <= gs[st]:
+        if s < gs[st] or pos[b - 1] < pos[ge[st] - gn[st]]:
+            return st, size, tot  # its most recent position is worse than the worst kept
+    nv = min(b - a, k)
+    cap = gs.shape[0]
+    if st + size >= cap:  # the end is reached: back to slot 0
+        for i in range(size):
+            gs[i] = gs[st + i]
+            ge[i] = ge[st + i]
+            gn[i] = gn[st + i]
+        st = 0
+    # insertion slot: after every entry that is not better than (s, oldest kept position)
+    lo = st
+    hi = st + size
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        v = gs[mid]
+        if v < s or (v == s and pos[ge[mid] - gn[mid]] < pos[b - nv]):
+            lo = mid + 1
+        else:
+            hi = mid
+    for i in range(st + size, lo, -1):
+        gs[i] = gs[i - 1]
+        ge[i] = ge[i - 1]
+        gn[i] = gn[i - 1]
+    gs[lo] = s
+    ge[lo] = b
+    gn[lo] = nv
+    size += 1
+    tot += nv
+    while tot > k:  # drop the worst positions: the front entry's oldest kept ones
+        n0 = gn[st]
+        alone = size == 1 or gs[st + 1] > gs[st]
+        drop = min(tot - k, n0) if alone else 1
+        tot -= drop
+        if drop >= n0:
+            st += 1
+            size -= 1
+        else:
+            gn[st] = n0 - drop
+            if not alone:  # its oldest kept position is newer now: move it past older tied ones
+                i = st
+                while i + 1 < st + size and gs[i + 1] == gs[i] and pos[ge[i + 1] - gn[i + 1]] < pos[ge[i] - gn[i]]:
+                    gs[i], gs[i + 1] = gs[i + 1], gs[i]
+                    ge[i], ge[i + 1] = ge[i + 1], ge[i]
+                    gn[i], gn[i + 1] = gn[i + 1], gn[i]
+                    i += 1
+    return st, size, tot
+
+
+@nb.njit(cache=True)
+def _g_merge(gs, ge, gn, st, size, tot, k, cs, ce, cn, m, pos, ts, te, tn):
+    """Merge ``m`` candidate groups (``cs``/``ce``/``cn``: score, end, positions kept; any
+    order) into a list as :func:`_g_offer` would one by one, in one pass over it: the
+    candidates are sorted, merged with the list into ``ts``/``te``/``tn`` (capacity at
+    least ``size + m``), the worst positions dropped down to ``k``, and the rest copied
+    back from slot 0. One pass per (cluster, target) instead of a search and a shift per
+    group: the lists of many targets do not stay in cache between their clusters.
+    Returns ``(st, size, tot)``."""
+    for i in range(1, m):  # insertion sort by (score, oldest kept position): m is small
+        s = cs[i]
+        e = ce[i]
+        n = cn[i]
+        j = i - 1
+        while j >= 0 and (cs[j] > s or (cs[j] == s and pos[ce[j] - cn[j]] > pos[e - n])):
+            cs[j + 1] = cs[j]
+            ce[j + 1] = ce[j]
+            cn[j + 1] = cn[j]
+            j -= 1
+        cs[j + 1] = s
+        ce[j + 1] = e
+        cn[j + 1] = n
+    i = st
+    end = st + size
+    j = 0
+    w = 0
+    while i < end or j < m:
+        if j >= m or (i < end and (gs[i] < cs[j] or (gs[i] == cs[j] and pos[ge[i] - gn[i]] < pos[ce[j] - cn[j]]))):
+            ts[w] = gs[i]
+            te[w] = ge[i]
+            tn[w] = gn[i]
+            i += 1
+        else:
+            ts[w] = cs[j]
+            te[w] = ce[j]
+            tn[w] = cn[j]
+            tot += cn[j]
+            j += 1
+        w += 1
+    f = 0
+    while tot > k:  # drop the worst positions: the front entry's oldest kept ones
+        n0 = tn[f]
+        alone = f + 1 >= w or ts[f + 1] > ts[f]
+        drop = min(tot - k, n0) if alone else 1
+        tot -= drop
+        if drop >= n0:
+            f += 1
+        else:
+            tn[f] = n0 - drop
+            if not alone:  # its oldest kept position is newer now: move it past older tied ones
+                i = f
+                while i + 1 < w and ts[i + 1] == ts[i] and pos[te[i + 1] - tn[i + 1]] < pos[te[i] - tn[i]]:
+                    ts[i], ts[i + 1] = ts[i + 1], ts[i]
+                    te[i], te[i + 1] = te[i + 1], te[i]
+                    tn[i], tn[i + 1] = tn[i + 1], tn[i]
+                    i += 1
+    for i in range(f, w):
+        gs[i - f] = ts[i]
+        ge[i - f] = te[i]
+        gn[i - f] = tn[i]
+    return 0, w - f, tot
+
+
+@nb.njit(cache=True, nogil=True)
+def groups_finish(gs, ge, gn, starts, sizes, tots, pos, out_pos, out_s):
+    """Write each row's group list (:func:`score_clusters`) best first into ``out_pos``
+    (R, k) int64 / ``out_s`` (R, k) float32, pre-filled -1 / -inf: positions by score,
+    then most recent first (the positions of entries whose scores tie merged by
+    recency)."""
+    R = min(gs.shape[0], ge.shape[0], gn.shape[0], starts.shape[0], sizes.shape[0], tots.shape[0], out_pos.shape[0], out_s.shape[0])
+    cap = min(gs.shape[1], ge.shape[1], gn.shape[1])
+    kk = min(out_pos.shape[1], out_s.shape[1])
+    npos = pos.shape[0]
+    buf = np.empty(kk, np.int64)
+    for t in range(R):
+        st = starts[t]
+        en = min(st + sizes[t], cap)
+        w = 0
+        i = en - 1
+        while i >= st and i >= 0 and w < kk:
+            s = gs[t, i]
+            j = i  # the run of entries tying with it: j..i
+            while j - 1 >= st and gs[t, j - 1] == s:
+                j -= 1
+            nb_ = 0
+            for u in range(j, i + 1):
+                e = ge[t, u]
+                n = gn[t, u]
+                if n < 1 or e - n < 0 or e > npos:  # never from score_clusters
+                    continue
+                for v in range(e - 1, e - n - 1, -1):
+                    if nb_ < kk:
+                        buf[nb_] = pos[v]
+                        nb_ += 1
+            if i > j:  # ties: most recent first across the run
+                buf[:nb_] = -np.sort(-buf[:nb_])
+            for v in range(nb_):
+                if w < kk:
+                    out_pos[t, w] = buf[v]
+                    out_s[t, w] = s
+                    w += 1
+            i = j - 1
+
+
+@nb.njit(cache=True, nogil=True)
+def merge_ranked(pa, sa, pb, sb, out_pos, out_s):
+    """Merge two best-first rows per target (positions ``pa``/``pb`` (R, k) int64,
+    -1 padded, scores ``sa``/``sb`` float32) into the best ``k`` by score, then most
+    recent first: ``out_pos`` / ``out_s`` (R, k), pre-filled -1 / -inf. A row's two
+    lists hold distinct positions (the clusters' members and the unclustered tail)."""
+    R = min(pa.shape[0], sa.shape[0], pb.shape[0], sb.shape[0], out_pos.shape[0], out_s.shape[0])
+    k = min(pa.shape[1], sa.shape[1], pb.shape[1], sb.shape[1], out_pos.shape[1], out_s.shape[1])
+    for r in range(R):
+        i = 0
+        j = 0
+        for w in range(k):
+            ai = i < k and pa[r, i] >= 0
+            bj = j < k and pb[r, j] >= 0
+            if ai and (not bj or sa[r, i] > sb[r, j] or (sa[r, i] == sb[r, j] and pa[r, i] > pb[r, j])):
+                out_pos[r, w] = pa[r, i]
+                out_s[r, w] = sa[r, i]
+                i += 1
+            elif bj:
+                out_pos[r, w] = pb[r, j]
+                out_s[r, w] = sb[r, j]
+                j += 1
+
+
 @nb.njit(cache=True, nogil=True, fastmath=_FM)
-def score_clusters(E, grp_rows, cl_ptr, grp_ptr, pos, cl_tptr, cl_t, Q, cuts, k, hs, hr, sizes, scratch):
+def score_clusters(E, grp_rows, cl_ptr, grp_ptr, cl_last, pos, cl_tptr, cl_t, Q, cuts, k, gs, ge, gn, starts, sizes,
+                   tots, scratch):
     """Score every member group of every opened cluster for the targets that opened it.
 
     E (n, d) float32 item embeddings; grp_rows (G,) int64 item row of each group (a
     distinct item of the cluster); cl_ptr (C+1,) groups of cluster c are
-    ``cl_ptr[c]:cl_ptr[c+1]``; grp_ptr (G+1,) positions of group g are
-    ``pos[grp_ptr[g]:grp_ptr[g+1]]``, ascending. cl_tptr / cl_t: the targets of each
-    cluster (:func:`invert`). Q (T, d) float32 queries, cuts (T,) int64. Every visible
-    position of a group scores ``Q[t] · E[row]`` and goes into heap t (``hs``/``hr``
-    (T, k), ``sizes`` (T,), carried across calls). ``scratch`` (n_max, d) float32 holds
-    one cluster's member embeddings (gathered once, used by all its targets).
+    ``cl_ptr[c]:cl_ptr[c+1]``, its latest position ``cl_last[c]``; grp_ptr (G+1,)
+    positions of group g are ``pos[grp_ptr[g]:grp_ptr[g+1]]``, ascending. cl_tptr / cl_t: the targets of each cluster (:func:`invert`). Q (T, d)
+    float32 queries, cuts (T,) int64. Every visible position of a group scores
+    ``Q[t] · E[row]``; the group goes whole into target t's group list
+    (``gs``/``ge``/``gn`` (T, 2 (k + 1)), ``starts``, ``sizes`` groups and ``tots``
+    positions (T,), carried across calls; see :func:`groups_finish`). A cluster whose latest position
+    lies before a target's cut is visible whole (no search for the cut in its groups).
+    ``scratch`` (n_max, d) float32 holds one cluster's member embeddings (gathered once,
+    used by all its targets).
     """
-    C = min(cl_ptr.shape[0] - 1, cl_tptr.shape[0] - 1)
+    C = min(cl_ptr.shape[0] - 1, cl_tptr.shape[0] - 1, cl_last.shape[0])
     G = min(grp_ptr.shape[0] - 1, grp_rows.shape[0])
     nE, d = E.shape
     npos = pos.shape[0]
-    nT = min(Q.shape[0], cuts.shape[0], hs.shape[0], hr.shape[0], sizes.shape[0])
-    if Q.shape[1] != d or scratch.shape[1] != d:
+    nT = min(Q.shape[0], cuts.shape[0], gs.shape[0], ge.shape[0], gn.shape[0], starts.shape[0], sizes.shape[0], tots.shape[0])
+    if Q.shape[1] != d or scratch.shape[1] != d or min(gs.shape[1], ge.shape[1], gn.shape[1]) < 2 * (k + 1):
         return
     ninf = np.float32(-np.inf)
+    nmax = scratch.shape[0]
+    cs = np.empty(nmax, np.float32)  # one visit's candidates (score, end, positions kept)
+    ce = np.empty(nmax, np.int64)
+    cn = np.empty(nmax, np.int64)
+    cap = gs.shape[1]
+    ts = np.empty(cap + nmax, np.float32)  # merge scratch (_g_merge)
+    te = np.empty(cap + nmax, np.int64)
+    tn = np.empty(cap + nmax, np.int64)
     for c in range(C):
         t0 = cl_tptr[c]
         t1 = cl_tptr[c + 1]
@@ -182,31 +378,48 @@ def score_clusters(E, grp_rows, cl_ptr, grp_ptr, pos, cl_tptr, cl_t, Q, cuts, k,
             else:
                 for u in range(d):
                     scratch[j, u] = np.nan  # an unknown row never scores
+        last = cl_last[c]
         for ti in range(max(t0, 0), min(t1, cl_t.shape[0])):
             t = cl_t[ti]
             if t < 0 or t >= nT:
                 continue
             q = Q[t]
             cut = cuts[t]
-            h_s = hs[t]
-            h_r = hr[t]
+            whole = last < cut
+            h_s = gs[t]
+            h_e = ge[t]
+            h_n = gn[t]
+            st = starts[t]
             size = sizes[t]
-            root = h_s[0] if size == k else ninf
+            tot = tots[t]
+            if st < 0 or size < 0 or st + size > h_s.shape[0] or tot < 0 or tot > k:  # never from a fresh list
+                continue
+            root = h_s[st] if tot >= k else ninf
+            m = 0
             for j in range(nm):
                 acc = np.float32(0.0)
                 for u in range(d):
                     acc += q[u] * scratch[j, u]
-                if acc != acc or (size == k and acc < root):
+                if acc != acc or acc < root:
                     continue
                 g = g0 + j
                 a = max(grp_ptr[g], 0)
                 b = min(grp_ptr[g + 1], npos)
+                if not whole:
+                    b = lower_bound(pos, a, b, cut)
                 if b <= a:
                     continue
-                size = _push_group(h_s, h_r, size, k, acc, pos, a, b, cut)
-                if size == k:
-                    root = h_s[0]
+                cs[m] = acc
+                ce[m] = b
+                cn[m] = min(b - a, k)
+                m += 1
+            if m == 1:
+                st, size, tot = _g_offer(h_s, h_e, h_n, st, size, tot, k, cs[0], pos, ce[0] - cn[0], ce[0])
+            elif m > 1:
+                st, size, tot = _g_merge(h_s, h_e, h_n, st, size, tot, k, cs, ce, cn, m, pos, ts, te, tn)
+            starts[t] = st
             sizes[t] = size
+            tots[t] = tot
 
 
 @nb.njit(cache=True, nogil=True, fastmath=_FM)

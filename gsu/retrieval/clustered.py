@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 
 from gsu._validate import check_positive_int
-from gsu.retrieval import _kernels as K_
 from gsu.retrieval import _lifelong_kernels as LK
 from gsu.retrieval._clustering import assign_nearest, bisecting_kmeans, split_to_size
 from gsu.retrieval.items import ItemTable
@@ -689,41 +688,64 @@ def search_clusters(
     E = items.need("embeddings")
     R = Q.shape[0]
     L = len(h)
-    hs = np.empty((R, k), np.float32)
-    hr = np.empty((R, k), np.int64)
-    sizes = np.zeros(R, np.int64)
     cuts = np.minimum(np.asarray(cuts, dtype=np.int64), L)
     Q = np.ascontiguousarray(Q, dtype=np.float32)
-    cover = 0
-    if uc is not None and uc.n_clusters:
-        cover = min(int(uc.length), L)
+    cover = min(int(uc.length), L) if uc is not None and uc.n_clusters else 0
+    pos = np.full((R, k), -1, np.int64)
+    sc = np.full((R, k), -np.inf, np.float32)
+    if cover:
         C = uc.n_clusters
         grp_rows = items.rows(uc.grp_item, name="clustered items")
         ccuts = np.minimum(cuts, cover)
-        p0 = int(min(C, max(32, 2 * math.ceil(budget / max(float(uc.counts.sum()) / C, 1.0)))))
+        p0 = int(min(C, max(8, 2 * math.ceil(budget / max(float(uc.counts.sum()) / C, 1.0)))))
         gsz = np.diff(uc.cl_ptr)
         scratch = np.empty((int(gsz.max()), E.shape[1]), np.float32)
         cent = np.ascontiguousarray(uc.centroids, dtype=np.float32)
+        lists = _group_lists(R, k)
         for s in range(0, R, _ROUTE_BLOCK):
             e = min(R, s + _ROUTE_BLOCK)
             Sc = Q[s:e] @ cent.T
             optr = np.empty(e - s + 1, np.int64)
             ocl = np.empty((e - s) * C, np.int32)
             LK.route(Sc, uc.counts, uc.first, uc.last, ccuts[s:e], float(budget), int(min_probe), p0, optr, ocl)
-            cl_tptr = np.empty(C + 1, np.int64)
-            cl_t = np.empty(max(int(optr[-1]), 1), np.int32)
-            LK.invert(optr, ocl, C, cl_tptr, cl_t)
-            LK.score_clusters(E, grp_rows, uc.cl_ptr, uc.grp_ptr, uc.pos, cl_tptr, cl_t + np.int32(s), Q, ccuts, k,
-                              hs, hr, sizes, scratch)
-    if cover < L:
+            # every row's best cluster first, then the rest: the lists start from good
+            # groups, so that most later groups fall below their worst kept one at once
+            nop = np.diff(optr)
+            has = (nop > 0).astype(np.int64)
+            best = optr[:-1][nop > 0]
+            rest = np.ones(int(optr[-1]), bool)
+            rest[best] = False
+            for lptr, lcl in ((np.concatenate(([0], np.cumsum(has))), ocl[best]),
+                              (np.concatenate(([0], np.cumsum(nop - has))), ocl[: optr[-1]][rest])):
+                cl_tptr = np.empty(C + 1, np.int64)
+                cl_t = np.empty(max(int(lptr[-1]), 1), np.int32)
+                LK.invert(lptr, lcl, C, cl_tptr, cl_t)
+                LK.score_clusters(E, grp_rows, uc.cl_ptr, uc.grp_ptr, uc.last, uc.pos, cl_tptr, cl_t + np.int32(s), Q, ccuts, k,
+                                  *lists, scratch)
+        LK.groups_finish(*lists, uc.pos, pos, sc)
+    if cover < L:  # the unclustered tail: scanned whole, into lists of its own, then merged
         tcl, trows, tgp, tpos = _tail_layout(h, items, cover)
         allr = np.arange(R, dtype=np.int32)
         scratch = np.empty((max(int(trows.shape[0]), 1), E.shape[1]), np.float32)
-        LK.score_clusters(E, trows, tcl, tgp, tpos, np.array([0, R], np.int64), allr, Q, cuts, k, hs, hr, sizes, scratch)
-    pos = np.full((R, k), -1, np.int64)
-    sc = np.full((R, k), -np.inf, np.float32)
-    K_.heaps_finish(hs, hr, sizes, pos, sc)
+        lists = _group_lists(R, k)
+        LK.score_clusters(E, trows, tcl, tgp, np.array([L - 1], np.int64), tpos, np.array([0, R], np.int64), allr, Q, cuts, k,
+                          *lists, scratch)
+        tp = np.full((R, k), -1, np.int64)
+        ts = np.full((R, k), -np.inf, np.float32)
+        LK.groups_finish(*lists, tpos, tp, ts)
+        if cover:
+            pos, sc, a_p, a_s = np.full((R, k), -1, np.int64), np.full((R, k), -np.inf, np.float32), pos, sc
+            LK.merge_ranked(a_p, a_s, tp, ts, pos, sc)
+        else:
+            pos, sc = tp, ts
     return pos, sc
+
+
+def _group_lists(R: int, k: int) -> tuple[np.ndarray, ...]:
+    """Per row, an empty list of whole groups (a distinct item with its visible positions)
+    that keeps the best ``k`` positions: ``(gs, ge, gn, starts, sizes, tots)`` (:func:`LK.score_clusters`)."""
+    return (np.empty((R, 2 * (k + 1)), np.float32), np.empty((R, 2 * (k + 1)), np.int64), np.empty((R, 2 * (k + 1)), np.int64),
+            np.zeros(R, np.int64), np.zeros(R, np.int64), np.zeros(R, np.int64))
 
 
 class Clustered(Retriever):
