@@ -534,9 +534,9 @@ def test_kernels_skip_out_of_range_indices():
     cl_tptr = np.array([0, 3, 5], np.int64)
     cl_t = np.array([0, 7, -1, 2, 1], np.int32)  # targets 7 and -1 do not exist
     for cl_last in (np.array([3, 3], np.int64), np.array([0, 0], np.int64)):  # groups searched for the cut, or whole
-        # (group lists: scores, ends, counts of 2 (k + 1) slots; starts, sizes, totals)
+        # (group lists: scores, ends, counts of k + 2 slots; starts, sizes, totals)
         for k in (5, 1):
-            heaps = [np.empty((3, 2 * (k + 1)), t) for t in (np.float32, np.int64, np.int64)] + [np.zeros(3, np.int64) for _ in range(3)]
+            heaps = [np.empty((3, k + 2), t) for t in (np.float32, np.int64, np.int64)] + [np.zeros(3, np.int64) for _ in range(3)]
             LK.score_clusters(E, grp_rows, cl_ptr, grp_ptr, cl_last, pos, cl_tptr, cl_t, Q, np.full(3, 4, np.int64), k, *heaps,
                               np.empty((4, 4), np.float32))
             sizes, tots = heaps[4], heaps[5]
@@ -546,12 +546,12 @@ def test_kernels_skip_out_of_range_indices():
             assert np.all((out >= -1) & (out < 4)) and np.array_equal(out >= 0, np.isfinite(out_s))
             assert tots[1] == 1 and out[1, 0] == 3  # the group running past the positions is cut at their end
         # heaps too small for k are refused, not overrun
-        heaps = [np.empty((3, 11), t) for t in (np.float32, np.int64, np.int64)] + [np.zeros(3, np.int64) for _ in range(3)]
+        heaps = [np.empty((3, 6), t) for t in (np.float32, np.int64, np.int64)] + [np.zeros(3, np.int64) for _ in range(3)]
         LK.score_clusters(E, grp_rows, cl_ptr, grp_ptr, cl_last, pos, cl_tptr, cl_t, Q, np.full(3, 4, np.int64), 5, *heaps,
                           np.empty((4, 4), np.float32))
         assert heaps[5].max() == 0
         # a list state out of range (not one score_clusters leaves) is skipped, not followed
-        heaps = [np.empty((3, 12), t) for t in (np.float32, np.int64, np.int64)] + [np.full(3, 11, np.int64), np.full(3, 5, np.int64),
+        heaps = [np.empty((3, 7), t) for t in (np.float32, np.int64, np.int64)] + [np.full(3, 6, np.int64), np.full(3, 5, np.int64),
                                                                                      np.zeros(3, np.int64)]
         LK.score_clusters(E, grp_rows, cl_ptr, grp_ptr, cl_last, pos, cl_tptr, cl_t, Q, np.full(3, 4, np.int64), 5, *heaps,
                           np.empty((4, 4), np.float32))
@@ -661,7 +661,7 @@ def test_group_lists_keep_the_best_positions_under_ties_and_repeats():
         Q = np.round(rng.standard_normal((T, 2)), 0).astype(np.float32)
         cuts = rng.integers(0, L + 2, T).astype(np.int64)
         k = int(rng.integers(1, 10))
-        lists = [np.empty((T, 2 * (k + 1)), t) for t in (np.float32, np.int64, np.int64)] + [np.zeros(T, np.int64) for _ in range(3)]
+        lists = [np.empty((T, k + 2), t) for t in (np.float32, np.int64, np.int64)] + [np.zeros(T, np.int64) for _ in range(3)]
         scratch = np.empty((G, 2), np.float32)
         order = [(0, 1), (1, 0)][trial % 2]
         for c in order:  # one cluster per call: every target opens both, in this order

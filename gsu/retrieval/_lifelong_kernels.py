@@ -134,7 +134,7 @@ def invert(out_ptr, out_cl, C, cl_tptr, cl_t):
 # --------------------------------------------------------------------------- group lists
 # A target's top-k *positions* kept as whole groups (a distinct item with its visible
 # positions, all scoring alike), in a list sorted by (score, oldest kept position), worst
-# first, in the slots ``st .. st + size - 1`` of its rows (``2 (k + 1)`` slots: the front
+# first, in the slots ``st .. st + size - 1`` of its rows (``k + 2`` slots: the front
 # moves as the worst are dropped, the rest moves back to slot 0 when the end is reached).
 # Entry i holds the score ``gs[i]``, the end ``ge[i]`` of the group's visible positions
 # and the count ``gn[i]`` of its most recent ones kept, ``pos[ge[i] - gn[i] : ge[i]]``.
@@ -338,7 +338,7 @@ def score_clusters(E, grp_rows, cl_ptr, grp_ptr, cl_last, pos, cl_tptr, cl_t, Q,
     positions of group g are ``pos[grp_ptr[g]:grp_ptr[g+1]]``, ascending. cl_tptr / cl_t: the targets of each cluster (:func:`invert`). Q (T, d)
     float32 queries, cuts (T,) int64. Every visible position of a group scores
     ``Q[t] · E[row]``; the group goes whole into target t's group list
-    (``gs``/``ge``/``gn`` (T, 2 (k + 1)), ``starts``, ``sizes`` groups and ``tots``
+    (``gs``/``ge``/``gn`` (T, k + 2), ``starts``, ``sizes`` groups and ``tots``
     positions (T,), carried across calls; see :func:`groups_finish`). A cluster whose latest position
     lies before a target's cut is visible whole (no search for the cut in its groups).
     ``scratch`` (n_max, d) float32 holds one cluster's member embeddings (gathered once,
@@ -349,7 +349,7 @@ def score_clusters(E, grp_rows, cl_ptr, grp_ptr, cl_last, pos, cl_tptr, cl_t, Q,
     nE, d = E.shape
     npos = pos.shape[0]
     nT = min(Q.shape[0], cuts.shape[0], gs.shape[0], ge.shape[0], gn.shape[0], starts.shape[0], sizes.shape[0], tots.shape[0])
-    if Q.shape[1] != d or scratch.shape[1] != d or min(gs.shape[1], ge.shape[1], gn.shape[1]) < 2 * (k + 1):
+    if Q.shape[1] != d or scratch.shape[1] != d or min(gs.shape[1], ge.shape[1], gn.shape[1]) < k + 2:
         return
     ninf = np.float32(-np.inf)
     nmax = scratch.shape[0]

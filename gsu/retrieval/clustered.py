@@ -744,7 +744,7 @@ def search_clusters(
 def _group_lists(R: int, k: int) -> tuple[np.ndarray, ...]:
     """Per row, an empty list of whole groups (a distinct item with its visible positions)
     that keeps the best ``k`` positions: ``(gs, ge, gn, starts, sizes, tots)`` (:func:`LK.score_clusters`)."""
-    return (np.empty((R, 2 * (k + 1)), np.float32), np.empty((R, 2 * (k + 1)), np.int64), np.empty((R, 2 * (k + 1)), np.int64),
+    return (np.empty((R, k + 2), np.float32), np.empty((R, k + 2), np.int64), np.empty((R, k + 2), np.int64),
             np.zeros(R, np.int64), np.zeros(R, np.int64), np.zeros(R, np.int64))
 
 
