@@ -47,7 +47,7 @@ __all__ = ["UserClusters", "SequenceClusters", "Clustered", "LAYOUT_NAME", "auto
 
 LAYOUT_NAME = "clusters"
 _LAYOUT_VERSION = 1
-_ROUTE_BLOCK = 1024  # targets routed per block (bounds the (block, C) centroid-score tile)
+_ROUTE_BLOCK = 64  # targets routed per block: the (block, C) centroid-score tile stays in cache for the route
 
 
 def auto_cluster_size(n_groups: int) -> int:
@@ -701,27 +701,32 @@ def search_clusters(
         gsz = np.diff(uc.cl_ptr)
         scratch = np.empty((int(gsz.max()), E.shape[1]), np.float32)
         cent = np.ascontiguousarray(uc.centroids, dtype=np.float32)
-        lists = _group_lists(R, k)
+        # the clusters each row opens: routed a few rows at a time (their centroid scores
+        # stay in cache while the route reads them)
+        parts_ptr, parts_cl = [], []
+        ocl = np.empty(min(R, _ROUTE_BLOCK) * C, np.int32)
         for s in range(0, R, _ROUTE_BLOCK):
             e = min(R, s + _ROUTE_BLOCK)
-            Sc = Q[s:e] @ cent.T
             optr = np.empty(e - s + 1, np.int64)
-            ocl = np.empty((e - s) * C, np.int32)
-            LK.route(Sc, uc.counts, uc.first, uc.last, ccuts[s:e], float(budget), int(min_probe), p0, optr, ocl)
-            # every row's best cluster first, then the rest: the lists start from good
-            # groups, so that most later groups fall below their worst kept one at once
-            nop = np.diff(optr)
-            has = (nop > 0).astype(np.int64)
-            best = optr[:-1][nop > 0]
-            rest = np.ones(int(optr[-1]), bool)
-            rest[best] = False
-            for lptr, lcl in ((np.concatenate(([0], np.cumsum(has))), ocl[best]),
-                              (np.concatenate(([0], np.cumsum(nop - has))), ocl[: optr[-1]][rest])):
-                cl_tptr = np.empty(C + 1, np.int64)
-                cl_t = np.empty(max(int(lptr[-1]), 1), np.int32)
-                LK.invert(lptr, lcl, C, cl_tptr, cl_t)
-                LK.score_clusters(E, grp_rows, uc.cl_ptr, uc.grp_ptr, uc.last, uc.pos, cl_tptr, cl_t + np.int32(s), Q, ccuts, k,
-                                  *lists, scratch)
+            LK.route(Q[s:e] @ cent.T, uc.counts, uc.first, uc.last, ccuts[s:e], float(budget), int(min_probe), p0, optr, ocl)
+            parts_ptr.append(np.diff(optr))
+            parts_cl.append(ocl[: optr[-1]].copy())
+        nop = np.concatenate(parts_ptr)
+        ocl = np.concatenate(parts_cl)
+        optr = np.concatenate(([0], np.cumsum(nop)))
+        # every row's best cluster first, then the rest: the lists start from good groups,
+        # so that most later groups fall below their worst kept one at once
+        has = (nop > 0).astype(np.int64)
+        best = optr[:-1][nop > 0]
+        rest = np.ones(int(optr[-1]), bool)
+        rest[best] = False
+        lists = _group_lists(R, k)
+        for lptr, lcl in ((np.concatenate(([0], np.cumsum(has))), ocl[best]),
+                          (np.concatenate(([0], np.cumsum(nop - has))), ocl[rest])):
+            cl_tptr = np.empty(C + 1, np.int64)
+            cl_t = np.empty(max(int(lptr[-1]), 1), np.int32)
+            LK.invert(lptr, lcl, C, cl_tptr, cl_t)
+            LK.score_clusters(E, grp_rows, uc.cl_ptr, uc.grp_ptr, uc.last, uc.pos, cl_tptr, cl_t, Q, ccuts, k, *lists, scratch)
         LK.groups_finish(*lists, uc.pos, pos, sc)
     if cover < L:  # the unclustered tail: scanned whole, into lists of its own, then merged
         tcl, trows, tgp, tpos = _tail_layout(h, items, cover)
