@@ -694,3 +694,75 @@ def test_exact_route_codes_while_writing():
         raise errors[0]
     assert states_vec[-1] == set(idx.search(q, k, filter=flt).ids[0].tolist())
     assert len(set(matched)) > 1, "the readers saw the index change under them"
+
+
+@pytest.mark.slow
+def test_seismic_filtered_search_while_recalibrating():
+    """Readers search a SeismicIndex through its filter plan — a fresh id array per call at
+    2 %, 10 % and 40 % selectivity and no filter; one query (the fused front) and a batch of
+    per-query filters — while a writer adds batches and recalibrates between them
+    (``calibrate(filtered=True)``: the operating points and the filter plan are replaced under
+    the write lock): every answer is a correct answer of the final index (adds only: an id once
+    returned stays, allowed, distinct, with its exact score, in order), the readers see the
+    index grow, every calibration leaves a plan, and nothing deadlocks."""
+    kind = "seismic"
+    x0 = K.data(kind, N0, seed=1)
+    ids0 = _ids(N0)
+    adds = [(K.data(kind, BATCH * 5, seed=60 + b), _ids(BATCH * 5, N0 + b * BATCH * 5)) for b in range(3)]
+    all_ids = np.concatenate([ids0] + [a[1] for a in adds])
+    rng = np.random.default_rng(5)
+    # over every id the index will hold (those not added yet allow nothing until they are)
+    flts = [np.sort(rng.choice(all_ids, int(s * all_ids.shape[0]), replace=False)) for s in (0.02, 0.1, 0.4)]
+    q = K.queries(kind, NQ, seed=99)
+    idx = K.make(kind)
+    idx.add(x0, ids0)
+    cal_kw = {"n_queries": 60, "query_cuts": (2, 4, 8), "heap_factors": (0.6, 0.8, 1.0), "max_seconds": 3.0, "seed": 2}
+    idx.calibrate(**cal_kw)
+    plans = [idx.filter_plan()]
+    assert plans[0], "the filtered phase planned at least one selectivity"
+    got: list[tuple[object, object, np.ndarray | None]] = []
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def reader(t: int) -> None:
+        i = 0
+        try:
+            while not done.is_set() or i < 3:
+                mode = (i + t) % 4
+                if mode == 3:  # a batch, one filter per query
+                    fl = [flts[(i + j) % 3] for j in range(NQ)]
+                    res = idx.search(q, KQ, filter=Filter.per_query(fl))
+                    for j in range(NQ):
+                        got.append((q[j], _row(res, j), fl[j]))
+                else:
+                    j = (i + t) % NQ
+                    flt = None if (i % 5 == 4) else flts[mode].copy()
+                    got.append((q[j], idx.search(q[j], KQ, filter=flt), flt))
+                i += 1
+        except BaseException as e:
+            errors.append(e)
+
+    def writer() -> None:
+        try:
+            for b, (x, ids) in enumerate(adds):
+                idx.add(x, ids)
+                idx.calibrate(**{**cal_kw, "seed": 3 + b})
+                plans.append(idx.filter_plan())
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            done.set()
+
+    _run(reader, writer, errors)
+    assert idx.ntotal == all_ids.shape[0] and len(plans) == 4 and all(plans)
+    added = np.concatenate([a[1] for a in adds])
+    assert any(np.isin(r.ids, added).any() for _, r, _ in got), "the readers saw the index grow"
+    for qq, res, flt in got:
+        K.check_result(idx, kind, qq, res, KQ, allowed=flt)
+
+
+def _row(res, j: int):
+    """Row ``j`` of a batch result as a one-query result."""
+    from gsu.index.result import SearchResult
+
+    return SearchResult(res.ids[j : j + 1], res.scores[j : j + 1], res.counts[j : j + 1])
