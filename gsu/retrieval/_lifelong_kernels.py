@@ -19,6 +19,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from gsu._simd import prefetch
 from gsu.index.topk import heap_push, lower_bound, sift_down
 from gsu.retrieval._kernels import _desc_key
 
@@ -32,6 +33,9 @@ def _dot(q, E, r):
     for j in range(q.shape[0]):
         acc += q[j] * E[r, j]
     return acc
+
+
+_GATHER_AHEAD = 8  # member rows prefetched ahead of the one copied (score_clusters)
 
 
 @nb.njit(cache=True, nogil=True)
@@ -347,6 +351,7 @@ def score_clusters(E, grp_rows, cl_ptr, grp_ptr, cl_last, pos, cl_tptr, cl_t, Q,
     C = min(cl_ptr.shape[0] - 1, cl_tptr.shape[0] - 1, cl_last.shape[0])
     G = min(grp_ptr.shape[0] - 1, grp_rows.shape[0])
     nE, d = E.shape
+    Ef = E.reshape(-1)  # C-contiguous (the caller's contract): the prefetches' flat view
     npos = pos.shape[0]
     nT = min(Q.shape[0], cuts.shape[0], gs.shape[0], ge.shape[0], gn.shape[0], starts.shape[0], sizes.shape[0], tots.shape[0])
     if Q.shape[1] != d or scratch.shape[1] != d or min(gs.shape[1], ge.shape[1], gn.shape[1]) < k + 2:
@@ -370,7 +375,18 @@ def score_clusters(E, grp_rows, cl_ptr, grp_ptr, cl_last, pos, cl_tptr, cl_t, Q,
         if g1 <= g0:
             continue
         nm = g1 - g0
+        # the members' rows lie scattered over the item table: prefetched _GATHER_AHEAD ahead
+        for j in range(min(nm, _GATHER_AHEAD)):
+            r = grp_rows[g0 + j]
+            if 0 <= r < nE:
+                for u in range(0, d, 16):
+                    prefetch(Ef, r * d + u)
         for j in range(nm):
+            if j + _GATHER_AHEAD < nm:
+                r2 = grp_rows[g0 + j + _GATHER_AHEAD]
+                if 0 <= r2 < nE:
+                    for u in range(0, d, 16):
+                        prefetch(Ef, r2 * d + u)
             r = grp_rows[g0 + j]
             if 0 <= r < nE:
                 for u in range(d):

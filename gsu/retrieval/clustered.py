@@ -685,7 +685,7 @@ def search_clusters(
     (``Q[r] · e``). Returns ``(positions (R, k) int64 -1 padded, scores (R, k) float32
     -inf padded)``, best first, ties to the more recent behavior.
     """
-    E = items.need("embeddings")
+    E = np.ascontiguousarray(items.need("embeddings"))  # (a view when it already is: the kernels read it flat)
     R = Q.shape[0]
     L = len(h)
     cuts = np.minimum(np.asarray(cuts, dtype=np.int64), L)
