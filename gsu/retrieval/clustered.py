@@ -47,7 +47,7 @@ __all__ = ["UserClusters", "SequenceClusters", "Clustered", "LAYOUT_NAME", "auto
 
 LAYOUT_NAME = "clusters"
 _LAYOUT_VERSION = 1
-_ROUTE_BLOCK = 64  # targets routed per block: the (block, C) centroid-score tile stays in cache for the route
+_ROUTE_BLOCK = 64  # targets routed per block: bounds the (block, C) centroid-score tile and the route's output buffer
 
 
 def auto_cluster_size(n_groups: int) -> int:
@@ -701,8 +701,8 @@ def search_clusters(
         gsz = np.diff(uc.cl_ptr)
         scratch = np.empty((int(gsz.max()), E.shape[1]), np.float32)
         cent = np.ascontiguousarray(uc.centroids, dtype=np.float32)
-        # the clusters each row opens: routed a few rows at a time (their centroid scores
-        # stay in cache while the route reads them)
+        # the clusters each row opens, routed a block of rows at a time (a small
+        # centroid-score tile and output buffer), then every row's clusters scored at once
         parts_ptr, parts_cl = [], []
         ocl = np.empty(min(R, _ROUTE_BLOCK) * C, np.int32)
         for s in range(0, R, _ROUTE_BLOCK):
