@@ -766,3 +766,50 @@ def _row(res, j: int):
     from gsu.index.result import SearchResult
 
     return SearchResult(res.ids[j : j + 1], res.scores[j : j + 1], res.counts[j : j + 1])
+
+
+@pytest.mark.slow
+def test_seismic_one_row_front_beside_parallel_batches():
+    """Threads search one SeismicIndex at once without a writer: batches (the parallel
+    kernel, which releases the GIL while it runs on the index's shared kernel view) beside
+    one-row calls (the fused front's direct kernel call, which takes no mutex): every answer
+    equals the answer of the same call made alone. Until stop 59 the front ran on the batch
+    kernel's view and scratch, and its answers came out wrong or with repeated ids."""
+    kind = "seismic"
+    idx = K.make(kind)
+    idx.add(K.data(kind, N0, seed=1), _ids(N0))
+    q = K.queries(kind, 16, seed=7)
+    params = K.PARAMS[kind]
+    want_batch = idx.search(q, KQ, **params)
+    want_one = [idx.search(q[i : i + 1], KQ, **params) for i in range(q.shape[0])]
+    errors: list[BaseException] = []
+    stop = time.monotonic() + 3.0
+
+    def batches(t: int) -> None:
+        try:
+            while time.monotonic() < stop:
+                res = idx.search(q, KQ, **params)
+                assert _same(res, want_batch), "a batch answer changed"
+        except BaseException as e:
+            errors.append(e)
+
+    def ones(t: int) -> None:
+        try:
+            i = t
+            while time.monotonic() < stop:
+                j = i % q.shape[0]
+                res = idx.search(q[j : j + 1], KQ, **params)
+                assert _same(res, want_one[j]), f"query {j}: {res.ids.tolist()} != {want_one[j].ids.tolist()}"
+                i += 1
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=batches, args=(0,), daemon=True)] + [
+        threading.Thread(target=ones, args=(t,), daemon=True) for t in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(TIMEOUT)
+    assert not any(th.is_alive() for th in threads), "deadlock: a thread did not finish"
+    if errors:
+        raise errors[0]

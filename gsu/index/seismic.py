@@ -862,14 +862,15 @@ class SeismicIndex(MutableIndex):
                     out_s = _empty((1, k), _F32)
                     counts = _empty(1, _I64)
                     one = self._one
-                    if one is None or one[0] is not self._view:
+                    if one is None:
                         with self._lock:
                             one = self._one_entry()
                     # no mutex: the entry point holds the GIL from its call to its return
                     # (search_one is compiled without nogil) and leaves the view's scratch as
-                    # it found it, so no other thread is inside it meanwhile; a view remade by
-                    # another thread after the check above holds the same arrays (writers are
-                    # kept out by the read side), with its own scratch
+                    # it found it, so no other front is inside it meanwhile, and the view is
+                    # the front's own (_one_entry): the batch kernels, which release the GIL,
+                    # never touch its scratch; writers, which drop it, are kept out by the
+                    # read side
                     if one[1](one[0], ind, comps, vals, self.dim, k, st.query_cut, st.heap_factor, st.first_sorted,
                               self._term_order, self._n_indexed, self._max_blocks, out_r, out_s, counts, one[2]) == 0:
                         # SearchResult.trusted, inlined (a tenth of a microsecond on a call of a few)
@@ -891,10 +892,18 @@ class SeismicIndex(MutableIndex):
         return search
 
     def _one_entry(self) -> tuple[Any, Any, np.ndarray]:
-        """``(view, entry, scored)``: the kernel view of one thread, the compiled entry point
-        of :func:`_sk.search_one` for its types and its (1,) scratch of the documents scored
-        (under ``self._lock``; kept until the view is remade)."""
-        view = self._view if self._view_threads >= 1 else self._make_view(1)
+        """``(view, entry, scored)``: a kernel view of the one-row front's own (one thread's
+        scratch), the compiled entry point of :func:`_sk.search_one` for its types and its
+        (1,) scratch of the documents scored (under ``self._lock``; kept until the arrays
+        change, :meth:`_drop_view`).
+
+        Its own view, not ``self._view``: the front calls the kernel without ``self._lock``
+        (it holds the GIL throughout, so two fronts never overlap), but a batch search runs
+        the parallel kernel on ``self._view`` under ``self._lock`` with the GIL released, and
+        a front on the same scratch then overwrote that search's (and its own) bookkeeping
+        (wrong and repeated ids in ~1 of 12 runs of the concurrency test under load, from
+        stop 58 to stop 59)."""
+        view = self._new_view(1)
         ex_r = np.empty((1, 1), np.int64)
         ex_s = np.empty((1, 1), np.float32)
         # the query arrays as strided (layout "A") 1-D arrays: the entry point then reads any strides
@@ -1366,16 +1375,20 @@ class SeismicIndex(MutableIndex):
 
     def _make_view(self, n_threads: int) -> Any:
         """(Re)create the kernel's view of the arrays with search scratch for ``n_threads`` threads."""
-        a = self._a
         t = max(n_threads, self._view_threads, 1)
+        self._view = self._new_view(t)
+        self._view_threads = t
+        return self._view
+
+    def _new_view(self, t: int) -> Any:
+        """A kernel view of the arrays with search scratch for ``t`` threads."""
+        a = self._a
         n = self.ntotal
-        self._view = _sk.IndexView(
+        return _sk.IndexView(
             *(a[name] for name in _sk.VIEW_FIELDS[:19]),
             np.zeros((t, self.dim), np.float32), np.zeros((t, (n + 63) >> 6), np.uint64), np.zeros((t, n), np.uint8),
             np.zeros((t, 0), np.float32), np.zeros((t, 0), np.int64),
         )
-        self._view_threads = t
-        return self._view
 
     def _live_masks(self, cf: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(f_indptr, f_rows, allowed, blk_ok)`` of the live rows (the filter ``cf`` of an
@@ -1417,6 +1430,7 @@ class SeismicIndex(MutableIndex):
         self.__dict__.pop("_live_masks_cache", None)
         self._view = None
         self._view_threads = 0
+        self._one = None
         self._op_cache = {}
 
     # -- persistence -------------------------------------------------------
