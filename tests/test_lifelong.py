@@ -536,26 +536,26 @@ def test_kernels_skip_out_of_range_indices():
     for cl_last in (np.array([3, 3], np.int64), np.array([0, 0], np.int64)):  # groups searched for the cut, or whole
         # (group lists: scores, ends, counts of k + 2 slots; starts, sizes, totals)
         for k in (5, 1):
-            heaps = [np.empty((3, k + 2), t) for t in (np.float32, np.int64, np.int64)] + [np.zeros(3, np.int64) for _ in range(3)]
-            LK.score_clusters(E, grp_rows, cl_ptr, grp_ptr, cl_last, pos, cl_tptr, cl_t, Q, np.full(3, 4, np.int64), k, *heaps,
+            lists = [np.empty((3, k + 2), t) for t in (np.float32, np.int64, np.int64)] + [np.zeros(3, np.int64) for _ in range(3)]
+            LK.score_clusters(E, grp_rows, cl_ptr, grp_ptr, cl_last, pos, cl_tptr, cl_t, Q, np.full(3, 4, np.int64), k, *lists,
                               np.empty((4, 4), np.float32))
-            sizes, tots = heaps[4], heaps[5]
-            assert tots.max() <= min(k, 4) and np.all(heaps[1][sizes > 0, 0] <= 4)
+            sizes, tots = lists[4], lists[5]
+            assert tots.max() <= min(k, 4) and np.all(lists[1][sizes > 0, 0] <= 4)
             out, out_s = np.full((3, k), -1, np.int64), np.full((3, k), -np.inf, np.float32)
-            LK.groups_finish(*heaps, pos, out, out_s)
+            LK.groups_finish(*lists, pos, out, out_s)
             assert np.all((out >= -1) & (out < 4)) and np.array_equal(out >= 0, np.isfinite(out_s))
             assert tots[1] == 1 and out[1, 0] == 3  # the group running past the positions is cut at their end
-        # heaps too small for k are refused, not overrun
-        heaps = [np.empty((3, 6), t) for t in (np.float32, np.int64, np.int64)] + [np.zeros(3, np.int64) for _ in range(3)]
-        LK.score_clusters(E, grp_rows, cl_ptr, grp_ptr, cl_last, pos, cl_tptr, cl_t, Q, np.full(3, 4, np.int64), 5, *heaps,
+        # lists too small for k are refused, not overrun
+        lists = [np.empty((3, 6), t) for t in (np.float32, np.int64, np.int64)] + [np.zeros(3, np.int64) for _ in range(3)]
+        LK.score_clusters(E, grp_rows, cl_ptr, grp_ptr, cl_last, pos, cl_tptr, cl_t, Q, np.full(3, 4, np.int64), 5, *lists,
                           np.empty((4, 4), np.float32))
-        assert heaps[5].max() == 0
+        assert lists[5].max() == 0
         # a list state out of range (not one score_clusters leaves) is skipped, not followed
-        heaps = [np.empty((3, 7), t) for t in (np.float32, np.int64, np.int64)] + [np.full(3, 6, np.int64), np.full(3, 5, np.int64),
+        lists = [np.empty((3, 7), t) for t in (np.float32, np.int64, np.int64)] + [np.full(3, 6, np.int64), np.full(3, 5, np.int64),
                                                                                      np.zeros(3, np.int64)]
-        LK.score_clusters(E, grp_rows, cl_ptr, grp_ptr, cl_last, pos, cl_tptr, cl_t, Q, np.full(3, 4, np.int64), 5, *heaps,
+        LK.score_clusters(E, grp_rows, cl_ptr, grp_ptr, cl_last, pos, cl_tptr, cl_t, Q, np.full(3, 4, np.int64), 5, *lists,
                           np.empty((4, 4), np.float32))
-        assert heaps[5].max() == 0
+        assert lists[5].max() == 0
     sizes = np.zeros(3, np.int64)
     hs = np.empty((3, 5), np.float32)
     hr = np.empty((3, 5), np.int64)

@@ -353,7 +353,7 @@ class SeismicIndex(MutableIndex):
         self._lock = threading.Lock()
         self._view: Any = None
         self._view_threads = 0
-        self._one: Any = None  # (view, entry point) of the one-row path
+        self._one: Any = None  # (its own view, entry point, scratch) of the one-row front (_one_entry)
         self._term_order = 0
         self._calibration: dict[str, Any] | None = None
         self._op_cache: dict[Any, SeismicSettings] = {}

@@ -151,6 +151,32 @@ def invert(out_ptr, out_cl, C, cl_tptr, cl_t):
 
 
 @nb.njit(cache=True)
+def _g_trim(gs, ge, gn, lo, hi, tot, k, pos):
+    """Drop the worst positions of the sorted entries ``lo .. hi - 1`` holding ``tot``
+    positions until ``k`` remain: the front entry's oldest kept ones — all of them at once
+    where its score is below the next entry's, one at a time where they tie (the entry,
+    its oldest kept position now newer, then moves past older tied ones). Returns the new
+    front and total ``(lo, tot)``."""
+    while tot > k:
+        n0 = gn[lo]
+        alone = lo + 1 >= hi or gs[lo + 1] > gs[lo]
+        drop = min(tot - k, n0) if alone else 1
+        tot -= drop
+        if drop >= n0:
+            lo += 1
+        else:
+            gn[lo] = n0 - drop
+            if not alone:
+                i = lo
+                while i + 1 < hi and gs[i + 1] == gs[i] and pos[ge[i + 1] - gn[i + 1]] < pos[ge[i] - gn[i]]:
+                    gs[i], gs[i + 1] = gs[i + 1], gs[i]
+                    ge[i], ge[i + 1] = ge[i + 1], ge[i]
+                    gn[i], gn[i + 1] = gn[i + 1], gn[i]
+                    i += 1
+    return lo, tot
+
+
+@nb.njit(cache=True)
 def _g_offer(gs, ge, gn, st, size, tot, k, s, pos, a, b):
     """Offer a group whose visible positions ``pos[a:b]`` (ascending, ``b > a``) all
     score ``s`` to a list holding ``size`` groups and ``tot <= k`` positions; keeps the
@@ -183,26 +209,10 @@ def _g_offer(gs, ge, gn, st, size, tot, k, s, pos, a, b):
     gs[lo] = s
     ge[lo] = b
     gn[lo] = nv
-    size += 1
+    end = st + size + 1
     tot += nv
-    while tot > k:  # drop the worst positions: the front entry's oldest kept ones
-        n0 = gn[st]
-        alone = size == 1 or gs[st + 1] > gs[st]
-        drop = min(tot - k, n0) if alone else 1
-        tot -= drop
-        if drop >= n0:
-            st += 1
-            size -= 1
-        else:
-            gn[st] = n0 - drop
-            if not alone:  # its oldest kept position is newer now: move it past older tied ones
-                i = st
-                while i + 1 < st + size and gs[i + 1] == gs[i] and pos[ge[i + 1] - gn[i + 1]] < pos[ge[i] - gn[i]]:
-                    gs[i], gs[i + 1] = gs[i + 1], gs[i]
-                    ge[i], ge[i + 1] = ge[i + 1], ge[i]
-                    gn[i], gn[i + 1] = gn[i + 1], gn[i]
-                    i += 1
-    return st, size, tot
+    st, tot = _g_trim(gs, ge, gn, st, end, tot, k, pos)
+    return st, end - st, tot
 
 
 @nb.njit(cache=True)
@@ -244,23 +254,7 @@ def _g_merge(gs, ge, gn, st, size, tot, k, cs, ce, cn, m, pos, ts, te, tn):
             tot += cn[j]
             j += 1
         w += 1
-    f = 0
-    while tot > k:  # drop the worst positions: the front entry's oldest kept ones
-        n0 = tn[f]
-        alone = f + 1 >= w or ts[f + 1] > ts[f]
-        drop = min(tot - k, n0) if alone else 1
-        tot -= drop
-        if drop >= n0:
-            f += 1
-        else:
-            tn[f] = n0 - drop
-            if not alone:  # its oldest kept position is newer now: move it past older tied ones
-                i = f
-                while i + 1 < w and ts[i + 1] == ts[i] and pos[te[i + 1] - tn[i + 1]] < pos[te[i] - tn[i]]:
-                    ts[i], ts[i + 1] = ts[i + 1], ts[i]
-                    te[i], te[i + 1] = te[i + 1], te[i]
-                    tn[i], tn[i + 1] = tn[i + 1], tn[i]
-                    i += 1
+    f, tot = _g_trim(ts, te, tn, 0, w, tot, k, pos)
     for i in range(f, w):
         gs[i - f] = ts[i]
         ge[i - f] = te[i]

@@ -691,8 +691,7 @@ def search_clusters(
     cuts = np.minimum(np.asarray(cuts, dtype=np.int64), L)
     Q = np.ascontiguousarray(Q, dtype=np.float32)
     cover = min(int(uc.length), L) if uc is not None and uc.n_clusters else 0
-    pos = np.full((R, k), -1, np.int64)
-    sc = np.full((R, k), -np.inf, np.float32)
+    pos, sc = _empty_result(R, k)
     if cover:
         C = uc.n_clusters
         grp_rows = items.rows(uc.grp_item, name="clustered items")
@@ -728,22 +727,27 @@ def search_clusters(
             LK.invert(lptr, lcl, C, cl_tptr, cl_t)
             LK.score_clusters(E, grp_rows, uc.cl_ptr, uc.grp_ptr, uc.last, uc.pos, cl_tptr, cl_t, Q, ccuts, k, *lists, scratch)
         LK.groups_finish(*lists, uc.pos, pos, sc)
-    if cover < L:  # the unclustered tail: scanned whole, into lists of its own, then merged
+    if cover < L:  # the unclustered tail, scanned whole
         tcl, trows, tgp, tpos = _tail_layout(h, items, cover)
         allr = np.arange(R, dtype=np.int32)
         scratch = np.empty((max(int(trows.shape[0]), 1), E.shape[1]), np.float32)
         lists = _group_lists(R, k)
         LK.score_clusters(E, trows, tcl, tgp, np.array([L - 1], np.int64), tpos, np.array([0, R], np.int64), allr, Q, cuts, k,
                           *lists, scratch)
-        tp = np.full((R, k), -1, np.int64)
-        ts = np.full((R, k), -np.inf, np.float32)
-        LK.groups_finish(*lists, tpos, tp, ts)
-        if cover:
-            pos, sc, a_p, a_s = np.full((R, k), -1, np.int64), np.full((R, k), -np.inf, np.float32), pos, sc
-            LK.merge_ranked(a_p, a_s, tp, ts, pos, sc)
+        if cover:  # into lists of its own, then merged with the clusters' result
+            tp, ts = _empty_result(R, k)
+            LK.groups_finish(*lists, tpos, tp, ts)
+            cp, cs = pos, sc
+            pos, sc = _empty_result(R, k)
+            LK.merge_ranked(cp, cs, tp, ts, pos, sc)
         else:
-            pos, sc = tp, ts
+            LK.groups_finish(*lists, tpos, pos, sc)
     return pos, sc
+
+
+def _empty_result(R: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(positions, scores)`` (R, k) of nothing found: -1 / -inf."""
+    return np.full((R, k), -1, np.int64), np.full((R, k), -np.inf, np.float32)
 
 
 def _group_lists(R: int, k: int) -> tuple[np.ndarray, ...]:
