@@ -2244,7 +2244,8 @@ def test_past_its_time_limit_calibration_climbs_only_to_its_own_target():
     calibration's target instead of climbing on to the 0.99 operating point; without a
     limit they climb on. The fitted settings for the target come from the same first steps
     either way."""
-    from gsu.index.planner import reaches
+    from gsu.index import _calibrate as cm
+    from gsu.index.planner import HNSW_LADDER, IVF_LADDER, reaches
 
     rng = np.random.default_rng(21)
     x = rng.standard_normal((5000, 16)).astype(np.float32)
@@ -2252,15 +2253,21 @@ def test_past_its_time_limit_calibration_climbs_only_to_its_own_target():
     fi.add(x)
 
     def past_first(cal, main=None):
+        """Steps measured above both the first step reaching the target and the step the
+        ladder started from (one below the first reaching step at the nearest selectivity
+        measured before; a start that reaches is walked down, so the steps between the
+        first reaching one and the start are measured without climbing)."""
         extra = 0
-        for p in cal.points:
+        for j, p in enumerate(cal.points):
             if main is not None and (p["s"] in (0.01, 0.1, 0.5, 1.0)) != main:
                 continue
             for fam in ("ivf", "hnsw", "probe"):
+                ladder = IVF_LADDER if fam == "ivf" else HNSW_LADDER
                 steps = sorted(p[fam], key=lambda e: e[0])
                 hit = next((i for i, e in enumerate(steps) if reaches(e, cal.target_recall)), None)
                 if hit is not None:
-                    extra += len(steps) - 1 - hit
+                    start = ladder[cm._start_step(list(cal.points[:j]), fam, ladder, p["s"], cal.target_recall)]
+                    extra += sum(1 for e in steps[hit + 1:] if e[0] > start)
         return extra
 
     short = fi.calibrate(max_seconds=0.0, n_queries=24, seed=5)
@@ -3094,3 +3101,75 @@ def test_a_filter_held_by_fewer_lists_than_the_ivf_budget_takes_the_exact_scan()
         assert set(got.ids[0].tolist()) <= set(raw.tolist())
     # IVF, forced, opens every list for it: the same answer
     np.testing.assert_array_equal(fi.search(q, 10, filter=few, route="ivf", **kw).ids, flat.search(q, 10, filter=few).ids)
+
+
+def _rolled_sheet(n: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unnormalised rows on a rolled 2-d sheet in 32-d (norms 0.5–38) and each row's
+    position along the roll, in random order; queries drawn the same way."""
+    rng = np.random.default_rng(seed)
+    N = n + 60
+    u = rng.uniform(0, 4 * np.pi, N)
+    v = rng.uniform(-1, 1, N)
+    base = np.stack([u * np.cos(u), u * np.sin(u), 3 * v], 1)
+    R = np.linalg.qr(rng.standard_normal((32, 32)))[0][:3]
+    x = (base @ R + 0.05 * rng.standard_normal((N, 32))).astype(np.float32)
+    return np.ascontiguousarray(x[:n]), np.ascontiguousarray(x[n:]), u[:n]
+
+
+def test_ivf_lists_take_each_row_by_its_nearest_centroid():
+    """Rows go to the list of their nearest centroid (euclidean) for every metric, the cells
+    the k-means was trained for. By largest inner product (the former rule), unnormalised
+    rows on a rolled sheet collapse into the lists of the longest centroids — most lists
+    empty — and a filter cut along the sheet loses its answers on the IVF route."""
+    x, Q, u = _rolled_sheet(12_000, seed=4)
+    for metric in ("ip", "l2", "cosine"):
+        ivf = IVFIndex(32, metric, nlist=100, seed=1)
+        ivf.add(x)
+        xp = x / np.linalg.norm(x, axis=1, keepdims=True) if metric == "cosine" else x
+        c = ivf.centroids
+        d2 = (xp * xp).sum(1)[:, None] - 2 * xp @ c.T + (c * c).sum(1)[None, :]
+        got = ivf.row_list  # rows in the order added (ids 0..n-1)
+        # the nearest centroid, up to float ties between two centroids
+        np.testing.assert_array_less(d2[np.arange(x.shape[0]), got] - d2.min(1), 1e-3 * (1 + d2.min(1)))
+    # the filtered index's IVF route, forced, on a band of the roll
+    fi = FilteredIndex(32, "ip", M=12, ef_construction=60, calibrate=False, seed=3)
+    fi.add(x)
+    sizes = np.diff(fi.ivf._list_off)
+    assert (sizes == 0).sum() <= sizes.shape[0] // 20
+    band = np.flatnonzero((u > 2.0) & (u < 4.0)).astype(np.int64)  # ~16 % of the rows, an inner turn
+    hits = 0
+    for q in Q:  # a small IVF budget: 40 rows, 4 lists (inner-product lists: 0.893)
+        r = fi.search(q, 10, filter=band, route="ivf", ivf_candidates=4, ivf_min_lists=4)
+        top = band[np.argsort(-(x[band] @ q))[:10]]
+        hits += np.isin(r.ids[0], top).sum()
+    assert hits / (10 * Q.shape[0]) >= 0.95
+
+
+def test_ivf_files_saved_before_the_assignment_rule_keep_assigning_by_inner_product(tmp_path):
+    """A file without the recorded rule (saved before it) assigns its later rows as it
+    assigned its first: by largest inner product (l2: by distance); an unknown rule is
+    refused with a clean error naming the file."""
+    import _fuzz as F
+
+    x, _, _ = _rolled_sheet(3_000, seed=5)
+    ivf = IVFIndex(32, "ip", nlist=30, seed=1)
+    ivf.add(x[:2_000])
+    path = tmp_path / "ivf.gsu"
+    ivf.save(path)
+    header, payload = F.split(path.read_bytes())
+    assert header["config"]["assign"] == "l2"
+    del header["config"]["assign"]
+    old = tmp_path / "old.gsu"
+    old.write_bytes(F.join(header, payload))
+    o = load(old)
+    o.add(x[2_000:], np.arange(2_000, 3_000, dtype=np.int64))
+    c = o.centroids
+    got = o.row_list[o._idmap.rows(np.arange(2_000, 3_000, dtype=np.int64))]
+    ip = x[2_000:] @ c.T
+    np.testing.assert_array_equal(ip[np.arange(1_000), got], ip.max(1))
+    header["config"]["assign"] = "cosine"
+    bad = tmp_path / "bad.gsu"
+    bad.write_bytes(F.join(header, payload))
+    with pytest.raises(IndexFileError) as e:
+        load(bad)
+    assert str(bad) in str(e.value) and "\n" not in str(e.value)
