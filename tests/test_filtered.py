@@ -232,6 +232,41 @@ def test_ivf_skips_lists_without_allowed_rows(indexes, data):
     assert np.all(np.isin(out_r[out_r >= 0], allowed_rows))
 
 
+@pytest.mark.parametrize("d", [24, 80])  # float32 rows; 8-bit codes first (d >= 64)
+@pytest.mark.parametrize("nlist", [4, 24])  # lists longer / shorter than a scoring chunk
+def test_ivf_opening_every_list_scores_every_allowed_row_in_chunks(d, nlist):
+    # the IVF kernel collects the opened lists' allowed rows and scores them a chunk at a
+    # time (fk._CHUNK rows, or a longest list): opening every list must give the exact
+    # answer for every filter form, in either layout (lists_copy: positions collected)
+    n = 6_000
+    rng = np.random.default_rng(11)
+    centers = rng.standard_normal((40, d)).astype(np.float32)
+    x = (centers[rng.integers(0, 40, n)] + 0.5 * rng.standard_normal((n, d))).astype(np.float32)
+    q = (centers[rng.integers(0, 40, 6)] + 0.5 * rng.standard_normal((6, d))).astype(np.float32)
+    assert n > 2 * fk._CHUNK and (n // nlist > fk._CHUNK) == (nlist == 4)
+    one = FilteredIndex(d, "ip", M=8, ef_construction=40, nlist=nlist, calibrate=False, seed=2)
+    two = FilteredIndex(d, "ip", M=8, ef_construction=40, nlist=nlist, calibrate=False, seed=2, lists_copy=True)
+    one.add(x)
+    two.add(x)
+    filters = [None,
+               Filter(np.sort(rng.choice(n, n // 2, replace=False))),  # dense: the lists scanned against a bitmap
+               Filter(np.sort(rng.choice(n, 90, replace=False))),  # sparse: grouped by list
+               Filter.range(700, 5_100),  # a run: spans of positions
+               Filter.per_query([np.sort(rng.choice(n, m, replace=False)) for m in (40, 3_000, 5_900, 1_100, 2_500, 300)])]
+    every = dict(route="ivf", ivf_candidates=1e9, ivf_min_lists=1e9)
+    for f in filters:
+        want = one.search(q, K, filter=f, route="exact")
+        for idx in (one, two):
+            got = idx.search(q, K, filter=f, **every)
+            np.testing.assert_array_equal(got.ids, want.ids, err_msg=f"{f!r} lists_copy={idx.lists_copy}")
+            np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5, atol=1e-5)
+        # a partial probe: both layouts score the same rows in the same order
+        part = dict(route="ivf", ivf_candidates=2 * K, ivf_min_lists=2)
+        a, b = one.search(q, K, filter=f, **part), two.search(q, K, filter=f, **part)
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.scores, b.scores)
+
+
 def test_faiss_selector_shapes():
     n = 100_000
     sel, keep = faiss_selector(np.arange(10, 500, dtype=np.int64), n)

@@ -791,39 +791,45 @@ def _dot4(qv, x0, x1, x2, x3):
 
 
 _BUCKETS = 256  # score buckets that order the lists without a heap
-_PF_LISTS = 4  # lists ahead whose first allowed rows are prefetched
+#: collected rows a query's list scan scores at a time, at least (:func:`_probe_lists`)
+_CHUNK = 1024
 
 
 @nb.njit(cache=True, fastmath=_FM, inline="always")
-def _score_list(qv, Xl, pos_row, bpos, j, e, k, hs, hr, hsize, ind):
-    """Score the allowed positions ``bpos[j:e]`` of one list into the heap; returns its size.
-
-    ``ind`` False: ``Xl`` holds the vectors in list order (position ``p`` at ``Xl[p]``);
-    True: ``Xl`` holds them in row order (position ``p`` at ``Xl[pos_row[p]]``: a list's
-    rows are increasing, so the reads move forward through the table; a software prefetch
-    of the rows ahead measured slower here, 100,000 x 64).
-    """
-    while j + 4 <= e:  # four rows per step: independent loads overlap
-        p0, p1, p2, p3 = bpos[j], bpos[j + 1], bpos[j + 2], bpos[j + 3]
-        if ind:
-            x0, x1, x2, x3 = Xl[pos_row[p0]], Xl[pos_row[p1]], Xl[pos_row[p2]], Xl[pos_row[p3]]
-        else:
-            x0, x1, x2, x3 = Xl[p0], Xl[p1], Xl[p2], Xl[p3]
-        a0, a1, a2, a3 = _dot4(qv, x0, x1, x2, x3)
+def _score_rows(qv, Xl, pos_row, cb, w, k, hs, hr, hsize, ind):
+    """Score the collected ``cb[:w]`` into the heap; returns its size. ``ind`` True: ``cb``
+    holds rows of ``Xl`` (row order); False: list positions (``Xl`` in list order, the row
+    is ``pos_row[p]``). The rows about 8 KiB ahead are prefetched, the first ones at once:
+    the collected rows of several lists lie scattered over the table."""
+    d = Xl.shape[1]
+    Xf = Xl.reshape(-1)
+    ahead = max(4, 2048 // max(d, 1))
+    for u in range(min(w, ahead)):
+        b = cb[u] * d
+        for t in range(0, d, 16):
+            prefetch(Xf, b + t)
+    j = 0
+    while j + 4 <= w:  # four rows per step: independent loads overlap
+        for u in range(j + ahead, min(j + ahead + 4, w)):
+            b = cb[u] * d
+            for t in range(0, d, 16):
+                prefetch(Xf, b + t)
+        p0, p1, p2, p3 = cb[j], cb[j + 1], cb[j + 2], cb[j + 3]
+        a0, a1, a2, a3 = _dot4(qv, Xl[p0], Xl[p1], Xl[p2], Xl[p3])
         if hsize < k or a0 >= hs[0]:
-            hsize = heap_push(hs, hr, hsize, k, a0, pos_row[p0])
+            hsize = heap_push(hs, hr, hsize, k, a0, p0 if ind else pos_row[p0])
         if hsize < k or a1 >= hs[0]:
-            hsize = heap_push(hs, hr, hsize, k, a1, pos_row[p1])
+            hsize = heap_push(hs, hr, hsize, k, a1, p1 if ind else pos_row[p1])
         if hsize < k or a2 >= hs[0]:
-            hsize = heap_push(hs, hr, hsize, k, a2, pos_row[p2])
+            hsize = heap_push(hs, hr, hsize, k, a2, p2 if ind else pos_row[p2])
         if hsize < k or a3 >= hs[0]:
-            hsize = heap_push(hs, hr, hsize, k, a3, pos_row[p3])
+            hsize = heap_push(hs, hr, hsize, k, a3, p3 if ind else pos_row[p3])
         j += 4
-    while j < e:
-        p = bpos[j]
-        acc = _dot1(qv, Xl[pos_row[p]] if ind else Xl[p])
+    while j < w:
+        p = cb[j]
+        acc = _dot1(qv, Xl[p])
         if hsize < k or acc >= hs[0]:
-            hsize = heap_push(hs, hr, hsize, k, acc, pos_row[p])
+            hsize = heap_push(hs, hr, hsize, k, acc, p if ind else pos_row[p])
         j += 1
     return hsize
 
@@ -854,30 +860,26 @@ def _rescore_within(qv, X, rows, start, approx, m, thr, k, hs, hr, cand):
 
 
 @nb.njit(cache=True, fastmath=_FM, inline="always")
-def _score_list_sq8(qp, C, pos_row, bpos, j, e, k, hs, hr, hsize, abuf, rbuf, nb_):
-    """:func:`_score_list` (row order) from the 8-bit codes ``C``: the approximate scores
-    ``Σ qp_t C_t`` go into the heap and, with their rows, into ``abuf``/``rbuf`` from
-    ``nb_`` on (for the exact rescoring, :func:`_probe_lists`); returns ``(hsize, nb_)``.
-
-    A list's allowed rows lie scattered over the row-ordered table: the codes of the rows
-    about 4 KiB ahead are prefetched, the first ones at once (as :func:`_gather_one_sq8`;
-    on the filtered suite's cached indexes, the IVF kernel alone, old and new code in one
-    process: 1.14x on away queries scanning ~50,000 rows at d = 64, 1.24-1.40x on ~4,000
-    rows at d = 256, 1.0x where a query scores a few hundred rows)."""
+def _score_rows_sq8(qp, C, cb, w, k, hs, hr, hsize, abuf, rbuf, nb_):
+    """:func:`_score_rows` (rows ``cb[:w]`` of the row-ordered table) from the 8-bit codes
+    ``C``: the approximate scores ``Σ qp_t C_t`` go into the heap and, with their rows,
+    into ``abuf``/``rbuf`` from ``nb_`` on (for the exact rescoring, :func:`_probe_lists`);
+    returns ``(hsize, nb_)``. The codes of the rows about 8 KiB ahead are prefetched, the
+    first ones at once."""
     d = C.shape[1]
     Cf = C.reshape(-1)
-    ahead = max(4, (4096 // max(d, 1)) // 4 * 4)
-    for u in range(j, min(e, j + ahead)):
-        b = pos_row[bpos[u]] * d
+    ahead = max(4, (8192 // max(d, 1)) // 4 * 4)
+    for u in range(min(w, ahead)):
+        b = cb[u] * d
         for t in range(0, d, 64):
             prefetch(Cf, b + t)
-    while j + 4 <= e:
-        if j + ahead + 4 <= e:
-            for u in range(j + ahead, j + ahead + 4):
-                b = pos_row[bpos[u]] * d
-                for t in range(0, d, 64):
-                    prefetch(Cf, b + t)
-        r0, r1, r2, r3 = pos_row[bpos[j]], pos_row[bpos[j + 1]], pos_row[bpos[j + 2]], pos_row[bpos[j + 3]]
+    j = 0
+    while j + 4 <= w:
+        for u in range(j + ahead, min(j + ahead + 4, w)):
+            b = cb[u] * d
+            for t in range(0, d, 64):
+                prefetch(Cf, b + t)
+        r0, r1, r2, r3 = cb[j], cb[j + 1], cb[j + 2], cb[j + 3]
         c0, c1, c2, c3 = C[r0], C[r1], C[r2], C[r3]
         a0 = np.float32(0.0)
         a1 = np.float32(0.0)
@@ -907,8 +909,8 @@ def _score_list_sq8(qp, C, pos_row, bpos, j, e, k, hs, hr, hsize, abuf, rbuf, nb
         if hsize < k or a3 > hs[0]:
             hsize = heap_push(hs, hr, hsize, k, a3, 0)
         j += 4
-    while j < e:
-        r = pos_row[bpos[j]]
+    while j < w:
+        r = cb[j]
         c0 = C[r]
         a0 = np.float32(0.0)
         for t in range(qp.shape[0]):
@@ -937,19 +939,6 @@ def _sq8_query(qv, step, nmax, qp):
     u = (d + 2) * 2.0 ** -24
     g = u / (1.0 - u)
     return np.float32((l1s * (0.5 + 256.0 * 2.0 ** -23) * (1.0 + 255.0 * 2.2 * g / 0.5) + 2.2 * g * np.sqrt(l2) * nmax) * 1.0001)
-
-
-@nb.njit(cache=True, inline="always")
-def _allowed_in_list(pos_row, bm, j, e, buf):
-    """Branch-free compaction of the positions ``j..e-1`` of one list whose rows are set
-    in the bitmap ``bm`` (bit ``r & 63`` of word ``r >> 6``) into ``buf``; returns how many."""
-    w = 0
-    one = np.uint64(1)
-    for p in range(j, e):
-        r = pos_row[p]
-        buf[w] = p
-        w += np.int64((bm[r >> 6] >> np.uint64(r & 63)) & one)
-    return w
 
 
 #: the lists nearest a query whose allowed share decides whether it lies away from the
@@ -1005,22 +994,21 @@ def local_share(CS, q, loff, boff, bm, pos_row, run_lo=0, run_hi=0):
 
 @nb.njit(cache=True, fastmath=_FM)
 def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored, keys,
-                 vals, buf, ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi, run_lo, run_hi):
+                 vals, ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi, run_lo, run_hi):
     """Probe the lists holding allowed rows in decreasing centroid score.
 
     Two ways to find a list's allowed rows: *grouped* (``bm`` empty): ``boff``/``bpos``
     are the allowed rows grouped by list (:func:`_bucket`), so only allowed rows are ever
     read, and lists without an allowed row are never opened; *scan* (``bm`` a bitmap of
     the allowed rows): ``boff`` are the list offsets into ``Xl`` (``list_off``), and each
-    opened list's rows are tested against the bitmap (``buf`` scratch, at least the
-    longest list). Grouping costs O(m) per filter, scanning O(rows in the opened lists):
+    opened list's rows are tested against the bitmap. Grouping costs O(m) per filter, scanning O(rows in the opened lists):
     the caller picks the cheaper. A third, *run* (``run_hi > run_lo``: the allowed rows are
     ``run_lo..run_hi-1``, a time window; ``boff``/``bpos`` the list offsets and every
     position, ``bm`` empty): a list's rows ascend with its positions, so its allowed ones
     are one span of positions, found by two binary searches — no bitmap is built and no
     other row of an opened list is read; the same rows are scored, in the same order, as
     by the scan. ``m_all`` is the number of allowed rows. ``ind``: ``Xl``
-    is in row order, read through ``pos_row`` (see :func:`_score_list`).
+    is in row order, read through ``pos_row`` (see :func:`_score_rows`).
 
     Stops once ``target`` allowed rows were scored and at least ``min_lists`` lists with
     an allowed row were opened (or every list was). ``keys``/``vals`` are (nlist,) scratch.
@@ -1028,8 +1016,15 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
     Order without a heap (whose sift-downs mispredict a branch per level on every
     query): the lists' scores go into ``_BUCKETS`` equal-width buckets (branch-free),
     the top buckets holding about as many lists as the stop rule is expected to open
-    are collected and sorted, and the next buckets only when those run out. The first
-    rows of the lists ``_PF_LISTS`` ahead are prefetched.
+    are collected and sorted, and the next buckets only when those run out.
+
+    The opened lists' allowed rows are collected first (``_CHUNK`` at a time, or a longest
+    list) and then scored in that order with the rows ahead prefetched across the lists'
+    boundaries (:func:`_score_rows`): the same rows in the same order as scoring each list
+    as it opens, and so the same answer. Scored list by list, a 10 % filter's few dozen
+    allowed rows per list were fetched with the first ones of each list waited for (the IVF
+    kernel alone, old and new code in one process, on the filtered suite's cached indexes:
+    1.22–1.87x at d = 32, 1.04–1.18x with 8-bit codes at d = 64–768).
 
     With 8-bit codes (``C`` (n, d) uint8 in row order, ``step``, ``cnmax``: see
     :func:`_gather_one_sq8`; ``ind`` only) the lists' rows are scored from their codes
@@ -1058,25 +1053,29 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
                 return
             target = target_hi
             min_lists = lists_hi
-    Xf = Xl.reshape(-1)
     scan = bm.shape[0] > 0
     run = run_hi > run_lo
     sq = C.shape[0] > 0 and ind
-    Cf = C.reshape(-1)
     qp = np.empty(d if sq else 0, np.float32)
     eps = np.float32(0.0)
     nbuf = 0
+    maxb = 0
+    for l in range(nlist):
+        maxb = max(maxb, boff[l + 1] - boff[l])
     if sq:
         eps = _sq8_query(qv, step, cnmax, qp)
-        maxb = 0
-        for l in range(nlist):
-            maxb = max(maxb, boff[l + 1] - boff[l])
         # rows scored < max(target, min_lists · longest) + longest (see the stop rule)
         cap = min(m_all, max(target, min_lists * maxb) + maxb)
     else:
         cap = 0
     abuf = np.empty(cap, np.float32)
     rbuf = np.empty(cap, np.int64)
+    # the opened lists' allowed rows are collected here (``ind``: rows of ``Xl``; else list
+    # positions) and scored a chunk at a time: the scoring prefetches the rows ahead across
+    # the lists' boundaries (a list holds a few dozen allowed rows at 10 %: prefetched
+    # within its list only, the first ones of every list were waited for)
+    cb = np.empty(max(_CHUNK, maxb), np.int64)
+    w = 0
     size = 0
     mn = np.float32(np.inf)
     mx = np.float32(-np.inf)
@@ -1095,6 +1094,7 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
     hsize = 0
     covered = 0
     opened = 0
+    one = np.uint64(1)
     if size > 0 and m_all > 0:
         scale = np.float32((_BUCKETS - 1) / (mx - mn)) if mx > mn else np.float32(0.0)
         hist = np.zeros(_BUCKETS, np.int64)
@@ -1124,52 +1124,50 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
                 nb_ += 1 if (b >= lo_b and b < hi_b) else 0
             order = np.argsort(-bkeys[:nb_])
             for a in range(nb_):
-                if a + _PF_LISTS < nb_:
-                    nl = blist[order[a + _PF_LISTS]]
-                    j0 = boff[nl]
-                    if run:
-                        j0 = lower_bound(pos_row, j0, boff[nl + 1], run_lo)
-                    for j in range(j0, min(boff[nl + 1], j0 + 4)):
-                        p = j if scan else bpos[j]
-                        base = (pos_row[p] if ind else p) * d
-                        if sq:
-                            for t in range(0, d, 64):
-                                prefetch(Cf, base + t)
-                        else:
-                            for t in range(0, d, 16):
-                                prefetch(Xf, base + t)
                 if not (covered < target or opened < min_lists):
                     done = True
                     break
                 l = blist[order[a]]
+                j0 = boff[l]
+                e0 = boff[l + 1]
                 if run:
-                    j0, e0 = _run_span(pos_row, boff[l], boff[l + 1], run_lo, run_hi)
-                    if e0 > j0:
-                        if sq:
-                            hsize, nbuf = _score_list_sq8(qp, C, pos_row, bpos, j0, e0, k, hs, hr, hsize, abuf, rbuf, nbuf)
-                        else:
-                            hsize = _score_list(qv, Xl, pos_row, bpos, j0, e0, k, hs, hr, hsize, ind)
-                        covered += e0 - j0
-                        opened += 1
-                elif scan:
-                    na = _allowed_in_list(pos_row, bm, boff[l], boff[l + 1], buf)
-                    if na > 0:
-                        if sq:
-                            hsize, nbuf = _score_list_sq8(qp, C, pos_row, buf, 0, na, k, hs, hr, hsize, abuf, rbuf, nbuf)
-                        else:
-                            hsize = _score_list(qv, Xl, pos_row, buf, 0, na, k, hs, hr, hsize, ind)
-                        covered += na
-                        opened += 1
-                elif sq:
-                    hsize, nbuf = _score_list_sq8(qp, C, pos_row, bpos, boff[l], boff[l + 1], k, hs, hr, hsize, abuf, rbuf, nbuf)
-                    covered += boff[l + 1] - boff[l]
-                    opened += 1
+                    j0, e0 = _run_span(pos_row, j0, e0, run_lo, run_hi)
+                if e0 <= j0:
+                    continue
+                if w + (e0 - j0) > cb.shape[0]:
+                    if sq:
+                        hsize, nbuf = _score_rows_sq8(qp, C, cb, w, k, hs, hr, hsize, abuf, rbuf, nbuf)
+                    else:
+                        hsize = _score_rows(qv, Xl, pos_row, cb, w, k, hs, hr, hsize, ind)
+                    w = 0
+                if scan:  # branch-free: the list's rows set in the bitmap
+                    w0 = w
+                    for p in range(j0, e0):
+                        r = pos_row[p]
+                        cb[w] = r if ind else p
+                        w += np.int64((bm[r >> 6] >> np.uint64(r & 63)) & one)
+                    na = w - w0
+                elif run:
+                    for p in range(j0, e0):
+                        cb[w] = pos_row[p] if ind else p
+                        w += 1
+                    na = e0 - j0
                 else:
-                    hsize = _score_list(qv, Xl, pos_row, bpos, boff[l], boff[l + 1], k, hs, hr, hsize, ind)
-                    covered += boff[l + 1] - boff[l]
+                    for j in range(j0, e0):
+                        p = bpos[j]
+                        cb[w] = pos_row[p] if ind else p
+                        w += 1
+                    na = e0 - j0
+                if na > 0:
+                    covered += na
                     opened += 1
             hi_b = lo_b
             want *= 2
+    if w > 0:
+        if sq:
+            hsize, nbuf = _score_rows_sq8(qp, C, cb, w, k, hs, hr, hsize, abuf, rbuf, nbuf)
+        else:
+            hsize = _score_rows(qv, Xl, pos_row, cb, w, k, hs, hr, hsize, ind)
     if sq:  # the scored rows within the bound of the approximate k-th best, rescored exactly
         thr = np.float32(-np.inf) if hsize < k else hs[0] - 2 * eps
         hsize = _rescore_within(qv, Xl, rbuf, 0, abuf, nbuf, thr, k, hs, hr, rbuf)
@@ -1196,17 +1194,6 @@ def ivf_search_shared(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_
       float(cnmax), loff, float(share_lo), int(target_hi), int(lists_hi), int(run_lo), int(run_hi))
 
 
-@nb.njit(cache=True, inline="always")
-def _scan_buf(boff, bm):
-    """Scratch for the scan mode: the longest list (nothing for grouped mode)."""
-    if bm.shape[0] == 0:
-        return np.empty(0, np.int64)
-    mx = 0
-    for l in range(boff.shape[0] - 1):
-        mx = max(mx, boff[l + 1] - boff[l])
-    return np.empty(mx, np.int64)
-
-
 def _ivf_search_shared_impl(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
                             ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi, run_lo, run_hi):
     """Filter-aware IVF search, one filter for every query (compiled serial and parallel
@@ -1228,9 +1215,8 @@ def _ivf_search_shared_impl(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target
     for q in nb.prange(Q.shape[0]):
         keys = np.empty(nlist, np.float32)
         vals = np.empty(nlist, np.int64)
-        buf = _scan_buf(boff, bm)
         _probe_lists(np.int64(q), Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
-                     keys, vals, buf, ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi, run_lo, run_hi)
+                     keys, vals, ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi, run_lo, run_hi)
 
 
 _ivf_search_shared_ser, _ivf_search_shared_par = serial_and_parallel(_ivf_search_shared_impl)
@@ -1256,7 +1242,7 @@ def ivf_search_per_query(
         vals = np.empty(nlist, np.int64)
         _bucket(rows, starts[q], ends[q], row_list, row_pos, boff, bpos)
         _probe_lists(np.int64(q), Q, CS, Xl, pos_row, boff, bpos, no_bm, ends[q] - starts[q], k, target, min_lists, out_r, out_s,
-                     counts, scored, keys, vals, bpos[:0], ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi, np.int64(0),
+                     counts, scored, keys, vals, ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi, np.int64(0),
                      np.int64(0))
 
 
