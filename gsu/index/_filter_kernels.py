@@ -866,6 +866,8 @@ def _score_rows_sq8(qp, C, cb, w, k, hs, hr, hsize, abuf, rbuf, nb_):
     into ``abuf``/``rbuf`` from ``nb_`` on (for the exact rescoring, :func:`_probe_lists`);
     returns ``(hsize, nb_)``. The codes of the rows about 8 KiB ahead are prefetched, the
     first ones at once."""
+    if nb_ + w > abuf.shape[0] or nb_ + w > rbuf.shape[0]:  # the caller's bound broken: never write past them
+        raise IndexError("IVF scan: more rows scored than the rescoring buffers hold")
     d = C.shape[1]
     Cf = C.reshape(-1)
     ahead = max(4, (8192 // max(d, 1)) // 4 * 4)
@@ -1045,15 +1047,23 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
     nlist = boff.shape[0] - 1
     d = Q.shape[1]
     qv = Q[q]
-    if share_lo > 0 and (target_hi < 0 or target_hi > target or lists_hi > min_lists):
-        if local_share(CS, q, loff, boff, bm, pos_row, run_lo, run_hi) < share_lo * m_all / max(loff[loff.shape[0] - 1], 1):
+    scan = bm.shape[0] > 0
+    share_min = share_lo * m_all / max(loff[loff.shape[0] - 1], 1)
+    # the away test: in the scan mode, on the first lists the scan opens (the same lists, in
+    # the same order, as local_share's; their rows are read once), else before the scan
+    pending = share_lo > 0 and (target_hi < 0 or target_hi > target or lists_hi > min_lists)
+    if pending and not (scan and min_lists >= _LOCAL_LISTS):
+        pending = False
+        if local_share(CS, q, loff, boff, bm, pos_row, run_lo, run_hi) < share_min:
             if target_hi < 0:  # away: answered by the exact scan, which the caller runs
                 counts[q] = AWAY_ELSEWHERE
                 scored[q] = 0
                 return
             target = target_hi
             min_lists = lists_hi
-    scan = bm.shape[0] > 0
+    loc_n = 0
+    loc_tot = 0
+    loc_ok = 0
     run = run_hi > run_lo
     sq = C.shape[0] > 0 and ind
     qp = np.empty(d if sq else 0, np.float32)
@@ -1064,8 +1074,11 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
         maxb = max(maxb, boff[l + 1] - boff[l])
     if sq:
         eps = _sq8_query(qv, step, cnmax, qp)
-        # rows scored < max(target, min_lists · longest) + longest (see the stop rule)
-        cap = min(m_all, max(target, min_lists * maxb) + maxb)
+        # rows scored < max(target, min_lists · longest) + longest (see the stop rule), with
+        # the away budget's where the away test is still to come
+        t_cap = max(target, target_hi) if pending else target
+        l_cap = max(min_lists, lists_hi) if pending else min_lists
+        cap = min(m_all, max(t_cap, l_cap * maxb) + maxb)
     else:
         cap = 0
     abuf = np.empty(cap, np.float32)
@@ -1161,8 +1174,28 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
                 if na > 0:
                     covered += na
                     opened += 1
+                if pending:
+                    loc_n += 1
+                    loc_tot += e0 - j0
+                    loc_ok += na
+                    if loc_n == _LOCAL_LISTS:
+                        pending = False
+                        if loc_ok < share_min * loc_tot:
+                            if target_hi < 0:
+                                counts[q] = AWAY_ELSEWHERE
+                                scored[q] = 0
+                                return
+                            target = target_hi
+                            min_lists = lists_hi
             hi_b = lo_b
             want *= 2
+    if pending and loc_tot > 0 and loc_ok < share_min * loc_tot:  # fewer lists than the test reads: all of them
+        if target_hi < 0:
+            counts[q] = AWAY_ELSEWHERE
+            scored[q] = 0
+            return
+        target = target_hi
+        min_lists = lists_hi
     if w > 0:
         if sq:
             hsize, nbuf = _score_rows_sq8(qp, C, cb, w, k, hs, hr, hsize, abuf, rbuf, nbuf)
