@@ -196,9 +196,11 @@ class FilteredIndex(Index):
             with :data:`PLANNER_DEFAULTS` until :meth:`calibrate` is called.
         lists_copy: also keep a copy of the vectors in IVF list order, which the IVF
             route streams instead of reading each list's rows from the row-ordered
-            storage: one more float32 copy of the vectors (memory and file) for IVF
-            probes ~10–15 % faster (measured on 100,000 × 64: the planner's searches
-            with 10 % filters 1.11–1.17× faster, 50 % 1.04–1.06×, 0.1–1 % unchanged).
+            storage: one more float32 copy of the vectors (memory and file). Below
+            ``SQ8_MIN_DIM`` it pays: IVF probes 1.3× faster (100,000 × 32, forced IVF at
+            16 and 40 lists, fresh 10 % and 50 % filters, stop 61's kernel). From
+            ``SQ8_MIN_DIM`` on it does not: the one-copy layout reads the 8-bit codes
+            first and probed 1.10–1.23× faster than the copy (the same at 100,000 × 64).
 
     Mutable: ``remove(ids)``, ``upsert(vectors, ids)`` and ``compact()`` (tombstones in
     both parts, honoured by every route like a filter; see :mod:`gsu.index._mutable`).
