@@ -1189,13 +1189,8 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
                             min_lists = lists_hi
             hi_b = lo_b
             want *= 2
-    if pending and loc_tot > 0 and loc_ok < share_min * loc_tot:  # fewer lists than the test reads: all of them
-        if target_hi < 0:
-            counts[q] = AWAY_ELSEWHERE
-            scored[q] = 0
-            return
-        target = target_hi
-        min_lists = lists_hi
+    # (a test still pending here had fewer lists than it reads: every list was opened, every
+    # allowed row collected, and the answer is exact whichever budget the test would pick)
     if w > 0:
         if sq:
             hsize, nbuf = _score_rows_sq8(qp, C, cb, w, k, hs, hr, hsize, abuf, rbuf, nbuf)
