@@ -1003,10 +1003,11 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
     are the allowed rows grouped by list (:func:`_bucket`), so only allowed rows are ever
     read, and lists without an allowed row are never opened; *scan* (``bm`` a bitmap of
     the allowed rows): ``boff`` are the list offsets into ``Xl`` (``list_off``), and each
-    opened list's rows are tested against the bitmap. Grouping costs O(m) per filter, scanning O(rows in the opened lists):
-    the caller picks the cheaper. A third, *run* (``run_hi > run_lo``: the allowed rows are
-    ``run_lo..run_hi-1``, a time window; ``boff``/``bpos`` the list offsets and every
-    position, ``bm`` empty): a list's rows ascend with its positions, so its allowed ones
+    opened list's rows are tested against the bitmap. Grouping costs O(m) per filter,
+    scanning O(rows in the opened lists): the caller picks the cheaper. A third, *run*
+    (``run_hi > run_lo``: the allowed rows are ``run_lo..run_hi-1``, a time window;
+    ``boff``/``bpos`` the list offsets and every position, ``bm`` empty): a list's rows
+    ascend with its positions, so its allowed ones
     are one span of positions, found by two binary searches — no bitmap is built and no
     other row of an opened list is read; the same rows are scored, in the same order, as
     by the scan. ``m_all`` is the number of allowed rows. ``ind``: ``Xl``
@@ -1026,7 +1027,7 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
     as it opens, and so the same answer. Scored list by list, a 10 % filter's few dozen
     allowed rows per list were fetched with the first ones of each list waited for (the IVF
     kernel alone, old and new code in one process, on the filtered suite's cached indexes:
-    1.22–1.87x at d = 32, 1.04–1.18x with 8-bit codes at d = 64–768).
+    1.22–1.87x at d = 32, 1.04–1.27x with 8-bit codes at d = 64–768).
 
     With 8-bit codes (``C`` (n, d) uint8 in row order, ``step``, ``cnmax``: see
     :func:`_gather_one_sq8`; ``ind`` only) the lists' rows are scored from their codes
