@@ -15,7 +15,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["LANES", "add_f32x16", "load_f32", "load_index", "prefetch"]
+__all__ = ["DOT_GROUPS", "LANES", "add_f32x16", "dot_i8_groups", "load_f32", "load_index", "prefetch"]
 
 LANES = 16
 """Lanes of :func:`add_f32x16`."""
@@ -122,5 +122,64 @@ def load_index(typingctx, arr, idx):
         if raw.type.width >= 64:
             return raw
         return builder.zext(raw, out) if not aryty.dtype.signed else builder.sext(raw, out)
+
+    return sig, codegen
+
+
+DOT_GROUPS = 4
+"""Groups of :data:`LANES` rows that one :func:`dot_i8_groups` call scores."""
+
+
+@intrinsic
+def dot_i8_groups(typingctx, q, codes, base, d, out):
+    """Dot products of the float32 vector ``q[:d]`` with ``DOT_GROUPS · LANES`` rows of
+    8-bit codes held column-major in groups of :data:`LANES` rows: row ``j`` of group
+    ``g``, column ``t``, is ``codes[base + (g·d + t)·LANES + j]``. Writes them to
+    ``out[:DOT_GROUPS · LANES]``, group by group.
+
+    Each lane sums its row's products in column order, ``acc = fmuladd(q[t], c[t], acc)``
+    (fused where the CPU has FMA), with no horizontal reduction at all: a query against
+    hundreds of rows of a few hundred columns costs one broadcast, four widening loads and
+    four vector multiply-adds per column (the row-major loop spent a reduction per row and
+    was bound by the int8-to-float conversions). The same machine code runs for a query
+    alone and in a batch, so both give the same scores bit for bit. No bounds checks:
+    the caller keeps ``base + DOT_GROUPS·d·LANES <= len(codes)``, ``d <= len(q)`` and
+    ``DOT_GROUPS·LANES <= len(out)``."""
+    ok = (isinstance(q, types.Array) and q.ndim == 1 and q.layout == "C" and q.dtype == types.float32
+          and isinstance(codes, types.Array) and codes.ndim == 1 and codes.layout == "C" and codes.dtype == types.int8
+          and isinstance(out, types.Array) and out.ndim == 1 and out.layout == "C" and out.dtype == types.float32
+          and isinstance(base, types.Integer) and isinstance(d, types.Integer))
+    if not ok:
+        return None
+    sig = types.void(q, codes, base, d, out)
+
+    def codegen(context, builder, signature, args):
+        qty, cty, bty, dty, oty = signature.args
+        i64 = ir.IntType(64)
+        vf = ir.VectorType(ir.FloatType(), LANES)
+        vb = ir.VectorType(ir.IntType(8), LANES)
+        zero = context.get_constant(types.intp, 0)
+        pq = _item_pointer(context, builder, qty, args[0], zero, types.intp)
+        pc = _item_pointer(context, builder, cty, args[1], args[2], bty)
+        po = _item_pointer(context, builder, oty, args[4], zero, types.intp)
+        n = context.cast(builder, args[3], dty, types.intp)
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf, vf, vf]), "llvm.fmuladd.v16f32")
+        accs = [cgutils.alloca_once_value(builder, ir.Constant(vf, [0.0] * LANES)) for _ in range(DOT_GROUPS)]
+        stride = builder.mul(n, ir.Constant(i64, LANES))
+        splat_mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
+        with cgutils.for_range(builder, n) as loop:
+            t = loop.index
+            qt = builder.load(builder.gep(pq, [t]), align=4)
+            qv = builder.insert_element(ir.Constant(vf, ir.Undefined), qt, ir.Constant(ir.IntType(32), 0))
+            qv = builder.shuffle_vector(qv, ir.Constant(vf, ir.Undefined), splat_mask)
+            off = builder.mul(t, ir.Constant(i64, LANES))
+            for g in range(DOT_GROUPS):
+                cv = builder.load(builder.bitcast(builder.gep(pc, [off]), vb.as_pointer()), align=1)
+                builder.store(builder.call(fma, [qv, builder.sitofp(cv, vf), builder.load(accs[g])]), accs[g])
+                off = builder.add(off, stride)
+        for g in range(DOT_GROUPS):
+            dst = builder.bitcast(builder.gep(po, [ir.Constant(i64, LANES * g)]), vf.as_pointer())
+            builder.store(builder.load(accs[g]), dst, align=4)
+        return context.get_dummy_value()
 
     return sig, codegen

@@ -2490,7 +2490,7 @@ def test_ivf_orders_a_large_centroid_set_from_8bit_codes(metric):
         qp = _l2.augment_queries(qp)
     cs = ivf.centroid_scores(qp)
     ref = qp.astype(np.float64) @ ivf._centroids_t.astype(np.float64)
-    _, codes, scale, extra = ivf._centroid_codes()
+    _, codes, scale, extra, _ = ivf._centroid_codes()
     assert codes.dtype == np.int8 and codes.shape == (300, d) and extra.shape == ((300,) if metric == "l2" else (0,))
     bound = np.abs(qp[:, :d]).sum(1)[:, None] * scale[None, :] / 2 + 1e-3 * (1 + np.abs(ref))
     assert (np.abs(cs - ref) <= bound).all()
@@ -2503,6 +2503,75 @@ def test_ivf_orders_a_large_centroid_set_from_8bit_codes(metric):
     b = flat.search(q, K)
     np.testing.assert_array_equal(a.ids, b.ids)
     np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("nl,d,aug", [(5, 7, False), (64, 16, True), (130, 33, False), (300, 100, True)])
+def test_centroid_codes_scored_column_by_column_in_groups(nl, d, aug):
+    """The 8-bit centroid scan (:func:`gsu._simd.dot_i8_groups` through
+    ``_centroid_row``): list counts that are not a multiple of a call's 64 rows, odd
+    widths, the l2 norm term; each score equals the float64 dot product of the query with
+    the codes times the scale (to float32 rounding), a query alone and in a batch give the
+    same bits, and the IVF kernel that scores the centroids itself opens the same lists
+    (same answer) as when it is handed the scores."""
+    from gsu._simd import DOT_GROUPS, LANES
+
+    rng = np.random.default_rng(nl + d)
+    c = rng.standard_normal((nl, d)).astype(np.float32)
+    amax = np.abs(c).max(axis=1)
+    scale = (amax / 127.0).astype(np.float32)
+    codes = np.clip(np.rint(c / scale[:, None]), -127, 127).astype(np.int8)
+    span = DOT_GROUPS * LANES
+    pad = np.zeros((-(-nl // span) * span, d), np.int8)
+    pad[:nl] = codes
+    blk = np.ascontiguousarray(pad.reshape(-1, LANES, d).transpose(0, 2, 1)).reshape(-1)
+    extra = rng.standard_normal(nl).astype(np.float32) if aug else np.zeros(0, np.float32)
+    Q = rng.standard_normal((6, d + (1 if aug else 0))).astype(np.float32)
+    out = np.empty((6, nl), np.float32)
+    fk.centroid_scores_i8(Q, blk, scale, extra, out)
+    ref = (Q[:, :d].astype(np.float64) @ codes.T.astype(np.float64)) * scale[None, :]
+    if aug:
+        ref += Q[:, d : d + 1].astype(np.float64) * extra[None, :]
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    for i in range(6):
+        one = np.empty((1, nl), np.float32)
+        fk.centroid_scores_i8(Q[i : i + 1], blk, scale, extra, one)
+        np.testing.assert_array_equal(one[0], out[i])
+
+
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_ivf_kernel_scoring_its_own_centroids_answers_as_when_handed_them(metric):
+    """The shared IVF kernel given the centroid codes scores each query's centroids itself:
+    the same answers, bit for bit, as the same kernel handed ``centroid_scores``' output,
+    for a query alone and for a batch, partial probes included."""
+    from gsu.index import ivf as ivf_mod
+
+    rng = np.random.default_rng(5)
+    d, n = 48, 8000
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    q = rng.standard_normal((9, d)).astype(np.float32)
+    ivf = IVFIndex(d, metric, nlist=400, seed=0)
+    ivf.add(x)
+    assert ivf._centroid_codes() is not None and ivf.nlist * d >= ivf_mod.CENTROID_I8_MIN
+    allowed = np.flatnonzero(rng.random(n) < 0.2).astype(np.int64)
+    cf = ivf.compile_filter(allowed, 1)
+    qp = ivf.prep_queries(q)
+    if metric == "l2":
+        qp = _l2.augment_queries(qp)
+    for target, lists in ((40, 3), (200, 12)):
+        outs = []
+        for given in (True, False):
+            r = np.empty((9, K), np.int64)
+            s = np.empty((9, K), np.float32)
+            c = np.empty(9, np.int64)
+            ivf.search_compiled(qp, K, cf, np.arange(9, dtype=np.int64), r, s, c, target=target, min_lists=lists,
+                                centroid_scores=ivf.centroid_scores(qp) if given else None)
+            outs.append((r, s, c))
+        for a, b in zip(*outs):
+            np.testing.assert_array_equal(a, b)
+        for i in range(9):
+            r1, s1, c1 = ivf.search_one(qp[i : i + 1], K, cf, target=target, min_lists=lists)
+            np.testing.assert_array_equal(r1[0], outs[0][0][i])
+            np.testing.assert_array_equal(s1[0], outs[0][1][i])
 
 
 def _category_filters(cat, q, sel: float, rng) -> list[np.ndarray]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from gsu._simd import load_f32, prefetch
+from gsu._simd import DOT_GROUPS, LANES, dot_i8_groups, load_f32, prefetch
 from gsu.index._bits import ctz64
 from gsu.index.topk import heap_push, heap_sorted, lower_bound, serial_and_parallel
 
@@ -39,32 +39,45 @@ def _parallel(nq: int) -> bool:
     return nq >= _PAR_MIN and nb.get_num_threads() > 1
 
 
-def _centroid_scores_i8_impl(Q, codes, scale, extra, out):
-    """Scores of queries ``Q`` (nq, D) float32 against centroids held as 8-bit codes
-    (:meth:`gsu.index.ivf.IVFIndex.centroid_scores`): ``out[i, l] = scale[l] · Σ_t Q[i, t] ·
-    codes[l, t]`` over the ``d`` code columns, plus ``Q[i, d] · extra[l]`` when ``extra``
+@nb.njit(cache=True, inline="always")
+def _centroid_row(qv, blk, scale, extra, out):
+    """One query's scores against centroids held as 8-bit codes in groups of
+    :data:`gsu._simd.LANES` (:meth:`gsu.index.ivf.IVFIndex._centroid_codes`):
+    ``out[l] = scale[l] · Σ_t qv[t] · codes[l, t]`` over the ``d`` code columns (each sum in
+    column order, :func:`gsu._simd.dot_i8_groups`), plus ``qv[d] · extra[l]`` when ``extra``
     (nlist,) is given (the l2 norm term of augmented centroids, kept in float32)."""
-    nl, d = codes.shape
+    nl = out.shape[0]
+    span = DOT_GROUPS * LANES
+    calls = (nl + span - 1) // span
+    d = blk.shape[0] // (calls * span) if calls > 0 else 0
+    q = np.empty(d + 1, np.float32)  # a contiguous copy (whatever the caller's layout)
+    for t in range(min(d + 1, qv.shape[0])):
+        q[t] = qv[t]
+    tmp = np.empty(span, np.float32)
     aug = extra.shape[0] > 0
-    for i in nb.prange(Q.shape[0]):
-        qv = Q[i]
-        for l in range(nl):
-            c = codes[l]
-            acc = np.float32(0.0)
-            for t in range(d):
-                acc += qv[t] * np.float32(c[t])
-            acc *= scale[l]
+    for c in range(calls):
+        dot_i8_groups(q, blk, c * span * d, d, tmp)
+        o = c * span
+        for j in range(min(span, nl - o)):
+            acc = tmp[j] * scale[o + j]
             if aug:
-                acc += qv[d] * extra[l]
-            out[i, l] = acc
+                acc += q[d] * extra[o + j]
+            out[o + j] = acc
 
 
-_centroid_scores_i8_ser, _centroid_scores_i8_par = serial_and_parallel(_centroid_scores_i8_impl, fastmath=_FM)
+def _centroid_scores_i8_impl(Q, blk, scale, extra, out):
+    """Scores of queries ``Q`` (nq, D) float32 against centroids held as 8-bit codes
+    (:func:`_centroid_row` for each query; ``out`` (nq, nlist))."""
+    for i in nb.prange(Q.shape[0]):
+        _centroid_row(Q[i], blk, scale, extra, out[i])
 
 
-def centroid_scores_i8(Q, codes, scale, extra, out):
+_centroid_scores_i8_ser, _centroid_scores_i8_par = serial_and_parallel(_centroid_scores_i8_impl)
+
+
+def centroid_scores_i8(Q, blk, scale, extra, out):
     """:func:`_centroid_scores_i8_impl`, serial for one query, parallel for batches."""
-    (_centroid_scores_i8_par if _parallel(Q.shape[0]) else _centroid_scores_i8_ser)(Q, codes, scale, extra, out)
+    (_centroid_scores_i8_par if _parallel(Q.shape[0]) else _centroid_scores_i8_ser)(Q, blk, scale, extra, out)
 
 
 @nb.njit(cache=True)
@@ -1209,22 +1222,25 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
 
 
 def ivf_search_shared(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
-                      ind=False, sq8=None, away=None, run=None):
+                      ind=False, sq8=None, away=None, run=None, c8=None):
     """Filter-aware IVF search, one filter for every query: the serial kernel for a
     single query (no thread-pool launch), the parallel one for batches. Arguments as
     :func:`_ivf_search_shared_impl`; ``sq8``: ``(C, step, nmax)``, 8-bit codes of the
     rows read first (with ``ind``; see :func:`_probe_lists`); ``run``: ``(lo, hi)``, the
-    allowed rows are ``lo..hi-1`` (``boff``/``bpos`` the list offsets and every position)."""
+    allowed rows are ``lo..hi-1`` (``boff``/``bpos`` the list offsets and every position);
+    ``c8``: ``(blocked codes, scale, extra)`` of the centroids, scored inside the kernel
+    (``CS`` then unused, see :func:`_ivf_search_shared_impl`)."""
     C, step, cnmax = _NO_SQ8 if sq8 is None else sq8
+    cb, cs_, ce = _NO_C8 if c8 is None else c8
     loff, share_lo, target_hi, lists_hi = _NO_AWAY if away is None else away
     run_lo, run_hi = _NO_RUN if run is None else run
     f = _ivf_search_shared_par if _parallel(Q.shape[0]) else _ivf_search_shared_ser
     f(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored, bool(ind), C, step,
-      float(cnmax), loff, float(share_lo), int(target_hi), int(lists_hi), int(run_lo), int(run_hi))
+      float(cnmax), loff, float(share_lo), int(target_hi), int(lists_hi), int(run_lo), int(run_hi), cb, cs_, ce)
 
 
 def _ivf_search_shared_impl(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
-                            ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi, run_lo, run_hi):
+                            ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi, run_lo, run_hi, cblk, cscale, cextra):
     """Filter-aware IVF search, one filter for every query (compiled serial and parallel
     over queries: :data:`_ivf_search_shared_ser` / :data:`_ivf_search_shared_par`).
 
@@ -1239,13 +1255,23 @@ def _ivf_search_shared_impl(Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target
     ``target_hi``, ``lists_hi``: the budget of a query away from the allowed rows (see
     :func:`_probe_lists`; ``share_lo`` 0: none). ``run_lo``/``run_hi``: the allowed rows
     are ``run_lo..run_hi-1`` when ``run_hi > run_lo`` (the run mode of :func:`_probe_lists`).
+    ``cblk``/``cscale``/``cextra``: the centroids' 8-bit codes (:func:`_centroid_row`), each
+    query's centroid scores computed here (``CS`` unused; ``cblk`` empty: ``CS`` is read) —
+    the same scores, bit for bit, as :func:`centroid_scores_i8`'s, without a second call.
     """
     nlist = boff.shape[0] - 1
+    own = cblk.shape[0] > 0
+    CSx = np.empty((Q.shape[0] if own else 0, nlist), np.float32)
     for q in nb.prange(Q.shape[0]):
         keys = np.empty(nlist, np.float32)
         vals = np.empty(nlist, np.int64)
-        _probe_lists(np.int64(q), Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts, scored,
-                     keys, vals, ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi, run_lo, run_hi)
+        if own:
+            _centroid_row(Q[q], cblk, cscale, cextra, CSx[q])
+            _probe_lists(np.int64(q), Q, CSx, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts,
+                         scored, keys, vals, ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi, run_lo, run_hi)
+        else:
+            _probe_lists(np.int64(q), Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_lists, out_r, out_s, counts,
+                         scored, keys, vals, ind, C, step, cnmax, loff, share_lo, target_hi, lists_hi, run_lo, run_hi)
 
 
 _ivf_search_shared_ser, _ivf_search_shared_par = serial_and_parallel(_ivf_search_shared_impl)
@@ -1512,6 +1538,10 @@ _NO_SQ8 = (np.zeros((0, 1), np.uint8), np.zeros(1, np.float32), 0.0)
 _NO_AWAY = (np.zeros(1, np.int64), 0.0, 0, 0)
 #: no run (see :func:`_probe_lists`): the allowed rows are given otherwise
 _NO_RUN = (0, 0)
+#: no centroid codes: the IVF kernels read the centroid scores they are given
+_NO_C8 = (np.zeros(0, np.int8), np.zeros(0, np.float32), np.zeros(0, np.float32))
+#: the centroid scores of a kernel that scores the centroids itself (``c8`` given)
+_NO_CS = np.zeros((0, 0), np.float32)
 
 
 def half_copy(X: np.ndarray, chunk: int = 65536) -> tuple[np.ndarray, float, float] | bool:

@@ -25,6 +25,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from gsu._simd import DOT_GROUPS, LANES
 from gsu._format import aligned, aligned_take
 from gsu._validate import as_matrix, check_choice, check_k, check_positive_int
 from gsu.index import _filter_kernels as fk
@@ -310,13 +311,16 @@ class IVFIndex(MutableIndex):
         if c8 is None:
             return q @ self._centroids_t
         out = np.empty((q.shape[0], c8[1].shape[0]), np.float32)
-        fk.centroid_scores_i8(np.ascontiguousarray(q, dtype=np.float32), c8[1], c8[2], c8[3], out)
+        fk.centroid_scores_i8(np.ascontiguousarray(q, dtype=np.float32), c8[4], c8[2], c8[3], out)
         return out
 
-    def _centroid_codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        """``(centroids, codes (nlist, d) int8, scale (nlist,), extra)`` of the 8-bit centroid
-        scan, built on first use from the current centroids (``extra``: the l2 norm term,
-        (nlist,) float32, or empty); ``None`` below ``CENTROID_I8_MIN`` entries."""
+    def _centroid_codes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(centroids, codes (nlist, d) int8, scale (nlist,), extra, blocked)`` of the 8-bit
+        centroid scan, built on first use from the current centroids (``extra``: the l2 norm
+        term, (nlist,) float32, or empty; ``blocked``: the codes as the scan reads them, flat,
+        column-major in groups of ``LANES`` centroids, zero rows padding the list count to a
+        multiple of ``DOT_GROUPS · LANES``, see :func:`gsu._simd.dot_i8_groups`); ``None``
+        below ``CENTROID_I8_MIN`` entries."""
         c = self._centroids
         if c is None or c.shape[0] * c.shape[1] < CENTROID_I8_MIN:
             return None
@@ -324,11 +328,16 @@ class IVFIndex(MutableIndex):
         if got is not None and got[0] is c:
             return got
         c32 = np.asarray(c, np.float32)
+        nl, d = c32.shape
         amax = np.abs(c32).max(axis=1)
         scale = np.where(amax > 0, amax / 127.0, 1.0).astype(np.float32)
         codes = np.clip(np.rint(c32 / scale[:, None]), -127, 127).astype(np.int8)
+        span = DOT_GROUPS * LANES
+        pad = np.zeros((-(-nl // span) * span, d), np.int8)
+        pad[:nl] = codes
+        blocked = np.ascontiguousarray(pad.reshape(-1, LANES, d).transpose(0, 2, 1)).reshape(-1)
         extra = _l2.augment_base(c32)[:, -1].copy() if self.metric == "l2" else np.zeros(0, np.float32)
-        got = self._c8 = (c, np.ascontiguousarray(codes), scale, np.ascontiguousarray(extra, dtype=np.float32))
+        got = self._c8 = (c, np.ascontiguousarray(codes), scale, np.ascontiguousarray(extra, dtype=np.float32), blocked)
         return got
 
     @property
@@ -403,9 +412,14 @@ class IVFIndex(MutableIndex):
         out_r = np.empty((1, k), np.int64)
         out_s = np.empty((1, k), np.float32)
         counts = np.empty(1, np.int64)
-        fk._ivf_search_shared_ser(q, self.centroid_scores(q), xl, self._pos_row, boff, bpos, bm, m_all, k, int(target),
-                                  int(min_lists), out_r, out_s, counts, np.empty(1, np.int64), bool(ind), C, step, float(cnmax),
-                                  loff, share_lo, target_hi, lists_hi, run[0], run[1])
+        c8 = self._centroid_codes()
+        if c8 is None:
+            cs, cb, csc, cex = self.centroid_scores(q), *fk._NO_C8
+        else:  # scored inside the kernel: the same scores as centroid_scores', one call fewer
+            cs, cb, csc, cex = fk._NO_CS, c8[4], c8[2], c8[3]
+        fk._ivf_search_shared_ser(q, cs, xl, self._pos_row, boff, bpos, bm, m_all, k, int(target), int(min_lists), out_r, out_s,
+                                  counts, np.empty(1, np.int64), bool(ind), C, step, float(cnmax), loff, share_lo, target_hi,
+                                  lists_hi, run[0], run[1], cb, csc, cex)
         return out_r, out_s, counts
 
     def search_compiled(
@@ -473,13 +487,16 @@ class IVFIndex(MutableIndex):
                 s = np.full((w.shape[0], k), -np.inf, np.float32)
                 c = np.zeros(w.shape[0], np.int64)
                 scw = np.zeros(w.shape[0], np.int64)
-            if centroid_scores is None:
+            c8 = self._centroid_codes() if shared and centroid_scores is None else None
+            if c8 is not None:  # scored inside the shared kernel (the same scores, one call fewer)
+                cs = fk._NO_CS
+            elif centroid_scores is None:
                 cs = self.centroid_scores(qs)
             else:
                 cs = centroid_scores if full else np.ascontiguousarray(centroid_scores[w])
             if shared:
                 fk.ivf_search_shared(qs, cs, xl, self._pos_row, boff, bpos, bm, m_all, k, target, min_lists, r, s, c, scw, ind,
-                                     sq8 if ind else None, aw, run)
+                                     sq8 if ind else None, aw, run, None if c8 is None else (c8[4], c8[2], c8[3]))
             else:
                 C, step, cnmax = sq8 if (ind and sq8 is not None) else fk._NO_SQ8
                 fk.ivf_search_per_query(
