@@ -2965,6 +2965,66 @@ def test_queries_away_from_their_filter_take_the_exact_scan_where_it_costs_less(
     assert not np.array_equal(out["ivf"]["away"].ids, exact.ids)  # the IVF budget misses some: the scan answered
 
 
+@pytest.mark.parametrize("lists_copy", [False, True])
+def test_a_request_in_one_compiled_call_answers_as_the_step_by_step_path(monkeypatch, lists_copy):
+    """A plain id array of at least 1/16 of the rows takes ``_request.ivf_request`` on the
+    lean path: its bitmap (or a window's run), its plan and, on IVF without the walk, its
+    search in one compiled call; what it leaves — the away query's exact scan, the walk, the
+    grouped form, a bitmap whose rows form one run — goes on in Python from the filter and
+    plan it built. Every status is reached, and every answer is the step-by-step path's
+    (``effort=1.0`` forces it) bit for bit: ids, scores and counts."""
+    from gsu.index import _request as rq
+    from gsu.index import ivf as ivf_mod
+    from gsu.index.planner import Fit
+
+    rng = np.random.default_rng(17)
+    d, n, off = 64, 6000, 100
+    centers = rng.standard_normal((30, d)).astype(np.float32)
+    x = (centers[rng.integers(0, 30, n)] + 0.5 * rng.standard_normal((n, d))).astype(np.float32)
+    q = (centers[rng.integers(0, 30, 8)] + 0.5 * rng.standard_normal((8, d))).astype(np.float32)
+    fi = FilteredIndex(d, "ip", M=12, ef_construction=60, nlist=300, seed=0, calibrate=False, lists_copy=lists_copy)
+    fi.add(x, off + np.arange(n, dtype=np.int64))
+    assert fi.ivf.nlist * d >= ivf_mod.CENTROID_I8_MIN
+    seen: list = []
+    real = rq.ivf_request
+
+    def spy(*a):
+        r = real(*a)
+        seen.append((r[0], r[1]))
+        return r
+
+    monkeypatch.setattr(rq, "ivf_request", spy)
+    filters = []
+    for i in range(q.shape[0]):
+        sc = x @ q[i]
+        per = [off + np.sort(rng.choice(n, m, replace=False)).astype(np.int64) for m in (600, 2400)]
+        per.append(off + np.flatnonzero(sc >= np.quantile(sc, 0.85)).astype(np.int64))  # near the query
+        per.append(off + np.flatnonzero(sc < np.quantile(sc, 0.5)).astype(np.int64))  # away from it
+        a = int(rng.integers(0, n - 900))
+        per.append(off + np.arange(a, a + 900, dtype=np.int64))  # a window
+        per.append(rng.permutation(per[-1]))  # the same rows, unordered: a bitmap whose rows form one run
+        per.append(10**9 + np.arange(500, dtype=np.int64))  # ids of no item: a window
+        per.append(10**9 + 2 * np.arange(500, dtype=np.int64))  # and scattered ones
+        filters.append(per)
+    common = dict(bands=(0.1, 0.5), band_ivf=(1.0, 1.0), band_hnsw_ef=(2.0, 2.0), band_away_ivf=(1.5, 1.5),
+                  ivf_min_lists=1.0, exact_max_rows=50.0, probe_min_selectivity=2.0)
+    variants = [PlannerSettings(**common, ivf_candidates=2.0, hnsw_min_selectivity=2.0, band_away_exact=(1.0, 1.0)),
+                PlannerSettings(**common, ivf_candidates=2.0, hnsw_min_selectivity=0.3),  # the walk from 30 %
+                PlannerSettings(**common, ivf_candidates=40.0, hnsw_min_selectivity=2.0)]  # the grouped form pays
+    for st in variants:
+        assert st.plan_consts is not None
+        fi._fits = {None: Fit(st, (), (), False)}
+        for i in range(q.shape[0]):
+            for f in filters[i]:
+                a = fi.search(q[i], K, filter=f)
+                b = fi.search(q[i], K, filter=f, effort=1.0)
+                np.testing.assert_array_equal(a.ids, b.ids)
+                np.testing.assert_array_equal(a.scores, b.scores)
+                np.testing.assert_array_equal(a.counts, b.counts)
+    got = set(seen)
+    assert {(rq.DONE, False), (rq.DONE, True), (rq.AWAY, False), (rq.PLANNED, False), (rq.EMPTY, False), (rq.EMPTY, True)} <= got, got
+
+
 def test_ivf_search_one_answers_as_search_compiled():
     """The one-query IVF call (a request's query under a shared filter) gives the ids,
     scores and counts of the batch call for that query: every row, a filter grouped by

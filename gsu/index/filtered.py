@@ -60,8 +60,9 @@ from gsu.index.result import SearchResult
 from gsu.index.vectors import DENSE_METRICS, normalize_rows, prep_queries
 from gsu.index.filters import CompiledFilter, Filter, IdMap
 from gsu.index.hnsw import HNSWIndex
-from gsu.index._mutable import DEFAULT_COMPACT_THRESHOLD
-from gsu.index.ivf import _NO_BM, IVFIndex
+from gsu.index._mutable import BITMAP_FIRST_SHARE, DEFAULT_COMPACT_THRESHOLD
+from gsu.index.ivf import _NO_BM, SCAN_COST, IVFIndex
+from gsu.index import _request as _rq
 from gsu.index import planner as _planner
 from gsu.index import _plan_kernel as _pk
 from gsu.index.planner import PLANNER_DEFAULTS, Calibration, Fit, PlannerSettings, fit_planner
@@ -1001,6 +1002,8 @@ class FilteredIndex(Index):
                 # within the exact limit whatever its rows: the exact scan reads its sorted
                 # rows, not the bitmap a large id array compiles to first
                 cf = hnsw._compile_ids(f, False, rows=True)
+            elif tf is np.ndarray and f.shape[0] * BITMAP_FIRST_SHARE >= n and (res := self._request_ivf(q, f, k, st)) is not None:
+                return res  # the request in one compiled call (the IVF route) or continued from it
             else:
                 cf = hnsw.compile_filter(f, 1)
             m = cf.count
@@ -1012,6 +1015,67 @@ class FilteredIndex(Index):
                 plan = self._plan_kept(cf, m, cf.run is not None, k, 1.0, st)
         out_r, out_s, counts = self._search_one(q, k, cf, *plan)
         idmap = hnsw._idmap
+        return SearchResult.trusted(out_r if idmap.identity else idmap.to_ids(out_r), out_s, counts)
+
+    def _request_ivf(self, q: np.ndarray, ids: np.ndarray, k: int, st: PlannerSettings) -> SearchResult | None:
+        """The lean path's request under a plain id array of at least ``1/BITMAP_FIRST_SHARE``
+        of the rows (effort 1): :func:`gsu.index._request.ivf_request` builds its bitmap,
+        plans it and, on the IVF route without the walk, searches it in one compiled call;
+        whatever it leaves (the away query's exact scan, the other routes and forms) goes on
+        here from the filter and plan it built, as :meth:`search` would have gone on. ``None``
+        where it does not apply (nothing done: the caller compiles the filter itself) — no
+        offset id map, removed rows, the Python planner, no 8-bit centroid codes, an id array
+        that is not C-contiguous and writeable (numba would compile another specialisation)."""
+        hnsw = self.hnsw
+        idmap = hnsw._idmap
+        off = idmap.offset
+        P = st.plan_consts
+        ivf = self.ivf
+        if (off is None or P is None or not _planner.BAND_INTERP or hnsw._dead is not None or not hnsw._bitmap_first
+                or not ids.flags.c_contiguous or not ids.flags.writeable or ids.shape[0] == 0):
+            return None
+        c8 = ivf._centroid_codes()
+        pos_row = ivf.__dict__.get("_pos_row")
+        loff = ivf._list_off
+        if c8 is None or pos_row is None or loff is None:
+            return None
+        n = hnsw._n
+        ind = ivf._external
+        if ind:
+            xl = self._scoring()
+            sq8 = self._approx()[1]
+            C, step, cnmax = fk._NO_SQ8 if sq8 is None else sq8
+        else:
+            xl = ivf._xl
+            C, step, cnmax = fk._NO_SQ8
+        design, even_min, row_list, top = self._plan_ctx()
+        out_r = np.empty((1, k), np.int64)
+        out_s = np.empty((1, k), np.float32)
+        r = _rq.ivf_request(q, ids, off, n, P, design, even_min, row_list, top, k, 1.0, *SCAN_COST, ivf.nlist, xl, pos_row,
+                            loff, ivf._all_pos, bool(ind), C, step, float(cnmax), _planner.AWAY_SHARE, c8[4], c8[2], c8[3],
+                            out_r, out_s)
+        status = r[0]
+        if status == _rq.EMPTY:
+            return SearchResult.empty(1, k)
+        if status == _rq.DONE:
+            counts = np.full(1, r[15], np.int64)
+        else:
+            m, lo, hi = r[3], r[4], r[5]
+            if r[1]:  # a window: its run, as _mutable._window compiles it
+                cf = CompiledFilter(None, None, n, True, run=(lo, hi + 1))
+            else:
+                cf = CompiledFilter.from_bitmap(r[2], m, n, (lo, hi + 1) if hi - lo + 1 == m else None)
+            if status == _rq.AWAY:  # left to the exact scan, as _search_one leaves it
+                counts = np.full(1, r[15], np.int64)
+                self._exact_rows(q, k, cf, _ONE, out_r, out_s, counts)
+            else:  # PLANNED: the plan (when made) as _plan_one hands it on, the rest as search goes on
+                if r[6] < 0:
+                    plan = self._plan_one(m, cf.run is not None, k, 1.0, st, cf)
+                else:
+                    if r[14] >= 0:
+                        cf._masks[(_UNIFORM, id(self), n)] = r[14] == 1
+                    plan = (r[6], r[7], r[8], r[9], r[10], (_planner.AWAY_SHARE, r[12], r[13]) if r[11] else None)
+                out_r, out_s, counts = self._search_one(q, k, cf, *plan)
         return SearchResult.trusted(out_r if idmap.identity else idmap.to_ids(out_r), out_s, counts)
 
     def _forced(self, code: int, m: int, k: int, effort: float, st: PlannerSettings
