@@ -1247,7 +1247,8 @@ def test_a_search_without_a_filter_plans_with_the_unfiltered_points_beam():
     assert st.bands == (0.01, 0.1, 0.5, 1.0) and st.band_hnsw_ef[-2:] == (2.2, 4.6)
     # no query is away from an unfiltered search: the point keeps the flag of the one below,
     # so such queries of a 70 % filter are still scanned as the 50 % point measured
-    assert st.band_away_exact == (0.0, 0.0, 1.0, 1.0) and st.away_exact(0.7) and not st.away_exact(0.2)
+    assert st.band_away_exact == pytest.approx((0.0, 0.0, 0.8 * 2e4 / 1.5e4, 0.8 * 2e4 / 1.5e4))  # each its reach
+    assert st.away_exact(0.7) and not st.away_exact(0.2)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((2000, 8)).astype(np.float32)
     fi = FilteredIndex(8, M=8, ef_construction=40, nlist=16, calibrate=False)
@@ -2853,19 +2854,21 @@ def test_fit_planner_scans_away_queries_where_the_exact_scan_costs_less():
     st = fit_planner(raw_of(250.0, 1200.0), 0.95).settings  # cheaper at 10 % (250 < 400 µs), not at 50 %
     # the 1 % point (no away queries drawn: its 1,000 rows are within the exact limit, which
     # scans every filter there) is flagged with it, so filters between 1 % and 10 % scan them
-    assert st.exact_max_rows >= 1000 and st.band_away_exact == (1.0, 1.0, 0.0)
-    assert [st.away_exact(s) for s in (0.005, 0.01, 0.05, 0.1, 0.101, 0.3, 0.5, 0.9)] == [True] * 5 + [False] * 3
-    np.testing.assert_array_equal(st.away_exacts(np.array([0.005, 0.05, 0.1, 0.101, 0.3, 0.9])), [True, True, True, True, False, False])
+    # (at 10 % its value is its reach: 0.8 · 400 / 250 = 1.28, the scan kept up to 12.8 %)
+    assert st.exact_max_rows >= 1000 and st.band_away_exact == (1.0, 1.28, 0.0)
+    assert [st.away_exact(s) for s in (0.005, 0.01, 0.05, 0.1, 0.101, 0.12, 0.128, 0.13, 0.3, 0.5, 0.9)] == [True] * 7 + [False] * 4
+    np.testing.assert_array_equal(st.away_exacts(np.array([0.005, 0.05, 0.1, 0.101, 0.12, 0.13, 0.3, 0.9])),
+                                  [True, True, True, True, True, False, False, False])
     assert PlannerSettings.from_dict(st.to_dict()) == st
     assert st.with_overrides({"ivf_candidates": 30.0}).band_away_exact == ()
     # a low point above the exact limit (its scan dearer: the limit falls to 500 rows) is not
     high = raw_of(250.0, 1200.0)
     high["points"][0]["exact"] = [150.0] * 3
     hs = fit_planner(high, 0.95).settings
-    assert hs.exact_max_rows < 1000 and hs.band_away_exact == (0.0, 1.0, 0.0)
-    assert [hs.away_exact(s) for s in (0.005, 0.05, 0.1)] == [False, False, True]
+    assert hs.exact_max_rows < 1000 and hs.band_away_exact == (0.0, 1.28, 0.0)
+    assert [hs.away_exact(s) for s in (0.005, 0.05, 0.1, 0.12, 0.2)] == [False, False, True, True, False]
     both = fit_planner(raw_of(250.0, 600.0), 0.95).settings  # 600 < 900 µs, the largest step measured at 50 %
-    assert both.band_away_exact == (1.0, 1.0, 1.0)
+    assert both.band_away_exact == (1.0, 1.28, 1.2)
     assert [both.away_exact(s) for s in (0.05, 0.3, 0.9)] == [True, True, True]
     assert fit_planner(raw_of(500.0, 1200.0), 0.95).settings.band_away_exact == ()  # never cheaper where measured
     # a near tie (the scan 0.95x the budget at 10 %, within timing noise) keeps the IVF budget
@@ -2875,7 +2878,7 @@ def test_fit_planner_scans_away_queries_where_the_exact_scan_costs_less():
     # tells away queries apart by its own test): here the 10 % one
     same = raw_of(250.0, 600.0)
     same["points"][1]["ivf"] = [entry(3.2, 0.99, 100.0)]
-    assert fit_planner(same, 0.95).settings.band_away_exact == (1.0, 1.0, 1.0)
+    assert fit_planner(same, 0.95).settings.band_away_exact == (1.0, 1.28, 1.2)
     fi = FilteredIndex(8, "ip", M=8, ef_construction=20, nlist=4, calibrate=False)
     fi.add(np.random.default_rng(0).standard_normal((200, 8)).astype(np.float32))
     fi.hnsw._n = 100_000  # the planner reads the row count only

@@ -149,7 +149,7 @@ def _at(P, blk, nbands, s, run):
     return (has_iv, math.exp(u * P[liv + i] + t * P[liv + j]) if has_iv else 0.0,
             has_av, math.exp(u * P[lav + i] + t * P[lav + j]) if has_av else 0.0,
             has_ev, math.exp(u * P[lev + i] + t * P[lev + j]) if has_ev else 0.0,
-            has_ax and min(P[ax + i], P[ax + j]) > 0.0, hmin, pmin)
+            has_ax and P[ax + i] > 0.0 and (P[ax + j] > 0.0 or s <= P[g + i] * P[ax + i]), hmin, pmin)
 
 
 @nb.njit(cache=True, inline="always")

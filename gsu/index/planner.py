@@ -97,6 +97,16 @@ AWAY_LADDER = IVF_LADDER + (8.0, 11.0, 16.0, 24.0, 32.0)
 #: against the budget's 389 and 397 (0.94-1.05x): the second flagged it, and the suite's
 #: category filters there went from 135 to 196 µs a query (24 of 100 scanned)
 AWAY_EXACT_MARGIN = 0.8
+
+
+def _scan_between(v_lo: float, v_hi: float, s: float, s_lo: float) -> bool:
+    """Whether away queries of a filter at selectivity ``s`` between two grid points take the
+    exact scan, from the points' ``band_away_exact`` values ``v_lo`` (at ``s_lo``, the lower)
+    and ``v_hi``: where both are flagged, and where only the lower one is, up to ``s_lo ·
+    v_lo`` — its *reach*, how far its scan stays cheaper than the away budget
+    (:func:`fit_planner`: the scan's cost grows with the rows it reads, the budget's does not
+    fall). A flag of 1 (files before the reach) reaches no further than its own point."""
+    return v_lo > 0 and (v_hi > 0 or s <= s_lo * v_lo)
 #: HNSW beam steps: ``ef = step · k`` allowed results
 HNSW_LADDER = (1.0, 1.3, 1.7, 2.2, 2.8, 3.6, 4.6, 6.0, 8.0, 11.0, 16.0, 24.0)
 _BAND_FIELDS = ("band_hnsw_ef", "band_ivf", "band_run_probe", "band_run_hnsw_ef", "band_run_ivf", "band_even_hnsw_ef",
@@ -253,10 +263,12 @@ class PlannerSettings:
     from its filter's rows (fewer than ``AWAY_SHARE`` times the filter's selectivity
     among the rows of its nearest lists; fitted on the calibration's cluster kind), and
     a graph walk under such a filter gives up on the same test (:meth:`away_mult`).
-    ``band_away_exact``, when given, flags (1) the bands where such a query is answered by
+    ``band_away_exact``, when given, flags (> 0) the bands where such a query is answered by
     the exact scan instead (fitted where the calibration timed the exact scan of the
-    cluster kind's away queries below their IVF budget, also where that budget is the
-    filter's own; between two grid points only if both are flagged: :meth:`away_exact`).
+    cluster kind's away queries clearly below their IVF budget, ``AWAY_EXACT_MARGIN``, also
+    where that budget is the filter's own); a flag's value (≥ 1) is its reach: between a
+    flagged point and an unflagged one above it, the scan answers up to that multiple of
+    the flagged point's selectivity; between two flagged points, always (:meth:`away_exact`).
 
     Every value is checked once, at construction.
     """
@@ -507,12 +519,12 @@ class PlannerSettings:
         if not BAND_INTERP or liv is None or lev is None or lav is None:
             bl = self._blend
             return (bl(iv, i, j, s) if iv else None, bl(av, i, j, s) if av else None, bl(ev, i, j, s) if ev else None,
-                    bool(ax) and min(ax[i], ax[j]) > 0, hmin, pmin)
+                    bool(ax) and _scan_between(ax[i], ax[j], s, b[i]), hmin, pmin)
         # _blend's interpolation, with the constant logs read from _at_consts
         t = math.log(s / b[i]) / lb[i]
         u = 1.0 - t
         return (math.exp(u * liv[i] + t * liv[j]) if iv else None, math.exp(u * lav[i] + t * lav[j]) if av else None,
-                math.exp(u * lev[i] + t * lev[j]) if ev else None, bool(ax) and min(ax[i], ax[j]) > 0, hmin, pmin)
+                math.exp(u * lev[i] + t * lev[j]) if ev else None, bool(ax) and _scan_between(ax[i], ax[j], s, b[i]), hmin, pmin)
 
     @property
     def has_away(self) -> bool:
@@ -534,18 +546,27 @@ class PlannerSettings:
 
     def away_exact(self, s: float) -> bool:
         """Whether a query away from its filter's rows at selectivity ``s`` takes the exact
-        scan: the band's flag, between two grid points only if both are flagged."""
+        scan: the band's flag; between two grid points where both are flagged, or where the
+        lower one is and ``s`` is within its reach (:func:`_scan_between`)."""
         v = self.band_away_exact
         if not v:
             return False
         i, j = self._band_pos(s)
-        return min(v[i], v[j]) > 0
+        return v[j] > 0 if i == j else _scan_between(v[i], v[j], s, self.bands[i])
 
     def away_exacts(self, s: np.ndarray) -> np.ndarray:
         """:meth:`away_exact` for an array of selectivities."""
         if not self.band_away_exact:
             return np.zeros(np.shape(s), bool)
-        return self._bands_arr(self.band_away_exact, s, 0.0, between="min") > 0
+        s = np.asarray(s, np.float64)
+        b = np.asarray(self.bands)
+        v = np.asarray(self.band_away_exact, np.float64)
+        both = self._bands_arr(self.band_away_exact, s, 0.0, between="min") > 0
+        # between a flagged point and an unflagged one above it: within the lower one's reach
+        j, snap = _snap(b, s)
+        inner = (snap < 0) & (j > 0) & (j < len(b))
+        lo = np.maximum(j - 1, 0)
+        return both | (inner & (v[lo] > 0) & (s <= b[lo] * v[lo]))
 
     def run_probe(self, s: float) -> bool:
         """Whether a contiguous run of rows at selectivity ``s`` tries the walk's density
@@ -974,10 +995,13 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
         # scan between it and a flagged point above (the suite's clustered set, category
         # filters of 3.7 % of its rows, between 1 % and 10 %: 562 µs a query on the away
         # budget against 114-140 scanned; power-law at 7.5 %: recall 0.883 there, 0.988 scanned)
-        away_ex = [1.0 if (r is not None and r[2] and p.get("away_exact", inf) < AWAY_EXACT_MARGIN * float(r[2][0])) else 0.0
+        # each flagged point's value is its reach (_scan_between): the scan's cost taken to grow
+        # with the rows it reads, the budget's as measured there, the margin kept
+        away_ex = [max(1.0, AWAY_EXACT_MARGIN * float(r[2][0]) / max(p["away_exact"], 1e-9))
+                   if (r is not None and r[2] and p.get("away_exact", inf) < AWAY_EXACT_MARGIN * float(r[2][0])) else 0.0
                    for p, r in zip(pts, raw)]
         if any(away_ex):
-            away_ex = [1.0 if (f or (not p.get("away") and m_j <= lim)) else 0.0 for f, p, m_j in zip(away_ex, pts, ms)]
+            away_ex = [f if f else (1.0 if (not p.get("away") and m_j <= lim) else 0.0) for f, p, m_j in zip(away_ex, pts, ms)]
         # the unfiltered point (no query is away from every row) keeps the flag of the point
         # below it: a filter between them decides as the wider filters measured do
         for j in range(1, J):
