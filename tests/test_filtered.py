@@ -2471,21 +2471,28 @@ def test_filter_uniform_counts_alike_in_every_form_and_tells_even_from_concentra
     assert bool(fk.filter_uniform_one(R, G, ng, np.zeros(0, np.uint64), lo, hi, s)) == bool(out[0])
 
 
+def _coded_centroids_ivf(rng, metric: str, d: int, n: int, nlist: int, nq: int):
+    """``(ivf, x, q)``: an ``IVFIndex`` of ``n`` random ``d``-dim rows in ``nlist`` lists, enough
+    centroid entries that its lists are ordered from 8-bit codes, and ``nq`` random queries."""
+    from gsu.index import ivf as ivf_mod
+
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    q = rng.standard_normal((nq, d)).astype(np.float32)
+    ivf = IVFIndex(d, metric, nlist=nlist, seed=0)
+    ivf.add(x)
+    assert ivf._centroid_codes() is not None and ivf.nlist * d >= ivf_mod.CENTROID_I8_MIN
+    return ivf, x, q
+
+
 @pytest.mark.parametrize("metric", ["ip", "l2"])
 def test_ivf_orders_a_large_centroid_set_from_8bit_codes(metric):
     """From CENTROID_I8_MIN centroid entries up, IVF orders its lists by scores read from
     8-bit codes: each within ``scale · ‖q‖₁ / 2`` of the float32 score (l2: the norm term
     exact), bit for bit the same for a query alone and in a batch, and a search that opens
     every list is still exact."""
-    from gsu.index import ivf as ivf_mod
-
     rng = np.random.default_rng(11)
-    d, n = 64, 6000
-    x = rng.standard_normal((n, d)).astype(np.float32)
-    q = rng.standard_normal((7, d)).astype(np.float32)
-    ivf = IVFIndex(d, metric, nlist=300, seed=0)
-    ivf.add(x)
-    assert ivf.nlist * d >= ivf_mod.CENTROID_I8_MIN
+    d = 64
+    ivf, x, q = _coded_centroids_ivf(rng, metric, d, 6000, 300, 7)
     qp = ivf.prep_queries(q)
     if metric == "l2":
         qp = _l2.augment_queries(qp)
@@ -2544,15 +2551,9 @@ def test_ivf_kernel_scoring_its_own_centroids_answers_as_when_handed_them(metric
     """The shared IVF kernel given the centroid codes scores each query's centroids itself:
     the same answers, bit for bit, as the same kernel handed ``centroid_scores``' output,
     for a query alone and for a batch, partial probes included."""
-    from gsu.index import ivf as ivf_mod
-
     rng = np.random.default_rng(5)
-    d, n = 48, 8000
-    x = rng.standard_normal((n, d)).astype(np.float32)
-    q = rng.standard_normal((9, d)).astype(np.float32)
-    ivf = IVFIndex(d, metric, nlist=400, seed=0)
-    ivf.add(x)
-    assert ivf._centroid_codes() is not None and ivf.nlist * d >= ivf_mod.CENTROID_I8_MIN
+    n = 8000
+    ivf, x, q = _coded_centroids_ivf(rng, metric, 48, n, 400, 9)
     allowed = np.flatnonzero(rng.random(n) < 0.2).astype(np.int64)
     cf = ivf.compile_filter(allowed, 1)
     qp = ivf.prep_queries(q)
