@@ -2544,6 +2544,8 @@ def test_centroid_codes_scored_column_by_column_in_groups(nl, d, aug):
         one = np.empty((1, nl), np.float32)
         fk.centroid_scores_i8(Q[i : i + 1], blk, scale, extra, one)
         np.testing.assert_array_equal(one[0], out[i])
+    with pytest.raises(IndexError):  # fewer scales than lists: refused, nothing read past them
+        fk.centroid_scores_i8(Q, blk, scale[:-1], extra, out)
 
 
 @pytest.mark.parametrize("metric", ["ip", "l2"])

@@ -45,8 +45,12 @@ def _centroid_row(qv, blk, scale, extra, out):
     :data:`gsu._simd.LANES` (:meth:`gsu.index.ivf.IVFIndex._centroid_codes`):
     ``out[l] = scale[l] · Σ_t qv[t] · codes[l, t]`` over the ``d`` code columns (each sum in
     column order, :func:`gsu._simd.dot_i8_groups`), plus ``qv[d] · extra[l]`` when ``extra``
-    (nlist,) is given (the l2 norm term of augmented centroids, kept in float32)."""
+    (nlist,) is given (the l2 norm term of augmented centroids, kept in float32). Every
+    read stays in bounds: the column count comes from ``blk``'s length, and fewer scales
+    (or norm terms) than ``out`` holds lists raise ``IndexError``."""
     nl = out.shape[0]
+    if scale.shape[0] < nl or (extra.shape[0] > 0 and extra.shape[0] < nl):
+        raise IndexError("centroid scores: fewer scales (or norm terms) than lists")
     span = DOT_GROUPS * LANES
     calls = (nl + span - 1) // span
     d = blk.shape[0] // (calls * span) if calls > 0 else 0
