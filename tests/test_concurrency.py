@@ -813,3 +813,97 @@ def test_seismic_one_row_front_beside_parallel_batches():
     assert not any(th.is_alive() for th in threads), "deadlock: a thread did not finish"
     if errors:
         raise errors[0]
+
+
+@pytest.mark.slow
+def test_requests_in_one_compiled_call_while_adding(monkeypatch):
+    """Threads search one query under a plain id array — 80 % of the ids (those still to come
+    included), the same ids unordered, a window of consecutive ids — which the lean path
+    answers in one compiled call (``_request.ivf_request``: bitmap, plan and IVF scan
+    together), while another thread adds batches and removes ids (the call steps aside
+    while rows are removed) and compacts. Every answer equals the reference answer of one of
+    the states, never going back in time within a thread, and the compiled call answered
+    during the run."""
+    import dataclasses
+
+    import gsu.index.filtered as F
+    from gsu.index import FilteredIndex
+    from gsu.index import _request as rq
+    from gsu.index import ivf as ivf_mod
+    from gsu.index.planner import Fit
+
+    monkeypatch.setattr(ivf_mod, "CENTROID_I8_MIN", 1)  # 8-bit centroid codes at this size
+    # IVF for every filter, with a budget of fewer lists than the index has (else the planner
+    # scans a filter held in fewer lists exactly)
+    st = dataclasses.replace(F.PLANNER_DEFAULTS, exact_max_rows=4.0, probe_min_selectivity=2.0, hnsw_min_selectivity=2.0,
+                             ivf_candidates=4.0, ivf_min_lists=2.0)
+    # the operating point, kept where the lean path reads it (an add drops what was kept)
+    monkeypatch.setattr(F.FilteredIndex, "_fit", lambda self, target_recall: self._fits.setdefault(target_recall, Fit(st, (), (), True)))
+    statuses: list[int] = []
+    real = rq.ivf_request
+
+    def counted(*a):
+        r = real(*a)
+        statuses.append(int(r[0]))
+        return r
+
+    monkeypatch.setattr(rq, "ivf_request", counted)
+    d = 16
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((N0 + N_ADDS * BATCH, d)).astype(np.float32)
+    q = rng.standard_normal((1, d)).astype(np.float32)
+    every = np.arange(N0 + N_ADDS * BATCH, dtype=np.int64)
+    filters = [every[every % 5 != 0], np.random.default_rng(5).permutation(every[every % 5 != 0]),
+               np.arange(200, 1300, dtype=np.int64)]
+    ops = [("remove", np.arange(40 + b, 400, 40, dtype=np.int64)) if b % 6 == 2 else ("compact",) if b % 6 == 4
+           else ("add", x[N0 + b * BATCH : N0 + (b + 1) * BATCH], every[N0 + b * BATCH : N0 + (b + 1) * BATCH])
+           for b in range(N_ADDS)]
+
+    def build() -> FilteredIndex:
+        fi = FilteredIndex(d, "ip", M=8, ef_construction=40, nlist=32, seed=0, calibrate=False)
+        fi.compact_threshold = 1.0
+        fi.add(x[:N0], every[:N0])
+        fi._fit(None)
+        return fi
+
+    ref = build()
+    refs = []  # refs[s][f]: the answer of state s under filter f
+    for b in range(N_ADDS + 1):
+        if b:
+            _apply(ref, ops[b - 1])
+        refs.append([ref.search(q[0], KQ, filter=f.copy(), effort=1.0) for f in filters])  # the step-by-step path
+    idx = build()
+    errors: list[BaseException] = []
+    done = threading.Event()
+    seen: list[list[int]] = [[] for _ in range(READERS)]
+
+    def reader(t: int) -> None:
+        last, after = 0, 0
+        try:
+            while after < 3:
+                if done.is_set():
+                    after += 1
+                f = (len(seen[t]) + t) % len(filters)
+                res = idx.search(q[0], KQ, filter=filters[f].copy())
+                states = [s for s in range(last, N_ADDS + 1) if _same(res, refs[s][f])]
+                if not states:
+                    raise AssertionError(f"thread {t}: answer matches no state from {last} on")
+                last = states[0]
+                seen[t].append(last)
+        except BaseException as e:
+            errors.append(e)
+
+    def writer() -> None:
+        try:
+            for b in range(N_ADDS):
+                time.sleep(0.0005 * (b % 2))
+                _apply(idx, ops[b])
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            done.set()
+
+    _run(reader, writer, errors)
+    assert all(len(s) >= 3 for s in seen), "every reader searched"
+    assert rq.DONE in statuses, "the compiled call answered during the run"
+    assert sum(len(set(s)) for s in seen) > READERS, "the readers saw the index change under them"
