@@ -96,6 +96,23 @@ def _apply(idx, op: tuple) -> None:
         idx.compact()
 
 
+def _writer(idx, ops: list[tuple], errors: list, done: threading.Event):
+    """The writer thread's body: the ``N_ADDS`` changes ``ops`` applied to ``idx`` back to back
+    and with gaps, its error recorded, ``done`` set at the end."""
+
+    def writer() -> None:
+        try:
+            for b in range(N_ADDS):
+                time.sleep(0.0005 * (b % 2))  # changes back to back and with gaps
+                _apply(idx, ops[b])
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            done.set()
+
+    return writer
+
+
 def _run(reader, writer, errors: list) -> None:
     """``READERS`` threads run ``reader(t)`` while one runs ``writer()``; all must finish within
     ``TIMEOUT`` (else a deadlock), and the first error a thread recorded is raised."""
@@ -192,17 +209,7 @@ def test_search_while_writing_sees_whole_states(kind):
         except BaseException as e:  # reported by the main thread
             errors.append(e)
 
-    def writer() -> None:
-        try:
-            for b in range(N_ADDS):
-                time.sleep(0.0005 * (b % 2))  # changes back to back and with gaps
-                _apply(idx, ops[b])
-        except BaseException as e:
-            errors.append(e)
-        finally:
-            done.set()
-
-    _run(reader, writer, errors)
+    _run(reader, _writer(idx, ops, errors, done), errors)
     assert all(len(s) >= 3 for s in seen), "every reader searched"
     assert sum(len(set(s)) for s in seen) > READERS, "the readers saw the index change under them"
     assert _same(idx.search(q, KQ, filter=shared_filter, **params), refs_batch[-1])
@@ -893,17 +900,7 @@ def test_requests_in_one_compiled_call_while_adding(monkeypatch):
         except BaseException as e:
             errors.append(e)
 
-    def writer() -> None:
-        try:
-            for b in range(N_ADDS):
-                time.sleep(0.0005 * (b % 2))
-                _apply(idx, ops[b])
-        except BaseException as e:
-            errors.append(e)
-        finally:
-            done.set()
-
-    _run(reader, writer, errors)
+    _run(reader, _writer(idx, ops, errors, done), errors)
     assert all(len(s) >= 3 for s in seen), "every reader searched"
     assert rq.DONE in statuses, "the compiled call answered during the run"
     assert sum(len(set(s)) for s in seen) > READERS, "the readers saw the index change under them"

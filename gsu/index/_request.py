@@ -94,14 +94,10 @@ def ivf_request(q, ids, offset, n, P, design, even_min, row_list, top, k, effort
         share_lo, target_hi, lists_hi = away_share, ac, al
     else:
         share_lo, target_hi, lists_hi = 0.0, 0, 0
-    nl = list_off.shape[0] - 1
-    CS = np.empty((1, nl), np.float32)
-    fk._centroid_row(q[0], cblk, cscale, cextra, CS[0])
-    keys = np.empty(nl, np.float32)
-    vals = np.empty(nl, np.int64)
     counts = np.empty(1, np.int64)
-    scored = np.empty(1, np.int64)
-    fk._probe_lists(np.int64(0), q, CS, Xl, pos_row, list_off, all_pos, bm, m, k, cand, lists, out_r, out_s, counts, scored,
-                    keys, vals, ind, C, step, cnmax, list_off, share_lo, target_hi, lists_hi, lo, hi)
+    # IVFIndex.search_one's kernel, the centroids scored inside it from their codes
+    fk._ivf_search_shared_ser(q, np.zeros((0, 0), np.float32), Xl, pos_row, list_off, all_pos, bm, m, k, cand, lists, out_r,
+                              out_s, counts, np.empty(1, np.int64), ind, C, step, cnmax, list_off, share_lo, target_hi,
+                              lists_hi, lo, hi, cblk, cscale, cextra)
     status = AWAY if counts[0] < 0 else DONE
     return status, is_run, bm, m, rmin, rmax, route, probe, ef, cand, lists, has_away, ac, al, uni, counts[0]

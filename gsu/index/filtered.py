@@ -605,8 +605,14 @@ class FilteredIndex(Index):
             r = plan(P, design, even_min, row_list, top, m, n, run, k, effort, True, uni, bm, lo, hi, rows)
             if r[0] == _pk.NEED_BITMAP:
                 r = plan(P, design, even_min, row_list, top, m, n, run, k, effort, True, uni, cf.bitmap64(), lo, hi, rows)
-            if u is None and r[8] >= 0:
-                cf._masks[key] = r[8] == 1
+        return self._plan_of(cf, r)
+
+    def _plan_of(self, cf: CompiledFilter | None, r: tuple
+                 ) -> tuple[int, float, int, int, int, tuple[float, int, int] | None]:
+        """:meth:`_plan_one`'s plan from :func:`gsu.index._plan_kernel.plan_shared`'s answer ``r``
+        (its evenness verdict, when it tested one, kept on ``cf`` as :meth:`_uniform_shared` keeps it)."""
+        if cf is not None and r[8] >= 0:
+            cf._masks.setdefault((_UNIFORM, id(self), self.hnsw._n), r[8] == 1)
         return r[0], r[1], r[2], r[3], r[4], ((_planner.AWAY_SHARE, r[6], r[7]) if r[5] else None)
 
     def _plan_ctx(self) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
@@ -1040,19 +1046,12 @@ class FilteredIndex(Index):
         if c8 is None or pos_row is None or loff is None:
             return None
         n = hnsw._n
-        ind = ivf._external
-        if ind:
-            xl = self._scoring()
-            sq8 = self._approx()[1]
-            C, step, cnmax = fk._NO_SQ8 if sq8 is None else sq8
-        else:
-            xl = ivf._xl
-            C, step, cnmax = fk._NO_SQ8
+        xl, ind, C, step, cnmax = ivf.lists_source(self._scoring(), self._approx()[1], "search_one")
         design, even_min, row_list, top = self._plan_ctx()
         out_r = np.empty((1, k), np.int64)
         out_s = np.empty((1, k), np.float32)
         r = _rq.ivf_request(q, ids, off, n, P, design, even_min, row_list, top, k, 1.0, *SCAN_COST, ivf.nlist, xl, pos_row,
-                            loff, ivf._all_pos, bool(ind), C, step, float(cnmax), _planner.AWAY_SHARE, c8[4], c8[2], c8[3],
+                            loff, ivf._all_pos, ind, C, step, float(cnmax), _planner.AWAY_SHARE, c8[4], c8[2], c8[3],
                             out_r, out_s)
         status = r[0]
         if status == _rq.EMPTY:
@@ -1069,12 +1068,7 @@ class FilteredIndex(Index):
                 counts = np.full(1, r[15], np.int64)
                 self._exact_rows(q, k, cf, _ONE, out_r, out_s, counts)
             else:  # PLANNED: the plan (when made) as _plan_one hands it on, the rest as search goes on
-                if r[6] < 0:
-                    plan = self._plan_one(m, cf.run is not None, k, 1.0, st, cf)
-                else:
-                    if r[14] >= 0:
-                        cf._masks[(_UNIFORM, id(self), n)] = r[14] == 1
-                    plan = (r[6], r[7], r[8], r[9], r[10], (_planner.AWAY_SHARE, r[12], r[13]) if r[11] else None)
+                plan = self._plan_one(m, cf.run is not None, k, 1.0, st, cf) if r[6] < 0 else self._plan_of(cf, r[6:15])
                 out_r, out_s, counts = self._search_one(q, k, cf, *plan)
         return SearchResult.trusted(out_r if idmap.identity else idmap.to_ids(out_r), out_s, counts)
 

@@ -386,6 +386,19 @@ class IVFIndex(MutableIndex):
             hit = cf.keep(key, fk.bucket_rows(cf.rows, self._row_list, self._row_pos, self.nlist))
         return m_all, hit[0], hit[1], _NO_BM, fk._NO_RUN
 
+    def lists_source(self, vectors: np.ndarray | None, sq8: tuple[np.ndarray, np.ndarray, float] | None, caller: str
+                     ) -> tuple[np.ndarray, bool, np.ndarray, np.ndarray, float]:
+        """``(xl, ind, C, step, cnmax)``: what the list scan reads — the lists' own vectors, or
+        for lists without vectors (``ind``) the owner's row-ordered ``vectors`` and its 8-bit
+        codes ``sq8`` when given (``C`` empty otherwise); see :meth:`search_compiled`."""
+        if self._external:
+            if vectors is None or vectors.shape[0] != self._pos_row.shape[0]:
+                raise ValueError(f"IVFIndex.{caller}: lists without vectors need the owner's row-ordered vectors")
+            C, step, cnmax = fk._NO_SQ8 if sq8 is None else sq8
+            return vectors, True, C, step, cnmax
+        xl = self._xl if self.metric != "l2" else self._scoring_lists()
+        return (xl, False, *fk._NO_SQ8)
+
     def search_one(self, q: np.ndarray, k: int, cf: CompiledFilter | None, *, target: int, min_lists: int,
                    vectors: np.ndarray | None = None, sq8: tuple[np.ndarray, np.ndarray, float] | None = None,
                    away: tuple[float, int, int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -396,15 +409,7 @@ class IVFIndex(MutableIndex):
         search pays this once per request."""
         n = self._pos_row.shape[0]
         m_all, boff, bpos, bm, run = self._shared_form(cf, target, min_lists)
-        ind = self._external
-        if ind:
-            if vectors is None or vectors.shape[0] != n:
-                raise ValueError("IVFIndex.search_one: lists without vectors need the owner's row-ordered vectors")
-            xl = vectors
-            C, step, cnmax = fk._NO_SQ8 if sq8 is None else sq8
-        else:
-            xl = self._xl if self.metric != "l2" else self._scoring_lists()
-            C, step, cnmax = fk._NO_SQ8
+        xl, ind, C, step, cnmax = self.lists_source(vectors, sq8, "search_one")
         if away is None or away[0] <= 0:
             loff, share_lo, target_hi, lists_hi = fk._NO_AWAY
         else:
@@ -469,13 +474,7 @@ class IVFIndex(MutableIndex):
         # every query in order, one block: the kernels run on the inputs as they are (a
         # permutation of the queries takes the gathering path: ``starts``/``ends`` follow ``which``)
         full = which.shape[0] == nq and nq <= _QUERY_BLOCK and (nq == 1 or bool((which[1:] > which[:-1]).all()))
-        ind = self._external
-        if ind:
-            if vectors is None or vectors.shape[0] != self.ntotal:
-                raise ValueError("IVFIndex.search_compiled: lists without vectors need the owner's row-ordered vectors")
-            xl = vectors
-        else:
-            xl = self._xl if self.metric != "l2" else self._scoring_lists()
+        xl, ind, C, step, cnmax = self.lists_source(vectors, sq8, "search_compiled")
         for b in range(0, which.shape[0], _QUERY_BLOCK):
             w = which[b : b + _QUERY_BLOCK]
             if full:  # every query, one block: write straight into the outputs
@@ -496,9 +495,8 @@ class IVFIndex(MutableIndex):
                 cs = centroid_scores if full else np.ascontiguousarray(centroid_scores[w])
             if shared:
                 fk.ivf_search_shared(qs, cs, xl, self._pos_row, boff, bpos, bm, m_all, k, target, min_lists, r, s, c, scw, ind,
-                                     sq8 if ind else None, aw, run, None if c8 is None else (c8[4], c8[2], c8[3]))
+                                     (C, step, cnmax), aw, run, None if c8 is None else (c8[4], c8[2], c8[3]))
             else:
-                C, step, cnmax = sq8 if (ind and sq8 is not None) else fk._NO_SQ8
                 fk.ivf_search_per_query(
                     qs, cs, xl, self._pos_row, self._row_list, self._row_pos,
                     starts[w], ends[w], cf.rows, k, target, min_lists, r, s, c, scw, ind, C, step, float(cnmax),

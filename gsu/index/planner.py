@@ -98,20 +98,11 @@ AWAY_LADDER = IVF_LADDER + (8.0, 11.0, 16.0, 24.0, 32.0)
 #: category filters there went from 135 to 196 µs a query (24 of 100 scanned)
 AWAY_EXACT_MARGIN = 0.8
 
-
-def _scan_between(v_lo: float, v_hi: float, s: float, s_lo: float) -> bool:
-    """Whether away queries of a filter at selectivity ``s`` between two grid points take the
-    exact scan, from the points' ``band_away_exact`` values ``v_lo`` (at ``s_lo``, the lower)
-    and ``v_hi``: where both are flagged, and where only the lower one is, up to ``s_lo ·
-    v_lo`` — its *reach*, how far its scan stays cheaper than the away budget
-    (:func:`fit_planner`: the scan's cost grows with the rows it reads, the budget's does not
-    fall). A flag of 1 (files before the reach) reaches no further than its own point."""
-    return v_lo > 0 and (v_hi > 0 or s <= s_lo * v_lo)
 #: HNSW beam steps: ``ef = step · k`` allowed results
 HNSW_LADDER = (1.0, 1.3, 1.7, 2.2, 2.8, 3.6, 4.6, 6.0, 8.0, 11.0, 16.0, 24.0)
 _BAND_FIELDS = ("band_hnsw_ef", "band_ivf", "band_run_probe", "band_run_hnsw_ef", "band_run_ivf", "band_even_hnsw_ef",
                 "band_even_ivf", "band_away_ivf", "band_away_exact")
-#: per-band flags (0 or 1), not budgets
+#: per-band flags (0: off; 1, or for band_away_exact its reach, >= 1: on), not budgets
 _FLAG_FIELDS = ("band_run_probe", "band_away_exact")
 _OPT_THRESHOLDS = ("even_hnsw_min_selectivity", "even_probe_min_selectivity", "run_hnsw_min_selectivity",
                    "run_probe_min_selectivity")
@@ -143,6 +134,16 @@ def _snap(b: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     snap = np.where((j < len(b)) & (b[up] <= s * (1.0 + GRID_SNAP)), up,
                     np.where((j > 0) & (b[dn] >= s * (1.0 - GRID_SNAP)), dn, -1))
     return j, snap
+
+
+def _scan_between(v_lo: float, v_hi: float, s: float, s_lo: float) -> bool:
+    """Whether away queries of a filter at selectivity ``s`` between two grid points take the
+    exact scan, from the points' ``band_away_exact`` values ``v_lo`` (at ``s_lo``, the lower)
+    and ``v_hi``: where both are flagged, and where only the lower one is, up to ``s_lo ·
+    v_lo`` — its *reach*, how far its scan stays cheaper than the away budget
+    (:func:`fit_planner`: the scan's cost grows with the rows it reads, the budget's does not
+    fall). A flag of 1 (files before the reach) reaches no further than its own point."""
+    return v_lo > 0 and (v_hi > 0 or s <= s_lo * v_lo)
 
 
 def _at_grid(b: np.ndarray, v: np.ndarray, s: np.ndarray, between: str) -> np.ndarray:
@@ -561,12 +562,12 @@ class PlannerSettings:
         s = np.asarray(s, np.float64)
         b = np.asarray(self.bands)
         v = np.asarray(self.band_away_exact, np.float64)
-        both = self._bands_arr(self.band_away_exact, s, 0.0, between="min") > 0
-        # between a flagged point and an unflagged one above it: within the lower one's reach
-        j, snap = _snap(b, s)
+        j, snap = _snap(b, s)  # as _at_grid places them: a point's own, the nearest outside
+        il = np.maximum(j - 1, 0)
+        lo, hi = v[il], v[np.minimum(j, len(v) - 1)]
+        between = (lo > 0) & ((hi > 0) | (s <= b[il] * lo))  # _scan_between, vectorised
         inner = (snap < 0) & (j > 0) & (j < len(b))
-        lo = np.maximum(j - 1, 0)
-        return both | (inner & (v[lo] > 0) & (s <= b[lo] * v[lo]))
+        return np.where(snap >= 0, v[np.maximum(snap, 0)] > 0, np.where(inner, between, hi > 0))
 
     def run_probe(self, s: float) -> bool:
         """Whether a contiguous run of rows at selectivity ``s`` tries the walk's density
