@@ -1949,6 +1949,32 @@ def test_ivf_route_reading_codes_first_gives_the_float32_answer(noise):
                 np.testing.assert_array_equal(a, b)
 
 
+def test_list_scan_rescores_within_five_deviations_of_the_codes_error():
+    """The IVF list scan's rescoring bound: five standard deviations of the codes' rounding
+    error, sqrt(sum (q_t step_t)^2 / 12), where the query weighs many coordinates (far below
+    the worst case, sum |q_t| step_t / 2); the worst case where that is smaller (one
+    coordinate); the exact route's bound stays the worst case. Float rounding terms on top
+    of either (about 1 % at d = 128)."""
+    rng = np.random.default_rng(5)
+    d = 128
+    step = rng.uniform(0.01, 0.02, d).astype(np.float32)
+    q = rng.standard_normal(d).astype(np.float32)
+    qp_a = np.empty(d, np.float32)
+    qp_b = np.empty(d, np.float32)
+    worst = float(fk._sq8_query(q, step, 3.0, qp_a))
+    scan = float(fk._sq8_query_scan(q, step, 3.0, qp_b))
+    np.testing.assert_array_equal(qp_a, qp_b)
+    p = q.astype(np.float64) * step
+    sd = math.sqrt(float((p * p).sum()) / 12)
+    l1 = float(np.abs(p).sum()) / 2
+    assert fk.SCAN_RESCORE_Z == 5.0
+    assert worst == pytest.approx(l1, rel=0.02) and scan == pytest.approx(5 * sd, rel=0.02)
+    assert scan < 0.5 * worst
+    one = np.zeros(d, np.float32)
+    one[7] = 2.0  # one coordinate: five deviations (1.44 |q| step) exceed its worst case (0.5 |q| step)
+    assert float(fk._sq8_query_scan(one, step, 3.0, qp_b)) == float(fk._sq8_query(one, step, 3.0, qp_a))
+
+
 def test_calibration_filter_sets_decode_to_their_rows(monkeypatch):
     """Calibration keeps its wide filter sets as bitmaps and its windows as bounds; each
     decodes back to exactly its sorted rows (external ids when given), also past the
