@@ -214,7 +214,7 @@ def plan_shared(P, design, even_min, row_list, top, m, n, run, k, effort, has_cf
             eb = blk + sblk
             e_iv, e_ivv, e_av, e_avv, e_ev, e_evv, e_ax, e_hmin, e_pmin = _at(P, eb, nbands, s, run)
             pays = (s >= e_hmin) != (s >= hmin) or (s >= e_pmin) != (s >= pmin)
-            if not pays and has_iv and e_iv and e_ivv < iv:
+            if not pays and has_iv and e_iv and e_ivv != iv:  # the even IVF budget may be the larger (planner.SCATTERED_KINDS)
                 pays = True
             if not pays and has_ev and e_ev and e_evv < ev:
                 pays = True
