@@ -1348,6 +1348,34 @@ def _two_point_calibration(ivf: list, hnsw: list, n: int) -> dict:
             "points": pts, "complete": True}
 
 
+def test_scattered_filters_ivf_budget_is_fitted_on_the_kinds_they_can_be(monkeypatch):
+    """planner.SCATTERED_KINDS: a scattered filter (neither one run nor found even) takes the
+    IVF budget reaching the target for the correlated kind, without the range kind (runs have
+    their own) and, from the selectivity where the evenness test applies (``even_from``),
+    without the random kind, whose mean must still reach the target there; below it, and
+    with the switch off, every kind's. An even filter takes the random kind's own budget,
+    here the larger."""
+    from gsu.index import planner
+    from gsu.index.planner import fit_planner
+
+    # IVF: correlated reaches the goal at 1.0; random at 2.0 (at 1.0 its mean, 0.96, reaches
+    # only the target); range at 4.0
+    ivf = [[1.0, [0.96, 0.99, 0.9], [60.0, 70.0, 40.0], [0.94, 0.98, 0.85]],
+           [2.0, [0.985, 0.995, 0.94], [75.0, 85.0, 50.0], [0.97, 0.99, 0.9]],
+           [4.0, [0.99, 0.995, 0.985], [95.0, 99.0, 60.0], [0.98, 0.99, 0.97]]]
+    hnsw = [[3.6, [0.99, 0.985, 0.995], [170.0, 170.0, 180.0], [0.98, 0.97, 0.99]]]
+    raw = _two_point_calibration(ivf, hnsw, 100_000)
+    st = fit_planner(raw, 0.95, even_from=0.3).settings
+    assert st.band_ivf == (2.0, 1.0)  # 10 %: below even_from, the random kind counts; 50 %: not
+    assert st.band_run_ivf == (4.0, 4.0) and st.band_even_ivf == (2.0, 2.0)
+    assert st.even.ivf_mult(0.5) == 2.0 and st.even_pays(0.5) and not st.even_pays(0.1)
+    # the random kind's mean under the target at 1.0: its floor holds the budget at 2.0
+    low = [[1.0, [0.94, 0.99, 0.9], [60.0, 70.0, 40.0], [0.92, 0.98, 0.85]]] + ivf[1:]
+    assert fit_planner(_two_point_calibration(low, hnsw, 100_000), 0.95, even_from=0.3).settings.band_ivf == (2.0, 2.0)
+    monkeypatch.setattr(planner, "SCATTERED_KINDS", False)  # every kind, the range kind included
+    assert fit_planner(raw, 0.95, even_from=0.3).settings.band_ivf == (4.0, 4.0)
+
+
 def test_runs_get_the_budgets_the_range_kind_needs(indexes, data):
     """A filter that is one contiguous run of rows is budgeted on the calibration's range
     kind alone, a scattered filter's walk on every kind and its IVF budget on the kinds it
