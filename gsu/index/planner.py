@@ -12,10 +12,12 @@ index's own data (recall and cost of every route and budget at every grid point)
   filter kind measured, and its mean cost; and, for filters that are one contiguous run of
   rows (time windows: the planner sees on every request whether a compiled filter is
   one), the smallest budget reaching it for the ``range`` kind alone. A scattered filter
-  keeps the budget of every kind: the range kind, a block of rows stored together, is also
-  the calibration's stand-in for filters clustered in space that are not runs (a category,
-  a module); fitted on the random and correlated kinds alone, the 10 % category cell of the
-  pydocs set measured recall 0.947;
+  keeps the beams of every kind, and the IVF budget of the kinds it can be
+  (``SCATTERED_KINDS``: not the range kind, nor the random kind where the evenness test
+  tells an even filter, its mean then held at the target). The ``region`` kind is the
+  calibration's stand-in for filters clustered in space that are not runs (a category, a
+  module); before it was measured, the range kind stood in, and fitted on the random and
+  correlated kinds alone the 10 % category cell of the pydocs set measured recall 0.947;
 - for filters spread evenly over the data (the planner tests each request's filter on a
   fixed sample of rows, ``FilteredIndex._uniform_shared``), the smallest budget reaching
   the goal for the ``random`` kind alone (``band_even_*``; :attr:`PlannerSettings.even`):
@@ -369,8 +371,10 @@ class PlannerSettings:
     def even(self) -> "PlannerSettings":
         """The settings for a filter spread evenly over the data (whatever its form: ids, a
         run, a bitmap): the route thresholds ``even_*_min_selectivity`` where given (else
-        these), each band's budgets the smaller of its own and ``band_even_*`` (all fitted on
-        the calibration's random kind alone). These settings themselves when nothing differs."""
+        these), each band's beams the smaller of its own and ``band_even_hnsw_ef`` and its IVF
+        budgets ``band_even_ivf`` (all fitted on the calibration's random kind alone; the
+        scattered filters' IVF budget, fitted without it where the test applies, may be the
+        smaller, ``SCATTERED_KINDS``). These settings themselves when nothing differs."""
         if not self.bands or not (self.band_even_ivf or self.band_even_hnsw_ef):
             return self
         hm = self.hnsw_min_selectivity if self.even_hnsw_min_selectivity is None else self.even_hnsw_min_selectivity
@@ -409,8 +413,8 @@ class PlannerSettings:
     @staticmethod
     def even_pays_at(s: float, mine: tuple[Any, ...], theirs: tuple[Any, ...]) -> bool:
         """:meth:`even_pays` from the two settings' :meth:`at` tuples at ``s`` (these
-        settings' and :attr:`even`'s): another route, or a smaller IVF factor or beam where
-        both have bands of it."""
+        settings' and :attr:`even`'s): another route, another IVF factor (smaller or larger:
+        ``SCATTERED_KINDS``) or a smaller beam where both have bands of it."""
         if (s >= theirs[4]) != (s >= mine[4]) or (s >= theirs[5]) != (s >= mine[5]):
             return True  # another route
         if mine[0] is not None and theirs[0] is not None and theirs[0] != mine[0]:
