@@ -692,8 +692,9 @@ class Calibration:
 class Fit:
     """Settings fitted for one target, with the measured recall of each band's budgets
     for :meth:`FilteredIndex.explain`: ``recall_ivf`` / ``recall_hnsw`` for scattered
-    filters (the minimum over every filter kind), ``recall_run_ivf`` / ``recall_run_hnsw``
-    for contiguous runs (the range kind's; empty: the scattered ones apply)."""
+    filters (the minimum over every filter kind; IVF's over the kinds such a filter can be,
+    ``SCATTERED_KINDS``), ``recall_run_ivf`` / ``recall_run_hnsw`` for contiguous runs (the
+    range kind's; empty: the scattered ones apply)."""
 
     settings: PlannerSettings
     recall_ivf: tuple[float, ...]
