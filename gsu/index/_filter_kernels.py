@@ -948,16 +948,7 @@ def _sq8_query(qv, step, nmax, qp):
     """Fill ``qp`` with the query times the code steps; returns ``eps``, the bound on
     ``|Σ qp_t C_t + q·vmin − the float32 score this module computes|`` (quantisation,
     step stored in float32, the rounding of either sum; 2.2 and 1.0001 are slack)."""
-    d = qv.shape[0]
-    l1s = 0.0
-    l2 = 0.0
-    for t in range(d):
-        qp[t] = qv[t] * step[t]
-        l1s += abs(np.float64(qv[t])) * np.float64(step[t])
-        l2 += np.float64(qv[t]) * np.float64(qv[t])
-    u = (d + 2) * 2.0 ** -24
-    g = u / (1.0 - u)
-    return np.float32((l1s * (0.5 + 256.0 * 2.0 ** -23) * (1.0 + 255.0 * 2.2 * g / 0.5) + 2.2 * g * np.sqrt(l2) * nmax) * 1.0001)
+    return _sq8_bound(qv, step, nmax, qp, np.inf)
 
 
 #: the IVF list scan rescores the rows whose approximate score lies within this many
@@ -988,6 +979,14 @@ def _sq8_query_scan(qv, step, nmax, qp):
     weighs few coordinates the worst case is the smaller and is kept. The exact route keeps
     the worst case (its answers are exact by contract); the list scan is approximate
     anyway, by the rows it reads."""
+    return _sq8_bound(qv, step, nmax, qp, SCAN_RESCORE_Z)
+
+
+@nb.njit(cache=True, inline="always")
+def _sq8_bound(qv, step, nmax, qp, z):
+    """:func:`_sq8_query` (``z`` infinite: the worst case) and :func:`_sq8_query_scan` (the
+    quantisation term at most ``z`` standard deviations of the rounding error): one pass
+    filling ``qp``, the same float rounding terms."""
     d = qv.shape[0]
     l1s = 0.0
     l2 = 0.0
@@ -1000,7 +999,9 @@ def _sq8_query_scan(qv, step, nmax, qp):
         v2 += np.float64(p) * np.float64(p)
     u = (d + 2) * 2.0 ** -24
     g = u / (1.0 - u)
-    quant = min(0.5 * l1s, SCAN_RESCORE_Z * np.sqrt(v2 / 12.0))
+    quant = 0.5 * l1s
+    if z < np.inf:
+        quant = min(quant, z * np.sqrt(v2 / 12.0))
     return np.float32(((quant + l1s * 256.0 * 2.0 ** -23) * (1.0 + 255.0 * 2.2 * g / 0.5) + 2.2 * g * np.sqrt(l2) * nmax)
                       * 1.0001)
 

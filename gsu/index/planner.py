@@ -391,9 +391,7 @@ class PlannerSettings:
         # the IVF budgets: the random kind's own where fitted (the scattered filters' budget is
         # fitted without the random kind where the evenness test tells an even filter apart,
         # SCATTERED_KINDS, and may be the smaller)
-        ivf = ivf_run = self.band_even_ivf or self.band_ivf
-        if not self.band_even_ivf:
-            ivf_run = self.band_run_ivf or self.band_ivf
+        ivf, ivf_run = self.band_even_ivf or self.band_ivf, self.band_even_ivf or self.band_run_ivf or self.band_ivf
         ef, ef_run = (low(self.band_hnsw_ef, self.band_even_hnsw_ef),
                       low(self.band_run_hnsw_ef or self.band_hnsw_ef, self.band_even_hnsw_ef))
         if not moved and ivf == self.band_ivf and ef == self.band_hnsw_ef and ivf_run == (self.band_run_ivf or self.band_ivf) and (
@@ -827,14 +825,16 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
 
     # the IVF budget of scattered filters (neither one run nor found even): reached for the kinds
     # such a filter can be, SCATTERED_KINDS (see there)
-    fam_scat: dict[str, list] | None = None
+    # (``fam_ivf``: ``fam`` with those IVF steps, for the scattered filters' budgets)
+    fam_ivf = fam
     if SCATTERED_KINDS and run_k and even_k:
-        fam_scat = {"ivf": []}
-        for p in pts:
+        scat_ivf = []
+        for j, p in enumerate(pts):
             drop = set(run_k) | (set(even_k) if p["s"] >= even_from else set())
             kk = [i for i in allk if i not in drop]
             floor = [i for i in even_k if i in drop]
-            fam_scat["ivf"].append(_first_reaching(p.get("ivf", []), target, kk, floor) if kk else fam["ivf"][len(fam_scat["ivf"])])
+            scat_ivf.append(_first_reaching(p.get("ivf", []), target, kk, floor) if kk else fam["ivf"][j])
+        fam_ivf = {**fam, "ivf": scat_ivf}
 
     def mean(xs: list[float], idx: list[int]) -> float:
         return float(np.mean([xs[i] for i in idx])) if idx else inf
@@ -953,11 +953,9 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
             out.append(max(v for dist, v in near if dist == min(x for x, _ in near)) if near else ladder[-1])
         return out
 
-    def budgets(f: dict[str, list], h: int = h, pr: int = pr, scat: bool = True) -> tuple[list[float], list[float]]:
-        """(IVF multipliers, beam multipliers) per band: the probe's beam in the probe band;
-        for every kind (``f`` is ``fam``), the scattered filters' IVF budgets (``fam_scat``)
-        unless ``scat`` is False."""
-        ivf_b = fill(fam_scat if f is fam and scat and fam_scat is not None else f, "ivf", IVF_LADDER)
+    def budgets(f: dict[str, list], h: int = h, pr: int = pr) -> tuple[list[float], list[float]]:
+        """(IVF multipliers, beam multipliers) per band: the probe's beam in the probe band."""
+        ivf_b = fill(f, "ivf", IVF_LADDER)
         hnsw_b = fill(f, "hnsw", HNSW_LADDER)
         probe_b = fill(f, "probe", HNSW_LADDER)
         return ivf_b, [probe_b[j] if pr <= j < h else hnsw_b[j] for j in range(J)]
@@ -966,8 +964,8 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
         r = f[name][j]
         return float(min(r[1])) if r is not None else float("nan")
 
-    ivf_b, ef_b = budgets(fam)
-    rec_ivf = tuple(rec(fam if fam_scat is None or fam_scat["ivf"][j] is None else fam_scat, "ivf", j) for j in range(J))
+    ivf_b, ef_b = budgets(fam_ivf)
+    rec_ivf = tuple(rec(fam if fam_ivf["ivf"][j] is None else fam_ivf, "ivf", j) for j in range(J))
     rec_hnsw = tuple(rec(fam, "probe" if pr <= j < h else "hnsw", j) for j in range(J))
     run_ivf_b, run_ef_b, rec_run_ivf, rec_run_hnsw = [], [], (), ()
     run_hnsw_min = run_probe_min = None
@@ -999,7 +997,7 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
             # (see above)
             he, pre = max(h, longer), max(pr, longer)
         e_ivf, e_ef = budgets(fam_even, he, pre)
-        own_ivf, own_ef = budgets(fam, he, pre, scat=False)  # (a point the random kind missed: every kind's)
+        own_ivf, own_ef = budgets(fam, he, pre)  # (a point the random kind missed: every kind's)
         # a point the random kind did not reach keeps the budget of every kind
         even_ivf_b = [e if fam_even["ivf"][j] is not None else o for j, (e, o) in enumerate(zip(e_ivf, own_ivf))]
         even_ef_b = [e if fam_even["probe" if pre <= j < he else "hnsw"][j] is not None else o
