@@ -603,3 +603,25 @@ def test_cli_bench_sparse_with_outside_data(tmp_path):
     assert all(r["data_set"]["truth_from"] == "exact twin" and r["command"] for r in sweep)
     assert [r["recall"] for r in sweep if r["method"] == "exact"] == [1.0]
     assert (out / "sparse_docs.png").exists()
+
+
+def test_filtered_build_time_alternates_repeats_and_reports_the_medians():
+    """`gsu bench filtered --build-time` builds faiss IndexHNSWFlat and FilteredIndex
+    `repeats` times each, alternating, and reports the two medians' ratio with every
+    build's times; the index handed back is the last gsu build, calibrated and searchable."""
+    from gsu.bench.filtered import build_time
+    from gsu.bench.filtered_data import from_registry
+
+    ds = from_registry("gen:clustered?n=3000&d=16&clusters=16&nq=5&seed=0", nq=5, seed=0)
+    rec, idx = build_time(ds, quick=True, seed=0, repeats=3)
+    assert rec["repeats"] == 3
+    for key in ("faiss_hnsw_s_each", "gsu_s_each", "gsu_calibration_s_each", "ratio_each"):
+        assert len(rec[key]) == 3
+    assert rec["faiss_hnsw_s"] == float(np.median(rec["faiss_hnsw_s_each"]))
+    assert rec["gsu_s"] == float(np.median(rec["gsu_s_each"]))
+    assert rec["ratio"] == rec["gsu_s"] / rec["faiss_hnsw_s"]
+    assert rec["ratio_each"] == [g / f for g, f in zip(rec["gsu_s_each"], rec["faiss_hnsw_s_each"])]
+    assert idx.ntotal == 3000 and idx.calibration is not None
+    assert rec["gsu_calibration_s"] == float(np.median(rec["gsu_calibration_s_each"]))
+    got = idx.search(ds.q[0], 10, route="exact").ids[0]
+    np.testing.assert_array_equal(got, np.argsort(-(ds.x @ ds.q[0]), kind="stable")[:10])

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -489,35 +490,49 @@ def _plot(records: list[dict[str, Any]], path: Path, ds: str, k: int) -> None:
 
 
 # -- extra measurements -------------------------------------------------------------------
-def build_time(ds: DenseSet, *, quick: bool, seed: int = 0) -> tuple[dict[str, Any], FilteredIndex]:
-    """A fresh ``FilteredIndex`` build (default settings: calibration included) against
+def build_time(ds: DenseSet, *, quick: bool, seed: int = 0, repeats: int = 1) -> tuple[dict[str, Any], FilteredIndex]:
+    """Fresh ``FilteredIndex`` builds (default settings: calibration included) against
     faiss ``IndexHNSWFlat`` alone with the same ``M`` / ``efConstruction``, both with every
-    core of the machine (:func:`harness.all_threads`). Returns the record and the index (the suite then measures that very
-    index, calibrated as a user's build is)."""
+    core of the machine (:func:`harness.all_threads`), ``repeats`` times each, alternating
+    (faiss, gsu, faiss, gsu, ...): the ratio is that of the two medians (one build of each
+    moved 0.95-1.35x between runs on this project's VM). Returns the record and the last
+    gsu index (the suite then measures that very index, calibrated as a user's build is)."""
     import faiss
 
     x = ds.x
     n, dim = x.shape
     Mq, efc = (16, 100) if quick else (M, EF_CONSTRUCTION)
+    repeats = max(1, int(repeats))
+    t_faiss: list[float] = []
+    t_gsu: list[float] = []
+    t_cal: list[float] = []
+    idx: FilteredIndex | None = None
     # every core for both builds (the suite pins one thread for its timed searches; a pin
     # left from the previous data set made these builds single-threaded before 2026-12-05)
     with harness.all_threads() as threads:
-        t0 = time.perf_counter()
-        f = faiss.IndexHNSWFlat(dim, Mq, faiss.METRIC_INNER_PRODUCT if ds.metric == "ip" else faiss.METRIC_L2)
-        f.hnsw.efConstruction = efc
-        f.add(x)
-        t_faiss = time.perf_counter() - t0
-        del f
-        t0 = time.perf_counter()
-        idx = FilteredIndex(dim, ds.metric, M=Mq, ef_construction=efc, seed=seed)
-        idx.add(x)
-        t_gsu = time.perf_counter() - t0
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            f = faiss.IndexHNSWFlat(dim, Mq, faiss.METRIC_INNER_PRODUCT if ds.metric == "ip" else faiss.METRIC_L2)
+            f.hnsw.efConstruction = efc
+            f.add(x)
+            t_faiss.append(time.perf_counter() - t0)
+            del f
+            idx = None  # the previous build freed before the next one (peak memory)
+            t0 = time.perf_counter()
+            idx = FilteredIndex(dim, ds.metric, M=Mq, ef_construction=efc, seed=seed)
+            idx.add(x)
+            t_gsu.append(time.perf_counter() - t0)
+            t_cal.append(idx.calibration.seconds if idx.calibration else math.nan)
         omp = faiss.omp_get_max_threads()
+    assert idx is not None
     cal = idx.calibration
+    tf, tg = float(np.median(t_faiss)), float(np.median(t_gsu))
     return {"suite": "filtered-build", "dataset": ds.name, "n": n, "dim": dim, "M": Mq, "ef_construction": efc,
-            "threads": threads, "faiss_omp_threads": omp, "faiss_hnsw_s": t_faiss, "gsu_s": t_gsu,
-            "gsu_calibration_s": cal.seconds if cal else None, "calibration_complete": cal.complete if cal else None,
-            "ratio": t_gsu / t_faiss}, idx
+            "threads": threads, "faiss_omp_threads": omp, "repeats": repeats, "faiss_hnsw_s": tf, "gsu_s": tg,
+            "gsu_calibration_s": float(np.median(t_cal)) if cal else None,
+            "calibration_complete": cal.complete if cal else None, "ratio": tg / tf,
+            "faiss_hnsw_s_each": t_faiss, "gsu_s_each": t_gsu, "gsu_calibration_s_each": t_cal,
+            "ratio_each": [g / f for g, f in zip(t_gsu, t_faiss)]}, idx
 
 
 def filter_cost(ctx: dict[str, Any], *, seed: int = 0) -> list[dict[str, Any]]:
@@ -602,6 +617,7 @@ def run(
     seed: int = 0,
     cache_dir: Path | None = None,
     with_build_time: bool = False,
+    build_repeats: int | None = None,
     with_filter_cost: bool = False,
     data: str | None = None,
     filters: str | None = None,
@@ -620,6 +636,8 @@ def run(
         cache_dir: built indexes and text embeddings (default ``out_dir/cache``).
         with_build_time: also time a fresh build against faiss ``IndexHNSWFlat``; the suite
             then measures that build (cached, replacing an older one).
+        build_repeats: builds of each, alternating, for that timing (median; default 3,
+            1 when quick).
         with_filter_cost: also measure the fresh-filter overhead of every dense index.
         data: a data-set SPEC (:mod:`gsu.datasets.registry`: a file or ``gen:NAME?...``)
             run instead of the built-in sets; cosine data is normalised and l2 data mapped
@@ -647,12 +665,14 @@ def run(
         name = ds.name
         extra: list[dict[str, Any]] = []
         if with_build_time:
-            rec, fresh = build_time(ds, quick=quick, seed=seed)
+            rec, fresh = build_time(ds, quick=quick, seed=seed, repeats=build_repeats or (1 if quick else 3))
             fresh.save(cache / f"{_tag(ds, quick, seed)}.gsu")  # the suite measures this build
             del fresh
             extra.append(rec)
-            print(f"[filtered] {name} build: gsu {extra[-1]['gsu_s']:.1f}s (calibration {extra[-1]['gsu_calibration_s']:.1f}s) "
-                  f"vs faiss IndexHNSWFlat {extra[-1]['faiss_hnsw_s']:.1f}s = {extra[-1]['ratio']:.2f}x", flush=True)
+            each = ", ".join(f"{r:.2f}" for r in rec["ratio_each"])
+            print(f"[filtered] {name} build (median of {rec['repeats']}): gsu {rec['gsu_s']:.1f}s (calibration "
+                  f"{rec['gsu_calibration_s']:.1f}s) vs faiss IndexHNSWFlat {rec['faiss_hnsw_s']:.1f}s = {rec['ratio']:.2f}x "
+                  f"(each: {each})", flush=True)
         ctx = _context(ds, cache, k=k, quick=quick, threads=threads, seed=seed)  # builds with all cores
         pinned = harness.pin_threads(threads)
         ds_recs: list[dict[str, Any]] = []
@@ -707,13 +727,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nq", type=int, default=None)
     p.add_argument("--cache", default=None, help="folder of built indexes and embeddings (default <out>/cache)")
     p.add_argument("--build-time", action="store_true")
+    p.add_argument("--build-repeats", type=int, default=None, help="builds of each for --build-time, alternating (median; default 3, 1 with --quick)")
     p.add_argument("--filter-cost", action="store_true")
     p.add_argument("--data", default=None, metavar="SPEC", help="a data-set SPEC (file or gen:NAME?...) instead of the built-in sets")
     p.add_argument("--filters", default=None, metavar="SPEC", help="filters for --data (one id list per query, or attr:...)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     run(out_dir=Path(a.out), quick=a.quick, threads=a.threads, datasets=tuple(a.datasets.split(",")) if a.datasets else None,
-        nq=a.nq, cache_dir=Path(a.cache) if a.cache else None, with_build_time=a.build_time, with_filter_cost=a.filter_cost,
+        nq=a.nq, cache_dir=Path(a.cache) if a.cache else None, with_build_time=a.build_time, build_repeats=a.build_repeats,
+        with_filter_cost=a.filter_cost,
         data=a.data, filters=a.filters)
     return 0
 
