@@ -3044,8 +3044,8 @@ def test_queries_away_from_their_filter_take_the_exact_scan_where_it_costs_less(
     assert not np.array_equal(out["ivf"]["away"].ids, exact.ids)  # the IVF budget misses some: the scan answered
 
 
-@pytest.mark.parametrize("lists_copy", [False, True])
-def test_a_request_in_one_compiled_call_answers_as_the_step_by_step_path(monkeypatch, lists_copy):
+@pytest.mark.parametrize("lists_copy,metric", [(False, "ip"), (True, "ip"), (False, "l2")])
+def test_a_request_in_one_compiled_call_answers_as_the_step_by_step_path(monkeypatch, lists_copy, metric):
     """A plain id array of at least 1/16 of the rows takes ``_request.ivf_request`` on the
     lean path: its bitmap (or a window's run), its plan and, on IVF without the walk, its
     search in one compiled call; what it leaves — the away query's exact scan, the walk, the
@@ -3061,7 +3061,7 @@ def test_a_request_in_one_compiled_call_answers_as_the_step_by_step_path(monkeyp
     centers = rng.standard_normal((30, d)).astype(np.float32)
     x = (centers[rng.integers(0, 30, n)] + 0.5 * rng.standard_normal((n, d))).astype(np.float32)
     q = (centers[rng.integers(0, 30, 8)] + 0.5 * rng.standard_normal((8, d))).astype(np.float32)
-    fi = FilteredIndex(d, "ip", M=12, ef_construction=60, nlist=300, seed=0, calibrate=False, lists_copy=lists_copy)
+    fi = FilteredIndex(d, metric, M=12, ef_construction=60, nlist=300, seed=0, calibrate=False, lists_copy=lists_copy)
     fi.add(x, off + np.arange(n, dtype=np.int64))
     assert fi.ivf.nlist * d >= ivf_mod.CENTROID_I8_MIN
     seen: list = []
@@ -3075,7 +3075,7 @@ def test_a_request_in_one_compiled_call_answers_as_the_step_by_step_path(monkeyp
     monkeypatch.setattr(rq, "ivf_request", spy)
     filters = []
     for i in range(q.shape[0]):
-        sc = x @ q[i]
+        sc = x @ q[i] if metric == "ip" else -((x - q[i]) ** 2).sum(1)
         per = [off + np.sort(rng.choice(n, m, replace=False)).astype(np.int64) for m in (600, 2400)]
         per.append(off + np.flatnonzero(sc >= np.quantile(sc, 0.85)).astype(np.int64))  # near the query
         per.append(off + np.flatnonzero(sc < np.quantile(sc, 0.5)).astype(np.int64))  # away from it
@@ -3145,8 +3145,9 @@ def test_ivf_search_one_answers_as_search_compiled():
 def test_the_lean_one_query_path_answers_as_search_does(metric):
     """``search(q, k, filter=ids)`` for one query takes the lean path (a plain int64 id
     array, ``Filter.from_ids``, no filter; an operating point already fitted) and gives what
-    the general path gives (forced here by passing ``effort=1.0``, the default); anything
-    else (l2, a batch, a per-query filter, overrides) is left to the general path."""
+    the general path gives (forced here by passing ``effort=1.0``, the default), on every
+    metric (l2 rescored as the general path rescores); anything else (a batch, a per-query
+    filter, overrides) is left to the general path."""
     rng = np.random.default_rng(5)
     d, n = 64, 4000
     base = rng.standard_normal((30, d)).astype(np.float32)
@@ -3165,10 +3166,10 @@ def test_the_lean_one_query_path_answers_as_search_does(metric):
         for i in range(q.shape[0]):
             for qq in (q[i], q[i:i + 1]):
                 lean = fi._lean_search(qq, K, {} if f is None else {"filter": f})
-                assert (lean is None) == (metric == "l2")
+                assert lean is not None
                 a = fi.search(qq, K, filter=f)
                 b = fi.search(qq, K, filter=f, effort=1.0)
-                for r in ((a, lean) if lean is not None else (a,)):
+                for r in (a, lean):
                     np.testing.assert_array_equal(r.ids, b.ids)
                     np.testing.assert_array_equal(r.scores, b.scores)
                     np.testing.assert_array_equal(r.counts, b.counts)

@@ -956,8 +956,9 @@ class FilteredIndex(Index):
     def _lean_search(self, queries: Any, k: int, kw: dict[str, Any]) -> SearchResult | None:
         """The lean path of the common call, tried by the locked ``search`` wrapper before
         :meth:`search` (:func:`gsu.index.base._locked_search`): one float32 query (``(d,)``
-        or ``(1, d)``, C-contiguous, writeable) on an ``ip`` or ``cosine`` index without
-        removed rows, with at most ``filter=`` (``None``, a plain int64 id array — a
+        or ``(1, d)``, C-contiguous, writeable) on an index without removed rows (any metric:
+        an ``l2`` query is searched as ``[q, 1]`` and its answers rescored as :meth:`search`
+        rescores them, :func:`gsu.index._l2.finish`), with at most ``filter=`` (``None``, a plain int64 id array — a
         request's fresh filter — or ``Filter.from_ids``) and ``target_recall=`` (``None`` or a
         float whose operating point is already fitted). The same compile, plan and kernels
         as :meth:`search`, without binding its fifteen parameters and checking the
@@ -981,7 +982,7 @@ class FilteredIndex(Index):
                         return None
                 elif tf is not Filter or f._kind != "ids":
                     return None
-        if queries.__class__ is not np.ndarray or queries.dtype is not _F32 or self.metric == "l2":
+        if queries.__class__ is not np.ndarray or queries.dtype is not _F32:
             return None
         d = self.dim
         shp = queries.shape
@@ -996,8 +997,11 @@ class FilteredIndex(Index):
         n = hnsw._n
         if fit is None or n == 0 or hnsw._dead is not None:
             return None
-        if self.metric == "cosine":
+        metric = self.metric
+        if metric == "cosine":
             q = normalize_rows(q)
+        elif metric == "l2":  # scored as [q, 1] against [x, -|x|²/2], rescored below (as search does)
+            q_l2, q = q, _l2.augment_queries(q)
         st = fit.settings
         if f is None:
             cf = None
@@ -1009,7 +1013,14 @@ class FilteredIndex(Index):
                 # rows, not the bitmap a large id array compiles to first
                 cf = hnsw._compile_ids(f, False, rows=True)
             elif tf is np.ndarray and f.shape[0] * BITMAP_FIRST_SHARE >= n and (res := self._request_ivf(q, f, k, st)) is not None:
-                return res  # the request in one compiled call (the IVF route) or continued from it
+                # the request in one compiled call (the IVF route) or continued from it
+                if res.__class__ is SearchResult:  # allows nothing
+                    return res
+                out_r, out_s, counts = res
+                if metric == "l2":
+                    _l2.finish(q_l2, hnsw.vectors, out_r, out_s)
+                idmap = hnsw._idmap
+                return SearchResult.trusted(out_r if idmap.identity else idmap.to_ids(out_r), out_s, counts)
             else:
                 cf = hnsw.compile_filter(f, 1)
             m = cf.count
@@ -1020,10 +1031,13 @@ class FilteredIndex(Index):
             else:  # a reused filter: planned once, cached on it (as in search)
                 plan = self._plan_kept(cf, m, cf.run is not None, k, 1.0, st)
         out_r, out_s, counts = self._search_one(q, k, cf, *plan)
+        if metric == "l2":
+            _l2.finish(q_l2, hnsw.vectors, out_r, out_s)
         idmap = hnsw._idmap
         return SearchResult.trusted(out_r if idmap.identity else idmap.to_ids(out_r), out_s, counts)
 
-    def _request_ivf(self, q: np.ndarray, ids: np.ndarray, k: int, st: PlannerSettings) -> SearchResult | None:
+    def _request_ivf(self, q: np.ndarray, ids: np.ndarray, k: int, st: PlannerSettings
+                     ) -> SearchResult | tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """The lean path's request under a plain id array of at least ``1/BITMAP_FIRST_SHARE``
         of the rows (effort 1): :func:`gsu.index._request.ivf_request` builds its bitmap,
         plans it and, on the IVF route without the walk, searches it in one compiled call;
@@ -1031,7 +1045,10 @@ class FilteredIndex(Index):
         here from the filter and plan it built, as :meth:`search` would have gone on. ``None``
         where it does not apply (nothing done: the caller compiles the filter itself) — no
         offset id map, removed rows, the Python planner, no 8-bit centroid codes, an id array
-        that is not C-contiguous and writeable (numba would compile another specialisation)."""
+        that is not C-contiguous and writeable (numba would compile another specialisation).
+        ``q``: the query as the routes score it (``[q, 1]`` for ``l2``). Returns the empty
+        result where the filter allows nothing, else ``(rows (1, k), scores (1, k), counts)``
+        as the routes leave them (row numbers; for ``l2`` not yet rescored)."""
         hnsw = self.hnsw
         idmap = hnsw._idmap
         off = idmap.offset
@@ -1070,7 +1087,7 @@ class FilteredIndex(Index):
             else:  # PLANNED: the plan (when made) as _plan_one hands it on, the rest as search goes on
                 plan = self._plan_one(m, cf.run is not None, k, 1.0, st, cf) if r[6] < 0 else self._plan_of(cf, r[6:15])
                 out_r, out_s, counts = self._search_one(q, k, cf, *plan)
-        return SearchResult.trusted(out_r if idmap.identity else idmap.to_ids(out_r), out_s, counts)
+        return out_r, out_s, counts
 
     def _forced(self, code: int, m: int, k: int, effort: float, st: PlannerSettings
                 ) -> tuple[int, float, int, int, int, tuple[float, int, int] | None]:
