@@ -3216,6 +3216,54 @@ def test_the_exact_routes_codes_follow_add_upsert_and_compaction():
     check(n + np.arange(100, 140, dtype=np.int64), y[100:140])
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_the_one_call_requests_kept_arguments_follow_the_index(metric):
+    """What a request's one compiled call reads of the index (``_request_args``) is kept
+    between requests and follows ``add``, ``remove`` and ``compact``: a large plain id array
+    (the one-call path) over the new rows gives the answers of the same filter searched
+    through the step-by-step path (``effort=1.0``), and the kept arguments do not travel in
+    a pickle (a copy searches as the original)."""
+    import pickle
+
+    from gsu.index.planner import Fit
+
+    rng = np.random.default_rng(12)
+    d, n = 64, 4000
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    q = rng.standard_normal((4, d)).astype(np.float32)
+    fi = FilteredIndex(d, metric, M=8, ef_construction=40, nlist=40, seed=0, calibrate=False)
+    fi.add(x, np.arange(n, dtype=np.int64))
+    # banded settings (a calibration's kind): the one-call request plans with them
+    st = PlannerSettings(bands=(0.1, 0.5), band_ivf=(1.0, 1.0), band_hnsw_ef=(2.0, 2.0), ivf_min_lists=1.0,
+                         exact_max_rows=50.0, probe_min_selectivity=2.0, ivf_candidates=2.0, hnsw_min_selectivity=2.0)
+    assert st.plan_consts is not None
+    fi._fits = {None: Fit(st, (), (), False)}
+
+    def check(ids: np.ndarray) -> None:
+        for i in range(q.shape[0]):
+            a = fi.search(q[i], K, filter=ids)
+            b = fi.search(q[i], K, filter=ids, effort=1.0)
+            np.testing.assert_array_equal(a.ids, b.ids)
+            np.testing.assert_array_equal(a.scores, b.scores)
+            assert np.isin(a.ids[0][a.ids[0] >= 0], ids).all()
+
+    check(np.arange(0, n, 2, dtype=np.int64))
+    kept = fi.__dict__["_req_args"]
+    check(np.arange(1, n, 2, dtype=np.int64))
+    assert fi.__dict__["_req_args"] is kept  # the same objects: kept
+    y = (3.0 * rng.standard_normal((1500, d))).astype(np.float32)
+    fi.add(y, n + np.arange(1500, dtype=np.int64))
+    check(n + np.arange(0, 1500, dtype=np.int64))  # only the new rows
+    assert fi.__dict__["_req_args"] is not kept
+    fi.remove(np.arange(0, 3000, dtype=np.int64))
+    fi.compact()
+    check(np.arange(3000, n + 1500, dtype=np.int64))
+    clone = pickle.loads(pickle.dumps(fi))
+    assert "_req_args" not in clone.__dict__
+    ids = np.arange(3000, n + 1500, dtype=np.int64)
+    np.testing.assert_array_equal(clone.search(q[1], K, filter=ids).ids, fi.search(q[1], K, filter=ids).ids)
+
+
 def test_at_reads_the_bands_once_as_the_per_budget_methods_do():
     """``PlannerSettings.at(s, run)`` (the single filter's planner) equals, bit for bit,
     ``(ivf_mult, away factor, ef_mult, away_exact, hnsw_min, probe_min)`` at every

@@ -105,6 +105,7 @@ EVEN_MIN_HITS = 40
 EXACT, IVF, HNSW = 0, 1, 2
 _ONE = np.zeros(1, np.int64)
 _NO_ROWS = np.zeros(0, np.int64)  # no row array (in_fewer_lists reads a run or a bitmap)
+_NO_X = np.zeros((0, 1), np.float32)  # no raw vectors (the one-call request of an ip or cosine index)
 _NO_ROWL = np.zeros(0, np.int32)  # no row-to-list table (an index without lists)
 _F32 = np.dtype(np.float32)
 _I64 = np.dtype(np.int64)
@@ -1000,9 +1001,19 @@ class FilteredIndex(Index):
         metric = self.metric
         if metric == "cosine":
             q = normalize_rows(q)
-        elif metric == "l2":  # scored as [q, 1] against [x, -|x|²/2], rescored below (as search does)
-            q_l2, q = q, _l2.augment_queries(q)
         st = fit.settings
+        if (f is not None and tf is np.ndarray and f.shape[0] * BITMAP_FIRST_SHARE >= n
+                and f.shape[0] > max(st.exact_max_rows * min(st.exact_run_factor, 1.0), k)
+                and (res := self._request_ivf(q, f, k, st)) is not None):
+            # the request in one compiled call (the IVF route) or continued from it (an l2
+            # query: its [q, 1] built and its answers rescored there)
+            if res.__class__ is SearchResult:  # allows nothing
+                return res
+            out_r, out_s, counts = res
+            idmap = hnsw._idmap
+            return SearchResult.trusted(out_r if idmap.identity else idmap.to_ids(out_r), out_s, counts)
+        if metric == "l2":  # scored as [q, 1] against [x, -|x|²/2], rescored below (as search does)
+            q_l2, q = q, _l2.augment_queries(q)
         if f is None:
             cf = None
             m = n
@@ -1012,15 +1023,6 @@ class FilteredIndex(Index):
                 # within the exact limit whatever its rows: the exact scan reads its sorted
                 # rows, not the bitmap a large id array compiles to first
                 cf = hnsw._compile_ids(f, False, rows=True)
-            elif tf is np.ndarray and f.shape[0] * BITMAP_FIRST_SHARE >= n and (res := self._request_ivf(q, f, k, st)) is not None:
-                # the request in one compiled call (the IVF route) or continued from it
-                if res.__class__ is SearchResult:  # allows nothing
-                    return res
-                out_r, out_s, counts = res
-                if metric == "l2":
-                    _l2.finish(q_l2, hnsw.vectors, out_r, out_s)
-                idmap = hnsw._idmap
-                return SearchResult.trusted(out_r if idmap.identity else idmap.to_ids(out_r), out_s, counts)
             else:
                 cf = hnsw.compile_filter(f, 1)
             m = cf.count
@@ -1039,55 +1041,88 @@ class FilteredIndex(Index):
     def _request_ivf(self, q: np.ndarray, ids: np.ndarray, k: int, st: PlannerSettings
                      ) -> SearchResult | tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """The lean path's request under a plain id array of at least ``1/BITMAP_FIRST_SHARE``
-        of the rows (effort 1): :func:`gsu.index._request.ivf_request` builds its bitmap,
-        plans it and, on the IVF route without the walk, searches it in one compiled call;
-        whatever it leaves (the away query's exact scan, the other routes and forms) goes on
-        here from the filter and plan it built, as :meth:`search` would have gone on. ``None``
-        where it does not apply (nothing done: the caller compiles the filter itself) — no
-        offset id map, removed rows, the Python planner, no 8-bit centroid codes, an id array
-        that is not C-contiguous and writeable (numba would compile another specialisation).
-        ``q``: the query as the routes score it (``[q, 1]`` for ``l2``). Returns the empty
-        result where the filter allows nothing, else ``(rows (1, k), scores (1, k), counts)``
-        as the routes leave them (row numbers; for ``l2`` not yet rescored)."""
-        hnsw = self.hnsw
-        idmap = hnsw._idmap
-        off = idmap.offset
+        of the rows, beyond the exact limit (effort 1): :func:`gsu.index._request.ivf_request`
+        builds its bitmap, plans it and, on the IVF route without the walk, searches it in one
+        compiled call; whatever it leaves (the away query's exact scan, the other routes and
+        forms) goes on here from the filter and plan it built, as :meth:`search` would have
+        gone on. ``None`` where it does not apply (nothing done: the caller compiles the
+        filter itself) — no offset id map, removed rows, the Python planner, no 8-bit centroid
+        codes, an id array that is not C-contiguous and writeable (numba would compile another
+        specialisation). ``q``: the query (1, d) as the caller has it (normalised for
+        ``cosine``; for ``l2`` the raw query, whose ``[q, 1]`` the call builds and whose
+        answers are rescored as :meth:`search` rescores them). Returns the empty result where
+        the filter allows nothing, else ``(rows (1, k), scores (1, k), counts)`` (row
+        numbers)."""
         P = st.plan_consts
-        ivf = self.ivf
-        if (off is None or P is None or not _planner.BAND_INTERP or hnsw._dead is not None or not hnsw._bitmap_first
-                or not ids.flags.c_contiguous or not ids.flags.writeable or ids.shape[0] == 0):
+        if (P is None or not _planner.BAND_INTERP or self.hnsw._dead is not None or not ids.flags.c_contiguous
+                or not ids.flags.writeable or ids.shape[0] == 0):
             return None
-        c8 = ivf._centroid_codes()
-        pos_row = ivf.__dict__.get("_pos_row")
-        loff = ivf._list_off
-        if c8 is None or pos_row is None or loff is None:
+        a = self._request_args()
+        if a is None:
             return None
-        n = hnsw._n
-        xl, ind, C, step, cnmax = ivf.lists_source(self._scoring(), self._approx()[1], "search_one")
-        design, even_min, row_list, top = self._plan_ctx()
+        (off, n, design, even_min, row_list, top, nlist, xl, pos_row, loff, all_pos, ind, C, step, cnmax, cblk, cscale, cextra,
+         l2, X) = a
         out_r = np.empty((1, k), np.int64)
         out_s = np.empty((1, k), np.float32)
-        r = _rq.ivf_request(q, ids, off, n, P, design, even_min, row_list, top, k, 1.0, *SCAN_COST, ivf.nlist, xl, pos_row,
-                            loff, ivf._all_pos, ind, C, step, float(cnmax), _planner.AWAY_SHARE, c8[4], c8[2], c8[3],
-                            out_r, out_s)
+        r = _rq.ivf_request(q, ids, off, n, P, design, even_min, row_list, top, k, 1.0, *SCAN_COST, nlist, xl, pos_row,
+                            loff, all_pos, ind, C, step, cnmax, _planner.AWAY_SHARE, cblk, cscale, cextra, l2, X, out_r, out_s)
         status = r[0]
         if status == _rq.EMPTY:
             return SearchResult.empty(1, k)
-        if status == _rq.DONE:
-            counts = np.full(1, r[15], np.int64)
+        if status == _rq.DONE:  # (rescored in the call for l2)
+            return out_r, out_s, np.full(1, r[15], np.int64)
+        qs = r[16]  # the query as the routes score it
+        m, lo, hi = r[3], r[4], r[5]
+        if r[1]:  # a window: its run, as _mutable._window compiles it
+            cf = CompiledFilter(None, None, n, True, run=(lo, hi + 1))
         else:
-            m, lo, hi = r[3], r[4], r[5]
-            if r[1]:  # a window: its run, as _mutable._window compiles it
-                cf = CompiledFilter(None, None, n, True, run=(lo, hi + 1))
-            else:
-                cf = CompiledFilter.from_bitmap(r[2], m, n, (lo, hi + 1) if hi - lo + 1 == m else None)
-            if status == _rq.AWAY:  # left to the exact scan, as _search_one leaves it
-                counts = np.full(1, r[15], np.int64)
-                self._exact_rows(q, k, cf, _ONE, out_r, out_s, counts)
-            else:  # PLANNED: the plan (when made) as _plan_one hands it on, the rest as search goes on
-                plan = self._plan_one(m, cf.run is not None, k, 1.0, st, cf) if r[6] < 0 else self._plan_of(cf, r[6:15])
-                out_r, out_s, counts = self._search_one(q, k, cf, *plan)
+            cf = CompiledFilter.from_bitmap(r[2], m, n, (lo, hi + 1) if hi - lo + 1 == m else None)
+        if status == _rq.AWAY:  # left to the exact scan, as _search_one leaves it
+            counts = np.full(1, r[15], np.int64)
+            self._exact_rows(qs, k, cf, _ONE, out_r, out_s, counts)
+        else:  # PLANNED: the plan (when made) as _plan_one hands it on, the rest as search goes on
+            plan = self._plan_one(m, cf.run is not None, k, 1.0, st, cf) if r[6] < 0 else self._plan_of(cf, r[6:15])
+            out_r, out_s, counts = self._search_one(qs, k, cf, *plan)
+        if l2:
+            _l2.finish(q, X, out_r, out_s)
         return out_r, out_s, counts
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_req_args", None)  # views of this process's arrays (a pickle would copy the vectors into it)
+        return state
+
+    def _request_args(self) -> tuple[Any, ...] | None:
+        """The index's side of :func:`gsu.index._request.ivf_request`'s arguments (``(offset,
+        n, design, even_min, row_list, top, nlist, xl, pos_row, list_off, all_pos, ind, C,
+        step, cnmax, cblk, cscale, cextra, l2, X)``), or ``None`` where the one-call request
+        does not apply to this index (no offset id map, a walk that reads no bitmap, no 8-bit
+        centroid codes, no lists). Kept while the objects it derives from — the id map, the
+        lists' layout, the centroids, the graph's 8-bit codes, the row count — are the same
+        (gathered anew, a dozen look-ups and calls, for every request before)."""
+        hnsw, ivf = self.hnsw, self.ivf
+        d = ivf.__dict__
+        c = self.__dict__.get("_req_args")
+        if c is not None:
+            k = c[0]
+            if (k[0] is hnsw._idmap and k[1] is d.get("_list_off") and k[2] is d.get("_pos_row") and k[3] is ivf._centroids
+                    and k[4] is hnsw.__dict__.get("_sq8") and k[5] is hnsw._n):
+                return c[1]
+        off = hnsw._idmap.offset
+        c8 = ivf._centroid_codes()
+        pos_row, loff = d.get("_pos_row"), d.get("_list_off")
+        if off is None or not hnsw._bitmap_first or c8 is None or pos_row is None or loff is None:
+            args = None
+        else:
+            xl, ind, C, step, cnmax = ivf.lists_source(self._scoring(), self._approx()[1], "search_one")
+            design, even_min, row_list, top = self._plan_ctx()
+            l2 = self.metric == "l2"
+            args = (off, hnsw._n, design, even_min, row_list, top, ivf.nlist, xl, pos_row, loff, ivf._all_pos, ind, C, step,
+                    float(cnmax), c8[4], c8[2], c8[3], l2, hnsw.vectors if l2 else _NO_X)
+        # the key read after the arguments were built: building them may make the graph's codes (_approx)
+        self._req_args = ((hnsw._idmap, d.get("_list_off"), d.get("_pos_row"), ivf._centroids, hnsw.__dict__.get("_sq8"),
+                           hnsw._n), args)
+        return args
 
     def _forced(self, code: int, m: int, k: int, effort: float, st: PlannerSettings
                 ) -> tuple[int, float, int, int, int, tuple[float, int, int] | None]:
