@@ -1104,9 +1104,9 @@ class FilteredIndex(Index):
         d = ivf.__dict__
         c = self.__dict__.get("_req_args")
         if c is not None:
-            k = c[0]
-            if (k[0] is hnsw._idmap and k[1] is d.get("_list_off") and k[2] is d.get("_pos_row") and k[3] is ivf._centroids
-                    and k[4] is hnsw.__dict__.get("_sq8") and k[5] is hnsw._n):
+            key = c[0]
+            if (key[0] is hnsw._idmap and key[1] is d.get("_list_off") and key[2] is d.get("_pos_row")
+                    and key[3] is ivf._centroids and key[4] is hnsw.__dict__.get("_sq8") and key[5] is hnsw._n):
                 return c[1]
         off = hnsw._idmap.offset
         c8 = ivf._centroid_codes()
