@@ -1002,9 +1002,9 @@ class FilteredIndex(Index):
         if metric == "cosine":
             q = normalize_rows(q)
         st = fit.settings
-        if (f is not None and tf is np.ndarray and f.shape[0] * BITMAP_FIRST_SHARE >= n
-                and f.shape[0] > max(st.exact_max_rows * min(st.exact_run_factor, 1.0), k)
-                and (res := self._request_ivf(q, f, k, st)) is not None):
+        plain = f is not None and tf is np.ndarray  # a request's plain id array
+        within = plain and f.shape[0] <= max(st.exact_max_rows * min(st.exact_run_factor, 1.0), k)  # the exact limit
+        if plain and not within and f.shape[0] * BITMAP_FIRST_SHARE >= n and (res := self._request_ivf(q, f, k, st)) is not None:
             # the request in one compiled call (the IVF route) or continued from it (an l2
             # query: its [q, 1] built and its answers rescored there)
             if res.__class__ is SearchResult:  # allows nothing
@@ -1019,7 +1019,7 @@ class FilteredIndex(Index):
             m = n
             plan = self._plan_one(m, True, k, 1.0, st, None)
         else:
-            if tf is np.ndarray and f.shape[0] <= max(st.exact_max_rows * min(st.exact_run_factor, 1.0), k):
+            if within:
                 # within the exact limit whatever its rows: the exact scan reads its sorted
                 # rows, not the bitmap a large id array compiles to first
                 cf = hnsw._compile_ids(f, False, rows=True)

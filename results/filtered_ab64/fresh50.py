@@ -1,12 +1,12 @@
-"""The fresh 50 % filter taken apart: python fresh50.py SET SEL (an index of the suite cache /work/tmp/s62/cache_rec):
+"""The fresh 50 % filter taken apart: python fresh50.py SET SEL (an index of the suite cache GSU_CELLS_CACHE, default /work/tmp/s62/cache_rec):
 the reused Filter, a fresh Filter.from_ids, a plain sorted id array, and the steps alone, on 100 cold id arrays,
 the variants alternating, medians of 9 passes (µs per query)."""
-import sys, time, numpy as np
+import os, sys, time, numpy as np
 from pathlib import Path
 from gsu.index import load, Filter
 from gsu.index import _filter_kernels as fk
 from gsu.bench.filtered_data import load_dataset
-cache = Path("/work/tmp/s62/cache_rec")
+cache = Path(os.environ.get("GSU_CELLS_CACHE", "/work/tmp/s62/cache_rec"))
 name = sys.argv[1]; sel = float(sys.argv[2])
 ds = load_dataset(name, cache, quick=False, nq=100, seed=0)
 idx = load(str(next(cache.glob(f"{name}_*_s0.gsu"))))
