@@ -823,14 +823,16 @@ def test_seismic_one_row_front_beside_parallel_batches():
 
 
 @pytest.mark.slow
-def test_requests_in_one_compiled_call_while_adding(monkeypatch):
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_requests_in_one_compiled_call_while_adding(monkeypatch, metric):
     """Threads search one query under a plain id array — 80 % of the ids (those still to come
     included), the same ids unordered, a window of consecutive ids — which the lean path
     answers in one compiled call (``_request.ivf_request``: bitmap, plan and IVF scan
     together), while another thread adds batches and removes ids (the call steps aside
     while rows are removed) and compacts. Every answer equals the reference answer of one of
     the states, never going back in time within a thread, and the compiled call answered
-    during the run."""
+    during the run. On ``l2`` too (its ``[q, 1]`` and rescoring inside the call, its kept
+    arguments rebuilt after every change)."""
     import dataclasses
 
     import gsu.index.filtered as F
@@ -867,7 +869,7 @@ def test_requests_in_one_compiled_call_while_adding(monkeypatch):
            for b in range(N_ADDS)]
 
     def build() -> FilteredIndex:
-        fi = FilteredIndex(d, "ip", M=8, ef_construction=40, nlist=32, seed=0, calibrate=False)
+        fi = FilteredIndex(d, metric, M=8, ef_construction=40, nlist=32, seed=0, calibrate=False)
         fi.compact_threshold = 1.0
         fi.add(x[:N0], every[:N0])
         fi._fit(None)
