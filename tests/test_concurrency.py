@@ -849,14 +849,14 @@ def test_requests_in_one_compiled_call_while_adding(monkeypatch, metric):
     # the operating point, kept where the lean path reads it (an add drops what was kept)
     monkeypatch.setattr(F.FilteredIndex, "_fit", lambda self, target_recall: self._fits.setdefault(target_recall, Fit(st, (), (), True)))
     statuses: list[int] = []
-    real = rq.ivf_request
+    real = rq.request
 
     def counted(*a):
         r = real(*a)
-        statuses.append(int(r[0]))
+        statuses.append(int(a[-1][0]))  # info: the status first
         return r
 
-    monkeypatch.setattr(rq, "ivf_request", counted)
+    monkeypatch.setattr(rq, "request", counted)
     d = 16
     rng = np.random.default_rng(3)
     x = rng.standard_normal((N0 + N_ADDS * BATCH, d)).astype(np.float32)

@@ -3047,7 +3047,7 @@ def test_queries_away_from_their_filter_take_the_exact_scan_where_it_costs_less(
 @pytest.mark.parametrize("lists_copy,metric", [(False, "ip"), (True, "ip"), (False, "l2")])
 def test_a_request_in_one_compiled_call_answers_as_the_step_by_step_path(monkeypatch, lists_copy, metric):
     """A plain id array of at least 1/16 of the rows takes ``_request.ivf_request`` on the
-    lean path: its bitmap (or a window's run), its plan and, on IVF without the walk, its
+    lean path (through ``_request.request``, the index's side as one view): its bitmap (or a window's run), its plan and, on IVF without the walk, its
     search in one compiled call; what it leaves — the away query's exact scan, the walk, the
     grouped form, a bitmap whose rows form one run — goes on in Python from the filter and
     plan it built. Every status is reached, and every answer is the step-by-step path's
@@ -3065,14 +3065,15 @@ def test_a_request_in_one_compiled_call_answers_as_the_step_by_step_path(monkeyp
     fi.add(x, off + np.arange(n, dtype=np.int64))
     assert fi.ivf.nlist * d >= ivf_mod.CENTROID_I8_MIN
     seen: list = []
-    real = rq.ivf_request
+    real = rq.request
 
     def spy(*a):
         r = real(*a)
-        seen.append((r[0], r[1]))
+        info = a[-1]  # (status, run flag, ...)
+        seen.append((int(info[0]), bool(info[1])))
         return r
 
-    monkeypatch.setattr(rq, "ivf_request", spy)
+    monkeypatch.setattr(rq, "request", spy)
     filters = []
     for i in range(q.shape[0]):
         sc = x @ q[i] if metric == "ip" else -((x - q[i]) ** 2).sum(1)

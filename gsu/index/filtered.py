@@ -1054,37 +1054,42 @@ class FilteredIndex(Index):
         the filter allows nothing, else ``(rows (1, k), scores (1, k), counts)`` (row
         numbers)."""
         P = st.plan_consts
-        if (P is None or not _planner.BAND_INTERP or self.hnsw._dead is not None or not ids.flags.c_contiguous
-                or not ids.flags.writeable or ids.shape[0] == 0):
+        fl = ids.flags
+        if (P is None or not _planner.BAND_INTERP or self.hnsw._dead is not None or not fl.c_contiguous or not fl.writeable
+                or not fl.aligned or ids.shape[0] == 0 or not q.flags.aligned):
             return None
         a = self._request_args()
         if a is None:
             return None
-        (off, n, design, even_min, row_list, top, nlist, xl, pos_row, loff, all_pos, ind, C, step, cnmax, cblk, cscale, cextra,
-         l2, X) = a
+        view, entry, n, l2 = a
         out_r = np.empty((1, k), np.int64)
         out_s = np.empty((1, k), np.float32)
-        r = _rq.ivf_request(q, ids, off, n, P, design, even_min, row_list, top, k, 1.0, *SCAN_COST, nlist, xl, pos_row,
-                            loff, all_pos, ind, C, step, cnmax, _planner.AWAY_SHARE, cblk, cscale, cextra, l2, X, out_r, out_s)
-        status = r[0]
+        counts = np.empty(1, np.int64)
+        info = np.empty(_rq.INFO_LEN, np.float64)
+        bm = _rq.request(entry, view, P, q, ids, k, _planner.AWAY_SHARE, out_r, out_s, counts, info)
+        status = info[0]
         if status == _rq.EMPTY:
             return SearchResult.empty(1, k)
         if status == _rq.DONE:  # (rescored in the call for l2)
-            return out_r, out_s, np.full(1, r[15], np.int64)
-        qs = r[16]  # the query as the routes score it
-        m, lo, hi = r[3], r[4], r[5]
+            return out_r, out_s, counts
+        r = info.tolist()
+        qs = _l2.augment_queries(q) if l2 else q  # the query as the routes score it
+        m, lo, hi = int(r[2]), int(r[3]), int(r[4])
         if r[1]:  # a window: its run, as _mutable._window compiles it
             cf = CompiledFilter(None, None, n, True, run=(lo, hi + 1))
         else:
-            cf = CompiledFilter.from_bitmap(r[2], m, n, (lo, hi + 1) if hi - lo + 1 == m else None)
-        if status == _rq.AWAY:  # left to the exact scan, as _search_one leaves it
-            counts = np.full(1, r[15], np.int64)
+            cf = CompiledFilter.from_bitmap(bm, m, n, (lo, hi + 1) if hi - lo + 1 == m else None)
+        if status == _rq.AWAY:  # left to the exact scan, as _search_one leaves it (counts holds its mark)
             self._exact_rows(qs, k, cf, _ONE, out_r, out_s, counts)
         else:  # PLANNED: the plan (when made) as _plan_one hands it on, the rest as search goes on
-            plan = self._plan_one(m, cf.run is not None, k, 1.0, st, cf) if r[6] < 0 else self._plan_of(cf, r[6:15])
+            if r[5] < 0:
+                plan = self._plan_one(m, cf.run is not None, k, 1.0, st, cf)
+            else:  # (route, probe share, beam, candidates, lists, away flag, away candidates, away lists, verdict)
+                plan = self._plan_of(cf, (int(r[5]), r[6], int(r[7]), int(r[8]), int(r[9]), bool(r[10]), int(r[11]),
+                                          int(r[12]), int(r[13])))
             out_r, out_s, counts = self._search_one(qs, k, cf, *plan)
         if l2:
-            _l2.finish(q, X, out_r, out_s)
+            _l2.finish(q, self.hnsw.vectors, out_r, out_s)
         return out_r, out_s, counts
 
     def __getstate__(self) -> dict[str, Any]:
@@ -1093,13 +1098,15 @@ class FilteredIndex(Index):
         return state
 
     def _request_args(self) -> tuple[Any, ...] | None:
-        """The index's side of :func:`gsu.index._request.ivf_request`'s arguments (``(offset,
-        n, design, even_min, row_list, top, nlist, xl, pos_row, list_off, all_pos, ind, C,
-        step, cnmax, cblk, cscale, cextra, l2, X)``), or ``None`` where the one-call request
-        does not apply to this index (no offset id map, a walk that reads no bitmap, no 8-bit
-        centroid codes, no lists). Kept while the objects it derives from — the id map, the
-        lists' layout, the centroids, the graph's 8-bit codes, the row count — are the same
-        (gathered anew, a dozen look-ups and calls, for every request before)."""
+        """The index's side of :func:`gsu.index._request.ivf_request`'s arguments as one
+        :class:`gsu.index._request.RequestView` (``offset, n, design, even_min, row_list, top,
+        nlist, xl, pos_row, list_off, all_pos, ind, C, step, cnmax, cblk, cscale, cextra, l2,
+        X`` and ``SCAN_COST``), with the compiled entry point that takes it
+        (:func:`gsu.index._request.entry_for`): ``(view, entry, n, l2)``; or ``None`` where the
+        one-call request does not apply to this index (no offset id map, a walk that reads no
+        bitmap, no 8-bit centroid codes, no lists). Kept while the objects it derives from —
+        the id map, the lists' layout, the centroids, the graph's 8-bit codes, the row count —
+        are the same (gathered anew, a dozen look-ups and calls, for every request before)."""
         hnsw, ivf = self.hnsw, self.ivf
         d = ivf.__dict__
         c = self.__dict__.get("_req_args")
@@ -1117,8 +1124,10 @@ class FilteredIndex(Index):
             xl, ind, C, step, cnmax = ivf.lists_source(self._scoring(), self._approx()[1], "search_one")
             design, even_min, row_list, top = self._plan_ctx()
             l2 = self.metric == "l2"
-            args = (off, hnsw._n, design, even_min, row_list, top, ivf.nlist, xl, pos_row, loff, ivf._all_pos, ind, C, step,
-                    float(cnmax), c8[4], c8[2], c8[3], l2, hnsw.vectors if l2 else _NO_X)
+            view = _rq.make_view(off, hnsw._n, design, even_min, row_list, top, ivf.nlist, xl, pos_row, loff, ivf._all_pos,
+                                 ind, C, step, float(cnmax), c8[4], c8[2], c8[3], l2, hnsw.vectors if l2 else _NO_X,
+                                 *(float(c) for c in SCAN_COST))
+            args = (view, _rq.entry_for(view), hnsw._n, l2)
         # the key read after the arguments were built: building them may make the graph's codes (_approx)
         self._req_args = ((hnsw._idmap, d.get("_list_off"), d.get("_pos_row"), ivf._centroids, hnsw.__dict__.get("_sq8"),
                            hnsw._n), args)
