@@ -831,7 +831,7 @@ def test_requests_in_one_compiled_call_while_adding(monkeypatch, metric):
     together), while another thread adds batches and removes ids (the call steps aside
     while rows are removed) and compacts. Every answer equals the reference answer of one of
     the states, never going back in time within a thread, and the compiled call answered
-    during the run. On ``l2`` too (its ``[q, 1]`` and rescoring inside the call, its kept
+    during the run (a few ids within the exact limit too: that route's own compiled call). On ``l2`` too (its ``[q, 1]`` and rescoring inside the call, its kept
     arguments rebuilt after every change)."""
     import dataclasses
 
@@ -857,13 +857,24 @@ def test_requests_in_one_compiled_call_while_adding(monkeypatch, metric):
         return r
 
     monkeypatch.setattr(rq, "request", counted)
+    exact_calls: list[int] = []
+    real_exact = rq.request_exact
+
+    def counted_exact(*a):
+        r = real_exact(*a)
+        exact_calls.append(r)
+        return r
+
+    monkeypatch.setattr(rq, "request_exact", counted_exact)
     d = 16
     rng = np.random.default_rng(3)
     x = rng.standard_normal((N0 + N_ADDS * BATCH, d)).astype(np.float32)
     q = rng.standard_normal((1, d)).astype(np.float32)
     every = np.arange(N0 + N_ADDS * BATCH, dtype=np.int64)
+    # ... and a few ids, within the exact limit (its one compiled call: _request.exact_view_request),
+    # some of them still to come
     filters = [every[every % 5 != 0], np.random.default_rng(5).permutation(every[every % 5 != 0]),
-               np.arange(200, 1300, dtype=np.int64)]
+               np.arange(200, 1300, dtype=np.int64), np.array([N0 + 3 * BATCH + 1, 7, 150, N0 + 1], np.int64)]
     ops = [("remove", np.arange(40 + b, 400, 40, dtype=np.int64)) if b % 6 == 2 else ("compact",) if b % 6 == 4
            else ("add", x[N0 + b * BATCH : N0 + (b + 1) * BATCH], every[N0 + b * BATCH : N0 + (b + 1) * BATCH])
            for b in range(N_ADDS)]
@@ -905,4 +916,5 @@ def test_requests_in_one_compiled_call_while_adding(monkeypatch, metric):
     _run(reader, _writer(idx, ops, errors, done), errors)
     assert all(len(s) >= 3 for s in seen), "every reader searched"
     assert rq.DONE in statuses, "the compiled call answered during the run"
+    assert exact_calls, "the exact route's compiled call answered during the run"
     assert sum(len(set(s)) for s in seen) > READERS, "the readers saw the index change under them"

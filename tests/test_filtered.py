@@ -828,7 +828,8 @@ def test_a_plain_id_array_within_the_exact_limit_compiles_to_its_rows(indexes, d
     (past its n/16 share): sorted, unsorted with repeats or with ids the index lacks, on an
     index whose id map is the identity and on one whose is not (ids 7 + 3·row); the answer
     is the exact top-k of the filter, as the same ids in a Filter give; a window of ids is
-    its run of rows."""
+    its run of rows. Under the identity (an offset id map) the exact route's one compiled
+    call takes it instead, with no compiled filter at all."""
     import gsu.index._mutable as mut
 
     x, q, ids, lab, centers = data
@@ -842,6 +843,11 @@ def test_a_plain_id_array_within_the_exact_limit_compiles_to_its_rows(indexes, d
         return cf
 
     monkeypatch.setattr(mut.MutableIndex, "_compile_ids", spy)
+    from gsu.index import _request as rq
+
+    one_call = []
+    real = rq.request_exact
+    monkeypatch.setattr(rq, "request_exact", lambda *a: one_call.append(1) or real(*a))
     rng = np.random.default_rng(5)
     for fi, flat, pool, qs in ((indexes["filtered"], indexes["flat"], ids, q), (cfi, cflat, np.arange(cfi.ntotal), cq)):
         st = fi._fit(None).settings
@@ -853,8 +859,11 @@ def test_a_plain_id_array_within_the_exact_limit_compiles_to_its_rows(indexes, d
             a = (np.sort(a), np.concatenate([a, a[:40]]), np.concatenate([np.sort(a), [10**12, -5]]),
                  pool[j : j + lim - 50])[i % 4].astype(np.int64)  # the last: a window (a run of rows under the identity)
             forms.clear()
+            one_call.clear()
             got = fi.search(qs[i], 10, filter=a)
-            assert forms == [(True, False)]  # the rows, no bitmap
+            # the rows, no bitmap; under an offset id map (the identity) the exact route's one
+            # compiled call (_request.exact_view_request: its sorted rows, no compiled filter)
+            assert (forms, one_call) == (([], [1]) if fi.idmap.offset is not None else ([(True, False)], []))
             want = flat.search(qs[i : i + 1], 10, filter=Filter.from_ids(a))
             np.testing.assert_array_equal(got.ids, want.ids)
             np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6)
@@ -3103,6 +3112,58 @@ def test_a_request_in_one_compiled_call_answers_as_the_step_by_step_path(monkeyp
                 np.testing.assert_array_equal(a.counts, b.counts)
     got = set(seen)
     assert {(rq.DONE, False), (rq.DONE, True), (rq.AWAY, False), (rq.PLANNED, False), (rq.EMPTY, False), (rq.EMPTY, True)} <= got, got
+
+
+@pytest.mark.parametrize("metric,d", [("ip", 64), ("l2", 64), ("cosine", 16), ("l2", 16)])
+def test_a_request_within_the_exact_limit_in_one_compiled_call_answers_as_the_step_by_step_path(monkeypatch, metric, d):
+    """A plain id array within the exact limit takes ``_request.exact_view_request`` on the
+    lean path: its sorted distinct rows, their exact top-k (8-bit codes first at d = 64) and,
+    for ``l2``, the rescoring, in one compiled call. Every answer — ids in order, unordered
+    with repeats, partly or wholly outside the id map, a window, one id, none — is the
+    step-by-step path's (``effort=1.0`` forces it) bit for bit: ids, scores and counts; and
+    the rows it scans are those of ``sorted_ids`` then ``IdMap.rows_of_sorted``."""
+    from gsu.index import _request as rq
+    from gsu.index.filters import IdMap, sorted_ids
+    from gsu.index.planner import Fit
+
+    rng = np.random.default_rng(23)
+    n, off = 3000, 100
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    q = rng.standard_normal((6, d)).astype(np.float32)
+    fi = FilteredIndex(d, metric, M=8, ef_construction=40, nlist=60, seed=0, calibrate=False)
+    fi.add(x, off + np.arange(n, dtype=np.int64))
+    st = PlannerSettings(bands=(0.1, 0.5), band_ivf=(1.0, 1.0), band_hnsw_ef=(2.0, 2.0), ivf_min_lists=1.0,
+                         exact_max_rows=400.0, probe_min_selectivity=2.0, ivf_candidates=2.0, hnsw_min_selectivity=2.0)
+    fi._fits = {None: Fit(st, (), (), False)}
+    calls: list = []
+    real = rq.request_exact
+
+    def spy(*a):
+        r = real(*a)
+        calls.append(r)
+        return r
+
+    monkeypatch.setattr(rq, "request_exact", spy)
+    idmap = IdMap(off + np.arange(n, dtype=np.int64))
+    for i in range(q.shape[0]):
+        some = off + np.sort(rng.choice(n, 300, replace=False)).astype(np.int64)
+        mixed = np.concatenate([some[::2], some[:50], [5, -7, off + n, off + n + 40, 2**62]]).astype(np.int64)
+        rng.shuffle(mixed)
+        a0 = int(rng.integers(0, n - 200))
+        filters = [some, mixed, off + np.arange(a0, a0 + 200, dtype=np.int64), np.array([off + 7], np.int64),
+                   np.array([1, 2, 10**12], np.int64), np.zeros(0, np.int64),
+                   np.concatenate([off + np.arange(n - 30, n, dtype=np.int64), off + n + np.arange(30, dtype=np.int64)])]
+        for f in filters:
+            before = len(calls)
+            a = fi.search(q[i], K, filter=f)
+            assert len(calls) == before + 1  # the one-call exact request answered
+            b = fi.search(q[i], K, filter=f, effort=1.0)
+            np.testing.assert_array_equal(a.ids, b.ids)
+            np.testing.assert_array_equal(a.scores, b.scores)
+            np.testing.assert_array_equal(a.counts, b.counts)
+            rows, c = rq.sorted_rows(f, off, n)
+            np.testing.assert_array_equal(rows[:c], idmap.rows_of_sorted(sorted_ids(f)))
+            assert calls[-1] == c
 
 
 def test_ivf_search_one_answers_as_search_compiled():

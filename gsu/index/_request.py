@@ -139,7 +139,10 @@ def ivf_request(q, ids, offset, n, P, design, even_min, row_list, top, k, effort
 #: the fields of :class:`RequestView`, in order: :func:`ivf_request`'s arguments that belong to
 #: the index (and the list scan's costs), as ``FilteredIndex._request_args`` gathers them
 VIEW_FIELDS = ("offset", "n", "design", "even_min", "row_list", "top", "nlist", "Xl", "pos_row", "list_off", "all_pos",
-               "ind", "C", "step", "cnmax", "cblk", "cscale", "cextra", "l2", "X", "c_group", "c_scan", "c_bits")
+               "ind", "C", "step", "cnmax", "cblk", "cscale", "cextra", "l2", "X", "c_group", "c_scan", "c_bits", "Xs", "Cs",
+               "steps", "cnmaxs")
+#: (``Xs``, ``Cs``, ``steps``, ``cnmaxs``: the exact route's rows as it scores them and their
+#: 8-bit codes, ``FilteredIndex._scoring`` and ``_approx``, for :func:`exact_view_request`)
 #: :func:`request`'s ``info`` holds, in order: the status, the run flag, the filter's count
 #: and bounds, the plan (route, probe share, beam, candidates, lists, away flag, away
 #: candidates, away lists, evenness verdict) and the result count — :func:`ivf_request`'s
@@ -176,11 +179,11 @@ structref.define_proxy(RequestView, RequestViewType, list(VIEW_FIELDS))
 
 @nb.njit(cache=True)
 def make_view(offset, n, design, even_min, row_list, top, nlist, Xl, pos_row, list_off, all_pos, ind, C, step, cnmax, cblk,
-              cscale, cextra, l2, X, c_group, c_scan, c_bits):
+              cscale, cextra, l2, X, c_group, c_scan, c_bits, Xs, Cs, steps, cnmaxs):
     """A :class:`RequestView` (compiled and cached: the proxy's own constructor compiles
     anew in every process)."""
     return RequestView(offset, n, design, even_min, row_list, top, nlist, Xl, pos_row, list_off, all_pos, ind, C, step,
-                       cnmax, cblk, cscale, cextra, l2, X, c_group, c_scan, c_bits)
+                       cnmax, cblk, cscale, cextra, l2, X, c_group, c_scan, c_bits, Xs, Cs, steps, cnmaxs)
 
 
 if hasattr(getattr(structref, "_Utils", None), "get_data_struct"):
@@ -217,7 +220,8 @@ else:  # pragma: no cover - numba without structref's payload helper: ordinary (
     @nb.njit(cache=True, inline="always")
     def _view_fields(v):
         return (v.offset, v.n, v.design, v.even_min, v.row_list, v.top, v.nlist, v.Xl, v.pos_row, v.list_off, v.all_pos,
-                v.ind, v.C, v.step, v.cnmax, v.cblk, v.cscale, v.cextra, v.l2, v.X, v.c_group, v.c_scan, v.c_bits)
+                v.ind, v.C, v.step, v.cnmax, v.cblk, v.cscale, v.cextra, v.l2, v.X, v.c_group, v.c_scan, v.c_bits, v.Xs,
+                v.Cs, v.steps, v.cnmaxs)
 
 
 @nb.njit(cache=True)
@@ -229,7 +233,7 @@ def view_request(v, P, q, ids, k, effort, away_share, out_r, out_s, counts, info
     as the routes score it is not returned: ``[q, 1]`` for ``l2``
     (:func:`gsu.index._l2.augment_queries`), ``q`` itself otherwise."""
     (offset, n, design, even_min, row_list, top, nlist, Xl, pos_row, list_off, all_pos, ind, C, step, cnmax, cblk, cscale,
-     cextra, l2, X, c_group, c_scan, c_bits) = _view_fields(v)
+     cextra, l2, X, c_group, c_scan, c_bits, Xs, Cs, steps, cnmaxs) = _view_fields(v)
     r = ivf_request(q, ids, offset, n, P, design, even_min, row_list, top, k, effort, c_group, c_scan, c_bits, nlist, Xl,
                     pos_row, list_off, all_pos, ind, C, step, cnmax, away_share, cblk, cscale, cextra, l2, X, out_r, out_s)
     info[0] = r[0]
@@ -251,9 +255,71 @@ def view_request(v, P, q, ids, k, effort, away_share, out_r, out_s, counts, info
     return r[2]
 
 
+_NO_HALF = np.zeros((0, 1), np.uint16)
+
+
+@nb.njit(cache=True)
+def sorted_rows(ids, offset, n):
+    """The rows ``ids - offset`` that lie in ``0..n-1``, sorted and distinct, from the int64
+    ``ids`` in any order with repeats (ids outside dropped): ``(rows, count)``, the answer in
+    ``rows[:count]``. One pass that maps and checks the order; a sort and one pass more only
+    where they are not already strictly increasing. The rows of ``sorted_ids`` then
+    ``IdMap.rows_of_sorted`` under an offset id map of ``n`` rows."""
+    m = ids.shape[0]
+    rows = np.empty(m, np.int64)
+    c = 0
+    last = np.int64(-1)
+    inc = True
+    for i in range(m):
+        r = ids[i] - offset
+        if r >= 0 and r < n:
+            inc = inc and r > last
+            last = r
+            rows[c] = r
+            c += 1
+    if not inc:
+        rows[:c].sort()
+        w = 0
+        for i in range(c):
+            if w == 0 or rows[i] != rows[w - 1]:
+                rows[w] = rows[i]
+                w += 1
+        c = w
+    return rows, c
+
+
+@nb.njit(cache=True)
+def exact_view_request(v, q, ids, k, out_r, out_s, counts):
+    """A request whose plain id array lies within the exact limit, in one compiled call: its
+    sorted distinct rows (:func:`sorted_rows`), their exact top-k as the exact route scores
+    them (``FilteredIndex._search_one``: ``[q, 1]`` for ``l2`` against the scored rows, 8-bit
+    codes first where the index has them) and, for ``l2``, the rescoring of ``search``
+    (:func:`gsu.index._l2.finish`). ``q`` (1, d) float32 as the caller has it (normalised for
+    ``cosine``, raw for ``l2``). Returns the number of allowed rows (0: nothing written);
+    ``counts[0]`` the result count."""
+    (offset, n, design, even_min, row_list, top, nlist, Xl, pos_row, list_off, all_pos, ind, C, step, cnmax, cblk, cscale,
+     cextra, l2, X, c_group, c_scan, c_bits, Xs, Cs, steps, cnmaxs) = _view_fields(v)
+    rows, m = sorted_rows(ids, offset, n)
+    if m == 0:
+        return 0
+    if l2:
+        d = q.shape[1]
+        qs = np.empty((1, d + 1), np.float32)
+        for t in range(d):
+            qs[0, t] = q[0, t]
+        qs[0, d] = 1.0
+    else:
+        qs = np.ascontiguousarray(q)
+    counts[0] = fk._gather_any(qs[0], Xs, _NO_HALF, 0.0, 0.0, Cs, steps, cnmaxs, rows, 0, m, k, out_s[0], out_r[0])
+    if l2:
+        _finish_kernel(q, X, _NO_POS, False, out_r, out_s)
+    return m
+
+
 #: the entry points of :func:`view_request`, one per view type (the fields' array types:
-#: read-only arrays of a mapped index make another)
+#: read-only arrays of a mapped index make another), and of :func:`exact_view_request`
 _ENTRIES: dict = {}
+_EXACT_ENTRIES: dict = {}
 
 
 def entry_for(view: RequestView) -> Callable[..., Any]:
@@ -277,3 +343,23 @@ def request(entry: Callable[..., Any], view: RequestView, P: np.ndarray, q: np.n
     """One request through ``entry`` (:func:`entry_for`): the filter's bitmap, ``info`` and the
     outputs written (:func:`view_request`, effort 1)."""
     return entry(view, P, q, ids, k, 1.0, away_share, out_r, out_s, counts, info)
+
+
+def exact_entry_for(view: RequestView) -> Callable[..., Any]:
+    """The compiled entry point of :func:`exact_view_request` for ``view``'s type (the
+    arguments as :meth:`FilteredIndex._request_exact` passes them, checked as for
+    :func:`entry_for`)."""
+    t = nb.typeof(view)
+    ent = _EXACT_ENTRIES.get(t)
+    if ent is None:
+        ent = _EXACT_ENTRIES[t] = direct_entry(exact_view_request, (view, np.zeros((1, 2), np.float32), np.zeros(2, np.int64),
+                                                                    1, np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float32),
+                                                                    np.zeros(1, np.int64)))
+    return ent
+
+
+def request_exact(entry: Callable[..., Any], view: RequestView, q: np.ndarray, ids: np.ndarray, k: int, out_r: np.ndarray,
+                  out_s: np.ndarray, counts: np.ndarray) -> int:
+    """One request within the exact limit through ``entry`` (:func:`exact_entry_for`): the
+    number of allowed rows, the outputs written (:func:`exact_view_request`)."""
+    return entry(view, q, ids, k, out_r, out_s, counts)

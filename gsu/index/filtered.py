@@ -105,6 +105,7 @@ EVEN_MIN_HITS = 40
 EXACT, IVF, HNSW = 0, 1, 2
 _ONE = np.zeros(1, np.int64)
 _NO_ROWS = np.zeros(0, np.int64)  # no row array (in_fewer_lists reads a run or a bitmap)
+_NO_ROWS32 = np.zeros(0, np.int32)  # no row-to-list table (the one-call request of an index without IVF codes)
 _NO_X = np.zeros((0, 1), np.float32)  # no raw vectors (the one-call request of an ip or cosine index)
 _NO_ROWL = np.zeros(0, np.int32)  # no row-to-list table (an index without lists)
 _F32 = np.dtype(np.float32)
@@ -1004,9 +1005,10 @@ class FilteredIndex(Index):
         st = fit.settings
         plain = f is not None and tf is np.ndarray  # a request's plain id array
         within = plain and f.shape[0] <= max(st.exact_max_rows * min(st.exact_run_factor, 1.0), k)  # the exact limit
-        if plain and not within and f.shape[0] * BITMAP_FIRST_SHARE >= n and (res := self._request_ivf(q, f, k, st)) is not None:
-            # the request in one compiled call (the IVF route) or continued from it (an l2
-            # query: its [q, 1] built and its answers rescored there)
+        if plain and (res := (self._request_exact(q, f, k) if within else
+                              self._request_ivf(q, f, k, st) if f.shape[0] * BITMAP_FIRST_SHARE >= n else None)) is not None:
+            # the request in one compiled call (the exact route; the IVF route, or continued
+            # from it) (an l2 query: its [q, 1] built and its answers rescored there)
             if res.__class__ is SearchResult:  # allows nothing
                 return res
             out_r, out_s, counts = res
@@ -1059,9 +1061,9 @@ class FilteredIndex(Index):
                 or not fl.aligned or ids.shape[0] == 0 or not q.flags.aligned):
             return None
         a = self._request_args()
-        if a is None:
+        if a is None or a[1] is None:
             return None
-        view, entry, n, l2 = a
+        view, entry, n, l2, _ = a
         out_r = np.empty((1, k), np.int64)
         out_s = np.empty((1, k), np.float32)
         counts = np.empty(1, np.int64)
@@ -1092,6 +1094,30 @@ class FilteredIndex(Index):
             _l2.finish(q, self.hnsw.vectors, out_r, out_s)
         return out_r, out_s, counts
 
+    def _request_exact(self, q: np.ndarray, ids: np.ndarray, k: int) -> SearchResult | tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The lean path's request under a plain id array within the exact limit (effort 1)
+        in one compiled call (:func:`gsu.index._request.exact_view_request`): its sorted
+        distinct rows, their exact top-k as :meth:`_search_one`'s exact route scores them
+        and, for ``l2``, the rescoring of :meth:`search` — the same steps, in Python, cost
+        ~9 µs around ~4 µs of kernels for 500 ids (an unseen ``l2`` set, 50,000 × 48, one
+        thread). ``None`` where it does not apply (as :meth:`_request_ivf`: no offset id map,
+        removed rows, an id array or query that is not C-contiguous, aligned and writeable).
+        ``q``: the query (1, d) as the caller has it. Returns the empty result where the
+        filter allows nothing, else ``(rows (1, k), scores (1, k), counts)`` (row numbers)."""
+        fl = ids.flags
+        if (self.hnsw._dead is not None or not fl.c_contiguous or not fl.writeable or not fl.aligned
+                or not q.flags.aligned):
+            return None
+        a = self._request_args()
+        if a is None:
+            return None
+        out_r = np.empty((1, k), np.int64)
+        out_s = np.empty((1, k), np.float32)
+        counts = np.empty(1, np.int64)
+        if _rq.request_exact(a[4], a[0], q, ids, k, out_r, out_s, counts) == 0:
+            return SearchResult.empty(1, k)
+        return out_r, out_s, counts
+
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_req_args", None)  # views of this process's arrays (a pickle would copy the vectors into it)
@@ -1102,9 +1128,12 @@ class FilteredIndex(Index):
         :class:`gsu.index._request.RequestView` (``offset, n, design, even_min, row_list, top,
         nlist, xl, pos_row, list_off, all_pos, ind, C, step, cnmax, cblk, cscale, cextra, l2,
         X`` and ``SCAN_COST``), with the compiled entry point that takes it
-        (:func:`gsu.index._request.entry_for`): ``(view, entry, n, l2)``; or ``None`` where the
-        one-call request does not apply to this index (no offset id map, a walk that reads no
-        bitmap, no 8-bit centroid codes, no lists). Kept while the objects it derives from —
+        (:func:`gsu.index._request.entry_for`) and the exact route's
+        (:func:`gsu.index._request.exact_entry_for`): ``(view, entry, n, l2, exact entry)``
+        (``X`` and the exact route's rows and codes, ``_scoring`` and ``_approx``, inside;
+        ``entry`` ``None`` where the IVF call does not apply: a walk that reads no bitmap, no
+        8-bit centroid codes, no lists); or ``None`` where no one-call request applies to
+        this index (no offset id map). Kept while the objects it derives from —
         the id map, the lists' layout, the centroids, the graph's 8-bit codes, the row count —
         are the same (gathered anew, a dozen look-ups and calls, for every request before)."""
         hnsw, ivf = self.hnsw, self.ivf
@@ -1118,16 +1147,24 @@ class FilteredIndex(Index):
         off = hnsw._idmap.offset
         c8 = ivf._centroid_codes()
         pos_row, loff = d.get("_pos_row"), d.get("_list_off")
-        if off is None or not hnsw._bitmap_first or c8 is None or pos_row is None or loff is None:
+        if off is None:
             args = None
         else:
-            xl, ind, C, step, cnmax = ivf.lists_source(self._scoring(), self._approx()[1], "search_one")
-            design, even_min, row_list, top = self._plan_ctx()
             l2 = self.metric == "l2"
-            view = _rq.make_view(off, hnsw._n, design, even_min, row_list, top, ivf.nlist, xl, pos_row, loff, ivf._all_pos,
-                                 ind, C, step, float(cnmax), c8[4], c8[2], c8[3], l2, hnsw.vectors if l2 else _NO_X,
-                                 *(float(c) for c in SCAN_COST))
-            args = (view, _rq.entry_for(view), hnsw._n, l2)
+            sq8 = self._approx()[1]
+            Cs, steps, cnmaxs = fk._NO_SQ8 if sq8 is None else sq8
+            ivf_ok = hnsw._bitmap_first and c8 is not None and pos_row is not None and loff is not None
+            if ivf_ok:
+                xl, ind, C, step, cnmax = ivf.lists_source(self._scoring(), sq8, "search_one")
+                design, even_min, row_list, top = self._plan_ctx()
+                lists = (ivf.nlist, xl, pos_row, loff, ivf._all_pos, ind, C, step, float(cnmax), c8[4], c8[2], c8[3])
+            else:  # the exact route's call only: the IVF side's fields hold empty arrays of their types
+                design, even_min, row_list, top = _NO_ROWS, 0.0, _NO_ROWS32, _NO_ROWS
+                lists = (0, _NO_X, _NO_ROWS, _NO_ROWS, _NO_ROWS, True, fk._NO_SQ8[0], fk._NO_SQ8[1], 0.0, fk._NO_C8[0],
+                         fk._NO_C8[1], fk._NO_C8[2])
+            view = _rq.make_view(off, hnsw._n, design, even_min, row_list, top, *lists, l2, hnsw.vectors if l2 else _NO_X,
+                                 *(float(c) for c in SCAN_COST), self._scoring(), Cs, steps, float(cnmaxs))
+            args = (view, _rq.entry_for(view) if ivf_ok else None, hnsw._n, l2, _rq.exact_entry_for(view))
         # the key read after the arguments were built: building them may make the graph's codes (_approx)
         self._req_args = ((hnsw._idmap, d.get("_list_off"), d.get("_pos_row"), ivf._centroids, hnsw.__dict__.get("_sq8"),
                            hnsw._n), args)
