@@ -82,18 +82,10 @@ AWAY_KIND = "cluster"
 _PRUNE = 3.0
 #: a family's ladder stops climbing after this many consecutive steps that changed no kind's recall
 _STALL_STEPS = 2
-#: the main grid points (the decades 1 %, 10 %, 50 % and the unfiltered point: a fit needs
-#: both ends of the range to place the exact limit and the graph threshold, and a search
-#: without a filter its own budget); under a time limit their ladders stop at the target
-_MAIN_POINTS = 4
-#: grid points measured whatever the time limit: the main ones and the next two of ``GRID``
-#: (0.1 % and 30 % where the index has rows enough for them). The walk's threshold and the
-#: density probe's are placed between measured points; a 1-second limit measures six on
-#: most sets, but a slower moment stopped one build after five, without 30 %, and its fit put
-#: the walk's threshold at 22 % and the probe's at 3 % instead of 71 % and none (the filtered
-#: suite's near-duplicate set, stop 65: its ``clusters`` 10 % cell 125 → 166 µs a search;
-#: three recalibrations of that index, each measuring six, all gave 71 % and none)
-_MIN_POINTS = 6
+#: grid points measured whatever the time limit (the main decades 1 %, 10 %, 50 % and the
+#: unfiltered point: a fit needs both ends of the range to place the exact limit and the
+#: graph threshold, and a search without a filter its own budget)
+_MIN_POINTS = 4
 _HI_TARGET = 0.99
 _EXACT, _IVF, _HNSW = 0, 1, 2
 #: allowed rows per filter kind and grid point at most (their exact answers cost a pass over
@@ -845,7 +837,7 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
             # the default operating point first; the high one (``_HI_TARGET``) is measured
             # at the selectivities after them while time remains, and by a calibration
             # without a limit
-            top = target if bounded and (gi < _MAIN_POINTS or time.perf_counter() - t_start > max_seconds) else target_hi
+            top = target if bounded and (gi < _MIN_POINTS or time.perf_counter() - t_start > max_seconds) else target_hi
             while (got is not None and i < len(ladder) and not reaches(got, top) and float(np.mean(got[2])) <= _PRUNE * best
                    and stalled < _STALL_STEPS):
                 prev = got
@@ -882,7 +874,7 @@ def _run(idx: "FilteredIndex", Q: np.ndarray, qrows: np.ndarray | None, *, k: in
             # step costs less than twice the exact scan (the search decides per query,
             # inside the list scan, that a query is away: the exact route is not an option
             # for it, and the lists' budget tends to the exact scan as it grows)
-            top = target if bounded and (gi < _MAIN_POINTS or time.perf_counter() - t_start > max_seconds) else target_hi
+            top = target if bounded and (gi < _MIN_POINTS or time.perf_counter() - t_start > max_seconds) else target_hi
             i = max(AWAY_LADDER.index(ivf_step), _start_step(points, "away", AWAY_LADDER, s, target, [0]))
             entries: list[Any] = []
             away_bound = max(_PRUNE * best * len(KINDS), 2 * float(np.mean(ex)))
