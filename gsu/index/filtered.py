@@ -105,7 +105,6 @@ EVEN_MIN_HITS = 40
 EXACT, IVF, HNSW = 0, 1, 2
 _ONE = np.zeros(1, np.int64)
 _NO_ROWS = np.zeros(0, np.int64)  # no row array (in_fewer_lists reads a run or a bitmap)
-_NO_ROWS32 = np.zeros(0, np.int32)  # no row-to-list table (the one-call request of an index without IVF codes)
 _NO_X = np.zeros((0, 1), np.float32)  # no raw vectors (the one-call request of an ip or cosine index)
 _NO_ROWL = np.zeros(0, np.int32)  # no row-to-list table (an index without lists)
 _F32 = np.dtype(np.float32)
@@ -1159,7 +1158,7 @@ class FilteredIndex(Index):
                 design, even_min, row_list, top = self._plan_ctx()
                 lists = (ivf.nlist, xl, pos_row, loff, ivf._all_pos, ind, C, step, float(cnmax), c8[4], c8[2], c8[3])
             else:  # the exact route's call only: the IVF side's fields hold empty arrays of their types
-                design, even_min, row_list, top = _NO_ROWS, 0.0, _NO_ROWS32, _NO_ROWS
+                design, even_min, row_list, top = _NO_ROWS, 0.0, _NO_ROWL, _NO_ROWS
                 lists = (0, _NO_X, _NO_ROWS, _NO_ROWS, _NO_ROWS, True, fk._NO_SQ8[0], fk._NO_SQ8[1], 0.0, fk._NO_C8[0],
                          fk._NO_C8[1], fk._NO_C8[2])
             view = _rq.make_view(off, hnsw._n, design, even_min, row_list, top, *lists, l2, hnsw.vectors if l2 else _NO_X,
