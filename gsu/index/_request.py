@@ -55,6 +55,20 @@ _NO_ROWS = np.zeros(0, np.int64)
 _NO_POS = np.zeros(0, np.int64)
 
 
+@nb.njit(cache=True, inline="always")
+def _scored_query(q, l2):
+    """The query (1, d) as the routes score it: ``[q, 1]`` for ``l2``
+    (:func:`gsu.index._l2.augment_queries`), else ``q`` itself."""
+    if l2:
+        d = q.shape[1]
+        qs = np.empty((1, d + 1), np.float32)
+        for t in range(d):
+            qs[0, t] = q[0, t]
+        qs[0, d] = 1.0
+        return qs
+    return np.ascontiguousarray(q)
+
+
 @nb.njit(cache=True)
 def ivf_request(q, ids, offset, n, P, design, even_min, row_list, top, k, effort, c_group, c_scan, c_bits, nlist, Xl,
                 pos_row, list_off, all_pos, ind, C, step, cnmax, away_share, cblk, cscale, cextra, l2, X, out_r, out_s):
@@ -87,14 +101,7 @@ def ivf_request(q, ids, offset, n, P, design, even_min, row_list, top, k, effort
     way in the run form. The grouped form and every other route are the caller's
     (:data:`PLANNED`).
     """
-    if l2:
-        d = q.shape[1]
-        qs = np.empty((1, d + 1), np.float32)
-        for t in range(d):
-            qs[0, t] = q[0, t]
-        qs[0, d] = 1.0
-    else:
-        qs = np.ascontiguousarray(q)
+    qs = _scored_query(q, l2)
     m_ids = ids.shape[0]
     a = ids[0]
     is_run = ids[m_ids - 1] - a + 1 == m_ids and fk.strictly_increasing(ids)
@@ -302,14 +309,7 @@ def exact_view_request(v, q, ids, k, out_r, out_s, counts):
     rows, m = sorted_rows(ids, offset, n)
     if m == 0:
         return 0
-    if l2:
-        d = q.shape[1]
-        qs = np.empty((1, d + 1), np.float32)
-        for t in range(d):
-            qs[0, t] = q[0, t]
-        qs[0, d] = 1.0
-    else:
-        qs = np.ascontiguousarray(q)
+    qs = _scored_query(q, l2)
     counts[0] = fk._gather_any(qs[0], Xs, _NO_HALF, 0.0, 0.0, Cs, steps, cnmaxs, rows, 0, m, k, out_s[0], out_r[0])
     if l2:
         _finish_kernel(q, X, _NO_POS, False, out_r, out_s)
