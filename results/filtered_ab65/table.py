@@ -11,6 +11,9 @@ def peer(s):
     s = s.replace(" {}", "")
     return s
 sel = lambda x: f"{x*100:g} %"
-for l in open(sys.argv[1]):
-    r = json.loads(l)
+DS = list(NAMES)
+KINDS = ["random", "correlated", "time-range", "category", "clusters"]
+rows = [json.loads(l) for l in open(sys.argv[1])]
+rows.sort(key=lambda r: (DS.index(r["dataset"]) if r["dataset"] in DS else 99, KINDS.index(r["filter"]) if r["filter"] in KINDS else 99, r["sel"]))
+for r in rows:
     print(f"| {NAMES.get(r['dataset'], r['dataset'])} | {r['filter']} | {sel(r['sel'])} | {r['gsu_recall']:.3f} | {r['gsu_qps']:,.0f} | {r['gsu_cached_qps']:,.0f} | {peer(r['best_peer'])} | {r['peer_qps']:,.0f} | {r['ratio']:.2f} ({r['need']:g}) {'✓' if r['ok'] else '✗'} |")
