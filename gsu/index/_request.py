@@ -29,15 +29,14 @@ from typing import Any, Callable
 
 import numba as nb
 import numpy as np
-from numba.core import cgutils
 from numba.core import types as _nbt
-from numba.core.extending import intrinsic
 from numba.experimental import structref
 
 from gsu.index import _filter_kernels as fk
 from gsu.index._direct import direct_entry
 from gsu.index._l2 import _finish_kernel
 from gsu.index._plan_kernel import IVF, plan_shared
+from gsu.index._structview import borrowed_fields
 
 #: :func:`ivf_request`'s status: the answer is in the outputs
 DONE = 0
@@ -193,42 +192,9 @@ def make_view(offset, n, design, even_min, row_list, top, nlist, Xl, pos_row, li
                        cnmax, cblk, cscale, cextra, l2, X, c_group, c_scan, c_bits, Xs, Cs, steps, cnmaxs)
 
 
-if hasattr(getattr(structref, "_Utils", None), "get_data_struct"):
-
-    @intrinsic
-    def _view_fields(typingctx, v):
-        """The fields of the view ``v`` (:data:`VIEW_FIELDS`, in order) as a tuple, its arrays
-        borrowed: read from the view's payload without taking a reference (their meminfo
-        null, so numba's reference counting of them is a null check, not an atomic increment
-        and decrement per field and per call). Valid while ``v`` is: only inside the call that
-        holds ``v``, and never stored (as ``_seismic_kernels._view_arrays``)."""
-        if not isinstance(v, RequestViewType):
-            return None
-        ftypes = [v.field_dict[name] for name in VIEW_FIELDS]
-        tup = _nbt.Tuple(ftypes)
-
-        def codegen(context, builder, sig, args):
-            data = structref._Utils(context, builder, sig.args[0]).get_data_struct(args[0])
-            vals = []
-            for name, t in zip(VIEW_FIELDS, ftypes):
-                if isinstance(t, _nbt.Array):
-                    arr = context.make_array(t)(context, builder, value=getattr(data, name))
-                    arr.meminfo = cgutils.get_null_value(arr.meminfo.type)
-                    arr.parent = cgutils.get_null_value(arr.parent.type)
-                    vals.append(arr._getvalue())
-                else:
-                    vals.append(getattr(data, name))
-            return context.make_tuple(builder, tup, vals)
-
-        return tup(v), codegen
-
-else:  # pragma: no cover - numba without structref's payload helper: ordinary (counted) reads
-
-    @nb.njit(cache=True, inline="always")
-    def _view_fields(v):
-        return (v.offset, v.n, v.design, v.even_min, v.row_list, v.top, v.nlist, v.Xl, v.pos_row, v.list_off, v.all_pos,
-                v.ind, v.C, v.step, v.cnmax, v.cblk, v.cscale, v.cextra, v.l2, v.X, v.c_group, v.c_scan, v.c_bits, v.Xs,
-                v.Cs, v.steps, v.cnmaxs)
+#: the view's fields (:data:`VIEW_FIELDS`, in order) as a tuple, its arrays borrowed
+#: (:func:`gsu.index._structview.borrowed_fields`): only inside the call that holds the view
+_view_fields = borrowed_fields(RequestViewType, VIEW_FIELDS)
 
 
 @nb.njit(cache=True)
@@ -262,7 +228,7 @@ def view_request(v, P, q, ids, k, effort, away_share, out_r, out_s, counts, info
     return r[2]
 
 
-_NO_HALF = np.zeros((0, 1), np.uint16)
+_NO_HALF = fk._NO_HALF[0]  # no half-precision copy (the exact route's gathers read none)
 
 
 @nb.njit(cache=True)
@@ -322,20 +288,25 @@ _ENTRIES: dict = {}
 _EXACT_ENTRIES: dict = {}
 
 
+def _entry(table: dict, kernel: Any, view: RequestView, examples: tuple) -> Callable[..., Any]:
+    """The compiled entry point of ``kernel`` for ``view``'s type and the other arguments'
+    ``examples``, kept in ``table`` per view type (:func:`gsu.index._direct.direct_entry`)."""
+    t = nb.typeof(view)
+    ent = table.get(t)
+    if ent is None:
+        ent = table[t] = direct_entry(kernel, (view, *examples))
+    return ent
+
+
 def entry_for(view: RequestView) -> Callable[..., Any]:
     """The compiled entry point of :func:`view_request` for ``view``'s type and the argument
     types :meth:`FilteredIndex._request_ivf` passes — ``P`` float64 (C), the query (1, d)
     float32 and the ids int64, both C-contiguous and writeable (it checks them), ``k`` an
     int, ``effort`` and the away share floats, the outputs as it allocates them — without
     the dispatcher's typing per call (:func:`gsu.index._direct.direct_entry`)."""
-    t = nb.typeof(view)
-    ent = _ENTRIES.get(t)
-    if ent is None:
-        i64 = np.zeros(2, np.int64)
-        ent = _ENTRIES[t] = direct_entry(view_request, (view, np.zeros(2, np.float64), np.zeros((1, 2), np.float32), i64, 1,
-                                                        1.0, 1.0, np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float32),
-                                                        np.zeros(1, np.int64), np.zeros(INFO_LEN, np.float64)))
-    return ent
+    return _entry(_ENTRIES, view_request, view, (np.zeros(2, np.float64), np.zeros((1, 2), np.float32), np.zeros(2, np.int64),
+                                                 1, 1.0, 1.0, np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float32),
+                                                 np.zeros(1, np.int64), np.zeros(INFO_LEN, np.float64)))
 
 
 def request(entry: Callable[..., Any], view: RequestView, P: np.ndarray, q: np.ndarray, ids: np.ndarray, k: int,
@@ -349,13 +320,9 @@ def exact_entry_for(view: RequestView) -> Callable[..., Any]:
     """The compiled entry point of :func:`exact_view_request` for ``view``'s type (the
     arguments as :meth:`FilteredIndex._request_exact` passes them, checked as for
     :func:`entry_for`)."""
-    t = nb.typeof(view)
-    ent = _EXACT_ENTRIES.get(t)
-    if ent is None:
-        ent = _EXACT_ENTRIES[t] = direct_entry(exact_view_request, (view, np.zeros((1, 2), np.float32), np.zeros(2, np.int64),
-                                                                    1, np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float32),
-                                                                    np.zeros(1, np.int64)))
-    return ent
+    return _entry(_EXACT_ENTRIES, exact_view_request, view, (np.zeros((1, 2), np.float32), np.zeros(2, np.int64), 1,
+                                                             np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float32),
+                                                             np.zeros(1, np.int64)))
 
 
 def request_exact(entry: Callable[..., Any], view: RequestView, q: np.ndarray, ids: np.ndarray, k: int, out_r: np.ndarray,

@@ -31,14 +31,13 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from numba.core import cgutils
 from numba.core import types as _nbt
-from numba.core.extending import intrinsic
 from numba.experimental import structref
 
 from gsu._nbopts import LEAF
 from gsu._simd import load_f32, load_index, prefetch
 from gsu.index._bits import ctz64, load_u32, load_u64, popcount64
+from gsu.index._structview import borrowed_fields
 from gsu.index.topk import heap_push, heap_sorted, lower_bound, serial_and_parallel
 
 # ---------------------------------------------------------------------------
@@ -79,40 +78,11 @@ class IndexView(structref.StructRefProxy):
 structref.define_proxy(IndexView, IndexViewType, list(VIEW_FIELDS))
 
 
-if hasattr(getattr(structref, "_Utils", None), "get_data_struct"):
-
-    @intrinsic
-    def _view_arrays(typingctx, v):
-        """The arrays of the view ``v`` (:data:`VIEW_FIELDS`, in order) as a tuple of
-        borrowed arrays: read from the view's payload without taking a reference (their
-        meminfo pointer null, so numba's reference counting of them is a null check, not an
-        atomic increment and decrement per field and per call). Valid while ``v`` is: only
-        for the duration of the kernel call that holds ``v``, after anything in that call
-        that replaces a field (:func:`_prepare` grows the scratch), and never stored."""
-        if not isinstance(v, IndexViewType):
-            return None
-        ftypes = [v.field_dict[name] for name in VIEW_FIELDS]
-        tup = _nbt.Tuple(ftypes)
-
-        def codegen(context, builder, sig, args):
-            data = structref._Utils(context, builder, sig.args[0]).get_data_struct(args[0])
-            vals = []
-            for name, t in zip(VIEW_FIELDS, ftypes):
-                arr = context.make_array(t)(context, builder, value=getattr(data, name))
-                arr.meminfo = cgutils.get_null_value(arr.meminfo.type)
-                arr.parent = cgutils.get_null_value(arr.parent.type)
-                vals.append(arr._getvalue())
-            return context.make_tuple(builder, tup, vals)
-
-        return tup(v), codegen
-
-else:  # pragma: no cover - numba without structref's payload helper: ordinary (counted) reads
-
-    @nb.njit(cache=True, inline="always")
-    def _view_arrays(v):
-        return (v.fwd_indptr, v.fwd_comps, v.fwd_vals, v.list_blk, v.blk_ptr, v.post_docs, v.list_max, v.blk_scale,
-                v.blk_min, v.sum_ent, v.sum_bit, v.sum_pack, v.sum_start, v.sum_dir, v.sum_comp, v.sum_bmp, v.sum_bm,
-                v.sum_sptr, v.sum_samp, v.qdense, v.visited, v.amask, v.scr_f, v.scr_i)
+#: the arrays of a view (:data:`VIEW_FIELDS`, in order) as a tuple of borrowed arrays
+#: (:func:`gsu.index._structview.borrowed_fields`): valid only for the duration of the kernel
+#: call that holds the view, after anything in that call that replaces a field (:func:`_prepare`
+#: grows the scratch), and never stored
+_view_arrays = borrowed_fields(IndexViewType, VIEW_FIELDS)
 
 
 # ---------------------------------------------------------------------------
