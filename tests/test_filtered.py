@@ -3212,6 +3212,18 @@ def test_the_calibration_times_the_ivf_request_a_search_makes_with_the_step_by_s
     assert {rq.DONE, rq.PLANNED} <= set(statuses)
 
 
+def test_the_away_ladder_starts_where_no_ivf_step_reached_the_target():
+    """Where no IVF step reached the target for every kind at a grid point, the away budget is
+    still measured, from the largest IVF step measured there (``_calibrate._away_from``);
+    unmeasured, a band the walk took had no away budget and walked a filter whose rows lie
+    away from the query to its end."""
+    from gsu.index._calibrate import _away_from
+
+    assert _away_from({"ivf": [[2.5, [0.9], [1.0], [0.8]], [4.0, [0.94], [2.0], [0.9]]]}, None) == 4.0
+    assert _away_from({"ivf": [[2.5, [0.97], [1.0], [0.96]]]}, 2.5) == 2.5
+    assert _away_from({"ivf": []}, None) is None
+
+
 def test_ivf_search_one_answers_as_search_compiled():
     """The one-query IVF call (a request's query under a shared filter) gives the ids,
     scores and counts of the batch call for that query: every row, a filter grouped by
