@@ -3166,52 +3166,6 @@ def test_a_request_within_the_exact_limit_in_one_compiled_call_answers_as_the_st
             assert calls[-1] == c
 
 
-@pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
-def test_the_calibration_times_the_ivf_request_a_search_makes_with_the_step_by_step_answers(metric):
-    """The calibration's timer prices IVF without the walk on the path a request takes
-    (``FilteredIndex._request_forced``: ``_request.forced_view_request``'s one compiled call,
-    or its continuation in the grouped form), at a budget it sets. Its answers are the
-    step-by-step path's at that budget (``_search_one`` on the compiled filter) bit for bit,
-    with the routes' scores (``[q, 1]`` for ``l2``): a scattered filter (bitmap scan, and the
-    grouped form where the budget is large), a window, bits forming one run, a narrow array
-    (below 1/16 of the rows: not this path, ``None``)."""
-    from gsu.index import _request as rq
-    from gsu.index.filtered import IVF
-    from gsu.index.vectors import normalize_rows
-
-    from gsu.index import ivf as ivf_mod
-
-    rng = np.random.default_rng(29)
-    d, n, off = 64, 6000, 50
-    centers = rng.standard_normal((20, d)).astype(np.float32)
-    x = (centers[rng.integers(0, 20, n)] + 0.5 * rng.standard_normal((n, d))).astype(np.float32)
-    q = (centers[rng.integers(0, 20, 5)] + 0.5 * rng.standard_normal((5, d))).astype(np.float32)
-    fi = FilteredIndex(d, metric, M=8, ef_construction=40, nlist=300, seed=0, calibrate=False)
-    fi.add(x, off + np.arange(n, dtype=np.int64))
-    assert fi.ivf.nlist * d >= ivf_mod.CENTROID_I8_MIN and fi._request_args()[1] is not None
-    statuses: list = []
-    for i in range(q.shape[0]):
-        qs = fi._scoring_queries(normalize_rows(q[i:i + 1]) if metric == "cosine" else q[i:i + 1].copy())
-        qr = np.ascontiguousarray(qs[:, :d]) if metric == "l2" else qs
-        a0 = int(rng.integers(0, n - 1500))
-        window = off + np.arange(a0, a0 + 1500, dtype=np.int64)
-        for f in (off + np.sort(rng.choice(n, 2000, replace=False)).astype(np.int64), window, rng.permutation(window)):
-            for cand, lists in ((20, 1), (200, 8), (3000, 150)):
-                got = fi._request_forced(qr, qs, f.copy(), K, cand, lists)
-                info = np.empty(rq.INFO_LEN)
-                view = fi._request_args()[0]
-                rq.forced_view_request(view, qr, f.copy(), K, cand, lists, np.empty((1, K), np.int64),
-                                       np.empty((1, K), np.float32), info)
-                statuses.append(int(info[0]))
-                cf = fi.hnsw.compile_filter(f, 1)
-                want = fi._search_one(qs, K, cf, IVF, 0.0, 0, cand, lists)
-                np.testing.assert_array_equal(got[0], want[0])
-                np.testing.assert_array_equal(got[1], want[1])
-                np.testing.assert_array_equal(got[2], want[2])
-        assert fi._request_forced(qr, qs, off + np.arange(100, dtype=np.int64) * 3, K, 20, 1) is None  # narrow
-    assert {rq.DONE, rq.PLANNED} <= set(statuses)
-
-
 def test_the_away_ladder_starts_where_no_ivf_step_reached_the_target():
     """Where no IVF step reached the target for every kind at a grid point, the away budget is
     still measured, from the largest IVF step measured there (``_calibrate._away_from``);

@@ -597,42 +597,24 @@ def _as_compiled(cf: Any, nq: int) -> Any:
 
 
 class _Timer:
-    """Times one option over the calibration queries of one kind as a request pays it: the
-    query with its plain id array, on the path ``search(q, k, filter=ids)`` takes for that
-    route (the fit places the routes' thresholds by these costs). The exact route and IVF
-    without the walk take their one compiled call where a request's would
-    (:meth:`FilteredIndex._request_exact`, :meth:`FilteredIndex._request_forced`: the
-    filter built inside it); the other routes, and every route where that call does not
-    apply, compile the id array (as ``search`` compiles it) and run the step-by-step path
-    (:meth:`FilteredIndex._search_one`). Timing the step-by-step path everywhere, the exact
-    scan and IVF were priced 2–5 µs a call above what requests pay for them, the walk at
-    its own cost: the fitted thresholds sent requests to the walk where IVF was cheaper."""
+    """Times one option over the calibration queries of one kind: the compile of the plain
+    id array (as ``search(q, k, filter=ids)`` compiles it) is inside the timed call, as in
+    a request."""
 
     def __init__(self, idx: "FilteredIndex", Q: np.ndarray, k: int):
         self.idx, self.Q, self.k = idx, Q, k
         self.found = np.empty((Q.shape[0], k), np.float32)
-        d = idx.dim
-        # the queries as a request brings them (raw for l2: Q holds [q, 1]), each row its own
-        # C-contiguous array, made outside the timed calls
-        self.raw = [np.ascontiguousarray(Q[i : i + 1, :d]) for i in range(Q.shape[0])] if idx.metric == "l2" else None
 
     def run(self, id_sets: Any, truth: np.ndarray, code: int, *, bound_us: float = math.inf, probe: float = 0.0,
             ef: int = 0, cand: int = 0, lists: int = 0, mask: np.ndarray | None = None) -> tuple[float, float, float]:
         """``(mean recall, median cost µs, recall's lower confidence bound)``; ``(nan,
         median cost, nan)`` when the first queries already cost more than ``bound_us``
         (the option is abandoned). ``mask``: the recall and cost of those queries only.
-        ``id_sets``: the queries' id arrays (the filter built inside the timed call), or their
+        ``id_sets``: the queries' id arrays (compiled inside the timed call), or their
         compiled filters (:class:`_Compiled`: the unfiltered point, whose search compiles
         nothing)."""
         idx, Q, k = self.idx, self.Q, self.k
-        kept = isinstance(id_sets, _Compiled)
-        compile_ = _as_compiled if kept else idx.hnsw.compile_filter
-        # the one compiled call of the exact route and of IVF without the walk, where the
-        # index has one (an offset id map); the scores read for recall are the routes'
-        served = None
-        if not kept and (code == _EXACT or (code == _IVF and probe <= 0)) and idx._request_args() is not None:
-            served = idx._request_exact if code == _EXACT else idx._request_forced
-        exact = code == _EXACT
+        compile_ = _as_compiled if isinstance(id_sets, _Compiled) else idx.hnsw.compile_filter
         nq = len(id_sets)  # the first nq calibration queries (fewer at wide selectivities)
         # with a mask only its queries are searched (the others' answers would be dropped)
         which = range(nq) if mask is None else np.flatnonzero(mask[:nq])
@@ -641,24 +623,19 @@ class _Timer:
         pc = time.perf_counter
         one = idx._search_one
         check = min(8, len(which))
-        raw = self.raw
+        kept = compile_ is _as_compiled
         for j, i in enumerate(which):
             ids = id_sets[i]
             q = Q[i : i + 1]
-            qr = q if raw is None else raw[i]
             if kept:  # what a route derives from a kept filter (its rows: 8 bytes a row) goes with the
                 # call, as a search without a filter's does (kept, the exact scan's timings held 8 MB
                 # a query at 10^6 rows: +107 MB at the peak of a build's calibration on random vectors)
                 state = ids.cached_state()
             t0 = pc()
-            res = None
-            if served is not None:
-                res = served(qr, ids, k) if exact else served(qr, q, ids, k, cand, lists)
-            if res is None or res.__class__ is not tuple:
-                cf = compile_(ids, 1)  # as search compiles a plain id array
-                res = one(q, k, cf, code, probe, ef, cand, lists)
+            cf = compile_(ids, 1)  # as search compiles a plain id array
+            _, sc, _ = one(q, k, cf, code, probe, ef, cand, lists)
             costs[j] = pc() - t0
-            found[i] = res[1][0]  # (the exact route's recall is not read: l2 answers rescored there)
+            found[i] = sc[0]
             if kept:
                 cf.drop_cached_since(state)
             if j + 1 == check and np.median(costs[:check]) * 1e6 > bound_us:
@@ -999,7 +976,7 @@ def _exact_model(points: list[tuple[int, float]], m: int) -> float | None:
 
 def _warm_up(idx: "FilteredIndex", Q: np.ndarray, k: int, rng: np.random.Generator) -> None:
     """Run every route once (exact; IVF grouped and scanned; the walk, with and without
-    the density probe; the one compiled calls of the exact route and IVF) so that lazily built structures (the walk's codes and graph arrays,
+    the density probe) so that lazily built structures (the walk's codes and graph arrays,
     the half-precision copy) and compiled kernels are ready before anything is timed."""
     n = idx.ntotal
     q = Q[:1]
@@ -1012,11 +989,6 @@ def _warm_up(idx: "FilteredIndex", Q: np.ndarray, k: int, rng: np.random.Generat
                 if scan:
                     cf.bitmap64()
                 idx._search_one(q, k, cf, code, kw.get("probe", 0.0), kw.get("ef", 0), kw.get("cand", k), kw.get("lists", 1))
-        # the one compiled calls the timer makes (their entry points resolved)
-        qr = np.ascontiguousarray(q[:, : idx.dim])
-        if idx._request_args() is not None:
-            idx._request_exact(qr, ids.copy(), k)
-            idx._request_forced(qr, q, ids.copy(), k, 4 * k, 2)
 
 
 def _progress(total: int, progress: bool | None) -> Any:
