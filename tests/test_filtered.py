@@ -1206,6 +1206,44 @@ def test_a_cut_short_calibration_extrapolates_the_exact_limit_and_keeps_the_defa
     assert st_full.exact_max_rows == 100_000 and st_full.hnsw_min_selectivity == 2.0
 
 
+def test_the_runs_exact_limit_may_lie_below_the_scattered_filters():
+    """The range kind's own crossover (exact scan against its cheapest approximate route)
+    sets the runs' exact limit, also where it comes before the scattered filters' crossover:
+    ``exact_run_factor`` below 1 (it was clamped at 1, and the windows of an unseen set at
+    10 % took the exact scan at twice IVF's cost). A plain id array between the two limits
+    takes the exact scan when it is scattered and IVF when it is a window."""
+    from gsu.index.planner import RUN_FACTOR_MIN, fit_planner
+
+    # kinds: random, correlated, range; 1 % and 10 % of 100,000 rows. The exact scan costs the
+    # same for every kind; IVF costs 40 us for the scattered kinds but 10 us for a window
+    pts = [{"s": s, "m": int(s * 100_000), "exact": [c, c, c], "hnsw": [], "probe": [],
+            "ivf": [[1.0, [0.99, 0.99, 0.99], [40.0, 40.0, 10.0], [0.98, 0.98, 0.98]]]} for s, c in ((0.01, 5.0), (0.1, 50.0))]
+    raw = {"k": 10, "target_recall": 0.95, "n": 100_000, "n_queries": 24, "kinds": ["random", "correlated", "range"],
+           "points": pts, "complete": True}
+    st = fit_planner(raw, 0.95).settings
+    # scattered: 5 - 40 < 0 at 1,000 rows, 50 - 40 > 0 at 10,000: the crossover at 1,000 + 9,000 * 35/45
+    assert st.exact_max_rows == pytest.approx(1000 + 9000 * 35 / 45)
+    # runs: 5 - 10 < 0 at 1,000, 50 - 10 > 0 at 10,000: at 1,000 + 9,000 * 5/45 = 2,000
+    assert st.exact_max_rows * st.exact_run_factor == pytest.approx(2000.0)
+    assert RUN_FACTOR_MIN < st.exact_run_factor < 1.0
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((6000, 16)).astype(np.float32)
+    fi = FilteredIndex(16, M=8, ef_construction=40, nlist=32, calibrate=False)
+    fi.add(x, 7 + np.arange(6000, dtype=np.int64))
+    from gsu.index.planner import Fit
+
+    fi._fits = {None: Fit(dataclasses.replace(st, exact_max_rows=1500.0, exact_run_factor=0.2), (), (), False)}
+    window = 7 + np.arange(100, 1100, dtype=np.int64)  # 1,000 ids: past the window limit (300), within the scattered one
+    scattered = 7 + np.sort(rng.choice(6000, 1000, replace=False)).astype(np.int64)
+    assert fi.explain(x[0], K, filter=window).route_names()[0] != "exact"
+    assert fi.explain(x[0], K, filter=scattered).route_names()[0] == "exact"
+    for f in (window, scattered, rng.permutation(scattered)):
+        a = fi.search(x[0], K, filter=f)
+        b = fi.search(x[0], K, filter=f, effort=1.0)  # the step-by-step path
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.scores, b.scores)
+
+
 def test_the_fit_needs_the_recall_lower_bound_to_reach_the_target():
     from gsu.index.planner import fit_planner, reaches, recall_low
 

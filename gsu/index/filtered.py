@@ -1003,7 +1003,15 @@ class FilteredIndex(Index):
             q = normalize_rows(q)
         st = fit.settings
         plain = f is not None and tf is np.ndarray  # a request's plain id array
-        within = plain and f.shape[0] <= max(st.exact_max_rows * min(st.exact_run_factor, 1.0), k)  # the exact limit
+        # the exact limit (a window's own where lower: an array that may be a window, its ends
+        # that far apart, takes the step-by-step path there, which compiles it as a run)
+        if plain:
+            mf = f.shape[0]
+            lim = st.exact_max_rows
+            within = mf <= max(lim * min(st.exact_run_factor, 1.0), k) or (
+                mf <= max(lim, k) and (mf < 2 or f[mf - 1] - f[0] + 1 != mf))
+        else:
+            within = False
         if plain and (res := (self._request_exact(q, f, k) if within else
                               self._request_ivf(q, f, k, st) if f.shape[0] * BITMAP_FIRST_SHARE >= n else None)) is not None:
             # the request in one compiled call (the exact route; the IVF route, or continued
