@@ -3204,6 +3204,55 @@ def test_a_request_within_the_exact_limit_in_one_compiled_call_answers_as_the_st
             assert calls[-1] == c
 
 
+@pytest.mark.parametrize("metric", ["ip", "l2", "cosine"])
+def test_the_calibration_times_the_request_a_search_makes_with_the_step_by_step_answers(metric):
+    """The calibration's timer prices every route on the path a request takes
+    (``FilteredIndex._request_forced``: ``_request.forced_view_request``'s one compiled call —
+    the filter and, for IVF without the walk, its list scan — then, for the walk, the density
+    probe or the grouped form, the continuation a request runs), at a plan it sets. Its
+    answers are the step-by-step path's for that plan (``_search_one`` on the compiled
+    filter) bit for bit, with the routes' scores (``[q, 1]`` for ``l2``): a scattered filter
+    (bitmap scan, and the grouped form where the budget is large), a window, bits forming
+    one run, on IVF, the walk and the density probe; a narrow array (below 1/16 of the rows:
+    not this path) gives ``None``."""
+    from gsu.index import _request as rq
+    from gsu.index import ivf as ivf_mod
+    from gsu.index.filtered import HNSW, IVF
+    from gsu.index.vectors import normalize_rows
+
+    rng = np.random.default_rng(29)
+    d, n, off = 64, 6000, 50
+    centers = rng.standard_normal((20, d)).astype(np.float32)
+    x = (centers[rng.integers(0, 20, n)] + 0.5 * rng.standard_normal((n, d))).astype(np.float32)
+    q = (centers[rng.integers(0, 20, 5)] + 0.5 * rng.standard_normal((5, d))).astype(np.float32)
+    fi = FilteredIndex(d, metric, M=8, ef_construction=40, nlist=300, seed=0, calibrate=False)
+    fi.add(x, off + np.arange(n, dtype=np.int64))
+    assert fi.ivf.nlist * d >= ivf_mod.CENTROID_I8_MIN and fi._request_args()[1] is not None
+    statuses: list = []
+    plans = [(IVF, 0.0, 0, 20, 1), (IVF, 0.0, 0, 200, 8), (IVF, 0.0, 0, 3000, 150), (HNSW, 0.0, 24, 20, 1),
+             (IVF, 0.4, 24, 200, 8)]
+    for i in range(q.shape[0]):
+        qs = fi._scoring_queries(normalize_rows(q[i:i + 1]) if metric == "cosine" else q[i:i + 1].copy())
+        qr = np.ascontiguousarray(qs[:, :d]) if metric == "l2" else qs
+        a0 = int(rng.integers(0, n - 1500))
+        window = off + np.arange(a0, a0 + 1500, dtype=np.int64)
+        for f in (off + np.sort(rng.choice(n, 2000, replace=False)).astype(np.int64), window, rng.permutation(window)):
+            for plan in plans:
+                got = fi._request_forced(qr, qs, f.copy(), K, *plan)
+                info = np.empty(rq.INFO_LEN)
+                view = fi._request_args()[0]
+                rq.forced_view_request(view, qr, f.copy(), K, plan[0] == IVF and plan[1] == 0.0, plan[3], plan[4],
+                                       np.empty((1, K), np.int64), np.empty((1, K), np.float32), info)
+                statuses.append(int(info[0]))
+                cf = fi.hnsw.compile_filter(f, 1)
+                want = fi._search_one(qs, K, cf, *plan)
+                np.testing.assert_array_equal(got[0], want[0])
+                np.testing.assert_array_equal(got[1], want[1])
+                np.testing.assert_array_equal(got[2], want[2])
+        assert fi._request_forced(qr, qs, off + np.arange(100, dtype=np.int64) * 3, K, *plans[0]) is None  # narrow
+    assert {rq.DONE, rq.PLANNED} <= set(statuses)
+
+
 def test_the_away_ladder_starts_where_no_ivf_step_reached_the_target():
     """Where no IVF step reached the target for every kind at a grid point, the away budget is
     still measured, from the largest IVF step measured there (``_calibrate._away_from``);

@@ -101,17 +101,7 @@ def ivf_request(q, ids, offset, n, P, design, even_min, row_list, top, k, effort
     (:data:`PLANNED`).
     """
     qs = _scored_query(q, l2)
-    m_ids = ids.shape[0]
-    a = ids[0]
-    is_run = ids[m_ids - 1] - a + 1 == m_ids and fk.strictly_increasing(ids)
-    if is_run:  # consecutive ascending ids (a time window): the run form, no bitmap (_mutable._window)
-        lo = min(max(a - offset, 0), n)
-        hi = min(max(a - offset + m_ids, lo), n)
-        bm = np.zeros(0, np.uint64)
-        m, rmin, rmax = hi - lo, lo, hi - 1
-    else:
-        bm, m, rmin, rmax = fk.ids_bitmap64(ids, offset, n)
-        lo, hi = 0, 0
+    is_run, bm, m, rmin, rmax, lo, hi = _request_filter(ids, offset, n)
     if m == 0:
         return EMPTY, is_run, bm, m, rmin, rmax, -1, 0.0, 0, 0, 0, False, 0, 0, -1, np.int64(0), qs
     if not is_run and rmax - rmin + 1 == m:  # bits forming one run: the caller's (its run form)
@@ -120,14 +110,44 @@ def ivf_request(q, ids, offset, n, P, design, even_min, row_list, top, k, effort
                                                                          effort, True, -1, bm, lo, hi, _NO_ROWS)
     if route != IVF or probe > 0.0 or m >= n:
         return PLANNED, is_run, bm, m, rmin, rmax, route, probe, ef, cand, lists, has_away, ac, al, uni, np.int64(0), qs
-    # IVFIndex.scan_pays(m, cand, lists, has_bitmap=True) for a filter held as its bitmap: else
-    # the grouped form, the caller's (a run is read by its own form, as _shared_form reads it)
-    if not is_run and not c_scan * max(cand * n / max(m, 1), lists * n / max(nlist, 1)) < c_group * m:
-        return PLANNED, is_run, bm, m, rmin, rmax, route, probe, ef, cand, lists, has_away, ac, al, uni, np.int64(0), qs
     if has_away:
         share_lo, target_hi, lists_hi = away_share, ac, al
     else:
         share_lo, target_hi, lists_hi = 0.0, 0, 0
+    status, count = _scan(q, qs, bm, m, lo, hi, is_run, n, k, cand, lists, share_lo, target_hi, lists_hi, c_group, c_scan,
+                          nlist, Xl, pos_row, list_off, all_pos, ind, C, step, cnmax, cblk, cscale, cextra, l2, X, out_r, out_s)
+    return status, is_run, bm, m, rmin, rmax, route, probe, ef, cand, lists, has_away, ac, al, uni, count, qs
+
+
+@nb.njit(cache=True, inline="always")
+def _request_filter(ids, offset, n):
+    """A request's plain id array (int64, any order, at least one id) as the routes read it:
+    ``(is_run, bm, m, rmin, rmax, lo, hi)`` — consecutive ascending ids (a time window) as the
+    run ``lo..hi-1`` of rows, without a bitmap (``_mutable._window``), else the bitmap, count
+    and bounds of :func:`gsu.index._filter_kernels.ids_bitmap64` (``lo = hi = 0``)."""
+    m_ids = ids.shape[0]
+    a = ids[0]
+    is_run = ids[m_ids - 1] - a + 1 == m_ids and fk.strictly_increasing(ids)
+    if is_run:
+        lo = min(max(a - offset, 0), n)
+        hi = min(max(a - offset + m_ids, lo), n)
+        return is_run, np.zeros(0, np.uint64), hi - lo, lo, hi - 1, lo, hi
+    bm, m, rmin, rmax = fk.ids_bitmap64(ids, offset, n)
+    return is_run, bm, m, rmin, rmax, 0, 0
+
+
+@nb.njit(cache=True)
+def _scan(q, qs, bm, m, lo, hi, is_run, n, k, cand, lists, share_lo, target_hi, lists_hi, c_group, c_scan, nlist, Xl, pos_row,
+          list_off, all_pos, ind, C, step, cnmax, cblk, cscale, cextra, l2, X, out_r, out_s):
+    """The IVF route's list scan of a request's filter (:func:`_request_filter`) at the budget
+    ``cand``/``lists`` (the away budget ``share_lo``, ``target_hi``, ``lists_hi``; ``share_lo``
+    0: none), as ``IVFIndex.search_one`` runs it for a filter held as its bitmap or run, the
+    centroids scored from their 8-bit codes, an ``l2`` answer rescored
+    (:func:`gsu.index._l2.finish`): ``(status, count)`` — :data:`DONE`, :data:`AWAY` (left to
+    the exact scan) or :data:`PLANNED` where ``IVFIndex.scan_pays`` picks the grouped form
+    for the bitmap (nothing done: the caller's)."""
+    if not is_run and not c_scan * max(cand * n / max(m, 1), lists * n / max(nlist, 1)) < c_group * m:
+        return PLANNED, np.int64(0)
     counts = np.empty(1, np.int64)
     # IVFIndex.search_one's kernel, the centroids scored inside it from their codes
     fk._ivf_search_shared_ser(qs, np.zeros((0, 0), np.float32), Xl, pos_row, list_off, all_pos, bm, m, k, cand, lists, out_r,
@@ -136,7 +156,7 @@ def ivf_request(q, ids, offset, n, P, design, even_min, row_list, top, k, effort
     status = AWAY if counts[0] < 0 else DONE
     if l2 and status == DONE:
         _finish_kernel(q, X, _NO_POS, False, out_r, out_s)
-    return status, is_run, bm, m, rmin, rmax, route, probe, ef, cand, lists, has_away, ac, al, uni, counts[0], qs
+    return status, counts[0]
 
 
 # ---------------------------------------------------------------------------
@@ -228,6 +248,45 @@ def view_request(v, P, q, ids, k, effort, away_share, out_r, out_s, counts, info
     return r[2]
 
 
+@nb.njit(cache=True)
+def forced_view_request(v, q, ids, k, scan, cand, lists, out_r, out_s, info):
+    """A request's call with the route and budget the calibration sets instead of its plan's
+    (``_calibrate._Timer``: a request's cost is that of the path it takes, :func:`view_request`'s
+    for a plain id array this wide): the filter (:func:`_request_filter`) and, for IVF without
+    the walk (``scan``), the list scan at ``cand``/``lists`` where the bitmap or run form
+    applies (:func:`_scan`, without an away budget). Returns the filter's bitmap and writes
+    ``info`` as :func:`view_request` does (status, run flag, count, bounds; the result count
+    last); :data:`PLANNED`: the caller goes on, as :meth:`FilteredIndex._request_ivf` goes on
+    after a plan (the walk, the grouped form, bits forming one run).
+
+    The scores written are the routes' (``[q, 1]`` against the scored rows for ``l2``, as
+    the calibration's exact answers are): an ``l2`` answer is rescored as a request's is
+    (:func:`gsu.index._l2.finish`), on a copy, so that its cost is paid and the recall
+    still reads the routes' scores."""
+    (offset, n, design, even_min, row_list, top, nlist, Xl, pos_row, list_off, all_pos, ind, C, step, cnmax, cblk, cscale,
+     cextra, l2, X, c_group, c_scan, c_bits, Xs, Cs, steps, cnmaxs) = _view_fields(v)
+    qs = _scored_query(q, l2)
+    is_run, bm, m, rmin, rmax, lo, hi = _request_filter(ids, offset, n)
+    info[1] = 1.0 if is_run else 0.0
+    info[2] = m
+    info[3] = rmin
+    info[4] = rmax
+    info[14] = 0
+    if m == 0:
+        info[0] = EMPTY
+        return bm
+    if not scan or (not is_run and rmax - rmin + 1 == m):
+        info[0] = PLANNED
+        return bm
+    status, count = _scan(q, qs, bm, m, lo, hi, is_run, n, k, cand, lists, 0.0, 0, 0, c_group, c_scan, nlist, Xl, pos_row,
+                          list_off, all_pos, ind, C, step, cnmax, cblk, cscale, cextra, False, X, out_r, out_s)
+    if l2 and status == DONE:
+        _finish_kernel(q, X, _NO_POS, False, out_r.copy(), out_s.copy())
+    info[0] = status
+    info[14] = count
+    return bm
+
+
 _NO_HALF = fk._NO_HALF[0]  # no half-precision copy (the exact route's gathers read none)
 
 
@@ -314,6 +373,17 @@ def request(entry: Callable[..., Any], view: RequestView, P: np.ndarray, q: np.n
     """One request through ``entry`` (:func:`entry_for`): the filter's bitmap, ``info`` and the
     outputs written (:func:`view_request`, effort 1)."""
     return entry(view, P, q, ids, k, 1.0, away_share, out_r, out_s, counts, info)
+
+
+_FORCED_ENTRIES: dict = {}
+
+
+def forced_entry_for(view: RequestView) -> Callable[..., Any]:
+    """The compiled entry point of :func:`forced_view_request` for ``view``'s type (the
+    arguments checked as for :func:`entry_for`; ``scan`` a bool, ``cand`` and ``lists`` ints)."""
+    return _entry(_FORCED_ENTRIES, forced_view_request, view, (np.zeros((1, 2), np.float32), np.zeros(2, np.int64), 1, True, 1, 1,
+                                                               np.zeros((1, 1), np.int64), np.zeros((1, 1), np.float32),
+                                                               np.zeros(INFO_LEN, np.float64)))
 
 
 def exact_entry_for(view: RequestView) -> Callable[..., Any]:

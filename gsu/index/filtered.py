@@ -166,6 +166,17 @@ def _contiguous(cf: CompiledFilter, nq: int, m: np.ndarray) -> np.ndarray:
     return run
 
 
+def _request_filter(bm: np.ndarray, r: list[float], n: int) -> CompiledFilter:
+    """The compiled filter of a request's one compiled call (:mod:`gsu.index._request`) from
+    the bitmap it returned and its ``info`` (as a list: run flag, count, bounds), as the
+    step-by-step path compiles it: a window as its run (``_mutable._window``), bits forming
+    one run with that run noted."""
+    m, lo, hi = int(r[2]), int(r[3]), int(r[4])
+    if r[1]:
+        return CompiledFilter(None, None, n, True, run=(lo, hi + 1))
+    return CompiledFilter.from_bitmap(bm, m, n, (lo, hi + 1) if hi - lo + 1 == m else None)
+
+
 def _check_effort(effort: Any) -> float:
     if isinstance(effort, bool) or not isinstance(effort, (int, float, np.floating, np.integer)) or not effort > 0 \
             or not math.isfinite(effort):
@@ -1083,11 +1094,8 @@ class FilteredIndex(Index):
             return out_r, out_s, counts
         r = info.tolist()
         qs = _l2.augment_queries(q) if l2 else q  # the query as the routes score it
-        m, lo, hi = int(r[2]), int(r[3]), int(r[4])
-        if r[1]:  # a window: its run, as _mutable._window compiles it
-            cf = CompiledFilter(None, None, n, True, run=(lo, hi + 1))
-        else:
-            cf = CompiledFilter.from_bitmap(bm, m, n, (lo, hi + 1) if hi - lo + 1 == m else None)
+        cf = _request_filter(bm, r, n)
+        m = cf.count
         if status == _rq.AWAY:  # left to the exact scan, as _search_one leaves it (counts holds its mark)
             self._exact_rows(qs, k, cf, _ONE, out_r, out_s, counts)
         else:  # PLANNED: the plan (when made) as _plan_one hands it on, the rest as search goes on
@@ -1099,6 +1107,41 @@ class FilteredIndex(Index):
             out_r, out_s, counts = self._search_one(qs, k, cf, *plan)
         if l2:
             _l2.finish(q, self.hnsw.vectors, out_r, out_s)
+        return out_r, out_s, counts
+
+    def _request_forced(self, q: np.ndarray, qs: np.ndarray, ids: np.ndarray, k: int, code: int, probe: float, ef: int,
+                        cand: int, lists: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """A request with the plan ``(code, probe, ef, cand, lists)`` instead of its own, as the
+        calibration times it (``_calibrate._Timer``): the path :meth:`_request_ivf` takes under
+        a plain id array this wide — its one compiled call
+        (:func:`gsu.index._request.forced_view_request`: the filter and, for IVF without the
+        walk, the list scan), and where that leaves the request (the walk, the density probe,
+        the grouped form) its continuation: the compiled filter from the call's bitmap, then
+        :meth:`_search_one`. The scores are the routes' (``qs``: the query as they score it;
+        an ``l2`` answer is rescored on a copy, its cost paid as a request's). ``None`` where
+        the call does not apply (:meth:`_request_ivf`'s conditions; the caller times the
+        step-by-step path) or the filter allows nothing."""
+        fl = ids.flags
+        if (self.hnsw._dead is not None or not fl.c_contiguous or not fl.writeable or not fl.aligned or ids.shape[0] == 0
+                or not q.flags.aligned or ids.shape[0] * BITMAP_FIRST_SHARE < self.hnsw._n):
+            return None
+        a = self._request_args()
+        if a is None or a[1] is None:
+            return None
+        view, _, n, l2, _ = a
+        out_r = np.empty((1, k), np.int64)
+        out_s = np.empty((1, k), np.float32)
+        info = np.empty(_rq.INFO_LEN, np.float64)
+        scan = code == IVF and probe <= 0.0
+        bm = _rq.forced_entry_for(view)(view, q, ids, k, scan, cand, lists, out_r, out_s, info)
+        if info[0] == _rq.DONE:
+            return out_r, out_s, info[14:15].astype(np.int64)
+        if info[0] != _rq.PLANNED:  # nothing allowed (the forced budget has no away share: no AWAY)
+            return None
+        cf = _request_filter(bm, info.tolist(), n)
+        out_r, out_s, counts = self._search_one(qs, k, cf, code, probe, ef, cand, lists)
+        if l2:
+            _l2.finish(q, self.hnsw.vectors, out_r.copy(), out_s.copy())
         return out_r, out_s, counts
 
     def _request_exact(self, q: np.ndarray, ids: np.ndarray, k: int) -> SearchResult | tuple[np.ndarray, np.ndarray, np.ndarray] | None:
