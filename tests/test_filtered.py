@@ -1212,7 +1212,7 @@ def test_the_runs_exact_limit_may_lie_below_the_scattered_filters():
     ``exact_run_factor`` below 1 (it was clamped at 1, and the windows of an unseen set at
     10 % took the exact scan at twice IVF's cost). A plain id array between the two limits
     takes the exact scan when it is scattered and IVF when it is a window."""
-    from gsu.index.planner import RUN_FACTOR_MIN, fit_planner
+    from gsu.index.planner import RUN_FACTOR_MIN, SPLIT_TIE, fit_planner
 
     # kinds: random, correlated, range; 1 % and 10 % of 100,000 rows. The exact scan costs the
     # same for every kind; IVF costs 40 us for the scattered kinds but 10 us for a window
@@ -1221,10 +1221,11 @@ def test_the_runs_exact_limit_may_lie_below_the_scattered_filters():
     raw = {"k": 10, "target_recall": 0.95, "n": 100_000, "n_queries": 24, "kinds": ["random", "correlated", "range"],
            "points": pts, "complete": True}
     st = fit_planner(raw, 0.95).settings
+    e0, e1 = 5.0 * (1 + SPLIT_TIE), 50.0 * (1 + SPLIT_TIE)  # (a tie within the timing's spread goes to IVF)
     # scattered: 5 - 40 < 0 at 1,000 rows, 50 - 40 > 0 at 10,000: the crossover at 1,000 + 9,000 * 35/45
-    assert st.exact_max_rows == pytest.approx(1000 + 9000 * 35 / 45)
-    # runs: 5 - 10 < 0 at 1,000, 50 - 10 > 0 at 10,000: at 1,000 + 9,000 * 5/45 = 2,000
-    assert st.exact_max_rows * st.exact_run_factor == pytest.approx(2000.0)
+    assert st.exact_max_rows == pytest.approx(1000 + 9000 * (40 - e0) / (e1 - e0))
+    # runs: 5 - 10 < 0 at 1,000, 50 - 10 > 0 at 10,000: at 1,000 + 9,000 * 5/45, about 2,000
+    assert st.exact_max_rows * st.exact_run_factor == pytest.approx(1000 + 9000 * (10 - e0) / (e1 - e0))
     assert RUN_FACTOR_MIN < st.exact_run_factor < 1.0
     rng = np.random.default_rng(31)
     x = rng.standard_normal((6000, 16)).astype(np.float32)
@@ -1242,6 +1243,42 @@ def test_the_runs_exact_limit_may_lie_below_the_scattered_filters():
         b = fi.search(x[0], K, filter=f, effort=1.0)  # the step-by-step path
         np.testing.assert_array_equal(a.ids, b.ids)
         np.testing.assert_array_equal(a.scores, b.scores)
+
+
+def test_the_exact_limit_is_the_median_of_the_scattered_kinds_crossovers():
+    """The scattered filters' exact limit is the median of each kind's own crossover (the exact
+    scan against the cheapest family at that kind's cost), a tie within ``SPLIT_TIE`` going to
+    the approximate route: one dear kind (the region kind, 89 us on IVF at 10 % where the scan
+    costs 50) no longer sends the others (35 and 47 us) to the scan. Where no budget reached
+    the goal at a point, the largest measured budget whose mean recall reaches the target
+    prices the approximate route there (its bands take that budget), not an infinite cost."""
+    from gsu.index import planner
+    from gsu.index.planner import SPLIT_TIE, fit_planner
+
+    kinds = ["random", "correlated", "range", "region"]
+
+    def pt(s, ex, costs, rec=0.99, low=0.98):
+        return {"s": s, "m": int(s * 100_000), "exact": [ex] * 4, "hnsw": [], "probe": [],
+                "ivf": [[1.0, [rec] * 4, costs, [low] * 4]]}
+
+    raw = {"k": 10, "target_recall": 0.95, "n": 100_000, "n_queries": 24, "kinds": kinds, "complete": True,
+           "points": [pt(0.01, 5.0, [20.0, 20.0, 10.0, 20.0]), pt(0.1, 50.0, [35.0, 47.0, 25.0, 89.0])]}
+    st = fit_planner(raw, 0.95).settings
+    e0, e1 = 5.0 * (1 + SPLIT_TIE), 50.0 * (1 + SPLIT_TIE)
+    # the correlated kind's crossover is the median: 1,000 + 9,000 * (20 - e0) / ((20 - e0) + (e1 - 47))
+    assert st.exact_max_rows == pytest.approx(1000 + 9000 * (20 - e0) / ((20 - e0) + (e1 - 47)))
+    assert st.exact_max_rows < 10_000
+    old = planner.EXACT_LIMIT_MEDIAN
+    try:
+        planner.EXACT_LIMIT_MEDIAN = False  # the mean over the kinds: the scan wins at 10 % (50 < 57)
+        assert fit_planner(raw, 0.95).settings.exact_max_rows == 100_000
+    finally:
+        planner.EXACT_LIMIT_MEDIAN = old
+    # at 10 % no budget reaches the goal (lower bound 0.93), the largest measured reaches the
+    # target on average: its costs place the limit, below 10 %
+    raw2 = {**raw, "points": [raw["points"][0], pt(0.1, 50.0, [30.0, 30.0, 30.0, 30.0], rec=0.96, low=0.93)]}
+    lim2 = fit_planner(raw2, 0.95).settings.exact_max_rows
+    assert lim2 == pytest.approx(1000 + 9000 * (20 - e0) / ((20 - e0) + (e1 - 30)))
 
 
 def test_the_fit_needs_the_recall_lower_bound_to_reach_the_target():
@@ -2951,7 +2988,7 @@ def test_fit_planner_scans_away_queries_where_the_exact_scan_costs_less():
         pts = []
         for s, away, ex in ((0.01, [], None), (0.1, [[2.0, [0.9], [300.0], [0.88]], [3.2, [0.99], [400.0], [0.98]]], ex10),
                             (0.5, [[2.0, [0.8], [300.0], [0.7]], [16.0, [0.9], [900.0], [0.85]]], ex50)):
-            p = {"s": s, "m": int(s * 100_000), "nq": 24, "exact": [50.0 + 5000 * s] * 3,
+            p = {"s": s, "m": int(s * 100_000), "nq": 24, "exact": [45.0 + 5000 * s] * 3,
                  "ivf": [entry(1.0, 0.99, 100.0)], "hnsw": [entry(2.0, 0.99, 120.0)], "probe": [], "away": away}
             if ex is not None:
                 p["away_exact"] = ex
