@@ -631,8 +631,9 @@ class _Timer:
         idx, Q, k = self.idx, self.Q, self.k
         kept = isinstance(id_sets, _Compiled)
         compile_ = _as_compiled if kept else idx.hnsw.compile_filter
-        # the one compiled call of the exact route and of IVF without the walk, where the
-        # index has one (an offset id map); the scores read for recall are the routes'
+        # the request's own calls (the exact route's; the others' from 1/16 of the rows, else
+        # None: the step-by-step path below), where the index has them (an offset id map); the
+        # scores read for recall are the routes'
         served = None
         if not kept and idx._request_args() is not None:
             served = idx._request_exact if code == _EXACT else idx._request_forced
@@ -1003,8 +1004,9 @@ def _exact_model(points: list[tuple[int, float]], m: int) -> float | None:
 
 def _warm_up(idx: "FilteredIndex", Q: np.ndarray, k: int, rng: np.random.Generator) -> None:
     """Run every route once (exact; IVF grouped and scanned; the walk, with and without
-    the density probe; the one compiled calls of the exact route and IVF) so that lazily built structures (the walk's codes and graph arrays,
-    the half-precision copy) and compiled kernels are ready before anything is timed."""
+    the density probe; each through the request's own calls too) so that lazily built
+    structures (the walk's codes and graph arrays, the half-precision copy) and compiled
+    kernels are ready before anything is timed."""
     n = idx.ntotal
     q = Q[:1]
     for m in {max(1, n // 100), max(1, n // 3)}:
