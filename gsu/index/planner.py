@@ -871,18 +871,12 @@ def fit_planner(cal: Calibration | dict[str, Any], target: float, base: PlannerS
         # far slower: a limit interpolated onto a tied grid point hands that point's whole band
         # to the scan on timing noise (the unseen scales set's correlated kind, 40 us either way
         # at 10 %, served 28-33 on IVF against 45 by the scan)
-        # where no family's budget reached the goal at a point, its bands take the largest
-        # budget measured (see ``fill``): that budget's cost is the approximate route's there
-        # (priced as unreached, the limit passed the point: the unseen hubs set, recalibrated,
-        # sent every filter up to 100 % to the exact scan, 340 us a search at 50 % against 170-250)
-        lad = {nm: [p.get(nm, []) for p in pts] for nm in fam}
-
+        # (where no family's budget reached the goal at a point the approximate route costs
+        # inf there and the limit passes the point: the exact scan answers, whatever its cost,
+        # rather than a budget whose recall the calibration did not confirm)
         def kcost(nm: str, j: int, i: int) -> float:
             r = fam[nm][j]
-            if r is not None:
-                return float(r[2][i])
-            top = [e for e in lad[nm][j] if float(np.mean(e[1])) >= target]
-            return float(top[-1][2][i]) if top and all(fam[x][j] is None for x in fam) else inf
+            return inf if r is None else float(r[2][i])
 
         fam_at = [min(fam, key=lambda nm: float(np.mean([kcost(nm, j, i) for i in scat]))) for j in range(len(pts))]
         lims = []
