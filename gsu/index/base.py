@@ -50,7 +50,7 @@ from gsu.index.result import SearchResult
 __all__ = ["SearchResult", "Index", "register_index", "load", "topk_rows", "INDEX_KINDS", "READ_METHODS", "WRITE_METHODS"]
 
 #: methods that run under the read side of an index's lock (many at once)
-READ_METHODS = ("search", "search_codes", "explain", "plan", "reconstruct", "stats")
+READ_METHODS = ("search", "search_codes", "explain", "plan", "reconstruct", "stats", "warm_up")
 #: methods that run under the write side (alone)
 WRITE_METHODS = ("add", "add_codes", "remove", "upsert", "delete", "compact", "rebuild", "train", "calibrate")
 _SEARCH_METHODS = ("search", "search_codes")

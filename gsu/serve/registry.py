@@ -81,6 +81,9 @@ def _warm_up(idx: Index, params: frozenset[str]) -> None:
     n = idx.ntotal
     if n == 0:
         return
+    warm = getattr(idx, "warm_up", None)
+    if callable(warm):  # every route's kernels, the paths a few searches do not reach included
+        warm()
     rng = np.random.default_rng(0)
     q = rng.standard_normal((2, idx.dim)).astype(np.float32)
     all_ids = np.asarray(getattr(idx, "ids", np.arange(n, dtype=np.int64)))
