@@ -1,15 +1,18 @@
+"""Per-query µs of a build's own plan against the same build with IVF forced (walk and probe
+thresholds off): python diag5.py SPEC INDEX.gsu kind:sel ... (stop 66 ran it on the unseen
+l2gauss build, /work/tmp/ud/l2gauss_n50000_s3.npy?queries=..._q.npy&metric=l2, and on the suite
+run's power-law build, gen:powerlaw-d32)."""
 import sys, time, numpy as np
 from gsu.index import load
 from gsu.bench.filtered import make_filters
 from gsu.bench.filtered_data import from_registry
-D = "/work/tmp/ud"
-ds = from_registry(f"{D}/l2gauss_n50000_s3.npy?queries={D}/l2gauss_n50000_s3_q.npy&metric=l2", nq=100, seed=0)
-idx = load("/work/tmp/s66/us2/cache/l2gauss_n50000_s3_50000x48_l2_M32_efc200_s0.gsu")
+ds = from_registry(sys.argv[1], nq=100, seed=0)
+idx = load(sys.argv[2])
 q = np.ascontiguousarray(ds.q[:100])
 import dataclasses
 idx.search(q[0], 10)
 fit0 = idx._fits[None]
-for cell in sys.argv[1:]:
+for cell in sys.argv[3:]:
     kind, sel = cell.split(":")
     allowed = make_filters(ds, kind, float(sel), np.random.default_rng(1))
     res = {}
