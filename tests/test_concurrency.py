@@ -276,6 +276,49 @@ def test_search_while_calibrating():
         K.check_result(idx, kind, qq, res, KQ, allowed=flt)
 
 
+def test_warm_up_while_writing():
+    """``FilteredIndex.warm_up`` (every route's kernels, the away paths included) runs in
+    reader threads, beside searches, while a writer adds, removes and compacts: nothing
+    fails or deadlocks, and the final index answers exactly."""
+    kind = "filtered"
+    x0 = K.data(kind, N0, seed=3)
+    ids0 = _ids(N0)
+    adds = [(K.data(kind, BATCH * 5, seed=60 + b), _ids(BATCH * 5, N0 + b * BATCH * 5)) for b in range(3)]
+    q = K.queries(kind, NQ, seed=98)
+    idx = K.make(kind)
+    idx.add(x0, ids0)
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def reader(t: int) -> None:
+        i = 0
+        try:
+            while not done.is_set() or i < 2:
+                if (i + t) % 2 == 0:
+                    idx.warm_up()
+                else:
+                    idx.search(q[t % NQ], KQ, filter=ids0[:: 3].copy())
+                i += 1
+        except BaseException as e:
+            errors.append(e)
+
+    def writer() -> None:
+        try:
+            for b, (x, ids) in enumerate(adds):
+                idx.add(x, ids)
+                if b == 1:
+                    idx.remove(ids0[:: 11])
+                    idx.compact()
+        except BaseException as e:
+            errors.append(e)
+        finally:
+            done.set()
+
+    _run(reader, writer, errors)
+    allowed = np.setdiff1d(ids0[:: 3], ids0[:: 11])
+    K.check_result(idx, kind, q, idx.search(q, KQ, filter=allowed), KQ, allowed=allowed)
+
+
 @pytest.mark.slow
 def test_search_while_writing_with_walk_seeds(monkeypatch):
     """The same contract for FilteredIndex with its graph walk seeded from the IVF lists
