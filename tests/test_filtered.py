@@ -3496,6 +3496,99 @@ def test_the_one_call_requests_kept_arguments_follow_the_index(metric):
     np.testing.assert_array_equal(clone.search(q[1], K, filter=ids).ids, fi.search(q[1], K, filter=ids).ids)
 
 
+@pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
+def test_the_public_search_front_answers_a_request_as_the_general_path_does(metric):
+    """``FilteredIndex.search`` answers the request of a GSU itself (``_fused_search``: one
+    float32 query, a plain int64 id array within the exact limit or of at least 1/16 of the
+    rows, no other keyword) with the ids, scores and counts of the general path
+    (``effort=1.0``): an exact scan, IVF in the one call, the continuation of a plan the call
+    leaves (bits forming one run), ids that are all unknown, an away budget. Every other call
+    goes to the locked general ``search`` (counted here through the front's closure), which
+    answers or raises: a filter between the limits, an empty array, a batch, a float64
+    query or id array, a read-only id array, NaN, an operating point not yet fitted, a
+    search inside the index's own read lock, other keywords."""
+    from gsu.index.planner import Fit
+
+    rng = np.random.default_rng(13)
+    d, n = 128, 4000  # nlist * d >= ivf.CENTROID_I8_MIN: the one call's 8-bit centroid codes
+    base = rng.standard_normal((30, d)).astype(np.float32)
+    lab = rng.integers(0, 30, n)
+    x = (base[lab] + 0.5 * rng.standard_normal((n, d))).astype(np.float32)
+    q = rng.standard_normal((6, d)).astype(np.float32)
+    fi = FilteredIndex(d, metric, M=8, ef_construction=40, nlist=128, seed=0, calibrate=False)
+    fi.add(x, 100 + np.arange(n, dtype=np.int64))
+    st = PlannerSettings(bands=(0.1, 0.5), band_ivf=(1.0, 1.0), band_hnsw_ef=(2.0, 2.0), ivf_min_lists=1.0,
+                         exact_max_rows=50.0, probe_min_selectivity=2.0, ivf_candidates=2.0, hnsw_min_selectivity=2.0,
+                         band_away_ivf=(4.0, 4.0), band_away_exact=(1.0, 1.0))  # away queries: the exact scan
+    assert fi._request_args()[1] is not None
+    assert st.plan_consts is not None
+    fi._fits = {None: Fit(st, (), (), False)}
+    front = FilteredIndex.search
+    cell = next(c for c in front.__closure__ if c.cell_contents is front.__wrapped__)
+    general = []
+
+    def spy(*a, **kw):
+        general.append(1)
+        return front.__wrapped__(*a, **kw)
+
+    def same(a, b):
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_array_equal(a.scores, b.scores)
+        np.testing.assert_array_equal(a.counts, b.counts)
+
+    cell.cell_contents = spy
+    try:
+        answered = [100 + np.sort(rng.choice(n, 30, replace=False)).astype(np.int64),  # the exact limit
+                    100 + np.sort(rng.choice(n, 400, replace=False)).astype(np.int64),  # 1/10: IVF
+                    100 + np.sort(rng.choice(n, 3000, replace=False)).astype(np.int64),
+                    100 + rng.permutation(n)[:1000].astype(np.int64),  # any order
+                    100 + np.arange(0, 2000, 2, dtype=np.int64),
+                    np.concatenate([100 + np.arange(1000, 1300, dtype=np.int64), [100 + 1302]]),  # nearly one run
+                    100 + np.arange(1000, 1400, dtype=np.int64),  # one run (a window)
+                    100 + rng.permutation(np.arange(1000, 1400, dtype=np.int64)),  # bits forming one run: the plan goes on
+                    100 + np.flatnonzero(lab < 3).astype(np.int64),  # three clusters: queries away from them
+                    np.arange(10**6, 10**6 + 500, dtype=np.int64)]  # unknown ids: nothing allowed
+        for f in answered:
+            for i in range(q.shape[0]):
+                for qq in (q[i], q[i:i + 1]):
+                    a = fi.search(qq, K, filter=f)
+                    assert not general, f.shape
+                    cell.cell_contents = front.__wrapped__
+                    same(a, fi.search(qq, K, filter=f, effort=1.0))
+                    cell.cell_contents = spy
+        assert (fi.search(q[0], K, filter=answered[-1]).ids == -1).all()
+        ids = answered[2]
+        ro = ids.copy()
+        ro.flags.writeable = False
+        bad = q[0].copy()
+        bad[5] = np.nan
+        others = [lambda: fi.search(q[0], K, filter=ids[:200]),  # between the limits: compiled by the lean path
+                  lambda: fi.search(q[0], K, filter=np.zeros(0, np.int64)),
+                  lambda: fi.search(q[:2], K, filter=ids),
+                  lambda: fi.search(q[0].astype(np.float64), K, filter=ids),
+                  lambda: fi.search(q[0], K, filter=ids.astype(np.int32)),
+                  lambda: fi.search(q[0], K, filter=ro),
+                  lambda: fi.search(q[0], K, filter=Filter.from_ids(ids)),
+                  lambda: fi.search(q[0], K),
+                  lambda: fi.search(q[0], K, filter=ids, target_recall=0.9),
+                  lambda: fi.search(q[0], K, filter=ids, route="ivf")]
+        for call in others:
+            general.clear()
+            r = call()
+            assert general, "the general path answers"
+            assert r.ids.shape[1] == K
+        general.clear()
+        with fi.lock.read():  # a nested read
+            same(fi.search(q[0], K, filter=ids), fi.search(q[0], K, filter=ids, effort=1.0))
+        assert general
+        general.clear()
+        with pytest.raises(ValueError):
+            fi.search(bad, K, filter=ids)
+        assert general
+    finally:
+        cell.cell_contents = front.__wrapped__
+
+
 def test_at_reads_the_bands_once_as_the_per_budget_methods_do():
     """``PlannerSettings.at(s, run)`` (the single filter's planner) equals, bit for bit,
     ``(ivf_mult, away factor, ef_mult, away_exact, hnsw_min, probe_min)`` at every
