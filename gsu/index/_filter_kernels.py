@@ -1118,9 +1118,17 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
     # the away test: in the scan mode, on the first lists the scan opens (the same lists, in
     # the same order, as local_share's; their rows are read once), else before the scan
     pending = share_lo > 0 and (target_hi < 0 or target_hi > target or lists_hi > min_lists)
+    run = run_hi > run_lo
+    # a test before the scan opens lists: in the scan and run modes (``boff`` the lists'
+    # offsets, as ``loff``) on the first lists of the scan's own order, once its first
+    # batch is sorted (below: local_share's lists, without its pass over every list's
+    # score); grouped (``boff`` counts allowed rows), by local_share
+    first = False
     if pending and not (scan and min_lists >= _LOCAL_LISTS):
         pending = False
-        if local_share(CS, q, loff, boff, bm, pos_row, run_lo, run_hi) < share_min:
+        if scan or run:
+            first = True
+        elif local_share(CS, q, loff, boff, bm, pos_row, run_lo, run_hi) < share_min:
             if target_hi < 0:  # away: answered by the exact scan, which the caller runs
                 counts[q] = AWAY_ELSEWHERE
                 scored[q] = 0
@@ -1130,7 +1138,6 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
     loc_n = 0
     loc_tot = 0
     loc_ok = 0
-    run = run_hi > run_lo
     sq = C.shape[0] > 0 and ind
     qp = np.empty(d if sq else 0, np.float32)
     eps = np.float32(0.0)
@@ -1142,8 +1149,8 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
         eps = _sq8_query_scan(qv, step, cnmax, qp)
         # rows scored < max(target, min_lists · longest) + longest (see the stop rule), with
         # the away budget's where the away test is still to come
-        t_cap = max(target, target_hi) if pending else target
-        l_cap = max(min_lists, lists_hi) if pending else min_lists
+        t_cap = max(target, target_hi) if pending or first else target
+        l_cap = max(min_lists, lists_hi) if pending or first else min_lists
         cap = min(m_all, max(t_cap, l_cap * maxb) + maxb)
     else:
         cap = 0
@@ -1202,6 +1209,31 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
                 blist[nb_] = vals[i]
                 nb_ += 1 if (b >= lo_b and b < hi_b) else 0
             order = np.argsort(-bkeys[:nb_])
+            if first:  # the away test before the scan (see above) on this batch's best lists
+                first = False
+                if nb_ >= _LOCAL_LISTS or nb_ == size:
+                    tot = 0
+                    ok = 0
+                    for a in range(min(_LOCAL_LISTS, nb_)):
+                        l = blist[order[a]]
+                        tot += boff[l + 1] - boff[l]
+                        if run:
+                            j0, e0 = _run_span(pos_row, boff[l], boff[l + 1], run_lo, run_hi)
+                            ok += e0 - j0
+                        else:
+                            for p in range(boff[l], boff[l + 1]):
+                                r = pos_row[p]
+                                ok += np.int64((bm[r >> 6] >> np.uint64(r & 63)) & one)
+                    away = tot > 0 and ok < share_min * tot
+                else:  # (a batch of fewer lists than the test reads: its own pass)
+                    away = local_share(CS, q, loff, boff, bm, pos_row, run_lo, run_hi) < share_min
+                if away:
+                    if target_hi < 0:  # away: answered by the exact scan, which the caller runs
+                        counts[q] = AWAY_ELSEWHERE
+                        scored[q] = 0
+                        return
+                    target = target_hi
+                    min_lists = lists_hi
             for a in range(nb_):
                 if not (covered < target or opened < min_lists):
                     done = True
