@@ -3498,7 +3498,7 @@ def test_the_one_call_requests_kept_arguments_follow_the_index(metric):
 
 @pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
 def test_the_public_search_front_answers_a_request_as_the_general_path_does(metric):
-    """``FilteredIndex.search`` answers the request of a GSU itself (``_fused_search``: one
+    """``FilteredIndex.search`` answers the request of a GSU itself (``_front.filtered_front``: one
     float32 query, a plain int64 id array within the exact limit or of at least 1/16 of the
     rows, no other keyword) with the ids, scores and counts of the general path
     (``effort=1.0``): an exact scan, IVF in the one call, the continuation of a plan the call

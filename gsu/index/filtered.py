@@ -43,22 +43,19 @@ than k items pass its filter.
 from __future__ import annotations
 
 import logging
-import functools
 import math
 import time
-from _thread import get_ident
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from gsu._rwlock import _GIL
 from gsu._validate import as_ids, as_matrix, check_choice, check_k, check_positive_int
 from gsu.errors import FieldError
 from gsu.index import _filter_kernels as fk
 from gsu.index import _graph_kernels as gk
 from gsu.index import _l2
-from gsu.index.base import _LIMITS, _NO_K, _SLOT, Index, register_index
+from gsu.index.base import Index, register_index
 from gsu.index.result import SearchResult
 from gsu.index.vectors import DENSE_METRICS, normalize_rows, prep_queries
 from gsu.index.filters import CompiledFilter, Filter, IdMap
@@ -112,9 +109,6 @@ _NO_X = np.zeros((0, 1), np.float32)  # no raw vectors (the one-call request of 
 _NO_ROWL = np.zeros(0, np.int32)  # no row-to-list table (an index without lists)
 _F32 = np.dtype(np.float32)
 _I64 = np.dtype(np.int64)
-_F64 = np.dtype(np.float64)
-_empty = np.empty
-_new = object.__new__
 _U64 = np.dtype(np.uint64)
 _PLAN = "gsu.filtered.plan"  # cache key of a shared filter's plan on its compiled form
 _UNIFORM = "gsu.filtered.uniform"  # ... and of its evenness verdict (:meth:`FilteredIndex._walk_shared`)
@@ -1100,106 +1094,15 @@ class FilteredIndex(Index):
 
     @staticmethod
     def _fused_search(locked: Any) -> Any:
-        """The public ``search``: the request of a GSU — one float32 query (``(d,)`` or
-        ``(1, d)``, C-contiguous, writeable) under a plain int64 id array (1-D, C-contiguous,
-        writeable, aligned), with at most ``target_recall=`` of an operating point already
-        fitted — answered here by the request's one compiled call, as the lean path answers
-        it (:meth:`_lean_search`): within the exact limit the exact route's
-        (:func:`gsu.index._request.exact_view_request`), from ``1/BITMAP_FIRST_SHARE`` of the
-        rows the plan and list scan's (:func:`gsu.index._request.view_request`, continued by
-        :meth:`_request_rest` where it stops). Every other call (no filter, a ``Filter``, a
-        batch, other keywords, an index with removed rows or without an offset id map, a
-        query with NaN or inf) goes to ``locked``, the locked general :meth:`search` with its
-        lean hook, which answers it or raises the precise error. Installed by
-        :meth:`Index.__init_subclass__ <gsu.index.base.Index.__init_subclass__>`.
+        """The public ``search``: :func:`gsu.index._front.filtered_front` — the request of a
+        GSU (one float32 query under a plain int64 id array) answered by the request's one
+        compiled call itself, everything else handed to ``locked``, the locked general
+        :meth:`search` with its lean hook. Installed by :meth:`Index.__init_subclass__
+        <gsu.index.base.Index.__init_subclass__>`. (In a module of its own: a front defined
+        here would call ``locked`` in ``base`` and come back here, re-entering this file.)"""
+        from gsu.index._front import filtered_front
 
-        The read side of the index's lock is taken inline as
-        :func:`gsu.index.base._locked_search` takes it (register the thread, look at the
-        writer flag), under the GIL only; a nested read, a read inside this thread's write or
-        a file still being verified go to ``locked``. Against the locked wrapper, the lean
-        hook and :meth:`_request_ivf`: three Python calls, a keyword dictionary and a second
-        set of checks fewer, ~3.5 µs of a ~19 µs request (an unseen ``l2`` set, 50,000 × 48,
-        random 10 % filters, one thread, Intel Xeon VM)."""
-
-        @functools.wraps(locked)
-        def search(self: "FilteredIndex", queries: Any, k: Any = _NO_K, *args: Any, filter: Any = None,
-                   target_recall: Any = None, **kw: Any) -> Any:
-            if (args or kw or queries.__class__ is not np.ndarray or filter.__class__ is not np.ndarray
-                    or k.__class__ is not int or k < 1 or k > _LIMITS.max_k or k * _SLOT > _LIMITS.max_result_bytes
-                    or not _GIL or (target_recall is not None and target_recall.__class__ is not float)
-                    or queries.dtype is not _F32 or filter.dtype is not _I64 or filter.ndim != 1):
-                return locked(self, queries, k, *args, filter=filter, target_recall=target_recall, **kw)
-            d = self.dim
-            shp = queries.shape
-            fq = queries.flags
-            fi = filter.flags
-            mf = shp[0] if len(shp) == 1 else (shp[1] if len(shp) == 2 and shp[0] == 1 else -1)
-            if (mf != d or not fq.c_contiguous or not fq.writeable or not fq.aligned or not fi.c_contiguous
-                    or not fi.writeable or not fi.aligned):
-                return locked(self, queries, k, filter=filter, target_recall=target_recall)
-            lock = self._gsu_lock
-            tid = get_ident()
-            held = lock._held
-            pend = self._gsu_pending
-            if tid in held or lock._writer_tid == tid or (pend is not None and not pend.done):
-                return locked(self, queries, k, filter=filter, target_recall=target_recall)
-            held[tid] = 1
-            if lock._flag:  # a writer wants in: wait for it under the mutex
-                lock._read_slow(tid, registered=True)
-            res = None
-            try:
-                fit = self._fits.get(target_recall)
-                mf = filter.shape[0]
-                v = queries.reshape(-1)
-                hnsw = self.hnsw
-                if (fit is not None and mf > 0 and hnsw._n > 0 and hnsw._dead is None and math.isfinite(v.dot(v))
-                        and (a := self._request_args()) is not None):
-                    view, entry, n, l2, xentry = a
-                    q = queries if len(shp) == 2 else v.reshape(1, d)
-                    if self.metric == "cosine":
-                        q = normalize_rows(q)
-                    st = fit.settings
-                    lim = st.exact_max_rows
-                    # the lean path's exact limit (a window's own where lower; see _lean_search)
-                    if mf <= max(lim * min(st.exact_run_factor, 1.0), k) or (
-                            mf <= max(lim, k) and (mf < 2 or filter[mf - 1] - filter[0] + 1 != mf)):
-                        out_r = _empty((1, k), _I64)
-                        out_s = _empty((1, k), _F32)
-                        counts = _empty(1, _I64)
-                        res = (SearchResult.empty(1, k) if _rq.request_exact(xentry, view, q, filter, k, out_r, out_s, counts) == 0
-                               else 1)
-                    elif mf * BITMAP_FIRST_SHARE >= n and entry is not None and st.plan_consts is not None \
-                            and _planner.BAND_INTERP:
-                        out_r = _empty((1, k), _I64)
-                        out_s = _empty((1, k), _F32)
-                        counts = _empty(1, _I64)
-                        info = _empty(_rq.INFO_LEN, _F64)
-                        bm = _rq.request(entry, view, st.plan_consts, q, filter, k, _planner.AWAY_SHARE, out_r, out_s, counts, info)
-                        status = info[0]
-                        if status == _rq.DONE:  # (rescored in the call for l2)
-                            res = 1
-                        elif status == _rq.EMPTY:
-                            res = SearchResult.empty(1, k)
-                        else:
-                            out_r, out_s, counts = self._request_rest(q, k, st, bm, info, out_r, out_s, counts, n, l2)
-                            res = 1
-                    if res == 1:
-                        idmap = hnsw._idmap
-                        res = _new(SearchResult)  # SearchResult.trusted, inlined
-                        rd = res.__dict__
-                        rd["ids"] = out_r if idmap.identity else idmap.to_ids(out_r)
-                        rd["scores"] = out_s
-                        rd["counts"] = counts
-            finally:
-                del held[tid]
-                if lock._flag:
-                    lock._notify()
-            if res is None:
-                return locked(self, queries, k, filter=filter, target_recall=target_recall)
-            return res
-
-        search.__gsu_locked__ = "read"  # type: ignore[attr-defined]
-        return search
+        return filtered_front(locked)
 
     def _request_ivf(self, q: np.ndarray, ids: np.ndarray, k: int, st: PlannerSettings
                      ) -> SearchResult | tuple[np.ndarray, np.ndarray, np.ndarray] | None:
