@@ -1119,22 +1119,13 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
     # the same order, as local_share's; their rows are read once), else before the scan
     pending = share_lo > 0 and (target_hi < 0 or target_hi > target or lists_hi > min_lists)
     run = run_hi > run_lo
-    # a test before the scan opens lists: in the scan and run modes (``boff`` the lists'
-    # offsets, as ``loff``) on the first lists of the scan's own order, once its first
-    # batch is sorted (below: local_share's lists, without its pass over every list's
-    # score); grouped (``boff`` counts allowed rows), by local_share
-    first = False
-    if pending and not (scan and min_lists >= _LOCAL_LISTS):
+    # a test before the scan opens lists, once its first batch is sorted (below): in the scan
+    # and run modes (``boff`` the lists' offsets, as ``loff``) on that batch's best lists
+    # (local_share's lists, without its pass over every list's score); grouped (``boff``
+    # counts allowed rows), by local_share
+    first = pending and not (scan and min_lists >= _LOCAL_LISTS)
+    if first:
         pending = False
-        if scan or run:
-            first = True
-        elif local_share(CS, q, loff, boff, bm, pos_row, run_lo, run_hi) < share_min:
-            if target_hi < 0:  # away: answered by the exact scan, which the caller runs
-                counts[q] = AWAY_ELSEWHERE
-                scored[q] = 0
-                return
-            target = target_hi
-            min_lists = lists_hi
     loc_n = 0
     loc_tot = 0
     loc_ok = 0
@@ -1209,9 +1200,9 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
                 blist[nb_] = vals[i]
                 nb_ += 1 if (b >= lo_b and b < hi_b) else 0
             order = np.argsort(-bkeys[:nb_])
-            if first:  # the away test before the scan (see above) on this batch's best lists
+            if first:  # the away test before the scan (see above)
                 first = False
-                if nb_ >= _LOCAL_LISTS or nb_ == size:
+                if (scan or run) and (nb_ >= _LOCAL_LISTS or nb_ == size):
                     tot = 0
                     ok = 0
                     for a in range(min(_LOCAL_LISTS, nb_)):
@@ -1225,7 +1216,7 @@ def _probe_lists(q, Q, CS, Xl, pos_row, boff, bpos, bm, m_all, k, target, min_li
                                 r = pos_row[p]
                                 ok += np.int64((bm[r >> 6] >> np.uint64(r & 63)) & one)
                     away = tot > 0 and ok < share_min * tot
-                else:  # (a batch of fewer lists than the test reads: its own pass)
+                else:  # grouped, or a batch of fewer lists than the test reads: its own pass
                     away = local_share(CS, q, loff, boff, bm, pos_row, run_lo, run_hi) < share_min
                 if away:
                     if target_hi < 0:  # away: answered by the exact scan, which the caller runs

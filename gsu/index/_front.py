@@ -20,6 +20,7 @@ from gsu.index import _request as _rq
 from gsu.index import planner as _planner
 from gsu.index._mutable import BITMAP_FIRST_SHARE
 from gsu.index.base import _LIMITS, _NO_K, _SLOT
+from gsu.index.filtered import _within_exact
 from gsu.index.result import SearchResult
 from gsu.index.vectors import normalize_rows
 
@@ -95,10 +96,7 @@ def filtered_front(locked: Any) -> Any:
                 if self.metric == "cosine":
                     q = normalize_rows(q)
                 st = fit.settings
-                lim = st.exact_max_rows
-                # the lean path's exact limit (a window's own where lower; see _lean_search)
-                if mf <= max(lim * min(st.exact_run_factor, 1.0), k) or (
-                        mf <= max(lim, k) and (mf < 2 or filter[mf - 1] - filter[0] + 1 != mf)):
+                if _within_exact(filter, st, k):  # the lean path's exact limit
                     out_r = _empty((1, k), _I64)
                     out_s = _empty((1, k), _F32)
                     counts = _empty(1, _I64)

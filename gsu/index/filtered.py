@@ -177,6 +177,17 @@ def _request_filter(bm: np.ndarray, r: list[float], n: int) -> CompiledFilter:
     return CompiledFilter.from_bitmap(bm, m, n, (lo, hi + 1) if hi - lo + 1 == m else None)
 
 
+def _within_exact(ids: np.ndarray, st: PlannerSettings, k: int) -> bool:
+    """Whether a request's plain id array (1-D int64) takes the exact route's one call: no
+    longer than the exact limit, or than a window's own limit where that is lower (an array
+    that may be a window, its ends that far apart, takes the step-by-step path between the
+    two, which compiles it as a run). The lean path's and the public front's rule."""
+    mf = ids.shape[0]
+    lim = st.exact_max_rows
+    return mf <= max(lim * min(st.exact_run_factor, 1.0), k) or (
+        mf <= max(lim, k) and (mf < 2 or ids[mf - 1] - ids[0] + 1 != mf))
+
+
 def _check_effort(effort: Any) -> float:
     if isinstance(effort, bool) or not isinstance(effort, (int, float, np.floating, np.integer)) or not effort > 0 \
             or not math.isfinite(effort):
@@ -1048,15 +1059,7 @@ class FilteredIndex(Index):
             q = normalize_rows(q)
         st = fit.settings
         plain = f is not None and tf is np.ndarray  # a request's plain id array
-        # the exact limit (a window's own where lower: an array that may be a window, its ends
-        # that far apart, takes the step-by-step path there, which compiles it as a run)
-        if plain:
-            mf = f.shape[0]
-            lim = st.exact_max_rows
-            within = mf <= max(lim * min(st.exact_run_factor, 1.0), k) or (
-                mf <= max(lim, k) and (mf < 2 or f[mf - 1] - f[0] + 1 != mf))
-        else:
-            within = False
+        within = plain and _within_exact(f, st, k)
         if plain and (res := (self._request_exact(q, f, k) if within else
                               self._request_ivf(q, f, k, st) if f.shape[0] * BITMAP_FIRST_SHARE >= n else None)) is not None:
             # the request in one compiled call (the exact route; the IVF route, or continued
